@@ -1,0 +1,71 @@
+# Jobstead developer entry points. `make help` lists them.
+SHELL := /usr/bin/env bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CACHE_DIR ?= .cache
+export JOBSTEAD_CACHE_DIR ?= $(abspath $(CACHE_DIR))
+
+# Other mk/ fragments append prerequisites of `make test` here.
+TEST_PREREQS := venv system-deps
+PYTEST_ARGS ?=
+
+-include mk/*.mk
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} \
+	  /^[a-zA-Z0-9_-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } \
+	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,operator]'
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Create .venv and install Jobstead with its dev extras.
+
+.PHONY: system-deps
+system-deps: ## Install the PostgreSQL server binaries when the machine lacks them (Debian).
+	@if ! command -v pg_config >/dev/null || [ ! -x "$$(pg_config --bindir)/postgres" ]; then \
+	  echo "installing PostgreSQL from Debian packages"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql postgresql-contrib >/dev/null; \
+	fi
+
+.PHONY: run
+run: venv ## Run the demo app: worker + scheduler on the embedded SQLite default.
+	$(VENV)/bin/jobstead run --app jobstead.demo:app
+
+.PHONY: test
+test: $(TEST_PREREQS) ## Run every test (starts PostgreSQL and the local control plane itself).
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: venv ## ruff and mypy.
+	$(VENV)/bin/ruff check runtime operator tests bench
+	$(VENV)/bin/ruff format --check runtime operator tests bench
+	$(VENV)/bin/mypy
+
+.PHONY: format
+format: venv ## Apply ruff's formatting and safe fixes.
+	$(VENV)/bin/ruff check --fix runtime operator tests bench
+	$(VENV)/bin/ruff format runtime operator tests bench
+
+##@ Benchmarks
+
+.PHONY: bench
+bench: venv system-deps ## Jobstead against pgqueuer and procrastinate on one PostgreSQL; prints the table.
+	$(PY) -m bench
+
+.PHONY: clean
+clean: ## Remove the venv and caches (not the control-plane build cache).
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Kubernetes operator for Jobstead: reconciles JobHandler and CronSchedule resources."""

@@ -1,0 +1,1 @@
+"""Jobstead: persistent background jobs stored in your application's own database."""
