@@ -1,0 +1,50 @@
+"""Where the database is, resolved the same way by the app, the CLI and the operator."""
+
+from __future__ import annotations
+
+import os
+
+from sqlalchemy.engine import URL, make_url
+
+from .errors import ConfigurationError
+
+DATABASE_URL_ENV = "JOBSTEAD_DATABASE_URL"
+TABLE_PREFIX_ENV = "JOBSTEAD_TABLE_PREFIX"
+SCHEMA_ENV = "JOBSTEAD_SCHEMA"
+DEFAULT_DATABASE_URL = "sqlite:///jobstead.db"
+DEFAULT_TABLE_PREFIX = "jobstead_"
+
+
+def resolve_database_url(explicit: str | URL | None = None) -> URL:
+    """Explicit argument, else ``$JOBSTEAD_DATABASE_URL``, else a SQLite file in the cwd.
+
+    Bare ``postgresql://`` and ``postgres://`` URLs get the psycopg 3 driver,
+    the only PostgreSQL driver Jobstead depends on.
+    """
+    raw = explicit if explicit is not None else os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL
+    try:
+        url = make_url(raw)
+    except Exception as exc:  # SQLAlchemy raises ArgumentError with a terse message
+        raise ConfigurationError(f"invalid database URL {str(raw)!r}: {exc}") from exc
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    backend = url.get_backend_name()
+    if backend not in ("postgresql", "sqlite"):
+        raise ConfigurationError(f"unsupported database {backend!r}: Jobstead runs on PostgreSQL or SQLite")
+    if backend == "postgresql" and url.get_driver_name() != "psycopg":
+        raise ConfigurationError("PostgreSQL URLs must use the psycopg driver (postgresql+psycopg://...)")
+    return url
+
+
+def resolve_table_prefix(explicit: str | None = None) -> str:
+    prefix = explicit if explicit is not None else os.environ.get(TABLE_PREFIX_ENV, DEFAULT_TABLE_PREFIX)
+    if not prefix.replace("_", "").isalnum() or not prefix[:1].isalpha():
+        raise ConfigurationError(f"table prefix {prefix!r} must start with a letter and hold only letters, digits, _")
+    return prefix
+
+
+def resolve_schema(explicit: str | None = None) -> str | None:
+    schema = explicit if explicit is not None else os.environ.get(SCHEMA_ENV) or None
+    if schema is not None and (not schema.replace("_", "").isalnum() or not schema[:1].isalpha()):
+        raise ConfigurationError(f"schema name {schema!r} must start with a letter and hold only letters, digits, _")
+    return schema

@@ -1,0 +1,122 @@
+"""The handle ``defer`` returns: follow a job, wait for it, cancel it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from .errors import JobCancelled, JobError, JobFailed, JobNotFound
+from .status import JobStatus
+from .store import AttemptRecord, JobRecord
+
+if TYPE_CHECKING:
+    from .store import Store
+
+#: wait() polls the job row by primary key, backing off to this interval.
+MAX_POLL_INTERVAL = 0.25
+
+
+class Deferred:
+    """A job by id, with the state last read from the database.
+
+    Attributes are a snapshot: ``refresh()`` (or ``wait()``) reads them again.
+    Waiting polls one indexed row with backoff; it holds no lock and no
+    connection between polls, so it cannot block the database or a worker.
+    """
+
+    def __init__(self, store: Store, record: JobRecord) -> None:
+        self._store = store
+        self._record = record
+
+    def __repr__(self) -> str:
+        return f"<Deferred job {self.id} {self._record.handler} {self.status.value}>"
+
+    @property
+    def id(self) -> int:
+        return self._record.id
+
+    @property
+    def record(self) -> JobRecord:
+        return self._record
+
+    @property
+    def status(self) -> JobStatus:
+        return self._record.status
+
+    @property
+    def attempts(self) -> int:
+        return self._record.attempts
+
+    @property
+    def result(self) -> Any:
+        return self._record.result
+
+    @property
+    def error(self) -> JobError | None:
+        return self._record.error
+
+    @property
+    def handler(self) -> str:
+        return self._record.handler
+
+    def refresh(self) -> Deferred:
+        record = self._store.queries.get_job(self.id)
+        if record is None:
+            raise JobNotFound(f"job {self.id} does not exist (pruned, or its transaction is not committed)")
+        self._record = record
+        return self
+
+    def attempts_log(self) -> list[AttemptRecord]:
+        return self._store.queries.attempts(self.id)
+
+    def cancel(self) -> bool:
+        """Cancel the job: True if it is cancelled or asked to stop, False if it had already ended."""
+        self._record = self._store.control.cancel(self.id)
+        return self._record.status is JobStatus.CANCELLED or self._record.cancel_requested
+
+    async def cancel_async(self) -> bool:
+        return await asyncio.to_thread(self.cancel)
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Block until the job has finished; return its result or raise.
+
+        Raises ``JobFailed`` (dead or failed; with the error's type, message and
+        traceback), ``JobCancelled``, or ``TimeoutError`` after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = 0.01
+        while True:
+            if self._poll():
+                return self._outcome()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {self.id} still {self.status.value} after {timeout} s")
+            pause = interval if deadline is None else min(interval, max(deadline - time.monotonic(), 0))
+            time.sleep(pause)
+            interval = min(interval * 1.5, MAX_POLL_INTERVAL)
+
+    async def wait_async(self, timeout: float | None = None) -> Any:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = 0.01
+        while True:
+            if await asyncio.to_thread(self._poll):
+                return self._outcome()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {self.id} still {self.status.value} after {timeout} s")
+            pause = interval if deadline is None else min(interval, max(deadline - time.monotonic(), 0))
+            await asyncio.sleep(pause)
+            interval = min(interval * 1.5, MAX_POLL_INTERVAL)
+
+    def _poll(self) -> bool:
+        record = self._store.queries.get_job(self.id)
+        if record is not None:  # not visible yet: the deferring transaction may commit later
+            self._record = record
+        return self._record.status.is_final
+
+    def _outcome(self) -> Any:
+        status = self._record.status
+        if status is JobStatus.SUCCEEDED:
+            return self._record.result
+        if status is JobStatus.CANCELLED:
+            raise JobCancelled(self.id, status.value, self._record.error)
+        raise JobFailed(self.id, status.value, self._record.error)

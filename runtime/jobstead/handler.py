@@ -1,0 +1,246 @@
+"""A registered handler, and the per-call options ``configure`` adds to it."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import Session
+
+from .clock import as_utc
+from .deferred import Deferred
+from .errors import ConfigurationError, InvalidArguments
+from .retry import RetryPolicy
+from .signature import HandlerSignature, check_json
+from .store import HandlerDefinition, NewJob
+
+if TYPE_CHECKING:
+    from .app import App
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+SyncTransaction = Session | Connection
+AsyncTransaction = AsyncSession | AsyncConnection
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Per-call options; ``None`` means the handler's default."""
+
+    session: SyncTransaction | AsyncTransaction | None = None
+    run_at: datetime | None = None
+    delay: timedelta | None = None
+    priority: int | None = None
+    queue: str | None = None
+    key: str | None = None
+    tenant: str | None = None
+    metadata: dict[str, Any] | None = None
+    max_attempts: int | None = None
+    retry: RetryPolicy | None = None
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.run_at is not None and self.delay is not None:
+            raise InvalidArguments("give run_at or delay, not both")
+        if self.delay is not None and not isinstance(self.delay, timedelta):
+            raise InvalidArguments("delay must be a datetime.timedelta")
+        if self.run_at is not None and not isinstance(self.run_at, datetime):
+            raise InvalidArguments("run_at must be a datetime")
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise InvalidArguments("max_attempts must be at least 1")
+        if self.timeout is not None and self.timeout <= 0:
+            raise InvalidArguments("timeout must be a positive number of seconds")
+        if self.metadata is not None:
+            if not isinstance(self.metadata, dict):
+                raise InvalidArguments("metadata must be a dict")
+            check_json(self.metadata, "metadata")
+        for name in ("queue", "key", "tenant"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise InvalidArguments(f"{name} must be a non-empty string")
+
+
+class Handler(Generic[P, R]):
+    """A function registered with ``@app.handler``; call it directly, or ``defer`` it."""
+
+    def __init__(
+        self,
+        app: App,
+        func: Callable[P, R],
+        *,
+        name: str,
+        queue: str,
+        priority: int,
+        concurrency: int | None,
+        max_attempts: int,
+        retry: RetryPolicy,
+        timeout: float | None,
+    ) -> None:
+        if concurrency is not None and concurrency < 1:
+            raise ConfigurationError(f"handler {name}: concurrency must be at least 1 (or None for no limit)")
+        if max_attempts < 1:
+            raise ConfigurationError(f"handler {name}: max_attempts must be at least 1")
+        if timeout is not None and timeout <= 0:
+            raise ConfigurationError(f"handler {name}: timeout must be positive")
+        self.app = app
+        self.func = func
+        self.name = name
+        self.queue = queue
+        self.priority = priority
+        self.concurrency = concurrency
+        self.max_attempts = max_attempts
+        self.retry = retry
+        self.timeout = timeout
+        self.signature = HandlerSignature.of(func, name, app.resource_types)
+        self.is_async = inspect.iscoroutinefunction(func)
+        self.__doc__ = func.__doc__
+        self.__wrapped__ = func
+
+    def __repr__(self) -> str:
+        return f"<Handler {self.name}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.func(*args, **kwargs)
+
+    def definition(self) -> HandlerDefinition:
+        return HandlerDefinition(
+            name=self.name,
+            queue=self.queue,
+            priority=self.priority,
+            concurrency=self.concurrency,
+            max_attempts=self.max_attempts,
+            retry=self.retry,
+            timeout=self.timeout,
+            params=self.signature.params(),
+            source="code",
+        )
+
+    def configure(
+        self,
+        *,
+        session: SyncTransaction | AsyncTransaction | None = None,
+        run_at: datetime | None = None,
+        delay: timedelta | float | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        key: str | None = None,
+        tenant: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        max_attempts: int | None = None,
+        retry: RetryPolicy | float | list[float] | None = None,
+        timeout: float | None = None,
+    ) -> ConfiguredHandler[P, R]:
+        if isinstance(delay, int | float) and not isinstance(delay, bool):
+            delay = timedelta(seconds=delay)
+        return ConfiguredHandler(
+            self,
+            JobOptions(
+                session=session,
+                run_at=run_at,
+                delay=delay,
+                priority=priority,
+                queue=queue,
+                key=key,
+                tenant=tenant,
+                metadata=metadata,
+                max_attempts=max_attempts,
+                retry=RetryPolicy.coerce(retry),
+                timeout=timeout,
+            ),
+        )
+
+    def defer(self, *args: P.args, **kwargs: P.kwargs) -> Deferred:
+        return ConfiguredHandler(self, JobOptions()).defer(*args, **kwargs)
+
+    async def defer_async(self, *args: P.args, **kwargs: P.kwargs) -> Deferred:
+        return await ConfiguredHandler(self, JobOptions()).defer_async(*args, **kwargs)
+
+    def defer_many(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred]:
+        return ConfiguredHandler(self, JobOptions()).defer_many(calls)
+
+
+class ConfiguredHandler(Generic[P, R]):
+    """A handler plus per-call options: ``handler.configure(...).defer(...)``."""
+
+    def __init__(self, handler: Handler[P, R], options: JobOptions) -> None:
+        self.handler = handler
+        self.options = options
+
+    def configure(self, **changes: Any) -> ConfiguredHandler[P, R]:
+        merged = self.handler.configure(**{**_public(self.options), **changes})
+        return merged
+
+    def _new_job(self, args: dict[str, Any]) -> NewJob:
+        o, h = self.options, self.handler
+        run_at = None
+        if o.run_at is not None:
+            run_at = as_utc(o.run_at)
+        elif o.delay is not None:
+            run_at = self.handler.app.store.clock() + o.delay
+        return NewJob(
+            handler=h.name,
+            args=args,
+            queue=o.queue or h.queue,
+            priority=h.priority if o.priority is None else o.priority,
+            run_at=run_at,
+            key=o.key,
+            tenant=o.tenant,
+            metadata=o.metadata,
+            max_attempts=o.max_attempts,
+            retry=o.retry,
+            timeout=o.timeout,
+        )
+
+    def defer(self, *args: P.args, **kwargs: P.kwargs) -> Deferred:
+        """Store one job; in ``session``'s transaction when one was configured."""
+        job = self._new_job(self.handler.signature.bind(args, kwargs))
+        return self._insert_sync([job])[0]
+
+    def defer_many(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred]:
+        """Store many jobs (each a mapping of keyword arguments) in one transaction."""
+        jobs = [self._new_job(self.handler.signature.bind((), dict(call))) for call in calls]
+        return self._insert_sync(jobs)
+
+    async def defer_async(self, *args: P.args, **kwargs: P.kwargs) -> Deferred:
+        job = self._new_job(self.handler.signature.bind(args, kwargs))
+        return (await self._insert_async([job]))[0]
+
+    async def defer_many_async(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred]:
+        jobs = [self._new_job(self.handler.signature.bind((), dict(call))) for call in calls]
+        return await self._insert_async(jobs)
+
+    def _insert_sync(self, jobs: list[NewJob]) -> list[Deferred]:
+        store = self.handler.app.store
+        session = self.options.session
+        if isinstance(session, AsyncSession | AsyncConnection):
+            raise InvalidArguments("an async session needs defer_async(), not defer()")
+        connection = session.connection() if isinstance(session, Session) else session
+        return [Deferred(store, r) for r in store.enqueue.insert(jobs, connection)]
+
+    async def _insert_async(self, jobs: list[NewJob]) -> list[Deferred]:
+        store = self.handler.app.store
+        session = self.options.session
+        if session is None:
+            records = await asyncio.to_thread(store.enqueue.insert, jobs)
+        elif isinstance(session, AsyncSession):
+            records = await session.run_sync(lambda s: store.enqueue.insert(jobs, s.connection()))
+        elif isinstance(session, AsyncConnection):
+            records = await session.run_sync(lambda c: store.enqueue.insert(jobs, c))
+        else:  # a sync session from async code: still its transaction, just blocking
+            connection = session.connection() if isinstance(session, Session) else session
+            records = store.enqueue.insert(jobs, connection)
+        return [Deferred(store, r) for r in records]
+
+
+def _public(options: JobOptions) -> dict[str, Any]:
+    return {k: v for k, v in vars(options).items() if v is not None}
+
+
+__all__ = ["ConfiguredHandler", "Handler", "JobOptions"]

@@ -1,0 +1,131 @@
+"""Which handler parameters come from ``defer`` and which the worker supplies.
+
+A parameter annotated ``Context`` (or declared as a resource, see
+``App.resource``) is injected at run time: it is neither accepted by ``defer``
+nor stored. Everything else must arrive through ``defer`` as JSON.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, get_args, get_origin
+
+from .errors import ConfigurationError, InvalidArguments
+
+
+@dataclass(frozen=True)
+class Inject:
+    """Marks a parameter the worker fills in: ``Annotated[Mailer, Inject("mailer")]``."""
+
+    resource: str
+
+
+CONTEXT = "__context__"
+
+
+@dataclass(frozen=True)
+class HandlerSignature:
+    name: str
+    public: inspect.Signature
+    #: parameter name -> resource name (``CONTEXT`` for the job context)
+    injected: Mapping[str, str]
+    accepts_any: bool
+
+    @classmethod
+    def of(cls, func: Callable[..., Any], name: str, resources: Mapping[type, str]) -> HandlerSignature:
+        from .context import Context
+
+        sig = inspect.signature(func)
+        try:
+            hints = typing.get_type_hints(func, include_extras=True)
+        except Exception:  # unresolvable forward references: fall back to raw annotations
+            hints = {p.name: p.annotation for p in sig.parameters.values()}
+        injected: dict[str, str] = {}
+        public: list[inspect.Parameter] = []
+        for param in sig.parameters.values():
+            resource = _injection(hints.get(param.name, param.annotation), Context, resources)
+            if resource is not None:
+                injected[param.name] = resource
+                continue
+            if param.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.VAR_POSITIONAL):
+                raise ConfigurationError(
+                    f"handler {name}: parameter {param.name!r} is positional-only; job arguments are "
+                    "stored by name, so every argument must be passable as a keyword"
+                )
+            public.append(param)
+        return cls(
+            name=name,
+            public=sig.replace(parameters=public),
+            injected=injected,
+            accepts_any=any(p.kind is inspect.Parameter.VAR_KEYWORD for p in public),
+        )
+
+    def params(self) -> tuple[tuple[str, bool], ...]:
+        """(name, required) for each argument ``defer`` takes; what the CLI checks against."""
+        return tuple(
+            (p.name, p.default is inspect.Parameter.empty)
+            for p in self.public.parameters.values()
+            if p.kind is not inspect.Parameter.VAR_KEYWORD
+        )
+
+    def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Check arguments as a call would, and return them as the JSON object to store."""
+        for key in kwargs:
+            if key in self.injected:
+                raise InvalidArguments(
+                    f"{self.name}(): {key!r} is supplied by the worker when the job runs; do not pass it to defer"
+                )
+        try:
+            bound = self.public.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidArguments(f"{self.name}(): {exc}") from None
+        stored: dict[str, Any] = {}
+        for key, value in bound.arguments.items():
+            if self.public.parameters[key].kind is inspect.Parameter.VAR_KEYWORD:
+                stored.update(value)
+            else:
+                stored[key] = value
+        check_json(stored, f"{self.name}()")
+        return stored
+
+
+def check_json(values: Mapping[str, Any], where: str) -> None:
+    """Refuse what JSON cannot carry faithfully, naming the argument."""
+    for key, value in values.items():
+        if not isinstance(key, str):
+            raise InvalidArguments(f"{where}: argument names must be strings, not {key!r}")
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArguments(f"{where}: argument {key!r} is not JSON-serialisable: {exc}") from None
+
+
+def validate_stored(params: tuple[tuple[str, bool], ...], accepts_any: bool, values: Mapping[str, Any], name: str) -> None:
+    """The same checks as ``bind``, against a parameter list read from the database."""
+    known = {p for p, _ in params}
+    if not accepts_any:
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InvalidArguments(f"{name}(): unexpected argument(s): {', '.join(unknown)}")
+    missing = [p for p, required in params if required and p not in values]
+    if missing:
+        raise InvalidArguments(f"{name}(): missing required argument(s): {', '.join(missing)}")
+    check_json(values, f"{name}()")
+
+
+def _injection(annotation: Any, context_type: type, resources: Mapping[type, str]) -> str | None:
+    if annotation is context_type or annotation == "Context":
+        return CONTEXT
+    if get_origin(annotation) is Annotated:
+        base, *extras = get_args(annotation)
+        for extra in extras:
+            if isinstance(extra, Inject):
+                return extra.resource
+        return _injection(base, context_type, resources)
+    if isinstance(annotation, type) and annotation in resources:
+        return resources[annotation]
+    return None

@@ -1,0 +1,187 @@
+"""Claiming jobs: the hot path, and the one place the global concurrency limit lives.
+
+Two paths, chosen per claim:
+
+* Handlers without a limit: one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE
+  SKIP LOCKED) RETURNING *`` statement. Concurrent workers skip each other's rows
+  instead of waiting on them.
+* Handlers with a limit: the claim first locks their ``handlers`` rows (``FOR
+  UPDATE``), then counts their running jobs, then claims at most the remaining
+  room. Every claim of a limited handler holds that row lock until commit, so two
+  workers can never both see "2 of 3 running" and both take the third slot; the
+  limit holds across every process and pod. Completions do not need the lock:
+  they only ever make room.
+
+On SQLite the transaction itself is the lock (``BEGIN IMMEDIATE``).
+
+The unlimited path excludes, inside SQL, every handler the database says is
+limited: a worker whose cached view is stale just skips those jobs for a
+moment; it can never run them past their limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, ColumnElement, and_, exists, func, or_, select, update
+
+from ..clock import Clock
+from ..status import CLAIMABLE_STATUSES, JobStatus
+from .database import Database
+from .records import JobRecord
+from .rows import job_record
+
+
+class Claims:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    def claim(
+        self,
+        *,
+        worker_id: str,
+        handlers: Sequence[str],
+        limited: Collection[str],
+        queues: Sequence[str] | None,
+        limit: int,
+        lease_seconds: float,
+    ) -> list[JobRecord]:
+        """Claim up to ``limit`` ready jobs of ``handlers``, serving ``queues`` in order.
+
+        ``limited`` names the handlers the worker believes have a concurrency
+        limit; the database has the last word (see the module docstring).
+        """
+        if limit <= 0 or not handlers:
+            return []
+        now = self._clock()
+        with self._db.engine.begin() as conn:
+            room: dict[str, int] = {}
+            free = [h for h in handlers if h not in limited]
+            if limited:
+                room, unlimited_now = self._room(conn, [h for h in handlers if h in limited])
+                free += unlimited_now
+            claimed: list[JobRecord] = []
+            for queue in queues or (None,):
+                wanted = limit - len(claimed)
+                if wanted <= 0:
+                    break
+                which = self._pick(conn, now, queue, free, room, wanted)
+                if which is not None:
+                    taken = self._take(conn, now, which, worker_id, lease_seconds)
+                    for job in taken:
+                        if job.handler in room:
+                            room[job.handler] -= 1
+                    claimed += taken
+            claimed.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+            return claimed
+
+    def _room(self, conn: Connection, limited: list[str]) -> tuple[dict[str, int], list[str]]:
+        """Lock the limited handlers' rows; return their free slots and the ones no longer limited."""
+        h = self._db.tables.handlers
+        jobs = self._db.tables.jobs
+        rows = conn.execute(
+            select(h.c.name, h.c.concurrency)
+            .where(h.c.name.in_(limited), h.c.concurrency.is_not(None))
+            .order_by(h.c.name)  # one lock order for everyone: no deadlocks
+            .with_for_update()
+        ).all()
+        limits = {name: int(concurrency) for name, concurrency in rows}
+        running: dict[str, int] = {}
+        if limits:
+            running = {
+                name: int(n)
+                for name, n in conn.execute(
+                    select(jobs.c.handler, func.count())
+                    .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.handler.in_(list(limits)))
+                    .group_by(jobs.c.handler)
+                ).all()
+            }
+        room = {name: cap - running.get(name, 0) for name, cap in limits.items()}
+        return room, [name for name in limited if name not in limits]
+
+    def _pick(
+        self,
+        conn: Connection,
+        now: datetime,
+        queue: str | None,
+        free: list[str],
+        room: dict[str, int],
+        wanted: int,
+    ) -> ColumnElement[bool] | None:
+        """Which jobs to claim from one queue (best first), or None for none.
+
+        With no limited handler open this is a subquery, so the claim stays a
+        single statement; otherwise candidates are locked and chosen here.
+        """
+        jobs = self._db.tables.jobs
+        limited_open = {name: n for name, n in room.items() if n > 0}
+        if not limited_open:
+            if not free:
+                return None
+            stmt = self._candidates(now, queue, jobs.c.handler.in_(free), guard_limits=True, limit=wanted)
+            return jobs.c.id.in_(stmt.with_only_columns(jobs.c.id).scalar_subquery())
+        found: list[Any] = []
+        for name, n in limited_open.items():
+            found += conn.execute(
+                self._candidates(now, queue, jobs.c.handler == name, guard_limits=False, limit=min(n, wanted))
+            ).all()
+        if free:
+            found += conn.execute(
+                self._candidates(now, queue, jobs.c.handler.in_(free), guard_limits=True, limit=wanted)
+            ).all()
+        found.sort(key=lambda r: (-r.priority, r.run_at, r.id))
+        ids = [r.id for r in found[:wanted]]
+        return jobs.c.id.in_(ids) if ids else None
+
+    def _candidates(
+        self, now: datetime, queue: str | None, which: ColumnElement[bool], *, guard_limits: bool, limit: int
+    ) -> Any:
+        t = self._db.tables
+        jobs, pauses, handlers = t.jobs, t.pauses, t.handlers
+        conditions: list[ColumnElement[bool]] = [
+            jobs.c.status.in_([s.value for s in CLAIMABLE_STATUSES]),
+            jobs.c.run_at <= now,
+            which,
+            ~exists().where(
+                or_(
+                    pauses.c.scope == "all",
+                    and_(pauses.c.scope == "queue", pauses.c.name == jobs.c.queue),
+                    and_(pauses.c.scope == "handler", pauses.c.name == jobs.c.handler),
+                )
+            ),
+        ]
+        if queue is not None:
+            conditions.append(jobs.c.queue == queue)
+        if guard_limits:
+            conditions.append(
+                ~exists().where(handlers.c.name == jobs.c.handler, handlers.c.concurrency.is_not(None))
+            )
+        return (
+            select(jobs.c.id, jobs.c.priority, jobs.c.run_at)
+            .where(*conditions)
+            .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=jobs)
+        )
+
+    def _take(
+        self, conn: Connection, now: datetime, which: ColumnElement[bool], worker_id: str, lease_seconds: float
+    ) -> list[JobRecord]:
+        jobs = self._db.tables.jobs
+        rows = conn.execute(
+            update(jobs)
+            .where(which)
+            .values(
+                status=JobStatus.RUNNING.value,
+                attempts=jobs.c.attempts + 1,
+                lease_owner=worker_id,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                started_at=now,
+                cancel_requested=False,
+            )
+            .returning(*jobs.c)
+        ).mappings()
+        return [job_record(row, now) for row in rows]

@@ -1,0 +1,258 @@
+"""Everything a worker does to a job it holds, each step conditional on its lease.
+
+A lease is the pair (``lease_owner``, ``attempts``): the worker's id is unique
+per process start and ``attempts`` grows with every claim, so the pair names one
+claim and nothing else. Every write here matches on it (compare-and-set). A
+worker that lost its lease (it stalled, the job was rescued and claimed again)
+therefore cannot complete, fail or checkpoint a job that now belongs to someone
+else; its write simply matches no row.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, insert, select, text, update
+
+from ..clock import Clock
+from ..errors import JobError
+from ..status import FINAL_STATUSES, AttemptOutcome, JobStatus
+from .database import Database
+from .records import Completion, LeaseReport
+
+#: Used when a job's handler has no row in the database (no process ever registered it).
+FALLBACK_MAX_ATTEMPTS = 5
+
+
+class Leases:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    def _held(self, job_id: int, owner: str, attempt: int) -> Any:
+        jobs = self._db.tables.jobs
+        return and_(
+            jobs.c.id == job_id,
+            jobs.c.lease_owner == owner,
+            jobs.c.attempts == attempt,
+            jobs.c.status == JobStatus.RUNNING.value,
+        )
+
+    def complete(self, completions: Sequence[Completion]) -> set[int]:
+        """Apply finished attempts in one transaction; return the ids whose lease was gone."""
+        if not completions:
+            return set()
+        if self._db.is_postgres:
+            return self._complete_postgres(completions)
+        lost: set[int] = set()
+        with self._db.engine.begin() as conn:
+            for c in completions:
+                if not self._complete_one(conn, c):
+                    lost.add(c.job_id)
+        return lost
+
+    def _complete_one(self, conn: Connection, c: Completion) -> bool:
+        t = self._db.tables
+        final = c.status in FINAL_STATUSES
+        values: dict[str, Any] = {
+            "status": c.status.value,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "cancel_requested": False,
+            "finished_at": c.finished_at if final else None,
+        }
+        if c.outcome is AttemptOutcome.SUCCEEDED:
+            values["result"] = c.result
+        if c.error is not None:
+            values["error"] = c.error.to_json()
+        if c.run_at is not None:
+            values["run_at"] = c.run_at
+        row = conn.execute(
+            update(t.jobs).where(self._held(c.job_id, c.owner, c.attempt)).values(values).returning(t.jobs.c.started_at)
+        ).first()
+        if row is None:
+            return False
+        conn.execute(
+            insert(t.attempts).values(
+                job_id=c.job_id,
+                attempt=c.attempt,
+                worker_id=c.owner,
+                started_at=row.started_at,
+                finished_at=c.finished_at,
+                outcome=c.outcome.value,
+                error=c.error.to_json() if c.error else None,
+            )
+        )
+        return True
+
+    def _complete_postgres(self, completions: Sequence[Completion]) -> set[int]:
+        """One statement for the whole batch: update the jobs, log the attempts.
+
+        ``unnest`` of parallel arrays keeps the statement text constant whatever
+        the batch size, so PostgreSQL plans it once per connection.
+        """
+        t = self._db.tables
+        jobs, attempts = t.qualified(t.jobs), t.qualified(t.attempts)
+        final = "', '".join(s.value for s in FINAL_STATUSES)
+        sql = text(
+            f"""
+            WITH batch AS (
+                SELECT * FROM unnest(
+                    CAST(:ids AS bigint[]), CAST(:owners AS text[]), CAST(:attempts AS int[]),
+                    CAST(:statuses AS text[]), CAST(:outcomes AS text[]), CAST(:results AS text[]),
+                    CAST(:errors AS text[]), CAST(:run_ats AS timestamptz[]), CAST(:finished AS timestamptz[])
+                ) AS b(id, owner, attempt, status, outcome, result, error, run_at, finished_at)
+            ), done AS (
+                UPDATE {jobs} AS j SET
+                    status = b.status,
+                    result = CASE WHEN b.outcome = 'succeeded' THEN CAST(b.result AS jsonb) ELSE j.result END,
+                    error = COALESCE(CAST(b.error AS jsonb), j.error),
+                    run_at = COALESCE(b.run_at, j.run_at),
+                    finished_at = CASE WHEN b.status IN ('{final}') THEN b.finished_at END,
+                    lease_owner = NULL, lease_expires_at = NULL, cancel_requested = false
+                FROM batch AS b
+                WHERE j.id = b.id AND j.lease_owner = b.owner AND j.attempts = b.attempt
+                  AND j.status = 'running'
+                RETURNING j.id, b.attempt, b.owner, j.started_at, b.finished_at, b.outcome, b.error
+            )
+            INSERT INTO {attempts} (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
+            SELECT id, attempt, owner, started_at, finished_at, outcome, CAST(error AS jsonb) FROM done
+            RETURNING job_id
+            """
+        )
+        params = {
+            "ids": [c.job_id for c in completions],
+            "owners": [c.owner for c in completions],
+            "attempts": [c.attempt for c in completions],
+            "statuses": [c.status.value for c in completions],
+            "outcomes": [c.outcome.value for c in completions],
+            "results": [None if c.result is None else json.dumps(c.result) for c in completions],
+            "errors": [json.dumps(c.error.to_json()) if c.error else None for c in completions],
+            "run_ats": [c.run_at for c in completions],
+            "finished": [c.finished_at for c in completions],
+        }
+        with self._db.engine.begin() as conn:
+            applied = {row[0] for row in conn.execute(sql, params)}
+        return {c.job_id for c in completions} - applied
+
+    def renew(self, owner: str, lease_seconds: float) -> LeaseReport:
+        """Extend every lease ``owner`` holds; report which it still holds and which to cancel."""
+        jobs = self._db.tables.jobs
+        expires = self._clock() + timedelta(seconds=lease_seconds)
+        with self._db.engine.begin() as conn:
+            rows = conn.execute(
+                update(jobs)
+                .where(jobs.c.lease_owner == owner, jobs.c.status == JobStatus.RUNNING.value)
+                .values(lease_expires_at=expires)
+                .returning(jobs.c.id, jobs.c.cancel_requested)
+            ).all()
+        return LeaseReport(
+            held=frozenset(r.id for r in rows),
+            cancel_requested=frozenset(r.id for r in rows if r.cancel_requested),
+        )
+
+    def rescue_expired(self, batch: int = 500) -> list[int]:
+        """Give the jobs of dead workers back to the queue; return their ids.
+
+        The lost attempt counts (a job that kills its worker every time must end
+        somewhere) and is logged as ``lost``. Any number of workers may call this
+        at once: each row is taken by one of them (SKIP LOCKED, then a
+        compare-and-set on the lease).
+        """
+        t = self._db.tables
+        jobs, handlers = t.jobs, t.handlers
+        now = self._clock()
+        with self._db.engine.begin() as conn:
+            expired = conn.execute(
+                select(
+                    jobs.c.id,
+                    jobs.c.lease_owner,
+                    jobs.c.attempts,
+                    jobs.c.max_attempts,
+                    jobs.c.started_at,
+                    handlers.c.max_attempts.label("handler_max_attempts"),
+                )
+                .select_from(jobs.outerjoin(handlers, handlers.c.name == jobs.c.handler))
+                .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_expires_at < now)
+                .limit(batch)
+                .with_for_update(skip_locked=True, of=jobs)
+            ).all()
+            rescued: list[int] = []
+            for row in expired:
+                limit = row.max_attempts or row.handler_max_attempts or FALLBACK_MAX_ATTEMPTS
+                exhausted = row.attempts >= limit
+                error = JobError(
+                    type="jobstead.LeaseExpired",
+                    message=f"worker {row.lease_owner} stopped renewing its lease (crashed or stalled)",
+                    traceback="",
+                )
+                done = conn.execute(
+                    update(jobs)
+                    .where(self._held(row.id, row.lease_owner, row.attempts))
+                    .values(
+                        status=(JobStatus.DEAD if exhausted else JobStatus.RETRYING).value,
+                        run_at=now,
+                        finished_at=now if exhausted else None,
+                        error=error.to_json(),
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        cancel_requested=False,
+                    )
+                ).rowcount
+                if done:
+                    conn.execute(
+                        insert(t.attempts).values(
+                            job_id=row.id,
+                            attempt=row.attempts,
+                            worker_id=row.lease_owner,
+                            started_at=row.started_at,
+                            finished_at=now,
+                            outcome=AttemptOutcome.LOST.value,
+                            error=error.to_json(),
+                        )
+                    )
+                    rescued.append(row.id)
+        return rescued
+
+    def release(self, job_id: int, owner: str, attempt: int) -> bool:
+        """Hand a job back unfinished (graceful shutdown); the attempt is not spent."""
+        t = self._db.tables
+        now = self._clock()
+        with self._db.engine.begin() as conn:
+            row = conn.execute(
+                update(t.jobs)
+                .where(self._held(job_id, owner, attempt))
+                .values(
+                    status=JobStatus.QUEUED.value,
+                    attempts=t.jobs.c.attempts - 1,
+                    run_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    cancel_requested=False,
+                )
+                .returning(t.jobs.c.started_at)
+            ).first()
+            if row is None:
+                return False
+            conn.execute(
+                insert(t.attempts).values(
+                    job_id=job_id,
+                    attempt=attempt,
+                    worker_id=owner,
+                    started_at=row.started_at,
+                    finished_at=now,
+                    outcome=AttemptOutcome.RELEASED.value,
+                )
+            )
+        return True
+
+    def checkpoint(self, job_id: int, owner: str, attempt: int, data: Any) -> bool:
+        """Persist progress now; False if the lease is gone (the caller should stop)."""
+        jobs = self._db.tables.jobs
+        with self._db.engine.begin() as conn:
+            return bool(
+                conn.execute(update(jobs).where(self._held(job_id, owner, attempt)).values(checkpoint=data)).rowcount
+            )

@@ -1,0 +1,107 @@
+"""The read side: one job, filtered lists, attempt logs, counts."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, and_, func, or_, select
+
+from ..clock import Clock
+from ..status import JobStatus
+from .database import Database
+from .records import AttemptRecord, JobRecord, Stats
+from .rows import attempt_record, job_record
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    status: JobStatus | None = None
+    handler: str | None = None
+    queue: str | None = None
+    tenant: str | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+class Queries:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    def get_job(self, job_id: int) -> JobRecord | None:
+        jobs = self._db.tables.jobs
+        with self._db.engine.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        return job_record(row, self._clock()) if row else None
+
+    def list_jobs(self, where: JobFilter = JobFilter()) -> list[JobRecord]:
+        jobs = self._db.tables.jobs
+        now = self._clock()
+        conditions: list[ColumnElement[bool]] = []
+        if where.status is not None:
+            conditions.append(self._status_is(where.status, now))
+        if where.handler is not None:
+            conditions.append(jobs.c.handler == where.handler)
+        if where.queue is not None:
+            conditions.append(jobs.c.queue == where.queue)
+        if where.tenant is not None:
+            conditions.append(jobs.c.tenant == where.tenant)
+        stmt = select(jobs).where(*conditions).order_by(jobs.c.id.desc()).limit(where.limit).offset(where.offset)
+        with self._db.engine.connect() as conn:
+            return [job_record(row, now) for row in conn.execute(stmt).mappings()]
+
+    def _status_is(self, status: JobStatus, now: object) -> ColumnElement[bool]:
+        """The stored column and the shown status differ for due ``scheduled`` jobs."""
+        jobs = self._db.tables.jobs
+        if status is JobStatus.QUEUED:
+            return or_(
+                jobs.c.status == JobStatus.QUEUED.value,
+                and_(jobs.c.status == JobStatus.SCHEDULED.value, jobs.c.run_at <= now),
+            )
+        if status is JobStatus.SCHEDULED:
+            return and_(jobs.c.status == JobStatus.SCHEDULED.value, jobs.c.run_at > now)
+        return jobs.c.status == status.value
+
+    def attempts(self, job_id: int) -> list[AttemptRecord]:
+        attempts = self._db.tables.attempts
+        with self._db.engine.connect() as conn:
+            rows = conn.execute(
+                select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.finished_at, attempts.c.id)
+            ).mappings()
+            return [attempt_record(r) for r in rows]
+
+    def stats(self, tenant: str | None = None) -> Stats:
+        """Counts of jobs per status, overall and per handler, queue and tenant."""
+        jobs = self._db.tables.jobs
+        now = self._clock()
+        stmt = select(
+            jobs.c.handler,
+            jobs.c.queue,
+            jobs.c.tenant,
+            jobs.c.status,
+            (jobs.c.run_at <= now).label("due"),
+            func.count().label("n"),
+        ).group_by(jobs.c.handler, jobs.c.queue, jobs.c.tenant, jobs.c.status, (jobs.c.run_at <= now))
+        if tenant is not None:
+            stmt = stmt.where(jobs.c.tenant == tenant)
+        by_status: dict[str, int] = defaultdict(int)
+        by_handler: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        by_queue: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        by_tenant: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        with self._db.engine.connect() as conn:
+            for row in conn.execute(stmt):
+                status = row.status
+                if status == JobStatus.SCHEDULED.value and row.due:
+                    status = JobStatus.QUEUED.value
+                by_status[status] += row.n
+                by_handler[row.handler][status] += row.n
+                by_queue[row.queue][status] += row.n
+                if row.tenant is not None:
+                    by_tenant[row.tenant][status] += row.n
+        return Stats(
+            by_status={s.value: by_status.get(s.value, 0) for s in JobStatus},
+            by_handler={k: dict(v) for k, v in sorted(by_handler.items())},
+            by_queue={k: dict(v) for k, v in sorted(by_queue.items())},
+            by_tenant={k: dict(v) for k, v in sorted(by_tenant.items())},
+        )

@@ -1,0 +1,145 @@
+"""The handlers and workers the database knows about.
+
+Handler rows let processes that do not import the app (the CLI, the operator)
+check a handler name and its arguments, and carry the settings that must be the
+same for every worker: above all the global concurrency limit. Worker rows make
+running processes visible (``jobstead stats``, the operator's scale-down).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..clock import Clock
+from .database import Database
+from .records import HandlerDefinition
+from .rows import handler_definition
+
+
+class Registry:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    def publish_handlers(self, definitions: Iterable[HandlerDefinition]) -> None:
+        """Upsert code-defined handlers.
+
+        A row written by the operator (``source = 'crd'``) keeps its settings:
+        only its parameter list follows the code, since only code knows it.
+        """
+        handlers = self._db.tables.handlers
+        dialect_insert = postgresql.insert if self._db.is_postgres else sqlite.insert
+        now = self._clock()
+        with self._db.engine.begin() as conn:
+            for d in sorted(definitions, key=lambda d: d.name):
+                values = _values(d, now)
+                stmt = dialect_insert(handlers).values(values)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["name"],
+                    set_={k: stmt.excluded[k] for k in values if k != "name"},
+                    where=handlers.c.source == "code",
+                )
+                conn.execute(stmt)
+                conn.execute(
+                    update(handlers)
+                    .where(handlers.c.name == d.name, handlers.c.source != "code")
+                    .values(params=values["params"], updated_at=now)
+                )
+
+    def put_handler(self, definition: HandlerDefinition) -> None:
+        """Write a handler row as given, whatever its source (the operator's way in)."""
+        handlers = self._db.tables.handlers
+        dialect_insert = postgresql.insert if self._db.is_postgres else sqlite.insert
+        values = _values(definition, self._clock())
+        with self._db.engine.begin() as conn:
+            current = conn.execute(select(handlers.c.params).where(handlers.c.name == definition.name)).first()
+            if current is not None and not definition.params:
+                values["params"] = current.params  # keep what the code published
+            stmt = dialect_insert(handlers).values(values)
+            conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={k: stmt.excluded[k] for k in values}))
+
+    def remove_handler(self, name: str, *, source: str) -> bool:
+        handlers = self._db.tables.handlers
+        with self._db.engine.begin() as conn:
+            return bool(
+                conn.execute(delete(handlers).where(handlers.c.name == name, handlers.c.source == source)).rowcount
+            )
+
+    def handlers(self, names: Sequence[str] | None = None) -> dict[str, HandlerDefinition]:
+        handlers = self._db.tables.handlers
+        stmt = select(handlers)
+        if names is not None:
+            stmt = stmt.where(handlers.c.name.in_(list(names)))
+        with self._db.engine.connect() as conn:
+            return {row["name"]: handler_definition(row) for row in conn.execute(stmt).mappings()}
+
+    def handler(self, name: str) -> HandlerDefinition | None:
+        return self.handlers([name]).get(name)
+
+    # -- workers -------------------------------------------------------------
+
+    def register_worker(
+        self, worker_id: str, *, handlers: Sequence[str], queues: Sequence[str] | None, concurrency: int
+    ) -> None:
+        now = self._clock()
+        with self._db.engine.begin() as conn:
+            conn.execute(
+                self._db.tables.workers.insert().values(
+                    id=worker_id,
+                    hostname=socket.gethostname(),
+                    pid=os.getpid(),
+                    queues=list(queues) if queues else None,
+                    handlers=list(handlers),
+                    concurrency=concurrency,
+                    running=0,
+                    started_at=now,
+                    heartbeat_at=now,
+                )
+            )
+
+    def worker_heartbeat(self, worker_id: str, running: int) -> None:
+        workers = self._db.tables.workers
+        with self._db.engine.begin() as conn:
+            conn.execute(
+                update(workers).where(workers.c.id == worker_id).values(heartbeat_at=self._clock(), running=running)
+            )
+
+    def unregister_worker(self, worker_id: str) -> None:
+        workers = self._db.tables.workers
+        with self._db.engine.begin() as conn:
+            conn.execute(delete(workers).where(workers.c.id == worker_id))
+
+    def prune_workers(self, silent_for: timedelta) -> int:
+        """Forget workers that stopped heartbeating long ago (their jobs are rescued by lease)."""
+        workers = self._db.tables.workers
+        with self._db.engine.begin() as conn:
+            return int(
+                conn.execute(delete(workers).where(workers.c.heartbeat_at < self._clock() - silent_for)).rowcount
+            )
+
+    def workers(self) -> list[dict[str, Any]]:
+        workers = self._db.tables.workers
+        with self._db.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(workers).order_by(workers.c.started_at)).mappings()]
+
+
+def _values(d: HandlerDefinition, now: Any) -> dict[str, Any]:
+    return {
+        "name": d.name,
+        "queue": d.queue,
+        "priority": d.priority,
+        "concurrency": d.concurrency,
+        "max_attempts": d.max_attempts,
+        "retry": d.retry.to_json(),
+        "timeout": d.timeout,
+        "params": [{"name": n, "required": r} for n, r in d.params],
+        "source": d.source,
+        "updated_at": now,
+    }

@@ -1,0 +1,210 @@
+"""The database schema, built per table prefix and PostgreSQL schema name.
+
+Tables are built by a function rather than declared at import time because one
+process may talk to several Jobstead installations (tests do, and so does an
+operator watching several namespaces), each with its own prefix or schema.
+The Alembic migrations in ``jobstead/migrations`` must produce exactly this
+schema; ``tests/unit/test_migrations.py`` compares the two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    text,
+)
+
+from ..status import CLAIMABLE_STATUSES, LIVE_STATUSES, JobStatus
+from .types import JSONType, UTCDateTime
+
+Id = BigInteger().with_variant(Integer(), "sqlite")
+NAME = 200
+
+
+def _in(statuses: tuple[JobStatus, ...]) -> str:
+    return "status IN (" + ", ".join(f"'{s.value}'" for s in statuses) + ")"
+
+
+#: Partial-index predicates, as SQL both backends accept.
+READY_PREDICATE = _in(CLAIMABLE_STATUSES)
+LIVE_KEY_PREDICATE = "key IS NOT NULL AND " + _in(LIVE_STATUSES)
+RUNNING_PREDICATE = f"status = '{JobStatus.RUNNING.value}'"
+
+
+@dataclass(frozen=True)
+class Tables:
+    metadata: MetaData
+    prefix: str
+    schema: str | None
+    jobs: Table
+    attempts: Table
+    handlers: Table
+    pauses: Table
+    workers: Table
+
+    def qualified(self, table: Table) -> str:
+        """The table's name as it appears in raw SQL (quoted when it needs to be)."""
+        return f'"{self.schema}"."{table.name}"' if self.schema else f'"{table.name}"'
+
+    @property
+    def notify_channel(self) -> str:
+        """LISTEN/NOTIFY channel: distinct per installation sharing a database."""
+        return f"{self.schema + '.' if self.schema else ''}{self.prefix}jobs"
+
+
+def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables:
+    md = MetaData(schema=schema)
+
+    jobs = Table(
+        f"{prefix}jobs",
+        md,
+        Column("id", Id, primary_key=True, autoincrement=True),
+        Column("handler", String(NAME), nullable=False),
+        Column("queue", String(NAME), nullable=False),
+        Column("priority", Integer, nullable=False, server_default=text("0")),
+        Column("status", String(16), nullable=False),
+        Column("args", JSONType, nullable=False),
+        Column("run_at", UTCDateTime, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("started_at", UTCDateTime),
+        Column("finished_at", UTCDateTime),
+        Column("attempts", Integer, nullable=False, server_default=text("0")),
+        # NULL means "the handler's setting", read when the job runs, so a change
+        # to the handler (in code or in its JobHandler resource) reaches queued jobs.
+        Column("max_attempts", Integer),
+        Column("retry", JSONType),
+        Column("timeout", Float),
+        Column("key", String(NAME)),
+        Column("tenant", String(NAME)),
+        Column("metadata", JSONType),
+        Column("batch_id", Id),
+        Column("result", JSONType),
+        Column("error", JSONType),
+        Column("checkpoint", JSONType),
+        # The lease: (lease_owner, attempts) identifies one claim; every state
+        # change a worker makes is conditional on it (compare-and-set).
+        Column("lease_owner", String(64)),
+        Column("lease_expires_at", UTCDateTime),
+        Column("cancel_requested", Boolean, nullable=False, server_default=text("false")),
+    )
+    Index(
+        f"{prefix}jobs_ready",
+        jobs.c.queue,
+        jobs.c.priority.desc(),
+        jobs.c.run_at,
+        jobs.c.id,
+        postgresql_where=text(READY_PREDICATE),
+        sqlite_where=text(READY_PREDICATE),
+    )
+    Index(
+        f"{prefix}jobs_ready_any_queue",
+        jobs.c.priority.desc(),
+        jobs.c.run_at,
+        jobs.c.id,
+        postgresql_where=text(READY_PREDICATE),
+        sqlite_where=text(READY_PREDICATE),
+    )
+    Index(
+        f"{prefix}jobs_running",
+        jobs.c.handler,
+        jobs.c.lease_expires_at,
+        postgresql_where=text(RUNNING_PREDICATE),
+        sqlite_where=text(RUNNING_PREDICATE),
+    )
+    Index(
+        f"{prefix}jobs_live_key",
+        jobs.c.handler,
+        jobs.c.key,
+        unique=True,
+        postgresql_where=text(LIVE_KEY_PREDICATE),
+        sqlite_where=text(LIVE_KEY_PREDICATE),
+    )
+    Index(f"{prefix}jobs_handler_status", jobs.c.handler, jobs.c.status)
+    Index(f"{prefix}jobs_tenant_status", jobs.c.tenant, jobs.c.status)
+
+    attempts = Table(
+        f"{prefix}attempts",
+        md,
+        Column("id", Id, primary_key=True, autoincrement=True),
+        Column(
+            "job_id",
+            Id,
+            ForeignKey(jobs.c.id, ondelete="CASCADE", name=f"{prefix}attempts_job_fk"),
+            nullable=False,
+        ),
+        Column("attempt", Integer, nullable=False),
+        Column("worker_id", String(64)),
+        Column("started_at", UTCDateTime),
+        Column("finished_at", UTCDateTime, nullable=False),
+        Column("outcome", String(16), nullable=False),
+        Column("error", JSONType),
+    )
+    Index(f"{prefix}attempts_job", attempts.c.job_id, attempts.c.attempt)
+
+    handlers = Table(
+        f"{prefix}handlers",
+        md,
+        Column("name", String(NAME), primary_key=True),
+        Column("queue", String(NAME), nullable=False),
+        Column("priority", Integer, nullable=False, server_default=text("0")),
+        # The GLOBAL limit of running jobs; claims lock this row to enforce it.
+        Column("concurrency", Integer),
+        Column("max_attempts", Integer, nullable=False),
+        Column("retry", JSONType, nullable=False),
+        Column("timeout", Float),
+        # Parameter names the handler accepts, so the CLI can check arguments
+        # without importing the app: [{"name": ..., "required": bool}, ...].
+        Column("params", JSONType, nullable=False),
+        # "code" rows follow the code that registered them; "crd" rows belong to
+        # the operator, and code only refreshes their parameter list.
+        Column("source", String(16), nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+    )
+
+    pauses = Table(
+        f"{prefix}pauses",
+        md,
+        # scope is "all", "queue" or "handler"; name is "" for "all".
+        Column("scope", String(16), nullable=False),
+        Column("name", String(NAME), nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        PrimaryKeyConstraint("scope", "name", name=f"{prefix}pauses_pkey"),
+    )
+
+    workers = Table(
+        f"{prefix}workers",
+        md,
+        # Unique per process start, never reused: a restarted pod is a new worker.
+        Column("id", String(64), primary_key=True),
+        Column("hostname", String(NAME), nullable=False),
+        Column("pid", Integer, nullable=False),
+        Column("queues", JSONType),
+        Column("handlers", JSONType, nullable=False),
+        Column("concurrency", Integer, nullable=False),
+        Column("running", Integer, nullable=False, server_default=text("0")),
+        Column("started_at", UTCDateTime, nullable=False),
+        Column("heartbeat_at", UTCDateTime, nullable=False),
+    )
+
+    return Tables(
+        metadata=md,
+        prefix=prefix,
+        schema=schema,
+        jobs=jobs,
+        attempts=attempts,
+        handlers=handlers,
+        pauses=pauses,
+        workers=workers,
+    )

@@ -1,0 +1,64 @@
+"""Writing finished attempts in batches, never dropping one.
+
+Completions queue up while a write is in flight and go together in the next
+one, so under load one transaction finishes many jobs, and an idle worker still
+writes each completion at once. If the database is unreachable the batch is
+kept and tried again: a completion is only dropped when its lease turns out to
+be gone (then it is not ours to write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ..store import Completion, Store
+
+logger = logging.getLogger("jobstead.worker")
+
+
+class CompletionWriter:
+    def __init__(self, store: Store, *, max_batch: int = 500) -> None:
+        self._store = store
+        self._pending: list[Completion] = []
+        self._ready = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._max_batch = max_batch
+        self._closing = False
+
+    def add(self, completion: Completion) -> None:
+        self._pending.append(completion)
+        self._idle.clear()
+        self._ready.set()
+
+    async def run(self) -> None:
+        backoff = 0.05
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._pending:
+                batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+                try:
+                    lost = await asyncio.to_thread(self._store.leases.complete, batch)
+                except Exception:
+                    logger.exception("could not write %d completions; retrying in %.2f s", len(batch), backoff)
+                    self._pending[:0] = batch
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    if self._closing and backoff >= 5.0:
+                        logger.error("giving up on %d completions at shutdown; their leases will expire", len(batch))
+                        self._pending.clear()
+                    continue
+                backoff = 0.05
+                for job_id in lost:
+                    logger.warning("job %s: lease lost before completion was written; result dropped", job_id)
+            self._idle.set()
+            if self._closing:
+                return
+
+    async def drain(self) -> None:
+        """Wait until everything queued so far is written (or given up on at shutdown)."""
+        self._closing = True
+        self._ready.set()
+        await self._idle.wait()

@@ -1,0 +1,57 @@
+"""Turning how a handler call ended into the job's next state."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..errors import JobError, PermanentError
+from ..status import AttemptOutcome, JobStatus
+from ..store import Completion, HandlerDefinition, JobRecord
+from .execution import Finished
+
+#: Context.cancel_reason values that end the job ``cancelled`` (the others release or fail it).
+CANCELLED_BY_USER = "cancelled"
+
+
+def decide(
+    job: JobRecord,
+    settings: HandlerDefinition,
+    finished: Finished,
+    *,
+    owner: str,
+    now: datetime,
+    cancel_reason: str | None,
+) -> Completion:
+    """The job's own settings win over its handler's (which come from the database)."""
+
+    def end(outcome: AttemptOutcome, status: JobStatus, **more: Any) -> Completion:
+        return Completion(
+            job_id=job.id, owner=owner, attempt=job.attempts, finished_at=now, outcome=outcome, status=status, **more
+        )
+
+    def failure(error: JobError, outcome: AttemptOutcome = AttemptOutcome.FAILED) -> Completion:
+        if job.attempts >= (job.max_attempts or settings.max_attempts):
+            return end(outcome, JobStatus.DEAD, error=error)
+        delay = (job.retry or settings.retry).delay_after(job.attempts)
+        return end(outcome, JobStatus.RETRYING, error=error, run_at=now + timedelta(seconds=delay))
+
+    if cancel_reason == CANCELLED_BY_USER:
+        return end(AttemptOutcome.CANCELLED, JobStatus.CANCELLED)
+    if finished.timed_out:
+        timeout = job.timeout or settings.timeout
+        return failure(
+            JobError(type="jobstead.Timeout", message=f"the handler ran longer than {timeout} s", traceback=""),
+            AttemptOutcome.TIMED_OUT,
+        )
+    if finished.exception is not None:
+        error = JobError.from_exception(finished.exception)
+        if isinstance(finished.exception, PermanentError):
+            return end(AttemptOutcome.FAILED, JobStatus.FAILED, error=error)
+        return failure(error)
+    try:
+        json.dumps(finished.value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return failure(JobError.from_exception(TypeError(f"the handler's return value is not JSON-serialisable: {exc}")))
+    return end(AttemptOutcome.SUCCEEDED, JobStatus.SUCCEEDED, result=finished.value)

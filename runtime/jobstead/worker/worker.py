@@ -1,0 +1,398 @@
+"""The worker: claims jobs of the handlers it has, runs them, reports how they ended.
+
+One asyncio loop per process. Async handlers run as tasks on it, sync handlers
+on threads (see ``execution``), database calls on the default executor so the
+loop never waits on I/O. Four cooperating parts:
+
+* the claim loop: claims as many jobs as there are free slots, then sleeps until
+  a slot frees, a NOTIFY arrives, or the poll interval passes;
+* the completion writer: batches finished attempts (``completions``);
+* the heartbeat thread: renews leases, learns of cancellations and lost leases,
+  refreshes handler settings, rescues jobs of dead workers (``heartbeat``);
+* the listener: LISTEN/NOTIFY on PostgreSQL (``wakeup``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..context import Context
+from ..errors import ConfigurationError, InvalidArguments, JobError
+from ..signature import CONTEXT
+from ..status import AttemptOutcome, JobStatus
+from ..store import Completion, HandlerDefinition, JobRecord, LeaseReport
+from .completions import CompletionWriter
+from .execution import Finished, call_handler
+from .heartbeat import Heartbeat
+from .outcome import CANCELLED_BY_USER, decide
+from .wakeup import listen
+
+if TYPE_CHECKING:
+    from ..app import App
+    from ..handler import Handler
+
+logger = logging.getLogger("jobstead.worker")
+
+SHUTDOWN = "shutdown"
+LEASE_LOST = "lease lost"
+TIMED_OUT = "timed out"
+
+
+@dataclass
+class _Running:
+    job: JobRecord
+    ctx: Context
+    task: asyncio.Task[None]
+    is_async: bool
+    claimed_at: float
+
+
+def new_worker_id() -> str:
+    """Unique per process start: a restarted pod never inherits a dead worker's leases."""
+    return f"{socket.gethostname()[:32]}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+class Worker:
+    def __init__(
+        self,
+        app: App,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 10,
+        handlers: Sequence[str] | None = None,
+        lease_seconds: float = 30.0,
+        heartbeat_seconds: float | None = None,
+        poll_interval: float = 1.0,
+        shutdown_grace: float = 30.0,
+        listen: bool = True,
+        install_signal_handlers: bool = True,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigurationError("worker concurrency must be at least 1")
+        if lease_seconds <= 0 or poll_interval <= 0 or shutdown_grace < 0:
+            raise ConfigurationError("lease_seconds and poll_interval must be positive, shutdown_grace >= 0")
+        names = list(handlers) if handlers is not None else list(app.handlers)
+        for name in names:
+            app.get_handler(name)  # raises UnknownHandler with the list of known ones
+        if not names:
+            raise ConfigurationError("the worker has no handlers to run: register some with @app.handler")
+        self.app = app
+        self.id = new_worker_id()
+        self.queues = list(queues) if queues else None
+        self.concurrency = concurrency
+        self.handler_names = names
+        self.lease_seconds = lease_seconds
+        self.heartbeat_seconds = heartbeat_seconds or max(min(lease_seconds / 6, 5.0), 0.05)
+        self.poll_interval = poll_interval
+        self.shutdown_grace = shutdown_grace
+        self.use_listen = listen
+        self.install_signal_handlers = install_signal_handlers
+        self.started = threading.Event()
+        self.stopped = threading.Event()
+        self._running: dict[int, _Running] = {}
+        self._settings: dict[str, HandlerDefinition] = {}
+        self._resource_values: dict[str, Any] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self._wake: asyncio.Event | None = None
+        self._slot_freed: asyncio.Event | None = None
+        self._writer: CompletionWriter | None = None
+
+    # -- control from outside ------------------------------------------------
+
+    def run(self) -> None:
+        """Run until SIGTERM/SIGINT or ``stop()``; blocks the calling thread."""
+        asyncio.run(self.run_async())
+
+    def stop(self, grace: float | None = None) -> None:
+        """Begin a graceful shutdown; callable from any thread or a signal handler."""
+        if grace is not None:
+            self.shutdown_grace = grace
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._stopping = True
+            return
+        try:
+            loop.call_soon_threadsafe(self._begin_stop)
+        except RuntimeError:
+            self._stopping = True
+
+    def _begin_stop(self) -> None:
+        if not self._stopping:
+            logger.info("worker %s stopping: no new claims, %d job(s) running", self.id, len(self._running))
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+        if self._slot_freed is not None:
+            self._slot_freed.set()
+
+    # -- main ----------------------------------------------------------------
+
+    async def run_async(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        store = await asyncio.to_thread(lambda: self.app.store)
+        await asyncio.to_thread(
+            store.registry.publish_handlers, [self.app.get_handler(n).definition() for n in self.handler_names]
+        )
+        await asyncio.to_thread(
+            store.registry.register_worker,
+            self.id,
+            handlers=self.handler_names,
+            queues=self.queues,
+            concurrency=self.concurrency,
+        )
+        await asyncio.to_thread(self._refresh_settings)
+        self._writer = CompletionWriter(store)
+        heartbeat = Heartbeat(
+            store,
+            self.id,
+            interval=self.heartbeat_seconds,
+            lease_seconds=self.lease_seconds,
+            running=lambda: len(self._running),
+            on_report=self._report_from_thread,
+            on_settings=self._refresh_settings,
+        )
+        await asyncio.to_thread(store.leases.rescue_expired)
+        heartbeat.start()
+        helpers = [asyncio.create_task(self._writer.run(), name="jobstead-completions")]
+        if self.use_listen and store.db.is_postgres:
+            helpers.append(
+                asyncio.create_task(
+                    listen(store.db.engine.url, store.tables.notify_channel, self.queues, self._wake.set),
+                    name="jobstead-listen",
+                )
+            )
+        self._install_signals()
+        logger.info(
+            "worker %s started: handlers %s, queues %s, concurrency %d",
+            self.id,
+            ",".join(self.handler_names),
+            ",".join(self.queues) if self.queues else "all",
+            self.concurrency,
+        )
+        self.started.set()
+        try:
+            await self._claim_loop()
+            await self._shut_down()
+        finally:
+            heartbeat.stop()
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            try:
+                await asyncio.to_thread(store.registry.unregister_worker, self.id)
+            except Exception:
+                logger.exception("could not unregister worker %s", self.id)
+            self._remove_signals()
+            self.stopped.set()
+            logger.info("worker %s stopped", self.id)
+
+    async def _claim_loop(self) -> None:
+        assert self._wake is not None and self._slot_freed is not None
+        store = self.app.store
+        backoff = 0.1
+        while not self._stopping:
+            free = self.concurrency - len(self._running)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            self._wake.clear()
+            limited = [n for n, d in self._settings.items() if d.concurrency is not None]
+            try:
+                jobs = await asyncio.to_thread(
+                    store.claims.claim,
+                    worker_id=self.id,
+                    handlers=self.handler_names,
+                    limited=limited,
+                    queues=self.queues,
+                    limit=free,
+                    lease_seconds=self.lease_seconds,
+                )
+            except Exception:
+                logger.exception("claim failed; retrying in %.1f s", backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = 0.1
+            for job in jobs:
+                self._start(job)
+            if len(jobs) < free and not self._stopping:
+                await self._sleep(self.poll_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep until woken (NOTIFY, stop) or ``seconds`` pass."""
+        assert self._wake is not None
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    async def _shut_down(self) -> None:
+        running = [r.task for r in self._running.values()]
+        if running:
+            logger.info("waiting up to %.1f s for %d running job(s)", self.shutdown_grace, len(running))
+            await asyncio.wait(running, timeout=self.shutdown_grace)
+        for r in list(self._running.values()):
+            logger.warning("job %s still running after the grace period: cancelling and releasing it", r.job.id)
+            self._cancel(r, SHUTDOWN)
+        remaining = [r.task for r in self._running.values()]
+        if remaining:
+            await asyncio.wait(remaining, timeout=10)
+        assert self._writer is not None
+        await self._writer.drain()
+
+    # -- one job -------------------------------------------------------------
+
+    def _start(self, job: JobRecord) -> None:
+        handler = self.app.get_handler(job.handler)
+        store = self.app.store
+        settings = self._settings_for(job.handler)
+        ctx = Context(
+            job_id=job.id,
+            handler=job.handler,
+            attempt=job.attempts,
+            max_attempts=job.max_attempts or settings.max_attempts,
+            queue=job.queue,
+            args=job.args,
+            tenant=job.tenant,
+            metadata=job.metadata,
+            checkpoint_data=job.checkpoint,
+            worker_id=self.id,
+            created_at=job.created_at,
+            save_checkpoint=lambda data: store.leases.checkpoint(job.id, self.id, job.attempts, data),
+        )
+        task = asyncio.create_task(self._execute(job, handler, ctx, settings), name=f"jobstead-job-{job.id}")
+        self._running[job.id] = _Running(job, ctx, task, handler.is_async, time.monotonic())
+
+    async def _execute(self, job: JobRecord, handler: Handler[Any, Any], ctx: Context, settings: HandlerDefinition) -> None:
+        store = self.app.store
+        try:
+            try:
+                kwargs = self._arguments(job, handler, ctx)
+            except InvalidArguments as exc:
+                self._finish(job, Completion(
+                    job_id=job.id, owner=self.id, attempt=job.attempts, finished_at=store.clock(),
+                    outcome=AttemptOutcome.FAILED, status=JobStatus.FAILED, error=JobError.from_exception(exc),
+                ))
+                return
+            try:
+                finished = await call_handler(
+                    handler.func,
+                    kwargs,
+                    is_async=handler.is_async,
+                    timeout=job.timeout or settings.timeout,
+                    on_abandon=lambda: ctx.request_cancel(TIMED_OUT),
+                )
+            except asyncio.CancelledError:
+                finished = Finished(cancelled=True)
+            reason = ctx.cancel_reason
+            if reason == SHUTDOWN and finished.cancelled:
+                await asyncio.to_thread(store.leases.release, job.id, self.id, job.attempts)
+                return
+            if reason == LEASE_LOST:
+                logger.warning("job %s: lease lost while running; another worker owns it now", job.id)
+                return
+            self._finish(
+                job,
+                decide(job, settings, finished, owner=self.id, now=store.clock(), cancel_reason=str(reason) if reason else None),
+            )
+        except Exception:
+            logger.exception("job %s: internal error; its lease will expire and it will be retried", job.id)
+        finally:
+            self._running.pop(job.id, None)
+            if self._slot_freed is not None:
+                self._slot_freed.set()
+
+    def _finish(self, job: JobRecord, completion: Completion) -> None:
+        if completion.error is not None:
+            logger.info("job %s (%s) attempt %d: %s -> %s", job.id, job.handler, job.attempts,
+                        completion.error.type, completion.status.value)
+        assert self._writer is not None
+        self._writer.add(completion)
+
+    def _arguments(self, job: JobRecord, handler: Handler[Any, Any], ctx: Context) -> dict[str, Any]:
+        try:
+            handler.signature.public.bind(**job.args)
+        except TypeError as exc:
+            raise InvalidArguments(f"{handler.name}(): stored arguments do not fit the handler: {exc}") from None
+        kwargs = dict(job.args)
+        for param, resource in handler.signature.injected.items():
+            kwargs[param] = ctx if resource == CONTEXT else self._resource(resource)
+        return kwargs
+
+    def _resource(self, name: str) -> Any:
+        if name not in self._resource_values:
+            factories = self.app.resources
+            if name not in factories:
+                raise InvalidArguments(f"resource {name!r} is not declared: use app.resource({name!r}, ...)")
+            self._resource_values[name] = factories[name]()
+        return self._resource_values[name]
+
+    def _cancel(self, running: _Running, reason: str) -> None:
+        running.ctx.request_cancel(reason)
+        if running.is_async or reason in (SHUTDOWN, LEASE_LOST):
+            running.task.cancel()
+        else:  # a sync handler gets one heartbeat to notice ctx.cancelled, then is abandoned
+            assert self._loop is not None
+            self._loop.call_later(self.heartbeat_seconds, running.task.cancel)
+
+    # -- heartbeat callbacks ---------------------------------------------------
+
+    def _report_from_thread(self, report: LeaseReport, renewed_at: float) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._apply_report, report, renewed_at)
+            except RuntimeError:
+                pass
+
+    def _apply_report(self, report: LeaseReport, renewed_at: float) -> None:
+        for job_id, running in list(self._running.items()):
+            if running.ctx.cancelled:
+                continue
+            if running.claimed_at < renewed_at and job_id not in report.held:
+                self._cancel(running, LEASE_LOST)
+            elif job_id in report.cancel_requested:
+                logger.info("job %s: cancellation requested", job_id)
+                self._cancel(running, CANCELLED_BY_USER)
+
+    def _refresh_settings(self) -> None:
+        self._settings = self.app.store.registry.handlers(self.handler_names)
+
+    def _settings_for(self, name: str) -> HandlerDefinition:
+        return self._settings.get(name) or self.app.get_handler(name).definition()
+
+    # -- signals ---------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        if not self.install_signal_handlers or threading.current_thread() is not threading.main_thread():
+            return
+        assert self._loop is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stopping and sig == signal.SIGINT:
+            logger.warning("second SIGINT: not waiting for running jobs")
+            self.shutdown_grace = 0
+        self._begin_stop()
+
+    def _remove_signals(self) -> None:
+        if not self.install_signal_handlers or threading.current_thread() is not threading.main_thread():
+            return
+        assert self._loop is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.remove_signal_handler(sig)
