@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select
 
 from ..clock import Clock
 from ..status import JobStatus
@@ -75,14 +75,11 @@ class Queries:
         """Counts of jobs per status, overall and per handler, queue and tenant."""
         jobs = self._db.tables.jobs
         now = self._clock()
+        # One named parameter in both places, so PostgreSQL sees the same expression.
+        due = jobs.c.run_at <= bindparam("now", now, type_=jobs.c.run_at.type)
         stmt = select(
-            jobs.c.handler,
-            jobs.c.queue,
-            jobs.c.tenant,
-            jobs.c.status,
-            (jobs.c.run_at <= now).label("due"),
-            func.count().label("n"),
-        ).group_by(jobs.c.handler, jobs.c.queue, jobs.c.tenant, jobs.c.status, (jobs.c.run_at <= now))
+            jobs.c.handler, jobs.c.queue, jobs.c.tenant, jobs.c.status, due.label("due"), func.count().label("n")
+        ).group_by(jobs.c.handler, jobs.c.queue, jobs.c.tenant, jobs.c.status, due)
         if tenant is not None:
             stmt = stmt.where(jobs.c.tenant == tenant)
         by_status: dict[str, int] = defaultdict(int)

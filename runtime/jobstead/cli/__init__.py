@@ -1,0 +1,5 @@
+"""The ``jobstead`` command."""
+
+from .main import main
+
+__all__ = ["main"]

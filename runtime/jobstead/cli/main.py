@@ -1,0 +1,154 @@
+"""Argument parsing and dispatch for the ``jobstead`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from ..errors import ConfigurationError, JobsteadError
+from . import jobs, processes
+from .errors import OperationFailed, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but bad input is one line on stderr (and exit 2), not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _job_id(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"job ids are whole numbers, got {raw!r}") from None
+
+
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, got {raw!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Options every command accepts, before or after the command name.
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--database-url",
+        default=argparse.SUPPRESS,
+        help="database URL (default: $JOBSTEAD_DATABASE_URL, else the app's, else sqlite:///jobstead.db)",
+    )
+    common.add_argument("--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"])
+
+    parser = _Parser(prog="jobstead", description="Persistent background jobs.", parents=[common])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        p = commands.add_parser(name, help=help, description=help, parents=[common])
+        p.set_defaults(func=handler)
+        return p
+
+    def app_option(p: argparse.ArgumentParser, required: bool) -> None:
+        p.add_argument("--app", required=required, default=None, help="the app, as module:attribute")
+
+    p = command("migrate", processes.migrate, "create or upgrade the database schema")
+    app_option(p, required=False)
+
+    for name, func, text in (
+        ("worker", processes.worker, "run a worker"),
+        ("run", processes.run, "run a worker and the cron scheduler in one process"),
+    ):
+        p = command(name, func, text)
+        app_option(p, required=True)
+        p.add_argument("--queue", action="append", help="serve this queue (repeat, in priority order; default all)")
+        p.add_argument("--concurrency", type=_positive_int, default=10, help="jobs run at once by this process")
+        p.add_argument("--handler", action="append", help="run only this handler (repeatable)")
+        p.add_argument("--lease-seconds", type=_seconds, default=30.0, help=argparse.SUPPRESS)
+        p.add_argument("--shutdown-grace", type=_seconds, default=30.0, help="seconds running jobs get on SIGTERM")
+        p.add_argument("--poll-interval", type=_seconds, default=1.0, help=argparse.SUPPRESS)
+
+    p = command("defer", jobs.defer, "defer a job of a handler")
+    p.add_argument("name", help="handler name")
+    p.add_argument("--args", default="{}", help="keyword arguments as a JSON object")
+    p.add_argument("--delay", type=_seconds, help="start no sooner than this many seconds from now")
+    p.add_argument("--priority", type=int)
+    p.add_argument("--queue")
+    p.add_argument("--key", help="deduplication key: returns the live job holding it, if any")
+    p.add_argument("--tenant")
+    app_option(p, required=False)
+
+    jobs_parser = commands.add_parser("jobs", help="list, inspect, retry and cancel jobs", parents=[common])
+    job_commands = jobs_parser.add_subparsers(dest="jobs_command", required=True, parser_class=_Parser)
+    p = job_commands.add_parser("list", help="list jobs, newest first", parents=[common])
+    p.set_defaults(func=jobs.list_jobs)
+    p.add_argument("--status")
+    p.add_argument("--handler")
+    p.add_argument("--queue")
+    p.add_argument("--tenant")
+    p.add_argument("--limit", type=_positive_int, default=100)
+    p.add_argument("--json", action="store_true")
+    app_option(p, required=False)
+    for name, func, text in (
+        ("show", jobs.show_job, "one job with its arguments, result, error and attempts"),
+        ("retry", jobs.retry_job, "queue a dead, failed or cancelled job again"),
+        ("cancel", jobs.cancel_job, "cancel a waiting job, or ask a running one to stop"),
+    ):
+        p = job_commands.add_parser(name, help=text, parents=[common])
+        p.set_defaults(func=func)
+        p.add_argument("id", type=_job_id)
+        app_option(p, required=False)
+        if name == "show":
+            p.add_argument("--json", action="store_true")
+
+    p = command("stats", jobs.stats, "job counts per status, handler and queue")
+    p.add_argument("--tenant")
+    p.add_argument("--json", action="store_true")
+    app_option(p, required=False)
+
+    for name, func, text in (
+        ("pause", processes.pause, "stop claims of a handler, a queue or everything"),
+        ("resume", processes.resume, "undo a pause"),
+    ):
+        p = command(name, func, text)
+        p.add_argument("--handler")
+        p.add_argument("--queue")
+        p.add_argument("--all", action="store_true")
+        app_option(p, required=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    processes.configure_logging(getattr(args, "log_level", "info"))
+    try:
+        return int(args.func(args))
+    except (UsageError, OperationFailed) as exc:
+        sys.stderr.write(f"jobstead: error: {exc}\n")
+        return exc.exit_code
+    except ConfigurationError as exc:
+        sys.stderr.write(f"jobstead: error: {exc}\n")
+        return 2
+    except JobsteadError as exc:
+        sys.stderr.write(f"jobstead: error: {exc}\n")
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""``jobstead migrate``, ``worker``, ``run``, ``pause`` and ``resume``."""
+
+from __future__ import annotations
+
+import logging
+from argparse import Namespace
+
+from ..errors import ConfigurationError, UnknownHandler
+from ..store import Store
+from .errors import UsageError
+from .loading import app_from_args, database_override, store_from_args
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def migrate(args: Namespace) -> int:
+    if args.app:
+        store = app_from_args(args).store
+    else:
+        store = Store.connect(database_override(args))
+    store.migrate()
+    url = store.db.engine.url.render_as_string(hide_password=True)
+    print(f"schema is current ({url}, prefix {store.tables.prefix!r})")
+    return 0
+
+
+def worker(args: Namespace) -> int:
+    app = app_from_args(args)
+    try:
+        w = app.worker(
+            queues=args.queue,
+            concurrency=args.concurrency,
+            handlers=args.handler,
+            lease_seconds=args.lease_seconds,
+            shutdown_grace=args.shutdown_grace,
+            poll_interval=args.poll_interval,
+        )
+    except (ConfigurationError, UnknownHandler) as exc:
+        raise UsageError(str(exc)) from None
+    w.run()
+    return 0
+
+
+def run(args: Namespace) -> int:
+    """Worker and scheduler in one process: the embedded default for one machine."""
+    return worker(args)
+
+
+def pause(args: Namespace) -> int:
+    store = store_from_args(args)
+    scope, name = _scope(args)
+    changed = store.control.pause(scope, name)
+    print(f"{_what(scope, name)} {'paused' if changed else 'was already paused'}")
+    return 0
+
+
+def resume(args: Namespace) -> int:
+    store = store_from_args(args)
+    scope, name = _scope(args)
+    changed = store.control.resume(scope, name)
+    print(f"{_what(scope, name)} {'resumed' if changed else 'was not paused'}")
+    return 0
+
+
+def _scope(args: Namespace) -> tuple[str, str]:
+    given = [(s, v) for s, v in (("handler", args.handler), ("queue", args.queue)) if v] + (
+        [("all", "")] if args.all else []
+    )
+    if len(given) != 1:
+        raise UsageError("say what to pause or resume: exactly one of --handler H, --queue Q or --all")
+    return given[0]
+
+
+def _what(scope: str, name: str) -> str:
+    return "everything" if scope == "all" else f"{scope} {name!r}"

@@ -1,0 +1,222 @@
+"""A real worker against each backend: running, retrying, ordering, leaving others' jobs alone."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from jobstead import App, Context, JobFailed, JobStatus, PermanentError, RetryPolicy
+from jobstead.status import AttemptOutcome
+
+
+def test_sync_and_async_handlers_run_and_return_results(app: App, running_worker: Callable[..., Any]) -> None:
+    @app.handler
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.handler
+    async def greet(name: str, ctx: Context) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return {"hello": name, "job": ctx.job_id, "attempt": ctx.attempt}
+
+    with running_worker(app, concurrency=4):
+        a = add.defer(a=2, b=3)
+        g = greet.defer(name="ada")
+        assert a.wait(10) == 5
+        assert g.wait(10) == {"hello": "ada", "job": g.id, "attempt": 1}
+    assert a.refresh().status is JobStatus.SUCCEEDED
+    assert [x.outcome for x in a.attempts_log()] == [AttemptOutcome.SUCCEEDED]
+
+
+def test_a_slow_sync_handler_does_not_stall_async_ones(app: App, running_worker: Callable[..., Any]) -> None:
+    release = threading.Event()
+
+    @app.handler
+    def slow() -> str:
+        release.wait(20)
+        return "slow done"
+
+    @app.handler
+    async def quick(i: int) -> int:
+        await asyncio.sleep(0.01)
+        return i
+
+    with running_worker(app, concurrency=12):
+        s = slow.defer()
+        quick_jobs = [quick.defer(i=i) for i in range(10)]
+        assert [j.wait(10) for j in quick_jobs] == list(range(10))
+        assert s.refresh().status is JobStatus.RUNNING  # still blocked, and nothing waited for it
+        release.set()
+        assert s.wait(10) == "slow done"
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected_gaps"),
+    [
+        (RetryPolicy.fixed(0.3), [0.3, 0.3]),
+        (RetryPolicy.explicit([0.2, 0.6]), [0.2, 0.6]),
+        (RetryPolicy.exponential(0.2, cap=0.5, jitter=0.0), [0.2, 0.4]),
+    ],
+)
+def test_retries_follow_the_delay_policy_then_the_job_is_dead(
+    app: App, running_worker: Callable[..., Any], policy: RetryPolicy, expected_gaps: list[float]
+) -> None:
+    @app.handler(max_attempts=3, retry=policy)
+    def flaky(n: int) -> None:
+        raise ConnectionError(f"upstream down ({n})")
+
+    with running_worker(app, poll_interval=0.05):
+        job = flaky.defer(n=7)
+        with pytest.raises(JobFailed) as failure:
+            job.wait(15)
+    assert failure.value.status == "dead"
+    assert failure.value.type == "ConnectionError"
+    assert failure.value.message == "upstream down (7)"
+    assert "raise ConnectionError" in failure.value.traceback
+    job.refresh()
+    assert job.status is JobStatus.DEAD and job.attempts == 3
+    assert job.error is not None and job.error.type == "ConnectionError"
+    log = job.attempts_log()
+    assert [a.outcome for a in log] == [AttemptOutcome.FAILED] * 3
+    gaps = [(log[i + 1].started_at - log[i].finished_at).total_seconds() for i in range(2)]  # type: ignore[operator]
+    for gap, expected in zip(gaps, expected_gaps, strict=True):
+        assert expected <= gap < expected + 0.6, (gaps, expected_gaps)
+
+
+def test_per_job_retry_settings_override_the_handler(app: App, running_worker: Callable[..., Any]) -> None:
+    @app.handler(max_attempts=5, retry=0.01)
+    def fails() -> None:
+        raise RuntimeError("no")
+
+    with running_worker(app):
+        job = fails.configure(max_attempts=1).defer()
+        with pytest.raises(JobFailed):
+            job.wait(10)
+    assert job.refresh().attempts == 1
+
+
+def test_permanent_error_fails_without_retry(app: App, running_worker: Callable[..., Any]) -> None:
+    @app.handler(max_attempts=5)
+    def invalid(order: int) -> None:
+        raise PermanentError(f"order {order} does not exist")
+
+    with running_worker(app):
+        job = invalid.defer(order=9)
+        with pytest.raises(JobFailed, match="order 9 does not exist") as failure:
+            job.wait(10)
+    assert failure.value.status == "failed"
+    assert job.refresh().attempts == 1
+
+
+def test_unknown_handlers_are_left_untouched(make_app: Callable[..., App], running_worker: Callable[..., Any]) -> None:
+    producer = make_app()
+
+    @producer.handler
+    def elsewhere(x: int) -> None: ...
+
+    @producer.handler
+    def mine(x: int) -> int:
+        return x
+
+    other = producer.get_handler("elsewhere").defer(x=1)
+    consumer = make_app()
+
+    @consumer.handler(name="mine")
+    def mine_here(x: int) -> int:
+        return x * 10
+
+    with running_worker(consumer):
+        own = producer.get_handler("mine").defer(x=4)
+        assert own.wait(10) == 40
+        time.sleep(0.3)  # several poll rounds
+    other.refresh()
+    assert other.status is JobStatus.QUEUED and other.attempts == 0 and other.error is None
+    assert other.attempts_log() == []
+
+
+def test_delayed_jobs_never_start_early(app: App, running_worker: Callable[..., Any]) -> None:
+    started: dict[int, float] = {}
+
+    @app.handler
+    def stamp(ctx: Context) -> None:
+        started[ctx.job_id] = time.time()
+
+    with running_worker(app, poll_interval=0.05):
+        deferred_at = time.time()
+        jobs = {d: stamp.configure(delay=timedelta(seconds=d)).defer() for d in (0.5, 1.0)}
+        assert jobs[0.5].status is JobStatus.SCHEDULED
+        for job in jobs.values():
+            job.wait(10)
+    for delay, job in jobs.items():
+        assert started[job.id] >= deferred_at + delay
+
+
+def test_priority_then_run_at_within_a_queue(app: App, running_worker: Callable[..., Any]) -> None:
+    order: list[str] = []
+
+    @app.handler
+    def record(label: str) -> None:
+        order.append(label)
+
+    record.configure(priority=0).defer(label="low-1")
+    record.configure(priority=10).defer(label="high")
+    record.configure(priority=0).defer(label="low-2")
+    record.configure(priority=5).defer(label="mid")
+    with running_worker(app, concurrency=1):
+        for job in app.store.queries.list_jobs():
+            app.get_job(job.id).wait(10)
+    assert order == ["high", "mid", "low-1", "low-2"]
+
+
+def test_queues_are_served_in_the_order_given(app: App, running_worker: Callable[..., Any]) -> None:
+    order: list[str] = []
+
+    @app.handler
+    def record(label: str) -> None:
+        order.append(label)
+
+    record.configure(queue="bulk", priority=100).defer(label="bulk")
+    record.configure(queue="urgent").defer(label="urgent")
+    record.configure(queue="ignored").defer(label="ignored")
+    with running_worker(app, concurrency=1, queues=["urgent", "bulk"]):
+        deadline = time.time() + 10
+        while len(order) < 2 and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+    assert order == ["urgent", "bulk"]
+
+
+def test_stored_arguments_that_no_longer_fit_fail_permanently(
+    make_app: Callable[..., App], running_worker: Callable[..., Any]
+) -> None:
+    old = make_app()
+
+    @old.handler(name="resize")
+    def resize_v1(path: str) -> None: ...
+
+    job = old.get_handler("resize").defer(path="a.png")
+    new = make_app()
+
+    @new.handler(name="resize")
+    def resize_v2(path: str, width: int) -> None: ...
+
+    with running_worker(new):
+        with pytest.raises(JobFailed, match="missing a required argument: 'width'") as failure:
+            new.get_job(job.id).wait(10)
+    assert failure.value.status == "failed"
+
+
+def test_result_that_is_not_json_is_an_error(app: App, running_worker: Callable[..., Any]) -> None:
+    @app.handler(max_attempts=1)
+    def bad() -> object:
+        return object()
+
+    with running_worker(app):
+        with pytest.raises(JobFailed, match="not JSON-serialisable"):
+            bad.defer().wait(10)
