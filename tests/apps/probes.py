@@ -1,0 +1,36 @@
+"""An app whose handlers report when and where they ran, for multi-process tests.
+
+The database comes from the environment (``JOBSTEAD_DATABASE_URL``,
+``JOBSTEAD_SCHEMA``) so each test points its worker processes at its own schema.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from jobstead import App, Context
+
+app = App()
+
+
+def _span(started: float) -> dict[str, Any]:
+    return {"pid": os.getpid(), "start": started, "end": time.time()}
+
+
+@app.handler(concurrency=3)
+def limited(i: int) -> dict[str, Any]:
+    """Global limit 3: the test measures how many ran at once across processes."""
+    started = time.time()
+    time.sleep(0.02)
+    return _span(started)
+
+
+@app.handler(max_attempts=3, retry=0)
+def long_task(seconds: float, ctx: Context) -> dict[str, Any]:
+    """Announces itself (pid, start) in its checkpoint, so a test can kill -9 it mid-job."""
+    started = time.time()
+    ctx.checkpoint({"pid": os.getpid(), "start": started, "attempt": ctx.attempt})
+    time.sleep(seconds)
+    return _span(started)

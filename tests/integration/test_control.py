@@ -1,0 +1,79 @@
+"""Cancelling and pausing, from the API."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from jobstead import App, Context, JobCancelled, JobStatus
+
+
+def test_cancel_a_queued_job_at_once(app: App) -> None:
+    @app.handler
+    def later() -> None: ...
+
+    job = later.configure(delay=3600).defer()
+    assert job.cancel() is True
+    assert job.status is JobStatus.CANCELLED
+    with pytest.raises(JobCancelled):
+        job.wait(1)
+
+
+def test_cancel_a_running_async_job(app: App, running_worker: Callable[..., Any]) -> None:
+    started = threading.Event()
+
+    @app.handler
+    async def forever() -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    with running_worker(app):
+        job = forever.defer()
+        assert started.wait(10)
+        assert job.cancel() is True
+        t0 = time.monotonic()
+        with pytest.raises(JobCancelled):
+            job.wait(10)
+        assert time.monotonic() - t0 < 2  # within about one heartbeat (0.2 s in tests)
+
+
+def test_cancel_a_running_sync_job_cooperatively(app: App, running_worker: Callable[..., Any]) -> None:
+    started = threading.Event()
+    saw_cancel = threading.Event()
+
+    @app.handler
+    def polite(ctx: Context) -> None:
+        started.set()
+        while not ctx.wait_cancelled(0.01):
+            pass
+        saw_cancel.set()
+
+    with running_worker(app):
+        job = polite.defer()
+        assert started.wait(10)
+        job.cancel()
+        with pytest.raises(JobCancelled):
+            job.wait(10)
+    assert saw_cancel.is_set()
+    assert job.refresh().status is JobStatus.CANCELLED
+
+
+@pytest.mark.parametrize("scope", ["handler", "queue", "all"])
+def test_paused_jobs_wait_and_resume(app: App, running_worker: Callable[..., Any], scope: str) -> None:
+    @app.handler(queue="q1")
+    def work() -> str:
+        return "done"
+
+    name = {"handler": "work", "queue": "q1", "all": ""}[scope]
+    app.store.control.pause(scope, name)  # type: ignore[arg-type]
+    with running_worker(app):
+        job = work.defer()
+        time.sleep(0.5)
+        assert job.refresh().status is JobStatus.QUEUED and job.attempts == 0
+        app.store.control.resume(scope, name)  # type: ignore[arg-type]
+        assert job.wait(10) == "done"
