@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from jobstead import App, Worker
+
 from tests.support.postgres_server import PostgresServer
 
 
@@ -81,7 +81,12 @@ def app(make_app: Callable[..., App]) -> App:
     return make_app()
 
 
-FAST = {"lease_seconds": 2.0, "heartbeat_seconds": 0.2, "poll_interval": 0.1, "install_signal_handlers": False}
+FAST = {
+    "lease_seconds": 2.0,
+    "heartbeat_seconds": 0.2,
+    "poll_interval": 0.1,
+    "install_signal_handlers": False,
+}
 
 
 @contextlib.contextmanager

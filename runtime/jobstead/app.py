@@ -158,8 +158,14 @@ class App:
 
     # -- resources -----------------------------------------------------------
 
-    def resource(self, name: str, value: Any = None, *, factory: Callable[[], Any] | None = None,
-                 type: type | None = None) -> None:
+    def resource(
+        self,
+        name: str,
+        value: Any = None,
+        *,
+        factory: Callable[[], Any] | None = None,
+        type: type | None = None,
+    ) -> None:
         """Declare something the worker injects into handlers (a mailer, an HTTP client).
 
         Handlers ask for it with ``Annotated[T, Inject(name)]`` or, if ``type``

@@ -137,7 +137,9 @@ class Handler(Generic[P, R]):
         retry: RetryPolicy | float | list[float] | None = None,
         timeout: float | None = None,
     ) -> ConfiguredHandler[P, R]:
-        if isinstance(delay, int | float) and not isinstance(delay, bool):
+        if isinstance(delay, bool):
+            raise InvalidArguments("delay must be a timedelta or a number of seconds")
+        if isinstance(delay, int | float):
             delay = timedelta(seconds=delay)
         return ConfiguredHandler(
             self,

@@ -104,7 +104,9 @@ def check_json(values: Mapping[str, Any], where: str) -> None:
             raise InvalidArguments(f"{where}: argument {key!r} is not JSON-serialisable: {exc}") from None
 
 
-def validate_stored(params: tuple[tuple[str, bool], ...], accepts_any: bool, values: Mapping[str, Any], name: str) -> None:
+def validate_stored(
+    params: tuple[tuple[str, bool], ...], accepts_any: bool, values: Mapping[str, Any], name: str
+) -> None:
     """The same checks as ``bind``, against a parameter list read from the database."""
     known = {p for p, _ in params}
     if not accepts_any:

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from jobstead import App, JobStatus
+
 from tests.conftest import Target
 from tests.support.processes import run_cli
 
@@ -43,8 +43,19 @@ def test_migrate_is_idempotent(target: Target) -> None:
 
 
 def test_defer_prints_the_id_and_writes_one_job(cli_app: App, target: Target) -> None:
-    done = cli(target, "defer", "send_email", "--args", '{"to": "a@example.com"}', "--priority", "3",
-               "--key", "k1", "--delay", "60")
+    done = cli(
+        target,
+        "defer",
+        "send_email",
+        "--args",
+        '{"to": "a@example.com"}',
+        "--priority",
+        "3",
+        "--key",
+        "k1",
+        "--delay",
+        "60",
+    )
     assert done.returncode == 0, done.stderr
     job = cli_app.get_job(int(done.stdout.strip()))
     assert job.record.args == {"to": "a@example.com"}
@@ -60,8 +71,14 @@ def test_defer_prints_the_id_and_writes_one_job(cli_app: App, target: Target) ->
         (["defer", "send_email", "--args", "[1, 2]"], "JSON object"),
         (["defer", "send_email", "--args", '{"subject": "x"}'], "missing required argument(s): to"),
         (["defer", "send_email", "--args", '{"to": "a", "cc": "b"}'], "unexpected argument(s): cc"),
-        (["defer", "send_email", "--args", '{"to": "a"}', "--delay", "-1"], "--delay cannot be negative"),
-        (["defer", "send_email", "--args", '{"to": "a"}', "--priority", "high"], "invalid int value"),
+        (
+            ["defer", "send_email", "--args", '{"to": "a"}', "--delay", "-1"],
+            "--delay cannot be negative",
+        ),
+        (
+            ["defer", "send_email", "--args", '{"to": "a"}', "--priority", "high"],
+            "invalid int value",
+        ),
         (["jobs", "show", "abc"], "job ids are whole numbers"),
         (["jobs", "show", "999999"], "no job with id 999999"),
         (["jobs", "retry", "999999"], "no job with id 999999"),
@@ -70,7 +87,10 @@ def test_defer_prints_the_id_and_writes_one_job(cli_app: App, target: Target) ->
         (["worker", "--app", "tests.apps.nothing_here:app"], "cannot import"),
         (["worker", "--app", "tests.apps.probes:missing"], "expected a jobstead.App"),
         (["worker", "--app", "tests.apps.probes:app", "--concurrency", "0"], "must be at least 1"),
-        (["worker", "--app", "tests.apps.probes:app", "--handler", "ghost"], "no handler named 'ghost'"),
+        (
+            ["worker", "--app", "tests.apps.probes:app", "--handler", "ghost"],
+            "no handler named 'ghost'",
+        ),
         (["pause"], "exactly one of"),
     ],
 )
@@ -96,8 +116,18 @@ def test_jobs_list_and_show_json(cli_app: App, target: Target, running_worker: C
     listed = json.loads(done.stdout)
     assert {j["id"] for j in listed} == {ok.id, bad.id}
     for item in listed:
-        assert {"id", "handler", "status", "queue", "priority", "attempts", "run_at", "created_at", "key",
-                "tenant"} <= set(item)
+        assert {
+            "id",
+            "handler",
+            "status",
+            "queue",
+            "priority",
+            "attempts",
+            "run_at",
+            "created_at",
+            "key",
+            "tenant",
+        } <= set(item)
     filtered = json.loads(cli(target, "jobs", "list", "--status", "dead", "--json").stdout)
     assert [j["id"] for j in filtered] == [bad.id]
     by_handler = json.loads(cli(target, "jobs", "list", "--handler", "send_email", "--json").stdout)

@@ -7,7 +7,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-
 from jobstead import App, ConfigurationError, Context, InvalidArguments
 
 
@@ -24,7 +23,10 @@ def handler_app(app: App) -> App:
     [
         ({"to": "a", "subject": "s", "body": "x"}, "unexpected keyword argument 'body'"),
         ({"to": "a"}, "missing a required argument: 'subject'"),
-        ({"to": "a", "subject": dt.datetime(2026, 1, 1)}, "argument 'subject' is not JSON-serialisable"),
+        (
+            {"to": "a", "subject": dt.datetime(2026, 1, 1)},
+            "argument 'subject' is not JSON-serialisable",
+        ),
         ({"to": "a", "subject": Decimal("1.5")}, "argument 'subject' is not JSON-serialisable"),
         ({"to": "a", "subject": float("nan")}, "argument 'subject' is not JSON-serialisable"),
         ({"to": "a", "subject": "s", "cc": [object()]}, "argument 'cc' is not JSON-serialisable"),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-
 from jobstead.store import Store
+
 from tests.conftest import Target
 
 
@@ -15,9 +15,7 @@ def _diff(store: Store) -> list[object]:
             conn,
             opts={
                 "include_schemas": True,
-                "include_name": lambda name, type_, parent: (
-                    type_ != "schema" or name == store.tables.schema
-                ),
+                "include_name": lambda name, type_, parent: type_ != "schema" or name == store.tables.schema,
                 "include_object": lambda obj, name, type_, reflected, compare_to: _ours(store, obj, name, type_),
                 "compare_type": False,
             },

@@ -10,7 +10,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-
 from jobstead import App, Context, JobFailed, JobStatus, PermanentError, RetryPolicy
 from jobstead.status import AttemptOutcome
 
@@ -206,9 +205,8 @@ def test_stored_arguments_that_no_longer_fit_fail_permanently(
     @new.handler(name="resize")
     def resize_v2(path: str, width: int) -> None: ...
 
-    with running_worker(new):
-        with pytest.raises(JobFailed, match="missing a required argument: 'width'") as failure:
-            new.get_job(job.id).wait(10)
+    with running_worker(new), pytest.raises(JobFailed, match="missing a required argument: 'width'") as failure:
+        new.get_job(job.id).wait(10)
     assert failure.value.status == "failed"
 
 
@@ -217,6 +215,5 @@ def test_result_that_is_not_json_is_an_error(app: App, running_worker: Callable[
     def bad() -> object:
         return object()
 
-    with running_worker(app):
-        with pytest.raises(JobFailed, match="not JSON-serialisable"):
-            bad.defer().wait(10)
+    with running_worker(app), pytest.raises(JobFailed, match="not JSON-serialisable"):
+        bad.defer().wait(10)

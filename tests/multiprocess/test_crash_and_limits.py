@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from jobstead import App, JobStatus
 from jobstead.status import AttemptOutcome
+
 from tests.conftest import Target
 from tests.support.processes import spawn_cli, stop
 
@@ -42,8 +42,17 @@ def test_global_concurrency_limit_across_processes(postgres_target: Target, tmp_
     jobs = app.get_handler("limited").defer_many([{"i": i} for i in range(200)])
     workers = [
         spawn_cli(
-            ["worker", "--app", "tests.apps.probes:app", "--concurrency", "8", "--handler", "limited",
-             "--poll-interval", "0.05"],
+            [
+                "worker",
+                "--app",
+                "tests.apps.probes:app",
+                "--concurrency",
+                "8",
+                "--handler",
+                "limited",
+                "--poll-interval",
+                "0.05",
+            ],
             postgres_target.env(),
             tmp_path / f"worker-{n}.log",
         )
@@ -67,7 +76,15 @@ def test_kill_9_mid_job_is_rescued_after_the_lease_and_runs_once_at_a_time(
 ) -> None:
     app = _probe_app(postgres_target)
     job = app.get_handler("long_task").defer(seconds=1.5)
-    args = ["worker", "--app", "tests.apps.probes:app", "--lease-seconds", "1", "--poll-interval", "0.1"]
+    args = [
+        "worker",
+        "--app",
+        "tests.apps.probes:app",
+        "--lease-seconds",
+        "1",
+        "--poll-interval",
+        "0.1",
+    ]
     victim = spawn_cli(args, postgres_target.env(), tmp_path / "victim.log")
     survivor = None
     try:

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from jobstead import App, Context
 
 pytestmark = pytest.mark.postgres

@@ -84,14 +84,24 @@ class PostgresServer:
         return subprocess.Popen(
             [str(a) for a in argv],
             stdout=subprocess.DEVNULL,
-            stderr=open(self.root / "server.log", "ab"),  # noqa: SIM115 - owned by the child
+            stderr=open(self.root / "server.log", "ab"),
             preexec_fn=lambda: _demote(self._uid, self._gid),
             cwd=self.root,
         )
 
     def start(self) -> PostgresServer:
-        initdb = self._run(pg_bindir() / "initdb", "-D", self.datadir, "-U", self.user, "--auth=trust",
-                           "-E", "UTF8", "--no-sync", "--locale=C")
+        initdb = self._run(
+            pg_bindir() / "initdb",
+            "-D",
+            self.datadir,
+            "-U",
+            self.user,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--locale=C",
+        )
         if initdb.wait(120) != 0:
             raise RuntimeError(f"initdb failed: {(self.root / 'server.log').read_text()[-2000:]}")
         self._launch()
@@ -106,7 +116,13 @@ class PostgresServer:
         ]
         if not self.durable:  # tests: durability buys nothing and costs seconds
             settings += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
-        args: list[str | Path] = [pg_bindir() / "postgres", "-D", self.datadir, "-p", str(self.port)]
+        args: list[str | Path] = [
+            pg_bindir() / "postgres",
+            "-D",
+            self.datadir,
+            "-p",
+            str(self.port),
+        ]
         for setting in settings:
             args += ["-c", setting]
         self.process = self._run(*args)
@@ -114,7 +130,10 @@ class PostgresServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"postgres exited: {(self.root / 'server.log').read_text()[-2000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
+            ):
                 if self._psql("postgres", "SELECT 1").returncode == 0:
                     return
             time.sleep(0.1)
@@ -122,8 +141,21 @@ class PostgresServer:
 
     def _psql(self, db: str, sql: str) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
-            [str(pg_bindir() / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", db,
-             "-v", "ON_ERROR_STOP=1", "-qAtc", sql],
+            [
+                str(pg_bindir() / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                db,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qAtc",
+                sql,
+            ],
             capture_output=True,
         )
 

@@ -23,7 +23,7 @@ def spawn_cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
         [sys.executable, "-m", "jobstead", *args],
         cwd=REPO,
         env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-        stdout=open(log, "ab"),  # noqa: SIM115 - owned by the child
+        stdout=open(log, "ab"),
         stderr=subprocess.STDOUT,
         preexec_fn=_die_with_parent,
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from jobstead import ConfigurationError, RetryPolicy
 
 
@@ -35,9 +34,7 @@ def test_huge_attempt_numbers_do_not_overflow() -> None:
     assert RetryPolicy.exponential(1, cap=60, jitter=0).delay_after(10_000) == 60
 
 
-@pytest.mark.parametrize(
-    "value", [5, 2.5, [1, 2], RetryPolicy.fixed(1), {"kind": "fixed", "delay": 3}]
-)
+@pytest.mark.parametrize("value", [5, 2.5, [1, 2], RetryPolicy.fixed(1), {"kind": "fixed", "delay": 3}])
 def test_short_forms_coerce(value: object) -> None:
     assert isinstance(RetryPolicy.coerce(value), RetryPolicy)  # type: ignore[arg-type]
 

@@ -22,7 +22,7 @@ def parse_args_json(raw: str) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise UsageError(f"--args is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise UsageError("--args must be a JSON object of keyword arguments, e.g. '{\"to\": \"a@b.c\"}'")
+        raise UsageError('--args must be a JSON object of keyword arguments, e.g. \'{"to": "a@b.c"}\'')
     return value
 
 
@@ -36,7 +36,11 @@ def defer(args: Namespace) -> int:
             app = app_from_args(args)
             handler = app.get_handler(args.name)
             job = handler.configure(
-                delay=delay, priority=args.priority, queue=args.queue, key=args.key, tenant=args.tenant
+                delay=delay,
+                priority=args.priority,
+                queue=args.queue,
+                key=args.key,
+                tenant=args.tenant,
             ).defer(**kwargs)
             print(job.id)
             return 0
@@ -70,14 +74,33 @@ def list_jobs(args: Namespace) -> int:
     store = store_from_args(args)
     status = _status(args.status)
     jobs = store.queries.list_jobs(
-        JobFilter(status=status, handler=args.handler, queue=args.queue, tenant=args.tenant, limit=args.limit)
+        JobFilter(
+            status=status,
+            handler=args.handler,
+            queue=args.queue,
+            tenant=args.tenant,
+            limit=args.limit,
+        )
     )
     if args.json:
         print_json([j.to_json() for j in jobs])
         return 0
     print_table(
         ["id", "handler", "status", "queue", "priority", "attempts", "run_at", "key", "tenant"],
-        [[j.id, j.handler, j.status.value, j.queue, j.priority, j.attempts, j.run_at, j.key, j.tenant] for j in jobs],
+        [
+            [
+                j.id,
+                j.handler,
+                j.status.value,
+                j.queue,
+                j.priority,
+                j.attempts,
+                j.run_at,
+                j.key,
+                j.tenant,
+            ]
+            for j in jobs
+        ],
     )
     return 0
 
@@ -109,7 +132,8 @@ def show_job(args: Namespace) -> int:
         err = attempt["error"]
         print(
             f"  attempt {attempt['attempt']}: {attempt['outcome']} on {attempt['worker_id']} "
-            f"{attempt['started_at']} -> {attempt['finished_at']}" + (f" ({err['type']}: {err['message']})" if err else "")
+            f"{attempt['started_at']} -> {attempt['finished_at']}"
+            + (f" ({err['type']}: {err['message']})" if err else "")
         )
     return 0
 
@@ -148,7 +172,10 @@ def stats(args: Namespace) -> int:
         print_json(result.to_json() | {"workers": len(store.registry.workers()), "paused": store.control.paused()})
         return 0
     statuses = [s.value for s in JobStatus]
-    print_table(["handler", *statuses], [[h, *(c.get(s, 0) for s in statuses)] for h, c in result.by_handler.items()])
+    print_table(
+        ["handler", *statuses],
+        [[h, *(c.get(s, 0) for s in statuses)] for h, c in result.by_handler.items()],
+    )
     print()
     counts = ", ".join(f"{s} {n}" for s, n in result.by_status.items() if n)
     print(f"total: {counts or 'no jobs'}")

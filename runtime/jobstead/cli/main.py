@@ -77,11 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = command(name, func, text)
         app_option(p, required=True)
-        p.add_argument("--queue", action="append", help="serve this queue (repeat, in priority order; default all)")
+        p.add_argument(
+            "--queue",
+            action="append",
+            help="serve this queue (repeat, in priority order; default all)",
+        )
         p.add_argument("--concurrency", type=_positive_int, default=10, help="jobs run at once by this process")
         p.add_argument("--handler", action="append", help="run only this handler (repeatable)")
         p.add_argument("--lease-seconds", type=_seconds, default=30.0, help=argparse.SUPPRESS)
-        p.add_argument("--shutdown-grace", type=_seconds, default=30.0, help="seconds running jobs get on SIGTERM")
+        p.add_argument(
+            "--shutdown-grace",
+            type=_seconds,
+            default=30.0,
+            help="seconds running jobs get on SIGTERM",
+        )
         p.add_argument("--poll-interval", type=_seconds, default=1.0, help=argparse.SUPPRESS)
 
     p = command("defer", jobs.defer, "defer a job of a handler")

@@ -7,6 +7,7 @@ from argparse import Namespace
 
 from ..errors import ConfigurationError, UnknownHandler
 from ..store import Store
+from ..store.control import PauseScope
 from .errors import UsageError
 from .loading import app_from_args, database_override, store_from_args
 
@@ -20,10 +21,7 @@ def configure_logging(level: str) -> None:
 
 
 def migrate(args: Namespace) -> int:
-    if args.app:
-        store = app_from_args(args).store
-    else:
-        store = Store.connect(database_override(args))
+    store = app_from_args(args).store if args.app else Store.connect(database_override(args))
     store.migrate()
     url = store.db.engine.url.render_as_string(hide_password=True)
     print(f"schema is current ({url}, prefix {store.tables.prefix!r})")
@@ -68,10 +66,14 @@ def resume(args: Namespace) -> int:
     return 0
 
 
-def _scope(args: Namespace) -> tuple[str, str]:
-    given = [(s, v) for s, v in (("handler", args.handler), ("queue", args.queue)) if v] + (
-        [("all", "")] if args.all else []
-    )
+def _scope(args: Namespace) -> tuple[PauseScope, str]:
+    given: list[tuple[PauseScope, str]] = []
+    if args.handler:
+        given.append(("handler", args.handler))
+    if args.queue:
+        given.append(("queue", args.queue))
+    if args.all:
+        given.append(("all", ""))
     if len(given) != 1:
         raise UsageError("say what to pause or resume: exactly one of --handler H, --queue Q or --all")
     return given[0]

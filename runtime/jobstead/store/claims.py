@@ -25,7 +25,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, ColumnElement, and_, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, exists, func, or_, select, update
 
 from ..clock import Clock
 from ..status import CLAIMABLE_STATUSES, JobStatus
@@ -137,7 +137,13 @@ class Claims:
         return jobs.c.id.in_(ids) if ids else None
 
     def _candidates(
-        self, now: datetime, queue: str | None, which: ColumnElement[bool], *, guard_limits: bool, limit: int
+        self,
+        now: datetime,
+        queue: str | None,
+        which: ColumnElement[bool],
+        *,
+        guard_limits: bool,
+        limit: int,
     ) -> Any:
         t = self._db.tables
         jobs, pauses, handlers = t.jobs, t.pauses, t.handlers
@@ -156,9 +162,7 @@ class Claims:
         if queue is not None:
             conditions.append(jobs.c.queue == queue)
         if guard_limits:
-            conditions.append(
-                ~exists().where(handlers.c.name == jobs.c.handler, handlers.c.concurrency.is_not(None))
-            )
+            conditions.append(~exists().where(handlers.c.name == jobs.c.handler, handlers.c.concurrency.is_not(None)))
         return (
             select(jobs.c.id, jobs.c.priority, jobs.c.run_at)
             .where(*conditions)
@@ -168,7 +172,12 @@ class Claims:
         )
 
     def _take(
-        self, conn: Connection, now: datetime, which: ColumnElement[bool], worker_id: str, lease_seconds: float
+        self,
+        conn: Connection,
+        now: datetime,
+        which: ColumnElement[bool],
+        worker_id: str,
+        lease_seconds: float,
     ) -> list[JobRecord]:
         jobs = self._db.tables.jobs
         rows = conn.execute(

@@ -33,19 +33,30 @@ class Control:
         jobs = self._db.tables.jobs
         now = self._clock()
         with self._db.engine.begin() as conn:
-            row = conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.status.in_([s.value for s in CLAIMABLE_STATUSES]))
-                .values(status=JobStatus.CANCELLED.value, finished_at=now)
-                .returning(*jobs.c)
-            ).mappings().first()
-            if row is None:
-                row = conn.execute(
+            row = (
+                conn.execute(
                     update(jobs)
-                    .where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value)
-                    .values(cancel_requested=True)
+                    .where(
+                        jobs.c.id == job_id,
+                        jobs.c.status.in_([s.value for s in CLAIMABLE_STATUSES]),
+                    )
+                    .values(status=JobStatus.CANCELLED.value, finished_at=now)
                     .returning(*jobs.c)
-                ).mappings().first()
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                row = (
+                    conn.execute(
+                        update(jobs)
+                        .where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value)
+                        .values(cancel_requested=True)
+                        .returning(*jobs.c)
+                    )
+                    .mappings()
+                    .first()
+                )
             if row is None:
                 row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
             if row is None:
@@ -58,18 +69,22 @@ class Control:
         now = self._clock()
         try:
             with self._db.engine.begin() as conn:
-                row = conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id == job_id, jobs.c.status.in_([s.value for s in RETRYABLE]))
-                    .values(
-                        status=JobStatus.QUEUED.value,
-                        run_at=now,
-                        finished_at=None,
-                        max_attempts=jobs.c.attempts + 1,
-                        cancel_requested=False,
+                row = (
+                    conn.execute(
+                        update(jobs)
+                        .where(jobs.c.id == job_id, jobs.c.status.in_([s.value for s in RETRYABLE]))
+                        .values(
+                            status=JobStatus.QUEUED.value,
+                            run_at=now,
+                            finished_at=None,
+                            max_attempts=jobs.c.attempts + 1,
+                            cancel_requested=False,
+                        )
+                        .returning(*jobs.c)
                     )
-                    .returning(*jobs.c)
-                ).mappings().first()
+                    .mappings()
+                    .first()
+                )
                 if row is None:
                     current = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
                     if current is None:
@@ -77,18 +92,14 @@ class Control:
                     raise InvalidState(f"job {job_id} is {current}; only dead, failed or cancelled jobs can be retried")
                 return job_record(row, now)
         except IntegrityError as exc:
-            raise InvalidState(
-                f"job {job_id} cannot be retried: another live job holds its deduplication key"
-            ) from exc
+            raise InvalidState(f"job {job_id} cannot be retried: another live job holds its deduplication key") from exc
 
     def pause(self, scope: PauseScope, name: str = "") -> bool:
         """Stop claims for everything, a queue or a handler; True if it was not paused yet."""
         pauses = self._db.tables.pauses
         name = "" if scope == "all" else name
         with self._db.engine.begin() as conn:
-            exists = conn.execute(
-                select(pauses.c.scope).where(pauses.c.scope == scope, pauses.c.name == name)
-            ).first()
+            exists = conn.execute(select(pauses.c.scope).where(pauses.c.scope == scope, pauses.c.name == name)).first()
             if exists:
                 return False
             conn.execute(pauses.insert().values(scope=scope, name=name, created_at=self._clock()))
@@ -98,9 +109,7 @@ class Control:
         pauses = self._db.tables.pauses
         name = "" if scope == "all" else name
         with self._db.engine.begin() as conn:
-            return bool(
-                conn.execute(delete(pauses).where(pauses.c.scope == scope, pauses.c.name == name)).rowcount
-            )
+            return bool(conn.execute(delete(pauses).where(pauses.c.scope == scope, pauses.c.name == name)).rowcount)
 
     def paused(self) -> list[tuple[str, str]]:
         pauses = self._db.tables.pauses

@@ -96,7 +96,11 @@ class Enqueuer:
             row = (
                 conn.execute(
                     select(jobs).where(
-                        and_(jobs.c.handler == job.handler, jobs.c.key == job.key, text(LIVE_KEY_PREDICATE))
+                        and_(
+                            jobs.c.handler == job.handler,
+                            jobs.c.key == job.key,
+                            text(LIVE_KEY_PREDICATE),
+                        )
                     )
                 )
                 .mappings()

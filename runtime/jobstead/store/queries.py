@@ -78,7 +78,12 @@ class Queries:
         # One named parameter in both places, so PostgreSQL sees the same expression.
         due = jobs.c.run_at <= bindparam("now", now, type_=jobs.c.run_at.type)
         stmt = select(
-            jobs.c.handler, jobs.c.queue, jobs.c.tenant, jobs.c.status, due.label("due"), func.count().label("n")
+            jobs.c.handler,
+            jobs.c.queue,
+            jobs.c.tenant,
+            jobs.c.status,
+            due.label("due"),
+            func.count().label("n"),
         ).group_by(jobs.c.handler, jobs.c.queue, jobs.c.tenant, jobs.c.status, due)
         if tenant is not None:
             stmt = stmt.where(jobs.c.tenant == tenant)

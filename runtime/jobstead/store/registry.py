@@ -63,7 +63,9 @@ class Registry:
             if current is not None and not definition.params:
                 values["params"] = current.params  # keep what the code published
             stmt = dialect_insert(handlers).values(values)
-            conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={k: stmt.excluded[k] for k in values}))
+            conn.execute(
+                stmt.on_conflict_do_update(index_elements=["name"], set_={k: stmt.excluded[k] for k in values})
+            )
 
     def remove_handler(self, name: str, *, source: str) -> bool:
         handlers = self._db.tables.handlers
@@ -86,7 +88,12 @@ class Registry:
     # -- workers -------------------------------------------------------------
 
     def register_worker(
-        self, worker_id: str, *, handlers: Sequence[str], queues: Sequence[str] | None, concurrency: int
+        self,
+        worker_id: str,
+        *,
+        handlers: Sequence[str],
+        queues: Sequence[str] | None,
+        concurrency: int,
     ) -> None:
         now = self._clock()
         with self._db.engine.begin() as conn:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+
+from sqlalchemy import RowMapping
 
 from ..errors import JobError
 from ..retry import RetryPolicy
@@ -12,7 +12,7 @@ from ..status import AttemptOutcome
 from .records import AttemptRecord, HandlerDefinition, JobRecord, effective_status
 
 
-def job_record(row: Mapping[str, Any], now: datetime) -> JobRecord:
+def job_record(row: RowMapping, now: datetime) -> JobRecord:
     return JobRecord(
         id=int(row["id"]),
         handler=row["handler"],
@@ -40,7 +40,7 @@ def job_record(row: Mapping[str, Any], now: datetime) -> JobRecord:
     )
 
 
-def attempt_record(row: Mapping[str, Any]) -> AttemptRecord:
+def attempt_record(row: RowMapping) -> AttemptRecord:
     return AttemptRecord(
         attempt=int(row["attempt"]),
         worker_id=row["worker_id"],
@@ -51,7 +51,7 @@ def attempt_record(row: Mapping[str, Any]) -> AttemptRecord:
     )
 
 
-def handler_definition(row: Mapping[str, Any]) -> HandlerDefinition:
+def handler_definition(row: RowMapping) -> HandlerDefinition:
     return HandlerDefinition(
         name=row["name"],
         queue=row["queue"],

@@ -38,7 +38,10 @@ class CompletionWriter:
             await self._ready.wait()
             self._ready.clear()
             while self._pending:
-                batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+                batch, self._pending = (
+                    self._pending[: self._max_batch],
+                    self._pending[self._max_batch :],
+                )
                 try:
                     lost = await asyncio.to_thread(self._store.leases.complete, batch)
                 except Exception:
@@ -47,7 +50,10 @@ class CompletionWriter:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     if self._closing and backoff >= 5.0:
-                        logger.error("giving up on %d completions at shutdown; their leases will expire", len(batch))
+                        logger.error(
+                            "giving up on %d completions at shutdown; their leases will expire",
+                            len(batch),
+                        )
                         self._pending.clear()
                     continue
                 backoff = 0.05

@@ -9,6 +9,7 @@ exit (a worker that shuts down must be able to leave).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import threading
 from collections.abc import Callable
@@ -89,7 +90,6 @@ def _in_thread(func: Callable[..., Any], kwargs: dict[str, Any]) -> asyncio.Futu
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
-    try:
+    # RuntimeError: the loop is closed, an abandoned handler finished after shutdown
+    with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(fn, *args)
-    except RuntimeError:  # the loop is closed: an abandoned handler finished after shutdown
-        pass

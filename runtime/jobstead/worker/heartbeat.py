@@ -57,7 +57,11 @@ class Heartbeat:
         self._on_settings()
         rescued = self._store.leases.rescue_expired()
         if rescued:
-            logger.warning("rescued %d job(s) whose worker stopped renewing its lease: %s", len(rescued), rescued)
+            logger.warning(
+                "rescued %d job(s) whose worker stopped renewing its lease: %s",
+                len(rescued),
+                rescued,
+            )
         self._store.registry.prune_workers(timedelta(seconds=max(self._lease_seconds * 10, 300)))
 
     def _loop(self) -> None:

@@ -28,7 +28,13 @@ def decide(
 
     def end(outcome: AttemptOutcome, status: JobStatus, **more: Any) -> Completion:
         return Completion(
-            job_id=job.id, owner=owner, attempt=job.attempts, finished_at=now, outcome=outcome, status=status, **more
+            job_id=job.id,
+            owner=owner,
+            attempt=job.attempts,
+            finished_at=now,
+            outcome=outcome,
+            status=status,
+            **more,
         )
 
     def failure(error: JobError, outcome: AttemptOutcome = AttemptOutcome.FAILED) -> Completion:
@@ -42,7 +48,11 @@ def decide(
     if finished.timed_out:
         timeout = job.timeout or settings.timeout
         return failure(
-            JobError(type="jobstead.Timeout", message=f"the handler ran longer than {timeout} s", traceback=""),
+            JobError(
+                type="jobstead.Timeout",
+                message=f"the handler ran longer than {timeout} s",
+                traceback="",
+            ),
             AttemptOutcome.TIMED_OUT,
         )
     if finished.exception is not None:
@@ -53,5 +63,7 @@ def decide(
     try:
         json.dumps(finished.value, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        return failure(JobError.from_exception(TypeError(f"the handler's return value is not JSON-serialisable: {exc}")))
+        return failure(
+            JobError.from_exception(TypeError(f"the handler's return value is not JSON-serialisable: {exc}"))
+        )
     return end(AttemptOutcome.SUCCEEDED, JobStatus.SUCCEEDED, result=finished.value)

@@ -45,6 +45,10 @@ async def listen(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            logger.warning("LISTEN connection lost (%s); polling until it is back, retry in %.1f s", exc, backoff)
+            logger.warning(
+                "LISTEN connection lost (%s); polling until it is back, retry in %.1f s",
+                exc,
+                backoff,
+            )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)

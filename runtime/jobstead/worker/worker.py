@@ -15,6 +15,7 @@ loop never waits on I/O. Four cooperating parts:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -144,7 +145,8 @@ class Worker:
         self._slot_freed = asyncio.Event()
         store = await asyncio.to_thread(lambda: self.app.store)
         await asyncio.to_thread(
-            store.registry.publish_handlers, [self.app.get_handler(n).definition() for n in self.handler_names]
+            store.registry.publish_handlers,
+            [self.app.get_handler(n).definition() for n in self.handler_names],
         )
         await asyncio.to_thread(
             store.registry.register_worker,
@@ -170,7 +172,12 @@ class Worker:
         if self.use_listen and store.db.is_postgres:
             helpers.append(
                 asyncio.create_task(
-                    listen(store.db.engine.url, store.tables.notify_channel, self.queues, self._wake.set),
+                    listen(
+                        store.db.engine.url,
+                        store.tables.notify_channel,
+                        self.queues,
+                        self._wake.set,
+                    ),
                     name="jobstead-listen",
                 )
             )
@@ -235,10 +242,8 @@ class Worker:
     async def _sleep(self, seconds: float) -> None:
         """Sleep until woken (NOTIFY, stop) or ``seconds`` pass."""
         assert self._wake is not None
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     async def _shut_down(self) -> None:
         running = [r.task for r in self._running.values()]
@@ -277,16 +282,26 @@ class Worker:
         task = asyncio.create_task(self._execute(job, handler, ctx, settings), name=f"jobstead-job-{job.id}")
         self._running[job.id] = _Running(job, ctx, task, handler.is_async, time.monotonic())
 
-    async def _execute(self, job: JobRecord, handler: Handler[Any, Any], ctx: Context, settings: HandlerDefinition) -> None:
+    async def _execute(
+        self, job: JobRecord, handler: Handler[Any, Any], ctx: Context, settings: HandlerDefinition
+    ) -> None:
         store = self.app.store
         try:
             try:
                 kwargs = self._arguments(job, handler, ctx)
             except InvalidArguments as exc:
-                self._finish(job, Completion(
-                    job_id=job.id, owner=self.id, attempt=job.attempts, finished_at=store.clock(),
-                    outcome=AttemptOutcome.FAILED, status=JobStatus.FAILED, error=JobError.from_exception(exc),
-                ))
+                self._finish(
+                    job,
+                    Completion(
+                        job_id=job.id,
+                        owner=self.id,
+                        attempt=job.attempts,
+                        finished_at=store.clock(),
+                        outcome=AttemptOutcome.FAILED,
+                        status=JobStatus.FAILED,
+                        error=JobError.from_exception(exc),
+                    ),
+                )
                 return
             try:
                 finished = await call_handler(
@@ -307,7 +322,14 @@ class Worker:
                 return
             self._finish(
                 job,
-                decide(job, settings, finished, owner=self.id, now=store.clock(), cancel_reason=str(reason) if reason else None),
+                decide(
+                    job,
+                    settings,
+                    finished,
+                    owner=self.id,
+                    now=store.clock(),
+                    cancel_reason=str(reason) if reason else None,
+                ),
             )
         except Exception:
             logger.exception("job %s: internal error; its lease will expire and it will be retried", job.id)
@@ -318,8 +340,14 @@ class Worker:
 
     def _finish(self, job: JobRecord, completion: Completion) -> None:
         if completion.error is not None:
-            logger.info("job %s (%s) attempt %d: %s -> %s", job.id, job.handler, job.attempts,
-                        completion.error.type, completion.status.value)
+            logger.info(
+                "job %s (%s) attempt %d: %s -> %s",
+                job.id,
+                job.handler,
+                job.attempts,
+                completion.error.type,
+                completion.status.value,
+            )
         assert self._writer is not None
         self._writer.add(completion)
 
@@ -354,10 +382,8 @@ class Worker:
     def _report_from_thread(self, report: LeaseReport, renewed_at: float) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            try:
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
                 loop.call_soon_threadsafe(self._apply_report, report, renewed_at)
-            except RuntimeError:
-                pass
 
     def _apply_report(self, report: LeaseReport, renewed_at: float) -> None:
         for job_id, running in list(self._running.items()):

@@ -10,7 +10,6 @@ revision keeps meaning the same thing after the models move on.
 
 import sqlalchemy as sa
 from alembic import context, op
-
 from jobstead.store.types import JSONType, UTCDateTime
 
 revision = "0001"
@@ -56,20 +55,21 @@ def upgrade() -> None:
         sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.text("false")),
         schema=schema,
     )
-    partial = {"postgresql_where": sa.text(READY), "sqlite_where": sa.text(READY)}
     op.create_index(
         f"{p}jobs_ready",
         f"{p}jobs",
         ["queue", sa.text("priority DESC"), "run_at", "id"],
         schema=schema,
-        **partial,
+        postgresql_where=sa.text(READY),
+        sqlite_where=sa.text(READY),
     )
     op.create_index(
         f"{p}jobs_ready_any_queue",
         f"{p}jobs",
         [sa.text("priority DESC"), "run_at", "id"],
         schema=schema,
-        **partial,
+        postgresql_where=sa.text(READY),
+        sqlite_where=sa.text(READY),
     )
     op.create_index(
         f"{p}jobs_running",
