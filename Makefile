@@ -42,7 +42,8 @@ system-deps: ## Install the PostgreSQL server binaries when the machine lacks th
 	fi
 
 .PHONY: run
-run: venv ## Run the demo app: worker + scheduler on the embedded SQLite default.
+run: venv ## Run the demo app: worker + scheduler on the embedded SQLite default (jobstead.db).
+	$(VENV)/bin/jobstead defer seed_demo_jobs --app jobstead.demo:app
 	$(VENV)/bin/jobstead run --app jobstead.demo:app
 
 .PHONY: test
