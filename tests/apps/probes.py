@@ -34,3 +34,20 @@ def long_task(seconds: float, ctx: Context) -> dict[str, Any]:
     ctx.checkpoint({"pid": os.getpid(), "start": started, "attempt": ctx.attempt})
     time.sleep(seconds)
     return _span(started)
+
+
+@app.handler(max_attempts=5, retry=0)
+def units(count: int, log_path: str, ctx: Context) -> dict[str, Any]:
+    """Resumable work: each unit is logged to a file, then checkpointed.
+
+    The "work" of a unit is the sleep; logging and checkpointing follow it at
+    once, so an interruption lands inside the work, not between the two writes.
+    """
+    done = (ctx.checkpoint_data or {}).get("next", 0)
+    for unit in range(done, count):
+        if ctx.wait_cancelled(0.15):
+            return {"stopped_at": unit}
+        with open(log_path, "a") as log:
+            log.write(f"{unit} {os.getpid()} {ctx.attempt}\n")
+        ctx.checkpoint({"next": unit + 1, "pid": os.getpid()})
+    return {"units": count, "attempt": ctx.attempt}
