@@ -25,7 +25,7 @@ def test_async_timeout_cancels_and_retries_per_policy(app: App, running_worker: 
 
     with running_worker(app):
         job = stuck.defer()
-        with pytest.raises(JobFailed, match="longer than 0.2 s") as failure:
+        with pytest.raises(JobFailed, match=r"longer than 0\.2 s") as failure:
             job.wait(15)
     assert failure.value.type == "jobstead.Timeout" and failure.value.status == "dead"
     assert [a.outcome for a in job.attempts_log()] == [AttemptOutcome.TIMED_OUT] * 2
@@ -42,7 +42,7 @@ def test_sync_timeout_abandons_the_thread_and_tells_it_to_stop(app: App, running
 
     with running_worker(app):
         job = busy.configure(timeout=0.2).defer()  # per-job timeout; the handler has none
-        with pytest.raises(JobFailed, match="longer than 0.2 s"):
+        with pytest.raises(JobFailed, match=r"longer than 0\.2 s"):
             job.wait(10)
         assert noticed.wait(5)
     assert [a.outcome for a in job.attempts_log()] == [AttemptOutcome.TIMED_OUT]
