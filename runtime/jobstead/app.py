@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
+#: Types that job arguments use: injecting by one of these would swallow real arguments.
+JSON_TYPES: frozenset[type] = frozenset({str, int, float, bool, list, dict, tuple, type(None)})
+
 
 class App:
     """Handlers plus the database their jobs live in.
@@ -174,6 +177,11 @@ class App:
         """
         if (value is None) == (factory is None):
             raise ConfigurationError("give a resource either a value or a factory")
+        if type in JSON_TYPES:
+            raise ConfigurationError(
+                f"resource {name!r}: {type.__name__} is a job-argument type; inject it with "
+                f"Annotated[{type.__name__}, Inject({name!r})] instead of by type"
+            )
         self._resources[name] = factory if factory is not None else (lambda: value)
         if type is not None:
             self.resource_types[type] = name

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import pytest
-from jobstead import App, Context, Inject, InvalidArguments, JobFailed
+from jobstead import App, ConfigurationError, Context, Inject, InvalidArguments, JobFailed
 from jobstead.status import AttemptOutcome
 
 
@@ -82,3 +82,8 @@ def test_resources_are_injected_not_accepted_not_stored(app: App, running_worker
     assert mailer.sent == ["user0", "user1", "user2"]
     assert len(made) == 1, "a factory runs once per worker"
     assert all(set(j.refresh().record.args) == {"to"} for j in jobs)
+
+
+def test_a_json_type_cannot_be_a_resource_type(app: App) -> None:
+    with pytest.raises(ConfigurationError, match="job-argument type"):
+        app.resource("greeting", "hello", type=str)
