@@ -19,6 +19,7 @@ from .errors import (
     UnknownHandler,
 )
 from .handler import ConfiguredHandler, Handler
+from .hooks import FailureEvent
 from .retry import RetryPolicy
 from .signature import Inject
 from .status import JobStatus
@@ -30,6 +31,7 @@ __all__ = [
     "ConfiguredHandler",
     "Context",
     "Deferred",
+    "FailureEvent",
     "Handler",
     "Inject",
     "InvalidArguments",

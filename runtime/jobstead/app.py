@@ -12,6 +12,7 @@ from .config import resolve_database_url
 from .deferred import Deferred
 from .errors import ConfigurationError, JobNotFound, UnknownHandler
 from .handler import Handler
+from .hooks import Hook
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .store import Store
 
@@ -48,6 +49,8 @@ class App:
         self.auto_migrate = auto_migrate
         self._handlers: dict[str, Handler[Any, Any]] = {}
         self._resources: dict[str, Callable[[], Any] | Any] = {}
+        self.failure_hooks: list[Hook] = []
+        self.dead_hooks: list[Hook] = []
         self.resource_types: dict[type, str] = {}
         self._store: Store | None = None
         self._lock = threading.Lock()
@@ -158,6 +161,18 @@ class App:
         except KeyError:
             known = ", ".join(sorted(self._handlers)) or "none"
             raise UnknownHandler(f"no handler named {name!r} in this app (known: {known})") from None
+
+    # -- hooks ---------------------------------------------------------------
+
+    def on_failure(self, hook: Hook) -> Hook:
+        """Decorator: called after every failed attempt (exception or timeout), sync or async."""
+        self.failure_hooks.append(hook)
+        return hook
+
+    def on_dead(self, hook: Hook) -> Hook:
+        """Decorator: called once a job has failed for good (``dead`` or ``failed``)."""
+        self.dead_hooks.append(hook)
+        return hook
 
     # -- resources -----------------------------------------------------------
 

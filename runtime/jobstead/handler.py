@@ -158,10 +158,10 @@ class Handler(Generic[P, R]):
             ),
         )
 
-    def defer(self, *args: P.args, **kwargs: P.kwargs) -> Deferred:
+    def defer(self, *args: Any, **kwargs: Any) -> Deferred:
         return ConfiguredHandler(self, JobOptions()).defer(*args, **kwargs)
 
-    async def defer_async(self, *args: P.args, **kwargs: P.kwargs) -> Deferred:
+    async def defer_async(self, *args: Any, **kwargs: Any) -> Deferred:
         return await ConfiguredHandler(self, JobOptions()).defer_async(*args, **kwargs)
 
     def defer_many(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred]:
@@ -169,7 +169,12 @@ class Handler(Generic[P, R]):
 
 
 class ConfiguredHandler(Generic[P, R]):
-    """A handler plus per-call options: ``handler.configure(...).defer(...)``."""
+    """A handler plus per-call options: ``handler.configure(...).defer(...)``.
+
+    ``defer`` is typed loosely on purpose: it takes the handler's parameters
+    minus the injected ones (``Context``, resources), which a ParamSpec cannot
+    express; ``HandlerSignature.bind`` checks the call at run time instead.
+    """
 
     def __init__(self, handler: Handler[P, R], options: JobOptions) -> None:
         self.handler = handler
@@ -200,7 +205,7 @@ class ConfiguredHandler(Generic[P, R]):
             timeout=o.timeout,
         )
 
-    def defer(self, *args: P.args, **kwargs: P.kwargs) -> Deferred:
+    def defer(self, *args: Any, **kwargs: Any) -> Deferred:
         """Store one job; in ``session``'s transaction when one was configured."""
         job = self._new_job(self.handler.signature.bind(args, kwargs))
         return self._insert_sync([job])[0]
@@ -210,7 +215,7 @@ class ConfiguredHandler(Generic[P, R]):
         jobs = [self._new_job(self.handler.signature.bind((), dict(call))) for call in calls]
         return self._insert_sync(jobs)
 
-    async def defer_async(self, *args: P.args, **kwargs: P.kwargs) -> Deferred:
+    async def defer_async(self, *args: Any, **kwargs: Any) -> Deferred:
         job = self._new_job(self.handler.signature.bind(args, kwargs))
         return (await self._insert_async([job]))[0]
 

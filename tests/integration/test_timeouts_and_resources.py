@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
 import pytest
-from jobstead import App, ConfigurationError, Context, Inject, InvalidArguments, JobFailed
+from jobstead import App, ConfigurationError, Context, FailureEvent, Inject, InvalidArguments, JobFailed
 from jobstead.status import AttemptOutcome
 
 
@@ -87,3 +88,32 @@ def test_resources_are_injected_not_accepted_not_stored(app: App, running_worker
 def test_a_json_type_cannot_be_a_resource_type(app: App) -> None:
     with pytest.raises(ConfigurationError, match="job-argument type"):
         app.resource("greeting", "hello", type=str)
+
+
+def test_failure_and_dead_hooks_observe_without_interfering(app: App, running_worker: Callable[..., Any]) -> None:
+    failures: list[tuple[int, str, str]] = []
+    dead: list[int] = []
+
+    @app.on_failure
+    def record(event: FailureEvent) -> None:
+        failures.append((event.attempt, event.status.value, event.error.type))
+        raise RuntimeError("a broken alerting hook")  # must not affect the job
+
+    @app.on_dead
+    async def alert(event: FailureEvent) -> None:
+        assert event.final and isinstance(event.exception, KeyError)
+        dead.append(event.job_id)
+
+    @app.handler(max_attempts=2, retry=0.05)
+    def lookup(key: str) -> None:
+        raise KeyError(key)
+
+    with running_worker(app):
+        job = lookup.defer(key="missing")
+        with pytest.raises(JobFailed):
+            job.wait(10)
+        deadline = time.time() + 5
+        while not dead and time.time() < deadline:
+            time.sleep(0.02)
+    assert failures == [(1, "retrying", "KeyError"), (2, "dead", "KeyError")]
+    assert dead == [job.id]

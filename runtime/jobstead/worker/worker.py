@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..context import Context
 from ..errors import ConfigurationError, InvalidArguments, JobError
+from ..hooks import FailureEvent, run_hooks
 from ..signature import CONTEXT
 from ..status import AttemptOutcome, JobStatus
 from ..store import Completion, HandlerDefinition, JobRecord, LeaseReport
@@ -320,23 +321,33 @@ class Worker:
             if reason == LEASE_LOST:
                 logger.warning("job %s: lease lost while running; another worker owns it now", job.id)
                 return
-            self._finish(
-                job,
-                decide(
-                    job,
-                    settings,
-                    finished,
-                    owner=self.id,
-                    now=store.clock(),
-                    cancel_reason=str(reason) if reason else None,
-                ),
+            completion = decide(
+                job, settings, finished, owner=self.id, now=store.clock(), cancel_reason=str(reason) if reason else None
             )
+            self._finish(job, completion)
+            if completion.error is not None and completion.status is not JobStatus.CANCELLED:
+                await self._run_failure_hooks(job, completion, finished.exception)
         except Exception:
             logger.exception("job %s: internal error; its lease will expire and it will be retried", job.id)
         finally:
             self._running.pop(job.id, None)
             if self._slot_freed is not None:
                 self._slot_freed.set()
+
+    async def _run_failure_hooks(self, job: JobRecord, completion: Completion, exc: BaseException | None) -> None:
+        assert completion.error is not None
+        event = FailureEvent(
+            job_id=job.id,
+            handler=job.handler,
+            attempt=job.attempts,
+            args=job.args,
+            error=completion.error,
+            status=completion.status,
+            exception=exc,
+        )
+        await run_hooks(self.app.failure_hooks, event)
+        if event.final:
+            await run_hooks(self.app.dead_hooks, event)
 
     def _finish(self, job: JobRecord, completion: Completion) -> None:
         if completion.error is not None:
