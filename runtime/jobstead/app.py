@@ -15,6 +15,7 @@ from .handler import Handler
 from .hooks import Hook
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .store import Store
+from .store.control import PauseScope
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -162,6 +163,15 @@ class App:
             known = ", ".join(sorted(self._handlers)) or "none"
             raise UnknownHandler(f"no handler named {name!r} in this app (known: {known})") from None
 
+    # -- pause / resume -------------------------------------------------------
+
+    def pause(self, *, handler: str | None = None, queue: str | None = None) -> bool:
+        """Stop claims of one handler, one queue, or (with neither) everything; nothing is lost."""
+        return self.store.control.pause(*_pause_scope(handler, queue))
+
+    def resume(self, *, handler: str | None = None, queue: str | None = None) -> bool:
+        return self.store.control.resume(*_pause_scope(handler, queue))
+
     # -- hooks ---------------------------------------------------------------
 
     def on_failure(self, hook: Hook) -> Hook:
@@ -223,3 +233,13 @@ class App:
     def run_worker(self, queues: Sequence[str] | None = None, concurrency: int = 10, **options: Any) -> None:
         """Run a worker in this thread until SIGTERM/SIGINT (or ``Worker.stop``)."""
         self.worker(queues=queues, concurrency=concurrency, **options).run()
+
+
+def _pause_scope(handler: str | None, queue: str | None) -> tuple[PauseScope, str]:
+    if handler is not None and queue is not None:
+        raise ConfigurationError("pause or resume a handler or a queue, not both at once")
+    if handler is not None:
+        return "handler", handler
+    if queue is not None:
+        return "queue", queue
+    return "all", ""

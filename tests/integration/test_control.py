@@ -76,3 +76,27 @@ def test_paused_jobs_wait_and_resume(app: App, running_worker: Callable[..., Any
         assert job.refresh().status is JobStatus.QUEUED and job.attempts == 0
         app.store.control.resume(scope, name)  # type: ignore[arg-type]
         assert job.wait(10) == "done"
+
+
+def test_pause_from_the_app_api_and_the_cli(app: App, target: Any, running_worker: Callable[..., Any]) -> None:
+    from tests.support.processes import run_cli
+
+    @app.handler
+    def work() -> str:
+        return "done"
+
+    assert app.pause(handler="work") is True
+    assert app.pause(handler="work") is False  # already paused
+    done = run_cli(["pause", "--queue", "default"], target.env())
+    assert done.returncode == 0 and "queue 'default' paused" in done.stdout
+    with running_worker(app, poll_interval=30.0 if target.backend == "postgres" else 0.1):
+        job = work.defer()
+        time.sleep(0.4)
+        assert job.refresh().status is JobStatus.QUEUED
+        assert app.resume(handler="work") is True
+        time.sleep(0.3)
+        assert job.refresh().status is JobStatus.QUEUED  # the queue is still paused
+        done = run_cli(["resume", "--queue", "default"], target.env())
+        assert done.returncode == 0 and "resumed" in done.stdout
+        # on PostgreSQL the resume NOTIFY wakes the worker (its poll interval is 30 s here)
+        assert job.wait(5) == "done"

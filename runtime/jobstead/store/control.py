@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..clock import Clock
@@ -16,6 +16,8 @@ from .rows import job_record
 
 PauseScope = Literal["all", "queue", "handler"]
 RETRYABLE = (JobStatus.DEAD, JobStatus.FAILED, JobStatus.CANCELLED)
+#: NOTIFY payload that wakes workers of every queue.
+WAKE_ALL = "*"
 
 
 class Control:
@@ -109,7 +111,10 @@ class Control:
         pauses = self._db.tables.pauses
         name = "" if scope == "all" else name
         with self._db.engine.begin() as conn:
-            return bool(conn.execute(delete(pauses).where(pauses.c.scope == scope, pauses.c.name == name)).rowcount)
+            resumed = bool(conn.execute(delete(pauses).where(pauses.c.scope == scope, pauses.c.name == name)).rowcount)
+            if resumed and self._db.is_postgres:  # wake every listening worker now, not at its next poll
+                conn.execute(select(func.pg_notify(self._db.tables.notify_channel, WAKE_ALL)))
+            return resumed
 
     def paused(self) -> list[tuple[str, str]]:
         pauses = self._db.tables.pauses

@@ -15,6 +15,8 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import URL
 
+from ..store.control import WAKE_ALL
+
 logger = logging.getLogger("jobstead.worker")
 
 
@@ -40,7 +42,7 @@ async def listen(
                 connected()
                 wake()  # anything deferred while we were not listening
                 async for note in conn.notifies():
-                    if queues is None or note.payload in queues:
+                    if queues is None or note.payload in queues or note.payload == WAKE_ALL:
                         wake()
         except asyncio.CancelledError:
             raise
