@@ -1,4 +1,7 @@
-"""Worker processes that are stopped: SIGTERM grace, release, and resuming from checkpoints."""
+"""Worker processes that are stopped: SIGTERM grace, release, and resuming from checkpoints.
+
+Run on both backends: several processes share one SQLite file (WAL) as they share PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from jobstead.status import AttemptOutcome
 from tests.conftest import Target
 from tests.support.processes import spawn_cli, stop
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 WORKER = ["worker", "--app", "tests.apps.probes:app", "--lease-seconds", "1", "--poll-interval", "0.1"]
 
@@ -37,10 +40,10 @@ def _wait_for(predicate, timeout: float = 30) -> None:  # type: ignore[no-untype
         time.sleep(0.02)
 
 
-def test_sigterm_lets_a_running_job_finish_within_the_grace_period(postgres_target: Target, tmp_path: Path) -> None:
-    app = _app(postgres_target)
+def test_sigterm_lets_a_running_job_finish_within_the_grace_period(target: Target, tmp_path: Path) -> None:
+    app = _app(target)
     job = app.get_handler("long_task").defer(seconds=0.8)
-    worker = spawn_cli([*WORKER, "--shutdown-grace", "10"], postgres_target.env(), tmp_path / "w.log")
+    worker = spawn_cli([*WORKER, "--shutdown-grace", "10"], target.env(), tmp_path / "w.log")
     _wait_for(lambda: bool(job.refresh().record.checkpoint))
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(20) == 0
@@ -50,12 +53,12 @@ def test_sigterm_lets_a_running_job_finish_within_the_grace_period(postgres_targ
 
 
 def test_sigterm_after_the_grace_period_releases_the_job_without_spending_an_attempt(
-    postgres_target: Target, tmp_path: Path
+    target: Target, tmp_path: Path
 ) -> None:
-    app = _app(postgres_target)
+    app = _app(target)
     log = tmp_path / "units.log"
     job = app.get_handler("units").defer(count=40, log_path=str(log))
-    first = spawn_cli([*WORKER, "--shutdown-grace", "0.3"], postgres_target.env(), tmp_path / "w1.log")
+    first = spawn_cli([*WORKER, "--shutdown-grace", "0.3"], target.env(), tmp_path / "w1.log")
     _wait_for(lambda: (job.refresh().record.checkpoint or {}).get("next", 0) >= 2)
     first.send_signal(signal.SIGTERM)
     assert first.wait(20) == 0
@@ -66,21 +69,21 @@ def test_sigterm_after_the_grace_period_releases_the_job_without_spending_an_att
 
 
 def test_checkpoints_resume_after_sigterm_and_kill_9_with_every_unit_done_once(
-    postgres_target: Target, tmp_path: Path
+    target: Target, tmp_path: Path
 ) -> None:
-    app = _app(postgres_target)
+    app = _app(target)
     log = tmp_path / "units.log"
     count = 30
     job = app.get_handler("units").defer(count=count, log_path=str(log))
 
     # 1. SIGTERM with a short grace: the job is released with its checkpoint.
-    first = spawn_cli([*WORKER, "--shutdown-grace", "0.2"], postgres_target.env(), tmp_path / "w1.log")
+    first = spawn_cli([*WORKER, "--shutdown-grace", "0.2"], target.env(), tmp_path / "w1.log")
     _wait_for(lambda: (job.refresh().record.checkpoint or {}).get("next", 0) >= 5)
     first.send_signal(signal.SIGTERM)
     assert first.wait(20) == 0
 
     # 2. kill -9 in the middle of the second run.
-    second = spawn_cli(WORKER, postgres_target.env(), tmp_path / "w2.log")
+    second = spawn_cli(WORKER, target.env(), tmp_path / "w2.log")
     _wait_for(
         lambda: (job.refresh().record.checkpoint or {}).get("pid") == second.pid and job.record.checkpoint["next"] >= 12
     )
@@ -88,7 +91,7 @@ def test_checkpoints_resume_after_sigterm_and_kill_9_with_every_unit_done_once(
     second.wait(10)
 
     # 3. A third worker finishes from the last checkpoint.
-    third = spawn_cli(WORKER, postgres_target.env(), tmp_path / "w3.log")
+    third = spawn_cli(WORKER, target.env(), tmp_path / "w3.log")
     try:
         result = job.wait(60)
     finally:
