@@ -1,0 +1,89 @@
+"""The worker Deployment of one JobHandler, as a plain manifest.
+
+Built from the spec alone (plus the replica count the scaler chose), so the
+reconciler can compare desired with actual by value and tests need no cluster.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .spec import JobHandlerSpec
+
+LABEL_HANDLER = "jobstead.io/handler"
+LABEL_OWNER = "jobstead.io/jobhandler"
+MANAGED_BY = "jobstead-operator"
+#: The worker needs this long after its own grace period to hand jobs back and exit.
+EXIT_MARGIN_SECONDS = 10
+
+
+def deployment_name(resource_name: str) -> str:
+    return f"{resource_name}-worker"
+
+
+def worker_command(spec: JobHandlerSpec) -> list[str]:
+    return [
+        "jobstead",
+        "worker",
+        "--app",
+        spec.app,
+        "--handler",
+        spec.handler,
+        "--queue",
+        spec.queue,
+        "--concurrency",
+        str(spec.per_pod_concurrency),
+        "--shutdown-grace",
+        str(spec.shutdown_grace_seconds),
+    ]
+
+
+def build_deployment(name: str, namespace: str, spec: JobHandlerSpec, replicas: int) -> dict[str, Any]:
+    labels = {
+        "app.kubernetes.io/name": "jobstead-worker",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        LABEL_OWNER: name,
+        LABEL_HANDLER: _label_value(spec.handler),
+    }
+    template = spec.pod_template
+    env: list[dict[str, Any]] = [
+        {
+            "name": "JOBSTEAD_DATABASE_URL",
+            "valueFrom": {"secretKeyRef": {"name": spec.database.name, "key": spec.database.key}},
+        },
+        {"name": "JOBSTEAD_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        *[e for e in template.get("env") or [] if e.get("name") != "JOBSTEAD_DATABASE_URL"],
+    ]
+    container: dict[str, Any] = {
+        "name": "worker",
+        "image": spec.image,
+        "command": worker_command(spec),
+        "env": env,
+    }
+    if template.get("resources"):
+        container["resources"] = template["resources"]
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "terminationGracePeriodSeconds": spec.shutdown_grace_seconds + EXIT_MARGIN_SECONDS,
+    }
+    for key in ("serviceAccountName", "nodeSelector", "tolerations"):
+        if template.get(key):
+            pod_spec[key] = template[key]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": deployment_name(name), "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {LABEL_OWNER: name}},
+            # Never more pods than asked for during a rollout: the cap is a promise to the database.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+def _label_value(value: str) -> str:
+    """Label values are at most 63 characters of [A-Za-z0-9_.-]."""
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in value)[:63].strip("-_.")
+    return cleaned or "handler"
