@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jobstead import App, Worker
 
+from jobstead import App, Worker
 from tests.support.postgres_server import PostgresServer
 
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from jobstead import App, JobStatus
 
+from jobstead import App, JobStatus
 from tests.conftest import Target
 from tests.support.processes import run_cli
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from jobstead.store import Store
 
+from jobstead.store import Store
 from tests.conftest import Target
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import pytest
+
 from jobstead import App, ConfigurationError, Context, FailureEvent, Inject, InvalidArguments, JobFailed
 from jobstead.status import AttemptOutcome
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from jobstead import App, InvalidArguments
 from sqlalchemy import create_engine
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
 
+from jobstead import App, InvalidArguments
 from tests.conftest import Target
 
 

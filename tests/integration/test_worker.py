@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+
 from jobstead import App, Context, JobFailed, JobStatus, PermanentError, RetryPolicy
 from jobstead.status import AttemptOutcome
 

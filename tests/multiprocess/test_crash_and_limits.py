@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from jobstead import App, JobStatus
 from jobstead.status import AttemptOutcome
-
 from tests.conftest import Target
 from tests.support.processes import spawn_cli, stop
 

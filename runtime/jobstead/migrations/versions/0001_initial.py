@@ -10,6 +10,7 @@ revision keeps meaning the same thing after the models move on.
 
 import sqlalchemy as sa
 from alembic import context, op
+
 from jobstead.store.types import JSONType, UTCDateTime
 
 revision = "0001"
