@@ -101,3 +101,18 @@ def test_pause_from_the_app_api_and_the_cli(app: App, target: Any, running_worke
         assert done.returncode == 0 and "resumed" in done.stdout
         # on PostgreSQL the resume NOTIFY wakes the worker (its poll interval is 30 s here)
         assert job.wait(5) == "done"
+
+
+def test_handler_load_counts_due_running_and_failed(app: App) -> None:
+    @app.handler
+    def h() -> None: ...
+
+    h.defer()
+    h.defer()
+    h.configure(delay=3600).defer()  # not due: an autoscaler must not count it
+    store = app.store
+    claimed = store.claims.claim(worker_id="w", handlers=["h"], limited=[], queues=None, limit=1, lease_seconds=60)
+    assert len(claimed) == 1
+    load = store.queries.handler_load("h")
+    assert (load.due, load.running, load.failed) == (1, 1, 0)
+    assert store.queries.handler_load("other").due == 0

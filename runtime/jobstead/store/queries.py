@@ -8,10 +8,19 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select
 
 from ..clock import Clock
-from ..status import JobStatus
+from ..status import CLAIMABLE_STATUSES, JobStatus
 from .database import Database
 from .records import AttemptRecord, JobRecord, Stats
 from .rows import attempt_record, job_record
+
+
+@dataclass(frozen=True)
+class HandlerLoad:
+    """What an autoscaler needs to know about one handler, right now."""
+
+    due: int
+    running: int
+    failed: int
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,36 @@ class Queries:
         if status is JobStatus.SCHEDULED:
             return and_(jobs.c.status == JobStatus.SCHEDULED.value, jobs.c.run_at > now)
         return jobs.c.status == status.value
+
+    def handler_load(self, handler: str) -> HandlerLoad:
+        """Due, running and failed-for-good counts of one handler.
+
+        Cheap enough to run every few seconds on a table with millions of
+        finished jobs: every count is a range on (handler, status) that never
+        visits succeeded rows.
+        """
+        jobs = self._db.tables.jobs
+        now = self._clock()
+        claimable = [s.value for s in CLAIMABLE_STATUSES]
+        finished_badly = [JobStatus.DEAD.value, JobStatus.FAILED.value]
+        stmt = (
+            select(jobs.c.status, func.count())
+            .where(
+                jobs.c.handler == handler,
+                or_(
+                    and_(jobs.c.status.in_(claimable), jobs.c.run_at <= now),
+                    jobs.c.status.in_([JobStatus.RUNNING.value, *finished_badly]),
+                ),
+            )
+            .group_by(jobs.c.status)
+        )
+        with self._db.engine.connect() as conn:
+            counts = {status: int(n) for status, n in conn.execute(stmt)}
+        return HandlerLoad(
+            due=sum(counts.get(s, 0) for s in claimable),
+            running=counts.get(JobStatus.RUNNING.value, 0),
+            failed=sum(counts.get(s, 0) for s in finished_badly),
+        )
 
     def attempts(self, job_id: int) -> list[AttemptRecord]:
         attempts = self._db.tables.attempts
