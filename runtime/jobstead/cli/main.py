@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from ..errors import ConfigurationError, JobsteadError
-from . import jobs, processes
+from . import jobs, operator, processes
 from .errors import OperationFailed, UsageError
 
 
@@ -130,6 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant")
     p.add_argument("--json", action="store_true")
     app_option(p, required=False)
+
+    p = command("operator", operator.operator, "run the Kubernetes operator (needs jobstead[operator])")
+    p.add_argument("-n", "--namespace", action="append", help="watch this namespace (repeatable)")
+    p.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    p.add_argument("--standalone", action="store_true", help="no peering: act even if other operators run")
+    p.add_argument("--peering", default="jobstead", help="kopf peering name shared by operator replicas")
+    p.add_argument("--priority", type=int, default=0, help="peering priority (highest acts)")
+    p.add_argument(
+        "--scale-down-window", type=_seconds, default=60.0, help="seconds of stable load before scaling down"
+    )
+    p.add_argument("--idle-cooldown", type=_seconds, default=120.0, help="seconds idle before scaling to zero")
 
     for name, func, text in (
         ("pause", processes.pause, "stop claims of a handler, a queue or everything"),

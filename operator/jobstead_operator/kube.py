@@ -1,0 +1,60 @@
+"""The few Kubernetes API calls the operator makes beyond kopf's own, off the event loop.
+
+kopf watches and patches the custom resources; Deployments and Secrets are
+read and written through the official client, on threads (it is synchronous).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+
+def load_configuration() -> None:
+    """In a pod: the service account. Elsewhere: $KUBECONFIG or ~/.kube/config."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        self._apps = client.AppsV1Api(api_client)
+        self._core = client.CoreV1Api(api_client)
+        self._serializer = api_client or client.ApiClient()
+
+    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        def get() -> dict[str, Any] | None:
+            try:
+                found = self._apps.read_namespaced_deployment(name, namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            return cast(dict[str, Any], self._serializer.sanitize_for_serialization(found))  # type: ignore[no-untyped-call]
+
+        return await asyncio.to_thread(get)
+
+    async def create_deployment(self, namespace: str, body: dict[str, Any]) -> None:
+        await asyncio.to_thread(self._apps.create_namespaced_deployment, namespace, cast(Any, body))
+
+    async def patch_deployment(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        await asyncio.to_thread(self._apps.patch_namespaced_deployment, name, namespace, patch)
+
+    async def secret_has_key(self, namespace: str, name: str, key: str) -> bool | None:
+        """True if the Secret holds ``key``, False if it lacks it, None if there is no such Secret."""
+
+        def read() -> bool | None:
+            try:
+                secret = self._core.read_namespaced_secret(name, namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            return key in (secret.data or {}) or key in (secret.string_data or {})
+
+        return await asyncio.to_thread(read)

@@ -1,0 +1,65 @@
+"""Starting the operator: kopf with Jobstead's registry, settings and shared state."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import kopf
+
+from jobstead.store import Store
+
+from . import jobhandlers  # noqa: F401 - registers the handlers
+from .kube import Kube, load_configuration
+from .registry import registry
+from .state import OperatorState
+
+FINALIZER = "jobstead.io/finalizer"
+
+
+def settings(*, standalone: bool, peering_name: str, priority: int) -> kopf.OperatorSettings:
+    s = kopf.OperatorSettings()
+    s.persistence.finalizer = FINALIZER
+    # Progress and diff-base in annotations: our CRDs declare every status field,
+    # so kopf's default status.kopf storage would be pruned by the API server.
+    s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="jobstead.io")
+    s.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="jobstead.io", key="last-handled-configuration"
+    )
+    s.posting.reporting_component = "jobstead-operator"
+    s.peering.name = peering_name
+    s.peering.priority = priority
+    s.peering.standalone = standalone
+    s.watching.server_timeout = 60
+    s.networking.request_timeout = 30
+    return s
+
+
+def run_operator(
+    store: Store,
+    *,
+    namespaces: Sequence[str] = (),
+    clusterwide: bool = False,
+    standalone: bool = False,
+    peering_name: str = "jobstead",
+    priority: int = 0,
+    scale_down_window: float = 60.0,
+    idle_cooldown: float = 120.0,
+    stop_flag: threading.Event | None = None,
+    ready_flag: threading.Event | None = None,
+) -> None:
+    """Serve JobHandler and CronSchedule resources until stopped (SIGTERM, or ``stop_flag``)."""
+    load_configuration()
+    state = OperatorState(store=store, kube=Kube(), scale_down_window=scale_down_window, idle_cooldown=idle_cooldown)
+    kopf.run(
+        registry=registry,
+        settings=settings(standalone=standalone, peering_name=peering_name, priority=priority),
+        memo=kopf.Memo(state=state),
+        clusterwide=clusterwide,
+        namespaces=list(namespaces),
+        standalone=standalone,
+        peering_name=peering_name,
+        priority=priority,
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+    )

@@ -1,0 +1,25 @@
+"""What every handler shares: the store, the Kubernetes client, one scaler per JobHandler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from jobstead.store import Store
+
+from .kube import Kube
+from .scaling import Scaler
+
+
+@dataclass
+class OperatorState:
+    store: Store
+    kube: Kube
+    scale_down_window: float = 60.0
+    idle_cooldown: float = 120.0
+    scalers: dict[tuple[str, str], Scaler] = field(default_factory=dict)
+
+    def scaler(self, namespace: str, name: str) -> Scaler:
+        key = (namespace, name)
+        if key not in self.scalers:
+            self.scalers[key] = Scaler(window_seconds=self.scale_down_window, idle_cooldown_seconds=self.idle_cooldown)
+        return self.scalers[key]
