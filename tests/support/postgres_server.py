@@ -81,13 +81,14 @@ class PostgresServer:
         return self.root / "data"
 
     def _run(self, *argv: str | Path) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [str(a) for a in argv],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.root / "server.log", "ab"),
-            preexec_fn=lambda: _demote(self._uid, self._gid),
-            cwd=self.root,
-        )
+        with open(self.root / "server.log", "ab") as log:  # the child gets its own copy of the descriptor
+            return subprocess.Popen(
+                [str(a) for a in argv],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                preexec_fn=lambda: _demote(self._uid, self._gid),
+                cwd=self.root,
+            )
 
     def start(self) -> PostgresServer:
         initdb = self._run(

@@ -19,14 +19,15 @@ def _die_with_parent() -> None:
 
 def spawn_cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """``python -m jobstead ARGS`` from the repo root, killed if the test process dies."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "jobstead", *args],
-        cwd=REPO,
-        env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-        stdout=open(log, "ab"),
-        stderr=subprocess.STDOUT,
-        preexec_fn=_die_with_parent,
-    )
+    with open(log, "ab") as out:  # the child gets its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "jobstead", *args],
+            cwd=REPO,
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
