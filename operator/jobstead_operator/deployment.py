@@ -6,6 +6,7 @@ reconciler can compare desired with actual by value and tests need no cluster.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .spec import JobHandlerSpec
@@ -38,14 +39,26 @@ def worker_command(spec: JobHandlerSpec) -> list[str]:
     ]
 
 
-def build_deployment(name: str, namespace: str, spec: JobHandlerSpec, replicas: int) -> dict[str, Any]:
+def merge_template(defaults: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
+    """The resource's podTemplate wins over the chart's workerDefaults; env merges by name."""
+    merged = {**defaults, **own}
+    env = {e["name"]: e for e in defaults.get("env") or []}
+    env.update({e["name"]: e for e in own.get("env") or []})
+    if env:
+        merged["env"] = list(env.values())
+    return merged
+
+
+def build_deployment(
+    name: str, namespace: str, spec: JobHandlerSpec, replicas: int, defaults: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     labels = {
         "app.kubernetes.io/name": "jobstead-worker",
         "app.kubernetes.io/managed-by": MANAGED_BY,
         LABEL_OWNER: name,
         LABEL_HANDLER: _label_value(spec.handler),
     }
-    template = spec.pod_template
+    template = merge_template(defaults or {}, spec.pod_template)
     env: list[dict[str, Any]] = [
         {
             "name": "JOBSTEAD_DATABASE_URL",

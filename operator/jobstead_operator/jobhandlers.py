@@ -123,7 +123,13 @@ async def _write_database(state: OperatorState, spec: JobHandlerSpec) -> None:
 async def _apply_deployment(state: OperatorState, name: str, namespace: str, body: Any, spec: JobHandlerSpec) -> None:
     existing = await state.kube.get_deployment(namespace, deployment_name(name))
     replicas = existing["spec"]["replicas"] if existing else spec.min_replicas
-    desired = build_deployment(name, namespace, spec, replicas=max(spec.min_replicas, min(replicas, spec.replica_cap)))
+    desired = build_deployment(
+        name,
+        namespace,
+        spec,
+        replicas=max(spec.min_replicas, min(replicas, spec.replica_cap)),
+        defaults=state.worker_defaults,
+    )
     kopf.adopt(desired, owner=body)
     if existing is None:
         await state.kube.create_deployment(namespace, desired)

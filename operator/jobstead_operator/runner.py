@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import kopf
 
+from jobstead.errors import ConfigurationError
 from jobstead.store import Store
 
 from . import jobhandlers  # noqa: F401 - registers the handlers
@@ -15,6 +19,7 @@ from .registry import registry
 from .state import OperatorState
 
 FINALIZER = "jobstead.io/finalizer"
+WORKER_DEFAULTS_ENV = "JOBSTEAD_WORKER_DEFAULTS"
 
 
 def settings(*, standalone: bool, peering_name: str, priority: int) -> kopf.OperatorSettings:
@@ -30,9 +35,24 @@ def settings(*, standalone: bool, peering_name: str, priority: int) -> kopf.Oper
     s.peering.name = peering_name
     s.peering.priority = priority
     s.peering.standalone = standalone
+    s.scanning.disabled = True  # no cluster-wide CRD watch: least privilege; our CRDs are installed first
     s.watching.server_timeout = 60
     s.networking.request_timeout = 30
     return s
+
+
+def worker_defaults_from_env() -> dict[str, Any]:
+    """The chart's ``workerDefaults``, handed over as JSON in ``$JOBSTEAD_WORKER_DEFAULTS``."""
+    raw = os.environ.get(WORKER_DEFAULTS_ENV, "").strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"${WORKER_DEFAULTS_ENV} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"${WORKER_DEFAULTS_ENV} must be a JSON object")
+    return value
 
 
 def run_operator(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from jobstead.store import Store
 
@@ -16,6 +17,7 @@ class OperatorState:
     kube: Kube
     scale_down_window: float = 60.0
     idle_cooldown: float = 120.0
+    worker_defaults: dict[str, Any] = field(default_factory=dict)
     scalers: dict[tuple[str, str], Scaler] = field(default_factory=dict)
 
     def scaler(self, namespace: str, name: str) -> Scaler:

@@ -116,3 +116,17 @@ def test_deployment_runs_the_worker_with_the_secret_and_overrides() -> None:
     assert pod["serviceAccountName"] == "shop-worker" and pod["nodeSelector"] == {"pool": "jobs"}
     assert pod["terminationGracePeriodSeconds"] >= 45
     assert d["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
+
+
+def test_worker_defaults_sit_under_the_resources_own_template() -> None:
+    s = spec(podTemplate={"env": [{"name": "A", "value": "own"}], "nodeSelector": {"pool": "own"}})
+    defaults = {
+        "env": [{"name": "A", "value": "default"}, {"name": "B", "value": "default"}],
+        "nodeSelector": {"pool": "default"},
+        "resources": {"requests": {"cpu": "100m"}},
+    }
+    pod = build_deployment("h", "ns", s, replicas=1, defaults=defaults)["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["A"] == "own" and env["B"] == "default"
+    assert pod["nodeSelector"] == {"pool": "own"}
+    assert pod["containers"][0]["resources"] == {"requests": {"cpu": "100m"}}
