@@ -1,0 +1,782 @@
+"""A local Kubernetes control plane for the e2e tests and ``make cluster-up``.
+
+No Docker engine runs on our machines, so kind is out. Like controller-runtime's
+envtest we run the real binaries on loopback, and unlike envtest we also run
+kube-controller-manager (owner-reference garbage collection, Deployment ->
+ReplicaSet -> Pod) and kube-scheduler, because the operator's Deployments must
+become real Pods. No kubelet runs: ``tests/support/kubelet.py`` plays one.
+
+``hack/controlplane/build.sh`` builds the binaries (``make controlplane``);
+this module never builds, it only asks the script where the current build is,
+so the cache key lives in one place.
+
+Every start makes a fresh PKI (a CA, one serving certificate for all three
+servers, client certificates for the admin in ``system:masters`` and for the
+controller manager and scheduler under their bootstrap RBAC names), so
+authentication and ``--authorization-mode=RBAC`` are the real thing.
+
+Processes started for a test session die with it: each runs in its own process
+group and gets ``PR_SET_PDEATHSIG``, so even a ``kill -9`` of pytest leaves
+nothing behind. ``make cluster-up`` starts them detached instead and records
+them in ``state.json`` for ``make cluster-down``.
+
+    python -m tests.support.controlplane up|down|env|status
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import ctypes
+import datetime as dt
+import fcntl
+import functools
+import http.client
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from kubernetes import client, config
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO / "hack" / "controlplane" / "build.sh"
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+FRONT_PROXY_CLIENT = "front-proxy-client"
+_STOP_ORDER = ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+_PR_SET_PDEATHSIG = 1
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane could not be built, started or stopped; the message says which."""
+
+
+def cache_dir() -> Path:
+    """``$JOBSTEAD_CACHE_DIR`` as the Makefile exports it, else ``<repo>/.cache``."""
+    return Path(os.environ.get("JOBSTEAD_CACHE_DIR") or REPO / ".cache")
+
+
+def binary_dir() -> Path:
+    """Folder of the binaries built for the current pins, or an error saying how to build them."""
+    result = subprocess.run(
+        [str(BUILD_SCRIPT), "bindir"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "JOBSTEAD_CACHE_DIR": str(cache_dir())},
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ControlPlaneError(result.stderr.strip() or "hack/controlplane/build.sh bindir failed")
+    return Path(result.stdout.strip())
+
+
+def pinned_versions(bindir: Path) -> dict[str, str]:
+    """The versions a build was made from (``kubernetes``, ``etcd``, ``helm``), as build.sh recorded them."""
+    text = (bindir.parent / "versions").read_text()
+    return dict(line.split("=", 1) for line in text.split())
+
+
+# -- certificates ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A PEM certificate and its private key on disk."""
+
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Everything the control plane authenticates with; made fresh for every start."""
+
+    ca: KeyPair
+    serving: KeyPair
+    admin: KeyPair
+    controller_manager: KeyPair
+    scheduler: KeyPair
+    front_proxy: KeyPair
+    service_account_key: Path
+    service_account_public_key: Path
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+
+
+def _name(common_name: str, organization: str | None = None) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(attributes)
+
+
+def make_pki(directory: Path) -> Pki:
+    """Write a CA and the certificates signed by it into ``directory``.
+
+    EC P-256 keys: generating them takes microseconds, and every component accepts them.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    valid_from, valid_until = now - dt.timedelta(hours=1), now + dt.timedelta(days=365)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name("jobstead-local-ca")
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid_from)
+        .not_valid_after(valid_until)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    def issue(stem: str, subject: x509.Name, *, server: bool) -> KeyPair:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(valid_from)
+            .not_valid_after(valid_until)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                critical=False,
+            )
+        )
+        if server:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        # The first address of the service range: the `kubernetes` Service.
+                        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+                        x509.DNSName("localhost"),
+                        x509.DNSName("kubernetes"),
+                        x509.DNSName("kubernetes.default"),
+                        x509.DNSName("kubernetes.default.svc"),
+                        x509.DNSName("kubernetes.default.svc.cluster.local"),
+                    ]
+                ),
+                critical=False,
+            )
+        cert = builder.sign(ca_key, hashes.SHA256())
+        pair = KeyPair(directory / f"{stem}.crt", directory / f"{stem}.key")
+        pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_key(pair.key, key)
+        return pair
+
+    ca = KeyPair(directory / "ca.crt", directory / "ca.key")
+    ca.cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(ca.key, ca_key)
+
+    sa_key = ec.generate_private_key(ec.SECP256R1())
+    sa_private, sa_public = directory / "sa.key", directory / "sa.pub"
+    _write_key(sa_private, sa_key)
+    sa_public.write_bytes(
+        sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return Pki(
+        ca=ca,
+        serving=issue("serving", _name("kube-apiserver"), server=True),
+        admin=issue("admin", _name("jobstead-admin", "system:masters"), server=False),
+        # The names the bootstrap RBAC policy grants the components' permissions to.
+        controller_manager=issue("kube-controller-manager", _name("system:kube-controller-manager"), server=False),
+        scheduler=issue("kube-scheduler", _name("system:kube-scheduler"), server=False),
+        # The apiserver's identity towards aggregated APIs; also what lets the
+        # components' delegated authentication find a request-header CA.
+        front_proxy=issue("front-proxy-client", _name(FRONT_PROXY_CLIENT), server=False),
+        service_account_key=sa_private,
+        service_account_public_key=sa_public,
+    )
+
+
+def write_kubeconfig(path: Path, *, server: str, ca: Path, user: str, credentials: KeyPair) -> None:
+    """A kubeconfig with everything embedded, so it keeps working when copied elsewhere."""
+
+    def data(file: Path) -> str:
+        return base64.b64encode(file.read_bytes()).decode()
+
+    document = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "jobstead-local", "cluster": {"server": server, "certificate-authority-data": data(ca)}}],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": data(credentials.cert),
+                    "client-key-data": data(credentials.key),
+                },
+            }
+        ],
+        "contexts": [{"name": "jobstead-local", "context": {"cluster": "jobstead-local", "user": user}}],
+        "current-context": "jobstead-local",
+        "preferences": {},
+    }
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    path.chmod(0o600)
+
+
+# -- the cluster as its users see it -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A running Kubernetes API as tests and the operator use it: kubeconfig, URL, clients."""
+
+    kubeconfig: Path
+    server: str
+    bindir: Path | None = None
+    local: bool = True
+
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: Path, bindir: Path | None = None) -> Cluster:
+        """Some other cluster (kind, for ``make e2e-kind``), known only by its kubeconfig."""
+        document = yaml.safe_load(kubeconfig.read_text())
+        contexts = {c["name"]: c["context"] for c in document["contexts"]}
+        clusters = {c["name"]: c["cluster"] for c in document["clusters"]}
+        current = contexts[document["current-context"]]
+        return cls(kubeconfig, clusters[current["cluster"]]["server"], bindir, local=False)
+
+    def api_client(self) -> client.ApiClient:
+        """A fresh client authenticated as the cluster admin; close it when done."""
+        configuration = client.Configuration()
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(self.kubeconfig), client_configuration=configuration, persist_config=False
+        )
+        return client.ApiClient(configuration)
+
+    def env(self) -> dict[str, str]:
+        """Environment for subprocesses: KUBECONFIG, and our kubectl/helm first on PATH."""
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        if self.bindir:
+            env["PATH"] = f"{self.bindir}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def kubectl(
+        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl against this cluster; with ``check`` a failure raises with its stderr."""
+        kubectl = str(self.bindir / "kubectl") if self.bindir else "kubectl"
+        result = subprocess.run(
+            [kubectl, "--kubeconfig", str(self.kubeconfig), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise ControlPlaneError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result
+
+    def wait_for_service_account(self, namespace: str, name: str = "default", timeout: float = 30) -> None:
+        """Pods are refused until their ServiceAccount exists; the controller manager creates it."""
+        with self.api_client() as api:
+            core = client.CoreV1Api(api)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    core.read_namespaced_service_account(name, namespace)
+                    return
+                except client.ApiException as exc:
+                    if exc.status != 404 or time.monotonic() > deadline:
+                        raise
+                time.sleep(0.1)
+
+
+# -- processes ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now (start() retries if one is taken)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with(parent_pid: int) -> Callable[[], None]:
+    """preexec_fn: SIGKILL the child when the thread that spawned it ends.
+
+    libc is loaded here, before fork, so the child only makes the system call.
+    The parent may have died before prctl ran, hence the getppid check.
+    """
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def preexec() -> None:
+        if prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+            os._exit(125)
+        if os.getppid() != parent_pid:
+            os._exit(0)
+
+    return preexec
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not count: it has already exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _executable(pid: int) -> str | None:
+    try:
+        target = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+    # A rebuild for new pins deletes the old binaries while they may still run.
+    return target.removesuffix(" (deleted)")
+
+
+@dataclass
+class _Process:
+    name: str
+    pid: int
+    binary: Path
+    log: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def running(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None
+        # Not our child (make cluster-down): make sure the pid was not reused.
+        return pid_alive(self.pid) and _executable(self.pid) == str(self.binary)
+
+    def stop(self, grace: float) -> None:
+        """SIGTERM its process group, SIGKILL what is left after ``grace`` seconds."""
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+            if not self.running():
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, sig)
+            deadline = time.monotonic() + wait
+            while self.running() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        if self.running():
+            raise ControlPlaneError(f"{self.name} (pid {self.pid}) survived SIGKILL")
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+class ControlPlane:
+    """etcd, kube-apiserver, kube-controller-manager and kube-scheduler on 127.0.0.1.
+
+    ``workdir`` holds the PKI, kubeconfigs, etcd's data and one log per process.
+    ``detached`` processes outlive this Python process (``make cluster-up``);
+    otherwise they die with the thread that started them.
+    """
+
+    def __init__(self, workdir: Path, *, bindir: Path | None = None, detached: bool = False) -> None:
+        self.workdir = workdir
+        self.bindir = bindir or binary_dir()
+        self.detached = detached
+        self.kubeconfig = workdir / "kubeconfig"
+        self.processes: dict[str, _Process] = {}
+        self.server = ""
+
+    # The public surface -----------------------------------------------------------
+
+    def start(self, timeout: float = 90.0, attempts: int = 3) -> Cluster:
+        """Start everything and wait until Pods could be created; stop it all on failure.
+
+        Ports are picked free just before use; another process can still take one
+        first, so a failure to bind starts over on new ports.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start(time.monotonic() + timeout)
+                return self.cluster()
+            except BaseException as exc:
+                logs = "\n".join(f"--- {p.name} ({p.log}):\n{p.log_tail()}" for p in self.processes.values())
+                self.stop()
+                port_clash = "address already in use" in logs
+                if not isinstance(exc, ControlPlaneError) or not port_clash or attempt == attempts:
+                    if isinstance(exc, ControlPlaneError):
+                        raise ControlPlaneError(f"{exc}\n{logs}") from None
+                    raise
+        raise AssertionError("unreachable")
+
+    def cluster(self) -> Cluster:
+        return Cluster(self.kubeconfig, self.server, self.bindir)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop in reverse dependency order; raises if a process cannot be stopped."""
+        for name in _STOP_ORDER:
+            process = self.processes.get(name)
+            if process:
+                process.stop(grace)
+                if process.popen is not None:
+                    process.popen.wait()
+        self.processes.clear()
+
+    def running(self) -> dict[str, bool]:
+        return {name: p.running() for name, p in self.processes.items()}
+
+    def __enter__(self) -> Cluster:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # State for make cluster-up / cluster-down ------------------------------------------
+
+    @property
+    def state_file(self) -> Path:
+        return self.workdir / "state.json"
+
+    def save_state(self) -> None:
+        state = {
+            "server": self.server,
+            "kubeconfig": str(self.kubeconfig),
+            "bindir": str(self.bindir),
+            "processes": {
+                name: {"pid": p.pid, "binary": str(p.binary), "log": str(p.log)} for name, p in self.processes.items()
+            },
+        }
+        self.state_file.write_text(json.dumps(state, indent=2) + "\n")
+
+    @classmethod
+    def adopt(cls, workdir: Path) -> ControlPlane | None:
+        """The detached control plane recorded in ``workdir``, if there is one."""
+        try:
+            state = json.loads((workdir / "state.json").read_text())
+        except FileNotFoundError:
+            return None
+        plane = cls(workdir, bindir=Path(state["bindir"]), detached=True)
+        plane.server = state["server"]
+        for name, p in state["processes"].items():
+            plane.processes[name] = _Process(name, p["pid"], Path(p["binary"]), Path(p["log"]))
+        return plane
+
+    # Starting -------------------------------------------------------------------
+
+    def _spawn(self, name: str, args: list[str]) -> _Process:
+        binary = self.bindir / name
+        log = self.workdir / "logs" / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:  # the child keeps its own descriptor
+            popen = subprocess.Popen(
+                [str(binary), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                start_new_session=True,  # its own process group: stop() signals the group
+                preexec_fn=None if self.detached else _die_with(os.getpid()),
+            )
+        process = _Process(name, popen.pid, binary, log, popen)
+        self.processes[name] = process
+        return process
+
+    def _wait(self, what: str, deadline: float, ready: Callable[[], bool]) -> None:
+        while True:
+            for process in self.processes.values():
+                if not process.running():
+                    raise ControlPlaneError(f"{process.name} exited while waiting for {what}")
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                if ready():
+                    return
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(f"timed out waiting for {what}")
+            time.sleep(0.1)
+
+    def _start(self, deadline: float) -> None:
+        if self.workdir.exists():
+            shutil.rmtree(self.workdir)
+        self.workdir.mkdir(parents=True)
+        pki = make_pki(self.workdir / "pki")
+        serving = [f"--tls-cert-file={pki.serving.cert}", f"--tls-private-key-file={pki.serving.key}"]
+
+        etcd_port, peer_port = free_port(), free_port()
+        etcd_url, peer_url = f"http://127.0.0.1:{etcd_port}", f"http://127.0.0.1:{peer_port}"
+        self._spawn(
+            "etcd",
+            [
+                "--name=jobstead",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=jobstead={peer_url}",
+                # Throwaway data: skipping fsync makes the API several times faster.
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
+        self._wait("etcd", deadline, lambda: _http_ok(etcd_port, "/health", None))
+
+        api_port = free_port()
+        self.server = f"https://127.0.0.1:{api_port}"
+        self._spawn(
+            "kube-apiserver",
+            [
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                f"--cert-dir={self.workdir / 'kube-apiserver'}",
+                *serving,
+                f"--client-ca-file={pki.ca.cert}",
+                "--authorization-mode=RBAC",
+                f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+                f"--service-account-key-file={pki.service_account_public_key}",
+                f"--service-account-signing-key-file={pki.service_account_key}",
+                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                # The `kubernetes` Service cannot point at a loopback address; nothing
+                # in the cluster needs it (pods run as local processes).
+                "--endpoint-reconciler-type=none",
+                f"--requestheader-client-ca-file={pki.ca.cert}",
+                f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki.front_proxy.cert}",
+                f"--proxy-client-key-file={pki.front_proxy.key}",
+                "--allow-privileged=true",
+                "--profiling=false",
+            ],
+        )
+        write_kubeconfig(
+            self.kubeconfig, server=self.server, ca=pki.ca.cert, user="jobstead-admin", credentials=pki.admin
+        )
+        admin_tls = ssl.create_default_context(cafile=str(pki.ca.cert))
+        admin_tls.load_cert_chain(str(pki.admin.cert), str(pki.admin.key))
+        self._wait("kube-apiserver", deadline, lambda: _http_ok(api_port, "/readyz", admin_tls))
+
+        for name, credentials in (
+            ("kube-controller-manager", pki.controller_manager),
+            ("kube-scheduler", pki.scheduler),
+        ):
+            write_kubeconfig(
+                self.workdir / f"{name}.kubeconfig",
+                server=self.server,
+                ca=pki.ca.cert,
+                user=f"system:{name}",
+                credentials=credentials,
+            )
+        component_ports = {"kube-controller-manager": free_port(), "kube-scheduler": free_port()}
+
+        def component_args(name: str) -> list[str]:
+            kubeconfig = self.workdir / f"{name}.kubeconfig"
+            return [
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={component_ports[name]}",
+                *serving,
+                # One instance each: skip the lease dance, start acting at once.
+                "--leader-elect=false",
+                "--profiling=false",
+            ]
+
+        self._spawn(
+            "kube-controller-manager",
+            [
+                *component_args("kube-controller-manager"),
+                # One ServiceAccount per controller, as in a real cluster, so RBAC applies.
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={pki.service_account_key}",
+                f"--root-ca-file={pki.ca.cert}",
+                f"--cluster-signing-cert-file={pki.ca.cert}",
+                f"--cluster-signing-key-file={pki.ca.key}",
+            ],
+        )
+        self._spawn("kube-scheduler", component_args("kube-scheduler"))
+        verified = ssl.create_default_context(cafile=str(pki.ca.cert))
+        for name, port in component_ports.items():
+            self._wait(name, deadline, functools.partial(_http_ok, port, "/healthz", verified))
+        # The ServiceAccount controller creating default/default proves the controller
+        # manager runs with working credentials; Pods need that account to be admitted.
+        self._wait(
+            "the default ServiceAccount (controller manager at work)",
+            deadline,
+            lambda: _http_ok(api_port, "/api/v1/namespaces/default/serviceaccounts/default", admin_tls),
+        )
+
+
+def _http_ok(port: int, path: str, tls: ssl.SSLContext | None) -> bool:
+    connection: http.client.HTTPConnection
+    if tls is None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    else:
+        connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=2, context=tls)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return response.status == 200
+    finally:
+        connection.close()
+
+
+# -- workdirs -----------------------------------------------------------------------
+
+
+def session_workdir() -> Path:
+    """A workdir for this test session: ``<cache>/e2e/<pid>``.
+
+    Engineers share one working tree, so sessions must not share a cluster.
+    Leftovers of sessions whose process is gone are removed here.
+    """
+    root = cache_dir() / "e2e"
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.iterdir():
+        if old.name.isdigit() and not pid_alive(int(old.name)):
+            shutil.rmtree(old, ignore_errors=True)
+    return root / str(os.getpid())
+
+
+@contextlib.contextmanager
+def _locked(workdir: Path) -> Iterator[None]:
+    """One ``make cluster-up``/``cluster-down`` at a time."""
+    workdir.parent.mkdir(parents=True, exist_ok=True)
+    with open(workdir.parent / f".{workdir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+# -- command line (make cluster-up / cluster-down) ---------------------------------------
+
+
+def _cli_up(workdir: Path) -> int:
+    with _locked(workdir):
+        existing = ControlPlane.adopt(workdir)
+        if existing and existing.processes and all(existing.running().values()):
+            print(f"control plane already running at {existing.server}")
+            _print_env(existing.cluster())
+            return 0
+        if existing:
+            existing.stop()
+        plane = ControlPlane(workdir, detached=True)
+        began = time.monotonic()
+        cluster = plane.start()
+        plane.save_state()
+    print(f"control plane up in {time.monotonic() - began:.1f} s at {cluster.server}")
+    print(f"logs in {workdir / 'logs'}; point kubectl at it with:")
+    _print_env(cluster)
+    return 0
+
+
+def _cli_down(workdir: Path) -> int:
+    with _locked(workdir):
+        plane = ControlPlane.adopt(workdir)
+        if plane:
+            plane.stop()
+            print("control plane stopped")
+        else:
+            print("no control plane running")
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def _cli_env(workdir: Path) -> int:
+    plane = ControlPlane.adopt(workdir)
+    if not plane:
+        print("no control plane running: make cluster-up", file=sys.stderr)
+        return 1
+    _print_env(plane.cluster())
+    return 0
+
+
+def _cli_status(workdir: Path) -> int:
+    plane = ControlPlane.adopt(workdir)
+    if not plane:
+        print("no control plane running")
+        return 1
+    for name, running in plane.running().items():
+        print(f"{name:<24} pid {plane.processes[name].pid:<8} {'running' if running else 'STOPPED'}")
+    return 0 if all(plane.running().values()) else 1
+
+
+def _print_env(cluster: Cluster) -> None:
+    print(f"export KUBECONFIG={cluster.kubeconfig}")
+    if cluster.bindir:
+        print(f'export PATH="{cluster.bindir}:$PATH"')
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.support.controlplane",
+        description="Run the local Kubernetes control plane outside pytest.",
+    )
+    parser.add_argument(
+        "command",
+        choices=["up", "down", "env", "status"],
+        help="up: start it detached; down: stop it; env: print shell exports; status: list processes",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="state, PKI, kubeconfig and logs (default: $JOBSTEAD_CACHE_DIR/cluster)",
+    )
+    args = parser.parse_args(argv)
+    workdir = (args.workdir or cache_dir() / "cluster").absolute()
+    commands = {"up": _cli_up, "down": _cli_down, "env": _cli_env, "status": _cli_status}
+    try:
+        return commands[args.command](workdir)
+    except ControlPlaneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
