@@ -113,6 +113,7 @@ async def reconcile(
 
 async def _write_database(state: OperatorState, spec: JobHandlerSpec) -> None:
     store = state.store
+    await asyncio.to_thread(state.ensure_schema)
     await asyncio.to_thread(store.registry.put_handler, definition(spec))
     if spec.paused:
         await asyncio.to_thread(store.control.pause, "handler", spec.handler)
@@ -158,9 +159,13 @@ async def scale(
         return  # reconcile reported it; nothing to scale
     ready, reason = is_ready(status)
     if not ready and reason in ("DatabaseUnavailable", "SecretNotFound", ""):
-        await reconcile(state, spec, status, meta, name, namespace, body, patch)
+        try:
+            await reconcile(state, spec, status, meta, name, namespace, body, patch)
+        except kopf.TemporaryError:
+            return  # still not ready: reported in the condition; the next tick tries again
         status = {**(status or {}), **patch.status}
     try:
+        await asyncio.to_thread(state.ensure_schema)
         load = await asyncio.to_thread(state.store.queries.handler_load, parsed.handler)
     except SQLAlchemyError as exc:
         _not_ready(patch, status, meta, body, "DatabaseUnavailable", f"cannot reach the database: {_short(exc)}")

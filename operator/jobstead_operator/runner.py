@@ -77,9 +77,8 @@ def run_operator(
         memo=kopf.Memo(state=state),
         clusterwide=clusterwide,
         namespaces=list(namespaces),
-        standalone=standalone,
-        peering_name=peering_name,
-        priority=priority,
+        # Peering comes from the settings only: kopf.run(peering_name=...) would make
+        # the peering CRD mandatory, and a dev cluster without it would never start.
         stop_flag=stop_flag,
         ready_flag=ready_flag,
     )

@@ -19,6 +19,13 @@ class OperatorState:
     idle_cooldown: float = 120.0
     worker_defaults: dict[str, Any] = field(default_factory=dict)
     scalers: dict[tuple[str, str], Scaler] = field(default_factory=dict)
+    schema_checked: bool = False
+
+    def ensure_schema(self) -> None:
+        """Migrate once, on first use rather than at start: the operator starts during an outage too."""
+        if not self.schema_checked:
+            self.store.ensure_schema()
+            self.schema_checked = True
 
     def scaler(self, namespace: str, name: str) -> Scaler:
         key = (namespace, name)

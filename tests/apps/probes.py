@@ -51,3 +51,11 @@ def units(count: int, log_path: str, ctx: Context) -> dict[str, Any]:
             log.write(f"{unit} {os.getpid()} {ctx.attempt}\n")
         ctx.checkpoint({"next": unit + 1, "pid": os.getpid()})
     return {"units": count, "attempt": ctx.attempt}
+
+
+@app.handler
+def e2e_work(i: int) -> dict[str, Any]:
+    """The JobHandler e2e tests' work: short, and reports when and where it ran."""
+    started = time.time()
+    time.sleep(0.05)
+    return _span(started)

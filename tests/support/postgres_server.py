@@ -179,6 +179,10 @@ class PostgresServer:
                 self.process.wait()
         self.process = None
 
+    def restart_stopped(self) -> None:
+        """Start again after ``stop()``, on the same port and data."""
+        self._launch()
+
     def restart(self) -> None:
         """Stop and start again on the same port and data: a database outage, for tests."""
         self.stop()

@@ -19,7 +19,6 @@ def operator(args: Namespace) -> int:
     if not args.all_namespaces and not args.namespace:
         raise UsageError("say what to watch: -n NAMESPACE (repeatable) or -A for every namespace")
     store = Store.connect(database_override(args))
-    store.ensure_schema()
     run_operator(
         store,
         namespaces=args.namespace or (),

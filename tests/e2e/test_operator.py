@@ -1,0 +1,270 @@
+"""The operator against the local control plane: JobHandlers become handler rows and worker pods.
+
+The kubelet harness runs each scheduled worker Pod as a local ``jobstead
+worker`` process, so what is measured here (replicas, the global limit, the
+queue draining) is what a cluster would do.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from jobstead import App, JobStatus
+from tests.multiprocess.test_crash_and_limits import _peak
+from tests.support.controlplane import Cluster
+from tests.support.kubelet import FakeKubelet
+from tests.support.postgres_server import PostgresServer
+from tests.support.processes import spawn_cli, stop
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.slow]
+
+GROUP, VERSION = "jobstead.io", "v1alpha1"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+
+
+@pytest.fixture(scope="module")
+def kubelet(kube_api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeKubelet]:
+    harness = FakeKubelet(kube_api, log_dir=tmp_path_factory.mktemp("pods")).start()
+    yield harness
+    harness.stop()
+
+
+class Operator:
+    """``jobstead operator`` as a process, pointed at one namespace and one database schema."""
+
+    def __init__(self, cluster: Cluster, namespace: str, url: str, schema: str, log: Path) -> None:
+        self.args = ["operator", "-n", namespace, "--standalone", "--scale-down-window", "3", "--idle-cooldown", "4"]
+        self.env = {**cluster.env(), "JOBSTEAD_DATABASE_URL": url, "JOBSTEAD_SCHEMA": schema}
+        self.log = log
+        self.process = spawn_cli(self.args, self.env, log)
+
+    def restart(self) -> None:
+        assert stop(self.process) == 0
+        self.process = spawn_cli(self.args, self.env, self.log)
+
+    def stop(self) -> None:
+        stop(self.process)
+
+
+@pytest.fixture
+def setup(
+    kube_cluster: Cluster,
+    kube_api: client.ApiClient,
+    jobstead_crds: list[str],
+    namespace: str,
+    pg_url: str,
+    tmp_path: Path,
+    kubelet: FakeKubelet,
+) -> Iterator[dict[str, Any]]:
+    schema = f"e2e_{uuid.uuid4().hex[:10]}"
+    app = App(pg_url, schema=schema)
+    from tests.apps import probes
+
+    app.handler(name="e2e_work")(probes.app.get_handler("e2e_work").func)
+    app.migrate()
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="jobs-db"),
+            data={"url": base64.b64encode(pg_url.encode()).decode()},
+        ),
+    )
+    operator = Operator(kube_cluster, namespace, pg_url, schema, tmp_path / "operator.log")
+    yield {"app": app, "schema": schema, "operator": operator, "namespace": namespace}
+    operator.stop()
+    app.close()
+    print(f"operator log: {tmp_path / 'operator.log'}")
+
+
+def job_handler(name: str, schema: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "JobHandler",
+        "metadata": {"name": name},
+        "spec": {
+            "handler": "e2e_work",
+            "app": "tests.apps.probes:app",
+            "image": "local",
+            "concurrency": 6,
+            "perPodConcurrency": 2,
+            "minReplicas": 0,
+            "maxReplicas": 5,
+            "database": {"secretRef": {"name": "jobs-db"}},
+            "podTemplate": {"env": [{"name": "JOBSTEAD_SCHEMA", "value": schema}]},
+            "shutdownGraceSeconds": 5,
+            **spec,
+        },
+    }
+
+
+def custom(api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api)
+
+
+def deployment(api: client.ApiClient, namespace: str, name: str) -> client.V1Deployment | None:
+    try:
+        return client.AppsV1Api(api).read_namespaced_deployment(f"{name}-worker", namespace)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def ready_condition(api: client.ApiClient, namespace: str, plural: str, name: str) -> dict[str, Any] | None:
+    obj = custom(api).get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition["type"] == "Ready":
+            return condition  # type: ignore[no-any-return]
+    return None
+
+
+def events_for(api: client.ApiClient, namespace: str, name: str) -> list[client.CoreV1Event]:
+    events = client.CoreV1Api(api).list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+    return list(events.items)
+
+
+def test_jobhandler_scales_workers_with_the_queue_within_the_limit(
+    setup: dict[str, Any], kube_api: client.ApiClient, kubelet: FakeKubelet
+) -> None:
+    ns, app = setup["namespace"], setup["app"]
+    applied = time.monotonic()
+    custom(kube_api).create_namespaced_custom_object(
+        GROUP, VERSION, ns, "jobhandlers", job_handler("mailer", setup["schema"])
+    )
+    wait_until(lambda: deployment(kube_api, ns, "mailer"), 10, "the worker Deployment")
+    wait_until(lambda: app.store.registry.handler("e2e_work") or None, 10, "the handler row")
+    assert time.monotonic() - applied < 5, "handler row and Deployment should follow the resource quickly"
+    row = app.store.registry.handler("e2e_work")
+    assert row is not None and row.source == "crd" and row.concurrency == 6
+    dep = deployment(kube_api, ns, "mailer")
+    assert dep is not None and dep.spec.replicas == 0
+    assert dep.metadata.owner_references[0].kind == "JobHandler"
+    wait_until(
+        lambda: (ready_condition(kube_api, ns, "jobhandlers", "mailer") or {}).get("status") == "True", 15, "Ready=True"
+    )
+
+    jobs = app.get_handler("e2e_work").defer_many([{"i": i} for i in range(500)])
+    seen: list[int] = []
+
+    def drained() -> bool:
+        d = deployment(kube_api, ns, "mailer")
+        seen.append(d.spec.replicas if d else 0)
+        return (
+            app.store.queries.handler_load("e2e_work").due == 0
+            and app.store.queries.handler_load("e2e_work").running == 0
+        )
+
+    wait_until(drained, 120, "the queue to drain", every=0.2)
+    assert max(seen) == 3, f"replicas should reach the cap ceil(6/2) = 3 and never pass it: {sorted(set(seen))}"
+    results = [app.get_job(j.id) for j in jobs]
+    assert all(r.status is JobStatus.SUCCEEDED for r in results)
+    spans = [(r.result["start"], r.result["end"]) for r in results]
+    assert _peak(spans) <= 6, "the global concurrency limit was exceeded"
+    assert len({r.result["pid"] for r in results}) > 1, "several worker pods took part"
+
+    # back to minReplicas (0) after the window and the idle cool-down
+    wait_until(lambda: deployment(kube_api, ns, "mailer").spec.replicas == 0, 40, "scale to zero")
+    wait_until(lambda: not kubelet.running(), 20, "the worker processes to stop")
+    status = custom(kube_api).get_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", "mailer")["status"]
+    assert status["queued"] == 0 and status["running"] == 0 and status["replicas"] == 0
+
+    # deleting the resource removes the Deployment (garbage collection), never the jobs
+    custom(kube_api).delete_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", "mailer")
+    wait_until(lambda: deployment(kube_api, ns, "mailer") is None, 30, "the Deployment to be collected")
+    assert sum(app.store.queries.stats().by_status.values()) == 500
+
+
+def test_missing_secret_is_reported_and_other_resources_are_served(
+    setup: dict[str, Any], kube_api: client.ApiClient
+) -> None:
+    ns = setup["namespace"]
+    broken = job_handler("broken", setup["schema"], database={"secretRef": {"name": "nope"}})
+    custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", broken)
+    condition = wait_until(lambda: ready_condition(kube_api, ns, "jobhandlers", "broken"), 20, "a condition")
+    assert condition["status"] == "False" and condition["reason"] == "SecretNotFound"
+    assert "spec.database.secretRef" in condition["message"] and "nope" in condition["message"]
+    assert any(e.reason == "SecretNotFound" for e in events_for(kube_api, ns, "broken"))
+    assert deployment(kube_api, ns, "broken") is None
+
+    custom(kube_api).create_namespaced_custom_object(
+        GROUP, VERSION, ns, "jobhandlers", job_handler("fine", setup["schema"])
+    )
+    wait_until(lambda: deployment(kube_api, ns, "fine"), 15, "the healthy resource's Deployment")
+
+    # the Secret appears: the broken resource recovers on its own
+    client.CoreV1Api(kube_api).create_namespaced_secret(
+        ns,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="nope"), data={"url": base64.b64encode(b"postgresql://x/y").decode()}
+        ),
+    )
+    wait_until(
+        lambda: (ready_condition(kube_api, ns, "jobhandlers", "broken") or {}).get("status") == "True",
+        40,
+        "recovery once the Secret exists",
+        every=0.5,
+    )
+
+
+def test_operator_survives_a_database_outage(
+    kube_cluster: Cluster, kube_api: client.ApiClient, jobstead_crds: list[str], namespace: str, tmp_path: Path
+) -> None:
+    server = PostgresServer().start()
+    try:
+        url = server.create_database("outage")
+        schema = "outage"
+        App(url, schema=schema).migrate()
+        client.CoreV1Api(kube_api).create_namespaced_secret(
+            namespace,
+            client.V1Secret(
+                metadata=client.V1ObjectMeta(name="jobs-db"), data={"url": base64.b64encode(url.encode()).decode()}
+            ),
+        )
+        operator = Operator(kube_cluster, namespace, url, schema, tmp_path / "operator.log")
+        try:
+            server.stop()
+            custom(kube_api).create_namespaced_custom_object(
+                GROUP, VERSION, namespace, "jobhandlers", job_handler("during-outage", schema)
+            )
+            condition = wait_until(
+                lambda: ready_condition(kube_api, namespace, "jobhandlers", "during-outage"),
+                30,
+                "a condition during the outage",
+                every=0.5,
+            )
+            assert condition["status"] == "False" and condition["reason"] == "DatabaseUnavailable"
+            assert operator.process.poll() is None, "the operator must keep running"
+            server.restart_stopped()
+            wait_until(
+                lambda: (
+                    (ready_condition(kube_api, namespace, "jobhandlers", "during-outage") or {}).get("status") == "True"
+                ),
+                60,
+                "recovery after the database is back",
+                every=0.5,
+            )
+            store = App(url, schema=schema).store
+            assert store.registry.handler("e2e_work") is not None
+        finally:
+            operator.stop()
+    finally:
+        server.cleanup()
