@@ -2,7 +2,7 @@
 
 The worker, the scheduler, the CLI and the operator all go through one
 ``Store``; each attribute is one concern (enqueue, claims, leases, control,
-registry, queries), so a reader finds the SQL for any change in one guess.
+registry, queries, crons), so a reader finds the SQL for any change in one guess.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from ..clock import Clock, utcnow
 from ..config import resolve_database_url, resolve_schema, resolve_table_prefix
 from .claims import Claims
 from .control import Control
+from .crons import Crons, FireResult
 from .database import Database, create_job_engine
 from .enqueue import Enqueuer
 from .leases import Leases
@@ -20,6 +21,8 @@ from .queries import JobFilter, Queries
 from .records import (
     AttemptRecord,
     Completion,
+    CronDefinition,
+    CronRecord,
     HandlerDefinition,
     JobRecord,
     LeaseReport,
@@ -32,7 +35,10 @@ from .tables import Tables, build_tables
 __all__ = [
     "AttemptRecord",
     "Completion",
+    "CronDefinition",
+    "CronRecord",
     "Database",
+    "FireResult",
     "HandlerDefinition",
     "JobFilter",
     "JobRecord",
@@ -54,6 +60,7 @@ class Store:
         self.control = Control(db, clock)
         self.registry = Registry(db, clock)
         self.queries = Queries(db, clock)
+        self.crons = Crons(db, clock)
 
     @classmethod
     def connect(

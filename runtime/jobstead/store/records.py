@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
-from ..errors import JobError
+from ..cron.schedule import CronSchedule
+from ..errors import ConfigurationError, InvalidArguments, JobError
 from ..retry import RetryPolicy
+from ..signature import check_json
 from ..status import AttemptOutcome, JobStatus
 
 
@@ -160,6 +162,142 @@ class Stats:
             "by_handler": self.by_handler,
             "by_queue": self.by_queue,
             "by_tenant": self.by_tenant,
+        }
+
+
+#: Where a cron comes from; each source owns its rows (see ``store.crons``).
+CronSource = Literal["code", "database", "crd"]
+#: What a fire does while the cron's previous job is still live (scheduled, queued, retrying, running).
+Overlap = Literal["allow", "skip", "replace"]
+CRON_SOURCES: tuple[CronSource, ...] = get_args(CronSource)
+OVERLAP_POLICIES: tuple[Overlap, ...] = get_args(Overlap)
+#: A CronSchedule's ``concurrencyPolicy`` (batch/v1 CronJob's words) -> ours.
+CONCURRENCY_POLICIES: dict[str, Overlap] = {"Allow": "allow", "Forbid": "skip", "Replace": "replace"}
+NAME_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class CronDefinition:
+    """A cron as code, the CLI or a ``CronSchedule`` resource defines it.
+
+    Each fire defers an ordinary job of ``handler`` with ``args``; ``queue``,
+    ``priority`` and ``tenant`` left ``None`` take the handler's defaults.
+    ``overlap``: ``allow`` fires regardless; ``skip`` fires nothing while the
+    cron's previous job is live; ``replace`` cancels that job, then fires.
+    ``starting_deadline`` (seconds): a fire found later than this (scheduler
+    down, or busy) is skipped; ``None`` runs the latest missed fire once.
+    """
+
+    name: str
+    schedule: str
+    handler: str
+    timezone: str = "UTC"
+    args: dict[str, Any] = field(default_factory=dict)
+    queue: str | None = None
+    priority: int | None = None
+    tenant: str | None = None
+    enabled: bool = True
+    overlap: Overlap = "allow"
+    starting_deadline: float | None = None
+    source: CronSource = "code"
+
+    def check(self) -> CronSchedule:
+        """Refuse what cannot be stored or scheduled (``ConfigurationError``); return the parsed schedule."""
+        for label, value in (("name", self.name), ("handler", self.handler)):
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigurationError(f"cron {label} must be a non-empty string")
+            if len(value) > NAME_LENGTH:
+                raise ConfigurationError(f"cron {label} {value[:40]!r}...: at most {NAME_LENGTH} characters")
+        for label, optional in (("queue", self.queue), ("tenant", self.tenant)):
+            if optional is not None and (not isinstance(optional, str) or not optional or len(optional) > NAME_LENGTH):
+                raise ConfigurationError(f"cron {self.name}: {label} must be a non-empty string (or None)")
+        if self.priority is not None and (isinstance(self.priority, bool) or not isinstance(self.priority, int)):
+            raise ConfigurationError(f"cron {self.name}: priority must be a whole number (or None)")
+        if self.overlap not in OVERLAP_POLICIES:
+            raise ConfigurationError(f"cron {self.name}: overlap must be one of {', '.join(OVERLAP_POLICIES)}")
+        if self.source not in CRON_SOURCES:
+            raise ConfigurationError(f"cron {self.name}: source must be one of {', '.join(CRON_SOURCES)}")
+        if self.starting_deadline is not None and (
+            isinstance(self.starting_deadline, bool)
+            or not isinstance(self.starting_deadline, int | float)
+            or not 0 < self.starting_deadline < float("inf")
+        ):
+            raise ConfigurationError(f"cron {self.name}: starting_deadline must be a positive number of seconds")
+        if not isinstance(self.args, dict):
+            raise ConfigurationError(f"cron {self.name}: args must be a dict of keyword arguments")
+        try:
+            check_json(self.args, f"cron {self.name}")
+        except InvalidArguments as exc:
+            raise ConfigurationError(str(exc)) from None
+        return CronSchedule.parse(self.schedule, self.timezone)
+
+
+@dataclass(frozen=True)
+class CronRecord:
+    """A cron as the database holds it: its definition plus what the schedulers did with it.
+
+    ``handled_until``: every fire time at or before it has been dealt with
+    (fired, or skipped as missed or overlapping); the next fire is the first
+    after it. ``next_fire_at`` is that time (``None`` when disabled): one in
+    the past means no scheduler is running the cron.
+    """
+
+    name: str
+    schedule: str
+    handler: str
+    timezone: str
+    args: dict[str, Any]
+    queue: str | None
+    priority: int | None
+    tenant: str | None
+    enabled: bool
+    overlap: Overlap
+    starting_deadline: float | None
+    source: CronSource
+    created_at: datetime
+    updated_at: datetime
+    handled_until: datetime
+    last_fire_at: datetime | None
+    last_job_id: int | None
+    next_fire_at: datetime | None
+
+    @property
+    def definition(self) -> CronDefinition:
+        return CronDefinition(
+            name=self.name,
+            schedule=self.schedule,
+            handler=self.handler,
+            timezone=self.timezone,
+            args=self.args,
+            queue=self.queue,
+            priority=self.priority,
+            tenant=self.tenant,
+            enabled=self.enabled,
+            overlap=self.overlap,
+            starting_deadline=self.starting_deadline,
+            source=self.source,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The shape ``jobstead crons list --json`` prints."""
+        return {
+            "name": self.name,
+            "schedule": self.schedule,
+            "timezone": self.timezone,
+            "handler": self.handler,
+            "args": self.args,
+            "queue": self.queue,
+            "priority": self.priority,
+            "tenant": self.tenant,
+            "enabled": self.enabled,
+            "overlap": self.overlap,
+            "starting_deadline": self.starting_deadline,
+            "source": self.source,
+            "last_fire_at": _iso(self.last_fire_at),
+            "next_fire_at": _iso(self.next_fire_at),
+            "last_job_id": self.last_job_id,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
         }
 
 

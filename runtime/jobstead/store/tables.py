@@ -4,7 +4,7 @@ Tables are built by a function rather than declared at import time because one
 process may talk to several Jobstead installations (tests do, and so does an
 operator watching several namespaces), each with its own prefix or schema.
 The Alembic migrations in ``jobstead/migrations`` must produce exactly this
-schema; ``tests/unit/test_migrations.py`` compares the two.
+schema; ``tests/integration/test_migrations.py`` compares the two.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def _in(statuses: tuple[JobStatus, ...]) -> str:
 READY_PREDICATE = _in(CLAIMABLE_STATUSES)
 LIVE_KEY_PREDICATE = "key IS NOT NULL AND " + _in(LIVE_STATUSES)
 RUNNING_PREDICATE = f"status = '{JobStatus.RUNNING.value}'"
+CRON_FIRE_PREDICATE = "cron_name IS NOT NULL"
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Tables:
     handlers: Table
     pauses: Table
     workers: Table
+    crons: Table
 
     def qualified(self, table: Table) -> str:
         """The table's name as it appears in raw SQL (quoted when it needs to be)."""
@@ -98,6 +100,10 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         Column("lease_owner", String(64)),
         Column("lease_expires_at", UTCDateTime),
         Column("cancel_requested", Boolean, nullable=False, server_default=text("false")),
+        # Set on jobs a cron deferred: which cron, for which fire time. The unique
+        # index below is what makes a fire happen once, however many schedulers run.
+        Column("cron_name", String(NAME)),
+        Column("cron_fire_at", UTCDateTime),
     )
     Index(
         f"{prefix}jobs_ready",
@@ -130,6 +136,14 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         unique=True,
         postgresql_where=text(LIVE_KEY_PREDICATE),
         sqlite_where=text(LIVE_KEY_PREDICATE),
+    )
+    Index(
+        f"{prefix}jobs_cron_fire",
+        jobs.c.cron_name,
+        jobs.c.cron_fire_at,
+        unique=True,
+        postgresql_where=text(CRON_FIRE_PREDICATE),
+        sqlite_where=text(CRON_FIRE_PREDICATE),
     )
     Index(f"{prefix}jobs_handler_status", jobs.c.handler, jobs.c.status)
     Index(f"{prefix}jobs_tenant_status", jobs.c.tenant, jobs.c.status)
@@ -198,6 +212,35 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         Column("heartbeat_at", UTCDateTime, nullable=False),
     )
 
+    crons = Table(
+        f"{prefix}crons",
+        md,
+        Column("name", String(NAME), primary_key=True),
+        Column("schedule", String(NAME), nullable=False),
+        Column("timezone", String(64), nullable=False),
+        Column("handler", String(NAME), nullable=False),
+        Column("args", JSONType, nullable=False),
+        # NULL: the handler's queue / priority, read at each fire.
+        Column("queue", String(NAME)),
+        Column("priority", Integer),
+        Column("tenant", String(NAME)),
+        Column("enabled", Boolean, nullable=False, server_default=text("true")),
+        Column("overlap", String(16), nullable=False),
+        Column("starting_deadline", Float),
+        # "code", "database" or "crd": only the source that wrote a row deletes it.
+        Column("source", String(16), nullable=False),
+        # Every fire time at or before this instant is dealt with (fired or
+        # skipped). Schedulers advance it with a compare-and-set, in the same
+        # transaction as the job they insert.
+        Column("handled_until", UTCDateTime, nullable=False),
+        Column("last_fire_at", UTCDateTime),
+        # No foreign key: finished jobs are pruned, the cron stays.
+        Column("last_job_id", Id),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+    )
+    Index(f"{prefix}crons_handler", crons.c.handler)
+
     return Tables(
         metadata=md,
         prefix=prefix,
@@ -207,4 +250,5 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         handlers=handlers,
         pauses=pauses,
         workers=workers,
+        crons=crons,
     )
