@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from sqlalchemy.engine import URL
 
+from .clock import Clock, utcnow
 from .config import resolve_database_url
+from .cron.schedule import CronSchedule
 from .deferred import Deferred
-from .errors import ConfigurationError, JobNotFound, UnknownHandler
+from .errors import ConfigurationError, InvalidArguments, JobNotFound, UnknownHandler
 from .handler import Handler
 from .hooks import Hook
 from .retry import DEFAULT_RETRY, RetryPolicy
-from .store import Store
+from .store import CronDefinition, Store
 from .store.control import PauseScope
+from .store.records import Overlap
 
 if TYPE_CHECKING:
+    from .cron.scheduler import Scheduler
     from .worker import Worker
+
+logger = logging.getLogger("jobstead.app")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -43,12 +51,16 @@ class App:
         table_prefix: str | None = None,
         schema: str | None = None,
         auto_migrate: bool = True,
+        clock: Clock | None = None,
     ) -> None:
         self._database_url = database_url
+        #: Time for the store and the scheduler; tests pass a fake one to simulate days in milliseconds.
+        self._clock = clock or utcnow
         self._table_prefix = table_prefix
         self._schema = schema
         self.auto_migrate = auto_migrate
         self._handlers: dict[str, Handler[Any, Any]] = {}
+        self._crons: dict[str, CronDefinition] = {}
         self._resources: dict[str, Callable[[], Any] | Any] = {}
         self.failure_hooks: list[Hook] = []
         self.dead_hooks: list[Hook] = []
@@ -76,10 +88,13 @@ class App:
         if self._store is None:
             with self._lock:
                 if self._store is None:
-                    store = Store.connect(self._database_url, table_prefix=self._table_prefix, schema=self._schema)
+                    store = Store.connect(
+                        self._database_url, table_prefix=self._table_prefix, schema=self._schema, clock=self._clock
+                    )
                     if self.auto_migrate:
                         store.ensure_schema()
                     store.registry.publish_handlers(h.definition() for h in self._handlers.values())
+                    self._publish_crons(store)
                     self._store = store
         return self._store
 
@@ -163,6 +178,167 @@ class App:
             known = ", ".join(sorted(self._handlers)) or "none"
             raise UnknownHandler(f"no handler named {name!r} in this app (known: {known})") from None
 
+    # -- crons ---------------------------------------------------------------
+
+    @overload
+    def cron(
+        self,
+        schedule: str,
+        /,
+        *,
+        handler: Handler[Any, Any] | str,
+        name: str | None = None,
+        timezone: str = "UTC",
+        args: Mapping[str, Any] | None = None,
+        overlap: Overlap = "allow",
+        starting_deadline: float | timedelta | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        tenant: str | None = None,
+    ) -> CronDefinition: ...
+
+    @overload
+    def cron(
+        self,
+        schedule: str,
+        /,
+        *,
+        handler: None = None,
+        name: str | None = None,
+        timezone: str = "UTC",
+        args: Mapping[str, Any] | None = None,
+        overlap: Overlap = "allow",
+        starting_deadline: float | timedelta | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        tenant: str | None = None,
+    ) -> Callable[[Callable[P, R]], Handler[P, R]]: ...
+
+    def cron(
+        self,
+        schedule: str,
+        /,
+        *,
+        handler: Handler[Any, Any] | str | None = None,
+        name: str | None = None,
+        timezone: str = "UTC",
+        args: Mapping[str, Any] | None = None,
+        overlap: Overlap = "allow",
+        starting_deadline: float | timedelta | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        tenant: str | None = None,
+    ) -> CronDefinition | Callable[[Callable[P, R]], Handler[P, R]]:
+        """Run a handler on a schedule: each fire defers one ordinary job of it.
+
+        ``@app.cron("*/15 * * * *", timezone="Europe/Tallinn")`` on a function
+        registers it as a handler too (stack it on ``@app.handler(...)`` to set
+        handler options); ``app.cron(schedule, handler=h)`` adds a schedule to an
+        existing handler. The cron is named after the handler unless ``name`` is
+        given (needed for a second cron of one handler). A bad schedule, time
+        zone or argument raises ``ConfigurationError`` here, at import time,
+        rather than in the scheduler later.
+
+        Code crons are written to the database when a worker or scheduler of the
+        app starts; a cron disabled there (``jobstead crons disable``) stays
+        disabled. See ``jobstead.cron.schedule`` for the syntax and for DST.
+        """
+        CronSchedule.parse(schedule, timezone)  # before registering anything
+        options: dict[str, Any] = {
+            "name": name,
+            "timezone": timezone,
+            "args": args,
+            "overlap": overlap,
+            "starting_deadline": starting_deadline,
+            "queue": queue,
+            "priority": priority,
+            "tenant": tenant,
+        }
+        if handler is not None:
+            target = self.get_handler(handler) if isinstance(handler, str) else self._own(handler)
+            return self._add_cron(target, schedule, **options)
+
+        def register(f: Callable[P, R]) -> Handler[P, R]:
+            if isinstance(f, Handler):
+                h: Handler[P, R] = self._own(f)
+                self._add_cron(h, schedule, **options)
+                return h
+            h = self.handler(f)
+            try:
+                self._add_cron(h, schedule, **options)
+            except ConfigurationError:
+                self._handlers.pop(h.name, None)  # leave nothing half-registered
+                raise
+            return h
+
+        return register
+
+    def _own(self, handler: Handler[P, R]) -> Handler[P, R]:
+        if not isinstance(handler, Handler) or handler.app is not self:
+            raise ConfigurationError(f"{handler!r} is not a handler of this app: register it with @app.handler first")
+        return handler
+
+    def _add_cron(
+        self,
+        handler: Handler[Any, Any],
+        schedule: str,
+        *,
+        name: str | None,
+        timezone: str,
+        args: Mapping[str, Any] | None,
+        overlap: Overlap,
+        starting_deadline: float | timedelta | None,
+        queue: str | None,
+        priority: int | None,
+        tenant: str | None,
+    ) -> CronDefinition:
+        cron_name = name or handler.name
+        if cron_name in self._crons:
+            raise ConfigurationError(f"a cron named {cron_name!r} is already registered: give this one a name=")
+        if args is not None and not isinstance(args, Mapping):
+            raise ConfigurationError(f"cron {cron_name}: args must be a dict of keyword arguments")
+        try:
+            bound = handler.signature.bind((), dict(args or {}))
+        except InvalidArguments as exc:
+            raise ConfigurationError(f"cron {cron_name}: {exc}") from None
+        if isinstance(starting_deadline, timedelta):
+            starting_deadline = starting_deadline.total_seconds()
+        definition = CronDefinition(
+            name=cron_name,
+            schedule=schedule,
+            handler=handler.name,
+            timezone=timezone,
+            args=bound,
+            queue=queue,
+            priority=priority,
+            tenant=tenant,
+            overlap=overlap,
+            starting_deadline=starting_deadline,
+            source="code",
+        )
+        definition.check()
+        self._crons[cron_name] = definition
+        if self._store is not None:
+            self._publish_crons(self._store, [definition])
+        return definition
+
+    @property
+    def crons(self) -> Mapping[str, CronDefinition]:
+        """The crons this app defines in code (the database may hold others)."""
+        return dict(self._crons)
+
+    def publish_crons(self) -> None:
+        """Write the app's code crons to the database (workers and schedulers do this on start)."""
+        self._publish_crons(self.store)
+
+    def _publish_crons(self, store: Store, definitions: Sequence[CronDefinition] | None = None) -> None:
+        for other in store.crons.publish(self._crons.values() if definitions is None else definitions):
+            logger.warning(
+                "cron %r is defined in code, but the database's cron of that name comes from %s: keeping that one",
+                other.name,
+                other.source,
+            )
+
     # -- pause / resume -------------------------------------------------------
 
     def pause(self, *, handler: str | None = None, queue: str | None = None) -> bool:
@@ -233,6 +409,12 @@ class App:
     def run_worker(self, queues: Sequence[str] | None = None, concurrency: int = 10, **options: Any) -> None:
         """Run a worker in this thread until SIGTERM/SIGINT (or ``Worker.stop``)."""
         self.worker(queues=queues, concurrency=concurrency, **options).run()
+
+    def scheduler(self, **options: Any) -> Scheduler:
+        """The cron scheduler of this app's handlers; run as many as you like, each fire happens once."""
+        from .cron.scheduler import Scheduler
+
+        return Scheduler(self, **options)
 
 
 def _pause_scope(handler: str | None, queue: str | None) -> tuple[PauseScope, str]:

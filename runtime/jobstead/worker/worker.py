@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -109,8 +109,14 @@ class Worker:
         self._wake: asyncio.Event | None = None
         self._slot_freed: asyncio.Event | None = None
         self._writer: CompletionWriter | None = None
+        self._stop_callbacks: list[Callable[[], None]] = []
 
     # -- control from outside ------------------------------------------------
+
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once a graceful stop begins (SIGTERM, ``stop()``): how
+        ``jobstead run`` stops its scheduler as soon as the worker stops claiming."""
+        self._stop_callbacks.append(callback)
 
     def run(self) -> None:
         """Run until SIGTERM/SIGINT or ``stop()``; blocks the calling thread."""
@@ -132,6 +138,11 @@ class Worker:
     def _begin_stop(self) -> None:
         if not self._stopping:
             logger.info("worker %s stopping: no new claims, %d job(s) running", self.id, len(self._running))
+            for callback in self._stop_callbacks:
+                try:
+                    callback()
+                except Exception:
+                    logger.exception("a stop callback failed")
         self._stopping = True
         if self._wake is not None:
             self._wake.set()
@@ -149,6 +160,7 @@ class Worker:
             store.registry.publish_handlers,
             [self.app.get_handler(n).definition() for n in self.handler_names],
         )
+        await asyncio.to_thread(self.app.publish_crons)
         await asyncio.to_thread(
             store.registry.register_worker,
             self.id,

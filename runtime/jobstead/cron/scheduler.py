@@ -1,0 +1,262 @@
+"""The cron scheduler: turns due fire times into ordinary jobs, through the store.
+
+Any number may run (one per ``jobstead scheduler`` or ``jobstead run``
+process, several replicas each): no leader, no lock. Each fire is decided by
+the database (``store.crons.fire``: a compare-and-set on the cron's
+``handled_until`` plus a unique key on cron and fire time), so however many
+schedulers see a fire time come due, one job is deferred for it.
+
+One pass (``tick``) looks at every enabled cron of this app's handlers:
+
+* nothing due (the latest fire time is already handled): nothing to do;
+* due: only the LATEST due fire time counts. Earlier ones that were missed
+  (every scheduler down, or the process paused) are logged and dropped, so a
+  recovery never sends a burst of catch-up jobs. That one fire runs if it is
+  within the cron's ``starting_deadline`` (always, when it has none), else it
+  is skipped and logged.
+
+A scheduler ignores crons whose handler its app does not have (another app's
+scheduler runs those), and code crons its app does not define (a cron deleted
+from the code stops, though its row stays until someone removes it). It never
+deletes a cron.
+
+``tick`` is driven by tests with a fake clock; ``run``/``run_async`` loop it,
+waking at the next fire time or every ``interval`` seconds (to see new and
+changed crons), whichever is sooner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from ..clock import Clock, as_utc
+from ..errors import ConfigurationError, JobNotFound
+from ..store import CronRecord, Store
+from .schedule import CronSchedule, InvalidSchedule
+
+if TYPE_CHECKING:
+    from ..app import App
+
+logger = logging.getLogger("jobstead.scheduler")
+
+#: Counting missed fire times for the log stops here (a per-second cron down for a week).
+MISSED_COUNT_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class Fired:
+    cron: str
+    fire_at: datetime
+    job_id: int
+
+
+@dataclass(frozen=True)
+class Skipped:
+    cron: str
+    fire_at: datetime
+    #: "deadline" (found too late) or "overlap" (previous job still live).
+    reason: str
+
+
+@dataclass
+class TickReport:
+    """What one pass did, and when the next fire time of this scheduler's crons is."""
+
+    fired: list[Fired] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    next_fire_at: datetime | None = None
+
+    def upcoming(self, at: datetime) -> None:
+        if self.next_fire_at is None or at < self.next_fire_at:
+            self.next_fire_at = at
+
+
+class Scheduler:
+    def __init__(
+        self,
+        app: App,
+        *,
+        handlers: Sequence[str] | None = None,
+        clock: Clock | None = None,
+        interval: float = 1.0,
+        install_signal_handlers: bool = True,
+    ) -> None:
+        if interval <= 0:
+            raise ConfigurationError("the scheduler's interval must be positive")
+        names = list(handlers) if handlers is not None else list(app.handlers)
+        for name in names:
+            app.get_handler(name)  # raises UnknownHandler with the list of known ones
+        if not names:
+            raise ConfigurationError("the scheduler has no handlers to schedule: register some with @app.handler")
+        self.app = app
+        self.handler_names = names
+        self.clock = clock
+        self.interval = interval
+        self.install_signal_handlers = install_signal_handlers
+        self.started = threading.Event()
+        self.stopped = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._stopping = False
+        self._reported_invalid: set[tuple[str, str, str]] = set()
+
+    # -- one pass ----------------------------------------------------------------
+
+    def tick(self) -> TickReport:
+        """Defer the jobs of every due fire time, once; safe beside any number of other schedulers."""
+        store = self.app.store
+        now = as_utc(self.clock()) if self.clock is not None else store.clock()
+        code_crons = self.app.crons
+        report = TickReport()
+        for cron in store.crons.list_crons(handlers=self.handler_names, enabled=True):
+            if cron.source == "code" and cron.name not in code_crons:
+                continue
+            try:
+                self._consider(store, cron, now, report)
+            except Exception:  # one broken cron must not stop the others
+                logger.exception("cron %s: could not be scheduled; trying again next pass", cron.name)
+        return report
+
+    def _consider(self, store: Store, cron: CronRecord, now: datetime, report: TickReport) -> None:
+        try:
+            schedule = CronSchedule.parse(cron.schedule, cron.timezone)
+        except InvalidSchedule as exc:
+            key = (cron.name, cron.schedule, cron.timezone)
+            if key not in self._reported_invalid:  # once, not every second
+                self._reported_invalid.add(key)
+                logger.error("cron %s is never fired: %s", cron.name, exc)
+            return
+        latest = schedule.latest_at_or_before(now)
+        if latest is None or latest <= cron.handled_until:
+            report.upcoming(schedule.next_after(max(cron.handled_until, now)))
+            return
+        report.upcoming(schedule.next_after(latest))
+        late = (now - latest).total_seconds()
+        if cron.starting_deadline is not None and late > cron.starting_deadline:
+            if store.crons.skip(cron.name, latest, schedule=cron.schedule, timezone=cron.timezone):
+                self._log_missed(schedule, cron, latest)
+                logger.warning(
+                    "cron %s: skipped fire time %s: found %.1f s late, past its starting deadline of %g s",
+                    cron.name,
+                    latest.isoformat(),
+                    late,
+                    cron.starting_deadline,
+                )
+                report.skipped.append(Skipped(cron.name, latest, "deadline"))
+            return
+        if cron.overlap == "replace" and cron.last_job_id is not None:
+            self._cancel_previous(store, cron)
+        result = store.crons.fire(cron.name, latest, schedule=cron.schedule, timezone=cron.timezone, now=now)
+        if result.outcome in ("fired", "overlap"):
+            self._log_missed(schedule, cron, latest)
+        if result.outcome == "fired":
+            assert result.job_id is not None
+            logger.info("cron %s: deferred job %s for %s", cron.name, result.job_id, latest.isoformat())
+            report.fired.append(Fired(cron.name, latest, result.job_id))
+        elif result.outcome == "overlap":
+            logger.info(
+                "cron %s: skipped fire time %s: its previous job %s is still live",
+                cron.name,
+                latest.isoformat(),
+                result.previous_job_id,
+            )
+            report.skipped.append(Skipped(cron.name, latest, "overlap"))
+
+    def _log_missed(self, schedule: CronSchedule, cron: CronRecord, latest: datetime) -> None:
+        missed = schedule.count_between(cron.handled_until, latest, limit=MISSED_COUNT_LIMIT) - 1
+        if missed > 0:
+            logger.warning(
+                "cron %s: %s%d fire time(s) from %s were missed (was no scheduler running?); only %s counts",
+                cron.name,
+                "over " if missed >= MISSED_COUNT_LIMIT - 1 else "",
+                missed,
+                schedule.next_after(cron.handled_until).isoformat(),
+                latest.isoformat(),
+            )
+
+    def _cancel_previous(self, store: Store, cron: CronRecord) -> None:
+        """``overlap="replace"``: stop the previous job before deferring the next (a no-op if it ended)."""
+        assert cron.last_job_id is not None
+        with contextlib.suppress(JobNotFound):  # pruned meanwhile
+            job = store.control.cancel(cron.last_job_id)
+            if job.cancel_requested:
+                logger.info("cron %s: asked its previous job %s to stop, to replace it", cron.name, job.id)
+
+    # -- the loop ------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until SIGTERM/SIGINT or ``stop()``; blocks the calling thread."""
+        asyncio.run(self.run_async())
+
+    def stop(self) -> None:
+        """Stop after the current pass; callable from any thread or a signal handler."""
+        self._stopping = True
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # loop closed meanwhile
+                loop.call_soon_threadsafe(wake.set)
+
+    async def run_async(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        await asyncio.to_thread(self.app.publish_crons)
+        self._install_signals()
+        logger.info(
+            "scheduler started: handlers %s, code crons %s",
+            ",".join(self.handler_names),
+            ",".join(sorted(self.app.crons)) or "none",
+        )
+        self.started.set()
+        backoff = 0.5
+        try:
+            while not self._stopping:
+                try:
+                    report = await asyncio.to_thread(self.tick)
+                except Exception:
+                    logger.exception("scheduler pass failed; retrying in %.1f s", backoff)
+                    await self._sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                backoff = 0.5
+                await self._sleep(self._delay(report))
+        finally:
+            self._remove_signals()
+            self.stopped.set()
+            logger.info("scheduler stopped")
+
+    def _delay(self, report: TickReport) -> float:
+        """Until the next fire time (a few ms after, so it is due), at most ``interval``."""
+        if report.next_fire_at is None:
+            return self.interval
+        now = as_utc(self.clock()) if self.clock is not None else self.app.store.clock()
+        return max(0.0, min(self.interval, (report.next_fire_at - now).total_seconds() + 0.005))
+
+    async def _sleep(self, seconds: float) -> None:
+        assert self._wake is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    def _install_signals(self) -> None:
+        if not self.install_signal_handlers or threading.current_thread() is not threading.main_thread():
+            return
+        assert self._loop is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self.stop)
+
+    def _remove_signals(self) -> None:
+        if not self.install_signal_handlers or threading.current_thread() is not threading.main_thread():
+            return
+        assert self._loop is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.remove_signal_handler(sig)
+
+
+__all__ = ["Fired", "Scheduler", "Skipped", "TickReport"]
