@@ -116,3 +116,27 @@ def test_handler_load_counts_due_running_and_failed(app: App) -> None:
     load = store.queries.handler_load("h")
     assert (load.due, load.running, load.failed) == (1, 1, 0)
     assert store.queries.handler_load("other").due == 0
+
+
+def test_jobs_of_a_gone_pod_are_released_at_once(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobstead.status import AttemptOutcome
+
+    @app.handler
+    def h() -> None: ...
+
+    a, b = h.defer(), h.defer()
+    store = app.store
+    for pod, worker, job in (("pod-a", "w-a", a), ("pod-b", "w-b", b)):
+        monkeypatch.setenv("JOBSTEAD_POD_NAME", pod)
+        store.registry.register_worker(worker, handlers=["h"], queues=None, concurrency=1)
+        claimed = store.claims.claim(
+            worker_id=worker, handlers=["h"], limited=[], queues=None, limit=1, lease_seconds=3600
+        )
+        assert [j.id for j in claimed] == [job.id]
+    store.registry.worker_heartbeat("w-a", running=1)
+    assert store.registry.running_by_host() == {"pod-a": 1, "pod-b": 0}
+    assert store.leases.release_host("pod-a") == [a.id]  # no waiting for the hour-long lease
+    a.refresh()
+    assert a.status is JobStatus.RETRYING and a.error is not None and a.error.type == "jobstead.WorkerGone"
+    assert [x.outcome for x in a.attempts_log()] == [AttemptOutcome.LOST]
+    assert b.refresh().status is JobStatus.RUNNING

@@ -162,11 +162,35 @@ class Leases:
         at once: each row is taken by one of them (SKIP LOCKED, then a
         compare-and-set on the lease).
         """
+        jobs = self._db.tables.jobs
+        return self._rescue(
+            jobs.c.lease_expires_at < self._clock(),
+            "jobstead.LeaseExpired",
+            "worker {owner} stopped renewing its lease (crashed or stalled)",
+            batch,
+        )
+
+    def release_host(self, host: str, batch: int = 500) -> list[int]:
+        """Rescue at once every job held by workers on ``host`` (a pod that is gone).
+
+        The operator calls this when a worker pod is deleted or has failed: its
+        leases would expire anyway, but there is no reason to wait for them.
+        """
+        jobs, workers = self._db.tables.jobs, self._db.tables.workers
+        on_host = select(workers.c.id).where(workers.c.hostname == host).scalar_subquery()
+        return self._rescue(
+            jobs.c.lease_owner.in_(on_host),
+            "jobstead.WorkerGone",
+            f"worker {{owner}} ran in pod {host}, which is gone",
+            batch,
+        )
+
+    def _rescue(self, which: Any, error_type: str, message: str, batch: int) -> list[int]:
         t = self._db.tables
         jobs, handlers = t.jobs, t.handlers
         now = self._clock()
         with self._db.engine.begin() as conn:
-            expired = conn.execute(
+            lost = conn.execute(
                 select(
                     jobs.c.id,
                     jobs.c.lease_owner,
@@ -176,19 +200,15 @@ class Leases:
                     handlers.c.max_attempts.label("handler_max_attempts"),
                 )
                 .select_from(jobs.outerjoin(handlers, handlers.c.name == jobs.c.handler))
-                .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_expires_at < now)
+                .where(jobs.c.status == JobStatus.RUNNING.value, which)
                 .limit(batch)
                 .with_for_update(skip_locked=True, of=jobs)
             ).all()
             rescued: list[int] = []
-            for row in expired:
+            for row in lost:
                 limit = row.max_attempts or row.handler_max_attempts or FALLBACK_MAX_ATTEMPTS
                 exhausted = row.attempts >= limit
-                error = JobError(
-                    type="jobstead.LeaseExpired",
-                    message=f"worker {row.lease_owner} stopped renewing its lease (crashed or stalled)",
-                    traceback="",
-                )
+                error = JobError(type=error_type, message=message.format(owner=row.lease_owner), traceback="")
                 done = conn.execute(
                     update(jobs)
                     .where(self._held(row.id, row.lease_owner, row.attempts))

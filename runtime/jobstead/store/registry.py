@@ -14,13 +14,21 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..clock import Clock
 from .database import Database
 from .records import HandlerDefinition
 from .rows import handler_definition
+
+#: Set by the operator's worker Deployments (downward API): the pod this worker runs in.
+POD_NAME_ENV = "JOBSTEAD_POD_NAME"
+
+
+def host_name() -> str:
+    """The pod's name in Kubernetes (where it is also the hostname, unless overridden), else the hostname."""
+    return os.environ.get(POD_NAME_ENV) or socket.gethostname()
 
 
 class Registry:
@@ -100,7 +108,7 @@ class Registry:
             conn.execute(
                 self._db.tables.workers.insert().values(
                     id=worker_id,
-                    hostname=socket.gethostname(),
+                    hostname=host_name(),
                     pid=os.getpid(),
                     queues=list(queues) if queues else None,
                     handlers=list(handlers),
@@ -130,6 +138,13 @@ class Registry:
             return int(
                 conn.execute(delete(workers).where(workers.c.heartbeat_at < self._clock() - silent_for)).rowcount
             )
+
+    def running_by_host(self) -> dict[str, int]:
+        """Running jobs per host (pod), as workers last reported them."""
+        workers = self._db.tables.workers
+        with self._db.engine.connect() as conn:
+            rows = conn.execute(select(workers.c.hostname, func.sum(workers.c.running)).group_by(workers.c.hostname))
+            return {host: int(n or 0) for host, n in rows}
 
     def workers(self) -> list[dict[str, Any]]:
         workers = self._db.tables.workers
