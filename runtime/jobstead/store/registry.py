@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..clock import Clock
@@ -140,11 +140,15 @@ class Registry:
             )
 
     def running_by_host(self) -> dict[str, int]:
-        """Running jobs per host (pod), as workers last reported them."""
-        workers = self._db.tables.workers
+        """Running jobs per host (pod), from the jobs' leases: exact now, not as of the last heartbeat."""
+        jobs, workers = self._db.tables.jobs, self._db.tables.workers
+        stmt = (
+            select(workers.c.hostname, func.count(jobs.c.id))
+            .select_from(workers.outerjoin(jobs, and_(jobs.c.lease_owner == workers.c.id, jobs.c.status == "running")))
+            .group_by(workers.c.hostname)
+        )
         with self._db.engine.connect() as conn:
-            rows = conn.execute(select(workers.c.hostname, func.sum(workers.c.running)).group_by(workers.c.hostname))
-            return {host: int(n or 0) for host, n in rows}
+            return {host: int(n) for host, n in conn.execute(stmt)}
 
     def workers(self) -> list[dict[str, Any]]:
         workers = self._db.tables.workers
