@@ -21,6 +21,7 @@ from jobstead.store import HandlerDefinition
 
 from .conditions import is_ready, now_rfc3339, set_condition
 from .deployment import build_deployment, deployment_name
+from .pods import rank_for_scale_down
 from .registry import GROUP, VERSION, registry
 from .spec import JobHandlerSpec, SpecError
 from .state import OperatorState
@@ -132,13 +133,21 @@ async def _apply_deployment(state: OperatorState, name: str, namespace: str, bod
         defaults=state.worker_defaults,
     )
     kopf.adopt(desired, owner=body)
-    if existing is None:
-        await state.kube.create_deployment(namespace, desired)
-    else:
-        await state.kube.patch_deployment(namespace, deployment_name(name), desired)
+    if existing is None and await state.kube.create_deployment(namespace, desired):
+        return
+    await state.kube.patch_deployment(namespace, deployment_name(name), desired)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=SCALE_INTERVAL, registry=registry)
+# A failing tick (API hiccup, conflict) is retried at the next interval, not after kopf's 60 s default.
+@kopf.timer(
+    GROUP,
+    VERSION,
+    PLURAL,
+    interval=SCALE_INTERVAL,
+    errors=kopf.ErrorsMode.TEMPORARY,
+    backoff=SCALE_INTERVAL,
+    registry=registry,
+)
 async def scale(
     spec: Any,
     status: Any,
@@ -158,7 +167,7 @@ async def scale(
     except SpecError:
         return  # reconcile reported it; nothing to scale
     ready, reason = is_ready(status)
-    if not ready and reason in ("DatabaseUnavailable", "SecretNotFound", ""):
+    if not ready and reason in ("DatabaseUnavailable", "SecretNotFound"):
         try:
             await reconcile(state, spec, status, meta, name, namespace, body, patch)
         except kopf.TemporaryError:
@@ -178,6 +187,8 @@ async def scale(
         parsed, due=load.due, running=load.running, current=current, now=time.monotonic()
     )
     if desired != current:
+        if desired < current:
+            await rank_for_scale_down(state, namespace, name)  # idle pods go first
         await state.kube.patch_deployment(namespace, deployment_name(name), {"spec": {"replicas": desired}})
         patch.status["lastScaleTime"] = now_rfc3339()
         kopf.info(

@@ -39,11 +39,28 @@ class Kube:
 
         return await asyncio.to_thread(get)
 
-    async def create_deployment(self, namespace: str, body: dict[str, Any]) -> None:
-        await asyncio.to_thread(self._apps.create_namespaced_deployment, namespace, cast(Any, body))
+    async def create_deployment(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create it; False if it already exists (another handler got there first)."""
+        try:
+            await asyncio.to_thread(self._apps.create_namespaced_deployment, namespace, cast(Any, body))
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
 
     async def patch_deployment(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         await asyncio.to_thread(self._apps.patch_namespaced_deployment, name, namespace, patch)
+
+    async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        def list_() -> list[dict[str, Any]]:
+            found = self._core.list_namespaced_pod(namespace, label_selector=selector)
+            return cast(list[dict[str, Any]], self._serializer.sanitize_for_serialization(found.items))  # type: ignore[no-untyped-call]
+
+        return await asyncio.to_thread(list_)
+
+    async def patch_pod(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        await asyncio.to_thread(self._core.patch_namespaced_pod, name, namespace, patch)
 
     async def secret_has_key(self, namespace: str, name: str, key: str) -> bool | None:
         """True if the Secret holds ``key``, False if it lacks it, None if there is no such Secret."""

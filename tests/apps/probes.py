@@ -59,3 +59,11 @@ def e2e_work(i: int) -> dict[str, Any]:
     started = time.time()
     time.sleep(0.05)
     return _span(started)
+
+
+@app.handler
+def e2e_long(seconds: float) -> dict[str, Any]:
+    """A job that takes a while: for scale-down and pod-loss tests."""
+    started = time.time()
+    time.sleep(seconds)
+    return _span(started)

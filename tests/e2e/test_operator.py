@@ -8,6 +8,8 @@ queue draining) is what a cluster would do.
 from __future__ import annotations
 
 import base64
+import os
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -268,3 +270,67 @@ def test_operator_survives_a_database_outage(
             operator.stop()
     finally:
         server.cleanup()
+
+
+def _long_handler(name: str, schema: str) -> dict[str, Any]:
+    body = job_handler(name, schema, concurrency=2, perPodConcurrency=1, maxReplicas=2)
+    body["spec"]["handler"] = "e2e_long"
+    return body
+
+
+def _register_long(app: App) -> None:
+    from tests.apps import probes
+
+    app.handler(name="e2e_long")(probes.app.get_handler("e2e_long").func)
+
+
+def test_scale_down_removes_the_idle_pod_and_spares_the_busy_one(
+    setup: dict[str, Any], kube_api: client.ApiClient, kubelet: FakeKubelet
+) -> None:
+    ns, app = setup["namespace"], setup["app"]
+    _register_long(app)
+    custom(kube_api).create_namespaced_custom_object(
+        GROUP, VERSION, ns, "jobhandlers", _long_handler("longrun", setup["schema"])
+    )
+    wait_until(lambda: deployment(kube_api, ns, "longrun"), 15, "the Deployment")
+    long_job = app.get_handler("e2e_long").defer(seconds=14)
+    short_job = app.get_handler("e2e_long").defer(seconds=0.3)
+    wait_until(lambda: deployment(kube_api, ns, "longrun").spec.replicas == 2, 20, "two pods")
+    short_job.wait(60)
+    # one job left: after the 3 s window the operator goes down to one pod; the busy one must stay
+    wait_until(lambda: deployment(kube_api, ns, "longrun").spec.replicas == 1, 20, "scale down to one pod")
+    pods = client.CoreV1Api(kube_api).list_namespaced_pod(ns, label_selector="jobstead.io/jobhandler=longrun").items
+    costs = {
+        p.metadata.name: (p.metadata.annotations or {}).get("controller.kubernetes.io/pod-deletion-cost") for p in pods
+    }
+    assert sorted(costs.values()) == ["0", "1"] or list(costs.values()) == ["1"], costs
+    assert long_job.wait(60)["pid"]
+    long_job.refresh()
+    assert long_job.attempts == 1
+    assert [a.outcome.value for a in long_job.attempts_log()] == ["succeeded"], "the busy pod was not spared"
+
+
+def test_a_deleted_pod_hands_its_jobs_back_at_once(
+    setup: dict[str, Any], kube_api: client.ApiClient, kubelet: FakeKubelet
+) -> None:
+    ns, app = setup["namespace"], setup["app"]
+    _register_long(app)
+    custom(kube_api).create_namespaced_custom_object(
+        GROUP, VERSION, ns, "jobhandlers", _long_handler("podloss", setup["schema"])
+    )
+    job = app.get_handler("e2e_long").defer(seconds=3)
+    wait_until(lambda: job.refresh().status is JobStatus.RUNNING, 60, "the job to start in a pod")
+    holder = job.record.lease_owner
+    assert holder is not None
+    host = next(w["hostname"] for w in app.store.registry.workers() if w["id"] == holder)
+    pod = next(p for p in kubelet.running() if p.name == host)
+    os.kill(pod.process.pid, signal.SIGKILL)  # the node dies with it: no graceful release
+    gone_at = time.monotonic()
+    client.CoreV1Api(kube_api).delete_namespaced_pod(pod.name, ns, grace_period_seconds=0)
+    wait_until(lambda: job.refresh().status is not JobStatus.RUNNING or job.attempts > 1, 15, "the job to be released")
+    assert time.monotonic() - gone_at < 10, "released at once, not after the 30 s lease"
+    result = job.wait(60)
+    assert result["pid"] != pod.process.pid
+    log = job.attempts_log()
+    assert [a.outcome.value for a in log] == ["lost", "succeeded"]
+    assert log[0].error is not None and log[0].error.type == "jobstead.WorkerGone"
