@@ -13,7 +13,7 @@ import kopf
 from jobstead.errors import ConfigurationError
 from jobstead.store import Store
 
-from . import jobhandlers, pods  # noqa: F401 - registers the handlers
+from . import cronschedules, jobhandlers, pods  # noqa: F401 - registers the handlers
 from .kube import Kube, load_configuration
 from .registry import registry
 from .state import OperatorState

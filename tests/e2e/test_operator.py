@@ -334,3 +334,92 @@ def test_a_deleted_pod_hands_its_jobs_back_at_once(
     log = job.attempts_log()
     assert [a.outcome.value for a in log] == ["lost", "succeeded"]
     assert log[0].error is not None and log[0].error.type == "jobstead.WorkerGone"
+
+
+def cron_schedule(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "CronSchedule",
+        "metadata": {"name": name},
+        "spec": {"schedule": "*/5 * * * *", "handler": "e2e_work", "args": {"i": 1}, **spec},
+    }
+
+
+def test_cronschedule_lifecycle_follows_the_resource_and_leaves_other_crons_alone(
+    setup: dict[str, Any], kube_api: client.ApiClient
+) -> None:
+    from jobstead.store.records import CronDefinition
+
+    ns, app = setup["namespace"], setup["app"]
+    crons = app.store.crons
+    # a hand-made cron, and one with the same name as a resource below: never touched
+    crons.add(CronDefinition(name="by-hand", schedule="@daily", handler="e2e_work", source="database"))
+    crons.add(CronDefinition(name="taken", schedule="@hourly", handler="e2e_work", source="database"))
+    api = custom(kube_api)
+    api.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        ns,
+        "cronschedules",
+        cron_schedule("report", timeZone="Europe/Tallinn", concurrencyPolicy="Forbid"),
+    )
+    row = wait_until(lambda: crons.get("report"), 15, "the cron row")
+    assert (row.source, row.schedule, row.timezone, row.overlap, row.args) == (
+        "crd",
+        "*/5 * * * *",
+        "Europe/Tallinn",
+        "skip",
+        {"i": 1},
+    )
+    wait_until(
+        lambda: (ready_condition(kube_api, ns, "cronschedules", "report") or {}).get("status") == "True",
+        15,
+        "Ready=True",
+    )
+
+    api.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, "cronschedules", "report", {"spec": {"schedule": "0 6 * * 1-5"}}
+    )
+    wait_until(lambda: crons.get("report").schedule == "0 6 * * 1-5", 15, "the edit to reach the row")
+    api.patch_namespaced_custom_object(GROUP, VERSION, ns, "cronschedules", "report", {"spec": {"suspend": True}})
+    wait_until(lambda: not crons.get("report").enabled, 15, "suspend to disable the row")
+
+    api.create_namespaced_custom_object(GROUP, VERSION, ns, "cronschedules", cron_schedule("taken"))
+    condition = wait_until(lambda: ready_condition(kube_api, ns, "cronschedules", "taken"), 15, "a condition")
+    assert condition["status"] == "False" and condition["reason"] == "NameTaken"
+    assert crons.get("taken").source == "database"
+
+    api.delete_namespaced_custom_object(GROUP, VERSION, ns, "cronschedules", "report")
+    wait_until(lambda: crons.get("report") is None, 15, "the finalizer to remove the row")
+    api.delete_namespaced_custom_object(GROUP, VERSION, ns, "cronschedules", "taken")
+    wait_until(
+        lambda: (
+            not any(
+                i["metadata"]["name"] == "taken"
+                for i in api.list_namespaced_custom_object(GROUP, VERSION, ns, "cronschedules")["items"]
+            )
+        ),
+        15,
+        "the resource to go",
+    )
+    assert crons.get("taken") is not None and crons.get("by-hand") is not None, "crons of other sources stay"
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason", "field"),
+    [
+        ({"schedule": "61 * * * *"}, "InvalidSchedule", "spec.schedule"),
+        ({"schedule": "* * 31 2 *"}, "InvalidSchedule", "spec.schedule"),
+        ({"timeZone": "Mars/Olympus_Mons"}, "InvalidTimeZone", "spec.timeZone"),
+    ],
+)
+def test_what_the_schema_cannot_check_is_reported(
+    setup: dict[str, Any], kube_api: client.ApiClient, spec: dict[str, Any], reason: str, field: str
+) -> None:
+    ns = setup["namespace"]
+    custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, ns, "cronschedules", cron_schedule("bad", **spec))
+    condition = wait_until(lambda: ready_condition(kube_api, ns, "cronschedules", "bad"), 15, "a condition")
+    assert condition["status"] == "False" and condition["reason"] == reason
+    assert condition["message"].startswith(field), condition["message"]
+    assert any(e.reason == reason for e in events_for(kube_api, ns, "bad"))
+    assert setup["app"].store.crons.get("bad") is None
