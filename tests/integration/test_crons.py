@@ -8,7 +8,6 @@ the two that prove the run loop keeps time with the real clock.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import threading
 import time
@@ -540,14 +539,15 @@ def test_two_running_schedulers_fire_each_second_once(make_app: Callable[..., Ap
     apps = [make_app() for _ in range(2)]
     for app in apps:
         app.cron("* * * * * *", name="every_second", handler=app.handler(lambda: None, name="beat"))
-    with running(scheduler(apps[0])), running(scheduler(apps[1])):
-        time.sleep(3.2)
+    # A 5-second interval: only waking for each fire time can produce a job every second.
+    with running(scheduler(apps[0], interval=5)), running(scheduler(apps[1], interval=5)):
+        time.sleep(3.3)
     jobs = cron_jobs(apps[0], "every_second")
     fires = [fire for fire, _ in jobs]
-    assert len(fires) >= 2 and fires == sorted(set(fires))
-    assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(fires))
-    lateness = [(job.created_at - fire).total_seconds() for fire, job in jobs]
-    assert max(lateness) < 0.5, lateness  # woken for the fire time, not at the next poll
+    assert len(fires) >= 3, fires
+    assert fires == sorted(set(fires)) and all(f.microsecond == 0 for f in fires)  # never twice
+    lateness = sorted((job.created_at - fire).total_seconds() for fire, job in jobs)
+    assert lateness[len(lateness) // 2] < 0.3, lateness  # deferred at the fire time, not at some later poll
 
 
 # -- schema ------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from ..errors import ConfigurationError, JobsteadError
-from . import jobs, operator, processes
+from . import crons, jobs, operator, processes
 from .errors import OperationFailed, UsageError
 
 
@@ -44,6 +44,13 @@ def _seconds(raw: str) -> float:
         raise argparse.ArgumentTypeError(f"expected seconds, got {raw!r}") from None
     if value != value or value in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError(f"expected a finite number of seconds, got {raw!r}")
+    return value
+
+
+def _positive_seconds(raw: str) -> float:
+    value = _seconds(raw)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {raw!r}")
     return value
 
 
@@ -92,6 +99,56 @@ def build_parser() -> argparse.ArgumentParser:
             help="seconds running jobs get on SIGTERM",
         )
         p.add_argument("--poll-interval", type=_seconds, default=1.0, help=argparse.SUPPRESS)
+        p.add_argument("--scheduler-interval", type=_positive_seconds, default=1.0, help=argparse.SUPPRESS)
+
+    p = command("scheduler", processes.scheduler, "run the cron scheduler (any number may run: each fire happens once)")
+    app_option(p, required=True)
+    p.add_argument("--handler", action="append", help="schedule only this handler's crons (repeatable)")
+    p.add_argument(
+        "--interval",
+        dest="scheduler_interval",
+        type=_positive_seconds,
+        default=1.0,
+        help="seconds between looks for new and changed crons",
+    )
+
+    crons_parser = commands.add_parser("crons", help="list, add, enable, disable and remove crons", parents=[common])
+    cron_commands = crons_parser.add_subparsers(dest="crons_command", required=True, parser_class=_Parser)
+    p = cron_commands.add_parser("list", help="every cron with its last and next fire time", parents=[common])
+    p.set_defaults(func=crons.list_crons)
+    p.add_argument("--json", action="store_true")
+    app_option(p, required=False)
+    p = cron_commands.add_parser("add", help="add a cron to the database (source: database)", parents=[common])
+    p.set_defaults(func=crons.add_cron)
+    p.add_argument("name", help="cron name (unique)")
+    p.add_argument("--schedule", required=True, help="5 crontab fields, 6 with seconds last, or @hourly, @daily, ...")
+    p.add_argument("--handler", required=True, help="handler whose job each fire defers")
+    p.add_argument("--args", default="{}", help="keyword arguments of each job, as a JSON object")
+    p.add_argument("--timezone", default="UTC", help="IANA time zone of the schedule (default UTC)")
+    p.add_argument("--queue", help="queue of the jobs (default: the handler's)")
+    p.add_argument("--priority", type=int, help="priority of the jobs (default: the handler's)")
+    p.add_argument("--tenant")
+    p.add_argument(
+        "--overlap",
+        choices=["allow", "skip", "replace"],
+        default="allow",
+        help="while the previous job is live: fire anyway, skip, or cancel it and fire",
+    )
+    p.add_argument(
+        "--starting-deadline",
+        type=_positive_seconds,
+        help="skip a fire found more than this many seconds late (default: run the latest missed one once)",
+    )
+    app_option(p, required=False)
+    for name, func, text in (
+        ("enable", crons.enable_cron, "enable a cron (missed fire times are not caught up)"),
+        ("disable", crons.disable_cron, "disable a cron; a code cron stays disabled across restarts"),
+        ("remove", crons.remove_cron, "remove a cron added with `crons add` (its jobs are kept)"),
+    ):
+        p = cron_commands.add_parser(name, help=text, parents=[common])
+        p.set_defaults(func=func)
+        p.add_argument("name")
+        app_option(p, required=False)
 
     p = command("defer", jobs.defer, "defer a job of a handler")
     p.add_argument("name", help="handler name")

@@ -1,15 +1,24 @@
-"""``jobstead migrate``, ``worker``, ``run``, ``pause`` and ``resume``."""
+"""``jobstead migrate``, ``worker``, ``scheduler``, ``run``, ``pause`` and ``resume``."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from argparse import Namespace
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError, UnknownHandler
 from ..store import Store
 from ..store.control import PauseScope
 from .errors import UsageError
 from .loading import app_from_args, database_override, store_from_args
+
+if TYPE_CHECKING:
+    from ..app import App
+    from ..cron.scheduler import Scheduler
+    from ..worker import Worker
+
+logger = logging.getLogger("jobstead.cli")
 
 
 def configure_logging(level: str) -> None:
@@ -29,9 +38,49 @@ def migrate(args: Namespace) -> int:
 
 
 def worker(args: Namespace) -> int:
+    _worker(app_from_args(args), args).run()
+    return 0
+
+
+def scheduler(args: Namespace) -> int:
+    _scheduler(app_from_args(args), args).run()
+    return 0
+
+
+def run(args: Namespace) -> int:
+    """Worker and scheduler in one process (one event loop): the embedded default for one machine.
+
+    The worker owns the signals; when it begins to stop, the scheduler stops
+    deferring too, and if the scheduler dies the worker is stopped with it, so
+    the process never runs half of what it was asked to.
+    """
     app = app_from_args(args)
+    w = _worker(app, args)
+    s = _scheduler(app, args, install_signal_handlers=False)
+    asyncio.run(_run_both(w, s))
+    return 0
+
+
+async def _run_both(w: Worker, s: Scheduler) -> None:
+    w.on_stop(s.stop)
+    task = asyncio.create_task(s.run_async(), name="jobstead-scheduler")
+
+    def scheduler_ended(t: asyncio.Task[None]) -> None:
+        if not t.cancelled() and t.exception() is not None:
+            logger.error("the scheduler failed; stopping the worker too")
+            w.stop()
+
+    task.add_done_callback(scheduler_ended)
     try:
-        w = app.worker(
+        await w.run_async()
+    finally:
+        s.stop()
+        await task
+
+
+def _worker(app: App, args: Namespace) -> Worker:
+    try:
+        return app.worker(
             queues=args.queue,
             concurrency=args.concurrency,
             handlers=args.handler,
@@ -41,13 +90,17 @@ def worker(args: Namespace) -> int:
         )
     except (ConfigurationError, UnknownHandler) as exc:
         raise UsageError(str(exc)) from None
-    w.run()
-    return 0
 
 
-def run(args: Namespace) -> int:
-    """Worker and scheduler in one process: the embedded default for one machine."""
-    return worker(args)
+def _scheduler(app: App, args: Namespace, *, install_signal_handlers: bool = True) -> Scheduler:
+    try:
+        return app.scheduler(
+            handlers=args.handler,
+            interval=args.scheduler_interval,
+            install_signal_handlers=install_signal_handlers,
+        )
+    except (ConfigurationError, UnknownHandler) as exc:
+        raise UsageError(str(exc)) from None
 
 
 def pause(args: Namespace) -> int:
