@@ -60,7 +60,9 @@ if [ -f "$target/complete" ]; then
   exit 0
 fi
 
-export GOTOOLCHAIN=local GOFLAGS="-mod=readonly -trimpath" CGO_ENABLED=0
+# GOFLAGS is ours alone, so the binaries do not depend on the caller's setup;
+# -buildvcs=false keeps our own git state (a dirty tree) out of them.
+export GOTOOLCHAIN=local GOFLAGS="-mod=readonly -trimpath -buildvcs=false" CGO_ENABLED=0
 # One go build per module: packages shared by the four Kubernetes binaries are
 # compiled once. -p stays at Go's default (the number of CPUs).
 gobuild() { # module-dir output ldflags tags package...
