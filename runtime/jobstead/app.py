@@ -243,6 +243,8 @@ class App:
         app starts; a cron disabled there (``jobstead crons disable``) stays
         disabled. See ``jobstead.cron.schedule`` for the syntax and for DST.
         """
+        if callable(schedule):
+            raise ConfigurationError("@app.cron needs a schedule first: @app.cron('*/15 * * * *')")
         CronSchedule.parse(schedule, timezone)  # before registering anything
         options: dict[str, Any] = {
             "name": name,

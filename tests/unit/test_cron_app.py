@@ -105,3 +105,13 @@ def test_handlers_of_other_apps_and_unknown_names_are_refused(app: App) -> None:
         app.cron("@hourly", handler=elsewhere)
     with pytest.raises(LookupError, match="no handler named 'nope'"):
         app.cron("@hourly", handler="nope")
+
+
+def test_forgetting_the_schedule_says_so(app: App) -> None:
+    with pytest.raises(ConfigurationError, match="needs a schedule first"):
+
+        @app.cron  # type: ignore[arg-type]
+        def oops() -> None: ...
+
+    with pytest.raises(ConfigurationError, match="a cron schedule is a string"):
+        app.cron(15, handler=app.handler(lambda: None, name="h"))  # type: ignore[arg-type]

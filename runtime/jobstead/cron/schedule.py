@@ -80,6 +80,11 @@ class CronSchedule:
     @staticmethod
     def parse(expression: str, timezone: str = "UTC") -> CronSchedule:
         """Validate and return the schedule, or raise ``InvalidSchedule`` with a clear message."""
+        if not isinstance(expression, str):
+            kind = type(expression).__name__
+            raise InvalidSchedule(f"a cron schedule is a string such as '*/15 * * * *', not {kind}")
+        if not isinstance(timezone, str):
+            raise InvalidSchedule(f"a time zone is a string such as 'Europe/Tallinn', not {type(timezone).__name__}")
         return _parse(expression, timezone)
 
     @property
@@ -203,7 +208,7 @@ class CronSchedule:
 
 @lru_cache(maxsize=512)
 def _parse(expression: str, timezone: str) -> CronSchedule:
-    if not isinstance(expression, str) or not expression.strip():
+    if not expression.strip():
         raise InvalidSchedule("empty cron schedule: give 5 fields, 6 with seconds, or a preset such as @hourly")
     normalized = " ".join(expression.split())
     lowered = normalized.lower()
@@ -236,7 +241,7 @@ def _parse(expression: str, timezone: str) -> CronSchedule:
 
 
 def _zone(name: str) -> ZoneInfo:
-    if not isinstance(name, str) or not name:
+    if not name:
         raise InvalidSchedule("empty time zone: use an IANA name such as Europe/Tallinn, or UTC")
     if name == "localtime":  # whatever the machine is set to: schedulers on two hosts would disagree
         raise InvalidSchedule("time zone 'localtime' depends on the machine: use an IANA name such as Europe/Tallinn")
