@@ -19,7 +19,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 import uuid
@@ -33,6 +32,7 @@ from ..hooks import FailureEvent, run_hooks
 from ..signature import CONTEXT
 from ..status import AttemptOutcome, JobStatus
 from ..store import Completion, HandlerDefinition, JobRecord, LeaseReport
+from ..store.registry import host_name
 from .completions import CompletionWriter
 from .execution import Finished, call_handler
 from .heartbeat import Heartbeat
@@ -61,7 +61,7 @@ class _Running:
 
 def new_worker_id() -> str:
     """Unique per process start: a restarted pod never inherits a dead worker's leases."""
-    return f"{socket.gethostname()[:32]}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    return f"{host_name()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 
 class Worker:
