@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -562,3 +563,32 @@ def test_the_cron_migration_downgrades_and_upgrades_again(make_app: Callable[...
     upgrade(store.db)
     assert store.schema_is_current()
     assert store.crons.list_crons() == []
+
+
+def test_database_scheduler_fires_known_handlers_and_recreates_deleted_code_crons(
+    make_app: Callable[..., App], running_worker: Callable[..., Any]
+) -> None:
+    """The operator's scheduler has no app code: it works from what workers and the database say."""
+    app = make_app()
+
+    @app.cron("* * * * * *", name="every-second")
+    def tick() -> None: ...
+
+    @app.handler
+    def other() -> None: ...
+
+    # the store stamps re-created crons with real time: start the scheduler's clock there
+    clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
+    with running_worker(app):  # a live worker that runs both handlers: it records its code crons
+        store = app.store
+        assert store.crons.remove("every-second", source="code")  # someone deletes the code cron
+        scheduler = Scheduler(store=store, clock=clock, install_signal_handlers=False)
+        report = scheduler.tick()  # re-creates it (the definition came from the worker) ...
+        assert store.crons.get("every-second") is not None
+        clock.advance(seconds=3)
+        report = scheduler.tick()  # ... and fires it like any other
+        assert [f.cron for f in report.fired] == ["every-second"]
+        store.crons.set_enabled("every-second", False)
+        scheduler._republished_at = None  # next pass republishes: disabled stays disabled
+        scheduler.tick()
+        assert store.crons.get("every-second").enabled is False

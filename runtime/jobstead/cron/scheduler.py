@@ -32,9 +32,10 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ..clock import Clock, as_utc
@@ -79,11 +80,30 @@ class TickReport:
             self.next_fire_at = at
 
 
+#: A worker that has not heartbeat for this long no longer vouches for its handlers and code crons.
+WORKER_ALIVE = timedelta(seconds=60)
+#: How often a database-scoped scheduler re-creates deleted code crons.
+REPUBLISH_EVERY = 30.0
+
+
 class Scheduler:
+    """Fires crons, for one app (``Scheduler(app)``) or for the whole database (``Scheduler(store=...)``).
+
+    App-scoped (``jobstead scheduler``, ``jobstead run``): the crons of the
+    app's handlers, and of its code crons only those it defines.
+
+    Database-scoped (the operator, which has no app code): the crons of every
+    handler the database knows; of code crons, those that a live worker's app
+    defines. It also re-creates, every ``REPUBLISH_EVERY`` seconds, a code cron
+    that someone deleted while workers defining it still run (one that was
+    disabled stays disabled), from the definitions workers record on start.
+    """
+
     def __init__(
         self,
-        app: App,
+        app: App | None = None,
         *,
+        store: Store | None = None,
         handlers: Sequence[str] | None = None,
         clock: Clock | None = None,
         interval: float = 1.0,
@@ -91,12 +111,17 @@ class Scheduler:
     ) -> None:
         if interval <= 0:
             raise ConfigurationError("the scheduler's interval must be positive")
-        names = list(handlers) if handlers is not None else list(app.handlers)
-        for name in names:
-            app.get_handler(name)  # raises UnknownHandler with the list of known ones
-        if not names:
-            raise ConfigurationError("the scheduler has no handlers to schedule: register some with @app.handler")
+        if (app is None) == (store is None):
+            raise ConfigurationError("a scheduler serves an app (Scheduler(app)) or a database (store=...)")
+        names: list[str] = []
+        if app is not None:
+            names = list(handlers) if handlers is not None else list(app.handlers)
+            for name in names:
+                app.get_handler(name)  # raises UnknownHandler with the list of known ones
+            if not names:
+                raise ConfigurationError("the scheduler has no handlers to schedule: register some with @app.handler")
         self.app = app
+        self._own_store = store
         self.handler_names = names
         self.clock = clock
         self.interval = interval
@@ -107,16 +132,24 @@ class Scheduler:
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self._reported_invalid: set[tuple[str, str, str]] = set()
+        self._republished_at: float | None = None
+
+    @property
+    def store(self) -> Store:
+        if self.app is not None:
+            return self.app.store
+        assert self._own_store is not None
+        return self._own_store
 
     # -- one pass ----------------------------------------------------------------
 
     def tick(self) -> TickReport:
         """Defer the jobs of every due fire time, once; safe beside any number of other schedulers."""
-        store = self.app.store
+        store = self.store
         now = as_utc(self.clock()) if self.clock is not None else store.clock()
-        code_crons = self.app.crons
+        handlers, code_crons = self._scope(store)
         report = TickReport()
-        for cron in store.crons.list_crons(handlers=self.handler_names, enabled=True):
+        for cron in store.crons.list_crons(handlers=handlers, enabled=True):
             if cron.source == "code" and cron.name not in code_crons:
                 continue
             try:
@@ -124,6 +157,16 @@ class Scheduler:
             except Exception:  # one broken cron must not stop the others
                 logger.exception("cron %s: could not be scheduled; trying again next pass", cron.name)
         return report
+
+    def _scope(self, store: Store) -> tuple[list[str], set[str]]:
+        """The handlers whose crons this scheduler fires, and the code crons it may fire."""
+        if self.app is not None:
+            return self.handler_names, set(self.app.crons)
+        published = store.registry.published_crons(WORKER_ALIVE)
+        if self._republished_at is None or time.monotonic() - self._republished_at >= REPUBLISH_EVERY:
+            self._republished_at = time.monotonic()
+            store.crons.publish(published)  # brings back deleted ones; keeps disabled ones disabled
+        return list(store.registry.handlers()), {c.name for c in published}
 
     def _consider(self, store: Store, cron: CronRecord, now: datetime, report: TickReport) -> None:
         try:
@@ -207,13 +250,16 @@ class Scheduler:
     async def run_async(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        await asyncio.to_thread(self.app.publish_crons)
+        if self.app is not None:
+            await asyncio.to_thread(self.app.publish_crons)
+            logger.info(
+                "scheduler started: handlers %s, code crons %s",
+                ",".join(self.handler_names),
+                ",".join(sorted(self.app.crons)) or "none",
+            )
+        else:
+            logger.info("scheduler started for every handler the database knows")
         self._install_signals()
-        logger.info(
-            "scheduler started: handlers %s, code crons %s",
-            ",".join(self.handler_names),
-            ",".join(sorted(self.app.crons)) or "none",
-        )
         self.started.set()
         backoff = 0.5
         try:
@@ -236,7 +282,7 @@ class Scheduler:
         """Until the next fire time (a few ms after, so it is due), at most ``interval``."""
         if report.next_fire_at is None:
             return self.interval
-        now = as_utc(self.clock()) if self.clock is not None else self.app.store.clock()
+        now = as_utc(self.clock()) if self.clock is not None else self.store.clock()
         return max(0.0, min(self.interval, (report.next_fire_at - now).total_seconds() + 0.005))
 
     async def _sleep(self, seconds: float) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..clock import Clock
 from .database import Database
-from .records import HandlerDefinition
+from .records import CronDefinition, HandlerDefinition
 from .rows import handler_definition
 
 #: Set by the operator's worker Deployments (downward API): the pod this worker runs in.
@@ -102,6 +103,7 @@ class Registry:
         handlers: Sequence[str],
         queues: Sequence[str] | None,
         concurrency: int,
+        crons: Sequence[CronDefinition] = (),
     ) -> None:
         now = self._clock()
         with self._db.engine.begin() as conn:
@@ -116,8 +118,33 @@ class Registry:
                     running=0,
                     started_at=now,
                     heartbeat_at=now,
+                    crons=[asdict(c) for c in crons] or None,
                 )
             )
+
+    def published_crons(self, alive_within: timedelta) -> list[CronDefinition]:
+        """Code crons defined by the apps of workers that heartbeat recently (one per name)."""
+        workers = self._db.tables.workers
+        with self._db.engine.connect() as conn:
+            rows = conn.execute(
+                select(workers.c.crons)
+                .where(workers.c.heartbeat_at >= self._clock() - alive_within, workers.c.crons.is_not(None))
+                .order_by(workers.c.started_at.desc())  # the newest deploy's definition wins
+            ).all()
+        found: dict[str, CronDefinition] = {}
+        for (crons,) in rows:
+            for data in crons or []:
+                found.setdefault(data["name"], CronDefinition(**data))
+        return list(found.values())
+
+    def live_handlers(self, alive_within: timedelta) -> set[str]:
+        """Handlers some recently heartbeating worker runs."""
+        workers = self._db.tables.workers
+        with self._db.engine.connect() as conn:
+            rows = conn.execute(
+                select(workers.c.handlers).where(workers.c.heartbeat_at >= self._clock() - alive_within)
+            ).all()
+        return {name for (handlers,) in rows for name in handlers or []}
 
     def worker_heartbeat(self, worker_id: str, running: int) -> None:
         workers = self._db.tables.workers

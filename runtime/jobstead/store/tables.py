@@ -210,6 +210,9 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         Column("running", Integer, nullable=False, server_default=text("0")),
         Column("started_at", UTCDateTime, nullable=False),
         Column("heartbeat_at", UTCDateTime, nullable=False),
+        # The code crons this worker's app defines: what the operator re-creates
+        # when someone deletes one (see Registry.published_crons).
+        Column("crons", JSONType),
     )
 
     crons = Table(

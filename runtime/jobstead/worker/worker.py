@@ -167,6 +167,7 @@ class Worker:
             handlers=self.handler_names,
             queues=self.queues,
             concurrency=self.concurrency,
+            crons=[c for c in self.app.crons.values() if c.handler in self.handler_names],
         )
         await asyncio.to_thread(self._refresh_settings)
         self._writer = CompletionWriter(store)
