@@ -10,6 +10,7 @@ from typing import Any
 
 import kopf
 
+from jobstead.cron.scheduler import REPUBLISH_EVERY, Scheduler
 from jobstead.errors import ConfigurationError
 from jobstead.store import Store
 
@@ -20,6 +21,8 @@ from .state import OperatorState
 
 FINALIZER = "jobstead.io/finalizer"
 WORKER_DEFAULTS_ENV = "JOBSTEAD_WORKER_DEFAULTS"
+#: Seconds between re-creations of deleted code crons (default 30).
+CRON_REPUBLISH_ENV = "JOBSTEAD_CRON_REPUBLISH_SECONDS"
 
 
 def settings(*, standalone: bool, peering_name: str, priority: int) -> kopf.OperatorSettings:
@@ -71,6 +74,32 @@ def run_operator(
     """Serve JobHandler and CronSchedule resources until stopped (SIGTERM, or ``stop_flag``)."""
     load_configuration()
     state = OperatorState(store=store, kube=Kube(), scale_down_window=scale_down_window, idle_cooldown=idle_cooldown)
+    # The cron scheduler runs in every replica: the database makes each fire
+    # happen once, so no leader is needed (kopf peering only gates the handlers).
+    scheduler = Scheduler(
+        store=store,
+        install_signal_handlers=False,
+        republish_every=float(os.environ.get(CRON_REPUBLISH_ENV) or REPUBLISH_EVERY),
+    )
+    scheduling = threading.Thread(target=scheduler.run, name="jobstead-scheduler", daemon=True)
+    scheduling.start()
+    try:
+        _run_kopf(state, namespaces, clusterwide, standalone, peering_name, priority, stop_flag, ready_flag)
+    finally:
+        scheduler.stop()
+        scheduling.join(timeout=10)
+
+
+def _run_kopf(
+    state: OperatorState,
+    namespaces: Sequence[str],
+    clusterwide: bool,
+    standalone: bool,
+    peering_name: str,
+    priority: int,
+    stop_flag: threading.Event | None,
+    ready_flag: threading.Event | None,
+) -> None:
     kopf.run(
         registry=registry,
         settings=settings(standalone=standalone, peering_name=peering_name, priority=priority),

@@ -54,7 +54,12 @@ class Operator:
 
     def __init__(self, cluster: Cluster, namespace: str, url: str, schema: str, log: Path) -> None:
         self.args = ["operator", "-n", namespace, "--standalone", "--scale-down-window", "3", "--idle-cooldown", "4"]
-        self.env = {**cluster.env(), "JOBSTEAD_DATABASE_URL": url, "JOBSTEAD_SCHEMA": schema}
+        self.env = {
+            **cluster.env(),
+            "JOBSTEAD_DATABASE_URL": url,
+            "JOBSTEAD_SCHEMA": schema,
+            "JOBSTEAD_CRON_REPUBLISH_SECONDS": "2",
+        }
         self.log = log
         self.process = spawn_cli(self.args, self.env, log)
 
@@ -423,3 +428,48 @@ def test_what_the_schema_cannot_check_is_reported(
     assert condition["message"].startswith(field), condition["message"]
     assert any(e.reason == reason for e in events_for(kube_api, ns, "bad"))
     assert setup["app"].store.crons.get("bad") is None
+
+
+def test_operator_schedules_crons_and_brings_back_deleted_code_crons(
+    setup: dict[str, Any], kube_api: client.ApiClient, pg_url: str, tmp_path: Path
+) -> None:
+    ns, app = setup["namespace"], setup["app"]
+    crons = app.store.crons
+    api = custom(kube_api)
+    api.create_namespaced_custom_object(
+        GROUP, VERSION, ns, "cronschedules", cron_schedule("every-second", schedule="* * * * * *")
+    )
+    # the operator's own scheduler fires it (no app code needed) and reports it in the status
+    status = wait_until(
+        lambda: (
+            (
+                api.get_namespaced_custom_object(GROUP, VERSION, ns, "cronschedules", "every-second").get("status")
+                or {}
+            ).get("lastJobId")
+            and api.get_namespaced_custom_object(GROUP, VERSION, ns, "cronschedules", "every-second")["status"]
+        ),
+        20,
+        "a fire in the status",
+    )
+    assert status["lastScheduleTime"] and status["nextScheduleTime"]
+    job = app.get_job(int(status["lastJobId"]))
+    assert job.handler == "e2e_work" and job.record.args == {"i": 1}
+
+    # a worker whose app defines a code cron publishes it; deleted, it comes back; a restart changes nothing
+    worker = spawn_cli(
+        ["worker", "--app", "tests.apps.crons:app", "--poll-interval", "0.2"],
+        {"JOBSTEAD_DATABASE_URL": pg_url, "JOBSTEAD_SCHEMA": setup["schema"]},
+        tmp_path / "w.log",
+    )
+    try:
+        wait_until(lambda: crons.get("heartbeat"), 30, "the code cron to be published")
+        assert crons.remove("heartbeat", source="code")
+        back = wait_until(lambda: crons.get("heartbeat"), 20, "the deleted code cron to come back", every=0.3)
+        assert back.source == "code"
+        crons.set_enabled("heartbeat", False)
+        setup["operator"].restart()
+        time.sleep(4)  # two republish rounds of the restarted operator
+        assert crons.get("heartbeat").enabled is False, "a disabled code cron stays disabled"
+        assert crons.get("every-second") is not None
+    finally:
+        stop(worker)

@@ -108,6 +108,7 @@ class Scheduler:
         clock: Clock | None = None,
         interval: float = 1.0,
         install_signal_handlers: bool = True,
+        republish_every: float = REPUBLISH_EVERY,
     ) -> None:
         if interval <= 0:
             raise ConfigurationError("the scheduler's interval must be positive")
@@ -133,6 +134,7 @@ class Scheduler:
         self._stopping = False
         self._reported_invalid: set[tuple[str, str, str]] = set()
         self._republished_at: float | None = None
+        self.republish_every = republish_every
 
     @property
     def store(self) -> Store:
@@ -163,7 +165,7 @@ class Scheduler:
         if self.app is not None:
             return self.handler_names, set(self.app.crons)
         published = store.registry.published_crons(WORKER_ALIVE)
-        if self._republished_at is None or time.monotonic() - self._republished_at >= REPUBLISH_EVERY:
+        if self._republished_at is None or time.monotonic() - self._republished_at >= self.republish_every:
             self._republished_at = time.monotonic()
             store.crons.publish(published)  # brings back deleted ones; keeps disabled ones disabled
         return list(store.registry.handlers()), {c.name for c in published}
