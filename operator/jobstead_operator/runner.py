@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -23,6 +26,16 @@ FINALIZER = "jobstead.io/finalizer"
 WORKER_DEFAULTS_ENV = "JOBSTEAD_WORKER_DEFAULTS"
 #: Seconds between re-creations of deleted code crons (default 30).
 CRON_REPUBLISH_ENV = "JOBSTEAD_CRON_REPUBLISH_SECONDS"
+
+
+@dataclass(frozen=True)
+class WebhookOptions:
+    """Where the validating webhook listens and how the API server reaches it (see ``webhook``)."""
+
+    port: int = 9443
+    host: str | None = None
+    service: str | None = None
+    cert_dir: Path | None = None
 
 
 def settings(*, standalone: bool, peering_name: str, priority: int) -> kopf.OperatorSettings:
@@ -70,9 +83,22 @@ def run_operator(
     idle_cooldown: float = 120.0,
     stop_flag: threading.Event | None = None,
     ready_flag: threading.Event | None = None,
+    webhook: WebhookOptions | None = None,
 ) -> None:
     """Serve JobHandler and CronSchedule resources until stopped (SIGTERM, or ``stop_flag``)."""
     load_configuration()
+    operator_settings = settings(standalone=standalone, peering_name=peering_name, priority=priority)
+    if webhook is not None:
+        from . import webhook as admission  # registers the validating handlers
+
+        admission.configure(
+            operator_settings,
+            port=webhook.port,
+            host=webhook.host,
+            service=webhook.service,
+            cert_dir=webhook.cert_dir,
+            workdir=Path(tempfile.mkdtemp(prefix="jobstead-webhook-")),
+        )
     state = OperatorState(store=store, kube=Kube(), scale_down_window=scale_down_window, idle_cooldown=idle_cooldown)
     # The cron scheduler runs in every replica: the database makes each fire
     # happen once, so no leader is needed (kopf peering only gates the handlers).
@@ -84,7 +110,7 @@ def run_operator(
     scheduling = threading.Thread(target=scheduler.run, name="jobstead-scheduler", daemon=True)
     scheduling.start()
     try:
-        _run_kopf(state, namespaces, clusterwide, standalone, peering_name, priority, stop_flag, ready_flag)
+        _run_kopf(state, operator_settings, namespaces, clusterwide, stop_flag, ready_flag)
     finally:
         scheduler.stop()
         scheduling.join(timeout=10)
@@ -92,17 +118,15 @@ def run_operator(
 
 def _run_kopf(
     state: OperatorState,
+    operator_settings: kopf.OperatorSettings,
     namespaces: Sequence[str],
     clusterwide: bool,
-    standalone: bool,
-    peering_name: str,
-    priority: int,
     stop_flag: threading.Event | None,
     ready_flag: threading.Event | None,
 ) -> None:
     kopf.run(
         registry=registry,
-        settings=settings(standalone=standalone, peering_name=peering_name, priority=priority),
+        settings=operator_settings,
         memo=kopf.Memo(state=state),
         clusterwide=clusterwide,
         namespaces=list(namespaces),

@@ -8,11 +8,12 @@ queue draining) is what a cluster would do.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,20 @@ def kubelet(kube_api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
 class Operator:
     """``jobstead operator`` as a process, pointed at one namespace and one database schema."""
 
-    def __init__(self, cluster: Cluster, namespace: str, url: str, schema: str, log: Path) -> None:
-        self.args = ["operator", "-n", namespace, "--standalone", "--scale-down-window", "3", "--idle-cooldown", "4"]
+    def __init__(
+        self, cluster: Cluster, namespace: str, url: str, schema: str, log: Path, extra: Sequence[str] = ()
+    ) -> None:
+        self.args = [
+            "operator",
+            "-n",
+            namespace,
+            "--standalone",
+            "--scale-down-window",
+            "3",
+            "--idle-cooldown",
+            "4",
+            *extra,
+        ]
         self.env = {
             **cluster.env(),
             "JOBSTEAD_DATABASE_URL": url,
@@ -473,3 +486,64 @@ def test_operator_schedules_crons_and_brings_back_deleted_code_crons(
         assert crons.get("every-second") is not None
     finally:
         stop(worker)
+
+
+def test_webhook_refuses_what_the_schema_cannot_check(
+    kube_cluster: Cluster,
+    kube_api: client.ApiClient,
+    jobstead_crds: list[str],
+    namespace: str,
+    pg_url: str,
+    tmp_path: Path,
+) -> None:
+    from tests.support.postgres_server import free_port
+
+    port = free_port()
+    client.CoreV1Api(kube_api).create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="jobs-db"), data={"url": base64.b64encode(pg_url.encode()).decode()}
+        ),
+    )
+    operator = Operator(
+        kube_cluster,
+        namespace,
+        pg_url,
+        f"wh_{uuid.uuid4().hex[:8]}",
+        tmp_path / "operator.log",
+        extra=["--webhook-host", "127.0.0.1", "--webhook-port", str(port)],
+    )
+    admission = client.AdmissionregistrationV1Api(kube_api)
+    try:
+        wait_until(
+            lambda: any(
+                w.metadata.name == "jobstead.io" for w in admission.list_validating_webhook_configuration().items
+            ),
+            30,
+            "the webhook config",
+        )
+
+        def apply(body: dict[str, Any]) -> Any:
+            return kube_cluster.kubectl("-n", namespace, "apply", "-f", "-", stdin=json.dumps(body), check=False)
+
+        refused = [
+            (cron_schedule("bad-minute", schedule="61 * * * *"), "spec.schedule"),
+            (cron_schedule("feb-31", schedule="0 0 31 2 *"), "spec.schedule"),
+            (cron_schedule("mars", timeZone="Mars/Olympus_Mons"), "spec.timeZone"),
+            (job_handler("no-secret", "x", database={"secretRef": {"name": "missing"}}), "spec.database.secretRef"),
+            (
+                job_handler("no-key", "x", database={"secretRef": {"name": "jobs-db", "key": "nope"}}),
+                "spec.database.secretRef",
+            ),
+        ]
+        for body, field in refused:
+            done = apply(body)
+            assert done.returncode != 0, f"{body['metadata']['name']} was accepted"
+            assert "denied the request" in done.stderr and field in done.stderr, done.stderr
+        for body in (cron_schedule("good", timeZone="Europe/Tallinn"), job_handler("good", "x")):
+            done = apply(body)
+            assert done.returncode == 0, done.stderr
+        # kopf's own writes to a resource (annotations, status) are never refused
+        wait_until(lambda: ready_condition(kube_api, namespace, "cronschedules", "good"), 20, "the operator's status")
+    finally:
+        operator.stop()

@@ -198,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--scale-down-window", type=_seconds, default=60.0, help="seconds of stable load before scaling down"
     )
     p.add_argument("--idle-cooldown", type=_seconds, default=120.0, help="seconds idle before scaling to zero")
+    p.add_argument("--webhook-host", help="serve the validating webhook; the API server calls https://HOST:PORT")
+    p.add_argument("--webhook-service", help="serve the validating webhook behind this Service (NAMESPACE/NAME)")
+    p.add_argument("--webhook-port", type=_positive_int, default=9443, help="port the webhook listens on")
+    p.add_argument("--webhook-cert-dir", help="tls.crt, tls.key, ca.crt (e.g. from cert-manager); default self-signed")
 
     for name, func, text in (
         ("pause", processes.pause, "stop claims of a handler, a queue or everything"),
