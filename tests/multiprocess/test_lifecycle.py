@@ -68,9 +68,7 @@ def test_sigterm_after_the_grace_period_releases_the_job_without_spending_an_att
     app.close()
 
 
-def test_checkpoints_resume_after_sigterm_and_kill_9_with_every_unit_done_once(
-    target: Target, tmp_path: Path
-) -> None:
+def test_checkpoints_resume_after_sigterm_and_kill_9_with_every_unit_done_once(target: Target, tmp_path: Path) -> None:
     app = _app(target)
     log = tmp_path / "units.log"
     count = 30

@@ -137,15 +137,6 @@ class Registry:
                 found.setdefault(data["name"], CronDefinition(**data))
         return list(found.values())
 
-    def live_handlers(self, alive_within: timedelta) -> set[str]:
-        """Handlers some recently heartbeating worker runs."""
-        workers = self._db.tables.workers
-        with self._db.engine.connect() as conn:
-            rows = conn.execute(
-                select(workers.c.handlers).where(workers.c.heartbeat_at >= self._clock() - alive_within)
-            ).all()
-        return {name for (handlers,) in rows for name in handlers or []}
-
     def worker_heartbeat(self, worker_id: str, running: int) -> None:
         workers = self._db.tables.workers
         with self._db.engine.begin() as conn:
