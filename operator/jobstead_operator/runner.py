@@ -84,8 +84,13 @@ def run_operator(
     stop_flag: threading.Event | None = None,
     ready_flag: threading.Event | None = None,
     webhook: WebhookOptions | None = None,
+    liveness_endpoint: str | None = None,
 ) -> None:
-    """Serve JobHandler and CronSchedule resources until stopped (SIGTERM, or ``stop_flag``)."""
+    """Serve JobHandler and CronSchedule resources until stopped (SIGTERM, or ``stop_flag``).
+
+    ``liveness_endpoint`` (``http://HOST:PORT/PATH``) serves kopf's health check
+    for a liveness probe; it answers in every replica, the paused ones too.
+    """
     load_configuration()
     operator_settings = settings(standalone=standalone, peering_name=peering_name, priority=priority)
     if webhook is not None:
@@ -110,7 +115,7 @@ def run_operator(
     scheduling = threading.Thread(target=scheduler.run, name="jobstead-scheduler", daemon=True)
     scheduling.start()
     try:
-        _run_kopf(state, operator_settings, namespaces, clusterwide, stop_flag, ready_flag)
+        _run_kopf(state, operator_settings, namespaces, clusterwide, stop_flag, ready_flag, liveness_endpoint)
     finally:
         scheduler.stop()
         scheduling.join(timeout=10)
@@ -123,6 +128,7 @@ def _run_kopf(
     clusterwide: bool,
     stop_flag: threading.Event | None,
     ready_flag: threading.Event | None,
+    liveness_endpoint: str | None = None,
 ) -> None:
     kopf.run(
         registry=registry,
@@ -134,4 +140,5 @@ def _run_kopf(
         # the peering CRD mandatory, and a dev cluster without it would never start.
         stop_flag=stop_flag,
         ready_flag=ready_flag,
+        liveness_endpoint=liveness_endpoint,
     )

@@ -193,11 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
     p.add_argument("--standalone", action="store_true", help="no peering: act even if other operators run")
     p.add_argument("--peering", default="jobstead", help="kopf peering name shared by operator replicas")
-    p.add_argument("--priority", type=int, default=0, help="peering priority (highest acts)")
+    p.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority, highest acts (default: below 0, older replicas first; any value >= 0 outranks them)",
+    )
     p.add_argument(
         "--scale-down-window", type=_seconds, default=60.0, help="seconds of stable load before scaling down"
     )
     p.add_argument("--idle-cooldown", type=_seconds, default=120.0, help="seconds idle before scaling to zero")
+    p.add_argument(
+        "--liveness-endpoint",
+        help="serve kopf's health check for probes, e.g. http://0.0.0.0:8080/healthz (default: none)",
+    )
     p.add_argument("--webhook-host", help="serve the validating webhook; the API server calls https://HOST:PORT")
     p.add_argument("--webhook-service", help="serve the validating webhook behind this Service (NAMESPACE/NAME)")
     p.add_argument("--webhook-port", type=_positive_int, default=9443, help="port the webhook listens on")

@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import random
+import time
 from argparse import Namespace
 from pathlib import Path
 
 from ..store import Store
 from .errors import UsageError
 from .loading import database_override
+
+
+def startup_priority() -> int:
+    """A kopf peering priority that no other replica has, and that favours the oldest one.
+
+    kopf lets the operator with the highest priority act and pauses the rest; two
+    live operators with the SAME priority pause each other for good. Replicas of
+    one Deployment share their arguments, so a fixed default would freeze them
+    all: each process picks its own from its start time in milliseconds, negated
+    so the replica that started first outranks later ones (a rollout or a new
+    replica never takes over from a healthy leader; a leader that stops hands
+    over to the next oldest). Three random low digits keep two replicas started
+    in the same millisecond apart (the value stays below 2**53, exact in any
+    JSON reader). Being negative, any explicit ``--priority`` of 0 or more (a
+    developer's debugging operator, ``kopf freeze``) outranks every replica, as
+    kopf intends.
+    """
+    return -(time.time_ns() // 1_000_000 * 1000 + random.randrange(1000))
 
 
 def operator(args: Namespace) -> int:
@@ -36,7 +56,8 @@ def operator(args: Namespace) -> int:
         clusterwide=args.all_namespaces,
         standalone=args.standalone,
         peering_name=args.peering,
-        priority=args.priority,
+        priority=startup_priority() if args.priority is None else args.priority,
+        liveness_endpoint=args.liveness_endpoint,
         scale_down_window=args.scale_down_window,
         idle_cooldown=args.idle_cooldown,
         webhook=webhook,
