@@ -11,6 +11,7 @@ it never stops the operator from serving other resources.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -27,7 +28,8 @@ from .spec import JobHandlerSpec, SpecError
 from .state import OperatorState
 
 PLURAL = "jobhandlers"
-SCALE_INTERVAL = 2.0
+#: Seconds between scale ticks; new work on PostgreSQL wakes a handler at zero sooner (see ``wakeup``).
+SCALE_INTERVAL = float(os.environ.get("JOBSTEAD_SCALE_INTERVAL") or 2.0)
 
 
 def definition(spec: JobHandlerSpec) -> HandlerDefinition:
@@ -179,6 +181,7 @@ async def scale(
     except SQLAlchemyError as exc:
         _not_ready(patch, status, meta, body, "DatabaseUnavailable", f"cannot reach the database: {_short(exc)}")
         return
+    state.handlers[(namespace, name)] = parsed
     deployment = await state.kube.get_deployment(namespace, deployment_name(name))
     if deployment is None:
         return  # reconcile creates it
@@ -207,6 +210,7 @@ async def scale(
 async def release(spec: Any, memo: Any, logger: Any, **_: Any) -> None:
     """The Deployment goes with its owner (garbage collection); jobs stay; the handler row returns to code."""
     state: OperatorState = memo.state
+    state.handlers = {key: s for key, s in state.handlers.items() if s.handler != spec.get("handler")}
     handler = spec.get("handler")
     if not handler:
         return

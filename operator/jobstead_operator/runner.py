@@ -17,7 +17,7 @@ from jobstead.cron.scheduler import REPUBLISH_EVERY, Scheduler
 from jobstead.errors import ConfigurationError
 from jobstead.store import Store
 
-from . import cronschedules, jobhandlers, pods  # noqa: F401 - registers the handlers
+from . import cronschedules, jobhandlers, pods, wakeup  # noqa: F401 - registers the handlers
 from .kube import Kube, load_configuration
 from .registry import registry
 from .state import OperatorState

@@ -9,6 +9,7 @@ from jobstead.store import Store
 
 from .kube import Kube
 from .scaling import Scaler
+from .spec import JobHandlerSpec
 
 
 @dataclass
@@ -20,6 +21,8 @@ class OperatorState:
     worker_defaults: dict[str, Any] = field(default_factory=dict)
     scalers: dict[tuple[str, str], Scaler] = field(default_factory=dict)
     schema_checked: bool = False
+    #: (namespace, name) -> spec, as of the last scale tick: what a wake-up may scale.
+    handlers: dict[tuple[str, str], JobHandlerSpec] = field(default_factory=dict)
 
     def ensure_schema(self) -> None:
         """Migrate once, on first use rather than at start: the operator starts during an outage too."""

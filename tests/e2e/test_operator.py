@@ -54,7 +54,14 @@ class Operator:
     """``jobstead operator`` as a process, pointed at one namespace and one database schema."""
 
     def __init__(
-        self, cluster: Cluster, namespace: str, url: str, schema: str, log: Path, extra: Sequence[str] = ()
+        self,
+        cluster: Cluster,
+        namespace: str,
+        url: str,
+        schema: str,
+        log: Path,
+        extra: Sequence[str] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.args = [
             "operator",
@@ -72,6 +79,7 @@ class Operator:
             "JOBSTEAD_DATABASE_URL": url,
             "JOBSTEAD_SCHEMA": schema,
             "JOBSTEAD_CRON_REPUBLISH_SECONDS": "2",
+            **(env or {}),
         }
         self.log = log
         self.process = spawn_cli(self.args, self.env, log)
@@ -550,5 +558,30 @@ def test_webhook_refuses_what_the_schema_cannot_check(
             assert done.returncode == 0, done.stderr
         # kopf's own writes to a resource (annotations, status) are never refused
         wait_until(lambda: ready_condition(kube_api, namespace, "cronschedules", "good"), 20, "the operator's status")
+    finally:
+        operator.stop()
+
+
+def test_new_work_wakes_a_handler_at_zero_without_waiting_for_the_tick(
+    setup: dict[str, Any], kube_cluster: Cluster, kube_api: client.ApiClient, pg_url: str, tmp_path: Path
+) -> None:
+    ns, app = setup["namespace"], setup["app"]
+    setup["operator"].stop()
+    # a 30 s scale tick: only the NOTIFY wake-up can explain a pod within a few seconds
+    operator = Operator(
+        kube_cluster, ns, pg_url, setup["schema"], tmp_path / "slow.log", env={"JOBSTEAD_SCALE_INTERVAL": "30"}
+    )
+    try:
+        custom(kube_api).create_namespaced_custom_object(
+            GROUP, VERSION, ns, "jobhandlers", job_handler("sleepy", setup["schema"])
+        )
+        wait_until(lambda: deployment(kube_api, ns, "sleepy"), 15, "the Deployment")
+        time.sleep(2)  # the first scale tick has run (and found nothing to do)
+        assert deployment(kube_api, ns, "sleepy").spec.replicas == 0
+        deferred = time.monotonic()
+        job = app.get_handler("e2e_work").defer(i=7)
+        wait_until(lambda: deployment(kube_api, ns, "sleepy").spec.replicas >= 1, 5, "a pod for the new work")
+        print(f"0 -> 1 pod {time.monotonic() - deferred:.2f} s after the defer")
+        assert job.wait(60)["pid"]
     finally:
         operator.stop()

@@ -28,11 +28,14 @@ async def listen(
     url: URL,
     channel: str,
     queues: Collection[str] | None,
-    wake: Callable[[], None],
+    wake: Callable[[str], None],
     *,
     connected: Callable[[], None] = lambda: None,
 ) -> None:
-    """Call ``wake`` for each notification about one of ``queues`` (all when None), forever."""
+    """Call ``wake(queue)`` for each notification about one of ``queues`` (all when None), forever.
+
+    ``queue`` is ``WAKE_ALL`` after (re)connecting and on resume: anything may be waiting.
+    """
     backoff = 0.5
     while True:
         try:
@@ -40,10 +43,10 @@ async def listen(
                 await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                 backoff = 0.5
                 connected()
-                wake()  # anything deferred while we were not listening
+                wake(WAKE_ALL)  # anything deferred while we were not listening
                 async for note in conn.notifies():
                     if queues is None or note.payload in queues or note.payload == WAKE_ALL:
-                        wake()
+                        wake(note.payload)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

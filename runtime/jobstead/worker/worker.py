@@ -135,6 +135,10 @@ class Worker:
         except RuntimeError:
             self._stopping = True
 
+    def _on_notify(self, _queue: str) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
     def _begin_stop(self) -> None:
         if not self._stopping:
             logger.info("worker %s stopping: no new claims, %d job(s) running", self.id, len(self._running))
@@ -190,7 +194,7 @@ class Worker:
                         store.db.engine.url,
                         store.tables.notify_channel,
                         self.queues,
-                        self._wake.set,
+                        self._on_notify,
                     ),
                     name="jobstead-listen",
                 )
