@@ -52,8 +52,14 @@ class App:
         schema: str | None = None,
         auto_migrate: bool = True,
         clock: Clock | None = None,
+        retention: timedelta | None = timedelta(days=7),
+        dead_retention: timedelta | None = timedelta(days=30),
     ) -> None:
         self._database_url = database_url
+        #: Workers delete succeeded/cancelled jobs older than this, and dead/failed ones older
+        #: than ``dead_retention`` (``None``: keep forever).
+        self.retention = retention
+        self.dead_retention = dead_retention
         #: Time for the store and the scheduler; tests pass a fake one to simulate days in milliseconds.
         self._clock = clock or utcnow
         self._table_prefix = table_prefix

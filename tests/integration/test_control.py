@@ -141,3 +141,38 @@ def test_jobs_of_a_gone_pod_are_released_at_once(app: App, monkeypatch: pytest.M
     assert a.status is JobStatus.RETRYING and a.error is not None and a.error.type == "jobstead.WorkerGone"
     assert [x.outcome for x in a.attempts_log()] == [AttemptOutcome.LOST]
     assert b.refresh().status is JobStatus.QUEUED
+
+
+def test_retention_prunes_old_finished_jobs_and_keeps_failures_longer(app: App, target: Any) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from tests.support.processes import run_cli
+
+    @app.handler
+    def h() -> None: ...
+
+    jobs = h.defer_many([{} for _ in range(6)])
+    store = app.store
+    t = store.tables.jobs
+    now = store.clock()
+    ages = {  # job -> (status, finished how long ago)
+        jobs[0].id: ("succeeded", timedelta(days=10)),
+        jobs[1].id: ("cancelled", timedelta(days=10)),
+        jobs[2].id: ("succeeded", timedelta(days=1)),
+        jobs[3].id: ("dead", timedelta(days=10)),
+        jobs[4].id: ("failed", timedelta(days=40)),
+    }  # jobs[5] stays queued: never pruned
+    with store.db.engine.begin() as conn:
+        for job_id, (status, age) in ages.items():
+            conn.execute(update(t).where(t.c.id == job_id).values(status=status, finished_at=now - age))
+    assert store.retention.prune(finished=timedelta(days=7), dead=timedelta(days=30), batch=1) == 3
+    left = {j.id for j in store.queries.list_jobs()}
+    assert left == {jobs[2].id, jobs[3].id, jobs[5].id}
+    done = run_cli(["jobs", "purge", "--dead-older-than", "5d"], target.env())
+    assert done.returncode == 0 and "purged 1 job(s)" in done.stdout
+    bad = run_cli(["jobs", "purge", "--older-than", "soon"], target.env())
+    assert bad.returncode == 2 and "expected a duration" in bad.stderr
+    assert run_cli(["jobs", "purge"], target.env()).returncode == 2
+    assert {j.id for j in store.queries.list_jobs()} == {jobs[2].id, jobs[5].id}

@@ -189,3 +189,15 @@ def _status(raw: str | None) -> JobStatus | None:
         return JobStatus(raw)
     except ValueError:
         raise UsageError(f"unknown status {raw!r}; one of: {', '.join(s.value for s in JobStatus)}") from None
+
+
+def purge_jobs(args: Namespace) -> int:
+    """Delete finished jobs now, as workers' retention does on its own schedule."""
+    if args.older_than is None and args.dead_older_than is None:
+        raise UsageError(
+            "say what to purge: --older-than (succeeded, cancelled) and/or --dead-older-than (dead, failed)"
+        )
+    store = store_from_args(args)
+    deleted = store.retention.prune(finished=args.older_than, dead=args.dead_older_than)
+    print(f"purged {deleted} job(s)")
+    return 0

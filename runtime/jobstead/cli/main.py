@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import NoReturn
 
 from ..errors import ConfigurationError, JobsteadError
@@ -52,6 +53,23 @@ def _positive_seconds(raw: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {raw!r}")
     return value
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _duration(raw: str) -> timedelta:
+    """``90``, ``45s``, ``30m``, ``12h``, ``7d``, ``2w``."""
+    text = raw.strip().lower()
+    unit = DURATION_UNITS.get(text[-1:])
+    number = text[:-1] if unit is not None else text
+    try:
+        value = float(number) * (unit or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration like 90, 30m, 12h or 7d, got {raw!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a duration like 90, 30m, 12h or 7d, got {raw!r}")
+    return timedelta(seconds=value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant")
     p.add_argument("--limit", type=_positive_int, default=100)
     p.add_argument("--json", action="store_true")
+    app_option(p, required=False)
+    p = job_commands.add_parser("purge", help="delete finished jobs older than an age", parents=[common])
+    p.set_defaults(func=jobs.purge_jobs)
+    p.add_argument("--older-than", type=_duration, help="succeeded and cancelled jobs finished this long ago (7d)")
+    p.add_argument("--dead-older-than", type=_duration, help="dead and failed jobs finished this long ago (30d)")
     app_option(p, required=False)
     for name, func, text in (
         ("show", jobs.show_job, "one job with its arguments, result, error and attempts"),

@@ -30,6 +30,7 @@ from .records import (
     Stats,
 )
 from .registry import Registry
+from .retention import Retention
 from .tables import Tables, build_tables
 
 __all__ = [
@@ -60,6 +61,7 @@ class Store:
         self.control = Control(db, clock)
         self.registry = Registry(db, clock)
         self.queries = Queries(db, clock)
+        self.retention = Retention(db, clock)
         self.crons = Crons(db, clock)
 
     @classmethod

@@ -26,7 +26,7 @@ from sqlalchemy import (
     text,
 )
 
-from ..status import CLAIMABLE_STATUSES, LIVE_STATUSES, JobStatus
+from ..status import CLAIMABLE_STATUSES, FINAL_STATUSES, LIVE_STATUSES, JobStatus
 from .types import JSONType, UTCDateTime
 
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -42,6 +42,7 @@ READY_PREDICATE = _in(CLAIMABLE_STATUSES)
 LIVE_KEY_PREDICATE = "key IS NOT NULL AND " + _in(LIVE_STATUSES)
 RUNNING_PREDICATE = f"status = '{JobStatus.RUNNING.value}'"
 CRON_FIRE_PREDICATE = "cron_name IS NOT NULL"
+FINISHED_PREDICATE = _in(tuple(sorted(FINAL_STATUSES)))
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,13 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
     )
     Index(f"{prefix}jobs_handler_status", jobs.c.handler, jobs.c.status)
     Index(f"{prefix}jobs_tenant_status", jobs.c.tenant, jobs.c.status)
+    # Retention: pruning walks finished jobs oldest first, never the live ones.
+    Index(
+        f"{prefix}jobs_finished",
+        jobs.c.finished_at,
+        postgresql_where=text(FINISHED_PREDICATE),
+        sqlite_where=text(FINISHED_PREDICATE),
+    )
 
     attempts = Table(
         f"{prefix}attempts",

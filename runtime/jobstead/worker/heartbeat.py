@@ -30,6 +30,8 @@ class Heartbeat:
         running: Callable[[], int],
         on_report: Callable[[LeaseReport, float], None],
         on_settings: Callable[[], None],
+        prune: Callable[[], int] | None = None,
+        prune_every: float = 300.0,
     ) -> None:
         self._store = store
         self._worker_id = worker_id
@@ -38,6 +40,9 @@ class Heartbeat:
         self._running = running
         self._on_report = on_report
         self._on_settings = on_settings
+        self._prune = prune
+        self._prune_every = prune_every
+        self._pruned_at = time.monotonic()  # not at start: many pods start at once
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="jobstead-heartbeat", daemon=True)
 
@@ -63,6 +68,11 @@ class Heartbeat:
                 rescued,
             )
         self._store.registry.prune_workers(timedelta(seconds=max(self._lease_seconds * 10, 300)))
+        if self._prune is not None and time.monotonic() - self._pruned_at >= self._prune_every:
+            self._pruned_at = time.monotonic()
+            deleted = self._prune()
+            if deleted:
+                logger.info("retention: deleted %d finished job(s)", deleted)
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):

@@ -183,6 +183,7 @@ class Worker:
             running=lambda: len(self._running),
             on_report=self._report_from_thread,
             on_settings=self._refresh_settings,
+            prune=lambda: store.retention.prune(finished=self.app.retention, dead=self.app.dead_retention),
         )
         await asyncio.to_thread(store.leases.rescue_expired)
         heartbeat.start()
