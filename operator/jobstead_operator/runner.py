@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -38,7 +39,9 @@ class WebhookOptions:
     cert_dir: Path | None = None
 
 
-def settings(*, standalone: bool, peering_name: str, priority: int) -> kopf.OperatorSettings:
+def settings(
+    *, standalone: bool, peering_name: str, priority: int, peering_lifetime: int = 60
+) -> kopf.OperatorSettings:
     s = kopf.OperatorSettings()
     s.persistence.finalizer = FINALIZER
     # Progress and diff-base in annotations: our CRDs declare every status field,
@@ -48,9 +51,15 @@ def settings(*, standalone: bool, peering_name: str, priority: int) -> kopf.Oper
         prefix="jobstead.io", key="last-handled-configuration"
     )
     s.posting.reporting_component = "jobstead-operator"
+    # Which replica posted an Event: the pod (the chart sets POD_ID, which kopf
+    # also uses as the replica's peering identity), else the host. kopf says "dev".
+    s.posting.reporting_instance = (os.environ.get("POD_ID") or socket.gethostname())[:128]
     s.peering.name = peering_name
     s.peering.priority = priority
     s.peering.standalone = standalone
+    # How long a replica's keep-alive counts: one killed without a word (OOM, lost
+    # node) blocks the others this long. Keep-alives go out a few seconds sooner.
+    s.peering.lifetime = peering_lifetime
     s.scanning.disabled = True  # no cluster-wide CRD watch: least privilege; our CRDs are installed first
     s.watching.server_timeout = 60
     s.networking.request_timeout = 30
@@ -79,6 +88,7 @@ def run_operator(
     standalone: bool = False,
     peering_name: str = "jobstead",
     priority: int = 0,
+    peering_lifetime: int = 60,
     scale_down_window: float = 60.0,
     idle_cooldown: float = 120.0,
     stop_flag: threading.Event | None = None,
@@ -92,7 +102,9 @@ def run_operator(
     for a liveness probe; it answers in every replica, the paused ones too.
     """
     load_configuration()
-    operator_settings = settings(standalone=standalone, peering_name=peering_name, priority=priority)
+    operator_settings = settings(
+        standalone=standalone, peering_name=peering_name, priority=priority, peering_lifetime=peering_lifetime
+    )
     if webhook is not None:
         from . import webhook as admission  # registers the validating handlers
 

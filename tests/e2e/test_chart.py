@@ -105,6 +105,7 @@ def test_chart_ships_the_repo_crds() -> None:
         ("watchNamespaces={Team_A}", "/watchNamespaces/0"),
         ("operator.logLevel=loud", "/operator/logLevel"),
         ("operator.livenesPort=8080", "/operator"),  # a misspelt key is an error, not ignored
+        ("operator.peeringLifetimeSeconds=2", "/operator/peeringLifetimeSeconds"),
         ("metrics.port=0", "/metrics/port"),
         ("metrics.serviceMonitor.interval=often", "/metrics/serviceMonitor/interval"),
         ("database.existingSecret=", "/database/existingSecret"),
@@ -133,6 +134,7 @@ def test_schema_accepts_every_documented_value(helm: Helm, tmp_path: Path) -> No
         "operator": {
             "logLevel": "debug",
             "peeringName": "js",
+            "peeringLifetimeSeconds": 30,
             "scaleDownWindowSeconds": 30,
             "idleCooldownSeconds": 0.5,
             "livenessPort": 8081,

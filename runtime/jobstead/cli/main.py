@@ -223,6 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="peering priority, highest acts (default: below 0, older replicas first; any value >= 0 outranks them)",
     )
     p.add_argument(
+        "--peering-lifetime",
+        type=_positive_int,
+        default=60,
+        help="seconds a replica's keep-alive lasts: the next one takes over this long after a silent death",
+    )
+    p.add_argument(
         "--scale-down-window", type=_seconds, default=60.0, help="seconds of stable load before scaling down"
     )
     p.add_argument("--idle-cooldown", type=_seconds, default=120.0, help="seconds idle before scaling to zero")

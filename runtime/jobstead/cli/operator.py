@@ -57,6 +57,7 @@ def operator(args: Namespace) -> int:
         standalone=args.standalone,
         peering_name=args.peering,
         priority=startup_priority() if args.priority is None else args.priority,
+        peering_lifetime=args.peering_lifetime,
         liveness_endpoint=args.liveness_endpoint,
         scale_down_window=args.scale_down_window,
         idle_cooldown=args.idle_cooldown,

@@ -1,0 +1,213 @@
+"""Several operator replicas, as the chart runs them: exactly one acts, and another takes over.
+
+kopf peering, not leader election: every replica writes a keep-alive into the
+namespace's KopfPeering object and the highest priority acts. The replicas are
+started the way a Deployment starts them (same arguments, no ``--priority``),
+so this also proves each picks a priority of its own; equal ones would freeze
+both for good.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from kubernetes import client
+
+from jobstead import App
+from tests.e2e.test_operator import custom, deployment, job_handler, ready_condition, wait_until
+from tests.support.controlplane import Cluster, free_port
+from tests.support.processes import spawn_cli, stop
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.slow]
+
+GROUP, VERSION = "jobstead.io", "v1alpha1"
+PEERING = "jobstead"
+LIFETIME = 6  # seconds; the chart keeps kopf's 60, a test cannot wait that long for a dead peer
+
+
+@dataclass
+class Replica:
+    """One ``jobstead operator`` process, started with the arguments every chart replica gets."""
+
+    identity: str
+    log: Path
+    process: subprocess.Popen[bytes]
+    health: str
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def handled_objects(self) -> bool:
+        """Whether kopf ran anything for a resource here (it logs that as ``kopf.objects``)."""
+        return "kopf.objects:" in self.text()
+
+
+@dataclass
+class Replicas:
+    cluster: Cluster
+    namespace: str
+    env: dict[str, str]
+    tmp: Path
+    started: list[Replica] = field(default_factory=list)
+
+    def start(self, identity: str) -> Replica:
+        port = free_port()
+        args = [
+            "operator",
+            "-n",
+            self.namespace,
+            f"--peering={PEERING}",
+            f"--peering-lifetime={LIFETIME}",
+            f"--liveness-endpoint=http://127.0.0.1:{port}/healthz",
+            "--log-level=debug",
+        ]
+        log = self.tmp / f"{identity}.log"
+        # kopf's identity in the peering object: the pod name, as the chart sets it
+        process = spawn_cli(args, {**self.env, "POD_ID": identity}, log)
+        replica = Replica(identity, log, process, f"http://127.0.0.1:{port}/healthz")
+        self.started.append(replica)
+        return replica
+
+
+def peers(api: client.ApiClient, namespace: str) -> dict[str, Any]:
+    """The keep-alives in the KopfPeering object: identity -> priority, lifetime, lastseen."""
+    body = cast(
+        dict[str, Any], custom(api).get_namespaced_custom_object("kopf.dev", "v1", namespace, "kopfpeerings", PEERING)
+    )
+    return dict(body.get("status") or {})
+
+
+def reporters(api: client.ApiClient, namespace: str, name: str) -> list[str | None]:
+    """Who posted each Event about a resource, oldest first: the operator reports its POD_ID."""
+    events = client.CoreV1Api(api).list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+    return [e.reporting_instance for e in sorted(events.items, key=lambda e: str(e.event_time or e.last_timestamp))]
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def replicas(
+    kube_cluster: Cluster,
+    kube_api: client.ApiClient,
+    jobstead_crds: list[str],
+    namespace: str,
+    pg_url: str,
+    tmp_path: Path,
+) -> Iterator[Replicas]:
+    schema = f"e2e_{uuid.uuid4().hex[:10]}"
+    app = App(pg_url, schema=schema)
+    app.migrate()
+    app.close()
+    client.CoreV1Api(kube_api).create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="jobs-db"), data={"url": base64.b64encode(pg_url.encode()).decode()}
+        ),
+    )
+    # what the chart's peering.yaml creates in every watched namespace
+    custom(kube_api).create_namespaced_custom_object(
+        "kopf.dev",
+        "v1",
+        namespace,
+        "kopfpeerings",
+        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING}},
+    )
+    env = {**kube_cluster.env(), "JOBSTEAD_DATABASE_URL": pg_url, "JOBSTEAD_SCHEMA": schema}
+    group = Replicas(kube_cluster, namespace, env, tmp_path)
+    yield group
+    for replica in group.started:
+        stop(replica.process)
+    print(f"operator logs: {tmp_path}")
+
+
+def test_one_replica_acts_and_another_takes_over_when_it_dies(
+    replicas: Replicas, kube_api: client.ApiClient, namespace: str
+) -> None:
+    schema = replicas.env["JOBSTEAD_SCHEMA"]
+    first = replicas.start("replica-a")
+    wait_until(lambda: "replica-a" in peers(kube_api, namespace), 30, "the first replica's keep-alive")
+    second = replicas.start("replica-b")
+    wait_until(lambda: "replica-b" in peers(kube_api, namespace), 30, "the second replica's keep-alive")
+
+    # distinct priorities (never the same: that would pause both); the older replica leads
+    keepalives = peers(kube_api, namespace)
+    assert keepalives["replica-a"]["priority"] > keepalives["replica-b"]["priority"]
+    assert keepalives["replica-a"]["lifetime"] == LIFETIME
+    wait_until(lambda: "Pausing operations in favour of" in second.text(), 30, "the second replica to pause")
+    assert "Pausing" not in first.text() and "same priority" not in first.text() + second.text()
+    # both answer their liveness probe, the paused one too (a paused replica is not a dead one)
+    wait_until(lambda: healthy(first.health) and healthy(second.health), 20, "both health endpoints")
+
+    # a JobHandler applied while both run is reconciled by the leader alone
+    custom(kube_api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "jobhandlers", job_handler("first", schema)
+    )
+    wait_until(
+        lambda: (ready_condition(kube_api, namespace, "jobhandlers", "first") or {}).get("status") == "True",
+        30,
+        "Ready=True from the leader",
+    )
+    assert deployment(kube_api, namespace, "first") is not None
+    # a resource the operator complains about at every scale tick (Warning Events): only the leader does
+    orphan = job_handler("orphan", schema, database={"secretRef": {"name": "no-such-secret"}})
+    custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, namespace, "jobhandlers", orphan)
+    wait_until(lambda: len(reporters(kube_api, namespace, "orphan")) >= 2, 30, "the leader's repeated Events")
+    assert set(reporters(kube_api, namespace, "orphan")) == {"replica-a"}
+    assert first.handled_objects() and not second.handled_objects(), "the paused replica handled a resource too"
+
+    # the leader dies without a word (no farewell keep-alive): the other takes over once its keep-alive expires
+    first.process.kill()
+    first.process.wait()
+    died = time.monotonic()
+    wait_until(lambda: "Resuming operations after the pause" in second.text(), LIFETIME + 10, "the takeover")
+    took = time.monotonic() - died
+    print(f"takeover {took:.1f} s after the leader died (peering lifetime {LIFETIME} s)")
+    assert took <= LIFETIME + 5
+    wait_until(lambda: "replica-a" not in peers(kube_api, namespace), 15, "the dead peer to be cleaned up")
+
+    custom(kube_api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "jobhandlers", job_handler("second", schema)
+    )
+    wait_until(lambda: deployment(kube_api, namespace, "second"), 30, "the new leader to create the Deployment")
+    wait_until(
+        lambda: (ready_condition(kube_api, namespace, "jobhandlers", "second") or {}).get("status") == "True",
+        30,
+        "Ready=True from the new leader",
+    )
+    # and the complaints about the broken resource now come from the new leader
+    wait_until(lambda: reporters(kube_api, namespace, "orphan")[-1] == "replica-b", 30, "Events from the new leader")
+
+
+def test_a_replica_stopping_gracefully_hands_over_at_once(
+    replicas: Replicas, kube_api: client.ApiClient, namespace: str
+) -> None:
+    """A rollout or scale-down sends SIGTERM: the leader leaves the peering object and the next acts."""
+    leader = replicas.start("replica-a")
+    wait_until(lambda: "replica-a" in peers(kube_api, namespace), 30, "the leader's keep-alive")
+    follower = replicas.start("replica-b")
+    wait_until(lambda: "Pausing operations in favour of" in follower.text(), 30, "the follower to pause")
+
+    assert stop(leader.process) == 0
+    stopped = time.monotonic()
+    wait_until(lambda: "Resuming operations after the pause" in follower.text(), LIFETIME, "the handover")
+    assert time.monotonic() - stopped < LIFETIME, "the follower waited out the lifetime of a peer that said goodbye"
+    assert list(peers(kube_api, namespace)) == ["replica-b"]
+    custom(kube_api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "jobhandlers", job_handler("after", replicas.env["JOBSTEAD_SCHEMA"])
+    )
+    wait_until(lambda: deployment(kube_api, namespace, "after"), 30, "the new leader to act")
