@@ -34,24 +34,36 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
-{{/* The operator's permissions, shared by the Role and ClusterRole forms. */}}
+{{/*
+The operator's permissions, shared by the Role and ClusterRole forms: exactly
+what it uses (tests/e2e/test_rbac.py runs it with these and nothing else).
+kopf lists, watches and patches its resources (finalizers, annotations, status)
+and never gets or updates them; Events are only created, in the core group.
+*/}}
 {{- define "jobstead.rules" -}}
 - apiGroups: [jobstead.io]
   resources: [jobhandlers, cronschedules]
-  verbs: [get, list, watch, patch, update]
+  verbs: [list, watch, patch]
 - apiGroups: [jobstead.io]
   resources: [jobhandlers/status, cronschedules/status]
-  verbs: [get, patch, update]
+  verbs: [patch]
+# Worker Deployments are owned by their JobHandler with blockOwnerDeletion; where the
+# OwnerReferencesPermissionEnforcement admission plugin runs, that takes this.
+- apiGroups: [jobstead.io]
+  resources: [jobhandlers/finalizers]
+  verbs: [update]
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, create, patch]
+# Only to check that a JobHandler's database Secret exists and has its key.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
+# Worker pods: gone ones hand their jobs back; busy ones get a pod-deletion-cost.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch, patch]
-- apiGroups: ["", events.k8s.io]
+  verbs: [list, watch, patch]
+- apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- end }}
