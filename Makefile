@@ -63,9 +63,19 @@ format: venv ## Apply ruff's formatting and safe fixes.
 
 ##@ Benchmarks
 
+BENCH_VENV := $(CACHE_DIR)/bench-venv
 .PHONY: bench
-bench: venv system-deps ## Jobstead against pgqueuer and procrastinate on one PostgreSQL; prints the table.
-	$(PY) -m bench
+bench: system-deps ## Jobstead against pgqueuer and procrastinate on one PostgreSQL; prints the table.
+	@# the peers live in their own venv, never in .venv or Jobstead's dependencies
+	@if [ ! -f $(BENCH_VENV)/.installed ] || [ bench/requirements-peers.txt -nt $(BENCH_VENV)/.installed ] \
+	    || [ pyproject.toml -nt $(BENCH_VENV)/.installed ]; then \
+	  echo "creating $(BENCH_VENV) (Jobstead editable + bench/requirements-peers.txt)"; \
+	  $(PYTHON) -m venv $(BENCH_VENV) && \
+	  $(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip && \
+	  $(BENCH_VENV)/bin/python -m pip install --quiet -e . -r bench/requirements-peers.txt && \
+	  touch $(BENCH_VENV)/.installed; \
+	fi
+	$(BENCH_VENV)/bin/python -m bench
 
 .PHONY: clean
 clean: ## Remove the venv and caches (not the control-plane build cache).

@@ -1,0 +1,105 @@
+"""Worker processes report to the harness over UDP on the loopback.
+
+Why UDP: the three systems run their handlers in different processes, loops and
+threads; a datagram is the cheapest signal every one of them can send without
+sharing anything with the harness, and it never blocks a handler. Every message
+carries the sender's own ``time.time()`` stamps, so when the harness reads it
+does not matter: a busy harness delays reading, never the figures.
+
+Messages (ASCII, space-separated):
+
+* ``ready PID``: the worker's run loop is up (it has made its first claim or
+  reached its idle wait), so a drain timed from now excludes start-up;
+* ``first PID T``: the first job of this process started at ``T``;
+* ``lat T_DEFER T_START``: a latency probe job deferred at ``T_DEFER`` started at ``T_START``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+ENV = "BENCH_PROBE"
+
+
+class Reporter:
+    """The worker's side: cheap, fire-and-forget datagrams to the address in ``$BENCH_PROBE``."""
+
+    def __init__(self, address: str | None = None) -> None:
+        host, _, port = (address or os.environ[ENV]).rpartition(":")
+        self._target = (host, int(port))
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._first_sent = False
+        self._pid = os.getpid()
+
+    def send(self, message: str) -> None:
+        with contextlib.suppress(OSError):  # the harness went away: nothing to report to
+            self._sock.sendto(message.encode(), self._target)
+
+    def ready(self) -> None:
+        self.send(f"ready {self._pid}")
+
+    def job_started(self, t_defer: float) -> None:
+        """Called at the top of every no-op handler: one branch when nothing is to be sent."""
+        now = time.time()
+        if not self._first_sent:
+            self._first_sent = True
+            self.send(f"first {self._pid} {now!r}")
+        if t_defer:
+            self.send(f"lat {t_defer!r} {now!r}")
+
+
+@dataclass
+class Collector(asyncio.DatagramProtocol):
+    """The harness's side: collects messages; ``reset`` between measurements."""
+
+    ready: set[int] = field(default_factory=set)
+    first: dict[int, float] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        kind, _, rest = data.decode().partition(" ")
+        if kind == "ready":
+            self.ready.add(int(rest))
+        elif kind == "first":
+            pid, t = rest.split()
+            self.first.setdefault(int(pid), float(t))
+        elif kind == "lat":
+            t_defer, t_start = (float(x) for x in rest.split())
+            self.latencies.append(t_start - t_defer)
+        self.changed.set()
+
+    def reset(self) -> None:
+        self.ready.clear()
+        self.first.clear()
+        self.latencies.clear()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``predicate()`` holds (checked on every message) or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), left)
+            except TimeoutError:
+                return bool(predicate())
+        return True
+
+
+async def open_collector() -> tuple[Collector, str, asyncio.DatagramTransport]:
+    """Listen on a free loopback UDP port; return the collector and the address workers send to."""
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(Collector, local_addr=("127.0.0.1", 0))
+    sock = transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    host, port = sock.getsockname()[:2]
+    return protocol, f"{host}:{port}", transport

@@ -1,0 +1,229 @@
+"""The table: absolute figures, Jobstead's ratios to each peer, and the issue's targets.
+
+Written to ``bench/results/latest.md`` (committed), raw runs to
+``bench/results/run-*.json`` (git-ignored), and the summary into README.md
+between the ``bench:latest`` markers of its Performance section. A quick
+(smoke) run writes ``bench/results/quick.md`` only: its figures are not the
+benchmark's.
+
+The closing note's "why" is hand-written in ``bench/analysis.md`` (it comes
+from reading profiles, not from the figures) and is copied in verbatim.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+README = HERE.parent / "README.md"
+ANALYSIS = HERE / "analysis.md"
+START, END = "<!-- bench:latest:start -->", "<!-- bench:latest:end -->"
+PEERS = ("pgqueuer", "procrastinate")
+
+
+def med(results: dict[str, Any], metric: str, system: str) -> float | None:
+    runs = results["figures"].get(metric, {}).get(system)
+    return statistics.median(runs) if runs else None
+
+
+def capped(results: dict[str, Any], metric: str, system: str) -> bool:
+    return any(r["capped"] for r in results["runs"].get(metric, {}).get(system, []))
+
+
+def fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if unit == "ms":
+        return f"{value:.1f}"
+    return f"{value:,.0f}"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    if a is None or not b:
+        return "n/a"
+    r = a / b
+    return f"{r:.2f}x" if r >= 0.1 else f"{r:.2g}x"
+
+
+@dataclass
+class Target:
+    text: str
+    measured: str
+    met: bool
+    shortfall: str
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    j4, q4, p4 = (med(results, "drain_4", s) for s in ("jobstead", *PEERS))
+    bulk = med(results, "enqueue_bulk", "jobstead")
+    p99 = med(results, "latency_p99", "jobstead")
+    small, large = med(results, "history_small", "jobstead"), med(results, "history_large", "jobstead")
+    out: list[Target] = []
+    for peer, value, want in (("pgqueuer", q4, 1.5), ("procrastinate", p4, 10.0)):
+        if j4 and value:
+            got = j4 / value
+            out.append(
+                Target(
+                    f"drain throughput, 4 processes, >= {want:g}x {peer}",
+                    f"{got:.2f}x",
+                    got >= want,
+                    f"at {got / want:.0%} of the target: Jobstead needs {want / got:.1f}x its throughput",
+                )
+            )
+    if bulk:
+        out.append(
+            Target(
+                "bulk defer >= 20,000 jobs/s",
+                f"{bulk:,.0f} jobs/s",
+                bulk >= 20_000,
+                f"at {bulk / 20_000:.0%} of the target ({20_000 / bulk:.1f}x short)",
+            )
+        )
+    if p99 is not None:
+        out.append(
+            Target(
+                "p99 defer-to-start < 20 ms at 200 jobs/s",
+                f"{p99:.1f} ms",
+                p99 < 20,
+                f"{p99 - 20:.1f} ms over ({p99 / 20:.1f}x the target)",
+            )
+        )
+    if small and large:
+        cost = small / large  # cost per job grows as throughput falls
+        out.append(
+            Target(
+                f"claim cost with {results['settings']['history_large']:,} finished jobs within 10% of "
+                f"{results['settings']['history_small']:,}",
+                f"{cost - 1:+.0%} cost per job",
+                cost <= 1.10,
+                f"{cost - 1.10:.0%} beyond the 10% allowance",
+            )
+        )
+    return out
+
+
+def render(results: dict[str, Any], *, summary: bool = False) -> str:
+    """The report as Markdown; ``summary`` leaves out the method notes (for the README)."""
+    m, s, v = results["machine"], results["settings"], results["versions"]
+    pg = m["postgres"]
+    n = s["jobs"]
+    procs = s["processes"]
+    others, peak = m["others_cpu"], m["others_cpu_peak"]
+    quiet = others < 0.05 and peak < 0.25
+    busy = "a quiet machine" if quiet else "the machine was busy with other work too, so the figures are noisy"
+    lines = [
+        f"Measured {m['date']} on {m['nproc']} cores ({m['cpu']}), {m['memory_gib']:.0f} GiB, Linux {m['kernel']}; "
+        f"PostgreSQL {pg['server_version']} (fsync={pg['fsync']}, synchronous_commit={pg['synchronous_commit']}, "
+        f"shared_buffers={pg['shared_buffers']}); Python {m['python']}; pgqueuer {v['pgqueuer']}, "
+        f"procrastinate {v['procrastinate']}. Each figure is the median of {s['reps']} runs; "
+        f"whole run {m['minutes']} min. Other work on the machine (CPU not used by the benchmark's own "
+        f"processes) took {others:.0%} of all cores over the run, {peak:.0%} at its busiest between two "
+        f"progress lines; load average {m['load_start']:.2f} at the start: {busy}.",
+        "",
+        "| Measure | Jobstead | pgqueuer | procrastinate | Jobstead/pgqueuer | Jobstead/procrastinate |",
+        "|---|--:|--:|--:|--:|--:|",
+    ]
+    rows = [
+        ("drain_1", f"Drain {n:,} no-op jobs, 1 process (jobs/s)", ""),
+        ("drain_4", f"Drain {n:,} no-op jobs, {procs} processes (jobs/s)", ""),
+        ("enqueue_single", "Defer, one job per transaction (jobs/s)", ""),
+        ("enqueue_bulk", f"Bulk defer of {n:,} (jobs/s)", ""),
+        ("latency_p50", f"Defer-to-start p50 at {s['latency_rate']:.0f} jobs/s (ms, lower is better)", "ms"),
+        ("latency_p95", "Defer-to-start p95 (ms)", "ms"),
+        ("latency_p99", "Defer-to-start p99 (ms)", "ms"),
+    ]
+    any_capped = False
+    for metric, label, unit in rows:
+        cells = []
+        for system in ("jobstead", *PEERS):
+            cell = fmt(med(results, metric, system), unit)
+            if metric.startswith("drain") and capped(results, metric, system):
+                cell += " †"
+                any_capped = True
+            cells.append(cell)
+        j = med(results, metric, "jobstead")
+        lines.append(
+            f"| {label} | {' | '.join(cells)} | " + " | ".join(ratio(j, med(results, metric, p)) for p in PEERS) + " |"
+        )
+    small, large = med(results, "history_small", "jobstead"), med(results, "history_large", "jobstead")
+    limited, free = med(results, "limited", "jobstead"), med(results, "drain_4", "jobstead")
+
+    def jobstead_only(metric: str) -> str:
+        nonlocal any_capped
+        cell = fmt(med(results, metric, "jobstead"))
+        if capped(results, metric, "jobstead"):
+            any_capped = True
+            return cell + " †"
+        return cell
+
+    c1, c4 = med(results, "pgbench_1", "postgres"), med(results, f"pgbench_{procs}", "postgres")
+    lines += [
+        "",
+        "| Jobstead only | jobs/s | relative |",
+        "|---|--:|--:|",
+        f"| Drain {n:,}, {procs} processes, {s['history_small']:,} finished jobs in the table | "
+        f"{jobstead_only('history_small')} | 1.00x |",
+        f"| Drain {n:,}, {procs} processes, {s['history_large']:,} finished jobs in the table | "
+        f"{jobstead_only('history_large')} | "
+        f"{ratio(large, small)} |",
+        f"| Drain {n:,}, {procs} processes, no concurrency limit (row 2 above) | {fmt(free)} | 1.00x |",
+        f"| Drain {n:,}, {procs} processes, global concurrency limit {s['limit']} | {jobstead_only('limited')} | "
+        f"{ratio(limited, free)} |",
+    ]
+    if any_capped:
+        lines += [
+            "",
+            f"† slower than {n:,} jobs in {s['drain_cap']:g} s: measured on the jobs finished in the first "
+            f"{s['drain_cap']:g} s of the drain (keeps `make bench` under 15 minutes).",
+        ]
+    lines += [
+        "",
+        "| The database's limit: pgbench, one-row INSERT per transaction | commits/s | Jobstead drain as share |",
+        "|---|--:|--:|",
+        f"| 1 client | {fmt(c1)} | {ratio(med(results, 'drain_1', 'jobstead'), c1)} |",
+        f"| {procs} clients | {fmt(c4)} | {ratio(free, c4)} |",
+        "",
+        "| Target (issue 7) | Measured | Verdict |",
+        "|---|--:|---|",
+    ]
+    for t in targets(results):
+        lines.append(f"| {t.text} | {t.measured} | {'met' if t.met else 'missed: ' + t.shortfall} |")
+    if summary:
+        return "\n".join(lines)
+    config = results["configuration"]
+    lines += ["", "How each system was configured (details and sources in `bench/README.md`):", ""]
+    lines += [f"- **{name}**: {text}" for name, text in config.items()]
+    if ANALYSIS.exists():
+        lines += ["", "## Closing note", "", ANALYSIS.read_text().strip()]
+    return "\n".join(lines)
+
+
+def write(results: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    stamp = results["machine"]["date"].replace(" ", "T").replace(":", "")
+    raw = RESULTS / f"run-{stamp}.json"
+    raw.write_text(json.dumps(results, indent=2))
+    if results["settings"]["quick"]:
+        (RESULTS / "quick.md").write_text("# Smoke run (BENCH_QUICK): not comparable figures\n\n" + render(results))
+        return raw
+    (RESULTS / "latest.md").write_text("# Jobstead benchmark: latest run (`make bench`)\n\n" + render(results) + "\n")
+    update_readme(render(results, summary=True))
+    return raw
+
+
+def update_readme(table: str) -> None:
+    """Replace what lies between the README's markers; leave the README alone without them."""
+    if not README.exists():
+        return
+    text = README.read_text()
+    if START not in text or END not in text:
+        print(f"README.md has no {START} ... {END} markers: not updated")
+        return
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{START}\n{table}\n{END}{tail}")

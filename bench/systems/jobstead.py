@@ -1,0 +1,81 @@
+"""Jobstead: the ``App`` API, ``defer``/``defer_many``, workers via ``app.worker(...).run()``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from jobstead import App
+
+from ..probe import Reporter
+from . import System
+
+#: Jobs in flight per worker process. A claim takes as many jobs as there are free
+#: slots, so this is also the claim batch size; measured best with ``bench.tune``
+#: (bench/README.md has the figures).
+CONCURRENCY = 500
+
+
+def build_app(url: str, *, limit: int | None = None, reporter: Reporter | None = None) -> App:
+    """The app both sides use: a worker process (with a reporter) and the harness (deferring)."""
+    app = App(url)
+
+    @app.handler(concurrency=limit)
+    async def noop(t: float) -> None:
+        if reporter is not None:
+            reporter.job_started(t)
+
+    return app
+
+
+class Jobstead(System):
+    name = "jobstead"
+    # Two counts, each matching a partial index's predicate exactly (ready, running), so
+    # polling stays an index scan of the live jobs even with a million finished ones.
+    remaining_sql = (
+        "SELECT (SELECT count(*) FROM jobstead_jobs WHERE status IN ('scheduled', 'queued', 'retrying'))"
+        " + (SELECT count(*) FROM jobstead_jobs WHERE status = 'running')"
+    )
+    unfinished_sql = (
+        "SELECT EXISTS (SELECT FROM jobstead_jobs WHERE status IN ('scheduled', 'queued', 'retrying'))"
+        " OR EXISTS (SELECT FROM jobstead_jobs WHERE status = 'running')"
+    )
+    succeeded_sql = "SELECT count(*) FROM jobstead_jobs WHERE status = 'succeeded'"
+    reset_sql = "TRUNCATE jobstead_jobs, jobstead_attempts"
+    knob = "--concurrency"
+    knob_value = CONCURRENCY
+
+    def __init__(self, url: str, *, limit: int | None = None) -> None:
+        super().__init__(url)
+        self.limit = limit
+        self._app: App | None = None
+        self._noop: Any = None
+
+    async def open(self) -> None:
+        self._app = build_app(self.url, limit=self.limit)
+        self._noop = self._app.get_handler("noop")
+        await asyncio.to_thread(lambda: self._app and self._app.store)  # migrate + publish handlers
+
+    async def close(self) -> None:
+        if self._app is not None:
+            self._app.close()
+
+    async def defer_one(self, t: float = 0.0) -> None:
+        # The sync API is Jobstead's primary one (defer_async only hops to a thread).
+        self._noop.defer(t=t)
+
+    async def defer_bulk(self, n: int) -> None:
+        self._noop.defer_many([{"t": 0.0}] * n)
+
+    def worker_options(self) -> list[str]:
+        options = super().worker_options()
+        if self.limit is not None:
+            options += ["--limit", str(self.limit)]
+        return options
+
+    @property
+    def configuration(self) -> str:
+        return (
+            f"async handler, `app.worker(concurrency={self.knob_value})` per process (a claim takes as many "
+            "jobs as there are free slots), SQLAlchemy pool defaults (10 + 20 overflow)"
+        )

@@ -1,0 +1,112 @@
+"""One worker process of one system: ``python -m bench.worker SYSTEM --url URL [options]``.
+
+The harness starts these as separate OS processes (one per "worker process" in
+the figures), each running the system's own worker loop with a no-op async
+handler named ``noop(t: float)``. The handler's only work is the probe call:
+``t`` is the defer time of a latency probe job (0 for throughput jobs).
+
+Each system's worker is set up the way its documentation recommends for
+throughput (bench/README.md says how and where that comes from); the options
+here are only the knobs those recommendations name.
+
+"Ready" (see ``bench.probe``) is sent once the worker's loop has made its first
+fetch, so the harness can start timing only after every process is up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import threading
+from typing import Any
+
+from .probe import Reporter
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.worker")
+    parser.add_argument("system", choices=["jobstead", "pgqueuer", "procrastinate"])
+    parser.add_argument("--url", required=True, help="SQLAlchemy-style URL (postgresql+psycopg://...)")
+    parser.add_argument("--concurrency", type=int, default=50, help="jobs in flight per process")
+    parser.add_argument("--batch-size", type=int, default=10, help="pgqueuer: jobs per dequeue")
+    parser.add_argument("--limit", type=int, default=None, help="jobstead: global concurrency limit of noop")
+    args = parser.parse_args(argv)
+    reporter = Reporter()
+    if args.system == "jobstead":
+        run_jobstead(args, reporter)
+    elif args.system == "pgqueuer":
+        asyncio.run(run_pgqueuer(args, reporter))
+    else:
+        asyncio.run(run_procrastinate(args, reporter))
+
+
+def libpq_url(url: str) -> str:
+    """The plain libpq form the peers' drivers take."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def run_jobstead(args: argparse.Namespace, reporter: Reporter) -> None:
+    from .systems.jobstead import build_app
+
+    app = build_app(args.url, limit=args.limit, reporter=reporter)
+    worker = app.worker(concurrency=args.concurrency)
+
+    def announce() -> None:
+        # ``started`` is set right before the claim loop's first claim.
+        worker.started.wait()
+        reporter.ready()
+
+    threading.Thread(target=announce, daemon=True).start()
+    worker.run()  # SIGTERM: graceful stop
+
+
+async def run_pgqueuer(args: argparse.Namespace, reporter: Reporter) -> None:
+    import asyncpg
+    from pgqueuer import AsyncpgDriver, PgQueuer
+    from pgqueuer.models import Job
+
+    connection = await asyncpg.connect(dsn=libpq_url(args.url))
+    pgq = PgQueuer(AsyncpgDriver(connection))
+
+    @pgq.entrypoint("noop")
+    async def noop(job: Job) -> None:
+        reporter.job_started(float(job.payload or b"0"))
+
+    _announce_on_first_call(pgq.qm.queries, "dequeue", reporter)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, pgq.shutdown.set)
+    await pgq.run(batch_size=args.batch_size)
+
+
+async def run_procrastinate(args: argparse.Namespace, reporter: Reporter) -> None:
+    from .systems.procrastinate import build_app
+
+    app = build_app(args.url, pool_size=args.concurrency + 1, reporter=reporter)
+    async with app.open_async():
+        _announce_on_first_call(app.job_manager, "fetch_job", reporter)
+        # install_signal_handlers (the default) turns SIGTERM into a graceful stop
+        await app.run_worker_async(concurrency=args.concurrency)
+
+
+def _announce_on_first_call(owner: Any, method: str, reporter: Reporter) -> None:
+    """Wrap ``owner.method`` (an async fetch) so its first return sends ``ready``.
+
+    The first fetch happens once the worker's loop (and its LISTEN) is set up;
+    the wrapper removes itself after that, so the hot path is untouched.
+    """
+    original = getattr(owner, method)
+
+    async def first_call(*a: Any, **kw: Any) -> Any:
+        try:
+            return await original(*a, **kw)
+        finally:
+            setattr(owner, method, original)
+            reporter.ready()
+
+    setattr(owner, method, first_call)
+
+
+if __name__ == "__main__":
+    main()
