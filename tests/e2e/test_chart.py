@@ -198,6 +198,7 @@ def test_operator_deployment_is_probed_and_named_for_peering(helm: Helm) -> None
     container = operator["spec"]["template"]["spec"]["containers"][0]
     assert "--liveness-endpoint=http://0.0.0.0:8080/healthz" in container["args"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {"name": "healthz", "containerPort": 8080} in container["ports"]
     # kopf's identity in the peering object is the pod's name
     pod_id = next(e for e in container["env"] if e["name"] == "POD_ID")
