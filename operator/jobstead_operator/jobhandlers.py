@@ -181,7 +181,7 @@ async def scale(
     except SQLAlchemyError as exc:
         _not_ready(patch, status, meta, body, "DatabaseUnavailable", f"cannot reach the database: {_short(exc)}")
         return
-    state.handlers[(namespace, name)] = parsed
+    state.handlers[(namespace, name)] = (parsed, time.monotonic())
     deployment = await state.kube.get_deployment(namespace, deployment_name(name))
     if deployment is None:
         return  # reconcile creates it
@@ -210,7 +210,7 @@ async def scale(
 async def release(spec: Any, memo: Any, logger: Any, **_: Any) -> None:
     """The Deployment goes with its owner (garbage collection); jobs stay; the handler row returns to code."""
     state: OperatorState = memo.state
-    state.handlers = {key: s for key, s in state.handlers.items() if s.handler != spec.get("handler")}
+    state.handlers = {key: v for key, v in state.handlers.items() if v[0].handler != spec.get("handler")}
     handler = spec.get("handler")
     if not handler:
         return

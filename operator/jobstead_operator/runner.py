@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import kopf
+from sqlalchemy.exc import SQLAlchemyError
 
 from jobstead.cron.scheduler import REPUBLISH_EVERY, Scheduler
 from jobstead.errors import ConfigurationError
@@ -116,7 +118,17 @@ def run_operator(
             cert_dir=webhook.cert_dir,
             workdir=Path(tempfile.mkdtemp(prefix="jobstead-webhook-")),
         )
-    state = OperatorState(store=store, kube=Kube(), scale_down_window=scale_down_window, idle_cooldown=idle_cooldown)
+    state = OperatorState(
+        store=store,
+        kube=Kube(),
+        scale_down_window=scale_down_window,
+        idle_cooldown=idle_cooldown,
+        worker_defaults=worker_defaults_from_env(),
+    )
+    try:  # a fresh database gets its tables before the scheduler looks at them
+        state.ensure_schema()
+    except SQLAlchemyError as exc:
+        logging.getLogger("jobstead.operator").warning("database not reachable yet (%s); serving anyway", exc)
     # The cron scheduler runs in every replica: the database makes each fire
     # happen once, so no leader is needed (kopf peering only gates the handlers).
     scheduler = Scheduler(

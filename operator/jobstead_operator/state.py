@@ -21,8 +21,9 @@ class OperatorState:
     worker_defaults: dict[str, Any] = field(default_factory=dict)
     scalers: dict[tuple[str, str], Scaler] = field(default_factory=dict)
     schema_checked: bool = False
-    #: (namespace, name) -> spec, as of the last scale tick: what a wake-up may scale.
-    handlers: dict[tuple[str, str], JobHandlerSpec] = field(default_factory=dict)
+    #: (namespace, name) -> (spec, monotonic time) of the last scale tick: what a wake-up may scale.
+    #: Only fresh entries count: a replica that peering paused stops ticking, and so stops waking.
+    handlers: dict[tuple[str, str], tuple[JobHandlerSpec, float]] = field(default_factory=dict)
 
     def ensure_schema(self) -> None:
         """Migrate once, on first use rather than at start: the operator starts during an outage too."""

@@ -21,6 +21,7 @@ from jobstead.store.control import WAKE_ALL
 from jobstead.worker.wakeup import listen
 
 from .deployment import deployment_name
+from .jobhandlers import SCALE_INTERVAL
 from .registry import registry
 from .state import OperatorState
 
@@ -28,8 +29,9 @@ logger = logging.getLogger("jobstead.operator")
 
 
 async def wake_from_zero(state: OperatorState, queue: str) -> None:
-    for (namespace, name), spec in list(state.handlers.items()):
-        if queue not in (spec.queue, WAKE_ALL):
+    fresh_after = time.monotonic() - 3 * SCALE_INTERVAL
+    for (namespace, name), (spec, ticked_at) in list(state.handlers.items()):
+        if queue not in (spec.queue, WAKE_ALL) or ticked_at < fresh_after:
             continue
         deployment = await state.kube.get_deployment(namespace, deployment_name(name))
         if deployment is None or int(deployment["spec"].get("replicas") or 0) > 0:

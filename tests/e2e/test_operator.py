@@ -116,7 +116,14 @@ def setup(
             data={"url": base64.b64encode(pg_url.encode()).decode()},
         ),
     )
-    operator = Operator(kube_cluster, namespace, pg_url, schema, tmp_path / "operator.log")
+    operator = Operator(
+        kube_cluster,
+        namespace,
+        pg_url,
+        schema,
+        tmp_path / "operator.log",
+        env={"JOBSTEAD_WORKER_DEFAULTS": '{"env": [{"name": "FROM_DEFAULTS", "value": "yes"}]}'},
+    )
     yield {"app": app, "schema": schema, "operator": operator, "namespace": namespace}
     operator.stop()
     app.close()
@@ -191,6 +198,8 @@ def test_jobhandler_scales_workers_with_the_queue_within_the_limit(
     dep = deployment(kube_api, ns, "mailer")
     assert dep is not None and dep.spec.replicas == 0
     assert dep.metadata.owner_references[0].kind == "JobHandler"
+    env = {e.name: e.value for e in dep.spec.template.spec.containers[0].env}
+    assert env.get("FROM_DEFAULTS") == "yes", "the chart's workerDefaults reach every worker Deployment"
     wait_until(
         lambda: (ready_condition(kube_api, ns, "jobhandlers", "mailer") or {}).get("status") == "True", 15, "Ready=True"
     )

@@ -130,3 +130,17 @@ def test_worker_defaults_sit_under_the_resources_own_template() -> None:
     assert env["A"] == "own" and env["B"] == "default"
     assert pod["nodeSelector"] == {"pool": "own"}
     assert pod["containers"][0]["resources"] == {"requests": {"cpu": "100m"}}
+
+
+def test_worker_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobstead.errors import ConfigurationError
+    from jobstead_operator.runner import WORKER_DEFAULTS_ENV, worker_defaults_from_env
+
+    monkeypatch.delenv(WORKER_DEFAULTS_ENV, raising=False)
+    assert worker_defaults_from_env() == {}
+    monkeypatch.setenv(WORKER_DEFAULTS_ENV, '{"nodeSelector": {"pool": "jobs"}}')
+    assert worker_defaults_from_env() == {"nodeSelector": {"pool": "jobs"}}
+    for bad in ("{nope", "[1]"):
+        monkeypatch.setenv(WORKER_DEFAULTS_ENV, bad)
+        with pytest.raises(ConfigurationError):
+            worker_defaults_from_env()
