@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from ..store import Completion, Store
 
@@ -18,7 +19,7 @@ logger = logging.getLogger("jobstead.worker")
 
 
 class CompletionWriter:
-    def __init__(self, store: Store, *, max_batch: int = 500) -> None:
+    def __init__(self, store: Store, *, max_batch: int = 500, written: Callable[[], None] = lambda: None) -> None:
         self._store = store
         self._pending: list[Completion] = []
         self._ready = asyncio.Event()
@@ -26,6 +27,8 @@ class CompletionWriter:
         self._idle.set()
         self._max_batch = max_batch
         self._closing = False
+        #: Called after each batch is written: the running count in the database just dropped.
+        self._written = written
 
     def add(self, completion: Completion) -> None:
         self._pending.append(completion)
@@ -57,6 +60,7 @@ class CompletionWriter:
                         self._pending.clear()
                     continue
                 backoff = 0.05
+                self._written()
                 for job_id in lost:
                     logger.warning("job %s: lease lost before completion was written; result dropped", job_id)
             self._idle.set()

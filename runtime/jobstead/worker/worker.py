@@ -174,7 +174,8 @@ class Worker:
             crons=[c for c in self.app.crons.values() if c.handler in self.handler_names],
         )
         await asyncio.to_thread(self._refresh_settings)
-        self._writer = CompletionWriter(store)
+        # A written completion may free room under a global limit: claim again at once.
+        self._writer = CompletionWriter(store, written=self._wake.set)
         heartbeat = Heartbeat(
             store,
             self.id,
@@ -256,6 +257,8 @@ class Worker:
             for job in jobs:
                 self._start(job)
             if len(jobs) < free and not self._stopping:
+                # Nothing more to claim now: wait for a NOTIFY, a written completion (room under a
+                # global limit), or the poll interval.
                 await self._sleep(self.poll_interval)
 
     async def _sleep(self, seconds: float) -> None:
