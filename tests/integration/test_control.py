@@ -111,7 +111,7 @@ def test_handler_load_counts_due_running_and_failed(app: App) -> None:
     h.defer()
     h.configure(delay=3600).defer()  # not due: an autoscaler must not count it
     store = app.store
-    claimed = store.claims.claim(worker_id="w", handlers=["h"], limited=[], queues=None, limit=1, lease_seconds=60)
+    claimed = store.claims.claim(worker_id="w", handlers=["h"], queues=None, limit=1, lease_seconds=60)
     assert len(claimed) == 1
     load = store.queries.handler_load("h")
     assert (load.due, load.running, load.failed) == (1, 1, 0)
@@ -129,9 +129,7 @@ def test_jobs_of_a_gone_pod_are_released_at_once(app: App, monkeypatch: pytest.M
     for pod, worker, job in (("pod-a", "w-a", a), ("pod-b", "w-b", b)):
         monkeypatch.setenv("JOBSTEAD_POD_NAME", pod)
         store.registry.register_worker(worker, handlers=["h"], queues=None, concurrency=1)
-        claimed = store.claims.claim(
-            worker_id=worker, handlers=["h"], limited=[], queues=None, limit=1, lease_seconds=3600
-        )
+        claimed = store.claims.claim(worker_id=worker, handlers=["h"], queues=None, limit=1, lease_seconds=3600)
         assert [j.id for j in claimed] == [job.id]
     assert store.registry.running_by_host() == {"pod-a": 1, "pod-b": 1}
     store.leases.release(b.id, "w-b", 1)  # pod-b's worker hands its job back

@@ -319,9 +319,7 @@ def test_overlap_skip_waits_while_the_previous_job_is_queued_running_or_retrying
     report = s.tick()
     assert report.fired == [] and [k.reason for k in report.skipped] == ["overlap"]
 
-    (claimed,) = store.claims.claim(
-        worker_id="test-worker", handlers=["slow"], limited=[], queues=None, limit=1, lease_seconds=300
-    )
+    (claimed,) = store.claims.claim(worker_id="test-worker", handlers=["slow"], queues=None, limit=1, lease_seconds=300)
     assert claimed.id == first.job_id
     clock.advance(minutes=1)  # running
     assert s.tick().fired == []
@@ -365,7 +363,7 @@ def test_overlap_replace_cancels_the_previous_job_then_fires(make_app: Callable[
     clock.advance(minutes=1)
     (second,) = s.tick().fired
     assert app.get_job(first.job_id).status is JobStatus.CANCELLED
-    store.claims.claim(worker_id="w", handlers=["refresh"], limited=[], queues=None, limit=1, lease_seconds=300)
+    store.claims.claim(worker_id="w", handlers=["refresh"], queues=None, limit=1, lease_seconds=300)
     clock.advance(minutes=1)
     (third,) = s.tick().fired
     running = app.get_job(second.job_id).record

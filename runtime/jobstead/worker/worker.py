@@ -237,13 +237,11 @@ class Worker:
                 await self._slot_freed.wait()
                 continue
             self._wake.clear()
-            limited = [n for n, d in self._settings.items() if d.concurrency is not None]
             try:
                 jobs = await asyncio.to_thread(
                     store.claims.claim,
                     worker_id=self.id,
                     handlers=self.handler_names,
-                    limited=limited,
                     queues=self.queues,
                     limit=free,
                     lease_seconds=self.lease_seconds,
