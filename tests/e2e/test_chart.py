@@ -110,6 +110,7 @@ def test_chart_ships_the_repo_crds() -> None:
         ("metrics.serviceMonitor.interval=often", "/metrics/serviceMonitor/interval"),
         ("database.existingSecret=", "/database/existingSecret"),
         ("workerDefaults.affinity.x=y", "/workerDefaults"),
+        ("webhook.certificates=selfmade", "/webhook/certificates"),
     ],
 )
 def test_schema_refuses_bad_values(helm: Helm, setting: str, where: str) -> None:
@@ -210,8 +211,8 @@ def test_operator_deployment_is_probed_and_named_for_peering(helm: Helm) -> None
 @pytest.mark.usefixtures("jobstead_crds")
 @pytest.mark.parametrize(
     "values",
-    [[], ["--set", "metrics.enabled=true"], ["namespaced"]],
-    ids=["cluster-wide", "metrics", "namespaced"],
+    [[], ["--set", "metrics.enabled=true"], ["namespaced"], ["--set", "webhook.enabled=true"]],
+    ids=["cluster-wide", "metrics", "namespaced", "webhook"],
 )
 def test_rendered_chart_is_accepted_by_the_apiserver(
     helm: Helm, kube_cluster: Cluster, namespace: str, values: list[str]
@@ -282,3 +283,23 @@ def test_install_creates_every_object_and_uninstall_removes_them(
         assert not exists(kube_cluster, kind, name, ns), f"{kind}/{name} outlived the uninstall"
     for crd in crds:  # as Helm does: CRDs (and so every JobHandler) stay
         assert exists(kube_cluster, "crd", crd)
+
+
+def test_webhook_replicas_share_one_certificate_behind_a_service(helm: Helm) -> None:
+    """Every replica serves the webhook with the same mounted certificate, so kopf's caBundle fits them all."""
+    objects = helm.template("--set", "webhook.enabled=true", namespace="jobs")
+    (operator,) = by_kind(objects, "Deployment")
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    assert "--webhook-service=jobs/jobstead-webhook" in container["args"]
+    assert "--webhook-cert-dir=/certs" in container["args"]
+    assert {"name": "webhook-tls", "mountPath": "/certs", "readOnly": True} in container["volumeMounts"]
+    (secret,) = [o for o in by_kind(objects, "Secret") if o["metadata"]["name"] == "jobstead-webhook-tls"]
+    assert {"tls.crt", "tls.key", "ca.crt"} <= set(secret["data"])
+    (service,) = [o for o in by_kind(objects, "Service") if o["metadata"]["name"] == "jobstead-webhook"]
+    assert service["spec"]["ports"][0]["port"] == 443
+    rules = [r for role in by_kind(objects, "ClusterRole") for r in role["rules"]]
+    assert any("validatingwebhookconfigurations" in r["resources"] for r in rules)
+    managed = helm.template("--set", "webhook.enabled=true", "--set", "webhook.certificates=certManager")
+    assert {"Issuer", "Certificate"} <= set(kinds(managed))
+    assert not [o for o in by_kind(managed, "Secret") if o["metadata"]["name"].endswith("webhook-tls")]
+    assert "Service" not in kinds(helm.template()), "no webhook objects unless enabled"
