@@ -211,9 +211,14 @@ def write(results: dict[str, Any]) -> Path:
     if results["settings"]["quick"]:
         (RESULTS / "quick.md").write_text("# Smoke run (BENCH_QUICK): not comparable figures\n\n" + render(results))
         return raw
+    publish(results)
+    return raw
+
+
+def publish(results: dict[str, Any]) -> None:
+    """The committed report and the README's table."""
     (RESULTS / "latest.md").write_text("# Jobstead benchmark: latest run (`make bench`)\n\n" + render(results) + "\n")
     update_readme(render(results, summary=True))
-    return raw
 
 
 def update_readme(table: str) -> None:
@@ -227,3 +232,20 @@ def update_readme(table: str) -> None:
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     README.write_text(f"{head}{START}\n{table}\n{END}{tail}")
+
+
+def main() -> None:
+    """``python -m bench.report RUN.json``: render a saved run again (after editing analysis.md)."""
+    import sys
+
+    results = json.loads(Path(sys.argv[1]).read_text())
+    print(render(results))
+    if not results["settings"]["quick"]:
+        (RESULTS / "latest.md").write_text(
+            "# Jobstead benchmark: latest run (`make bench`)\n\n" + render(results) + "\n"
+        )
+        update_readme(render(results, summary=True))
+
+
+if __name__ == "__main__":
+    main()
