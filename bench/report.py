@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import statistics
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +206,7 @@ def render(results: dict[str, Any], *, summary: bool = False) -> str:
 
 def write(results: dict[str, Any]) -> Path:
     RESULTS.mkdir(exist_ok=True)
-    stamp = results["machine"]["date"].replace(" ", "T").replace(":", "")
+    stamp = datetime.strptime(results["machine"]["date"], "%Y-%m-%d %H:%M UTC").strftime("%Y%m%dT%H%MZ")
     raw = RESULTS / f"run-{stamp}.json"
     raw.write_text(json.dumps(results, indent=2))
     if results["settings"]["quick"]:
