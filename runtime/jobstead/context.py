@@ -7,11 +7,15 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from .status import JobStatus
 
 logger = logging.getLogger("jobstead.job")
+
+#: Guards the one-time creation of a context's event against a cancel arriving from another thread.
+_EVENT_LOCK = threading.Lock()
 
 
 class Context:
@@ -21,6 +25,9 @@ class Context:
     lease or the worker shuts down: a long sync handler should look at it between
     units of work (async handlers are cancelled for real). ``checkpoint`` saves
     progress that the next attempt receives as ``checkpoint_data``.
+
+    A worker builds one per job, so what most jobs never use (the event a sync
+    handler sleeps on, the logger adapter) is made on first use.
     """
 
     def __init__(
@@ -51,22 +58,33 @@ class Context:
         self.worker_id = worker_id
         self.created_at = created_at
         self._save_checkpoint = save_checkpoint
-        self._cancelled = threading.Event()
+        self._cancelled: threading.Event | None = None
         self.cancel_reason: JobStatus | str | None = None
-        self.log = logging.LoggerAdapter(logger, {"job_id": job_id, "handler": handler, "attempt": attempt})
+
+    @cached_property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        return logging.LoggerAdapter(logger, {"job_id": self.job_id, "handler": self.handler, "attempt": self.attempt})
 
     @property
     def cancelled(self) -> bool:
-        return self._cancelled.is_set()
+        return self.cancel_reason is not None
 
     def request_cancel(self, reason: str) -> None:
-        if not self._cancelled.is_set():
-            self.cancel_reason = reason
-            self._cancelled.set()
+        with _EVENT_LOCK:
+            if self.cancel_reason is None:
+                self.cancel_reason = reason
+                if self._cancelled is not None:
+                    self._cancelled.set()
 
     def wait_cancelled(self, timeout: float | None = None) -> bool:
         """Sleep up to ``timeout`` seconds, waking early if the job is cancelled."""
-        return self._cancelled.wait(timeout)
+        with _EVENT_LOCK:
+            if self._cancelled is None:
+                self._cancelled = threading.Event()
+                if self.cancel_reason is not None:
+                    self._cancelled.set()
+            event = self._cancelled
+        return event.wait(timeout)
 
     def checkpoint(self, data: Any) -> None:
         """Commit ``data`` (JSON) as this job's progress, now.

@@ -184,44 +184,59 @@ class ConfiguredHandler(Generic[P, R]):
         merged = self.handler.configure(**{**_public(self.options), **changes})
         return merged
 
-    def _new_job(self, args: dict[str, Any]) -> NewJob:
+    def _new_jobs(self, arguments: Iterable[dict[str, Any]]) -> list[NewJob]:
+        """One job per set of arguments, all with the same options (a delay counts from now, once)."""
         o, h = self.options, self.handler
         run_at = None
         if o.run_at is not None:
             run_at = as_utc(o.run_at)
         elif o.delay is not None:
             run_at = self.handler.app.store.clock() + o.delay
-        return NewJob(
-            handler=h.name,
-            args=args,
-            queue=o.queue or h.queue,
-            priority=h.priority if o.priority is None else o.priority,
-            run_at=run_at,
-            key=o.key,
-            tenant=o.tenant,
-            metadata=o.metadata,
-            max_attempts=o.max_attempts,
-            retry=o.retry,
-            timeout=o.timeout,
-        )
+        queue = o.queue or h.queue
+        priority = h.priority if o.priority is None else o.priority
+        return [
+            NewJob(
+                handler=h.name,
+                args=args,
+                queue=queue,
+                priority=priority,
+                run_at=run_at,
+                key=o.key,
+                tenant=o.tenant,
+                metadata=o.metadata,
+                max_attempts=o.max_attempts,
+                retry=o.retry,
+                timeout=o.timeout,
+            )
+            for args in arguments
+        ]
+
+    def _bind_each(self, calls: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        bind = self.handler.signature.bind
+        bound = []
+        for call in calls:
+            if not isinstance(call, Mapping):
+                raise InvalidArguments(
+                    f"{self.handler.name}.defer_many(): each call is a mapping of keyword arguments, not {call!r}"
+                )
+            bound.append(bind((), call))
+        return bound
 
     def defer(self, *args: Any, **kwargs: Any) -> Deferred:
         """Store one job; in ``session``'s transaction when one was configured."""
-        job = self._new_job(self.handler.signature.bind(args, kwargs))
-        return self._insert_sync([job])[0]
+        jobs = self._new_jobs([self.handler.signature.bind(args, kwargs)])
+        return self._insert_sync(jobs)[0]
 
     def defer_many(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred]:
         """Store many jobs (each a mapping of keyword arguments) in one transaction."""
-        jobs = [self._new_job(self.handler.signature.bind((), dict(call))) for call in calls]
-        return self._insert_sync(jobs)
+        return self._insert_sync(self._new_jobs(self._bind_each(calls)))
 
     async def defer_async(self, *args: Any, **kwargs: Any) -> Deferred:
-        job = self._new_job(self.handler.signature.bind(args, kwargs))
-        return (await self._insert_async([job]))[0]
+        jobs = self._new_jobs([self.handler.signature.bind(args, kwargs)])
+        return (await self._insert_async(jobs))[0]
 
     async def defer_many_async(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred]:
-        jobs = [self._new_job(self.handler.signature.bind((), dict(call))) for call in calls]
-        return await self._insert_async(jobs)
+        return await self._insert_async(self._new_jobs(self._bind_each(calls)))
 
     def _insert_sync(self, jobs: list[NewJob]) -> list[Deferred]:
         store = self.handler.app.store

@@ -34,6 +34,10 @@ class HandlerSignature:
     #: parameter name -> resource name (``CONTEXT`` for the job context)
     injected: Mapping[str, str]
     accepts_any: bool
+    #: Names ``defer`` accepts and must get: the common call is checked against
+    #: these two sets, ``inspect.Signature.bind`` only explains what is wrong.
+    names: frozenset[str] = frozenset()
+    required: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, func: Callable[..., Any], name: str, resources: Mapping[type, str]) -> HandlerSignature:
@@ -57,11 +61,14 @@ class HandlerSignature:
                     "stored by name, so every argument must be passable as a keyword"
                 )
             public.append(param)
+        named = [p for p in public if p.kind is not inspect.Parameter.VAR_KEYWORD]
         return cls(
             name=name,
             public=sig.replace(parameters=public),
             injected=injected,
             accepts_any=any(p.kind is inspect.Parameter.VAR_KEYWORD for p in public),
+            names=frozenset(p.name for p in named),
+            required=frozenset(p.name for p in named if p.default is inspect.Parameter.empty),
         )
 
     def params(self) -> tuple[tuple[str, bool], ...]:
@@ -74,6 +81,12 @@ class HandlerSignature:
 
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Check arguments as a call would, and return them as the JSON object to store."""
+        if not args and not self.accepts_any:
+            given = kwargs.keys()
+            if given <= self.names and self.required <= given:
+                as_given = dict(kwargs)
+                check_json(as_given, f"{self.name}()")
+                return as_given
         for key in kwargs:
             if key in self.injected:
                 raise InvalidArguments(
@@ -95,6 +108,12 @@ class HandlerSignature:
 
 def check_json(values: Mapping[str, Any], where: str) -> None:
     """Refuse what JSON cannot carry faithfully, naming the argument."""
+    if all(type(key) is str for key in values):
+        try:
+            json.dumps(values, allow_nan=False)
+            return
+        except (TypeError, ValueError):
+            pass  # find the argument to blame
     for key, value in values.items():
         if not isinstance(key, str):
             raise InvalidArguments(f"{where}: argument names must be strings, not {key!r}")

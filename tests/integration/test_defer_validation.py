@@ -96,3 +96,43 @@ def test_deduplication_in_one_bulk_defer(handler_app: App) -> None:
     h = handler_app.get_handler("send_email").configure(key="same")
     jobs = h.defer_many([{"to": "a", "subject": "1"}, {"to": "b", "subject": "2"}])
     assert jobs[0].id == jobs[1].id
+
+
+def test_bulk_defer_keeps_the_order_and_returns_what_a_read_returns(handler_app: App) -> None:
+    h = handler_app.get_handler("send_email").configure(priority=3, tenant="acme", metadata={"source": "import"})
+    calls = [{"to": f"user{i}@example.com", "subject": str(i), "cc": [str(i)] if i % 2 else None} for i in range(50)]
+    jobs = h.defer_many(calls)
+    assert [j.record.args["to"] for j in jobs] == [c["to"] for c in calls]
+    assert len({j.id for j in jobs}) == 50
+    for job in jobs:
+        returned = job.record
+        job.refresh()
+        assert job.record == returned
+
+
+def test_bulk_defer_mixing_options_and_keys_keeps_every_position(handler_app: App) -> None:
+    """Jobs with different settings go in as separate groups; each caller position gets its own job."""
+    from jobstead.store import NewJob
+
+    store = handler_app.store
+    jobs = [
+        NewJob(handler="send_email", args={"to": "a", "subject": "1"}, queue="q1"),
+        NewJob(handler="send_email", args={"to": "b", "subject": "2"}, queue="q2", priority=5),
+        NewJob(handler="send_email", args={"to": "c", "subject": "3"}, queue="q1", key="k"),
+        NewJob(handler="send_email", args={"to": "d", "subject": "4"}, queue="q1"),
+    ]
+    records = store.enqueue.insert(jobs)
+    assert [(r.args["to"], r.queue, r.priority) for r in records] == [
+        ("a", "q1", 0),
+        ("b", "q2", 5),
+        ("c", "q1", 0),
+        ("d", "q1", 0),
+    ]
+    assert records[0].id < records[3].id
+    assert [store.queries.get_job(r.id) for r in records] == records
+
+
+def test_defer_many_refuses_a_call_that_is_not_a_mapping(handler_app: App) -> None:
+    with pytest.raises(InvalidArguments, match="mapping of keyword arguments"):
+        handler_app.get_handler("send_email").defer_many([("a", "b")])  # type: ignore[list-item]
+    assert handler_app.store.queries.list_jobs() == []

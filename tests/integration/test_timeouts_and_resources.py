@@ -118,3 +118,23 @@ def test_failure_and_dead_hooks_observe_without_interfering(app: App, running_wo
             time.sleep(0.02)
     assert failures == [(1, "retrying", "KeyError"), (2, "dead", "KeyError")]
     assert dead == [job.id]
+
+
+def test_a_timeout_error_the_handler_raises_is_its_own_failure(app: App, running_worker: Callable[..., Any]) -> None:
+    """Only Jobstead's own deadline counts as a timeout; a TimeoutError from, say, a socket is a failure."""
+
+    @app.handler(max_attempts=1)
+    async def fetch_async() -> None:
+        raise TimeoutError("upstream did not answer")
+
+    @app.handler(max_attempts=1, timeout=30)
+    def fetch_sync() -> None:
+        raise TimeoutError("upstream did not answer")
+
+    with running_worker(app):
+        jobs = [fetch_async.defer(), fetch_sync.defer()]
+        for job in jobs:
+            with pytest.raises(JobFailed, match="upstream did not answer") as failure:
+                job.wait(10)
+            assert failure.value.type == "TimeoutError"
+            assert [a.outcome for a in job.attempts_log()] == [AttemptOutcome.FAILED]

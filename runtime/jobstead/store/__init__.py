@@ -20,6 +20,7 @@ from .leases import Leases
 from .queries import JobFilter, Queries
 from .records import (
     AttemptRecord,
+    ClaimedJob,
     Completion,
     CronDefinition,
     CronRecord,
@@ -35,6 +36,7 @@ from .tables import Tables, build_tables
 
 __all__ = [
     "AttemptRecord",
+    "ClaimedJob",
     "Completion",
     "CronDefinition",
     "CronRecord",

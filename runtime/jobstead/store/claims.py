@@ -29,10 +29,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, func, literal, select, union_all, update
 
 from ..clock import Clock
+from ..retry import RetryPolicy
 from ..status import CLAIMABLE_STATUSES, JobStatus
 from .database import Database
-from .records import JobRecord
-from .rows import job_record
+from .records import ClaimedJob
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class Claims:
         queues: Sequence[str] | None,
         limit: int,
         lease_seconds: float,
-    ) -> list[JobRecord]:
+    ) -> list[ClaimedJob]:
         """Claim up to ``limit`` ready jobs of ``handlers``, serving ``queues`` in order."""
         if limit <= 0 or not handlers:
             return []
@@ -73,7 +73,7 @@ class Claims:
             if any(h in blocked.limited for h in mine):
                 room, unlimited_now = self._room(conn, [h for h in mine if h in blocked.limited])
                 free += unlimited_now
-            claimed: list[JobRecord] = []
+            claimed: list[ClaimedJob] = []
             for queue in queues or (None,):
                 wanted = limit - len(claimed)
                 if wanted <= 0:
@@ -207,19 +207,68 @@ class Claims:
         which: ColumnElement[bool],
         worker_id: str,
         lease_seconds: float,
-    ) -> list[JobRecord]:
+    ) -> list[ClaimedJob]:
         jobs = self._db.tables.jobs
+        c = jobs.c
         rows = conn.execute(
             update(jobs)
             .where(which)
             .values(
                 status=JobStatus.RUNNING.value,
-                attempts=jobs.c.attempts + 1,
+                attempts=c.attempts + 1,
                 lease_owner=worker_id,
                 lease_expires_at=now + timedelta(seconds=lease_seconds),
                 started_at=now,
                 cancel_requested=False,
             )
-            .returning(*jobs.c)
-        ).mappings()
-        return [job_record(row, now) for row in rows]
+            .returning(
+                c.id,
+                c.handler,
+                c.queue,
+                c.priority,
+                c.args,
+                c.run_at,
+                c.created_at,
+                c.attempts,
+                c.max_attempts,
+                c.retry,
+                c.timeout,
+                c.tenant,
+                c.metadata,
+                c.checkpoint,
+            )
+        )
+        return [
+            ClaimedJob(
+                job_id,
+                handler,
+                queue,
+                priority,
+                args or {},
+                run_at,
+                created_at,
+                attempts,
+                max_attempts,
+                RetryPolicy.from_json(retry) if retry else None,
+                timeout,
+                tenant,
+                metadata,
+                checkpoint,
+            )
+            for (
+                job_id,
+                handler,
+                queue,
+                priority,
+                args,
+                run_at,
+                created_at,
+                attempts,
+                max_attempts,
+                retry,
+                timeout,
+                tenant,
+                metadata,
+                checkpoint,
+            ) in rows
+        ]

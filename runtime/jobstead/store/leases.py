@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import timedelta
+from functools import cached_property
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, select, text, update
+from sqlalchemy import Connection, TextClause, and_, insert, select, text, update
 
 from ..clock import Clock
 from ..errors import JobError
@@ -91,25 +92,49 @@ class Leases:
     def _complete_postgres(self, completions: Sequence[Completion]) -> set[int]:
         """One statement for the whole batch: update the jobs, log the attempts.
 
-        ``unnest`` of parallel arrays keeps the statement text constant whatever
-        the batch size, so PostgreSQL plans it once per connection.
+        The batch travels as one JSON array (one row per completion), dumped by
+        the C encoder and unpacked by the server: constant statement text
+        whatever the batch size (planned once per connection), and no per-element
+        array escaping in Python, which was a tenth of a worker's time.
         """
+        batch = json.dumps(
+            [
+                [
+                    c.job_id,
+                    c.owner,
+                    c.attempt,
+                    c.status.value,
+                    c.outcome.value,
+                    c.result,
+                    c.error.to_json() if c.error else None,
+                    c.run_at.isoformat() if c.run_at else None,
+                    c.finished_at.isoformat(),
+                ]
+                for c in completions
+            ]
+        )
+        with self._db.engine.begin() as conn:
+            applied = {row[0] for row in conn.execute(self._complete_batch, {"batch": batch})}
+        return {c.job_id for c in completions} - applied
+
+    @cached_property
+    def _complete_batch(self) -> TextClause:
         t = self._db.tables
         jobs, attempts = t.qualified(t.jobs), t.qualified(t.attempts)
         final = "', '".join(s.value for s in FINAL_STATUSES)
-        sql = text(
+        return text(
             f"""
             WITH batch AS (
-                SELECT * FROM unnest(
-                    CAST(:ids AS bigint[]), CAST(:owners AS text[]), CAST(:attempts AS int[]),
-                    CAST(:statuses AS text[]), CAST(:outcomes AS text[]), CAST(:results AS text[]),
-                    CAST(:errors AS text[]), CAST(:run_ats AS timestamptz[]), CAST(:finished AS timestamptz[])
-                ) AS b(id, owner, attempt, status, outcome, result, error, run_at, finished_at)
+                SELECT CAST(e->>0 AS bigint) AS id, e->>1 AS owner, CAST(e->>2 AS int) AS attempt,
+                       e->>3 AS status, e->>4 AS outcome, NULLIF(e->5, 'null') AS result,
+                       NULLIF(e->6, 'null') AS error, CAST(e->>7 AS timestamptz) AS run_at,
+                       CAST(e->>8 AS timestamptz) AS finished_at
+                FROM jsonb_array_elements(CAST(:batch AS jsonb)) AS e
             ), done AS (
                 UPDATE {jobs} AS j SET
                     status = b.status,
-                    result = CASE WHEN b.outcome = 'succeeded' THEN CAST(b.result AS jsonb) ELSE j.result END,
-                    error = COALESCE(CAST(b.error AS jsonb), j.error),
+                    result = CASE WHEN b.outcome = 'succeeded' THEN b.result ELSE j.result END,
+                    error = COALESCE(b.error, j.error),
                     run_at = COALESCE(b.run_at, j.run_at),
                     finished_at = CASE WHEN b.status IN ('{final}') THEN b.finished_at END,
                     lease_owner = NULL, lease_expires_at = NULL, cancel_requested = false
@@ -119,24 +144,10 @@ class Leases:
                 RETURNING j.id, b.attempt, b.owner, j.started_at, b.finished_at, b.outcome, b.error
             )
             INSERT INTO {attempts} (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
-            SELECT id, attempt, owner, started_at, finished_at, outcome, CAST(error AS jsonb) FROM done
+            SELECT id, attempt, owner, started_at, finished_at, outcome, error FROM done
             RETURNING job_id
             """
         )
-        params = {
-            "ids": [c.job_id for c in completions],
-            "owners": [c.owner for c in completions],
-            "attempts": [c.attempt for c in completions],
-            "statuses": [c.status.value for c in completions],
-            "outcomes": [c.outcome.value for c in completions],
-            "results": [None if c.result is None else json.dumps(c.result) for c in completions],
-            "errors": [json.dumps(c.error.to_json()) if c.error else None for c in completions],
-            "run_ats": [c.run_at for c in completions],
-            "finished": [c.finished_at for c in completions],
-        }
-        with self._db.engine.begin() as conn:
-            applied = {row[0] for row in conn.execute(sql, params)}
-        return {c.job_id for c in completions} - applied
 
     def renew(self, owner: str, lease_seconds: float) -> LeaseReport:
         """Extend every lease ``owner`` holds; report which it still holds and which to cancel."""

@@ -40,27 +40,33 @@ async def call_handler(
     ``on_abandon`` is called when a sync handler is left running (timeout or
     cancellation), so its ``Context`` can tell it to stop.
     """
+    deadline = asyncio.timeout(timeout) if timeout is not None else None
     if is_async:
         try:
-            async with asyncio.timeout(timeout):
+            if deadline is None:  # most jobs: no timeout context to enter and leave
                 return Finished(value=await func(**kwargs))
-        except TimeoutError:
-            return Finished(timed_out=True)
+            async with deadline:
+                return Finished(value=await func(**kwargs))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            # A TimeoutError the handler raised itself is its failure, not our timeout.
+            if deadline is not None and deadline.expired():
+                return Finished(timed_out=True)
             return Finished(exception=exc)
     future = _in_thread(func, kwargs)
     try:
-        async with asyncio.timeout(timeout):
+        if deadline is None:
             return Finished(value=await asyncio.shield(future))
-    except TimeoutError:
-        on_abandon()
-        return Finished(timed_out=True)
+        async with deadline:
+            return Finished(value=await asyncio.shield(future))
     except asyncio.CancelledError:
         on_abandon()
         raise
     except Exception as exc:
+        if deadline is not None and deadline.expired():
+            on_abandon()
+            return Finished(timed_out=True)
         return Finished(exception=exc)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import JobError, PermanentError
 from ..status import AttemptOutcome, JobStatus
-from ..store import Completion, HandlerDefinition, JobRecord
+from ..store import ClaimedJob, Completion, HandlerDefinition
 from .execution import Finished
 
 #: Context.cancel_reason values that end the job ``cancelled`` (the others release or fail it).
@@ -16,7 +16,7 @@ CANCELLED_BY_USER = "cancelled"
 
 
 def decide(
-    job: JobRecord,
+    job: ClaimedJob,
     settings: HandlerDefinition,
     finished: Finished,
     *,
@@ -61,7 +61,8 @@ def decide(
             return end(AttemptOutcome.FAILED, JobStatus.FAILED, error=error)
         return failure(error)
     try:
-        json.dumps(finished.value, allow_nan=False)
+        if finished.value is not None:
+            json.dumps(finished.value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         return failure(
             JobError.from_exception(TypeError(f"the handler's return value is not JSON-serialisable: {exc}"))

@@ -31,7 +31,7 @@ from ..errors import ConfigurationError, InvalidArguments, JobError
 from ..hooks import FailureEvent, run_hooks
 from ..signature import CONTEXT
 from ..status import AttemptOutcome, JobStatus
-from ..store import Completion, HandlerDefinition, JobRecord, LeaseReport
+from ..store import ClaimedJob, Completion, HandlerDefinition, LeaseReport
 from ..store.registry import host_name
 from .completions import CompletionWriter
 from .execution import Finished, call_handler
@@ -52,7 +52,7 @@ TIMED_OUT = "timed out"
 
 @dataclass
 class _Running:
-    job: JobRecord
+    job: ClaimedJob
     ctx: Context
     task: asyncio.Task[None]
     is_async: bool
@@ -103,6 +103,7 @@ class Worker:
         self.stopped = threading.Event()
         self._running: dict[int, _Running] = {}
         self._settings: dict[str, HandlerDefinition] = {}
+        self._handlers = {name: app.get_handler(name) for name in names}
         self._resource_values: dict[str, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -281,10 +282,11 @@ class Worker:
 
     # -- one job -------------------------------------------------------------
 
-    def _start(self, job: JobRecord) -> None:
-        handler = self.app.get_handler(job.handler)
-        store = self.app.store
-        settings = self._settings_for(job.handler)
+    def _start(self, job: ClaimedJob) -> None:
+        # Per job, so kept lean: no task name, nothing looked up twice.
+        handler = self._handlers[job.handler]
+        settings = self._settings.get(job.handler) or handler.definition()
+        leases = self.app.store.leases
         ctx = Context(
             job_id=job.id,
             handler=job.handler,
@@ -297,13 +299,13 @@ class Worker:
             checkpoint_data=job.checkpoint,
             worker_id=self.id,
             created_at=job.created_at,
-            save_checkpoint=lambda data: store.leases.checkpoint(job.id, self.id, job.attempts, data),
+            save_checkpoint=lambda data: leases.checkpoint(job.id, self.id, job.attempts, data),
         )
-        task = asyncio.create_task(self._execute(job, handler, ctx, settings), name=f"jobstead-job-{job.id}")
+        task = asyncio.create_task(self._execute(job, handler, ctx, settings))
         self._running[job.id] = _Running(job, ctx, task, handler.is_async, time.monotonic())
 
     async def _execute(
-        self, job: JobRecord, handler: Handler[Any, Any], ctx: Context, settings: HandlerDefinition
+        self, job: ClaimedJob, handler: Handler[Any, Any], ctx: Context, settings: HandlerDefinition
     ) -> None:
         store = self.app.store
         try:
@@ -353,7 +355,7 @@ class Worker:
             if self._slot_freed is not None:
                 self._slot_freed.set()
 
-    async def _run_failure_hooks(self, job: JobRecord, completion: Completion, exc: BaseException | None) -> None:
+    async def _run_failure_hooks(self, job: ClaimedJob, completion: Completion, exc: BaseException | None) -> None:
         assert completion.error is not None
         event = FailureEvent(
             job_id=job.id,
@@ -368,7 +370,7 @@ class Worker:
         if event.final:
             await run_hooks(self.app.dead_hooks, event)
 
-    def _finish(self, job: JobRecord, completion: Completion) -> None:
+    def _finish(self, job: ClaimedJob, completion: Completion) -> None:
         if completion.error is not None:
             logger.info(
                 "job %s (%s) attempt %d: %s -> %s",
@@ -381,13 +383,21 @@ class Worker:
         assert self._writer is not None
         self._writer.add(completion)
 
-    def _arguments(self, job: JobRecord, handler: Handler[Any, Any], ctx: Context) -> dict[str, Any]:
-        try:
-            handler.signature.public.bind(**job.args)
-        except TypeError as exc:
-            raise InvalidArguments(f"{handler.name}(): stored arguments do not fit the handler: {exc}") from None
+    def _arguments(self, job: ClaimedJob, handler: Handler[Any, Any], ctx: Context) -> dict[str, Any]:
+        """The call's keyword arguments: the stored ones (checked against the handler as it is now) plus
+        what the worker injects."""
+        signature = handler.signature
+        stored = job.args.keys()
+        fits = (signature.accepts_any or stored <= signature.names) and signature.required <= stored
+        if not fits:
+            try:
+                signature.public.bind(**job.args)
+            except TypeError as exc:
+                raise InvalidArguments(f"{handler.name}(): stored arguments do not fit the handler: {exc}") from None
+        if not signature.injected:
+            return job.args
         kwargs = dict(job.args)
-        for param, resource in handler.signature.injected.items():
+        for param, resource in signature.injected.items():
             kwargs[param] = ctx if resource == CONTEXT else self._resource(resource)
         return kwargs
 
@@ -427,9 +437,6 @@ class Worker:
 
     def _refresh_settings(self) -> None:
         self._settings = self.app.store.registry.handlers(self.handler_names)
-
-    def _settings_for(self, name: str) -> HandlerDefinition:
-        return self._settings.get(name) or self.app.get_handler(name).definition()
 
     # -- signals ---------------------------------------------------------------
 
