@@ -34,6 +34,29 @@ def test_sync_and_async_handlers_run_and_return_results(app: App, running_worker
     assert [x.outcome for x in a.attempts_log()] == [AttemptOutcome.SUCCEEDED]
 
 
+def test_every_attempt_is_logged_with_its_worker_and_times(app: App, running_worker: Callable[..., Any]) -> None:
+    """A failure has its own attempt row; the final success lives in the job row and reads back the same way."""
+    calls: list[int] = []
+
+    @app.handler(max_attempts=3, retry=0.05)
+    def flaky(ctx: Context) -> str:
+        calls.append(ctx.attempt)
+        if ctx.attempt == 1:
+            raise ConnectionError("try again")
+        return "ok"
+
+    with running_worker(app) as worker:
+        job = flaky.defer()
+        assert job.wait(10) == "ok"
+    log = job.attempts_log()
+    assert [(a.attempt, a.outcome) for a in log] == [(1, AttemptOutcome.FAILED), (2, AttemptOutcome.SUCCEEDED)]
+    assert all(a.worker_id == worker.id for a in log)
+    assert all(a.started_at is not None and a.started_at <= a.finished_at for a in log)
+    assert log[0].finished_at <= log[1].started_at  # type: ignore[operator]
+    assert log[0].error is not None and log[0].error.type == "ConnectionError" and log[1].error is None
+    assert job.refresh().record.to_json()["worker"] == worker.id
+
+
 def test_a_slow_sync_handler_does_not_stall_async_ones(app: App, running_worker: Callable[..., Any]) -> None:
     release = threading.Event()
 

@@ -6,6 +6,12 @@ claim and nothing else. Every write here matches on it (compare-and-set). A
 worker that lost its lease (it stalled, the job was rescued and claimed again)
 therefore cannot complete, fail or checkpoint a job that now belongs to someone
 else; its write simply matches no row.
+
+Every attempt is recorded, but a successful one needs no row of its own: it is
+a job's last attempt, and the job row already holds its start, end and worker
+(``lease_owner`` stays set on success). ``Queries.attempts`` puts it back into
+the log. That spares one row and two index entries for most jobs. Failed,
+timed-out, cancelled, lost and released attempts get a row in ``attempts``.
 """
 
 from __future__ import annotations
@@ -58,14 +64,15 @@ class Leases:
     def _complete_one(self, conn: Connection, c: Completion) -> bool:
         t = self._db.tables
         final = c.status in FINAL_STATUSES
+        succeeded = c.outcome is AttemptOutcome.SUCCEEDED
         values: dict[str, Any] = {
             "status": c.status.value,
-            "lease_owner": None,
+            "lease_owner": c.owner if succeeded else None,
             "lease_expires_at": None,
             "cancel_requested": False,
             "finished_at": c.finished_at if final else None,
         }
-        if c.outcome is AttemptOutcome.SUCCEEDED:
+        if succeeded:
             values["result"] = c.result
         if c.error is not None:
             values["error"] = c.error.to_json()
@@ -76,17 +83,18 @@ class Leases:
         ).first()
         if row is None:
             return False
-        conn.execute(
-            insert(t.attempts).values(
-                job_id=c.job_id,
-                attempt=c.attempt,
-                worker_id=c.owner,
-                started_at=row.started_at,
-                finished_at=c.finished_at,
-                outcome=c.outcome.value,
-                error=c.error.to_json() if c.error else None,
+        if not succeeded:
+            conn.execute(
+                insert(t.attempts).values(
+                    job_id=c.job_id,
+                    attempt=c.attempt,
+                    worker_id=c.owner,
+                    started_at=row.started_at,
+                    finished_at=c.finished_at,
+                    outcome=c.outcome.value,
+                    error=c.error.to_json() if c.error else None,
+                )
             )
-        )
         return True
 
     def _complete_postgres(self, completions: Sequence[Completion]) -> set[int]:
@@ -137,15 +145,18 @@ class Leases:
                     error = COALESCE(b.error, j.error),
                     run_at = COALESCE(b.run_at, j.run_at),
                     finished_at = CASE WHEN b.status IN ('{final}') THEN b.finished_at END,
-                    lease_owner = NULL, lease_expires_at = NULL, cancel_requested = false
+                    lease_owner = CASE WHEN b.outcome = 'succeeded' THEN j.lease_owner END,
+                    lease_expires_at = NULL, cancel_requested = false
                 FROM batch AS b
                 WHERE j.id = b.id AND j.lease_owner = b.owner AND j.attempts = b.attempt
                   AND j.status = 'running'
                 RETURNING j.id, b.attempt, b.owner, j.started_at, b.finished_at, b.outcome, b.error
+            ), logged AS (
+                INSERT INTO {attempts} (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
+                SELECT id, attempt, owner, started_at, finished_at, outcome, error FROM done
+                WHERE outcome <> 'succeeded'
             )
-            INSERT INTO {attempts} (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
-            SELECT id, attempt, owner, started_at, finished_at, outcome, error FROM done
-            RETURNING job_id
+            SELECT id FROM done
             """
         )
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select
 
 from ..clock import Clock
-from ..status import CLAIMABLE_STATUSES, JobStatus
+from ..status import CLAIMABLE_STATUSES, AttemptOutcome, JobStatus
 from .database import Database
 from .records import AttemptRecord, JobRecord, Stats
 from .rows import attempt_record, job_record
@@ -103,12 +103,35 @@ class Queries:
         )
 
     def attempts(self, job_id: int) -> list[AttemptRecord]:
-        attempts = self._db.tables.attempts
+        """Every attempt of the job, oldest first.
+
+        A successful attempt has no row in ``attempts``: the job row holds it
+        (see ``Leases``), and it is the last one.
+        """
+        attempts, jobs = self._db.tables.attempts, self._db.tables.jobs
         with self._db.engine.connect() as conn:
             rows = conn.execute(
                 select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.finished_at, attempts.c.id)
             ).mappings()
-            return [attempt_record(r) for r in rows]
+            log = [attempt_record(r) for r in rows]
+            job = conn.execute(
+                select(jobs.c.attempts, jobs.c.lease_owner, jobs.c.started_at, jobs.c.finished_at).where(
+                    jobs.c.id == job_id, jobs.c.status == JobStatus.SUCCEEDED.value
+                )
+            ).first()
+        # Rows written before successes were kept in the job row carry their own.
+        if job is not None and job.finished_at is not None and all(a.attempt != job.attempts for a in log):
+            log.append(
+                AttemptRecord(
+                    attempt=int(job.attempts),
+                    worker_id=job.lease_owner,
+                    started_at=job.started_at,
+                    finished_at=job.finished_at,
+                    outcome=AttemptOutcome.SUCCEEDED,
+                    error=None,
+                )
+            )
+        return log
 
     def stats(self, tenant: str | None = None) -> Stats:
         """Counts of jobs per status, overall and per handler, queue and tenant."""

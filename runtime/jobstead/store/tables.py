@@ -43,6 +43,8 @@ LIVE_KEY_PREDICATE = "key IS NOT NULL AND " + _in(LIVE_STATUSES)
 RUNNING_PREDICATE = f"status = '{JobStatus.RUNNING.value}'"
 CRON_FIRE_PREDICATE = "cron_name IS NOT NULL"
 FINISHED_PREDICATE = _in(tuple(sorted(FINAL_STATUSES)))
+NOT_SUCCEEDED_PREDICATE = f"status <> '{JobStatus.SUCCEEDED.value}'"
+HAS_TENANT_PREDICATE = "tenant IS NOT NULL"
 
 
 @dataclass(frozen=True)
@@ -146,8 +148,22 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         postgresql_where=text(CRON_FIRE_PREDICATE),
         sqlite_where=text(CRON_FIRE_PREDICATE),
     )
-    Index(f"{prefix}jobs_handler_status", jobs.c.handler, jobs.c.status)
-    Index(f"{prefix}jobs_tenant_status", jobs.c.tenant, jobs.c.status)
+    # Per-handler counts never read succeeded jobs, tenant queries always name a
+    # tenant: neither index takes an entry it would never be asked for (0005).
+    Index(
+        f"{prefix}jobs_handler_status",
+        jobs.c.handler,
+        jobs.c.status,
+        postgresql_where=text(NOT_SUCCEEDED_PREDICATE),
+        sqlite_where=text(NOT_SUCCEEDED_PREDICATE),
+    )
+    Index(
+        f"{prefix}jobs_tenant_status",
+        jobs.c.tenant,
+        jobs.c.status,
+        postgresql_where=text(HAS_TENANT_PREDICATE),
+        sqlite_where=text(HAS_TENANT_PREDICATE),
+    )
     # Retention: pruning walks finished jobs oldest first, never the live ones.
     Index(
         f"{prefix}jobs_finished",
