@@ -14,4 +14,7 @@ def utcnow() -> datetime:
 
 def as_utc(value: datetime) -> datetime:
     """Naive datetimes are taken to be UTC; aware ones are converted."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    tz = value.tzinfo
+    if tz is UTC:  # what PostgreSQL connections set to UTC return: nothing to do
+        return value
+    return value.replace(tzinfo=UTC) if tz is None else value.astimezone(UTC)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,13 @@ def create_job_engine(url: URL, **options: Any) -> Engine:
         return _sqlite_engine(url, **options)
     options.setdefault("pool_size", 10)
     options.setdefault("max_overflow", 20)
+    if url.get_backend_name() == "postgresql" and "options" not in url.query and "PGOPTIONS" not in os.environ:
+        # Timestamps come back already in UTC (as_utc has nothing to do), whatever
+        # the server's zone. Only a speed-up: every value is timestamptz, so no
+        # result depends on it, nor on a pooler keeping the setting.
+        connect_args = dict(options.pop("connect_args", {}))
+        connect_args.setdefault("options", "-c TimeZone=UTC")
+        options["connect_args"] = connect_args
     return create_engine(url, **options)
 
 

@@ -102,7 +102,7 @@ class Enqueuer:
                 )
                 # Ids come from the sequence in the order the rows were fed to the
                 # INSERT (ORDER BY ord), so ascending ids are the input order.
-                ids = sorted(row[0] for row in inserted)
+                ids = sorted(inserted.scalars().all())
                 records.update((i, _sent(job_id, jobs[i], now)) for i, job_id in zip(positions, ids, strict=True))
             return [records[i] for i in range(len(jobs))]
         table = self._db.tables.jobs

@@ -122,7 +122,7 @@ class Leases:
             ]
         )
         with self._db.engine.begin() as conn:
-            applied = {row[0] for row in conn.execute(self._complete_batch, {"batch": batch})}
+            applied = set(conn.execute(self._complete_batch, {"batch": batch}).scalars().all())
         return {c.job_id for c in completions} - applied
 
     @cached_property

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Finished:
     """How the call ended: a value, an exception, or neither (timed out or cancelled)."""
 

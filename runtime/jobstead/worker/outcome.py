@@ -25,6 +25,17 @@ def decide(
     cancel_reason: str | None,
 ) -> Completion:
     """The job's own settings win over its handler's (which come from the database)."""
+    nothing_happened = not (finished.timed_out or finished.cancelled or cancel_reason)
+    if nothing_happened and finished.value is None and finished.exception is None:
+        # Most jobs: succeeded with nothing to return, nothing to check.
+        return Completion(
+            job_id=job.id,
+            owner=owner,
+            attempt=job.attempts,
+            outcome=AttemptOutcome.SUCCEEDED,
+            status=JobStatus.SUCCEEDED,
+            finished_at=now,
+        )
 
     def end(outcome: AttemptOutcome, status: JobStatus, **more: Any) -> Completion:
         return Completion(
