@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, any_, func, literal, select, union_all, update
+from sqlalchemy import ColumnElement, Connection, DateTime, any_, func, literal, select, type_coerce, union_all, update
 
 from ..clock import Clock
 from ..retry import RetryPolicy
@@ -206,6 +206,17 @@ class Claims:
             .with_for_update(skip_locked=True, of=jobs)
         )
 
+    def _times(self, *columns: ColumnElement[datetime]) -> list[ColumnElement[datetime]]:
+        """Timestamps as the driver returns them where that is already aware UTC.
+
+        PostgreSQL connections run in UTC (``create_job_engine``), so the
+        ``UTCDateTime`` conversion would only cost a Python call per value, two per
+        claimed job; SQLite stores naive text and needs it.
+        """
+        if not self._db.is_postgres:
+            return list(columns)
+        return [type_coerce(column, DateTime(timezone=True)) for column in columns]
+
     def _take(
         self,
         conn: Connection,
@@ -233,8 +244,7 @@ class Claims:
                 c.queue,
                 c.priority,
                 c.args,
-                c.run_at,
-                c.created_at,
+                *self._times(c.run_at, c.created_at),
                 c.attempts,
                 c.max_attempts,
                 c.retry,

@@ -50,13 +50,33 @@ LEASE_LOST = "lease lost"
 TIMED_OUT = "timed out"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Running:
+    """A job this worker runs, and why it was asked to stop, if it was.
+
+    The ``Context`` is made only for handlers that take one (most take none);
+    when it exists it is the one place the reason is kept, so a reason it sets
+    itself (a checkpoint that found the lease gone) counts too.
+    """
+
     job: ClaimedJob
-    ctx: Context
-    task: asyncio.Task[None]
     is_async: bool
     claimed_at: float
+    task: asyncio.Task[None] | None = None
+    ctx: Context | None = None
+    _reason: str | None = None
+
+    @property
+    def cancel_reason(self) -> str | None:
+        if self.ctx is not None:
+            return None if self.ctx.cancel_reason is None else str(self.ctx.cancel_reason)
+        return self._reason
+
+    def request_cancel(self, reason: str) -> None:
+        if self.ctx is not None:
+            self.ctx.request_cancel(reason)
+        elif self._reason is None:
+            self._reason = reason
 
 
 def new_worker_id() -> str:
@@ -267,14 +287,14 @@ class Worker:
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
     async def _shut_down(self) -> None:
-        running = [r.task for r in self._running.values()]
+        running = [r.task for r in self._running.values() if r.task is not None]
         if running:
             logger.info("waiting up to %.1f s for %d running job(s)", self.shutdown_grace, len(running))
             await asyncio.wait(running, timeout=self.shutdown_grace)
         for r in list(self._running.values()):
             logger.warning("job %s still running after the grace period: cancelling and releasing it", r.job.id)
             self._cancel(r, SHUTDOWN)
-        remaining = [r.task for r in self._running.values()]
+        remaining = [r.task for r in self._running.values() if r.task is not None]
         if remaining:
             await asyncio.wait(remaining, timeout=10)
         assert self._writer is not None
@@ -283,10 +303,17 @@ class Worker:
     # -- one job -------------------------------------------------------------
 
     def _start(self, job: ClaimedJob) -> None:
-        # Per job, so kept lean: no task name, nothing looked up twice.
+        # Per job, so kept lean: no task name, no Context unless the handler takes one.
         handler = self._handlers[job.handler]
         settings = self._settings.get(job.handler) or handler.definition()
-        leases = self.app.store.leases
+        running = _Running(job, handler.is_async, time.monotonic())
+        running.task = self._loop.create_task(self._execute(running, handler, settings))  # type: ignore[union-attr]
+        self._running[job.id] = running
+
+    def _context(self, running: _Running, settings: HandlerDefinition) -> Context:
+        if running.ctx is not None:
+            return running.ctx
+        job, leases = running.job, self.app.store.leases
         ctx = Context(
             job_id=job.id,
             handler=job.handler,
@@ -301,16 +328,17 @@ class Worker:
             created_at=job.created_at,
             save_checkpoint=lambda data: leases.checkpoint(job.id, self.id, job.attempts, data),
         )
-        task = asyncio.create_task(self._execute(job, handler, ctx, settings))
-        self._running[job.id] = _Running(job, ctx, task, handler.is_async, time.monotonic())
+        if running.cancel_reason is not None:  # asked to stop before it started
+            ctx.request_cancel(running.cancel_reason)
+        running.ctx = ctx
+        return ctx
 
-    async def _execute(
-        self, job: ClaimedJob, handler: Handler[Any, Any], ctx: Context, settings: HandlerDefinition
-    ) -> None:
+    async def _execute(self, running: _Running, handler: Handler[Any, Any], settings: HandlerDefinition) -> None:
         store = self.app.store
+        job = running.job
         try:
             try:
-                kwargs = self._arguments(job, handler, ctx)
+                kwargs = self._arguments(running, handler, settings)
             except InvalidArguments as exc:
                 self._finish(
                     job,
@@ -331,20 +359,18 @@ class Worker:
                     kwargs,
                     is_async=handler.is_async,
                     timeout=job.timeout or settings.timeout,
-                    on_abandon=lambda: ctx.request_cancel(TIMED_OUT),
+                    on_abandon=lambda: running.request_cancel(TIMED_OUT),
                 )
             except asyncio.CancelledError:
                 finished = Finished(cancelled=True)
-            reason = ctx.cancel_reason
+            reason = running.cancel_reason
             if reason == SHUTDOWN and finished.cancelled:
                 await asyncio.to_thread(store.leases.release, job.id, self.id, job.attempts)
                 return
             if reason == LEASE_LOST:
                 logger.warning("job %s: lease lost while running; another worker owns it now", job.id)
                 return
-            completion = decide(
-                job, settings, finished, owner=self.id, now=store.clock(), cancel_reason=str(reason) if reason else None
-            )
+            completion = decide(job, settings, finished, owner=self.id, now=store.clock(), cancel_reason=reason)
             self._finish(job, completion)
             if completion.error is not None and completion.status is not JobStatus.CANCELLED:
                 await self._run_failure_hooks(job, completion, finished.exception)
@@ -383,10 +409,10 @@ class Worker:
         assert self._writer is not None
         self._writer.add(completion)
 
-    def _arguments(self, job: ClaimedJob, handler: Handler[Any, Any], ctx: Context) -> dict[str, Any]:
+    def _arguments(self, running: _Running, handler: Handler[Any, Any], settings: HandlerDefinition) -> dict[str, Any]:
         """The call's keyword arguments: the stored ones (checked against the handler as it is now) plus
         what the worker injects."""
-        signature = handler.signature
+        job, signature = running.job, handler.signature
         stored = job.args.keys()
         fits = (signature.accepts_any or stored <= signature.names) and signature.required <= stored
         if not fits:
@@ -398,7 +424,7 @@ class Worker:
             return job.args
         kwargs = dict(job.args)
         for param, resource in signature.injected.items():
-            kwargs[param] = ctx if resource == CONTEXT else self._resource(resource)
+            kwargs[param] = self._context(running, settings) if resource == CONTEXT else self._resource(resource)
         return kwargs
 
     def _resource(self, name: str) -> Any:
@@ -410,12 +436,14 @@ class Worker:
         return self._resource_values[name]
 
     def _cancel(self, running: _Running, reason: str) -> None:
-        running.ctx.request_cancel(reason)
+        running.request_cancel(reason)
+        task = running.task
+        assert task is not None
         if running.is_async or reason in (SHUTDOWN, LEASE_LOST):
-            running.task.cancel()
+            task.cancel()
         else:  # a sync handler gets one heartbeat to notice ctx.cancelled, then is abandoned
             assert self._loop is not None
-            self._loop.call_later(self.heartbeat_seconds, running.task.cancel)
+            self._loop.call_later(self.heartbeat_seconds, task.cancel)
 
     # -- heartbeat callbacks ---------------------------------------------------
 
@@ -427,7 +455,7 @@ class Worker:
 
     def _apply_report(self, report: LeaseReport, renewed_at: float) -> None:
         for job_id, running in list(self._running.items()):
-            if running.ctx.cancelled:
+            if running.cancel_reason is not None:
                 continue
             if running.claimed_at < renewed_at and job_id not in report.held:
                 self._cancel(running, LEASE_LOST)
