@@ -40,7 +40,6 @@ def _in(statuses: tuple[JobStatus, ...]) -> str:
 #: Partial-index predicates, as SQL both backends accept.
 READY_PREDICATE = _in(CLAIMABLE_STATUSES)
 LIVE_KEY_PREDICATE = "key IS NOT NULL AND " + _in(LIVE_STATUSES)
-RUNNING_PREDICATE = f"status = '{JobStatus.RUNNING.value}'"
 CRON_FIRE_PREDICATE = "cron_name IS NOT NULL"
 FINISHED_PREDICATE = _in(tuple(sorted(FINAL_STATUSES)))
 NOT_SUCCEEDED_PREDICATE = f"status <> '{JobStatus.SUCCEEDED.value}'"
@@ -126,13 +125,6 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         sqlite_where=text(READY_PREDICATE),
     )
     Index(
-        f"{prefix}jobs_running",
-        jobs.c.handler,
-        jobs.c.lease_expires_at,
-        postgresql_where=text(RUNNING_PREDICATE),
-        sqlite_where=text(RUNNING_PREDICATE),
-    )
-    Index(
         f"{prefix}jobs_live_key",
         jobs.c.handler,
         jobs.c.key,
@@ -148,15 +140,18 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         postgresql_where=text(CRON_FIRE_PREDICATE),
         sqlite_where=text(CRON_FIRE_PREDICATE),
     )
-    # Per-handler counts never read succeeded jobs, tenant queries always name a
-    # tenant: neither index takes an entry it would never be asked for (0005).
+    # Every job that is not a success, by status then handler: running jobs (leases,
+    # the global limit, rescue) and the autoscaler's per-handler counts. Succeeded
+    # jobs, the bulk of any table, take no entry, and neither does a lease renewal
+    # (lease_expires_at is in no index, so a renewal can be a HOT update). See 0005.
     Index(
-        f"{prefix}jobs_handler_status",
-        jobs.c.handler,
+        f"{prefix}jobs_active",
         jobs.c.status,
+        jobs.c.handler,
         postgresql_where=text(NOT_SUCCEEDED_PREDICATE),
         sqlite_where=text(NOT_SUCCEEDED_PREDICATE),
     )
+    # Tenant queries always name a tenant.
     Index(
         f"{prefix}jobs_tenant_status",
         jobs.c.tenant,
