@@ -27,8 +27,8 @@ from .systems.pgqueuer import PgQueuer
 from .systems.procrastinate import Procrastinate
 
 CANDIDATES: dict[type[System], list[int]] = {
-    Jobstead: [10, 50, 100, 200, 500],
-    PgQueuer: [10, 25, 50, 100, 200, 500],
+    Jobstead: [100, 200, 500, 1000, 2000],
+    PgQueuer: [50, 100, 200, 500, 1000, 2000],
     # 4 processes x (concurrency + 1) connections must stay under max_connections (400)
     Procrastinate: [10, 30, 60],
 }

@@ -13,7 +13,7 @@ from . import System
 #: Jobs in flight per worker process. A claim takes as many jobs as there are free
 #: slots, so this is also the claim batch size; measured best with ``bench.tune``
 #: (bench/README.md has the figures).
-CONCURRENCY = 500
+CONCURRENCY = 2000
 
 
 def build_app(url: str, *, limit: int | None = None, reporter: Reporter | None = None) -> App:

@@ -8,7 +8,7 @@ from . import System
 
 #: Jobs per dequeue round trip. Its docs: raise ``batch_size`` for short jobs
 #: (default 10); measured best with ``bench.tune`` (bench/README.md has the figures).
-BATCH_SIZE = 100
+BATCH_SIZE = 2000
 
 
 class PgQueuer(System):

@@ -58,3 +58,20 @@ def test_batch_keeps_every_time_to_the_microsecond_and_drops_lost_leases(app: Ap
         else:
             assert job.status is JobStatus.DEAD and job.finished_at == finished[job_id]
     assert app.get_job(theirs[-1]).status is JobStatus.RUNNING  # w-2 still holds it
+
+
+def test_renewal_touches_only_the_jobs_the_worker_names(app: App) -> None:
+    @app.handler
+    def h(n: int) -> None: ...
+
+    h.defer_many([{"n": i} for i in range(3)])
+    a, b, c = _claim(app, "w-1", 3)
+    before = {j: app.get_job(j).record.lease_expires_at for j in (a, b, c)}
+    app.get_job(b).cancel()  # a running job: cancellation is requested, it keeps running
+    report = app.store.leases.renew("w-1", 3600, [a, b])
+    assert report.held == {a, b} and report.cancel_requested == {b}
+    after = {j: app.get_job(j).record.lease_expires_at for j in (a, b, c)}
+    assert after[a] > before[a] and after[b] > before[b] and after[c] == before[c]  # type: ignore[operator]
+    assert app.store.leases.renew("w-1", 3600, []).held == frozenset()
+    assert app.store.leases.renew("w-2", 3600, [a]).held == frozenset()  # not w-2's lease
+    assert app.store.leases.renew("w-1", 3600).held == {a, b, c}  # no ids: every lease it holds

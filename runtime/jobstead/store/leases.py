@@ -17,7 +17,7 @@ timed-out, cancelled, lost and released attempts get a row in ``attempts``.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import Any
@@ -154,8 +154,11 @@ class Leases:
                     lease_owner = CASE WHEN b.outcome = 'succeeded' THEN j.lease_owner END,
                     lease_expires_at = NULL, cancel_requested = false
                 FROM batch AS b
-                WHERE j.id = b.id AND j.lease_owner = b.owner AND j.attempts = b.attempt
-                  AND j.status = 'running'
+                -- Through the primary key (id = ANY), never a scan of the running rows: their
+                -- index keeps an entry per finished job until vacuum, and a bitmap scan of it
+                -- cost 100 ms per batch at 150,000 jobs through the queue.
+                WHERE j.id = ANY(ARRAY(SELECT id FROM batch)) AND j.id = b.id
+                  AND j.lease_owner = b.owner AND j.attempts = b.attempt AND j.status = 'running'
                 RETURNING j.id, b.attempt, b.owner, j.started_at, b.finished_at, b.outcome, b.error
             ), logged AS (
                 INSERT INTO {attempts} (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
@@ -166,16 +169,24 @@ class Leases:
             """
         )
 
-    def renew(self, owner: str, lease_seconds: float) -> LeaseReport:
-        """Extend every lease ``owner`` holds; report which it still holds and which to cancel."""
+    def renew(self, owner: str, lease_seconds: float, job_ids: Collection[int] | None = None) -> LeaseReport:
+        """Extend every lease ``owner`` holds; report which it still holds and which to cancel.
+
+        With ``job_ids`` (what the worker knows it runs) only those rows are
+        looked at, through the primary key. Without, every running row is
+        scanned, dead index entries of finished jobs included: at 150,000 jobs
+        through the queue that took seconds per renewal.
+        """
         jobs = self._db.tables.jobs
         expires = self._clock() + timedelta(seconds=lease_seconds)
+        held = [jobs.c.lease_owner == owner, jobs.c.status == JobStatus.RUNNING.value]
+        if job_ids is not None:
+            if not job_ids:
+                return LeaseReport(held=frozenset(), cancel_requested=frozenset())
+            held.append(jobs.c.id.in_(list(job_ids)))
         with self._db.engine.begin() as conn:
             rows = conn.execute(
-                update(jobs)
-                .where(jobs.c.lease_owner == owner, jobs.c.status == JobStatus.RUNNING.value)
-                .values(lease_expires_at=expires)
-                .returning(jobs.c.id, jobs.c.cancel_requested)
+                update(jobs).where(*held).values(lease_expires_at=expires).returning(jobs.c.id, jobs.c.cancel_requested)
             ).all()
         return LeaseReport(
             held=frozenset(r.id for r in rows),

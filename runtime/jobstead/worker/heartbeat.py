@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import timedelta
 
 from ..store import LeaseReport, Store
@@ -27,7 +27,7 @@ class Heartbeat:
         *,
         interval: float,
         lease_seconds: float,
-        running: Callable[[], int],
+        held: Callable[[], Collection[int]],
         on_report: Callable[[LeaseReport, float], None],
         on_settings: Callable[[], None],
         prune: Callable[[], int] | None = None,
@@ -37,7 +37,7 @@ class Heartbeat:
         self._worker_id = worker_id
         self._interval = interval
         self._lease_seconds = lease_seconds
-        self._running = running
+        self._held = held
         self._on_report = on_report
         self._on_settings = on_settings
         self._prune = prune
@@ -56,9 +56,10 @@ class Heartbeat:
     def beat(self) -> None:
         """One round: renew leases, report, refresh settings, rescue the dead's jobs."""
         started = time.monotonic()
-        report = self._store.leases.renew(self._worker_id, self._lease_seconds)
+        held = self._held()  # after `started`: a job missing here started later, and is not judged
+        report = self._store.leases.renew(self._worker_id, self._lease_seconds, held)
         self._on_report(report, started)
-        self._store.registry.worker_heartbeat(self._worker_id, self._running())
+        self._store.registry.worker_heartbeat(self._worker_id, len(held))
         self._on_settings()
         rescued = self._store.leases.rescue_expired()
         if rescued:

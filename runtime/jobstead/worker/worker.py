@@ -202,7 +202,7 @@ class Worker:
             self.id,
             interval=self.heartbeat_seconds,
             lease_seconds=self.lease_seconds,
-            running=lambda: len(self._running),
+            held=lambda: tuple(self._running),  # one C-level copy: safe from another thread
             on_report=self._report_from_thread,
             on_settings=self._refresh_settings,
             prune=lambda: store.retention.prune(finished=self.app.retention, dead=self.app.dead_retention),
