@@ -22,7 +22,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import Connection, TextClause, and_, insert, select, text, update
+from sqlalchemy import Connection, TextClause, and_, insert, select, text, true, update
 
 from ..clock import Clock
 from ..errors import JobError
@@ -156,9 +156,10 @@ class Leases:
                 FROM batch AS b
                 -- Through the primary key (id = ANY), never a scan of the running rows: their
                 -- index keeps an entry per finished job until vacuum, and a bitmap scan of it
-                -- cost 100 ms per batch at 150,000 jobs through the queue.
+                -- cost 100 ms per batch at 150,000 jobs through the queue. "IS TRUE" keeps the
+                -- status test out of any index condition, so the planner cannot pick that scan.
                 WHERE j.id = ANY(ARRAY(SELECT id FROM batch)) AND j.id = b.id
-                  AND j.lease_owner = b.owner AND j.attempts = b.attempt AND j.status = 'running'
+                  AND j.lease_owner = b.owner AND j.attempts = b.attempt AND (j.status = 'running') IS TRUE
                 RETURNING j.id, b.attempt, b.owner, j.started_at, b.finished_at, b.outcome, b.error
             ), logged AS (
                 INSERT INTO {attempts} (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
@@ -179,11 +180,13 @@ class Leases:
         """
         jobs = self._db.tables.jobs
         expires = self._clock() + timedelta(seconds=lease_seconds)
-        held = [jobs.c.lease_owner == owner, jobs.c.status == JobStatus.RUNNING.value]
+        running = jobs.c.status == JobStatus.RUNNING.value
+        held = [jobs.c.lease_owner == owner, running]
         if job_ids is not None:
             if not job_ids:
                 return LeaseReport(held=frozenset(), cancel_requested=frozenset())
-            held.append(jobs.c.id.in_(list(job_ids)))
+            # The ids through the primary key; IS TRUE keeps the status out of index conditions.
+            held = [jobs.c.id.in_(list(job_ids)), jobs.c.lease_owner == owner, running.is_(true())]
         with self._db.engine.begin() as conn:
             rows = conn.execute(
                 update(jobs).where(*held).values(lease_expires_at=expires).returning(jobs.c.id, jobs.c.cancel_requested)
