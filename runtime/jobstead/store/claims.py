@@ -17,6 +17,11 @@ On SQLite the transaction itself is the lock (``BEGIN IMMEDIATE``).
 Pauses and which handlers have a limit are read at the start of each claim,
 in the same transaction (``_blocked``): a pause, or a limit the operator just
 set, takes effect from the next claim.
+
+Every statement is built once per shape (one queue or all, paused queues or
+none, a subquery or a list of ids) with bound parameters, and kept: building
+SQLAlchemy constructs anew for each claim cost more than a millisecond of
+CPU, most of a one-job claim.
 """
 
 from __future__ import annotations
@@ -26,7 +31,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, DateTime, any_, func, literal, select, type_coerce, union_all, update
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Connection,
+    DateTime,
+    Integer,
+    Select,
+    Update,
+    any_,
+    bindparam,
+    func,
+    literal,
+    select,
+    type_coerce,
+    union_all,
+    update,
+)
 
 from ..clock import Clock
 from ..retry import RetryPolicy
@@ -45,10 +66,16 @@ class Blocked:
     limited: set[str]
 
 
+#: How a claim picks its jobs: a candidates subquery of a shape (one queue?, paused queues
+#: to skip?) with its parameters, or a list of ids chosen beforehand (limited handlers).
+Pick = tuple[tuple[bool, bool], dict[str, Any]] | list[int]
+
+
 class Claims:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
+        self._statements: dict[tuple[Any, ...], Any] = {}
 
     def claim(
         self,
@@ -81,7 +108,7 @@ class Claims:
                 if queue in blocked.queues:
                     continue
                 which = self._pick(conn, now, queue, free, room, wanted, blocked.queues)
-                if which is not None:
+                if which:
                     taken = self._take(conn, now, which, worker_id, lease_seconds)
                     for job in taken:
                         if job.handler in room:
@@ -98,21 +125,26 @@ class Claims:
         of walking the ordered index to the ``LIMIT`` (the benchmark showed it).
         A pause or a limit set meanwhile takes effect at the next claim.
         """
-        pauses, handler_rows = self._db.tables.pauses, self._db.tables.handlers
-        rows = conn.execute(
-            union_all(
-                select(pauses.c.scope, pauses.c.name),
-                select(literal("limit"), handler_rows.c.name).where(
-                    handler_rows.c.name.in_(list(handlers)), handler_rows.c.concurrency.is_not(None)
-                ),
-            )
-        ).all()
+        rows = conn.execute(self._blocked_query(), {"handlers": list(handlers)}).all()
         return Blocked(
             everything=any(scope == "all" for scope, _ in rows),
             queues={name for scope, name in rows if scope == "queue"},
             handlers={name for scope, name in rows if scope == "handler"},
             limited={name for scope, name in rows if scope == "limit"},
         )
+
+    def _blocked_query(self) -> CompoundSelect[Any]:
+        stmt = self._statements.get(("blocked",))
+        if stmt is None:
+            pauses, handler_rows = self._db.tables.pauses, self._db.tables.handlers
+            stmt = self._statements[("blocked",)] = union_all(
+                select(pauses.c.scope, pauses.c.name),
+                select(literal("limit"), handler_rows.c.name).where(
+                    handler_rows.c.name.in_(bindparam("handlers", expanding=True)),
+                    handler_rows.c.concurrency.is_not(None),
+                ),
+            )
+        return stmt
 
     def _room(self, conn: Connection, limited: list[str]) -> tuple[dict[str, int], list[str]]:
         """Lock the limited handlers' rows; return their free slots and the ones no longer limited."""
@@ -147,64 +179,56 @@ class Claims:
         room: dict[str, int],
         wanted: int,
         paused_queues: Collection[str],
-    ) -> ColumnElement[bool] | None:
+    ) -> Pick | None:
         """Which jobs to claim from one queue (best first), or None for none.
 
         With no limited handler open this is a subquery, so the claim stays a
         single statement; otherwise candidates are locked and chosen here.
         """
-        jobs = self._db.tables.jobs
         limited_open = {name: n for name, n in room.items() if n > 0}
+        shape = (queue is not None, queue is None and bool(paused_queues))
+
+        def params(handlers: list[str], limit: int) -> dict[str, Any]:
+            given: dict[str, Any] = {"now": now, "handlers": handlers, "limit": limit}
+            if queue is not None:
+                given["in_queue"] = queue
+            elif paused_queues:
+                given["paused"] = list(paused_queues)
+            return given
+
         if not limited_open:
-            if not free:
-                return None
-            stmt = self._candidates(now, queue, jobs.c.handler.in_(free), paused_queues, limit=wanted)
-            ids = stmt.with_only_columns(jobs.c.id).scalar_subquery()
-            if self._db.is_postgres:
-                # id = ANY(ARRAY(...)): the chosen ids become one array, and the UPDATE finds
-                # them through the primary key. With IN (subquery) the planner may hash-join
-                # against a scan of the whole table instead (it did, at 20,000 queued jobs).
-                return jobs.c.id == any_(func.array(ids))
-            return jobs.c.id.in_(ids)
+            return (shape, params(free, wanted)) if free else None
         found: list[Any] = []
         for name, n in limited_open.items():
-            found += conn.execute(
-                self._candidates(now, queue, jobs.c.handler == name, paused_queues, limit=min(n, wanted))
-            ).all()
+            found += conn.execute(self._candidates(shape), params([name], min(n, wanted))).all()
         if free:
-            found += conn.execute(
-                self._candidates(now, queue, jobs.c.handler.in_(free), paused_queues, limit=wanted)
-            ).all()
+            found += conn.execute(self._candidates(shape), params(free, wanted)).all()
         found.sort(key=lambda r: (-r.priority, r.run_at, r.id))
-        ids = [r.id for r in found[:wanted]]
-        return jobs.c.id.in_(ids) if ids else None
+        return [r.id for r in found[:wanted]] or None
 
-    def _candidates(
-        self,
-        now: datetime,
-        queue: str | None,
-        which: ColumnElement[bool],
-        paused_queues: Collection[str],
-        *,
-        limit: int,
-    ) -> Any:
-        jobs = self._db.tables.jobs
-        conditions: list[ColumnElement[bool]] = [
-            jobs.c.status.in_([s.value for s in CLAIMABLE_STATUSES]),
-            jobs.c.run_at <= now,
-            which,
-        ]
-        if queue is not None:
-            conditions.append(jobs.c.queue == queue)
-        elif paused_queues:
-            conditions.append(jobs.c.queue.not_in(list(paused_queues)))
-        return (
-            select(jobs.c.id, jobs.c.priority, jobs.c.run_at)
-            .where(*conditions)
-            .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True, of=jobs)
-        )
+    def _candidates(self, shape: tuple[bool, bool]) -> Select[Any]:
+        """Ready jobs of some handlers, best first, locked (SKIP LOCKED); parameters bound at execution."""
+        stmt = self._statements.get(("candidates", shape))
+        if stmt is None:
+            jobs = self._db.tables.jobs
+            one_queue, skip_queues = shape
+            conditions: list[ColumnElement[bool]] = [
+                jobs.c.status.in_([s.value for s in CLAIMABLE_STATUSES]),
+                jobs.c.run_at <= bindparam("now", type_=jobs.c.run_at.type),
+                jobs.c.handler.in_(bindparam("handlers", expanding=True)),
+            ]
+            if one_queue:
+                conditions.append(jobs.c.queue == bindparam("in_queue"))
+            elif skip_queues:
+                conditions.append(jobs.c.queue.not_in(bindparam("paused", expanding=True)))
+            stmt = self._statements[("candidates", shape)] = (
+                select(jobs.c.id, jobs.c.priority, jobs.c.run_at)
+                .where(*conditions)
+                .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
+                .limit(bindparam("limit", type_=Integer))
+                .with_for_update(skip_locked=True, of=jobs)
+            )
+        return stmt
 
     def _times(self, *columns: ColumnElement[datetime]) -> list[ColumnElement[datetime]]:
         """Timestamps as the driver returns them where that is already aware UTC.
@@ -217,25 +241,31 @@ class Claims:
             return list(columns)
         return [type_coerce(column, DateTime(timezone=True)) for column in columns]
 
-    def _take(
-        self,
-        conn: Connection,
-        now: datetime,
-        which: ColumnElement[bool],
-        worker_id: str,
-        lease_seconds: float,
-    ) -> list[ClaimedJob]:
+    def _update(self, shape: tuple[bool, bool] | None) -> Update:
+        """The claim itself: the jobs a candidates subquery of ``shape`` picks, or bound ``ids``."""
+        stmt = self._statements.get(("update", shape))
+        if stmt is not None:
+            return stmt  # type: ignore[no-any-return]
         jobs = self._db.tables.jobs
         c = jobs.c
-        rows = conn.execute(
+        which: ColumnElement[bool]
+        if shape is None:
+            which = c.id.in_(bindparam("ids", expanding=True))
+        else:
+            ids = self._candidates(shape).with_only_columns(c.id).scalar_subquery()
+            # id = ANY(ARRAY(...)) on PostgreSQL: the chosen ids become one array, and the UPDATE
+            # finds them through the primary key. With IN (subquery) the planner may hash-join
+            # against a scan of the whole table instead (it did, at 20,000 queued jobs).
+            which = c.id == any_(func.array(ids)) if self._db.is_postgres else c.id.in_(ids)
+        stmt = self._statements[("update", shape)] = (
             update(jobs)
             .where(which)
             .values(
                 status=JobStatus.RUNNING.value,
                 attempts=c.attempts + 1,
-                lease_owner=worker_id,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                started_at=now,
+                lease_owner=bindparam("owner"),
+                lease_expires_at=bindparam("expires", type_=c.lease_expires_at.type),
+                started_at=bindparam("started", type_=c.started_at.type),
                 cancel_requested=False,
             )
             .returning(
@@ -253,7 +283,23 @@ class Claims:
                 c.metadata,
                 c.checkpoint,
             )
-        ).all()
+        )
+        return stmt
+
+    def _take(
+        self,
+        conn: Connection,
+        now: datetime,
+        which: Pick,
+        worker_id: str,
+        lease_seconds: float,
+    ) -> list[ClaimedJob]:
+        lease = {"owner": worker_id, "expires": now + timedelta(seconds=lease_seconds), "started": now}
+        if isinstance(which, list):
+            rows = conn.execute(self._update(None), {**lease, "ids": which}).all()
+        else:
+            shape, params = which
+            rows = conn.execute(self._update(shape), {**lease, **params}).all()
         return [
             ClaimedJob(
                 job_id,
