@@ -100,3 +100,32 @@ def test_sync_defer_refuses_an_async_session(job_app: App, target: Target) -> No
 def test_defer_async_without_session(job_app: App) -> None:
     job = asyncio.run(job_app.get_handler("record").defer_async(order_id=9))
     assert job_app.get_job(job.id).record.args == {"order_id": 9}
+
+
+@pytest.mark.postgres
+def test_a_failed_standalone_defer_leaves_the_pool_as_it_was(postgres_target: Target) -> None:
+    """A defer of its own runs autocommitted on the pooled driver connection: an error comes out as
+    SQLAlchemy's, and no connection goes back to the pool in autocommit (that would silently break
+    every later caller's transaction)."""
+    from sqlalchemy.exc import ProgrammingError
+
+    app = App(postgres_target.url, schema=postgres_target.schema)
+
+    @app.handler
+    def record(order_id: int) -> None: ...
+
+    app.migrate()
+    jobs = app.store.tables.qualified(app.store.tables.jobs)
+    with app.store.db.engine.begin() as conn:
+        conn.exec_driver_sql(f"ALTER TABLE {jobs} RENAME TO gone")
+    with pytest.raises(ProgrammingError, match="does not exist"):
+        record.defer(order_id=1)
+    with app.store.db.engine.begin() as conn:
+        conn.exec_driver_sql(f'ALTER TABLE "{postgres_target.schema}".gone RENAME TO {app.store.tables.jobs.name}')
+    assert record.defer(order_id=2).id > 0
+    with app.store.db.engine.connect() as conn:  # every pooled connection is transactional again
+        assert conn.connection.driver_connection.autocommit is False  # type: ignore[union-attr]
+        record.configure(session=conn).defer(order_id=3)
+        conn.rollback()
+    assert [j.args["order_id"] for j in app.store.queries.list_jobs()] == [2]
+    app.close()

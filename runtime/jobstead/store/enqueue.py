@@ -20,10 +20,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, TextClause, and_, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from ..clock import Clock
 from ..status import JobStatus
@@ -52,9 +55,7 @@ class Enqueuer:
         if connection is not None:
             return self._insert(connection, jobs)
         if self._unnest_insert is not None and len(_option_groups(jobs)) == 1 and jobs[0].key is None:
-            with self._db.engine.connect() as conn:
-                one_statement = conn.execution_options(isolation_level="AUTOCOMMIT")
-                return self._insert(one_statement, jobs)
+            return self._insert_one_statement(jobs)
         with self._db.engine.begin() as conn:
             return self._insert(conn, jobs)
 
@@ -76,32 +77,71 @@ class Enqueuer:
                 conn.execute(select(func.pg_notify(self._db.tables.notify_channel, queue)))
         return [by_position[i] for i in range(len(jobs))]
 
+    def _insert_one_statement(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
+        """Jobs sharing their options, on their own: one autocommitted statement, on the driver.
+
+        A statement is its own transaction, so no BEGIN/COMMIT round trips. It
+        runs on the pooled psycopg connection directly: SQLAlchemy's connection,
+        execution and result layers (and switching a pooled connection to
+        autocommit through them) cost more client CPU than the statement itself,
+        most of a single ``defer``. The connection goes back to the pool as it
+        came (autocommit off), or is discarded if it broke.
+        """
+        now = self._clock()
+        pooled = self._db.engine.raw_connection()
+        try:
+            driver = pooled.driver_connection
+            assert driver is not None
+            driver.autocommit = True
+            try:
+                rows = driver.execute(self._driver_insert, self._group_params(jobs, now)).fetchall()
+            finally:
+                driver.autocommit = False
+        except psycopg.Error as exc:
+            pooled.invalidate()  # whatever state it is in, no one else gets it
+            # The same exception types as every other store call (SQLAlchemy's wrappers).
+            raise DBAPIError.instance(self._driver_insert, None, exc, psycopg.Error) from exc
+        except BaseException:
+            pooled.invalidate()
+            raise
+        finally:
+            pooled.close()
+        ids = sorted(row[0] for row in rows)
+        return [_sent(job_id, job, now) for job_id, job in zip(ids, jobs, strict=True)]
+
+    @cached_property
+    def _driver_insert(self) -> Any:
+        """``_unnest_insert`` in psycopg's own placeholder style."""
+        assert self._unnest_insert is not None
+        return str(self._unnest_insert.compile(dialect=self._db.engine.dialect))
+
+    def _group_params(self, group: Sequence[NewJob], now: datetime) -> dict[str, Any]:
+        """Everything about a group of jobs in one JSON text: one C dump instead of a dozen
+        psycopg parameter dumps; times as epoch seconds, which the server turns back into
+        the same microsecond."""
+        first = group[0]
+        given = {
+            "args": [j.args for j in group],
+            "handler": first.handler,
+            "queue": first.queue,
+            "priority": first.priority,
+            "status": _status(first, now),
+            "run_at": (first.run_at or now).timestamp(),
+            "now": now.timestamp(),
+            "max_attempts": first.max_attempts,
+            "retry": first.retry.to_json() if first.retry else None,
+            "timeout": first.timeout,
+            "tenant": first.tenant,
+            "metadata": first.metadata,
+        }
+        return {"given": json.dumps(given), "channel": self._db.tables.notify_channel}
+
     def _insert_plain(self, conn: Connection, jobs: Sequence[NewJob], now: datetime) -> list[JobRecord]:
         if self._unnest_insert is not None:
             records: dict[int, JobRecord] = {}
             for positions in _option_groups(jobs).values():
                 group = [jobs[i] for i in positions]
-                first = group[0]
-                # Everything in one JSON text: one C dump instead of a dozen psycopg
-                # parameter dumps (most of a single defer's client time); times as epoch
-                # seconds, which the server turns back into the same microsecond.
-                given = {
-                    "args": [j.args for j in group],
-                    "handler": first.handler,
-                    "queue": first.queue,
-                    "priority": first.priority,
-                    "status": _status(first, now),
-                    "run_at": (first.run_at or now).timestamp(),
-                    "now": now.timestamp(),
-                    "max_attempts": first.max_attempts,
-                    "retry": first.retry.to_json() if first.retry else None,
-                    "timeout": first.timeout,
-                    "tenant": first.tenant,
-                    "metadata": first.metadata,
-                }
-                inserted = conn.execute(
-                    self._unnest_insert, {"given": json.dumps(given), "channel": self._db.tables.notify_channel}
-                )
+                inserted = conn.execute(self._unnest_insert, self._group_params(group, now))
                 # Ids come from the sequence in the order the rows were fed to the
                 # INSERT (ORDER BY ord), so ascending ids are the input order.
                 ids = sorted(inserted.scalars().all())
