@@ -2,9 +2,9 @@
 
 Two paths, chosen per claim:
 
-* Handlers without a limit: one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE
-  SKIP LOCKED) RETURNING *`` statement. Concurrent workers skip each other's rows
-  instead of waiting on them.
+* Handlers without a limit: one ``UPDATE ... WHERE id = ANY(ARRAY(SELECT ... FOR
+  UPDATE SKIP LOCKED)) RETURNING ...`` statement (SQLite: ``id IN (...)``).
+  Concurrent workers skip each other's rows instead of waiting on them.
 * Handlers with a limit: the claim first locks their ``handlers`` rows (``FOR
   UPDATE``), then counts their running jobs, then claims at most the remaining
   room. Every claim of a limited handler holds that row lock until commit, so two
