@@ -1,0 +1,94 @@
+"""The hot statements keep the plans the benchmark found they need (PostgreSQL).
+
+Both pathologies below were invisible in every functional test and cost the
+benchmark 5-10x: they are checked here on the plan itself, not on a timing.
+
+* The claim must walk the ready index to its LIMIT, never scan the table and
+  sort every ready row.
+* A completion batch must find its jobs through the primary key, never scan
+  the index of running rows: that index keeps an entry for every finished job
+  until vacuum, and a bitmap scan never marks those dead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import event
+
+from jobstead import App, JobStatus
+from jobstead.status import AttemptOutcome
+from jobstead.store import Completion, JobFilter
+from tests.conftest import Target
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def busy_app(postgres_target: Target) -> Iterator[App]:
+    """5,000 jobs through the queue: some finished (dead index entries left), some running, most ready."""
+    app = App(postgres_target.url, schema=postgres_target.schema)
+
+    @app.handler
+    def h(n: int) -> None: ...
+
+    app.migrate()
+    app.store.registry.publish_handlers([h.definition()])
+    h.defer_many([{"n": i} for i in range(5000)])
+    store = app.store
+    for _ in range(3):
+        jobs = store.claims.claim(worker_id="w", handlers=["h"], queues=None, limit=500, lease_seconds=60)
+        now = store.clock()
+        store.leases.complete(
+            [Completion(j.id, "w", j.attempts, AttemptOutcome.SUCCEEDED, JobStatus.SUCCEEDED, now) for j in jobs]
+        )
+    store.claims.claim(worker_id="w", handlers=["h"], queues=None, limit=1000, lease_seconds=60)
+    with store.db.engine.begin() as conn:
+        conn.exec_driver_sql(f"ANALYZE {store.tables.qualified(store.tables.jobs)}")
+    yield app
+    app.close()
+
+
+def _plan_of(app: App, run: Any, starts: str, url: str) -> str:
+    """EXPLAIN the statement starting with ``starts`` that ``run()`` sends, with its parameters."""
+    sent: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append((statement, parameters))
+
+    event.listen(app.store.db.engine, "before_cursor_execute", capture)
+    try:
+        run()
+    finally:
+        event.remove(app.store.db.engine, "before_cursor_execute", capture)
+    statement, parameters = next((s, p) for s, p in sent if s.lstrip().startswith(starts))
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + statement, parameters))
+        conn.rollback()
+    return plan
+
+
+def test_the_claim_walks_the_ready_index_to_its_limit(busy_app: App, postgres_target: Target) -> None:
+    store = busy_app.store
+    plan = _plan_of(
+        busy_app,
+        lambda: store.claims.claim(worker_id="w2", handlers=["h"], queues=None, limit=500, lease_seconds=60),
+        "UPDATE",
+        postgres_target.url,
+    )
+    assert "jobs_ready_any_queue" in plan, plan
+    assert "Seq Scan on jobstead_jobs" not in plan and "Sort" not in plan, plan
+
+
+def test_a_completion_batch_goes_through_the_primary_key(busy_app: App, postgres_target: Target) -> None:
+    store = busy_app.store
+    running = store.queries.list_jobs(JobFilter(status=JobStatus.RUNNING, limit=500))
+    assert len(running) == 500
+    now = store.clock()
+    batch = [Completion(j.id, "w", j.attempts, AttemptOutcome.SUCCEEDED, JobStatus.SUCCEEDED, now) for j in running]
+    plan = _plan_of(busy_app, lambda: store.leases.complete(batch), "WITH batch", postgres_target.url)
+    assert "jobstead_jobs_pkey" in plan, plan
+    assert "jobs_active" not in plan and "Bitmap" not in plan, plan
