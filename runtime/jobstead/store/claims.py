@@ -244,8 +244,11 @@ class Claims:
     def _update(self, shape: tuple[bool, bool] | None) -> Update:
         """The claim itself: the jobs a candidates subquery of ``shape`` picks, or bound ``ids``."""
         stmt = self._statements.get(("update", shape))
-        if stmt is not None:
-            return stmt  # type: ignore[no-any-return]
+        if stmt is None:
+            stmt = self._statements[("update", shape)] = self._build_update(shape)
+        return stmt
+
+    def _build_update(self, shape: tuple[bool, bool] | None) -> Update:
         jobs = self._db.tables.jobs
         c = jobs.c
         which: ColumnElement[bool]
@@ -257,7 +260,7 @@ class Claims:
             # finds them through the primary key. With IN (subquery) the planner may hash-join
             # against a scan of the whole table instead (it did, at 20,000 queued jobs).
             which = c.id == any_(func.array(ids)) if self._db.is_postgres else c.id.in_(ids)
-        stmt = self._statements[("update", shape)] = (
+        return (
             update(jobs)
             .where(which)
             .values(
@@ -284,7 +287,6 @@ class Claims:
                 c.checkpoint,
             )
         )
-        return stmt
 
     def _take(
         self,

@@ -106,11 +106,10 @@ class Enqueuer:
             raise
         finally:
             pooled.close()
-        ids = sorted(row[0] for row in rows)
-        return [_sent(job_id, job, now) for job_id, job in zip(ids, jobs, strict=True)]
+        return _in_input_order([row[0] for row in rows], jobs, now)
 
     @cached_property
-    def _driver_insert(self) -> Any:
+    def _driver_insert(self) -> str:
         """``_unnest_insert`` in psycopg's own placeholder style."""
         assert self._unnest_insert is not None
         return str(self._unnest_insert.compile(dialect=self._db.engine.dialect))
@@ -142,10 +141,7 @@ class Enqueuer:
             for positions in _option_groups(jobs).values():
                 group = [jobs[i] for i in positions]
                 inserted = conn.execute(self._unnest_insert, self._group_params(group, now))
-                # Ids come from the sequence in the order the rows were fed to the
-                # INSERT (ORDER BY ord), so ascending ids are the input order.
-                ids = sorted(inserted.scalars().all())
-                records.update((i, _sent(job_id, jobs[i], now)) for i, job_id in zip(positions, ids, strict=True))
+                records.update(zip(positions, _in_input_order(inserted.scalars().all(), group, now), strict=True))
             return [records[i] for i in range(len(jobs))]
         table = self._db.tables.jobs
         values = [_values(j, now) for j in jobs]
@@ -234,6 +230,15 @@ def _option_groups(jobs: Sequence[NewJob]) -> dict[tuple[Any, ...], list[int]]:
         )
         groups.setdefault(options, []).append(i)
     return groups
+
+
+def _in_input_order(ids: Sequence[int], group: Sequence[NewJob], now: datetime) -> list[JobRecord]:
+    """The records of a group just inserted, from the ids its INSERT returned.
+
+    Ids come from the sequence in the order the rows were fed to the INSERT
+    (``ORDER BY ord``), so ascending ids are the input order.
+    """
+    return [_sent(job_id, job, now) for job_id, job in zip(sorted(ids), group, strict=True)]
 
 
 def _sent(job_id: int, job: NewJob, now: datetime) -> JobRecord:
