@@ -17,8 +17,7 @@ from typing import Any
 
 import kopf
 
-from jobstead.store.control import WAKE_ALL
-from jobstead.worker.wakeup import listen
+from jobstead.store import WAKE_ALL
 
 from .deployment import deployment_name
 from .jobhandlers import SCALE_INTERVAL
@@ -48,7 +47,7 @@ async def wake_from_zero(state: OperatorState, queue: str) -> None:
 @kopf.on.startup(registry=registry)
 async def start_listening(memo: Any, **_: Any) -> None:
     state: OperatorState = memo.state
-    if not state.store.db.is_postgres:
+    if not state.store.supports_listen:
         return
     pending: set[str] = set()
     tasks: set[asyncio.Task[None]] = set()  # held, so a running wake-up is never garbage-collected
@@ -69,9 +68,7 @@ async def start_listening(memo: Any, **_: Any) -> None:
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
-    memo.listener = loop.create_task(
-        listen(state.store.db.engine.url, state.store.tables.notify_channel, None, on_notify)
-    )
+    memo.listener = loop.create_task(state.store.listen(None, on_notify))
 
 
 @kopf.on.cleanup(registry=registry)

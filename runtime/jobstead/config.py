@@ -18,22 +18,18 @@ DEFAULT_TABLE_PREFIX = "jobstead_"
 def resolve_database_url(explicit: str | URL | None = None) -> URL:
     """Explicit argument, else ``$JOBSTEAD_DATABASE_URL``, else a SQLite file in the cwd.
 
-    Bare ``postgresql://`` and ``postgres://`` URLs get the psycopg 3 driver,
-    the only PostgreSQL driver Jobstead depends on.
+    The database's driver (``store/drivers``) checks and completes it: bare
+    ``postgresql://`` URLs get psycopg 3, the only PostgreSQL driver Jobstead
+    depends on; an unsupported database is refused here, with the ones it runs on.
     """
     raw = explicit if explicit is not None else os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL
     try:
         url = make_url(raw)
     except Exception as exc:  # SQLAlchemy raises ArgumentError with a terse message
         raise ConfigurationError(f"invalid database URL {str(raw)!r}: {exc}") from exc
-    if url.drivername in ("postgresql", "postgres"):
-        url = url.set(drivername="postgresql+psycopg")
-    backend = url.get_backend_name()
-    if backend not in ("postgresql", "sqlite"):
-        raise ConfigurationError(f"unsupported database {backend!r}: Jobstead runs on PostgreSQL or SQLite")
-    if backend == "postgresql" and url.get_driver_name() != "psycopg":
-        raise ConfigurationError("PostgreSQL URLs must use the psycopg driver (postgresql+psycopg://...)")
-    return url
+    from .store.drivers import driver_for  # on use: the store imports this module
+
+    return driver_for(url).normalize_url(url)
 
 
 def resolve_table_prefix(explicit: str | None = None) -> str:

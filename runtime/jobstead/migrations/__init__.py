@@ -7,14 +7,13 @@ time reach the migration scripts (through ``Config.attributes``).
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from ..store.database import Database
 
@@ -63,16 +62,12 @@ def is_current(db: Database) -> bool:
 def upgrade(db: Database, revision: str = "head") -> None:
     """Bring the schema to ``revision``; safe when many processes start at once.
 
-    On PostgreSQL a transaction-scoped advisory lock serialises concurrent
-    migrators (the lock ends with the transaction, so it also works behind
-    PgBouncer in transaction mode); SQLite's ``BEGIN IMMEDIATE`` does the same.
+    The driver serialises concurrent migrators (``Driver.lock_schema``: a
+    transaction-scoped advisory lock on PostgreSQL, which also works behind
+    PgBouncer in transaction mode; SQLite's ``BEGIN IMMEDIATE`` does it alone).
     """
     with db.engine.begin() as conn:
-        if db.is_postgres:
-            key = zlib.crc32(f"jobstead-migrate:{db.tables.schema}:{db.tables.prefix}".encode())
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
-            if db.tables.schema:
-                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{db.tables.schema}"'))
+        db.driver.lock_schema(conn, schema=db.tables.schema, prefix=db.tables.prefix)
         command.upgrade(_config(db, conn), revision)
 
 

@@ -7,6 +7,9 @@ registry, queries, crons), so a reader finds the SQL for any change in one guess
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+from typing import Any
+
 from sqlalchemy.engine import URL
 
 from ..clock import Clock, utcnow
@@ -14,7 +17,8 @@ from ..config import resolve_database_url, resolve_schema, resolve_table_prefix
 from .claims import Claims
 from .control import Control
 from .crons import Crons, FireResult
-from .database import Database, create_job_engine
+from .database import Database, open_database
+from .drivers.base import WAKE_ALL
 from .enqueue import Enqueuer
 from .leases import Leases
 from .queries import JobFilter, Queries
@@ -35,6 +39,7 @@ from .retention import Retention
 from .tables import Tables, build_tables
 
 __all__ = [
+    "WAKE_ALL",
     "AttemptRecord",
     "ClaimedJob",
     "Completion",
@@ -64,7 +69,7 @@ class Store:
         self.registry = Registry(db, clock)
         self.queries = Queries(db, clock)
         self.retention = Retention(db, clock)
-        self.crons = Crons(db, clock)
+        self.crons = Crons(db, clock, self.enqueue)
 
     @classmethod
     def connect(
@@ -74,14 +79,39 @@ class Store:
         table_prefix: str | None = None,
         schema: str | None = None,
         clock: Clock = utcnow,
+        **engine_options: Any,
     ) -> Store:
-        engine = create_job_engine(resolve_database_url(url))
+        """Open the store of ``url``; ``engine_options`` (e.g. ``pool_size``) go to its driver's engine."""
         tables = build_tables(resolve_table_prefix(table_prefix), resolve_schema(schema))
-        return cls(Database(engine, tables), clock)
+        return cls(open_database(resolve_database_url(url), tables, **engine_options), clock)
 
     @property
     def tables(self) -> Tables:
         return self.db.tables
+
+    @property
+    def supports_listen(self) -> bool:
+        """Whether ``listen`` can deliver wake-ups here (LISTEN/NOTIFY); without it, poll."""
+        return self.db.driver.supports_listen
+
+    async def listen(
+        self,
+        queues: Collection[str] | None,
+        wake: Callable[[str], None],
+        *,
+        connected: Callable[[], None] | None = None,
+    ) -> None:
+        """Call ``wake(queue)`` whenever jobs may be ready in one of ``queues`` (all when None).
+
+        ``queue`` is ``WAKE_ALL`` when anything may be ready (after a reconnect,
+        on resume). Returns only if wake-ups cannot work here (then poll);
+        callers check ``supports_listen`` first.
+        """
+        await self.db.driver.listen(self.db.engine.url, self.tables.notify_channel, queues, wake, connected=connected)
+
+    def describe(self) -> str:
+        """Where this store's database is, for messages: never the password."""
+        return self.db.describe()
 
     # Migrations import the store's modules; importing them here, on use, keeps
     # ``import jobstead.store`` free of Alembic.

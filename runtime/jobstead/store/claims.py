@@ -35,16 +35,13 @@ from sqlalchemy import (
     ColumnElement,
     CompoundSelect,
     Connection,
-    DateTime,
     Integer,
     Select,
     Update,
-    any_,
     bindparam,
     func,
     literal,
     select,
-    type_coerce,
     union_all,
     update,
 )
@@ -230,17 +227,6 @@ class Claims:
             )
         return stmt
 
-    def _times(self, *columns: ColumnElement[datetime]) -> list[ColumnElement[datetime]]:
-        """Timestamps as the driver returns them where that is already aware UTC.
-
-        PostgreSQL connections run in UTC (``create_job_engine``), so the
-        ``UTCDateTime`` conversion would only cost a Python call per value, two per
-        claimed job; SQLite stores naive text and needs it.
-        """
-        if not self._db.is_postgres:
-            return list(columns)
-        return [type_coerce(column, DateTime(timezone=True)) for column in columns]
-
     def _update(self, shape: tuple[bool, bool] | None) -> Update:
         """The claim itself: the jobs a candidates subquery of ``shape`` picks, or bound ``ids``."""
         stmt = self._statements.get(("update", shape))
@@ -255,11 +241,8 @@ class Claims:
         if shape is None:
             which = c.id.in_(bindparam("ids", expanding=True))
         else:
-            ids = self._candidates(shape).with_only_columns(c.id).scalar_subquery()
-            # id = ANY(ARRAY(...)) on PostgreSQL: the chosen ids become one array, and the UPDATE
-            # finds them through the primary key. With IN (subquery) the planner may hash-join
-            # against a scan of the whole table instead (it did, at 20,000 queued jobs).
-            which = c.id == any_(func.array(ids)) if self._db.is_postgres else c.id.in_(ids)
+            # The driver says how: PostgreSQL matches id = ANY(ARRAY(...)), through the primary key.
+            which = self._db.driver.id_in(c.id, self._candidates(shape).with_only_columns(c.id))
         return (
             update(jobs)
             .where(which)
@@ -277,7 +260,7 @@ class Claims:
                 c.queue,
                 c.priority,
                 c.args,
-                *self._times(c.run_at, c.created_at),
+                *self._db.driver.aware_times(c.run_at, c.created_at),
                 c.attempts,
                 c.max_attempts,
                 c.retry,

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..clock import Clock
 from ..errors import InvalidState, JobNotFound
 from ..status import CLAIMABLE_STATUSES, JobStatus
 from .database import Database
+from .drivers.base import WAKE_ALL
 from .records import JobRecord
 from .rows import job_record
 
 PauseScope = Literal["all", "queue", "handler"]
 RETRYABLE = (JobStatus.DEAD, JobStatus.FAILED, JobStatus.CANCELLED)
-#: NOTIFY payload that wakes workers of every queue.
-WAKE_ALL = "*"
 
 
 class Control:
@@ -112,8 +111,8 @@ class Control:
         name = "" if scope == "all" else name
         with self._db.engine.begin() as conn:
             resumed = bool(conn.execute(delete(pauses).where(pauses.c.scope == scope, pauses.c.name == name)).rowcount)
-            if resumed and self._db.is_postgres:  # wake every listening worker now, not at its next poll
-                conn.execute(select(func.pg_notify(self._db.tables.notify_channel, WAKE_ALL)))
+            if resumed:  # wake every listening worker now, not at its next poll
+                self._db.driver.notify(conn, self._db.tables.notify_channel, [WAKE_ALL])
             return resumed
 
     def paused(self) -> list[tuple[str, str]]:

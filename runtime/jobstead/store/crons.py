@@ -28,16 +28,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Connection, RowMapping, delete, func, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, RowMapping, delete, select, update
 
 from ..clock import Clock, as_utc
 from ..cron.schedule import CronSchedule, InvalidSchedule
 from ..errors import ConfigurationError, InvalidState
-from ..status import LIVE_STATUSES, JobStatus
+from ..status import LIVE_STATUSES
 from .database import Database
-from .records import CronDefinition, CronRecord, CronSource
-from .tables import CRON_FIRE_PREDICATE
+from .enqueue import Enqueuer
+from .records import CronDefinition, CronRecord, CronSource, NewJob
 
 
 @dataclass(frozen=True)
@@ -57,9 +56,10 @@ class FireResult:
 
 
 class Crons:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, enqueuer: Enqueuer) -> None:
         self._db = db
         self._clock = clock
+        self._enqueuer = enqueuer  # a fire defers its job the way every job is deferred
 
     # -- definitions -----------------------------------------------------------
 
@@ -224,7 +224,7 @@ class Crons:
         """
         fire_at = as_utc(fire_at)
         now = as_utc(now) if now is not None else self._clock()
-        crons, jobs = self._db.tables.crons, self._db.tables.jobs
+        crons = self._db.tables.crons
         with self._db.engine.begin() as conn:
             row = (
                 conn.execute(
@@ -257,40 +257,28 @@ class Crons:
                 return FireResult("overlap", previous_job_id=previous)
             queue, priority = row["queue"], row["priority"]
             if queue is None or priority is None:
-                handlers = self._db.tables.handlers
-                defaults = conn.execute(
-                    select(handlers.c.queue, handlers.c.priority).where(handlers.c.name == row["handler"])
-                ).first()
-                queue = queue if queue is not None else (defaults.queue if defaults else "default")
-                priority = priority if priority is not None else (defaults.priority if defaults else 0)
-            stmt = (
-                self._dialect_insert(jobs)
-                .values(
+                default_queue, default_priority = self._enqueuer.handler_defaults(conn, row["handler"])
+                queue = default_queue if queue is None else queue
+                priority = default_priority if priority is None else priority
+            job = self._enqueuer.insert_fire(
+                conn,
+                NewJob(
                     handler=row["handler"],
+                    args=row["args"] or {},
                     queue=queue,
                     priority=priority,
-                    status=(JobStatus.QUEUED if fire_at <= now else JobStatus.SCHEDULED).value,
-                    args=row["args"] or {},
                     run_at=fire_at,
-                    created_at=now,
-                    attempts=0,
                     tenant=row["tenant"],
                     metadata={"cron": name, "cron_fire_at": fire_at.isoformat()},
-                    cancel_requested=False,
                     cron_name=name,
                     cron_fire_at=fire_at,
-                )
-                .on_conflict_do_nothing(
-                    index_elements=["cron_name", "cron_fire_at"], index_where=text(CRON_FIRE_PREDICATE)
-                )
-                .returning(jobs.c.id)
+                ),
+                now,
             )
-            job_id = conn.execute(stmt).scalar()
-            if job_id is None:
+            if job is None:
                 return FireResult("duplicate", previous_job_id=previous)
+            job_id = job.id
             conn.execute(update(crons).where(crons.c.name == name).values(last_fire_at=fire_at, last_job_id=job_id))
-            if self._db.is_postgres:
-                conn.execute(select(func.pg_notify(self._db.tables.notify_channel, queue)))
             return FireResult("fired", job_id=int(job_id), previous_job_id=previous)
 
     def skip(self, name: str, fire_at: datetime, *, schedule: str, timezone: str) -> bool:
@@ -324,7 +312,7 @@ class Crons:
         return status in {s.value for s in LIVE_STATUSES}
 
     def _dialect_insert(self, table: Any) -> Any:
-        return postgresql.insert(table) if self._db.is_postgres else sqlite.insert(table)
+        return self._db.driver.upsert(table)
 
 
 def _values(d: CronDefinition, schedule: CronSchedule) -> dict[str, Any]:

@@ -16,17 +16,15 @@ timed-out, cancelled, lost and released attempts get a row in ``attempts``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import Any
 
-from sqlalchemy import Connection, TextClause, and_, insert, select, text, true, update
+from sqlalchemy import and_, insert, select, true, update
 
 from ..clock import Clock
 from ..errors import JobError
-from ..status import FINAL_STATUSES, AttemptOutcome, JobStatus
+from ..status import AttemptOutcome, JobStatus
 from .database import Database
 from .records import Completion, LeaseReport
 
@@ -49,126 +47,14 @@ class Leases:
         )
 
     def complete(self, completions: Sequence[Completion]) -> set[int]:
-        """Apply finished attempts in one transaction; return the ids whose lease was gone."""
+        """Apply finished attempts in one transaction; return the ids whose lease was gone.
+
+        What each row becomes is stated by the ``Completion`` (``decide`` made
+        it); the driver only writes it, in one statement on PostgreSQL.
+        """
         if not completions:
             return set()
-        if self._db.is_postgres:
-            return self._complete_postgres(completions)
-        lost: set[int] = set()
-        with self._db.engine.begin() as conn:
-            for c in completions:
-                if not self._complete_one(conn, c):
-                    lost.add(c.job_id)
-        return lost
-
-    def _complete_one(self, conn: Connection, c: Completion) -> bool:
-        t = self._db.tables
-        final = c.status in FINAL_STATUSES
-        succeeded = c.outcome is AttemptOutcome.SUCCEEDED
-        values: dict[str, Any] = {
-            "status": c.status.value,
-            "lease_owner": c.owner if succeeded else None,
-            "lease_expires_at": None,
-            "cancel_requested": False,
-            "finished_at": c.finished_at if final else None,
-        }
-        if succeeded:
-            values["result"] = c.result
-        if c.error is not None:
-            values["error"] = c.error.to_json()
-        if c.run_at is not None:
-            values["run_at"] = c.run_at
-        row = conn.execute(
-            update(t.jobs).where(self._held(c.job_id, c.owner, c.attempt)).values(values).returning(t.jobs.c.started_at)
-        ).first()
-        if row is None:
-            return False
-        if not succeeded:
-            conn.execute(
-                insert(t.attempts).values(
-                    job_id=c.job_id,
-                    attempt=c.attempt,
-                    worker_id=c.owner,
-                    started_at=row.started_at,
-                    finished_at=c.finished_at,
-                    outcome=c.outcome.value,
-                    error=c.error.to_json() if c.error else None,
-                )
-            )
-        return True
-
-    def _complete_postgres(self, completions: Sequence[Completion]) -> set[int]:
-        """One statement per worker for the whole batch: update the jobs, log the attempts.
-
-        The batch travels as one JSON array (a short row per completion, times as
-        epoch seconds, the worker once), dumped by the C encoder and unpacked by
-        the server: constant statement text whatever the batch size (planned once
-        per connection), and no per-element array escaping in Python, which was a
-        tenth of a worker's time. Float seconds keep microseconds exactly at
-        today's epochs (the server rounds them back to the microsecond).
-        """
-        by_owner: dict[str, list[Completion]] = {}
-        for c in completions:
-            by_owner.setdefault(c.owner, []).append(c)
-        applied: set[int] = set()
-        with self._db.engine.begin() as conn:
-            for owner, batch in by_owner.items():
-                rows = json.dumps(
-                    [
-                        [
-                            c.job_id,
-                            c.attempt,
-                            c.status,  # str enums: json writes their value
-                            c.outcome,
-                            c.result,
-                            c.error.to_json() if c.error else None,
-                            c.run_at.timestamp() if c.run_at else None,
-                            c.finished_at.timestamp(),
-                        ]
-                        for c in batch
-                    ]
-                )
-                applied.update(conn.execute(self._complete_batch, {"owner": owner, "batch": rows}).scalars().all())
-        return {c.job_id for c in completions} - applied
-
-    @cached_property
-    def _complete_batch(self) -> TextClause:
-        t = self._db.tables
-        jobs, attempts = t.qualified(t.jobs), t.qualified(t.attempts)
-        final = "', '".join(s.value for s in FINAL_STATUSES)
-        return text(
-            f"""
-            WITH batch AS (
-                SELECT CAST(e->>0 AS bigint) AS id, CAST(:owner AS text) AS owner, CAST(e->>1 AS int) AS attempt,
-                       e->>2 AS status, e->>3 AS outcome, NULLIF(e->4, 'null') AS result,
-                       NULLIF(e->5, 'null') AS error, to_timestamp(CAST(e->>6 AS float8)) AS run_at,
-                       to_timestamp(CAST(e->>7 AS float8)) AS finished_at
-                FROM jsonb_array_elements(CAST(:batch AS jsonb)) AS e
-            ), done AS (
-                UPDATE {jobs} AS j SET
-                    status = b.status,
-                    result = CASE WHEN b.outcome = 'succeeded' THEN b.result ELSE j.result END,
-                    error = COALESCE(b.error, j.error),
-                    run_at = COALESCE(b.run_at, j.run_at),
-                    finished_at = CASE WHEN b.status IN ('{final}') THEN b.finished_at END,
-                    lease_owner = CASE WHEN b.outcome = 'succeeded' THEN j.lease_owner END,
-                    lease_expires_at = NULL, cancel_requested = false
-                FROM batch AS b
-                -- Through the primary key (id = ANY), never a scan of the running rows: their
-                -- index keeps an entry per finished job until vacuum, and a bitmap scan of it
-                -- cost 100 ms per batch at 150,000 jobs through the queue. "IS TRUE" keeps the
-                -- status test out of any index condition, so the planner cannot pick that scan.
-                WHERE j.id = ANY(ARRAY(SELECT id FROM batch)) AND j.id = b.id
-                  AND j.lease_owner = b.owner AND j.attempts = b.attempt AND (j.status = 'running') IS TRUE
-                RETURNING j.id, b.attempt, b.owner, j.started_at, b.finished_at, b.outcome, b.error
-            ), logged AS (
-                INSERT INTO {attempts} (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
-                SELECT id, attempt, owner, started_at, finished_at, outcome, error FROM done
-                WHERE outcome <> 'succeeded'
-            )
-            SELECT id FROM done
-            """
-        )
+        return self._db.driver.complete(self._db, completions)
 
     def renew(self, owner: str, lease_seconds: float, job_ids: Collection[int] | None = None) -> LeaseReport:
         """Extend every lease ``owner`` holds; report which it still holds and which to cancel.

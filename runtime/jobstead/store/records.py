@@ -10,7 +10,7 @@ from ..cron.schedule import CronSchedule
 from ..errors import ConfigurationError, InvalidArguments, JobError
 from ..retry import RetryPolicy
 from ..signature import check_json
-from ..status import AttemptOutcome, JobStatus
+from ..status import FINAL_STATUSES, AttemptOutcome, JobStatus
 
 
 def effective_status(stored: str, run_at: datetime, now: datetime) -> JobStatus:
@@ -40,6 +40,9 @@ class NewJob:
     max_attempts: int | None = None
     retry: RetryPolicy | None = None
     timeout: float | None = None
+    #: Set for the job of one cron fire: unique per (cron, fire time), so a fire defers at most once.
+    cron_name: str | None = None
+    cron_fire_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,23 @@ class Completion:
     error: JobError | None = None
     #: For ``retrying``: when the next attempt may start.
     run_at: datetime | None = None
+
+    # What the row becomes, derived here once so that every driver writes the same thing.
+
+    @property
+    def final_at(self) -> datetime | None:
+        """``finished_at`` of the job: set when this attempt ends it for good."""
+        return self.finished_at if self.status in FINAL_STATUSES else None
+
+    @property
+    def kept_owner(self) -> str | None:
+        """``lease_owner`` after the attempt: a success keeps its worker (the job row is its attempt log)."""
+        return self.owner if self.outcome is AttemptOutcome.SUCCEEDED else None
+
+    @property
+    def logged(self) -> bool:
+        """Whether the attempt gets a row in ``attempts`` (a success lives in the job row)."""
+        return self.outcome is not AttemptOutcome.SUCCEEDED
 
 
 @dataclass(frozen=True)

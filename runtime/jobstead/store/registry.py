@@ -16,7 +16,6 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..clock import Clock
 from .database import Database
@@ -44,7 +43,7 @@ class Registry:
         only its parameter list follows the code, since only code knows it.
         """
         handlers = self._db.tables.handlers
-        dialect_insert = postgresql.insert if self._db.is_postgres else sqlite.insert
+        dialect_insert = self._db.driver.upsert
         now = self._clock()
         with self._db.engine.begin() as conn:
             for d in sorted(definitions, key=lambda d: d.name):
@@ -65,7 +64,7 @@ class Registry:
     def put_handler(self, definition: HandlerDefinition) -> None:
         """Write a handler row as given, whatever its source (the operator's way in)."""
         handlers = self._db.tables.handlers
-        dialect_insert = postgresql.insert if self._db.is_postgres else sqlite.insert
+        dialect_insert = self._db.driver.upsert
         values = _values(definition, self._clock())
         with self._db.engine.begin() as conn:
             current = conn.execute(select(handlers.c.params).where(handlers.c.name == definition.name)).first()

@@ -51,7 +51,6 @@ class Retention:
             .order_by(jobs.c.finished_at)
             .limit(batch)
         )
-        if self._db.is_postgres:  # two pruners never wait on each other's rows
-            oldest = oldest.with_for_update(skip_locked=True)
+        oldest = self._db.driver.lock_for_prune(oldest)  # two pruners never wait on each other's rows
         with self._db.engine.begin() as conn:
             return int(conn.execute(delete(jobs).where(jobs.c.id.in_(oldest.scalar_subquery()))).rowcount)

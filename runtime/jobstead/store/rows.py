@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import RowMapping
 
 from ..errors import JobError
 from ..retry import RetryPolicy
-from ..status import AttemptOutcome
-from .records import AttemptRecord, HandlerDefinition, JobRecord, effective_status
+from ..status import AttemptOutcome, JobStatus
+from .records import AttemptRecord, HandlerDefinition, JobRecord, NewJob, effective_status
 
 
 def job_record(row: RowMapping, now: datetime) -> JobRecord:
@@ -62,4 +64,69 @@ def handler_definition(row: RowMapping) -> HandlerDefinition:
         timeout=row["timeout"],
         params=tuple((p["name"], bool(p["required"])) for p in row["params"] or ()),
         source=row["source"],
+    )
+
+
+def status_at_defer(job: NewJob, now: datetime) -> JobStatus:
+    return JobStatus.SCHEDULED if job.run_at is not None and job.run_at > now else JobStatus.QUEUED
+
+
+def new_job_values(job: NewJob, now: datetime) -> dict[str, Any]:
+    """The row a new job is inserted as."""
+    return {
+        "handler": job.handler,
+        "queue": job.queue,
+        "priority": job.priority,
+        "status": status_at_defer(job, now).value,
+        "args": job.args,
+        "run_at": job.run_at or now,
+        "created_at": now,
+        "attempts": 0,
+        "max_attempts": job.max_attempts,
+        "retry": job.retry.to_json() if job.retry else None,
+        "timeout": job.timeout,
+        "key": job.key,
+        "tenant": job.tenant,
+        "metadata": job.metadata,
+        "cancel_requested": False,
+        "cron_name": job.cron_name,
+        "cron_fire_at": job.cron_fire_at,
+    }
+
+
+def records_in_input_order(ids: Sequence[int], group: Sequence[NewJob], now: datetime) -> list[JobRecord]:
+    """The records of a group just inserted, from the ids its INSERT returned.
+
+    Ids come from the sequence in the order the rows were fed to the INSERT
+    (``ORDER BY ord``), so ascending ids are the input order.
+    """
+    return [sent_record(job_id, job, now) for job_id, job in zip(sorted(ids), group, strict=True)]
+
+
+def sent_record(job_id: int, job: NewJob, now: datetime) -> JobRecord:
+    """The record of a job just inserted from ``job``: what reading its row back would give."""
+    return JobRecord(
+        id=job_id,
+        handler=job.handler,
+        queue=job.queue,
+        priority=job.priority,
+        status=status_at_defer(job, now),
+        args=job.args,
+        run_at=job.run_at or now,
+        created_at=now,
+        started_at=None,
+        finished_at=None,
+        attempts=0,
+        max_attempts=job.max_attempts,
+        retry=job.retry,
+        timeout=job.timeout,
+        key=None,
+        tenant=job.tenant,
+        metadata=job.metadata,
+        result=None,
+        error=None,
+        checkpoint=None,
+        lease_owner=None,
+        lease_expires_at=None,
+        cancel_requested=False,
     )

@@ -9,7 +9,7 @@ loop never waits on I/O. Four cooperating parts:
 * the completion writer: batches finished attempts (``completions``);
 * the heartbeat thread: renews leases, learns of cancellations and lost leases,
   refreshes handler settings, rescues jobs of dead workers (``heartbeat``);
-* the listener: LISTEN/NOTIFY on PostgreSQL (``wakeup``).
+* the listener: wake-ups from the store (LISTEN/NOTIFY on PostgreSQL), where it has them.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from .completions import CompletionWriter
 from .execution import Finished, call_handler
 from .heartbeat import Heartbeat
 from .outcome import CANCELLED_BY_USER, decide
-from .wakeup import listen
 
 if TYPE_CHECKING:
     from ..app import App
@@ -210,18 +209,8 @@ class Worker:
         await asyncio.to_thread(store.leases.rescue_expired)
         heartbeat.start()
         helpers = [asyncio.create_task(self._writer.run(), name="jobstead-completions")]
-        if self.use_listen and store.db.is_postgres:
-            helpers.append(
-                asyncio.create_task(
-                    listen(
-                        store.db.engine.url,
-                        store.tables.notify_channel,
-                        self.queues,
-                        self._on_notify,
-                    ),
-                    name="jobstead-listen",
-                )
-            )
+        if self.use_listen and store.supports_listen:
+            helpers.append(asyncio.create_task(store.listen(self.queues, self._on_notify), name="jobstead-listen"))
         self._install_signals()
         logger.info(
             "worker %s started: handlers %s, queues %s, concurrency %d",

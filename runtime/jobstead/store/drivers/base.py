@@ -1,0 +1,178 @@
+"""What differs between databases, behind one class: the driver.
+
+Every store operation (``enqueue``, ``claims``, ``leases``, ``crons``, ...) is
+written once, in SQLAlchemy Core, against the ``Driver`` interface; a driver
+supplies what SQL cannot say the same way everywhere (upserts, waking
+listeners, how a list of ids is matched, how an engine is set up) and may
+replace a whole operation with a faster statement of its own (PostgreSQL does
+for bulk inserts and completions). The generic versions here are complete and
+correct on any database SQLAlchemy supports: SQLite uses them as they are, and
+a new backend starts from them.
+
+Nothing outside ``store/drivers`` asks which database it is on: it asks the
+driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from sqlalchemy import ColumnElement, Connection, Engine, Insert, Select, Table, insert, update
+from sqlalchemy.engine import URL
+
+from ...status import AttemptOutcome
+from ..records import Completion, JobRecord, NewJob
+from ..rows import job_record, new_job_values
+
+if TYPE_CHECKING:
+    from ..database import Database
+
+
+#: NOTIFY payload that wakes workers of every queue.
+WAKE_ALL = "*"
+
+
+#: Called with the queue a wake-up is about (``WAKE_ALL``: any).
+Wake = Callable[[str], None]
+
+
+class Driver:
+    """The generic driver: portable SQL, one statement per row where nothing better is portable."""
+
+    #: The SQLAlchemy backend name this driver serves (``url.get_backend_name()``).
+    backend: ClassVar[str] = ""
+    #: Whether ``listen`` can deliver wake-ups (LISTEN/NOTIFY); without it workers poll.
+    supports_listen: ClassVar[bool] = False
+    #: Whether a claim's candidates can be locked and skipped by other claimers (``SKIP LOCKED``).
+    #: Without it the claiming transaction must hold the database's write lock (SQLite's
+    #: ``BEGIN IMMEDIATE``) so claims are serialised instead.
+    skip_locked: ClassVar[bool] = False
+
+    # -- connections ---------------------------------------------------------
+
+    def normalize_url(self, url: URL) -> URL:
+        """The URL as this driver connects with it (e.g. the DBAPI it uses)."""
+        return url
+
+    def create_engine(self, url: URL, **options: Any) -> Engine:
+        raise NotImplementedError
+
+    def describe(self, url: URL) -> str:
+        """Where the database is, for messages: never the password."""
+        return url.render_as_string(hide_password=True)
+
+    # -- SQL that differs ----------------------------------------------------
+
+    def upsert(self, table: Table) -> Any:
+        """An INSERT that takes ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
+        raise NotImplementedError
+
+    def id_in(self, column: ColumnElement[Any], ids: Select[Any]) -> ColumnElement[bool]:
+        """``column`` is one of the ids the subquery ``ids`` selects."""
+        return column.in_(ids.scalar_subquery())
+
+    def aware_times(self, *columns: ColumnElement[datetime]) -> list[ColumnElement[datetime]]:
+        """Timestamp columns as read in a hot statement: aware UTC datetimes whatever the backend keeps."""
+        return list(columns)
+
+    def lock_for_prune(self, stmt: Select[Any]) -> Select[Any]:
+        """Rows a pruner is about to delete, so that two pruners never wait on each other's rows."""
+        return stmt
+
+    def notify(self, conn: Connection, channel: str, queues: Iterable[str]) -> None:
+        """Wake the workers of ``queues`` when ``conn``'s transaction commits (no-op without listeners)."""
+
+    def lock_schema(self, conn: Connection, *, schema: str | None, prefix: str) -> None:
+        """Serialise concurrent migrators of one installation, and create its schema if it has one."""
+
+    # -- whole operations a driver may do faster -------------------------------
+
+    def insert_plain(self, db: Database, conn: Connection, jobs: Sequence[NewJob], now: datetime) -> list[JobRecord]:
+        """Insert jobs without deduplication keys in ``conn``'s transaction, in input order."""
+        table = db.tables.jobs
+        values = [new_job_values(j, now) for j in jobs]
+        if len(values) == 1:
+            rows = [conn.execute(insert(table).returning(*table.c), values[0]).mappings().one()]
+        else:
+            # executemany + RETURNING: SQLAlchemy batches these into multi-row INSERTs
+            # ("insertmanyvalues") and keeps the input order.
+            stmt = insert(table).returning(*table.c, sort_by_parameter_order=True)
+            rows = list(conn.execute(stmt, values).mappings().all())
+        records = [job_record(r, now) for r in rows]
+        self.notify(conn, db.tables.notify_channel, sorted({j.queue for j in jobs}))
+        return records
+
+    def insert_alone(self, db: Database, jobs: Sequence[NewJob], now: datetime) -> list[JobRecord]:
+        """Jobs sharing every option but their arguments, no keys, in a transaction of their own."""
+        with db.engine.begin() as conn:
+            return self.insert_plain(db, conn, jobs, now)
+
+    def complete(self, db: Database, completions: Sequence[Completion]) -> set[int]:
+        """Apply finished attempts in one transaction; return the ids whose lease was gone."""
+        lost: set[int] = set()
+        with db.engine.begin() as conn:
+            for c in completions:
+                if not self._complete_one(db, conn, c):
+                    lost.add(c.job_id)
+        return lost
+
+    def _complete_one(self, db: Database, conn: Connection, c: Completion) -> bool:
+        t = db.tables
+        jobs = t.jobs
+        values: dict[str, Any] = {
+            "status": c.status.value,
+            "lease_owner": c.kept_owner,
+            "lease_expires_at": None,
+            "cancel_requested": False,
+            "finished_at": c.final_at,
+        }
+        if c.outcome is AttemptOutcome.SUCCEEDED:
+            values["result"] = c.result
+        if c.error is not None:
+            values["error"] = c.error.to_json()
+        if c.run_at is not None:
+            values["run_at"] = c.run_at
+        held = (
+            jobs.c.id == c.job_id,
+            jobs.c.lease_owner == c.owner,
+            jobs.c.attempts == c.attempt,
+            jobs.c.status == "running",
+        )
+        row = conn.execute(update(jobs).where(*held).values(values).returning(jobs.c.started_at)).first()
+        if row is None:
+            return False
+        if c.logged:
+            conn.execute(
+                insert(t.attempts).values(
+                    job_id=c.job_id,
+                    attempt=c.attempt,
+                    worker_id=c.owner,
+                    started_at=row.started_at,
+                    finished_at=c.finished_at,
+                    outcome=c.outcome.value,
+                    error=c.error.to_json() if c.error else None,
+                )
+            )
+        return True
+
+    # -- wake-ups --------------------------------------------------------------
+
+    async def listen(
+        self,
+        url: URL,
+        channel: str,
+        queues: Collection[str] | None,
+        wake: Wake,
+        *,
+        connected: Any = None,
+    ) -> None:
+        """Call ``wake(queue)`` for each notification about ``queues`` (all when None), until cancelled."""
+        raise NotImplementedError(f"{self.backend} has no LISTEN/NOTIFY: poll instead")
+
+
+def upsert_ignoring(driver: Driver, table: Table, values: dict[str, Any], **conflict: Any) -> Insert:
+    """INSERT ``values`` unless a row conflicts on ``conflict`` (``index_elements``, ``index_where``)."""
+    stmt: Insert = driver.upsert(table).values(values).on_conflict_do_nothing(**conflict)
+    return stmt

@@ -1,0 +1,473 @@
+"""PostgreSQL: the production backend, through psycopg 3.
+
+What it does better than the generic driver, and why:
+
+* Bulk inserts: jobs without a deduplication key go in by one statement of
+  constant text per set of options, whatever the number of jobs: the
+  arguments travel as one JSON array, which the server unpacks
+  (``jsonb_array_elements``) into an ``INSERT ... SELECT`` that also sends the
+  NOTIFY and returns only the new ids. Constant text means psycopg and
+  PostgreSQL parse and plan it once per connection (SQLAlchemy's multi-row
+  ``VALUES`` lists were parsed again for every batch: most of the bulk defer's
+  time), and one JSON text is dumped by the C encoder instead of element by
+  element. The records handed back are built from what was sent.
+* A standalone defer runs without ``BEGIN``/``COMMIT`` (a single statement is
+  its own transaction): one round trip instead of three.
+* Completions: one statement for a worker's whole batch.
+* Wake-ups: LISTEN/NOTIFY (``listen``), purely an accelerator: workers also poll.
+
+Poolers (PgBouncer in transaction mode, RDS Proxy, CloudNativePG's pooler):
+no session state is relied on. Nothing is sent as a startup parameter, and
+server-side prepared statements, which a transaction pooler cannot keep, are
+turned off by the URL option ``prepare_threshold=none`` (psycopg's own
+parameter: prepare after N executions, or never). A LISTEN connection that
+cannot receive notifications through such a pooler is detected by a probe
+and given up, once, with one log line: polling alone still runs every job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import json.scanner
+import logging
+import uuid
+from collections.abc import Collection, Iterable, Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import psycopg
+from psycopg import sql as pgsql
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    DateTime,
+    Engine,
+    Select,
+    Table,
+    TextClause,
+    any_,
+    create_engine,
+    func,
+    select,
+    text,
+    type_coerce,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+
+from ...errors import ConfigurationError
+from ...status import FINAL_STATUSES, AttemptOutcome
+from ..records import Completion, JobRecord, NewJob
+from ..rows import records_in_input_order, status_at_defer
+from .base import WAKE_ALL, Driver, Wake
+
+if TYPE_CHECKING:
+    from ..database import Database
+    from ..tables import Tables
+
+logger = logging.getLogger("jobstead.store")
+
+#: The URL query option Jobstead reads itself (and removes before psycopg sees the URL).
+PREPARE_THRESHOLD_OPTION = "prepare_threshold"
+#: Payload wake-up messages never use as a queue name: the listener's own probe.
+PROBE_PREFIX = "jobstead-probe:"
+#: How long the listener waits for its probe before deciding notifications cannot reach it.
+PROBE_SECONDS = 5.0
+
+_scan_json = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # typeshed types it as its own class
+
+
+def load_jsonb(data: bytes) -> Any:
+    """PostgreSQL's jsonb text to Python, for every jsonb value psycopg reads.
+
+    Straight to the C scanner that ``json.loads`` ends in, without its Python
+    layers (encoding detection, whitespace skipping): the server always sends
+    one value, UTF-8, nothing around it. A worker decodes one per job, and
+    those layers were most of the cost. Anything unexpected takes the slow,
+    strict path (and its error message).
+    """
+    text_ = data.decode()
+    try:
+        value, end = _scan_json(text_, 0)
+    except StopIteration:
+        return json.loads(text_)
+    if end != len(text_):
+        return json.loads(text_)
+    return value
+
+
+def prepare_threshold(url: URL) -> int | None:
+    """The URL's ``prepare_threshold``: an integer, or ``none`` for no prepared statements (poolers)."""
+    raw = url.query.get(PREPARE_THRESHOLD_OPTION)
+    if raw is None:
+        return 5  # psycopg's default
+    value = raw[-1] if isinstance(raw, tuple) else raw
+    if value.strip().lower() in ("none", "off", "false", "disable", ""):
+        return None
+    try:
+        threshold = int(value)
+    except ValueError:
+        raise ConfigurationError(
+            f"database URL option {PREPARE_THRESHOLD_OPTION}={value!r}: give a whole number, "
+            "or 'none' to turn prepared statements off (PgBouncer in transaction mode)"
+        ) from None
+    if threshold < 0:
+        raise ConfigurationError(f"database URL option {PREPARE_THRESHOLD_OPTION}={value!r} must be >= 0 or 'none'")
+    return threshold
+
+
+def without_own_options(url: URL) -> URL:
+    """The URL as libpq may see it: Jobstead's own query options removed."""
+    return url.difference_update_query([PREPARE_THRESHOLD_OPTION])
+
+
+def libpq_conninfo(url: URL) -> str:
+    return without_own_options(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class PostgreSQLDriver(Driver):
+    backend: ClassVar[str] = "postgresql"
+    supports_listen: ClassVar[bool] = True
+    skip_locked: ClassVar[bool] = True
+
+    def normalize_url(self, url: URL) -> URL:
+        if url.drivername in ("postgresql", "postgres"):
+            url = url.set(drivername="postgresql+psycopg")
+        if url.get_driver_name() != "psycopg":
+            raise ConfigurationError("PostgreSQL URLs must use the psycopg driver (postgresql+psycopg://...)")
+        prepare_threshold(url)  # a bad value fails here, where the URL is read
+        return url
+
+    def describe(self, url: URL) -> str:
+        host = url.host or "localhost"
+        port = f":{url.port}" if url.port else ""
+        return f"PostgreSQL database {url.database or '(default)'} on {host}{port}"
+
+    def create_engine(self, url: URL, **options: Any) -> Engine:
+        options.setdefault("pool_size", 10)
+        options.setdefault("max_overflow", 20)
+        options.setdefault("json_deserializer", load_jsonb)
+        connect_args = dict(options.pop("connect_args", {}))
+        connect_args.setdefault("prepare_threshold", prepare_threshold(url))
+        options["connect_args"] = connect_args
+        return create_engine(without_own_options(url), **options)
+
+    # -- SQL that differs ----------------------------------------------------
+
+    def upsert(self, table: Table) -> Any:
+        return postgresql.insert(table)
+
+    def id_in(self, column: ColumnElement[Any], ids: Select[Any]) -> ColumnElement[bool]:
+        # id = ANY(ARRAY(...)): the chosen ids become one array, and the statement finds them
+        # through the primary key. With IN (subquery) the planner may hash-join against a scan
+        # of the whole table instead (it did, at 20,000 queued jobs).
+        return column == any_(func.array(ids.scalar_subquery()))
+
+    def aware_times(self, *columns: ColumnElement[datetime]) -> list[ColumnElement[datetime]]:
+        # timestamptz values come back aware from psycopg: the UTCDateTime conversion would
+        # only cost a Python call per value, two per claimed job.
+        return [type_coerce(column, DateTime(timezone=True)) for column in columns]
+
+    def lock_for_prune(self, stmt: Select[Any]) -> Select[Any]:
+        return stmt.with_for_update(skip_locked=True)
+
+    def notify(self, conn: Connection, channel: str, queues: Iterable[str]) -> None:
+        # Delivered at commit: a rolled-back defer wakes no one.
+        for queue in queues:
+            conn.execute(select(func.pg_notify(channel, queue)))
+
+    def lock_schema(self, conn: Connection, *, schema: str | None, prefix: str) -> None:
+        # Transaction-scoped, so it also works behind PgBouncer in transaction mode.
+        key = _crc32(f"jobstead-migrate:{schema}:{prefix}")
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        if schema:
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+
+    # -- inserts -----------------------------------------------------------------
+
+    def insert_plain(self, db: Database, conn: Connection, jobs: Sequence[NewJob], now: datetime) -> list[JobRecord]:
+        statement = _unnest_insert(db.tables)
+        records: dict[int, JobRecord] = {}
+        for positions in option_groups(jobs).values():
+            group = [jobs[i] for i in positions]
+            inserted = conn.execute(statement, _group_params(db.tables, group, now))
+            records.update(zip(positions, records_in_input_order(inserted.scalars().all(), group, now), strict=True))
+        return [records[i] for i in range(len(jobs))]
+
+    def insert_alone(self, db: Database, jobs: Sequence[NewJob], now: datetime) -> list[JobRecord]:
+        """One autocommitted statement, on the driver.
+
+        It runs on the pooled psycopg connection directly: SQLAlchemy's
+        connection, execution and result layers (and switching a pooled
+        connection to autocommit through them) cost more client CPU than the
+        statement itself, most of a single ``defer``. The connection goes back
+        to the pool as it came (autocommit off), or is discarded if it broke.
+        """
+        statement = _driver_insert(db)
+        pooled = db.engine.raw_connection()
+        try:
+            driver = pooled.driver_connection
+            assert driver is not None
+            driver.autocommit = True
+            try:
+                rows = driver.execute(statement, _group_params(db.tables, jobs, now)).fetchall()
+            finally:
+                driver.autocommit = False
+        except psycopg.Error as exc:
+            pooled.invalidate()  # whatever state it is in, no one else gets it
+            # The same exception types as every other store call (SQLAlchemy's wrappers).
+            raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
+        except BaseException:
+            pooled.invalidate()
+            raise
+        finally:
+            pooled.close()
+        return records_in_input_order([row[0] for row in rows], jobs, now)
+
+    # -- completions -----------------------------------------------------------
+
+    def complete(self, db: Database, completions: Sequence[Completion]) -> set[int]:
+        """One statement per worker for the whole batch: update the jobs, log the attempts.
+
+        The batch travels as one JSON array (a short row per completion, times as
+        epoch seconds, the worker once), dumped by the C encoder and unpacked by
+        the server: constant statement text whatever the batch size (planned once
+        per connection), and no per-element array escaping in Python, which was a
+        tenth of a worker's time. Float seconds keep microseconds exactly at
+        today's epochs (the server rounds them back to the microsecond). Every
+        value written is the one ``Completion`` states (``final_at``,
+        ``kept_owner``, ``logged``): the transition is decided once, in Python.
+        """
+        by_owner: dict[str, list[Completion]] = {}
+        for c in completions:
+            by_owner.setdefault(c.owner, []).append(c)
+        statement = _complete_batch(db.tables)
+        applied: set[int] = set()
+        with db.engine.begin() as conn:
+            for owner, batch in by_owner.items():
+                rows = json.dumps(
+                    [
+                        [
+                            c.job_id,
+                            c.attempt,
+                            c.status,  # str enums: json writes their value
+                            c.outcome,
+                            c.result,
+                            c.error.to_json() if c.error else None,
+                            c.run_at.timestamp() if c.run_at else None,
+                            c.finished_at.timestamp(),
+                            c.final_at is not None,
+                        ]
+                        for c in batch
+                    ]
+                )
+                applied.update(conn.execute(statement, {"owner": owner, "batch": rows}).scalars().all())
+        return {c.job_id for c in completions} - applied
+
+    # -- wake-ups --------------------------------------------------------------
+
+    async def listen(
+        self,
+        url: URL,
+        channel: str,
+        queues: Collection[str] | None,
+        wake: Wake,
+        *,
+        connected: Any = None,
+    ) -> None:
+        """Call ``wake(queue)`` for each notification about ``queues`` (all when None), until cancelled.
+
+        ``queue`` is ``WAKE_ALL`` after (re)connecting: anything may be waiting.
+        After each LISTEN the connection sends itself a probe; when the probe
+        does not come back (a transaction pooler hands the LISTEN to a server
+        connection this one no longer holds), listening stops for good with
+        one warning, and the caller's polling carries on alone.
+        """
+        backoff = 0.5
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(libpq_conninfo(url), autocommit=True) as conn:
+                    await conn.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(channel)))
+                    if not await _probe(conn, channel):
+                        logger.warning(
+                            "LISTEN/NOTIFY does not reach this process through %s (a pooler in transaction "
+                            "mode?): wake-ups are off, workers poll",
+                            self.describe(url),
+                        )
+                        return
+                    backoff = 0.5
+                    if connected is not None:
+                        connected()
+                    wake(WAKE_ALL)  # anything deferred while we were not listening
+                    async for note in conn.notifies():
+                        payload = note.payload
+                        if payload.startswith(PROBE_PREFIX):
+                            continue
+                        if queues is None or payload in queues or payload == WAKE_ALL:
+                            wake(payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning(
+                    "LISTEN connection lost (%s); polling until it is back, retry in %.1f s",
+                    _one_line(exc),
+                    backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+
+async def _probe(conn: psycopg.AsyncConnection[Any], channel: str) -> bool:
+    """Whether a NOTIFY this connection sends comes back to it."""
+    token = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+    await conn.execute("SELECT pg_notify(%s, %s)", (channel, token))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + PROBE_SECONDS
+    while (left := deadline - loop.time()) > 0:
+        async for note in conn.notifies(timeout=left, stop_after=1):
+            if note.payload == token:
+                return True
+    return False
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _crc32(text_: str) -> int:
+    import zlib
+
+    return zlib.crc32(text_.encode())
+
+
+def option_groups(jobs: Sequence[NewJob]) -> dict[tuple[Any, ...], list[int]]:
+    """Positions of the jobs that share every setting but their arguments (one INSERT each).
+
+    ``defer_many`` gives one group; so does a single ``defer``.
+    """
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, j in enumerate(jobs):
+        options = (
+            j.handler,
+            j.queue,
+            j.priority,
+            j.run_at,
+            j.max_attempts,
+            j.retry,
+            j.timeout,
+            j.tenant,
+            None if j.metadata is None else json.dumps(j.metadata, sort_keys=True),
+            j.key,
+        )
+        groups.setdefault(options, []).append(i)
+    return groups
+
+
+def _group_params(tables: Tables, group: Sequence[NewJob], now: datetime) -> dict[str, Any]:
+    """Everything about a group of jobs in one JSON text: one C dump instead of a dozen
+    psycopg parameter dumps; times as epoch seconds, which the server turns back into
+    the same microsecond."""
+    first = group[0]
+    given = {
+        "args": [j.args for j in group],
+        "handler": first.handler,
+        "queue": first.queue,
+        "priority": first.priority,
+        "status": status_at_defer(first, now),
+        "run_at": (first.run_at or now).timestamp(),
+        "now": now.timestamp(),
+        "max_attempts": first.max_attempts,
+        "retry": first.retry.to_json() if first.retry else None,
+        "timeout": first.timeout,
+        "tenant": first.tenant,
+        "metadata": first.metadata,
+    }
+    return {"given": json.dumps(given), "channel": tables.notify_channel}
+
+
+@lru_cache(maxsize=64)
+def _unnest_insert(tables: Tables) -> TextClause:
+    """Insert one job per element of the ``args`` array of ``given``, wake their queue's workers, return the ids.
+
+    The NOTIFY rides in the same statement; PostgreSQL delivers it at commit,
+    so a rolled-back defer wakes no one.
+    """
+    jobs = tables.qualified(tables.jobs)
+    return text(
+        f"""
+        WITH given AS (
+            SELECT g->>'handler' AS handler, g->>'queue' AS queue, CAST(g->>'priority' AS int) AS priority,
+                   g->>'status' AS status, to_timestamp(CAST(g->>'run_at' AS float8)) AS run_at,
+                   to_timestamp(CAST(g->>'now' AS float8)) AS now, CAST(g->>'max_attempts' AS int) AS max_attempts,
+                   NULLIF(g->'retry', 'null') AS retry, CAST(g->>'timeout' AS float8) AS timeout,
+                   g->>'tenant' AS tenant, NULLIF(g->'metadata', 'null') AS metadata, g->'args' AS args
+            FROM (SELECT CAST(:given AS jsonb) AS g) AS call
+        ), inserted AS (
+            INSERT INTO {jobs} (handler, queue, priority, status, args, run_at, created_at, attempts,
+                                max_attempts, retry, timeout, tenant, metadata, cancel_requested)
+            SELECT o.handler, o.queue, o.priority, o.status, b.args, o.run_at, o.now, 0,
+                   o.max_attempts, o.retry, o.timeout, o.tenant, o.metadata, false
+            FROM given AS o, jsonb_array_elements(o.args) WITH ORDINALITY AS b(args, ord)
+            ORDER BY b.ord
+            RETURNING id
+        ), notified AS (
+            SELECT pg_notify(CAST(:channel AS text), queue) FROM given
+        )
+        SELECT inserted.id FROM inserted CROSS JOIN notified
+        """
+    )
+
+
+_driver_inserts: dict[tuple[int, int], str] = {}
+
+
+def _driver_insert(db: Database) -> str:
+    """``_unnest_insert`` in psycopg's own placeholder style (compiled once per engine and tables)."""
+    key = (id(db.engine), id(db.tables))
+    statement = _driver_inserts.get(key)
+    if statement is None:
+        statement = _driver_inserts[key] = str(_unnest_insert(db.tables).compile(dialect=db.engine.dialect))
+    return statement
+
+
+@lru_cache(maxsize=64)
+def _complete_batch(tables: Tables) -> TextClause:
+    jobs, attempts = tables.qualified(tables.jobs), tables.qualified(tables.attempts)
+    succeeded = AttemptOutcome.SUCCEEDED.value
+    assert {s.value for s in FINAL_STATUSES}  # the flag e->8 says which statuses are final
+    return text(
+        f"""
+        WITH batch AS (
+            SELECT CAST(e->>0 AS bigint) AS id, CAST(:owner AS text) AS owner, CAST(e->>1 AS int) AS attempt,
+                   e->>2 AS status, e->>3 AS outcome, NULLIF(e->4, 'null') AS result,
+                   NULLIF(e->5, 'null') AS error, to_timestamp(CAST(e->>6 AS float8)) AS run_at,
+                   to_timestamp(CAST(e->>7 AS float8)) AS finished_at, CAST(e->>8 AS boolean) AS final
+            FROM jsonb_array_elements(CAST(:batch AS jsonb)) AS e
+        ), done AS (
+            UPDATE {jobs} AS j SET
+                status = b.status,
+                result = CASE WHEN b.outcome = '{succeeded}' THEN b.result ELSE j.result END,
+                error = COALESCE(b.error, j.error),
+                run_at = COALESCE(b.run_at, j.run_at),
+                finished_at = CASE WHEN b.final THEN b.finished_at END,
+                lease_owner = CASE WHEN b.outcome = '{succeeded}' THEN j.lease_owner END,
+                lease_expires_at = NULL, cancel_requested = false
+            FROM batch AS b
+            -- Through the primary key (id = ANY), never a scan of the running rows: their
+            -- index keeps an entry per finished job until vacuum, and a bitmap scan of it
+            -- cost 100 ms per batch at 150,000 jobs through the queue. "IS TRUE" keeps the
+            -- status test out of any index condition, so the planner cannot pick that scan.
+            WHERE j.id = ANY(ARRAY(SELECT id FROM batch)) AND j.id = b.id
+              AND j.lease_owner = b.owner AND j.attempts = b.attempt AND (j.status = 'running') IS TRUE
+            RETURNING j.id, b.attempt, b.owner, j.started_at, b.finished_at, b.outcome, b.error
+        ), logged AS (
+            INSERT INTO {attempts} (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
+            SELECT id, attempt, owner, started_at, finished_at, outcome, error FROM done
+            WHERE outcome <> '{succeeded}'
+        )
+        SELECT id FROM done
+        """
+    )
