@@ -20,6 +20,7 @@ from .hooks import Hook
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .store import CronDefinition, Store
 from .store.control import PauseScope
+from .store.drivers import driver_for
 from .store.records import Overlap
 
 if TYPE_CHECKING:
@@ -72,6 +73,8 @@ class App:
         self.dead_hooks: list[Hook] = []
         self.resource_types: dict[type, str] = {}
         self._store: Store | None = None
+        #: Connected but maybe not yet migrated and published (``open`` failed half-way, will retry).
+        self._connected: Store | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -89,28 +92,47 @@ class App:
     def database_url(self) -> URL:
         return resolve_database_url(self._database_url)
 
+    def open(self) -> Store:
+        """Connect, migrate (with ``auto_migrate``) and publish this app's handlers and crons.
+
+        What every process does before its first job; idempotent and safe from
+        many threads. Deferring, a worker and a scheduler call it on first use;
+        call it yourself to fail (or warm up) at start rather than at the first
+        defer. If the database is unreachable it raises, and the next call
+        tries again (a worker retries it with backoff until the database is back).
+        """
+        with self._lock:
+            if self._store is not None:
+                return self._store
+            if self._connected is None:
+                self._connected = Store.connect(
+                    self._database_url, table_prefix=self._table_prefix, schema=self._schema, clock=self._clock
+                )
+            store = self._connected
+            if self.auto_migrate:
+                store.ensure_schema()
+            store.registry.publish_handlers(h.definition() for h in self._handlers.values())
+            self._publish_crons(store)
+            self._store = store
+            return store
+
     @property
     def store(self) -> Store:
-        if self._store is None:
-            with self._lock:
-                if self._store is None:
-                    store = Store.connect(
-                        self._database_url, table_prefix=self._table_prefix, schema=self._schema, clock=self._clock
-                    )
-                    if self.auto_migrate:
-                        store.ensure_schema()
-                    store.registry.publish_handlers(h.definition() for h in self._handlers.values())
-                    self._publish_crons(store)
-                    self._store = store
-        return self._store
+        """The open store (``open()`` on first use)."""
+        return self._store if self._store is not None else self.open()
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means this app's database is unreachable for now (worth retrying)."""
+        return driver_for(self.database_url).is_transient(exc)
 
     def migrate(self) -> None:
         self.store.migrate()
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        with self._lock:
+            if self._connected is not None:
+                self._connected.close()
+            self._connected = self._store = None
 
     # -- handlers ------------------------------------------------------------
 

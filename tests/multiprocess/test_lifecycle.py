@@ -103,3 +103,20 @@ def test_checkpoints_resume_after_sigterm_and_kill_9_with_every_unit_done_once(t
     outcomes = [a.outcome for a in job.attempts_log()]
     assert outcomes == [AttemptOutcome.RELEASED, AttemptOutcome.LOST, AttemptOutcome.SUCCEEDED]
     app.close()
+
+
+def test_a_second_ctrl_c_stops_at_once_even_during_the_grace_wait(target: Target, tmp_path: Path) -> None:
+    """Regression: the second SIGINT set the grace to 0, but the wait already under way kept its 30 s."""
+    app = _app(target)
+    job = app.get_handler("long_task").defer(seconds=60)
+    worker = spawn_cli([*WORKER, "--shutdown-grace", "30"], target.env(), tmp_path / "w.log")
+    _wait_for(lambda: bool(job.refresh().record.checkpoint))
+    worker.send_signal(signal.SIGINT)
+    time.sleep(0.5)  # inside the grace wait now
+    second_at = time.monotonic()
+    worker.send_signal(signal.SIGINT)
+    assert worker.wait(20) == 0
+    assert time.monotonic() - second_at < 8, "the second Ctrl-C must not wait out the grace period"
+    job.refresh()
+    assert job.status is JobStatus.QUEUED and job.attempts == 0, "released for another worker"
+    app.close()

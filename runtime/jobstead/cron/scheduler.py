@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING
 
 from ..clock import Clock, as_utc
 from ..errors import ConfigurationError, JobNotFound
+from ..lifecycle import Backoff, LoopSignals, Sleeper, log_failure, log_recovery, until_ready
 from ..store import CronRecord, Store
 from .schedule import CronSchedule, InvalidSchedule
 
@@ -134,6 +134,7 @@ class Scheduler:
         self._stopping = False
         self._reported_invalid: set[tuple[str, str, str]] = set()
         self._republished_at: float | None = None
+        self._signals = LoopSignals(lambda _sig: self.stop(), enabled=install_signal_handlers)
         self.republish_every = republish_every
 
     @property
@@ -252,31 +253,43 @@ class Scheduler:
     async def run_async(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        if self.app is not None:
-            await asyncio.to_thread(self.app.publish_crons)
-            logger.info(
-                "scheduler started: handlers %s, code crons %s",
-                ",".join(self.handler_names),
-                ",".join(sorted(self.app.crons)) or "none",
-            )
-        else:
-            logger.info("scheduler started for every handler the database knows")
-        self._install_signals()
-        self.started.set()
-        backoff = 0.5
+        sleeper = Sleeper(self._wake)
+        self._signals.install()
         try:
+            if self.app is not None:
+                app = self.app
+                opened = await until_ready(
+                    app.open,  # connects, migrates, publishes the app's handlers and code crons
+                    what="scheduler starting",
+                    is_transient=app.is_transient,
+                    logger=logger,
+                    stopping=lambda: self._stopping,
+                    sleeper=sleeper,
+                )
+                if opened is None:
+                    return
+                logger.info(
+                    "scheduler started: handlers %s, code crons %s",
+                    ",".join(self.handler_names),
+                    ",".join(sorted(app.crons)) or "none",
+                )
+            else:
+                logger.info("scheduler started for every handler the database knows")
+            self.started.set()
+            backoff = Backoff(0.5, 30.0)
             while not self._stopping:
                 try:
                     report = await asyncio.to_thread(self.tick)
-                except Exception:
-                    logger.exception("scheduler pass failed; retrying in %.1f s", backoff)
-                    await self._sleep(backoff)
-                    backoff = min(backoff * 2, 30.0)
+                except Exception as exc:
+                    delay, _ = backoff.failed()
+                    log_failure(logger, "scheduler pass", exc, backoff, delay)
+                    await sleeper.sleep(delay)
                     continue
-                backoff = 0.5
-                await self._sleep(self._delay(report))
+                if backoff.succeeded():
+                    log_recovery(logger, "scheduler pass")
+                await sleeper.sleep(self._delay(report))
         finally:
-            self._remove_signals()
+            self._signals.remove()
             self.stopped.set()
             logger.info("scheduler stopped")
 
@@ -286,25 +299,6 @@ class Scheduler:
             return self.interval
         now = as_utc(self.clock()) if self.clock is not None else self.store.clock()
         return max(0.0, min(self.interval, (report.next_fire_at - now).total_seconds() + 0.005))
-
-    async def _sleep(self, seconds: float) -> None:
-        assert self._wake is not None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
-
-    def _install_signals(self) -> None:
-        if not self.install_signal_handlers or threading.current_thread() is not threading.main_thread():
-            return
-        assert self._loop is not None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._loop.add_signal_handler(sig, self.stop)
-
-    def _remove_signals(self) -> None:
-        if not self.install_signal_handlers or threading.current_thread() is not threading.main_thread():
-            return
-        assert self._loop is not None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._loop.remove_signal_handler(sig)
 
 
 __all__ = ["Fired", "Scheduler", "Skipped", "TickReport"]

@@ -21,6 +21,7 @@ from .database import Database, open_database
 from .drivers.base import WAKE_ALL
 from .enqueue import Enqueuer
 from .leases import Leases
+from .maintenance import Turns
 from .queries import JobFilter, Queries
 from .records import (
     AttemptRecord,
@@ -70,6 +71,7 @@ class Store:
         self.queries = Queries(db, clock)
         self.retention = Retention(db, clock)
         self.crons = Crons(db, clock, self.enqueue)
+        self.turns = Turns(db, clock)
 
     @classmethod
     def connect(
@@ -108,6 +110,10 @@ class Store:
         callers check ``supports_listen`` first.
         """
         await self.db.driver.listen(self.db.engine.url, self.tables.notify_channel, queues, wake, connected=connected)
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means "the database is unreachable for now, retry" (see ``Driver.is_transient``)."""
+        return self.db.driver.is_transient(exc)
 
     def describe(self) -> str:
         """Where this store's database is, for messages: never the password."""

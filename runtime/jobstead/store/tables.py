@@ -57,6 +57,7 @@ class Tables:
     pauses: Table
     workers: Table
     crons: Table
+    maintenance: Table
 
     def qualified(self, table: Table) -> str:
         """The table's name as it appears in raw SQL (quoted when it needs to be)."""
@@ -263,6 +264,16 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
     )
     Index(f"{prefix}crons_handler", crons.c.handler)
 
+    maintenance = Table(
+        f"{prefix}maintenance",
+        md,
+        # One row per maintenance duty (rescue, retention, worker registry): whoever
+        # moves next_run_at forward (compare-and-set) does this round, the others skip it.
+        Column("name", String(NAME), primary_key=True),
+        Column("next_run_at", UTCDateTime, nullable=False),
+        Column("taken_by", String(64)),
+    )
+
     return Tables(
         metadata=md,
         prefix=prefix,
@@ -273,4 +284,5 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         pauses=pauses,
         workers=workers,
         crons=crons,
+        maintenance=maintenance,
     )

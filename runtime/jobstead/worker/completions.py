@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from ..lifecycle import Backoff, log_failure, log_recovery
 from ..store import Completion, Store
 
 logger = logging.getLogger("jobstead.worker")
@@ -36,7 +37,7 @@ class CompletionWriter:
         self._ready.set()
 
     async def run(self) -> None:
-        backoff = 0.05
+        backoff = Backoff(0.05, 5.0)
         while True:
             await self._ready.wait()
             self._ready.clear()
@@ -47,19 +48,20 @@ class CompletionWriter:
                 )
                 try:
                     lost = await asyncio.to_thread(self._store.leases.complete, batch)
-                except Exception:
-                    logger.exception("could not write %d completions; retrying in %.2f s", len(batch), backoff)
+                except Exception as exc:
                     self._pending[:0] = batch
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    if self._closing and backoff >= 5.0:
+                    delay, _ = backoff.failed()
+                    log_failure(logger, f"writing {len(batch)} completion(s)", exc, backoff, delay)
+                    await asyncio.sleep(delay)
+                    if self._closing and delay >= backoff.cap:
                         logger.error(
                             "giving up on %d completions at shutdown; their leases will expire",
                             len(batch),
                         )
                         self._pending.clear()
                     continue
-                backoff = 0.05
+                if backoff.succeeded():
+                    log_recovery(logger, "writing completions")
                 self._written()
                 for job_id in lost:
                     logger.warning("job %s: lease lost before completion was written; result dropped", job_id)

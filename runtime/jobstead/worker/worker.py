@@ -7,8 +7,10 @@ loop never waits on I/O. Four cooperating parts:
 * the claim loop: claims as many jobs as there are free slots, then sleeps until
   a slot frees, a NOTIFY arrives, or the poll interval passes;
 * the completion writer: batches finished attempts (``completions``);
-* the heartbeat thread: renews leases, learns of cancellations and lost leases,
-  refreshes handler settings, rescues jobs of dead workers (``heartbeat``);
+* the maintenance services (``jobstead.services``): lease renewal on a thread of
+  its own (learns of cancellations and lost leases), and on a second thread the
+  settings refresh plus the database-wide duties (rescue, retention, worker
+  registry) that one process per interval does, whoever takes the turn;
 * the listener: wake-ups from the store (LISTEN/NOTIFY on PostgreSQL), where it has them.
 """
 
@@ -24,18 +26,20 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..context import Context
 from ..errors import ConfigurationError, InvalidArguments, JobError
 from ..hooks import FailureEvent, run_hooks
+from ..lifecycle import Backoff, LoopSignals, Sleeper, log_failure, log_recovery, until_ready
+from ..services import LeaseRenewer, Rescuer, RetentionPruner, ServiceThread, SettingsRefresh, WorkerRegistryPruner
 from ..signature import CONTEXT
 from ..status import AttemptOutcome, JobStatus
-from ..store import ClaimedJob, Completion, HandlerDefinition, LeaseReport
+from ..store import ClaimedJob, Completion, HandlerDefinition, LeaseReport, Store
 from ..store.registry import host_name
 from .completions import CompletionWriter
 from .execution import Finished, call_handler
-from .heartbeat import Heartbeat
 from .outcome import CANCELLED_BY_USER, decide
 
 if TYPE_CHECKING:
@@ -130,6 +134,8 @@ class Worker:
         self._slot_freed: asyncio.Event | None = None
         self._writer: CompletionWriter | None = None
         self._stop_callbacks: list[Callable[[], None]] = []
+        self._hurried: asyncio.Event | None = None
+        self._signals = LoopSignals(self._on_signal, enabled=install_signal_handlers)
 
     # -- control from outside ------------------------------------------------
 
@@ -144,9 +150,12 @@ class Worker:
 
     def stop(self, grace: float | None = None) -> None:
         """Begin a graceful shutdown; callable from any thread or a signal handler."""
+        loop = self._loop
         if grace is not None:
             self.shutdown_grace = grace
-        loop = self._loop
+            if grace == 0 and loop is not None and not loop.is_closed():
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self._hurry)
         if loop is None or loop.is_closed():
             self._stopping = True
             return
@@ -179,39 +188,30 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
-        store = await asyncio.to_thread(lambda: self.app.store)
-        await asyncio.to_thread(
-            store.registry.publish_handlers,
-            [self.app.get_handler(n).definition() for n in self.handler_names],
+        self._hurried = asyncio.Event()
+        if self.shutdown_grace == 0:
+            self._hurried.set()
+        store = await until_ready(
+            self._start_up,
+            what=f"worker {self.id} starting",
+            is_transient=self.app.is_transient,
+            logger=logger,
+            stopping=lambda: self._stopping,
+            sleeper=Sleeper(self._wake),
         )
-        await asyncio.to_thread(self.app.publish_crons)
-        await asyncio.to_thread(
-            store.registry.register_worker,
-            self.id,
-            handlers=self.handler_names,
-            queues=self.queues,
-            concurrency=self.concurrency,
-            crons=[c for c in self.app.crons.values() if c.handler in self.handler_names],
-        )
-        await asyncio.to_thread(self._refresh_settings)
+        if store is None:  # stopped before the database came back
+            self.stopped.set()
+            return
         # A written completion may free room under a global limit: claim again at once.
         self._writer = CompletionWriter(store, written=self._wake.set)
-        heartbeat = Heartbeat(
-            store,
-            self.id,
-            interval=self.heartbeat_seconds,
-            lease_seconds=self.lease_seconds,
-            held=lambda: tuple(self._running),  # one C-level copy: safe from another thread
-            on_report=self._report_from_thread,
-            on_settings=self._refresh_settings,
-            prune=lambda: store.retention.prune(finished=self.app.retention, dead=self.app.dead_retention),
-        )
-        await asyncio.to_thread(store.leases.rescue_expired)
-        heartbeat.start()
+        renewal, duties = self._services(store)
+        await asyncio.to_thread(store.leases.rescue_expired)  # a restarted pod's old jobs, at once
+        renewal.start()
+        duties.start()
         helpers = [asyncio.create_task(self._writer.run(), name="jobstead-completions")]
         if self.use_listen and store.supports_listen:
             helpers.append(asyncio.create_task(store.listen(self.queues, self._on_notify), name="jobstead-listen"))
-        self._install_signals()
+        self._signals.install()
         logger.info(
             "worker %s started: handlers %s, queues %s, concurrency %d",
             self.id,
@@ -224,7 +224,8 @@ class Worker:
             await self._claim_loop()
             await self._shut_down()
         finally:
-            heartbeat.stop()
+            renewal.stop()
+            duties.stop()
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
@@ -232,14 +233,54 @@ class Worker:
                 await asyncio.to_thread(store.registry.unregister_worker, self.id)
             except Exception:
                 logger.exception("could not unregister worker %s", self.id)
-            self._remove_signals()
+            self._signals.remove()
             self.stopped.set()
             logger.info("worker %s stopped", self.id)
+
+    def _start_up(self) -> Store:
+        """Everything before the first claim, retried as a whole while the database is unreachable."""
+        store = self.app.open()
+        store.registry.publish_handlers([self.app.get_handler(n).definition() for n in self.handler_names])
+        store.registry.register_worker(
+            self.id,
+            handlers=self.handler_names,
+            queues=self.queues,
+            concurrency=self.concurrency,
+            crons=[c for c in self.app.crons.values() if c.handler in self.handler_names],
+        )
+        self._refresh_settings()
+        return store
+
+    def _services(self, store: Store) -> tuple[ServiceThread, ServiceThread]:
+        """Lease renewal on a thread of its own; the other duties together on a second one."""
+        renewal = ServiceThread(
+            "jobstead-leases",
+            [
+                LeaseRenewer(
+                    store,
+                    self.id,
+                    every=self.heartbeat_seconds,
+                    lease_seconds=self.lease_seconds,
+                    held=lambda: tuple(self._running),  # one C-level copy: safe from another thread
+                    on_report=self._report_from_thread,
+                )
+            ],
+        )
+        duties = ServiceThread(
+            "jobstead-maintenance",
+            [
+                SettingsRefresh(self._refresh_settings, every=self.heartbeat_seconds),
+                Rescuer(store, self.id, every=self.heartbeat_seconds),
+                RetentionPruner(store, self.id, finished=self.app.retention, dead=self.app.dead_retention),
+                WorkerRegistryPruner(store, self.id, silent_for=timedelta(seconds=max(self.lease_seconds * 10, 300))),
+            ],
+        )
+        return renewal, duties
 
     async def _claim_loop(self) -> None:
         assert self._wake is not None and self._slot_freed is not None
         store = self.app.store
-        backoff = 0.1
+        backoff = Backoff(0.1, 10.0)
         while not self._stopping:
             free = self.concurrency - len(self._running)
             if free <= 0:
@@ -256,12 +297,13 @@ class Worker:
                     limit=free,
                     lease_seconds=self.lease_seconds,
                 )
-            except Exception:
-                logger.exception("claim failed; retrying in %.1f s", backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+            except Exception as exc:
+                delay, _ = backoff.failed()
+                log_failure(logger, "claiming jobs", exc, backoff, delay)
+                await self._sleep(delay)
                 continue
-            backoff = 0.1
+            if backoff.succeeded():
+                log_recovery(logger, "claiming jobs")
             for job in jobs:
                 self._start(job)
             if len(jobs) < free and not self._stopping:
@@ -277,9 +319,20 @@ class Worker:
 
     async def _shut_down(self) -> None:
         running = [r.task for r in self._running.values() if r.task is not None]
-        if running:
+        if running and self.shutdown_grace > 0:
+            assert self._hurried is not None
             logger.info("waiting up to %.1f s for %d running job(s)", self.shutdown_grace, len(running))
-            await asyncio.wait(running, timeout=self.shutdown_grace)
+            # A second Ctrl-C (or stop(grace=0)) ends the wait at once, not when the grace runs out.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.shutdown_grace
+            pending: set[asyncio.Future[Any]] = set(running)
+            hurried = asyncio.ensure_future(self._hurried.wait())
+            try:
+                while pending and not hurried.done() and (left := deadline - loop.time()) > 0:
+                    done, _ = await asyncio.wait([*pending, hurried], timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                    pending -= done
+            finally:
+                hurried.cancel()
         for r in list(self._running.values()):
             logger.warning("job %s still running after the grace period: cancelling and releasing it", r.job.id)
             self._cancel(r, SHUTDOWN)
@@ -457,22 +510,14 @@ class Worker:
 
     # -- signals ---------------------------------------------------------------
 
-    def _install_signals(self) -> None:
-        if not self.install_signal_handlers or threading.current_thread() is not threading.main_thread():
-            return
-        assert self._loop is not None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._loop.add_signal_handler(sig, self._on_signal, sig)
-
     def _on_signal(self, sig: signal.Signals) -> None:
         if self._stopping and sig == signal.SIGINT:
             logger.warning("second SIGINT: not waiting for running jobs")
-            self.shutdown_grace = 0
+            self._hurry()
         self._begin_stop()
 
-    def _remove_signals(self) -> None:
-        if not self.install_signal_handlers or threading.current_thread() is not threading.main_thread():
-            return
-        assert self._loop is not None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._loop.remove_signal_handler(sig)
+    def _hurry(self) -> None:
+        """Stop waiting for running jobs: cancel and release them now (also cuts a grace wait short)."""
+        self.shutdown_grace = 0
+        if self._hurried is not None:
+            self._hurried.set()

@@ -63,6 +63,19 @@ class Driver:
         """Where the database is, for messages: never the password."""
         return url.render_as_string(hide_password=True)
 
+    #: Error texts that no retry will cure (bad credentials, a database that does not exist).
+    permanent_errors: ClassVar[tuple[str, ...]] = ()
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the database being unreachable for a while (down, restarting, a cut
+        connection), worth retrying, rather than a mistake that retrying cannot fix."""
+        from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+
+        if not isinstance(exc, OperationalError | InterfaceError | DisconnectionError | OSError | TimeoutError):
+            return False
+        text = str(exc).lower()
+        return not any(marker in text for marker in self.permanent_errors)
+
     # -- SQL that differs ----------------------------------------------------
 
     def upsert(self, table: Table) -> Any:

@@ -141,6 +141,15 @@ class PostgreSQLDriver(Driver):
         prepare_threshold(url)  # a bad value fails here, where the URL is read
         return url
 
+    permanent_errors: ClassVar[tuple[str, ...]] = (
+        "password authentication failed",
+        "no pg_hba.conf entry",
+        "does not exist",  # database or role
+        "invalid connection option",
+        "permission denied",
+        "no password supplied",
+    )
+
     def describe(self, url: URL) -> str:
         host = url.host or "localhost"
         port = f":{url.port}" if url.port else ""

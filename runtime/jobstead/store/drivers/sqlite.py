@@ -50,6 +50,8 @@ class SQLiteDriver(Driver):
 
         return engine
 
+    permanent_errors: ClassVar[tuple[str, ...]] = ("unable to open database file", "file is not a database")
+
     def describe(self, url: URL) -> str:
         return f"SQLite file {url.database}" if url.database not in (None, "", ":memory:") else "in-memory SQLite"
 

@@ -1,0 +1,45 @@
+"""Renewing the leases of the jobs this worker runs, and learning which it lost or should stop."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection
+
+from ..store import LeaseReport, Store
+from .base import Service
+
+
+class LeaseRenewer(Service):
+    """Every few seconds: extend this worker's leases, record its heartbeat, report back.
+
+    The report says which jobs the worker no longer holds (rescued while it
+    stalled: stop them, write nothing) and which were asked to cancel.
+    ``renewed_at`` is taken before ``held`` is read, so a job claimed after it
+    is never judged by a renewal that could not have seen it.
+    """
+
+    name = "lease renewal"
+
+    def __init__(
+        self,
+        store: Store,
+        worker_id: str,
+        *,
+        every: float,
+        lease_seconds: float,
+        held: Callable[[], Collection[int]],
+        on_report: Callable[[LeaseReport, float], None],
+    ) -> None:
+        super().__init__(every)
+        self._store = store
+        self._worker_id = worker_id
+        self._lease_seconds = lease_seconds
+        self._held = held
+        self._on_report = on_report
+
+    def run_once(self) -> None:
+        renewed_at = time.monotonic()
+        held = self._held()
+        report = self._store.leases.renew(self._worker_id, self._lease_seconds, held)
+        self._on_report(report, renewed_at)
+        self._store.registry.worker_heartbeat(self._worker_id, len(held))
