@@ -10,7 +10,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-from .status import JobStatus
+from .cancel import CancelReason
 
 logger = logging.getLogger("jobstead.job")
 
@@ -59,7 +59,7 @@ class Context:
         self.created_at = created_at
         self._save_checkpoint = save_checkpoint
         self._cancelled: threading.Event | None = None
-        self.cancel_reason: JobStatus | str | None = None
+        self.cancel_reason: CancelReason | None = None
 
     @cached_property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
@@ -69,7 +69,7 @@ class Context:
     def cancelled(self) -> bool:
         return self.cancel_reason is not None
 
-    def request_cancel(self, reason: str) -> None:
+    def request_cancel(self, reason: CancelReason) -> None:
         with _EVENT_LOCK:
             if self.cancel_reason is None:
                 self.cancel_reason = reason
@@ -94,7 +94,7 @@ class Context:
         """
         self.checkpoint_data = data
         if not self._save_checkpoint(data):
-            self.request_cancel("lease lost")
+            self.request_cancel(CancelReason.LEASE_LOST)
 
     async def acheckpoint(self, data: Any) -> None:
         """``checkpoint`` for async handlers, off the event loop."""

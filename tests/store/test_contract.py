@@ -11,6 +11,7 @@ from sqlalchemy import select
 from jobstead.errors import JobError
 from jobstead.status import AttemptOutcome, JobStatus
 from jobstead.store import ClaimedJob, Completion, CronDefinition, NewJob, Store
+from tests.conftest import Target
 from tests.store.conftest import ManualClock, handler
 
 
@@ -477,3 +478,37 @@ def test_the_status_column_is_what_the_records_say(store: Store) -> None:
     jobs = store.tables.jobs
     with store.db.engine.connect() as conn:
         assert conn.execute(select(jobs.c.status)).scalar() == JobStatus.QUEUED.value
+
+
+def test_the_store_tells_time_by_the_database_server(target: Target) -> None:
+    """With no clock injected, time-critical decisions use the server's clock, not this host's."""
+    from jobstead.store.database_clock import DatabaseClock
+
+    store = Store.connect(target.url, schema=target.schema)
+    try:
+        if not store.db.driver.server_clock:
+            assert not isinstance(store.clock, DatabaseClock), "an embedded database shares this host's clock"
+            return
+        assert isinstance(store.clock, DatabaseClock)
+        with store.db.engine.connect() as conn:
+            server = store.db.driver.server_now(conn)
+        assert server is not None
+        assert abs((store.clock() - server).total_seconds()) < 1
+    finally:
+        store.close()
+
+
+def test_the_attempts_log_keeps_the_success_that_follows_a_release(store: Store) -> None:
+    """Regression: a released attempt carries the number of the attempt that follows it, and the
+    success (which lives in the job row) was only added when no logged attempt had that number."""
+    store.enqueue.insert([new()])
+    (job,) = claim(store)
+    assert store.leases.release(job.id, "w1", job.attempts)
+    (again,) = claim(store, worker="w2")
+    assert again.attempts == 1, "a release does not spend the attempt"
+    store.leases.complete([done(again, store, worker="w2")])
+    log = store.queries.attempts(job.id)
+    assert [(a.attempt, a.outcome, a.worker_id) for a in log] == [
+        (1, AttemptOutcome.RELEASED, "w1"),
+        (1, AttemptOutcome.SUCCEEDED, "w2"),
+    ]

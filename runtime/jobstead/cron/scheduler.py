@@ -259,7 +259,7 @@ class Scheduler:
             if self.app is not None:
                 app = self.app
                 opened = await until_ready(
-                    app.open,  # connects, migrates, publishes the app's handlers and code crons
+                    self._open_app,
                     what="scheduler starting",
                     is_transient=app.is_transient,
                     logger=logger,
@@ -292,6 +292,13 @@ class Scheduler:
             self._signals.remove()
             self.stopped.set()
             logger.info("scheduler stopped")
+
+    def _open_app(self) -> Store:
+        """Open the app (connect, migrate, publish) and publish its code crons again: a deleted one comes back."""
+        assert self.app is not None
+        store = self.app.open()
+        self.app.publish_crons()
+        return store
 
     def _delay(self, report: TickReport) -> float:
         """Until the next fire time (a few ms after, so it is due), at most ``interval``."""

@@ -18,6 +18,7 @@ from .claims import Claims
 from .control import Control
 from .crons import Crons, FireResult
 from .database import Database, open_database
+from .database_clock import DatabaseClock
 from .drivers.base import WAKE_ALL
 from .enqueue import Enqueuer
 from .leases import Leases
@@ -29,6 +30,7 @@ from .records import (
     Completion,
     CronDefinition,
     CronRecord,
+    EffectiveSettings,
     HandlerDefinition,
     JobRecord,
     LeaseReport,
@@ -47,6 +49,7 @@ __all__ = [
     "CronDefinition",
     "CronRecord",
     "Database",
+    "EffectiveSettings",
     "FireResult",
     "HandlerDefinition",
     "JobFilter",
@@ -62,7 +65,8 @@ __all__ = [
 class Store:
     def __init__(self, db: Database, clock: Clock = utcnow) -> None:
         self.db = db
-        self.clock = clock
+        # Time-critical decisions go by the database's clock unless a test injects its own.
+        self.clock: Clock = DatabaseClock(db) if clock is utcnow and db.driver.server_clock else clock
         self.enqueue = Enqueuer(db, clock)
         self.claims = Claims(db, clock)
         self.leases = Leases(db, clock)

@@ -26,10 +26,7 @@ from ..clock import Clock
 from ..errors import JobError
 from ..status import AttemptOutcome, JobStatus
 from .database import Database
-from .records import Completion, LeaseReport
-
-#: Used when a job's handler has no row in the database (no process ever registered it).
-FALLBACK_MAX_ATTEMPTS = 5
+from .records import Completion, EffectiveSettings, LeaseReport
 
 
 class Leases:
@@ -134,7 +131,7 @@ class Leases:
             ).all()
             rescued: list[int] = []
             for row in lost:
-                limit = row.max_attempts or row.handler_max_attempts or FALLBACK_MAX_ATTEMPTS
+                limit = EffectiveSettings.max_attempts_of(row.max_attempts, row.handler_max_attempts)
                 exhausted = row.attempts >= limit
                 error = JobError(type=error_type, message=message.format(owner=row.lease_owner), traceback="")
                 done = conn.execute(

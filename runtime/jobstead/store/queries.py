@@ -118,8 +118,12 @@ class Queries:
                     jobs.c.id == job_id, jobs.c.status == JobStatus.SUCCEEDED.value
                 )
             ).first()
-        # Rows written before successes were kept in the job row carry their own.
-        if job is not None and job.finished_at is not None and all(a.attempt != job.attempts for a in log):
+        # Rows written before successes were kept in the job row carry their own. Compare the
+        # outcome too: a released attempt (graceful shutdown) shares the number of the next one.
+        logged_success = (
+            any(a.attempt == job.attempts and a.outcome is AttemptOutcome.SUCCEEDED for a in log) if job else False
+        )
+        if job is not None and job.finished_at is not None and not logged_success:
             log.append(
                 AttemptRecord(
                     attempt=int(job.attempts),

@@ -6,13 +6,11 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..cancel import CancelReason
 from ..errors import JobError, PermanentError
 from ..status import AttemptOutcome, JobStatus
-from ..store import ClaimedJob, Completion, HandlerDefinition
+from ..store import ClaimedJob, Completion, EffectiveSettings, HandlerDefinition
 from .execution import Finished
-
-#: Context.cancel_reason values that end the job ``cancelled`` (the others release or fail it).
-CANCELLED_BY_USER = "cancelled"
 
 
 def decide(
@@ -22,7 +20,7 @@ def decide(
     *,
     owner: str,
     now: datetime,
-    cancel_reason: str | None,
+    cancel_reason: CancelReason | None,
 ) -> Completion:
     """The job's own settings win over its handler's (which come from the database)."""
     nothing_happened = not (finished.timed_out or finished.cancelled or cancel_reason)
@@ -49,15 +47,16 @@ def decide(
         )
 
     def failure(error: JobError, outcome: AttemptOutcome = AttemptOutcome.FAILED) -> Completion:
-        if job.attempts >= (job.max_attempts or settings.max_attempts):
+        effective = EffectiveSettings.of(job, settings)
+        if job.attempts >= effective.max_attempts:
             return end(outcome, JobStatus.DEAD, error=error)
-        delay = (job.retry or settings.retry).delay_after(job.attempts)
+        delay = effective.retry.delay_after(job.attempts)
         return end(outcome, JobStatus.RETRYING, error=error, run_at=now + timedelta(seconds=delay))
 
-    if cancel_reason == CANCELLED_BY_USER:
+    if cancel_reason is CancelReason.CANCELLED:
         return end(AttemptOutcome.CANCELLED, JobStatus.CANCELLED)
     if finished.timed_out:
-        timeout = job.timeout or settings.timeout
+        timeout = EffectiveSettings.of(job, settings).timeout
         return failure(
             JobError(
                 type="jobstead.Timeout",

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from ..cancel import CancelReason
 from ..context import Context
 from ..errors import ConfigurationError, InvalidArguments, JobError
 from ..hooks import FailureEvent, run_hooks
@@ -36,21 +37,17 @@ from ..lifecycle import Backoff, LoopSignals, Sleeper, log_failure, log_recovery
 from ..services import LeaseRenewer, Rescuer, RetentionPruner, ServiceThread, SettingsRefresh, WorkerRegistryPruner
 from ..signature import CONTEXT
 from ..status import AttemptOutcome, JobStatus
-from ..store import ClaimedJob, Completion, HandlerDefinition, LeaseReport, Store
+from ..store import ClaimedJob, Completion, EffectiveSettings, HandlerDefinition, LeaseReport, Store
 from ..store.registry import host_name
 from .completions import CompletionWriter
 from .execution import Finished, call_handler
-from .outcome import CANCELLED_BY_USER, decide
+from .outcome import decide
 
 if TYPE_CHECKING:
     from ..app import App
     from ..handler import Handler
 
 logger = logging.getLogger("jobstead.worker")
-
-SHUTDOWN = "shutdown"
-LEASE_LOST = "lease lost"
-TIMED_OUT = "timed out"
 
 
 @dataclass(slots=True)
@@ -67,15 +64,15 @@ class _Running:
     claimed_at: float
     task: asyncio.Task[None] | None = None
     ctx: Context | None = None
-    _reason: str | None = None
+    _reason: CancelReason | None = None
 
     @property
-    def cancel_reason(self) -> str | None:
+    def cancel_reason(self) -> CancelReason | None:
         if self.ctx is not None:
-            return None if self.ctx.cancel_reason is None else str(self.ctx.cancel_reason)
+            return self.ctx.cancel_reason
         return self._reason
 
-    def request_cancel(self, reason: str) -> None:
+    def request_cancel(self, reason: CancelReason) -> None:
         if self.ctx is not None:
             self.ctx.request_cancel(reason)
         elif self._reason is None:
@@ -240,7 +237,9 @@ class Worker:
     def _start_up(self) -> Store:
         """Everything before the first claim, retried as a whole while the database is unreachable."""
         store = self.app.open()
+        # Again, even if the app was open already: a deleted code cron comes back when a worker starts.
         store.registry.publish_handlers([self.app.get_handler(n).definition() for n in self.handler_names])
+        self.app.publish_crons()
         store.registry.register_worker(
             self.id,
             handlers=self.handler_names,
@@ -335,7 +334,7 @@ class Worker:
                 hurried.cancel()
         for r in list(self._running.values()):
             logger.warning("job %s still running after the grace period: cancelling and releasing it", r.job.id)
-            self._cancel(r, SHUTDOWN)
+            self._cancel(r, CancelReason.SHUTDOWN)
         remaining = [r.task for r in self._running.values() if r.task is not None]
         if remaining:
             await asyncio.wait(remaining, timeout=10)
@@ -360,7 +359,7 @@ class Worker:
             job_id=job.id,
             handler=job.handler,
             attempt=job.attempts,
-            max_attempts=job.max_attempts or settings.max_attempts,
+            max_attempts=EffectiveSettings.of(job, settings).max_attempts,
             queue=job.queue,
             args=job.args,
             tenant=job.tenant,
@@ -400,16 +399,16 @@ class Worker:
                     handler.func,
                     kwargs,
                     is_async=handler.is_async,
-                    timeout=job.timeout or settings.timeout,
-                    on_abandon=lambda: running.request_cancel(TIMED_OUT),
+                    timeout=EffectiveSettings.of(job, settings).timeout,
+                    on_abandon=lambda: running.request_cancel(CancelReason.TIMED_OUT),
                 )
             except asyncio.CancelledError:
                 finished = Finished(cancelled=True)
             reason = running.cancel_reason
-            if reason == SHUTDOWN and finished.cancelled:
+            if reason is CancelReason.SHUTDOWN and finished.cancelled:
                 await asyncio.to_thread(store.leases.release, job.id, self.id, job.attempts)
                 return
-            if reason == LEASE_LOST:
+            if reason is CancelReason.LEASE_LOST:
                 logger.warning("job %s: lease lost while running; another worker owns it now", job.id)
                 return
             completion = decide(job, settings, finished, owner=self.id, now=store.clock(), cancel_reason=reason)
@@ -477,11 +476,11 @@ class Worker:
             self._resource_values[name] = factories[name]()
         return self._resource_values[name]
 
-    def _cancel(self, running: _Running, reason: str) -> None:
+    def _cancel(self, running: _Running, reason: CancelReason) -> None:
         running.request_cancel(reason)
         task = running.task
         assert task is not None
-        if running.is_async or reason in (SHUTDOWN, LEASE_LOST):
+        if running.is_async or reason in (CancelReason.SHUTDOWN, CancelReason.LEASE_LOST):
             task.cancel()
         else:  # a sync handler gets one heartbeat to notice ctx.cancelled, then is abandoned
             assert self._loop is not None
@@ -500,10 +499,10 @@ class Worker:
             if running.cancel_reason is not None:
                 continue
             if running.claimed_at < renewed_at and job_id not in report.held:
-                self._cancel(running, LEASE_LOST)
+                self._cancel(running, CancelReason.LEASE_LOST)
             elif job_id in report.cancel_requested:
                 logger.info("job %s: cancellation requested", job_id)
-                self._cancel(running, CANCELLED_BY_USER)
+                self._cancel(running, CancelReason.CANCELLED)
 
     def _refresh_settings(self) -> None:
         self._settings = self.app.store.registry.handlers(self.handler_names)

@@ -49,6 +49,8 @@ class Driver:
     #: Without it the claiming transaction must hold the database's write lock (SQLite's
     #: ``BEGIN IMMEDIATE``) so claims are serialised instead.
     skip_locked: ClassVar[bool] = False
+    #: Whether the database has a server whose clock may differ from this host's (``server_now``).
+    server_clock: ClassVar[bool] = False
 
     # -- connections ---------------------------------------------------------
 
@@ -96,6 +98,10 @@ class Driver:
 
     def notify(self, conn: Connection, channel: str, queues: Iterable[str]) -> None:
         """Wake the workers of ``queues`` when ``conn``'s transaction commits (no-op without listeners)."""
+
+    def server_now(self, conn: Connection) -> datetime | None:
+        """The database server's clock, or None when the database has no server of its own (this host's clock)."""
+        return None
 
     def lock_schema(self, conn: Connection, *, schema: str | None, prefix: str) -> None:
         """Serialise concurrent migrators of one installation, and create its schema if it has one."""

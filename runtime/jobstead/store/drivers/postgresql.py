@@ -132,6 +132,7 @@ class PostgreSQLDriver(Driver):
     backend: ClassVar[str] = "postgresql"
     supports_listen: ClassVar[bool] = True
     skip_locked: ClassVar[bool] = True
+    server_clock: ClassVar[bool] = True
 
     def normalize_url(self, url: URL) -> URL:
         if url.drivername in ("postgresql", "postgres"):
@@ -187,6 +188,11 @@ class PostgreSQLDriver(Driver):
         # Delivered at commit: a rolled-back defer wakes no one.
         for queue in queues:
             conn.execute(select(func.pg_notify(channel, queue)))
+
+    def server_now(self, conn: Connection) -> datetime | None:
+        value = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+        assert isinstance(value, datetime)
+        return value
 
     def lock_schema(self, conn: Connection, *, schema: str | None, prefix: str) -> None:
         # Transaction-scoped, so it also works behind PgBouncer in transaction mode.
