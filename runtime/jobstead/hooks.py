@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,7 @@ class FailureEvent:
 Hook = Callable[[FailureEvent], None] | Callable[[FailureEvent], Awaitable[None]]
 
 
-async def run_hooks(hooks: list[Hook], event: FailureEvent) -> None:
+async def run_hooks(hooks: Sequence[Hook], event: FailureEvent) -> None:
     for hook in hooks:
         try:
             if inspect.iscoroutinefunction(hook):

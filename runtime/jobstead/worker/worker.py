@@ -40,6 +40,7 @@ from ..status import AttemptOutcome, JobStatus
 from ..store import ClaimedJob, Completion, EffectiveSettings, HandlerDefinition, LeaseReport, Store
 from ..store.registry import host_name
 from .completions import CompletionWriter
+from .environment import WorkerEnvironment
 from .execution import Finished, call_handler
 from .outcome import decide
 
@@ -99,15 +100,30 @@ class Worker:
         listen: bool = True,
         install_signal_handlers: bool = True,
     ) -> None:
-        if concurrency < 1:
-            raise ConfigurationError("worker concurrency must be at least 1")
-        if lease_seconds <= 0 or poll_interval <= 0 or shutdown_grace < 0:
-            raise ConfigurationError("lease_seconds and poll_interval must be positive, shutdown_grace >= 0")
+        for option, value, smallest in (
+            ("concurrency", concurrency, 1),
+            ("lease_seconds", lease_seconds, None),
+            ("poll_interval", poll_interval, None),
+            ("heartbeat_seconds", heartbeat_seconds, None),
+        ):
+            if value is None:
+                continue
+            if smallest is not None and value < smallest:
+                raise ConfigurationError(f"{option} must be at least {smallest}, not {value}")
+            if value <= 0:
+                raise ConfigurationError(f"{option} must be positive, not {value}")
+        if shutdown_grace < 0:
+            raise ConfigurationError(f"shutdown_grace must be 0 or more, not {shutdown_grace}")
+        if heartbeat_seconds is not None and heartbeat_seconds >= lease_seconds:
+            raise ConfigurationError(
+                f"heartbeat_seconds ({heartbeat_seconds}) must be shorter than lease_seconds ({lease_seconds})"
+            )
         names = list(handlers) if handlers is not None else list(app.handlers)
-        for name in names:
-            app.get_handler(name)  # raises UnknownHandler with the list of known ones
         if not names:
             raise ConfigurationError("the worker has no handlers to run: register some with @app.handler")
+        #: Everything the worker takes from its app, once (see ``environment``).
+        self._env = WorkerEnvironment.of(app, names)
+        self._store: Store | None = None
         self.app = app
         self.id = new_worker_id()
         self.queues = list(queues) if queues else None
@@ -123,7 +139,7 @@ class Worker:
         self.stopped = threading.Event()
         self._running: dict[int, _Running] = {}
         self._settings: dict[str, HandlerDefinition] = {}
-        self._handlers = {name: app.get_handler(name) for name in names}
+        self._handlers = self._env.handlers
         self._resource_values: dict[str, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -191,7 +207,7 @@ class Worker:
         store = await until_ready(
             self._start_up,
             what=f"worker {self.id} starting",
-            is_transient=self.app.is_transient,
+            is_transient=self._env.is_transient,
             logger=logger,
             stopping=lambda: self._stopping,
             sleeper=Sleeper(self._wake),
@@ -236,19 +252,24 @@ class Worker:
 
     def _start_up(self) -> Store:
         """Everything before the first claim, retried as a whole while the database is unreachable."""
-        store = self.app.open()
+        env = self._env
+        store = self._store = env.open_store()
         # Again, even if the app was open already: a deleted code cron comes back when a worker starts.
-        store.registry.publish_handlers([self.app.get_handler(n).definition() for n in self.handler_names])
-        self.app.publish_crons()
+        store.registry.publish_handlers(env.definitions())
+        env.publish_crons()
         store.registry.register_worker(
             self.id,
             handlers=self.handler_names,
             queues=self.queues,
             concurrency=self.concurrency,
-            crons=[c for c in self.app.crons.values() if c.handler in self.handler_names],
+            crons=list(env.crons),
         )
         self._refresh_settings()
         return store
+
+    def _opened(self) -> Store:
+        assert self._store is not None, "the worker's store is opened by run_async"
+        return self._store
 
     def _services(self, store: Store) -> tuple[ServiceThread, ServiceThread]:
         """Lease renewal on a thread of its own; the other duties together on a second one."""
@@ -270,7 +291,7 @@ class Worker:
             [
                 SettingsRefresh(self._refresh_settings, every=self.heartbeat_seconds),
                 Rescuer(store, self.id, every=self.heartbeat_seconds),
-                RetentionPruner(store, self.id, finished=self.app.retention, dead=self.app.dead_retention),
+                RetentionPruner(store, self.id, finished=self._env.retention, dead=self._env.dead_retention),
                 WorkerRegistryPruner(store, self.id, silent_for=timedelta(seconds=max(self.lease_seconds * 10, 300))),
             ],
         )
@@ -278,7 +299,7 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         assert self._wake is not None and self._slot_freed is not None
-        store = self.app.store
+        store = self._opened()
         backoff = Backoff(0.1, 10.0)
         while not self._stopping:
             free = self.concurrency - len(self._running)
@@ -354,7 +375,7 @@ class Worker:
     def _context(self, running: _Running, settings: HandlerDefinition) -> Context:
         if running.ctx is not None:
             return running.ctx
-        job, leases = running.job, self.app.store.leases
+        job, leases = running.job, self._opened().leases
         ctx = Context(
             job_id=job.id,
             handler=job.handler,
@@ -375,7 +396,7 @@ class Worker:
         return ctx
 
     async def _execute(self, running: _Running, handler: Handler[Any, Any], settings: HandlerDefinition) -> None:
-        store = self.app.store
+        store = self._opened()
         job = running.job
         try:
             try:
@@ -433,9 +454,9 @@ class Worker:
             status=completion.status,
             exception=exc,
         )
-        await run_hooks(self.app.failure_hooks, event)
+        await run_hooks(self._env.failure_hooks, event)
         if event.final:
-            await run_hooks(self.app.dead_hooks, event)
+            await run_hooks(self._env.dead_hooks, event)
 
     def _finish(self, job: ClaimedJob, completion: Completion) -> None:
         if completion.error is not None:
@@ -470,7 +491,7 @@ class Worker:
 
     def _resource(self, name: str) -> Any:
         if name not in self._resource_values:
-            factories = self.app.resources
+            factories = self._env.resources
             if name not in factories:
                 raise InvalidArguments(f"resource {name!r} is not declared: use app.resource({name!r}, ...)")
             self._resource_values[name] = factories[name]()
@@ -505,7 +526,7 @@ class Worker:
                 self._cancel(running, CancelReason.CANCELLED)
 
     def _refresh_settings(self) -> None:
-        self._settings = self.app.store.registry.handlers(self.handler_names)
+        self._settings = self._opened().registry.handlers(self.handler_names)
 
     # -- signals ---------------------------------------------------------------
 
