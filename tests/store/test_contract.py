@@ -512,3 +512,14 @@ def test_the_attempts_log_keeps_the_success_that_follows_a_release(store: Store)
         (1, AttemptOutcome.RELEASED, "w1"),
         (1, AttemptOutcome.SUCCEEDED, "w2"),
     ]
+
+
+def test_a_deduplication_key_is_scoped_to_its_tenant(store: Store) -> None:
+    """Regression: the unique index was (handler, key), so tenant globex got tenant acme's job."""
+    acme = store.enqueue.insert([new(key="invoice-1", tenant="acme", args={"who": "acme"})])[0]
+    globex = store.enqueue.insert([new(key="invoice-1", tenant="globex", args={"who": "globex"})])[0]
+    assert globex.id != acme.id and globex.args == {"who": "globex"} and globex.tenant == "globex"
+    untenanted = store.enqueue.insert([new(key="invoice-1", args={"who": "nobody"})])[0]
+    assert untenanted.id not in (acme.id, globex.id)
+    assert store.enqueue.insert([new(key="invoice-1", args={"who": "again"})])[0].id == untenanted.id
+    assert store.enqueue.insert([new(key="invoice-1", tenant="acme", args={"who": "x"})])[0].id == acme.id

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, select, text
+from sqlalchemy import Connection, and_, func, literal_column, select, text
 
 from ..clock import Clock
 from .database import Database
@@ -97,15 +97,27 @@ class Enqueuer:
         return [by_position[i] for i in range(len(jobs))]
 
     def _insert_keyed(self, conn: Connection, job: NewJob, now: datetime) -> JobRecord:
+        jobs = self._db.tables.jobs
+        tenant_scope = func.coalesce(jobs.c.tenant, literal_column("''"))  # as the index has it
         row = self._insert_unless(
-            conn, job, now, index_elements=["handler", "key"], index_where=text(LIVE_KEY_PREDICATE)
+            conn,
+            job,
+            now,
+            index_elements=[jobs.c.handler, tenant_scope, jobs.c.key],
+            index_where=text(LIVE_KEY_PREDICATE),
         )
         if row is not None:
             return row
-        jobs = self._db.tables.jobs
         live = (
             conn.execute(
-                select(jobs).where(and_(jobs.c.handler == job.handler, jobs.c.key == job.key, text(LIVE_KEY_PREDICATE)))
+                select(jobs).where(
+                    and_(
+                        jobs.c.handler == job.handler,
+                        tenant_scope == (job.tenant or ""),
+                        jobs.c.key == job.key,
+                        text(LIVE_KEY_PREDICATE),
+                    )
+                )
             )
             .mappings()
             .first()

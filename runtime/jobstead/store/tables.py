@@ -23,6 +23,8 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    func,
+    literal_column,
     text,
 )
 
@@ -44,6 +46,8 @@ CRON_FIRE_PREDICATE = "cron_name IS NOT NULL"
 FINISHED_PREDICATE = _in(tuple(sorted(FINAL_STATUSES)))
 NOT_SUCCEEDED_PREDICATE = f"status <> '{JobStatus.SUCCEEDED.value}'"
 HAS_TENANT_PREDICATE = "tenant IS NOT NULL"
+#: Jobs of a batch (its members), not its continuations.
+BATCH_MEMBER_PREDICATE = "batch_id IS NOT NULL AND batch_event IS NULL"
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,8 @@ class Tables:
     workers: Table
     crons: Table
     maintenance: Table
+    batches: Table
+    batch_events: Table
 
     def qualified(self, table: Table) -> str:
         """The table's name as it appears in raw SQL (quoted when it needs to be)."""
@@ -94,7 +100,10 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         Column("key", String(NAME)),
         Column("tenant", String(NAME)),
         Column("metadata", JSONType),
+        # The batch a job belongs to; for a continuation, the batch it continues
+        # (batch_event names which: a continuation is not a member of the batch).
         Column("batch_id", Id),
+        Column("batch_event", String(16)),
         Column("result", JSONType),
         Column("error", JSONType),
         Column("checkpoint", JSONType),
@@ -125,9 +134,11 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         postgresql_where=text(READY_PREDICATE),
         sqlite_where=text(READY_PREDICATE),
     )
+    # A key is scoped to its tenant (no tenant is a tenant of its own: '' never names one).
     Index(
         f"{prefix}jobs_live_key",
         jobs.c.handler,
+        func.coalesce(jobs.c.tenant, literal_column("''")),
         jobs.c.key,
         unique=True,
         postgresql_where=text(LIVE_KEY_PREDICATE),
@@ -159,6 +170,14 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         jobs.c.status,
         postgresql_where=text(HAS_TENANT_PREDICATE),
         sqlite_where=text(HAS_TENANT_PREDICATE),
+    )
+    # A batch's statistics are a count of its members by status.
+    Index(
+        f"{prefix}jobs_batch",
+        jobs.c.batch_id,
+        jobs.c.status,
+        postgresql_where=text(BATCH_MEMBER_PREDICATE),
+        sqlite_where=text(BATCH_MEMBER_PREDICATE),
     )
     # Retention: pruning walks finished jobs oldest first, never the live ones.
     Index(
@@ -195,6 +214,8 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         Column("priority", Integer, nullable=False, server_default=text("0")),
         # The GLOBAL limit of running jobs; claims lock this row to enforce it.
         Column("concurrency", Integer),
+        # The same, per tenant: at most this many of one tenant's jobs run at once.
+        Column("tenant_concurrency", Integer),
         Column("max_attempts", Integer, nullable=False),
         Column("retry", JSONType, nullable=False),
         Column("timeout", Float),
@@ -274,6 +295,39 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         Column("taken_by", String(64)),
     )
 
+    batches = Table(
+        f"{prefix}batches",
+        md,
+        Column("id", Id, primary_key=True, autoincrement=True),
+        Column("tenant", String(NAME)),
+        Column("metadata", JSONType),
+        # active until every member is final; then succeeded, failed or cancelled.
+        Column("status", String(16), nullable=False),
+        # The continuations to defer, as given to defer_batch: {event: job spec}.
+        Column("continuations", JSONType, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("cancelled_at", UTCDateTime),
+        Column("finished_at", UTCDateTime),
+    )
+    Index(f"{prefix}batches_tenant", batches.c.tenant, batches.c.id)
+
+    batch_events = Table(
+        f"{prefix}batch_events",
+        md,
+        # One row per (batch, event) ever fired: what makes a continuation happen once,
+        # written in the same transaction as the completion that fired it.
+        Column(
+            "batch_id",
+            Id,
+            ForeignKey(batches.c.id, ondelete="CASCADE", name=f"{prefix}batch_events_batch_fk"),
+            nullable=False,
+        ),
+        Column("event", String(16), nullable=False),
+        Column("job_id", Id, nullable=False),
+        Column("fired_at", UTCDateTime, nullable=False),
+        PrimaryKeyConstraint("batch_id", "event", name=f"{prefix}batch_events_pkey"),
+    )
+
     return Tables(
         metadata=md,
         prefix=prefix,
@@ -285,4 +339,6 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         workers=workers,
         crons=crons,
         maintenance=maintenance,
+        batches=batches,
+        batch_events=batch_events,
     )
