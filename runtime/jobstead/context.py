@@ -45,8 +45,11 @@ class Context:
         worker_id: str,
         created_at: datetime,
         save_checkpoint: Callable[[Any], bool],
+        batch_id: int | None = None,
     ) -> None:
         self.job_id = job_id
+        #: The batch this job belongs to (in a continuation: the batch it continues), else None.
+        self.batch_id = batch_id
         self.handler = handler
         self.attempt = attempt
         self.max_attempts = max_attempts

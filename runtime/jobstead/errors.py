@@ -94,3 +94,7 @@ class JobFailed(JobsteadError):
 
 class JobCancelled(JobFailed):
     """Raised by ``Deferred.wait`` when the job was cancelled."""
+
+
+class BatchNotFound(JobsteadError, LookupError):
+    """No batch with that id (never created, rolled back, or pruned by retention)."""

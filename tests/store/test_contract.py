@@ -485,6 +485,7 @@ def test_the_store_tells_time_by_the_database_server(target: Target) -> None:
     from jobstead.store.database_clock import DatabaseClock
 
     store = Store.connect(target.url, schema=target.schema)
+    store.migrate()
     try:
         if not store.db.driver.server_clock:
             assert not isinstance(store.clock, DatabaseClock), "an embedded database shares this host's clock"
@@ -494,6 +495,13 @@ def test_the_store_tells_time_by_the_database_server(target: Target) -> None:
             server = store.db.driver.server_now(conn)
         assert server is not None
         assert abs((store.clock() - server).total_seconds()) < 1
+        # Every operation goes by it: pretend this host's clock is 100 s behind the server's.
+        import time as _time
+
+        store.clock._offset += timedelta(seconds=100)  # type: ignore[attr-defined]
+        store.clock._measured_at = _time.monotonic()  # type: ignore[attr-defined]
+        record = store.enqueue.insert([new()])[0]
+        assert (record.created_at - server).total_seconds() > 90
     finally:
         store.close()
 
@@ -523,3 +531,169 @@ def test_a_deduplication_key_is_scoped_to_its_tenant(store: Store) -> None:
     assert untenanted.id not in (acme.id, globex.id)
     assert store.enqueue.insert([new(key="invoice-1", args={"who": "again"})])[0].id == untenanted.id
     assert store.enqueue.insert([new(key="invoice-1", tenant="acme", args={"who": "x"})])[0].id == acme.id
+
+
+# -- batches -------------------------------------------------------------------------------------------
+
+
+def _finish(store: Store, job: ClaimedJob, status: JobStatus, worker: str = "w1") -> None:
+    outcome = {
+        JobStatus.SUCCEEDED: AttemptOutcome.SUCCEEDED,
+        JobStatus.CANCELLED: AttemptOutcome.CANCELLED,
+    }.get(status, AttemptOutcome.FAILED)
+    error = None if status in (JobStatus.SUCCEEDED, JobStatus.CANCELLED) else JobError("E", "m", "")
+    assert (
+        store.leases.complete([done(job, store, worker=worker, outcome=outcome, status=status, error=error)]) == set()
+    )
+
+
+def _continuations() -> dict[str, NewJob]:
+    return {event: new(f"on_{event}", args={"event": event}) for event in ("success", "finish", "failure")}
+
+
+def test_a_batch_fires_success_and_finish_once_when_its_last_member_succeeds(store: Store) -> None:
+    batch_id, members = store.batches.create(
+        [new(args={"n": i}) for i in range(3)], tenant="acme", metadata={"k": "v"}, continuations=_continuations()
+    )
+    assert all(m.batch_id == batch_id and m.tenant == "acme" for m in members)
+    jobs = claim(store)
+    for job in jobs[:2]:
+        _finish(store, job, JobStatus.SUCCEEDED)
+    record = store.batches.get(batch_id)
+    assert record.status == "active" and record.continuations == ()
+    assert (record.stats.total, record.stats.succeeded, record.stats.running) == (3, 2, 1)
+    _finish(store, jobs[2], JobStatus.SUCCEEDED)
+    record = store.batches.get(batch_id)
+    assert record.status == "succeeded" and record.finished_at is not None
+    assert sorted(e for e, _ in record.continuations) == ["finish", "success"]
+    fired = {e: store.queries.get_job(j) for e, j in record.continuations}
+    assert all(job is not None and job.batch_id == batch_id and job.tenant == "acme" for job in fired.values())
+    assert record.stats.total == 3, "continuations are not members"
+    assert record.to_json()["metadata"] == {"k": "v"}
+
+
+def test_on_failure_fires_once_at_the_first_failure_and_the_batch_ends_failed(store: Store) -> None:
+    batch_id, _ = store.batches.create([new(args={"n": i}) for i in range(3)], continuations=_continuations())
+    a, b, c = claim(store)
+    _finish(store, a, JobStatus.DEAD)
+    assert [e for e, _ in store.batches.get(batch_id).continuations] == ["failure"]
+    _finish(store, b, JobStatus.FAILED)
+    _finish(store, c, JobStatus.SUCCEEDED)
+    record = store.batches.get(batch_id)
+    assert record.status == "failed"
+    assert sorted(e for e, _ in record.continuations) == ["failure", "finish"], "no success, failure once"
+
+
+def test_a_retry_that_succeeds_counts_as_success(store: Store, clock: ManualClock) -> None:
+    batch_id, _ = store.batches.create([new()], continuations=_continuations())
+    (job,) = claim(store)
+    error = JobError("E", "m", "")
+    store.leases.complete(
+        [done(job, store, outcome=AttemptOutcome.FAILED, status=JobStatus.RETRYING, error=error, run_at=clock.now)]
+    )
+    assert store.batches.get(batch_id).continuations == ()
+    (again,) = claim(store)
+    _finish(store, again, JobStatus.SUCCEEDED)
+    record = store.batches.get(batch_id)
+    assert record.status == "succeeded" and sorted(e for e, _ in record.continuations) == ["finish", "success"]
+
+
+def test_an_empty_batch_is_complete_at_once(store: Store) -> None:
+    batch_id, members = store.batches.create([], continuations=_continuations())
+    record = store.batches.get(batch_id)
+    assert members == [] and record.status == "succeeded"
+    assert sorted(e for e, _ in record.continuations) == ["finish", "success"]
+
+
+def test_a_batch_is_written_in_the_callers_transaction(store: Store) -> None:
+    with store.db.engine.connect() as conn, conn.begin() as tx:
+        batch_id, _ = store.batches.create([new()], continuations=_continuations(), connection=conn)
+        tx.rollback()
+    assert store.queries.list_jobs() == []
+    with pytest.raises(LookupError):
+        store.batches.get(batch_id)
+
+
+def test_cancel_ends_waiting_members_at_once_and_asks_running_ones_to_stop(store: Store) -> None:
+    batch_id, _ = store.batches.create([new(args={"n": i}) for i in range(3)], continuations=_continuations())
+    (running,) = claim(store, limit=1)
+    assert store.batches.cancel(batch_id) == [running.id]
+    record = store.batches.get(batch_id)
+    assert (record.stats.cancelled, record.stats.running, record.status) == (2, 1, "active")
+    report = store.leases.renew("w1", 30, [running.id])
+    assert report.cancel_requested == {running.id}
+    _finish(store, running, JobStatus.CANCELLED)
+    record = store.batches.get(batch_id)
+    assert record.status == "cancelled" and [e for e, _ in record.continuations] == ["finish"]
+    assert store.batches.cancel(batch_id) == [], "cancelling a completed batch is a no-op"
+
+
+def test_append_after_completion_adds_jobs_but_fires_nothing_twice(store: Store) -> None:
+    batch_id, _ = store.batches.create([new()], continuations=_continuations())
+    _finish(store, claim(store)[0], JobStatus.SUCCEEDED)
+    assert store.batches.get(batch_id).status == "succeeded"
+    added = store.batches.append(batch_id, [new(args={"n": 99})])
+    assert added[0].batch_id == batch_id
+    assert store.batches.get(batch_id).status == "active"
+    _finish(store, claim(store, "work")[0], JobStatus.SUCCEEDED)
+    record = store.batches.get(batch_id)
+    assert record.status == "succeeded" and record.stats.total == 2
+    assert sorted(e for e, _ in record.continuations) == ["finish", "success"]
+
+
+def test_retrying_a_dead_member_reopens_the_batch_without_refiring(store: Store) -> None:
+    batch_id, _ = store.batches.create([new()], continuations=_continuations())
+    (job,) = claim(store)
+    _finish(store, job, JobStatus.DEAD)
+    assert store.batches.get(batch_id).status == "failed"
+    store.control.retry(job.id)
+    assert store.batches.get(batch_id).status == "active"
+    _finish(store, claim(store, "work")[0], JobStatus.SUCCEEDED)
+    record = store.batches.get(batch_id)
+    assert record.status == "succeeded" and record.stats.succeeded == 1
+    assert sorted(e for e, _ in record.continuations) == ["failure", "finish", "success"]
+    assert len(record.continuations) == 3, "finish fired once, before the retry"
+
+
+def test_the_last_two_members_finishing_at_once_fire_one_continuation(store: Store) -> None:
+    for _ in range(8):
+        batch_id, _ = store.batches.create([new(args={"n": i}) for i in range(2)], continuations=_continuations())
+        first = claim(store, worker="w1", limit=1)[0]
+        second = claim(store, worker="w2", limit=1)[0]
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def finish(
+            job: ClaimedJob, worker: str, barrier: threading.Barrier = barrier, errors: list[BaseException] = errors
+        ) -> None:
+            barrier.wait()
+            try:
+                _finish(store, job, JobStatus.SUCCEEDED, worker=worker)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=finish, args=a) for a in ((first, "w1"), (second, "w2"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert errors == []
+        record = store.batches.get(batch_id)
+        assert sorted(e for e, _ in record.continuations) == ["finish", "success"]
+        events = store.tables.batch_events
+        with store.db.engine.connect() as conn:
+            count = conn.execute(select(events.c.event).where(events.c.batch_id == batch_id)).all()
+        assert len(count) == 2
+        for _, job_id in record.continuations:
+            store.control.cancel(job_id)
+
+
+def test_tenant_batch_stats_and_listing(store: Store) -> None:
+    a, _ = store.batches.create([new(), new()], tenant="acme")
+    store.batches.create([new()], tenant="globex")
+    b, _ = store.batches.create([new()], tenant="acme")
+    assert [r.id for r in store.batches.list_batches(tenant="acme")] == [b, a]
+    assert store.batches.tenant_stats("acme").total == 3
+    assert store.batches.tenant_stats("globex").queued == 1
+    assert [r.id for r in store.batches.list_batches(tenant="acme", limit=1, offset=1)] == [a]
+    assert store.batches.list_batches(tenant="acme", status="succeeded") == []

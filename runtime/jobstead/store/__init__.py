@@ -14,6 +14,7 @@ from sqlalchemy.engine import URL
 
 from ..clock import Clock, utcnow
 from ..config import resolve_database_url, resolve_schema, resolve_table_prefix
+from .batches import Batches
 from .claims import Claims
 from .control import Control
 from .crons import Crons, FireResult
@@ -67,15 +68,16 @@ class Store:
         self.db = db
         # Time-critical decisions go by the database's clock unless a test injects its own.
         self.clock: Clock = DatabaseClock(db) if clock is utcnow and db.driver.server_clock else clock
-        self.enqueue = Enqueuer(db, clock)
-        self.claims = Claims(db, clock)
-        self.leases = Leases(db, clock)
-        self.control = Control(db, clock)
-        self.registry = Registry(db, clock)
-        self.queries = Queries(db, clock)
-        self.retention = Retention(db, clock)
-        self.crons = Crons(db, clock, self.enqueue)
-        self.turns = Turns(db, clock)
+        self.enqueue = Enqueuer(db, self.clock)
+        self.claims = Claims(db, self.clock)
+        self.batches = Batches(db, self.clock, self.enqueue)
+        self.leases = Leases(db, self.clock, self.batches)
+        self.control = Control(db, self.clock, self.batches)
+        self.registry = Registry(db, self.clock)
+        self.queries = Queries(db, self.clock)
+        self.retention = Retention(db, self.clock)
+        self.crons = Crons(db, self.clock, self.enqueue)
+        self.turns = Turns(db, self.clock)
 
     @classmethod
     def connect(
@@ -106,11 +108,13 @@ class Store:
         wake: Callable[[str], None],
         *,
         connected: Callable[[], None] | None = None,
+        cancelled: Callable[[list[int]], None] | None = None,
     ) -> None:
         """Call ``wake(queue)`` whenever jobs may be ready in one of ``queues`` (all when None).
 
         ``queue`` is ``WAKE_ALL`` when anything may be ready (after a reconnect,
-        on resume). Returns only if wake-ups cannot work here (then poll);
+        on resume). ``cancelled(job_ids)``: running jobs someone cancelled, to
+        stop at once. Returns only if wake-ups cannot work here (then poll);
         callers check ``supports_listen`` first.
         """
         await self.db.driver.listen(self.db.engine.url, self.tables.notify_channel, queues, wake, connected=connected)

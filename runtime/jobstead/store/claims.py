@@ -268,6 +268,7 @@ class Claims:
                 c.tenant,
                 c.metadata,
                 c.checkpoint,
+                c.batch_id,
             )
         )
 
@@ -301,6 +302,7 @@ class Claims:
                 tenant,
                 metadata,
                 checkpoint,
+                batch_id,
             )
             for (
                 job_id,
@@ -317,5 +319,6 @@ class Claims:
                 tenant,
                 metadata,
                 checkpoint,
+                batch_id,
             ) in rows
         ]

@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from ..clock import Clock
 from ..errors import InvalidState, JobNotFound
 from ..status import CLAIMABLE_STATUSES, JobStatus
+from .batches import Batches
 from .database import Database
 from .drivers.base import WAKE_ALL
 from .records import JobRecord
@@ -20,16 +21,18 @@ RETRYABLE = (JobStatus.DEAD, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 class Control:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, batches: Batches) -> None:
         self._db = db
         self._clock = clock
+        self._batches = batches
 
     def cancel(self, job_id: int) -> JobRecord:
         """Cancel a waiting job at once; ask a running one to stop.
 
-        A running job keeps ``running`` until its worker notices the request (at
-        its next lease renewal) and ends it ``cancelled``. Cancelling a finished
-        job changes nothing and returns it as it is.
+        A running job keeps ``running`` until its worker notices the request and
+        ends it ``cancelled``: at once where the database has wake-ups (a
+        NOTIFY reaches the worker running it), else at its next lease renewal.
+        Cancelling a finished job changes nothing and returns it as it is.
         """
         jobs = self._db.tables.jobs
         now = self._clock()
@@ -47,6 +50,8 @@ class Control:
                 .mappings()
                 .first()
             )
+            if row is not None and row["batch_id"] is not None:
+                self._batches.settle(conn, [row["batch_id"]])
             if row is None:
                 row = (
                     conn.execute(
@@ -58,6 +63,8 @@ class Control:
                     .mappings()
                     .first()
                 )
+                if row is not None:
+                    self._batches.notify_cancel(conn, [job_id])
             if row is None:
                 row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
             if row is None:
@@ -91,6 +98,8 @@ class Control:
                     if current is None:
                         raise JobNotFound(f"no job with id {job_id}")
                     raise InvalidState(f"job {job_id} is {current}; only dead, failed or cancelled jobs can be retried")
+                if row["batch_id"] is not None and row["batch_event"] is None:
+                    self._batches.reopen(conn, [row["batch_id"]])  # its stats follow; fired continuations stay fired
                 return job_record(row, now)
         except IntegrityError as exc:
             raise InvalidState(f"job {job_id} cannot be retried: another live job holds its deduplication key") from exc

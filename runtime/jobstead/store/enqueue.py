@@ -144,7 +144,7 @@ def _one_option_set(jobs: Sequence[NewJob]) -> bool:
     """Whether every job shares the first one's settings (``defer_many`` and ``defer`` do)."""
     first = jobs[0]
     return all(
-        (j.handler, j.queue, j.priority, j.run_at, j.max_attempts, j.retry, j.timeout, j.tenant, j.key, j.cron_name)
+        (j.handler, j.queue, j.priority, j.run_at, j.max_attempts, j.retry, j.timeout, j.tenant, j.key, j.batch_id)
         == (
             first.handler,
             first.queue,
@@ -155,7 +155,7 @@ def _one_option_set(jobs: Sequence[NewJob]) -> bool:
             first.timeout,
             first.tenant,
             first.key,
-            first.cron_name,
+            first.batch_id,
         )
         and j.metadata == first.metadata
         for j in jobs[1:]

@@ -25,14 +25,16 @@ from sqlalchemy import and_, insert, select, true, update
 from ..clock import Clock
 from ..errors import JobError
 from ..status import AttemptOutcome, JobStatus
+from .batches import Batches
 from .database import Database
 from .records import Completion, EffectiveSettings, LeaseReport
 
 
 class Leases:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, batches: Batches) -> None:
         self._db = db
         self._clock = clock
+        self._batches = batches
 
     def _held(self, job_id: int, owner: str, attempt: int) -> Any:
         jobs = self._db.tables.jobs
@@ -51,7 +53,17 @@ class Leases:
         """
         if not completions:
             return set()
-        return self._db.driver.complete(self._db, completions)
+        with self._db.engine.begin() as conn:
+            applied = self._db.driver.complete(self._db, conn, completions)
+            finished = {
+                batch_id
+                for c in completions
+                if c.final_at is not None and (batch_id := applied.get(c.job_id)) is not None
+            }
+            if finished:
+                # The continuation a completion calls for is deferred in this same transaction.
+                self._batches.settle(conn, finished)
+        return {c.job_id for c in completions} - applied.keys()
 
     def renew(self, owner: str, lease_seconds: float, job_ids: Collection[int] | None = None) -> LeaseReport:
         """Extend every lease ``owner`` holds; report which it still holds and which to cancel.
@@ -122,6 +134,7 @@ class Leases:
                     jobs.c.attempts,
                     jobs.c.max_attempts,
                     jobs.c.started_at,
+                    jobs.c.batch_id,
                     handlers.c.max_attempts.label("handler_max_attempts"),
                 )
                 .select_from(jobs.outerjoin(handlers, handlers.c.name == jobs.c.handler))
@@ -130,6 +143,7 @@ class Leases:
                 .with_for_update(skip_locked=True, of=jobs)
             ).all()
             rescued: list[int] = []
+            ended_batches: set[int] = set()
             for row in lost:
                 limit = EffectiveSettings.max_attempts_of(row.max_attempts, row.handler_max_attempts)
                 exhausted = row.attempts >= limit
@@ -160,6 +174,10 @@ class Leases:
                         )
                     )
                     rescued.append(row.id)
+                    if exhausted and row.batch_id is not None:
+                        ended_batches.add(row.batch_id)
+            if ended_batches:
+                self._batches.settle(conn, ended_batches)
         return rescued
 
     def release(self, job_id: int, owner: str, attempt: int) -> bool:

@@ -43,6 +43,9 @@ class NewJob:
     #: Set for the job of one cron fire: unique per (cron, fire time), so a fire defers at most once.
     cron_name: str | None = None
     cron_fire_at: datetime | None = None
+    #: The batch this job is a member of; or, with ``batch_event``, the batch it continues.
+    batch_id: int | None = None
+    batch_event: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ class JobRecord:
     lease_owner: str | None
     lease_expires_at: datetime | None
     cancel_requested: bool
+    #: The batch this job is a member of, or (``batch_event`` set) the batch it continues.
+    batch_id: int | None = None
+    batch_event: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The shape ``jobstead jobs list --json`` prints."""
@@ -89,6 +95,7 @@ class JobRecord:
             "tenant": self.tenant,
             "metadata": self.metadata,
             "worker": self.lease_owner,
+            "batch_id": self.batch_id,
         }
 
 
@@ -116,6 +123,8 @@ class ClaimedJob:
     tenant: str | None
     metadata: dict[str, Any] | None
     checkpoint: Any
+    #: The batch it is a member of, or (a continuation) the batch it continues: ``ctx.batch_id``.
+    batch_id: int | None = None
 
 
 #: Used when a job's handler has no row in the database (no process ever registered it).
@@ -246,6 +255,89 @@ class Stats:
             "by_handler": self.by_handler,
             "by_queue": self.by_queue,
             "by_tenant": self.by_tenant,
+        }
+
+
+#: A batch's statuses: active until every member is final.
+BatchStatus = Literal["active", "succeeded", "failed", "cancelled"]
+BATCH_STATUSES: tuple[BatchStatus, ...] = get_args(BatchStatus)
+#: The events a batch can have continuations for.
+BatchEvent = Literal["success", "finish", "failure"]
+BATCH_EVENTS: tuple[BatchEvent, ...] = get_args(BatchEvent)
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """How many of a batch's members (or a tenant's batch members) are in each state.
+
+    Counted from the job rows each time (never a counter that a crash could
+    leave wrong); continuations are not members and are not counted.
+    """
+
+    total: int = 0
+    scheduled: int = 0
+    queued: int = 0
+    running: int = 0
+    retrying: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    dead: int = 0
+    cancelled: int = 0
+
+    @classmethod
+    def from_counts(cls, counts: dict[str, int]) -> BatchStats:
+        fields = {
+            k: counts.get(k, 0)
+            for k in ("scheduled", "queued", "running", "retrying", "succeeded", "failed", "dead", "cancelled")
+        }
+        return cls(total=sum(counts.values()), **fields)
+
+    @property
+    def finished(self) -> int:
+        return self.succeeded + self.failed + self.dead + self.cancelled
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "total": self.total,
+            "scheduled": self.scheduled,
+            "queued": self.queued,
+            "running": self.running,
+            "retrying": self.retrying,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "dead": self.dead,
+            "cancelled": self.cancelled,
+        }
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    id: int
+    status: BatchStatus
+    tenant: str | None
+    metadata: dict[str, Any] | None
+    created_at: datetime
+    finished_at: datetime | None
+    cancelled_at: datetime | None
+    stats: BatchStats
+    #: (event, job id) of every continuation fired so far, in firing order.
+    continuations: tuple[tuple[str, int], ...]
+    #: The events this batch has a continuation for.
+    events: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The shape ``jobstead batches show ID --json`` prints."""
+        return {
+            "id": self.id,
+            "status": self.status,
+            "tenant": self.tenant,
+            "metadata": self.metadata,
+            "created_at": _iso(self.created_at),
+            "finished_at": _iso(self.finished_at),
+            "cancelled_at": _iso(self.cancelled_at),
+            "stats": self.stats.to_json(),
+            "continuations": [{"event": event, "job_id": job_id} for event, job_id in self.continuations],
+            "events": list(self.events),
         }
 
 

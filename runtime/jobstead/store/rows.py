@@ -39,6 +39,8 @@ def job_record(row: RowMapping, now: datetime) -> JobRecord:
         lease_owner=row["lease_owner"],
         lease_expires_at=row["lease_expires_at"],
         cancel_requested=bool(row["cancel_requested"]),
+        batch_id=row["batch_id"],
+        batch_event=row["batch_event"],
     )
 
 
@@ -91,6 +93,8 @@ def new_job_values(job: NewJob, now: datetime) -> dict[str, Any]:
         "cancel_requested": False,
         "cron_name": job.cron_name,
         "cron_fire_at": job.cron_fire_at,
+        "batch_id": job.batch_id,
+        "batch_event": job.batch_event,
     }
 
 
@@ -129,4 +133,6 @@ def sent_record(job_id: int, job: NewJob, now: datetime) -> JobRecord:
         lease_owner=None,
         lease_expires_at=None,
         cancel_requested=False,
+        batch_id=job.batch_id,
+        batch_event=job.batch_event,
     )

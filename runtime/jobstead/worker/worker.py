@@ -181,6 +181,14 @@ class Worker:
         if self._wake is not None:
             self._wake.set()
 
+    def _on_cancel_notice(self, job_ids: list[int]) -> None:
+        """Someone cancelled these jobs (a job or its batch): stop the ones running here now."""
+        for job_id in job_ids:
+            running = self._running.get(job_id)
+            if running is not None and running.cancel_reason is None:
+                logger.info("job %s: cancellation requested", job_id)
+                self._cancel(running, CancelReason.CANCELLED)
+
     def _begin_stop(self) -> None:
         if not self._stopping:
             logger.info("worker %s stopping: no new claims, %d job(s) running", self.id, len(self._running))
@@ -223,7 +231,11 @@ class Worker:
         duties.start()
         helpers = [asyncio.create_task(self._writer.run(), name="jobstead-completions")]
         if self.use_listen and store.supports_listen:
-            helpers.append(asyncio.create_task(store.listen(self.queues, self._on_notify), name="jobstead-listen"))
+            helpers.append(
+                asyncio.create_task(
+                    store.listen(self.queues, self._on_notify, cancelled=self._on_cancel_notice), name="jobstead-listen"
+                )
+            )
         self._signals.install()
         logger.info(
             "worker %s started: handlers %s, queues %s, concurrency %d",
@@ -389,6 +401,7 @@ class Worker:
             worker_id=self.id,
             created_at=job.created_at,
             save_checkpoint=lambda data: leases.checkpoint(job.id, self.id, job.attempts, data),
+            batch_id=job.batch_id,
         )
         if running.cancel_reason is not None:  # asked to stop before it started
             ctx.request_cancel(running.cancel_reason)

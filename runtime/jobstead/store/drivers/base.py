@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 #: NOTIFY payload that wakes workers of every queue.
 WAKE_ALL = "*"
+#: NOTIFY payload prefix: "cancel:1,2,3" asks whoever runs these jobs to stop them now.
+CANCEL_PREFIX = "cancel:"
 
 
 #: Called with the queue a wake-up is about (``WAKE_ALL``: any).
@@ -128,16 +130,21 @@ class Driver:
         with db.engine.begin() as conn:
             return self.insert_plain(db, conn, jobs, now)
 
-    def complete(self, db: Database, completions: Sequence[Completion]) -> set[int]:
-        """Apply finished attempts in one transaction; return the ids whose lease was gone."""
-        lost: set[int] = set()
-        with db.engine.begin() as conn:
-            for c in completions:
-                if not self._complete_one(db, conn, c):
-                    lost.add(c.job_id)
-        return lost
+    def complete(self, db: Database, conn: Connection, completions: Sequence[Completion]) -> dict[int, int | None]:
+        """Apply finished attempts in ``conn``'s transaction; return the applied job ids, each with its batch id.
 
-    def _complete_one(self, db: Database, conn: Connection, c: Completion) -> bool:
+        A completion whose lease is gone (rescued, claimed again) matches no row
+        and is left out.
+        """
+        applied: dict[int, int | None] = {}
+        for c in completions:
+            held, batch_id = self._complete_one(db, conn, c)
+            if held:
+                applied[c.job_id] = batch_id
+        return applied
+
+    def _complete_one(self, db: Database, conn: Connection, c: Completion) -> tuple[bool, int | None]:
+        """Whether the lease still held (and the row was written), and the job's batch."""
         t = db.tables
         jobs = t.jobs
         values: dict[str, Any] = {
@@ -159,9 +166,10 @@ class Driver:
             jobs.c.attempts == c.attempt,
             jobs.c.status == "running",
         )
-        row = conn.execute(update(jobs).where(*held).values(values).returning(jobs.c.started_at)).first()
+        stmt = update(jobs).where(*held).values(values).returning(jobs.c.started_at, jobs.c.batch_id)
+        row = conn.execute(stmt).first()
         if row is None:
-            return False
+            return False, None
         if c.logged:
             conn.execute(
                 insert(t.attempts).values(
@@ -174,7 +182,7 @@ class Driver:
                     error=c.error.to_json() if c.error else None,
                 )
             )
-        return True
+        return True, row.batch_id
 
     # -- wake-ups --------------------------------------------------------------
 
@@ -186,8 +194,10 @@ class Driver:
         wake: Wake,
         *,
         connected: Any = None,
+        cancelled: Callable[[list[int]], None] | None = None,
     ) -> None:
-        """Call ``wake(queue)`` for each notification about ``queues`` (all when None), until cancelled."""
+        """Call ``wake(queue)`` for each notification about ``queues`` (all when None), until cancelled;
+        ``cancelled(job_ids)`` when running jobs were asked to stop."""
         raise NotImplementedError(f"{self.backend} has no LISTEN/NOTIFY: poll instead")
 
 

@@ -32,7 +32,7 @@ import json
 import json.scanner
 import logging
 import uuid
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -62,7 +62,7 @@ from ...errors import ConfigurationError
 from ...status import FINAL_STATUSES, AttemptOutcome
 from ..records import Completion, JobRecord, NewJob
 from ..rows import records_in_input_order, status_at_defer
-from .base import WAKE_ALL, Driver, Wake
+from .base import CANCEL_PREFIX, WAKE_ALL, Driver, Wake
 
 if TYPE_CHECKING:
     from ..database import Database
@@ -244,7 +244,7 @@ class PostgreSQLDriver(Driver):
 
     # -- completions -----------------------------------------------------------
 
-    def complete(self, db: Database, completions: Sequence[Completion]) -> set[int]:
+    def complete(self, db: Database, conn: Connection, completions: Sequence[Completion]) -> dict[int, int | None]:
         """One statement per worker for the whole batch: update the jobs, log the attempts.
 
         The batch travels as one JSON array (a short row per completion, times as
@@ -260,27 +260,28 @@ class PostgreSQLDriver(Driver):
         for c in completions:
             by_owner.setdefault(c.owner, []).append(c)
         statement = _complete_batch(db.tables)
-        applied: set[int] = set()
-        with db.engine.begin() as conn:
-            for owner, batch in by_owner.items():
-                rows = json.dumps(
+        applied: dict[int, int | None] = {}
+        for owner, batch in by_owner.items():
+            rows = json.dumps(
+                [
                     [
-                        [
-                            c.job_id,
-                            c.attempt,
-                            c.status,  # str enums: json writes their value
-                            c.outcome,
-                            c.result,
-                            c.error.to_json() if c.error else None,
-                            c.run_at.timestamp() if c.run_at else None,
-                            c.finished_at.timestamp(),
-                            c.final_at is not None,
-                        ]
-                        for c in batch
+                        c.job_id,
+                        c.attempt,
+                        c.status,  # str enums: json writes their value
+                        c.outcome,
+                        c.result,
+                        c.error.to_json() if c.error else None,
+                        c.run_at.timestamp() if c.run_at else None,
+                        c.finished_at.timestamp(),
+                        c.final_at is not None,
                     ]
-                )
-                applied.update(conn.execute(statement, {"owner": owner, "batch": rows}).scalars().all())
-        return {c.job_id for c in completions} - applied
+                    for c in batch
+                ]
+            )
+            applied.update(
+                (job_id, batch_id) for job_id, batch_id in conn.execute(statement, {"owner": owner, "batch": rows})
+            )
+        return applied
 
     # -- wake-ups --------------------------------------------------------------
 
@@ -292,8 +293,12 @@ class PostgreSQLDriver(Driver):
         wake: Wake,
         *,
         connected: Any = None,
+        cancelled: Callable[[list[int]], None] | None = None,
     ) -> None:
         """Call ``wake(queue)`` for each notification about ``queues`` (all when None), until cancelled.
+
+        ``cancelled(job_ids)`` gets the ids of running jobs someone cancelled
+        (a job or a batch): the worker running them stops them at once.
 
         ``queue`` is ``WAKE_ALL`` after (re)connecting: anything may be waiting.
         After each LISTEN the connection sends itself a probe; when the probe
@@ -320,6 +325,10 @@ class PostgreSQLDriver(Driver):
                     async for note in conn.notifies():
                         payload = note.payload
                         if payload.startswith(PROBE_PREFIX):
+                            continue
+                        if payload.startswith(CANCEL_PREFIX):
+                            if cancelled is not None:
+                                cancelled([int(i) for i in payload[len(CANCEL_PREFIX) :].split(",") if i])
                             continue
                         if queues is None or payload in queues or payload == WAKE_ALL:
                             wake(payload)
@@ -376,6 +385,8 @@ def option_groups(jobs: Sequence[NewJob]) -> dict[tuple[Any, ...], list[int]]:
             j.tenant,
             None if j.metadata is None else json.dumps(j.metadata, sort_keys=True),
             j.key,
+            j.batch_id,
+            j.batch_event,
         )
         groups.setdefault(options, []).append(i)
     return groups
@@ -399,6 +410,8 @@ def _group_params(tables: Tables, group: Sequence[NewJob], now: datetime) -> dic
         "timeout": first.timeout,
         "tenant": first.tenant,
         "metadata": first.metadata,
+        "batch_id": first.batch_id,
+        "batch_event": first.batch_event,
     }
     return {"given": json.dumps(given), "channel": tables.notify_channel}
 
@@ -418,13 +431,16 @@ def _unnest_insert(tables: Tables) -> TextClause:
                    g->>'status' AS status, to_timestamp(CAST(g->>'run_at' AS float8)) AS run_at,
                    to_timestamp(CAST(g->>'now' AS float8)) AS now, CAST(g->>'max_attempts' AS int) AS max_attempts,
                    NULLIF(g->'retry', 'null') AS retry, CAST(g->>'timeout' AS float8) AS timeout,
-                   g->>'tenant' AS tenant, NULLIF(g->'metadata', 'null') AS metadata, g->'args' AS args
+                   g->>'tenant' AS tenant, NULLIF(g->'metadata', 'null') AS metadata, g->'args' AS args,
+                   CAST(g->>'batch_id' AS bigint) AS batch_id, g->>'batch_event' AS batch_event
             FROM (SELECT CAST(:given AS jsonb) AS g) AS call
         ), inserted AS (
             INSERT INTO {jobs} (handler, queue, priority, status, args, run_at, created_at, attempts,
-                                max_attempts, retry, timeout, tenant, metadata, cancel_requested)
+                                max_attempts, retry, timeout, tenant, metadata, cancel_requested,
+                                batch_id, batch_event)
             SELECT o.handler, o.queue, o.priority, o.status, b.args, o.run_at, o.now, 0,
-                   o.max_attempts, o.retry, o.timeout, o.tenant, o.metadata, false
+                   o.max_attempts, o.retry, o.timeout, o.tenant, o.metadata, false,
+                   o.batch_id, o.batch_event
             FROM given AS o, jsonb_array_elements(o.args) WITH ORDINALITY AS b(args, ord)
             ORDER BY b.ord
             RETURNING id
@@ -477,12 +493,12 @@ def _complete_batch(tables: Tables) -> TextClause:
             -- status test out of any index condition, so the planner cannot pick that scan.
             WHERE j.id = ANY(ARRAY(SELECT id FROM batch)) AND j.id = b.id
               AND j.lease_owner = b.owner AND j.attempts = b.attempt AND (j.status = 'running') IS TRUE
-            RETURNING j.id, b.attempt, b.owner, j.started_at, b.finished_at, b.outcome, b.error
+            RETURNING j.id, j.batch_id, b.attempt, b.owner, j.started_at, b.finished_at, b.outcome, b.error
         ), logged AS (
             INSERT INTO {attempts} (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
             SELECT id, attempt, owner, started_at, finished_at, outcome, error FROM done
             WHERE outcome <> '{succeeded}'
         )
-        SELECT id FROM done
+        SELECT id, batch_id FROM done
         """
     )
