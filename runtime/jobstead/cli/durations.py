@@ -37,7 +37,7 @@ def _argparse(raw: str, *, positive: bool) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"cannot be negative, got {raw!r}")
     if positive and value == 0:
-        raise argparse.ArgumentTypeError(f"must be more than zero, got {raw!r}")
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds or a duration (30s, 5m), got {raw!r}")
     return value
 
 
