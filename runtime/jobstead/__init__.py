@@ -1,7 +1,11 @@
 """Jobstead: persistent background jobs stored in your application's own database.
 
-The public API is re-exported here; everything else is internal.
+The public API is re-exported here; everything else is internal. ``Worker``
+is imported on first use: it pulls in the PostgreSQL wake-up code (psycopg),
+which an app that only defers jobs, or runs on SQLite, never needs.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from .app import App
 from .context import Context
@@ -23,7 +27,25 @@ from .hooks import FailureEvent
 from .retry import RetryPolicy
 from .signature import Inject
 from .status import JobStatus
-from .worker import Worker
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+try:
+    from importlib.metadata import version as _version
+
+    __version__ = _version("jobstead")
+except Exception:  # a source tree that was never installed
+    __version__ = "unknown"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Worker":
+        from .worker import Worker
+
+        return Worker
+    raise AttributeError(f"module 'jobstead' has no attribute {name!r}")
+
 
 __all__ = [
     "App",
@@ -46,4 +68,5 @@ __all__ = [
     "RetryPolicy",
     "UnknownHandler",
     "Worker",
+    "__version__",
 ]
