@@ -27,11 +27,11 @@ help: ## Show this help.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,operator]'
+	$(PY) -m pip install --quiet -e '.[operator]' --group dev
 	touch $@
 
 .PHONY: venv
-venv: $(VENV)/.installed ## Create .venv and install Jobstead with its dev extras.
+venv: $(VENV)/.installed ## Create .venv and install Jobstead, its operator extra and the dev group.
 
 .PHONY: system-deps
 system-deps: ## Install the PostgreSQL server binaries when the machine lacks them (Debian).
