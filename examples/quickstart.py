@@ -8,6 +8,7 @@ Tested by tests/examples/test_examples.py.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import threading
@@ -44,7 +45,7 @@ def main() -> None:
     thread = threading.Thread(target=worker.run)
     thread.start()
     try:
-        print("result:", sent.wait(timeout=30))
+        print("result:", json.dumps(sent.wait(timeout=30), sort_keys=True))
         try:
             refused.wait(timeout=30)
         except JobFailed as exc:
