@@ -43,7 +43,9 @@ system-deps: ## Install the PostgreSQL server binaries when the machine lacks th
 
 .PHONY: run
 run: venv ## Run the demo app: worker + scheduler on the embedded SQLite default (jobstead.db).
+	$(VENV)/bin/jobstead migrate
 	$(VENV)/bin/jobstead defer seed_demo_jobs --app jobstead.demo:app
+	@echo "while it runs, try in another shell: .venv/bin/jobstead stats | jobs list --status dead,failed | jobs show ID"
 	$(VENV)/bin/jobstead run --app jobstead.demo:app
 
 .PHONY: test
