@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class Handler(Generic[P, R]):
@@ -113,14 +114,37 @@ class Handler(Generic[P, R]):
             ),
         )
 
+    @overload
+    def defer(self: Handler[P, Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> Deferred[T]: ...
+    @overload
+    def defer(self: Handler[P, T], *args: Any, **kwargs: Any) -> Deferred[T]: ...
     def defer(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
         return ConfiguredHandler(self, JobOptions()).defer(*args, **kwargs)
 
+    @overload
+    async def defer_async(self: Handler[P, Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> Deferred[T]: ...
+    @overload
+    async def defer_async(self: Handler[P, T], *args: Any, **kwargs: Any) -> Deferred[T]: ...
     async def defer_async(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
         return await ConfiguredHandler(self, JobOptions()).defer_async(*args, **kwargs)
 
+    @overload
+    def defer_many(
+        self: Handler[P, Coroutine[Any, Any, T]], calls: Iterable[Mapping[str, Any]]
+    ) -> list[Deferred[T]]: ...
+    @overload
+    def defer_many(self: Handler[P, T], calls: Iterable[Mapping[str, Any]]) -> list[Deferred[T]]: ...
     def defer_many(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred[Any]]:
         return ConfiguredHandler(self, JobOptions()).defer_many(calls)
+
+    @overload
+    async def defer_many_async(
+        self: Handler[P, Coroutine[Any, Any, T]], calls: Iterable[Mapping[str, Any]]
+    ) -> list[Deferred[T]]: ...
+    @overload
+    async def defer_many_async(self: Handler[P, T], calls: Iterable[Mapping[str, Any]]) -> list[Deferred[T]]: ...
+    async def defer_many_async(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred[Any]]:
+        return await ConfiguredHandler(self, JobOptions()).defer_many_async(calls)
 
 
 class ConfiguredHandler(Generic[P, R]):
@@ -177,19 +201,43 @@ class ConfiguredHandler(Generic[P, R]):
             bound.append(bind((), call))
         return bound
 
+    @overload
+    def defer(self: ConfiguredHandler[P, Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> Deferred[T]: ...
+    @overload
+    def defer(self: ConfiguredHandler[P, T], *args: Any, **kwargs: Any) -> Deferred[T]: ...
     def defer(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
         """Store one job; in ``session``'s transaction when one was configured."""
         jobs = self._new_jobs([self.handler.signature.bind(args, kwargs)])
         return self._insert_sync(jobs)[0]
 
+    @overload
+    def defer_many(
+        self: ConfiguredHandler[P, Coroutine[Any, Any, T]], calls: Iterable[Mapping[str, Any]]
+    ) -> list[Deferred[T]]: ...
+    @overload
+    def defer_many(self: ConfiguredHandler[P, T], calls: Iterable[Mapping[str, Any]]) -> list[Deferred[T]]: ...
     def defer_many(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred[Any]]:
         """Store many jobs (each a mapping of keyword arguments) in one transaction."""
         return self._insert_sync(self._new_jobs(self._bind_each(calls)))
 
+    @overload
+    async def defer_async(
+        self: ConfiguredHandler[P, Coroutine[Any, Any, T]], *args: Any, **kwargs: Any
+    ) -> Deferred[T]: ...
+    @overload
+    async def defer_async(self: ConfiguredHandler[P, T], *args: Any, **kwargs: Any) -> Deferred[T]: ...
     async def defer_async(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
         jobs = self._new_jobs([self.handler.signature.bind(args, kwargs)])
         return (await self._insert_async(jobs))[0]
 
+    @overload
+    async def defer_many_async(
+        self: ConfiguredHandler[P, Coroutine[Any, Any, T]], calls: Iterable[Mapping[str, Any]]
+    ) -> list[Deferred[T]]: ...
+    @overload
+    async def defer_many_async(
+        self: ConfiguredHandler[P, T], calls: Iterable[Mapping[str, Any]]
+    ) -> list[Deferred[T]]: ...
     async def defer_many_async(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred[Any]]:
         return await self._insert_async(self._new_jobs(self._bind_each(calls)))
 
