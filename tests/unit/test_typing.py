@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PROGRAM = '''
+PROGRAM = """
 from typing import assert_type
 from jobstead import App, Deferred
 
@@ -33,7 +33,7 @@ async def main() -> None:
     assert_type(add.defer_many([{"a": 1, "b": 2}]), list[Deferred[int]])
     assert_type(await add.defer_many_async([{"a": 1, "b": 2}]), list[Deferred[int]])
     assert_type(add(1, 2), int)
-'''
+"""
 
 
 def test_return_types_survive_defer_and_configure(tmp_path: Path) -> None:
