@@ -2,7 +2,8 @@
 
 The public API is re-exported here; everything else is internal. ``Worker``
 is imported on first use: it pulls in the PostgreSQL wake-up code (psycopg),
-which an app that only defers jobs, or runs on SQLite, never needs.
+which an app that only defers jobs, or runs on SQLite, never needs. So is
+``__version__``.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -31,19 +32,19 @@ from .status import JobStatus
 if TYPE_CHECKING:
     from .worker import Worker
 
-try:
-    from importlib.metadata import version as _version
-
-    __version__ = _version("jobstead")
-except Exception:  # a source tree that was never installed
-    __version__ = "unknown"
-
 
 def __getattr__(name: str) -> Any:
     if name == "Worker":
         from .worker import Worker
 
         return Worker
+    if name == "__version__":  # importlib.metadata scans the installed packages: only when asked
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("jobstead")
+        except PackageNotFoundError:  # a source tree that was never installed
+            return "unknown"
     raise AttributeError(f"module 'jobstead' has no attribute {name!r}")
 
 

@@ -29,7 +29,7 @@ def cli(target: Target, *args: str) -> subprocess.CompletedProcess[str]:
 def cli_in(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The CLI run from another directory, with no database configured unless ``env`` says so."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("JOBSTEAD_")}
-    clean["PYTHONPATH"] = str(REPO)
+    clean["PYTHONPATH"] = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO)]))
     return subprocess.run(
         [sys.executable, "-m", "jobstead", *args],
         cwd=cwd,
