@@ -471,7 +471,11 @@ class App:
         """Jobs matching every filter given, newest first (``status``: one or several)."""
         from .store.bulk import JobSelection, find_jobs
 
-        selection = JobSelection(statuses=statuses_of(status), handler=handler, queue=queue, tenant=tenant, since=since)
+        try:
+            statuses = statuses_of(status)
+        except ValueError as exc:
+            raise InvalidArguments(f"status: {exc}") from None
+        selection = JobSelection(statuses=statuses, handler=handler, queue=queue, tenant=tenant, since=since)
         store = self.store
         return [Deferred(store, r) for r in find_jobs(store.db, store.clock(), selection, limit=limit, offset=offset)]
 
