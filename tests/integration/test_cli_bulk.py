@@ -168,3 +168,18 @@ def test_python_api_jobs_stats_and_retry(shop: App, running_worker: Callable[...
     assert job.status is JobStatus.QUEUED and job.record.max_attempts == 2
     with pytest.raises(InvalidState, match="only dead, failed or cancelled"):
         job.retry()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--priority", "99999999999"], "--priority must be between"),
+        (["--queue", ""], "--queue must be a non-empty string"),
+        (["--tenant", ""], "--tenant must be a non-empty string"),
+    ],
+)
+def test_crons_add_checks_job_options_like_defer(shop: App, target: Target, extra: list[str], message: str) -> None:
+    done = cli(target, "crons", "add", "nightly", "--schedule", "0 3 * * *", "--handler", "send_email", *extra)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert shop.store.crons.get("nightly") is None
