@@ -27,11 +27,11 @@ help: ## Show this help.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,operator]'
+	$(PY) -m pip install --quiet -e '.[operator]' --group dev
 	touch $@
 
 .PHONY: venv
-venv: $(VENV)/.installed ## Create .venv and install Jobstead with its dev extras.
+venv: $(VENV)/.installed ## Create .venv and install Jobstead, its operator extra and the dev group.
 
 .PHONY: system-deps
 system-deps: ## Install the PostgreSQL server binaries when the machine lacks them (Debian).
@@ -43,7 +43,9 @@ system-deps: ## Install the PostgreSQL server binaries when the machine lacks th
 
 .PHONY: run
 run: venv ## Run the demo app: worker + scheduler on the embedded SQLite default (jobstead.db).
+	$(VENV)/bin/jobstead migrate
 	$(VENV)/bin/jobstead defer seed_demo_jobs --app jobstead.demo:app
+	@echo "while it runs, try in another shell: .venv/bin/jobstead stats | jobs list --status dead,failed | jobs show ID"
 	$(VENV)/bin/jobstead run --app jobstead.demo:app
 
 .PHONY: test

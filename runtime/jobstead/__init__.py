@@ -1,7 +1,12 @@
 """Jobstead: persistent background jobs stored in your application's own database.
 
-The public API is re-exported here; everything else is internal.
+The public API is re-exported here; everything else is internal. ``Worker``
+is imported on first use: it pulls in the PostgreSQL wake-up code (psycopg),
+which an app that only defers jobs, or runs on SQLite, never needs. So is
+``__version__``.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from .app import App
 from .context import Context
@@ -23,7 +28,25 @@ from .hooks import FailureEvent
 from .retry import RetryPolicy
 from .signature import Inject
 from .status import JobStatus
-from .worker import Worker
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Worker":
+        from .worker import Worker
+
+        return Worker
+    if name == "__version__":  # importlib.metadata scans the installed packages: only when asked
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("jobstead")
+        except PackageNotFoundError:  # a source tree that was never installed
+            return "unknown"
+    raise AttributeError(f"module 'jobstead' has no attribute {name!r}")
+
 
 __all__ = [
     "App",
@@ -46,4 +69,5 @@ __all__ = [
     "RetryPolicy",
     "UnknownHandler",
     "Worker",
+    "__version__",
 ]

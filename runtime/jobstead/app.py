@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from sqlalchemy.engine import URL
@@ -18,7 +18,9 @@ from .errors import ConfigurationError, InvalidArguments, JobNotFound, UnknownHa
 from .handler import Handler
 from .hooks import Hook
 from .retry import DEFAULT_RETRY, RetryPolicy
-from .store import CronDefinition, Store
+from .signature import CONTEXT
+from .status import JobStatus, statuses_of
+from .store import CronDefinition, Stats, Store
 from .store.control import PauseScope
 from .store.drivers import driver_for
 from .store.records import Overlap
@@ -423,7 +425,7 @@ class App:
 
     # -- jobs ----------------------------------------------------------------
 
-    def get_job(self, job_id: int) -> Deferred:
+    def get_job(self, job_id: int) -> Deferred[Any]:
         record = self.store.queries.get_job(job_id)
         if record is None:
             raise JobNotFound(f"no job with id {job_id}")
@@ -434,6 +436,7 @@ class App:
     def worker(self, *, queues: Sequence[str] | None = None, concurrency: int = 10, **options: Any) -> Worker:
         from .worker import Worker
 
+        self.check_resources(options.get("handlers"))
         return Worker(self, queues=queues, concurrency=concurrency, **options)
 
     def run_worker(self, queues: Sequence[str] | None = None, concurrency: int = 10, **options: Any) -> None:
@@ -445,6 +448,62 @@ class App:
         from .cron.scheduler import Scheduler
 
         return Scheduler(self, **options)
+
+    # -- added for first users (issue 18) --------------------------------------
+
+    def check_resources(self, handlers: Sequence[str] | None = None) -> None:
+        """Refuse to start when a handler asks for a resource nobody declared.
+
+        Resources may be declared after the handlers that use them, so this
+        runs when a worker starts (``app.worker()``), before any job is claimed:
+        otherwise every job of the handler would fail, attempt after attempt.
+        """
+        for name in sorted(handlers if handlers is not None else self._handlers):
+            handler = self._handlers.get(name)
+            if handler is None:
+                continue  # the worker reports unknown names itself
+            for param, resource in sorted(handler.signature.injected.items()):
+                if resource != CONTEXT and resource not in self._resources:
+                    declared = ", ".join(sorted(self._resources)) or "none"
+                    raise ConfigurationError(
+                        f"handler {name}: parameter {param!r} asks for resource {resource!r}, which is not "
+                        f"declared (declared: {declared}); add app.resource({resource!r}, factory=...)"
+                    )
+
+    def open_store(self) -> Store:
+        """A store on the app's database (its prefix and schema) that neither migrates nor publishes.
+
+        For tools that only read or steer existing jobs (the CLI with ``--app``).
+        """
+        return Store.connect(
+            self._database_url, table_prefix=self._table_prefix, schema=self._schema, clock=self._clock
+        )
+
+    def jobs(
+        self,
+        *,
+        status: JobStatus | str | Iterable[JobStatus | str] | None = None,
+        handler: str | None = None,
+        queue: str | None = None,
+        tenant: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Deferred[Any]]:
+        """Jobs matching every filter given, newest first (``status``: one or several)."""
+        from .store.bulk import JobSelection, find_jobs
+
+        try:
+            statuses = statuses_of(status)
+        except ValueError as exc:
+            raise InvalidArguments(f"status: {exc}") from None
+        selection = JobSelection(statuses=statuses, handler=handler, queue=queue, tenant=tenant, since=since)
+        store = self.store
+        return [Deferred(store, r) for r in find_jobs(store.db, store.clock(), selection, limit=limit, offset=offset)]
+
+    def stats(self, *, tenant: str | None = None) -> Stats:
+        """Job counts per status, overall and per handler, queue and tenant (``jobstead stats``)."""
+        return self.store.queries.stats(tenant=tenant)
 
 
 def _pause_scope(handler: str | None, queue: str | None) -> tuple[PauseScope, str]:

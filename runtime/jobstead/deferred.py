@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from .errors import JobCancelled, JobError, JobFailed, JobNotFound
 from .status import JobStatus
@@ -13,16 +13,20 @@ from .store import AttemptRecord, JobRecord
 if TYPE_CHECKING:
     from .store import Store
 
+R = TypeVar("R")
+
 #: wait() polls the job row by primary key, backing off to this interval.
 MAX_POLL_INTERVAL = 0.25
 
 
-class Deferred:
+class Deferred(Generic[R]):
     """A job by id, with the state last read from the database.
 
     Attributes are a snapshot: ``refresh()`` (or ``wait()``) reads them again.
     Waiting polls one indexed row with backoff; it holds no lock and no
     connection between polls, so it cannot block the database or a worker.
+    ``R`` is the handler's return type, what ``wait()`` returns; a handle from
+    ``app.get_job(id)`` knows no handler and is ``Deferred[Any]``.
     """
 
     def __init__(self, store: Store, record: JobRecord) -> None:
@@ -49,8 +53,9 @@ class Deferred:
         return self._record.attempts
 
     @property
-    def result(self) -> Any:
-        return self._record.result
+    def result(self) -> R | None:
+        """The handler's return value once the job has succeeded (as JSON gave it back), else None."""
+        return cast("R | None", self._record.result)
 
     @property
     def error(self) -> JobError | None:
@@ -60,7 +65,7 @@ class Deferred:
     def handler(self) -> str:
         return self._record.handler
 
-    def refresh(self) -> Deferred:
+    def refresh(self) -> Deferred[R]:
         record = self._store.queries.get_job(self.id)
         if record is None:
             raise JobNotFound(f"job {self.id} does not exist (pruned, or its transaction is not committed)")
@@ -78,11 +83,25 @@ class Deferred:
     async def cancel_async(self) -> bool:
         return await asyncio.to_thread(self.cancel)
 
-    def wait(self, timeout: float | None = None) -> Any:
+    def retry(self) -> Deferred[R]:
+        """Queue a dead, failed or cancelled job again with one more attempt (``jobstead jobs retry``).
+
+        Raises ``InvalidState`` for a job in any other state, ``JobNotFound`` if it is gone.
+        """
+        self._record = self._store.control.retry(self.id)
+        return self
+
+    async def retry_async(self) -> Deferred[R]:
+        return await asyncio.to_thread(self.retry)
+
+    def wait(self, timeout: float | None = None) -> R:
         """Block until the job has finished; return its result or raise.
 
         Raises ``JobFailed`` (dead or failed; with the error's type, message and
-        traceback), ``JobCancelled``, or ``TimeoutError`` after ``timeout`` seconds.
+        traceback), ``JobCancelled``, ``TimeoutError`` after ``timeout`` seconds,
+        or ``JobNotFound`` when the job is not in the database: its transaction
+        was rolled back (or not committed yet: commit before waiting), or it was
+        pruned. Waiting for a row that may never come would block forever.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         interval = 0.01
@@ -95,7 +114,7 @@ class Deferred:
             time.sleep(pause)
             interval = min(interval * 1.5, MAX_POLL_INTERVAL)
 
-    async def wait_async(self, timeout: float | None = None) -> Any:
+    async def wait_async(self, timeout: float | None = None) -> R:
         deadline = None if timeout is None else time.monotonic() + timeout
         interval = 0.01
         while True:
@@ -109,14 +128,18 @@ class Deferred:
 
     def _poll(self) -> bool:
         record = self._store.queries.get_job(self.id)
-        if record is not None:  # not visible yet: the deferring transaction may commit later
-            self._record = record
+        if record is None:
+            raise JobNotFound(
+                f"job {self.id} is not in the database: the transaction that deferred it was rolled back "
+                "or is not committed yet (commit before waiting), or the job was pruned"
+            )
+        self._record = record
         return self._record.status.is_final
 
-    def _outcome(self) -> Any:
+    def _outcome(self) -> R:
         status = self._record.status
         if status is JobStatus.SUCCEEDED:
-            return self._record.result
+            return cast(R, self._record.result)
         if status is JobStatus.CANCELLED:
             raise JobCancelled(self.id, status.value, self._record.error)
         raise JobFailed(self.id, status.value, self._record.error)

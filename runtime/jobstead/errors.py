@@ -22,6 +22,18 @@ class InvalidArguments(JobsteadError, TypeError):
     """
 
 
+class InvalidOption(InvalidArguments):
+    """A per-call option (``priority``, ``delay``, ``queue``...) that cannot be stored.
+
+    ``option`` is the keyword's name, so the CLI can name its own flag instead.
+    """
+
+    def __init__(self, option: str, detail: str) -> None:
+        self.option = option
+        self.detail = detail
+        super().__init__(f"{option} {detail}")
+
+
 class UnknownHandler(JobsteadError, LookupError):
     """No handler of that name is registered (in the app, or in the database)."""
 

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
-from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
 from .clock import as_utc
 from .deferred import Deferred
-from .errors import ConfigurationError, InvalidArguments
+from .errors import ConfigurationError, InvalidArguments, InvalidOption
+from .options import AsyncTransaction, JobOptions, SyncTransaction, as_delay
 from .retry import RetryPolicy
-from .signature import HandlerSignature, check_json
+from .signature import HandlerSignature
 from .store import HandlerDefinition, NewJob
 
 if TYPE_CHECKING:
@@ -25,46 +24,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-SyncTransaction = Session | Connection
-AsyncTransaction = AsyncSession | AsyncConnection
-
-
-@dataclass(frozen=True)
-class JobOptions:
-    """Per-call options; ``None`` means the handler's default."""
-
-    session: SyncTransaction | AsyncTransaction | None = None
-    run_at: datetime | None = None
-    delay: timedelta | None = None
-    priority: int | None = None
-    queue: str | None = None
-    key: str | None = None
-    tenant: str | None = None
-    metadata: dict[str, Any] | None = None
-    max_attempts: int | None = None
-    retry: RetryPolicy | None = None
-    timeout: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.run_at is not None and self.delay is not None:
-            raise InvalidArguments("give run_at or delay, not both")
-        if self.delay is not None and not isinstance(self.delay, timedelta):
-            raise InvalidArguments("delay must be a datetime.timedelta")
-        if self.run_at is not None and not isinstance(self.run_at, datetime):
-            raise InvalidArguments("run_at must be a datetime")
-        if self.max_attempts is not None and self.max_attempts < 1:
-            raise InvalidArguments("max_attempts must be at least 1")
-        if self.timeout is not None and self.timeout <= 0:
-            raise InvalidArguments("timeout must be a positive number of seconds")
-        if self.metadata is not None:
-            if not isinstance(self.metadata, dict):
-                raise InvalidArguments("metadata must be a dict")
-            check_json(self.metadata, "metadata")
-        for name in ("queue", "key", "tenant"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise InvalidArguments(f"{name} must be a non-empty string")
+T = TypeVar("T")
 
 
 class Handler(Generic[P, R]):
@@ -137,35 +97,54 @@ class Handler(Generic[P, R]):
         retry: RetryPolicy | float | list[float] | None = None,
         timeout: float | None = None,
     ) -> ConfiguredHandler[P, R]:
-        if isinstance(delay, bool):
-            raise InvalidArguments("delay must be a timedelta or a number of seconds")
-        if isinstance(delay, int | float):
-            delay = timedelta(seconds=delay)
         return ConfiguredHandler(
             self,
             JobOptions(
                 session=session,
                 run_at=run_at,
-                delay=delay,
+                delay=as_delay(delay),
                 priority=priority,
                 queue=queue,
                 key=key,
                 tenant=tenant,
                 metadata=metadata,
                 max_attempts=max_attempts,
-                retry=RetryPolicy.coerce(retry),
+                retry=_retry_option(retry),
                 timeout=timeout,
             ),
         )
 
-    def defer(self, *args: Any, **kwargs: Any) -> Deferred:
+    @overload
+    def defer(self: Handler[P, Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> Deferred[T]: ...
+    @overload
+    def defer(self: Handler[P, T], *args: Any, **kwargs: Any) -> Deferred[T]: ...
+    def defer(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
         return ConfiguredHandler(self, JobOptions()).defer(*args, **kwargs)
 
-    async def defer_async(self, *args: Any, **kwargs: Any) -> Deferred:
+    @overload
+    async def defer_async(self: Handler[P, Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> Deferred[T]: ...
+    @overload
+    async def defer_async(self: Handler[P, T], *args: Any, **kwargs: Any) -> Deferred[T]: ...
+    async def defer_async(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
         return await ConfiguredHandler(self, JobOptions()).defer_async(*args, **kwargs)
 
-    def defer_many(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred]:
+    @overload
+    def defer_many(
+        self: Handler[P, Coroutine[Any, Any, T]], calls: Iterable[Mapping[str, Any]]
+    ) -> list[Deferred[T]]: ...
+    @overload
+    def defer_many(self: Handler[P, T], calls: Iterable[Mapping[str, Any]]) -> list[Deferred[T]]: ...
+    def defer_many(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred[Any]]:
         return ConfiguredHandler(self, JobOptions()).defer_many(calls)
+
+    @overload
+    async def defer_many_async(
+        self: Handler[P, Coroutine[Any, Any, T]], calls: Iterable[Mapping[str, Any]]
+    ) -> list[Deferred[T]]: ...
+    @overload
+    async def defer_many_async(self: Handler[P, T], calls: Iterable[Mapping[str, Any]]) -> list[Deferred[T]]: ...
+    async def defer_many_async(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred[Any]]:
+        return await ConfiguredHandler(self, JobOptions()).defer_many_async(calls)
 
 
 class ConfiguredHandler(Generic[P, R]):
@@ -222,23 +201,47 @@ class ConfiguredHandler(Generic[P, R]):
             bound.append(bind((), call))
         return bound
 
-    def defer(self, *args: Any, **kwargs: Any) -> Deferred:
+    @overload
+    def defer(self: ConfiguredHandler[P, Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> Deferred[T]: ...
+    @overload
+    def defer(self: ConfiguredHandler[P, T], *args: Any, **kwargs: Any) -> Deferred[T]: ...
+    def defer(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
         """Store one job; in ``session``'s transaction when one was configured."""
         jobs = self._new_jobs([self.handler.signature.bind(args, kwargs)])
         return self._insert_sync(jobs)[0]
 
-    def defer_many(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred]:
+    @overload
+    def defer_many(
+        self: ConfiguredHandler[P, Coroutine[Any, Any, T]], calls: Iterable[Mapping[str, Any]]
+    ) -> list[Deferred[T]]: ...
+    @overload
+    def defer_many(self: ConfiguredHandler[P, T], calls: Iterable[Mapping[str, Any]]) -> list[Deferred[T]]: ...
+    def defer_many(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred[Any]]:
         """Store many jobs (each a mapping of keyword arguments) in one transaction."""
         return self._insert_sync(self._new_jobs(self._bind_each(calls)))
 
-    async def defer_async(self, *args: Any, **kwargs: Any) -> Deferred:
+    @overload
+    async def defer_async(
+        self: ConfiguredHandler[P, Coroutine[Any, Any, T]], *args: Any, **kwargs: Any
+    ) -> Deferred[T]: ...
+    @overload
+    async def defer_async(self: ConfiguredHandler[P, T], *args: Any, **kwargs: Any) -> Deferred[T]: ...
+    async def defer_async(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
         jobs = self._new_jobs([self.handler.signature.bind(args, kwargs)])
         return (await self._insert_async(jobs))[0]
 
-    async def defer_many_async(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred]:
+    @overload
+    async def defer_many_async(
+        self: ConfiguredHandler[P, Coroutine[Any, Any, T]], calls: Iterable[Mapping[str, Any]]
+    ) -> list[Deferred[T]]: ...
+    @overload
+    async def defer_many_async(
+        self: ConfiguredHandler[P, T], calls: Iterable[Mapping[str, Any]]
+    ) -> list[Deferred[T]]: ...
+    async def defer_many_async(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred[Any]]:
         return await self._insert_async(self._new_jobs(self._bind_each(calls)))
 
-    def _insert_sync(self, jobs: list[NewJob]) -> list[Deferred]:
+    def _insert_sync(self, jobs: list[NewJob]) -> list[Deferred[Any]]:
         store = self.handler.app.store
         session = self.options.session
         if isinstance(session, AsyncSession | AsyncConnection):
@@ -246,7 +249,7 @@ class ConfiguredHandler(Generic[P, R]):
         connection = session.connection() if isinstance(session, Session) else session
         return [Deferred(store, r) for r in store.enqueue.insert(jobs, connection)]
 
-    async def _insert_async(self, jobs: list[NewJob]) -> list[Deferred]:
+    async def _insert_async(self, jobs: list[NewJob]) -> list[Deferred[Any]]:
         store = self.handler.app.store
         session = self.options.session
         if session is None:
@@ -259,6 +262,13 @@ class ConfiguredHandler(Generic[P, R]):
             connection = session.connection() if isinstance(session, Session) else session
             records = store.enqueue.insert(jobs, connection)
         return [Deferred(store, r) for r in records]
+
+
+def _retry_option(retry: RetryPolicy | float | list[float] | None) -> RetryPolicy | None:
+    try:
+        return RetryPolicy.coerce(retry)
+    except ConfigurationError as exc:
+        raise InvalidOption("retry", str(exc).removeprefix("retry ")) from None
 
 
 def _public(options: JobOptions) -> dict[str, Any]:

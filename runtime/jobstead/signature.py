@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import inspect
 import json
+import types
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, get_args, get_origin
 
 from .errors import ConfigurationError, InvalidArguments
@@ -38,6 +39,8 @@ class HandlerSignature:
     #: these two sets, ``inspect.Signature.bind`` only explains what is wrong.
     names: frozenset[str] = frozenset()
     required: frozenset[str] = frozenset()
+    #: parameter name -> (what it must be, as written; the check): plain JSON types only.
+    types: Mapping[str, tuple[str, Check]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, func: Callable[..., Any], name: str, resources: Mapping[type, str]) -> HandlerSignature:
@@ -62,6 +65,12 @@ class HandlerSignature:
                 )
             public.append(param)
         named = [p for p in public if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        types: dict[str, tuple[str, Check]] = {}
+        for param in named:
+            annotation = hints.get(param.name, inspect.Parameter.empty)
+            check = json_type_check(annotation)
+            if check is not None:
+                types[param.name] = (_display(annotation), check)
         return cls(
             name=name,
             public=sig.replace(parameters=public),
@@ -69,6 +78,7 @@ class HandlerSignature:
             accepts_any=any(p.kind is inspect.Parameter.VAR_KEYWORD for p in public),
             names=frozenset(p.name for p in named),
             required=frozenset(p.name for p in named if p.default is inspect.Parameter.empty),
+            types=types,
         )
 
     def params(self) -> tuple[tuple[str, bool], ...]:
@@ -86,6 +96,7 @@ class HandlerSignature:
             if given <= self.names and self.required <= given:
                 as_given = dict(kwargs)
                 check_json(as_given, f"{self.name}()")
+                self._check_types(as_given)
                 return as_given
         for key in kwargs:
             if key in self.injected:
@@ -103,7 +114,17 @@ class HandlerSignature:
             else:
                 stored[key] = value
         check_json(stored, f"{self.name}()")
+        self._check_types(stored)
         return stored
+
+    def _check_types(self, values: Mapping[str, Any]) -> None:
+        """Refuse ``{"a": "x"}`` for ``a: int`` now, rather than in five failed attempts later."""
+        for key, (expected, check) in self.types.items():
+            if key in values and not check(values[key]):
+                value = values[key]
+                raise InvalidArguments(
+                    f"{self.name}(): argument {key!r} must be {expected}, not {type(value).__name__} ({value!r:.60})"
+                )
 
 
 def check_json(values: Mapping[str, Any], where: str) -> None:
@@ -136,6 +157,69 @@ def validate_stored(
     if missing:
         raise InvalidArguments(f"{name}(): missing required argument(s): {', '.join(missing)}")
     check_json(values, f"{name}()")
+
+
+Check = Callable[[Any], bool]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_SIMPLE: dict[Any, Check] = {
+    int: _is_int,
+    float: _is_number,
+    str: lambda v: isinstance(v, str),
+    bool: lambda v: isinstance(v, bool),
+    type(None): lambda v: v is None,
+    None: lambda v: v is None,
+}
+
+
+def json_type_check(annotation: Any) -> Check | None:
+    """A check for annotations made of plain JSON types (int, str, float, bool, None,
+    list[...], dict[str, ...] and unions of them); None (no check) for anything else.
+
+    Only what JSON round-trips exactly is checked, so a check never refuses a
+    value the handler would have accepted; TypedDicts, dataclasses, Any and
+    unresolved (string) annotations are left to the handler.
+    """
+    if annotation is inspect.Parameter.empty or isinstance(annotation, str):
+        return None
+    if annotation in _SIMPLE:
+        return _SIMPLE[annotation]
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return json_type_check(get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        checks = [json_type_check(a) for a in get_args(annotation)]
+        if any(c is None for c in checks):
+            return None
+        known = [c for c in checks if c is not None]
+        return lambda v: any(c(v) for c in known)
+    if annotation in (list, tuple) or origin in (list, tuple):
+        item_args = get_args(annotation)
+        item = json_type_check(item_args[0]) if origin is list and item_args else None
+        if item is None:
+            return lambda v: isinstance(v, list | tuple)
+        return lambda v: isinstance(v, list | tuple) and all(item(i) for i in v)
+    if annotation is dict or origin is dict:
+        dict_args = get_args(annotation)
+        value_check = json_type_check(dict_args[1]) if len(dict_args) == 2 else None
+        if value_check is None:
+            return lambda v: isinstance(v, dict)
+        return lambda v: isinstance(v, dict) and all(value_check(i) for i in v.values())
+    return None
+
+
+def _display(annotation: Any) -> str:
+    if isinstance(annotation, type) and get_origin(annotation) is None:
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
 
 
 def _injection(annotation: Any, context_type: type, resources: Mapping[type, str]) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 
@@ -52,3 +53,21 @@ class AttemptOutcome(StrEnum):
     LOST = "lost"
     #: Handed back on graceful shutdown; does not count as an attempt.
     RELEASED = "released"
+
+
+def statuses_of(value: JobStatus | str | Iterable[JobStatus | str] | None) -> tuple[JobStatus, ...]:
+    """``"dead"``, ``"dead,failed"``, ``JobStatus.DEAD`` or a list of them; ``ValueError`` names a bad one."""
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else [value] if isinstance(value, JobStatus) else list(value)
+    found: list[JobStatus] = []
+    for item in items:
+        text = item.strip() if isinstance(item, str) else item
+        try:
+            status = JobStatus(text)
+        except ValueError:
+            known = ", ".join(s.value for s in JobStatus)
+            raise ValueError(f"unknown status {text!r}; one of: {known}") from None
+        if status not in found:
+            found.append(status)
+    return tuple(found)

@@ -73,7 +73,7 @@ def test_defer_prints_the_id_and_writes_one_job(cli_app: App, target: Target) ->
         (["defer", "send_email", "--args", '{"to": "a", "cc": "b"}'], "unexpected argument(s): cc"),
         (
             ["defer", "send_email", "--args", '{"to": "a"}', "--delay", "-1"],
-            "--delay cannot be negative",
+            "argument --delay: cannot be negative",
         ),
         (
             ["defer", "send_email", "--args", '{"to": "a"}', "--priority", "high"],
@@ -159,7 +159,7 @@ def test_retry_and_cancel(cli_app: App, target: Target, running_worker: Callable
     assert done.returncode == 0 and "cancelled" in done.stdout
     assert waiting.refresh().status is JobStatus.CANCELLED
     again = cli(target, "jobs", "cancel", str(bad.id))  # dead: nothing to cancel
-    assert again.returncode == 1 and "already ended dead" in again.stderr
+    assert again.returncode == 1 and f"job {bad.id} already dead" in again.stderr
     succeeded_retry = cli(target, "jobs", "retry", str(waiting.id))
     assert succeeded_retry.returncode == 0
 

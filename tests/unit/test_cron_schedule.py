@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import random
+import warnings
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -281,3 +282,14 @@ def test_a_year_of_daily_fires_is_one_per_day_in_both_zones() -> None:
             days = [g.astimezone(ZoneInfo(zone)).date() for g in got]
             assert len(days) == len(set(days)), (zone, expression)
             assert len(got) in (364, 365), (zone, expression, len(got))
+
+
+def test_six_fields_firing_every_second_warn_that_seconds_go_last() -> None:
+    from jobstead.cron.schedule import SecondsFieldWarning
+
+    with pytest.warns(SecondsFieldWarning, match=r"seconds field goes LAST.*'\* \* \* \* \* \*/15'"):
+        CronSchedule.parse("*/15 * * * * *", "UTC")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CronSchedule.parse("* * * * * */15", "UTC")  # seconds last, as documented: no warning
+        CronSchedule.parse("*/15 * * * *", "UTC")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 from argparse import Namespace
 
-from ..errors import ConfigurationError, InvalidArguments, InvalidState, UnknownHandler
+from ..errors import ConfigurationError, InvalidArguments, InvalidOption, InvalidState, UnknownHandler
+from ..options import INT32, check_int, check_name
 from ..signature import validate_stored
 from ..store import CronDefinition, CronRecord, Store
 from .errors import OperationFailed, UsageError
@@ -52,6 +53,13 @@ def list_crons(args: Namespace) -> int:
 
 
 def add_cron(args: Namespace) -> int:
+    try:  # the same checks as a job's options: a cron's jobs carry them
+        if args.priority is not None:
+            check_int("priority", args.priority, INT32[0])
+        check_name("queue", args.queue)
+        check_name("tenant", args.tenant)
+    except InvalidOption as exc:
+        raise UsageError(f"--{exc.option} {exc.detail}") from None
     definition = CronDefinition(
         name=args.name,
         schedule=args.schedule,

@@ -4,44 +4,83 @@ from __future__ import annotations
 
 import json
 from argparse import Namespace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from ..errors import InvalidArguments, InvalidState, JobNotFound, UnknownHandler
+from ..errors import InvalidArguments, InvalidOption, InvalidState, JobNotFound, UnknownHandler
+from ..options import JobOptions
 from ..signature import validate_stored
-from ..status import JobStatus
-from ..store import JobFilter, NewJob, Store
+from ..status import JobStatus, statuses_of
+from ..store import NewJob, Store
+from ..store.bulk import SORT_KEYS, JobSelection, cancel_jobs, find_jobs, purge_jobs, retry_jobs
 from .errors import OperationFailed, UsageError
 from .loading import app_from_args, store_from_args
 from .output import print_json, print_table
 
+#: ``--sort`` values: the short names people type, and the column each means.
+SORT_COLUMNS = {"id": "id", "created": "created_at", "run_at": "run_at", "started": "started_at"}
+SORT_COLUMNS |= {"finished": "finished_at", "priority": "priority", "attempts": "attempts"}
+SORT_CHOICES = tuple(SORT_COLUMNS)
+LIST_COLUMNS = ["id", "handler", "status", "queue", "priority", "attempts", "created", "run_at", "finished"]
+LIST_COLUMNS += ["duration", "key", "tenant"]
+assert set(SORT_COLUMNS.values()) <= set(SORT_KEYS)
 
-def parse_args_json(raw: str) -> dict[str, Any]:
+
+def parse_json_object(raw: str, option: str, example: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"--args is not valid JSON: {exc}") from None
+        raise UsageError(f"{option} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise UsageError('--args must be a JSON object of keyword arguments, e.g. \'{"to": "a@b.c"}\'')
+        raise UsageError(f"{option} must be a JSON object, e.g. '{example}'")
     return value
+
+
+def parse_args_json(raw: str) -> dict[str, Any]:
+    return parse_json_object(raw, "--args", '{"to": "a@b.c"}')
+
+
+def _run_at(raw: str | None) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError:
+        raise UsageError(f"--run-at: expected an ISO 8601 time like 2030-01-31T09:00:00+02:00, got {raw!r}") from None
+
+
+def _flag(option: str) -> str:
+    return "--" + option.replace("_", "-")
+
+
+def _options(args: Namespace) -> JobOptions:
+    """The per-call options, checked exactly as ``configure()`` checks them, errors naming the flag."""
+    metadata = None
+    if args.metadata is not None:
+        metadata = parse_json_object(args.metadata, "--metadata", '{"source": "cli"}')
+    try:
+        return JobOptions(
+            run_at=_run_at(args.run_at),
+            delay=args.delay,
+            priority=args.priority,
+            queue=args.queue,
+            key=args.key,
+            tenant=args.tenant,
+            metadata=metadata,
+            max_attempts=args.max_attempts,
+        )
+    except InvalidOption as exc:
+        raise UsageError(f"{_flag(exc.option)} {exc.detail}") from None
 
 
 def defer(args: Namespace) -> int:
     kwargs = parse_args_json(args.args)
-    if args.delay is not None and args.delay < 0:
-        raise UsageError("--delay cannot be negative")
-    delay = timedelta(seconds=args.delay) if args.delay is not None else None
+    options = _options(args)
     try:
         if args.app:
             app = app_from_args(args)
             handler = app.get_handler(args.name)
-            job = handler.configure(
-                delay=delay,
-                priority=args.priority,
-                queue=args.queue,
-                key=args.key,
-                tenant=args.tenant,
-            ).defer(**kwargs)
+            job = handler.configure(**{k: v for k, v in vars(options).items() if v is not None}).defer(**kwargs)
             print(job.id)
             return 0
         store = store_from_args(args)
@@ -51,42 +90,63 @@ def defer(args: Namespace) -> int:
             raise UnknownHandler(f"unknown handler {args.name!r} (known: {known})")
         accepts_any = False  # the database keeps named parameters only; **kwargs handlers need --app
         validate_stored(definition.params, accepts_any, kwargs, args.name)
+        run_at = options.run_at or (store.clock() + options.delay if options.delay else None)
         record = store.enqueue.insert(
             [
                 NewJob(
                     handler=args.name,
                     args=kwargs,
-                    queue=args.queue or definition.queue,
-                    priority=definition.priority if args.priority is None else args.priority,
-                    run_at=store.clock() + delay if delay else None,
-                    key=args.key,
-                    tenant=args.tenant,
+                    queue=options.queue or definition.queue,
+                    priority=definition.priority if options.priority is None else options.priority,
+                    run_at=run_at,
+                    key=options.key,
+                    tenant=options.tenant,
+                    metadata=options.metadata,
+                    max_attempts=options.max_attempts,
                 )
             ]
         )[0]
+    except InvalidOption as exc:
+        raise UsageError(f"{_flag(exc.option)} {exc.detail}") from None
     except (InvalidArguments, UnknownHandler) as exc:
         raise UsageError(str(exc)) from None
     print(record.id)
     return 0
 
 
+def _statuses(args: Namespace) -> tuple[JobStatus, ...]:
+    try:
+        return statuses_of(args.status)
+    except ValueError as exc:
+        raise UsageError(f"--status: {exc}") from None
+
+
+def _selection(args: Namespace, store: Store) -> JobSelection:
+    since = store.clock() - args.since if args.since is not None else None
+    return JobSelection(
+        statuses=_statuses(args), handler=args.handler, queue=args.queue, tenant=args.tenant, since=since
+    )
+
+
 def list_jobs(args: Namespace) -> int:
+    if args.offset < 0:
+        raise UsageError(f"--offset cannot be negative, got {args.offset}")
+    _statuses(args)  # a bad --status is a usage error before any connection
     store = store_from_args(args)
-    status = _status(args.status)
-    jobs = store.queries.list_jobs(
-        JobFilter(
-            status=status,
-            handler=args.handler,
-            queue=args.queue,
-            tenant=args.tenant,
-            limit=args.limit,
-        )
+    jobs = find_jobs(
+        store.db,
+        store.clock(),
+        _selection(args, store),
+        limit=args.limit,
+        offset=args.offset,
+        sort=SORT_COLUMNS[args.sort],  # type: ignore[arg-type]  # checked by the assert above
+        descending=not args.asc,
     )
     if args.json:
         print_json([j.to_json() for j in jobs])
         return 0
     print_table(
-        ["id", "handler", "status", "queue", "priority", "attempts", "run_at", "key", "tenant"],
+        LIST_COLUMNS,
         [
             [
                 j.id,
@@ -95,7 +155,10 @@ def list_jobs(args: Namespace) -> int:
                 j.queue,
                 j.priority,
                 j.attempts,
+                j.created_at,
                 j.run_at,
+                j.finished_at,
+                _duration(j.started_at, j.finished_at),
                 j.key,
                 j.tenant,
             ]
@@ -103,6 +166,15 @@ def list_jobs(args: Namespace) -> int:
         ],
     )
     return 0
+
+
+def _duration(started: datetime | None, finished: datetime | None) -> str | None:
+    if started is None or finished is None:
+        return None
+    seconds = (finished - started).total_seconds()
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    return str(timedelta(seconds=round(seconds)))
 
 
 def show_job(args: Namespace) -> int:
@@ -138,8 +210,24 @@ def show_job(args: Namespace) -> int:
     return 0
 
 
+def _one_or_many(args: Namespace, verb: str) -> bool:
+    """True for a bulk request (filters), False for one job by id; refuses a mix or neither."""
+    filters = [f for f in ("status", "handler", "queue", "tenant", "since") if getattr(args, f) is not None]
+    if args.id is not None and filters:
+        raise UsageError(f"give a job id or filters (--{filters[0]} ...), not both")
+    if args.id is None and args.status is None:
+        raise UsageError(f"say which jobs to {verb}: a job id, or --status S [--handler H] [--queue Q] ...")
+    return args.id is None
+
+
 def retry_job(args: Namespace) -> int:
+    bulk = _one_or_many(args, "retry")
+    _statuses(args)
     store = store_from_args(args)
+    if bulk:
+        count = retry_jobs(store.db, store.clock, _selection(args, store), batches=store.batches)
+        print(f"retried {count} job(s)")
+        return 0
     try:
         job = store.control.retry(args.id)
     except JobNotFound as exc:
@@ -151,7 +239,18 @@ def retry_job(args: Namespace) -> int:
 
 
 def cancel_job(args: Namespace) -> int:
+    bulk = _one_or_many(args, "cancel")
+    _statuses(args)
     store = store_from_args(args)
+    if bulk:
+        counts = cancel_jobs(store.db, store.clock, _selection(args, store), batches=store.batches)
+        print(f"cancelled {counts.cancelled} job(s); asked {counts.asked_to_stop} running job(s) to stop")
+        return 0
+    before = store.queries.get_job(args.id)
+    if before is None:
+        raise UsageError(f"no job with id {args.id}")
+    if before.status.is_final:  # the rule: a final state is never changed, and saying so is a failure
+        raise OperationFailed(f"job {before.id} already {before.status.value}")
     try:
         job = store.control.cancel(args.id)
     except JobNotFound as exc:
@@ -160,44 +259,57 @@ def cancel_job(args: Namespace) -> int:
         print(f"job {job.id} cancelled")
     elif job.cancel_requested:
         print(f"job {job.id} is running: asked its worker to stop")
-    else:
-        raise OperationFailed(f"job {job.id} already ended {job.status.value}; nothing to cancel")
+    else:  # it finished between our look and the cancel
+        raise OperationFailed(f"job {job.id} already {job.status.value}")
     return 0
 
 
 def stats(args: Namespace) -> int:
     store: Store = store_from_args(args)
     result = store.queries.stats(tenant=args.tenant)
+    workers = store.registry.workers()
+    paused = store.control.paused()
     if args.json:
-        print_json(result.to_json() | {"workers": len(store.registry.workers()), "paused": store.control.paused()})
+        print_json(result.to_json() | {"workers": len(workers), "paused": paused})
         return 0
     statuses = [s.value for s in JobStatus]
-    print_table(
-        ["handler", *statuses],
-        [[h, *(c.get(s, 0) for s in statuses)] for h, c in result.by_handler.items()],
-    )
-    print()
+    for title, groups in (("handler", result.by_handler), ("queue", result.by_queue), ("tenant", result.by_tenant)):
+        if not groups:
+            continue
+        print_table([title, *statuses], [[name, *(c.get(s, 0) for s in statuses)] for name, c in groups.items()])
+        print()
     counts = ", ".join(f"{s} {n}" for s, n in result.by_status.items() if n)
     print(f"total: {counts or 'no jobs'}")
+    running = sum(int(w.get("running") or 0) for w in workers)
+    print(f"workers: {len(workers)}" + (f" ({running} job(s) running)" if workers else ""))
+    print("paused: " + (", ".join(_pause_name(scope, name) for scope, name in paused) or "nothing"))
     return 0
 
 
-def _status(raw: str | None) -> JobStatus | None:
-    if raw is None:
-        return None
-    try:
-        return JobStatus(raw)
-    except ValueError:
-        raise UsageError(f"unknown status {raw!r}; one of: {', '.join(s.value for s in JobStatus)}") from None
+def _pause_name(scope: str, name: str) -> str:
+    return "everything" if scope == "all" else f"{scope} {name}"
 
 
-def purge_jobs(args: Namespace) -> int:
-    """Delete finished jobs now, as workers' retention does on its own schedule."""
-    if args.older_than is None and args.dead_older_than is None:
+def purge_jobs_command(args: Namespace) -> int:
+    """Delete finished jobs now: by age as workers' retention does, or the ones a filter selects."""
+    by_filter = any(getattr(args, f) is not None for f in ("status", "handler", "queue", "tenant", "since"))
+    if not by_filter and args.older_than is None and args.dead_older_than is None:
         raise UsageError(
-            "say what to purge: --older-than (succeeded, cancelled) and/or --dead-older-than (dead, failed)"
+            "say what to purge: --older-than (succeeded, cancelled) and/or --dead-older-than (dead, failed), "
+            "or --status S [--handler H] [--queue Q] [--tenant T] [--since D]"
         )
-    store = store_from_args(args)
-    deleted = store.retention.prune(finished=args.older_than, dead=args.dead_older_than)
+    if by_filter:
+        if args.dead_older_than is not None:
+            raise UsageError("with --status, say the age with --older-than (it applies to every status given)")
+        live = [s.value for s in _statuses(args) if not s.is_final]
+        if live:
+            raise UsageError(f"--status: only finished jobs can be purged, not {', '.join(live)}")
+        store = store_from_args(args)
+        selection = _selection(args, store)
+        before = store.clock() - args.older_than if args.older_than is not None else None
+        deleted = purge_jobs(store.db, store.clock, selection, before)
+    else:
+        store = store_from_args(args)
+        deleted = store.retention.prune(finished=args.older_than, dead=args.dead_older_than)
     print(f"purged {deleted} job(s)")
     return 0

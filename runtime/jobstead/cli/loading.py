@@ -7,9 +7,12 @@ import os
 import sys
 from argparse import Namespace
 
+from sqlalchemy.engine import URL
+
 from ..app import App
-from ..config import DATABASE_URL_ENV
+from ..config import DATABASE_URL_ENV, resolve_database_url
 from ..store import Store
+from .database import existing_store
 from .errors import UsageError
 
 
@@ -45,10 +48,23 @@ def app_from_args(args: Namespace) -> App:
     return app
 
 
+def target_url(args: Namespace) -> URL:
+    """The database this command uses, for messages (the app's, if ``--app`` was given and imports)."""
+    override = database_override(args)
+    if override is None and getattr(args, "app", None):
+        try:
+            return load_app(args.app).database_url
+        except Exception:
+            pass
+    return resolve_database_url(override)
+
+
 def store_from_args(args: Namespace) -> Store:
-    """The store of ``--app`` when given (its prefix and schema), else one from the URL alone."""
+    """The store of an existing database: ``--app``'s (its prefix and schema), else one from the URL alone.
+
+    Nothing is created or migrated here, even with ``--app``: commands that read
+    or steer existing jobs must not leave a fresh empty database behind them.
+    """
     if getattr(args, "app", None):
-        return app_from_args(args).store
-    store = Store.connect(database_override(args))
-    store.ensure_schema()
-    return store
+        return existing_store(app_from_args(args).open_store())
+    return existing_store(Store.connect(database_override(args)))

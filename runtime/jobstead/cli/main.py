@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from importlib.metadata import PackageNotFoundError, version
 from typing import NoReturn
+
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ..errors import ConfigurationError, JobsteadError
 from . import crons, jobs, operator, processes
+from .database import failure_line
+from .durations import duration, positive_seconds, seconds
 from .errors import OperationFailed, UsageError
+from .loading import target_url
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,38 +45,11 @@ def _job_id(raw: str) -> int:
         raise argparse.ArgumentTypeError(f"job ids are whole numbers, got {raw!r}") from None
 
 
-def _seconds(raw: str) -> float:
+def _package_version() -> str:
     try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {raw!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, got {raw!r}")
-    return value
-
-
-def _positive_seconds(raw: str) -> float:
-    value = _seconds(raw)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {raw!r}")
-    return value
-
-
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def _duration(raw: str) -> timedelta:
-    """``90``, ``45s``, ``30m``, ``12h``, ``7d``, ``2w``."""
-    text = raw.strip().lower()
-    unit = DURATION_UNITS.get(text[-1:])
-    number = text[:-1] if unit is not None else text
-    try:
-        value = float(number) * (unit or 1)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a duration like 90, 30m, 12h or 7d, got {raw!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a duration like 90, 30m, 12h or 7d, got {raw!r}")
-    return timedelta(seconds=value)
+        return version("jobstead")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"])
 
     parser = _Parser(prog="jobstead", description="Persistent background jobs.", parents=[common])
+    parser.add_argument("--version", action="version", version=f"jobstead {_package_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def command(name: str, handler: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
@@ -109,15 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--concurrency", type=_positive_int, default=10, help="jobs run at once by this process")
         p.add_argument("--handler", action="append", help="run only this handler (repeatable)")
-        p.add_argument("--lease-seconds", type=_seconds, default=30.0, help=argparse.SUPPRESS)
+        p.add_argument("--lease-seconds", type=positive_seconds, default=30.0, help=argparse.SUPPRESS)
         p.add_argument(
             "--shutdown-grace",
-            type=_seconds,
+            type=seconds,
             default=30.0,
-            help="seconds running jobs get on SIGTERM",
+            help="how long running jobs get to finish on SIGTERM (30s; 0: hand them back at once)",
         )
-        p.add_argument("--poll-interval", type=_seconds, default=1.0, help=argparse.SUPPRESS)
-        p.add_argument("--scheduler-interval", type=_positive_seconds, default=1.0, help=argparse.SUPPRESS)
+        p.add_argument("--poll-interval", type=positive_seconds, default=1.0, help=argparse.SUPPRESS)
+        p.add_argument("--scheduler-interval", type=positive_seconds, default=1.0, help=argparse.SUPPRESS)
 
     p = command("scheduler", processes.scheduler, "run the cron scheduler (any number may run: each fire happens once)")
     app_option(p, required=True)
@@ -125,9 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--interval",
         dest="scheduler_interval",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=1.0,
-        help="seconds between looks for new and changed crons",
+        help="time between looks for new and changed crons (1s)",
     )
 
     crons_parser = commands.add_parser("crons", help="list, add, enable, disable and remove crons", parents=[common])
@@ -154,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--starting-deadline",
-        type=_positive_seconds,
-        help="skip a fire found more than this many seconds late (default: run the latest missed one once)",
+        type=positive_seconds,
+        help="skip a fire found more than this late, e.g. 60s (default: run the latest missed one once)",
     )
     app_option(p, required=False)
     for name, func, text in (
@@ -171,40 +152,75 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("defer", jobs.defer, "defer a job of a handler")
     p.add_argument("name", help="handler name")
     p.add_argument("--args", default="{}", help="keyword arguments as a JSON object")
-    p.add_argument("--delay", type=_seconds, help="start no sooner than this many seconds from now")
-    p.add_argument("--priority", type=int)
-    p.add_argument("--queue")
+    p.add_argument("--delay", type=duration, help="start no sooner than this from now: 90, 30s, 5m, 2h, 1d")
+    p.add_argument("--run-at", help="start no sooner than this time, ISO 8601 (2030-01-31T09:00+02:00; no zone: UTC)")
+    p.add_argument("--priority", type=int, help="higher runs first within a queue (default: the handler's)")
+    p.add_argument("--queue", help="default: the handler's")
     p.add_argument("--key", help="deduplication key: returns the live job holding it, if any")
     p.add_argument("--tenant")
+    p.add_argument("--metadata", help="free-form JSON object stored with the job (ctx.metadata)")
+    p.add_argument("--max-attempts", type=int, help="attempts before the job is dead (default: the handler's)")
     app_option(p, required=False)
 
     jobs_parser = commands.add_parser("jobs", help="list, inspect, retry and cancel jobs", parents=[common])
     job_commands = jobs_parser.add_subparsers(dest="jobs_command", required=True, parser_class=_Parser)
-    p = job_commands.add_parser("list", help="list jobs, newest first", parents=[common])
+
+    def job_filters(p: argparse.ArgumentParser, status_help: str) -> None:
+        p.add_argument("--status", help=status_help)
+        p.add_argument("--handler")
+        p.add_argument("--queue")
+        p.add_argument("--tenant")
+        p.add_argument("--since", type=duration, help="only jobs created this recently: 30m, 12h, 7d")
+
+    text = "list jobs, newest first"
+    p = job_commands.add_parser("list", help=text, description=text, parents=[common])
     p.set_defaults(func=jobs.list_jobs)
-    p.add_argument("--status")
-    p.add_argument("--handler")
-    p.add_argument("--queue")
-    p.add_argument("--tenant")
+    job_filters(p, "one status or several: dead,failed")
     p.add_argument("--limit", type=_positive_int, default=100)
+    p.add_argument("--offset", type=int, default=0, help="skip this many (the next page: --offset 100)")
+    p.add_argument("--sort", choices=jobs.SORT_CHOICES, default="id", help="order by this column (default id)")
+    p.add_argument("--asc", action="store_true", help="oldest (smallest) first")
     p.add_argument("--json", action="store_true")
     app_option(p, required=False)
-    p = job_commands.add_parser("purge", help="delete finished jobs older than an age", parents=[common])
-    p.set_defaults(func=jobs.purge_jobs)
-    p.add_argument("--older-than", type=_duration, help="succeeded and cancelled jobs finished this long ago (7d)")
-    p.add_argument("--dead-older-than", type=_duration, help="dead and failed jobs finished this long ago (30d)")
+    text = (
+        "delete finished jobs: by age (--older-than, --dead-older-than, what workers' retention does) "
+        "or by filter (--status ... [--handler] [--queue] [--tenant] [--since])"
+    )
+    p = job_commands.add_parser("purge", help="delete finished jobs", description=text, parents=[common])
+    p.set_defaults(func=jobs.purge_jobs_command)
+    p.add_argument("--older-than", type=duration, help="jobs finished this long ago: 7d (succeeded, cancelled)")
+    p.add_argument("--dead-older-than", type=duration, help="dead and failed jobs finished this long ago: 30d")
+    job_filters(p, "purge finished jobs in these states: succeeded,cancelled,dead,failed")
     app_option(p, required=False)
-    for name, func, text in (
-        ("show", jobs.show_job, "one job with its arguments, result, error and attempts"),
-        ("retry", jobs.retry_job, "queue a dead, failed or cancelled job again"),
-        ("cancel", jobs.cancel_job, "cancel a waiting job, or ask a running one to stop"),
+    text = "one job with its arguments, result, error and attempts"
+    p = job_commands.add_parser("show", help=text, description=text, parents=[common])
+    p.set_defaults(func=jobs.show_job)
+    p.add_argument("id", type=_job_id)
+    p.add_argument("--json", action="store_true")
+    app_option(p, required=False)
+    for name, func, short, text in (
+        (
+            "retry",
+            jobs.retry_job,
+            "queue a dead, failed or cancelled job again",
+            "Queue a dead, failed or cancelled job again, with one more attempt; or every job a filter "
+            "selects (--status dead [--handler H] [--queue Q] [--tenant T] [--since 1d]). "
+            "A job in another state is refused: exit 1.",
+        ),
+        (
+            "cancel",
+            jobs.cancel_job,
+            "cancel a waiting job, or ask a running one to stop",
+            "Cancel a waiting job at once, or ask a running one to stop; or every job a filter selects "
+            "(--status queued,retrying [--handler H] ...). A job already in a final state (succeeded, "
+            "failed, dead, cancelled) is left as it is: prints 'job N already <status>' and exits 1.",
+        ),
     ):
-        p = job_commands.add_parser(name, help=text, parents=[common])
+        p = job_commands.add_parser(name, help=short, description=text, parents=[common])
         p.set_defaults(func=func)
-        p.add_argument("id", type=_job_id)
+        p.add_argument("id", type=_job_id, nargs="?", help="the job; or select several with the options")
+        job_filters(p, f"{name} every job in these states (several: dead,failed)")
         app_option(p, required=False)
-        if name == "show":
-            p.add_argument("--json", action="store_true")
 
     p = command("stats", jobs.stats, "job counts per status, handler and queue")
     p.add_argument("--tenant")
@@ -228,10 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=60,
         help="seconds a replica's keep-alive lasts: the next one takes over this long after a silent death",
     )
-    p.add_argument(
-        "--scale-down-window", type=_seconds, default=60.0, help="seconds of stable load before scaling down"
-    )
-    p.add_argument("--idle-cooldown", type=_seconds, default=120.0, help="seconds idle before scaling to zero")
+    p.add_argument("--scale-down-window", type=seconds, default=60.0, help="stable load before scaling down (60s)")
+    p.add_argument("--idle-cooldown", type=seconds, default=120.0, help="idle time before scaling to zero (2m)")
     p.add_argument(
         "--liveness-endpoint",
         help="serve kopf's health check for probes, e.g. http://0.0.0.0:8080/healthz (default: none)",
@@ -242,13 +256,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook-cert-dir", help="tls.crt, tls.key, ca.crt (e.g. from cert-manager); default self-signed")
 
     for name, func, text in (
-        ("pause", processes.pause, "stop claims of a handler, a queue or everything"),
+        (
+            "pause",
+            processes.pause,
+            "stop claims of a handler, a queue or everything (`jobstead pause list` shows what is paused)",
+        ),
         ("resume", processes.resume, "undo a pause"),
     ):
         p = command(name, func, text)
+        if name == "pause":
+            p.add_argument("action", nargs="?", choices=["list"], help="list: show what is paused")
+            p.add_argument("--json", action="store_true", help="with list: one JSON document")
         p.add_argument("--handler")
         p.add_argument("--queue")
         p.add_argument("--all", action="store_true")
+        p.add_argument("--force", action="store_true", help="accept a handler or queue name no app has published here")
         app_option(p, required=False)
     return parser
 
@@ -257,7 +279,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     processes.configure_logging(getattr(args, "log_level", "info"))
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows up here, inside the handler below
+        return code
+    except BrokenPipeError:
+        # `jobstead jobs list | head`: the reader is gone, which is fine. Point
+        # stdout at /dev/null so the interpreter's last flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # what a shell reports for a process ended by SIGPIPE
+    except DBAPIError as exc:
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            logging.getLogger("jobstead.cli").exception("database error")
+        sys.stderr.write(f"jobstead: error: {failure_line(exc, target_url(args))}\n")
+        return 2 if isinstance(exc, OperationalError) else 1
     except (UsageError, OperationFailed) as exc:
         sys.stderr.write(f"jobstead: error: {exc}\n")
         return exc.exit_code

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from argparse import Namespace
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError, UnknownHandler
 from ..store import Store
 from ..store.control import PauseScope
+from ..store.presence import known_names
 from .errors import UsageError
 from .loading import app_from_args, database_override, store_from_args
+from .output import print_json, print_table
 
 if TYPE_CHECKING:
     from ..app import App
@@ -104,19 +107,53 @@ def _scheduler(app: App, args: Namespace, *, install_signal_handlers: bool = Tru
 
 
 def pause(args: Namespace) -> int:
-    store = store_from_args(args)
+    if args.action == "list":
+        return _list_pauses(args)
     scope, name = _scope(args)
+    store = store_from_args(args)
+    _check_known(args, store, scope, name, also=())
     changed = store.control.pause(scope, name)
     print(f"{_what(scope, name)} {'paused' if changed else 'was already paused'}")
     return 0
 
 
 def resume(args: Namespace) -> int:
-    store = store_from_args(args)
     scope, name = _scope(args)
+    store = store_from_args(args)
+    _check_known(args, store, scope, name, also=[n for s, n in store.control.paused() if s == scope])
     changed = store.control.resume(scope, name)
     print(f"{_what(scope, name)} {'resumed' if changed else 'was not paused'}")
     return 0
+
+
+def _list_pauses(args: Namespace) -> int:
+    if args.handler or args.queue or args.all:
+        raise UsageError("`pause list` takes no --handler, --queue or --all")
+    paused = store_from_args(args).control.paused()
+    if args.json:
+        print_json([{"scope": scope, "name": name or None} for scope, name in paused])
+    elif not paused:
+        print("nothing is paused")
+    else:
+        print_table(["scope", "name"], [[scope, name or None] for scope, name in paused])
+    return 0
+
+
+def _check_known(args: Namespace, store: Store, scope: PauseScope, name: str, also: Iterable[str]) -> None:
+    """A typo must not "succeed": the name has to be one some app published here, unless ``--force``."""
+    if scope == "all" or args.force:
+        return
+    names = known_names(store.db)
+    known = set(names.handlers if scope == "handler" else names.queues) | set(also)
+    if args.app:
+        app = app_from_args(args)
+        known |= set(app.handlers) if scope == "handler" else {h.queue for h in app.handlers.values()}
+    if name not in known:
+        listed = ", ".join(sorted(known)) or "none yet"
+        raise UsageError(
+            f"no {scope} named {name!r} is known to this database (known: {listed}); "
+            f"--force to {args.command} it anyway"
+        )
 
 
 def _scope(args: Namespace) -> tuple[PauseScope, str]:

@@ -47,6 +47,7 @@ time alone, so it does.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -231,6 +232,8 @@ def _parse(expression: str, timezone: str) -> CronSchedule:
             croniter.expand(normalized, strict=True)
         except (CroniterError, ValueError, TypeError) as exc:
             raise InvalidSchedule(f"invalid cron schedule {normalized!r}: {_reason(exc)}") from None
+        if len(fields) == 6 and fields[5] in ("*", "*/1"):
+            _warn_seconds_last(normalized, fields)
     zone = _zone(timezone)
     schedule = CronSchedule(normalized, timezone, zone)
     try:
@@ -238,6 +241,25 @@ def _parse(expression: str, timezone: str) -> CronSchedule:
     except CroniterBadDateError:
         raise InvalidSchedule(f"cron schedule {normalized!r} never fires") from None
     return schedule
+
+
+class SecondsFieldWarning(UserWarning):
+    """A six-field schedule that fires every second: almost always Quartz order (seconds first) by mistake."""
+
+
+def _warn_seconds_last(normalized: str, fields: list[str]) -> None:
+    """``*/15 * * * * *`` reads "every 15 s" in Quartz, "every second of every 15th minute" here.
+
+    Nothing is refused (every second may be meant), but the mistake is common
+    enough to say, once per expression (``_parse`` is cached), with the fix.
+    """
+    meant = " ".join(["*", *fields[1:5], fields[0]])
+    warnings.warn(
+        f"cron schedule {normalized!r} fires every second of each matching minute: the seconds field goes "
+        f"LAST here (minute hour day month weekday second); for seconds first, as in Quartz, write {meant!r}",
+        SecondsFieldWarning,
+        stacklevel=4,
+    )
 
 
 def _zone(name: str) -> ZoneInfo:
@@ -262,4 +284,4 @@ def _reason(exc: BaseException) -> str:
     return text or "not a valid expression"
 
 
-__all__ = ["PRESETS", "CronSchedule", "InvalidSchedule"]
+__all__ = ["PRESETS", "CronSchedule", "InvalidSchedule", "SecondsFieldWarning"]

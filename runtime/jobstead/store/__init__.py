@@ -27,6 +27,8 @@ from .maintenance import Turns
 from .queries import JobFilter, Queries
 from .records import (
     AttemptRecord,
+    BatchRecord,
+    BatchStats,
     ClaimedJob,
     Completion,
     CronDefinition,
@@ -45,6 +47,8 @@ from .tables import Tables, build_tables
 __all__ = [
     "WAKE_ALL",
     "AttemptRecord",
+    "BatchRecord",
+    "BatchStats",
     "ClaimedJob",
     "Completion",
     "CronDefinition",

@@ -67,6 +67,10 @@ class Driver:
         """Where the database is, for messages: never the password."""
         return url.render_as_string(hide_password=True)
 
+    def database_file(self, url: URL) -> str | None:
+        """The file the database lives in, for an embedded database (None for a server or in-memory)."""
+        return None
+
     #: Error texts that no retry will cure (bad credentials, a database that does not exist).
     permanent_errors: ClassVar[tuple[str, ...]] = ()
 

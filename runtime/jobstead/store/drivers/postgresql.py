@@ -152,9 +152,9 @@ class PostgreSQLDriver(Driver):
     )
 
     def describe(self, url: URL) -> str:
-        host = url.host or "localhost"
-        port = f":{url.port}" if url.port else ""
-        return f"PostgreSQL database {url.database or '(default)'} on {host}{port}"
+        where = f"{url.host or 'localhost'}:{url.port or 5432}"
+        user = f" as {url.username}" if url.username else ""
+        return f"PostgreSQL database {url.database!r} on {where}{user}"
 
     def create_engine(self, url: URL, **options: Any) -> Engine:
         options.setdefault("pool_size", 10)

@@ -9,6 +9,7 @@ the writer. There is no LISTEN/NOTIFY: workers poll.
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 from sqlalchemy import Engine, Table, create_engine, event
@@ -52,8 +53,14 @@ class SQLiteDriver(Driver):
 
     permanent_errors: ClassVar[tuple[str, ...]] = ("unable to open database file", "file is not a database")
 
+    def database_file(self, url: URL) -> str | None:
+        """The absolute path of a file-backed SQLite URL (None for ``:memory:``)."""
+        if url.database in (None, "", ":memory:") or url.database.startswith("file:"):
+            return None
+        return os.path.abspath(url.database)
+
     def describe(self, url: URL) -> str:
-        return f"SQLite file {url.database}" if url.database not in (None, "", ":memory:") else "in-memory SQLite"
+        return f"SQLite file {self.database_file(url) or ':memory:'}"
 
     def upsert(self, table: Table) -> Any:
         return sqlite.insert(table)
