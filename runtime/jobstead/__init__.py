@@ -9,9 +9,12 @@ which an app that only defers jobs, or runs on SQLite, never needs. So is
 from typing import TYPE_CHECKING, Any
 
 from .app import App
+from .batch import Batch, JobSpec
+from .cancel import CancelReason
 from .context import Context
 from .deferred import Deferred
 from .errors import (
+    BatchNotFound,
     ConfigurationError,
     InvalidArguments,
     InvalidState,
@@ -28,6 +31,7 @@ from .hooks import FailureEvent
 from .retry import RetryPolicy
 from .signature import Inject
 from .status import JobStatus
+from .store.records import BatchStats
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -50,6 +54,10 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "App",
+    "Batch",
+    "BatchNotFound",
+    "BatchStats",
+    "CancelReason",
     "ConfigurationError",
     "ConfiguredHandler",
     "Context",
@@ -63,6 +71,7 @@ __all__ = [
     "JobError",
     "JobFailed",
     "JobNotFound",
+    "JobSpec",
     "JobStatus",
     "JobsteadError",
     "PermanentError",

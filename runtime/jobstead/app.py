@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
+from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 
+from .batch import Batch, JobSpec, check_spec, continuation_jobs, in_async_transaction, sync_connection
 from .clock import Clock, utcnow
 from .config import resolve_database_url
 from .cron.schedule import CronSchedule
@@ -17,13 +20,14 @@ from .deferred import Deferred
 from .errors import ConfigurationError, InvalidArguments, JobNotFound, UnknownHandler
 from .handler import Handler
 from .hooks import Hook
+from .options import AsyncTransaction, SyncTransaction, check_metadata, check_name
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .signature import CONTEXT
 from .status import JobStatus, statuses_of
-from .store import CronDefinition, Stats, Store
+from .store import BatchRecord, BatchStats, CronDefinition, NewJob, Stats, Store
 from .store.control import PauseScope
 from .store.drivers import driver_for
-from .store.records import Overlap
+from .store.records import BATCH_STATUSES, Overlap
 
 if TYPE_CHECKING:
     from .cron.scheduler import Scheduler
@@ -430,6 +434,95 @@ class App:
         if record is None:
             raise JobNotFound(f"no job with id {job_id}")
         return Deferred(self.store, record)
+
+    # -- batches -------------------------------------------------------------
+
+    def defer_batch(
+        self,
+        specs: Sequence[JobSpec],
+        *,
+        tenant: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        session: SyncTransaction | None = None,
+        on_success: JobSpec | None = None,
+        on_finish: JobSpec | None = None,
+        on_failure: JobSpec | None = None,
+    ) -> Batch:
+        """Defer ``specs`` as one batch, with continuations that run exactly once.
+
+        ``on_success``: when every job succeeded; ``on_finish``: when every job
+        reached a final state; ``on_failure``: when the first job ends failed
+        or dead. Batch, jobs and continuations are written in one transaction
+        (``session``'s, if given); everything is checked before anything is.
+        """
+        jobs, continuations = self._batch_parts(specs, tenant, metadata, on_success, on_finish, on_failure)
+        store = self.store
+        conn = sync_connection(session)
+        batch_id, _ = store.batches.create(
+            jobs, tenant=tenant, metadata=metadata, continuations=continuations, connection=conn
+        )
+        return Batch(self, store.batches.get(batch_id, connection=conn))
+
+    async def defer_batch_async(
+        self,
+        specs: Sequence[JobSpec],
+        *,
+        tenant: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        session: SyncTransaction | AsyncTransaction | None = None,
+        on_success: JobSpec | None = None,
+        on_finish: JobSpec | None = None,
+        on_failure: JobSpec | None = None,
+    ) -> Batch:
+        """``defer_batch`` for async code; ``session`` may be an ``AsyncSession``/``AsyncConnection``."""
+        jobs, continuations = self._batch_parts(specs, tenant, metadata, on_success, on_finish, on_failure)
+        store = await asyncio.to_thread(lambda: self.store)
+
+        def create(conn: Connection | None) -> BatchRecord:
+            batch_id, _ = store.batches.create(
+                jobs, tenant=tenant, metadata=metadata, continuations=continuations, connection=conn
+            )
+            return store.batches.get(batch_id, connection=conn)
+
+        return Batch(self, await in_async_transaction(session, create))
+
+    def get_batch(self, batch_id: int) -> Batch:
+        """The batch with that id; ``BatchNotFound`` (a ``LookupError``) if there is none."""
+        return Batch(self, self.store.batches.get(batch_id))
+
+    def batches(
+        self, *, tenant: str | None = None, status: str | None = None, limit: int = 25, offset: int = 0
+    ) -> list[Batch]:
+        """Batches newest first, of one tenant and/or in one status."""
+        if status is not None and status not in BATCH_STATUSES:
+            raise InvalidArguments(f"status: {status!r} is not a batch status ({', '.join(BATCH_STATUSES)})")
+        return [
+            Batch(self, r)
+            for r in self.store.batches.list_batches(tenant=tenant, status=status, limit=limit, offset=offset)
+        ]
+
+    def batch_stats(self, *, tenant: str | None = None) -> BatchStats:
+        """The jobs of every batch of ``tenant`` (None: batches without a tenant), counted by status."""
+        return self.store.batches.tenant_stats(tenant)
+
+    def _batch_parts(
+        self,
+        specs: Sequence[JobSpec],
+        tenant: str | None,
+        metadata: dict[str, Any] | None,
+        on_success: JobSpec | None,
+        on_finish: JobSpec | None,
+        on_failure: JobSpec | None,
+    ) -> tuple[list[NewJob], dict[str, NewJob]]:
+        if isinstance(specs, JobSpec) or not isinstance(specs, Sequence | set | frozenset):
+            raise InvalidArguments("defer_batch(): give a list of job specs (handler.job(...))")
+        if tenant is not None:
+            check_name("tenant", tenant)
+        if metadata is not None:
+            check_metadata(metadata)
+        jobs = [check_spec(self, spec, "defer_batch()") for spec in specs]
+        continuations = continuation_jobs(self, {"success": on_success, "finish": on_finish, "failure": on_failure})
+        return jobs, continuations
 
     # -- workers -------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
+from .batch import JobSpec
 from .clock import as_utc
 from .deferred import Deferred
 from .errors import ConfigurationError, InvalidArguments, InvalidOption
@@ -114,6 +115,10 @@ class Handler(Generic[P, R]):
             ),
         )
 
+    def job(self, *args: Any, **kwargs: Any) -> JobSpec:
+        """An unsent job of this handler (for ``app.defer_batch``), checked now like ``defer``."""
+        return self.configure().job(*args, **kwargs)
+
     @overload
     def defer(self: Handler[P, Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> Deferred[T]: ...
     @overload
@@ -200,6 +205,13 @@ class ConfiguredHandler(Generic[P, R]):
                 )
             bound.append(bind((), call))
         return bound
+
+    def job(self, *args: Any, **kwargs: Any) -> JobSpec:
+        """An unsent job with these options (for ``app.defer_batch``); arguments and options checked now."""
+        if self.options.session is not None:
+            raise InvalidArguments(f"{self.handler.name}.job(): give the session to defer_batch(), not configure()")
+        (job,) = self._new_jobs([self.handler.signature.bind(args, kwargs)])
+        return JobSpec(self.handler.app, job)
 
     @overload
     def defer(self: ConfiguredHandler[P, Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> Deferred[T]: ...

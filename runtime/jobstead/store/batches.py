@@ -242,13 +242,19 @@ class Batches:
 
     # -- reading -------------------------------------------------------------------
 
-    def get(self, batch_id: int) -> BatchRecord:
+    def get(self, batch_id: int, *, connection: Connection | None = None) -> BatchRecord:
+        """The batch as it is now (in ``connection``'s transaction, which may not have committed it yet)."""
+        if connection is not None:
+            return self._get(connection, batch_id)
         with self._db.engine.connect() as conn:
-            batches = self._db.tables.batches
-            row = conn.execute(select(batches).where(batches.c.id == batch_id)).mappings().first()
-            if row is None:
-                raise BatchNotFound(f"no batch {batch_id}")
-            return self._record(conn, row)
+            return self._get(conn, batch_id)
+
+    def _get(self, conn: Connection, batch_id: int) -> BatchRecord:
+        batches = self._db.tables.batches
+        row = conn.execute(select(batches).where(batches.c.id == batch_id)).mappings().first()
+        if row is None:
+            raise BatchNotFound(f"no batch {batch_id}")
+        return self._record(conn, row)
 
     def list_batches(
         self, *, tenant: str | None = None, status: str | None = None, limit: int = 25, offset: int = 0

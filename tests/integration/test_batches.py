@@ -1,0 +1,211 @@
+"""Batches through the public API, with real workers: the names issue 14 fixes are the contract."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session
+
+from jobstead import App, BatchNotFound, BatchStats, Context, InvalidArguments, JobSpec, JobStatus, PermanentError
+
+
+def _app(make_app: Callable[..., App]) -> tuple[App, dict[str, Any]]:
+    app = make_app()
+    seen: dict[str, Any] = {"batch_ids": [], "events": []}
+
+    @app.handler(max_attempts=2, retry=0)
+    def resize(image_id: int, ctx: Context) -> int:
+        seen["batch_ids"].append(ctx.batch_id)
+        if image_id < 0:
+            raise PermanentError("bad image")
+        return image_id
+
+    @app.handler(max_attempts=3, retry=0)
+    def flaky(key: str, ctx: Context) -> str:
+        if ctx.attempt == 1:
+            raise RuntimeError("first attempt fails")
+        return key
+
+    @app.handler
+    def notify(event: str, ctx: Context) -> None:
+        seen["events"].append((event, ctx.batch_id))
+
+    return app, seen
+
+
+def test_a_batch_runs_and_its_continuations_run_once(
+    make_app: Callable[..., App], running_worker: Callable[..., contextlib.AbstractContextManager[object]]
+) -> None:
+    app, seen = _app(make_app)
+    resize, notify = app.get_handler("resize"), app.get_handler("notify")
+    spec = resize.job(image_id=1)
+    assert isinstance(spec, JobSpec) and spec.args == {"image_id": 1}
+    batch = app.defer_batch(
+        [resize.job(image_id=i) for i in range(5)] + [resize.configure(priority=5).job(image_id=99)],
+        tenant="acme",
+        metadata={"album": 7},
+        on_success=notify.job(event="success"),
+        on_finish=notify.job(event="finish"),
+        on_failure=notify.job(event="failure"),
+    )
+    assert batch.status == "active" and batch.stats.total == 6 and batch.tenant == "acme"
+    with running_worker(app):
+        stats = batch.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while len(seen["events"]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert stats == BatchStats(total=6, succeeded=6)
+    assert batch.status == "succeeded"
+    assert sorted(seen["events"]) == [("finish", batch.id), ("success", batch.id)]
+    assert set(seen["batch_ids"]) == {batch.id}
+    assert sorted(e for e, _ in batch.continuations) == ["finish", "success"]
+    again = app.get_batch(batch.id)
+    assert again.metadata == {"album": 7} and again.to_json()["stats"]["succeeded"] == 6
+    assert [b.id for b in app.batches(tenant="acme")] == [batch.id]
+    assert app.batch_stats(tenant="acme").succeeded == 6
+
+
+def test_a_failure_fires_on_failure_and_a_retried_success_counts_as_success(
+    make_app: Callable[..., App], running_worker: Callable[..., contextlib.AbstractContextManager[object]]
+) -> None:
+    app, _seen = _app(make_app)
+    resize, flaky, notify = (app.get_handler(n) for n in ("resize", "flaky", "notify"))
+    recovers = app.defer_batch(
+        [flaky.job(key="a")], on_success=notify.job(event="success"), on_failure=notify.job(event="failure")
+    )
+    fails = app.defer_batch(
+        [resize.job(image_id=-1), resize.job(image_id=2)],
+        on_success=notify.job(event="success"),
+        on_finish=notify.job(event="finish"),
+        on_failure=notify.job(event="failure"),
+    )
+    with running_worker(app):
+        assert recovers.wait(timeout=30).succeeded == 1
+        assert fails.wait(timeout=30) == BatchStats(total=2, succeeded=1, failed=1)
+    assert recovers.status == "succeeded" and [e for e, _ in recovers.continuations] == ["success"]
+    assert fails.status == "failed"
+    assert sorted(e for e, _ in fails.continuations) == ["failure", "finish"]
+
+
+def test_an_empty_batch_completes_at_once(make_app: Callable[..., App]) -> None:
+    app, _ = _app(make_app)
+    notify = app.get_handler("notify")
+    batch = app.defer_batch(
+        [],
+        on_success=notify.job(event="success"),
+        on_finish=notify.job(event="finish"),
+        on_failure=notify.job(event="failure"),
+    )
+    assert batch.status == "succeeded"
+    assert batch.wait(timeout=1) == BatchStats()
+    assert sorted(e for e, _ in batch.continuations) == ["finish", "success"]
+
+
+def test_defer_batch_is_part_of_the_callers_transaction(make_app: Callable[..., App]) -> None:
+    app, _ = _app(make_app)
+    resize = app.get_handler("resize")
+    with Session(app.store.db.engine) as session:
+        batch = app.defer_batch([resize.job(image_id=1)], session=session)
+        assert batch.stats.total == 1
+        session.rollback()
+    with pytest.raises(BatchNotFound):
+        app.get_batch(batch.id)
+    assert app.jobs() == []
+    with Session(app.store.db.engine) as session:
+        committed = app.defer_batch([resize.job(image_id=1)], session=session)
+        session.commit()
+    assert app.get_batch(committed.id).stats.queued == 1
+
+
+def test_bad_input_is_refused_before_anything_is_written(make_app: Callable[..., App]) -> None:
+    app, _ = _app(make_app)
+    other = App(app.database_url)
+
+    @other.handler
+    def elsewhere() -> None: ...
+
+    resize = app.get_handler("resize")
+    with pytest.raises(InvalidArguments, match="not registered in this app"):
+        app.defer_batch([resize.job(image_id=1), elsewhere.job()])
+    with pytest.raises(InvalidArguments, match="not registered in this app"):
+        app.defer_batch([resize.job(image_id=1)], on_finish=elsewhere.job())
+    with pytest.raises(InvalidArguments):
+        resize.job(image_id=object())
+    with pytest.raises(InvalidArguments):
+        resize.job(nope=1)
+    with pytest.raises(InvalidArguments):
+        app.defer_batch(resize.job(image_id=1))  # type: ignore[arg-type]
+    with pytest.raises(InvalidArguments, match="no delay"):
+        app.defer_batch([], on_finish=resize.configure(delay=5).job(image_id=1))
+    assert app.jobs() == [] and app.batches() == []
+    with pytest.raises(BatchNotFound):
+        app.get_batch(424242)
+    other.close()
+
+
+def test_append_and_cancel(
+    make_app: Callable[..., App], running_worker: Callable[..., contextlib.AbstractContextManager[object]]
+) -> None:
+    app, _seen = _app(make_app)
+    resize, notify = app.get_handler("resize"), app.get_handler("notify")
+    batch = app.defer_batch([resize.job(image_id=1)], on_finish=notify.job(event="finish"))
+    added = batch.append([resize.job(image_id=2), resize.job(image_id=3)])
+    assert [d.record.batch_id for d in added] == [batch.id, batch.id] and batch.stats.total == 3
+    batch.cancel()
+    assert batch.status == "cancelled" and batch.stats.cancelled == 3
+    assert [e for e, _ in batch.continuations] == ["finish"]
+    batch.cancel()  # a no-op once complete
+    late = batch.append([resize.job(image_id=4)])
+    with running_worker(app):
+        late[0].wait(timeout=30)
+        batch.wait(timeout=30)
+    assert batch.status == "cancelled" and [e for e, _ in batch.continuations] == ["finish"], "no second finish"
+
+
+def test_cancelling_a_batch_stops_its_running_jobs(
+    make_app: Callable[..., App], running_worker: Callable[..., contextlib.AbstractContextManager[object]]
+) -> None:
+    app = make_app()
+    started: list[int] = []
+
+    @app.handler
+    async def slow(n: int) -> None:
+        started.append(n)
+        await asyncio.sleep(60)
+
+    @app.handler
+    def blocking(n: int, ctx: Context) -> str:
+        started.append(n)
+        return "stopped" if ctx.wait_cancelled(60) else "ran out"
+
+    batch = app.defer_batch([slow.job(n=1), blocking.job(n=2)])
+    with running_worker(app):
+        deadline = time.monotonic() + 30
+        while len(started) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sorted(started) == [1, 2]
+        t0 = time.monotonic()
+        batch.cancel()
+        stats = batch.wait(timeout=20)
+        took = time.monotonic() - t0
+    assert stats.cancelled == 2 and batch.status == "cancelled"
+    assert took < 10, f"took {took:.1f} s"
+
+
+def test_async_defer_batch(make_app: Callable[..., App]) -> None:
+    app, _ = _app(make_app)
+    resize = app.get_handler("resize")
+
+    async def scenario() -> None:
+        batch = await app.defer_batch_async([resize.job(image_id=1)], tenant="t")
+        assert batch.stats.total == 1 and batch.tenant == "t"
+        with pytest.raises(TimeoutError):
+            await batch.wait_async(timeout=0.2)
+
+    asyncio.run(scenario())
+    assert [j.status for j in app.jobs()] == [JobStatus.QUEUED]
