@@ -155,6 +155,7 @@ class App:
         queue: str = "default",
         priority: int = 0,
         concurrency: int | None = None,
+        tenant_concurrency: int | None = None,
         max_attempts: int = 5,
         retry: RetryPolicy | float | Sequence[float] | None = None,
         timeout: float | None = None,
@@ -169,6 +170,7 @@ class App:
         queue: str = "default",
         priority: int = 0,
         concurrency: int | None = None,
+        tenant_concurrency: int | None = None,
         max_attempts: int = 5,
         retry: RetryPolicy | float | Sequence[float] | None = None,
         timeout: float | None = None,
@@ -176,7 +178,9 @@ class App:
         """Register a handler: ``@app.handler`` or ``@app.handler(queue=..., concurrency=3)``.
 
         ``concurrency`` is global: at most that many jobs of this handler run at
-        once across every worker process and pod.
+        once across every worker process and pod. ``tenant_concurrency``: at
+        most that many of one tenant's jobs of it, so one tenant's backlog
+        cannot starve the others (jobs without a tenant are not held by it).
         """
 
         def register(f: Callable[P, R]) -> Handler[P, R]:
@@ -190,6 +194,7 @@ class App:
                 queue=queue,
                 priority=priority,
                 concurrency=concurrency,
+                tenant_concurrency=tenant_concurrency,
                 max_attempts=max_attempts,
                 retry=RetryPolicy.coerce(retry) or DEFAULT_RETRY,
                 timeout=timeout,

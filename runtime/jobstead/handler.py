@@ -41,11 +41,14 @@ class Handler(Generic[P, R]):
         priority: int,
         concurrency: int | None,
         max_attempts: int,
+        tenant_concurrency: int | None = None,
         retry: RetryPolicy,
         timeout: float | None,
     ) -> None:
         if concurrency is not None and concurrency < 1:
             raise ConfigurationError(f"handler {name}: concurrency must be at least 1 (or None for no limit)")
+        if tenant_concurrency is not None and (isinstance(tenant_concurrency, bool) or tenant_concurrency < 1):
+            raise ConfigurationError(f"handler {name}: tenant_concurrency must be at least 1 (or None for no limit)")
         if max_attempts < 1:
             raise ConfigurationError(f"handler {name}: max_attempts must be at least 1")
         if timeout is not None and timeout <= 0:
@@ -56,6 +59,7 @@ class Handler(Generic[P, R]):
         self.queue = queue
         self.priority = priority
         self.concurrency = concurrency
+        self.tenant_concurrency = tenant_concurrency
         self.max_attempts = max_attempts
         self.retry = retry
         self.timeout = timeout
@@ -76,6 +80,7 @@ class Handler(Generic[P, R]):
             queue=self.queue,
             priority=self.priority,
             concurrency=self.concurrency,
+            tenant_concurrency=self.tenant_concurrency,
             max_attempts=self.max_attempts,
             retry=self.retry,
             timeout=self.timeout,

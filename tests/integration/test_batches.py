@@ -209,3 +209,35 @@ def test_async_defer_batch(make_app: Callable[..., App]) -> None:
 
     asyncio.run(scenario())
     assert [j.status for j in app.jobs()] == [JobStatus.QUEUED]
+
+
+def test_a_per_tenant_limit_holds_and_small_tenants_are_not_starved(
+    make_app: Callable[..., App], running_worker: Callable[..., contextlib.AbstractContextManager[object]]
+) -> None:
+    import threading
+
+    app = make_app()
+    lock = threading.Lock()
+    now: dict[str, int] = {}
+    peak: dict[str, int] = {}
+    finished_at: dict[str, float] = {}
+
+    @app.handler(concurrency=6, tenant_concurrency=2)
+    def work(tenant: str) -> None:
+        with lock:
+            now[tenant] = now.get(tenant, 0) + 1
+            peak[tenant] = max(peak.get(tenant, 0), now[tenant])
+        time.sleep(0.05)
+        with lock:
+            now[tenant] -= 1
+            finished_at[tenant] = time.monotonic()
+
+    work.configure(tenant="big").defer_many([{"tenant": "big"}] * 60)  # the big backlog comes first
+    for tenant in ("small1", "small2"):
+        work.configure(tenant=tenant).defer_many([{"tenant": tenant}] * 6)
+    with running_worker(app, concurrency=8), running_worker(app, concurrency=8):
+        deadline = time.monotonic() + 60
+        while app.stats().by_status.get("succeeded", 0) < 72 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert peak["small1"] <= 2 and peak["small2"] <= 2 and peak["big"] <= 2, peak
+    assert finished_at["small1"] < finished_at["big"] and finished_at["small2"] < finished_at["big"]

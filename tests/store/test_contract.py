@@ -697,3 +697,24 @@ def test_tenant_batch_stats_and_listing(store: Store) -> None:
     assert store.batches.tenant_stats("globex").queued == 1
     assert [r.id for r in store.batches.list_batches(tenant="acme", limit=1, offset=1)] == [a]
     assert store.batches.list_batches(tenant="acme", status="succeeded") == []
+
+
+# -- per-tenant limits -------------------------------------------------------------------------------------
+
+
+def test_a_tenant_limit_caps_each_tenant_and_lets_the_others_through(store: Store, clock: ManualClock) -> None:
+    from dataclasses import replace
+
+    store.registry.publish_handlers([replace(handler("work", concurrency=6), tenant_concurrency=2)])
+    store.enqueue.insert([new(tenant="big", args={"n": i}) for i in range(20)])
+    clock.advance(1)  # the small tenants' jobs come after the big backlog
+    store.enqueue.insert([new(tenant=t, args={"n": i}) for t in ("a", "b") for i in range(3)])
+    store.enqueue.insert([new(args={"n": "no tenant"})])
+    first = claim(store, worker="w1", limit=10)
+    by_tenant: dict[str | None, int] = {}
+    for job in first:
+        by_tenant[job.tenant] = by_tenant.get(job.tenant, 0) + 1
+    assert by_tenant == {"big": 2, "a": 2, "b": 2}, "the global limit (6) is full; each tenant got its 2"
+    store.leases.complete([done(j, store, worker="w1") for j in first if j.tenant == "a"])
+    second = claim(store, worker="w2", limit=10)
+    assert sorted(j.tenant or "-" for j in second) == ["-", "a"], "a's freed slots: one a, then the untenanted job"

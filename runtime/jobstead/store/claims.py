@@ -41,6 +41,7 @@ from sqlalchemy import (
     bindparam,
     func,
     literal,
+    or_,
     select,
     union_all,
     update,
@@ -62,6 +63,11 @@ class Blocked:
     handlers: set[str]
     limited: set[str]
 
+
+#: The room of a handler with a per-tenant limit but no global one.
+UNLIMITED = 1 << 30
+#: Handler -> (its per-tenant limit, running jobs per tenant), for one claim.
+TenantLimits = dict[str, tuple[int, dict[str | None, int]]]
 
 #: How a claim picks its jobs: a candidates subquery of a shape (one queue?, paused queues
 #: to skip?) with its parameters, or a list of ids chosen beforehand (limited handlers).
@@ -94,8 +100,9 @@ class Claims:
             mine = [h for h in handlers if h not in blocked.handlers]
             free = [h for h in mine if h not in blocked.limited]
             room: dict[str, int] = {}
+            tenant_limits: TenantLimits = {}
             if any(h in blocked.limited for h in mine):
-                room, unlimited_now = self._room(conn, [h for h in mine if h in blocked.limited])
+                room, unlimited_now, tenant_limits = self._room(conn, [h for h in mine if h in blocked.limited])
                 free += unlimited_now
             claimed: list[ClaimedJob] = []
             for queue in queues or (None,):
@@ -104,12 +111,15 @@ class Claims:
                     break
                 if queue in blocked.queues:
                     continue
-                which = self._pick(conn, now, queue, free, room, wanted, blocked.queues)
+                which = self._pick(conn, now, queue, free, room, tenant_limits, wanted, blocked.queues)
                 if which:
                     taken = self._take(conn, now, which, worker_id, lease_seconds)
                     for job in taken:
                         if job.handler in room:
                             room[job.handler] -= 1
+                        if job.handler in tenant_limits and job.tenant is not None:
+                            running_now = tenant_limits[job.handler][1]
+                            running_now[job.tenant] = running_now.get(job.tenant, 0) + 1
                     claimed += taken
             claimed.sort(key=lambda j: (-j.priority, j.run_at, j.id))
             return claimed
@@ -138,22 +148,27 @@ class Claims:
                 select(pauses.c.scope, pauses.c.name),
                 select(literal("limit"), handler_rows.c.name).where(
                     handler_rows.c.name.in_(bindparam("handlers", expanding=True)),
-                    handler_rows.c.concurrency.is_not(None),
+                    or_(handler_rows.c.concurrency.is_not(None), handler_rows.c.tenant_concurrency.is_not(None)),
                 ),
             )
         return stmt
 
-    def _room(self, conn: Connection, limited: list[str]) -> tuple[dict[str, int], list[str]]:
-        """Lock the limited handlers' rows; return their free slots and the ones no longer limited."""
+    def _room(self, conn: Connection, limited: list[str]) -> tuple[dict[str, int], list[str], TenantLimits]:
+        """Lock the limited handlers' rows; return their free slots and the ones no longer limited.
+
+        For each handler with a per-tenant limit, also that limit and how many
+        of each tenant's jobs run now.
+        """
         h = self._db.tables.handlers
         jobs = self._db.tables.jobs
         rows = conn.execute(
-            select(h.c.name, h.c.concurrency)
-            .where(h.c.name.in_(limited), h.c.concurrency.is_not(None))
+            select(h.c.name, h.c.concurrency, h.c.tenant_concurrency)
+            .where(h.c.name.in_(limited), or_(h.c.concurrency.is_not(None), h.c.tenant_concurrency.is_not(None)))
             .order_by(h.c.name)  # one lock order for everyone: no deadlocks
             .with_for_update()
         ).all()
-        limits = {name: int(concurrency) for name, concurrency in rows}
+        limits = {name: UNLIMITED if cap is None else int(cap) for name, cap, _ in rows}
+        tenant_limits: TenantLimits = {name: (int(cap), {}) for name, _, cap in rows if cap is not None}
         running: dict[str, int] = {}
         if limits:
             running = {
@@ -164,8 +179,73 @@ class Claims:
                     .group_by(jobs.c.handler)
                 ).all()
             }
+        if tenant_limits:
+            for name, tenant, n in conn.execute(
+                select(jobs.c.handler, jobs.c.tenant, func.count())
+                .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.handler.in_(list(tenant_limits)))
+                .group_by(jobs.c.handler, jobs.c.tenant)
+            ).all():
+                tenant_limits[name][1][tenant] = int(n)
         room = {name: cap - running.get(name, 0) for name, cap in limits.items()}
-        return room, [name for name in limited if name not in limits]
+        return room, [name for name in limited if name not in limits], tenant_limits
+
+    def _tenant_fair(
+        self,
+        conn: Connection,
+        shape: tuple[bool, bool],
+        params: dict[str, Any],
+        cap: int,
+        running: dict[str | None, int],
+    ) -> list[Any]:
+        """Ready jobs of one tenant-limited handler, best first, none past its tenant's free slots.
+
+        A window (``row_number`` per tenant) keeps each tenant to its cap, so a
+        tenant with 100,000 jobs at the front of the queue cannot hide the
+        others'. Windows cannot be locked (``FOR UPDATE``): the rows are locked
+        afterwards, by id; claims of this handler are serialised on its row
+        lock already, so nobody else is choosing among them meanwhile.
+        """
+        jobs = self._db.tables.jobs
+        one_queue, skip_queues = shape
+        conditions: list[ColumnElement[bool]] = [
+            jobs.c.status.in_([s.value for s in CLAIMABLE_STATUSES]),
+            jobs.c.run_at <= params["now"],
+            jobs.c.handler.in_(params["handlers"]),
+        ]
+        if one_queue:
+            conditions.append(jobs.c.queue == params["in_queue"])
+        elif skip_queues:
+            conditions.append(jobs.c.queue.not_in(params["paused"]))
+        rank = func.row_number().over(
+            partition_by=jobs.c.tenant, order_by=(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
+        )
+        ranked = select(jobs.c.id, jobs.c.priority, jobs.c.run_at, jobs.c.tenant, rank.label("rn")).where(*conditions)
+        sub = ranked.subquery()
+        rows = conn.execute(
+            select(sub.c.id, sub.c.priority, sub.c.run_at, sub.c.tenant)
+            .where(or_(sub.c.rn <= cap, sub.c.tenant.is_(None)))
+            .order_by(sub.c.priority.desc(), sub.c.run_at, sub.c.id)
+        ).all()
+        chosen: list[Any] = []
+        taken = dict(running)
+        for row in rows:
+            if len(chosen) >= params["limit"]:
+                break
+            if row.tenant is not None:
+                if taken.get(row.tenant, 0) >= cap:
+                    continue
+                taken[row.tenant] = taken.get(row.tenant, 0) + 1
+            chosen.append(row)
+        if not chosen:
+            return []
+        locked = set(
+            conn.execute(
+                select(jobs.c.id)
+                .where(jobs.c.id.in_([r.id for r in chosen]), jobs.c.status.in_([s.value for s in CLAIMABLE_STATUSES]))
+                .with_for_update(skip_locked=True, of=jobs)
+            ).scalars()
+        )
+        return [r for r in chosen if r.id in locked]
 
     def _pick(
         self,
@@ -174,6 +254,7 @@ class Claims:
         queue: str | None,
         free: list[str],
         room: dict[str, int],
+        tenant_limits: TenantLimits,
         wanted: int,
         paused_queues: Collection[str],
     ) -> Pick | None:
@@ -197,7 +278,11 @@ class Claims:
             return (shape, params(free, wanted)) if free else None
         found: list[Any] = []
         for name, n in limited_open.items():
-            found += conn.execute(self._candidates(shape), params([name], min(n, wanted))).all()
+            if name in tenant_limits:
+                cap, running = tenant_limits[name]
+                found += self._tenant_fair(conn, shape, params([name], min(n, wanted)), cap, running)
+            else:
+                found += conn.execute(self._candidates(shape), params([name], min(n, wanted))).all()
         if free:
             found += conn.execute(self._candidates(shape), params(free, wanted)).all()
         found.sort(key=lambda r: (-r.priority, r.run_at, r.id))

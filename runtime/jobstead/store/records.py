@@ -194,6 +194,8 @@ class HandlerDefinition:
     timeout: float | None
     params: tuple[tuple[str, bool], ...] = field(default=())
     source: str = "code"
+    #: At most this many jobs of one tenant run at once (None: no per-tenant limit).
+    tenant_concurrency: int | None = None
 
 
 @dataclass(slots=True)

@@ -179,6 +179,7 @@ def _values(d: HandlerDefinition, now: Any) -> dict[str, Any]:
         "queue": d.queue,
         "priority": d.priority,
         "concurrency": d.concurrency,
+        "tenant_concurrency": d.tenant_concurrency,
         "max_attempts": d.max_attempts,
         "retry": d.retry.to_json(),
         "timeout": d.timeout,

@@ -61,6 +61,7 @@ def handler_definition(row: RowMapping) -> HandlerDefinition:
         queue=row["queue"],
         priority=int(row["priority"]),
         concurrency=row["concurrency"],
+        tenant_concurrency=row["tenant_concurrency"],
         max_attempts=int(row["max_attempts"]),
         retry=RetryPolicy.from_json(row["retry"]),
         timeout=row["timeout"],
