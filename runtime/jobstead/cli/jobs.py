@@ -269,8 +269,12 @@ def stats(args: Namespace) -> int:
     result = store.queries.stats(tenant=args.tenant)
     workers = store.registry.workers()
     paused = store.control.paused()
+    batch_stats = store.batches.tenant_stats(args.tenant) if args.tenant is not None else None
     if args.json:
-        print_json(result.to_json() | {"workers": len(workers), "paused": paused})
+        extra: dict[str, Any] = {"workers": len(workers), "paused": paused}
+        if batch_stats is not None:
+            extra["batches"] = batch_stats.to_json()
+        print_json(result.to_json() | extra)
         return 0
     statuses = [s.value for s in JobStatus]
     for title, groups in (("handler", result.by_handler), ("queue", result.by_queue), ("tenant", result.by_tenant)):
@@ -283,6 +287,8 @@ def stats(args: Namespace) -> int:
     running = sum(int(w.get("running") or 0) for w in workers)
     print(f"workers: {len(workers)}" + (f" ({running} job(s) running)" if workers else ""))
     print("paused: " + (", ".join(_pause_name(scope, name) for scope, name in paused) or "nothing"))
+    if batch_stats is not None:
+        print(f"batch jobs of tenant {args.tenant}: " + ", ".join(f"{k} {v}" for k, v in batch_stats.to_json().items()))
     return 0
 
 

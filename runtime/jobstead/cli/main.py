@@ -13,7 +13,7 @@ from typing import NoReturn
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ..errors import ConfigurationError, JobsteadError
-from . import crons, jobs, operator, processes
+from . import batches, crons, jobs, operator, processes
 from .database import failure_line
 from .durations import duration, positive_seconds, seconds
 from .errors import OperationFailed, UsageError
@@ -221,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("id", type=_job_id, nargs="?", help="the job; or select several with the options")
         job_filters(p, f"{name} every job in these states (several: dead,failed)")
         app_option(p, required=False)
+
+    batches.add_commands(commands, common, _Parser, app_option)
 
     p = command("stats", jobs.stats, "job counts per status, handler and queue")
     p.add_argument("--tenant")
