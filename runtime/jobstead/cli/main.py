@@ -10,6 +10,7 @@ from typing import NoReturn
 
 from ..errors import ConfigurationError, JobsteadError
 from . import crons, jobs, operator, processes
+from . import dashboard as dashboard_command
 from .errors import OperationFailed, UsageError
 
 
@@ -240,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook-service", help="serve the validating webhook behind this Service (NAMESPACE/NAME)")
     p.add_argument("--webhook-port", type=_positive_int, default=9443, help="port the webhook listens on")
     p.add_argument("--webhook-cert-dir", help="tls.crt, tls.key, ca.crt (e.g. from cert-manager); default self-signed")
+
+    dashboard_command.register(commands, common)
 
     for name, func, text in (
         ("pause", processes.pause, "stop claims of a handler, a queue or everything"),

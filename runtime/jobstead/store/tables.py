@@ -57,6 +57,7 @@ class Tables:
     pauses: Table
     workers: Table
     crons: Table
+    audit: Table
 
     def qualified(self, table: Table) -> str:
         """The table's name as it appears in raw SQL (quoted when it needs to be)."""
@@ -263,6 +264,19 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
     )
     Index(f"{prefix}crons_handler", crons.c.handler)
 
+    # What people did from the dashboard (who, what, when): written by
+    # jobstead.dashboard with every action, shown on its activity page.
+    audit = Table(
+        f"{prefix}audit",
+        md,
+        Column("id", Id, primary_key=True, autoincrement=True),
+        Column("at", UTCDateTime, nullable=False),
+        Column("actor", String(NAME), nullable=False),
+        Column("action", String(64), nullable=False),
+        Column("target", String(1000), nullable=False),
+        Column("outcome", String(1000), nullable=False),
+    )
+
     return Tables(
         metadata=md,
         prefix=prefix,
@@ -273,4 +287,5 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         pauses=pauses,
         workers=workers,
         crons=crons,
+        audit=audit,
     )
