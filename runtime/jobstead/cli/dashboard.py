@@ -54,24 +54,28 @@ def _base_path(raw: str) -> str:
     return path
 
 
-def _listening_socket(host: str, port: int) -> socket.socket:
+def _address(host: str, port: int) -> tuple[Any, ...]:
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as exc:
         raise UsageError(f"--host {host}: cannot resolve it ({exc.strerror})") from None
+
+
+def _is_loopback(address: tuple[Any, ...]) -> bool:
+    return ipaddress.ip_address(address[4][0]).is_loopback
+
+
+def _listening_socket(address: tuple[Any, ...], host: str, port: int) -> socket.socket:
+    family, kind, proto, _, where = address
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind(address)
+        sock.bind(where)
     except OSError as exc:
         sock.close()
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.listen(128)
     return sock
-
-
-def _is_loopback(sock: socket.socket) -> bool:
-    return ipaddress.ip_address(sock.getsockname()[0]).is_loopback
 
 
 def dashboard(args: Namespace) -> int:
@@ -83,21 +87,22 @@ def dashboard(args: Namespace) -> int:
 
         from ..dashboard import CredentialsError, create_dashboard, credentials_from
     except ImportError as exc:
-        raise UsageError(f"the dashboard needs its extra: pip install 'jobstead[dashboard]' ({exc.name} is missing)")
+        hint = f"pip install 'jobstead[dashboard]' ({exc.name} is missing)"
+        raise UsageError(f"the dashboard needs its extra: {hint}") from None
 
     base = _base_path(args.base_path)
     try:
         credentials = credentials_from(args.auth_token_file, args.basic_auth_file)
     except CredentialsError as exc:
         raise UsageError(str(exc)) from None
-    sock = _listening_socket(args.host, args.port)
-    if not _is_loopback(sock) and not credentials.configured:
-        sock.close()
+    address = _address(args.host, args.port)
+    if not _is_loopback(address) and not credentials.configured:
         raise UsageError(
             f"refusing to serve the dashboard on {args.host}, which is not a loopback address, without "
             "authentication: give --auth-token-file FILE (or $JOBSTEAD_DASHBOARD_TOKEN, or --basic-auth-file)"
         )
     store = store_from_args(args)
+    sock = _listening_socket(address, args.host, args.port)
     app: Any = create_dashboard(store, auth=credentials if credentials.configured else None, read_only=args.read_only)
     if base:
 
