@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ def test_the_jobs_list_filters_and_searches(shop: Shop, make_client: MakeClient)
 
     def ids(query: str) -> set[int]:
         html = client.get("/jobs" + query).text
-        return {int(i) for i in __import__("re").findall(r'data-job-id="(\d+)"', html)}
+        return {int(i) for i in re.findall(r'data-job-id="(\d+)"', html)}
 
     assert ids("?status=dead") == {shop.ids["dead"]}
     assert ids("?status=scheduled") == {shop.ids["scheduled"]}
@@ -84,8 +85,8 @@ def test_the_jobs_list_pages_by_keyset(sqlite_shop: Shop, make_client: MakeClien
     pages = 0
     while url:
         html = client.get(url).text
-        seen += [int(i) for i in __import__("re").findall(r'data-job-id="(\d+)"', html)]
-        found = __import__("re").search(r'href="([^"]+)" rel="next"', html)
+        seen += [int(i) for i in re.findall(r'data-job-id="(\d+)"', html)]
+        found = re.search(r'href="([^"]+)" rel="next"', html)
         url = found.group(1).replace("&amp;", "&") if found else None
         pages += 1
     assert pages == 3
@@ -279,7 +280,7 @@ def test_actions_change_what_they_say(sqlite_shop: Shop, make_client: MakeClient
     post("/jobs/bulk", action="cancel", scope="matching", confirmed="yes", **{"filter.handler": "rebuild_report"})
     assert status_of(sqlite_shop.app, ids["scheduled"]) is JobStatus.CANCELLED
     outcomes = client.get("/activity").text
-    for text in ("job %d queued again" % ids["dead"], "handler charge_card paused", "cron nightly disabled", "1 job"):
+    for text in (f"job {ids['dead']} queued again", "handler charge_card paused", "cron nightly disabled", "1 job"):
         assert text in outcomes
 
 
@@ -317,7 +318,9 @@ def test_impossible_actions_say_why(
 # -- authentication -------------------------------------------------------------------
 
 
-def test_pages_need_credentials_and_accept_each_kind(sqlite_shop: Shop, tmp_path: Path, make_client: MakeClient) -> None:
+def test_pages_need_credentials_and_accept_each_kind(
+    sqlite_shop: Shop, tmp_path: Path, make_client: MakeClient
+) -> None:
     users = tmp_path / "users"
     users.write_text("# team\nada:lovelace\nbob:builder:read-only\n")
     token_file = tmp_path / "token"
@@ -342,9 +345,7 @@ def test_pages_need_credentials_and_accept_each_kind(sqlite_shop: Shop, tmp_path
     bob = basic("bob", "builder")
     page = client.get("/", headers=bob).text
     assert "read-only" in page
-    response = client.post(
-        "/pause", data={"scope": "all", "csrf": csrf_of(page)}, headers={**ORIGIN, **bob}
-    )
+    response = client.post("/pause", data={"scope": "all", "csrf": csrf_of(page)}, headers={**ORIGIN, **bob})
     assert response.status_code == 403 and "read-only access" in response.text
 
     # a CSRF token is the user's own: ada's is worthless to the token user
@@ -368,7 +369,9 @@ def test_the_login_form_sets_a_session_cookie(sqlite_shop: Shop, make_client: Ma
     assert response.status_code == 303
     assert "ops" in client.get("/activity").text
     # an open redirect through next= is refused
-    bounce = client.post("/login", data={"username": "ops", "password": TOKEN, "next": "//evil.example/"}, headers=ORIGIN)
+    bounce = client.post(
+        "/login", data={"username": "ops", "password": TOKEN, "next": "//evil.example/"}, headers=ORIGIN
+    )
     assert bounce.headers["location"] == "/"
     client.post("/logout", data={"csrf": csrf_of(page.text)}, headers=ORIGIN)
     client.cookies.clear()
@@ -387,7 +390,9 @@ def test_an_auth_callable_decides_when_mounted(sqlite_shop: Shop, make_client: M
     assert client.get("/").status_code == 401
     assert client.get("/", headers={"x-role": "viewer"}).status_code == 200
     page = client.get("/", headers={"x-role": "admin"}).text
-    response = client.post("/pause", data={"scope": "all", "csrf": csrf_of(page)}, headers={**ORIGIN, "x-role": "admin"})
+    response = client.post(
+        "/pause", data={"scope": "all", "csrf": csrf_of(page)}, headers={**ORIGIN, "x-role": "admin"}
+    )
     assert response.status_code == 303
     viewer_page = client.get("/", headers={"x-role": "viewer"}).text
     response = client.post(

@@ -114,7 +114,9 @@ def dashboard(args: Namespace) -> int:
     shown = f"[{host}]" if ":" in host else host
     mode = " (read-only)" if args.read_only else ""
     print(f"Jobstead dashboard{mode}: http://{shown}:{port}{base}/", flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5))
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+    )
     try:
         server.run(sockets=[sock])
     finally:

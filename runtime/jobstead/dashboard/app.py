@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
-import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -296,11 +295,11 @@ class Dashboard:
                     {"title": "Confirm", "verb": verb, "where": where, "count": count, "next": form.get("next", "")},
                     user=user,
                 )
-            return self.actions.bulk_matching(user, verb, where).message  # type: ignore[arg-type]
+            return self.actions.bulk_matching(user, verb, where).message
         ids = [filters.job_id(str(raw)) for raw in form.getlist("ids")]
         if not ids:
             raise ActionRefused("no job selected: tick the jobs first, or act on everything matching the filter")
-        return self.actions.bulk(user, verb, ids).message  # type: ignore[arg-type]
+        return self.actions.bulk(user, verb, ids).message
 
     def pause_action(self, request: Request, user: User, form: FormData) -> str:
         verb = "pause" if request.url.path.endswith("/pause") else "resume"
@@ -311,8 +310,8 @@ class Dashboard:
         if scope != "all" and not name:
             raise BadInput(f"pausing a {scope} needs its name")
         if verb == "pause":
-            return self.actions.pause(user, scope, name).message  # type: ignore[arg-type]
-        return self.actions.resume(user, scope, name).message  # type: ignore[arg-type]
+            return self.actions.pause(user, scope, name).message
+        return self.actions.resume(user, scope, name).message
 
     def cron_action(self, request: Request, user: User, form: FormData) -> str:
         name = request.path_params["name"]
@@ -444,12 +443,7 @@ def _no_params(request: Request) -> None:
 
 def _with(request: Request, **changes: Any) -> str:
     params = {**dict(request.query_params), **{k: str(v) for k, v in changes.items() if v is not None}}
-    return (
-        request.scope.get("root_path", "").rstrip("/")
-        + request.url.path.removeprefix(request.scope.get("root_path", "").rstrip("/"))
-        + "?"
-        + urlencode(params)
-    )
+    return str(request.url.path + "?" + urlencode(params))
 
 
 def _next_path(request: Request) -> str:

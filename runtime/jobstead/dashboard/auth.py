@@ -43,7 +43,7 @@ class User:
 
 
 #: ``auth=`` of ``create_dashboard``: the host app's own check, sync or async; ``None`` refuses.
-AuthCallable = Callable[[Request], "User | None | Awaitable[User | None]"]
+AuthCallable = Callable[[Request], "User | Awaitable[User | None] | None"]
 
 
 @dataclass(frozen=True)

@@ -263,9 +263,9 @@ class DashboardQueries:
                 if status == JobStatus.SCHEDULED.value and row.due:
                     status = JobStatus.QUEUED.value
                 counts[key][status] += int(row.n)
-                if status in (s.value for s in CLAIMABLE_STATUSES) and row.due:
-                    if key not in oldest or row.oldest < oldest[key]:
-                        oldest[key] = row.oldest
+                waiting = status in (s.value for s in CLAIMABLE_STATUSES) and row.due
+                if waiting and (key not in oldest or row.oldest < oldest[key]):
+                    oldest[key] = row.oldest
             for row in conn.execute(finished):
                 key = (row.handler, row.queue)
                 index = self._minute_index(row.minute, start)
