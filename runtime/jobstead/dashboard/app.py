@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -414,6 +414,7 @@ class Dashboard:
             Route("/login", self.login, methods=["POST"]),
             Route("/logout", self.logout, methods=["POST"]),
             Route("/events", self.events),
+            Route("/healthz", _healthz),
             Mount("/static", app=static, name="static"),
         ]
 
@@ -431,6 +432,11 @@ class Dashboard:
             return self.refusal(request, Refused(500, "the dashboard failed to answer; see its log"), None)
 
         return Starlette(routes=routes, exception_handlers={HTTPException: not_found, Exception: crashed})
+
+
+async def _healthz(_request: Request) -> Response:
+    """For probes: answers without credentials, and says nothing about any job."""
+    return PlainTextResponse("ok")
 
 
 _TITLES = {403: "Refused", 404: "Not found", 405: "Not allowed", 409: "Not possible", 500: "Error"}
