@@ -42,9 +42,11 @@ system-deps: ## Install the PostgreSQL server binaries when the machine lacks th
 	fi
 
 .PHONY: run
-run: venv ## Run the demo app: worker + scheduler on the embedded SQLite default (jobstead.db).
+run: venv ## Run the demo app: worker + scheduler on the embedded SQLite default (jobstead.db), and the dashboard.
 	$(VENV)/bin/jobstead defer seed_demo_jobs --app jobstead.demo:app
-	$(VENV)/bin/jobstead run --app jobstead.demo:app
+	@$(VENV)/bin/jobstead dashboard --app jobstead.demo:app & dashboard=$$!; \
+	  trap 'kill $$dashboard 2>/dev/null' EXIT; \
+	  $(VENV)/bin/jobstead run --app jobstead.demo:app
 
 .PHONY: test
 test: $(TEST_PREREQS) ## Run every test (starts PostgreSQL and the local control plane itself).
