@@ -34,7 +34,7 @@ from .actions import BULK_VERBS, PAUSE_SCOPES, ActionRefused, Actions
 from .auth import SESSION_COOKIE, SESSION_SECONDS, AuthCallable, Authenticator, Credentials, Signer, User
 from .filters import BadInput
 from .live import ChangeFeed, postgres_listener
-from .queries import CANCELLABLE, RETRYABLE, DashboardQueries
+from .queries import CANCELLABLE, RETRYABLE, SEARCH_WINDOW, DashboardQueries
 
 logger = logging.getLogger("jobstead.dashboard")
 
@@ -220,6 +220,7 @@ class Dashboard:
             "before": before,
             "next_url": _with(request, before=page.next_before) if page.next_before else None,
             "live": before is None,
+            "search_window": SEARCH_WINDOW,
         }
 
     def job(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
