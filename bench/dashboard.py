@@ -166,7 +166,8 @@ def open_tabs_cost(url: str, tmp: Path) -> dict[str, float]:
 
         with psycopg.connect(url.replace("+psycopg", "")) as conn:
             row = conn.execute(
-                "SELECT tup_inserted + tup_updated + tup_deleted FROM pg_stat_database WHERE datname = current_database()"
+                "SELECT tup_inserted + tup_updated + tup_deleted FROM pg_stat_database"
+                " WHERE datname = current_database()"
             ).fetchone()
             return int(row[0]) if row else 0
 

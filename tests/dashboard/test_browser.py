@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -37,16 +38,32 @@ def serve(shop: Shop) -> LiveServer:
     return LiveServer(create_dashboard(shop.app, auth=None))
 
 
+# Live pages swap their sections in place, so the helpers read and click in one
+# step (or retry), never holding an element across a refresh.
+
+
 def text(driver: Any, css: str) -> str:
-    return str(driver.find_element(By.CSS_SELECTOR, css).text)
+    found = driver.execute_script("const e = document.querySelector(arguments[0]); return e && e.innerText;", css)
+    if found is None:
+        raise AssertionError(f"nothing matches {css}")
+    return str(found).strip()
 
 
 def shown_ids(driver: Any) -> set[int]:
-    return {int(row.get_attribute("data-job-id")) for row in driver.find_elements(By.CSS_SELECTOR, "tr[data-job-id]")}
+    ids = driver.execute_script(
+        "return Array.from(document.querySelectorAll('tr[data-job-id]'), r => Number(r.dataset.jobId));"
+    )
+    return set(ids)
 
 
 def click(driver: Any, css: str) -> None:
-    driver.find_element(By.CSS_SELECTOR, css).click()
+    for _ in range(20):
+        try:
+            driver.find_element(By.CSS_SELECTOR, css).click()
+            return
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    raise AssertionError(f"{css} kept being replaced")
 
 
 def until(driver: Any, check: Any, timeout: float = 15) -> Any:

@@ -458,3 +458,19 @@ def test_a_bad_users_file_is_refused_with_its_line(tmp_path: Path, content: str,
     path.write_text(content)
     with pytest.raises(CredentialsError, match=message):
         credentials_from(None, str(path))
+
+
+def test_the_event_stream_needs_credentials_and_announces_changes(sqlite_shop: Shop, make_client: MakeClient) -> None:
+    client = make_client(sqlite_shop.app, auth=Credentials(token=TOKEN))
+    assert client.get("/events").status_code == 401
+    csrf = csrf_of(client.get("/", headers=bearer()).text)
+    with client.stream("GET", "/events", headers=bearer()) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = stream.iter_lines()
+        assert next(lines) == "retry: 3000"
+        response = client.post("/pause", data={"scope": "all", "csrf": csrf}, headers={**ORIGIN, **bearer()})
+        assert response.status_code == 303
+        for line in lines:
+            if line.startswith("event: "):
+                assert line == "event: change"
+                break

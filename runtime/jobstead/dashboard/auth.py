@@ -164,9 +164,10 @@ class Signer:
             return None
         if not hmac.compare_digest(mac, self._mac("session:" + body)):
             return None
-        name, read_only, expires = body.split("\0")
-        if int(expires) < (now or time.time()):
+        parts = body.split("\0")
+        if len(parts) != 3 or not parts[2].isdigit() or int(parts[2]) < (now or time.time()):
             return None
+        name, read_only, _ = parts
         return User(name, read_only=read_only == "1")
 
     def csrf_token(self, user: User) -> str:

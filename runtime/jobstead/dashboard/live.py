@@ -46,6 +46,7 @@ class ChangeFeed:
         self._changed = asyncio.Event()
         self._listeners = 0
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def version(self) -> int:
@@ -78,6 +79,9 @@ class ChangeFeed:
 
     async def changes(self) -> AsyncIterator[int]:
         """Yield after each change, at most once per ``MIN_INTERVAL``; a burst becomes one refresh."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new server (or test client) on another event loop
+            self._loop, self._changed, self._task, self._listeners = loop, asyncio.Event(), None, 0
         self._listeners += 1
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._run())

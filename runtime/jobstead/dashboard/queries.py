@@ -46,6 +46,8 @@ EXACT_COUNT_LIMIT = 100_000
 FAILED_FOR_GOOD = (JobStatus.FAILED, JobStatus.DEAD)
 RETRYABLE = (JobStatus.DEAD, JobStatus.FAILED, JobStatus.CANCELLED)
 CANCELLABLE = (*CLAIMABLE_STATUSES, JobStatus.RUNNING)
+#: Finished, but not a success: kept until retention prunes them.
+SETTLED = (JobStatus.CANCELLED, JobStatus.DEAD, JobStatus.FAILED)
 SEARCH_LIMIT = 200
 #: How many of the newest jobs a search by key or argument text reads.
 SEARCH_WINDOW = 100_000
@@ -232,6 +234,14 @@ class DashboardQueries:
     # -- overview ----------------------------------------------------------------
 
     def overview(self) -> Overview:
+        """Counts per (handler, queue), the last hour per minute, pauses, the table's size.
+
+        Live jobs (waiting or running) are counted with their queue and run time.
+        Settled failures (dead, failed, cancelled), which pile up until retention
+        prunes them, are counted per handler from the ``(status, handler)`` index
+        alone, without reading their rows, and shown on the row of the handler's
+        own queue.
+        """
         jobs, handlers = self._t.jobs, self._t.handlers
         now = self._now()
         hour_ago = now - timedelta(hours=1)
@@ -245,8 +255,13 @@ class DashboardQueries:
                 func.count().label("n"),
                 func.min(jobs.c.run_at).label("oldest"),
             )
-            .where(jobs.c.status != JobStatus.SUCCEEDED.value)
+            .where(jobs.c.status.in_([s.value for s in (*CLAIMABLE_STATUSES, JobStatus.RUNNING)]))
             .group_by(jobs.c.handler, jobs.c.queue, jobs.c.status, due)
+        )
+        settled = (
+            select(jobs.c.status, jobs.c.handler, func.count().label("n"))
+            .where(jobs.c.status.in_([s.value for s in SETTLED]))
+            .group_by(jobs.c.status, jobs.c.handler)
         )
         minute = self._minute(jobs.c.finished_at)
         finished = (
@@ -262,6 +277,9 @@ class DashboardQueries:
         series: dict[tuple[str, str], list[list[int]]] = defaultdict(lambda: [[0, 0] for _ in range(60)])
         start = hour_ago.replace(second=0, microsecond=0)
         with self._db.engine.connect() as conn:
+            home = {name: queue for name, queue in conn.execute(select(handlers.c.name, handlers.c.queue))}
+            for name, queue in home.items():
+                counts.setdefault((name, queue), defaultdict(int))
             for row in conn.execute(live):
                 key = (row.handler, row.queue)
                 status = row.status
@@ -271,6 +289,9 @@ class DashboardQueries:
                 waiting = status in (s.value for s in CLAIMABLE_STATUSES) and row.due
                 if waiting and (key not in oldest or row.oldest < oldest[key]):
                     oldest[key] = row.oldest
+            for row in conn.execute(settled):
+                queue = home.get(row.handler) or next((q for h, q in counts if h == row.handler), "-")
+                counts[(row.handler, queue)][row.status] += int(row.n)
             for row in conn.execute(finished):
                 key = (row.handler, row.queue)
                 index = self._minute_index(row.minute, start)
@@ -278,8 +299,6 @@ class DashboardQueries:
                     series[key][index][0] += int(row.n)
                 elif row.status in (s.value for s in FAILED_FOR_GOOD):
                     series[key][index][1] += int(row.n)
-            for name, queue in conn.execute(select(handlers.c.name, handlers.c.queue)):
-                counts.setdefault((name, queue), defaultdict(int))
             total, estimated = self._table_size(conn)
         paused = self._store.control.paused()
         keys = sorted(set(counts) | set(series))
