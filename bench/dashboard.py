@@ -118,6 +118,7 @@ def open_tabs_cost(url: str, tmp: Path) -> dict[str, float]:
     from sqlalchemy import event
 
     from jobstead.dashboard import create_dashboard
+    from jobstead.dashboard.serving import StreamClosingServer
     from jobstead.store import Store
     from tests.support.processes import spawn_cli, stop
 
@@ -134,11 +135,9 @@ def open_tabs_cost(url: str, tmp: Path) -> dict[str, float]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_dashboard(store, auth=None), log_level="warning", lifespan="off", timeout_graceful_shutdown=1
-        )
-    )
+    dashboard = create_dashboard(store, auth=None)
+    config = uvicorn.Config(dashboard, log_level="warning", lifespan="off", timeout_graceful_shutdown=5)
+    server = StreamClosingServer(config, dashboard)
     serving = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     serving.start()
     stop_tabs = threading.Event()

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import uvicorn
 
+from jobstead.dashboard.serving import StreamClosingServer
+
 
 class LiveServer:
     """uvicorn serving an ASGI app on a free loopback port, on a thread of this process."""
@@ -26,9 +28,8 @@ class LiveServer:
         self._sock.bind(("127.0.0.1", 0))
         self._sock.listen(64)
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=1)
-        )
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=5)
+        self._server = StreamClosingServer(config, app)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
 
     def __enter__(self) -> LiveServer:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,3 +106,23 @@ def test_the_token_can_come_from_the_environment_and_read_only_is_read_only(publ
         assert refused.status_code == 403
     finally:
         stop(process)  # type: ignore[arg-type]
+
+
+def test_stops_promptly_and_quietly_with_a_tab_open(published: Target) -> None:
+    process, url = start(["--port", "0"], {**published.env(), "JOBSTEAD_DASHBOARD_TOKEN": ""})
+    opened = threading.Event()
+
+    def tab() -> None:
+        with httpx.stream("GET", url + "events", timeout=30) as events:
+            for _ in events.iter_lines():
+                opened.set()
+
+    reader = threading.Thread(target=tab, daemon=True)
+    reader.start()
+    assert opened.wait(10), "the event stream did not open"
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=20)
+    assert time.monotonic() - started < 4  # the stream was ended, not waited out
+    assert "Traceback" not in output and "Exception" not in output, output
+    reader.join(10)

@@ -86,6 +86,7 @@ def dashboard(args: Namespace) -> int:
         from starlette.routing import Mount, Route
 
         from ..dashboard import CredentialsError, create_dashboard, credentials_from
+        from ..dashboard.serving import StreamClosingServer
     except ImportError as exc:
         hint = f"pip install 'jobstead[dashboard]' ({exc.name} is missing)"
         raise UsageError(f"the dashboard needs its extra: {hint}") from None
@@ -103,7 +104,10 @@ def dashboard(args: Namespace) -> int:
         )
     store = store_from_args(args)
     sock = _listening_socket(address, args.host, args.port)
-    app: Any = create_dashboard(store, auth=credentials if credentials.configured else None, read_only=args.read_only)
+    dashboard_app = create_dashboard(
+        store, auth=credentials if credentials.configured else None, read_only=args.read_only
+    )
+    app: Any = dashboard_app
     if base:
 
         async def to_base(_request: Any) -> RedirectResponse:
@@ -114,8 +118,9 @@ def dashboard(args: Namespace) -> int:
     shown = f"[{host}]" if ":" in host else host
     mode = " (read-only)" if args.read_only else ""
     print(f"Jobstead dashboard{mode}: http://{shown}:{port}{base}/", flush=True)
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+    server = StreamClosingServer(
+        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5),
+        dashboard_app,
     )
     try:
         server.run(sockets=[sock])

@@ -33,7 +33,7 @@ from . import filters, render
 from .actions import BULK_VERBS, PAUSE_SCOPES, ActionRefused, Actions
 from .auth import SESSION_COOKIE, SESSION_SECONDS, AuthCallable, Authenticator, Credentials, Signer, User
 from .filters import BadInput
-from .live import ChangeFeed, postgres_listener
+from .live import MIN_INTERVAL, ChangeFeed, Shared, postgres_listener
 from .queries import CANCELLABLE, RETRYABLE, SEARCH_WINDOW, DashboardQueries
 
 logger = logging.getLogger("jobstead.dashboard")
@@ -78,6 +78,7 @@ class Dashboard:
         listen = postgres_listener(store.db.engine.url, store.tables.notify_channel) if store.db.is_postgres else None
         self.feed = ChangeFeed(self.queries, poll_interval=poll_interval, listen=listen)
         self.templates = render.environment()
+        self.shared_overview = Shared(self.queries.overview, max_age=MIN_INTERVAL)
 
     # -- responses ---------------------------------------------------------------
 
@@ -187,6 +188,7 @@ class Dashboard:
                     result = await run_in_threadpool(run, request, user, form)
                     if isinstance(result, Response):
                         return result
+                    self.shared_overview.clear()
                     self.feed.bump()
                     return self.redirect_back(request, form, result)
             except Refused as exc:
@@ -202,7 +204,11 @@ class Dashboard:
 
     def overview(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
         _no_params(request)
-        return "overview.html", {"title": "Overview", "overview": self.queries.overview(), "live": True}
+        return "overview.html", {
+            "title": "Overview",
+            "overview": self.shared_overview.get(self.feed.version),
+            "live": True,
+        }
 
     def jobs(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
         params = dict(request.query_params)
@@ -432,7 +438,9 @@ class Dashboard:
             logger.exception("dashboard error on %s", request.url.path)
             return self.refusal(request, Refused(500, "the dashboard failed to answer; see its log"), None)
 
-        return Starlette(routes=routes, exception_handlers={HTTPException: not_found, Exception: crashed})
+        app = Starlette(routes=routes, exception_handlers={HTTPException: not_found, Exception: crashed})
+        app.state.dashboard = self
+        return app
 
 
 async def _healthz(_request: Request) -> Response:
@@ -495,6 +503,13 @@ def _secure_headers(response: Response) -> None:
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "same-origin"
     response.headers["Cache-Control"] = "no-store"
+
+
+def close_streams(asgi: Any) -> None:
+    """End the dashboard's open event streams, so a server can stop without cutting them off."""
+    dashboard = getattr(getattr(asgi, "state", None), "dashboard", None)
+    if isinstance(dashboard, Dashboard):
+        dashboard.feed.close()
 
 
 def create_dashboard(

@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
@@ -47,10 +49,16 @@ class ChangeFeed:
         self._listeners = 0
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
 
     @property
     def version(self) -> int:
         return self._version
+
+    def close(self) -> None:
+        """End every open stream (the server is stopping): tabs reconnect to the next server."""
+        self._closing = True
+        self.bump()
 
     def bump(self) -> None:
         self._version += 1
@@ -92,6 +100,8 @@ class ChangeFeed:
                     waiter = self._changed
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(waiter.wait(), KEEPALIVE)
+                if self._closing:
+                    return
                 if self._version == seen:
                     yield -1  # nothing new: a keep-alive
                     continue
@@ -103,6 +113,36 @@ class ChangeFeed:
             if self._listeners == 0 and self._task is not None:
                 self._task.cancel()
                 self._task = None
+
+
+T = TypeVar("T")
+
+
+class Shared(Generic[T]):
+    """One computation serves every caller at one feed version for ``max_age`` seconds.
+
+    Every open tab refreshes on the same change: the first one's counts serve
+    the others, and a new change (a new version) always recomputes, so no tab
+    is shown counts from before the change it was told about.
+    """
+
+    def __init__(self, compute: Callable[[], T], *, max_age: float) -> None:
+        self._compute = compute
+        self._max_age = max_age
+        self._lock = threading.Lock()
+        self._value: tuple[int, float, T] | None = None
+
+    def get(self, version: int) -> T:
+        with self._lock:
+            fresh = self._value is not None and self._value[0] == version
+            if not fresh or self._value is None or time.monotonic() - self._value[1] >= self._max_age:
+                self._value = (version, time.monotonic(), self._compute())
+            return self._value[2]
+
+    def clear(self) -> None:
+        """After an action: the next page shows its effect."""
+        with self._lock:
+            self._value = None
 
 
 def postgres_listener(url: Any, channel: str) -> Callable[[Callable[[], None]], Any]:
