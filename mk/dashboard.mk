@@ -13,3 +13,7 @@ browser-deps: ## Install Chromium and chromedriver from Debian packages when the
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	fi
+
+.PHONY: bench-dashboard
+bench-dashboard: venv system-deps ## Dashboard page render times with 1,000,000 jobs, and the cost of 5 open tabs.
+	$(PY) -m bench.dashboard
