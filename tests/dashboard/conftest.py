@@ -5,12 +5,16 @@ from __future__ import annotations
 import re
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from starlette.testclient import TestClient
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # Starlette's note on the HTTP library its test client uses
+    from starlette.testclient import TestClient
 
 from jobstead import App, JobStatus
 from jobstead.dashboard import create_dashboard

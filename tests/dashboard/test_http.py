@@ -10,12 +10,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from starlette.testclient import TestClient
 
 from jobstead import App, JobStatus
 from jobstead.dashboard import Credentials, User, credentials_from
 from tests.conftest import Target
-from tests.dashboard.conftest import Shop, build_shop, csrf_of, seed
+from tests.dashboard.conftest import Shop, TestClient, build_shop, csrf_of, seed
 
 PAGES = ["/", "/jobs", "/failures", "/crons", "/workers", "/batches", "/activity"]
 TOKEN = "s3cret-token-for-tests"
@@ -474,3 +473,18 @@ def test_the_event_stream_needs_credentials_and_announces_changes(sqlite_shop: S
             if line.startswith("event: "):
                 assert line == "event: change"
                 break
+
+
+def test_a_cron_whose_name_has_a_slash_can_be_switched(sqlite_shop: Shop, make_client: MakeClient) -> None:
+    from jobstead.store import CronDefinition
+
+    sqlite_shop.app.store.crons.add(
+        CronDefinition(name="reports/daily", schedule="@daily", handler="rebuild_report", source="database")
+    )
+    client = make_client(sqlite_shop.app)
+    page = client.get("/crons").text
+    assert 'action="/crons/reports/daily/disable"' in page
+    response = client.post("/crons/reports/daily/disable", data={"csrf": csrf_of(page)}, headers=ORIGIN)
+    assert response.status_code == 303
+    cron = sqlite_shop.app.store.crons.get("reports/daily")
+    assert cron is not None and not cron.enabled

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote, urlencode, urlsplit
+from urllib.parse import quote, unquote
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -29,7 +29,7 @@ from ..app import App
 from ..errors import JobNotFound
 from ..status import JobStatus
 from ..store import Store
-from . import filters, render
+from . import filters, render, web
 from .actions import BULK_VERBS, PAUSE_SCOPES, ActionRefused, Actions
 from .auth import SESSION_COOKIE, SESSION_SECONDS, AuthCallable, Authenticator, Credentials, Signer, User
 from .filters import BadInput
@@ -108,7 +108,7 @@ class Dashboard:
         }
         body = self.templates.get_template(template).render(full)
         response = HTMLResponse(body, status_code=status)
-        _secure_headers(response)
+        web.secure_headers(response)
         if notice and request.headers.get(LIVE_HEADER) is None:
             response.delete_cookie(NOTICE_COOKIE, path=base or "/")
         return response
@@ -118,7 +118,7 @@ class Dashboard:
             response = self.page(
                 request,
                 "login.html" if self.auth.has_login_form else "error.html",
-                {"title": "Sign in", "message": exc.reason, "next": _next_path(request), "status": 401},
+                {"title": "Sign in", "message": exc.reason, "next": web.next_path(request), "status": 401},
                 user=None,
                 status=401,
             )
@@ -134,7 +134,7 @@ class Dashboard:
 
     def redirect_back(self, request: Request, form: FormData, message: str) -> Response:
         base = request.scope.get("root_path", "").rstrip("/")
-        target = _safe_next(str(form.get("next", "")), base) or (base + "/")
+        target = web.safe_next(str(form.get("next", "")), base) or (base + "/")
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
             NOTICE_COOKIE, quote(message), max_age=60, path=base or "/", httponly=True, samesite="strict"
@@ -146,12 +146,12 @@ class Dashboard:
     async def user_or_refuse(self, request: Request) -> User:
         user = await self.auth.user(request)
         if user is None:
-            reason = "wrong credentials" if _sent_credentials(request) else "sign in to see the dashboard"
+            reason = "wrong credentials" if web.sent_credentials(request) else "sign in to see the dashboard"
             raise Refused(401, reason)
         return user
 
     async def check_post(self, request: Request, user: User, form: FormData) -> None:
-        if not _same_origin(request):
+        if not web.same_origin(request):
             raise Refused(403, "refused: the request comes from another site")
         if self.settings.read_only:
             raise Refused(403, "refused: this dashboard is read-only")
@@ -203,7 +203,7 @@ class Dashboard:
     # -- pages -------------------------------------------------------------------
 
     def overview(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
-        _no_params(request)
+        web.no_params(request)
         return "overview.html", {
             "title": "Overview",
             "overview": self.shared_overview.get(self.feed.version),
@@ -224,13 +224,13 @@ class Dashboard:
             "handlers": handlers,
             "queues": queues,
             "before": before,
-            "next_url": _with(request, before=page.next_before) if page.next_before else None,
+            "next_url": web.with_params(request, before=page.next_before) if page.next_before else None,
             "live": before is None,
             "search_window": SEARCH_WINDOW,
         }
 
     def job(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
-        _no_params(request)
+        web.no_params(request)
         job_id = filters.job_id(request.path_params["job_id"])
         detail = self.queries.job(job_id)
         if detail is None:
@@ -245,19 +245,19 @@ class Dashboard:
         }
 
     def failures(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
-        _no_params(request)
+        web.no_params(request)
         return "failures.html", {"title": "Failures", "groups": self.queries.failures(), "live": True}
 
     def crons(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
-        _no_params(request)
+        web.no_params(request)
         return "crons.html", {"title": "Crons", "crons": self.queries.crons(), "live": True}
 
     def workers(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
-        _no_params(request)
+        web.no_params(request)
         return "workers.html", {"title": "Workers", "workers": self.queries.workers(), "live": True}
 
     def batches(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
-        _no_params(request)
+        web.no_params(request)
         return "batches.html", {"title": "Batches", "batches": self.queries.batches(), "live": True}
 
     def activity(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
@@ -270,7 +270,7 @@ class Dashboard:
         return "activity.html", {
             "title": "Activity",
             "rows": rows,
-            "next_url": _with(request, before=next_before) if next_before else None,
+            "next_url": web.with_params(request, before=next_before) if next_before else None,
             "live": before is None,
         }
 
@@ -332,7 +332,7 @@ class Dashboard:
     async def login_form(self, request: Request) -> Response:
         if not self.auth.has_login_form:
             return self.refusal(request, Refused(404, "this dashboard has no login form"), None)
-        next_path = _safe_next(request.query_params.get("next", ""), request.scope.get("root_path", ""))
+        next_path = web.safe_next(request.query_params.get("next", ""), request.scope.get("root_path", ""))
         return self.page(
             request,
             "login.html",
@@ -343,7 +343,7 @@ class Dashboard:
     async def login(self, request: Request) -> Response:
         if not self.auth.has_login_form:
             return self.refusal(request, Refused(404, "this dashboard has no login form"), None)
-        if not _same_origin(request):
+        if not web.same_origin(request):
             return self.refusal(request, Refused(403, "refused: the request comes from another site"), None)
         async with request.form(max_files=0, max_fields=10) as form:
             name = str(form.get("username", "")).strip()
@@ -354,7 +354,7 @@ class Dashboard:
         if user is None:
             return self.refusal(request, Refused(401, "wrong user name or password"), None)
         base = request.scope.get("root_path", "").rstrip("/")
-        response = RedirectResponse(_safe_next(next_raw, base) or base + "/", status_code=303)
+        response = RedirectResponse(web.safe_next(next_raw, base) or base + "/", status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
             self.auth.signer.session_cookie(user),
@@ -371,7 +371,7 @@ class Dashboard:
         try:
             user = await self.user_or_refuse(request)
             async with request.form(max_files=0, max_fields=10) as form:
-                if not _same_origin(request) or not self.auth.signer.check_csrf(user, str(form.get("csrf", ""))):
+                if not web.same_origin(request) or not self.auth.signer.check_csrf(user, str(form.get("csrf", ""))):
                     raise Refused(403, "refused: the form's CSRF token is missing or wrong")
         except Refused as exc:
             return self.refusal(request, exc, user)
@@ -411,7 +411,7 @@ class Dashboard:
             Route("/jobs/{job_id}/{verb}", self.action(self.job_action), methods=["POST"]),
             Route("/failures", self.view(self.failures)),
             Route("/crons", self.view(self.crons)),
-            Route("/crons/{name}/{verb}", self.action(self.cron_action), methods=["POST"]),
+            Route("/crons/{name:path}/{verb}", self.action(self.cron_action), methods=["POST"]),
             Route("/workers", self.view(self.workers)),
             Route("/batches", self.view(self.batches)),
             Route("/activity", self.view(self.activity)),
@@ -449,60 +449,6 @@ async def _healthz(_request: Request) -> Response:
 
 
 _TITLES = {403: "Refused", 404: "Not found", 405: "Not allowed", 409: "Not possible", 500: "Error"}
-
-
-def _no_params(request: Request) -> None:
-    if request.query_params:
-        raise BadInput(f"this page takes no parameter (got {next(iter(request.query_params))[:40]!r})")
-
-
-def _with(request: Request, **changes: Any) -> str:
-    params = {**dict(request.query_params), **{k: str(v) for k, v in changes.items() if v is not None}}
-    return str(request.url.path + "?" + urlencode(params))
-
-
-def _next_path(request: Request) -> str:
-    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
-
-
-def _safe_next(raw: str, base: str) -> str | None:
-    """Only a path of this dashboard: never another host (``//evil``, ``https://...``)."""
-    if not raw or not raw.startswith("/") or raw.startswith("//") or "\\" in raw:
-        return None
-    parts = urlsplit(raw)
-    if parts.scheme or parts.netloc:
-        return None
-    base = base.rstrip("/")
-    if base and not (raw == base or raw.startswith(base + "/") or raw.startswith(base + "?")):
-        return None
-    return raw
-
-
-def _same_origin(request: Request) -> bool:
-    """A POST from a page of this dashboard; a browser tells us with Origin and Sec-Fetch-Site."""
-    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
-        return False
-    origin = request.headers.get("origin")
-    if origin is None:
-        return True  # not a browser, or a very old one: the CSRF token still has to match
-    host = request.headers.get("host", "")
-    parts = urlsplit(origin)
-    return parts.netloc == host and parts.scheme in ("http", "https")
-
-
-def _sent_credentials(request: Request) -> bool:
-    return "authorization" in request.headers or SESSION_COOKIE in request.cookies
-
-
-def _secure_headers(response: Response) -> None:
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
-    )
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "same-origin"
-    response.headers["Cache-Control"] = "no-store"
 
 
 def close_streams(asgi: Any) -> None:
