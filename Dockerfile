@@ -7,12 +7,12 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY runtime runtime
 COPY operator operator
-RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[operator]'
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[operator,dashboard]'
 
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 --user-group jobstead
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels 'jobstead[operator]' \
+RUN pip install --no-cache-dir --no-index --find-links /wheels 'jobstead[operator,dashboard]' \
     && rm -rf /wheels /root/.cache
 USER 10001:10001
 WORKDIR /home/jobstead

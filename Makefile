@@ -27,7 +27,7 @@ help: ## Show this help.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[operator]' --group dev
+	$(PY) -m pip install --quiet -e '.[operator,dashboard]' --group dev
 	touch $@
 
 .PHONY: venv
@@ -42,11 +42,13 @@ system-deps: ## Install the PostgreSQL server binaries when the machine lacks th
 	fi
 
 .PHONY: run
-run: venv ## Run the demo app: worker + scheduler on the embedded SQLite default (jobstead.db).
+run: venv ## Run the demo app: worker + scheduler on the embedded SQLite default (jobstead.db), and the dashboard.
 	$(VENV)/bin/jobstead migrate
 	$(VENV)/bin/jobstead defer seed_demo_jobs --app jobstead.demo:app
 	@echo "while it runs, try in another shell: .venv/bin/jobstead stats | jobs list --status dead,failed | jobs show ID"
-	$(VENV)/bin/jobstead run --app jobstead.demo:app
+	@$(VENV)/bin/jobstead dashboard --app jobstead.demo:app & dashboard=$$!; \
+	  trap 'kill $$dashboard 2>/dev/null' EXIT; \
+	  $(VENV)/bin/jobstead run --app jobstead.demo:app
 
 .PHONY: test
 test: $(TEST_PREREQS) ## Run every test (starts PostgreSQL and the local control plane itself).

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ..errors import ConfigurationError, JobsteadError
 from . import batches, crons, jobs, operator, processes
+from . import dashboard as dashboard_command
 from .database import failure_line
 from .durations import duration, positive_seconds, seconds
 from .errors import OperationFailed, UsageError
@@ -256,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook-service", help="serve the validating webhook behind this Service (NAMESPACE/NAME)")
     p.add_argument("--webhook-port", type=_positive_int, default=9443, help="port the webhook listens on")
     p.add_argument("--webhook-cert-dir", help="tls.crt, tls.key, ca.crt (e.g. from cert-manager); default self-signed")
+
+    dashboard_command.register(commands, common)
 
     for name, func, text in (
         (

@@ -64,6 +64,7 @@ class Tables:
     maintenance: Table
     batches: Table
     batch_events: Table
+    audit: Table
 
     def qualified(self, table: Table) -> str:
         """The table's name as it appears in raw SQL (quoted when it needs to be)."""
@@ -328,6 +329,19 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         PrimaryKeyConstraint("batch_id", "event", name=f"{prefix}batch_events_pkey"),
     )
 
+    # What people did from the dashboard (who, what, when): written by
+    # jobstead.dashboard with every action, shown on its activity page.
+    audit = Table(
+        f"{prefix}audit",
+        md,
+        Column("id", Id, primary_key=True, autoincrement=True),
+        Column("at", UTCDateTime, nullable=False),
+        Column("actor", String(NAME), nullable=False),
+        Column("action", String(64), nullable=False),
+        Column("target", String(1000), nullable=False),
+        Column("outcome", String(1000), nullable=False),
+    )
+
     return Tables(
         metadata=md,
         prefix=prefix,
@@ -341,4 +355,5 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         maintenance=maintenance,
         batches=batches,
         batch_events=batch_events,
+        audit=audit,
     )

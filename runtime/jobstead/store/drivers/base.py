@@ -102,6 +102,14 @@ class Driver:
         """Rows a pruner is about to delete, so that two pruners never wait on each other's rows."""
         return stmt
 
+    def minute_of(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        """A timestamp truncated to its minute, for per-minute charts (no portable SQL says this)."""
+        raise NotImplementedError
+
+    def estimated_rows(self, conn: Connection, qualified_table: str) -> int | None:
+        """The planner's row estimate for a table, where counting would be slow; None without one."""
+        return None
+
     def notify(self, conn: Connection, channel: str, queues: Iterable[str]) -> None:
         """Wake the workers of ``queues`` when ``conn``'s transaction commits (no-op without listeners)."""
 

@@ -181,6 +181,15 @@ class PostgreSQLDriver(Driver):
         # only cost a Python call per value, two per claimed job.
         return [type_coerce(column, DateTime(timezone=True)) for column in columns]
 
+    def minute_of(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        return func.date_trunc("minute", column)
+
+    def estimated_rows(self, conn: Connection, qualified_table: str) -> int | None:
+        estimate = conn.execute(
+            text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:name)"), {"name": qualified_table}
+        ).scalar()
+        return None if estimate is None or estimate < 0 else int(estimate)
+
     def lock_for_prune(self, stmt: Select[Any]) -> Select[Any]:
         return stmt.with_for_update(skip_locked=True)
 

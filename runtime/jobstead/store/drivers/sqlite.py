@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
-from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy import ColumnElement, Engine, Table, create_engine, event, func
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import StaticPool
@@ -64,3 +64,6 @@ class SQLiteDriver(Driver):
 
     def upsert(self, table: Table) -> Any:
         return sqlite.insert(table)
+
+    def minute_of(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        return func.strftime("%Y-%m-%d %H:%M", column)
