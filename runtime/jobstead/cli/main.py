@@ -39,6 +39,16 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _port(raw: str) -> int:
+    try:
+        port = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port {raw!r}: give a whole number") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"port {raw!r}: must be between 1 and 65535")
+    return port
+
+
 def _job_id(raw: str) -> int:
     try:
         return int(raw)
@@ -100,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--poll-interval", type=positive_seconds, default=1.0, help=argparse.SUPPRESS)
         p.add_argument("--scheduler-interval", type=positive_seconds, default=1.0, help=argparse.SUPPRESS)
+        p.add_argument("--metrics-port", type=_port, default=None, help="serve Prometheus metrics on this port")
 
     p = command("scheduler", processes.scheduler, "run the cron scheduler (any number may run: each fire happens once)")
     app_option(p, required=True)
@@ -224,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
         app_option(p, required=False)
 
     batches.add_commands(commands, common, _Parser, app_option)
+
+    p = command("metrics", processes.metrics, "serve the database-wide Prometheus gauges (one process per database)")
+    p.add_argument("--port", type=_port, required=True, help="serve /metrics on this port")
+    p.add_argument("--host", default="0.0.0.0", help="listen on this address (default all)")
+    p.add_argument("--tenant-labels", action="store_true", help="label batch gauges by tenant")
+    app_option(p, required=False)
 
     p = command("stats", jobs.stats, "job counts per status, handler and queue")
     p.add_argument("--tenant")

@@ -90,6 +90,7 @@ def _worker(app: App, args: Namespace) -> Worker:
             lease_seconds=args.lease_seconds,
             shutdown_grace=args.shutdown_grace,
             poll_interval=args.poll_interval,
+            metrics_port=args.metrics_port,
         )
     except (ConfigurationError, UnknownHandler) as exc:
         raise UsageError(str(exc)) from None
@@ -171,3 +172,27 @@ def _scope(args: Namespace) -> tuple[PauseScope, str]:
 
 def _what(scope: str, name: str) -> str:
     return "everything" if scope == "all" else f"{scope} {name!r}"
+
+
+def metrics(args: Namespace) -> int:
+    """``jobstead metrics``: the database-wide gauges, served by this one process (no app code needed)."""
+    import time
+
+    from prometheus_client import CollectorRegistry
+
+    from ..metrics.database import DatabaseCollector
+    from ..metrics.server import serve_metrics
+
+    store = store_from_args(args)
+    registry = CollectorRegistry()
+    registry.register(DatabaseCollector(store, tenant_labels=args.tenant_labels))
+    try:
+        serve_metrics(args.port, host=args.host, registry=registry)
+    except OSError as exc:
+        raise UsageError(f"cannot serve metrics on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    print(f"serving database metrics of the {store.describe()} on http://{args.host}:{args.port}/metrics", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0

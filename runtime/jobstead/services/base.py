@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..lifecycle import Backoff, log_failure, log_recovery
+from ..metrics.worker import WORKER_METRICS
 
 logger = logging.getLogger("jobstead.services")
 
@@ -72,6 +73,7 @@ class ServiceThread:
             try:
                 service.run_once()
             except Exception as exc:
+                WORKER_METRICS.database_errors.labels(operation=service.name).inc()
                 delay, _first = schedule.backoff.failed()
                 log_failure(logger, service.name, exc, schedule.backoff, delay)
                 schedule.due = time.monotonic() + min(delay, service.every)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from ..metrics.worker import WORKER_METRICS
 from ..store import Store
 from .base import Service
 
@@ -33,4 +34,5 @@ class Rescuer(Service):
         rescued = self._store.leases.rescue_expired()
         if rescued:
             self.rescued += len(rescued)
+            WORKER_METRICS.rescued.inc(len(rescued))  # counted by the process that rescued them
             logger.warning("rescued %d job(s) whose worker stopped renewing its lease: %s", len(rescued), rescued)

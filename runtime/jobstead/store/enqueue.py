@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, literal_column, select, text
 
 from ..clock import Clock
+from ..metrics.worker import deferred
 from .database import Database
 from .records import JobRecord, NewJob
 from .rows import job_record, new_job_values
@@ -44,11 +45,14 @@ class Enqueuer:
         if not jobs:
             return []
         if connection is not None:
-            return self._insert(connection, jobs)
-        if jobs[0].key is None and _one_option_set(jobs):
-            return self._db.driver.insert_alone(self._db, jobs, self._clock())
-        with self._db.engine.begin() as conn:
-            return self._insert(conn, jobs)
+            records = self._insert(connection, jobs)
+        elif jobs[0].key is None and _one_option_set(jobs):
+            records = self._db.driver.insert_alone(self._db, jobs, self._clock())
+        else:
+            with self._db.engine.begin() as conn:
+                records = self._insert(conn, jobs)
+        deferred((j.handler, j.queue) for j in jobs)
+        return records
 
     def insert_fire(self, conn: Connection, job: NewJob, now: datetime | None = None) -> JobRecord | None:
         """The job of one cron fire, or None when that fire already has its job.
@@ -66,6 +70,7 @@ class Enqueuer:
         )
         if row is not None:
             self._db.driver.notify(conn, self._db.tables.notify_channel, [job.queue])
+            deferred([(job.handler, job.queue)])
         return row
 
     def handler_defaults(self, conn: Connection, handler: str) -> tuple[str, int]:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select
 
-from ..clock import Clock
+from ..clock import Clock, as_utc
 from ..status import CLAIMABLE_STATUSES, AttemptOutcome, JobStatus
+from .crons import _record as cron_record
 from .database import Database
-from .records import AttemptRecord, JobRecord, Stats
+from .records import AttemptRecord, CronRecord, JobRecord, Stats
 from .rows import attempt_record, job_record
 
 
@@ -136,6 +138,58 @@ class Queries:
             )
         return log
 
+    def metrics_snapshot(self, alive_within: timedelta = timedelta(seconds=60)) -> MetricsSnapshot:
+        """The database-wide gauges: counts over the unfinished-or-failed index, no scan of successes."""
+        t = self._db.tables
+        jobs = t.jobs
+        now = self._clock()
+        with self._db.engine.connect() as conn:
+            counts: dict[tuple[str, str, str], int] = {}
+            # A due ``scheduled`` job shows as queued, as everywhere; one named parameter in both
+            # places, so PostgreSQL sees the same grouping expression.
+            due = jobs.c.run_at <= bindparam("now", now, type_=jobs.c.run_at.type)
+            for handler, queue, status, is_due, n in conn.execute(
+                select(jobs.c.handler, jobs.c.queue, jobs.c.status, due, func.count())
+                .where(jobs.c.status != JobStatus.SUCCEEDED.value)
+                .group_by(jobs.c.handler, jobs.c.queue, jobs.c.status, due)
+            ).all():
+                shown = JobStatus.QUEUED.value if status == JobStatus.SCHEDULED.value and is_due else status
+                key = (handler, queue, shown)
+                counts[key] = counts.get(key, 0) + int(n)
+            oldest = {
+                (handler, queue): as_utc(run_at)
+                for handler, queue, run_at in conn.execute(
+                    select(jobs.c.handler, jobs.c.queue, func.min(jobs.c.run_at))
+                    .where(
+                        jobs.c.status.in_([s.value for s in CLAIMABLE_STATUSES]),
+                        jobs.c.run_at <= bindparam("now", now, type_=jobs.c.run_at.type),
+                    )
+                    .group_by(jobs.c.handler, jobs.c.queue)
+                ).all()
+                if run_at is not None
+            }
+            workers = int(
+                conn.execute(
+                    select(func.count()).where(t.workers.c.heartbeat_at >= now - alive_within).select_from(t.workers)
+                ).scalar_one()
+            )
+            limits = {
+                name: int(limit)
+                for name, limit in conn.execute(
+                    select(t.handlers.c.name, t.handlers.c.concurrency).where(t.handlers.c.concurrency.is_not(None))
+                ).all()
+            }
+            crons = [cron_record(row) for row in conn.execute(select(t.crons)).mappings()]
+            batches = {
+                (tenant, status): int(n)
+                for tenant, status, n in conn.execute(
+                    select(t.batches.c.tenant, t.batches.c.status, func.count()).group_by(
+                        t.batches.c.tenant, t.batches.c.status
+                    )
+                ).all()
+            }
+        return MetricsSnapshot(now, counts, oldest, workers, limits, crons, batches)
+
     def stats(self, tenant: str | None = None) -> Stats:
         """Counts of jobs per status, overall and per handler, queue and tenant."""
         jobs = self._db.tables.jobs
@@ -172,3 +226,19 @@ class Queries:
             by_queue={k: dict(v) for k, v in sorted(by_queue.items())},
             by_tenant={k: dict(v) for k, v in sorted(by_tenant.items())},
         )
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """What the database-wide gauges show, read in one short transaction."""
+
+    now: datetime
+    #: (handler, queue, status) -> jobs, for every status but succeeded.
+    counts: dict[tuple[str, str, str], int]
+    #: (handler, queue) -> run_at of the oldest job that could run now.
+    oldest_ready: dict[tuple[str, str], datetime]
+    workers: int
+    limits: dict[str, int]
+    crons: list[CronRecord]
+    #: (tenant, status) -> batches.
+    batches: dict[tuple[str | None, str], int]

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 
 from ..lifecycle import Backoff, log_failure, log_recovery
+from ..metrics.worker import WORKER_METRICS
 from ..store import Completion, Store
 
 logger = logging.getLogger("jobstead.worker")
@@ -49,6 +50,7 @@ class CompletionWriter:
                 try:
                     lost = await asyncio.to_thread(self._store.leases.complete, batch)
                 except Exception as exc:
+                    WORKER_METRICS.database_errors.labels(operation="complete").inc()
                     self._pending[:0] = batch
                     delay, _ = backoff.failed()
                     log_failure(logger, f"writing {len(batch)} completion(s)", exc, backoff, delay)

@@ -34,6 +34,8 @@ from ..context import Context
 from ..errors import ConfigurationError, InvalidArguments, JobError
 from ..hooks import FailureEvent, run_hooks
 from ..lifecycle import Backoff, LoopSignals, Sleeper, log_failure, log_recovery, until_ready
+from ..metrics.server import serve_metrics_once
+from ..metrics.worker import WORKER_METRICS, JobSeries, package_version
 from ..services import LeaseRenewer, Rescuer, RetentionPruner, ServiceThread, SettingsRefresh, WorkerRegistryPruner
 from ..signature import CONTEXT
 from ..status import AttemptOutcome, JobStatus
@@ -99,6 +101,7 @@ class Worker:
         shutdown_grace: float = 30.0,
         listen: bool = True,
         install_signal_handlers: bool = True,
+        metrics_port: int | None = None,
     ) -> None:
         for option, value, smallest in (
             ("concurrency", concurrency, 1),
@@ -135,6 +138,11 @@ class Worker:
         self.shutdown_grace = shutdown_grace
         self.use_listen = listen
         self.install_signal_handlers = install_signal_handlers
+        if metrics_port is not None and not (0 < metrics_port < 65536):
+            raise ConfigurationError(f"metrics_port must be a TCP port (1-65535), not {metrics_port}")
+        self.metrics_port = metrics_port
+        self.metrics = WORKER_METRICS
+        self._metric_series: dict[tuple[str, str], JobSeries] = {}
         self.started = threading.Event()
         self.stopped = threading.Event()
         self._running: dict[int, _Running] = {}
@@ -206,6 +214,9 @@ class Worker:
     # -- main ----------------------------------------------------------------
 
     async def run_async(self) -> None:
+        if self.metrics_port is not None:
+            serve_metrics_once(self.metrics_port)
+        self.metrics.set_version(package_version())
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -223,10 +234,14 @@ class Worker:
         if store is None:  # stopped before the database came back
             self.stopped.set()
             return
+        self.metrics.add_slots(self.concurrency)
         # A written completion may free room under a global limit: claim again at once.
         self._writer = CompletionWriter(store, written=self._wake.set)
         renewal, duties = self._services(store)
-        await asyncio.to_thread(store.leases.rescue_expired)  # a restarted pod's old jobs, at once
+        rescued = await asyncio.to_thread(store.leases.rescue_expired)  # a restarted pod's old jobs, at once
+        if rescued:
+            self.metrics.rescued.inc(len(rescued))
+            logger.warning("rescued %d job(s) whose worker stopped renewing its lease: %s", len(rescued), rescued)
         renewal.start()
         duties.start()
         helpers = [asyncio.create_task(self._writer.run(), name="jobstead-completions")]
@@ -259,6 +274,7 @@ class Worker:
             except Exception:
                 logger.exception("could not unregister worker %s", self.id)
             self._signals.remove()
+            self.metrics.remove_slots(busy=len(self._running), idle=self.concurrency - len(self._running))
             self.stopped.set()
             logger.info("worker %s stopped", self.id)
 
@@ -320,6 +336,7 @@ class Worker:
                 await self._slot_freed.wait()
                 continue
             self._wake.clear()
+            claim_started = time.monotonic()
             try:
                 jobs = await asyncio.to_thread(
                     store.claims.claim,
@@ -330,10 +347,13 @@ class Worker:
                     lease_seconds=self.lease_seconds,
                 )
             except Exception as exc:
+                self.metrics.database_errors.labels(operation="claim").inc()
                 delay, _ = backoff.failed()
                 log_failure(logger, "claiming jobs", exc, backoff, delay)
                 await self._sleep(delay)
                 continue
+            self.metrics.claims.inc()
+            self.metrics.claim_duration.observe(time.monotonic() - claim_started)
             if backoff.succeeded():
                 log_recovery(logger, "claiming jobs")
             for job in jobs:
@@ -383,6 +403,9 @@ class Worker:
         running = _Running(job, handler.is_async, time.monotonic())
         running.task = self._loop.create_task(self._execute(running, handler, settings))  # type: ignore[union-attr]
         self._running[job.id] = running
+        series = self._series(job)
+        series.queue_wait.observe(max(0.0, (self._opened().clock() - job.run_at).total_seconds()))
+        self.metrics.slot_taken()
 
     def _context(self, running: _Running, settings: HandlerDefinition) -> Context:
         if running.ctx is not None:
@@ -444,15 +467,19 @@ class Worker:
                 return
             if reason is CancelReason.LEASE_LOST:
                 logger.warning("job %s: lease lost while running; another worker owns it now", job.id)
+                series = self._series(job)
+                series.lost.inc()
+                series.duration.observe(time.monotonic() - running.claimed_at)
                 return
             completion = decide(job, settings, finished, owner=self.id, now=store.clock(), cancel_reason=reason)
-            self._finish(job, completion)
+            self._finish(job, completion, running.claimed_at)
             if completion.error is not None and completion.status is not JobStatus.CANCELLED:
                 await self._run_failure_hooks(job, completion, finished.exception)
         except Exception:
             logger.exception("job %s: internal error; its lease will expire and it will be retried", job.id)
         finally:
             self._running.pop(job.id, None)
+            self.metrics.slot_freed()
             if self._slot_freed is not None:
                 self._slot_freed.set()
 
@@ -471,7 +498,19 @@ class Worker:
         if event.final:
             await run_hooks(self._env.dead_hooks, event)
 
-    def _finish(self, job: ClaimedJob, completion: Completion) -> None:
+    def _series(self, job: ClaimedJob) -> JobSeries:
+        """The metric series of a (handler, queue), looked up once: label lookups cost more than the counts."""
+        key = (job.handler, job.queue)
+        series = self._metric_series.get(key)
+        if series is None:
+            series = self._metric_series[key] = JobSeries(self.metrics, job.handler, job.queue)
+        return series
+
+    def _finish(self, job: ClaimedJob, completion: Completion, started: float | None = None) -> None:
+        series = self._series(job)
+        series.finished(completion.outcome, completion.status).inc()
+        if started is not None:
+            series.duration.observe(time.monotonic() - started)
         if completion.error is not None:
             logger.info(
                 "job %s (%s) attempt %d: %s -> %s",
