@@ -10,12 +10,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from .spec import JobHandlerSpec
+from .targets import SCHEMA_KEY, TABLE_PREFIX_KEY
 
 LABEL_HANDLER = "jobstead.io/handler"
 LABEL_OWNER = "jobstead.io/jobhandler"
 MANAGED_BY = "jobstead-operator"
 #: The worker needs this long after its own grace period to hand jobs back and exit.
 EXIT_MARGIN_SECONDS = 10
+#: Worker variables set from optional keys of the database Secret (see ``targets``).
+SECRET_LOCATION = {"JOBSTEAD_SCHEMA": SCHEMA_KEY, "JOBSTEAD_TABLE_PREFIX": TABLE_PREFIX_KEY}
+#: Variables only the Secret sets: a podTemplate value would point the workers at other tables than the operator.
+FROM_SECRET = frozenset({"JOBSTEAD_DATABASE_URL", *SECRET_LOCATION})
 
 
 def deployment_name(resource_name: str) -> str:
@@ -59,13 +64,16 @@ def build_deployment(
         LABEL_HANDLER: _label_value(spec.handler),
     }
     template = merge_template(defaults or {}, spec.pod_template)
+    secret = spec.database.name
     env: list[dict[str, Any]] = [
-        {
-            "name": "JOBSTEAD_DATABASE_URL",
-            "valueFrom": {"secretKeyRef": {"name": spec.database.name, "key": spec.database.key}},
-        },
+        {"name": "JOBSTEAD_DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": secret, "key": spec.database.key}}},
+        # Where in the database: from the same Secret the operator reads, so both use the same tables.
+        *[
+            {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
+            for name, key in SECRET_LOCATION.items()
+        ],
         {"name": "JOBSTEAD_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        *[e for e in template.get("env") or [] if e.get("name") != "JOBSTEAD_DATABASE_URL"],
+        *[e for e in template.get("env") or [] if e.get("name") not in FROM_SECRET],
     ]
     container: dict[str, Any] = {
         "name": "worker",
