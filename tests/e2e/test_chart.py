@@ -108,7 +108,7 @@ def test_chart_ships_the_repo_crds() -> None:
         ("operator.peeringLifetimeSeconds=2", "/operator/peeringLifetimeSeconds"),
         ("metrics.port=0", "/metrics/port"),
         ("metrics.serviceMonitor.interval=often", "/metrics/serviceMonitor/interval"),
-        ("database.existingSecret=", "/database/existingSecret"),
+        ("database.existingSecret=Not_A_Name", "/database/existingSecret"),
         ("workerDefaults.affinity.x=y", "/workerDefaults"),
         ("webhook.certificates=selfmade", "/webhook/certificates"),
     ],

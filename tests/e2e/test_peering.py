@@ -138,7 +138,6 @@ def replicas(
 def test_one_replica_acts_and_another_takes_over_when_it_dies(
     replicas: Replicas, kube_api: client.ApiClient, namespace: str
 ) -> None:
-    schema = replicas.env["JOBSTEAD_SCHEMA"]
     first = replicas.start("replica-a")
     wait_until(lambda: "replica-a" in peers(kube_api, namespace), 30, "the first replica's keep-alive")
     second = replicas.start("replica-b")
@@ -154,9 +153,7 @@ def test_one_replica_acts_and_another_takes_over_when_it_dies(
     wait_until(lambda: healthy(first.health) and healthy(second.health), 20, "both health endpoints")
 
     # a JobHandler applied while both run is reconciled by the leader alone
-    custom(kube_api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "jobhandlers", job_handler("first", schema)
-    )
+    custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, namespace, "jobhandlers", job_handler("first"))
     wait_until(
         lambda: (ready_condition(kube_api, namespace, "jobhandlers", "first") or {}).get("status") == "True",
         30,
@@ -164,7 +161,7 @@ def test_one_replica_acts_and_another_takes_over_when_it_dies(
     )
     assert deployment(kube_api, namespace, "first") is not None
     # a resource the operator complains about at every scale tick (Warning Events): only the leader does
-    orphan = job_handler("orphan", schema, database={"secretRef": {"name": "no-such-secret"}})
+    orphan = job_handler("orphan", database={"secretRef": {"name": "no-such-secret"}})
     custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, namespace, "jobhandlers", orphan)
     wait_until(lambda: len(reporters(kube_api, namespace, "orphan")) >= 2, 30, "the leader's repeated Events")
     assert set(reporters(kube_api, namespace, "orphan")) == {"replica-a"}
@@ -180,9 +177,7 @@ def test_one_replica_acts_and_another_takes_over_when_it_dies(
     assert took <= LIFETIME + 5
     wait_until(lambda: "replica-a" not in peers(kube_api, namespace), 15, "the dead peer to be cleaned up")
 
-    custom(kube_api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "jobhandlers", job_handler("second", schema)
-    )
+    custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, namespace, "jobhandlers", job_handler("second"))
     wait_until(lambda: deployment(kube_api, namespace, "second"), 30, "the new leader to create the Deployment")
     wait_until(
         lambda: (ready_condition(kube_api, namespace, "jobhandlers", "second") or {}).get("status") == "True",
@@ -207,7 +202,5 @@ def test_a_replica_stopping_gracefully_hands_over_at_once(
     wait_until(lambda: "Resuming operations after the pause" in follower.text(), LIFETIME, "the handover")
     assert time.monotonic() - stopped < LIFETIME, "the follower waited out the lifetime of a peer that said goodbye"
     assert list(peers(kube_api, namespace)) == ["replica-b"]
-    custom(kube_api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "jobhandlers", job_handler("after", replicas.env["JOBSTEAD_SCHEMA"])
-    )
+    custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, namespace, "jobhandlers", job_handler("after"))
     wait_until(lambda: deployment(kube_api, namespace, "after"), 30, "the new leader to act")

@@ -158,7 +158,7 @@ def resource_gone(api: client.ApiClient, namespace: str, plural: str, name: str)
 def test_operator_needs_nothing_beyond_the_chart_rbac(operator_as_chart: Setup, kube_api: client.ApiClient) -> None:
     s = operator_as_chart
     ns, api = s.namespace, custom(kube_api)
-    api.create_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", job_handler("mailer", s.schema))
+    api.create_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", job_handler("mailer"))
     api.create_namespaced_custom_object(GROUP, VERSION, ns, "cronschedules", cron_schedule("report"))
 
     # watch, finalizer, status, Secret read, Deployment create: Ready=True on both kinds
@@ -191,7 +191,7 @@ def test_operator_needs_nothing_beyond_the_chart_rbac(operator_as_chart: Setup, 
 
     # a missing Secret: Ready=False and a Warning Event
     api.create_namespaced_custom_object(
-        GROUP, VERSION, ns, "jobhandlers", job_handler("orphan", s.schema, database={"secretRef": {"name": "nope"}})
+        GROUP, VERSION, ns, "jobhandlers", job_handler("orphan", database={"secretRef": {"name": "nope"}})
     )
     wait_until(lambda: any(e.reason == "SecretNotFound" for e in events_for(kube_api, ns, "orphan")), 30, "a Warning")
 
@@ -220,7 +220,7 @@ def drop_verb(api: client.ApiClient, namespace: str, resource: str, verb: str) -
 def test_a_missing_verb_is_reported(operator_as_chart: Setup, kube_api: client.ApiClient) -> None:
     s = operator_as_chart
     ns, api = s.namespace, custom(kube_api)
-    api.create_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", job_handler("mailer", s.schema))
+    api.create_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", job_handler("mailer"))
     wait_until(lambda: is_ready(kube_api, ns, "jobhandlers", "mailer"), 30, "the JobHandler Ready=True")
     assert not REFUSED.search(s.log_text())
 
