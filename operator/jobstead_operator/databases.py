@@ -85,6 +85,7 @@ class Databases:
     wake: Wake | None = None
     _open: dict[DatabaseTarget, AppDatabase] = field(default_factory=dict)
     _bound: dict[User, DatabaseTarget] = field(default_factory=dict)
+    _schema_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def of(self, user: User) -> AppDatabase | None:
         target = self._bound.get(user)
@@ -126,17 +127,22 @@ class Databases:
         """Migrate on first use (or ``SchemaMissing``), then start its scheduler and listener."""
         if database.schema_current:
             return
-        store = database.store
-        if not await database.call(store.schema_is_current):
-            if not self.migrate:
-                raise SchemaMissing(
-                    f"the job tables in {database.target.masked} are missing or out of date, and this operator "
-                    "does not migrate ($JOBSTEAD_OPERATOR_MIGRATE=false): run `jobstead migrate` with that "
-                    "database's URL (and its schema and table prefix), or let the operator migrate"
-                )
-            await database.call(store.migrate)
-            logger.info("database %s: job tables created or upgraded", database.target.masked)
-        database.schema_current = True
+        # Alembic keeps its running context in module globals: two checks at once, even of two
+        # databases, break each other. One at a time, process-wide; each database only once.
+        async with self._schema_lock:
+            if database.schema_current:
+                return
+            store = database.store
+            if not await database.call(store.schema_is_current):
+                if not self.migrate:
+                    raise SchemaMissing(
+                        f"the job tables in {database.target.masked} are missing or out of date, and this operator "
+                        "does not migrate ($JOBSTEAD_OPERATOR_MIGRATE=false): run `jobstead migrate` with that "
+                        "database's URL (and its schema and table prefix), or let the operator migrate"
+                    )
+                await database.call(store.migrate)
+                logger.info("database %s: job tables created or upgraded", database.target.masked)
+            database.schema_current = True
         if database.target not in self._open or database.tasks:
             return  # closed meanwhile, or already started
         self._start_services(database)

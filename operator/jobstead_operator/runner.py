@@ -136,6 +136,11 @@ def run_operator(
     if not peering.standalone:
         for created in ensure_peering(peering.name, namespaces=options.namespaces, clusterwide=options.clusterwide):
             logger.info("peering: created %s (replicas coordinate through it)", created)
+        logger.info(
+            "peering %r: this replica (priority %d) acts once it has seen no live replica of higher priority",
+            peering.name,
+            peering.priority,
+        )
     operator_settings = settings(
         standalone=peering.standalone,
         peering_name=peering.name,

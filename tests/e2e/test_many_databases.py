@@ -272,6 +272,7 @@ def test_two_apps_two_databases_one_operator_without_a_database(
     assert {j["i"] for j in cron_jobs(a, "tick")} == {1001}
     assert {j["i"] for j in cron_jobs(b, "tick")} == {2002}
     assert_no_password(kube_api, [ns_a, ns_b], [operator.log])
+    assert "failed with an exception" not in operator.log.read_text(), "a handler crashed (see the operator log)"
 
 
 def test_a_rotated_secret_moves_the_resources_to_the_new_database(
