@@ -15,6 +15,7 @@ from .targets import SCHEMA_KEY, TABLE_PREFIX_KEY
 LABEL_HANDLER = "jobstead.io/handler"
 LABEL_OWNER = "jobstead.io/jobhandler"
 MANAGED_BY = "jobstead-operator"
+SECRET_VERSION = "jobstead.io/database-secret-version"
 #: The worker needs this long after its own grace period to hand jobs back and exit.
 EXIT_MARGIN_SECONDS = 10
 #: Worker variables set from optional keys of the database Secret (see ``targets``).
@@ -55,8 +56,15 @@ def merge_template(defaults: Mapping[str, Any], own: Mapping[str, Any]) -> dict[
 
 
 def build_deployment(
-    name: str, namespace: str, spec: JobHandlerSpec, replicas: int, defaults: Mapping[str, Any] | None = None
+    name: str,
+    namespace: str,
+    spec: JobHandlerSpec,
+    replicas: int,
+    defaults: Mapping[str, Any] | None = None,
+    secret_version: str | None = None,
 ) -> dict[str, Any]:
+    """``secret_version``: the database Secret's resourceVersion, on the pod template, so that a
+    rotated Secret rolls the workers over to the new database (a running process keeps its env)."""
     labels = {
         "app.kubernetes.io/name": "jobstead-worker",
         "app.kubernetes.io/managed-by": MANAGED_BY,
@@ -99,7 +107,13 @@ def build_deployment(
             "selector": {"matchLabels": {LABEL_OWNER: name}},
             # Never more pods than asked for during a rollout: the cap is a promise to the database.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    **({"annotations": {SECRET_VERSION: secret_version}} if secret_version else {}),
+                },
+                "spec": pod_spec,
+            },
         },
     }
 

@@ -125,6 +125,7 @@ async def _apply_deployment(state: OperatorState, resource: Resource, spec: JobH
         spec,
         replicas=max(spec.min_replicas, min(replicas, spec.replica_cap)),
         defaults=state.worker_defaults,
+        secret_version=state.secrets.version(namespace, spec.database),
     )
     kopf.adopt(desired, owner=resource.body)
     if existing is None and await state.kube.create_deployment(namespace, desired):

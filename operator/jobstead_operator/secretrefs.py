@@ -70,6 +70,11 @@ class DatabaseSecrets:
             outcome = exc
         return _Read(now, secret.resource_version, outcome)
 
+    def version(self, namespace: str, ref: SecretRef) -> str | None:
+        """The ``resourceVersion`` of the Secret as last read: worker pods restart when it changes."""
+        read = self._reads.get((namespace, ref.name, ref.key))
+        return read.version if read is not None else None
+
     def forget(self, namespace: str) -> None:
         """Drop what was read in ``namespace`` (tests; a namespace going away)."""
         self._reads = {k: v for k, v in self._reads.items() if k[0] != namespace}

@@ -286,12 +286,13 @@ def test_a_rotated_secret_moves_the_resources_to_the_new_database(
     ns = namespaces["a"]
     put_secret(kube_api, ns, a.url)
     operator = start_operator(ns)
-    create(kube_api, ns, handler_for("work", concurrency=4))
+    create(kube_api, ns, handler_for("work", concurrency=4, minReplicas=1))
     create(kube_api, ns, cron_for("tick", args={"i": 7}))
     wait_ready(kube_api, ns, "jobhandlers", "work")
     wait_ready(kube_api, ns, "cronschedules", "tick")
     assert "e2e_work" in handler_rows(a) and cron_rows(a) == {"tick"}
     assert not tables_exist(b)
+    wait_until(lambda: [p for p in kubelet.running() if p.namespace == ns], 30, "a worker pod on A")
 
     put_secret(kube_api, ns, b.url)  # the app moved to database B
     rotated = time.monotonic()
@@ -301,7 +302,13 @@ def test_a_rotated_secret_moves_the_resources_to_the_new_database(
     print(f"rotation followed {took:.1f} s after the Secret changed")
     assert took < 15, "the rotation should be followed at the next reconcile, within seconds"
     wait_until(lambda: cron_jobs(b, "tick"), 20, "the cron to fire into B", every=0.5)
-    wait_until(lambda: not handler_rows(a) and not cron_rows(a), 15, "A to be left clean", every=0.3)
+    # A keeps only what is not the resources' (a row its old worker published from code)
+    wait_until(
+        lambda: all(source != "crd" for _, source in handler_rows(a).values()) and not cron_rows(a),
+        15,
+        "A to be left without the resources' rows",
+        every=0.3,
+    )
 
     def changed(name: str) -> list[str]:
         return [e.message for e in events_for(kube_api, ns, name) if e.reason == "DatabaseChanged"]
@@ -312,6 +319,16 @@ def test_a_rotated_secret_moves_the_resources_to_the_new_database(
     assert "***" in message
     wait_ready(kube_api, ns, "jobhandlers", "work")
     assert b.url.split("@")[1] in ready(kube_api, ns, "jobhandlers", "work")["message"]
+
+    # the worker pods follow too: the rotated Secret rolls them over to B
+    app_b = b.app()
+    try:
+        job = app_b.get_handler("e2e_work").defer(i=99)
+        assert job.wait(60)["pid"], "a worker on B ran the job"
+    finally:
+        app_b.close()
+    pods = [p for p in kubelet.running() if p.namespace == ns]
+    assert pods and all(p.env["JOBSTEAD_DATABASE_URL"] == b.url for p in pods), "a worker pod still on A"
     assert_no_password(kube_api, [ns], [operator.log])
 
 
