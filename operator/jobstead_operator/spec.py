@@ -110,12 +110,10 @@ class CronScheduleSpec:
     @classmethod
     def parse(cls, name: str, spec: Mapping[str, Any]) -> CronScheduleSpec:
         """The reason says which field is wrong: the zone is checked on its own before the schedule."""
+        policy = spec.get("concurrencyPolicy") or "Allow"
+        if policy not in CONCURRENCY_POLICIES:
+            raise SpecError("InvalidSpec", f"spec.concurrencyPolicy must be Allow, Forbid or Replace, not {policy!r}")
         try:
-            policy = spec.get("concurrencyPolicy") or "Allow"
-            if policy not in CONCURRENCY_POLICIES:
-                raise SpecError(
-                    "InvalidSpec", f"spec.concurrencyPolicy must be Allow, Forbid or Replace, not {policy!r}"
-                )
             deadline = spec.get("startingDeadlineSeconds")
             database = SecretRef.parse(spec["database"]) if spec.get("database") else None
             cron = CronDefinition(
