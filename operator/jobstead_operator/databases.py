@@ -30,6 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import InvalidRequestError
+
 from jobstead.cron.scheduler import REPUBLISH_EVERY, Scheduler
 from jobstead.store import Store
 
@@ -62,9 +64,12 @@ class AppDatabase:
     schema_current: bool = False
     scheduler: Scheduler | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    closed: bool = False
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a store call on this database's own threads."""
+        """Run a store call on this database's own threads (one closed meanwhile is unavailable)."""
+        if self.closed:
+            raise InvalidRequestError(f"{self.target.masked} was closed: no resource uses it any more")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
 
@@ -174,6 +179,7 @@ class Databases:
             await self._close(database)
 
     async def _close(self, database: AppDatabase) -> None:
+        database.closed = True
         if database.scheduler is not None:
             database.scheduler.stop()
         for task in database.tasks:
@@ -182,7 +188,8 @@ class Databases:
         for task in database.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, timeout=10)
-        await database.call(database.store.close)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(database.executor, database.store.close)  # after the calls in flight
         database.executor.shutdown(wait=False)
         logger.info("database %s closed: no resource uses it any more", database.target.masked)
 

@@ -183,7 +183,7 @@ def start_operator(kube_cluster: Cluster, tmp_path: Path) -> Iterator[Any]:
     started: list[Operator] = []
 
     def start(*namespaces: str, env: dict[str, str] | None = None) -> Operator:
-        extra: list[str] = []
+        extra = ["--log-level=debug"]  # kopf's and the client's debug lines must not show a password either
         for ns in namespaces[1:]:
             extra += ["-n", ns]
         operator = Operator(kube_cluster, namespaces[0], tmp_path / f"operator-{len(started)}.log", extra, env)
