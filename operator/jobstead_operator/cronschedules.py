@@ -120,11 +120,7 @@ async def reconcile(
     except SQLAlchemyError as exc:
         raise unavailable(target, exc) from None
     if known is None:
-        raise NotReady(
-            "HandlerUnknown",
-            f"handler {cron.handler!r} is unknown in {target.masked}: no worker of an app defining it has "
-            "started and no JobHandler names it; the cron is stored and fires once the handler appears",
-        )
+        raise _handler_unknown(cron.handler, database)
     what = "suspended" if not cron.enabled else f"{cron.schedule} ({cron.timezone})"
     resource.ready(
         ok=True, reason="Reconciled", message=f"cron {resource.name} in {target.masked}: {what} -> {cron.handler}"
@@ -153,8 +149,11 @@ async def report(memo: Any, **kwargs: Any) -> None:
         database = await _current_database(state, resource, spec, kwargs[INDEX])
         try:
             cron = await database.call(database.store.crons.get, resource.name)
+            known = await database.call(database.store.registry.handler, spec.handler)
         except SQLAlchemyError as exc:
             raise unavailable(database.target, exc) from None
+        if known is None:  # its JobHandler went, and no app publishes the handler: it stopped firing
+            raise _handler_unknown(spec.handler, database)
     except NotReady as exc:
         ready = resource.ready_condition() or {}
         unchanged = (ready.get("reason"), ready.get("message")) == (exc.reason, exc.message)
@@ -206,6 +205,14 @@ async def on_delete(memo: Any, logger: Any, **kwargs: Any) -> None:
         outcome = "removed" if removed else "was not ours (or already gone); left alone"
         logger.info("cron %s in %s %s", resource.name, database.target.masked, outcome)
     await state.databases.release(resource.user)
+
+
+def _handler_unknown(handler: str, database: AppDatabase) -> NotReady:
+    return NotReady(
+        "HandlerUnknown",
+        f"handler {handler!r} is unknown in {database.target.masked}: no worker of an app defining it has "
+        "started and no JobHandler names it; the cron is stored and fires once the handler appears",
+    )
 
 
 def _rfc3339(value: datetime | None) -> str | None:

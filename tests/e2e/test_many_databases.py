@@ -451,3 +451,21 @@ def test_an_operator_told_not_to_migrate_reports_schema_missing_with_the_fix(
     assert done.returncode == 0, done.stderr
     wait_ready(kube_api, ns, "jobhandlers", "work")
     assert handler_rows(a) == {"e2e_work": (6, "crd")}
+
+
+def test_the_operators_own_database_is_the_default_for_a_cron_that_names_none(
+    kube_api: client.ApiClient, namespaces: dict[str, str], databases: dict[str, AppDatabase], start_operator: Any
+) -> None:
+    b = databases["b"]
+    app_b = b.app()
+    try:
+        app_b.migrate()  # the app has run: its handler is published in its database
+    finally:
+        app_b.close()
+    ns = namespaces["a"]
+    operator = start_operator(ns, env={"JOBSTEAD_DATABASE_URL": b.url})
+    create(kube_api, ns, cron_for("fallback", args={"i": 5}))
+    wait_ready(kube_api, ns, "cronschedules", "fallback")
+    wait_until(lambda: cron_jobs(b, "fallback"), 20, "the cron to fire into the default database", every=0.5)
+    assert b.url.split("@")[1] in ready(kube_api, ns, "cronschedules", "fallback")["message"]
+    assert_no_password(kube_api, [ns], [operator.log])
