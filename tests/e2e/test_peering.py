@@ -255,3 +255,17 @@ def readme_peers(api: client.ApiClient, namespace: str) -> dict[str, Any]:
         if exc.status == 404:
             return {}
         raise
+
+
+def test_the_cluster_wide_peering_object_is_created_once(kube_api: client.ApiClient, jobstead_crds: list[str]) -> None:
+    """``-A`` coordinates through a ClusterKopfPeering: made when missing, left alone when there."""
+    from jobstead_operator.peering import ensure_peering
+
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    api = custom(kube_api)
+    try:
+        assert ensure_peering(name, namespaces=(), clusterwide=True, api=kube_api) == [f"ClusterKopfPeering {name}"]
+        assert api.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name)["metadata"]["name"] == name
+        assert ensure_peering(name, namespaces=(), clusterwide=True, api=kube_api) == []
+    finally:
+        api.delete_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name)
