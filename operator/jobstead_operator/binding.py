@@ -82,3 +82,13 @@ async def attach(
     except SQLAlchemyError as exc:
         raise unavailable(target, exc) from None
     return database
+
+
+def still_attached(state: OperatorState, resource: Resource, target: DatabaseTarget) -> AppDatabase | None:
+    """The resource's database if nothing calls for a reconcile (same target, tables there, last try fine)."""
+    database = state.databases.of(resource.user)
+    ready = resource.ready_condition() or {}
+    healthy = ready.get("status") == "True" or ready.get("reason") not in RECOVERABLE
+    if database is not None and database.target == target and database.schema_current and healthy:
+        return database
+    return None

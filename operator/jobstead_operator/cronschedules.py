@@ -27,7 +27,7 @@ from typing import Any
 import kopf
 from sqlalchemy.exc import SQLAlchemyError
 
-from .binding import RECOVERABLE, NotReady, attach, unavailable
+from .binding import NotReady, attach, still_attached, unavailable
 from .databases import AppDatabase
 from .registry import GROUP, VERSION, registry
 from .resources import Resource
@@ -176,12 +176,7 @@ async def _current_database(
     state: OperatorState, resource: Resource, spec: CronScheduleSpec, jobhandlers: kopf.Index[Any, SecretRef]
 ) -> AppDatabase:
     target = await resolve(state, resource, spec, jobhandlers)
-    database = state.databases.of(resource.user)
-    ready = resource.ready_condition() or {}
-    healthy = ready.get("status") == "True" or ready.get("reason") not in RECOVERABLE
-    if database is not None and database.target == target and database.schema_current and healthy:
-        return database
-    return await reconcile(state, resource, jobhandlers, fresh=False)
+    return still_attached(state, resource, target) or await reconcile(state, resource, jobhandlers, fresh=False)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)

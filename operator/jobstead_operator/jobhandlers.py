@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from jobstead.store import HandlerDefinition
 
-from .binding import RECOVERABLE, NotReady, attach, unavailable
+from .binding import RECOVERABLE, NotReady, attach, still_attached, unavailable
 from .conditions import now_rfc3339
 from .databases import AppDatabase
 from .deployment import build_deployment, deployment_name
@@ -190,12 +190,7 @@ async def _current_database(state: OperatorState, resource: Resource, spec: JobH
         target = await state.secrets.target(resource.namespace, spec.database)
     except TargetError as exc:
         raise NotReady(exc.reason, exc.message) from None
-    database = state.databases.of(resource.user)
-    ready = resource.ready_condition() or {}
-    healthy = ready.get("status") == "True" or ready.get("reason") not in RECOVERABLE
-    if database is not None and database.target == target and database.schema_current and healthy:
-        return database
-    return await reconcile(state, resource, fresh=False)
+    return still_attached(state, resource, target) or await reconcile(state, resource, fresh=False)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
