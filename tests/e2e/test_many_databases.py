@@ -428,7 +428,7 @@ def test_a_cron_with_no_database_to_go_to_is_database_unknown(
         lambda: ready(kube_api, ns, "cronschedules", "lost").get("reason") == "DatabaseUnknown", 30, "DatabaseUnknown"
     )
     assert "spec.database.secretRef" in ready(kube_api, ns, "cronschedules", "lost")["message"]
-    assert any(e.reason == "DatabaseUnknown" for e in events_for(kube_api, ns, "lost"))
+    wait_until(lambda: any(e.reason == "DatabaseUnknown" for e in events_for(kube_api, ns, "lost")), 10, "the Event")
 
 
 def test_an_operator_told_not_to_migrate_reports_schema_missing_with_the_fix(
