@@ -10,12 +10,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from .spec import JobHandlerSpec
+from .targets import SCHEMA_KEY, TABLE_PREFIX_KEY
 
 LABEL_HANDLER = "jobstead.io/handler"
 LABEL_OWNER = "jobstead.io/jobhandler"
 MANAGED_BY = "jobstead-operator"
+SECRET_VERSION = "jobstead.io/database-secret-version"
 #: The worker needs this long after its own grace period to hand jobs back and exit.
 EXIT_MARGIN_SECONDS = 10
+#: Worker variables set from optional keys of the database Secret (see ``targets``).
+SECRET_LOCATION = {"JOBSTEAD_SCHEMA": SCHEMA_KEY, "JOBSTEAD_TABLE_PREFIX": TABLE_PREFIX_KEY}
+#: Variables only the Secret sets: a podTemplate value would point the workers at other tables than the operator.
+FROM_SECRET = frozenset({"JOBSTEAD_DATABASE_URL", *SECRET_LOCATION})
 
 
 def deployment_name(resource_name: str) -> str:
@@ -50,8 +56,15 @@ def merge_template(defaults: Mapping[str, Any], own: Mapping[str, Any]) -> dict[
 
 
 def build_deployment(
-    name: str, namespace: str, spec: JobHandlerSpec, replicas: int, defaults: Mapping[str, Any] | None = None
+    name: str,
+    namespace: str,
+    spec: JobHandlerSpec,
+    replicas: int,
+    defaults: Mapping[str, Any] | None = None,
+    secret_version: str | None = None,
 ) -> dict[str, Any]:
+    """``secret_version``: the database Secret's resourceVersion, on the pod template, so that a
+    rotated Secret rolls the workers over to the new database (a running process keeps its env)."""
     labels = {
         "app.kubernetes.io/name": "jobstead-worker",
         "app.kubernetes.io/managed-by": MANAGED_BY,
@@ -59,13 +72,16 @@ def build_deployment(
         LABEL_HANDLER: _label_value(spec.handler),
     }
     template = merge_template(defaults or {}, spec.pod_template)
+    secret = spec.database.name
     env: list[dict[str, Any]] = [
-        {
-            "name": "JOBSTEAD_DATABASE_URL",
-            "valueFrom": {"secretKeyRef": {"name": spec.database.name, "key": spec.database.key}},
-        },
+        {"name": "JOBSTEAD_DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": secret, "key": spec.database.key}}},
+        # Where in the database: from the same Secret the operator reads, so both use the same tables.
+        *[
+            {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
+            for name, key in SECRET_LOCATION.items()
+        ],
         {"name": "JOBSTEAD_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        *[e for e in template.get("env") or [] if e.get("name") != "JOBSTEAD_DATABASE_URL"],
+        *[e for e in template.get("env") or [] if e.get("name") not in FROM_SECRET],
     ]
     container: dict[str, Any] = {
         "name": "worker",
@@ -91,7 +107,13 @@ def build_deployment(
             "selector": {"matchLabels": {LABEL_OWNER: name}},
             # Never more pods than asked for during a rollout: the cap is a promise to the database.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    **({"annotations": {SECRET_VERSION: secret_version}} if secret_version else {}),
+                },
+                "spec": pod_spec,
+            },
         },
     }
 

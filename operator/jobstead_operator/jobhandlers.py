@@ -1,16 +1,21 @@
-"""JobHandler resources -> a handler row in the database and a worker Deployment.
+"""JobHandler resources -> a handler row in the app's database and a worker Deployment.
+
+The database is the one the resource's ``spec.database.secretRef`` names:
+the same Secret the worker pods get their URL (and schema, table prefix)
+from, so the limit, the pause and the queue depth the scaler reads are where
+the workers claim.
 
 Level-based: ``reconcile`` makes the database and the Deployment match the
 spec (on create, on spec change, and on operator start for every existing
-resource); the ``scale`` timer observes the queue and writes replicas and
-status. Anything that is wrong (a spec only code can reject, a missing Secret,
-an unreachable database) becomes ``Ready=False`` with a reason and an Event;
-it never stops the operator from serving other resources.
+resource); the ``scale`` timer follows the Secret (a rotated URL is followed
+at the next tick), observes the queue and writes replicas and status.
+Anything that is wrong (a spec only code can reject, a missing Secret, an
+unreachable database) becomes ``Ready=False`` with a reason and an Event; it
+never stops the operator from serving other resources.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from typing import Any
@@ -20,14 +25,19 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from jobstead.store import HandlerDefinition
 
-from .conditions import is_ready, now_rfc3339, set_condition
+from .binding import RECOVERABLE, NotReady, attach, still_attached, unavailable
+from .conditions import now_rfc3339
+from .databases import AppDatabase
 from .deployment import build_deployment, deployment_name
 from .pods import rank_for_scale_down
 from .registry import GROUP, VERSION, registry
+from .resources import Resource
 from .spec import JobHandlerSpec, SpecError
 from .state import OperatorState
+from .targets import TargetError
 
 PLURAL = "jobhandlers"
+KIND = "JobHandler"
 #: Seconds between scale ticks; new work on PostgreSQL wakes a handler at zero sooner (see ``wakeup``).
 SCALE_INTERVAL = float(os.environ.get("JOBSTEAD_SCALE_INTERVAL") or 2.0)
 
@@ -47,84 +57,66 @@ def definition(spec: JobHandlerSpec) -> HandlerDefinition:
     )
 
 
-def _not_ready(patch: kopf.Patch, status: Any, meta: Any, body: Any, reason: str, message: str) -> None:
-    patch.status["conditions"] = set_condition(
-        (status or {}).get("conditions"),
-        type="Ready",
-        ok=False,
-        reason=reason,
-        message=message,
-        generation=meta.get("generation"),
-    )
-    kopf.warn(body, reason=reason, message=message)
-
-
 @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
 @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
-async def on_change(
-    spec: Any,
-    status: Any,
-    meta: Any,
-    name: str,
-    namespace: str | None,
-    body: Any,
-    patch: kopf.Patch,
-    memo: Any,
-    **_: Any,
-) -> None:
-    assert namespace is not None  # the CRD is namespaced
-    await reconcile(memo.state, spec, status, meta, name, namespace, body, patch)
-
-
-async def reconcile(
-    state: OperatorState, spec: Any, status: Any, meta: Any, name: str, namespace: str, body: Any, patch: kopf.Patch
-) -> None:
+async def on_change(memo: Any, **kwargs: Any) -> None:
+    resource = Resource.of(KIND, kwargs)
     try:
-        parsed = JobHandlerSpec.parse(spec)
+        await reconcile(memo.state, resource, fresh=True)
+    except NotReady as exc:
+        resource.ready(ok=False, reason=exc.reason, message=exc.message)
+        if exc.reason in RECOVERABLE:
+            raise kopf.TemporaryError(exc.reason, delay=15) from None
+
+
+async def reconcile(state: OperatorState, resource: Resource, *, fresh: bool) -> AppDatabase:
+    """Database rows and Deployment as the spec says; ``NotReady`` says what stands in the way."""
+    try:
+        spec = JobHandlerSpec.parse(resource.spec)
     except SpecError as exc:
-        _not_ready(patch, status, meta, body, exc.reason, exc.message)
-        return
-    has_key = await state.kube.secret_has_key(namespace, parsed.database.name, parsed.database.key)
-    if not has_key:
-        what = "does not exist" if has_key is None else f"has no key {parsed.database.key!r}"
-        _not_ready(
-            patch,
-            status,
-            meta,
-            body,
-            "SecretNotFound",
-            f"spec.database.secretRef: Secret {parsed.database.name!r} {what}",
-        )
-        raise kopf.TemporaryError("waiting for the database Secret", delay=15)
+        raise NotReady(exc.reason, exc.message) from None
     try:
-        await _write_database(state, parsed)
+        target = await state.secrets.target(resource.namespace, spec.database, fresh=fresh)
+    except TargetError as exc:
+        raise NotReady(exc.reason, exc.message) from None
+
+    async def leave(old: AppDatabase) -> None:
+        await _release_rows(old, spec.handler)
+
+    database = await attach(state, resource, target, leave=leave)
+    try:
+        await _write_rows(database, spec)
     except SQLAlchemyError as exc:
-        _not_ready(patch, status, meta, body, "DatabaseUnavailable", f"cannot reach the database: {_short(exc)}")
-        raise kopf.TemporaryError("database unavailable", delay=5) from exc
-    await _apply_deployment(state, name, namespace, body, parsed)
-    patch.status["observedGeneration"] = meta.get("generation")
-    patch.status["conditions"] = set_condition(
-        (status or {}).get("conditions"),
-        type="Ready",
+        raise unavailable(target, exc) from None
+    await _apply_deployment(state, resource, spec)
+    resource.ready(
         ok=True,
         reason="Reconciled",
-        message=f"handler {parsed.handler!r}: limit {parsed.concurrency}, up to {parsed.replica_cap} pod(s)",
-        generation=meta.get("generation"),
+        message=(
+            f"handler {spec.handler!r} in {target.masked}: limit {spec.concurrency}, up to {spec.replica_cap} pod(s)"
+        ),
     )
+    return database
 
 
-async def _write_database(state: OperatorState, spec: JobHandlerSpec) -> None:
-    store = state.store
-    await asyncio.to_thread(state.ensure_schema)
-    await asyncio.to_thread(store.registry.put_handler, definition(spec))
+async def _write_rows(database: AppDatabase, spec: JobHandlerSpec) -> None:
+    store = database.store
+    await database.call(store.registry.put_handler, definition(spec))
     if spec.paused:
-        await asyncio.to_thread(store.control.pause, "handler", spec.handler)
+        await database.call(store.control.pause, "handler", spec.handler)
     else:
-        await asyncio.to_thread(store.control.resume, "handler", spec.handler)
+        await database.call(store.control.resume, "handler", spec.handler)
 
 
-async def _apply_deployment(state: OperatorState, name: str, namespace: str, body: Any, spec: JobHandlerSpec) -> None:
+async def _release_rows(database: AppDatabase, handler: str) -> None:
+    """The handler row goes back to the code's settings; a pause set by the resource ends. Jobs stay."""
+    await database.call(database.store.registry.remove_handler, handler, source="crd")
+    await database.call(database.store.control.resume, "handler", handler)
+
+
+async def _apply_deployment(state: OperatorState, resource: Resource, spec: JobHandlerSpec) -> None:
+    name, namespace = resource.name, resource.namespace
     existing = await state.kube.get_deployment(namespace, deployment_name(name))
     replicas = existing["spec"]["replicas"] if existing else spec.min_replicas
     desired = build_deployment(
@@ -133,8 +125,9 @@ async def _apply_deployment(state: OperatorState, name: str, namespace: str, bod
         spec,
         replicas=max(spec.min_replicas, min(replicas, spec.replica_cap)),
         defaults=state.worker_defaults,
+        secret_version=state.secrets.version(namespace, spec.database),
     )
-    kopf.adopt(desired, owner=body)
+    kopf.adopt(desired, owner=resource.body)
     if existing is None and await state.kube.create_deployment(namespace, desired):
         return
     await state.kube.patch_deployment(namespace, deployment_name(name), desired)
@@ -150,77 +143,77 @@ async def _apply_deployment(state: OperatorState, name: str, namespace: str, bod
     backoff=SCALE_INTERVAL,
     registry=registry,
 )
-async def scale(
-    spec: Any,
-    status: Any,
-    meta: Any,
-    name: str,
-    namespace: str | None,
-    body: Any,
-    patch: kopf.Patch,
-    memo: Any,
-    **_: Any,
-) -> None:
-    """Size the Deployment to the queue, and report what was observed."""
-    assert namespace is not None
+async def scale(memo: Any, **kwargs: Any) -> None:
+    """Follow the Secret, size the Deployment to the queue, and report what was observed."""
     state: OperatorState = memo.state
+    resource = Resource.of(KIND, kwargs)
     try:
-        parsed = JobHandlerSpec.parse(spec)
+        spec = JobHandlerSpec.parse(resource.spec)
     except SpecError:
         return  # reconcile reported it; nothing to scale
-    ready, reason = is_ready(status)
-    if not ready and reason in ("DatabaseUnavailable", "SecretNotFound"):
-        try:
-            await reconcile(state, spec, status, meta, name, namespace, body, patch)
-        except kopf.TemporaryError:
-            return  # still not ready: reported in the condition; the next tick tries again
-        status = {**(status or {}), **patch.status}
     try:
-        await asyncio.to_thread(state.ensure_schema)
-        load = await asyncio.to_thread(state.store.queries.handler_load, parsed.handler)
-    except SQLAlchemyError as exc:
-        _not_ready(patch, status, meta, body, "DatabaseUnavailable", f"cannot reach the database: {_short(exc)}")
-        return
-    state.handlers[(namespace, name)] = (parsed, time.monotonic())
-    deployment = await state.kube.get_deployment(namespace, deployment_name(name))
+        database = await _current_database(state, resource, spec)
+        try:
+            load = await database.call(database.store.queries.handler_load, spec.handler)
+        except SQLAlchemyError as exc:
+            raise unavailable(database.target, exc) from None
+    except NotReady as exc:
+        resource.ready(ok=False, reason=exc.reason, message=exc.message)
+        return  # reported; the next tick tries again
+    state.handlers[(resource.namespace, resource.name)] = (spec, time.monotonic())
+    deployment = await state.kube.get_deployment(resource.namespace, deployment_name(resource.name))
     if deployment is None:
         return  # reconcile creates it
     current = int(deployment["spec"].get("replicas") or 0)
-    desired = state.scaler(namespace, name).decide(
-        parsed, due=load.due, running=load.running, current=current, now=time.monotonic()
+    desired = state.scaler(resource.namespace, resource.name).decide(
+        spec, due=load.due, running=load.running, current=current, now=time.monotonic()
     )
     if desired != current:
         if desired < current:
-            await rank_for_scale_down(state, namespace, name)  # idle pods go first
-        await state.kube.patch_deployment(namespace, deployment_name(name), {"spec": {"replicas": desired}})
-        patch.status["lastScaleTime"] = now_rfc3339()
-        kopf.info(
-            body,
-            reason="Scaled",
-            message=f"{current} -> {desired} worker pod(s): {load.due} due, {load.running} running",
+            await rank_for_scale_down(state, database, resource.namespace, resource.name)  # idle pods go first
+        await state.kube.patch_deployment(
+            resource.namespace, deployment_name(resource.name), {"spec": {"replicas": desired}}
         )
-    patch.status["replicas"] = desired
-    patch.status["readyReplicas"] = int((deployment.get("status") or {}).get("readyReplicas") or 0)
-    patch.status["queued"] = load.due
-    patch.status["running"] = load.running
-    patch.status["failed"] = load.failed
+        resource.patch.status["lastScaleTime"] = now_rfc3339()
+        resource.info("Scaled", f"{current} -> {desired} worker pod(s): {load.due} due, {load.running} running")
+    status = resource.patch.status
+    status["replicas"] = desired
+    status["readyReplicas"] = int((deployment.get("status") or {}).get("readyReplicas") or 0)
+    status["queued"] = load.due
+    status["running"] = load.running
+    status["failed"] = load.failed
+
+
+async def _current_database(state: OperatorState, resource: Resource, spec: JobHandlerSpec) -> AppDatabase:
+    """The database to scale from: reconciled again first if the Secret moved or the last try failed."""
+    try:
+        target = await state.secrets.target(resource.namespace, spec.database)
+    except TargetError as exc:
+        raise NotReady(exc.reason, exc.message) from None
+    return still_attached(state, resource, target) or await reconcile(state, resource, fresh=False)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
-async def release(spec: Any, memo: Any, logger: Any, **_: Any) -> None:
+async def release(memo: Any, logger: Any, **kwargs: Any) -> None:
     """The Deployment goes with its owner (garbage collection); jobs stay; the handler row returns to code."""
     state: OperatorState = memo.state
-    state.handlers = {key: v for key, v in state.handlers.items() if v[0].handler != spec.get("handler")}
-    handler = spec.get("handler")
-    if not handler:
-        return
-    try:
-        await asyncio.to_thread(state.store.registry.remove_handler, handler, source="crd")
-        await asyncio.to_thread(state.store.control.resume, "handler", handler)
-    except SQLAlchemyError as exc:
-        raise kopf.TemporaryError(f"database unavailable: {_short(exc)}", delay=5) from exc
-    logger.info("handler %s released; its jobs are kept", handler)
-
-
-def _short(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:300]
+    resource = Resource.of(KIND, kwargs)
+    state.handlers.pop((resource.namespace, resource.name), None)
+    state.scalers.pop((resource.namespace, resource.name), None)
+    handler = resource.spec.get("handler")
+    database = state.databases.of(resource.user)
+    if database is None and handler:
+        try:  # the operator restarted since: find the database again
+            spec = JobHandlerSpec.parse(resource.spec)
+            target = await state.secrets.target(resource.namespace, spec.database, fresh=True)
+            database, _ = await state.databases.use(resource.user, target)
+        except (SpecError, TargetError) as exc:
+            logger.info("handler %s: its database is unknown (%s); nothing to release there", handler, exc)
+    if database is not None and handler:
+        try:
+            await _release_rows(database, handler)
+        except SQLAlchemyError as exc:
+            problem = unavailable(database.target, exc)
+            raise kopf.TemporaryError(problem.message, delay=5) from None
+        logger.info("handler %s released in %s; its jobs are kept", handler, database.target.masked)
+    await state.databases.release(resource.user)

@@ -7,6 +7,8 @@ read and written through the official client, on threads (it is synchronous).
 from __future__ import annotations
 
 import asyncio
+import base64
+from dataclasses import dataclass
 from typing import Any, cast
 
 from kubernetes import client, config
@@ -19,6 +21,14 @@ def load_configuration() -> None:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True)
+class SecretData:
+    """A Secret's decoded values, and the version they were read at (a changed Secret has a new one)."""
+
+    resource_version: str
+    data: dict[str, str]
 
 
 class Kube:
@@ -73,5 +83,22 @@ class Kube:
                     return None
                 raise
             return key in (secret.data or {}) or key in (secret.string_data or {})
+
+        return await asyncio.to_thread(read)
+
+    async def read_secret(self, namespace: str, name: str) -> SecretData | None:
+        """The Secret's values, decoded; None if there is no such Secret. Needs only ``get``."""
+
+        def read() -> SecretData | None:
+            try:
+                secret = self._core.read_namespaced_secret(name, namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            data = {k: base64.b64decode(v).decode(errors="replace") for k, v in (secret.data or {}).items()}
+            data.update(secret.string_data or {})
+            version = secret.metadata.resource_version if secret.metadata else None
+            return SecretData(str(version or ""), data)
 
         return await asyncio.to_thread(read)

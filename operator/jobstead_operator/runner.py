@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -16,14 +18,20 @@ from typing import Any
 import kopf
 from sqlalchemy.exc import SQLAlchemyError
 
-from jobstead.cron.scheduler import REPUBLISH_EVERY, Scheduler
+from jobstead.cron.scheduler import REPUBLISH_EVERY
 from jobstead.errors import ConfigurationError
-from jobstead.store import Store
 
-from . import cronschedules, jobhandlers, pods, wakeup  # noqa: F401 - registers the handlers
+from . import cronschedules, jobhandlers, pods  # noqa: F401 - registers the handlers
+from .databases import Databases, SchemaMissing
 from .kube import Kube, load_configuration
+from .peering import ensure_peering
 from .registry import registry
-from .state import OperatorState
+from .secretrefs import DatabaseSecrets
+from .state import DEFAULT_USER, OperatorState
+from .targets import DatabaseTarget
+from .wakeup import Waker
+
+logger = logging.getLogger("jobstead.operator")
 
 FINALIZER = "jobstead.io/finalizer"
 WORKER_DEFAULTS_ENV = "JOBSTEAD_WORKER_DEFAULTS"
@@ -59,6 +67,9 @@ def settings(
     s.peering.name = peering_name
     s.peering.priority = priority
     s.peering.standalone = standalone
+    # Never a silent standalone: without its peering object kopf would act beside every other
+    # replica; mandatory, it waits for it (``ensure_peering`` makes sure it exists).
+    s.peering.mandatory = not standalone
     # How long a replica's keep-alive counts: one killed without a word (OOM, lost
     # node) blocks the others this long. Keep-alives go out a few seconds sooner.
     s.peering.lifetime = peering_lifetime
@@ -82,21 +93,38 @@ def worker_defaults_from_env() -> dict[str, Any]:
     return value
 
 
+@dataclass(frozen=True)
+class PeeringOptions:
+    """How replicas coordinate (see ``peering``): kopf peering unless ``standalone``."""
+
+    standalone: bool = False
+    name: str = "jobstead"
+    priority: int = 0
+    lifetime: int = 60
+
+
+@dataclass(frozen=True)
+class OperatorOptions:
+    """Everything ``jobstead operator`` was told, as one value."""
+
+    namespaces: Sequence[str] = ()
+    clusterwide: bool = False
+    #: The operator's own database: a default for CronSchedules that name none. Optional.
+    default_database: DatabaseTarget | None = None
+    #: Create or upgrade job tables on first use; when False, a stale database is ``SchemaMissing``.
+    migrate: bool = True
+    peering: PeeringOptions = PeeringOptions()
+    scale_down_window: float = 60.0
+    idle_cooldown: float = 120.0
+    webhook: WebhookOptions | None = None
+    liveness_endpoint: str | None = None
+
+
 def run_operator(
-    store: Store,
+    options: OperatorOptions,
     *,
-    namespaces: Sequence[str] = (),
-    clusterwide: bool = False,
-    standalone: bool = False,
-    peering_name: str = "jobstead",
-    priority: int = 0,
-    peering_lifetime: int = 60,
-    scale_down_window: float = 60.0,
-    idle_cooldown: float = 120.0,
     stop_flag: threading.Event | None = None,
     ready_flag: threading.Event | None = None,
-    webhook: WebhookOptions | None = None,
-    liveness_endpoint: str | None = None,
 ) -> None:
     """Serve JobHandler and CronSchedule resources until stopped (SIGTERM, or ``stop_flag``).
 
@@ -104,65 +132,96 @@ def run_operator(
     for a liveness probe; it answers in every replica, the paused ones too.
     """
     load_configuration()
+    peering = options.peering
+    if not peering.standalone:
+        for created in ensure_peering(peering.name, namespaces=options.namespaces, clusterwide=options.clusterwide):
+            logger.info("peering: created %s (replicas coordinate through it)", created)
+        logger.info(
+            "peering %r: this replica (priority %d) acts once it has seen no live replica of higher priority",
+            peering.name,
+            peering.priority,
+        )
     operator_settings = settings(
-        standalone=standalone, peering_name=peering_name, priority=priority, peering_lifetime=peering_lifetime
+        standalone=peering.standalone,
+        peering_name=peering.name,
+        priority=peering.priority,
+        peering_lifetime=peering.lifetime,
     )
-    if webhook is not None:
+    if options.webhook is not None:
         from . import webhook as admission  # registers the validating handlers
 
         admission.configure(
             operator_settings,
-            port=webhook.port,
-            host=webhook.host,
-            service=webhook.service,
-            cert_dir=webhook.cert_dir,
+            port=options.webhook.port,
+            host=options.webhook.host,
+            service=options.webhook.service,
+            cert_dir=options.webhook.cert_dir,
             workdir=Path(tempfile.mkdtemp(prefix="jobstead-webhook-")),
         )
+    waker = Waker()
+    kube = Kube()
     state = OperatorState(
-        store=store,
-        kube=Kube(),
-        scale_down_window=scale_down_window,
-        idle_cooldown=idle_cooldown,
+        kube=kube,
+        databases=Databases(
+            migrate=options.migrate,
+            republish_every=float(os.environ.get(CRON_REPUBLISH_ENV) or REPUBLISH_EVERY),
+            wake=waker,
+        ),
+        secrets=DatabaseSecrets(kube),
+        default_target=options.default_database,
+        scale_down_window=options.scale_down_window,
+        idle_cooldown=options.idle_cooldown,
         worker_defaults=worker_defaults_from_env(),
     )
-    try:  # a fresh database gets its tables before the scheduler looks at them
-        state.ensure_schema()
-    except SQLAlchemyError as exc:
-        logging.getLogger("jobstead.operator").warning("database not reachable yet (%s); serving anyway", exc)
-    # The cron scheduler runs in every replica: the database makes each fire
-    # happen once, so no leader is needed (kopf peering only gates the handlers).
-    scheduler = Scheduler(
-        store=store,
-        install_signal_handlers=False,
-        republish_every=float(os.environ.get(CRON_REPUBLISH_ENV) or REPUBLISH_EVERY),
-    )
-    scheduling = threading.Thread(target=scheduler.run, name="jobstead-scheduler", daemon=True)
-    scheduling.start()
-    try:
-        _run_kopf(state, operator_settings, namespaces, clusterwide, stop_flag, ready_flag, liveness_endpoint)
-    finally:
-        scheduler.stop()
-        scheduling.join(timeout=10)
-
-
-def _run_kopf(
-    state: OperatorState,
-    operator_settings: kopf.OperatorSettings,
-    namespaces: Sequence[str],
-    clusterwide: bool,
-    stop_flag: threading.Event | None,
-    ready_flag: threading.Event | None,
-    liveness_endpoint: str | None = None,
-) -> None:
+    waker.state = state
     kopf.run(
         registry=registry,
         settings=operator_settings,
         memo=kopf.Memo(state=state),
-        clusterwide=clusterwide,
-        namespaces=list(namespaces),
-        # Peering comes from the settings only: kopf.run(peering_name=...) would make
-        # the peering CRD mandatory, and a dev cluster without it would never start.
+        clusterwide=options.clusterwide,
+        namespaces=list(options.namespaces),
+        # Peering comes from the settings (mandatory unless standalone): see ``settings``.
         stop_flag=stop_flag,
         ready_flag=ready_flag,
-        liveness_endpoint=liveness_endpoint,
+        liveness_endpoint=options.liveness_endpoint,
     )
+
+
+@kopf.on.startup(registry=registry)
+async def open_default_database(memo: Any, **_: Any) -> None:
+    """The operator's own database, if it has one, is open for as long as it runs: its crons fire.
+
+    Kept ready by a task in kopf's loop, retrying while the database is down:
+    the operator starts, and serves every other database, during an outage too.
+    """
+    state: OperatorState = memo.state
+    if state.default_target is not None:
+        memo.default_database = asyncio.create_task(_keep_ready(state, state.default_target))
+
+
+async def _keep_ready(state: OperatorState, target: DatabaseTarget) -> None:
+    database, _ = await state.databases.use(DEFAULT_USER, target)
+    backoff = 1.0
+    while True:
+        try:
+            await state.databases.ready(database)
+            return
+        except (SQLAlchemyError, SchemaMissing) as exc:
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            logger.warning(
+                "default database %s not ready (%s); retrying in %.0f s", target.masked, target.scrub(text), backoff
+            )
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 30.0)
+
+
+@kopf.on.cleanup(registry=registry)
+async def close_databases(memo: Any, **_: Any) -> None:
+    """Stop every scheduler and listener, and close every pool, before kopf's loop ends."""
+    task = getattr(memo, "default_database", None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    state: OperatorState = memo.state
+    await state.databases.close_all()

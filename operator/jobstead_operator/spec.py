@@ -9,11 +9,12 @@ exist). ``SpecError`` carries a reason and message for the ``Ready`` condition.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jobstead.errors import ConfigurationError
 from jobstead.retry import RetryPolicy
+from jobstead.store import CronDefinition
 
 
 class SpecError(ValueError):
@@ -26,12 +27,18 @@ class SpecError(ValueError):
 
 
 POLICIES = {"Fixed": "fixed", "Exponential": "exponential", "Explicit": "explicit"}
+CONCURRENCY_POLICIES = {"Allow": "allow", "Forbid": "skip", "Replace": "replace"}
 
 
 @dataclass(frozen=True)
 class SecretRef:
     name: str
     key: str = "url"
+
+    @classmethod
+    def parse(cls, database: Mapping[str, Any]) -> SecretRef:
+        ref = database["secretRef"]
+        return cls(name=str(ref["name"]), key=str(ref.get("key") or "url"))
 
 
 @dataclass(frozen=True)
@@ -61,12 +68,11 @@ class JobHandlerSpec:
     def parse(cls, spec: Mapping[str, Any]) -> JobHandlerSpec:
         try:
             retry_spec = spec.get("retry") or {}
-            database = spec["database"]["secretRef"]
             parsed = cls(
                 handler=str(spec["handler"]),
                 app=str(spec["app"]),
                 image=str(spec["image"]),
-                database=SecretRef(name=str(database["name"]), key=str(database.get("key") or "url")),
+                database=SecretRef.parse(spec["database"]),
                 concurrency=int(spec["concurrency"]),
                 queue=str(spec.get("queue") or "default"),
                 per_pod_concurrency=int(spec.get("perPodConcurrency", 1)),
@@ -88,6 +94,57 @@ class JobHandlerSpec:
         if parsed.min_replicas > parsed.max_replicas:
             raise SpecError("InvalidSpec", "spec.minReplicas cannot exceed spec.maxReplicas")
         return parsed
+
+
+@dataclass(frozen=True)
+class CronScheduleSpec:
+    """A CronSchedule, checked once: the cron row it owns and the database it names (if it names one)."""
+
+    cron: CronDefinition
+    database: SecretRef | None = None
+
+    @property
+    def handler(self) -> str:
+        return self.cron.handler
+
+    @classmethod
+    def parse(cls, name: str, spec: Mapping[str, Any]) -> CronScheduleSpec:
+        """The reason says which field is wrong: the zone is checked on its own before the schedule."""
+        policy = spec.get("concurrencyPolicy") or "Allow"
+        if policy not in CONCURRENCY_POLICIES:
+            raise SpecError("InvalidSpec", f"spec.concurrencyPolicy must be Allow, Forbid or Replace, not {policy!r}")
+        try:
+            deadline = spec.get("startingDeadlineSeconds")
+            database = SecretRef.parse(spec["database"]) if spec.get("database") else None
+            cron = CronDefinition(
+                name=name,
+                schedule=str(spec["schedule"]),
+                handler=str(spec["handler"]),
+                timezone=str(spec.get("timeZone") or "UTC"),
+                args=dict(spec.get("args") or {}),
+                queue=spec.get("queue"),
+                priority=spec.get("priority"),
+                tenant=spec.get("tenant"),
+                enabled=not spec.get("suspend", False),
+                overlap=CONCURRENCY_POLICIES[policy],  # type: ignore[arg-type]
+                starting_deadline=float(deadline) if deadline is not None else None,
+                source="crd",
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SpecError("InvalidSpec", f"spec is missing or has a malformed field: {exc}") from None
+        try:  # the zone alone, with a schedule that cannot be wrong
+            CronDefinition(name="zone", schedule="@daily", handler="zone", timezone=cron.timezone).check()
+        except ConfigurationError as exc:
+            raise SpecError("InvalidTimeZone", f"spec.timeZone: {exc}") from None
+        try:  # everything but the schedule
+            replace(cron, schedule="@daily").check()
+        except ConfigurationError as exc:
+            raise SpecError("InvalidSpec", f"spec: {exc}") from None
+        try:
+            cron.check()
+        except ConfigurationError as exc:
+            raise SpecError("InvalidSchedule", f"spec.schedule: {exc}") from None
+        return cls(cron=cron, database=database)
 
 
 def _retry(spec: Mapping[str, Any]) -> RetryPolicy:

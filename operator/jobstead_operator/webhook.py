@@ -36,9 +36,8 @@ from cryptography.x509.oid import NameOID
 
 from jobstead.errors import ConfigurationError
 
-from .cronschedules import definition as cron_definition
 from .registry import GROUP, VERSION, registry
-from .spec import JobHandlerSpec, SpecError
+from .spec import CronScheduleSpec, JobHandlerSpec, SecretRef, SpecError
 from .state import OperatorState
 
 CONFIGURATION_NAME = "jobstead.io"
@@ -137,13 +136,15 @@ def _spec_changed(operation: str | None, old: Any, new: Any) -> bool:
 @kopf.on.validate(
     GROUP, VERSION, "cronschedules", operations=["CREATE", "UPDATE"], ignore_failures=True, registry=registry
 )
-def validate_cronschedule(name: str, spec: Any, **kwargs: Any) -> None:
+async def validate_cronschedule(name: str, spec: Any, namespace: str | None, memo: Any, **kwargs: Any) -> None:
     if not _spec_changed(kwargs.get("operation"), kwargs.get("old"), kwargs.get("new")):
         return
     try:
-        cron_definition(name or "cron", spec)
-    except ConfigurationError as exc:
-        raise kopf.AdmissionError(str(exc), code=422) from None
+        parsed = CronScheduleSpec.parse(name or "cron", spec)
+    except SpecError as exc:
+        raise kopf.AdmissionError(exc.message, code=422) from None
+    if parsed.database is not None:
+        await _check_secret(memo.state, namespace, parsed.database)
 
 
 @kopf.on.validate(
@@ -156,10 +157,13 @@ async def validate_jobhandler(spec: Any, namespace: str | None, memo: Any, **kwa
         parsed = JobHandlerSpec.parse(spec)
     except SpecError as exc:
         raise kopf.AdmissionError(exc.message, code=422) from None
-    state: OperatorState = memo.state
-    has_key = await state.kube.secret_has_key(namespace or "default", parsed.database.name, parsed.database.key)
+    await _check_secret(memo.state, namespace, parsed.database)
+
+
+async def _check_secret(state: OperatorState, namespace: str | None, ref: SecretRef) -> None:
+    has_key = await state.kube.secret_has_key(namespace or "default", ref.name, ref.key)
     if not has_key:
-        what = "does not exist" if has_key is None else f"has no key {parsed.database.key!r}"
+        what = "does not exist" if has_key is None else f"has no key {ref.key!r}"
         raise kopf.AdmissionError(
-            f"spec.database.secretRef: Secret {parsed.database.name!r} {what} in namespace {namespace!r}", code=422
+            f"spec.database.secretRef: Secret {ref.name!r} {what} in namespace {namespace!r}", code=422
         )

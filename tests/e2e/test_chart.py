@@ -108,7 +108,7 @@ def test_chart_ships_the_repo_crds() -> None:
         ("operator.peeringLifetimeSeconds=2", "/operator/peeringLifetimeSeconds"),
         ("metrics.port=0", "/metrics/port"),
         ("metrics.serviceMonitor.interval=often", "/metrics/serviceMonitor/interval"),
-        ("database.existingSecret=", "/database/existingSecret"),
+        ("database.existingSecret=Not_A_Name", "/database/existingSecret"),
         ("workerDefaults.affinity.x=y", "/workerDefaults"),
         ("webhook.certificates=selfmade", "/webhook/certificates"),
     ],
@@ -206,6 +206,34 @@ def test_operator_deployment_is_probed_and_named_for_peering(helm: Helm) -> None
     assert pod_id["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     # no fixed --priority: every replica picks its own (same priorities freeze kopf)
     assert not any(a.startswith("--priority") for a in container["args"])
+
+
+def test_the_operator_needs_no_database_of_its_own(helm: Helm) -> None:
+    def env(*values: str) -> dict[str, Any]:
+        (operator,) = by_kind(helm.template(*values), "Deployment")
+        return {e["name"]: e for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    default = env()
+    assert "JOBSTEAD_DATABASE_URL" not in default, "each resource's Secret names its app's database"
+    assert default["JOBSTEAD_OPERATOR_MIGRATE"]["value"] == "true"
+    assert env("--set", "operator.migrate=false")["JOBSTEAD_OPERATOR_MIGRATE"]["value"] == "false"
+    fallback = env("--set", "database.existingSecret=ops-db")["JOBSTEAD_DATABASE_URL"]
+    assert fallback["valueFrom"]["secretKeyRef"] == {"name": "ops-db", "key": "url"}
+
+
+def secret_rules(role: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in role["rules"] if "secrets" in r.get("resources", [])]
+
+
+def test_secrets_are_read_by_name_only_and_only_where_the_operator_works(helm: Helm) -> None:
+    namespaced = helm.template("--set", "watchNamespaces={team-a,team-b}")
+    assert not by_kind(namespaced, "ClusterRole"), "watched namespaces: no cluster-wide grant"
+    roles = by_kind(namespaced, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    for role in roles:
+        assert [r["verbs"] for r in secret_rules(role)] == [["get"]], "get by name; never list"
+    (cluster_role,) = by_kind(helm.template(), "ClusterRole")
+    assert [r["verbs"] for r in secret_rules(cluster_role)] == [["get"]]
 
 
 @pytest.mark.usefixtures("jobstead_crds")

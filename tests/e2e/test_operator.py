@@ -51,14 +51,12 @@ def kubelet(kube_api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
 
 
 class Operator:
-    """``jobstead operator`` as a process, pointed at one namespace and one database schema."""
+    """``jobstead operator`` as a process, pointed at one namespace; by default with no database of its own."""
 
     def __init__(
         self,
         cluster: Cluster,
         namespace: str,
-        url: str,
-        schema: str,
         log: Path,
         extra: Sequence[str] = (),
         env: dict[str, str] | None = None,
@@ -76,8 +74,7 @@ class Operator:
         ]
         self.env = {
             **cluster.env(),
-            "JOBSTEAD_DATABASE_URL": url,
-            "JOBSTEAD_SCHEMA": schema,
+            "JOBSTEAD_DATABASE_URL": "",  # none: every resource names its app's database
             "JOBSTEAD_CRON_REPUBLISH_SECONDS": "2",
             **(env or {}),
         }
@@ -90,6 +87,20 @@ class Operator:
 
     def stop(self) -> None:
         stop(self.process)
+
+
+def database_secret(
+    api: client.ApiClient, namespace: str, url: str, schema: str | None = None, name: str = "jobs-db"
+) -> None:
+    """The app's database Secret: its URL and, when the app uses one, its schema (workers and operator read both)."""
+    data = {"url": url, **({"schema": schema} if schema else {})}
+    client.CoreV1Api(api).create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name=name),
+            data={k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+        ),
+    )
 
 
 @pytest.fixture
@@ -108,19 +119,10 @@ def setup(
 
     app.handler(name="e2e_work")(probes.app.get_handler("e2e_work").func)
     app.migrate()
-    core = client.CoreV1Api(kube_api)
-    core.create_namespaced_secret(
-        namespace,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name="jobs-db"),
-            data={"url": base64.b64encode(pg_url.encode()).decode()},
-        ),
-    )
+    database_secret(kube_api, namespace, pg_url, schema)
     operator = Operator(
         kube_cluster,
         namespace,
-        pg_url,
-        schema,
         tmp_path / "operator.log",
         env={"JOBSTEAD_WORKER_DEFAULTS": '{"env": [{"name": "FROM_DEFAULTS", "value": "yes"}]}'},
     )
@@ -130,7 +132,7 @@ def setup(
     print(f"operator log: {tmp_path / 'operator.log'}")
 
 
-def job_handler(name: str, schema: str, **spec: Any) -> dict[str, Any]:
+def job_handler(name: str, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "JobHandler",
@@ -144,7 +146,6 @@ def job_handler(name: str, schema: str, **spec: Any) -> dict[str, Any]:
             "minReplicas": 0,
             "maxReplicas": 5,
             "database": {"secretRef": {"name": "jobs-db"}},
-            "podTemplate": {"env": [{"name": "JOBSTEAD_SCHEMA", "value": schema}]},
             "shutdownGraceSeconds": 5,
             **spec,
         },
@@ -185,9 +186,7 @@ def test_jobhandler_scales_workers_with_the_queue_within_the_limit(
     custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, ns, "cronschedules", cron_schedule("probe"))
     wait_until(lambda: ready_condition(kube_api, ns, "cronschedules", "probe"), 30, "the operator to serve")
     applied = time.monotonic()
-    custom(kube_api).create_namespaced_custom_object(
-        GROUP, VERSION, ns, "jobhandlers", job_handler("mailer", setup["schema"])
-    )
+    custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", job_handler("mailer"))
     wait_until(lambda: deployment(kube_api, ns, "mailer"), 10, "the worker Deployment")
     wait_until(lambda: app.store.registry.handler("e2e_work") or None, 10, "the handler row")
     took = time.monotonic() - applied
@@ -236,29 +235,23 @@ def test_jobhandler_scales_workers_with_the_queue_within_the_limit(
 
 
 def test_missing_secret_is_reported_and_other_resources_are_served(
-    setup: dict[str, Any], kube_api: client.ApiClient
+    setup: dict[str, Any], kube_api: client.ApiClient, pg_url: str
 ) -> None:
     ns = setup["namespace"]
-    broken = job_handler("broken", setup["schema"], database={"secretRef": {"name": "nope"}})
+    broken = job_handler("broken", database={"secretRef": {"name": "nope"}})
     custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", broken)
     condition = wait_until(lambda: ready_condition(kube_api, ns, "jobhandlers", "broken"), 20, "a condition")
     assert condition["status"] == "False" and condition["reason"] == "SecretNotFound"
     assert "spec.database.secretRef" in condition["message"] and "nope" in condition["message"]
-    assert any(e.reason == "SecretNotFound" for e in events_for(kube_api, ns, "broken"))
+    # kopf posts Events from a queue of its own: the status may land first
+    wait_until(lambda: any(e.reason == "SecretNotFound" for e in events_for(kube_api, ns, "broken")), 10, "the Event")
     assert deployment(kube_api, ns, "broken") is None
 
-    custom(kube_api).create_namespaced_custom_object(
-        GROUP, VERSION, ns, "jobhandlers", job_handler("fine", setup["schema"])
-    )
+    custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", job_handler("fine"))
     wait_until(lambda: deployment(kube_api, ns, "fine"), 15, "the healthy resource's Deployment")
 
     # the Secret appears: the broken resource recovers on its own
-    client.CoreV1Api(kube_api).create_namespaced_secret(
-        ns,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name="nope"), data={"url": base64.b64encode(b"postgresql://x/y").decode()}
-        ),
-    )
+    database_secret(kube_api, ns, pg_url, setup["schema"], name="nope")
     wait_until(
         lambda: (ready_condition(kube_api, ns, "jobhandlers", "broken") or {}).get("status") == "True",
         40,
@@ -275,17 +268,12 @@ def test_operator_survives_a_database_outage(
         url = server.create_database("outage")
         schema = "outage"
         App(url, schema=schema).migrate()
-        client.CoreV1Api(kube_api).create_namespaced_secret(
-            namespace,
-            client.V1Secret(
-                metadata=client.V1ObjectMeta(name="jobs-db"), data={"url": base64.b64encode(url.encode()).decode()}
-            ),
-        )
-        operator = Operator(kube_cluster, namespace, url, schema, tmp_path / "operator.log")
+        database_secret(kube_api, namespace, url, schema)
+        operator = Operator(kube_cluster, namespace, tmp_path / "operator.log")
         try:
             server.stop()
             custom(kube_api).create_namespaced_custom_object(
-                GROUP, VERSION, namespace, "jobhandlers", job_handler("during-outage", schema)
+                GROUP, VERSION, namespace, "jobhandlers", job_handler("during-outage")
             )
             condition = wait_until(
                 lambda: ready_condition(kube_api, namespace, "jobhandlers", "during-outage"),
@@ -313,7 +301,7 @@ def test_operator_survives_a_database_outage(
 
 
 def _long_handler(name: str, schema: str) -> dict[str, Any]:
-    body = job_handler(name, schema, concurrency=2, perPodConcurrency=1, maxReplicas=2)
+    body = job_handler(name, concurrency=2, perPodConcurrency=1, maxReplicas=2)
     body["spec"]["handler"] = "e2e_long"
     return body
 
@@ -381,7 +369,13 @@ def cron_schedule(name: str, **spec: Any) -> dict[str, Any]:
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "CronSchedule",
         "metadata": {"name": name},
-        "spec": {"schedule": "*/5 * * * *", "handler": "e2e_work", "args": {"i": 1}, **spec},
+        "spec": {
+            "schedule": "*/5 * * * *",
+            "handler": "e2e_work",
+            "args": {"i": 1},
+            "database": {"secretRef": {"name": "jobs-db"}},
+            **spec,
+        },
     }
 
 
@@ -461,7 +455,7 @@ def test_what_the_schema_cannot_check_is_reported(
     condition = wait_until(lambda: ready_condition(kube_api, ns, "cronschedules", "bad"), 15, "a condition")
     assert condition["status"] == "False" and condition["reason"] == reason
     assert condition["message"].startswith(field), condition["message"]
-    assert any(e.reason == reason for e in events_for(kube_api, ns, "bad"))
+    wait_until(lambda: any(e.reason == reason for e in events_for(kube_api, ns, "bad")), 10, "the Event")
     assert setup["app"].store.crons.get("bad") is None
 
 
@@ -521,17 +515,10 @@ def test_webhook_refuses_what_the_schema_cannot_check(
     from tests.support.postgres_server import free_port
 
     port = free_port()
-    client.CoreV1Api(kube_api).create_namespaced_secret(
-        namespace,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name="jobs-db"), data={"url": base64.b64encode(pg_url.encode()).decode()}
-        ),
-    )
+    database_secret(kube_api, namespace, pg_url, f"wh_{uuid.uuid4().hex[:8]}")
     operator = Operator(
         kube_cluster,
         namespace,
-        pg_url,
-        f"wh_{uuid.uuid4().hex[:8]}",
         tmp_path / "operator.log",
         extra=["--webhook-host", "127.0.0.1", "--webhook-port", str(port)],
     )
@@ -552,9 +539,9 @@ def test_webhook_refuses_what_the_schema_cannot_check(
             (cron_schedule("bad-minute", schedule="61 * * * *"), "spec.schedule"),
             (cron_schedule("feb-31", schedule="0 0 31 2 *"), "spec.schedule"),
             (cron_schedule("mars", timeZone="Mars/Olympus_Mons"), "spec.timeZone"),
-            (job_handler("no-secret", "x", database={"secretRef": {"name": "missing"}}), "spec.database.secretRef"),
+            (job_handler("no-secret", database={"secretRef": {"name": "missing"}}), "spec.database.secretRef"),
             (
-                job_handler("no-key", "x", database={"secretRef": {"name": "jobs-db", "key": "nope"}}),
+                job_handler("no-key", database={"secretRef": {"name": "jobs-db", "key": "nope"}}),
                 "spec.database.secretRef",
             ),
         ]
@@ -562,7 +549,7 @@ def test_webhook_refuses_what_the_schema_cannot_check(
             done = apply(body)
             assert done.returncode != 0, f"{body['metadata']['name']} was accepted"
             assert "denied the request" in done.stderr and field in done.stderr, done.stderr
-        for body in (cron_schedule("good", timeZone="Europe/Tallinn"), job_handler("good", "x")):
+        for body in (cron_schedule("good", timeZone="Europe/Tallinn"), job_handler("good")):
             done = apply(body)
             assert done.returncode == 0, done.stderr
         # kopf's own writes to a resource (annotations, status) are never refused
@@ -577,13 +564,9 @@ def test_new_work_wakes_a_handler_at_zero_without_waiting_for_the_tick(
     ns, app = setup["namespace"], setup["app"]
     setup["operator"].stop()
     # a 30 s scale tick: only the NOTIFY wake-up can explain a pod within a few seconds
-    operator = Operator(
-        kube_cluster, ns, pg_url, setup["schema"], tmp_path / "slow.log", env={"JOBSTEAD_SCALE_INTERVAL": "30"}
-    )
+    operator = Operator(kube_cluster, ns, tmp_path / "slow.log", env={"JOBSTEAD_SCALE_INTERVAL": "30"})
     try:
-        custom(kube_api).create_namespaced_custom_object(
-            GROUP, VERSION, ns, "jobhandlers", job_handler("sleepy", setup["schema"])
-        )
+        custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", job_handler("sleepy"))
         wait_until(lambda: deployment(kube_api, ns, "sleepy"), 15, "the Deployment")
         time.sleep(2)  # the first scale tick has run (and found nothing to do)
         assert deployment(kube_api, ns, "sleepy").spec.replicas == 0

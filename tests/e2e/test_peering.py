@@ -9,7 +9,6 @@ both for good.
 
 from __future__ import annotations
 
-import base64
 import subprocess
 import time
 import urllib.request
@@ -23,7 +22,7 @@ import pytest
 from kubernetes import client
 
 from jobstead import App
-from tests.e2e.test_operator import custom, deployment, job_handler, ready_condition, wait_until
+from tests.e2e.test_operator import custom, database_secret, deployment, job_handler, ready_condition, wait_until
 from tests.support.controlplane import Cluster, free_port
 from tests.support.processes import spawn_cli, stop
 
@@ -45,6 +44,11 @@ class Replica:
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def waits_its_turn(self) -> bool:
+        """Peering is mandatory, so a replica starts paused: it has seen the others' keep-alives and not resumed."""
+        text = self.text()
+        return text.count("Keep-alive in") >= 3 and "Resuming operations" not in text
 
     def handled_objects(self) -> bool:
         """Whether kopf ran anything for a resource here (it logs that as ``kopf.objects``)."""
@@ -113,12 +117,7 @@ def replicas(
     app = App(pg_url, schema=schema)
     app.migrate()
     app.close()
-    client.CoreV1Api(kube_api).create_namespaced_secret(
-        namespace,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name="jobs-db"), data={"url": base64.b64encode(pg_url.encode()).decode()}
-        ),
-    )
+    database_secret(kube_api, namespace, pg_url, schema)
     # what the chart's peering.yaml creates in every watched namespace
     custom(kube_api).create_namespaced_custom_object(
         "kopf.dev",
@@ -127,7 +126,7 @@ def replicas(
         "kopfpeerings",
         {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING}},
     )
-    env = {**kube_cluster.env(), "JOBSTEAD_DATABASE_URL": pg_url, "JOBSTEAD_SCHEMA": schema}
+    env = {**kube_cluster.env(), "JOBSTEAD_DATABASE_URL": ""}
     group = Replicas(kube_cluster, namespace, env, tmp_path)
     yield group
     for replica in group.started:
@@ -138,7 +137,6 @@ def replicas(
 def test_one_replica_acts_and_another_takes_over_when_it_dies(
     replicas: Replicas, kube_api: client.ApiClient, namespace: str
 ) -> None:
-    schema = replicas.env["JOBSTEAD_SCHEMA"]
     first = replicas.start("replica-a")
     wait_until(lambda: "replica-a" in peers(kube_api, namespace), 30, "the first replica's keep-alive")
     second = replicas.start("replica-b")
@@ -148,15 +146,13 @@ def test_one_replica_acts_and_another_takes_over_when_it_dies(
     keepalives = peers(kube_api, namespace)
     assert keepalives["replica-a"]["priority"] > keepalives["replica-b"]["priority"]
     assert keepalives["replica-a"]["lifetime"] == LIFETIME
-    wait_until(lambda: "Pausing operations in favour of" in second.text(), 30, "the second replica to pause")
-    assert "Pausing" not in first.text() and "same priority" not in first.text() + second.text()
+    wait_until(second.waits_its_turn, 30, "the second replica to see the first and stay paused")
+    assert "Pausing operations" not in first.text() and "Possibly conflicting" not in first.text() + second.text()
     # both answer their liveness probe, the paused one too (a paused replica is not a dead one)
     wait_until(lambda: healthy(first.health) and healthy(second.health), 20, "both health endpoints")
 
     # a JobHandler applied while both run is reconciled by the leader alone
-    custom(kube_api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "jobhandlers", job_handler("first", schema)
-    )
+    custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, namespace, "jobhandlers", job_handler("first"))
     wait_until(
         lambda: (ready_condition(kube_api, namespace, "jobhandlers", "first") or {}).get("status") == "True",
         30,
@@ -164,7 +160,7 @@ def test_one_replica_acts_and_another_takes_over_when_it_dies(
     )
     assert deployment(kube_api, namespace, "first") is not None
     # a resource the operator complains about at every scale tick (Warning Events): only the leader does
-    orphan = job_handler("orphan", schema, database={"secretRef": {"name": "no-such-secret"}})
+    orphan = job_handler("orphan", database={"secretRef": {"name": "no-such-secret"}})
     custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, namespace, "jobhandlers", orphan)
     wait_until(lambda: len(reporters(kube_api, namespace, "orphan")) >= 2, 30, "the leader's repeated Events")
     assert set(reporters(kube_api, namespace, "orphan")) == {"replica-a"}
@@ -180,9 +176,7 @@ def test_one_replica_acts_and_another_takes_over_when_it_dies(
     assert took <= LIFETIME + 5
     wait_until(lambda: "replica-a" not in peers(kube_api, namespace), 15, "the dead peer to be cleaned up")
 
-    custom(kube_api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "jobhandlers", job_handler("second", schema)
-    )
+    custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, namespace, "jobhandlers", job_handler("second"))
     wait_until(lambda: deployment(kube_api, namespace, "second"), 30, "the new leader to create the Deployment")
     wait_until(
         lambda: (ready_condition(kube_api, namespace, "jobhandlers", "second") or {}).get("status") == "True",
@@ -200,14 +194,78 @@ def test_a_replica_stopping_gracefully_hands_over_at_once(
     leader = replicas.start("replica-a")
     wait_until(lambda: "replica-a" in peers(kube_api, namespace), 30, "the leader's keep-alive")
     follower = replicas.start("replica-b")
-    wait_until(lambda: "Pausing operations in favour of" in follower.text(), 30, "the follower to pause")
+    wait_until(follower.waits_its_turn, 30, "the follower to stay paused")
 
     assert stop(leader.process) == 0
     stopped = time.monotonic()
     wait_until(lambda: "Resuming operations after the pause" in follower.text(), LIFETIME, "the handover")
     assert time.monotonic() - stopped < LIFETIME, "the follower waited out the lifetime of a peer that said goodbye"
     assert list(peers(kube_api, namespace)) == ["replica-b"]
-    custom(kube_api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "jobhandlers", job_handler("after", replicas.env["JOBSTEAD_SCHEMA"])
-    )
+    custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, namespace, "jobhandlers", job_handler("after"))
     wait_until(lambda: deployment(kube_api, namespace, "after"), 30, "the new leader to act")
+
+
+def test_two_operators_started_as_the_readme_shows_let_only_one_act(
+    kube_cluster: Cluster,
+    kube_api: client.ApiClient,
+    jobstead_crds: list[str],
+    namespace: str,
+    pg_url: str,
+    tmp_path: Path,
+) -> None:
+    """``jobstead operator -n NS`` twice, nothing else: no chart, no peering object, no flags.
+
+    Before, kopf found no KopfPeering object, ran standalone without a word,
+    and both operators acted. Now the first creates the object and the second
+    pauses in its favour.
+    """
+    schema = f"e2e_{uuid.uuid4().hex[:10]}"
+    App(pg_url, schema=schema).migrate()
+    database_secret(kube_api, namespace, pg_url, schema)
+    env = {**kube_cluster.env(), "JOBSTEAD_DATABASE_URL": ""}
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    first = spawn_cli(["operator", "-n", namespace], env, logs[0])
+    second = None
+    try:
+        wait_until(lambda: len(readme_peers(kube_api, namespace)) == 1, 30, "the peering object and its first peer")
+        second = spawn_cli(["operator", "-n", namespace], env, logs[1])
+        wait_until(lambda: len(readme_peers(kube_api, namespace)) == 2, 30, "the second peer")
+        time.sleep(2)  # the second has seen the first's keep-alive by now
+
+        custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, namespace, "jobhandlers", job_handler("one"))
+        orphan = job_handler("orphan", database={"secretRef": {"name": "no-such-secret"}})
+        custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, namespace, "jobhandlers", orphan)
+        wait_until(lambda: deployment(kube_api, namespace, "one"), 30, "the Deployment")
+        wait_until(lambda: len(reporters(kube_api, namespace, "orphan")) >= 3, 30, "repeated Events")
+        texts = [log.read_text(errors="replace") for log in logs]
+        assert "kopf.objects:" in texts[0], "the first operator should act"
+        assert "kopf.objects:" not in texts[1], "the second operator acted beside the first"
+        assert "Pausing" not in texts[0]
+    finally:
+        stop(first)
+        if second is not None:
+            stop(second)
+        print(f"operator logs: {tmp_path}")
+
+
+def readme_peers(api: client.ApiClient, namespace: str) -> dict[str, Any]:
+    try:
+        return peers(api, namespace)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return {}
+        raise
+
+
+def test_the_cluster_wide_peering_object_is_created_once(kube_api: client.ApiClient, jobstead_crds: list[str]) -> None:
+    """``-A`` coordinates through a ClusterKopfPeering: made when missing, left alone when there."""
+    from jobstead_operator.peering import ensure_peering
+
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    api = custom(kube_api)
+    try:
+        assert ensure_peering(name, namespaces=(), clusterwide=True, api=kube_api) == [f"ClusterKopfPeering {name}"]
+        assert api.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name)["metadata"]["name"] == name
+        assert ensure_peering(name, namespaces=(), clusterwide=True, api=kube_api) == []
+    finally:
+        api.delete_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name)

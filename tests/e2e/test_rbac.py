@@ -10,7 +10,6 @@ not passing merely because nothing was checked.
 
 from __future__ import annotations
 
-import base64
 import re
 import time
 import uuid
@@ -28,6 +27,7 @@ from tests.e2e.test_chart import CHART, Helm
 from tests.e2e.test_operator import (
     cron_schedule,
     custom,
+    database_secret,
     deployment,
     events_for,
     job_handler,
@@ -35,7 +35,7 @@ from tests.e2e.test_operator import (
     wait_until,
 )
 from tests.support.controlplane import Cluster
-from tests.support.processes import spawn_cli, stop
+from tests.support.processes import run_cli, spawn_cli, stop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.slow]
 
@@ -78,6 +78,7 @@ class Setup:
     schema: str
     app: App
     log: Path
+    kubeconfig: Path
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -120,26 +121,17 @@ def operator_as_chart(
 
     app.handler(name="e2e_work")(probes.app.get_handler("e2e_work").func)
     app.migrate()
-    client.CoreV1Api(kube_api).create_namespaced_secret(
-        namespace,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name="jobs-db"), data={"url": base64.b64encode(pg_url.encode()).decode()}
-        ),
-    )
+    database_secret(kube_api, namespace, pg_url, schema)
     kubeconfig = service_account_kubeconfig(kube_cluster, kube_api, namespace, tmp_path / "operator.kubeconfig")
     log = tmp_path / "operator.log"
     # the arguments the chart's Deployment passes, with short scaling windows
     args = ["operator", "-n", namespace, f"--peering={PEERING}", "--log-level=debug"]
     args += ["--scale-down-window=2", "--idle-cooldown=2"]
-    env = {
-        "KUBECONFIG": str(kubeconfig),
-        "POD_ID": "operator-0",
-        "JOBSTEAD_DATABASE_URL": pg_url,
-        "JOBSTEAD_SCHEMA": schema,
-    }
+    # as the chart runs it: no database of its own, the app's comes from its Secret
+    env = {"KUBECONFIG": str(kubeconfig), "POD_ID": "operator-0", "JOBSTEAD_DATABASE_URL": ""}
     process = spawn_cli(args, env, log)
     try:
-        yield Setup(namespace, schema, app, log)
+        yield Setup(namespace, schema, app, log, kubeconfig)
     finally:
         stop(process)
         app.close()
@@ -158,7 +150,7 @@ def resource_gone(api: client.ApiClient, namespace: str, plural: str, name: str)
 def test_operator_needs_nothing_beyond_the_chart_rbac(operator_as_chart: Setup, kube_api: client.ApiClient) -> None:
     s = operator_as_chart
     ns, api = s.namespace, custom(kube_api)
-    api.create_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", job_handler("mailer", s.schema))
+    api.create_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", job_handler("mailer"))
     api.create_namespaced_custom_object(GROUP, VERSION, ns, "cronschedules", cron_schedule("report"))
 
     # watch, finalizer, status, Secret read, Deployment create: Ready=True on both kinds
@@ -191,7 +183,7 @@ def test_operator_needs_nothing_beyond_the_chart_rbac(operator_as_chart: Setup, 
 
     # a missing Secret: Ready=False and a Warning Event
     api.create_namespaced_custom_object(
-        GROUP, VERSION, ns, "jobhandlers", job_handler("orphan", s.schema, database={"secretRef": {"name": "nope"}})
+        GROUP, VERSION, ns, "jobhandlers", job_handler("orphan", database={"secretRef": {"name": "nope"}})
     )
     wait_until(lambda: any(e.reason == "SecretNotFound" for e in events_for(kube_api, ns, "orphan")), 30, "a Warning")
 
@@ -220,7 +212,7 @@ def drop_verb(api: client.ApiClient, namespace: str, resource: str, verb: str) -
 def test_a_missing_verb_is_reported(operator_as_chart: Setup, kube_api: client.ApiClient) -> None:
     s = operator_as_chart
     ns, api = s.namespace, custom(kube_api)
-    api.create_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", job_handler("mailer", s.schema))
+    api.create_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", job_handler("mailer"))
     wait_until(lambda: is_ready(kube_api, ns, "jobhandlers", "mailer"), 30, "the JobHandler Ready=True")
     assert not REFUSED.search(s.log_text())
 
@@ -230,3 +222,19 @@ def test_a_missing_verb_is_reported(operator_as_chart: Setup, kube_api: client.A
     wait_until(lambda: REFUSED.search(s.log_text()), 30, "the refusal in the operator's log")
     refused = [line for line in s.log_text().splitlines() if REFUSED.search(line)]
     assert any("deployments" in line for line in refused), "\n".join(refused[:10])
+
+
+def test_a_missing_peering_object_it_may_not_create_refuses_the_start(
+    operator_as_chart: Setup, kube_api: client.ApiClient
+) -> None:
+    """The chart grants no ``create`` on peerings (it makes them): a name it did not make is refused, in one line."""
+    s = operator_as_chart
+    done = run_cli(
+        ["operator", "-n", s.namespace, "--peering=elsewhere"],
+        {"KUBECONFIG": str(s.kubeconfig), "JOBSTEAD_DATABASE_URL": ""},
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "KopfPeering 'elsewhere'" in lines[0] and s.namespace in lines[0], lines[0]
+    assert "kubectl" in lines[0] and "--standalone" in lines[0], lines[0]

@@ -230,6 +230,8 @@ class FakeKubelet:
             elif var.value_from and var.value_from.secret_key_ref:
                 ref = var.value_from.secret_key_ref
                 secret = self.core.read_namespaced_secret(ref.name, pod.metadata.namespace)
+                if ref.optional and ref.key not in (secret.data or {}):
+                    continue  # an optional key the Secret does not have: the variable is not set
                 env[var.name] = base64.b64decode(secret.data[ref.key]).decode()
             elif var.value_from and var.value_from.field_ref:
                 path = var.value_from.field_ref.field_path

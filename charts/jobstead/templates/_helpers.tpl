@@ -55,7 +55,10 @@ and never gets or updates them; Events are only created, in the core group.
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, create, patch]
-# Only to check that a JobHandler's database Secret exists and has its key.
+# Database Secrets named by the resources (spec.database.secretRef), read one by one by
+# name and re-read to follow a rotation: get only, never list (the operator holds no
+# Secret that no resource names). Granted per watched namespace (Role) when
+# watchNamespaces is set; cluster-wide (ClusterRole) otherwise.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from argparse import Namespace
 from pathlib import Path
 
-from ..store import Store
+from ..config import SCHEMA_ENV, TABLE_PREFIX_ENV
 from .errors import UsageError
 from .loading import database_override
+
+MIGRATE_ENV = "JOBSTEAD_OPERATOR_MIGRATE"
 
 
 def startup_priority() -> int:
@@ -32,7 +35,8 @@ def startup_priority() -> int:
 
 def operator(args: Namespace) -> int:
     try:
-        from jobstead_operator.runner import WebhookOptions, run_operator
+        from jobstead_operator.runner import OperatorOptions, PeeringOptions, WebhookOptions, run_operator
+        from jobstead_operator.targets import TargetError, parse_target
     except ImportError as exc:
         raise UsageError(f"the operator needs its extra: pip install 'jobstead[operator]' ({exc})") from None
     if args.all_namespaces and args.namespace:
@@ -49,18 +53,43 @@ def operator(args: Namespace) -> int:
             service=args.webhook_service,
             cert_dir=Path(args.webhook_cert_dir) if args.webhook_cert_dir else None,
         )
-    store = Store.connect(database_override(args))
+    # The operator's schema and prefix variables describe its own default database only:
+    # read here, then removed, so no app's database (named by its Secret) inherits them.
+    schema = os.environ.pop(SCHEMA_ENV, None) or None
+    prefix = os.environ.pop(TABLE_PREFIX_ENV, None) or None
+    raw_url = database_override(args)
+    default = None
+    if raw_url:
+        try:
+            default = parse_target(raw_url, schema=schema, table_prefix=prefix, where="the operator's database URL")
+        except TargetError as exc:
+            raise UsageError(exc.message) from None
     run_operator(
-        store,
-        namespaces=args.namespace or (),
-        clusterwide=args.all_namespaces,
-        standalone=args.standalone,
-        peering_name=args.peering,
-        priority=startup_priority() if args.priority is None else args.priority,
-        peering_lifetime=args.peering_lifetime,
-        liveness_endpoint=args.liveness_endpoint,
-        scale_down_window=args.scale_down_window,
-        idle_cooldown=args.idle_cooldown,
-        webhook=webhook,
+        OperatorOptions(
+            namespaces=args.namespace or (),
+            clusterwide=args.all_namespaces,
+            default_database=default,
+            migrate=_migrate_from_env(),
+            peering=PeeringOptions(
+                standalone=args.standalone,
+                name=args.peering,
+                priority=startup_priority() if args.priority is None else args.priority,
+                lifetime=args.peering_lifetime,
+            ),
+            liveness_endpoint=args.liveness_endpoint,
+            scale_down_window=args.scale_down_window,
+            idle_cooldown=args.idle_cooldown,
+            webhook=webhook,
+        )
     )
     return 0
+
+
+def _migrate_from_env() -> bool:
+    """``$JOBSTEAD_OPERATOR_MIGRATE``: ``false`` leaves schema changes to the apps (``SchemaMissing`` until done)."""
+    raw = os.environ.get(MIGRATE_ENV, "true").strip().lower()
+    if raw in ("1", "true", "yes", "on", ""):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise UsageError(f"${MIGRATE_ENV} must be true or false, not {raw!r}")

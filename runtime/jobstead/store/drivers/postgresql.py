@@ -72,6 +72,8 @@ logger = logging.getLogger("jobstead.store")
 
 #: The URL query option Jobstead reads itself (and removes before psycopg sees the URL).
 PREPARE_THRESHOLD_OPTION = "prepare_threshold"
+#: libpq's connect_timeout unless the URL sets one.
+CONNECT_TIMEOUT_SECONDS = 10
 #: Payload wake-up messages never use as a queue name: the listener's own probe.
 PROBE_PREFIX = "jobstead-probe:"
 #: How long the listener waits for its probe before deciding notifications cannot reach it.
@@ -162,6 +164,9 @@ class PostgreSQLDriver(Driver):
         options.setdefault("json_deserializer", load_jsonb)
         connect_args = dict(options.pop("connect_args", {}))
         connect_args.setdefault("prepare_threshold", prepare_threshold(url))
+        if "connect_timeout" not in url.query:
+            # A host that does not answer fails in seconds (then is retried), instead of hanging a start.
+            connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
         options["connect_args"] = connect_args
         return create_engine(without_own_options(url), **options)
 
@@ -318,7 +323,9 @@ class PostgreSQLDriver(Driver):
         backoff = 0.5
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(libpq_conninfo(url), autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(
+                    libpq_conninfo(url), autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
+                ) as conn:
                     await conn.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(channel)))
                     if not await _probe(conn, channel):
                         logger.warning(
