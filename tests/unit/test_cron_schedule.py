@@ -293,3 +293,4 @@ def test_six_fields_firing_every_second_warn_that_seconds_go_last() -> None:
         warnings.simplefilter("error")
         CronSchedule.parse("* * * * * */15", "UTC")  # seconds last, as documented: no warning
         CronSchedule.parse("*/15 * * * *", "UTC")
+        CronSchedule.parse("* * * * * *", "UTC")  # every second, in either order

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -56,11 +56,19 @@ def _job_id(raw: str) -> int:
         raise argparse.ArgumentTypeError(f"job ids are whole numbers, got {raw!r}") from None
 
 
-def _package_version() -> str:
-    try:
-        return version("jobstead")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "unknown"
+class _Version(argparse.Action):
+    """``--version``, looked up only when asked: reading package metadata costs every other command time."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        try:
+            found = version("jobstead")
+        except PackageNotFoundError:  # a source tree that was never installed
+            found = "unknown"
+        print(f"jobstead {found}")
+        raise SystemExit(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"])
 
     parser = _Parser(prog="jobstead", description="Persistent background jobs.", parents=[common])
-    parser.add_argument("--version", action="version", version=f"jobstead {_package_version()}")
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def command(name: str, handler: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:

@@ -232,7 +232,8 @@ def _parse(expression: str, timezone: str) -> CronSchedule:
             croniter.expand(normalized, strict=True)
         except (CroniterError, ValueError, TypeError) as exc:
             raise InvalidSchedule(f"invalid cron schedule {normalized!r}: {_reason(exc)}") from None
-        if len(fields) == 6 and fields[5] in ("*", "*/1"):
+        every_second = ("*", "*/1")
+        if len(fields) == 6 and fields[5] in every_second and fields[0] not in every_second:
             _warn_seconds_last(normalized, fields)
     zone = _zone(timezone)
     schedule = CronSchedule(normalized, timezone, zone)
@@ -244,7 +245,7 @@ def _parse(expression: str, timezone: str) -> CronSchedule:
 
 
 class SecondsFieldWarning(UserWarning):
-    """A six-field schedule that fires every second: almost always Quartz order (seconds first) by mistake."""
+    """A six-field schedule that fires every second of some minutes only: Quartz order (seconds first) by mistake."""
 
 
 def _warn_seconds_last(normalized: str, fields: list[str]) -> None:
