@@ -27,11 +27,20 @@ class Deferred(Generic[R]):
     connection between polls, so it cannot block the database or a worker.
     ``R`` is the handler's return type, what ``wait()`` returns; a handle from
     ``app.get_job(id)`` knows no handler and is ``Deferred[Any]``.
+
+    A handle never silently points at another job. SQLite hands the id of a
+    rolled-back row to the next insert (and ``AUTOINCREMENT`` would not help:
+    its counter rolls back with the transaction), so the id alone does not
+    name a job. The handle also keeps the job's ``created_at``, written once
+    to the microsecond and never changed, and every read checks the row
+    against it: a row with this id but another ``created_at`` is someone
+    else's job, and the handle raises ``JobNotFound`` instead of showing it.
     """
 
     def __init__(self, store: Store, record: JobRecord) -> None:
         self._store = store
         self._record = record
+        self._created_at = record.created_at
 
     def __repr__(self) -> str:
         return f"<Deferred job {self.id} {self._record.handler} {self.status.value}>"
@@ -69,14 +78,25 @@ class Deferred(Generic[R]):
         record = self._store.queries.get_job(self.id)
         if record is None:
             raise JobNotFound(f"job {self.id} does not exist (pruned, or its transaction is not committed)")
-        self._record = record
+        self._record = self._mine(record)
         return self
 
+    def _mine(self, record: JobRecord) -> JobRecord:
+        """``record`` if it is this handle's job, not a later one that was given the same id."""
+        if record.created_at != self._created_at:
+            raise JobNotFound(
+                f"job {self.id} does not exist: the transaction that deferred it was rolled back, and the id "
+                "now belongs to another job"
+            )
+        return record
+
     def attempts_log(self) -> list[AttemptRecord]:
+        self.refresh()
         return self._store.queries.attempts(self.id)
 
     def cancel(self) -> bool:
         """Cancel the job: True if it is cancelled or asked to stop, False if it had already ended."""
+        self.refresh()  # never another job's id
         self._record = self._store.control.cancel(self.id)
         return self._record.status is JobStatus.CANCELLED or self._record.cancel_requested
 
@@ -88,6 +108,7 @@ class Deferred(Generic[R]):
 
         Raises ``InvalidState`` for a job in any other state, ``JobNotFound`` if it is gone.
         """
+        self.refresh()  # never another job's id
         self._record = self._store.control.retry(self.id)
         return self
 
@@ -133,7 +154,7 @@ class Deferred(Generic[R]):
                 f"job {self.id} is not in the database: the transaction that deferred it was rolled back "
                 "or is not committed yet (commit before waiting), or the job was pruned"
             )
-        self._record = record
+        self._record = self._mine(record)
         return self._record.status.is_final
 
     def _outcome(self) -> R:

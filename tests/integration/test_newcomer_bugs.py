@@ -17,7 +17,16 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from jobstead import App, ConfigurationError, Inject, InvalidArguments, JobFailed, JobNotFound, PermanentError
+from jobstead import (
+    App,
+    ConfigurationError,
+    Inject,
+    InvalidArguments,
+    JobFailed,
+    JobNotFound,
+    JobStatus,
+    PermanentError,
+)
 from tests.conftest import Target
 from tests.support.processes import REPO, run_cli
 
@@ -346,3 +355,23 @@ def test_wait_on_a_rolled_back_job_raises_job_not_found(cli_app: App, target: Ta
     engine.dispose()
     with pytest.raises(JobNotFound, match=str(ghost.id)):
         ghost.wait(timeout)
+
+
+def test_bug3_a_rolled_back_handle_never_shows_another_job(make_app: Callable[..., App]) -> None:
+    """Regression: SQLite gave the rolled-back job's id to the next job, and ``ghost.refresh()``
+    returned that job's arguments. Now every read checks the row is the handle's own job."""
+    app = make_app()
+
+    @app.handler
+    def send(to: str) -> None: ...
+
+    with Session(app.store.db.engine) as session:
+        ghost = send.configure(session=session).defer(to="ghost@example.com")
+        session.rollback()
+    real = send.defer(to="real@example.com")
+    for read in (ghost.refresh, ghost.wait, ghost.attempts_log, ghost.cancel, ghost.retry):
+        with pytest.raises(JobNotFound):
+            read()
+    assert real.refresh().record.args == {"to": "real@example.com"}
+    assert app.get_job(real.id).record.args == {"to": "real@example.com"}
+    assert real.cancel() and real.refresh().status is JobStatus.CANCELLED

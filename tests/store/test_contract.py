@@ -718,3 +718,37 @@ def test_a_tenant_limit_caps_each_tenant_and_lets_the_others_through(store: Stor
     store.leases.complete([done(j, store, worker="w1") for j in first if j.tenant == "a"])
     second = claim(store, worker="w2", limit=10)
     assert sorted(j.tenant or "-" for j in second) == ["-", "a"], "a's freed slots: one a, then the untenanted job"
+
+
+def test_retention_keeps_a_batch_whole_until_it_ages_out(store: Store, clock: ManualClock) -> None:
+    batch_id, _ = store.batches.create([new(args={"n": i}) for i in range(2)], continuations=_continuations())
+    a, b = claim(store)
+    _finish(store, a, JobStatus.SUCCEEDED)
+    clock.advance(3600 * 3)
+    store.retention.prune(finished=timedelta(hours=1), dead=timedelta(days=7))
+    assert store.batches.get(batch_id).stats.succeeded == 1, "an active batch keeps its finished members"
+    _finish(store, b, JobStatus.SUCCEEDED)  # complete: success and finish continuations are deferred
+    clock.advance(3600 * 3)
+    store.retention.prune(finished=timedelta(hours=1), dead=timedelta(days=7))
+    assert store.batches.get(batch_id).stats.total == 2, "its continuations are still live"
+    for continuation in claim(store, "on_success", "on_finish"):
+        _finish(store, continuation, JobStatus.SUCCEEDED)
+    clock.advance(3600 * 3)
+    store.retention.prune(finished=timedelta(hours=1), dead=timedelta(days=7))
+    with pytest.raises(LookupError):
+        store.batches.get(batch_id)
+    assert [j for j in store.queries.list_jobs() if j.batch_id == batch_id] == []
+
+
+def test_created_at_reads_back_exactly_as_written(store: Store) -> None:
+    """The token a Deferred checks its row against (SQLite reuses the ids of rolled-back rows)."""
+    records = [
+        *store.enqueue.insert([new()]),
+        *store.enqueue.insert([new(args={"n": i}) for i in range(3)]),
+        *store.enqueue.insert([new(key="k")]),
+    ]
+    with store.db.engine.begin() as conn:
+        records += store.enqueue.insert([new(args={"n": 9})], connection=conn)
+    for record in records:
+        read = store.queries.get_job(record.id)
+        assert read is not None and read.created_at == record.created_at

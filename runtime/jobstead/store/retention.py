@@ -2,6 +2,12 @@
 
 Succeeded and cancelled jobs go after ``finished``; dead and failed ones (the
 dead-letter set someone may still want to inspect or retry) after ``dead``.
+
+A batch's jobs (members and continuations) are never pruned one by one: its
+statistics are a count of its members, which must not drift. The batch goes
+as a whole, its jobs with it, once it has completed, none of its
+continuations is still live, and it finished longer ago than ``finished``
+(``dead`` if any member failed or died).
 Deletes run in small batches, each its own transaction, so pruning a backlog
 of millions never holds long locks or bloats one transaction; attempt rows go
 with their job (ON DELETE CASCADE). Any number of workers may prune at once.
@@ -9,12 +15,12 @@ with their job (ON DELETE CASCADE). Any number of workers may prune at once.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, or_, select
 
 from ..clock import Clock
-from ..status import JobStatus
+from ..status import LIVE_STATUSES, JobStatus
 from .database import Database
 
 SUCCESSES = (JobStatus.SUCCEEDED, JobStatus.CANCELLED)
@@ -41,13 +47,51 @@ class Retention:
                 total += deleted
                 if deleted < batch:
                     break
+        if finished is not None:
+            total += self._prune_batches(now - finished, None if dead is None else now - dead, batch)
         return total
+
+    def _prune_batches(self, finished_before: datetime, failed_before: datetime | None, batch: int) -> int:
+        """Whole batches that aged out: their jobs, then the batch rows (fired events go with them)."""
+        t = self._db.tables
+        jobs, batches = t.jobs, t.batches
+        live = [s.value for s in LIVE_STATUSES]
+        still_live = select(jobs.c.id).where(jobs.c.batch_id == batches.c.id, jobs.c.status.in_(live)).exists()
+        had_failures = (
+            select(jobs.c.id)
+            .where(
+                jobs.c.batch_id == batches.c.id,
+                jobs.c.batch_event.is_(None),
+                jobs.c.status.in_([s.value for s in FAILURES]),
+            )
+            .exists()
+        )
+        old_enough = batches.c.finished_at < finished_before
+        if failed_before is None:
+            old_enough = and_(old_enough, ~had_failures)
+        else:
+            old_enough = and_(old_enough, or_(~had_failures, batches.c.finished_at < failed_before))
+        deleted = 0
+        with self._db.engine.begin() as conn:
+            ids = list(
+                conn.execute(
+                    select(batches.c.id)
+                    .where(batches.c.status != "active", batches.c.finished_at.is_not(None), old_enough, ~still_live)
+                    .order_by(batches.c.finished_at)
+                    .limit(batch)
+                ).scalars()
+            )
+            if ids:
+                deleted = int(conn.execute(delete(jobs).where(jobs.c.batch_id.in_(ids))).rowcount)
+                conn.execute(delete(batches).where(batches.c.id.in_(ids)))
+        return deleted
 
     def _prune_batch(self, statuses: list[str], before: object, batch: int) -> int:
         jobs = self._db.tables.jobs
         oldest = (
             select(jobs.c.id)
-            .where(jobs.c.status.in_(statuses), jobs.c.finished_at < before)
+            # Jobs of a batch go with their batch (_prune_batches), never alone.
+            .where(jobs.c.status.in_(statuses), jobs.c.finished_at < before, jobs.c.batch_id.is_(None))
             .order_by(jobs.c.finished_at)
             .limit(batch)
         )
