@@ -16,7 +16,14 @@ release = chart.release
 
 pytestmark = pytest.mark.e2e
 
-ON = ["--set", "dashboard.enabled=true", "--set", "dashboard.auth.existingSecret=dashboard-token"]
+ON = [
+    "--set",
+    "dashboard.enabled=true",
+    "--set",
+    "dashboard.auth.existingSecret=dashboard-token",
+    "--set",
+    "dashboard.database.existingSecret=jobstead-database",
+]
 
 
 def dashboard_objects(objects: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -47,6 +54,34 @@ def test_schema_refuses_bad_dashboard_values(helm: Helm, setting: str, where: st
     result = helm("template", "jobstead", str(CHART), *ON, "--set", setting, check=False)
     assert result.returncode != 0, f"{setting} was accepted"
     assert f"at '{where}'" in result.stderr, result.stderr
+
+
+def test_enabled_without_a_database_secret_is_refused(helm: Helm) -> None:
+    result = helm(
+        "template",
+        "jobstead",
+        str(CHART),
+        "--set",
+        "dashboard.enabled=true",
+        "--set",
+        "dashboard.auth.existingSecret=t",
+        check=False,
+    )
+    assert result.returncode != 0 and "dashboard.database.existingSecret" in result.stderr
+
+
+def test_the_operators_default_database_serves_when_the_dashboard_names_none(helm: Helm) -> None:
+    objects = helm.template(
+        "--set",
+        "dashboard.enabled=true",
+        "--set",
+        "dashboard.auth.existingSecret=t",
+        "--set",
+        "database.existingSecret=shared-db",
+    )
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-dashboard")]
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["JOBSTEAD_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "shared-db"
 
 
 def test_enabled_renders_an_authenticated_deployment_and_its_service(helm: Helm) -> None:

@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="database URL (default: $JOBSTEAD_DATABASE_URL, else the app's, else sqlite:///jobstead.db)",
     )
     common.add_argument("--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"])
+    common.add_argument(
+        "--log-format",
+        default=argparse.SUPPRESS,
+        choices=["text", "json"],
+        help="text (default) or json: one object per line (also $JOBSTEAD_LOG_FORMAT)",
+    )
 
     parser = _Parser(prog="jobstead", description="Persistent background jobs.", parents=[common])
     parser.add_argument("--version", action=_Version)
@@ -307,7 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    processes.configure_logging(getattr(args, "log_level", "info"))
+    try:
+        processes.configure_logging(getattr(args, "log_level", "info"), getattr(args, "log_format", None))
+    except UsageError as exc:
+        print(f"jobstead: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     try:
         code = int(args.func(args))
         sys.stdout.flush()  # a closed pipe shows up here, inside the handler below

@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError, UnknownHandler
+from ..logs import configure_logging as setup_logging
+from ..logs import resolve_log_format
 from ..store import Store
 from ..store.control import PauseScope
 from ..store.presence import known_names
@@ -24,12 +26,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger("jobstead.cli")
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+def configure_logging(level: str, log_format: str | None = None) -> None:
+    """``--log-level`` and ``--log-format`` (text, or json: one object per line; also ``$JOBSTEAD_LOG_FORMAT``)."""
+    try:
+        chosen = resolve_log_format(log_format)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    setup_logging(level, chosen)
 
 
 def migrate(args: Namespace) -> int:

@@ -34,8 +34,9 @@ from ..context import Context
 from ..errors import ConfigurationError, InvalidArguments, JobError
 from ..hooks import FailureEvent, run_hooks
 from ..lifecycle import Backoff, LoopSignals, Sleeper, log_failure, log_recovery, until_ready
+from ..logs import job_fields
 from ..metrics.server import serve_metrics_once
-from ..metrics.worker import WORKER_METRICS, JobSeries, package_version
+from ..metrics.worker import WORKER_METRICS, JobSeries, attempt_outcome, package_version
 from ..services import LeaseRenewer, Rescuer, RetentionPruner, ServiceThread, SettingsRefresh, WorkerRegistryPruner
 from ..signature import CONTEXT
 from ..status import AttemptOutcome, JobStatus
@@ -509,16 +510,29 @@ class Worker:
     def _finish(self, job: ClaimedJob, completion: Completion, started: float | None = None) -> None:
         series = self._series(job)
         series.finished(completion.outcome, completion.status).inc()
-        if started is not None:
-            series.duration.observe(time.monotonic() - started)
-        if completion.error is not None:
+        took = None if started is None else time.monotonic() - started
+        if took is not None:
+            series.duration.observe(took)
+        if logger.isEnabledFor(logging.INFO):  # one line per finished attempt, what `make run` shows
+            outcome = attempt_outcome(completion.outcome, completion.status)
+            error = f": {completion.error.type}" if completion.error is not None else ""
             logger.info(
-                "job %s (%s) attempt %d: %s -> %s",
+                "job %s (%s) attempt %d %s%s%s",
                 job.id,
                 job.handler,
                 job.attempts,
-                completion.error.type,
-                completion.status.value,
+                outcome,
+                error,
+                "" if took is None else f" in {took * 1000:.0f} ms",
+                extra=job_fields(
+                    job_id=job.id,
+                    handler=job.handler,
+                    attempt=job.attempts,
+                    worker_id=self.id,
+                    queue=job.queue,
+                    outcome=outcome,
+                    duration_seconds=None if took is None else round(took, 6),
+                ),
             )
         assert self._writer is not None
         self._writer.add(completion)
