@@ -1,0 +1,24 @@
+# Fault tests (issue 13): PgBouncer, libfaketime and toxiproxy for `make test`,
+# and `make chaos`, the long fault run that is not part of it.
+
+TEST_PREREQS += reliability-deps toxiproxy
+
+##@ Reliability
+
+.PHONY: reliability-deps
+reliability-deps: ## Install PgBouncer and libfaketime when the machine lacks them (Debian).
+	@if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ] \
+	    || [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] && ! ldconfig -p | grep -q libfaketime; then \
+	  echo "installing pgbouncer and libfaketime from Debian packages"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq pgbouncer faketime libfaketime >/dev/null; \
+	fi
+
+.PHONY: toxiproxy
+toxiproxy: ## Build the toxiproxy fault proxy from its Go module (once per pin).
+	@hack/toxiproxy/build.sh
+
+CHAOS_ARGS ?=
+.PHONY: chaos
+chaos: venv system-deps reliability-deps toxiproxy ## 10,000 jobs through kill -9, SIGSTOP, restarts, cuts and stalls.
+	$(PY) -m tests.chaos $(CHAOS_ARGS)
