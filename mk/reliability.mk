@@ -7,8 +7,10 @@ TEST_PREREQS += reliability-deps toxiproxy
 
 .PHONY: reliability-deps
 reliability-deps: ## Install PgBouncer and libfaketime when the machine lacks them (Debian).
-	@if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ] \
-	    || [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] && ! ldconfig -p | grep -q libfaketime; then \
+	@need=; \
+	command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || need=1; \
+	ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need=1; \
+	if [ -n "$$need" ]; then \
 	  echo "installing pgbouncer and libfaketime from Debian packages"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq pgbouncer faketime libfaketime >/dev/null; \
