@@ -1,4 +1,5 @@
-# Fault tests (issue 13): PgBouncer, libfaketime and toxiproxy for `make test`,
+# Fault tests (issue 13): PgBouncer and toxiproxy for `make test` (libfaketime
+# comes from the dev extra, see tests/support/faketime.py),
 # and `make chaos`, the long fault run that is not part of it.
 
 TEST_PREREQS += reliability-deps toxiproxy
@@ -6,14 +7,13 @@ TEST_PREREQS += reliability-deps toxiproxy
 ##@ Reliability
 
 .PHONY: reliability-deps
-reliability-deps: ## Install PgBouncer and libfaketime when the machine lacks them (Debian).
+reliability-deps: ## Install PgBouncer when the machine lacks it (Debian).
 	@need=; \
 	command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || need=1; \
-	ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need=1; \
 	if [ -n "$$need" ]; then \
-	  echo "installing pgbouncer and libfaketime from Debian packages"; \
+	  echo "installing pgbouncer from Debian packages"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq pgbouncer faketime libfaketime >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq pgbouncer >/dev/null; \
 	fi
 
 .PHONY: toxiproxy
