@@ -142,3 +142,17 @@ def read_cron_fires(path: Path) -> list[tuple[int, str, float]]:
         if parts and parts[0] == "cron":
             fires.append((int(parts[1]), parts[2], float(parts[4])))
     return fires
+
+
+def overlapping(spans: list[Span], *, until: float) -> list[tuple[Span, Span]]:
+    """Pairs of attempts of one job that ran at the same time; an unfinished one runs ``until``."""
+    by_job: dict[int, list[Span]] = {}
+    for span in spans:
+        by_job.setdefault(span.job_id, []).append(span)
+    pairs = []
+    for runs in by_job.values():
+        runs.sort(key=lambda s: s.start)
+        for earlier, later in zip(runs, runs[1:], strict=False):
+            if later.start < (earlier.end if earlier.end is not None else until):
+                pairs.append((earlier, later))
+    return pairs

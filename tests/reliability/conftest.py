@@ -11,6 +11,7 @@ import pytest
 
 from jobstead import App
 from tests.conftest import Target
+from tests.support.faultproxy import FaultProxy
 from tests.support.pgbouncer import PgBouncer
 from tests.support.postgres_server import PostgresServer
 
@@ -29,6 +30,16 @@ def pgbouncer(pg_server: PostgresServer, pg_url: str) -> Iterator[PgBouncer]:
 def bouncer_target(pgbouncer: PgBouncer) -> Target:
     """A fresh schema, reached only through PgBouncer: a plain URL, no pooler-specific option."""
     return Target("postgres", pgbouncer.url("jobstead_tests"), f"b_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def fault_proxy(pg_server: PostgresServer, pg_url: str, tmp_path: Path) -> Iterator[FaultProxy]:
+    """toxiproxy in front of the session's server (``jobstead_tests``), for one test."""
+    proxy = FaultProxy(pg_server.port, tmp_path / "toxiproxy.log").start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
 
 
 @pytest.fixture
