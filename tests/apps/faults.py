@@ -38,7 +38,7 @@ def _write(line: str) -> None:
 
 
 def _record(kind: str, ctx: Context, marker: str) -> None:
-    _write(f"{kind} {ctx.job_id} {ctx.attempt} {marker} {os.getpid()} {time.time():.6f}\n")
+    _write(f"{kind} {ctx.job_id} {ctx.attempt} {marker} {os.getpid()} {time.time():.6f} {ctx.handler}\n")
 
 
 def _run_sync(ms: int, ctx: Context) -> str:
@@ -109,10 +109,11 @@ class Span:
     start: float
     end: float | None
     how: str  # "end", "stop", or "" (no end record: killed)
+    handler: str = ""
 
 
 def read_spans(path: Path) -> list[Span]:
-    starts: dict[str, tuple[int, int, int, float]] = {}
+    starts: dict[str, tuple[int, int, int, float, str]] = {}
     ends: dict[str, tuple[float, str]] = {}
     if not path.exists():
         return []
@@ -120,15 +121,15 @@ def read_spans(path: Path) -> list[Span]:
         parts = line.split()
         if not parts or parts[0] == "cron":
             continue
-        kind, job_id, attempt, marker, pid, at = parts
+        kind, job_id, attempt, marker, pid, at, handler = parts
         if kind == "start":
-            starts[marker] = (int(job_id), int(attempt), int(pid), float(at))
+            starts[marker] = (int(job_id), int(attempt), int(pid), float(at), handler)
         else:
             ends[marker] = (float(at), kind)
     spans = []
-    for marker, (job_id, attempt, pid, start) in starts.items():
+    for marker, (job_id, attempt, pid, start, handler) in starts.items():
         end, how = ends.get(marker, (None, ""))
-        spans.append(Span(job_id, attempt, marker, pid, start, end, how))
+        spans.append(Span(job_id, attempt, marker, pid, start, end, how, handler))
     return spans
 
 
