@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         results = _results(server)
         runs = read_spans(spans)
         twice, tails, tail_completed = _concurrent(runs, record, results)
-        peak = _peak([s for s in runs if s.handler == "limited"], record)
+        peak, peak_at = _peak([s for s in runs if s.handler == "limited"], record)
         fires = Counter(at for _, at, _ in read_cron_fires(spans))
         duplicates = sorted(at for at, n in fires.items() if n > 1)
         app.close()
@@ -332,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
             f"ran twice at once: {len(twice)}"
             + (f" (frozen tails after takeover: {tails}, of which wrote the completion: {tail_completed})")
         )
-        print(f"limit peak: {peak} (limit {LIMIT})")
+        where = f", {_near(peak_at, record)}" if peak > LIMIT else ""
+        print(f"limit peak: {peak} (limit {LIMIT}{where})")
         print(f"cron duplicates: {len(duplicates)} of {len(fires)} fires" + (f" {duplicates[:5]}" if duplicates else ""))
         print(f"died: {len(died)}" + (f" {died}" if died else ""))
         print(f"drain after last fault: {drained:.1f} s")
@@ -437,7 +438,7 @@ def _concurrent(runs: list[Span], record: Faults, results: dict[int, str]) -> tu
     return twice, tails, tail_completed
 
 
-def _peak(runs: list[Span], record: Faults) -> int:
+def _peak(runs: list[Span], record: Faults) -> tuple[int, float]:
     until = time.time()
     events: list[tuple[float, int]] = []
     for s in runs:
@@ -448,7 +449,18 @@ def _peak(runs: list[Span], record: Faults) -> int:
             events += [(a, 1), (b, -1)]
     events.sort(key=lambda e: (e[0], e[1]))
     peak = current = 0
-    for _, delta in events:
+    peak_at = 0.0
+    for at, delta in events:
         current += delta
-        peak = max(peak, current)
-    return peak
+        if current > peak:
+            peak, peak_at = current, at
+    return peak, peak_at
+
+
+def _near(at: float, record: Faults) -> str:
+    """The fault that ended last before ``at``, for reading a violation."""
+    before = [(t, kind) for t, kind in record.done if t <= at]
+    if not before:
+        return "before any fault"
+    t, kind = max(before)
+    return f"{at - t:.1f} s after {kind} ended"
