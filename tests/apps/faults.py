@@ -16,6 +16,7 @@ The database comes from the environment (``JOBSTEAD_DATABASE_URL``,
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 import uuid
@@ -127,9 +128,9 @@ def read_spans(path: Path) -> list[Span]:
         else:
             ends[marker] = (float(at), kind)
     spans = []
-    for marker, (job_id, attempt, pid, start, handler) in starts.items():
-        end, how = ends.get(marker, (None, ""))
-        spans.append(Span(job_id, attempt, marker, pid, start, end, how, handler))
+    for key, (number, try_number, process, start, name) in starts.items():
+        end, how = ends.get(key, (None, ""))
+        spans.append(Span(number, try_number, key, process, start, end, how, name))
     return spans
 
 
@@ -153,7 +154,7 @@ def overlapping(spans: list[Span], *, until: float) -> list[tuple[Span, Span]]:
     pairs = []
     for runs in by_job.values():
         runs.sort(key=lambda s: s.start)
-        for earlier, later in zip(runs, runs[1:], strict=False):
+        for earlier, later in itertools.pairwise(runs):
             if later.start < (earlier.end if earlier.end is not None else until):
                 pairs.append((earlier, later))
     return pairs

@@ -40,6 +40,8 @@ from pathlib import Path
 import psycopg
 
 from jobstead import App
+from jobstead.deferred import Deferred
+from jobstead.handler import Handler
 from tests.apps.faults import SPANS_ENV, Span, read_cron_fires, read_spans
 from tests.support.faultproxy import FaultProxy
 from tests.support.postgres_server import PostgresServer, _demote, pg_bindir
@@ -291,9 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                 by_handler[HANDLERS[i % 3]].append({"ms": rng.randint(50, 250)})
             for name, args in by_handler.items():
                 if args:
-                    h = app.get_handler(name)
-                    deferred = retrying(lambda h=h, args=args: h.defer_many(args))
-                    ids += [d.id for d in deferred]  # type: ignore[attr-defined]
+                    handler = app.get_handler(name)
+                    ids += _defer(handler, args)
             time.sleep(max(0.0, (b + 1) * window / batches * 0.8 - (time.monotonic() - began)))
         faults_done.wait()
         last_fault = max((t for t, _ in record.done), default=time.time())
@@ -333,8 +334,14 @@ def main(argv: list[str] | None = None) -> int:
             + (f" (frozen tails after takeover: {tails}, of which wrote the completion: {tail_completed})")
         )
         where = f", {_near(peak_at, record)}" if peak > LIMIT else ""
+        if peak > LIMIT:
+            limited = [s for s in runs if s.handler == "limited"]
+            _explain(server, _live_at(limited, record, peak_at))
+            print(f"  faults: {record}", file=sys.stderr)
         print(f"limit peak: {peak} (limit {LIMIT}{where})")
-        print(f"cron duplicates: {len(duplicates)} of {len(fires)} fires" + (f" {duplicates[:5]}" if duplicates else ""))
+        print(
+            f"cron duplicates: {len(duplicates)} of {len(fires)} fires" + (f" {duplicates[:5]}" if duplicates else "")
+        )
         print(f"died: {len(died)}" + (f" {died}" if died else ""))
         print(f"drain after last fault: {drained:.1f} s")
         print(f"faults: {', '.join(k for _, k in record.done)}", file=sys.stderr)
@@ -354,6 +361,13 @@ def main(argv: list[str] | None = None) -> int:
         server.cleanup()
         if not options.keep:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _defer(handler: Handler[..., object], calls: list[dict[str, int]]) -> list[int]:
+    """Defer ``calls``, waiting out the faults: the driver is a client too."""
+    deferred: list[Deferred] = []
+    retrying(lambda: deferred.extend(handler.defer_many(calls)))
+    return [d.id for d in deferred]
 
 
 def _conninfo(server: PostgresServer) -> str:
@@ -436,6 +450,29 @@ def _concurrent(runs: list[Span], record: Faults, results: dict[int, str]) -> tu
                 else:
                     twice.append(job_id)
     return twice, tails, tail_completed
+
+
+def _live_at(runs: list[Span], record: Faults, at: float) -> list[Span]:
+    until = time.time()
+    return [s for s in runs if any(a <= at < b for a, b in _running_parts(s, record, until))]
+
+
+def _explain(server: PostgresServer, spans: list[Span]) -> None:
+    """The database's side of the attempts running at a violation, for whoever reads the report."""
+    ids = sorted({s.job_id for s in spans})
+    with psycopg.connect(_conninfo(server), autocommit=True) as conn:
+        jobs = conn.execute(
+            f"SELECT id, status, attempts, lease_owner FROM {SCHEMA}.jobstead_jobs WHERE id = ANY(%s)", [ids]
+        ).fetchall()
+        attempts = conn.execute(
+            f"SELECT * FROM {SCHEMA}.jobstead_attempts WHERE job_id = ANY(%s) ORDER BY job_id, attempt", [ids]
+        ).fetchall()
+    for s in spans:
+        print(f"  running at the peak: {s}", file=sys.stderr)
+    for row in jobs:
+        print(f"  job: {row}", file=sys.stderr)
+    for row in attempts:
+        print(f"  attempt: {row}", file=sys.stderr)
 
 
 def _peak(runs: list[Span], record: Faults) -> tuple[int, float]:

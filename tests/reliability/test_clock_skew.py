@@ -131,7 +131,7 @@ def test_a_job_deferred_with_a_delay_by_a_host_behind_is_not_started_early(
     spans = tmp_path / "spans.log"
     env = fault_env(postgres_target, spans)
     app = faults_app(postgres_target)
-    app.store  # migrate and publish the handlers before the CLI defers
+    app.publish_crons()  # migrates and publishes the handlers before the CLI defers
     deferred = run_cli(
         ["defer", "work", "--args", json.dumps({"ms": 10}), "--delay", "30"], {**env, **skewed_env(-SKEW)}
     )

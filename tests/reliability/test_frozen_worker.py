@@ -44,7 +44,7 @@ def test_a_frozen_worker_loses_the_job_stops_it_on_waking_and_keeps_working(
         stopped_at = time.time()
         taker = spawn_cli(args, env, tmp_path / "taker.log")
         taker_pid = taker.pid
-        wait_for(lambda: (job.refresh().record.checkpoint or {}).get("pid") == taker.pid, 30, "the takeover")
+        wait_for(lambda: (job.refresh().record.checkpoint or {}).get("pid") == taker_pid, 30, "the takeover")
         taken_after = time.time() - stopped_at
         time.sleep(max(0.0, FROZEN - (time.time() - stopped_at)))
 

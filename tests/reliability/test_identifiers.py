@@ -31,7 +31,7 @@ HOSTILE_IDENTIFIERS = [
     "1abc",
     "_x",
     "é_",  # a letter to str.isalpha, not to SQL's plain identifiers
-    "ｘ_",  # fullwidth: PostgreSQL keeps it, NFKC would make it 'x_'
+    "\uff58_",  # fullwidth x: PostgreSQL keeps it, NFKC would make it 'x_'
     "x²",  # a digit to str.isalnum
 ]
 TOO_LONG = {"JOBSTEAD_TABLE_PREFIX": "a" * 41, "JOBSTEAD_SCHEMA": "a" * 64}
@@ -41,7 +41,7 @@ HOSTILE_NAMES = [
     'x"; DROP TABLE jobstead_jobs; --',
     "x\\'; SELECT pg_sleep(10); --",
     "%(id)s %s :name ?",
-    "названиe 名前 🚀",
+    "\u043d\u0430\u0437\u0432\u0430\u043d\u0438e \u540d\u524d \U0001f680",  # Cyrillic, CJK, an emoji
 ]
 
 
@@ -67,9 +67,9 @@ def test_a_hostile_prefix_or_schema_in_the_environment_is_refused_in_one_line_be
 
 @pytest.mark.parametrize("value", [v for v in HOSTILE_IDENTIFIERS if v])
 def test_the_app_refuses_a_hostile_prefix_or_schema_argument(value: str) -> None:
-    with pytest.raises(ConfigurationError, match="table prefix .* not a valid name"):
+    with pytest.raises(ConfigurationError, match=r"table prefix .* not a valid name"):
         App("sqlite://", table_prefix=value).store  # noqa: B018
-    with pytest.raises(ConfigurationError, match="schema name .* not a valid name"):
+    with pytest.raises(ConfigurationError, match=r"schema name .* not a valid name"):
         App("sqlite://", schema=value).store  # noqa: B018
     with pytest.raises(ConfigurationError, match="at most 40 characters"):
         App("sqlite://", table_prefix=TOO_LONG["JOBSTEAD_TABLE_PREFIX"]).store  # noqa: B018

@@ -158,4 +158,3 @@ def test_the_password_role_logs_in_with_the_right_password(own_server: PostgresS
         assert app.store.queries.list_jobs(JobFilter()) == []
     finally:
         app.close()
-

@@ -193,7 +193,9 @@ def test_a_worker_process_runs_jobs_and_logs_a_broken_listener_once(bouncer_targ
     h = probes.app.get_handler("e2e_work")
     work = app.handler(name="e2e_work")(h.func)
     log = tmp_path / "worker.log"
-    worker = spawn_cli(["worker", "--app", "tests.apps.probes:app", "--poll-interval", "0.2"], bouncer_target.env(), log)
+    worker = spawn_cli(
+        ["worker", "--app", "tests.apps.probes:app", "--poll-interval", "0.2"], bouncer_target.env(), log
+    )
     try:
         jobs = work.defer_many([{"i": i} for i in range(20)])
         for job in jobs:
