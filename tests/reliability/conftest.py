@@ -42,11 +42,6 @@ def fault_proxy(pg_server: PostgresServer, pg_url: str, tmp_path: Path) -> Itera
         proxy.stop()
 
 
-@pytest.fixture
-def spans_file(tmp_path: Path) -> Path:
-    return tmp_path / "spans.log"
-
-
 def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "the condition") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
