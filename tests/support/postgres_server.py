@@ -64,6 +64,8 @@ class PostgresServer:
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="jobstead-pg-")))
     process: subprocess.Popen[bytes] | None = None
     user: str = "postgres"
+    #: ``name=value`` settings after the defaults (the last one wins), e.g. ``max_connections=50``.
+    settings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._uid: int | None = None
@@ -117,6 +119,7 @@ class PostgresServer:
         ]
         if not self.durable:  # tests: durability buys nothing and costs seconds
             settings += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
+        settings += self.settings
         args: list[str | Path] = [
             pg_bindir() / "postgres",
             "-D",

@@ -121,7 +121,9 @@ class Store:
         stop at once. Returns only if wake-ups cannot work here (then poll);
         callers check ``supports_listen`` first.
         """
-        await self.db.driver.listen(self.db.engine.url, self.tables.notify_channel, queues, wake, connected=connected)
+        await self.db.driver.listen(
+            self.db.engine.url, self.tables.notify_channel, queues, wake, connected=connected, cancelled=cancelled
+        )
 
     def is_transient(self, exc: BaseException) -> bool:
         """Whether ``exc`` means "the database is unreachable for now, retry" (see ``Driver.is_transient``)."""
