@@ -71,7 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--outage-at-start",
         type=float,
         default=0.0,
-        help="start the processes while PostgreSQL is down for this many seconds (as after a node failure)",
+        help="start the processes while PostgreSQL is down, until each has met the outage, then this many "
+        "seconds more (as after a node failure)",
     )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--keep", action="store_true", help="keep the logs and records (printed) after the run")
@@ -92,6 +93,12 @@ class Process:
     def start(self) -> None:
         self.generation += 1
         self.popen = spawn_cli(self.args, self.env, self.logdir / f"{self.role}.{self.generation}.log")
+
+    def has_spoken(self) -> bool:
+        """It logged a line or exited: it has tried the database at least once."""
+        log = self.logdir / f"{self.role}.{self.generation}.log"
+        exited = self.popen is not None and self.popen.poll() is not None
+        return exited or (log.exists() and log.stat().st_size > 0)
 
     @property
     def pid(self) -> int:
@@ -201,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         for p in processes:
             p.start()
         if options.outage_at_start:
+            # Down until every process has met the outage (said something, or exited):
+            # on a loaded machine, starting Python can take longer than the outage.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not all(p.has_spoken() for p in processes):
+                time.sleep(0.1)
             time.sleep(options.outage_at_start)
             server.restart_stopped()
 
