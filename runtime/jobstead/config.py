@@ -27,7 +27,10 @@ def resolve_database_url(explicit: str | URL | None = None) -> URL:
     try:
         url = make_url(raw)
     except Exception as exc:  # SQLAlchemy raises ArgumentError with a terse message
-        raise ConfigurationError(f"invalid database URL {str(raw)!r}: {exc}") from exc
+        # Never echo the password: the URL did not parse, so mask what looks like one by hand.
+        shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(raw))
+        detail = str(exc).replace(str(raw), shown)
+        raise ConfigurationError(f"invalid database URL {shown!r}: {detail}") from exc
     from .store.drivers import driver_for  # on use: the store imports this module
 
     return driver_for(url).normalize_url(url)

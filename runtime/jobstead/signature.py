@@ -106,7 +106,7 @@ class HandlerSignature:
         try:
             bound = self.public.bind(*args, **kwargs)
         except TypeError as exc:
-            raise InvalidArguments(f"{self.name}(): {exc}") from None
+            raise InvalidArguments(f"{self.name}(): {' '.join(str(exc).split())}") from None
         stored: dict[str, Any] = {}
         for key, value in bound.arguments.items():
             if self.public.parameters[key].kind is inspect.Parameter.VAR_KEYWORD:

@@ -188,48 +188,22 @@ def test_cli_durations_parse_or_are_refused_in_one_line(database: tuple[App, Any
     [
         pytest.param(
             ["defer", "take", "--args", "{}", "--delay", "86400000000000.0"],
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="found by fuzzing: `jobstead defer --delay 86400000000000.0` ends in a traceback, "
-                "OverflowError: days=1000000000; must have magnitude <= 999999999 (cli/main.py _seconds accepts it)",
-            ),
             id="huge-delay",
         ),
         pytest.param(
             ["defer", "take", "--args", '{"\\r0": null}'],
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="found by fuzzing: `jobstead defer take --args '{\"\\r0\": null}'` prints the unknown "
-                "argument's name raw, so the one-line error 'take(): unexpected argument(s): \\r0' spans two "
-                "lines (the Python defer quotes it with repr)",
-            ),
             id="argument-name-with-a-line-break",
         ),
         pytest.param(
             ["jobs", "show", "9223372036854775808"],
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="found by fuzzing: `jobstead jobs show 9223372036854775808` ends in a traceback, "
-                "OverflowError: Python int too large to convert to SQLite INTEGER (_job_id has no bound)",
-            ),
             id="id-past-int64",
         ),
         pytest.param(
             ["jobs", "purge", "--older-than", "1e10d"],
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="found by fuzzing: `jobstead jobs purge --older-than 1e10d` ends in a traceback, "
-                "OverflowError: Python int too large to convert to C int (_duration builds the timedelta unchecked)",
-            ),
             id="huge-duration",
         ),
         pytest.param(
             ["jobs", "purge", "--older-than", "1000000d"],
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="found by fuzzing: `jobstead jobs purge --older-than 1000000d` ends in a traceback, "
-                "OverflowError: date value out of range (now minus an age past year 1)",
-            ),
             id="duration-before-year-1",
         ),
     ],

@@ -15,8 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jobstead.errors import ConfigurationError
-from jobstead_operator.cronschedules import definition as cron_definition
-from jobstead_operator.spec import JobHandlerSpec, SpecError
+from jobstead_operator.spec import CronScheduleSpec, JobHandlerSpec, SpecError
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TEXT = st.text(max_size=20)
@@ -100,6 +99,6 @@ def test_a_jobhandler_spec_is_parsed_or_refused_with_a_reason(spec: dict[str, An
 @given(name=st.from_regex(r"[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?", fullmatch=True), spec=CRON_SCHEDULE)
 def test_a_cronschedule_spec_is_accepted_or_refused_with_a_reason(name: str, spec: dict[str, Any]) -> None:
     try:
-        cron_definition(name, spec)
-    except ConfigurationError as exc:
+        CronScheduleSpec.parse(name, spec)
+    except (SpecError, ConfigurationError) as exc:
         _one_line(str(exc))

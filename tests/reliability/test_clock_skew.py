@@ -63,21 +63,11 @@ def _spawn_skewed(args: list[str], env: dict[str, str], log: Path, offset: int) 
             0,
             SKEW,
             id="rescuer-ahead",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="a worker 60 s ahead rescues the live job at once (attempt 1 LOST with LeaseExpired, "
-                "the job started twice): rescue compares lease_expires_at with the host clock",
-            ),
         ),
         pytest.param(
             -SKEW,
             0,
             id="owner-behind",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="a worker 60 s behind writes leases that are already expired, so a worker on the real "
-                "clock rescues its live job (attempt 1 LOST, started twice): leases use the host clock",
-            ),
         ),
     ],
 )
@@ -120,11 +110,6 @@ def test_a_worker_ahead_does_not_start_a_delayed_job_early(postgres_target: Targ
     assert status is JobStatus.QUEUED and not read_spans(spans), f"started {20 - 5} s early at least"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`jobstead defer --delay 30` on a host 60 s behind writes run_at 30 s in the past, so the job "
-    "starts at once: run_at is computed with the deferring host's clock",
-)
 def test_a_job_deferred_with_a_delay_by_a_host_behind_is_not_started_early(
     postgres_target: Target, tmp_path: Path
 ) -> None:
@@ -151,12 +136,6 @@ def test_a_job_deferred_with_a_delay_by_a_host_behind_is_not_started_early(
         pytest.param(
             SKEW,
             id="ahead",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="beside a scheduler 60 s ahead the cron skips the next 60 s of fires: the skewed one defers "
-                "the fires of its own now (run_at 60 s ahead), the real-clock one then fires nothing before them "
-                "(2 runs in 8 s); fire times come from the host clock",
-            ),
         ),
         pytest.param(-SKEW, id="behind"),
     ],

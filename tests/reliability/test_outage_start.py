@@ -42,11 +42,9 @@ TRACEBACK_AT_START = (
 @pytest.mark.parametrize(
     "args",
     [
-        pytest.param(WORKER, id="worker", marks=pytest.mark.xfail(strict=True, reason=f"worker {TRACEBACK_AT_START}")),
-        pytest.param(
-            SCHEDULER, id="scheduler", marks=pytest.mark.xfail(strict=True, reason=f"scheduler {TRACEBACK_AT_START}")
-        ),
-        pytest.param(RUN, id="run", marks=pytest.mark.xfail(strict=True, reason=f"run {TRACEBACK_AT_START}")),
+        pytest.param(WORKER, id="worker"),
+        pytest.param(SCHEDULER, id="scheduler"),
+        pytest.param(RUN, id="run"),
     ],
 )
 def test_a_process_started_while_the_database_is_down_waits_for_it(
@@ -84,11 +82,6 @@ def test_a_process_started_while_the_database_is_down_waits_for_it(
     assert len(text.splitlines()) < 30, text[-3000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the worker exits with a traceback, sqlalchemy.exc.OperationalError 'FATAL: the database system is "
-    "shutting down' (or 'Connection refused') from App.store during its start; no retry",
-)
 def test_a_worker_started_while_the_database_restarts_comes_up(own_server: PostgresServer, tmp_path: Path) -> None:
     target = Target("postgres", own_server.url(new_database(own_server)), "restart")
     spans = tmp_path / "spans.log"
@@ -114,6 +107,10 @@ def test_a_worker_started_while_the_database_restarts_comes_up(own_server: Postg
     assert read_spans(spans)
 
 
+PERMANENT_TRACEBACK = (
+    "exits 1 with a full traceback ending in sqlalchemy.exc.OperationalError 'FATAL: password authentication "
+    "failed for user ...' / 'FATAL: database \"no_such_database\" does not exist' instead of one line"
+)
 PERMANENT = [
     pytest.param("password", id="wrong-password"),
     pytest.param("database", id="missing-database"),
@@ -121,12 +118,27 @@ PERMANENT = [
 
 
 @pytest.mark.parametrize("problem", [p.values[0] for p in PERMANENT], ids=[p.id for p in PERMANENT])
-@pytest.mark.parametrize("args", [WORKER, SCHEDULER, RUN], ids=["worker", "scheduler", "run"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="exits 1 with a full traceback ending in sqlalchemy.exc.OperationalError 'FATAL: password "
-    "authentication failed for user ...' / 'FATAL: database \"no_such_database\" does not exist' instead of "
-    "one line: connection errors are not JobsteadError, so cli.main lets them through",
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(WORKER, id="worker"),
+        pytest.param(
+            SCHEDULER,
+            id="scheduler",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="scheduler: " + PERMANENT_TRACEBACK,
+            ),
+        ),
+        pytest.param(
+            RUN,
+            id="run",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="run: " + PERMANENT_TRACEBACK,
+            ),
+        ),
+    ],
 )
 def test_a_permanent_database_error_ends_the_process_with_one_clear_line(
     own_server: PostgresServer, tmp_path: Path, args: list[str], problem: str

@@ -48,7 +48,6 @@ def test_the_pooler_is_pgbouncer_in_transaction_mode_with_its_default_startup_ch
     assert "pool_mode = transaction" in (pgbouncer.root / "pgbouncer.ini").read_text()
 
 
-@pytest.mark.xfail(strict=True, reason=STARTUP_OPTIONS)
 def test_defer_claim_and_run_sync_and_async_handlers(bouncer_target: Target) -> None:
     app = _app(bouncer_target)
 
@@ -71,7 +70,6 @@ def test_defer_claim_and_run_sync_and_async_handlers(bouncer_target: Target) -> 
         app.close()
 
 
-@pytest.mark.xfail(strict=True, reason=STARTUP_OPTIONS)
 def test_a_failed_attempt_is_retried(bouncer_target: Target) -> None:
     app = _app(bouncer_target)
 
@@ -90,7 +88,6 @@ def test_a_failed_attempt_is_retried(bouncer_target: Target) -> None:
         app.close()
 
 
-@pytest.mark.xfail(strict=True, reason=STARTUP_OPTIONS)
 def test_a_global_concurrency_limit_holds_across_workers(bouncer_target: Target) -> None:
     first, second = _app(bouncer_target), _app(bouncer_target)
     running: list[int] = []
@@ -122,7 +119,6 @@ def test_a_global_concurrency_limit_holds_across_workers(bouncer_target: Target)
         second.close()
 
 
-@pytest.mark.xfail(strict=True, reason=STARTUP_OPTIONS)
 def test_cancel_a_waiting_job_and_a_running_one(bouncer_target: Target) -> None:
     app = _app(bouncer_target)
     started = threading.Event()
@@ -150,7 +146,6 @@ def test_cancel_a_waiting_job_and_a_running_one(bouncer_target: Target) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=STARTUP_OPTIONS)
 def test_run_fires_a_cron_and_runs_its_job(bouncer_target: Target, tmp_path: Path) -> None:
     app = _app(bouncer_target)
     process = spawn_cli(
@@ -170,7 +165,6 @@ def test_run_fires_a_cron_and_runs_its_job(bouncer_target: Target, tmp_path: Pat
     assert code == 0
 
 
-@pytest.mark.xfail(strict=True, reason=STARTUP_OPTIONS)
 def test_cli_migrate_defer_and_list(bouncer_target: Target) -> None:
     env = bouncer_target.env()
     migrated = run_cli(["migrate"], env)
@@ -184,7 +178,6 @@ def test_cli_migrate_defer_and_list(bouncer_target: Target) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=STARTUP_OPTIONS)
 def test_a_worker_process_runs_jobs_and_logs_a_broken_listener_once(bouncer_target: Target, tmp_path: Path) -> None:
     """LISTEN cannot work through transaction pooling: the worker polls, and says so once, not in a loop."""
     app = _app(bouncer_target)

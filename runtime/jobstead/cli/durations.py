@@ -13,6 +13,8 @@ from datetime import timedelta
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 EXAMPLE = "a duration like 90, 30s, 5m, 12h or 7d"
+#: Longer than any job waits or is kept; and far from where dates and timedeltas overflow.
+MAX_SECONDS = 100 * 365 * 86400
 
 
 def parse_seconds(raw: str) -> float:
@@ -26,6 +28,8 @@ def parse_seconds(raw: str) -> float:
         raise ValueError(f"expected {EXAMPLE}, got {raw!r}") from None
     if not math.isfinite(value):
         raise ValueError(f"expected {EXAMPLE}, got {raw!r}")
+    if abs(value) > MAX_SECONDS:
+        raise ValueError(f"at most 100 years (36500d), got {raw!r}")
     return value
 
 

@@ -49,11 +49,18 @@ def _port(raw: str) -> int:
     return port
 
 
+#: Ids are 64-bit on PostgreSQL and SQLite alike.
+MAX_ID = 2**63 - 1
+
+
 def _job_id(raw: str) -> int:
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"job ids are whole numbers, got {raw!r}") from None
+    if not 1 <= value <= MAX_ID:
+        raise argparse.ArgumentTypeError(f"job ids are between 1 and {MAX_ID}, got {raw!r}")
+    return value
 
 
 class _Version(argparse.Action):
