@@ -49,6 +49,7 @@ def definition(spec: JobHandlerSpec) -> HandlerDefinition:
         queue=spec.queue,
         priority=0,
         concurrency=spec.concurrency,
+        tenant_concurrency=spec.tenant_concurrency,
         max_attempts=spec.max_attempts,
         retry=spec.retry,
         timeout=float(spec.timeout_seconds) if spec.timeout_seconds else None,

@@ -58,6 +58,7 @@ class JobHandlerSpec:
     paused: bool = False
     shutdown_grace_seconds: int = 30
     pod_template: Mapping[str, Any] = field(default_factory=dict)
+    tenant_concurrency: int | None = None
 
     @property
     def replica_cap(self) -> int:
@@ -84,6 +85,9 @@ class JobHandlerSpec:
                 paused=bool(spec.get("paused", False)),
                 shutdown_grace_seconds=int(spec.get("shutdownGraceSeconds", 30)),
                 pod_template=dict(spec.get("podTemplate") or {}),
+                tenant_concurrency=(
+                    int(spec["tenantConcurrency"]) if spec.get("tenantConcurrency") is not None else None
+                ),
             )
         except (KeyError, TypeError) as exc:
             raise SpecError("InvalidSpec", f"spec is missing or has a malformed field: {exc}") from None
@@ -91,6 +95,8 @@ class JobHandlerSpec:
             raise SpecError("InvalidSpec", f"spec.app must be 'module:attribute', not {parsed.app!r}")
         if parsed.per_pod_concurrency > parsed.concurrency:
             raise SpecError("InvalidSpec", "spec.perPodConcurrency cannot exceed spec.concurrency")
+        if parsed.tenant_concurrency is not None and not 1 <= parsed.tenant_concurrency <= parsed.concurrency:
+            raise SpecError("InvalidSpec", "spec.tenantConcurrency must be between 1 and spec.concurrency")
         if parsed.min_replicas > parsed.max_replicas:
             raise SpecError("InvalidSpec", "spec.minReplicas cannot exceed spec.maxReplicas")
         return parsed

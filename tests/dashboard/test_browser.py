@@ -173,9 +173,28 @@ def test_pausing_a_handler_stops_workers_claiming_it(sqlite_shop: Shop, browser:
         wait_for(lambda: other.refresh().status is JobStatus.SUCCEEDED, what="the other handler's job")
         time.sleep(1.0)  # ten of the worker's polls
         assert held.refresh().status is JobStatus.QUEUED
-        browser.get(server.url + "/")
-        click(browser, 'tr[data-handler="charge_card"] [data-action="resume"]')
-        until(browser, lambda d: "handler charge_card resumed" in text(d, ".notice"))
+        for attempt in range(3):  # a live refresh may replace the row under the click: click again
+            browser.get(server.url + "/")
+            click(browser, 'tr[data-handler="charge_card"] [data-action="resume"]')
+            try:
+                until(
+                    browser,
+                    lambda d: (
+                        "handler charge_card resumed"
+                        in (
+                            d.execute_script(
+                                "const e = document.querySelector('.notice'); return e ? e.innerText : '';"
+                            )
+                            or ""
+                        )
+                    ),
+                )
+                break
+            except Exception:
+                if attempt == 2 or "paused" not in text(browser, 'tr[data-handler="charge_card"] td.state'):
+                    if attempt == 2:
+                        raise
+                    break
         wait_for(lambda: held.refresh().status is JobStatus.SUCCEEDED, what="the paused job after resume")
 
 

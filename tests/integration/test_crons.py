@@ -252,6 +252,26 @@ def test_dst_changes_neither_double_nor_drop_a_fire(
 # -- missed fires ------------------------------------------------------------------
 
 
+def test_missed_fires_found_at_start_are_said_calmly(
+    make_app: Callable[..., App], clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A second start (make run after a pause) catches up once and says so at info, not as a warning."""
+    app = make_app(clock=clock)
+
+    @app.cron("* * * * *")
+    def minutely() -> None: ...
+
+    scheduler(app).tick()
+    app.publish_crons()
+    clock.advance(minutes=1)
+    scheduler(app).tick()
+    clock.advance(minutes=61)  # down for an hour
+    with caplog.at_level(logging.INFO, logger="jobstead.scheduler"):
+        assert len(scheduler(app).tick().fired) == 1  # a new process: its first pass
+    missed = [r for r in caplog.records if "missed" in r.getMessage()]
+    assert missed and all(r.levelno == logging.INFO for r in missed)
+
+
 def test_a_scheduler_down_for_three_fire_times_runs_one_catch_up(
     make_app: Callable[..., App], clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -274,6 +294,9 @@ def test_a_scheduler_down_for_three_fire_times_runs_one_catch_up(
     assert [(k.cron, k.fire_at, k.reason) for k in report.skipped] == [("with_deadline", latest, "deadline")]
     assert "2 fire time(s)" in caplog.text and "missed" in caplog.text
     assert "past its starting deadline of 30 s" in caplog.text
+    assert any(r.levelno == logging.WARNING and "missed" in r.getMessage() for r in caplog.records), (
+        "missed while running: a warning"
+    )
     assert s.tick().fired == []  # and nothing more for those fire times
 
     clock.advance(seconds=20)  # +5:05, on time again

@@ -68,11 +68,22 @@ def test_retry_block_maps_onto_the_policy() -> None:
     assert (exp.retry.kind, exp.retry.delay, exp.retry.max_delay, exp.retry.jitter) == ("exponential", 2, 60, 0.2)
 
 
+def test_tenant_concurrency_reaches_the_handler_row() -> None:
+    from jobstead_operator.jobhandlers import definition as handler_definition
+
+    s = spec(tenantConcurrency=2)
+    assert s.tenant_concurrency == 2
+    assert handler_definition(s).tenant_concurrency == 2
+    assert spec().tenant_concurrency is None
+
+
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [
         ({"app": "no-colon"}, "InvalidSpec"),
         ({"perPodConcurrency": 11}, "InvalidSpec"),
+        ({"tenantConcurrency": 0}, "InvalidSpec"),
+        ({"tenantConcurrency": 11}, "InvalidSpec"),
         ({"minReplicas": 9}, "InvalidSpec"),
         ({"retry": {"policy": "Sometimes"}}, "InvalidRetry"),
         ({"retry": {"policy": "Explicit", "delaysSeconds": []}}, "InvalidRetry"),

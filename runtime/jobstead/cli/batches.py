@@ -28,8 +28,8 @@ def add_commands(
     p.set_defaults(func=list_batches)
     p.add_argument("--tenant", help="only this tenant's batches")
     p.add_argument("--status", choices=BATCH_STATUSES, help="only batches in this state")
-    p.add_argument("--limit", type=_positive_int("--limit"), default=25)
-    p.add_argument("--offset", type=_natural_int("--offset"), default=0)
+    p.add_argument("--limit", type=_int_at_least("--limit", 1), default=25)
+    p.add_argument("--offset", type=_int_at_least("--offset", 0), default=0)
     p.add_argument("--json", action="store_true")
     app_option(p, required=False)
 
@@ -115,27 +115,16 @@ def _batch_id(raw: str) -> int:
     return value
 
 
-def _positive_int(option: str) -> Callable[[str], int]:
+def _int_at_least(option: str, low: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than ``low``, the error naming ``option``."""
+
     def parse(raw: str) -> int:
         try:
             value = int(raw)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{option} {raw!r}: give a whole number") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{option} {raw!r}: must be at least 1")
-        return value
-
-    return parse
-
-
-def _natural_int(option: str) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{option} {raw!r}: give a whole number") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{option} {raw!r}: must be 0 or more")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{option} {raw!r}: must be at least {low}")
         return value
 
     return parse

@@ -318,12 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    """An error as the one line the CLI promises: line breaks in user input (names, JSON) become spaces."""
+    return " ".join(str(exc).split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         processes.configure_logging(getattr(args, "log_level", "info"), getattr(args, "log_format", None))
     except UsageError as exc:
-        print(f"jobstead: error: {exc}", file=sys.stderr)
+        print(f"jobstead: error: {_one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     try:
         code = int(args.func(args))
@@ -340,13 +345,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"jobstead: error: {failure_line(exc, target_url(args))}\n")
         return 2 if isinstance(exc, OperationalError) else 1
     except (UsageError, OperationFailed) as exc:
-        sys.stderr.write(f"jobstead: error: {exc}\n")
+        sys.stderr.write(f"jobstead: error: {_one_line(exc)}\n")
         return exc.exit_code
     except ConfigurationError as exc:
-        sys.stderr.write(f"jobstead: error: {exc}\n")
+        sys.stderr.write(f"jobstead: error: {_one_line(exc)}\n")
         return 2
     except JobsteadError as exc:
-        sys.stderr.write(f"jobstead: error: {exc}\n")
+        sys.stderr.write(f"jobstead: error: {_one_line(exc)}\n")
         return 1
 
 

@@ -133,6 +133,8 @@ class Scheduler:
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self._reported_invalid: set[tuple[str, str, str]] = set()
+        #: Passes done: missed fires found on the first one are the downtime before this start.
+        self._passes = 0
         self._republished_at: float | None = None
         self._signals = LoopSignals(lambda _sig: self.stop(), enabled=install_signal_handlers)
         self.republish_every = republish_every
@@ -159,6 +161,7 @@ class Scheduler:
                 self._consider(store, cron, now, report)
             except Exception:  # one broken cron must not stop the others
                 logger.exception("cron %s: could not be scheduled; trying again next pass", cron.name)
+        self._passes += 1
         return report
 
     def _scope(self, store: Store) -> tuple[list[str], set[str]]:
@@ -219,7 +222,10 @@ class Scheduler:
     def _log_missed(self, schedule: CronSchedule, cron: CronRecord, latest: datetime) -> None:
         missed = schedule.count_between(cron.handled_until, latest, limit=MISSED_COUNT_LIMIT) - 1
         if missed > 0:
-            logger.warning(
+            # On this scheduler's first pass the gap is the downtime before it started (a second
+            # `make run`): expected, so said calmly. Later, fires missed while it runs mean trouble.
+            log = logger.info if self._passes == 0 else logger.warning
+            log(
                 "cron %s: %s%d fire time(s) from %s were missed (was no scheduler running?); only %s counts",
                 cron.name,
                 "over " if missed >= MISSED_COUNT_LIMIT - 1 else "",
