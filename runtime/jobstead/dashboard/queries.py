@@ -39,6 +39,7 @@ from sqlalchemy import (
 from ..errors import InvalidState, JobNotFound
 from ..status import CLAIMABLE_STATUSES, FINAL_STATUSES, JobStatus
 from ..store import AttemptRecord, BatchRecord, CronRecord, JobRecord, Store
+from ..store.queries import status_condition
 
 #: Above this many rows, PostgreSQL's own estimate stands in for ``count(*)``.
 EXACT_COUNT_LIMIT = 100_000
@@ -189,23 +190,11 @@ class DashboardQueries:
 
     # -- filters -----------------------------------------------------------------
 
-    def _status_is(self, status: JobStatus, now: datetime) -> ColumnElement[bool]:
-        """The stored column and the shown status differ for due ``scheduled`` jobs."""
-        jobs = self._t.jobs
-        if status is JobStatus.QUEUED:
-            return or_(
-                jobs.c.status == JobStatus.QUEUED.value,
-                and_(jobs.c.status == JobStatus.SCHEDULED.value, jobs.c.run_at <= now),
-            )
-        if status is JobStatus.SCHEDULED:
-            return and_(jobs.c.status == JobStatus.SCHEDULED.value, jobs.c.run_at > now)
-        return jobs.c.status == status.value
-
     def _where(self, f: JobFilter, now: datetime) -> list[ColumnElement[bool]]:
         jobs = self._t.jobs
         conditions: list[ColumnElement[bool]] = []
         if f.status is not None:
-            conditions.append(self._status_is(f.status, now))
+            conditions.append(status_condition(self._t.jobs, f.status, now))
         if f.handler is not None:
             conditions.append(jobs.c.handler == f.handler)
         if f.queue is not None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import ColumnElement, and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..clock import Clock
@@ -26,6 +26,7 @@ from ..status import CLAIMABLE_STATUSES, FINAL_STATUSES, JobStatus
 from .batches import Batches
 from .control import RETRYABLE, Control
 from .database import Database
+from .queries import status_condition
 from .records import JobRecord
 from .rows import job_record
 
@@ -204,7 +205,7 @@ def _conditions(db: Database, now: datetime, selection: JobSelection) -> list[Co
     jobs = db.tables.jobs
     conditions: list[ColumnElement[bool]] = []
     if selection.statuses:
-        conditions.append(or_(*(_status_is(db, s, now) for s in selection.statuses)))
+        conditions.append(or_(*(status_condition(db.tables.jobs, s, now) for s in selection.statuses)))
     if selection.handler is not None:
         conditions.append(jobs.c.handler == selection.handler)
     if selection.queue is not None:
@@ -216,16 +217,3 @@ def _conditions(db: Database, now: datetime, selection: JobSelection) -> list[Co
     if selection.ids:
         conditions.append(jobs.c.id.in_(selection.ids))
     return conditions
-
-
-def _status_is(db: Database, status: JobStatus, now: datetime) -> ColumnElement[bool]:
-    """The stored column and the shown status differ for due ``scheduled`` jobs."""
-    jobs = db.tables.jobs
-    if status is JobStatus.QUEUED:
-        return or_(
-            jobs.c.status == JobStatus.QUEUED.value,
-            and_(jobs.c.status == JobStatus.SCHEDULED.value, jobs.c.run_at <= now),
-        )
-    if status is JobStatus.SCHEDULED:
-        return and_(jobs.c.status == JobStatus.SCHEDULED.value, jobs.c.run_at > now)
-    return jobs.c.status == status.value

@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select
+from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select
 
 from ..clock import Clock, as_utc
 from ..status import CLAIMABLE_STATUSES, AttemptOutcome, JobStatus
@@ -14,6 +14,21 @@ from .crons import _record as cron_record
 from .database import Database
 from .records import AttemptRecord, CronRecord, JobRecord, Stats
 from .rows import attempt_record, job_record
+
+
+def status_condition(jobs: Table, status: JobStatus, now: object) -> ColumnElement[bool]:
+    """Jobs shown in ``status``: the stored column and the shown status differ for due ``scheduled`` jobs.
+
+    The one definition every list uses (queries, bulk selections, the dashboard).
+    """
+    if status is JobStatus.QUEUED:
+        return or_(
+            jobs.c.status == JobStatus.QUEUED.value,
+            and_(jobs.c.status == JobStatus.SCHEDULED.value, jobs.c.run_at <= now),
+        )
+    if status is JobStatus.SCHEDULED:
+        return and_(jobs.c.status == JobStatus.SCHEDULED.value, jobs.c.run_at > now)
+    return jobs.c.status == status.value
 
 
 @dataclass(frozen=True)
@@ -51,7 +66,7 @@ class Queries:
         now = self._clock()
         conditions: list[ColumnElement[bool]] = []
         if where.status is not None:
-            conditions.append(self._status_is(where.status, now))
+            conditions.append(status_condition(self._db.tables.jobs, where.status, now))
         if where.handler is not None:
             conditions.append(jobs.c.handler == where.handler)
         if where.queue is not None:
@@ -61,18 +76,6 @@ class Queries:
         stmt = select(jobs).where(*conditions).order_by(jobs.c.id.desc()).limit(where.limit).offset(where.offset)
         with self._db.engine.connect() as conn:
             return [job_record(row, now) for row in conn.execute(stmt).mappings()]
-
-    def _status_is(self, status: JobStatus, now: object) -> ColumnElement[bool]:
-        """The stored column and the shown status differ for due ``scheduled`` jobs."""
-        jobs = self._db.tables.jobs
-        if status is JobStatus.QUEUED:
-            return or_(
-                jobs.c.status == JobStatus.QUEUED.value,
-                and_(jobs.c.status == JobStatus.SCHEDULED.value, jobs.c.run_at <= now),
-            )
-        if status is JobStatus.SCHEDULED:
-            return and_(jobs.c.status == JobStatus.SCHEDULED.value, jobs.c.run_at > now)
-        return jobs.c.status == status.value
 
     def handler_load(self, handler: str) -> HandlerLoad:
         """Due, running and failed-for-good counts of one handler.
