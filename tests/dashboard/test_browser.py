@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,29 @@ def click(driver: Any, css: str) -> None:
 
 
 def until(driver: Any, check: Any, timeout: float = 15) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: check(d))
+    """Wait for ``check``; a page mid-navigation (nothing to read yet) counts as not yet."""
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.05, ignored_exceptions=(AssertionError, StaleElementReferenceException)
+    ).until(lambda d: check(d))
+
+
+def press(driver: Any, url: str, button: str, notice: str, state_cell: str, took: Callable[[str], bool]) -> None:
+    """Click a form button and wait for its notice, clicking again if a live refresh swallowed the click.
+
+    A live refresh can replace the row between finding the button and the click
+    landing, so the click goes nowhere; the state cell says whether it took.
+    """
+    for attempt in range(3):
+        driver.get(url)
+        if attempt and took(text(driver, state_cell)):
+            return
+        click(driver, button)
+        try:
+            until(driver, lambda d: notice in text(d, ".notice"))
+            return
+        except Exception:
+            if attempt == 2:
+                raise
 
 
 def save_screenshot(driver: Any, tmp_path: Path, name: str) -> None:
@@ -164,37 +186,29 @@ def test_pausing_a_handler_stops_workers_claiming_it(sqlite_shop: Shop, browser:
     app = sqlite_shop.app
     sqlite_shop.failing.clear()
     with serve(sqlite_shop) as server, worker_thread(app):
-        browser.get(server.url + "/")
-        click(browser, 'tr[data-handler="charge_card"] [data-action="pause"]')
-        until(browser, lambda d: "handler charge_card paused" in text(d, ".notice"))
+        row = 'tr[data-handler="charge_card"]'
+        press(
+            browser,
+            server.url + "/",
+            f'{row} [data-action="pause"]',
+            "handler charge_card paused",
+            f"{row} td.state",
+            lambda state: "paused" in state,
+        )
         assert "paused" in text(browser, 'tr[data-handler="charge_card"] td.state')
         held = app.handlers["charge_card"].defer(order=300)
         other = app.handlers["send_email"].defer(to="carol@example.com")
         wait_for(lambda: other.refresh().status is JobStatus.SUCCEEDED, what="the other handler's job")
         time.sleep(1.0)  # ten of the worker's polls
         assert held.refresh().status is JobStatus.QUEUED
-        for attempt in range(3):  # a live refresh may replace the row under the click: click again
-            browser.get(server.url + "/")
-            click(browser, 'tr[data-handler="charge_card"] [data-action="resume"]')
-            try:
-                until(
-                    browser,
-                    lambda d: (
-                        "handler charge_card resumed"
-                        in (
-                            d.execute_script(
-                                "const e = document.querySelector('.notice'); return e ? e.innerText : '';"
-                            )
-                            or ""
-                        )
-                    ),
-                )
-                break
-            except Exception:
-                if attempt == 2 or "paused" not in text(browser, 'tr[data-handler="charge_card"] td.state'):
-                    if attempt == 2:
-                        raise
-                    break
+        press(
+            browser,
+            server.url + "/",
+            f'{row} [data-action="resume"]',
+            "handler charge_card resumed",
+            f"{row} td.state",
+            lambda state: "paused" not in state,
+        )
         wait_for(lambda: held.refresh().status is JobStatus.SUCCEEDED, what="the paused job after resume")
 
 
