@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .binding import NotReady, attach, still_attached, unavailable
 from .databases import AppDatabase
+from .metrics import OPERATOR_METRICS
 from .registry import GROUP, VERSION, registry
 from .resources import Resource
 from .spec import CronScheduleSpec, SecretRef, SpecError
@@ -94,6 +95,14 @@ async def resolve(
 
 
 async def reconcile(
+    state: OperatorState, resource: Resource, jobhandlers: kopf.Index[Any, SecretRef], *, fresh: bool
+) -> AppDatabase:
+    """The cron row as the spec says, in the database it resolves to; ``NotReady`` says what stands in the way."""
+    with OPERATOR_METRICS.reconciling(KIND):
+        return await _reconcile(state, resource, jobhandlers, fresh=fresh)
+
+
+async def _reconcile(
     state: OperatorState, resource: Resource, jobhandlers: kopf.Index[Any, SecretRef], *, fresh: bool
 ) -> AppDatabase:
     try:

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -63,11 +64,14 @@ class AppDatabase:
     scheduler: Scheduler | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     closed: bool = False
+    #: ``time.monotonic()`` of the last ``call``: the metrics show only databases this replica works on.
+    last_call: float = field(default_factory=time.monotonic)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a store call on this database's own threads (one closed meanwhile is unavailable)."""
         if self.closed:
             raise InvalidRequestError(f"{self.target.masked} was closed: no resource uses it any more")
+        self.last_call = time.monotonic()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
 
@@ -92,6 +96,9 @@ class Databases:
     def of(self, user: User) -> AppDatabase | None:
         target = self._bound.get(user)
         return self._open.get(target) if target is not None else None
+
+    def open_databases(self) -> list[AppDatabase]:
+        return list(self._open.values())
 
     def open_targets(self) -> list[DatabaseTarget]:
         return list(self._open)

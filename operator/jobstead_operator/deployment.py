@@ -28,8 +28,8 @@ def deployment_name(resource_name: str) -> str:
     return f"{resource_name}-worker"
 
 
-def worker_command(spec: JobHandlerSpec) -> list[str]:
-    return [
+def worker_command(spec: JobHandlerSpec, metrics_port: int | None = None) -> list[str]:
+    command = [
         "jobstead",
         "worker",
         "--app",
@@ -43,6 +43,9 @@ def worker_command(spec: JobHandlerSpec) -> list[str]:
         "--shutdown-grace",
         str(spec.shutdown_grace_seconds),
     ]
+    if metrics_port is not None:
+        command += ["--metrics-port", str(metrics_port)]
+    return command
 
 
 def merge_template(defaults: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
@@ -62,9 +65,15 @@ def build_deployment(
     replicas: int,
     defaults: Mapping[str, Any] | None = None,
     secret_version: str | None = None,
+    metrics_port: int | None = None,
 ) -> dict[str, Any]:
     """``secret_version``: the database Secret's resourceVersion, on the pod template, so that a
-    rotated Secret rolls the workers over to the new database (a running process keeps its env)."""
+    rotated Secret rolls the workers over to the new database (a running process keeps its env).
+
+    ``metrics_port``: the operator's default for worker metrics; the resource's ``spec.metrics``
+    decides. When on, the worker serves ``/metrics`` there, the container declares the port
+    (named ``metrics``, for a PodMonitor) and the pod carries the ``prometheus.io`` annotations
+    that annotation-based scrape configs look for."""
     labels = {
         "app.kubernetes.io/name": "jobstead-worker",
         "app.kubernetes.io/managed-by": MANAGED_BY,
@@ -83,12 +92,17 @@ def build_deployment(
         {"name": "JOBSTEAD_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         *[e for e in template.get("env") or [] if e.get("name") not in FROM_SECRET],
     ]
+    port = spec.metrics.port_with(metrics_port)
     container: dict[str, Any] = {
         "name": "worker",
         "image": spec.image,
-        "command": worker_command(spec),
+        "command": worker_command(spec, port),
         "env": env,
     }
+    annotations = {SECRET_VERSION: secret_version} if secret_version else {}
+    if port is not None:
+        container["ports"] = [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
+        annotations.update({"prometheus.io/scrape": "true", "prometheus.io/port": str(port)})
     if template.get("resources"):
         container["resources"] = template["resources"]
     pod_spec: dict[str, Any] = {
@@ -108,10 +122,7 @@ def build_deployment(
             # Never more pods than asked for during a rollout: the cap is a promise to the database.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
             "template": {
-                "metadata": {
-                    "labels": labels,
-                    **({"annotations": {SECRET_VERSION: secret_version}} if secret_version else {}),
-                },
+                "metadata": {"labels": labels, **({"annotations": annotations} if annotations else {})},
                 "spec": pod_spec,
             },
         },

@@ -29,6 +29,7 @@ from .binding import RECOVERABLE, NotReady, attach, still_attached, unavailable
 from .conditions import now_rfc3339
 from .databases import AppDatabase
 from .deployment import build_deployment, deployment_name
+from .metrics import OPERATOR_METRICS
 from .pods import rank_for_scale_down
 from .registry import GROUP, VERSION, registry
 from .resources import Resource
@@ -73,6 +74,11 @@ async def on_change(memo: Any, **kwargs: Any) -> None:
 
 async def reconcile(state: OperatorState, resource: Resource, *, fresh: bool) -> AppDatabase:
     """Database rows and Deployment as the spec says; ``NotReady`` says what stands in the way."""
+    with OPERATOR_METRICS.reconciling(KIND):
+        return await _reconcile(state, resource, fresh=fresh)
+
+
+async def _reconcile(state: OperatorState, resource: Resource, *, fresh: bool) -> AppDatabase:
     try:
         spec = JobHandlerSpec.parse(resource.spec)
     except SpecError as exc:
@@ -127,6 +133,7 @@ async def _apply_deployment(state: OperatorState, resource: Resource, spec: JobH
         replicas=max(spec.min_replicas, min(replicas, spec.replica_cap)),
         defaults=state.worker_defaults,
         secret_version=state.secrets.version(namespace, spec.database),
+        metrics_port=state.worker_metrics_port,
     )
     kopf.adopt(desired, owner=resource.body)
     if existing is None and await state.kube.create_deployment(namespace, desired):
@@ -177,6 +184,7 @@ async def scale(memo: Any, **kwargs: Any) -> None:
         )
         resource.patch.status["lastScaleTime"] = now_rfc3339()
         resource.info("Scaled", f"{current} -> {desired} worker pod(s): {load.due} due, {load.running} running")
+    OPERATOR_METRICS.scaled(resource.namespace, resource.name, current, desired)
     status = resource.patch.status
     status["replicas"] = desired
     status["readyReplicas"] = int((deployment.get("status") or {}).get("readyReplicas") or 0)
@@ -201,6 +209,7 @@ async def release(memo: Any, logger: Any, **kwargs: Any) -> None:
     resource = Resource.of(KIND, kwargs)
     state.handlers.pop((resource.namespace, resource.name), None)
     state.scalers.pop((resource.namespace, resource.name), None)
+    OPERATOR_METRICS.forget(resource.namespace, resource.name)
     handler = resource.spec.get("handler")
     database = state.databases.of(resource.user)
     if database is None and handler:

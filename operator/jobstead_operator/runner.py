@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from jobstead.cron.scheduler import REPUBLISH_EVERY
 from jobstead.errors import ConfigurationError
 
-from . import cronschedules, jobhandlers, pods  # noqa: F401 - registers the handlers
+from . import cronschedules, jobhandlers, metrics, pods  # noqa: F401 - registers the handlers
 from .databases import Databases, SchemaMissing
 from .kube import Kube, load_configuration
 from .peering import ensure_peering
@@ -118,6 +118,11 @@ class OperatorOptions:
     idle_cooldown: float = 120.0
     webhook: WebhookOptions | None = None
     liveness_endpoint: str | None = None
+    #: Serve ``/metrics`` (the operator's own and its databases' gauges) on this port.
+    metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
+    #: Worker pods serve ``/metrics`` on this port unless their JobHandler's ``spec.metrics`` says otherwise.
+    worker_metrics_port: int | None = None
 
 
 def run_operator(
@@ -172,8 +177,16 @@ def run_operator(
         scale_down_window=options.scale_down_window,
         idle_cooldown=options.idle_cooldown,
         worker_defaults=worker_defaults_from_env(),
+        worker_metrics_port=options.worker_metrics_port,
     )
     waker.state = state
+    if options.metrics_port is not None:
+        try:
+            metrics.serve(options.metrics_port, state.databases, host=options.metrics_host)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot serve metrics on {options.metrics_host}:{options.metrics_port}: {exc.strerror or exc}"
+            ) from None
     kopf.run(
         registry=registry,
         settings=operator_settings,

@@ -41,6 +41,31 @@ class SecretRef:
         return cls(name=str(ref["name"]), key=str(ref.get("key") or "url"))
 
 
+#: The port worker pods serve ``/metrics`` on when neither the resource nor the operator names one.
+DEFAULT_METRICS_PORT = 9090
+
+
+@dataclass(frozen=True)
+class MetricsSpec:
+    """``spec.metrics``: ``enabled`` None leaves it to the operator's default (``--worker-metrics-port``)."""
+
+    enabled: bool | None = None
+    port: int | None = None
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any] | None) -> MetricsSpec:
+        raw = raw or {}
+        enabled = raw.get("enabled")
+        port = raw.get("port")
+        return cls(enabled=bool(enabled) if enabled is not None else None, port=int(port) if port else None)
+
+    def port_with(self, operator_default: int | None) -> int | None:
+        """The port the worker pods serve metrics on, or None: the resource's choice, else the operator's."""
+        if self.enabled is False or (self.enabled is None and operator_default is None):
+            return None
+        return self.port or operator_default or DEFAULT_METRICS_PORT
+
+
 @dataclass(frozen=True)
 class JobHandlerSpec:
     handler: str
@@ -59,6 +84,7 @@ class JobHandlerSpec:
     shutdown_grace_seconds: int = 30
     pod_template: Mapping[str, Any] = field(default_factory=dict)
     tenant_concurrency: int | None = None
+    metrics: MetricsSpec = field(default_factory=MetricsSpec)
 
     @property
     def replica_cap(self) -> int:
@@ -88,6 +114,7 @@ class JobHandlerSpec:
                 tenant_concurrency=(
                     int(spec["tenantConcurrency"]) if spec.get("tenantConcurrency") is not None else None
                 ),
+                metrics=MetricsSpec.parse(spec.get("metrics")),
             )
         except (KeyError, TypeError) as exc:
             raise SpecError("InvalidSpec", f"spec is missing or has a malformed field: {exc}") from None

@@ -26,6 +26,8 @@ class OperatorState:
     scale_down_window: float = 60.0
     idle_cooldown: float = 120.0
     worker_defaults: dict[str, Any] = field(default_factory=dict)
+    #: Worker pods serve ``/metrics`` on this port unless their JobHandler's ``spec.metrics`` says otherwise.
+    worker_metrics_port: int | None = None
     scalers: dict[tuple[str, str], Scaler] = field(default_factory=dict)
     #: (namespace, name) -> (spec, monotonic time) of the last scale tick: what a wake-up may scale.
     #: Only fresh entries count: a replica that peering paused stops ticking, and so stops waking.

@@ -21,6 +21,7 @@ from jobstead.store import WAKE_ALL
 from .databases import AppDatabase
 from .deployment import deployment_name
 from .jobhandlers import KIND, SCALE_INTERVAL
+from .metrics import OPERATOR_METRICS
 from .state import OperatorState
 
 logger = logging.getLogger("jobstead.operator")
@@ -45,6 +46,7 @@ async def wake_from_zero(state: OperatorState, database: AppDatabase, queue: str
         )
         if desired > 0:
             await state.kube.patch_deployment(namespace, deployment_name(name), {"spec": {"replicas": desired}})
+            OPERATOR_METRICS.scaled(namespace, name, 0, desired)
             logger.info("%s/%s: new work in queue %s: 0 -> %d worker pod(s)", namespace, name, queue, desired)
 
 

@@ -291,6 +291,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--liveness-endpoint",
         help="serve kopf's health check for probes, e.g. http://0.0.0.0:8080/healthz (default: none)",
     )
+    p.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        help="serve Prometheus metrics (the operator's and its databases' gauges) on this port "
+        "(default: $JOBSTEAD_OPERATOR_METRICS_PORT, else none)",
+    )
+    p.add_argument("--metrics-host", default="0.0.0.0", help="listen on this address for metrics (default all)")
+    p.add_argument(
+        "--worker-metrics-port",
+        type=_port,
+        default=None,
+        help="worker pods serve metrics on this port unless their JobHandler's spec.metrics says otherwise",
+    )
     p.add_argument("--webhook-host", help="serve the validating webhook; the API server calls https://HOST:PORT")
     p.add_argument("--webhook-service", help="serve the validating webhook behind this Service (NAMESPACE/NAME)")
     p.add_argument("--webhook-port", type=_positive_int, default=9443, help="port the webhook listens on")

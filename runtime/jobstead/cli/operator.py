@@ -13,6 +13,7 @@ from .errors import UsageError
 from .loading import database_override
 
 MIGRATE_ENV = "JOBSTEAD_OPERATOR_MIGRATE"
+METRICS_PORT_ENV = "JOBSTEAD_OPERATOR_METRICS_PORT"
 
 
 def startup_priority() -> int:
@@ -80,9 +81,22 @@ def operator(args: Namespace) -> int:
             scale_down_window=args.scale_down_window,
             idle_cooldown=args.idle_cooldown,
             webhook=webhook,
+            metrics_port=args.metrics_port if args.metrics_port is not None else _metrics_port_from_env(),
+            metrics_host=args.metrics_host,
+            worker_metrics_port=args.worker_metrics_port,
         )
     )
     return 0
+
+
+def _metrics_port_from_env() -> int | None:
+    """``$JOBSTEAD_OPERATOR_METRICS_PORT``: where ``--metrics-port`` was not given; empty means none."""
+    raw = os.environ.get(METRICS_PORT_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise UsageError(f"${METRICS_PORT_ENV} must be a port between 1 and 65535, not {raw!r}")
+    return int(raw)
 
 
 def _migrate_from_env() -> bool:

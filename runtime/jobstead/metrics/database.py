@@ -5,95 +5,122 @@ Every figure comes from one grouped query per scrape over the partial indexes
 the claim path already keeps (``jobs_active``: every job that is not a
 success), so a scrape of a table with a million finished jobs reads only
 the unfinished ones.
+
+``DatabaseGauges`` builds the families from one or several snapshots: the
+operator, which serves every database it manages, adds a ``database`` label
+so that their series stay apart (each family appears once per scrape, as the
+exposition format requires).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..cron.schedule import CronSchedule, InvalidSchedule
 from ..store import Store
+from ..store.queries import MetricsSnapshot
 
 logger = logging.getLogger("jobstead.metrics")
 
 
-class DatabaseCollector(Collector):
-    def __init__(self, store: Store, *, tenant_labels: bool = False) -> None:
-        self._store = store
-        self._tenant_labels = tenant_labels
+class DatabaseGauges:
+    """The database-wide families, filled by ``add`` once per database; ``extra`` labels come first."""
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        try:
-            snapshot = self._store.queries.metrics_snapshot()
-        except Exception as exc:  # a scrape must not fail: report the database as unreachable instead
-            logger.warning("metrics: could not read the database (%s)", " ".join(str(exc).split())[:200])
-            up = GaugeMetricFamily("jobstead_database_up", "1 if the last scrape could read the database.")
-            up.add_metric([], 0)
-            yield up
-            return
-        up = GaugeMetricFamily("jobstead_database_up", "1 if the last scrape could read the database.")
-        up.add_metric([], 1)
-        yield up
-        now = snapshot.now
-        jobs = GaugeMetricFamily(
+    def __init__(self, *, tenant_labels: bool = False, extra: Sequence[str] = ()) -> None:
+        self._tenant_labels = tenant_labels
+        extra = list(extra)
+        self.up = GaugeMetricFamily(
+            "jobstead_database_up", "1 if the last scrape could read the database.", labels=extra
+        )
+        self.jobs = GaugeMetricFamily(
             "jobstead_queue_jobs",
             "Jobs by handler, queue and status (succeeded: see finished_total).",
-            labels=["handler", "queue", "status"],
+            labels=[*extra, "handler", "queue", "status"],
         )
-        for (handler, queue, status), n in sorted(snapshot.counts.items()):
-            jobs.add_metric([handler, queue, status], n)
-        yield jobs
-        oldest = GaugeMetricFamily(
+        self.oldest = GaugeMetricFamily(
             "jobstead_queue_oldest_job_age_seconds",
             "Age of the oldest job that could run now but waits (0 when none waits).",
-            labels=["handler", "queue"],
+            labels=[*extra, "handler", "queue"],
         )
-        for (handler, queue), run_at in sorted(snapshot.oldest_ready.items()):
-            oldest.add_metric([handler, queue], max(0.0, (now - run_at).total_seconds()))
-        yield oldest
-        workers = GaugeMetricFamily("jobstead_workers", "Worker processes with a recent heartbeat.")
-        workers.add_metric([], snapshot.workers)
-        yield workers
-        limits = GaugeMetricFamily(
+        self.workers = GaugeMetricFamily("jobstead_workers", "Worker processes with a recent heartbeat.", labels=extra)
+        self.limits = GaugeMetricFamily(
             "jobstead_handler_concurrency_limit",
             "Global concurrency limit of each limited handler.",
-            labels=["handler"],
+            labels=[*extra, "handler"],
         )
-        for handler, limit in sorted(snapshot.limits.items()):
-            limits.add_metric([handler], limit)
-        yield limits
-        last = GaugeMetricFamily(
-            "jobstead_cron_last_fire_timestamp_seconds", "When each cron last fired (Unix time).", labels=["cron"]
+        self.last = GaugeMetricFamily(
+            "jobstead_cron_last_fire_timestamp_seconds",
+            "When each cron last fired (Unix time).",
+            labels=[*extra, "cron"],
         )
-        upcoming = GaugeMetricFamily(
+        self.upcoming = GaugeMetricFamily(
             "jobstead_cron_next_fire_timestamp_seconds",
             "When each enabled cron fires next (Unix time); alert when it is in the past.",
-            labels=["cron"],
+            labels=[*extra, "cron"],
         )
+        self.batches = GaugeMetricFamily(
+            "jobstead_batches",
+            "Batches by tenant and status (tenant is empty unless tenant labels were asked for).",
+            labels=[*extra, "tenant", "status"],
+        )
+
+    def add(self, snapshot: MetricsSnapshot | None, extra: Sequence[str] = ()) -> None:
+        """One database's figures; ``None``: it could not be read (``jobstead_database_up`` 0, nothing else)."""
+        labels = list(extra)
+        self.up.add_metric(labels, 0 if snapshot is None else 1)
+        if snapshot is None:
+            return
+        now = snapshot.now
+        for (handler, queue, status), n in sorted(snapshot.counts.items()):
+            self.jobs.add_metric([*labels, handler, queue, status], n)
+        for (handler, queue), run_at in sorted(snapshot.oldest_ready.items()):
+            self.oldest.add_metric([*labels, handler, queue], max(0.0, (now - run_at).total_seconds()))
+        self.workers.add_metric(labels, snapshot.workers)
+        for handler, limit in sorted(snapshot.limits.items()):
+            self.limits.add_metric([*labels, handler], limit)
         for cron in snapshot.crons:
             if cron.last_fire_at is not None:
-                last.add_metric([cron.name], cron.last_fire_at.timestamp())
+                self.last.add_metric([*labels, cron.name], cron.last_fire_at.timestamp())
             if cron.enabled:
                 try:
                     schedule = CronSchedule.parse(cron.schedule, cron.timezone)
                 except InvalidSchedule:
                     continue
-                upcoming.add_metric([cron.name], schedule.next_after(max(cron.handled_until, now)).timestamp())
-        yield last
-        yield upcoming
-        batches = GaugeMetricFamily(
-            "jobstead_batches",
-            "Batches by tenant and status (tenant is empty unless tenant labels were asked for).",
-            labels=["tenant", "status"],
-        )
+                self.upcoming.add_metric(
+                    [*labels, cron.name], schedule.next_after(max(cron.handled_until, now)).timestamp()
+                )
         totals: dict[tuple[str, str], int] = {}
         for (tenant, status), n in snapshot.batches.items():
             key = ((tenant or "") if self._tenant_labels else "", status)
             totals[key] = totals.get(key, 0) + n
-        for key, n in sorted(totals.items()):
-            batches.add_metric(list(key), n)
-        yield batches
+        for (tenant, status), n in sorted(totals.items()):
+            self.batches.add_metric([*labels, tenant, status], n)
+
+    def families(self) -> list[GaugeMetricFamily]:
+        return [self.up, self.jobs, self.oldest, self.workers, self.limits, self.last, self.upcoming, self.batches]
+
+
+def read_snapshot(store: Store, where: str) -> MetricsSnapshot | None:
+    """The snapshot, or ``None`` with one warning: a scrape must not fail because one database is down."""
+    try:
+        return store.queries.metrics_snapshot()
+    except Exception as exc:
+        logger.warning("metrics: could not read %s (%s)", where, " ".join(str(exc).split())[:200])
+        return None
+
+
+class DatabaseCollector(Collector):
+    """The gauges of one database, for ``jobstead metrics`` (no extra label: one process per database)."""
+
+    def __init__(self, store: Store, *, tenant_labels: bool = False) -> None:
+        self._store = store
+        self._tenant_labels = tenant_labels
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauges = DatabaseGauges(tenant_labels=self._tenant_labels)
+        gauges.add(read_snapshot(self._store, "the database"))
+        yield from gauges.families()
