@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, literal_column, select, text
 
+from .. import tracing
 from ..clock import Clock
 from ..metrics.worker import deferred
 from .database import Database
@@ -44,6 +45,13 @@ class Enqueuer:
         """
         if not jobs:
             return []
+        if tracing.ENABLED:  # a `defer` span, its context in each job's metadata
+            with tracing.deferring(jobs) as (traced, records):
+                records.extend(self._insert_counted(traced, connection))
+                return records
+        return self._insert_counted(jobs, connection)
+
+    def _insert_counted(self, jobs: Sequence[NewJob], connection: Connection | None) -> list[JobRecord]:
         if connection is not None:
             records = self._insert(connection, jobs)
         elif jobs[0].key is None and _one_option_set(jobs):

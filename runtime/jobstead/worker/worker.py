@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from .. import tracing
 from ..cancel import CancelReason
 from ..context import Context
 from ..errors import ConfigurationError, InvalidArguments, JobError
@@ -453,13 +454,14 @@ class Worker:
                 )
                 return
             try:
-                finished = await call_handler(
+                call = call_handler(
                     handler.func,
                     kwargs,
                     is_async=handler.is_async,
                     timeout=EffectiveSettings.of(job, settings).timeout,
                     on_abandon=lambda: running.request_cancel(CancelReason.TIMED_OUT),
                 )
+                finished = await (tracing.running(job, call) if tracing.ENABLED else call)
             except asyncio.CancelledError:
                 finished = Finished(cancelled=True)
             reason = running.cancel_reason
