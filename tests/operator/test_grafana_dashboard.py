@@ -85,3 +85,14 @@ def test_the_alerts_cover_dead_jobs_waiting_jobs_and_missed_crons() -> None:
     assert 'outcome="dead"' in text
     assert "jobstead_queue_oldest_job_age_seconds" in text
     assert "jobstead_cron_next_fire_timestamp_seconds" in text
+
+
+def test_the_readme_lists_every_metric() -> None:
+    """The README's "Metrics and logs" section names every metric a Jobstead process can expose."""
+    readme = (CHART.parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Metrics and logs") :]
+    section = section[: section.index("\n## ", 1)]
+    listed = set(METRIC.findall(section))
+    for name in exposed():
+        base = re.sub(r"_(bucket|count|sum)$", "", name)
+        assert name in listed or base in listed, f"{name} is not in the README's Metrics and logs section"
