@@ -55,6 +55,8 @@ class MetricsSpec:
     @classmethod
     def parse(cls, raw: Mapping[str, Any] | None) -> MetricsSpec:
         raw = raw or {}
+        if not isinstance(raw, Mapping):
+            raise TypeError(f"spec.metrics must be an object, not {type(raw).__name__}")
         enabled = raw.get("enabled")
         port = raw.get("port")
         return cls(enabled=bool(enabled) if enabled is not None else None, port=int(port) if port else None)

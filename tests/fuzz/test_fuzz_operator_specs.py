@@ -60,6 +60,7 @@ JOB_HANDLER = st.fixed_dictionaries(
         "timeoutSeconds": at_least(1),
         "paused": st.booleans(),
         "shutdownGraceSeconds": at_least(0),
+        "metrics": _optional({"enabled": st.booleans(), "port": at_least(1, 65535)}),
     },
 )
 CRON_SCHEDULE = st.fixed_dictionaries(
@@ -93,6 +94,9 @@ def test_a_jobhandler_spec_is_parsed_or_refused_with_a_reason(spec: dict[str, An
         _one_line(str(exc))
         return
     assert 0 <= parsed.replica_cap <= parsed.max_replicas
+    for default in (None, 9090):
+        port = parsed.metrics.port_with(default)
+        assert port is None or 1 <= port <= 65535
 
 
 @SETTINGS
