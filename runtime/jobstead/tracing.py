@@ -11,8 +11,9 @@ that run.
 
 Without the package nothing here is imported beyond this module, ``ENABLED``
 is False, and the enqueue and worker paths skip their hooks with one test of
-a constant. With the API but no SDK configured, spans are OpenTelemetry's
-no-op ones and no metadata is written. Metadata the caller set themselves
+a constant. With the API but no SDK configured and no trace in progress
+(``active()`` False), no span is started and no metadata is written; a trace
+context in progress without an SDK (propagation only) still travels. Metadata the caller set themselves
 (a ``traceparent`` of their own) is left as it is.
 """
 
@@ -25,11 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 try:
     from opentelemetry import propagate, trace
-    from opentelemetry.trace import SpanKind, Status, StatusCode
+    from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind, Status, StatusCode
 except ImportError:  # the extra is not installed: tracing is off, at no cost
     ENABLED = False
 else:
     ENABLED = True
+    #: What ``get_tracer_provider`` returns while no SDK is installed: its spans record nothing.
+    _NO_SDK = (ProxyTracerProvider, NoOpTracerProvider)
 
 if TYPE_CHECKING:
     from .store.records import ClaimedJob, JobRecord, NewJob
@@ -62,6 +65,18 @@ def _tracer() -> Any:
         provider = _tracer_provider if _tracer_provider is not None else trace.get_tracer_provider()
         _cached = provider.get_tracer("jobstead")
     return _cached
+
+
+def active() -> bool:
+    """Whether a span would matter: an SDK records them, or a trace is in progress whose context must travel.
+
+    False for the API alone with nothing to propagate (a dependency pulled the
+    package in): the hooks then cost a provider check and a context lookup,
+    not a span.
+    """
+    if _tracer_provider is not None or not isinstance(trace.get_tracer_provider(), _NO_SDK):
+        return True
+    return bool(trace.get_current_span().get_span_context().is_valid)
 
 
 @contextmanager
@@ -103,6 +118,8 @@ async def running(job: ClaimedJob, call: Awaitable[Finished]) -> Finished:
     """Await one attempt inside a ``run <handler>`` span, child of the job's ``defer`` span if it had one."""
     metadata = job.metadata or {}
     carrier = {k: str(metadata[k]) for k in TRACE_KEYS if isinstance(metadata.get(k), str)}
+    if not carrier and not active():
+        return await call
     parent = propagate.extract(carrier) if carrier else None
     attributes = {
         "messaging.system": SYSTEM,

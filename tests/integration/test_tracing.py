@@ -177,3 +177,25 @@ print("ok")
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_the_api_alone_writes_nothing_unless_a_trace_is_in_progress(app: App) -> None:
+    """No SDK: no span and no metadata; a context in progress (propagation only) still travels with the job."""
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    @app.handler
+    def quiet() -> None:
+        return None
+
+    assert not tracing.active()
+    assert quiet.defer().record.metadata is None
+    incoming = SpanContext(
+        trace_id=0x0AF7651916CD43DD8448EB211C80319C, span_id=0xB7AD6B7169203331, is_remote=True,
+        trace_flags=TraceFlags(1),
+    )  # fmt: skip
+    with trace.use_span(NonRecordingSpan(incoming)):
+        assert tracing.active()
+        job = quiet.defer()
+    metadata = job.refresh().record.metadata
+    assert metadata is not None and metadata["traceparent"].split("-")[1] == "0af7651916cd43dd8448eb211c80319c"

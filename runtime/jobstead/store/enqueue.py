@@ -45,7 +45,7 @@ class Enqueuer:
         """
         if not jobs:
             return []
-        if tracing.ENABLED:  # a `defer` span, its context in each job's metadata
+        if tracing.ENABLED and tracing.active():  # a `defer` span, its context in each job's metadata
             with tracing.deferring(jobs) as (traced, records):
                 records.extend(self._insert_counted(traced, connection))
                 return records
