@@ -8,9 +8,12 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.e2e import test_chart as chart
 from tests.e2e.test_chart import CHART, Helm, by_kind, kinds
 
 pytestmark = pytest.mark.e2e
+# The chart tests' fixture: the pinned helm against the session's cluster.
+helm = chart.helm
 
 ALL_ON = [
     "--set",
