@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
 from .errors import InvalidOption
-from .signature import check_json
+from .json_values import check_json
 
 if TYPE_CHECKING:
     from .retry import RetryPolicy

@@ -8,7 +8,6 @@ nor stored. Everything else must arrive through ``defer`` as JSON.
 from __future__ import annotations
 
 import inspect
-import json
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, get_args, get_origin
 
 from .errors import ConfigurationError, InvalidArguments
+from .json_values import check_json
 
 
 @dataclass(frozen=True)
@@ -125,23 +125,6 @@ class HandlerSignature:
                 raise InvalidArguments(
                     f"{self.name}(): argument {key!r} must be {expected}, not {type(value).__name__} ({value!r:.60})"
                 )
-
-
-def check_json(values: Mapping[str, Any], where: str) -> None:
-    """Refuse what JSON cannot carry faithfully, naming the argument."""
-    if all(type(key) is str for key in values):
-        try:
-            json.dumps(values, allow_nan=False)
-            return
-        except (TypeError, ValueError):
-            pass  # find the argument to blame
-    for key, value in values.items():
-        if not isinstance(key, str):
-            raise InvalidArguments(f"{where}: argument names must be strings, not {key!r}")
-        try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise InvalidArguments(f"{where}: argument {key!r} is not JSON-serialisable: {exc}") from None
 
 
 def validate_stored(

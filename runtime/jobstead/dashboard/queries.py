@@ -39,7 +39,7 @@ from sqlalchemy import (
 from ..errors import InvalidState, JobNotFound
 from ..status import CLAIMABLE_STATUSES, FINAL_STATUSES, JobStatus
 from ..store import AttemptRecord, BatchRecord, CronRecord, JobRecord, Store
-from ..store.queries import status_condition
+from ..store.queries import scope_conditions, status_condition
 
 #: Above this many rows, PostgreSQL's own estimate stands in for ``count(*)``.
 EXACT_COUNT_LIMIT = 100_000
@@ -192,15 +192,9 @@ class DashboardQueries:
 
     def _where(self, f: JobFilter, now: datetime) -> list[ColumnElement[bool]]:
         jobs = self._t.jobs
-        conditions: list[ColumnElement[bool]] = []
+        conditions = scope_conditions(jobs, handler=f.handler, queue=f.queue, tenant=f.tenant)
         if f.status is not None:
-            conditions.append(status_condition(self._t.jobs, f.status, now))
-        if f.handler is not None:
-            conditions.append(jobs.c.handler == f.handler)
-        if f.queue is not None:
-            conditions.append(jobs.c.queue == f.queue)
-        if f.tenant is not None:
-            conditions.append(jobs.c.tenant == f.tenant)
+            conditions.append(status_condition(jobs, f.status, now))
         if f.batch is not None:
             conditions.append(jobs.c.batch_id == f.batch)
         if f.error is not None:

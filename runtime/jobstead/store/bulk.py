@@ -26,7 +26,7 @@ from ..status import CLAIMABLE_STATUSES, FINAL_STATUSES, JobStatus
 from .batches import Batches
 from .control import RETRYABLE, Control
 from .database import Database
-from .queries import status_condition
+from .queries import scope_conditions, status_condition
 from .records import JobRecord
 from .rows import job_record
 
@@ -203,15 +203,9 @@ def _chunks(
 
 def _conditions(db: Database, now: datetime, selection: JobSelection) -> list[ColumnElement[bool]]:
     jobs = db.tables.jobs
-    conditions: list[ColumnElement[bool]] = []
+    conditions = scope_conditions(jobs, handler=selection.handler, queue=selection.queue, tenant=selection.tenant)
     if selection.statuses:
-        conditions.append(or_(*(status_condition(db.tables.jobs, s, now) for s in selection.statuses)))
-    if selection.handler is not None:
-        conditions.append(jobs.c.handler == selection.handler)
-    if selection.queue is not None:
-        conditions.append(jobs.c.queue == selection.queue)
-    if selection.tenant is not None:
-        conditions.append(jobs.c.tenant == selection.tenant)
+        conditions.append(or_(*(status_condition(jobs, s, now) for s in selection.statuses)))
     if selection.since is not None:
         conditions.append(jobs.c.created_at >= selection.since)
     if selection.ids:

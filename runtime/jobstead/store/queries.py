@@ -31,6 +31,18 @@ def status_condition(jobs: Table, status: JobStatus, now: object) -> ColumnEleme
     return jobs.c.status == status.value
 
 
+def scope_conditions(
+    jobs: Table, *, handler: str | None, queue: str | None, tenant: str | None
+) -> list[ColumnElement[bool]]:
+    """The handler, queue and tenant a job list is narrowed to: each one given must match.
+
+    Shared by every list (queries, bulk selections, the dashboard) so a new scope
+    field is added in one place.
+    """
+    scope = ((jobs.c.handler, handler), (jobs.c.queue, queue), (jobs.c.tenant, tenant))
+    return [column == value for column, value in scope if value is not None]
+
+
 @dataclass(frozen=True)
 class HandlerLoad:
     """What an autoscaler needs to know about one handler, right now."""
@@ -64,15 +76,9 @@ class Queries:
     def list_jobs(self, where: JobFilter = JobFilter()) -> list[JobRecord]:
         jobs = self._db.tables.jobs
         now = self._clock()
-        conditions: list[ColumnElement[bool]] = []
+        conditions = scope_conditions(jobs, handler=where.handler, queue=where.queue, tenant=where.tenant)
         if where.status is not None:
-            conditions.append(status_condition(self._db.tables.jobs, where.status, now))
-        if where.handler is not None:
-            conditions.append(jobs.c.handler == where.handler)
-        if where.queue is not None:
-            conditions.append(jobs.c.queue == where.queue)
-        if where.tenant is not None:
-            conditions.append(jobs.c.tenant == where.tenant)
+            conditions.append(status_condition(jobs, where.status, now))
         stmt = select(jobs).where(*conditions).order_by(jobs.c.id.desc()).limit(where.limit).offset(where.offset)
         with self._db.engine.connect() as conn:
             return [job_record(row, now) for row in conn.execute(stmt).mappings()]

@@ -8,8 +8,8 @@ from typing import Any, Literal, get_args
 
 from ..cron.schedule import CronSchedule
 from ..errors import ConfigurationError, InvalidArguments, JobError
+from ..json_values import check_json
 from ..retry import RetryPolicy
-from ..signature import check_json
 from ..status import FINAL_STATUSES, AttemptOutcome, JobStatus
 
 
