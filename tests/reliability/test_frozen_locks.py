@@ -206,3 +206,45 @@ def test_a_worker_frozen_before_committing_a_completion_lets_the_rescuer_have_it
     with other.db.engine.connect() as conn:
         status = conn.execute(select(other.tables.jobs.c.status).where(other.tables.jobs.c.id == job.id)).scalar()
     assert status == JobStatus.RETRYING.value
+
+
+def test_jobs_claimed_just_before_a_freeze_are_handed_back_not_started(postgres_target: Target) -> None:
+    """Frozen between its claim and starting the jobs, a worker wakes with leases that may be
+    gone (the jobs rescued and running elsewhere): it must not start them (the chaos run saw a
+    limit of 3 exceeded that way), and hands them back unspent where the lease still holds."""
+    from jobstead import App
+    from tests.conftest import worker_thread
+
+    app = App(postgres_target.url, schema=postgres_target.schema)
+    ran: list[int] = []
+
+    @app.handler()
+    def h() -> None:
+        ran.append(1)
+
+    app.open()
+    claim = app.store.claims.claim
+    frozen_once: list[list[ClaimedJob]] = []
+
+    def claim_then_freeze(**kwargs: Any) -> list[ClaimedJob]:
+        jobs = claim(**kwargs)
+        if jobs and not frozen_once:
+            frozen_once.append(jobs)
+            time.sleep(LEASE * 1.5)  # the process stands still after its claim committed
+        return jobs
+
+    app.store.claims.claim = claim_then_freeze  # type: ignore[method-assign]
+    job = h.defer()
+    try:
+        with worker_thread(app, lease_seconds=LEASE, poll_interval=0.05):
+            job.wait(30)
+        outcomes = [a.outcome for a in job.attempts_log()]
+    finally:
+        app.close()
+    assert frozen_once and [j.id for j in frozen_once[0]] == [job.id]
+    assert ran == [1], "run once, after it was handed back"
+    # rescued meanwhile (as another worker would), or handed back if nobody had yet
+    assert outcomes in (
+        [AttemptOutcome.LOST, AttemptOutcome.SUCCEEDED],
+        [AttemptOutcome.RELEASED, AttemptOutcome.SUCCEEDED],
+    ), outcomes
