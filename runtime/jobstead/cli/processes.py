@@ -100,6 +100,7 @@ def _worker(app: App, args: Namespace) -> Worker:
             concurrency=args.concurrency,
             handlers=args.handler,
             lease_seconds=args.lease_seconds,
+            pool_size=args.pool_size,
             shutdown_grace=args.shutdown_grace,
             poll_interval=args.poll_interval,
             metrics_port=args.metrics_port,

@@ -98,6 +98,7 @@ class Worker:
         handlers: Sequence[str] | None = None,
         lease_seconds: float = 30.0,
         heartbeat_seconds: float | None = None,
+        pool_size: int | None = None,
         poll_interval: float = 1.0,
         shutdown_grace: float = 30.0,
         listen: bool = True,
@@ -109,6 +110,7 @@ class Worker:
             ("lease_seconds", lease_seconds, None),
             ("poll_interval", poll_interval, None),
             ("heartbeat_seconds", heartbeat_seconds, None),
+            ("pool_size", pool_size, 1),
         ):
             if value is None:
                 continue
@@ -126,7 +128,7 @@ class Worker:
         if not names:
             raise ConfigurationError("the worker has no handlers to run: register some with @app.handler")
         #: Everything the worker takes from its app, once (see ``environment``).
-        self._env = WorkerEnvironment.of(app, names)
+        self._env = WorkerEnvironment.of(app, names, pool_size=pool_size)
         self._store: Store | None = None
         self.app = app
         self.id = new_worker_id()

@@ -70,6 +70,7 @@ from ...status import FINAL_STATUSES, AttemptOutcome
 from ..records import Completion, JobRecord, NewJob
 from ..rows import records_in_input_order, status_at_defer
 from .base import CANCEL_PREFIX, LOCK_BOUND_SECONDS, WAKE_ALL, Driver, Wake
+from .pool import WaitingQueuePool
 
 if TYPE_CHECKING:
     from ..database import Database
@@ -175,6 +176,8 @@ class PostgreSQLDriver(Driver):
     def create_engine(self, url: URL, **options: Any) -> Engine:
         options.setdefault("pool_size", 10)
         options.setdefault("max_overflow", 20)
+        # Wait for one of our own connections when the server has none left to give.
+        options.setdefault("poolclass", WaitingQueuePool)
         options.setdefault("json_deserializer", load_jsonb)
         connect_args = dict(options.pop("connect_args", {}))
         connect_args.setdefault("prepare_threshold", prepare_threshold(url))
