@@ -312,7 +312,8 @@ class Worker:
                     self.id,
                     every=self.heartbeat_seconds,
                     lease_seconds=self.lease_seconds,
-                    held=lambda: tuple(self._running),  # one C-level copy: safe from another thread
+                    # one C-level copy: safe from another thread; finished jobs stay held until written
+                    held=lambda: (*self._running, *(self._writer.unwritten() if self._writer else ())),
                     on_report=self._report_from_thread,
                 )
             ],
