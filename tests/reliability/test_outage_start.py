@@ -33,10 +33,6 @@ from tests.support.processes import spawn_cli, stop
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 RUN = ["run", "--app", "tests.apps.faults:app", "--poll-interval", "0.1", "--scheduler-interval", "0.2"]
-TRACEBACK_AT_START = (
-    "exits at once with a traceback: psycopg.OperationalError "
-    "'connection failed: ... Connection refused' from App.store (Store.connect / ensure_schema)"
-)
 
 
 @pytest.mark.parametrize(
