@@ -98,8 +98,12 @@ class App:
     def database_url(self) -> URL:
         return resolve_database_url(self._database_url)
 
-    def open(self) -> Store:
+    def open(self, *, pool_size: int | None = None) -> Store:
         """Connect, migrate (with ``auto_migrate``) and publish this app's handlers and crons.
+
+        ``pool_size``: at most this many connections (a worker's ``pool_size``);
+        by default 10, and 20 more while they are all busy. It applies to the
+        first ``open``: an app already connected with another size refuses it.
 
         What every process does before its first job; idempotent and safe from
         many threads. Deferring, a worker and a scheduler call it on first use;
@@ -109,18 +113,30 @@ class App:
         """
         with self._lock:
             if self._store is not None:
+                self._check_pool(self._store, pool_size)
                 return self._store
             if self._connected is None:
+                pool = {} if pool_size is None else {"pool_size": pool_size, "max_overflow": 0}
                 self._connected = Store.connect(
-                    self._database_url, table_prefix=self._table_prefix, schema=self._schema, clock=self._clock
+                    self._database_url, table_prefix=self._table_prefix, schema=self._schema, clock=self._clock, **pool
                 )
             store = self._connected
+            self._check_pool(store, pool_size)
             if self.auto_migrate:
                 store.ensure_schema()
             store.registry.publish_handlers(h.definition() for h in self._handlers.values())
             self._publish_crons(store)
             self._store = store
             return store
+
+    @staticmethod
+    def _check_pool(store: Store, pool_size: int | None) -> None:
+        size = getattr(store.db.engine.pool, "size", None)
+        if pool_size is not None and callable(size) and size() != pool_size:
+            raise ConfigurationError(
+                f"pool_size={pool_size}: the app's database is open already with a pool of {size()}; "
+                "give pool_size to the first worker, before the app is used"
+            )
 
     @property
     def store(self) -> Store:

@@ -15,7 +15,8 @@ from the jobs table, read straight from the server:
   lease is gone, are counted apart (``frozen tails``), with the check that
   none of those attempts wrote the job's completion;
 - ``limit peak``: most attempts of the handler limited to 3 running at once;
-- ``cron duplicates``: fire times of the every-second cron run more than once;
+- ``cron duplicates``: fire times of the every-second cron deferred as more than
+  one job (a job run again after its worker was killed is counted apart);
 - ``died``: Jobstead processes that exited without being killed;
 - ``drain after last fault``: seconds from the last fault to the last job done.
 """
@@ -336,8 +337,12 @@ def main(argv: list[str] | None = None) -> int:
         runs = read_spans(spans)
         twice, tails, tail_completed = _concurrent(runs, record, results)
         peak, peak_at = _peak([s for s in runs if s.handler == "limited"], record)
-        fires = Counter(at for _, at, _ in read_cron_fires(spans))
+        # A fire deferred twice is two jobs for one fire time; one job run again after its
+        # worker was killed or frozen is a retry (at least once), reported apart.
+        fire_runs = read_cron_fires(spans)
+        fires = Counter(at for _, at in {(job_id, at) for job_id, at, _ in fire_runs})
         duplicates = sorted(at for at, n in fires.items() if n > 1)
+        reruns = len(fire_runs) - len({job_id for job_id, _, _ in fire_runs})
         app.close()
 
         print(f"lost: {left} of {len(ids)}")
@@ -352,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  faults: {record}", file=sys.stderr)
         print(f"limit peak: {peak} (limit {LIMIT}{where})")
         print(
-            f"cron duplicates: {len(duplicates)} of {len(fires)} fires" + (f" {duplicates[:5]}" if duplicates else "")
+            f"cron duplicates: {len(duplicates)} of {len(fires)} fires"
+            + (f" {duplicates[:5]}" if duplicates else "")
+            + f" (runs again of one fire's job after a kill or freeze: {reruns})"
         )
         print(f"died: {len(died)}" + (f" {died}" if died else ""))
         print(f"drain after last fault: {drained:.1f} s")
@@ -377,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _defer(handler: Handler[..., object], calls: list[dict[str, int]]) -> list[int]:
     """Defer ``calls``, waiting out the faults: the driver is a client too."""
-    deferred: list[Deferred] = []
+    deferred: list[Deferred[object]] = []
     retrying(lambda: deferred.extend(handler.defer_many(calls)))
     return [d.id for d in deferred]
 

@@ -66,6 +66,7 @@ def test_continuations_fire_exactly_once_through_kill_9(target: Target, tmp_path
     workers = [spawn_cli(WORKER, env, tmp_path / f"w{i}.log") for i in range(WORKERS)]
     rng = random.Random(14)
     kills = 0
+    killed: set[int] = set()
     deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline:
@@ -73,6 +74,7 @@ def test_continuations_fire_exactly_once_through_kill_9(target: Target, tmp_path
             if kills < KILLS:
                 time.sleep(rng.uniform(0.2, 0.8))
                 victim = rng.randrange(WORKERS)
+                killed.add(workers[victim].pid)
                 os.kill(workers[victim].pid, signal.SIGKILL)
                 workers[victim].wait(10)
                 kills += 1
@@ -101,6 +103,13 @@ def test_continuations_fire_exactly_once_through_kill_9(target: Target, tmp_path
             ).all()
         )
         continuation_ids = list(conn.execute(select(jobs.c.id).where(jobs.c.batch_event.is_not(None))).scalars())
+        attempts = store.tables.attempts
+        lost_by = list(
+            conn.execute(select(attempts.c.worker_id).where(attempts.c.outcome == AttemptOutcome.LOST.value)).scalars()
+        )
+    # worker ids are "<host>-<pid>-<random>": a lost attempt of a worker never killed is a lease
+    # a live worker let lapse (it was too busy to renew it)
+    lost_by_live = [w for w in lost_by if int(str(w).split("-")[-2]) not in killed]
     expected = {(b, e) for b in batches for e in ("success", "finish")}
     duplicates = {k: n for k, n in fired.items() if n > 1}
     early = []
@@ -123,11 +132,13 @@ def test_continuations_fire_exactly_once_through_kill_9(target: Target, tmp_path
         f"\n  continuations deferred: {sum(fired.values())} for {len(expected)} (batch, event) pairs"
         f"\n  deferred twice: {len(duplicates)}; started before their batch's last job ended: {len(early)}"
         f"\n  run again after a kill (a lost attempt logged): {repeated_with_reason}; run again otherwise: "
-        f"{repeated_without_reason}\n  batch statuses: {dict(statuses)}; stats equal a recount: {recount_ok}"
+        f"{repeated_without_reason}\n  lost attempts: {len(lost_by)}, of workers never killed: {len(lost_by_live)}"
+        f"\n  batch statuses: {dict(statuses)}; stats equal a recount: {recount_ok}"
     )
     assert set(fired) == expected and not duplicates
     assert early == []
     assert repeated_without_reason == 0
+    assert not lost_by_live, f"live workers lost leases: {Counter(lost_by_live)}"
     assert recount_ok and statuses == {"succeeded": BATCHES}
     app.close()
 

@@ -92,10 +92,6 @@ def test_no_live_job_is_stolen(postgres_target: Target, tmp_path: Path, owner_of
     assert len(runs) == 1 and outcomes == [AttemptOutcome.SUCCEEDED], (runs, outcomes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a worker 60 s ahead starts a job delayed by 20 s at once: claims compare run_at with the host clock",
-)
 def test_a_worker_ahead_does_not_start_a_delayed_job_early(postgres_target: Target, tmp_path: Path) -> None:
     spans = tmp_path / "spans.log"
     app = faults_app(postgres_target)
@@ -107,7 +103,8 @@ def test_a_worker_ahead_does_not_start_a_delayed_job_early(postgres_target: Targ
     finally:
         assert stop(worker) == 0  # type: ignore[arg-type]
         app.close()
-    assert status is JobStatus.QUEUED and not read_spans(spans), f"started {20 - 5} s early at least"
+    assert not read_spans(spans), f"started {20 - 5} s early at least"
+    assert status is JobStatus.SCHEDULED, status
 
 
 def test_a_job_deferred_with_a_delay_by_a_host_behind_is_not_started_early(

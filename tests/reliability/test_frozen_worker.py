@@ -1,5 +1,8 @@
 """A worker frozen (SIGSTOP: a long GC or VM pause) for longer than its lease.
 
+Frozen at a random moment, it may be in the middle of any write: none may leave
+the job's row locked (``test_frozen_locks`` freezes each write on purpose).
+
 Another worker takes the job over; when the frozen one wakes it must notice it
 lost the lease, stop the job through ``ctx.cancelled``, write neither its
 completion nor a checkpoint, and go on serving other jobs (issue 13).
@@ -35,15 +38,21 @@ def test_a_frozen_worker_loses_the_job_stops_it_on_waking_and_keeps_working(
     env = fault_env(postgres_target, spans)
     args = [*WORKER, "--lease-seconds", str(LEASE)]
     app = faults_app(postgres_target)
-    job = app.get_handler("steps").defer(count=60, ms=100)
+    # Long enough to be still running once the other worker is up, however loaded the machine.
+    job = app.get_handler("steps").defer(count=600, ms=50)
     frozen = spawn_cli(args, env, tmp_path / "frozen.log")
     taker = None
     try:
         wait_for(lambda: (job.refresh().record.checkpoint or {}).get("pid") == frozen.pid, 30, "the first checkpoint")
-        os.kill(frozen.pid, signal.SIGSTOP)
-        stopped_at = time.time()
-        taker = spawn_cli(args, env, tmp_path / "taker.log")
+        # The other worker is up before the freeze, so what is timed is the takeover, not
+        # how long a Python process takes to start on a loaded machine.
+        taker_log = tmp_path / "taker.log"
+        taker = spawn_cli(args, env, taker_log)
         taker_pid = taker.pid
+        wait_for(lambda: taker_log.exists() and " started: " in taker_log.read_text(), 60, "the other worker")
+        os.kill(frozen.pid, signal.SIGSTOP)
+        assert job.refresh().status is JobStatus.RUNNING, "the job ended before the freeze: make it longer"
+        stopped_at = time.time()
         wait_for(lambda: (job.refresh().record.checkpoint or {}).get("pid") == taker_pid, 30, "the takeover")
         taken_after = time.time() - stopped_at
         time.sleep(max(0.0, FROZEN - (time.time() - stopped_at)))
@@ -66,7 +75,7 @@ def test_a_frozen_worker_loses_the_job_stops_it_on_waking_and_keeps_working(
                 15,
                 "the woken worker to stop its job",
             )
-            job.wait(60)
+            job.wait(120)
         finally:
             watching.set()
             watcher.join(5)

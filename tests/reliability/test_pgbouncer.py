@@ -1,8 +1,7 @@
 """The worker suite's core cases through a real PgBouncer in transaction mode, Debian defaults.
 
-The URLs are plain: no pooler-specific option. Jobstead has to work with the
-pooler a new user installs (issue 13), so the tests that fail today are marked
-with the exact error seen, and flip to passing (strict xfail) with the fix.
+Jobstead has to work with the pooler a new user installs (issue 13): the URLs
+carry only the one option the README gives for poolers (``prepare_threshold=none``).
 """
 
 from __future__ import annotations

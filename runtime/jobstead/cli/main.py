@@ -122,7 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--concurrency", type=_positive_int, default=10, help="jobs run at once by this process")
         p.add_argument("--handler", action="append", help="run only this handler (repeatable)")
-        p.add_argument("--lease-seconds", type=positive_seconds, default=30.0, help=argparse.SUPPRESS)
+        p.add_argument(
+            "--lease-seconds",
+            type=positive_seconds,
+            default=30.0,
+            help="how long a job stays this worker's without a renewal (30s); renewed every sixth of it, "
+            "at most every 5s, on a thread of its own. Another worker takes the job over once it expires",
+        )
+        p.add_argument(
+            "--pool-size",
+            type=_positive_int,
+            default=None,
+            help="database connections this process keeps at most (default 10, plus 20 while busy); "
+            "the LISTEN connection is one more",
+        )
         p.add_argument(
             "--shutdown-grace",
             type=seconds,

@@ -58,7 +58,10 @@ def run(args: Namespace) -> int:
 
     The worker owns the signals; when it begins to stop, the scheduler stops
     deferring too, and if the scheduler dies the worker is stopped with it, so
-    the process never runs half of what it was asked to.
+    the process never runs half of what it was asked to. The scheduler starts
+    once the worker has: one start-up (migrate, publish) at a time, and a
+    database that will never answer (bad credentials, no such database) is
+    reported once, by the worker's start, as the process's one error line.
     """
     app = app_from_args(args)
     w = _worker(app, args)
@@ -69,6 +72,12 @@ def run(args: Namespace) -> int:
 
 async def _run_both(w: Worker, s: Scheduler) -> None:
     w.on_stop(s.stop)
+    worker = asyncio.create_task(w.run_async(), name="jobstead-worker")
+    while not w.started.is_set() and not worker.done():
+        await asyncio.wait({worker}, timeout=0.05)
+    if worker.done():  # it never started: stopped first, or its error is the process's
+        await worker
+        return
     task = asyncio.create_task(s.run_async(), name="jobstead-scheduler")
 
     def scheduler_ended(t: asyncio.Task[None]) -> None:
@@ -78,7 +87,7 @@ async def _run_both(w: Worker, s: Scheduler) -> None:
 
     task.add_done_callback(scheduler_ended)
     try:
-        await w.run_async()
+        await worker
     finally:
         s.stop()
         await task
@@ -91,6 +100,7 @@ def _worker(app: App, args: Namespace) -> Worker:
             concurrency=args.concurrency,
             handlers=args.handler,
             lease_seconds=args.lease_seconds,
+            pool_size=args.pool_size,
             shutdown_grace=args.shutdown_grace,
             poll_interval=args.poll_interval,
             metrics_port=args.metrics_port,

@@ -296,8 +296,9 @@ class Scheduler:
                 await sleeper.sleep(self._delay(report))
         finally:
             self._signals.remove()
+            if self.started.is_set():  # a start that failed says so itself, in one line
+                logger.info("scheduler stopped")
             self.stopped.set()
-            logger.info("scheduler stopped")
 
     def _open_app(self) -> Store:
         """Open the app (connect, migrate, publish) and publish its code crons again: a deleted one comes back."""

@@ -94,7 +94,7 @@ class Claims:
             return []
         now = self._clock()
         with self._db.engine.begin() as conn:
-            blocked = self._blocked(conn, handlers)
+            blocked = self._blocked(conn, handlers, lease_seconds)
             if blocked.everything:
                 return []
             mine = [h for h in handlers if h not in blocked.handlers]
@@ -124,15 +124,22 @@ class Claims:
             claimed.sort(key=lambda j: (-j.priority, j.run_at, j.id))
             return claimed
 
-    def _blocked(self, conn: Connection, handlers: Sequence[str]) -> Blocked:
+    def _blocked(self, conn: Connection, handlers: Sequence[str], bound_seconds: float) -> Blocked:
         """Pauses, and which of ``handlers`` have a global limit: one small read before the claim.
 
         Read up front rather than checked per row inside the claim: correlated
         ``NOT EXISTS`` conditions make PostgreSQL read every ready row instead
         of walking the ordered index to the ``LIMIT`` (the benchmark showed it).
         A pause or a limit set meanwhile takes effect at the next claim.
+
+        It also bounds the claim's transaction (``Driver.lock_bound_row``, no
+        extra round trip): a claimer frozen before its commit, holding a
+        limited handler's row and the rows it took, is cut off by the server
+        after ``bound_seconds`` (the lease: its claims would be void by then
+        anyway), instead of stopping every claim of that handler for as long
+        as it stays frozen.
         """
-        rows = conn.execute(self._blocked_query(), {"handlers": list(handlers)}).all()
+        rows = conn.execute(self._blocked_query(), {"handlers": list(handlers), "bound_seconds": bound_seconds}).all()
         return Blocked(
             everything=any(scope == "all" for scope, _ in rows),
             queues={name for scope, name in rows if scope == "queue"},
@@ -144,13 +151,17 @@ class Claims:
         stmt = self._statements.get(("blocked",))
         if stmt is None:
             pauses, handler_rows = self._db.tables.pauses, self._db.tables.handlers
-            stmt = self._statements[("blocked",)] = union_all(
+            parts: list[Select[Any]] = [
                 select(pauses.c.scope, pauses.c.name),
                 select(literal("limit"), handler_rows.c.name).where(
                     handler_rows.c.name.in_(bindparam("handlers", expanding=True)),
                     or_(handler_rows.c.concurrency.is_not(None), handler_rows.c.tenant_concurrency.is_not(None)),
                 ),
-            )
+            ]
+            bound = self._db.driver.lock_bound_row("bound_seconds")
+            if bound is not None:
+                parts.append(bound)  # scope "bound": not a pause nor a limit, ignored below
+            stmt = self._statements[("blocked",)] = union_all(*parts)
         return stmt
 
     def _room(self, conn: Connection, limited: list[str]) -> tuple[dict[str, int], list[str], TenantLimits]:

@@ -7,6 +7,13 @@ worker that lost its lease (it stalled, the job was rescued and claimed again)
 therefore cannot complete, fail or checkpoint a job that now belongs to someone
 else; its write simply matches no row.
 
+Nothing here may leave a job row locked while its worker is frozen (SIGSTOP, a
+VM or GC pause): the rescuer skips locked rows, so such a lock would keep the
+job from ever being rescued. Renewals and checkpoints are single statements,
+committed as they run (``Driver.alone``); the transactions of several
+statements are ended by the server if their client falls silent
+(``Driver.bound_locks``).
+
 Every attempt is recorded, but a successful one needs no row of its own: it is
 a job's last attempt, and the job row already holds its start, end and worker
 (``lease_owner`` stays set on success). ``Queries.attempts`` puts it back into
@@ -27,6 +34,7 @@ from ..errors import JobError
 from ..status import AttemptOutcome, JobStatus
 from .batches import Batches
 from .database import Database
+from .drivers.base import LOCK_BOUND_SECONDS
 from .records import Completion, EffectiveSettings, LeaseReport
 
 
@@ -82,7 +90,7 @@ class Leases:
                 return LeaseReport(held=frozenset(), cancel_requested=frozenset())
             # The ids through the primary key; IS TRUE keeps the status out of index conditions.
             held = [jobs.c.id.in_(list(job_ids)), jobs.c.lease_owner == owner, running.is_(true())]
-        with self._db.engine.begin() as conn:
+        with self._db.driver.alone(self._db.engine) as conn:  # no row stays locked if we freeze after it
             rows = conn.execute(
                 update(jobs).where(*held).values(lease_expires_at=expires).returning(jobs.c.id, jobs.c.cancel_requested)
             ).all()
@@ -127,6 +135,9 @@ class Leases:
         jobs, handlers = t.jobs, t.handlers
         now = self._clock()
         with self._db.engine.begin() as conn:
+            # Rows locked here are skipped by every other rescuer: a rescuer frozen mid-way
+            # must not keep them for longer than the bound.
+            self._db.driver.bound_locks(conn, LOCK_BOUND_SECONDS)
             lost = conn.execute(
                 select(
                     jobs.c.id,
@@ -185,6 +196,7 @@ class Leases:
         t = self._db.tables
         now = self._clock()
         with self._db.engine.begin() as conn:
+            self._db.driver.bound_locks(conn, LOCK_BOUND_SECONDS)
             row = conn.execute(
                 update(t.jobs)
                 .where(self._held(job_id, owner, attempt))
@@ -215,7 +227,7 @@ class Leases:
     def checkpoint(self, job_id: int, owner: str, attempt: int, data: Any) -> bool:
         """Persist progress now; False if the lease is gone (the caller should stop)."""
         jobs = self._db.tables.jobs
-        with self._db.engine.begin() as conn:
+        with self._db.driver.alone(self._db.engine) as conn:  # see ``renew``
             return bool(
                 conn.execute(update(jobs).where(self._held(job_id, owner, attempt)).values(checkpoint=data)).rowcount
             )

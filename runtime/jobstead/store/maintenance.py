@@ -31,7 +31,9 @@ class Turns:
         """Whether ``by`` does ``duty`` now; if so, nobody else does for ``every``."""
         table = self._db.tables.maintenance
         now = self._clock()
-        with self._db.engine.begin() as conn:
+        # Autocommitted: a process frozen after its UPDATE must not keep the duty's row
+        # locked, or every other process's ``take`` would wait on it (no rescue, ever).
+        with self._db.driver.alone(self._db.engine) as conn:
             taken = conn.execute(
                 update(table)
                 .where(table.c.name == duty, table.c.next_run_at <= now)

@@ -138,7 +138,7 @@ class Registry:
 
     def worker_heartbeat(self, worker_id: str, running: int) -> None:
         workers = self._db.tables.workers
-        with self._db.engine.begin() as conn:
+        with self._db.driver.alone(self._db.engine) as conn:  # its row is never left locked by a frozen worker
             conn.execute(
                 update(workers).where(workers.c.id == worker_id).values(heartbeat_at=self._clock(), running=running)
             )

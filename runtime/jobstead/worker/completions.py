@@ -32,6 +32,18 @@ class CompletionWriter:
         #: Called after each batch is written: the running count in the database just dropped.
         self._written = written
 
+    def unwritten(self) -> list[int]:
+        """Ids of the finished jobs whose completion waits to be written, from any thread.
+
+        Their leases must go on being renewed until it is: a write that waits
+        (a busy database) for longer than the lease would otherwise find the
+        job rescued and its result dropped. The batch being written is left
+        out: its transaction holds those rows (the rescuer skips them), and a
+        renewal would only wait on it. A C-level copy of the list: safe while
+        the loop replaces it.
+        """
+        return [c.job_id for c in tuple(self._pending)]
+
     def add(self, completion: Completion) -> None:
         self._pending.append(completion)
         self._idle.clear()

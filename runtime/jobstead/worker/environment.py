@@ -41,10 +41,10 @@ class WorkerEnvironment:
     dead_retention: timedelta | None
 
     @classmethod
-    def of(cls, app: App, handler_names: Sequence[str]) -> WorkerEnvironment:
+    def of(cls, app: App, handler_names: Sequence[str], *, pool_size: int | None = None) -> WorkerEnvironment:
         handlers = {name: app.get_handler(name) for name in handler_names}  # UnknownHandler lists known ones
         return cls(
-            open_store=app.open,
+            open_store=lambda: app.open(pool_size=pool_size),
             publish_crons=app.publish_crons,
             is_transient=app.is_transient,
             handlers=handlers,

@@ -99,6 +99,7 @@ class Worker:
         handlers: Sequence[str] | None = None,
         lease_seconds: float = 30.0,
         heartbeat_seconds: float | None = None,
+        pool_size: int | None = None,
         poll_interval: float = 1.0,
         shutdown_grace: float = 30.0,
         listen: bool = True,
@@ -110,6 +111,7 @@ class Worker:
             ("lease_seconds", lease_seconds, None),
             ("poll_interval", poll_interval, None),
             ("heartbeat_seconds", heartbeat_seconds, None),
+            ("pool_size", pool_size, 1),
         ):
             if value is None:
                 continue
@@ -127,7 +129,7 @@ class Worker:
         if not names:
             raise ConfigurationError("the worker has no handlers to run: register some with @app.handler")
         #: Everything the worker takes from its app, once (see ``environment``).
-        self._env = WorkerEnvironment.of(app, names)
+        self._env = WorkerEnvironment.of(app, names, pool_size=pool_size)
         self._store: Store | None = None
         self.app = app
         self.id = new_worker_id()
@@ -311,7 +313,8 @@ class Worker:
                     self.id,
                     every=self.heartbeat_seconds,
                     lease_seconds=self.lease_seconds,
-                    held=lambda: tuple(self._running),  # one C-level copy: safe from another thread
+                    # one C-level copy: safe from another thread; finished jobs stay held until written
+                    held=lambda: (*self._running, *(self._writer.unwritten() if self._writer else ())),
                     on_report=self._report_from_thread,
                 )
             ],
@@ -358,12 +361,32 @@ class Worker:
             self.metrics.claim_duration.observe(time.monotonic() - claim_started)
             if backoff.succeeded():
                 log_recovery(logger, "claiming jobs")
+            if jobs and time.monotonic() - claim_started > self.lease_seconds - self.heartbeat_seconds:
+                await self._hand_back_stale(jobs, time.monotonic() - claim_started)
+                continue
             for job in jobs:
                 self._start(job)
             if len(jobs) < free and not self._stopping:
                 # Nothing more to claim now: wait for a NOTIFY, a written completion (room under a
                 # global limit), or the poll interval.
                 await self._sleep(self.poll_interval)
+
+    async def _hand_back_stale(self, jobs: list[ClaimedJob], took: float) -> None:
+        """Jobs whose claim took about a lease (the process froze, or starved, meanwhile) are
+        not started: their leases may be gone and the jobs running elsewhere already. They
+        are handed back unspent where the lease still holds; elsewhere the release is a no-op."""
+        logger.warning(
+            "claim of %d job(s) took %.1f s, about the lease (%.1f s; frozen?): handing them back unstarted",
+            len(jobs),
+            took,
+            self.lease_seconds,
+        )
+        store = self._opened()
+        for job in jobs:
+            try:
+                await asyncio.to_thread(store.leases.release, job.id, self.id, job.attempts)
+            except Exception as exc:  # its lease expires and it is rescued: nothing is lost
+                logger.warning("job %s: could not hand it back (%s); it is rescued when its lease ends", job.id, exc)
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep until woken (NOTIFY, stop) or ``seconds`` pass."""

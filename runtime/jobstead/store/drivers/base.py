@@ -15,7 +15,8 @@ driver.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,6 +36,12 @@ WAKE_ALL = "*"
 #: NOTIFY payload prefix: "cancel:1,2,3" asks whoever runs these jobs to stop them now.
 CANCEL_PREFIX = "cancel:"
 
+
+#: How long a transaction of several statements may sit with its client silent (frozen,
+#: stalled) before the server ends it and frees its locks (``Driver.bound_locks``). Far
+#: longer than any pause between the statements of a live process; short enough that a
+#: frozen one delays crash recovery by seconds, not for as long as it stays frozen.
+LOCK_BOUND_SECONDS = 10.0
 
 #: Called with the queue a wake-up is about (``WAKE_ALL``: any).
 Wake = Callable[[str], None]
@@ -62,6 +69,35 @@ class Driver:
 
     def create_engine(self, url: URL, **options: Any) -> Engine:
         raise NotImplementedError
+
+    @contextmanager
+    def alone(self, engine: Engine) -> Iterator[Connection]:
+        """A connection on which every statement is a transaction of its own, committed as it completes.
+
+        For writes that are one statement (lease renewal, checkpoint, heartbeat,
+        a maintenance turn): a process frozen right after one (SIGSTOP, a VM or
+        GC pause) holds no row lock, so nobody waits on it; an open transaction
+        would keep the row locked for as long as the freeze lasts, and the
+        rescuer, which skips locked rows, would never give its job back. The
+        generic version is a transaction per block, enough for an embedded
+        database that a frozen process holds nothing of once its statement ran.
+        """
+        with engine.begin() as conn:
+            yield conn
+
+    def bound_locks(self, conn: Connection, seconds: float) -> None:
+        """Make the server end ``conn``'s transaction (rolling it back) if its client falls silent
+        for ``seconds`` while in it: a frozen process then holds its locks that long, not forever.
+
+        For transactions of several statements, which cannot be ``alone``.
+        No-op where the database has no server of its own.
+        """
+
+    def lock_bound_row(self, seconds_param: str) -> Select[Any] | None:
+        """``bound_locks`` as a row of two text columns, to ride along in a transaction's first
+        SELECT (no extra round trip); the bound parameter ``seconds_param`` gives the seconds.
+        None where ``bound_locks`` does nothing."""
+        return None
 
     def describe(self, url: URL) -> str:
         """Where the database is, for messages: never the password."""
@@ -148,6 +184,7 @@ class Driver:
         A completion whose lease is gone (rescued, claimed again) matches no row
         and is left out.
         """
+        self.bound_locks(conn, LOCK_BOUND_SECONDS)
         applied: dict[int, int | None] = {}
         for c in completions:
             held, batch_id = self._complete_one(db, conn, c)

@@ -32,7 +32,8 @@ import json
 import json.scanner
 import logging
 import uuid
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -44,12 +45,18 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Engine,
+    Float,
+    Integer,
     Select,
+    String,
     Table,
     TextClause,
     any_,
+    bindparam,
+    cast,
     create_engine,
     func,
+    literal,
     select,
     text,
     type_coerce,
@@ -62,7 +69,8 @@ from ...errors import ConfigurationError
 from ...status import FINAL_STATUSES, AttemptOutcome
 from ..records import Completion, JobRecord, NewJob
 from ..rows import records_in_input_order, status_at_defer
-from .base import CANCEL_PREFIX, WAKE_ALL, Driver, Wake
+from .base import CANCEL_PREFIX, LOCK_BOUND_SECONDS, WAKE_ALL, Driver, Wake
+from .pool import WaitingQueuePool
 
 if TYPE_CHECKING:
     from ..database import Database
@@ -153,6 +161,13 @@ class PostgreSQLDriver(Driver):
         "no password supplied",
     )
 
+    def is_transient(self, exc: BaseException) -> bool:
+        # The server ended a transaction whose client fell silent (``bound_locks``): the
+        # process was frozen; what it was doing was rolled back and may simply be done again.
+        if isinstance(getattr(exc, "orig", exc), psycopg.errors.IdleInTransactionSessionTimeout):
+            return True
+        return super().is_transient(exc)
+
     def describe(self, url: URL) -> str:
         where = f"{url.host or 'localhost'}:{url.port or 5432}"
         user = f" as {url.username}" if url.username else ""
@@ -161,6 +176,8 @@ class PostgreSQLDriver(Driver):
     def create_engine(self, url: URL, **options: Any) -> Engine:
         options.setdefault("pool_size", 10)
         options.setdefault("max_overflow", 20)
+        # Wait for one of our own connections when the server has none left to give.
+        options.setdefault("poolclass", WaitingQueuePool)
         options.setdefault("json_deserializer", load_jsonb)
         connect_args = dict(options.pop("connect_args", {}))
         connect_args.setdefault("prepare_threshold", prepare_threshold(url))
@@ -169,6 +186,27 @@ class PostgreSQLDriver(Driver):
             connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
         options["connect_args"] = connect_args
         return create_engine(without_own_options(url), **options)
+
+    @contextmanager
+    def alone(self, engine: Engine) -> Iterator[Connection]:
+        # Autocommit: no BEGIN/COMMIT round trips, and the server releases the statement's
+        # row locks when it completes, whatever the client does next. The pool gives the
+        # connection its default (transactions) back when it is returned.
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
+
+    def bound_locks(self, conn: Connection, seconds: float) -> None:
+        conn.execute(_BOUND_LOCKS, {"ms": _milliseconds(seconds)})
+
+    def lock_bound_row(self, seconds_param: str) -> Select[Any] | None:
+        # set_config(..., is_local => true) is SET LOCAL: it ends with the transaction, so it
+        # is safe behind a transaction pooler (no session state), unlike a startup option.
+        seconds = bindparam(seconds_param, type_=Float)
+        ms = cast(cast(func.greatest(1, func.round(seconds * 1000)), Integer), String)
+        return select(
+            literal("bound", String),
+            func.set_config(literal("idle_in_transaction_session_timeout", String), ms, True),
+        )
 
     # -- SQL that differs ----------------------------------------------------
 
@@ -274,6 +312,7 @@ class PostgreSQLDriver(Driver):
         for c in completions:
             by_owner.setdefault(c.owner, []).append(c)
         statement = _complete_batch(db.tables)
+        bound = _milliseconds(LOCK_BOUND_SECONDS)
         applied: dict[int, int | None] = {}
         for owner, batch in by_owner.items():
             rows = json.dumps(
@@ -293,7 +332,8 @@ class PostgreSQLDriver(Driver):
                 ]
             )
             applied.update(
-                (job_id, batch_id) for job_id, batch_id in conn.execute(statement, {"owner": owner, "batch": rows})
+                (job_id, batch_id)
+                for job_id, batch_id in conn.execute(statement, {"owner": owner, "batch": rows, "bound": bound})
             )
         return applied
 
@@ -371,6 +411,15 @@ async def _probe(conn: psycopg.AsyncConnection[Any], channel: str) -> bool:
             if note.payload == token:
                 return True
     return False
+
+
+#: ``Driver.bound_locks``: SET LOCAL, so nothing outlives the transaction (pooler-safe).
+_BOUND_LOCKS = text("SELECT set_config('idle_in_transaction_session_timeout', :ms, true)")
+
+
+def _milliseconds(seconds: float) -> str:
+    """A timeout setting's value: whole milliseconds, at least one (0 would mean "no timeout")."""
+    return str(max(1, round(seconds * 1000)))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -514,7 +563,12 @@ def _complete_batch(tables: Tables) -> TextClause:
             INSERT INTO {attempts} (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
             SELECT id, attempt, owner, started_at, finished_at, outcome, error FROM done
             WHERE outcome <> '{succeeded}'
+        ), bound AS (
+            -- Driver.bound_locks, riding along: the rows just written stay locked until the
+            -- caller commits (a batch may still be settled), and a caller frozen before it does
+            -- must not keep them locked for longer than this.
+            SELECT set_config('idle_in_transaction_session_timeout', CAST(:bound AS text), true) AS ms
         )
-        SELECT id, batch_id FROM done
+        SELECT id, batch_id FROM done WHERE (SELECT ms FROM bound) IS NOT NULL
         """
     )

@@ -28,7 +28,9 @@ class SQLiteDriver(Driver):
         connect_args = dict(options.pop("connect_args", {}))
         connect_args.setdefault("check_same_thread", False)
         connect_args.setdefault("timeout", 30)
-        if memory:
+        if memory:  # one connection is the database: there is no pool to size
+            options.pop("pool_size", None)
+            options.pop("max_overflow", None)
             options.setdefault("poolclass", StaticPool)
         engine = create_engine(url, connect_args=connect_args, **options)
 

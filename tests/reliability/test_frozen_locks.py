@@ -1,0 +1,250 @@
+"""A process frozen in the middle of a write must not keep rows locked (issue 13).
+
+A SIGSTOPped worker (or a GC or VM pause) keeps its connections open, so the
+server keeps whatever its open transaction locked. The rescuer skips locked
+rows, and other claimers wait on a limited handler's row: a lock held by a
+frozen process would block crash recovery, or a handler's every claim, for as
+long as the freeze lasts. Here the freeze is a thread held still right after
+its statement ran on the server (``after_cursor_execute``, before any
+commit): to the database that is exactly a frozen client. The other side is a
+second store on its own engine, as another process would be.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+
+from jobstead.retry import RetryPolicy
+from jobstead.status import AttemptOutcome, JobStatus
+from jobstead.store import ClaimedJob, Completion, HandlerDefinition, NewJob, Store
+from tests.conftest import Target
+
+pytestmark = [pytest.mark.postgres]
+
+LEASE = 1.0
+#: Far longer than any bound under test, so a freeze outlasts it.
+FROZEN_FOR = 30.0
+
+
+@pytest.fixture
+def stores(postgres_target: Target) -> Iterator[tuple[Store, Store]]:
+    """The frozen process's store and another process's, on one schema."""
+    mine = Store.connect(postgres_target.url, schema=postgres_target.schema)
+    mine.migrate()
+    other = Store.connect(postgres_target.url, schema=postgres_target.schema)
+    try:
+        yield mine, other
+    finally:
+        mine.close()
+        other.close()
+
+
+class Freezer:
+    """Holds the calling thread still after its next statement matching ``marker`` has run."""
+
+    def __init__(self, store: Store) -> None:
+        self.marker = ""
+        self.frozen = threading.Event()
+        self.thaw = threading.Event()
+        self._thread: int | None = None
+        event.listen(store.db.engine, "after_cursor_execute", self._after)
+
+    def _after(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if threading.get_ident() == self._thread and self.marker in statement:
+            self._thread = None
+            self.frozen.set()
+            self.thaw.wait(FROZEN_FOR)
+
+    @contextmanager
+    def freezing(self, marker: str, call: Callable[[], object]) -> Iterator[list[object]]:
+        """Run ``call`` on a thread that freezes after its ``marker`` statement; yields its outcome once thawed."""
+        outcome: list[object] = []
+
+        def run() -> None:
+            self._thread = threading.get_ident()
+            try:
+                outcome.append(call())
+            except Exception as exc:  # what the frozen process finds on waking
+                outcome.append(exc)
+
+        self.marker = marker
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        assert self.frozen.wait(10), f"the statement with {marker!r} never ran"
+        try:
+            yield outcome
+        finally:
+            self.thaw.set()
+            thread.join(10)
+
+
+def _handler(store: Store, name: str, concurrency: int | None = None) -> None:
+    store.registry.publish_handlers(
+        [
+            HandlerDefinition(
+                name=name,
+                queue="default",
+                priority=0,
+                concurrency=concurrency,
+                max_attempts=3,
+                retry=RetryPolicy.fixed(1),
+                timeout=None,
+            )
+        ]
+    )
+
+
+def _claim(store: Store, worker: str, handler: str = "h") -> list[ClaimedJob]:
+    return store.claims.claim(worker_id=worker, handlers=[handler], queues=None, limit=1, lease_seconds=LEASE)
+
+
+def _running_job(mine: Store) -> ClaimedJob:
+    _handler(mine, "h")
+    mine.enqueue.insert([NewJob(handler="h", args={}, queue="default")])
+    [job] = _claim(mine, "frozen")
+    return job
+
+
+def _rescued_while_frozen(other: Store, job: ClaimedJob) -> list[int]:
+    """What another process's rescuer gives back once the frozen worker's lease is over."""
+    time.sleep(LEASE + 0.5)
+    deadline = time.monotonic() + 5
+    while not (rescued := other.leases.rescue_expired()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return rescued
+
+
+@pytest.mark.parametrize(
+    ("write", "marker"),
+    [
+        pytest.param(lambda s, j: s.leases.renew("frozen", LEASE, [j.id]), "lease_expires_at", id="lease-renewal"),
+        pytest.param(
+            lambda s, j: s.leases.checkpoint(j.id, "frozen", j.attempts, {"at": 1}), "checkpoint", id="checkpoint"
+        ),
+    ],
+)
+def test_a_worker_frozen_right_after_writing_its_job_lets_the_rescuer_have_it(
+    stores: tuple[Store, Store], write: Callable[[Store, ClaimedJob], object], marker: str
+) -> None:
+    mine, other = stores
+    job = _running_job(mine)
+    freezer = Freezer(mine)
+    with freezer.freezing(marker, lambda: write(mine, job)):
+        rescued = _rescued_while_frozen(other, job)
+    assert rescued == [job.id], "the frozen worker's write kept its job locked: the rescuer skipped it"
+
+
+def test_a_process_frozen_while_taking_a_maintenance_turn_does_not_stop_the_others(
+    stores: tuple[Store, Store],
+) -> None:
+    mine, other = stores
+    every = timedelta(milliseconds=200)
+    assert mine.turns.take("rescue", every, by="frozen")
+    time.sleep(0.3)
+    freezer = Freezer(mine)
+    taken: list[bool] = []
+    with freezer.freezing("next_run_at", lambda: mine.turns.take("rescue", every, by="frozen")):
+        time.sleep(0.3)
+        taker = threading.Thread(
+            target=lambda: taken.append(other.turns.take("rescue", every, by="other")), daemon=True
+        )
+        taker.start()
+        taker.join(5)
+        assert not taker.is_alive(), "another process waits for the frozen one's maintenance turn"
+    assert taken == [True]
+
+
+def test_a_claimer_frozen_before_its_commit_is_cut_off_after_the_lease(stores: tuple[Store, Store]) -> None:
+    """A limited handler's claims lock its row: a frozen claimer would stop them all, everywhere."""
+    mine, other = stores
+    _handler(mine, "limited", concurrency=1)
+    [queued] = mine.enqueue.insert([NewJob(handler="limited", args={}, queue="default")])
+    freezer = Freezer(mine)
+    theirs: list[list[ClaimedJob]] = []
+    with freezer.freezing("lease_owner", lambda: _claim(mine, "frozen", "limited")) as woke_to:
+        started = time.monotonic()
+        claimer = threading.Thread(target=lambda: theirs.append(_claim(other, "other", "limited")), daemon=True)
+        claimer.start()
+        claimer.join(LEASE + 10)
+        assert not claimer.is_alive(), "claims of a limited handler wait for a frozen claimer"
+        waited = time.monotonic() - started
+    assert [j.id for j in theirs[0]] == [queued.id]
+    assert waited < LEASE + 5
+    assert len(woke_to) == 1 and isinstance(woke_to[0], Exception), "the frozen claim must not take effect"
+    assert mine.is_transient(woke_to[0]), "on waking it finds a transient error, and claims again"
+
+
+def test_a_worker_frozen_before_committing_a_completion_lets_the_rescuer_have_it(
+    stores: tuple[Store, Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobstead.store.drivers import postgresql
+
+    monkeypatch.setattr(postgresql, "LOCK_BOUND_SECONDS", LEASE)
+    mine, other = stores
+    job = _running_job(mine)
+    done = Completion(
+        job_id=job.id,
+        owner="frozen",
+        attempt=job.attempts,
+        outcome=AttemptOutcome.SUCCEEDED,
+        status=JobStatus.SUCCEEDED,
+        finished_at=mine.clock(),
+    )
+    freezer = Freezer(mine)
+    with freezer.freezing("done", lambda: mine.leases.complete([done])) as woke_to:
+        rescued = _rescued_while_frozen(other, job)
+    assert rescued == [job.id]
+    assert isinstance(woke_to[0], Exception), "the frozen completion must not be committed after the rescue"
+    with other.db.engine.connect() as conn:
+        status = conn.execute(select(other.tables.jobs.c.status).where(other.tables.jobs.c.id == job.id)).scalar()
+    assert status == JobStatus.RETRYING.value
+
+
+def test_jobs_claimed_just_before_a_freeze_are_handed_back_not_started(postgres_target: Target) -> None:
+    """Frozen between its claim and starting the jobs, a worker wakes with leases that may be
+    gone (the jobs rescued and running elsewhere): it must not start them (the chaos run saw a
+    limit of 3 exceeded that way), and hands them back unspent where the lease still holds."""
+    from jobstead import App
+    from tests.conftest import worker_thread
+
+    app = App(postgres_target.url, schema=postgres_target.schema)
+    ran: list[int] = []
+
+    @app.handler()
+    def h() -> None:
+        ran.append(1)
+
+    app.open()
+    claim = app.store.claims.claim
+    frozen_once: list[list[ClaimedJob]] = []
+
+    def claim_then_freeze(**kwargs: Any) -> list[ClaimedJob]:
+        jobs = claim(**kwargs)
+        if jobs and not frozen_once:
+            frozen_once.append(jobs)
+            time.sleep(LEASE * 1.5)  # the process stands still after its claim committed
+        return jobs
+
+    app.store.claims.claim = claim_then_freeze  # type: ignore[method-assign]
+    job = h.defer()
+    try:
+        with worker_thread(app, lease_seconds=LEASE, poll_interval=0.05):
+            job.wait(30)
+        outcomes = [a.outcome for a in job.attempts_log()]
+    finally:
+        app.close()
+    assert frozen_once and [j.id for j in frozen_once[0]] == [job.id]
+    assert ran == [1], "run once, after it was handed back"
+    # rescued meanwhile (as another worker would), or handed back if nobody had yet
+    assert outcomes in (
+        [AttemptOutcome.LOST, AttemptOutcome.SUCCEEDED],
+        [AttemptOutcome.RELEASED, AttemptOutcome.SUCCEEDED],
+    ), outcomes
