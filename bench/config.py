@@ -19,6 +19,18 @@ def _float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
 
+#: Every system ``make bench`` compares, in the table's column order.
+ALL_SYSTEMS = ("jobstead", "pgqueuer", "procrastinate", "oban", "chancy")
+
+
+def _systems() -> tuple[str, ...]:
+    wanted = [name.strip() for name in os.environ.get("BENCH_SYSTEMS", "").split(",") if name.strip()]
+    unknown = sorted(set(wanted) - set(ALL_SYSTEMS))
+    if unknown:
+        raise SystemExit(f"BENCH_SYSTEMS: unknown system(s) {', '.join(unknown)}; known: {', '.join(ALL_SYSTEMS)}")
+    return tuple(name for name in ALL_SYSTEMS if name in wanted) or ALL_SYSTEMS
+
+
 @dataclass(frozen=True)
 class Settings:
     quick: bool
@@ -44,6 +56,13 @@ class Settings:
     processes: int
     #: pgbench seconds per run.
     pgbench_seconds: int
+    #: Systems to measure (``BENCH_SYSTEMS=jobstead,pgqueuer``); a run of fewer than all is
+    #: written to ``bench/results/partial.md`` and never replaces the published table.
+    systems: tuple[str, ...] = ALL_SYSTEMS
+
+    @property
+    def partial(self) -> bool:
+        return set(self.systems) != set(ALL_SYSTEMS)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -62,4 +81,5 @@ class Settings:
             limit=_int("BENCH_LIMIT", 8),
             processes=_int("BENCH_PROCESSES", 4),
             pgbench_seconds=_int("BENCH_PGBENCH_SECONDS", 2 if quick else 5),
+            systems=_systems(),
         )

@@ -24,7 +24,20 @@ RESULTS = HERE / "results"
 README = HERE.parent / "README.md"
 ANALYSIS = HERE / "analysis.md"
 START, END = "<!-- bench:latest:start -->", "<!-- bench:latest:end -->"
-PEERS = ("pgqueuer", "procrastinate")
+PEERS = ("pgqueuer", "procrastinate", "oban", "chancy")
+
+
+def peers_of(results: dict[str, Any]) -> list[str]:
+    """The peers this run measured, in the table's order."""
+    return [p for p in PEERS if p in results["versions"]]
+
+
+def best_peer(results: dict[str, Any], metric: str, *, lower: bool = False) -> tuple[str | None, float | None]:
+    """The peer with the best median on ``metric`` (highest, or lowest for latencies)."""
+    values = [(p, v) for p in peers_of(results) if (v := med(results, metric, p))]
+    if not values:
+        return None, None
+    return (min if lower else max)(values, key=lambda pv: pv[1])
 
 
 def med(results: dict[str, Any], metric: str, system: str) -> float | None:
@@ -60,7 +73,7 @@ class Target:
 
 
 def targets(results: dict[str, Any]) -> list[Target]:
-    j4, q4, p4 = (med(results, "drain_4", s) for s in ("jobstead", *PEERS))
+    j4, q4, p4 = (med(results, "drain_4", s) for s in ("jobstead", "pgqueuer", "procrastinate"))
     bulk = med(results, "enqueue_bulk", "jobstead")
     p99 = med(results, "latency_p99", "jobstead")
     small, large = med(results, "history_small", "jobstead"), med(results, "history_large", "jobstead")
@@ -120,37 +133,40 @@ def render(results: dict[str, Any], *, summary: bool = False) -> str:
     lines = [
         f"Measured {m['date']} on {m['nproc']} cores ({m['cpu']}), {m['memory_gib']:.0f} GiB, Linux {m['kernel']}; "
         f"PostgreSQL {pg['server_version']} (fsync={pg['fsync']}, synchronous_commit={pg['synchronous_commit']}, "
-        f"shared_buffers={pg['shared_buffers']}); Python {m['python']}; pgqueuer {v['pgqueuer']}, "
-        f"procrastinate {v['procrastinate']}. Each figure is the median of {s['reps']} runs; "
+        f"shared_buffers={pg['shared_buffers']}); Python {m['python']}; "
+        + ", ".join(f"{p} {v[p]}" for p in peers_of(results))
+        + f". Each figure is the median of {s['reps']} runs; "
         f"whole run {m['minutes']} min. Other work on the machine (CPU not used by the benchmark's own "
         f"processes) took {others:.0%} of all cores over the run, {peak:.0%} at its busiest between two "
         f"progress lines; load average {m['load_start']:.2f} at the start: {busy}.",
         "",
-        "| Measure | Jobstead | pgqueuer | procrastinate | Jobstead/pgqueuer | Jobstead/procrastinate |",
-        "|---|--:|--:|--:|--:|--:|",
+        "| Measure | Jobstead | " + " | ".join(peers_of(results)) + " | best peer | Jobstead/best peer |",
+        "|---|--:|" + "--:|" * len(peers_of(results)) + "---|--:|",
     ]
     rows = [
         ("drain_1", f"Drain {n:,} no-op jobs, 1 process (jobs/s)", ""),
         ("drain_4", f"Drain {n:,} no-op jobs, {procs} processes (jobs/s)", ""),
         ("enqueue_single", "Defer, one job per transaction (jobs/s)", ""),
         ("enqueue_bulk", f"Bulk defer of {n:,} (jobs/s)", ""),
-        ("latency_p50", f"Defer-to-start p50 at {s['latency_rate']:.0f} jobs/s (ms, lower is better)", "ms"),
+        ("latency_p50", f"Defer-to-start p50 at {s['latency_rate']:.0f} jobs/s (ms)", "ms"),
         ("latency_p95", "Defer-to-start p95 (ms)", "ms"),
         ("latency_p99", "Defer-to-start p99 (ms)", "ms"),
     ]
     any_capped = False
     for metric, label, unit in rows:
         cells = []
-        for system in ("jobstead", *PEERS):
+        for system in ("jobstead", *peers_of(results)):
             cell = fmt(med(results, metric, system), unit)
             if metric.startswith("drain") and capped(results, metric, system):
                 cell += " †"
                 any_capped = True
             cells.append(cell)
         j = med(results, metric, "jobstead")
-        lines.append(
-            f"| {label} | {' | '.join(cells)} | " + " | ".join(ratio(j, med(results, metric, p)) for p in PEERS) + " |"
-        )
+        lower = unit == "ms"
+        peer, best = best_peer(results, metric, lower=lower)
+        # the ratio always reads "higher is better for Jobstead"
+        versus = ratio(best, j) if lower else ratio(j, best)
+        lines.append(f"| {label} | {' | '.join(cells)} | {peer or 'n/a'} | {versus} |")
     small, large = med(results, "history_small", "jobstead"), med(results, "history_large", "jobstead")
     limited, free = med(results, "limited", "jobstead"), med(results, "drain_4", "jobstead")
 
@@ -175,6 +191,11 @@ def render(results: dict[str, Any], *, summary: bool = False) -> str:
         f"| Drain {n:,}, {procs} processes, no concurrency limit (row 2 above) | {fmt(free)} | 1.00x |",
         f"| Drain {n:,}, {procs} processes, global concurrency limit {s['limit']} | {jobstead_only('limited')} | "
         f"{ratio(limited, free)} |",
+    ]
+    lines += [
+        "",
+        "Jobstead/best peer reads higher-is-better on every row: for the delays it is the best peer's "
+        "delay over Jobstead's.",
     ]
     if any_capped:
         lines += [
@@ -202,6 +223,11 @@ def render(results: dict[str, Any], *, summary: bool = False) -> str:
     return "\n".join(lines)
 
 
+def is_partial(results: dict[str, Any]) -> bool:
+    """A run of only some systems (``BENCH_SYSTEMS``): never the published table."""
+    return set(results["settings"].get("systems", ("jobstead", *PEERS))) != {"jobstead", *PEERS}
+
+
 def write(results: dict[str, Any]) -> Path:
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.strptime(results["machine"]["date"], "%Y-%m-%d %H:%M UTC").strftime("%Y%m%dT%H%MZ")
@@ -209,6 +235,10 @@ def write(results: dict[str, Any]) -> Path:
     raw.write_text(json.dumps(results, indent=2))
     if results["settings"]["quick"]:
         (RESULTS / "quick.md").write_text("# Smoke run (BENCH_QUICK): not comparable figures\n\n" + render(results))
+        return raw
+    if is_partial(results):
+        systems = ", ".join(results["settings"]["systems"])
+        (RESULTS / "partial.md").write_text(f"# Partial run (BENCH_SYSTEMS={systems})\n\n" + render(results) + "\n")
         return raw
     publish(results)
     return raw

@@ -1,7 +1,7 @@
 """``python -m bench``: every measurement, every system, one PostgreSQL server, one report.
 
-Order: for each measurement, each repetition runs Jobstead, pgqueuer and
-procrastinate back to back (one after another, never at the same time), so a
+Order: for each measurement, each repetition runs Jobstead, pgqueuer,
+procrastinate, oban and chancy back to back (one after another, never at the same time), so a
 change in machine load during the run hits every system alike instead of
 whichever happened to run last. Each system has its own fresh database on the
 same durable server (fsync and synchronous_commit on, as in production).
@@ -23,7 +23,9 @@ from .config import Settings
 from .harness import Harness, percentile
 from .probe import open_collector
 from .systems import System
+from .systems.chancy import ChancySystem
 from .systems.jobstead import Jobstead
+from .systems.oban import Oban
 from .systems.pgqueuer import PgQueuer
 from .systems.procrastinate import Procrastinate
 
@@ -55,11 +57,14 @@ async def main() -> int:
     figures: Figures = {}
     extra: dict[str, Any] = {}
     try:
-        systems: list[System] = [
-            Jobstead(server.create_database("jobstead")),
-            PgQueuer(server.create_database("pgqueuer")),
-            Procrastinate(server.create_database("procrastinate")),
-        ]
+        kinds: dict[str, type[System]] = {
+            "jobstead": Jobstead,
+            "pgqueuer": PgQueuer,
+            "procrastinate": Procrastinate,
+            "oban": Oban,
+            "chancy": ChancySystem,
+        }
+        systems: list[System] = [kinds[name](server.create_database(name)) for name in settings.systems]
         for s in systems:
             await s.open()
         facts = await machine.describe(systems[0].url)
@@ -109,7 +114,8 @@ async def main() -> int:
         await each(f"drain {settings.jobs:,}, {settings.processes} processes", drain_with(settings.processes))
         await each(f"latency at {settings.latency_rate:.0f}/s for {settings.latency_seconds:.0f} s", latency)
 
-        await jobstead_only(server, harness, settings, say, record, extra)
+        if "jobstead" in settings.systems:
+            await jobstead_only(server, harness, settings, say, record, extra)
         await database_ceiling(server, settings, say, record)
 
         for s in systems:
