@@ -56,6 +56,9 @@ class Settings:
     processes: int
     #: pgbench seconds per run.
     pgbench_seconds: int
+    #: Steady-state workload: seconds of warm-up, then seconds measured, per load.
+    steady_warmup: float = 2.0
+    steady_seconds: float = 8.0
     #: Systems to measure (``BENCH_SYSTEMS=jobstead,pgqueuer``); a run of fewer than all is
     #: written to ``bench/results/partial.md`` and never replaces the published table.
     systems: tuple[str, ...] = ALL_SYSTEMS
@@ -82,4 +85,6 @@ class Settings:
             processes=_int("BENCH_PROCESSES", 4),
             pgbench_seconds=_int("BENCH_PGBENCH_SECONDS", 2 if quick else 5),
             systems=_systems(),
+            steady_warmup=_float("BENCH_STEADY_WARMUP", 1 if quick else 2),
+            steady_seconds=_float("BENCH_STEADY_SECONDS", 3 if quick else 8),
         )

@@ -121,6 +121,80 @@ def targets(results: dict[str, Any]) -> list[Target]:
     return out
 
 
+def targets_19(results: dict[str, Any]) -> list[Target]:
+    """Issue 19's targets: every row at or ahead of the best peer; the steady state's bounds."""
+    out: list[Target] = []
+    for metric, label, lower in (
+        ("drain_1", "drain, 1 process", False),
+        ("enqueue_single", "single defer", False),
+        ("enqueue_bulk", "bulk defer", False),
+        ("latency_p50", "defer-to-start p50", True),
+        ("latency_p99", "defer-to-start p99", True),
+    ):
+        j = med(results, metric, "jobstead")
+        peer, best = best_peer(results, metric, lower=lower)
+        if j and best:
+            got = best / j if lower else j / best
+            out.append(Target(f"{label} >= best peer ({peer})", f"{got:.2f}x", got >= 1.0, f"at {got:.0%} of it"))
+    j4 = med(results, "drain_4", "jobstead")
+    peer, best = best_peer(results, "drain_4")
+    if j4 and best:
+        got = j4 / best
+        out.append(
+            Target(f"drain, 4 processes, >= 1.3x best peer ({peer})", f"{got:.2f}x", got >= 1.3, f"at {got / 1.3:.0%}")
+        )
+    st = results["runs"].get("steady")
+    if st and len(st["levels"]) == 3:
+        mid, high = st["levels"][1], st["levels"][2]
+        counts = [n for _, n in mid["backlog"]] or [0]
+        bounded = counts[-1] <= max(1_000, 0.1 * mid["offered"])
+        out.append(
+            Target(
+                "steady state at 90%: backlog bounded, p99 < 25 ms",
+                f"last backlog {counts[-1]:,}, p99 {mid['p99_ms']:.1f} ms",
+                bounded and mid["p99_ms"] < 25,
+                "backlog grew" if not bounded else f"p99 {mid['p99_ms'] - 25:.1f} ms over",
+            )
+        )
+        out.append(
+            Target(
+                "steady state at 120%: slots busy >= 85%",
+                f"{high['busy']:.0%}",
+                high["busy"] >= 0.85,
+                f"{0.85 - high['busy']:.0%} short",
+            )
+        )
+    return out
+
+
+def steady_table(results: dict[str, Any]) -> list[str]:
+    """The steady-state workload (``bench/steady.py``): one row per offered load."""
+    st = results["runs"].get("steady")
+    if not st:
+        return []
+    cap = st["capacity"]
+    lines = [
+        "",
+        f"Steady state (Jobstead): a producer process defers 5-15 ms jobs at a fixed rate to "
+        f"{results['settings']['processes']} worker processes x 25 slots (the slots allow 10,000 jobs/s); "
+        f"capacity measured as a drain of queued such jobs: {cap:,.0f} jobs/s. "
+        f"{results['settings']['steady_seconds']:g} s measured after {results['settings']['steady_warmup']:g} s "
+        "of warm-up, one run per load.",
+        "",
+        "| Offered (share of capacity) | achieved jobs/s | defer-to-start p50 / p95 / p99 (ms) | slots busy | "
+        "backlog first / largest / last |",
+        "|---|--:|--:|--:|--:|",
+    ]
+    for level in st["levels"]:
+        counts = [n for _, n in level["backlog"]] or [0]
+        lines.append(
+            f"| {level['offered']:,.0f}/s ({level['offered'] / cap:.0%}) | {level['throughput']:,.0f} | "
+            f"{level['p50_ms']:.1f} / {level['p95_ms']:.1f} / {level['p99_ms']:.1f} | {level['busy']:.0%} | "
+            f"{counts[0]:,} / {max(counts):,} / {counts[-1]:,} |"
+        )
+    return lines
+
+
 def render(results: dict[str, Any], *, summary: bool = False) -> str:
     """The report as Markdown; ``summary`` leaves out the method notes (for the README)."""
     m, s, v = results["machine"], results["settings"], results["versions"]
@@ -178,6 +252,7 @@ def render(results: dict[str, Any], *, summary: bool = False) -> str:
             return cell + " †"
         return cell
 
+    lines += steady_table(results)
     c1, c4 = med(results, "pgbench_1", "postgres"), med(results, f"pgbench_{procs}", "postgres")
     lines += [
         "",
@@ -214,6 +289,9 @@ def render(results: dict[str, Any], *, summary: bool = False) -> str:
         return "\n".join(lines)
     lines += ["", "| Target (issue 7) | Measured | Verdict |", "|---|--:|---|"]
     for t in targets(results):
+        lines.append(f"| {t.text} | {t.measured} | {'met' if t.met else 'missed: ' + t.shortfall} |")
+    lines += ["", "| Target (issue 19) | Measured | Verdict |", "|---|--:|---|"]
+    for t in targets_19(results):
         lines.append(f"| {t.text} | {t.measured} | {'met' if t.met else 'missed: ' + t.shortfall} |")
     config = results["configuration"]
     lines += ["", "How each system was configured (details and sources in `bench/README.md`):", ""]

@@ -18,13 +18,13 @@ from typing import Any
 
 from tests.support.postgres_server import PostgresServer, pg_bindir
 
-from . import ceiling, history, machine, report
+from . import ceiling, history, machine, report, steady
 from .config import Settings
 from .harness import Harness, percentile
 from .probe import open_collector
 from .systems import System
 from .systems.chancy import ChancySystem
-from .systems.jobstead import Jobstead
+from .systems.jobstead import Jobstead, JobsteadIO
 from .systems.oban import Oban
 from .systems.pgqueuer import PgQueuer
 from .systems.procrastinate import Procrastinate
@@ -116,6 +116,18 @@ async def main() -> int:
 
         if "jobstead" in settings.systems:
             await jobstead_only(server, harness, settings, say, record, extra)
+            say("Jobstead: steady state, 5-15 ms jobs deferred at 50%, 90%, 120% of capacity")
+            io = JobsteadIO(server.create_database("jobstead_io"))
+            await io.open()
+            extra["steady"] = await steady.measure(
+                harness,
+                io,
+                processes=settings.processes,
+                warmup=settings.steady_warmup,
+                seconds=settings.steady_seconds,
+                say=say,
+            )
+            await io.close()
         await database_ceiling(server, settings, say, record)
 
         for s in systems:
