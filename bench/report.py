@@ -214,7 +214,7 @@ def render(results: dict[str, Any], *, summary: bool = False) -> str:
         f"processes) took {others:.0%} of all cores over the run, {peak:.0%} at its busiest between two "
         f"progress lines; load average {m['load_start']:.2f} at the start: {busy}.",
         "",
-        "| Measure | Jobstead | " + " | ".join(peers_of(results)) + " | best peer | Jobstead/best peer |",
+        "| Measure | Jobstead | " + "".join(f"{p} | " for p in peers_of(results)) + "best peer | Jobstead/best peer |",
         "|---|--:|" + "--:|" * len(peers_of(results)) + "---|--:|",
     ]
     rows = [
