@@ -267,6 +267,14 @@ def render(results: dict[str, Any], *, summary: bool = False) -> str:
         f"| Drain {n:,}, {procs} processes, global concurrency limit {s['limit']} | {jobstead_only('limited')} | "
         f"{ratio(limited, free)} |",
     ]
+    plain, pooler = med(results, "plain", "jobstead"), med(results, "pooler", "jobstead")
+    if plain and pooler:
+        lines += [
+            f"| Drain {n:,}, {procs} processes, prepared statements (default), run beside the next row | "
+            f"{jobstead_only('plain')} | 1.00x |",
+            f"| Drain {n:,}, {procs} processes, pooler mode (`?prepare_threshold=none`, as PgBouncer needs) | "
+            f"{jobstead_only('pooler')} | {ratio(pooler, plain)} |",
+        ]
     lines += [
         "",
         "Jobstead/best peer reads higher-is-better on every row: for the delays it is the best peer's "

@@ -193,6 +193,24 @@ async def jobstead_only(
     for _, system, _ in tables:
         await system.close()
 
+    # Pooler mode (PgBouncer in transaction mode needs prepared statements off): the same
+    # drain with ``?prepare_threshold=none``, alternating with a plain one on its own database.
+    plain = Jobstead(server.create_database("jobstead_plain"))
+    pooler = Jobstead(server.create_database("jobstead_pooler") + "?prepare_threshold=none")
+    for system in (plain, pooler):
+        await system.open()
+    for rep in range(settings.reps):
+        for metric, system in (("plain", plain), ("pooler", pooler)):
+            say(f"Jobstead: drain {settings.jobs:,}, {metric} connections, run {rep + 1}/{settings.reps}")
+            r = await harness.drain(
+                system, processes=processes, jobs=settings.jobs, cap=settings.drain_cap, label=f"jobstead-{metric}"
+            )
+            record(metric, "jobstead", r.rate)
+            extra.setdefault(metric, {}).setdefault("jobstead", []).append(asdict(r))
+            say(f"  {r.rate:,.0f} jobs/s")
+    for system in (plain, pooler):
+        await system.close()
+
     limited = Jobstead(server.create_database("jobstead_limited"), limit=settings.limit)
     await limited.open()
     for rep in range(settings.reps):
