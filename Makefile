@@ -68,13 +68,19 @@ format: venv ## Apply ruff's formatting and safe fixes.
 ##@ Benchmarks
 
 BENCH_VENV := $(CACHE_DIR)/bench-venv
+# oban needs Python 3.12+: the first of python3.13/python3.12 on PATH, else pyenv's oldest 3.12+.
+BENCH_PYTHON ?= $(shell for p in python3.13 python3.12; do $$p -c '' >/dev/null 2>&1 && command -v $$p && exit; done; \
+  v=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.1[2-9](\.[0-9]+)?$$' | sort -V | head -1); \
+  [ -n "$$v" ] && echo "$$(pyenv root)/versions/$$v/bin/python")
 .PHONY: bench
-bench: system-deps ## Jobstead against pgqueuer and procrastinate on one PostgreSQL; prints the table.
+bench: system-deps ## Jobstead against pgqueuer, procrastinate, oban and chancy on one PostgreSQL; prints the table.
 	@# the peers live in their own venv, never in .venv or Jobstead's dependencies
+	@if [ -z "$(BENCH_PYTHON)" ]; then \
+	  echo "make bench: no Python 3.12+ found (oban needs it); set BENCH_PYTHON=/path/to/python3.12"; exit 1; fi
 	@if [ ! -f $(BENCH_VENV)/.installed ] || [ bench/requirements-peers.txt -nt $(BENCH_VENV)/.installed ] \
 	    || [ pyproject.toml -nt $(BENCH_VENV)/.installed ]; then \
-	  echo "creating $(BENCH_VENV) (Jobstead editable + bench/requirements-peers.txt)"; \
-	  $(PYTHON) -m venv $(BENCH_VENV) && \
+	  echo "creating $(BENCH_VENV) with $(BENCH_PYTHON) (Jobstead editable + bench/requirements-peers.txt)"; \
+	  $(BENCH_PYTHON) -m venv --clear $(BENCH_VENV) && \
 	  $(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip && \
 	  $(BENCH_VENV)/bin/python -m pip install --quiet -e . -r bench/requirements-peers.txt && \
 	  touch $(BENCH_VENV)/.installed; \

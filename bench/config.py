@@ -19,6 +19,18 @@ def _float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
 
+#: Every system ``make bench`` compares, in the table's column order.
+ALL_SYSTEMS = ("jobstead", "pgqueuer", "procrastinate", "oban", "chancy")
+
+
+def _systems() -> tuple[str, ...]:
+    wanted = [name.strip() for name in os.environ.get("BENCH_SYSTEMS", "").split(",") if name.strip()]
+    unknown = sorted(set(wanted) - set(ALL_SYSTEMS))
+    if unknown:
+        raise SystemExit(f"BENCH_SYSTEMS: unknown system(s) {', '.join(unknown)}; known: {', '.join(ALL_SYSTEMS)}")
+    return tuple(name for name in ALL_SYSTEMS if name in wanted) or ALL_SYSTEMS
+
+
 @dataclass(frozen=True)
 class Settings:
     quick: bool
@@ -44,6 +56,16 @@ class Settings:
     processes: int
     #: pgbench seconds per run.
     pgbench_seconds: int
+    #: Steady-state workload: seconds of warm-up, then seconds measured, per load.
+    steady_warmup: float = 2.0
+    steady_seconds: float = 8.0
+    #: Systems to measure (``BENCH_SYSTEMS=jobstead,pgqueuer``); a run of fewer than all is
+    #: written to ``bench/results/partial.md`` and never replaces the published table.
+    systems: tuple[str, ...] = ALL_SYSTEMS
+
+    @property
+    def partial(self) -> bool:
+        return set(self.systems) != set(ALL_SYSTEMS)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -52,14 +74,17 @@ class Settings:
             quick=quick,
             reps=_int("BENCH_REPS", 1 if quick else 3),
             jobs=_int("BENCH_JOBS", 2_000 if quick else 20_000),
-            drain_cap=_float("BENCH_DRAIN_CAP", 5 if quick else 12),
+            drain_cap=_float("BENCH_DRAIN_CAP", 5 if quick else 8),
             single=_int("BENCH_SINGLE", 200 if quick else 1_000),
             latency_rate=_float("BENCH_LATENCY_RATE", 200),
-            latency_seconds=_float("BENCH_LATENCY_SECONDS", 3 if quick else 20),
+            latency_seconds=_float("BENCH_LATENCY_SECONDS", 3 if quick else 10),
             latency_warmup=_float("BENCH_LATENCY_WARMUP", 1),
             history_small=_int("BENCH_HISTORY_SMALL", 10_000),
             history_large=_int("BENCH_HISTORY_LARGE", 50_000 if quick else 1_000_000),
             limit=_int("BENCH_LIMIT", 8),
             processes=_int("BENCH_PROCESSES", 4),
             pgbench_seconds=_int("BENCH_PGBENCH_SECONDS", 2 if quick else 5),
+            systems=_systems(),
+            steady_warmup=_float("BENCH_STEADY_WARMUP", 1 if quick else 2),
+            steady_seconds=_float("BENCH_STEADY_SECONDS", 3 if quick else 8),
         )

@@ -47,7 +47,8 @@ def _die_with_parent() -> None:
 
 
 def libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+    """The plain libpq form, without Jobstead's own URL options (libpq refuses unknown ones)."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1).split("?prepare_threshold=", 1)[0]
 
 
 @dataclass

@@ -11,7 +11,12 @@ Messages (ASCII, space-separated):
 * ``ready PID``: the worker's run loop is up (it has made its first claim or
   reached its idle wait), so a drain timed from now excludes start-up;
 * ``first PID T``: the first job of this process started at ``T``;
-* ``lat T_DEFER T_START``: a latency probe job deferred at ``T_DEFER`` started at ``T_START``.
+* ``lat T_DEFER T_START``: a latency probe job deferred at ``T_DEFER`` started at ``T_START``;
+* ``busy PID T BUSY ELAPSED D1,D2,...``: the steady-state workload's summary of the
+  last quarter second up to ``T`` (``SlotMeter``): ``BUSY`` slot-seconds in use
+  over ``ELAPSED`` seconds, and the defer-to-start delays (ms) of the jobs that
+  started in it. One datagram per process every 250 ms instead of one per job,
+  so reporting costs the workers nothing measurable at 10,000 jobs/s.
 """
 
 from __future__ import annotations
@@ -35,23 +40,83 @@ class Reporter:
         self._target = (host, int(port))
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._first_sent = False
-        self._pid = os.getpid()
+        self.pid = os.getpid()
 
     def send(self, message: str) -> None:
         with contextlib.suppress(OSError):  # the harness went away: nothing to report to
             self._sock.sendto(message.encode(), self._target)
 
     def ready(self) -> None:
-        self.send(f"ready {self._pid}")
+        self.send(f"ready {self.pid}")
 
     def job_started(self, t_defer: float) -> None:
         """Called at the top of every no-op handler: one branch when nothing is to be sent."""
         now = time.time()
         if not self._first_sent:
             self._first_sent = True
-            self.send(f"first {self._pid} {now!r}")
+            self.send(f"first {self.pid} {now!r}")
         if t_defer:
             self.send(f"lat {t_defer!r} {now!r}")
+
+
+class SlotMeter:
+    """In a worker process: slots in use (time-weighted) and start delays, sent every 250 ms.
+
+    Runs on the worker's event loop (the handlers are async), so no locking.
+    """
+
+    #: Delays per datagram: well under the 64 KiB a datagram may carry.
+    CHUNK = 2000
+
+    def __init__(self, reporter: Reporter) -> None:
+        self._reporter = reporter
+        self._in_use = 0
+        self._changed = time.monotonic()
+        self._busy = 0.0
+        self._delays: list[str] = []
+        self._since = self._changed
+        self._flusher: asyncio.Task[None] | None = None
+
+    def _account(self) -> None:
+        now = time.monotonic()
+        self._busy += self._in_use * (now - self._changed)
+        self._changed = now
+
+    def started(self, t_defer: float) -> None:
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_every(0.25))
+        self._account()
+        self._in_use += 1
+        self._delays.append(f"{(time.time() - t_defer) * 1000:.2f}")
+
+    def finished(self) -> None:
+        self._account()
+        self._in_use -= 1
+
+    async def _flush_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            self._account()
+            now = time.monotonic()
+            busy, elapsed, delays = self._busy, now - self._since, self._delays
+            self._busy, self._since, self._delays = 0.0, now, []
+            stamp = time.time()
+            chunks = [delays[i : i + self.CHUNK] for i in range(0, len(delays), self.CHUNK)] or [[]]
+            for i, chunk in enumerate(chunks):
+                # busy time travels with the first chunk only
+                b, e = (busy, elapsed) if i == 0 else (0.0, 0.0)
+                self._reporter.send(f"busy {self._reporter.pid} {stamp!r} {b!r} {e!r} {','.join(chunk)}")
+
+
+@dataclass
+class SteadySample:
+    """One ``busy`` datagram as the harness received it."""
+
+    pid: int
+    at: float
+    busy: float
+    elapsed: float
+    delays_ms: list[float]
 
 
 @dataclass
@@ -61,6 +126,7 @@ class Collector(asyncio.DatagramProtocol):
     ready: set[int] = field(default_factory=set)
     first: dict[int, float] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
+    steady: list[SteadySample] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
@@ -73,12 +139,18 @@ class Collector(asyncio.DatagramProtocol):
         elif kind == "lat":
             t_defer, t_start = (float(x) for x in rest.split())
             self.latencies.append(t_start - t_defer)
+        elif kind == "busy":
+            pid, at, busy, elapsed, *delays = rest.split(" ")
+            values = [float(d) for d in delays[0].split(",") if d] if delays else []
+            self.steady.append(SteadySample(int(pid), float(at), float(busy), float(elapsed), values))
+            return  # nothing waits on these: no wake-up per datagram
         self.changed.set()
 
     def reset(self) -> None:
         self.ready.clear()
         self.first.clear()
         self.latencies.clear()
+        self.steady.clear()
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Wait until ``predicate()`` holds (checked on every message) or ``timeout`` passes."""

@@ -1,7 +1,7 @@
 """``python -m bench``: every measurement, every system, one PostgreSQL server, one report.
 
-Order: for each measurement, each repetition runs Jobstead, pgqueuer and
-procrastinate back to back (one after another, never at the same time), so a
+Order: for each measurement, each repetition runs Jobstead, pgqueuer,
+procrastinate, oban and chancy back to back (one after another, never at the same time), so a
 change in machine load during the run hits every system alike instead of
 whichever happened to run last. Each system has its own fresh database on the
 same durable server (fsync and synchronous_commit on, as in production).
@@ -18,12 +18,14 @@ from typing import Any
 
 from tests.support.postgres_server import PostgresServer, pg_bindir
 
-from . import ceiling, history, machine, report
+from . import ceiling, history, machine, report, steady
 from .config import Settings
 from .harness import Harness, percentile
 from .probe import open_collector
 from .systems import System
-from .systems.jobstead import Jobstead
+from .systems.chancy import ChancySystem
+from .systems.jobstead import Jobstead, JobsteadIO
+from .systems.oban import Oban
 from .systems.pgqueuer import PgQueuer
 from .systems.procrastinate import Procrastinate
 
@@ -55,11 +57,14 @@ async def main() -> int:
     figures: Figures = {}
     extra: dict[str, Any] = {}
     try:
-        systems: list[System] = [
-            Jobstead(server.create_database("jobstead")),
-            PgQueuer(server.create_database("pgqueuer")),
-            Procrastinate(server.create_database("procrastinate")),
-        ]
+        kinds: dict[str, type[System]] = {
+            "jobstead": Jobstead,
+            "pgqueuer": PgQueuer,
+            "procrastinate": Procrastinate,
+            "oban": Oban,
+            "chancy": ChancySystem,
+        }
+        systems: list[System] = [kinds[name](server.create_database(name)) for name in settings.systems]
         for s in systems:
             await s.open()
         facts = await machine.describe(systems[0].url)
@@ -109,7 +114,20 @@ async def main() -> int:
         await each(f"drain {settings.jobs:,}, {settings.processes} processes", drain_with(settings.processes))
         await each(f"latency at {settings.latency_rate:.0f}/s for {settings.latency_seconds:.0f} s", latency)
 
-        await jobstead_only(server, harness, settings, say, record, extra)
+        if "jobstead" in settings.systems:
+            await jobstead_only(server, harness, settings, say, record, extra)
+            say("Jobstead: steady state, 5-15 ms jobs deferred at 50%, 90%, 120% of capacity")
+            io = JobsteadIO(server.create_database("jobstead_io"))
+            await io.open()
+            extra["steady"] = await steady.measure(
+                harness,
+                io,
+                processes=settings.processes,
+                warmup=settings.steady_warmup,
+                seconds=settings.steady_seconds,
+                say=say,
+            )
+            await io.close()
         await database_ceiling(server, settings, say, record)
 
         for s in systems:
@@ -173,6 +191,24 @@ async def jobstead_only(
             extra.setdefault(metric, {}).setdefault("jobstead", []).append(asdict(r))
             say(f"  {r.rate:,.0f} jobs/s")
     for _, system, _ in tables:
+        await system.close()
+
+    # Pooler mode (PgBouncer in transaction mode needs prepared statements off): the same
+    # drain with ``?prepare_threshold=none``, alternating with a plain one on its own database.
+    plain = Jobstead(server.create_database("jobstead_plain"))
+    pooler = Jobstead(server.create_database("jobstead_pooler") + "?prepare_threshold=none")
+    for system in (plain, pooler):
+        await system.open()
+    for rep in range(settings.reps):
+        for metric, system in (("plain", plain), ("pooler", pooler)):
+            say(f"Jobstead: drain {settings.jobs:,}, {metric} connections, run {rep + 1}/{settings.reps}")
+            r = await harness.drain(
+                system, processes=processes, jobs=settings.jobs, cap=settings.drain_cap, label=f"jobstead-{metric}"
+            )
+            record(metric, "jobstead", r.rate)
+            extra.setdefault(metric, {}).setdefault("jobstead", []).append(asdict(r))
+            say(f"  {r.rate:,.0f} jobs/s")
+    for system in (plain, pooler):
         await system.close()
 
     limited = Jobstead(server.create_database("jobstead_limited"), limit=settings.limit)

@@ -22,7 +22,9 @@ from .config import Settings
 from .harness import Harness
 from .probe import open_collector
 from .systems import System
+from .systems.chancy import ChancySystem
 from .systems.jobstead import Jobstead
+from .systems.oban import Oban
 from .systems.pgqueuer import PgQueuer
 from .systems.procrastinate import Procrastinate
 
@@ -31,6 +33,8 @@ CANDIDATES: dict[type[System], list[int]] = {
     PgQueuer: [50, 100, 200, 500, 1000, 2000],
     # 4 processes x (concurrency + 1) connections must stay under max_connections (400)
     Procrastinate: [10, 30, 60],
+    Oban: [50, 100, 200, 500, 1000, 2000],
+    ChancySystem: [50, 100, 200, 500, 1000],
 }
 
 

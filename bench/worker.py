@@ -26,7 +26,7 @@ from .probe import Reporter
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.worker")
-    parser.add_argument("system", choices=["jobstead", "pgqueuer", "procrastinate"])
+    parser.add_argument("system", choices=["jobstead", "pgqueuer", "procrastinate", "oban", "chancy"])
     parser.add_argument("--url", required=True, help="SQLAlchemy-style URL (postgresql+psycopg://...)")
     parser.add_argument("--concurrency", type=int, default=50, help="jobs in flight per process")
     parser.add_argument("--batch-size", type=int, default=10, help="pgqueuer: jobs per dequeue")
@@ -37,6 +37,12 @@ def main(argv: list[str] | None = None) -> None:
         run_jobstead(args, reporter)
     elif args.system == "pgqueuer":
         asyncio.run(run_pgqueuer(args, reporter))
+    elif args.system == "oban":
+        import uvloop  # what `oban start` runs on
+
+        uvloop.run(run_oban(args, reporter))
+    elif args.system == "chancy":
+        asyncio.run(run_chancy(args, reporter))
     else:
         asyncio.run(run_procrastinate(args, reporter))
 
@@ -88,6 +94,48 @@ async def run_procrastinate(args: argparse.Namespace, reporter: Reporter) -> Non
         _announce_on_first_call(app.job_manager, "fetch_job", reporter)
         # install_signal_handlers (the default) turns SIGTERM into a graceful stop
         await app.run_worker_async(concurrency=args.concurrency)
+
+
+async def run_oban(args: argparse.Namespace, reporter: Reporter) -> None:
+    """As ``oban start`` does: orjson for JSON, one Oban with the queue, stopped on SIGTERM."""
+    import orjson
+    from oban import Oban
+    from psycopg.types.json import set_json_dumps, set_json_loads
+
+    from .systems import oban as system
+
+    set_json_dumps(orjson.dumps)
+    set_json_loads(orjson.loads)
+    system.reporter = reporter
+    system.noop_worker()
+    pool = await Oban.create_pool(libpq_url(args.url))
+    oban = Oban(pool=pool, queues={"default": args.concurrency})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with oban:
+            # started: the producer listens and fetches on the next insert notification
+            reporter.ready()
+            await stop.wait()
+    finally:
+        await pool.close()
+
+
+async def run_chancy(args: argparse.Namespace, reporter: Reporter) -> None:
+    from chancy import Worker
+
+    from .systems import chancy as system
+
+    system.reporter = reporter
+    app = system.build_app(args.url)
+    async with app:
+        await app.declare(system.queue(args.concurrency), upsert=True)
+        worker = Worker(app)  # registers SIGTERM/SIGINT for a graceful stop (its default)
+        _announce_on_first_call(worker, "fetch_jobs", reporter)
+        async with worker:
+            await worker.wait_for_shutdown()
 
 
 def _announce_on_first_call(owner: Any, method: str, reporter: Reporter) -> None:

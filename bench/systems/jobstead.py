@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 from jobstead import App
 
-from ..probe import Reporter
+from ..probe import Reporter, SlotMeter
 from . import System
 
 #: Jobs in flight per worker process. A claim takes as many jobs as there are free
 #: slots, so this is also the claim batch size; measured best with ``bench.tune``
 #: (bench/README.md has the figures).
 CONCURRENCY = 2000
+
+#: The steady-state job's wait, seconds (uniform): mean 10 ms.
+IO_MIN, IO_MAX = 0.005, 0.015
 
 
 def build_app(url: str, *, limit: int | None = None, reporter: Reporter | None = None) -> App:
@@ -24,6 +28,21 @@ def build_app(url: str, *, limit: int | None = None, reporter: Reporter | None =
     async def noop(t: float) -> None:
         if reporter is not None:
             reporter.job_started(t)
+
+    meter = SlotMeter(reporter) if reporter is not None else None
+
+    @app.handler
+    async def io(t: float) -> None:
+        """The steady-state job: waits 5-15 ms (uniform), as a job waiting on I/O would."""
+        if meter is not None:
+            assert reporter is not None
+            reporter.job_started(0.0)  # the drain's "first" report; the delay goes to the meter
+            meter.started(t)
+        try:
+            await asyncio.sleep(random.uniform(IO_MIN, IO_MAX))
+        finally:
+            if meter is not None:
+                meter.finished()
 
     return app
 
@@ -79,3 +98,15 @@ class Jobstead(System):
             f"async handler, `app.worker(concurrency={self.knob_value})` per process (a claim takes as many "
             "jobs as there are free slots), SQLAlchemy pool defaults (10 + 20 overflow)"
         )
+
+
+class JobsteadIO(Jobstead):
+    """The steady-state workload's system: ``io`` jobs (5-15 ms) and 25 slots per process.
+
+    4 processes x 25 slots x 10 ms per job: the slots can take 10,000 jobs/s.
+    """
+
+    knob_value = 25
+
+    async def defer_bulk(self, n: int) -> None:
+        self._app.get_handler("io").defer_many([{"t": 0.0}] * n)  # type: ignore[union-attr]

@@ -19,6 +19,7 @@ from .options import AsyncTransaction, JobOptions, SyncTransaction, as_delay
 from .retry import RetryPolicy
 from .signature import HandlerSignature
 from .store import HandlerDefinition, NewJob
+from .store.records import evolve
 
 if TYPE_CHECKING:
     from .app import App
@@ -183,33 +184,28 @@ class ConfiguredHandler(Generic[P, R]):
             run_at = self.handler.app.store.clock() + o.delay
         queue = o.queue or h.queue
         priority = h.priority if o.priority is None else o.priority
-        return [
-            NewJob(
-                handler=h.name,
-                args=args,
-                queue=queue,
-                priority=priority,
-                run_at=run_at,
-                key=o.key,
-                tenant=o.tenant,
-                metadata=o.metadata,
-                max_attempts=o.max_attempts,
-                retry=o.retry,
-                timeout=o.timeout,
-            )
-            for args in arguments
-        ]
+        arguments = iter(arguments)
+        first = next(arguments, None)
+        if first is None:
+            return []
+        proto = NewJob(
+            handler=h.name,
+            args=first,
+            queue=queue,
+            priority=priority,
+            run_at=run_at,
+            key=o.key,
+            tenant=o.tenant,
+            metadata=o.metadata,
+            max_attempts=o.max_attempts,
+            retry=o.retry,
+            timeout=o.timeout,
+        )
+        # the others differ from the first in their arguments only: copies, not 13-field frozen inits
+        return [proto, *(evolve(proto, args=args) for args in arguments)]
 
     def _bind_each(self, calls: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        bind = self.handler.signature.bind
-        bound = []
-        for call in calls:
-            if not isinstance(call, Mapping):
-                raise InvalidArguments(
-                    f"{self.handler.name}.defer_many(): each call is a mapping of keyword arguments, not {call!r}"
-                )
-            bound.append(bind((), call))
-        return bound
+        return self.handler.signature.bind_each(calls, f"{self.handler.name}.defer_many()")
 
     def job(self, *args: Any, **kwargs: Any) -> JobSpec:
         """An unsent job with these options (for ``app.defer_batch``); arguments and options checked now."""

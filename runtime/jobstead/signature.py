@@ -8,9 +8,10 @@ nor stored. Everything else must arrive through ``defer`` as JSON.
 from __future__ import annotations
 
 import inspect
+import json
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, get_args, get_origin
 
@@ -116,6 +117,34 @@ class HandlerSignature:
         check_json(stored, f"{self.name}()")
         self._check_types(stored)
         return stored
+
+    def bind_each(self, calls: Iterable[Mapping[str, Any]], where: str) -> list[dict[str, Any]]:
+        """``bind`` for each of many keyword calls (``defer_many``), the JSON check made once for all.
+
+        ``json.dumps`` with options builds an encoder per call: checking 20,000
+        calls one by one cost more than the whole INSERT. Calls that name only
+        known arguments are checked together in one dump; on a failure, each is
+        checked again to name the argument. Other calls take ``bind``'s full path.
+        """
+        names, required, bound, together = self.names, self.required, [], []
+        for call in calls:
+            if not isinstance(call, Mapping):
+                raise InvalidArguments(f"{where}: each call is a mapping of keyword arguments, not {call!r}")
+            given = call.keys()
+            if self.accepts_any or not (given <= names and required <= given):
+                bound.append(self.bind((), call))
+                continue
+            as_given = dict(call)
+            self._check_types(as_given)
+            bound.append(as_given)
+            together.append(as_given)
+        try:
+            json.dumps(together, allow_nan=False)
+        except (TypeError, ValueError):
+            for values in together:
+                check_json(values, f"{self.name}()")
+            raise  # not reached: one of them failed above
+        return bound
 
     def _check_types(self, values: Mapping[str, Any]) -> None:
         """Refuse ``{"a": "x"}`` for ``a: int`` now, rather than in five failed attempts later."""

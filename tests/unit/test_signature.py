@@ -63,3 +63,33 @@ def test_positional_only_parameters_cannot_be_stored() -> None:
 
     with pytest.raises(ConfigurationError, match="positional-only"):
         sig(bad)
+
+
+def test_bind_each_checks_every_call_and_names_the_bad_argument() -> None:
+    """``defer_many`` checks JSON once for all calls; a failure still names the call's argument."""
+
+    def send(to: Any, n: int = 0) -> None: ...
+
+    s = sig(send)
+    calls: list[dict[str, Any]] = [{"to": "a"}, {"to": "b", "n": 2}]
+    assert s.bind_each(calls, "send.defer_many()") == calls
+    assert s.bind_each([], "send.defer_many()") == []
+    with pytest.raises(InvalidArguments, match="argument 'to' is not JSON-serialisable"):
+        s.bind_each([{"to": "a"}, {"to": object()}], "send.defer_many()")
+    with pytest.raises(InvalidArguments, match="argument 'to' is not JSON-serialisable"):
+        s.bind_each([{"to": "a"}, {"to": float("nan")}], "send.defer_many()")
+    with pytest.raises(InvalidArguments, match="'n' must be int"):
+        s.bind_each([{"to": "a"}, {"to": "b", "n": "x"}], "send.defer_many()")
+    with pytest.raises(InvalidArguments, match="unexpected keyword argument 'cc'"):
+        s.bind_each([{"to": "a"}, {"to": "b", "cc": "c"}], "send.defer_many()")
+    with pytest.raises(InvalidArguments, match=r"send.defer_many\(\): each call is a mapping"):
+        s.bind_each([{"to": "a"}, ("b",)], "send.defer_many()")  # type: ignore[list-item]
+
+
+def test_bind_each_stores_copies_not_the_callers_mappings() -> None:
+    def send(to: str) -> None: ...
+
+    call = {"to": "a"}
+    (stored,) = sig(send).bind_each([call], "send.defer_many()")
+    call["to"] = "changed"
+    assert stored == {"to": "a"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from ..cron.schedule import CronSchedule
 from ..errors import ConfigurationError, InvalidArguments, JobError
@@ -23,6 +23,24 @@ def effective_status(stored: str, run_at: datetime, now: datetime) -> JobStatus:
     if status is JobStatus.SCHEDULED and run_at <= now:
         return JobStatus.QUEUED
     return status
+
+
+_Frozen = TypeVar("_Frozen")
+
+
+def evolve(proto: _Frozen, **changes: Any) -> _Frozen:
+    """A copy of a frozen, unslotted dataclass with some fields changed, without running its ``__init__``.
+
+    A frozen dataclass sets every field through ``object.__setattr__``: for
+    ``defer_many``'s thousands of jobs and records that differ from the first
+    in their arguments (and id) only, one dict copy is several times cheaper.
+    Only for classes with no ``__post_init__``: nothing is checked again.
+    """
+    copy = object.__new__(type(proto))
+    fields = copy.__dict__
+    fields.update(proto.__dict__)
+    fields.update(changes)
+    return copy
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from sqlalchemy import RowMapping
 from ..errors import JobError
 from ..retry import RetryPolicy
 from ..status import AttemptOutcome, JobStatus
-from .records import AttemptRecord, HandlerDefinition, JobRecord, NewJob, effective_status
+from .records import AttemptRecord, HandlerDefinition, JobRecord, NewJob, effective_status, evolve
 
 
 def job_record(row: RowMapping, now: datetime) -> JobRecord:
@@ -103,9 +103,17 @@ def records_in_input_order(ids: Sequence[int], group: Sequence[NewJob], now: dat
     """The records of a group just inserted, from the ids its INSERT returned.
 
     Ids come from the sequence in the order the rows were fed to the INSERT
-    (``ORDER BY ord``), so ascending ids are the input order.
+    (``ORDER BY ord``), so ascending ids are the input order. The jobs of a
+    group differ in their arguments only (``option_groups``), so every record
+    after the first is a copy of it with its own id and arguments.
     """
-    return [sent_record(job_id, job, now) for job_id, job in zip(sorted(ids), group, strict=True)]
+    ordered = sorted(ids)
+    if len(ordered) != len(group):
+        raise ValueError(f"{len(ordered)} ids for {len(group)} jobs")
+    if not group:
+        return []
+    first = sent_record(ordered[0], group[0], now)
+    return [first, *(evolve(first, id=i, args=job.args) for i, job in zip(ordered[1:], group[1:], strict=True))]
 
 
 def sent_record(job_id: int, job: NewJob, now: datetime) -> JobRecord:

@@ -47,6 +47,7 @@ from .completions import CompletionWriter
 from .environment import WorkerEnvironment
 from .execution import Finished, call_handler
 from .outcome import decide
+from .prefetch import ClaimPace
 
 if TYPE_CHECKING:
     from ..app import App
@@ -150,6 +151,8 @@ class Worker:
         self.started = threading.Event()
         self.stopped = threading.Event()
         self._running: dict[int, _Running] = {}
+        #: Claimed, not started yet (see ``prefetch``): in claim order, leased like running ones.
+        self._prefetched: dict[int, tuple[ClaimedJob, float]] = {}
         self._settings: dict[str, HandlerDefinition] = {}
         self._handlers = self._env.handlers
         self._resource_values: dict[str, Any] = {}
@@ -196,6 +199,7 @@ class Worker:
     def _on_cancel_notice(self, job_ids: list[int]) -> None:
         """Someone cancelled these jobs (a job or its batch): stop the ones running here now."""
         for job_id in job_ids:
+            self._settle_prefetched(job_id, CancelReason.CANCELLED)
             running = self._running.get(job_id)
             if running is not None and running.cancel_reason is None:
                 logger.info("job %s: cancellation requested", job_id)
@@ -313,8 +317,12 @@ class Worker:
                     self.id,
                     every=self.heartbeat_seconds,
                     lease_seconds=self.lease_seconds,
-                    # one C-level copy: safe from another thread; finished jobs stay held until written
-                    held=lambda: (*self._running, *(self._writer.unwritten() if self._writer else ())),
+                    # C-level copies: safe from another thread; finished jobs stay held until written
+                    held=lambda: (
+                        *self._running,
+                        *self._prefetched,
+                        *(self._writer.unwritten() if self._writer else ()),
+                    ),
                     on_report=self._report_from_thread,
                 )
             ],
@@ -331,45 +339,151 @@ class Worker:
         return renewal, duties
 
     async def _claim_loop(self) -> None:
+        """Claim jobs and start them, keeping every slot busy while there is work.
+
+        One claim is in flight at a time, on a thread; claimed jobs go to a small
+        buffer (``prefetch``) and start the moment a slot frees, so slots do not
+        wait for a claim's round trip. A claim that finds fewer jobs than it asked
+        for means the queue is empty: no further claim until a NOTIFY, a written
+        completion (room under a global limit) or the poll interval.
+        """
         assert self._wake is not None and self._slot_freed is not None
         store = self._opened()
         backoff = Backoff(0.1, 10.0)
-        while not self._stopping:
-            free = self.concurrency - len(self._running)
-            if free <= 0:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
-                continue
-            self._wake.clear()
-            claim_started = time.monotonic()
-            try:
-                jobs = await asyncio.to_thread(
-                    store.claims.claim,
-                    worker_id=self.id,
-                    handlers=self.handler_names,
-                    queues=self.queues,
-                    limit=free,
-                    lease_seconds=self.lease_seconds,
-                )
-            except Exception as exc:
-                self.metrics.database_errors.labels(operation="claim").inc()
-                delay, _ = backoff.failed()
-                log_failure(logger, "claiming jobs", exc, backoff, delay)
-                await self._sleep(delay)
-                continue
-            self.metrics.claims.inc()
-            self.metrics.claim_duration.observe(time.monotonic() - claim_started)
-            if backoff.succeeded():
-                log_recovery(logger, "claiming jobs")
-            if jobs and time.monotonic() - claim_started > self.lease_seconds - self.heartbeat_seconds:
-                await self._hand_back_stale(jobs, time.monotonic() - claim_started)
-                continue
+        pace = ClaimPace(self.concurrency)
+        loop = asyncio.get_running_loop()
+        claim: asyncio.Future[list[ClaimedJob]] | None = None
+        asked = 0
+        claim_started = 0.0
+        last_observed, started_since = time.monotonic(), 0
+        idle_until: float | None = None  # set: wait for a wake-up (or this loop time) before claiming
+        slot_waiter = asyncio.ensure_future(self._slot_freed.wait())
+        wake_waiter: asyncio.Future[Any] | None = None
+        try:
+            while not self._stopping:
+                started_since += self._start_prefetched()
+                free = self.concurrency - len(self._running)
+                buffered = len(self._prefetched)
+                if claim is None and idle_until is None:
+                    ahead = pace.ahead if self._may_claim_ahead() else 0
+                    # Claim when a slot would otherwise idle, or the buffer is half spent.
+                    if free > buffered or (ahead and buffered <= ahead // 2):
+                        asked = free + ahead - buffered
+                        self._wake.clear()
+                        claim_started = time.monotonic()
+                        claim = asyncio.ensure_future(
+                            asyncio.to_thread(
+                                store.claims.claim,
+                                worker_id=self.id,
+                                handlers=self.handler_names,
+                                queues=self.queues,
+                                limit=asked,
+                                lease_seconds=self.lease_seconds,
+                            )
+                        )
+                waits: set[asyncio.Future[Any]] = {slot_waiter}
+                timeout = None
+                if claim is not None:
+                    waits.add(claim)
+                if idle_until is not None:
+                    if wake_waiter is None:
+                        wake_waiter = asyncio.ensure_future(self._wake.wait())
+                    waits.add(wake_waiter)
+                    timeout = max(0.0, idle_until - loop.time())
+                done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if slot_waiter in done:
+                    self._slot_freed.clear()
+                    slot_waiter = asyncio.ensure_future(self._slot_freed.wait())
+                if idle_until is not None and (wake_waiter in done or loop.time() >= idle_until):
+                    idle_until = None
+                    if wake_waiter is not None and not wake_waiter.done():
+                        wake_waiter.cancel()
+                    wake_waiter = None
+                if claim is None or claim not in done:
+                    continue
+                try:
+                    jobs = claim.result()
+                except Exception as exc:
+                    self.metrics.database_errors.labels(operation="claim").inc()
+                    delay, _ = backoff.failed()
+                    log_failure(logger, "claiming jobs", exc, backoff, delay)
+                    idle_until = loop.time() + delay
+                    continue
+                finally:
+                    claim = None
+                took = time.monotonic() - claim_started
+                self.metrics.claims.inc()
+                self.metrics.claim_duration.observe(took)
+                if backoff.succeeded():
+                    log_recovery(logger, "claiming jobs")
+                if jobs and took > self.lease_seconds - self.heartbeat_seconds:
+                    await self._hand_back_stale(jobs, took)
+                    continue
+                now = time.monotonic()
+                pace.observe(started=started_since, seconds=now - last_observed, claim_seconds=took)
+                last_observed, started_since = now, 0
+                claimed_at = time.monotonic()  # after the thread returned: a renewal read before has no claim of it
+                for job in jobs:
+                    self._prefetched[job.id] = (job, claimed_at)
+                if len(jobs) < asked and not self._wake.is_set():
+                    idle_until = loop.time() + self.poll_interval
+        finally:
+            for waiter in (slot_waiter, wake_waiter):
+                if waiter is not None:
+                    waiter.cancel()
+            if claim is not None:  # stopping while a claim is in flight: its jobs are ours
+                with contextlib.suppress(Exception):
+                    for job in await claim:
+                        self._prefetched[job.id] = (job, time.monotonic())
+            await self._release_prefetched(store)
+
+    def _may_claim_ahead(self) -> bool:
+        """Claim ahead only when no handler of this worker has a global or per-tenant limit."""
+        for name in self.handler_names:
+            settings = self._settings.get(name) or self._handlers[name].definition()
+            if settings.concurrency is not None or settings.tenant_concurrency is not None:
+                return False
+        return True
+
+    def _start_prefetched(self) -> int:
+        """Start buffered jobs in the free slots; how many started."""
+        started = 0
+        while self._prefetched and len(self._running) < self.concurrency:
+            job_id = next(iter(self._prefetched))
+            self._start(self._prefetched.pop(job_id)[0])
+            started += 1
+        return started
+
+    def _settle_prefetched(self, job_id: int, reason: CancelReason) -> None:
+        """A buffered (claimed, not started) job was cancelled or lost its lease: never start it."""
+        entry = self._prefetched.pop(job_id, None)
+        if entry is None:
+            return
+        job = entry[0]
+        if reason is CancelReason.LEASE_LOST:
+            logger.warning("job %s: lease lost before it started; another worker owns it now", job.id)
+            return
+        logger.info("job %s: cancellation requested before it started", job.id)
+        store = self._opened()
+        settings = self._settings.get(job.handler) or self._handlers[job.handler].definition()
+        finished = Finished(cancelled=True)
+        self._finish(job, decide(job, settings, finished, owner=self.id, now=store.clock(), cancel_reason=reason))
+
+    async def _release_prefetched(self, store: Store) -> None:
+        """Stopping: hand buffered jobs back to the queue, as a shutdown releases a running job."""
+        jobs = [job for job, _ in self._prefetched.values()]
+        self._prefetched.clear()
+        if not jobs:
+            return
+
+        def release() -> None:
             for job in jobs:
-                self._start(job)
-            if len(jobs) < free and not self._stopping:
-                # Nothing more to claim now: wait for a NOTIFY, a written completion (room under a
-                # global limit), or the poll interval.
-                await self._sleep(self.poll_interval)
+                store.leases.release(job.id, self.id, job.attempts)
+
+        try:
+            await asyncio.to_thread(release)
+        except Exception:
+            logger.exception("could not release %d claimed job(s); their leases will expire", len(jobs))
 
     async def _hand_back_stale(self, jobs: list[ClaimedJob], took: float) -> None:
         """Jobs whose claim took about a lease (the process froze, or starved, meanwhile) are
@@ -607,6 +721,11 @@ class Worker:
                 loop.call_soon_threadsafe(self._apply_report, report, renewed_at)
 
     def _apply_report(self, report: LeaseReport, renewed_at: float) -> None:
+        for job_id, (_, claimed_at) in list(self._prefetched.items()):
+            if claimed_at < renewed_at and job_id not in report.held:
+                self._settle_prefetched(job_id, CancelReason.LEASE_LOST)
+            elif job_id in report.cancel_requested:
+                self._settle_prefetched(job_id, CancelReason.CANCELLED)
         for job_id, running in list(self._running.items()):
             if running.cancel_reason is not None:
                 continue
