@@ -201,3 +201,62 @@ def test_a_worker_process_runs_jobs_and_logs_a_broken_listener_once(bouncer_targ
     text = log.read_text()
     assert "Traceback" not in text, text[-3000:]
     assert text.count("LISTEN") <= 1, text[-3000:]
+
+
+def test_the_operators_database_side_works_through_it(bouncer_target: Target, caplog: pytest.LogCaptureFixture) -> None:
+    """What the operator does in an app's database, with its own code, through the pooler.
+
+    The Kubernetes side (kopf, the API server) never touches the pooler; everything
+    the operator writes or reads in the database does, through ``Databases``: the
+    migration on first use, the scheduler and the listener it starts there, a
+    JobHandler's rows, a pause, the queue depth that scales the Deployment, and
+    the release of a gone pod's leases.
+    """
+    from jobstead_operator.databases import Databases
+    from jobstead_operator.jobhandlers import _release_rows, _write_rows
+    from jobstead_operator.spec import JobHandlerSpec
+    from jobstead_operator.targets import parse_target
+
+    target = parse_target(bouncer_target.url, schema=bouncer_target.schema, table_prefix=None, where="the test")
+    spec = JobHandlerSpec.parse(
+        {
+            "handler": "e2e_work",
+            "app": "tests.apps.probes:app",
+            "image": "jobstead:test",
+            "database": {"secretRef": {"name": "db"}},
+            "concurrency": 3,
+            "paused": True,
+        }
+    )
+    user = ("JobHandler", "shop", "e2e-work")
+
+    async def scenario() -> tuple[int | None, int, int, bool, bool]:
+        databases = Databases(migrate=True, wake=lambda database, queue: None)
+        database, _ = await databases.use(user, target)
+        try:
+            await databases.ready(database)
+            for _ in range(8):  # every reconcile writes them again: past psycopg's prepare threshold
+                await _write_rows(database, spec)
+            store = database.store
+            paused = ("handler", "e2e_work") in await database.call(store.control.paused)
+            row = await database.call(store.registry.handler, "e2e_work")
+            app = _app(bouncer_target)
+            try:
+                app.handler(name="e2e_work")(lambda i: i).defer(i=1)
+            finally:
+                app.close()
+            for _ in range(8):  # a scaling tick reads the depth every few seconds
+                load = await database.call(store.queries.handler_load, "e2e_work")
+            released = await database.call(store.leases.release_host, "gone-pod-0")
+            await _release_rows(database, "e2e_work")
+            resumed = ("handler", "e2e_work") not in await database.call(store.control.paused)
+            await asyncio.sleep(1.0)  # the scheduler and the listener have run a while
+            return row.concurrency if row else None, load.due, len(released), paused, resumed
+        finally:
+            await databases.close_all()
+
+    with caplog.at_level("WARNING"):
+        outcome = asyncio.run(scenario())
+    assert outcome == (3, 1, 0, True, True)
+    problems = [r.getMessage() for r in caplog.records if "prepared statement" in r.getMessage() or r.exc_info]
+    assert not problems, problems
