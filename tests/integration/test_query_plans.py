@@ -59,11 +59,21 @@ def _plan_of(app: App, run: Any, starts: str, url: str) -> str:
     def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
         sent.append((statement, parameters))
 
+    driver = app.store.db.driver
+    rows_alone = driver.rows_alone
+
+    def capture_alone(engine: Any, statement: Any, params: dict[str, Any]) -> Any:
+        sql, fixed = driver.rendered(engine, statement)  # type: ignore[attr-defined]  # PostgreSQL's
+        sent.append((sql, {**fixed, **params}))
+        return rows_alone(engine, statement, params)
+
     event.listen(app.store.db.engine, "before_cursor_execute", capture)
+    driver.rows_alone = capture_alone  # type: ignore[method-assign]
     try:
         run()
     finally:
         event.remove(app.store.db.engine, "before_cursor_execute", capture)
+        del driver.rows_alone
     statement, parameters = next((s, p) for s, p in sent if s.lstrip().startswith(starts))
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
         plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + statement, parameters))
@@ -71,12 +81,24 @@ def _plan_of(app: App, run: Any, starts: str, url: str) -> str:
     return plan
 
 
-def test_the_claim_walks_the_ready_index_to_its_limit(busy_app: App, postgres_target: Target) -> None:
+@pytest.mark.parametrize(
+    ("handlers", "starts"),
+    [
+        # This claimer claimed before with nothing in its way: one statement, the pause read inside.
+        (["h"], "WITH blocked"),
+        # A claimer's first claim: the transaction (pause read, then the UPDATE).
+        (["h", "another"], "UPDATE"),
+    ],
+    ids=["one-statement", "transaction"],
+)
+def test_the_claim_walks_the_ready_index_to_its_limit(
+    busy_app: App, postgres_target: Target, handlers: list[str], starts: str
+) -> None:
     store = busy_app.store
     plan = _plan_of(
         busy_app,
-        lambda: store.claims.claim(worker_id="w2", handlers=["h"], queues=None, limit=500, lease_seconds=60),
-        "UPDATE",
+        lambda: store.claims.claim(worker_id="w2", handlers=handlers, queues=None, limit=500, lease_seconds=60),
+        starts,
         postgres_target.url,
     )
     assert "jobs_ready_any_queue" in plan, plan

@@ -230,6 +230,23 @@ def test_renewal_extends_only_the_owners_leases_and_reports_cancellations(store:
     assert record is not None and record.lease_expires_at == clock.now + timedelta(seconds=30)
 
 
+def test_renewal_of_more_ids_than_a_statement_takes_parameters(store: Store, clock: ManualClock) -> None:
+    """A worker holding 70,000 jobs (a deep queue's unwritten completions) keeps every lease.
+
+    The renewal sent one parameter per id: past 65,535 PostgreSQL refused the
+    statement, every lease of that worker expired and its jobs ran twice.
+    """
+    store.enqueue.insert([new(args={"n": i}) for i in range(3)])
+    held = [j.id for j in claim(store, worker="w1", limit=3)]
+    unknown = range(10_000_000, 10_070_000)  # ids no row has: only their number matters
+    clock.advance(20)
+    report = store.leases.renew("w1", 30, [*held, *unknown])
+    assert report.held == set(held)
+    for job_id in held:
+        record = store.queries.get_job(job_id)
+        assert record is not None and record.lease_expires_at == clock.now + timedelta(seconds=30)
+
+
 def test_checkpoints_are_written_only_under_the_lease(store: Store) -> None:
     store.enqueue.insert([new()])
     (job,) = claim(store)

@@ -37,6 +37,9 @@ from .database import Database
 from .drivers.base import LOCK_BOUND_SECONDS
 from .records import Completion, EffectiveSettings, LeaseReport
 
+#: Ids per renewal statement: under every database's limit on a statement's parameters.
+RENEWAL_CHUNK = 10_000
+
 
 class Leases:
     def __init__(self, db: Database, clock: Clock, batches: Batches) -> None:
@@ -85,15 +88,21 @@ class Leases:
         expires = self._clock() + timedelta(seconds=lease_seconds)
         running = jobs.c.status == JobStatus.RUNNING.value
         held = [jobs.c.lease_owner == owner, running]
+        chunks: list[dict[str, Any]] = [{}]
         if job_ids is not None:
             if not job_ids:
                 return LeaseReport(held=frozenset(), cancel_requested=frozenset())
             # The ids through the primary key; IS TRUE keeps the status out of index conditions.
-            held = [jobs.c.id.in_(list(job_ids)), jobs.c.lease_owner == owner, running.is_(true())]
+            held = [self._db.driver.in_bound_list(jobs.c.id, "ids"), jobs.c.lease_owner == owner, running.is_(true())]
+            # In chunks: a worker may hold more ids than a statement takes parameters (65,535 on
+            # PostgreSQL, 32,766 on SQLite, where each id is one), and a failed renewal loses them all.
+            ids = list(job_ids)
+            chunks = [{"ids": ids[i : i + RENEWAL_CHUNK]} for i in range(0, len(ids), RENEWAL_CHUNK)]
+        stmt = update(jobs).where(*held).values(lease_expires_at=expires).returning(jobs.c.id, jobs.c.cancel_requested)
+        rows: list[Any] = []
         with self._db.driver.alone(self._db.engine) as conn:  # no row stays locked if we freeze after it
-            rows = conn.execute(
-                update(jobs).where(*held).values(lease_expires_at=expires).returning(jobs.c.id, jobs.c.cancel_requested)
-            ).all()
+            for chunk in chunks:
+                rows += conn.execute(stmt, chunk).all()
         return LeaseReport(
             held=frozenset(r.id for r in rows),
             cancel_requested=frozenset(r.id for r in rows if r.cancel_requested),

@@ -28,6 +28,7 @@ class CompletionWriter:
         self._idle = asyncio.Event()
         self._idle.set()
         self._max_batch = max_batch
+        self._writing = 0  # completions in the write in flight
         self._closing = False
         #: Called after each batch is written: the running count in the database just dropped.
         self._written = written
@@ -44,6 +45,10 @@ class CompletionWriter:
         """
         return [c.job_id for c in tuple(self._pending)]
 
+    def backlog(self) -> int:
+        """Finished attempts not yet written, the write in flight included."""
+        return len(self._pending) + self._writing
+
     def add(self, completion: Completion) -> None:
         self._pending.append(completion)
         self._idle.clear()
@@ -59,9 +64,11 @@ class CompletionWriter:
                     self._pending[: self._max_batch],
                     self._pending[self._max_batch :],
                 )
+                self._writing = len(batch)
                 try:
                     lost = await asyncio.to_thread(self._store.leases.complete, batch)
                 except Exception as exc:
+                    self._writing = 0
                     WORKER_METRICS.database_errors.labels(operation="complete").inc()
                     self._pending[:0] = batch
                     delay, _ = backoff.failed()
@@ -74,6 +81,7 @@ class CompletionWriter:
                         )
                         self._pending.clear()
                     continue
+                self._writing = 0
                 if backoff.succeeded():
                     log_recovery(logger, "writing completions")
                 self._written()

@@ -196,6 +196,19 @@ class Worker:
         if self._wake is not None:
             self._wake.set()
 
+    def _room_freed(self) -> None:
+        """Completions were written: the slots they held are free, and under a global or
+        per-tenant limit there is room in the database too, so claim again.
+
+        Without a limit nothing new became claimable: a claim now would only
+        find the queue as empty as the last one did, and, being in flight when
+        the next NOTIFY came, make that job wait for it to return first.
+        """
+        if self._slot_freed is not None:
+            self._slot_freed.set()
+        if self._wake is not None and not self._may_claim_ahead():
+            self._wake.set()
+
     def _on_cancel_notice(self, job_ids: list[int]) -> None:
         """Someone cancelled these jobs (a job or its batch): stop the ones running here now."""
         for job_id in job_ids:
@@ -243,8 +256,7 @@ class Worker:
             self.stopped.set()
             return
         self.metrics.add_slots(self.concurrency)
-        # A written completion may free room under a global limit: claim again at once.
-        self._writer = CompletionWriter(store, written=self._wake.set)
+        self._writer = CompletionWriter(store, written=self._room_freed)
         renewal, duties = self._services(store)
         rescued = await asyncio.to_thread(store.leases.rescue_expired)  # a restarted pod's old jobs, at once
         if rescued:
@@ -362,7 +374,7 @@ class Worker:
         try:
             while not self._stopping:
                 started_since += self._start_prefetched()
-                free = self.concurrency - len(self._running)
+                free = self._free_slots()
                 buffered = len(self._prefetched)
                 if claim is None and idle_until is None:
                     ahead = pace.ahead if self._may_claim_ahead() else 0
@@ -445,10 +457,23 @@ class Worker:
                 return False
         return True
 
+    def _free_slots(self) -> int:
+        """Slots not running a job, less the unwritten completions beyond one slot's worth each.
+
+        Back-pressure: without it a worker claims faster than it writes when the
+        database slows (a deep queue: 350,000 claimed jobs waited unwritten, each
+        renewed every heartbeat, and the renewals and completions locked each
+        other). Up to ``concurrency`` unwritten completions are free, so claims
+        and writes still overlap (a limit of one slot each made drains about a
+        fifth slower): a worker never holds more than twice its concurrency.
+        """
+        backlog = self._writer.backlog() if self._writer is not None else 0
+        return self.concurrency - len(self._running) - max(0, backlog - self.concurrency)
+
     def _start_prefetched(self) -> int:
         """Start buffered jobs in the free slots; how many started."""
         started = 0
-        while self._prefetched and len(self._running) < self.concurrency:
+        while self._prefetched and self._free_slots() > 0:
             job_id = next(iter(self._prefetched))
             self._start(self._prefetched.pop(job_id)[0])
             started += 1

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import ColumnElement, Connection, Engine, Insert, Select, Table, insert, update
+from sqlalchemy import ColumnElement, Connection, Engine, Insert, Select, Table, bindparam, insert, update
 from sqlalchemy.engine import URL
 
 from ...status import AttemptOutcome
@@ -85,6 +85,11 @@ class Driver:
         with engine.begin() as conn:
             yield conn
 
+    def rows_alone(self, engine: Engine, statement: Select[Any], params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        """The rows of one statement run ``alone``: for a hot statement whose client cost matters."""
+        with self.alone(engine) as conn:
+            return conn.execute(statement, params).all()
+
     def bound_locks(self, conn: Connection, seconds: float) -> None:
         """Make the server end ``conn``'s transaction (rolling it back) if its client falls silent
         for ``seconds`` while in it: a frozen process then holds its locks that long, not forever.
@@ -125,6 +130,10 @@ class Driver:
     def upsert(self, table: Table) -> Any:
         """An INSERT that takes ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
         raise NotImplementedError
+
+    def in_bound_list(self, column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+        """``column`` is one of the values of the list bound as ``name`` at execution."""
+        return column.in_(bindparam(name, expanding=True))
 
     def id_in(self, column: ColumnElement[Any], ids: Select[Any]) -> ColumnElement[bool]:
         """``column`` is one of the ids the subquery ``ids`` selects."""
