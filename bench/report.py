@@ -232,7 +232,8 @@ def scale_lines(results: dict[str, Any]) -> list[str]:
         runs = results["runs"]["deep"]["jobstead"]
         lines += [
             "",
-            f"Deep queue: {s['deep_jobs']:,} ready no-op jobs (deferred with the bulk API, then VACUUM ANALYZE "
+            f"Deep queue (a `BENCH_SCALE=1` row): {s['deep_jobs']:,} ready no-op jobs (deferred with the bulk API, "
+            "then VACUUM ANALYZE "
             f"and CHECKPOINT) drained by {procs} processes that all start on the full queue; jobs finished "
             "(durably recorded) per second over the whole drain and in three stretches of it, from the workers' "
             f"reports after each completion write. Median of {len(runs)} run(s), each on a fresh fill.",
@@ -253,6 +254,27 @@ def scale_lines(results: dict[str, Any]) -> list[str]:
             values = [med(results, f"deep_{n}", system) or 0.0 for n, _ in STRETCHES]
             flat.append(f"{min(values) / max(values):.0%}" if max(values) else "n/a")
         lines.append(f"| slowest stretch / fastest (target >= 80%) | {' | '.join(flat)} |{' |' * len(deep_peers)}")
+        notes = []
+        for system in ("jobstead", *deep_peers):
+            done = results["runs"]["deep"][system]
+            logged: dict[str, int] = {}
+            for r in done:
+                for kind, count in r.get("worker_log", {}).items():
+                    logged[kind] = logged.get(kind, 0) + count
+            tenths = " / ".join(fmt(statistics.median(t)) for t in zip(*(r["tenths"] for r in done), strict=True))
+            text = (
+                f"**{system}**: by tenths {tenths} jobs/s; up to "
+                f"{max(r.get('peak_unrecorded', 0) for r in done):,} jobs started and not yet recorded as finished"
+            )
+            reruns = sum(r.get("reruns", 0) for r in done)
+            if reruns:
+                text += f"; {reruns:,} jobs ran twice in all"
+            if logged:
+                text += "; worker logs: " + ", ".join(
+                    f"{kind.replace('_', ' ')} {n:,} lines" for kind, n in logged.items()
+                )
+            notes.append(text)
+        lines += ["", *(f"- {n}" for n in notes)]
     one, many = med(results, "spread_one", "jobstead"), med(results, "spread_many", "jobstead")
     huge, base = med(results, "history_huge", "jobstead"), med(results, "history_base", "jobstead")
     if one or huge:
@@ -260,7 +282,7 @@ def scale_lines(results: dict[str, Any]) -> list[str]:
     if one and many:
         n = s["spread_jobs"]
         lines += [
-            f"| Drain {n:,} queued jobs of one handler in one queue | {fmt(one)} | 1.00x |",
+            f"| Drain {n:,} queued jobs of one handler in one queue (every run) | {fmt(one)} | 1.00x |",
             f"| Drain {n:,} queued jobs spread over {s['spread_handlers']:,} handlers in {s['spread_queues']} queues, "
             f"every process serving all | {fmt(many)} | {ratio(many, one)} |",
         ]
@@ -268,7 +290,8 @@ def scale_lines(results: dict[str, Any]) -> list[str]:
         cost = base / huge
         lines += [
             f"| Drain {s['jobs']:,}, {s['history_small']:,} finished jobs in the table | {fmt(base)} | 1.00x |",
-            f"| Drain {s['jobs']:,}, {s['history_huge']:,} finished jobs in the table (retention off) | {fmt(huge)} | "
+            f"| Drain {s['jobs']:,}, {s['history_huge']:,} finished jobs in the table (retention off; "
+            f"`BENCH_SCALE=1`) | {fmt(huge)} | "
             f"{ratio(huge, base)} ({cost - 1:+.0%} cost per job) |",
         ]
     missing = []
@@ -294,7 +317,9 @@ def render_scale(results: dict[str, Any]) -> str:
         f"Measured {m['date']} on {m['nproc']} cores ({m['cpu']}), {m['memory_gib']:.0f} GiB; PostgreSQL "
         f"{pg['server_version']} (fsync={pg['fsync']}, synchronous_commit={pg['synchronous_commit']}, "
         f"shared_buffers={pg['shared_buffers']}); Python {m['python']}{'; ' + versions if versions else ''}. "
-        f"Parts: {', '.join(results['parts'])}; {m['minutes']} min. Other work on the machine took "
+        f"Parts: {', '.join(results['parts'])}; {m['minutes']} min"
+        + (f" in {len(m['pieces'])} pieces run one after another" if m.get("pieces") else "")
+        + ". Other work on the machine took "
         f"{m['others_cpu']:.0%} of all cores over the run ({m['others_cpu_peak']:.0%} at its busiest); "
         f"load average {m['load_start']:.2f} at the start.",
     ]
@@ -306,11 +331,42 @@ def render_scale(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_scale(results: dict[str, Any]) -> Path:
-    """Raw run to ``results/scale-*.json``; the report to ``results/scale.md`` (``scale-quick.md`` when quick)."""
+def merge_scale(pieces: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several ``bench.scale`` runs as one (pieces of one measurement, each short enough for the machine lock).
+
+    Figures and runs are pooled (a median over every piece's runs); the machine is the
+    first piece's, with the minutes added up and other work's share the worst piece's.
+    """
+    first = pieces[0]
+    merged: dict[str, Any] = {
+        "machine": {
+            **first["machine"],
+            "minutes": round(sum(p["machine"]["minutes"] for p in pieces), 1),
+            "others_cpu": max(p["machine"]["others_cpu"] for p in pieces),
+            "others_cpu_peak": max(p["machine"]["others_cpu_peak"] for p in pieces),
+            "pieces": [p["machine"]["date"] for p in pieces],
+        },
+        "versions": {k: v for p in pieces for k, v in p.get("versions", {}).items()},
+        "settings": first["settings"],
+        "parts": [part for part in ("deep", "spread", "history") if any(part in p["parts"] for p in pieces)],
+        "figures": {},
+        "runs": {},
+    }
+    for p in pieces:
+        for metric, by_system in p["figures"].items():
+            for system, values in by_system.items():
+                merged["figures"].setdefault(metric, {}).setdefault(system, []).extend(values)
+        for metric, by_system in p["runs"].items():
+            for system, runs in by_system.items():
+                merged["runs"].setdefault(metric, {}).setdefault(system, []).extend(runs)
+    return merged
+
+
+def write_scale(results: dict[str, Any], stem: str = "scale") -> Path:
+    """Raw run to ``results/STEM-*.json``; the report to ``results/scale.md`` (``scale-quick.md`` when quick)."""
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.strptime(results["machine"]["date"], "%Y-%m-%d %H:%M UTC").strftime("%Y%m%dT%H%MZ")
-    raw = RESULTS / f"scale-{stamp}.json"
+    raw = RESULTS / f"{stem}-{stamp}.json"
     raw.write_text(json.dumps(results, indent=2))
     quick = results["settings"]["quick"]
     title = "# Scale rows (`python -m bench.scale`)" + (": smoke run (BENCH_QUICK), not comparable" if quick else "")

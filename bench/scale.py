@@ -47,11 +47,13 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import json
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -464,13 +466,21 @@ async def measure(
 
 
 async def main(argv: list[str]) -> int:
-    """``python -m bench.scale [deep] [spread] [history]``: these rows alone, written to ``results/scale.md``."""
+    """``python -m bench.scale [deep] [spread] [history]``: these rows alone, written to ``results/scale.md``.
+
+    ``python -m bench.scale --merge A.json B.json ...``: pieces run one after another as one report.
+    """
     from tests.support.postgres_server import PostgresServer
 
     from . import report
     from .probe import open_collector
     from .run import Progress
 
+    if argv[:1] == ["--merge"]:
+        merged = report.merge_scale([json.loads(Path(a).read_text()) for a in argv[1:]])
+        print(f"written {report.write_scale(merged, 'scale-merged')}\n")
+        print(report.render_scale(merged))
+        return 0
     parts = tuple(p for p in PARTS if p in argv) or PARTS
     unknown = sorted(set(argv) - set(PARTS))
     if unknown:
