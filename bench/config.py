@@ -63,7 +63,7 @@ class Settings:
     #: written to ``bench/results/partial.md`` and never replaces the published table.
     systems: tuple[str, ...] = ALL_SYSTEMS
     #: ``BENCH_SCALE=1``: also the long scale rows (``bench.scale``: the deep queue and the long
-    #: history), which add about 10 minutes; the spread drain (many handlers) always runs.
+    #: history), which add about 13 minutes; the spread drain (many handlers) always runs.
     scale: bool = False
     #: Runs per deep-queue drain (each refills the queue: about a minute per system and run).
     scale_reps: int = 3

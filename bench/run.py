@@ -129,7 +129,7 @@ async def main() -> int:
             )
             await io.close()
             # Scale with the work: the spread drain always, the deep queue and the long history
-            # with BENCH_SCALE=1 (about 10 more minutes; ``python -m bench.scale`` runs them alone).
+            # with BENCH_SCALE=1 (about 13 more minutes; ``python -m bench.scale`` runs them alone).
             parts = scale.PARTS if settings.scale else ("spread",)
             await scale.measure(harness, server.create_database, settings, parts, say, record, extra)
         await database_ceiling(server, settings, say, record)

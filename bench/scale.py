@@ -20,8 +20,9 @@ then ``VACUUM ANALYZE`` and ``CHECKPOINT``, as a production table would long hav
 been autovacuumed. The workers are started while the harness holds an
 ``EXCLUSIVE`` lock on the queue table (reads pass, every claim waits); once every
 process is waiting on it in its claim (``pg_stat_activity``: a ``FOR UPDATE SKIP
-LOCKED`` statement waiting on a lock), the lock is released and the clock starts.
-So all processes begin together on a full queue, and start-up is outside the figures.
+LOCKED`` statement waiting on a lock), the lock is released, and the clock starts
+at the first job's start, as in every drain of the bench. So all processes begin
+together on a full queue, and start-up is outside the figures.
 
 Progress comes from the workers, not from counting rows while the drain runs
 (a ``count(*)`` over a million-row queue costs a tenth of a second of a core,
