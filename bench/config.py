@@ -62,6 +62,19 @@ class Settings:
     #: Systems to measure (``BENCH_SYSTEMS=jobstead,pgqueuer``); a run of fewer than all is
     #: written to ``bench/results/partial.md`` and never replaces the published table.
     systems: tuple[str, ...] = ALL_SYSTEMS
+    #: ``BENCH_SCALE=1``: also the long scale rows (``bench.scale``: the deep queue and the long
+    #: history), which add about 13 minutes; the spread drain (many handlers) always runs.
+    scale: bool = False
+    #: Runs per deep-queue drain (each refills the queue: about a minute per system and run).
+    scale_reps: int = 3
+    #: Ready jobs in the deep queue.
+    deep_jobs: int = 1_000_000
+    #: The spread drain: jobs spread evenly over this many handlers in this many queues.
+    spread_jobs: int = 100_000
+    spread_handlers: int = 1_000
+    spread_queues: int = 100
+    #: Finished jobs in the table for the long-history drain (beside ``history_small``).
+    history_huge: int = 10_000_000
 
     @property
     def partial(self) -> bool:
@@ -87,4 +100,11 @@ class Settings:
             systems=_systems(),
             steady_warmup=_float("BENCH_STEADY_WARMUP", 1 if quick else 2),
             steady_seconds=_float("BENCH_STEADY_SECONDS", 3 if quick else 8),
+            scale=os.environ.get("BENCH_SCALE", "") not in ("", "0"),
+            scale_reps=_int("BENCH_SCALE_REPS", _int("BENCH_REPS", 1 if quick else 3)),
+            deep_jobs=_int("BENCH_DEEP_JOBS", 50_000 if quick else 1_000_000),
+            spread_jobs=_int("BENCH_SPREAD_JOBS", 10_000 if quick else 100_000),
+            spread_handlers=_int("BENCH_SPREAD_HANDLERS", 1_000),
+            spread_queues=_int("BENCH_SPREAD_QUEUES", 100),
+            history_huge=_int("BENCH_HISTORY_HUGE", 200_000 if quick else 10_000_000),
         )

@@ -68,10 +68,18 @@ class DrainResult:
 class Workers:
     """Worker processes of one system, stopped gracefully (SIGTERM) at the end."""
 
-    def __init__(self, system: System, count: int, probe: str, options: list[str], label: str) -> None:
+    def __init__(
+        self,
+        system: System,
+        count: int,
+        probe: str,
+        options: list[str],
+        label: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.processes: list[subprocess.Popen[bytes]] = []
-        env = {**os.environ, "BENCH_PROBE": probe, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "BENCH_PROBE": probe, "PYTHONUNBUFFERED": "1", **(env or {})}
         for i in range(count):
             with open(LOG_DIR / f"{label}-{i}.log", "wb") as log:
                 self.processes.append(
@@ -156,11 +164,15 @@ class Harness:
 
     async def start_workers(self, system: System, count: int, label: str) -> Workers:
         self.collector.reset()
-        workers = Workers(system, count, self.probe, system.worker_options(), label)
+        workers = self.spawn(system, count, label)
         if not await self.collector.wait_for(lambda: len(self.collector.ready) >= count, 120):
             await workers.stop()
             raise BenchError(f"{system.name}: {len(self.collector.ready)} of {count} workers ready; see {LOG_DIR}")
         return workers
+
+    def spawn(self, system: System, count: int, label: str, env: dict[str, str] | None = None) -> Workers:
+        """Start ``count`` worker processes of ``system`` (not waiting for them)."""
+        return Workers(system, count, self.probe, system.worker_options(), label, env)
 
     async def drain(
         self, system: System, *, processes: int, jobs: int, cap: float, label: str, reset: bool = True

@@ -12,6 +12,13 @@ Messages (ASCII, space-separated):
   reached its idle wait), so a drain timed from now excludes start-up;
 * ``first PID T``: the first job of this process started at ``T``;
 * ``lat T_DEFER T_START``: a latency probe job deferred at ``T_DEFER`` started at ``T_START``;
+* ``prog PID T COUNT``: this process has started ``COUNT`` jobs, the last of them at ``T``
+  (``bench.scale``'s deep drains only: sent at every ``$BENCH_PROGRESS``-th job and once
+  more when the process exits, so the harness can tell the rate in any stretch of a
+  drain without counting rows in the database while it runs);
+* ``done PID T COUNT``: this process has durably recorded ``COUNT`` finished jobs, the last
+  batch committed at ``T`` (``bench.scale`` only: ``bench.worker`` wraps the system's own
+  completion write when ``$BENCH_PROGRESS`` is set; one datagram per written batch);
 * ``busy PID T BUSY ELAPSED D1,D2,...``: the steady-state workload's summary of the
   last quarter second up to ``T`` (``SlotMeter``): ``BUSY`` slot-seconds in use
   over ``ELAPSED`` seconds, and the defer-to-start delays (ms) of the jobs that
@@ -22,6 +29,7 @@ Messages (ASCII, space-separated):
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import socket
@@ -30,6 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 ENV = "BENCH_PROBE"
+#: Jobs per ``prog`` report (unset or 0: none are sent).
+PROGRESS_ENV = "BENCH_PROGRESS"
 
 
 class Reporter:
@@ -41,6 +51,13 @@ class Reporter:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._first_sent = False
         self.pid = os.getpid()
+        self._every = int(os.environ.get(PROGRESS_ENV) or 0)
+        self._count = 0
+        self._last = 0.0
+        self._done = 0
+        if self._every:
+            # the exact count and the time of the last start, once the worker loop has stopped
+            atexit.register(self._final)
 
     def send(self, message: str) -> None:
         with contextlib.suppress(OSError):  # the harness went away: nothing to report to
@@ -57,6 +74,20 @@ class Reporter:
             self.send(f"first {self.pid} {now!r}")
         if t_defer:
             self.send(f"lat {t_defer!r} {now!r}")
+        if self._every:
+            self._count += 1
+            self._last = now
+            if self._count % self._every == 0:
+                self.send(f"prog {self.pid} {now!r} {self._count}")
+
+    def jobs_done(self, n: int) -> None:
+        """``n`` more finished jobs are durably recorded (called after the system's write returned)."""
+        self._done += n
+        self.send(f"done {self.pid} {time.time()!r} {self._done}")
+
+    def _final(self) -> None:
+        if self._count:
+            self.send(f"prog {self.pid} {self._last!r} {self._count}")
 
 
 class SlotMeter:
@@ -127,6 +158,10 @@ class Collector(asyncio.DatagramProtocol):
     first: dict[int, float] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
     steady: list[SteadySample] = field(default_factory=list)
+    #: ``prog`` reports: (time, pid, jobs that process had started by then).
+    progress: list[tuple[float, int, int]] = field(default_factory=list)
+    #: ``done`` reports: (time, pid, finished jobs that process had recorded by then).
+    done: list[tuple[float, int, int]] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
@@ -144,6 +179,14 @@ class Collector(asyncio.DatagramProtocol):
             values = [float(d) for d in delays[0].split(",") if d] if delays else []
             self.steady.append(SteadySample(int(pid), float(at), float(busy), float(elapsed), values))
             return  # nothing waits on these: no wake-up per datagram
+        elif kind == "prog":
+            pid, t, count = rest.split()
+            self.progress.append((float(t), int(pid), int(count)))
+            return  # polled by the harness, not waited on
+        elif kind == "done":
+            pid, t, count = rest.split()
+            self.done.append((float(t), int(pid), int(count)))
+            return
         self.changed.set()
 
     def reset(self) -> None:
@@ -151,6 +194,8 @@ class Collector(asyncio.DatagramProtocol):
         self.first.clear()
         self.latencies.clear()
         self.steady.clear()
+        self.progress.clear()
+        self.done.clear()
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Wait until ``predicate()`` holds (checked on every message) or ``timeout`` passes."""

@@ -164,7 +164,7 @@ def targets_19(results: dict[str, Any]) -> list[Target]:
                 f"{0.85 - high['busy']:.0%} short",
             )
         )
-    return out
+    return out + scale_targets(results)
 
 
 def steady_table(results: dict[str, Any]) -> list[str]:
@@ -193,6 +193,185 @@ def steady_table(results: dict[str, Any]) -> list[str]:
             f"{counts[0]:,} / {max(counts):,} / {counts[-1]:,} |"
         )
     return lines
+
+
+#: The deep drain's stretches, as ``bench.scale`` names them, with the report's words.
+STRETCHES = (("start", "first tenth"), ("middle", "middle tenth (45-55%)"), ("end", "last tenth"))
+
+
+def scale_targets(results: dict[str, Any]) -> list[Target]:
+    """The scale rows' verdicts: the deep drain flat within 20%, and at or ahead of the best peer on it."""
+    out: list[Target] = []
+    rates = [med(results, f"deep_{name}", "jobstead") for name, _ in STRETCHES]
+    if all(rates):
+        values = [r for r in rates if r]
+        low = min(values) / max(values)
+        out.append(
+            Target(
+                "deep-queue drain flat: start, middle and end within 20% of each other",
+                " / ".join(f"{r:,.0f}" for r in values) + f" jobs/s, slowest at {low:.0%} of fastest",
+                low >= 0.8,
+                f"the slowest stretch is {1 - low:.0%} below the fastest ({1 - low - 0.2:.0%} beyond the 20%)",
+            )
+        )
+    j = med(results, "deep", "jobstead")
+    peer, best = best_peer(results, "deep")
+    if j and best:
+        got = j / best
+        out.append(Target(f"deep-queue drain >= best peer ({peer})", f"{got:.2f}x", got >= 1.0, f"at {got:.0%} of it"))
+    return out
+
+
+def scale_lines(results: dict[str, Any]) -> list[str]:
+    """The scale rows (``bench/scale.py``); a note instead when this run did not measure them."""
+    s = results["settings"]
+    procs = s["processes"]
+    lines: list[str] = []
+    deep_peers = [p for p in PEERS if med(results, "deep", p)]
+    if med(results, "deep", "jobstead"):
+        runs = results["runs"]["deep"]["jobstead"]
+        lines += [
+            "",
+            f"Deep queue (a `BENCH_SCALE=1` row): {s['deep_jobs']:,} ready no-op jobs (deferred with the bulk API, "
+            "then VACUUM ANALYZE "
+            f"and CHECKPOINT) drained by {procs} processes that all start on the full queue; jobs finished "
+            "(durably recorded) per second over the whole drain and in three stretches of it, from the workers' "
+            f"reports after each completion write. Median of {len(runs)} run(s), each on a fresh fill.",
+            "",
+            "| Deep queue, "
+            + f"{procs} processes (jobs/s) | Jobstead | "
+            + "".join(f"{p} | " for p in deep_peers)
+            + "".join(f"Jobstead/{p} | " for p in deep_peers).rstrip(),
+            "|---|--:|" + "--:|" * 2 * len(deep_peers),
+        ]
+        for metric, label in (("deep", "whole drain"), *((f"deep_{n}", text) for n, text in STRETCHES)):
+            j = med(results, metric, "jobstead")
+            cells = [fmt(j), *(fmt(med(results, metric, p)) for p in deep_peers)]
+            cells += [ratio(j, med(results, metric, p)) for p in deep_peers]
+            lines.append(f"| {label} | {' | '.join(cells)} |")
+        flat = []
+        for system in ("jobstead", *deep_peers):
+            values = [med(results, f"deep_{n}", system) or 0.0 for n, _ in STRETCHES]
+            flat.append(f"{min(values) / max(values):.0%}" if max(values) else "n/a")
+        lines.append(f"| slowest stretch / fastest (target >= 80%) | {' | '.join(flat)} |{' |' * len(deep_peers)}")
+        notes = []
+        for system in ("jobstead", *deep_peers):
+            done = results["runs"]["deep"][system]
+            logged: dict[str, int] = {}
+            for r in done:
+                for kind, count in r.get("worker_log", {}).items():
+                    logged[kind] = logged.get(kind, 0) + count
+            tenths = " / ".join(fmt(statistics.median(t)) for t in zip(*(r["tenths"] for r in done), strict=True))
+            text = (
+                f"**{system}**: by tenths {tenths} jobs/s; up to "
+                f"{max(r.get('peak_unrecorded', 0) for r in done):,} jobs started and not yet recorded as finished"
+            )
+            reruns = sum(r.get("reruns", 0) for r in done)
+            if reruns:
+                text += f"; {reruns:,} jobs ran twice in all"
+            if logged:
+                text += "; worker logs: " + ", ".join(
+                    f"{kind.replace('_', ' ')} {n:,} lines" for kind, n in logged.items()
+                )
+            notes.append(text)
+        lines += ["", *(f"- {n}" for n in notes)]
+    one, many = med(results, "spread_one", "jobstead"), med(results, "spread_many", "jobstead")
+    huge, base = med(results, "history_huge", "jobstead"), med(results, "history_base", "jobstead")
+    if one or huge:
+        lines += ["", "| Scale, Jobstead, " + f"{procs} processes | jobs/s | relative |", "|---|--:|--:|"]
+    if one and many:
+        n = s["spread_jobs"]
+        lines += [
+            f"| Drain {n:,} queued jobs of one handler in one queue (every run) | {fmt(one)} | 1.00x |",
+            f"| Drain {n:,} queued jobs spread over {s['spread_handlers']:,} handlers in {s['spread_queues']} queues, "
+            f"every process serving all | {fmt(many)} | {ratio(many, one)} |",
+        ]
+    if huge and base:
+        cost = base / huge
+        lines += [
+            f"| Drain {s['jobs']:,}, {s['history_small']:,} finished jobs in the table | {fmt(base)} | 1.00x |",
+            f"| Drain {s['jobs']:,}, {s['history_huge']:,} finished jobs in the table (retention off; "
+            f"`BENCH_SCALE=1`) | {fmt(huge)} | "
+            f"{ratio(huge, base)} ({cost - 1:+.0%} cost per job) |",
+        ]
+    missing = []
+    if not med(results, "deep", "jobstead"):
+        missing.append(f"the deep queue ({s.get('deep_jobs', 1_000_000):,} jobs)")
+    if not huge:
+        missing.append(f"the long history ({s.get('history_huge', 10_000_000):,} finished jobs)")
+    if missing and "parts" not in results:
+        lines += [
+            "",
+            f"Not in this run: {' and '.join(missing)}; `BENCH_SCALE=1 make bench` adds them, "
+            "`python -m bench.scale` runs them alone (latest in `bench/results/scale.md`).",
+        ]
+    return lines
+
+
+def render_scale(results: dict[str, Any]) -> str:
+    """``python -m bench.scale``'s report: the machine, the scale rows and their verdicts."""
+    m = results["machine"]
+    pg = m["postgres"]
+    versions = ", ".join(f"{p} {v}" for p, v in results.get("versions", {}).items())
+    lines = [
+        f"Measured {m['date']} on {m['nproc']} cores ({m['cpu']}), {m['memory_gib']:.0f} GiB; PostgreSQL "
+        f"{pg['server_version']} (fsync={pg['fsync']}, synchronous_commit={pg['synchronous_commit']}, "
+        f"shared_buffers={pg['shared_buffers']}); Python {m['python']}{'; ' + versions if versions else ''}. "
+        f"Parts: {', '.join(results['parts'])}; {m['minutes']} min"
+        + (f" in {len(m['pieces'])} pieces run one after another" if m.get("pieces") else "")
+        + ". Other work on the machine took "
+        f"{m['others_cpu']:.0%} of all cores over the run ({m['others_cpu_peak']:.0%} at its busiest); "
+        f"load average {m['load_start']:.2f} at the start.",
+    ]
+    lines += scale_lines(results)
+    verdicts = scale_targets(results)
+    if verdicts:
+        lines += ["", "| Target (issue 19) | Measured | Verdict |", "|---|--:|---|"]
+        lines += [f"| {t.text} | {t.measured} | {'met' if t.met else 'missed: ' + t.shortfall} |" for t in verdicts]
+    return "\n".join(lines)
+
+
+def merge_scale(pieces: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several ``bench.scale`` runs as one (pieces of one measurement, each short enough for the machine lock).
+
+    Figures and runs are pooled (a median over every piece's runs); the machine is the
+    first piece's, with the minutes added up and other work's share the worst piece's.
+    """
+    first = pieces[0]
+    merged: dict[str, Any] = {
+        "machine": {
+            **first["machine"],
+            "minutes": round(sum(p["machine"]["minutes"] for p in pieces), 1),
+            "others_cpu": max(p["machine"]["others_cpu"] for p in pieces),
+            "others_cpu_peak": max(p["machine"]["others_cpu_peak"] for p in pieces),
+            "pieces": [p["machine"]["date"] for p in pieces],
+        },
+        "versions": {k: v for p in pieces for k, v in p.get("versions", {}).items()},
+        "settings": first["settings"],
+        "parts": [part for part in ("deep", "spread", "history") if any(part in p["parts"] for p in pieces)],
+        "figures": {},
+        "runs": {},
+    }
+    for p in pieces:
+        for metric, by_system in p["figures"].items():
+            for system, values in by_system.items():
+                merged["figures"].setdefault(metric, {}).setdefault(system, []).extend(values)
+        for metric, by_system in p["runs"].items():
+            for system, runs in by_system.items():
+                merged["runs"].setdefault(metric, {}).setdefault(system, []).extend(runs)
+    return merged
+
+
+def write_scale(results: dict[str, Any], stem: str = "scale") -> Path:
+    """Raw run to ``results/STEM-*.json``; the report to ``results/scale.md`` (``scale-quick.md`` when quick)."""
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.strptime(results["machine"]["date"], "%Y-%m-%d %H:%M UTC").strftime("%Y%m%dT%H%MZ")
+    raw = RESULTS / f"{stem}-{stamp}.json"
+    raw.write_text(json.dumps(results, indent=2))
+    quick = results["settings"]["quick"]
+    title = "# Scale rows (`python -m bench.scale`)" + (": smoke run (BENCH_QUICK), not comparable" if quick else "")
+    (RESULTS / ("scale-quick.md" if quick else "scale.md")).write_text(f"{title}\n\n{render_scale(results)}\n")
+    return raw
 
 
 def render(results: dict[str, Any], *, summary: bool = False) -> str:
@@ -275,6 +454,7 @@ def render(results: dict[str, Any], *, summary: bool = False) -> str:
             f"| Drain {n:,}, {procs} processes, pooler mode (`?prepare_threshold=none`, as PgBouncer needs) | "
             f"{jobstead_only('pooler')} | {ratio(pooler, plain)} |",
         ]
+    lines += scale_lines(results)
     lines += [
         "",
         "Jobstead/best peer reads higher-is-better on every row: for the delays it is the best peer's "

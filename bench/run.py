@@ -18,7 +18,7 @@ from typing import Any
 
 from tests.support.postgres_server import PostgresServer, pg_bindir
 
-from . import ceiling, history, machine, report, steady
+from . import ceiling, history, machine, report, scale, steady
 from .config import Settings
 from .harness import Harness, percentile
 from .probe import open_collector
@@ -128,6 +128,10 @@ async def main() -> int:
                 say=say,
             )
             await io.close()
+            # Scale with the work: the spread drain always, the deep queue and the long history
+            # with BENCH_SCALE=1 (about 13 more minutes; ``python -m bench.scale`` runs them alone).
+            parts = scale.PARTS if settings.scale else ("spread",)
+            await scale.measure(harness, server.create_database, settings, parts, say, record, extra)
         await database_ceiling(server, settings, say, record)
 
         for s in systems:

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import threading
 from typing import Any
 
-from .probe import Reporter
+from .probe import PROGRESS_ENV, Reporter
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=50, help="jobs in flight per process")
     parser.add_argument("--batch-size", type=int, default=10, help="pgqueuer: jobs per dequeue")
     parser.add_argument("--limit", type=int, default=None, help="jobstead: global concurrency limit of noop")
+    parser.add_argument(
+        "--spread", default=None, help="jobstead: HANDLERSxQUEUES more no-op handlers over that many queues"
+    )
     args = parser.parse_args(argv)
     reporter = Reporter()
     if args.system == "jobstead":
@@ -55,7 +59,23 @@ def libpq_url(url: str) -> str:
 def run_jobstead(args: argparse.Namespace, reporter: Reporter) -> None:
     from .systems.jobstead import build_app
 
-    app = build_app(args.url, limit=args.limit, reporter=reporter)
+    if os.environ.get(PROGRESS_ENV):
+        from jobstead.store.leases import Leases
+
+        original = Leases.complete
+
+        def complete(self: Leases, completions: Any) -> set[int]:
+            lost = original(self, completions)  # committed when it returns
+            reporter.jobs_done(len(completions) - len(lost))
+            return lost
+
+        Leases.complete = complete  # type: ignore[method-assign]
+
+    spread = None
+    if args.spread:
+        handlers, queues = args.spread.split("x")
+        spread = (int(handlers), int(queues))
+    app = build_app(args.url, limit=args.limit, reporter=reporter, spread=spread)
     worker = app.worker(concurrency=args.concurrency)
 
     def announce() -> None:
@@ -80,6 +100,14 @@ async def run_pgqueuer(args: argparse.Namespace, reporter: Reporter) -> None:
         reporter.job_started(float(job.payload or b"0"))
 
     _announce_on_first_call(pgq.qm.queries, "dequeue", reporter)
+    if os.environ.get(PROGRESS_ENV):
+        log_jobs = pgq.qm.queries.log_jobs
+
+        async def logged(job_status: Any) -> None:
+            await log_jobs(job_status)  # autocommitted: the jobs moved to pgqueuer_log
+            reporter.jobs_done(len(job_status))
+
+        pgq.qm.queries.log_jobs = logged
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, pgq.shutdown.set)

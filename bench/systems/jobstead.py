@@ -20,9 +20,24 @@ CONCURRENCY = 2000
 IO_MIN, IO_MAX = 0.005, 0.015
 
 
-def build_app(url: str, *, limit: int | None = None, reporter: Reporter | None = None) -> App:
-    """The app both sides use: a worker process (with a reporter) and the harness (deferring)."""
+def spread_name(i: int, queues: int) -> tuple[str, str]:
+    """Handler ``i`` of the many-handlers app, and its queue: handlers go round the queues."""
+    return f"h{i:04d}", f"q{i % queues:03d}"
+
+
+def build_app(
+    url: str, *, limit: int | None = None, reporter: Reporter | None = None, spread: tuple[int, int] | None = None
+) -> App:
+    """The app both sides use: a worker process (with a reporter) and the harness (deferring).
+
+    ``spread=(handlers, queues)`` adds that many no-op handlers (``h0000`` ...) over
+    that many queues (``q000`` ...), for ``bench.scale``'s many-handlers drain.
+    """
     app = App(url)
+    for i in range(spread[0] if spread else 0):
+        assert spread is not None
+        name, queue = spread_name(i, spread[1])
+        app.handler(name=name, queue=queue)(_spread_handler(reporter))
 
     @app.handler(concurrency=limit)
     async def noop(t: float) -> None:
@@ -47,6 +62,16 @@ def build_app(url: str, *, limit: int | None = None, reporter: Reporter | None =
     return app
 
 
+def _spread_handler(reporter: Reporter | None) -> Any:
+    """A fresh function per handler (each ``Handler`` inspects its own), doing what ``noop`` does."""
+
+    async def run(t: float) -> None:
+        if reporter is not None:
+            reporter.job_started(t)
+
+    return run
+
+
 class Jobstead(System):
     name = "jobstead"
     # Two counts, each matching a partial index's predicate exactly (ready, running), so
@@ -64,14 +89,20 @@ class Jobstead(System):
     knob = "--concurrency"
     knob_value = CONCURRENCY
 
-    def __init__(self, url: str, *, limit: int | None = None) -> None:
+    def __init__(self, url: str, *, limit: int | None = None, spread: tuple[int, int] | None = None) -> None:
         super().__init__(url)
         self.limit = limit
+        self.spread = spread
         self._app: App | None = None
         self._noop: Any = None
 
+    @property
+    def app(self) -> App:
+        assert self._app is not None, "open() first"
+        return self._app
+
     async def open(self) -> None:
-        self._app = build_app(self.url, limit=self.limit)
+        self._app = build_app(self.url, limit=self.limit, spread=self.spread)
         self._noop = self._app.get_handler("noop")
         await asyncio.to_thread(lambda: self._app and self._app.store)  # migrate + publish handlers
 
@@ -90,6 +121,8 @@ class Jobstead(System):
         options = super().worker_options()
         if self.limit is not None:
             options += ["--limit", str(self.limit)]
+        if self.spread is not None:
+            options += ["--spread", f"{self.spread[0]}x{self.spread[1]}"]
         return options
 
     @property
