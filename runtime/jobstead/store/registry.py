@@ -15,7 +15,7 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, bindparam, delete, func, select, update
 
 from ..clock import Clock
 from .database import Database
@@ -43,23 +43,27 @@ class Registry:
         only its parameter list follows the code, since only code knows it.
         """
         handlers = self._db.tables.handlers
-        dialect_insert = self._db.driver.upsert
         now = self._clock()
+        rows = [_values(d, now) for d in sorted(definitions, key=lambda d: d.name)]
+        if not rows:
+            return
+        # One statement each, executed for every row: building and compiling two statements
+        # per handler made an app of 1,000 handlers take seconds to start per process, and
+        # processes starting together waited on each other's row locks meanwhile.
+        stmt = self._db.driver.upsert(handlers)
+        upsert = stmt.on_conflict_do_update(
+            index_elements=["name"],
+            set_={k: stmt.excluded[k] for k in rows[0] if k != "name"},
+            where=handlers.c.source == "code",
+        )
+        keep_settings = (
+            update(handlers)
+            .where(handlers.c.name == bindparam("b_name"), handlers.c.source != "code")
+            .values(params=bindparam("b_params", type_=handlers.c.params.type), updated_at=now)
+        )
         with self._db.engine.begin() as conn:
-            for d in sorted(definitions, key=lambda d: d.name):
-                values = _values(d, now)
-                stmt = dialect_insert(handlers).values(values)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["name"],
-                    set_={k: stmt.excluded[k] for k in values if k != "name"},
-                    where=handlers.c.source == "code",
-                )
-                conn.execute(stmt)
-                conn.execute(
-                    update(handlers)
-                    .where(handlers.c.name == d.name, handlers.c.source != "code")
-                    .values(params=values["params"], updated_at=now)
-                )
+            conn.execute(upsert, rows)
+            conn.execute(keep_settings, [{"b_name": r["name"], "b_params": r["params"]} for r in rows])
 
     def put_handler(self, definition: HandlerDefinition) -> None:
         """Write a handler row as given, whatever its source (the operator's way in)."""
