@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -80,9 +80,11 @@ class WorkerMetrics:
             registry=registry,
         )
         self.info = Info("jobstead_worker", "This worker process.", registry=registry)
-        # Looked up once: ``labels()`` costs several times the increment, twice per job on the hot path.
-        self._busy = self.slots.labels(state="busy")
-        self._idle = self.slots.labels(state="idle")
+        # Read when scraped, not counted per job: an increment takes a lock, and four of
+        # them per job were a fifth of a 1-process drain's event-loop time.
+        self._slot_sources: dict[int, tuple[int, Callable[[], int]]] = {}
+        self.slots.labels(state="busy").set_function(lambda: sum(busy() for _, busy in self._sources()))
+        self.slots.labels(state="idle").set_function(lambda: sum(n - busy() for n, busy in self._sources()))
 
     def set_version(self, version: str) -> None:
         self.info.info({"version": version})
@@ -91,20 +93,15 @@ class WorkerMetrics:
         self.finished.labels(handler=handler, queue=queue, outcome=attempt_outcome(outcome, status)).inc()
         self.duration.labels(handler=handler, queue=queue).observe(seconds)
 
-    def add_slots(self, concurrency: int) -> None:
-        self._idle.inc(concurrency)
+    def add_slots(self, owner: object, concurrency: int, busy: Callable[[], int]) -> None:
+        """Count ``owner``'s ``concurrency`` slots, ``busy()`` of them busy (read at each scrape)."""
+        self._slot_sources[id(owner)] = (concurrency, busy)
 
-    def remove_slots(self, busy: int, idle: int) -> None:
-        self._busy.dec(busy)
-        self._idle.dec(idle)
+    def remove_slots(self, owner: object) -> None:
+        self._slot_sources.pop(id(owner), None)
 
-    def slot_taken(self) -> None:
-        self._busy.inc()
-        self._idle.dec()
-
-    def slot_freed(self) -> None:
-        self._busy.dec()
-        self._idle.inc()
+    def _sources(self) -> tuple[tuple[int, Callable[[], int]], ...]:
+        return tuple(self._slot_sources.values())  # a copy: workers come and go while a scrape reads
 
 
 WORKER_METRICS = WorkerMetrics()

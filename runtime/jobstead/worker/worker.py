@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .. import tracing
@@ -255,7 +255,7 @@ class Worker:
         if store is None:  # stopped before the database came back
             self.stopped.set()
             return
-        self.metrics.add_slots(self.concurrency)
+        self.metrics.add_slots(self, self.concurrency, lambda: len(self._running))
         self._writer = CompletionWriter(store, written=self._room_freed)
         renewal, duties = self._services(store)
         rescued = await asyncio.to_thread(store.leases.rescue_expired)  # a restarted pod's old jobs, at once
@@ -294,7 +294,7 @@ class Worker:
             except Exception:
                 logger.exception("could not unregister worker %s", self.id)
             self._signals.remove()
-            self.metrics.remove_slots(busy=len(self._running), idle=self.concurrency - len(self._running))
+            self.metrics.remove_slots(self)
             self.stopped.set()
             logger.info("worker %s stopped", self.id)
 
@@ -472,10 +472,13 @@ class Worker:
 
     def _start_prefetched(self) -> int:
         """Start buffered jobs in the free slots; how many started."""
-        started = 0
-        while self._prefetched and self._free_slots() > 0:
+        started, free = 0, self._free_slots()
+        if not self._prefetched or free <= 0:
+            return 0
+        now = self._opened().clock()  # once for the lot: the clock is a call per job otherwise
+        while self._prefetched and started < free:
             job_id = next(iter(self._prefetched))
-            self._start(self._prefetched.pop(job_id)[0])
+            self._start(self._prefetched.pop(job_id)[0], now)
             started += 1
         return started
 
@@ -560,7 +563,7 @@ class Worker:
 
     # -- one job -------------------------------------------------------------
 
-    def _start(self, job: ClaimedJob) -> None:
+    def _start(self, job: ClaimedJob, now: datetime) -> None:
         # Per job, so kept lean: no task name, no Context unless the handler takes one.
         handler = self._handlers[job.handler]
         settings = self._settings.get(job.handler) or handler.definition()
@@ -568,8 +571,7 @@ class Worker:
         running.task = self._loop.create_task(self._execute(running, handler, settings))  # type: ignore[union-attr]
         self._running[job.id] = running
         series = self._series(job)
-        series.queue_wait.observe(max(0.0, (self._opened().clock() - job.run_at).total_seconds()))
-        self.metrics.slot_taken()
+        series.queue_wait.observe(max(0.0, (now - job.run_at).total_seconds()))
 
     def _context(self, running: _Running, settings: HandlerDefinition) -> Context:
         if running.ctx is not None:
@@ -644,7 +646,6 @@ class Worker:
             logger.exception("job %s: internal error; its lease will expire and it will be retried", job.id)
         finally:
             self._running.pop(job.id, None)
-            self.metrics.slot_freed()
             if self._slot_freed is not None:
                 self._slot_freed.set()
 
