@@ -211,24 +211,7 @@ class PostgreSQLDriver(Driver):
         and return none (psycopg decodes jsonb and timestamptz itself).
         """
         sql, fixed = self.rendered(engine, statement)
-        pooled = engine.raw_connection()
-        try:
-            driver = pooled.driver_connection
-            assert driver is not None
-            driver.autocommit = True
-            try:
-                rows: list[tuple[Any, ...]] = driver.execute(sql, {**fixed, **params}).fetchall()
-                return rows
-            finally:
-                driver.autocommit = False
-        except psycopg.Error as exc:
-            pooled.invalidate()  # whatever state it is in, no one else gets it
-            raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
-        except BaseException:
-            pooled.invalidate()
-            raise
-        finally:
-            pooled.close()
+        return _fetch_autocommitted(engine, sql, {**fixed, **params})
 
     def rendered(self, engine: Engine, statement: Select[Any]) -> tuple[str, dict[str, Any]]:
         """``statement`` as ``rows_alone`` sends it: its SQL, and the values its literals bind."""
@@ -325,25 +308,7 @@ class PostgreSQLDriver(Driver):
         statement itself, most of a single ``defer``. The connection goes back
         to the pool as it came (autocommit off), or is discarded if it broke.
         """
-        statement = _driver_insert(db)
-        pooled = db.engine.raw_connection()
-        try:
-            driver = pooled.driver_connection
-            assert driver is not None
-            driver.autocommit = True
-            try:
-                rows = driver.execute(statement, _group_params(db.tables, jobs, now)).fetchall()
-            finally:
-                driver.autocommit = False
-        except psycopg.Error as exc:
-            pooled.invalidate()  # whatever state it is in, no one else gets it
-            # The same exception types as every other store call (SQLAlchemy's wrappers).
-            raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
-        except BaseException:
-            pooled.invalidate()
-            raise
-        finally:
-            pooled.close()
+        rows = _fetch_autocommitted(db.engine, _driver_insert(db), _group_params(db.tables, jobs, now))
         return records_in_input_order([row[0] for row in rows], jobs, now)
 
     # -- completions -----------------------------------------------------------
@@ -450,6 +415,33 @@ class PostgreSQLDriver(Driver):
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
+
+
+def _fetch_autocommitted(engine: Engine, sql: str, params: Any) -> list[tuple[Any, ...]]:
+    """Run ``sql`` autocommitted on a pooled psycopg connection itself, without SQLAlchemy's layers.
+
+    The connection goes back to the pool as it came (autocommit off), or is
+    discarded if anything broke: whatever state it is in, no one else gets it.
+    Errors come out as SQLAlchemy's wrappers, like every other store call's.
+    """
+    pooled = engine.raw_connection()
+    try:
+        driver = pooled.driver_connection
+        assert driver is not None
+        driver.autocommit = True
+        try:
+            rows: list[tuple[Any, ...]] = driver.execute(sql, params).fetchall()
+            return rows
+        finally:
+            driver.autocommit = False
+    except psycopg.Error as exc:
+        pooled.invalidate()
+        raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
+    except BaseException:
+        pooled.invalidate()
+        raise
+    finally:
+        pooled.close()
 
 
 async def _probe(conn: psycopg.AsyncConnection[Any], channel: str) -> bool:
