@@ -37,7 +37,7 @@ from ..hooks import FailureEvent, run_hooks
 from ..lifecycle import Backoff, LoopSignals, Sleeper, log_failure, log_recovery, until_ready
 from ..logs import job_fields
 from ..metrics.server import serve_metrics_once
-from ..metrics.worker import WORKER_METRICS, JobSeries, attempt_outcome, package_version
+from ..metrics.worker import WORKER_METRICS, ClaimSeries, JobSeries, attempt_outcome, package_version
 from ..services import LeaseRenewer, Rescuer, RetentionPruner, ServiceThread, SettingsRefresh, WorkerRegistryPruner
 from ..signature import CONTEXT
 from ..status import AttemptOutcome, JobStatus
@@ -363,6 +363,7 @@ class Worker:
         store = self._opened()
         backoff = Backoff(0.1, 10.0)
         pace = ClaimPace(self.concurrency)
+        claims = ClaimSeries(self.metrics)  # this worker's own: counted without a lock
         loop = asyncio.get_running_loop()
         claim: asyncio.Future[list[ClaimedJob]] | None = None
         asked = 0
@@ -424,8 +425,7 @@ class Worker:
                 finally:
                     claim = None
                 took = time.monotonic() - claim_started
-                self.metrics.claims.inc()
-                self.metrics.claim_duration.observe(took)
+                claims.observe(took)
                 if backoff.succeeded():
                     log_recovery(logger, "claiming jobs")
                 if jobs and took > self.lease_seconds - self.heartbeat_seconds:
