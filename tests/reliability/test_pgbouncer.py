@@ -10,6 +10,8 @@ import asyncio
 import json
 import threading
 import time
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from jobstead.store import JobFilter
 from tests.conftest import Target, worker_thread
 from tests.reliability.conftest import wait_for
 from tests.support.pgbouncer import PgBouncer
+from tests.support.postgres_server import PostgresServer
 from tests.support.processes import run_cli, spawn_cli, stop
 
 pytestmark = pytest.mark.postgres
@@ -260,3 +263,33 @@ def test_the_operators_database_side_works_through_it(bouncer_target: Target, ca
     assert outcome == (3, 1, 0, True, True)
     problems = [r.getMessage() for r in caplog.records if "prepared statement" in r.getMessage() or r.exc_info]
     assert not problems, problems
+
+
+@pytest.mark.parametrize("through", ["server", "pgbouncer"])
+def test_claimed_job_times_load_as_utc_whatever_the_servers_zone(
+    through: str, pg_server: PostgresServer, pgbouncer: PgBouncer
+) -> None:
+    """A server in local time (or in ``Etc/UTC``, Debian's default) must not cost every job a
+    ``zoneinfo`` conversion: Jobstead's sessions talk UTC, also behind a transaction pooler,
+    which refuses the startup option that used to say so."""
+    name = f"zone_{uuid.uuid4().hex[:10]}"
+    pg_server.create_database(name)
+    with psycopg.connect(pg_server.url().replace("postgresql+psycopg", "postgresql"), autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE \"{name}\" SET timezone = 'Europe/Paris'")
+    url = pg_server.url(name) if through == "server" else pgbouncer.url(name) + "?prepare_threshold=none"
+    app = App(url)
+    try:
+
+        @app.handler
+        def noop() -> None:
+            return None
+
+        deferred = [noop.defer() for _ in range(3)]
+        store = app.store
+        for job_id in deferred:  # one claim per transaction: a pooler may lend another server connection each time
+            (job,) = store.claims.claim(worker_id="w", handlers=["noop"], queues=None, limit=1, lease_seconds=30)
+            assert job.id == job_id.id
+            assert job.run_at.tzinfo is UTC and job.created_at.tzinfo is UTC
+            assert abs((datetime.now(UTC) - job.created_at).total_seconds()) < 60
+    finally:
+        app.close()

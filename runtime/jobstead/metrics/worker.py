@@ -229,6 +229,7 @@ class JobSeries:
         self._handler = handler
         self._queue = queue
         self._finished: dict[str, Tally] = {}
+        self._by_result: dict[tuple[AttemptOutcome, JobStatus], Tally] = {}
         self.duration = metrics.duration.buckets(handler, queue)
         self.queue_wait = metrics.queue_wait.buckets(handler, queue)
         self.lost = self.finished_as("lost")
@@ -240,7 +241,11 @@ class JobSeries:
         return tally
 
     def finished(self, outcome: AttemptOutcome, status: JobStatus) -> Tally:
-        return self.finished_as(attempt_outcome(outcome, status))
+        """The tally of an attempt's result: one dict lookup per job once the label is known."""
+        tally = self._by_result.get((outcome, status))
+        if tally is None:
+            tally = self._by_result[(outcome, status)] = self.finished_as(attempt_outcome(outcome, status))
+        return tally
 
 
 def package_version() -> str:

@@ -69,7 +69,7 @@ class Leases:
             finished = {
                 batch_id
                 for c in completions
-                if c.final_at is not None and (batch_id := applied.get(c.job_id)) is not None
+                if (batch_id := applied.get(c.job_id)) is not None and c.final_at is not None
             }
             if finished:
                 # The continuation a completion calls for is deferred in this same transaction.

@@ -170,8 +170,13 @@ class EffectiveSettings:
         return cls(
             max_attempts=job.max_attempts or handler.max_attempts,
             retry=job.retry or handler.retry,
-            timeout=job.timeout or handler.timeout,
+            timeout=cls.timeout_of(job, handler),
         )
+
+    @staticmethod
+    def timeout_of(job: ClaimedJob, handler: HandlerDefinition) -> float | None:
+        """``of(job, handler).timeout`` without building the rest: read for every job a worker starts."""
+        return job.timeout or handler.timeout
 
     @staticmethod
     def max_attempts_of(job_value: int | None, handler_value: int | None) -> int:

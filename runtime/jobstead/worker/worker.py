@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from .. import tracing
@@ -68,6 +69,7 @@ class _Running:
     job: ClaimedJob
     is_async: bool
     claimed_at: float
+    series: JobSeries
     task: asyncio.Task[None] | None = None
     ctx: Context | None = None
     _reason: CancelReason | None = None
@@ -476,9 +478,9 @@ class Worker:
         if not self._prefetched or free <= 0:
             return 0
         now = self._opened().clock()  # once for the lot: the clock is a call per job otherwise
-        while self._prefetched and started < free:
-            job_id = next(iter(self._prefetched))
-            self._start(self._prefetched.pop(job_id)[0], now)
+        prefetched = self._prefetched
+        for job_id in list(islice(prefetched, free)):  # the oldest first, as claimed
+            self._start(prefetched.pop(job_id)[0], now)
             started += 1
         return started
 
@@ -567,10 +569,10 @@ class Worker:
         # Per job, so kept lean: no task name, no Context unless the handler takes one.
         handler = self._handlers[job.handler]
         settings = self._settings.get(job.handler) or handler.definition()
-        running = _Running(job, handler.is_async, time.monotonic())
+        series = self._series(job)
+        running = _Running(job, handler.is_async, time.monotonic(), series)
         running.task = self._loop.create_task(self._execute(running, handler, settings))  # type: ignore[union-attr]
         self._running[job.id] = running
-        series = self._series(job)
         series.queue_wait.observe(max(0.0, (now - job.run_at).total_seconds()))
 
     def _context(self, running: _Running, settings: HandlerDefinition) -> Context:
@@ -622,7 +624,7 @@ class Worker:
                     handler.func,
                     kwargs,
                     is_async=handler.is_async,
-                    timeout=EffectiveSettings.of(job, settings).timeout,
+                    timeout=EffectiveSettings.timeout_of(job, settings),
                     on_abandon=lambda: running.request_cancel(CancelReason.TIMED_OUT),
                 )
                 finished = await (tracing.running(job, call) if tracing.ENABLED else call)
@@ -634,12 +636,11 @@ class Worker:
                 return
             if reason is CancelReason.LEASE_LOST:
                 logger.warning("job %s: lease lost while running; another worker owns it now", job.id)
-                series = self._series(job)
-                series.lost.inc()
-                series.duration.observe(time.monotonic() - running.claimed_at)
+                running.series.lost.inc()
+                running.series.duration.observe(time.monotonic() - running.claimed_at)
                 return
             completion = decide(job, settings, finished, owner=self.id, now=store.clock(), cancel_reason=reason)
-            self._finish(job, completion, running.claimed_at)
+            self._finish(job, completion, running.claimed_at, running.series)
             if completion.error is not None and completion.status is not JobStatus.CANCELLED:
                 await self._run_failure_hooks(job, completion, finished.exception)
         except Exception:
@@ -672,8 +673,11 @@ class Worker:
             series = self._metric_series[key] = JobSeries(self.metrics, job.handler, job.queue)
         return series
 
-    def _finish(self, job: ClaimedJob, completion: Completion, started: float | None = None) -> None:
-        series = self._series(job)
+    def _finish(
+        self, job: ClaimedJob, completion: Completion, started: float | None = None, series: JobSeries | None = None
+    ) -> None:
+        if series is None:
+            series = self._series(job)
         series.finished(completion.outcome, completion.status).inc()
         took = None if started is None else time.monotonic() - started
         if took is not None:
