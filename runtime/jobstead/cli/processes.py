@@ -66,7 +66,10 @@ def run(args: Namespace) -> int:
     app = app_from_args(args)
     w = _worker(app, args)
     s = _scheduler(app, args, install_signal_handlers=False)
-    asyncio.run(_run_both(w, s))
+    from ..worker.collector import sized_for_jobs
+
+    with sized_for_jobs():  # as Worker.run does: this process is the worker's
+        asyncio.run(_run_both(w, s))
     return 0
 
 

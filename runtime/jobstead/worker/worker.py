@@ -44,6 +44,7 @@ from ..signature import CONTEXT
 from ..status import AttemptOutcome, JobStatus
 from ..store import ClaimedJob, Completion, EffectiveSettings, HandlerDefinition, LeaseReport, Store
 from ..store.registry import host_name
+from .collector import sized_for_jobs
 from .completions import CompletionWriter
 from .environment import WorkerEnvironment
 from .execution import Finished, call_handler
@@ -175,8 +176,13 @@ class Worker:
         self._stop_callbacks.append(callback)
 
     def run(self) -> None:
-        """Run until SIGTERM/SIGINT or ``stop()``; blocks the calling thread."""
-        asyncio.run(self.run_async())
+        """Run until SIGTERM/SIGINT or ``stop()``; blocks the calling thread.
+
+        The collector's young generation is sized for running jobs meanwhile
+        (``collector``): whoever blocks on a worker owns its process.
+        """
+        with sized_for_jobs():
+            asyncio.run(self.run_async())
 
     def stop(self, grace: float | None = None) -> None:
         """Begin a graceful shutdown; callable from any thread or a signal handler."""
