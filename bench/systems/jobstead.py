@@ -129,7 +129,8 @@ class Jobstead(System):
     def configuration(self) -> str:
         return (
             f"async handler, `app.worker(concurrency={self.knob_value})` per process (a claim takes as many "
-            "jobs as there are free slots), SQLAlchemy pool defaults (10 + 20 overflow)"
+            "jobs as there are free slots), SQLAlchemy pool defaults (10 + 20 overflow), GC first threshold 10,000 "
+            "(what `run()` sets)"
         )
 
 
