@@ -17,9 +17,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from sqlalchemy import make_url
 
 from jobstead import App, Context, JobStatus
 from jobstead.store import JobFilter
+from jobstead.store.drivers.postgresql import libpq_conninfo
 from tests.conftest import Target, worker_thread
 from tests.reliability.conftest import wait_for
 from tests.support.pgbouncer import PgBouncer
@@ -274,7 +276,7 @@ def test_claimed_job_times_load_as_utc_whatever_the_servers_zone(
     which refuses the startup option that used to say so."""
     name = f"zone_{uuid.uuid4().hex[:10]}"
     pg_server.create_database(name)
-    with psycopg.connect(pg_server.url().replace("postgresql+psycopg", "postgresql"), autocommit=True) as admin:
+    with psycopg.connect(libpq_conninfo(make_url(pg_server.url())), autocommit=True) as admin:
         admin.execute(f"ALTER DATABASE \"{name}\" SET timezone = 'Europe/Paris'")
     url = pg_server.url(name) if through == "server" else pgbouncer.url(name) + "?prepare_threshold=none"
     app = App(url)
@@ -286,9 +288,9 @@ def test_claimed_job_times_load_as_utc_whatever_the_servers_zone(
 
         deferred = [noop.defer() for _ in range(3)]
         store = app.store
-        for job_id in deferred:  # one claim per transaction: a pooler may lend another server connection each time
+        for expected in deferred:  # one claim per transaction: a pooler may lend another server connection each time
             (job,) = store.claims.claim(worker_id="w", handlers=["noop"], queues=None, limit=1, lease_seconds=30)
-            assert job.id == job_id.id
+            assert job.id == expected.id
             assert job.run_at.tzinfo is UTC and job.created_at.tzinfo is UTC
             assert abs((datetime.now(UTC) - job.created_at).total_seconds()) < 60
     finally:

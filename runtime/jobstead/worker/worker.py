@@ -480,15 +480,14 @@ class Worker:
 
     def _start_prefetched(self) -> int:
         """Start buffered jobs in the free slots; how many started."""
-        started, free = 0, self._free_slots()
+        free = self._free_slots()
         if not self._prefetched or free <= 0:
             return 0
         now = self._opened().clock()  # once for the lot: the clock is a call per job otherwise
-        prefetched = self._prefetched
-        for job_id in list(islice(prefetched, free)):  # the oldest first, as claimed
-            self._start(prefetched.pop(job_id)[0], now)
-            started += 1
-        return started
+        starting = list(islice(self._prefetched, free))  # the oldest first, as claimed
+        for job_id in starting:
+            self._start(self._prefetched.pop(job_id)[0], now)
+        return len(starting)
 
     def _settle_prefetched(self, job_id: int, reason: CancelReason) -> None:
         """A buffered (claimed, not started) job was cancelled or lost its lease: never start it."""
@@ -623,6 +622,7 @@ class Worker:
                         status=JobStatus.FAILED,
                         error=JobError.from_exception(exc),
                     ),
+                    series=running.series,
                 )
                 return
             try:
