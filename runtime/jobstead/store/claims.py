@@ -25,6 +25,14 @@ transaction above until nothing does any more. One round trip instead of four
 (BEGIN, the read, the UPDATE, COMMIT): the defer-to-start delay at low rates is
 mostly round trips.
 
+On PostgreSQL a claim's commit does not wait for its WAL flush
+(``Driver.unflushed_commit_row``, a transaction-local ``synchronous_commit =
+off`` read in the same statement): the fsync was most of a one-job claim's
+time. A server crash before the flush undoes the claim whole, so the job is
+queued again with its attempt not counted, as after a worker crash; the next
+commit that does wait (a completion, a defer) flushes the claim first, since
+the log is written in order. Defers and completions always wait.
+
 Pauses and which handlers have a limit are read at the start of each claim,
 in the same transaction (``_blocked``): a pause, or a limit the operator just
 set, takes effect from the next claim.
@@ -265,6 +273,9 @@ class Claims:
         bound = self._db.driver.lock_bound_row("bound_seconds") if with_bound else None
         if bound is not None:
             parts.append(bound)  # scope "bound": not a pause nor a limit, ignored below
+        unflushed = self._db.driver.unflushed_commit_row()
+        if unflushed is not None:
+            parts.append(unflushed)  # scope "unflushed": ignored likewise; the claim's commit skips the fsync
         return union_all(*parts)
 
     def _room(self, conn: Connection, limited: list[str]) -> tuple[dict[str, int], list[str], TenantLimits]:

@@ -104,6 +104,19 @@ class Driver:
         None where ``bound_locks`` does nothing."""
         return None
 
+    def unflushed_commit_row(self) -> Select[Any] | None:
+        """A row of two text columns that, read inside a transaction, lets its commit return
+        before the commit is on disk; None where the database cannot do that per transaction.
+
+        Only for a claim. If the server crashes before the commit reaches disk
+        the claim is undone as a whole (the job is queued again, its attempt not
+        counted), which a worker crash does too: the job runs again, nothing is
+        lost. Everything written later that waits for its flush (a completion, a
+        defer) flushes the claim with it, as the log is written in order. A
+        defer, a completion or anything a user is told of never takes it.
+        """
+        return None
+
     def describe(self, url: URL) -> str:
         """Where the database is, for messages: never the password."""
         return url.render_as_string(hide_password=True)
