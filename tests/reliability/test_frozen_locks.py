@@ -248,3 +248,43 @@ def test_jobs_claimed_just_before_a_freeze_are_handed_back_not_started(postgres_
         [AttemptOutcome.LOST, AttemptOutcome.SUCCEEDED],
         [AttemptOutcome.RELEASED, AttemptOutcome.SUCCEEDED],
     ), outcomes
+
+
+def _bounded_at_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The steering calls' lock bound, shortened to the lease so a test need not wait 10 s."""
+    from jobstead.store import batches, control
+
+    monkeypatch.setattr(control, "LOCK_BOUND_SECONDS", LEASE, raising=False)
+    monkeypatch.setattr(batches, "LOCK_BOUND_SECONDS", LEASE, raising=False)
+
+
+def test_a_caller_frozen_while_cancelling_a_running_job_lets_the_rescuer_have_it(
+    stores: tuple[Store, Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``jobstead cancel`` (or the dashboard) stopped right after marking the job: the row stays locked
+    only as long as the bound, not as long as the freeze, so the dead worker's job is still rescued."""
+    _bounded_at_lease(monkeypatch)
+    mine, other = stores
+    job = _running_job(other)  # claimed by "frozen" on the other store: the worker that then dies
+    freezer = Freezer(mine)
+    with freezer.freezing("SET cancel_requested", lambda: mine.control.cancel(job.id)) as woke_to:
+        rescued = _rescued_while_frozen(other, job)
+    assert rescued == [job.id], "the frozen cancel kept the job locked: the rescuer skipped it"
+    assert isinstance(woke_to[0], Exception), "the frozen cancel must not be committed after the rescue"
+    assert mine.is_transient(woke_to[0]), "the caller finds a transient error it may retry"
+
+
+def test_a_caller_frozen_while_cancelling_a_batch_lets_the_rescuer_have_its_running_member(
+    stores: tuple[Store, Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _bounded_at_lease(monkeypatch)
+    mine, other = stores
+    _handler(other, "h")
+    _, [member] = other.batches.create([NewJob(handler="h", args={}, queue="default")])
+    [job] = _claim(other, "frozen")
+    assert job.id == member.id
+    freezer = Freezer(mine)
+    with freezer.freezing("SET cancel_requested", lambda: mine.batches.cancel(member.batch_id or 0)) as woke_to:
+        rescued = _rescued_while_frozen(other, job)
+    assert rescued == [job.id], "the frozen batch cancel kept its member locked: the rescuer skipped it"
+    assert isinstance(woke_to[0], Exception)
