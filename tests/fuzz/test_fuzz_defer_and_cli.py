@@ -160,7 +160,7 @@ def test_cli_defer_takes_args_and_delay_or_refuses_in_one_line(
 @given(
     command=st.sampled_from(["show", "retry", "cancel"]),
     job_id=st.one_of(st.text(max_size=12), st.integers(-MAX_ID, MAX_ID).map(str)).filter(
-        lambda t: not t.strip().lstrip("+-").isdigit() or abs(int(t)) <= MAX_ID
+        lambda t: not t.strip().lstrip("+-").isdecimal() or abs(int(t)) <= MAX_ID
     ),
 )
 def test_cli_job_ids_are_whole_numbers_or_refused_in_one_line(
