@@ -419,8 +419,12 @@ class Claims:
         if stmt is None:
             jobs = self._db.tables.jobs
             one_queue, skip_queues = shape
+            # The statuses as literals in the statement's text, not parameters: only then can
+            # a prepared statement's generic plan use the ready index (its predicate names
+            # them). With parameters the server re-planned every claim (0.6 ms) to use it.
+            claimable = [s.value for s in CLAIMABLE_STATUSES]
             conditions: list[ColumnElement[bool]] = [
-                jobs.c.status.in_([s.value for s in CLAIMABLE_STATUSES]),
+                jobs.c.status.in_(bindparam("claimable", claimable, literal_execute=True, expanding=True)),
                 jobs.c.run_at <= bindparam("now", type_=jobs.c.run_at.type),
                 self._db.driver.in_bound_list(jobs.c.handler, "handlers"),
             ]
