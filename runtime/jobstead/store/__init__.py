@@ -125,6 +125,15 @@ class Store:
             self.db.engine.url, self.tables.notify_channel, queues, wake, connected=connected, cancelled=cancelled
         )
 
+    @property
+    def keeps_plans(self) -> bool:
+        """Whether ``refresh_planner_statistics`` can do anything here."""
+        return self.db.driver.keeps_plans
+
+    def refresh_planner_statistics(self) -> bool:
+        """Re-plan the hot statements if the jobs table outgrew its statistics; whether it did."""
+        return self.db.driver.refresh_planner_statistics(self.db.engine, self.tables.qualified(self.tables.jobs))
+
     def is_transient(self, exc: BaseException) -> bool:
         """Whether ``exc`` means "the database is unreachable for now, retry" (see ``Driver.is_transient``)."""
         return self.db.driver.is_transient(exc)

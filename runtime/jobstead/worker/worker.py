@@ -39,7 +39,15 @@ from ..lifecycle import Backoff, LoopSignals, Sleeper, log_failure, log_recovery
 from ..logs import job_fields
 from ..metrics.server import serve_metrics_once
 from ..metrics.worker import WORKER_METRICS, ClaimSeries, JobSeries, attempt_outcome, package_version
-from ..services import LeaseRenewer, Rescuer, RetentionPruner, ServiceThread, SettingsRefresh, WorkerRegistryPruner
+from ..services import (
+    LeaseRenewer,
+    PlannerStatistics,
+    Rescuer,
+    RetentionPruner,
+    ServiceThread,
+    SettingsRefresh,
+    WorkerRegistryPruner,
+)
 from ..signature import CONTEXT
 from ..status import AttemptOutcome, JobStatus
 from ..store import ClaimedJob, Completion, EffectiveSettings, HandlerDefinition, LeaseReport, Store
@@ -354,6 +362,7 @@ class Worker:
                 Rescuer(store, self.id, every=self.heartbeat_seconds),
                 RetentionPruner(store, self.id, finished=self._env.retention, dead=self._env.dead_retention),
                 WorkerRegistryPruner(store, self.id, silent_for=timedelta(seconds=max(self.lease_seconds * 10, 300))),
+                *([PlannerStatistics(store, self.id)] if store.keeps_plans else []),
             ],
         )
         return renewal, duties

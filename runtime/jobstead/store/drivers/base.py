@@ -60,6 +60,9 @@ class Driver:
     skip_locked: ClassVar[bool] = False
     #: Whether the database has a server whose clock may differ from this host's (``server_now``).
     server_clock: ClassVar[bool] = False
+    #: Whether connections keep plans made for the tables as they were (prepared
+    #: statements), so that ``refresh_planner_statistics`` is worth running.
+    keeps_plans: ClassVar[bool] = False
 
     # -- connections ---------------------------------------------------------
 
@@ -163,6 +166,19 @@ class Driver:
     def minute_of(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         """A timestamp truncated to its minute, for per-minute charts (no portable SQL says this)."""
         raise NotImplementedError
+
+    def refresh_planner_statistics(self, engine: Engine, qualified_table: str) -> bool:
+        """Gather the planner's statistics of ``qualified_table`` again if the table has outgrown
+        them; whether it did. No-op where the database keeps no plans across statements.
+
+        Why: a connection keeps its prepared statements' plans, made for the table
+        as it was when it first ran them. A worker that started on an empty table
+        keeps scanning the whole of it on every claim and completion as it fills
+        (3 ms a claim at 8,000 finished jobs, growing), until new statistics
+        invalidate those plans. The database's own analyze comes a minute or more
+        late; this comes within seconds.
+        """
+        return False
 
     def estimated_rows(self, conn: Connection, qualified_table: str) -> int | None:
         """The planner's row estimate for a table, where counting would be slow; None without one."""

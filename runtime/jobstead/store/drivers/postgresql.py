@@ -65,7 +65,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ...errors import ConfigurationError
 from ...status import FINAL_STATUSES, AttemptOutcome
@@ -145,6 +145,7 @@ class PostgreSQLDriver(Driver):
     supports_listen: ClassVar[bool] = True
     skip_locked: ClassVar[bool] = True
     server_clock: ClassVar[bool] = True
+    keeps_plans: ClassVar[bool] = True
 
     def __init__(self) -> None:
         #: ``rows_alone``'s statements as rendered SQL, with the values their literals bind.
@@ -273,6 +274,28 @@ class PostgreSQLDriver(Driver):
 
     def minute_of(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         return func.date_trunc("minute", column)
+
+    def refresh_planner_statistics(self, engine: Engine, qualified_table: str) -> bool:
+        with self.alone(engine) as conn:
+            row = conn.execute(_TABLE_SIZE, {"name": qualified_table}).first()
+        if row is None:
+            return False
+        recorded_pages, recorded_rows, pages, owned = row
+        if not owned or pages < _STATISTICS_MIN_PAGES:
+            return False
+        if recorded_rows >= 0 and pages < _STATISTICS_GROWTH * max(recorded_pages, 1):
+            return False  # analyzed (never: -1 rows), and not grown much since
+        try:
+            with engine.begin() as conn:
+                self.bound_locks(conn, LOCK_BOUND_SECONDS)
+                # The database's own analyze may hold the table: it is doing the same work.
+                conn.execute(_ANALYZE_LOCK_TIMEOUT)
+                conn.execute(text(f"ANALYZE {qualified_table}"))
+        except OperationalError as exc:
+            if isinstance(exc.orig, psycopg.errors.LockNotAvailable):
+                return False
+            raise
+        return True
 
     def estimated_rows(self, conn: Connection, qualified_table: str) -> int | None:
         estimate = conn.execute(
@@ -493,6 +516,20 @@ async def _probe(conn: psycopg.AsyncConnection[Any], channel: str) -> bool:
 
 
 #: ``Driver.bound_locks``: SET LOCAL, so nothing outlives the transaction (pooler-safe).
+#: The table's pages as its statistics recorded them, its rows likewise (-1: never
+#: analyzed), its pages now, and whether this role may analyze it (owns it).
+_TABLE_SIZE = text(
+    "SELECT c.relpages, c.reltuples, pg_relation_size(c.oid) / current_setting('block_size')::int, "
+    "pg_has_role(c.relowner, 'USAGE') FROM pg_class c WHERE c.oid = to_regclass(:name)"
+)
+#: Below this many pages (8 KiB each) every plan is cheap: not worth an ANALYZE.
+_STATISTICS_MIN_PAGES = 16
+#: A table this many times the size its statistics recorded has them gathered again. Each
+#: gathering invalidates the plans made before it, so a plan scans at most this many
+#: times the table it was made for; past a few doublings the plans use the indexes and
+#: the database's own analyze keeps up.
+_STATISTICS_GROWTH = 2
+_ANALYZE_LOCK_TIMEOUT = text("SELECT set_config('lock_timeout', '1000', true)")
 _BOUND_LOCKS = text("SELECT set_config('idle_in_transaction_session_timeout', :ms, true)")
 
 
