@@ -119,6 +119,18 @@ def concerns(scopes: Sequence[tuple[str, str]], handlers: Collection[str], queue
     return False
 
 
+def _status_in(column: ColumnElement[str], statuses: Iterable[JobStatus]) -> ColumnElement[bool]:
+    """``status IN (...)`` with the statuses in the statement's text, not bound as parameters.
+
+    Only then can a prepared statement's generic plan use the partial indexes
+    whose predicates name statuses (ready jobs, unfinished ones): with
+    parameters it cannot prove the predicate, and the server re-planned every
+    claim to use them (0.6 ms of planning per claim).
+    """
+    values = [s.value for s in statuses]
+    return column.in_(bindparam(f"statuses_{'_'.join(values)}", values, literal_execute=True, expanding=True))
+
+
 class Claims:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
@@ -300,14 +312,14 @@ class Claims:
                 name: int(n)
                 for name, n in conn.execute(
                     select(jobs.c.handler, func.count())
-                    .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.handler.in_(list(limits)))
+                    .where(_status_in(jobs.c.status, [JobStatus.RUNNING]), jobs.c.handler.in_(list(limits)))
                     .group_by(jobs.c.handler)
                 ).all()
             }
         if tenant_limits:
             for name, tenant, n in conn.execute(
                 select(jobs.c.handler, jobs.c.tenant, func.count())
-                .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.handler.in_(list(tenant_limits)))
+                .where(_status_in(jobs.c.status, [JobStatus.RUNNING]), jobs.c.handler.in_(list(tenant_limits)))
                 .group_by(jobs.c.handler, jobs.c.tenant)
             ).all():
                 tenant_limits[name][1][tenant] = int(n)
@@ -333,7 +345,7 @@ class Claims:
         jobs = self._db.tables.jobs
         one_queue, skip_queues = shape
         conditions: list[ColumnElement[bool]] = [
-            jobs.c.status.in_([s.value for s in CLAIMABLE_STATUSES]),
+            _status_in(jobs.c.status, CLAIMABLE_STATUSES),
             jobs.c.run_at <= params["now"],
             jobs.c.handler.in_(params["handlers"]),
         ]
@@ -366,7 +378,7 @@ class Claims:
         locked = set(
             conn.execute(
                 select(jobs.c.id)
-                .where(jobs.c.id.in_([r.id for r in chosen]), jobs.c.status.in_([s.value for s in CLAIMABLE_STATUSES]))
+                .where(jobs.c.id.in_([r.id for r in chosen]), _status_in(jobs.c.status, CLAIMABLE_STATUSES))
                 .with_for_update(skip_locked=True, of=jobs)
             ).scalars()
         )
@@ -419,12 +431,8 @@ class Claims:
         if stmt is None:
             jobs = self._db.tables.jobs
             one_queue, skip_queues = shape
-            # The statuses as literals in the statement's text, not parameters: only then can
-            # a prepared statement's generic plan use the ready index (its predicate names
-            # them). With parameters the server re-planned every claim (0.6 ms) to use it.
-            claimable = [s.value for s in CLAIMABLE_STATUSES]
             conditions: list[ColumnElement[bool]] = [
-                jobs.c.status.in_(bindparam("claimable", claimable, literal_execute=True, expanding=True)),
+                _status_in(jobs.c.status, CLAIMABLE_STATUSES),
                 jobs.c.run_at <= bindparam("now", type_=jobs.c.run_at.type),
                 self._db.driver.in_bound_list(jobs.c.handler, "handlers"),
             ]
