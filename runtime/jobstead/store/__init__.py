@@ -8,7 +8,7 @@ registry, queries, crons), so a reader finds the SQL for any change in one guess
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import URL
 
@@ -43,6 +43,9 @@ from .records import (
 from .registry import Registry
 from .retention import Retention
 from .tables import Tables, build_tables
+
+if TYPE_CHECKING:
+    from .drivers.async_alone import AsyncAlone
 
 __all__ = [
     "WAKE_ALL",
@@ -124,6 +127,11 @@ class Store:
         await self.db.driver.listen(
             self.db.engine.url, self.tables.notify_channel, queues, wake, connected=connected, cancelled=cancelled
         )
+
+    def async_alone(self) -> AsyncAlone | None:
+        """A connection of its own for one event loop's claims (``claims.claim_async``), or None
+        where there is none (claims then go through a thread). The caller closes it."""
+        return self.db.driver.async_alone(self.db.engine)
 
     @property
     def keeps_plans(self) -> bool:

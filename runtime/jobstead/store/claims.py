@@ -45,10 +45,11 @@ CPU, most of a one-job claim.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+import asyncio
+from collections.abc import Collection, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -75,6 +76,9 @@ from ..retry import RetryPolicy
 from ..status import CLAIMABLE_STATUSES, JobStatus
 from .database import Database
 from .records import ClaimedJob
+
+if TYPE_CHECKING:
+    from .drivers.async_alone import AsyncAlone
 
 
 @dataclass(frozen=True)
@@ -188,14 +192,61 @@ class Claims:
             claimed.sort(key=lambda j: (-j.priority, j.run_at, j.id))
             return claimed
 
+    async def claim_async(
+        self,
+        on_loop: AsyncAlone | None,
+        *,
+        worker_id: str,
+        handlers: Sequence[str],
+        queues: Sequence[str] | None,
+        limit: int,
+        lease_seconds: float,
+    ) -> list[ClaimedJob]:
+        """``claim`` for a caller on an event loop: the one-statement claim is awaited on
+        ``on_loop`` (no thread); a claim that needs the transaction goes to a thread."""
+        claimer: Claimer = (tuple(handlers), None if queues is None else tuple(queues))
+        if on_loop is None or limit <= 0 or not handlers or claimer not in self._clear:
+            return await asyncio.to_thread(
+                self.claim,
+                worker_id=worker_id,
+                handlers=handlers,
+                queues=queues,
+                limit=limit,
+                lease_seconds=lease_seconds,
+            )
+        steps = self._alone_steps(claimer, self._clock(), worker_id, limit, lease_seconds)
+        try:
+            statement, params = next(steps)
+            while True:
+                statement, params = steps.send(await on_loop.rows(statement, params))
+        except StopIteration as done:
+            claimed: list[ClaimedJob] = done.value
+            return claimed
+
     def _claim_alone(
         self, claimer: Claimer, now: datetime, worker_id: str, limit: int, lease_seconds: float
     ) -> list[ClaimedJob]:
+        steps = self._alone_steps(claimer, now, worker_id, limit, lease_seconds)
+        try:
+            statement, params = next(steps)
+            while True:
+                statement, params = steps.send(self._db.driver.rows_alone(self._db.engine, statement, params))
+        except StopIteration as done:
+            claimed: list[ClaimedJob] = done.value
+            return claimed
+
+    def _alone_steps(
+        self, claimer: Claimer, now: datetime, worker_id: str, limit: int, lease_seconds: float
+    ) -> Generator[tuple[Select[Any], dict[str, Any]], Sequence[Sequence[Any]], list[ClaimedJob]]:
         """The claim as one autocommitted statement per queue, for a claimer nothing stood in the way of.
 
         Each statement reads the pauses and limits as it claims and takes no
         row they cover; if they concern this claimer, its next claims go
         through ``claim``'s transaction (which handles limits) again.
+
+        Yields each statement with its parameters and is sent its rows, so the
+        same steps run on a thread (``_claim_alone``) or on an event loop
+        (``claim_async``).
         """
         handlers, queues = claimer
         lease = {"owner": worker_id, "expires": now + timedelta(seconds=lease_seconds), "started": now}
@@ -208,7 +259,7 @@ class Claims:
             params: dict[str, Any] = {**lease, "now": now, "handlers": list(handlers), "limit": wanted}
             if queue is not None:
                 params["in_queue"] = queue
-            rows = self._db.driver.rows_alone(self._db.engine, self._alone(shape), params)
+            rows = yield self._alone(shape), params
             scopes, names = rows[0][0], rows[0][1]
             claimed += self._jobs(row[2:] for row in rows if row[2] is not None)
             if scopes and concerns(list(zip(scopes, names, strict=True)), handlers, queues):

@@ -370,9 +370,11 @@ class Worker:
     async def _claim_loop(self) -> None:
         """Claim jobs and start them, keeping every slot busy while there is work.
 
-        One claim is in flight at a time, on a thread; claimed jobs go to a small
-        buffer (``prefetch``) and start the moment a slot frees, so slots do not
-        wait for a claim's round trip. A claim that finds fewer jobs than it asked
+        One claim is in flight at a time, awaited on this loop's own connection
+        (``Store.async_alone``; on a thread where there is none, or the claim
+        needs a transaction). Claimed jobs go to a small buffer (``prefetch``)
+        and start the moment a slot frees, so slots do not wait for a claim's
+        round trip. A claim that finds fewer jobs than it asked
         for means the queue is empty: no further claim until a NOTIFY, a written
         completion (room under a global limit) or the poll interval.
         """
@@ -389,6 +391,7 @@ class Worker:
         idle_until: float | None = None  # set: wait for a wake-up (or this loop time) before claiming
         slot_waiter = asyncio.ensure_future(self._slot_freed.wait())
         wake_waiter: asyncio.Future[Any] | None = None
+        on_loop = store.async_alone()
         try:
             while not self._stopping:
                 started_since += self._start_prefetched()
@@ -402,8 +405,8 @@ class Worker:
                         self._wake.clear()
                         claim_started = time.monotonic()
                         claim = asyncio.ensure_future(
-                            asyncio.to_thread(
-                                store.claims.claim,
+                            store.claims.claim_async(
+                                on_loop,
                                 worker_id=self.id,
                                 handlers=self.handler_names,
                                 queues=self.queues,
@@ -451,7 +454,7 @@ class Worker:
                 now = time.monotonic()
                 pace.observe(started=started_since, seconds=now - last_observed, claim_seconds=took)
                 last_observed, started_since = now, 0
-                claimed_at = time.monotonic()  # after the thread returned: a renewal read before has no claim of it
+                claimed_at = time.monotonic()  # after the claim returned: a renewal read before has no claim of it
                 for job in jobs:
                     self._prefetched[job.id] = (job, claimed_at)
                 if len(jobs) < asked and not self._wake.is_set():
@@ -465,6 +468,8 @@ class Worker:
                     for job in await claim:
                         self._prefetched[job.id] = (job, time.monotonic())
             await self._release_prefetched(store)
+            if on_loop is not None:
+                await on_loop.close()
 
     def _may_claim_ahead(self) -> bool:
         """Claim ahead only when no handler of this worker has a global or per-tenant limit."""

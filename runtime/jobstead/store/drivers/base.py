@@ -29,6 +29,7 @@ from ..rows import job_record, new_job_values
 
 if TYPE_CHECKING:
     from ..database import Database
+    from .async_alone import AsyncAlone
 
 
 #: NOTIFY payload that wakes workers of every queue.
@@ -92,6 +93,11 @@ class Driver:
         """The rows of one statement run ``alone``: for a hot statement whose client cost matters."""
         with self.alone(engine) as conn:
             return conn.execute(statement, params).all()
+
+    def async_alone(self, engine: Engine) -> AsyncAlone | None:
+        """``rows_alone`` for one event loop, awaited without a thread; None where the database has
+        no async driver here (callers then run ``rows_alone`` on a thread). The caller closes it."""
+        return None
 
     def bound_locks(self, conn: Connection, seconds: float) -> None:
         """Make the server end ``conn``'s transaction (rolling it back) if its client falls silent

@@ -32,6 +32,7 @@ import json
 import json.scanner
 import logging
 import uuid
+import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -71,6 +72,7 @@ from ...errors import ConfigurationError
 from ...status import FINAL_STATUSES, AttemptOutcome
 from ..records import Completion, JobRecord, NewJob
 from ..rows import records_in_input_order, status_at_defer
+from .async_alone import AsyncAlone
 from .base import CANCEL_PREFIX, LOCK_BOUND_SECONDS, WAKE_ALL, Driver, Wake
 from .pool import WaitingQueuePool
 
@@ -150,6 +152,8 @@ class PostgreSQLDriver(Driver):
     def __init__(self) -> None:
         #: ``rows_alone``'s statements as rendered SQL, with the values their literals bind.
         self._rendered: dict[Select[Any], tuple[str, dict[str, Any]]] = {}
+        #: What each engine's connections are opened with (``async_alone`` opens its own likewise).
+        self._connect_args: weakref.WeakKeyDictionary[Engine, dict[str, Any]] = weakref.WeakKeyDictionary()
 
     def normalize_url(self, url: URL) -> URL:
         if url.drivername in ("postgresql", "postgres"):
@@ -193,6 +197,7 @@ class PostgreSQLDriver(Driver):
             connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
         options["connect_args"] = connect_args
         engine = create_engine(without_own_options(url), **options)
+        self._connect_args[engine] = connect_args
         event.listen(engine, "connect", _session_in_utc)
         return engine
 
@@ -216,6 +221,15 @@ class PostgreSQLDriver(Driver):
         """
         sql, fixed = self.rendered(engine, statement)
         return _fetch_autocommitted(engine, sql, {**fixed, **params})
+
+    def async_alone(self, engine: Engine) -> AsyncAlone:
+        return AsyncAlone(
+            libpq_conninfo(engine.url),
+            lambda statement: self.rendered(engine, statement),
+            connect_options=dict(self._connect_args.get(engine, {})),  # as the engine's own connections
+            json_loads=load_jsonb,
+            describe=self.describe(engine.url),
+        )
 
     def rendered(self, engine: Engine, statement: Select[Any]) -> tuple[str, dict[str, Any]]:
         """``statement`` as ``rows_alone`` sends it: its SQL, and the values its literals bind."""
