@@ -17,19 +17,21 @@ benchmark 5-10x: they are checked here on the plan itself, not on a timing.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 
 from jobstead import App, JobStatus
 from jobstead.services import PlannerStatistics
 from jobstead.status import AttemptOutcome
-from jobstead.store import Completion, JobFilter
+from jobstead.store import Completion, JobFilter, Store
 from tests.conftest import Target
+from tests.support.postgres_server import PostgresServer
 
 pytestmark = pytest.mark.postgres
 
@@ -196,3 +198,35 @@ def test_a_plan_made_on_an_empty_table_is_made_again_once_the_table_has_grown(po
         claim.close()
     assert store.refresh_planner_statistics() is False  # no growth since: no second ANALYZE
     app.close()
+
+
+def test_a_role_that_does_not_own_the_table_leaves_its_statistics_to_autovacuum(
+    postgres_target: Target, pg_server: PostgresServer
+) -> None:
+    """ANALYZE by a role that does not own the table is a warning and does nothing: never tried."""
+    app = App(postgres_target.url, schema=postgres_target.schema)
+
+    @app.handler
+    def h(n: int) -> None: ...
+
+    app.migrate()
+    app.store.registry.publish_handlers([h.definition()])
+    h.defer_many([{"n": i} for i in range(5000)])
+    jobs_table = app.store.tables.qualified(app.store.tables.jobs)
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    with app.store.db.engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+        conn.exec_driver_sql(f'GRANT USAGE ON SCHEMA "{postgres_target.schema}" TO {role}')
+    other = Store.connect(make_url(postgres_target.url).set(username=role), schema=postgres_target.schema)
+    try:
+        assert other.refresh_planner_statistics() is False
+        with app.store.db.engine.connect() as conn:
+            rows = conn.exec_driver_sql(f"SELECT reltuples FROM pg_class WHERE oid = '{jobs_table}'::regclass").scalar()
+        assert rows == -1  # never analyzed
+        assert app.store.refresh_planner_statistics() is True  # the owner does
+    finally:
+        other.close()
+        with app.store.db.engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP OWNED BY {role}")
+            conn.exec_driver_sql(f"DROP ROLE {role}")
+        app.close()
