@@ -24,7 +24,7 @@ from sqlalchemy import event, select
 
 from jobstead.retry import RetryPolicy
 from jobstead.status import AttemptOutcome, JobStatus
-from jobstead.store import ClaimedJob, Completion, HandlerDefinition, NewJob, Store
+from jobstead.store import ClaimedJob, Completion, CronDefinition, HandlerDefinition, NewJob, Store
 from tests.conftest import Target
 
 pytestmark = [pytest.mark.postgres]
@@ -288,3 +288,58 @@ def test_a_caller_frozen_while_cancelling_a_batch_lets_the_rescuer_have_its_runn
         rescued = _rescued_while_frozen(other, job)
     assert rescued == [job.id], "the frozen batch cancel kept its member locked: the rescuer skipped it"
     assert isinstance(woke_to[0], Exception)
+
+
+def _bounded_store_wide(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Database.begin_bounded``'s bound, shortened to the lease."""
+    from jobstead.store.drivers import base
+
+    monkeypatch.setattr(base, "LOCK_BOUND_SECONDS", LEASE)
+
+
+def _in_time(call: Callable[[], object], seconds: float) -> list[object]:
+    """``call``'s outcome if it returns within ``seconds`` (on a thread), else nothing."""
+    outcome: list[object] = []
+    thread = threading.Thread(target=lambda: outcome.append(call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return outcome
+
+
+def test_a_scheduler_frozen_while_firing_a_cron_does_not_stop_the_others(
+    stores: tuple[Store, Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frozen right after moving the cron's ``handled_until``: its row lock goes with the bound, so
+    another scheduler fires the same time (once) instead of waiting on it for the whole freeze."""
+    _bounded_store_wide(monkeypatch)
+    mine, other = stores
+    _handler(mine, "h")
+    mine.crons.add(CronDefinition(name="nightly", schedule="* * * * *", handler="h", source="database"))
+    fire_at = mine.clock() + timedelta(minutes=1)
+
+    def fire(store: Store) -> object:
+        return store.crons.fire("nightly", fire_at, schedule="* * * * *", timezone="UTC")
+
+    freezer = Freezer(mine)
+    with freezer.freezing("handled_until", lambda: fire(mine)) as woke_to:
+        fired = _in_time(lambda: fire(other), 8 * LEASE)
+        assert fired, "the other scheduler waited on the frozen one's cron row"
+    assert getattr(fired[0], "outcome", None) == "fired"
+    assert isinstance(woke_to[0], Exception), "the frozen fire must not commit a second job"
+    assert [j.handler for j in other.queries.list_jobs()] == ["h"]
+
+
+def test_a_worker_frozen_while_publishing_its_handlers_does_not_stop_limited_claims(
+    stores: tuple[Store, Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every claim of a limited handler locks its row: a publish frozen holding it stops them only
+    as long as the bound."""
+    _bounded_store_wide(monkeypatch)
+    mine, other = stores
+    _handler(other, "limited", concurrency=2)
+    other.enqueue.insert([NewJob(handler="limited", args={}, queue="default")])
+    freezer = Freezer(mine)
+    with freezer.freezing("jobstead_handlers", lambda: _handler(mine, "limited", concurrency=2)):
+        claimed = _in_time(lambda: _claim(other, "w", "limited"), 8 * LEASE)
+        assert claimed, "the limited claim waited on the frozen publish's handler row"
+    assert len(claimed[0]) == 1  # type: ignore[arg-type]

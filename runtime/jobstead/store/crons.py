@@ -78,7 +78,7 @@ class Crons:
         crons = self._db.tables.crons
         now = self._clock()
         shadowed: list[CronRecord] = []
-        with self._db.engine.begin() as conn:
+        with self._db.begin_bounded() as conn:
             for d, schedule in checked:
                 values = _values(d, schedule)
                 row = self._row(conn, d.name)
@@ -114,7 +114,7 @@ class Crons:
         values = _values(definition, schedule)
         crons = self._db.tables.crons
         now = self._clock()
-        with self._db.engine.begin() as conn:
+        with self._db.begin_bounded() as conn:
             row = self._row(conn, definition.name)
             if row is None:
                 stmt = self._dialect_insert(crons).values(**values, handled_until=now, created_at=now, updated_at=now)
@@ -145,7 +145,7 @@ class Crons:
         schedule = definition.check()
         crons = self._db.tables.crons
         now = self._clock()
-        with self._db.engine.begin() as conn:
+        with self._db.begin_bounded() as conn:
             stmt = self._dialect_insert(crons).values(
                 **_values(definition, schedule), handled_until=now, created_at=now, updated_at=now
             )
@@ -160,7 +160,7 @@ class Crons:
     def remove(self, name: str, *, source: CronSource) -> bool:
         """Delete the cron if ``source`` wrote it; its jobs stay."""
         crons = self._db.tables.crons
-        with self._db.engine.begin() as conn:
+        with self._db.begin_bounded() as conn:
             return bool(conn.execute(delete(crons).where(crons.c.name == name, crons.c.source == source)).rowcount)
 
     def set_enabled(self, name: str, enabled: bool) -> CronRecord | None:
@@ -170,7 +170,7 @@ class Crons:
         """
         crons = self._db.tables.crons
         now = self._clock()
-        with self._db.engine.begin() as conn:
+        with self._db.begin_bounded() as conn:
             row = self._row(conn, name)
             if row is None:
                 return None
@@ -225,7 +225,7 @@ class Crons:
         fire_at = as_utc(fire_at)
         now = as_utc(now) if now is not None else self._clock()
         crons = self._db.tables.crons
-        with self._db.engine.begin() as conn:
+        with self._db.begin_bounded() as conn:
             row = (
                 conn.execute(
                     update(crons)
@@ -285,7 +285,7 @@ class Crons:
         """Consume a fire time without a job (missed beyond the starting deadline); True if this call did."""
         crons = self._db.tables.crons
         fire_at = as_utc(fire_at)
-        with self._db.engine.begin() as conn:
+        with self._db.begin_bounded() as conn:
             return bool(
                 conn.execute(
                     update(crons)

@@ -61,7 +61,7 @@ class Registry:
             .where(handlers.c.name == bindparam("b_name"), handlers.c.source != "code")
             .values(params=bindparam("b_params", type_=handlers.c.params.type), updated_at=now)
         )
-        with self._db.engine.begin() as conn:
+        with self._db.begin_bounded() as conn:
             conn.execute(upsert, rows)
             conn.execute(keep_settings, [{"b_name": r["name"], "b_params": r["params"]} for r in rows])
 
@@ -70,7 +70,7 @@ class Registry:
         handlers = self._db.tables.handlers
         dialect_insert = self._db.driver.upsert
         values = _values(definition, self._clock())
-        with self._db.engine.begin() as conn:
+        with self._db.begin_bounded() as conn:
             current = conn.execute(select(handlers.c.params).where(handlers.c.name == definition.name)).first()
             if current is not None and not definition.params:
                 values["params"] = current.params  # keep what the code published
@@ -81,7 +81,7 @@ class Registry:
 
     def remove_handler(self, name: str, *, source: str) -> bool:
         handlers = self._db.tables.handlers
-        with self._db.engine.begin() as conn:
+        with self._db.begin_bounded() as conn:
             return bool(
                 conn.execute(delete(handlers).where(handlers.c.name == name, handlers.c.source == source)).rowcount
             )
@@ -109,7 +109,7 @@ class Registry:
         crons: Sequence[CronDefinition] = (),
     ) -> None:
         now = self._clock()
-        with self._db.engine.begin() as conn:
+        with self._db.begin_bounded() as conn:
             conn.execute(
                 self._db.tables.workers.insert().values(
                     id=worker_id,
@@ -149,13 +149,13 @@ class Registry:
 
     def unregister_worker(self, worker_id: str) -> None:
         workers = self._db.tables.workers
-        with self._db.engine.begin() as conn:
+        with self._db.begin_bounded() as conn:
             conn.execute(delete(workers).where(workers.c.id == worker_id))
 
     def prune_workers(self, silent_for: timedelta) -> int:
         """Forget workers that stopped heartbeating long ago (their jobs are rescued by lease)."""
         workers = self._db.tables.workers
-        with self._db.engine.begin() as conn:
+        with self._db.begin_bounded() as conn:
             return int(
                 conn.execute(delete(workers).where(workers.c.heartbeat_at < self._clock() - silent_for)).rowcount
             )
