@@ -298,7 +298,7 @@ class PostgreSQLDriver(Driver):
         if not owned or pages < _STATISTICS_MIN_PAGES:
             return False
         if recorded_rows >= 0 and pages < _STATISTICS_GROWTH * max(recorded_pages, 1):
-            return False  # analyzed (never: -1 rows), and not grown much since
+            return False  # analyzed before (-1 rows: never), and not grown much since
         try:
             with engine.begin() as conn:
                 self.bound_locks(conn, LOCK_BOUND_SECONDS)
@@ -529,7 +529,6 @@ async def _probe(conn: psycopg.AsyncConnection[Any], channel: str) -> bool:
     return False
 
 
-#: ``Driver.bound_locks``: SET LOCAL, so nothing outlives the transaction (pooler-safe).
 #: The table's pages as its statistics recorded them, its rows likewise (-1: never
 #: analyzed), its pages now, and whether this role may analyze it (owns it).
 _TABLE_SIZE = text(
@@ -544,6 +543,7 @@ _STATISTICS_MIN_PAGES = 16
 #: the database's own analyze keeps up.
 _STATISTICS_GROWTH = 2
 _ANALYZE_LOCK_TIMEOUT = text("SELECT set_config('lock_timeout', '1000', true)")
+#: ``Driver.bound_locks``: SET LOCAL, so nothing outlives the transaction (pooler-safe).
 _BOUND_LOCKS = text("SELECT set_config('idle_in_transaction_session_timeout', :ms, true)")
 
 
