@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+import socket
 from collections.abc import Iterator
 from datetime import UTC
 
@@ -125,3 +127,47 @@ def test_the_loop_connection_is_opened_as_the_engines_are(postgres_target: Targe
 
 def _libpq(store: Store) -> str:
     return store.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def test_claims_go_through_the_pool_while_the_server_refuses_the_loop_a_connection(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refused connection (``max_connections`` reached, here a port nobody listens on) is
+    one warning, then the pool's claims, with no new attempt per claim until ``REFUSED_FOR``."""
+    store = app.store
+    h = app.get_handler("h")
+    for i in range(3):
+        h.defer(n=i, tags=[])
+    store.claims.claim(worker_id="w", handlers=["h"], queues=None, limit=1, lease_seconds=30)  # now one statement
+    with socket.socket() as probe:  # a free port, closed again: connecting to it is refused
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    on_loop = store.async_alone()
+    assert on_loop is not None
+    on_loop._conninfo = f"host=127.0.0.1 port={closed_port} dbname=nowhere"
+    attempts: list[int] = []
+    connect = on_loop._connect
+
+    async def counted() -> object:
+        attempts.append(1)
+        return await connect()
+
+    on_loop._connect = counted  # type: ignore[method-assign]
+
+    async def two_claims() -> list[int]:
+        try:
+            got = []
+            for _ in range(2):
+                jobs = await store.claims.claim_async(
+                    on_loop, worker_id="w", handlers=["h"], queues=None, limit=1, lease_seconds=30
+                )
+                got.append(len(jobs))
+            return got
+        finally:
+            await on_loop.close()
+
+    with caplog.at_level(logging.WARNING, logger="jobstead.store"):
+        assert asyncio.run(two_claims()) == [1, 1]  # both claimed, through the pool
+    assert attempts == [1], "one connection attempt, not one per claim"
+    warnings = [r.getMessage() for r in caplog.records if "claims go through the connection pool" in r.getMessage()]
+    assert len(warnings) == 1, caplog.records

@@ -203,9 +203,10 @@ class Claims:
         lease_seconds: float,
     ) -> list[ClaimedJob]:
         """``claim`` for a caller on an event loop: the one-statement claim is awaited on
-        ``on_loop`` (no thread); a claim that needs the transaction goes to a thread."""
+        ``on_loop`` (no thread); a claim that needs the transaction goes to a thread, and so
+        does every claim while ``on_loop`` has no connection the server will give it."""
         claimer: Claimer = (tuple(handlers), None if queues is None else tuple(queues))
-        if on_loop is None or limit <= 0 or not handlers or claimer not in self._clear:
+        if on_loop is None or limit <= 0 or not handlers or claimer not in self._clear or not await on_loop.usable():
             return await asyncio.to_thread(
                 self.claim,
                 worker_id=worker_id,

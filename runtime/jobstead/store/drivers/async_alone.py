@@ -12,11 +12,18 @@ is opened on first use and discarded on any error, whatever state that left
 it in; the next statement opens a new one. Errors come out as SQLAlchemy's
 wrappers, like those of every other store call, so a caller's transient-error
 handling is the same on either path.
+
+A connection the server refuses (``max_connections`` reached, or it is down)
+is not retried for every claim: ``usable`` says no for ``REFUSED_FOR``
+seconds, and the caller claims through its pool meanwhile, whose connections
+are open already (and which waits for one of its own when all are busy).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,6 +31,11 @@ import psycopg
 from psycopg.types.json import set_json_loads
 from sqlalchemy import Select
 from sqlalchemy.exc import DBAPIError
+
+logger = logging.getLogger("jobstead.store")
+
+#: After a refused connection, how long ``usable`` says no before trying again.
+REFUSED_FOR = 5.0
 
 #: How a statement is sent: its SQL, and the values its literals bind.
 Render = Callable[[Select[Any]], tuple[str, dict[str, Any]]]
@@ -47,6 +59,29 @@ class AsyncAlone:
         self._json_loads = json_loads
         self._describe = describe
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._refused_until: float | None = None
+
+    async def usable(self) -> bool:
+        """Whether the connection is open, or could be opened now; False for a while after a refusal."""
+        if self._conn is not None and not self._conn.closed:
+            return True
+        if self._refused_until is not None and time.monotonic() < self._refused_until:
+            return False
+        try:
+            await self._connect()
+        except psycopg.OperationalError as exc:
+            if self._refused_until is None:
+                logger.warning(
+                    "claims go through the connection pool: %s refused a connection of their own (%s)",
+                    self._describe,
+                    str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__,
+                )
+            self._refused_until = time.monotonic() + REFUSED_FOR
+            return False
+        if self._refused_until is not None:
+            logger.info("claims have a connection of their own again (%s)", self._describe)
+            self._refused_until = None
+        return True
 
     async def rows(self, statement: Select[Any], params: dict[str, Any]) -> Sequence[Sequence[Any]]:
         """The rows of ``statement``, run as a transaction of its own (see ``Driver.rows_alone``)."""
