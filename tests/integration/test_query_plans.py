@@ -31,21 +31,27 @@ from jobstead.services import PlannerStatistics
 from jobstead.status import AttemptOutcome
 from jobstead.store import Completion, JobFilter, Store
 from tests.conftest import Target
-from tests.support.postgres_server import PostgresServer
 
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture
-def busy_app(postgres_target: Target) -> Iterator[App]:
-    """5,000 jobs through the queue: some finished (dead index entries left), some running, most ready."""
-    app = App(postgres_target.url, schema=postgres_target.schema)
+def _app_with_handler(target: Target) -> App:
+    """An app on its own schema, migrated, with one published handler ``h(n)``."""
+    app = App(target.url, schema=target.schema)
 
     @app.handler
     def h(n: int) -> None: ...
 
     app.migrate()
     app.store.registry.publish_handlers([h.definition()])
+    return app
+
+
+@pytest.fixture
+def busy_app(postgres_target: Target) -> Iterator[App]:
+    """5,000 jobs through the queue: some finished (dead index entries left), some running, most ready."""
+    app = _app_with_handler(postgres_target)
+    h = app.get_handler("h")
     h.defer_many([{"n": i} for i in range(5000)])
     store = app.store
     for _ in range(3):
@@ -172,14 +178,9 @@ def test_the_claims_generic_plan_uses_the_ready_index(busy_app: App, postgres_ta
 
 
 def test_a_plan_made_on_an_empty_table_is_made_again_once_the_table_has_grown(postgres_target: Target) -> None:
-    app = App(postgres_target.url, schema=postgres_target.schema)
-
-    @app.handler
-    def h(n: int) -> None: ...
-
-    app.migrate()
+    app = _app_with_handler(postgres_target)
+    h = app.get_handler("h")
     store = app.store
-    store.registry.publish_handlers([h.definition()])
     jobs_table = store.tables.qualified(store.tables.jobs)
     claim = PreparedClaim(app, postgres_target.url)
     try:
@@ -201,17 +202,11 @@ def test_a_plan_made_on_an_empty_table_is_made_again_once_the_table_has_grown(po
 
 
 def test_a_role_that_does_not_own_the_table_leaves_its_statistics_to_autovacuum(
-    postgres_target: Target, pg_server: PostgresServer
+    postgres_target: Target,
 ) -> None:
     """ANALYZE by a role that does not own the table is a warning and does nothing: never tried."""
-    app = App(postgres_target.url, schema=postgres_target.schema)
-
-    @app.handler
-    def h(n: int) -> None: ...
-
-    app.migrate()
-    app.store.registry.publish_handlers([h.definition()])
-    h.defer_many([{"n": i} for i in range(5000)])
+    app = _app_with_handler(postgres_target)
+    app.get_handler("h").defer_many([{"n": i} for i in range(5000)])
     jobs_table = app.store.tables.qualified(app.store.tables.jobs)
     role = f"reader_{uuid.uuid4().hex[:8]}"
     with app.store.db.engine.begin() as conn:
