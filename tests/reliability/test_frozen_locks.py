@@ -251,11 +251,11 @@ def test_jobs_claimed_just_before_a_freeze_are_handed_back_not_started(postgres_
 
 
 def _bounded_at_lease(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The steering calls' lock bound, shortened to the lease so a test need not wait 10 s."""
-    from jobstead.store import batches, control
+    """The steering calls' lock bound (``Database.begin_bounded``), shortened to the lease so a
+    test need not wait 10 s."""
+    from jobstead.store.drivers import base
 
-    monkeypatch.setattr(control, "LOCK_BOUND_SECONDS", LEASE, raising=False)
-    monkeypatch.setattr(batches, "LOCK_BOUND_SECONDS", LEASE, raising=False)
+    monkeypatch.setattr(base, "LOCK_BOUND_SECONDS", LEASE)
 
 
 def test_a_caller_frozen_while_cancelling_a_running_job_lets_the_rescuer_have_it(
@@ -290,13 +290,6 @@ def test_a_caller_frozen_while_cancelling_a_batch_lets_the_rescuer_have_its_runn
     assert isinstance(woke_to[0], Exception)
 
 
-def _bounded_store_wide(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``Database.begin_bounded``'s bound, shortened to the lease."""
-    from jobstead.store.drivers import base
-
-    monkeypatch.setattr(base, "LOCK_BOUND_SECONDS", LEASE)
-
-
 def _in_time(call: Callable[[], object], seconds: float) -> list[object]:
     """``call``'s outcome if it returns within ``seconds`` (on a thread), else nothing."""
     outcome: list[object] = []
@@ -311,7 +304,7 @@ def test_a_scheduler_frozen_while_firing_a_cron_does_not_stop_the_others(
 ) -> None:
     """Frozen right after moving the cron's ``handled_until``: its row lock goes with the bound, so
     another scheduler fires the same time (once) instead of waiting on it for the whole freeze."""
-    _bounded_store_wide(monkeypatch)
+    _bounded_at_lease(monkeypatch)
     mine, other = stores
     _handler(mine, "h")
     mine.crons.add(CronDefinition(name="nightly", schedule="* * * * *", handler="h", source="database"))
@@ -334,7 +327,7 @@ def test_a_worker_frozen_while_publishing_its_handlers_does_not_stop_limited_cla
 ) -> None:
     """Every claim of a limited handler locks its row: a publish frozen holding it stops them only
     as long as the bound."""
-    _bounded_store_wide(monkeypatch)
+    _bounded_at_lease(monkeypatch)
     mine, other = stores
     _handler(other, "limited", concurrency=2)
     other.enqueue.insert([NewJob(handler="limited", args={}, queue="default")])

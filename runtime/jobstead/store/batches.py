@@ -42,7 +42,7 @@ from ..errors import BatchNotFound, InvalidArguments
 from ..retry import RetryPolicy
 from ..status import JobStatus
 from .database import Database
-from .drivers.base import CANCEL_PREFIX, LOCK_BOUND_SECONDS
+from .drivers.base import CANCEL_PREFIX
 from .enqueue import Enqueuer
 from .records import BATCH_EVENTS, BatchRecord, BatchStats, BatchStatus, JobRecord, NewJob
 
@@ -110,9 +110,8 @@ class Batches:
         """Add members; continuations still fire once, when the enlarged batch completes."""
         if connection is not None:
             return self._append(connection, batch_id, jobs)
-        with self._db.engine.begin() as conn:
-            # A frozen caller holds the batch row this long at most, not for the whole freeze.
-            self._db.driver.bound_locks(conn, LOCK_BOUND_SECONDS)
+        # A frozen caller holds the batch row this long at most, not for the whole freeze.
+        with self._db.begin_bounded() as conn:
             return self._append(conn, batch_id, jobs)
 
     def _append(self, conn: Connection, batch_id: int, jobs: Sequence[NewJob]) -> list[JobRecord]:
@@ -134,9 +133,8 @@ class Batches:
         """
         jobs, batches = self._db.tables.jobs, self._db.tables.batches
         now = self._clock()
-        with self._db.engine.begin() as conn:
-            # Locks the batch row and its members: a frozen caller would stop their completions.
-            self._db.driver.bound_locks(conn, LOCK_BOUND_SECONDS)
+        # Locks the batch row and its members: a frozen caller would stop their completions.
+        with self._db.begin_bounded() as conn:
             row = self._lock(conn, batch_id)
             if row["status"] != "active" or row["cancelled_at"] is not None:
                 return []

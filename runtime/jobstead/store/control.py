@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..clock import Clock
@@ -12,7 +12,7 @@ from ..errors import InvalidState, JobNotFound
 from ..status import CLAIMABLE_STATUSES, JobStatus
 from .batches import Batches
 from .database import Database
-from .drivers.base import LOCK_BOUND_SECONDS, WAKE_ALL
+from .drivers.base import WAKE_ALL
 from .records import JobRecord
 from .rows import job_record
 
@@ -36,8 +36,7 @@ class Control:
         """
         jobs = self._db.tables.jobs
         now = self._clock()
-        with self._db.engine.begin() as conn:
-            self._bound(conn)
+        with self._db.begin_bounded() as conn:  # a frozen caller must not hold the job's row
             row = (
                 conn.execute(
                     update(jobs)
@@ -77,8 +76,7 @@ class Control:
         jobs = self._db.tables.jobs
         now = self._clock()
         try:
-            with self._db.engine.begin() as conn:
-                self._bound(conn)
+            with self._db.begin_bounded() as conn:
                 row = (
                     conn.execute(
                         update(jobs)
@@ -105,16 +103,6 @@ class Control:
                 return job_record(row, now)
         except IntegrityError as exc:
             raise InvalidState(f"job {job_id} cannot be retried: another live job holds its deduplication key") from exc
-
-    def _bound(self, conn: Connection) -> None:
-        """A frozen caller (a CLI or dashboard process stopped, a VM paused) must not hold the job's row.
-
-        Its lock would stop the worker's completion of that job and make the
-        rescuer skip it for as long as the freeze lasts; bounded, the server
-        rolls the change back after ``LOCK_BOUND_SECONDS`` of silence and the
-        caller gets a transient error to retry.
-        """
-        self._db.driver.bound_locks(conn, LOCK_BOUND_SECONDS)
 
     def pause(self, scope: PauseScope, name: str = "") -> bool:
         """Stop claims for everything, a queue or a handler; True if it was not paused yet."""
