@@ -34,7 +34,6 @@ from ..errors import JobError
 from ..status import AttemptOutcome, JobStatus
 from .batches import Batches
 from .database import Database
-from .drivers.base import LOCK_BOUND_SECONDS
 from .records import Completion, EffectiveSettings, LeaseReport
 
 #: Ids per renewal statement: under every database's limit on a statement's parameters.
@@ -143,10 +142,9 @@ class Leases:
         t = self._db.tables
         jobs, handlers = t.jobs, t.handlers
         now = self._clock()
-        with self._db.engine.begin() as conn:
-            # Rows locked here are skipped by every other rescuer: a rescuer frozen mid-way
-            # must not keep them for longer than the bound.
-            self._db.driver.bound_locks(conn, LOCK_BOUND_SECONDS)
+        # Rows locked here are skipped by every other rescuer: a rescuer frozen mid-way
+        # must not keep them for longer than the bound.
+        with self._db.begin_bounded() as conn:
             lost = conn.execute(
                 select(
                     jobs.c.id,
@@ -204,8 +202,7 @@ class Leases:
         """Hand a job back unfinished (graceful shutdown); the attempt is not spent."""
         t = self._db.tables
         now = self._clock()
-        with self._db.engine.begin() as conn:
-            self._db.driver.bound_locks(conn, LOCK_BOUND_SECONDS)
+        with self._db.begin_bounded() as conn:
             row = conn.execute(
                 update(t.jobs)
                 .where(self._held(job_id, owner, attempt))
