@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 
+import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -93,3 +94,34 @@ def test_names_stay_unique_in_a_registry() -> None:
         assert "Duplicated timeseries" in str(exc)
     else:
         raise AssertionError("a second jobstead_jobs_finished was accepted")
+
+
+def test_a_stopped_workers_series_fold_into_the_totals_and_are_not_kept() -> None:
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    done = (AttemptOutcome.SUCCEEDED, JobStatus.SUCCEEDED)
+    live = JobSeries(metrics, "h", "q")
+    live.finished(*done).inc(5)
+    for _ in range(100):  # worker after worker in one process, each with its own series
+        series, claims = JobSeries(metrics, "h", "q"), ClaimSeries(metrics)
+        series.finished(*done).inc(2)
+        series.duration.observe(0.003)
+        claims.observe(0.001)
+        metrics.retire(claims, [series])
+    got = samples(registry)
+    assert got[("jobstead_jobs_finished_total", (("handler", "h"), ("outcome", "succeeded"), ("queue", "q")))] == 205
+    assert got[("jobstead_job_duration_seconds_count", (("handler", "h"), ("queue", "q")))] == 100
+    assert got[("jobstead_job_duration_seconds_bucket", (("handler", "h"), ("le", "0.005"), ("queue", "q")))] == 100
+    assert got[("jobstead_job_duration_seconds_sum", (("handler", "h"), ("queue", "q")))] == pytest.approx(0.3)
+    assert got[("jobstead_claims_total", ())] == 100
+    # What is kept: the live worker's series and one folded series per label values, not 100 of each.
+    assert len(metrics.finished._series) == 2 + 2  # live and folded: succeeded and lost each
+    assert len(metrics.duration._series) == 2
+    assert len(metrics.claims._series) == 1
+    live.finished(*done).inc()  # the live worker's series still count
+    assert (
+        samples(registry)[
+            ("jobstead_jobs_finished_total", (("handler", "h"), ("outcome", "succeeded"), ("queue", "q")))
+        ]
+        == 206
+    )

@@ -84,7 +84,9 @@ class _Family:
         self.labelnames = labelnames
         self.bounds = bounds
         self._series: list[tuple[tuple[str, ...], Tally | Buckets]] = []
-        self._lock = threading.Lock()  # taken when a series is made or listed, never per count
+        #: What stopped writers counted, one series per label values (also in ``_series``).
+        self._retired: dict[tuple[str, ...], Tally | Buckets] = {}
+        self._lock = threading.Lock()  # taken when a series is made, retired or read, never per count
 
     def tally(self, *values: str) -> Tally:
         assert self.bounds is None
@@ -104,9 +106,42 @@ class _Family:
         with self._lock:
             self._series.append((values, series))
 
-    def metric(self) -> Metric:
+    def retire(self, stopped: Iterable[Tally | Buckets]) -> None:
+        """Fold the series of a writer that has stopped into one kept per label values.
+
+        Without it a process that starts worker after worker (an application
+        restarting its embedded worker, a test suite) keeps every series any of
+        them made, and each scrape sums them all. The totals stay as they were:
+        a counter never goes down. Series of other families are ignored.
+        """
+        gone = {id(series) for series in stopped}
         with self._lock:
-            series = list(self._series)
+            kept: list[tuple[tuple[str, ...], Tally | Buckets]] = []
+            for values, series in self._series:
+                if id(series) not in gone:
+                    kept.append((values, series))
+                    continue
+                into = self._retired.get(values)
+                if into is None:
+                    into = self._retired[values] = Tally() if self.bounds is None else Buckets(self.bounds)
+                    kept.append((values, into))
+                if isinstance(series, Tally):
+                    assert isinstance(into, Tally)
+                    into.inc(series.value)
+                else:
+                    assert isinstance(into, Buckets)
+                    into.counts = [a + b for a, b in zip(into.counts, series.counts, strict=True)]
+                    into.sum += series.sum
+            self._series = kept
+
+    def metric(self) -> Metric:
+        # Read under the lock (no writer takes it per count): a scrape must not see a series
+        # both where it was and where ``retire`` folded it.
+        with self._lock:
+            return self._metric()
+
+    def _metric(self) -> Metric:
+        series = self._series
         if self.bounds is None:
             counter = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
             totals: dict[tuple[str, ...], float] = {}
@@ -192,6 +227,16 @@ class WorkerMetrics:
         self.slots.labels(state="busy").set_function(lambda: sum(busy() for _, busy in self._sources()))
         self.slots.labels(state="idle").set_function(lambda: sum(n - busy() for n, busy in self._sources()))
 
+    def retire(self, claims: ClaimSeries | None, jobs: Iterable[JobSeries]) -> None:
+        """A worker stopped: fold its own series into the totals kept for the process (``_Family.retire``)."""
+        stopped: list[Tally | Buckets] = []
+        if claims is not None:
+            stopped += [claims.count, claims.duration]
+        for series in jobs:
+            stopped += series.parts()
+        for family in (self.finished, self.duration, self.queue_wait, self.claims, self.claim_duration):
+            family.retire(stopped)
+
     def set_version(self, version: str) -> None:
         self.info.info({"version": version})
 
@@ -233,6 +278,10 @@ class JobSeries:
         self.duration = metrics.duration.buckets(handler, queue)
         self.queue_wait = metrics.queue_wait.buckets(handler, queue)
         self.lost = self.finished_as("lost")
+
+    def parts(self) -> list[Tally | Buckets]:
+        """Every series this made, for ``WorkerMetrics.retire``."""
+        return [self.duration, self.queue_wait, *self._finished.values()]
 
     def finished_as(self, outcome: str) -> Tally:
         tally = self._finished.get(outcome)

@@ -159,6 +159,7 @@ class Worker:
         self.metrics_port = metrics_port
         self.metrics = WORKER_METRICS
         self._metric_series: dict[tuple[str, str], JobSeries] = {}
+        self._claim_series: ClaimSeries | None = None
         self.started = threading.Event()
         self.stopped = threading.Event()
         self._running: dict[int, _Running] = {}
@@ -311,6 +312,7 @@ class Worker:
                 logger.exception("could not unregister worker %s", self.id)
             self._signals.remove()
             self.metrics.remove_slots(self)
+            self._retire_series()
             self.stopped.set()
             logger.info("worker %s stopped", self.id)
 
@@ -382,7 +384,7 @@ class Worker:
         store = self._opened()
         backoff = Backoff(0.1, 10.0)
         pace = ClaimPace(self.concurrency)
-        claims = ClaimSeries(self.metrics)  # this worker's own: counted without a lock
+        claims = self._claim_series = ClaimSeries(self.metrics)  # this worker's own: counted without a lock
         loop = asyncio.get_running_loop()
         claim: asyncio.Future[list[ClaimedJob]] | None = None
         asked = 0
@@ -684,6 +686,12 @@ class Worker:
         await run_hooks(self._env.failure_hooks, event)
         if event.final:
             await run_hooks(self._env.dead_hooks, event)
+
+    def _retire_series(self) -> None:
+        """Stopped: this worker's metric series join the process's totals (a run again makes new ones)."""
+        self.metrics.retire(self._claim_series, self._metric_series.values())
+        self._claim_series = None
+        self._metric_series = {}
 
     def _series(self, job: ClaimedJob) -> JobSeries:
         """The metric series of a (handler, queue), looked up once: label lookups cost more than the counts."""
