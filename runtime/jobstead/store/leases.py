@@ -63,6 +63,10 @@ class Leases:
         """
         if not completions:
             return set()
+        # In id order, the order a renewal locks the same rows in (through the primary key):
+        # in finishing order, a completion and a renewal of overlapping rows could each hold
+        # a row the other waits for, and the server aborted one of them as a deadlock.
+        completions = sorted(completions, key=lambda c: c.job_id)
         with self._db.engine.begin() as conn:
             applied = self._db.driver.complete(self._db, conn, completions)
             finished = {
@@ -95,7 +99,7 @@ class Leases:
             held = [self._db.driver.in_bound_list(jobs.c.id, "ids"), jobs.c.lease_owner == owner, running.is_(true())]
             # In chunks: a worker may hold more ids than a statement takes parameters (65,535 on
             # PostgreSQL, 32,766 on SQLite, where each id is one), and a failed renewal loses them all.
-            ids = list(job_ids)
+            ids = sorted(job_ids)  # ascending across chunks too: the order completions lock in
             chunks = [{"ids": ids[i : i + RENEWAL_CHUNK]} for i in range(0, len(ids), RENEWAL_CHUNK)]
         stmt = update(jobs).where(*held).values(lease_expires_at=expires).returning(jobs.c.id, jobs.c.cancel_requested)
         rows: list[Any] = []
