@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select
 
-from jobstead.retry import RetryPolicy
 from jobstead.status import AttemptOutcome, JobStatus
-from jobstead.store import ClaimedJob, Completion, CronDefinition, HandlerDefinition, NewJob, Store
+from jobstead.store import ClaimedJob, Completion, CronDefinition, NewJob, Store
 from tests.conftest import Target
+from tests.support.store_handlers import publish_handler
 
 pytestmark = [pytest.mark.postgres]
 
@@ -86,28 +86,12 @@ class Freezer:
             thread.join(10)
 
 
-def _handler(store: Store, name: str, concurrency: int | None = None) -> None:
-    store.registry.publish_handlers(
-        [
-            HandlerDefinition(
-                name=name,
-                queue="default",
-                priority=0,
-                concurrency=concurrency,
-                max_attempts=3,
-                retry=RetryPolicy.fixed(1),
-                timeout=None,
-            )
-        ]
-    )
-
-
 def _claim(store: Store, worker: str, handler: str = "h") -> list[ClaimedJob]:
     return store.claims.claim(worker_id=worker, handlers=[handler], queues=None, limit=1, lease_seconds=LEASE)
 
 
 def _running_job(mine: Store) -> ClaimedJob:
-    _handler(mine, "h")
+    publish_handler(mine, "h")
     mine.enqueue.insert([NewJob(handler="h", args={}, queue="default")])
     [job] = _claim(mine, "frozen")
     return job
@@ -165,7 +149,7 @@ def test_a_process_frozen_while_taking_a_maintenance_turn_does_not_stop_the_othe
 def test_a_claimer_frozen_before_its_commit_is_cut_off_after_the_lease(stores: tuple[Store, Store]) -> None:
     """A limited handler's claims lock its row: a frozen claimer would stop them all, everywhere."""
     mine, other = stores
-    _handler(mine, "limited", concurrency=1)
+    publish_handler(mine, "limited", concurrency=1)
     [queued] = mine.enqueue.insert([NewJob(handler="limited", args={}, queue="default")])
     freezer = Freezer(mine)
     theirs: list[list[ClaimedJob]] = []
@@ -279,7 +263,7 @@ def test_a_caller_frozen_while_cancelling_a_batch_lets_the_rescuer_have_its_runn
 ) -> None:
     _bounded_at_lease(monkeypatch)
     mine, other = stores
-    _handler(other, "h")
+    publish_handler(other, "h")
     _, [member] = other.batches.create([NewJob(handler="h", args={}, queue="default")])
     [job] = _claim(other, "frozen")
     assert job.id == member.id
@@ -306,7 +290,7 @@ def test_a_scheduler_frozen_while_firing_a_cron_does_not_stop_the_others(
     another scheduler fires the same time (once) instead of waiting on it for the whole freeze."""
     _bounded_at_lease(monkeypatch)
     mine, other = stores
-    _handler(mine, "h")
+    publish_handler(mine, "h")
     mine.crons.add(CronDefinition(name="nightly", schedule="* * * * *", handler="h", source="database"))
     fire_at = mine.clock() + timedelta(minutes=1)
 
@@ -329,10 +313,10 @@ def test_a_worker_frozen_while_publishing_its_handlers_does_not_stop_limited_cla
     as long as the bound."""
     _bounded_at_lease(monkeypatch)
     mine, other = stores
-    _handler(other, "limited", concurrency=2)
+    publish_handler(other, "limited", concurrency=2)
     other.enqueue.insert([NewJob(handler="limited", args={}, queue="default")])
     freezer = Freezer(mine)
-    with freezer.freezing("jobstead_handlers", lambda: _handler(mine, "limited", concurrency=2)):
+    with freezer.freezing("jobstead_handlers", lambda: publish_handler(mine, "limited", concurrency=2)):
         claimed = _in_time(lambda: _claim(other, "w", "limited"), 8 * LEASE)
         assert claimed, "the limited claim waited on the frozen publish's handler row"
     assert len(claimed[0]) == 1  # type: ignore[arg-type]

@@ -16,11 +16,11 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from jobstead.retry import RetryPolicy
 from jobstead.status import AttemptOutcome, JobStatus
-from jobstead.store import ClaimedJob, Completion, HandlerDefinition, NewJob, Store
+from jobstead.store import ClaimedJob, Completion, NewJob, Store
 from jobstead.store.drivers.postgresql import libpq_conninfo
 from tests.conftest import Target
+from tests.support.store_handlers import publish_handler
 
 pytestmark = [pytest.mark.postgres]
 
@@ -36,16 +36,7 @@ def store(postgres_target: Target) -> Iterator[Store]:
 
 
 def _running(store: Store, n: int) -> list[ClaimedJob]:
-    definition = HandlerDefinition(
-        name="h",
-        queue="default",
-        priority=0,
-        concurrency=None,
-        max_attempts=3,
-        retry=RetryPolicy.fixed(1),
-        timeout=None,
-    )
-    store.registry.publish_handlers([definition])
+    publish_handler(store, "h")
     store.enqueue.insert([NewJob(handler="h", args={}, queue="default") for _ in range(n)])
     jobs = store.claims.claim(worker_id="w", handlers=["h"], queues=None, limit=n, lease_seconds=60)
     return sorted(jobs, key=lambda j: j.id)
