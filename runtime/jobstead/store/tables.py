@@ -40,7 +40,8 @@ def _in(statuses: tuple[JobStatus, ...]) -> str:
 
 #: Partial-index predicates, as SQL both backends accept.
 READY_PREDICATE = _in(CLAIMABLE_STATUSES)
-LIVE_KEY_PREDICATE = "key IS NOT NULL AND " + _in(LIVE_STATUSES)
+#: ``key`` quoted: a reserved word on MySQL (whose sessions Jobstead runs with ANSI_QUOTES).
+LIVE_KEY_PREDICATE = '"key" IS NOT NULL AND ' + _in(LIVE_STATUSES)
 CRON_FIRE_PREDICATE = "cron_name IS NOT NULL"
 FINISHED_PREDICATE = _in(tuple(sorted(FINAL_STATUSES)))
 NOT_SUCCEEDED_PREDICATE = f"status <> '{JobStatus.SUCCEEDED.value}'"

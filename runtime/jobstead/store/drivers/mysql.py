@@ -15,7 +15,7 @@ What differs from the generic driver, and why:
 * Upserts: ``ON DUPLICATE KEY UPDATE``, and ``INSERT IGNORE`` for "do nothing"
   (MariaDB returns only the rows it inserted, as PostgreSQL's ``ON CONFLICT DO
   NOTHING RETURNING`` does).
-* ``UPDATE ... RETURNING`` does not exist: ``update_returning`` locks the rows
+* ``UPDATE ... RETURNING`` does not exist: ``execute_update`` locks the rows
   (``SELECT ... FOR UPDATE``), updates them by primary key and reads them back,
   in the caller's transaction.
 * Bound locks: ``innodb_lock_wait_timeout`` and the session's idle timeouts
@@ -26,20 +26,23 @@ What differs from the generic driver, and why:
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Result,
     Select,
     Table,
     Update,
     create_engine,
     event,
+    false,
     func,
     literal_column,
     select,
@@ -207,11 +210,16 @@ class MySQLDriver(Driver):
         return as_utc(value)
 
     def bound_locks(self, conn: Connection, seconds: float) -> None:
-        # Another transaction waits this long for our locks at most; and the server drops a
-        # connection whose client stays silent this long inside its transaction (MariaDB's
-        # idle_transaction_timeout; MySQL has none: its lock waiters time out instead).
-        whole = max(1, round(seconds))
-        conn.execute(text("SET SESSION innodb_lock_wait_timeout = :s"), {"s": whole})
+        # MariaDB ends a transaction whose client stays silent this long (as PostgreSQL's
+        # idle_in_transaction_session_timeout), rolling it back and freeing its locks; MySQL has
+        # no such setting, so there only our own lock waits are bounded. A session setting (no
+        # transaction-local form): it stays on the pooled connection, which only ever holds
+        # Jobstead's own short transactions.
+        whole = max(1, math.ceil(seconds))
+        if getattr(conn.dialect, "is_mariadb", False):
+            conn.execute(_MARIADB_BOUND, {"s": whole})
+        else:
+            conn.execute(_MYSQL_BOUND, {"s": whole})
 
     def lock_schema(self, conn: Connection, *, schema: str | None, prefix: str) -> None:
         # A session lock (MySQL has no transaction-scoped one), released when the migration's
@@ -224,24 +232,31 @@ class MySQLDriver(Driver):
         if schema:
             conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{schema}`"))
 
-    def update_returning(self, conn: Connection, stmt: Update, params: dict[str, Any] | None = None) -> Sequence[Any]:
-        """``UPDATE ... RETURNING`` in three statements: lock the rows, update them by primary key, read them."""
+    def execute_update(
+        self, conn: Connection, stmt: Update, params: dict[str, Any] | None = None
+    ) -> Result[Unpack[tuple[Any, ...]]]:
+        """``UPDATE ... RETURNING`` as three statements in ``conn``'s transaction: lock the rows
+        (``FOR UPDATE``, as the UPDATE would), update them by primary key, read them back."""
+        returning = stmt._returning
+        if not returning:
+            return conn.execute(stmt, params or {})
         table = stmt.table
         assert isinstance(table, Table)
         (pk,) = table.primary_key.columns
-        returning = stmt._returning
         lock = select(pk).with_for_update()
         if stmt.whereclause is not None:
             lock = lock.where(stmt.whereclause)
-        ids = list(conn.execute(lock, params or {}).scalars())
+        given = params or {}
+        ids = list(conn.execute(lock, given).scalars())
         if not ids:
-            return []
-        values = {col.key if hasattr(col, "key") else col: value for col, value in (stmt._values or {}).items()}
-        conn.execute(update(table).where(pk.in_(ids)).values(values), params or {})
-        rows = conn.execute(select(*returning).where(pk.in_(ids)).order_by(pk)).all()
-        return rows
+            return conn.execute(select(*returning).where(false()))
+        values = {getattr(col, "key", col): value for col, value in (stmt._values or {}).items()}
+        conn.execute(update(table).where(pk.in_(ids)).values(values), given)
+        return conn.execute(select(*returning).where(pk.in_(ids)).order_by(pk))
 
 
+_MARIADB_BOUND = text("SET SESSION idle_transaction_timeout = :s, innodb_lock_wait_timeout = :s")
+_MYSQL_BOUND = text("SET SESSION innodb_lock_wait_timeout = :s")
 _HOLDS_LOCKS = "jobstead_holds_named_locks"
 
 
@@ -256,7 +271,11 @@ def _release_locks(dbapi_connection: Any, record: Any) -> None:
 
 
 def _set_up_session(dbapi_connection: Any, _record: Any) -> None:
-    """Each new connection: a server Jobstead can run on, talking UTC in strict mode."""
+    """Each new connection: a server Jobstead can run on, talking UTC in strict mode.
+
+    ANSI_QUOTES: the store's few SQL fragments quote identifiers the standard way
+    (``"key"``, a reserved word here); SQLAlchemy's own backticks still work.
+    """
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("SELECT VERSION()")
@@ -265,7 +284,7 @@ def _set_up_session(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute(
             "SET SESSION time_zone = '+00:00', "
             "sql_mode = 'STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,"
-            "NO_ENGINE_SUBSTITUTION'"
+            "NO_ENGINE_SUBSTITUTION,ANSI_QUOTES'"
         )
     finally:
         cursor.close()
