@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Unpack
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -170,7 +170,7 @@ class Driver:
 
     def execute_update(
         self, conn: Connection, stmt: Update, params: dict[str, Any] | None = None
-    ) -> Result[Unpack[tuple[Any, ...]]]:
+    ) -> Result[*tuple[Any, ...]]:
         """Run an ``UPDATE ... RETURNING`` in ``conn``'s transaction: the rows as they are after it.
 
         A driver whose database has no ``RETURNING`` on ``UPDATE`` (MySQL, MariaDB)

@@ -30,7 +30,7 @@ import math
 import re
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, ClassVar, Unpack
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -234,7 +234,7 @@ class MySQLDriver(Driver):
 
     def execute_update(
         self, conn: Connection, stmt: Update, params: dict[str, Any] | None = None
-    ) -> Result[Unpack[tuple[Any, ...]]]:
+    ) -> Result[*tuple[Any, ...]]:
         """``UPDATE ... RETURNING`` as three statements in ``conn``'s transaction: lock the rows
         (``FOR UPDATE``, as the UPDATE would), update them by primary key, read them back."""
         returning = stmt._returning
