@@ -51,6 +51,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import BindParameter
 
 from ...clock import as_utc
 from ...errors import ConfigurationError
@@ -117,14 +119,19 @@ class Upsert(mysql.Insert):
         # applies assignments in order, each seeing the ones before: the columns ``where``
         # reads are assigned last, so it is read as the row was.
         read = {col.key for col in _columns_in(where)}
+
+        # Its values inline: mysqlclient's executemany (many rows in one INSERT) takes no
+        # parameters after the VALUES list.
+        def inlined(element: Any, **_: Any) -> Any:
+            return element.render_literal_execute() if isinstance(element, BindParameter) else None
+
+        inline = visitors.replacement_traverse(where, {}, inlined)
         keys = sorted(set_, key=lambda k: k in read)
         table = self.table
-        return self.on_duplicate_key_update([(k, func.if_(where, set_[k], table.c[k])) for k in keys])
+        return self.on_duplicate_key_update([(k, func.if_(inline, set_[k], table.c[k])) for k in keys])
 
 
 def _columns_in(expression: ColumnElement[Any]) -> Iterator[Any]:
-    from sqlalchemy.sql import visitors
-
     for element in visitors.iterate(expression):
         if getattr(element, "table", None) is not None and hasattr(element, "key"):
             yield element
