@@ -142,7 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
             default=30.0,
             help="how long running jobs get to finish on SIGTERM (30s; 0: hand them back at once)",
         )
-        p.add_argument("--poll-interval", type=positive_seconds, default=1.0, help=argparse.SUPPRESS)
+        p.add_argument(
+            "--poll-interval",
+            type=positive_seconds,
+            default=1.0,
+            help="how often to look for jobs when no wake-up comes (1s); SQLite and poolers rely on it",
+        )
         p.add_argument("--scheduler-interval", type=positive_seconds, default=1.0, help=argparse.SUPPRESS)
         p.add_argument("--metrics-port", type=_port, default=None, help="serve Prometheus metrics on this port")
 
@@ -272,7 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("metrics", processes.metrics, "serve the database-wide Prometheus gauges (one process per database)")
     p.add_argument("--port", type=_port, required=True, help="serve /metrics on this port")
-    p.add_argument("--host", default="0.0.0.0", help="listen on this address (default all)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="listen on this address (default 127.0.0.1, like the dashboard; 0.0.0.0 to be scraped from elsewhere)",
+    )
     p.add_argument("--tenant-labels", action="store_true", help="label batch gauges by tenant")
     app_option(p, required=False)
 

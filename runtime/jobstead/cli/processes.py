@@ -203,7 +203,7 @@ def metrics(args: Namespace) -> int:
     registry = CollectorRegistry()
     registry.register(DatabaseCollector(store, tenant_labels=args.tenant_labels))
     try:
-        serve_metrics(args.port, host=args.host, registry=registry)
+        serve_metrics(args.port, host=args.host, registry=registry, announce=False)
     except OSError as exc:
         raise UsageError(f"cannot serve metrics on {args.host}:{args.port}: {exc.strerror or exc}") from None
     print(f"serving database metrics of the {store.describe()} on http://{args.host}:{args.port}/metrics", flush=True)

@@ -1,0 +1,58 @@
+"""Rough edges of a first hour with Jobstead, each reproduced as a new user met it.
+
+The numbers in the test names are the points of the second first-hour trial.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.support.postgres_server import free_port
+from tests.support.processes import run_cli, spawn_cli, stop
+
+
+def _sqlite_env(tmp_path: Path) -> dict[str, str]:
+    return {"JOBSTEAD_DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}"}
+
+
+def test_6_worker_help_lists_the_poll_interval_the_readme_documents() -> None:
+    for command in ("worker", "run"):
+        done = run_cli([command, "--help"], {})
+        assert done.returncode == 0, done.stderr
+        assert "--poll-interval" in done.stdout, done.stdout
+
+
+def _listening_address(port: int) -> str:
+    """The local address of the socket listening on ``port``, read from the kernel's table."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, hex_port = fields[1].split(":")
+            if int(hex_port, 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                return address
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def test_15_metrics_listens_on_loopback_by_default_and_says_its_address_once(tmp_path: Path) -> None:
+    env = _sqlite_env(tmp_path)
+    assert run_cli(["migrate"], env).returncode == 0
+    port = free_port()
+    log = tmp_path / "metrics.log"
+    exporter = spawn_cli(["metrics", "--port", str(port)], env, log)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                    assert b"jobstead_database_up" in response.read()
+                break
+            except OSError:
+                assert time.time() < deadline, log.read_text()
+                time.sleep(0.2)
+        assert _listening_address(port) == "0100007F"  # 127.0.0.1, not 0.0.0.0
+    finally:
+        stop(exporter)
+    output = log.read_text()
+    assert output.count(f":{port}") == 1, output
