@@ -5,12 +5,15 @@ The numbers in the test names are the points of the second first-hour trial.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 from tests.support.postgres_server import free_port
-from tests.support.processes import run_cli, spawn_cli, stop
+from tests.support.processes import REPO, run_cli, spawn_cli, stop
 
 
 def _sqlite_env(tmp_path: Path) -> dict[str, str]:
@@ -56,3 +59,54 @@ def test_15_metrics_listens_on_loopback_by_default_and_says_its_address_once(tmp
         stop(exporter)
     output = log.read_text()
     assert output.count(f":{port}") == 1, output
+
+
+def test_13_empty_lists_say_so_instead_of_a_lone_header(tmp_path: Path) -> None:
+    env = _sqlite_env(tmp_path)
+    assert run_cli(["migrate"], env).returncode == 0
+    for args, said in (
+        (["jobs", "list"], "no jobs match: the table holds none"),
+        (["jobs", "list", "--status", "dead,failed"], "no jobs match --status dead,failed"),
+        (["crons", "list"], "no crons: add one with @app.cron in code, a CronSchedule resource, or jobstead crons add"),
+        (["pause", "list"], "nothing is paused"),
+    ):
+        done = run_cli(args, env)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == said, (args, done.stdout)
+
+
+def test_13_make_run_sets_the_dashboard_address_apart_before_the_first_log_line(tmp_path: Path) -> None:
+    """The address was buried among worker logs, and the hint read like a shell pipeline."""
+    env = {
+        **os.environ,
+        "JOBSTEAD_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}",
+        "MAKEFLAGS": "",
+    }
+    with subprocess.Popen(
+        ["make", "--no-print-directory", "run"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    ) as make:
+        lines: list[str] = []
+        assert make.stdout is not None
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            line = make.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip("\n"))
+            if " jobstead.worker: " in line:
+                break
+        os.killpg(make.pid, signal.SIGINT)
+        make.communicate(timeout=60)
+    output = "\n".join(lines)
+    first_log = next(i for i, line in enumerate(lines) if " INFO " in line)
+    banner = lines[:first_log]
+    assert "  Dashboard: http://127.0.0.1:8780/" in banner or any("did not start" in b for b in banner), output
+    assert "    .venv/bin/jobstead jobs list --status dead,failed" in banner, output
+    assert not any("|" in line for line in banner), output
+    assert "Editable installation" not in output and "****" not in output, output

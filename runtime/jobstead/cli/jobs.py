@@ -128,6 +128,15 @@ def _selection(args: Namespace, store: Store) -> JobSelection:
     )
 
 
+def _nothing_matches(args: Namespace) -> str:
+    filters = [f"--{f} {getattr(args, f)}" for f in ("status", "handler", "queue", "tenant") if getattr(args, f)]
+    if args.since is not None:
+        filters.append(f"--since {args.since}")
+    if args.offset:
+        filters.append(f"--offset {args.offset}")
+    return f"no jobs match {' '.join(filters)}" if filters else "no jobs match: the table holds none"
+
+
 def list_jobs(args: Namespace) -> int:
     if args.offset < 0:
         raise UsageError(f"--offset cannot be negative, got {args.offset}")
@@ -164,6 +173,7 @@ def list_jobs(args: Namespace) -> int:
             ]
             for j in jobs
         ],
+        empty=_nothing_matches(args),
     )
     return 0
 
@@ -280,7 +290,11 @@ def stats(args: Namespace) -> int:
     for title, groups in (("handler", result.by_handler), ("queue", result.by_queue), ("tenant", result.by_tenant)):
         if not groups:
             continue
-        print_table([title, *statuses], [[name, *(c.get(s, 0) for s in statuses)] for name, c in groups.items()])
+        print_table(
+            [title, *statuses],
+            [[name, *(c.get(s, 0) for s in statuses)] for name, c in groups.items()],
+            empty=f"no {title}s",
+        )
         print()
     counts = ", ".join(f"{s} {n}" for s, n in result.by_status.items() if n)
     print(f"total: {counts or 'no jobs'}")
