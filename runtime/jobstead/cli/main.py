@@ -6,12 +6,14 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from ..cron.schedule import SecondsFieldWarning
 from ..errors import ConfigurationError, JobsteadError
 from . import batches, crons, jobs, operator, processes
 from . import dashboard as dashboard_command
@@ -359,8 +361,25 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+# The commands that publish an app's code crons: the one place a cron's
+# definition is reported on. Every other command that imports the app stays quiet.
+_PUBLISHING_COMMANDS = frozenset({"worker", "run", "scheduler"})
+
+
+def _plain_warnings(command: str) -> None:
+    """Warnings as one line each, without Python's file path and source line."""
+
+    def show(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+        sys.stderr.write(f"jobstead: warning: {message}\n")
+
+    warnings.showwarning = show
+    if command not in _PUBLISHING_COMMANDS:
+        warnings.filterwarnings("ignore", category=SecondsFieldWarning)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _plain_warnings(args.command)
     try:
         processes.configure_logging(getattr(args, "log_level", "info"), getattr(args, "log_format", None))
     except UsageError as exc:
