@@ -163,7 +163,7 @@ def _list_pauses(args: Namespace) -> int:
     elif not paused:
         print("nothing is paused")
     else:
-        print_table(["scope", "name"], [[scope, name or None] for scope, name in paused])
+        print_table(["scope", "name"], [[scope, name or None] for scope, name in paused], empty="nothing is paused")
     return 0
 
 
