@@ -123,7 +123,10 @@ class Upsert(mysql.Insert):
         # Its values inline: mysqlclient's executemany (many rows in one INSERT) takes no
         # parameters after the VALUES list.
         def inlined(element: Any, **_: Any) -> Any:
-            return element.render_literal_execute() if isinstance(element, BindParameter) else None
+            if not isinstance(element, BindParameter):
+                return None
+            sql = element.compile(dialect=mysql.dialect(), compile_kwargs={"literal_binds": True})
+            return literal_column(str(sql), element.type)
 
         inline = visitors.replacement_traverse(where, {}, inlined)
         keys = sorted(set_, key=lambda k: k in read)
