@@ -146,6 +146,12 @@ class MariaDBServer:
         if done.returncode != 0:
             raise RuntimeError(done.stderr.decode())
 
+    def databases(self) -> list[str]:
+        done = self._client("SHOW DATABASES")
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr.decode())
+        return done.stdout.decode().split()[1:]  # after the column header
+
     def create_database(self, name: str) -> str:
         self.sql(f"CREATE DATABASE `{name}`")
         return self.url(name)
