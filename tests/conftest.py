@@ -91,6 +91,14 @@ def target(request: pytest.FixtureRequest) -> Target:
     return request.getfixturevalue(f"{request.param}_target")  # type: ignore[no-any-return]
 
 
+@pytest.fixture(
+    params=[pytest.param("postgres", marks=pytest.mark.postgres), pytest.param("mariadb", marks=pytest.mark.mariadb)]
+)
+def server_target(request: pytest.FixtureRequest) -> Target:
+    """A database with a server of its own (several processes, real row locks): PostgreSQL and MariaDB."""
+    return request.getfixturevalue(f"{request.param}_target")  # type: ignore[no-any-return]
+
+
 @pytest.fixture
 def make_app(target: Target) -> Iterator[Callable[..., App]]:
     apps: list[App] = []

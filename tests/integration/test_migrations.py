@@ -60,7 +60,7 @@ def _without_mysql_live_key(store: Store, diff: list[object]) -> list[object]:
         ]
 
     def normal(sql: str) -> str:
-        return "".join(sql.lower().replace("`", "").split())
+        return "".join(sql.lower().replace("`", "").replace('"', "").split())
 
     assert {name: normal(sql) for name, sql in generated.items()} == {
         name: normal(sql) for name, sql in MYSQL_LIVE_KEY.items()

@@ -60,7 +60,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 #: A double-precision float everywhere (MySQL's FLOAT is single precision: 0.1 s timeouts drift).
-Double = Float().with_variant(mysql.DOUBLE(), *_MYSQL)
+Double = Float().with_variant(mysql.DOUBLE(asdecimal=False), *_MYSQL)
 
 #: Options of every table on MySQL and MariaDB: InnoDB (row locks, SKIP LOCKED) and a binary
 #: collation, so that names, keys and tenants compare case- and accent-sensitively as on

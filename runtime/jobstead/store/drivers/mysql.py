@@ -191,6 +191,7 @@ class MySQLDriver(Driver):
         connect_args = dict(options.pop("connect_args", {}))
         if "connect_timeout" not in url.query:
             connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
+        connect_args.setdefault("init_command", SESSION_SETUP)
         options["connect_args"] = connect_args
         engine = create_engine(url, **options)
         event.listen(engine, "connect", _set_up_session)
@@ -281,20 +282,20 @@ def _release_locks(dbapi_connection: Any, record: Any) -> None:
 
 
 def _set_up_session(dbapi_connection: Any, _record: Any) -> None:
-    """Each new connection: a server Jobstead can run on, talking UTC in strict mode.
-
-    ANSI_QUOTES: the store's few SQL fragments quote identifiers the standard way
-    (``"key"``, a reserved word here); SQLAlchemy's own backticks still work.
-    """
+    """Each new connection: a server Jobstead can run on."""
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("SELECT VERSION()")
         (version,) = cursor.fetchone()
         check_server_version(version if isinstance(version, str) else version.decode())
-        cursor.execute(
-            "SET SESSION time_zone = '+00:00', "
-            "sql_mode = 'STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,"
-            "NO_ENGINE_SUBSTITUTION,ANSI_QUOTES'"
-        )
     finally:
         cursor.close()
+
+
+#: Run by the client library as each connection opens, so SQLAlchemy, which reads the SQL mode
+#: when it first connects, knows it: UTC, strict, and ANSI_QUOTES (the store's few SQL
+#: fragments quote identifiers the standard way, ``"key"``, a reserved word here).
+SESSION_SETUP = (
+    "SET SESSION time_zone = '+00:00', sql_mode = 'STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,"
+    "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,ANSI_QUOTES'"
+)
