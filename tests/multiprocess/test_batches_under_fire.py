@@ -23,7 +23,7 @@ from tests.apps.batchy import STARTS_ENV
 from tests.conftest import Target
 from tests.support.processes import spawn_cli, stop
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 BATCHES, SIZE, WORKERS, KILLS = 500, 10, 4, 10
 WORKER = [
@@ -40,8 +40,8 @@ WORKER = [
 
 
 @pytest.fixture
-def target(server_target: Target) -> Target:
-    return server_target
+def target(postgres_target: Target) -> Target:
+    return postgres_target
 
 
 def test_continuations_fire_exactly_once_through_kill_9(target: Target, tmp_path: Path) -> None:
