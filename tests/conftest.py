@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -80,13 +79,13 @@ def sqlite_target(tmp_path: Path) -> Target:
     return Target("sqlite", f"sqlite:///{tmp_path / 'jobs.db'}", None)
 
 
-#: MariaDB joins the matrix when asked (JOBSTEAD_TEST_MARIADB=1) until every test passes on it.
-_TARGETS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-if os.environ.get("JOBSTEAD_TEST_MARIADB"):
-    _TARGETS.append(pytest.param("mariadb", marks=pytest.mark.mariadb))
-
-
-@pytest.fixture(params=_TARGETS)
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ]
+)
 def target(request: pytest.FixtureRequest) -> Target:
     return request.getfixturevalue(f"{request.param}_target")  # type: ignore[no-any-return]
 

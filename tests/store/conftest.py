@@ -59,16 +59,3 @@ def handler(
         retry=RetryPolicy.fixed(10),
         timeout=None,
     )
-
-
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("mariadb", marks=pytest.mark.mariadb),
-    ]
-)
-def target(request: pytest.FixtureRequest) -> Target:
-    """The conformance suite runs on every driver, MariaDB included (elsewhere MariaDB joins the
-    matrix with JOBSTEAD_TEST_MARIADB=1 until the worker and process tests pass on it)."""
-    return request.getfixturevalue(f"{request.param}_target")  # type: ignore[no-any-return]
