@@ -13,6 +13,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -33,9 +34,10 @@ from ..store.records import BATCH_STATUSES
 from . import filters, render, web
 from .actions import BULK_VERBS, PAUSE_SCOPES, ActionRefused, Actions
 from .auth import SESSION_COOKIE, SESSION_SECONDS, AuthCallable, Authenticator, Credentials, Signer, User
+from .depth import queue_depth
 from .filters import BadInput
 from .live import MIN_INTERVAL, ChangeFeed, Shared, store_listener
-from .queries import CANCELLABLE, RETRYABLE, SEARCH_WINDOW, DashboardQueries
+from .queries import CANCELLABLE, RETRYABLE, SEARCH_WINDOW, DashboardQueries, Overview
 
 logger = logging.getLogger("jobstead.dashboard")
 
@@ -79,7 +81,13 @@ class Dashboard:
         listen = store_listener(store) if store.supports_listen else None
         self.feed = ChangeFeed(self.queries, poll_interval=poll_interval, listen=listen)
         self.templates = render.environment()
-        self.shared_overview = Shared(self.queries.overview, max_age=MIN_INTERVAL)
+        self.shared_overview = Shared(self._overview_data, max_age=MIN_INTERVAL)
+
+    def _overview_data(self) -> tuple[Overview, list[int], datetime]:
+        """The counts and the two charts' series, computed once for every tab at one feed version."""
+        now = self.store.clock()
+        start = (now - timedelta(hours=1)).replace(second=0, microsecond=0)
+        return self.queries.overview(), queue_depth(self.store, start, now), start
 
     # -- responses ---------------------------------------------------------------
 
@@ -205,9 +213,12 @@ class Dashboard:
 
     def overview(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
         web.no_params(request)
+        overview, depth, start = self.shared_overview.get(self.feed.version)
         return "overview.html", {
             "title": "Overview",
-            "overview": self.shared_overview.get(self.feed.version),
+            "overview": overview,
+            "depth": depth,
+            "chart_start": start,
             "live": True,
         }
 
