@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import timedelta
+from html import unescape
 
+from jobstead import JobStatus
 from jobstead.dashboard.depth import queue_depth
-from tests.dashboard.conftest import Shop, TestClient
+from tests.conftest import worker_thread
+from tests.dashboard.conftest import Shop, TestClient, wait_for
 
 MakeClient = Callable[..., TestClient]
 
@@ -55,3 +58,41 @@ def test_queue_depth_counts_waiting_jobs_minute_by_minute(shop: Shop) -> None:
     assert after[-1] == before[-1] + 5
     # the seeded jobs that already ran waited less than a minute, and the scheduled one is not due
     assert after[-1] == 6  # the five above and the seed's waiting welcome mail
+
+
+def flaky_success(shop: Shop) -> int:
+    """A job whose first attempt fails with a ConnectionError and whose second succeeds."""
+    app = shop.app
+    calls: list[int] = []
+
+    @app.handler(max_attempts=4, retry=0)
+    def sync_inventory(sku: str) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("inventory service unreachable")
+        return "synced"
+
+    job = sync_inventory.defer(sku="A-1")
+    with worker_thread(app):
+        wait_for(lambda: job.refresh().status is JobStatus.SUCCEEDED, what="the flaky job to succeed")
+    return job.id
+
+
+def test_the_jobs_list_previews_arguments_and_says_errors_of_failures_only(shop: Shop, make_client: MakeClient) -> None:
+    succeeded = flaky_success(shop)
+    html = make_client(shop.app).get("/jobs").text
+    found = re.finditer(r'<tr data-job-id="(\d+)".*?</tr>', html, flags=re.S)
+    rows = {int(m.group(1)): unescape(m.group(0)) for m in found}
+    dead = rows[shop.ids["dead"]]
+    assert 'class="is-bad"' in dead
+    assert "order=7" in dead and "ValueError" in dead and "card declined for order 7" in dead
+    assert 'to="ada@example.com"' in rows[shop.ids["succeeded"]]
+    assert "ConnectionError" not in rows[succeeded] and "is-bad" not in rows[succeeded]
+    assert 'sku="A-1"' in rows[succeeded]
+    assert " ago" in rows[succeeded] and re.search(r"\d+ ms|\d\.\d s", rows[succeeded])
+    assert re.search(r'<td class="nowrap" title="[^"]+">in (59|60) min</td>', rows[shop.ids["scheduled"]])
+    # pickers of the known names, not free text
+    for name, known in (("handler", "charge_card"), ("queue", "mail"), ("tenant", "acme")):
+        picker = html.split(f'<select name="{name}">')[1].split("</select>")[0]
+        assert f'<option value="{known}">' in picker, name
+    assert 'placeholder="job id, key or argument text"' in html

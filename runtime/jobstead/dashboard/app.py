@@ -31,7 +31,7 @@ from ..errors import JobNotFound
 from ..status import JobStatus
 from ..store import Store
 from ..store.records import BATCH_STATUSES
-from . import filters, render, web
+from . import filters, listing, render, web
 from .actions import BULK_VERBS, PAUSE_SCOPES, ActionRefused, Actions
 from .auth import SESSION_COOKIE, SESSION_SECONDS, AuthCallable, Authenticator, Credentials, Signer, User
 from .depth import queue_depth
@@ -231,10 +231,12 @@ class Dashboard:
         return "jobs.html", {
             "title": "Jobs",
             "page": page,
+            "details": listing.row_details(self.store, [row.id for row in page.rows]),
             "where": where,
             "statuses": [s.value for s in JobStatus],
             "handlers": handlers,
             "queues": queues,
+            "tenants": listing.known_tenants(self.store),
             "before": before,
             "next_url": web.with_params(request, before=page.next_before) if page.next_before else None,
             "live": before is None,

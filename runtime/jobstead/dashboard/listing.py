@@ -1,0 +1,60 @@
+"""What the jobs list shows beyond its columns: an argument preview, the error's message, timings.
+
+Read for the one page of ids the list already found (primary-key look-ups),
+so the list's own query stays the keyset scan it was. The pickers' names
+come from the handlers table and the tenant index.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from ..store import Store
+
+#: Characters of an argument preview; the job's page shows them all.
+PREVIEW = 90
+#: Tenants offered in the jobs list's picker (a typed ?tenant= still filters on any other).
+TENANT_CHOICES = 200
+
+
+@dataclass(frozen=True)
+class RowDetail:
+    args_preview: str
+    error_message: str | None
+    started_at: datetime | None
+
+
+def preview(args: dict[str, Any] | None, limit: int = PREVIEW) -> str:
+    """``order=7, to="ada@example.com"``: a job's arguments on one line, cut at ``limit`` characters."""
+    if not args:
+        return ""
+    text = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False, default=str)}" for k, v in args.items())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def row_details(store: Store, ids: Sequence[int]) -> dict[int, RowDetail]:
+    if not ids:
+        return {}
+    jobs = store.tables.jobs
+    stmt = select(
+        jobs.c.id, jobs.c.args, jobs.c.error["message"].as_string().label("message"), jobs.c.started_at
+    ).where(jobs.c.id.in_(list(ids)))
+    with store.db.engine.connect() as conn:
+        return {
+            int(r.id): RowDetail(args_preview=preview(r.args), error_message=r.message, started_at=r.started_at)
+            for r in conn.execute(stmt)
+        }
+
+
+def known_tenants(store: Store) -> list[str]:
+    """Tenant names for the picker: distinct values of the tenant index, the first ``TENANT_CHOICES``."""
+    jobs = store.tables.jobs
+    stmt = select(jobs.c.tenant).where(jobs.c.tenant.is_not(None)).distinct().order_by(jobs.c.tenant)
+    with store.db.engine.connect() as conn:
+        return [str(t) for t in conn.execute(stmt.limit(TENANT_CHOICES)).scalars()]
