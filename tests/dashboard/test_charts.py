@@ -63,3 +63,29 @@ def test_times_are_said_as_sentences() -> None:
     assert ago(datetime(2026, 12, 6, 16, 30, tzinfo=UTC), now) == "in 3 h"
     assert ago(None, now) == "-"
     assert [duration(s) for s in (0.012, 4.25, 185, 7800, None)] == ["12 ms", "4.2 s", "3 min 5 s", "2 h 10 min", "-"]
+
+
+def test_a_traceback_keeps_the_handlers_frames_and_folds_the_frameworks() -> None:
+    from jobstead.dashboard.tracebacks import trim
+
+    text = (
+        "Traceback (most recent call last):\n"
+        '  File "/usr/lib/python3.11/asyncio/tasks.py", line 277, in __step\n'
+        "    result = coro.send(None)\n"
+        '  File "/srv/venv/lib/python3.11/site-packages/jobstead/worker/execution.py", line 60, in call_handler\n'
+        "    return Finished(value=await asyncio.shield(future))\n"
+        "                          ^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
+        '  File "/srv/shop/jobs.py", line 12, in charge_card\n'
+        "    raise ValueError('declined')\n"
+        "ValueError: declined\n"
+    )
+    trimmed = trim(text)
+    assert trimmed is not None
+    assert trimmed.shown == (
+        "Traceback (most recent call last):\n"
+        '  File "/srv/shop/jobs.py", line 12, in charge_card\n'
+        "    raise ValueError('declined')\n"
+        "ValueError: declined"
+    )
+    assert trimmed.folded == 2 and trimmed.kinds == ["asyncio", "Jobstead"] and trimmed.full == text
+    assert trim(None) is None and trim("") is None

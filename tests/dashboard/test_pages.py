@@ -96,3 +96,54 @@ def test_the_jobs_list_previews_arguments_and_says_errors_of_failures_only(shop:
         picker = html.split(f'<select name="{name}">')[1].split("</select>")[0]
         assert f'<option value="{known}">' in picker, name
     assert 'placeholder="job id, key or argument text"' in html
+
+
+def test_a_succeeded_job_shows_its_failed_attempt_not_an_error(shop: Shop, make_client: MakeClient) -> None:
+    job_id = flaky_success(shop)
+    client = make_client(shop.app)
+    html = unescape(client.get(f"/jobs/{job_id}", headers={"Referer": "http://testserver/jobs?status=succeeded"}).text)
+    assert 'id="job-error"' not in html and 'id="traceback"' not in html and "<h2>Error" not in html
+    assert "attempt 2 of 4" in html
+    attempts = html.split('id="attempts"')[1]
+    assert "Attempt 1 of 4: failed" in attempts and "Attempt 2 of 4: succeeded" in attempts
+    assert "ConnectionError" in attempts and "inventory service unreachable" in attempts
+    assert re.search(r"took \d+ ms|took \d+\.\d s", attempts)
+    # the handler's frame shown, Jobstead's worker frames folded below
+    shown = attempts.split('<pre class="traceback">')[1].split("</pre>")[0]
+    assert "sync_inventory" in shown and "jobstead/worker" not in shown
+    assert "frames of Jobstead" in attempts or "frame of Jobstead" in attempts
+    assert 'href="/jobs?status=succeeded" id="back-to-list"' in html
+
+
+def test_a_dead_job_shows_its_error_with_the_handlers_frames_first(shop: Shop, make_client: MakeClient) -> None:
+    html = unescape(make_client(shop.app).get(f"/jobs/{shop.ids['dead']}").text)
+    assert 'id="job-error"' in html and "card declined for order 7" in html
+    shown = html.split('<pre class="traceback" id="traceback">')[1].split("</pre>")[0]
+    assert shown.startswith("Traceback (most recent call last):")
+    assert "charge_card" in shown and shown.rstrip().endswith("ValueError: card declined for order 7")
+    assert "/jobstead/" not in shown and "asyncio" not in shown
+    assert 'href="/jobs" id="back-to-list"' in html
+    assert "attempt 1 of 1" in html
+
+
+def test_delete_and_pause_everything_ask_first(shop: Shop, make_client: MakeClient) -> None:
+    client = make_client(shop.app)
+    origin = {"Origin": "http://testserver"}
+    page = client.get(f"/jobs/{shop.ids['succeeded']}").text
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)  # type: ignore[union-attr]
+    asked = client.post(f"/jobs/{shop.ids['succeeded']}/delete", data={"csrf": csrf, "next": "/jobs"}, headers=origin)
+    assert asked.status_code == 200 and "cannot be undone" in asked.text
+    assert shop.app.store.queries.get_job(shop.ids["succeeded"]) is not None
+    assert 'name="confirmed" value="yes"' in asked.text
+    done = client.post(
+        f"/jobs/{shop.ids['succeeded']}/delete",
+        data={"csrf": csrf, "next": "/jobs", "confirmed": "yes"},
+        headers=origin,
+    )
+    assert done.status_code == 303 and done.headers["location"] == "/jobs"
+    assert shop.app.store.queries.get_job(shop.ids["succeeded"]) is None
+    asked = client.post("/pause", data={"csrf": csrf, "scope": "all"}, headers=origin)
+    assert asked.status_code == 200 and "Pause everything?" in asked.text
+    assert shop.app.store.control.paused() == []
+    client.post("/pause", data={"csrf": csrf, "scope": "all", "confirmed": "yes"}, headers=origin)
+    assert shop.app.store.control.paused() == [("all", "")]

@@ -249,10 +249,13 @@ class Dashboard:
         detail = self.queries.job(job_id)
         if detail is None:
             raise JobNotFound(f"no job with id {job_id} (it never existed, or was deleted or pruned)")
+        definition = self.store.registry.handler(detail.job.handler)
         return "job.html", {
             "title": f"Job {job_id}",
             "detail": detail,
             "job": detail.job,
+            "max_attempts": detail.job.max_attempts or (definition.max_attempts if definition else None),
+            "back": web.list_referrer(request) or request.scope.get("root_path", "").rstrip("/") + "/jobs",
             "retryable": detail.job.status in RETRYABLE,
             "cancellable": detail.job.status in CANCELLABLE and not detail.job.cancel_requested,
             "live": True,
@@ -305,7 +308,36 @@ class Dashboard:
 
     # -- actions -----------------------------------------------------------------
 
-    def job_action(self, request: Request, user: User, form: FormData) -> str:
+    def confirm(
+        self,
+        request: Request,
+        user: User,
+        form: FormData,
+        *,
+        question: str,
+        action: str,
+        label: str,
+        back: str,
+        fields: Mapping[str, str] | None = None,
+    ) -> Response:
+        """The page a destructive button leads to: the same form again, with ``confirmed=yes``."""
+        base = request.scope.get("root_path", "").rstrip("/")
+        return self.page(
+            request,
+            "confirm_action.html",
+            {
+                "title": "Confirm",
+                "question": question,
+                "action": action,
+                "label": label,
+                "fields": dict(fields or {}),
+                "next": web.safe_next(str(form.get("next", "")), base) or base + back,
+                "back": base + back,
+            },
+            user=user,
+        )
+
+    def job_action(self, request: Request, user: User, form: FormData) -> Response | str:
         job_id = filters.job_id(request.path_params["job_id"])
         verb = request.path_params["verb"]
         if verb == "retry":
@@ -313,6 +345,16 @@ class Dashboard:
         if verb == "cancel":
             return self.actions.cancel(user, job_id).message
         if verb == "delete":
+            if form.get("confirmed") != "yes":
+                return self.confirm(
+                    request,
+                    user,
+                    form,
+                    question=f"Delete job {job_id} and its attempts? This cannot be undone.",
+                    action=f"/jobs/{job_id}/delete",
+                    label=f"Yes, delete job {job_id}",
+                    back=f"/jobs/{job_id}",
+                )
             return self.actions.delete(user, job_id).message
         raise BadInput(f"no action {verb!r} on jobs; actions are retry, cancel, delete")
 
@@ -337,7 +379,7 @@ class Dashboard:
             raise ActionRefused("no job selected: tick the jobs first, or act on everything matching the filter")
         return self.actions.bulk(user, verb, ids).message
 
-    def pause_action(self, request: Request, user: User, form: FormData) -> str:
+    def pause_action(self, request: Request, user: User, form: FormData) -> Response | str:
         verb = "pause" if request.url.path.endswith("/pause") else "resume"
         scope = str(form.get("scope", ""))
         name = str(form.get("name", "")).strip()
@@ -346,6 +388,18 @@ class Dashboard:
         if scope != "all" and not name:
             raise BadInput(f"pausing a {scope} needs its name")
         if verb == "pause":
+            if scope == "all" and form.get("confirmed") != "yes":
+                return self.confirm(
+                    request,
+                    user,
+                    form,
+                    question="Pause everything? Workers finish the jobs they are running and start no other job, "
+                    "of any handler or queue, until you resume.",
+                    action="/pause",
+                    label="Yes, pause everything",
+                    back="/",
+                    fields={"scope": "all"},
+                )
             return self.actions.pause(user, scope, name).message
         return self.actions.resume(user, scope, name).message
 

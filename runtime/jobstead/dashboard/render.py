@@ -9,7 +9,7 @@ from typing import Any
 import jinja2
 
 from ..clock import utcnow
-from . import charts
+from . import charts, tracebacks
 
 
 def environment() -> jinja2.Environment:
@@ -30,6 +30,7 @@ def environment() -> jinja2.Environment:
     env.globals["depth_chart"] = charts.depth_chart
     env.globals["sparkline"] = charts.sparkline
     env.globals["minute_label"] = charts.minute_label
+    env.globals["trim"] = tracebacks.trim
     return env
 
 
