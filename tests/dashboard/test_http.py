@@ -16,7 +16,7 @@ from jobstead.dashboard import Credentials, User, credentials_from
 from tests.conftest import Target
 from tests.dashboard.conftest import Shop, TestClient, build_shop, csrf_of, seed
 
-PAGES = ["/", "/jobs", "/failures", "/crons", "/workers", "/batches", "/activity"]
+PAGES = ["/", "/jobs", "/running", "/failures", "/crons", "/workers", "/batches", "/activity"]
 TOKEN = "s3cret-token-for-tests"
 ORIGIN = {"Origin": "http://testserver"}
 
@@ -170,6 +170,7 @@ ACTIONS: list[tuple[str, dict[str, Any]]] = [
     ("/resume", {"scope": "all"}),
     ("/crons/nightly/disable", {}),
     ("/crons/nightly/enable", {}),
+    ("/crons/nightly/run", {}),
 ]
 ACTION_IDS = [f"{path.split('/')[-1]}:{form.get('action', '')}{form.get('scope', '')}" for path, form in ACTIONS]
 
@@ -187,6 +188,7 @@ def _state(shop: Shop) -> tuple[Any, ...]:
     store = shop.app.store
     cron = store.crons.get("nightly")
     return (
+        len(store.queries.list_jobs()),
         tuple(status_of(shop.app, i) for i in shop.ids.values()),
         tuple(store.control.paused()),
         cron.enabled if cron else None,

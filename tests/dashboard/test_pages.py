@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from html import unescape
@@ -13,6 +15,7 @@ from tests.conftest import worker_thread
 from tests.dashboard.conftest import Shop, TestClient, wait_for
 
 MakeClient = Callable[..., TestClient]
+ORIGIN = {"Origin": "http://testserver"}
 
 
 def buttons(html: str, action: str) -> list[str]:
@@ -147,3 +150,74 @@ def test_delete_and_pause_everything_ask_first(shop: Shop, make_client: MakeClie
     assert shop.app.store.control.paused() == []
     client.post("/pause", data={"csrf": csrf, "scope": "all", "confirmed": "yes"}, headers=origin)
     assert shop.app.store.control.paused() == [("all", "")]
+
+
+def test_the_running_page_and_the_workers_page_say_what_runs_where(shop: Shop, make_client: MakeClient) -> None:
+    app = shop.app
+    release = threading.Event()
+
+    @app.handler
+    def slow_export(report: str) -> str:
+        release.wait(20)
+        return "done"
+
+    client = make_client(app)
+    assert "Nothing is running right now." in client.get("/running").text
+    job = slow_export.defer(report="q4")
+    try:
+        with worker_thread(app):
+            wait_for(lambda: job.refresh().status is JobStatus.RUNNING, what="the export to start")
+            record = app.store.queries.get_job(job.id)
+            worker = record.lease_owner if record else None
+            assert worker
+            time.sleep(1.1)
+            html = unescape(client.get("/running").text)
+            row = html.split(f'<tr data-job-id="{job.id}">')[1].split("</tr>")[0]
+            assert "slow_export" in row and 'report="q4"' in row and worker in row
+            assert re.search(r"<td class=\"num nowrap\" data-elapsed>\d\.\d s</td>", row), row
+            assert 'data-action="cancel"' in row
+            workers = client.get("/workers").text
+            mine = workers.split(f'<tr data-worker="{worker}">')[1].split("</tr>")[0]
+            assert f'href="/jobs/{job.id}"' in mine and "slow_export" in mine
+            csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', html).group(1)  # type: ignore[union-attr]
+            asked = client.post(f"/jobs/{job.id}/cancel", data={"csrf": csrf, "next": "/running"}, headers=ORIGIN)
+            assert asked.status_code == 303 and asked.headers["location"] == "/running"
+            assert getattr(app.store.queries.get_job(job.id), "cancel_requested", False)
+            assert "stop requested" in client.get("/running").text
+            release.set()
+    finally:
+        release.set()
+
+
+def test_a_batch_has_its_own_page_with_a_status_badge(shop: Shop, make_client: MakeClient) -> None:
+    batch = shop.app.defer_batch([shop.app.handlers["send_email"].job(to="z@example.com")], tenant="acme")
+    client = make_client(shop.app)
+    page = client.get(f"/batches/{batch.id}")
+    assert page.status_code == 200
+    assert '<span class="badge b-active" id="batch-status">active</span>' in page.text
+    assert f'href="/jobs?batch={batch.id}&amp;status=queued"><span class="n">1</span>' in page.text
+    assert f'href="/batches/{batch.id}"' in client.get("/batches").text
+    missing = client.get("/batches/99999")
+    assert missing.status_code == 404 and "no batch with id 99999" in missing.text
+    assert client.get("/batches/abc").status_code == 404
+
+
+def test_crons_say_their_schedule_in_words_and_run_now_defers_an_ordinary_job(
+    shop: Shop, make_client: MakeClient
+) -> None:
+    app = shop.app
+    client = make_client(app)
+    html = unescape(client.get("/crons").text)
+    row = html.split('<tr data-cron="nightly">')[1].split("</tr>")[0]
+    assert "every day at 03:00" in row and "0 3 * * *" in row
+    fires = re.findall(r">(\d{4}-\d\d-\d\d 03:00:00) UTC <span", row)
+    assert len(fires) == 3 and len(set(fires)) == 3, row
+    before = {j.id for j in app.store.queries.list_jobs()}
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', html).group(1)  # type: ignore[union-attr]
+    done = client.post("/crons/nightly/run", data={"csrf": csrf, "next": "/crons"}, headers=ORIGIN)
+    assert done.status_code == 303
+    (new,) = [j for j in app.store.queries.list_jobs() if j.id not in before]
+    assert (new.handler, new.queue, new.args, new.status) == ("rebuild_report", "reports", {}, JobStatus.QUEUED)
+    assert f"cron nightly run now as job {new.id}" in client.get("/activity").text
+    cron = app.store.crons.get("nightly")
+    assert cron is not None and cron.last_job_id is None, "a run now is not a fire"

@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -27,11 +28,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..app import App
-from ..errors import JobNotFound
+from ..cron.schedule import CronSchedule, InvalidSchedule
+from ..errors import BatchNotFound, JobNotFound
 from ..status import JobStatus
 from ..store import Store
 from ..store.records import BATCH_STATUSES
-from . import filters, listing, render, web
+from . import filters, listing, render, running, schedules, web
 from .actions import BULK_VERBS, PAUSE_SCOPES, ActionRefused, Actions
 from .auth import SESSION_COOKIE, SESSION_SECONDS, AuthCallable, Authenticator, Credentials, Signer, User
 from .depth import queue_depth
@@ -267,11 +269,42 @@ class Dashboard:
 
     def crons(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
         web.no_params(request)
-        return "crons.html", {"title": "Crons", "crons": self.queries.crons(), "live": True}
+        now = self.store.clock()
+        crons = self.queries.crons()
+        return "crons.html", {
+            "title": "Crons",
+            "crons": crons,
+            "described": {c.name: schedules.describe(c.schedule) for c in crons},
+            "upcoming": {c.name: _next_fires(c.schedule, c.timezone, now) if c.enabled else [] for c in crons},
+            "live": True,
+        }
 
     def workers(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
         web.no_params(request)
-        return "workers.html", {"title": "Workers", "workers": self.queries.workers(), "live": True}
+        return "workers.html", {
+            "title": "Workers",
+            "workers": self.queries.workers(),
+            "jobs_of": running.jobs_by_worker(self.store),
+            "live": True,
+        }
+
+    def running_page(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
+        web.no_params(request)
+        return "running.html", {
+            "title": "Running",
+            "jobs": running.running_jobs(self.store),
+            "limit": running.RUNNING_LIMIT,
+            "live": True,
+        }
+
+    def batch(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
+        web.no_params(request)
+        batch_id = filters.job_id(request.path_params["batch_id"], "batch id")
+        try:
+            batch = self.store.batches.get(batch_id)
+        except BatchNotFound:
+            raise BadInput(f"no batch with id {batch_id}") from None
+        return "batch.html", {"title": f"Batch {batch_id}", "b": batch, "live": True}
 
     def batches(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
         params = dict(request.query_params)
@@ -406,8 +439,10 @@ class Dashboard:
     def cron_action(self, request: Request, user: User, form: FormData) -> str:
         name = request.path_params["name"]
         verb = request.path_params["verb"]
+        if verb == "run":
+            return self.actions.run_cron_now(user, name).message
         if verb not in ("enable", "disable"):
-            raise BadInput(f"no action {verb[:40]!r} on crons; actions are enable, disable")
+            raise BadInput(f"no action {verb[:40]!r} on crons; actions are enable, disable, run")
         return self.actions.set_cron(user, name, verb == "enable").message
 
     # -- sign-in and live updates ------------------------------------------------
@@ -496,7 +531,9 @@ class Dashboard:
             Route("/crons", self.view(self.crons)),
             Route("/crons/{name:path}/{verb}", self.action(self.cron_action), methods=["POST"]),
             Route("/workers", self.view(self.workers)),
+            Route("/running", self.view(self.running_page)),
             Route("/batches", self.view(self.batches)),
+            Route("/batches/{batch_id}", self.view(self.batch)),
             Route("/activity", self.view(self.activity)),
             Route("/pause", self.action(self.pause_action), methods=["POST"]),
             Route("/resume", self.action(self.pause_action), methods=["POST"]),
@@ -524,6 +561,14 @@ class Dashboard:
         app = Starlette(routes=routes, exception_handlers={HTTPException: not_found, Exception: crashed})
         app.state.dashboard = self
         return app
+
+
+def _next_fires(schedule: str, timezone: str, now: datetime, count: int = 3) -> list[datetime]:
+    """The cron's next ``count`` fire times, or none if its schedule no longer parses."""
+    try:
+        return list(islice(CronSchedule.parse(schedule, timezone).fires_after(now), count))
+    except InvalidSchedule:
+        return []
 
 
 async def _healthz(_request: Request) -> Response:
