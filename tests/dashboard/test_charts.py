@@ -54,7 +54,7 @@ def test_the_axes_are_labelled_in_text() -> None:
 def test_a_sparkline_says_its_totals() -> None:
     svg = str(sparkline([(2, 1)] * 60))
     assert 'aria-label="last hour: 120 succeeded, 60 failed; busiest minute 3"' in svg
-    assert 'width="160"' in svg
+    assert 'width="120"' in svg
 
 
 def test_times_are_said_as_sentences() -> None:

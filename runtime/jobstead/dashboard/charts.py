@@ -72,7 +72,7 @@ def _frame(scale: Scale, start: datetime, minutes: int, label: str) -> list[str]
         parts.append(f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
         parts.append(f'<text class="tick" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{value:,}</text>')
     # Ticks at round clock times (every TIME_TICK minutes), and "now" at the right edge.
-    marks = [i for i in range(minutes - 3) if (start + timedelta(minutes=i)).minute % TIME_TICK == 0]
+    marks = [i for i in range(minutes - 5) if (start + timedelta(minutes=i)).minute % TIME_TICK == 0]
     for index in [*marks, minutes]:
         x = LEFT + plot_w * index / minutes
         anchor = "end" if index == minutes else "middle"
@@ -131,7 +131,7 @@ def depth_chart(series: Sequence[int], start: datetime) -> Markup:
     return Markup("".join(parts))
 
 
-def sparkline(series: Sequence[tuple[int, int]], width: int = 160, height: int = 28) -> Markup:
+def sparkline(series: Sequence[tuple[int, int]], width: int = 120, height: int = 28) -> Markup:
     """A handler's last hour in a table cell: scaled to its own largest minute, which the label says."""
     top = max((ok + bad for ok, bad in series), default=0)
     total_ok = sum(ok for ok, _ in series)
