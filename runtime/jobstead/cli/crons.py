@@ -48,6 +48,7 @@ def list_crons(args: Namespace) -> int:
             ]
             for c in crons
         ],
+        empty="no crons: add one with @app.cron in code, a CronSchedule resource, or jobstead crons add",
     )
     return 0
 
