@@ -84,6 +84,7 @@ class Dashboard:
         self.feed = ChangeFeed(self.queries, poll_interval=poll_interval, listen=listen)
         self.templates = render.environment()
         self.shared_overview = Shared(self._overview_data, max_age=MIN_INTERVAL)
+        self.tenant_names = listing.TenantNames(store)
 
     def _overview_data(self) -> tuple[Overview, list[int], datetime]:
         """The counts and the two charts' series, computed once for every tab at one feed version."""
@@ -238,7 +239,7 @@ class Dashboard:
             "statuses": [s.value for s in JobStatus],
             "handlers": handlers,
             "queues": queues,
-            "tenants": listing.known_tenants(self.store),
+            "tenants": self.tenant_names.get(),
             "before": before,
             "next_url": web.with_params(request, before=page.next_before) if page.next_before else None,
             "live": before is None,

@@ -11,8 +11,8 @@ hour folded into its first minute, so at most a few thousand groups come
 back whatever the job rate.
 
 A job that ran several times shows its last wait only (the row keeps the
-last ``run_at`` and ``started_at``): the chart is an approximation, and the
-overview says "about".
+last ``run_at`` and ``started_at``), so after retries the chart is an
+approximation; without retries it is exact to the minute.
 """
 
 from __future__ import annotations

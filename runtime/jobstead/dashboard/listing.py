@@ -8,6 +8,8 @@ come from the handlers table and the tenant index.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +23,8 @@ from ..store import Store
 PREVIEW = 90
 #: Tenants offered in the jobs list's picker (a typed ?tenant= still filters on any other).
 TENANT_CHOICES = 200
+#: Seconds the tenant picker's names are reused for.
+TENANT_MAX_AGE = 30.0
 
 
 @dataclass(frozen=True)
@@ -58,3 +62,20 @@ def known_tenants(store: Store) -> list[str]:
     stmt = select(jobs.c.tenant).where(jobs.c.tenant.is_not(None)).distinct().order_by(jobs.c.tenant)
     with store.db.engine.connect() as conn:
         return [str(t) for t in conn.execute(stmt.limit(TENANT_CHOICES)).scalars()]
+
+
+class TenantNames:
+    """``known_tenants``, read at most once a ``max_age``: a walk of the tenant index costs
+    tens of milliseconds on a table of millions, and the names change rarely."""
+
+    def __init__(self, store: Store, *, max_age: float = TENANT_MAX_AGE) -> None:
+        self._store = store
+        self._max_age = max_age
+        self._lock = threading.Lock()
+        self._value: tuple[float, list[str]] | None = None
+
+    def get(self) -> list[str]:
+        with self._lock:
+            if self._value is None or time.monotonic() - self._value[0] >= self._max_age:
+                self._value = (time.monotonic(), known_tenants(self._store))
+            return self._value[1]
