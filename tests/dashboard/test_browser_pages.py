@@ -213,3 +213,37 @@ def readme_screenshot(browser: Any, tmp_path: Path, name: str) -> None:
     """The page without its footer, which names the test's temporary database file."""
     browser.execute_script("document.querySelector('footer').remove();")
     save_screenshot(browser, tmp_path, name)
+
+
+def test_run_now_delete_and_pause_everything_from_the_browser(busy: Busy) -> None:
+    app = busy.shop.app
+    with LiveServer(create_dashboard(app, auth=None)) as server, chromium() as browser:
+        # a cron's Run now defers one job at once, said on the page and in the activity log
+        browser.get(server.url + "/crons")
+        assert "every day at 03:00" in text(browser, 'tr[data-cron="nightly"]')
+        click(browser, 'tr[data-cron="nightly"] [data-action="run now"]')
+        until(browser, lambda d: "cron nightly run now as job" in text(d, ".notice"))
+        job_id = int(text(browser, ".notice").rsplit(" ", 1)[1])
+        wait_for(lambda: app.store.queries.get_job(job_id).status is JobStatus.SUCCEEDED, what="the cron's job")  # type: ignore[union-attr]
+        # Delete asks first; going back deletes nothing, confirming does
+        dead = busy.shop.ids["dead"]
+        browser.get(server.url + f"/jobs/{dead}")
+        click(browser, '[data-action="delete"]')
+        until(browser, lambda d: text(d, "h1") == "Confirm")
+        assert "cannot be undone" in text(browser, "#confirm")
+        browser.find_element(By.LINK_TEXT, "No, go back").click()
+        until(browser, lambda d: text(d, "h1") == f"Job {dead}")
+        click(browser, '[data-action="delete"]')
+        until(browser, lambda d: text(d, "h1") == "Confirm")
+        click(browser, '[data-action="confirm"]')
+        until(browser, lambda d: f"job {dead} deleted" in text(d, ".notice"))
+        assert text(browser, "h1") == "Jobs" and app.store.queries.get_job(dead) is None
+        # Pause everything asks first too
+        browser.get(server.url + "/")
+        click(browser, '[data-action="pause everything"]')
+        until(browser, lambda d: text(d, "h1") == "Confirm")
+        assert app.store.control.paused() == []
+        click(browser, '[data-action="confirm"]')
+        until(browser, lambda d: "everything paused" in text(d, ".notice"))
+        assert app.store.control.paused() == [("all", "")]
+        assert "Everything is paused" in text(browser, "#overview-totals")

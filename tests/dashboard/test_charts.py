@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from jobstead.dashboard.charts import depth_chart, finished_chart, nice_scale, sparkline
+from jobstead.dashboard.charts import BOTTOM, HEIGHT, TOP, depth_chart, finished_chart, nice_scale, sparkline
 from jobstead.dashboard.render import ago, duration
 
 START = datetime(2026, 12, 6, 13, 0, tzinfo=UTC)
@@ -28,7 +28,7 @@ def test_a_steady_load_does_not_fill_the_chart() -> None:
     svg = str(finished_chart([(100, 0)] * 60, START))
     heights = {float(h) for h in re.findall(r'class="ok"[^>]*height="([\d.]+)"', svg)}
     assert len(heights) == 1
-    plot_height = 190 - 10 - 26
+    plot_height = HEIGHT - TOP - BOTTOM
     assert heights.pop() < plot_height * 0.8
 
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from html import unescape
+from typing import Any
 
 from jobstead import JobStatus
 from jobstead.dashboard.depth import queue_depth
@@ -221,3 +222,33 @@ def test_crons_say_their_schedule_in_words_and_run_now_defers_an_ordinary_job(
     assert f"cron nightly run now as job {new.id}" in client.get("/activity").text
     cron = app.store.crons.get("nightly")
     assert cron is not None and cron.last_job_id is None, "a run now is not a fire"
+
+
+def test_a_job_starting_changes_the_live_signature(shop: Shop) -> None:
+    """The Running page refreshes when a job starts, though nothing else a page shows changed."""
+    from jobstead.dashboard.queries import DashboardQueries
+
+    app = shop.app
+    release = threading.Event()
+
+    @app.handler
+    def hold() -> None:
+        release.wait(20)
+
+    queries = DashboardQueries(app.store)
+    job = hold.configure(delay=2).defer()
+    try:
+        with worker_thread(app):
+            wait_for(lambda: _finished(app, shop.ids["queued"]), what="the seed's waiting job to run")
+            before = queries.signature()  # the worker registered, nothing else to run, the job not yet due
+            assert job.refresh().status is JobStatus.SCHEDULED
+            wait_for(lambda: job.refresh().status is JobStatus.RUNNING, what="the job to start")
+            assert queries.signature() != before
+            release.set()
+    finally:
+        release.set()
+
+
+def _finished(app: Any, job_id: int) -> bool:
+    record = app.store.queries.get_job(job_id)
+    return record is not None and record.status.is_final

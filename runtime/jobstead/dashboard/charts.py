@@ -20,9 +20,9 @@ from markupsafe import Markup, escape
 #: The drawing's own coordinates; CSS scales the whole picture, text included.
 WIDTH = 720
 HEIGHT = 190
-LEFT = 48
+LEFT = 60
 RIGHT = 12
-TOP = 10
+TOP = 18
 BOTTOM = 26
 #: A tick on the time axis every this many minutes.
 TIME_TICK = 10
