@@ -42,6 +42,7 @@ class Busy:
         self.flaky = flaky_success(shop)
         self.batch = app.defer_batch([app.handlers["send_email"].job(to=f"b{i}@example.com") for i in range(3)])
         self.running = export_report.defer(report="revenue", month="2026-11").id
+        self.others = [export_report.defer(report=r, month="2026-11").id for r in ("churn", "refunds")]
 
 
 @pytest.fixture
@@ -49,8 +50,11 @@ def busy(sqlite_shop: Shop) -> Iterator[Busy]:
     state = Busy(sqlite_shop)
     with worker_thread(sqlite_shop.app):
         wait_for(
-            lambda: sqlite_shop.app.store.queries.get_job(state.running).status is JobStatus.RUNNING,  # type: ignore[union-attr]
-            what="the export to run",
+            lambda: all(
+                sqlite_shop.app.store.queries.get_job(i).status is JobStatus.RUNNING  # type: ignore[union-attr]
+                for i in (state.running, *state.others)
+            ),
+            what="the exports to run",
         )
         try:
             yield state
@@ -196,7 +200,7 @@ def test_the_running_page_cancels_a_job_and_the_readme_screenshots(
         browser.set_window_size(1280, 900)
         browser.get(server.url + f"/jobs/{busy.flaky}")
         readme_screenshot(browser, tmp_path, "dashboard-job.png")
-        browser.set_window_size(1280, 420)
+        browser.set_window_size(1280, 500)
         browser.get(server.url + "/running")
         row = f'tr[data-job-id="{busy.running}"]'
         assert "export_report" in text(browser, row) and 'month="2026-11"' in text(browser, row)
