@@ -24,11 +24,11 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import tracing
 from ..cancel import CancelReason
@@ -54,14 +54,11 @@ from ..store import ClaimedJob, Completion, EffectiveSettings, HandlerDefinition
 from ..store.registry import host_name
 from .collector import sized_for_jobs
 from .completions import CompletionWriter
-from .environment import WorkerEnvironment
+from .environment import RunnableHandler, WorkerEnvironment
 from .execution import Finished, call_handler
+from .options import WorkerOptions
 from .outcome import decide
 from .prefetch import ClaimPace
-
-if TYPE_CHECKING:
-    from ..app import App
-    from ..handler import Handler
 
 logger = logging.getLogger("jobstead.worker")
 
@@ -102,61 +99,27 @@ def new_worker_id() -> str:
 
 
 class Worker:
-    def __init__(
-        self,
-        app: App,
-        *,
-        queues: Sequence[str] | None = None,
-        concurrency: int = 10,
-        handlers: Sequence[str] | None = None,
-        lease_seconds: float = 30.0,
-        heartbeat_seconds: float | None = None,
-        pool_size: int | None = None,
-        poll_interval: float = 1.0,
-        shutdown_grace: float = 30.0,
-        listen: bool = True,
-        install_signal_handlers: bool = True,
-        metrics_port: int | None = None,
-    ) -> None:
-        for option, value, smallest in (
-            ("concurrency", concurrency, 1),
-            ("lease_seconds", lease_seconds, None),
-            ("poll_interval", poll_interval, None),
-            ("heartbeat_seconds", heartbeat_seconds, None),
-            ("pool_size", pool_size, 1),
-        ):
-            if value is None:
-                continue
-            if smallest is not None and value < smallest:
-                raise ConfigurationError(f"{option} must be at least {smallest}, not {value}")
-            if value <= 0:
-                raise ConfigurationError(f"{option} must be positive, not {value}")
-        if shutdown_grace < 0:
-            raise ConfigurationError(f"shutdown_grace must be 0 or more, not {shutdown_grace}")
-        if heartbeat_seconds is not None and heartbeat_seconds >= lease_seconds:
-            raise ConfigurationError(
-                f"heartbeat_seconds ({heartbeat_seconds}) must be shorter than lease_seconds ({lease_seconds})"
-            )
-        names = list(handlers) if handlers is not None else list(app.handlers)
-        if not names:
+    """Claims jobs of its environment's handlers, runs them, reports how they ended.
+
+    Made by ``app.worker(...)``, which hands it what it takes from the app
+    (``WorkerEnvironment``) and its checked options (``WorkerOptions``).
+    """
+
+    def __init__(self, environment: WorkerEnvironment, options: WorkerOptions | None = None) -> None:
+        options = options if options is not None else WorkerOptions()
+        if not environment.handlers:
             raise ConfigurationError("the worker has no handlers to run: register some with @app.handler")
-        #: Everything the worker takes from its app, once (see ``environment``).
-        self._env = WorkerEnvironment.of(app, names, pool_size=pool_size)
+        self.options = options
+        self._env = environment
         self._store: Store | None = None
-        self.app = app
         self.id = new_worker_id()
-        self.queues = list(queues) if queues else None
-        self.concurrency = concurrency
-        self.handler_names = names
-        self.lease_seconds = lease_seconds
-        self.heartbeat_seconds = heartbeat_seconds or max(min(lease_seconds / 6, 5.0), 0.05)
-        self.poll_interval = poll_interval
-        self.shutdown_grace = shutdown_grace
-        self.use_listen = listen
-        self.install_signal_handlers = install_signal_handlers
-        if metrics_port is not None and not (0 < metrics_port < 65536):
-            raise ConfigurationError(f"metrics_port must be a TCP port (1-65535), not {metrics_port}")
-        self.metrics_port = metrics_port
+        self.queues = list(options.queues) if options.queues else None
+        self.concurrency = options.concurrency
+        self.handler_names = list(environment.handlers)
+        self.lease_seconds = options.lease_seconds
+        self.heartbeat_seconds = options.heartbeat
+        self.poll_interval = options.poll_interval
+        self.shutdown_grace = options.shutdown_grace
         self.metrics = WORKER_METRICS
         self._metric_series: dict[tuple[str, str], JobSeries] = {}
         self._claim_series: ClaimSeries | None = None
@@ -175,7 +138,7 @@ class Worker:
         self._writer: CompletionWriter | None = None
         self._stop_callbacks: list[Callable[[], None]] = []
         self._hurried: asyncio.Event | None = None
-        self._signals = LoopSignals(self._on_signal, enabled=install_signal_handlers)
+        self._signals = LoopSignals(self._on_signal, enabled=options.install_signal_handlers)
 
     # -- control from outside ------------------------------------------------
 
@@ -252,8 +215,8 @@ class Worker:
     # -- main ----------------------------------------------------------------
 
     async def run_async(self) -> None:
-        if self.metrics_port is not None:
-            serve_metrics_once(self.metrics_port)
+        if self.options.metrics_port is not None:
+            serve_metrics_once(self.options.metrics_port)
         self.metrics.set_version(package_version())
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
@@ -282,7 +245,7 @@ class Worker:
         renewal.start()
         duties.start()
         helpers = [asyncio.create_task(self._writer.run(), name="jobstead-completions")]
-        if self.use_listen and store.supports_listen:
+        if self.options.listen and store.supports_listen:
             helpers.append(
                 asyncio.create_task(
                     store.listen(self.queues, self._on_notify, cancelled=self._on_cancel_notice), name="jobstead-listen"
@@ -620,7 +583,7 @@ class Worker:
         running.ctx = ctx
         return ctx
 
-    async def _execute(self, running: _Running, handler: Handler[Any, Any], settings: HandlerDefinition) -> None:
+    async def _execute(self, running: _Running, handler: RunnableHandler, settings: HandlerDefinition) -> None:
         store = self._opened()
         job = running.job
         try:
@@ -734,7 +697,7 @@ class Worker:
         assert self._writer is not None
         self._writer.add(completion)
 
-    def _arguments(self, running: _Running, handler: Handler[Any, Any], settings: HandlerDefinition) -> dict[str, Any]:
+    def _arguments(self, running: _Running, handler: RunnableHandler, settings: HandlerDefinition) -> dict[str, Any]:
         """The call's keyword arguments: the stored ones (checked against the handler as it is now) plus
         what the worker injects."""
         job, signature = running.job, handler.signature
