@@ -237,7 +237,9 @@ def test_stored_arguments_that_no_longer_fit_fail_permanently(
 
     with running_worker(new), pytest.raises(JobFailed, match="missing a required argument: 'width'") as failure:
         new.get_job(job.id).wait(10)
-    assert failure.value.status == "failed"
+    assert failure.value.status == "failed"  # at once, though the handler allows 5 attempts
+    assert failure.value.type == "jobstead.errors.ArgumentsDoNotFit"  # an InvalidArguments that is permanent
+    assert [a.outcome for a in job.attempts_log()] == [AttemptOutcome.FAILED]
 
 
 def test_result_that_is_not_json_is_an_error(app: App, running_worker: Callable[..., Any]) -> None:
