@@ -6,13 +6,17 @@ The numbers in the test names are the points of the second first-hour trial.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from jobstead import App, Context, JobFailed, RetryPolicy
 from tests.conftest import Target, worker_thread
@@ -169,3 +173,55 @@ def test_12_jobs_show_lists_a_run_handed_back_on_shutdown_as_not_counted(sqlite_
     assert "  run handed back on shutdown (not counted): released on " in shown.stdout, shown.stdout
     assert "attempt 1: released" not in shown.stdout
     app.close()
+
+
+@contextlib.contextmanager
+def _read_only(*paths: Path) -> Iterator[None]:
+    """Files and directories nobody can write, root included (the tests run as root): chattr +i."""
+    done = subprocess.run(["chattr", "+i", *map(str, paths)], capture_output=True, text=True)
+    if done.returncode != 0:
+        subprocess.run(["chattr", "-i", *map(str, paths)], capture_output=True)
+        pytest.skip(f"cannot make files immutable here: {done.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", *map(str, paths)], check=True)
+
+
+def test_9_read_only_commands_work_on_a_read_only_file_in_a_read_only_directory(tmp_path: Path) -> None:
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    env = {"JOBSTEAD_DATABASE_URL": f"sqlite:///{shipped / 'jobs.db'}"}
+    assert run_cli(["migrate"], env).returncode == 0
+    app = App(env["JOBSTEAD_DATABASE_URL"])
+
+    @app.handler
+    def report(n: int) -> None: ...
+
+    job = report.defer(n=1)
+    app.close()
+    with _read_only(shipped / "jobs.db", shipped):
+        for args in (["jobs", "list"], ["stats"], ["jobs", "show", str(job.id)], ["crons", "list"], ["pause", "list"]):
+            done = run_cli(args, env)
+            assert done.returncode == 0, (args, done.stderr)
+            assert "readonly" not in done.stderr
+        listed = json.loads(run_cli(["jobs", "list", "--json"], env).stdout)
+        assert [(j["id"], j["handler"]) for j in listed] == [(job.id, "report")]
+        refused = run_cli(["pause"], env)  # a write still fails, in one line
+        assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert not list(shipped.glob("jobs.db-*"))  # no -wal or -shm left behind
+
+
+def test_9_migrate_names_the_directory_it_cannot_create_the_database_in(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    with _read_only(locked):
+        done = run_cli(["migrate"], {"JOBSTEAD_DATABASE_URL": f"sqlite:///{locked / 'jobs.db'}"})
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"jobstead: error: cannot create the SQLite file {locked / 'jobs.db'}: its directory {locked} is not writable"
+    )
+    missing = tmp_path / "nowhere" / "jobs.db"
+    done = run_cli(["migrate"], {"JOBSTEAD_DATABASE_URL": f"sqlite:///{missing}"})
+    assert done.stderr.strip().endswith(f"its directory {missing.parent} does not exist"), done.stderr
