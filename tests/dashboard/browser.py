@@ -78,11 +78,17 @@ def chromium(width: int = 1400, height: int = 900) -> Iterator[Any]:
 def axe_source() -> str:
     """axe-core's script, as ``make axe-deps`` installed it (pinned in tests/dashboard/package-lock.json)."""
     from tests.support.controlplane import cache_dir
+    from tests.support.processes import REPO
 
-    path = cache_dir() / "dashboard-npm" / "node_modules" / "axe-core" / "axe.min.js"
-    if not path.exists():
-        pytest.fail(f"axe-core is missing at {path}: run `make axe-deps` (npm ci of tests/dashboard/package.json)")
-    return path.read_text()
+    # `make axe-deps` installs into the Makefile's CACHE_DIR (the repository's .cache by default),
+    # which $JOBSTEAD_CACHE_DIR may point away from when tools are borrowed from another checkout.
+    candidates = [
+        root / "dashboard-npm" / "node_modules" / "axe-core" / "axe.min.js" for root in (cache_dir(), REPO / ".cache")
+    ]
+    for path in candidates:
+        if path.exists():
+            return path.read_text()
+    pytest.fail(f"axe-core is missing at {candidates[0]}: run `make axe-deps` (npm ci of tests/dashboard/package.json)")
 
 
 #: What fails a page: axe's two worst impact levels.

@@ -252,3 +252,18 @@ def test_a_job_starting_changes_the_live_signature(shop: Shop) -> None:
 def _finished(app: Any, job_id: int) -> bool:
     record = app.store.queries.get_job(job_id)
     return record is not None and record.status.is_final
+
+
+def test_every_page_renders_on_an_empty_database(tmp_path: Any, make_client: MakeClient) -> None:
+    from jobstead import App
+
+    app = App(f"sqlite:///{tmp_path / 'empty.db'}")
+    try:
+        client = make_client(app)
+        for path in ["/", "/jobs", "/running", "/failures", "/crons", "/workers", "/batches", "/activity"]:
+            response = client.get(path)
+            assert response.status_code == 200, (path, response.text[:300])
+        assert "No handler and no job yet" in client.get("/").text
+        assert "No job matches." in client.get("/jobs").text
+    finally:
+        app.close()
