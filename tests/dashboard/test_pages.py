@@ -175,7 +175,7 @@ def test_the_running_page_and_the_workers_page_say_what_runs_where(shop: Shop, m
             html = unescape(client.get("/running").text)
             row = html.split(f'<tr data-job-id="{job.id}">')[1].split("</tr>")[0]
             assert "slow_export" in row and 'report="q4"' in row and worker in row
-            assert re.search(r"<td class=\"num nowrap\" data-elapsed>\d\.\d s</td>", row), row
+            assert re.search(r"<td class=\"num nowrap\" data-elapsed data-offset=\"[\d.]+\">\d\.\d s</td>", row), row
             assert 'data-action="cancel"' in row
             workers = client.get("/workers").text
             mine = workers.split(f'<tr data-worker="{worker}">')[1].split("</tr>")[0]
@@ -267,3 +267,12 @@ def test_every_page_renders_on_an_empty_database(tmp_path: Any, make_client: Mak
         assert "No job matches." in client.get("/jobs").text
     finally:
         app.close()
+
+
+def test_the_tenant_picker_lists_each_tenant_once_in_order(shop: Shop) -> None:
+    from jobstead.dashboard.listing import known_tenants
+
+    email = shop.app.handlers["send_email"]
+    for tenant in ["globex", "acme", "initech", "globex", "acme"]:
+        email.configure(tenant=tenant).defer(to="t@example.com")
+    assert known_tenants(shop.app.store) == ["acme", "globex", "initech"]
