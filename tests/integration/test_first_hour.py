@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from jobstead import App, Context, JobFailed, RetryPolicy
+from jobstead import App, Context, InvalidArguments, InvalidOption, JobFailed, RetryPolicy, UnknownHandler
 from tests.conftest import Target, worker_thread
 from tests.support.postgres_server import free_port
 from tests.support.processes import REPO, run_cli, spawn_cli, stop
@@ -225,3 +225,28 @@ def test_9_migrate_names_the_directory_it_cannot_create_the_database_in(tmp_path
     missing = tmp_path / "nowhere" / "jobs.db"
     done = run_cli(["migrate"], {"JOBSTEAD_DATABASE_URL": f"sqlite:///{missing}"})
     assert done.stderr.strip().endswith(f"its directory {missing.parent} does not exist"), done.stderr
+
+
+def test_10_the_api_refuses_what_the_cli_refuses(sqlite_target: Target) -> None:
+    """``configure(session="db")`` raised AttributeError, ``jobs(limit=-1)`` returned everything, a typo paused."""
+    app = App(sqlite_target.url)
+
+    @app.handler
+    def work() -> None: ...
+
+    with pytest.raises(InvalidOption, match=r"^session must be a SQLAlchemy Session or Connection .* not str$"):
+        work.configure(session="db")  # type: ignore[arg-type]
+    work.defer()
+    with pytest.raises(InvalidOption, match=r"^limit must be between 1 and"):
+        app.jobs(limit=-1)
+    with pytest.raises(InvalidOption, match=r"^offset must be between 0 and"):
+        app.jobs(offset=-5)
+    assert len(app.jobs(limit=1)) == 1
+    with pytest.raises(UnknownHandler, match=r"no handler named 'wrok' is known .* \(known: work\); force=True"):
+        app.pause(handler="wrok")
+    with pytest.raises(InvalidArguments, match=r"no queue named 'mial' is known"):
+        app.pause(queue="mial")
+    assert app.store.control.paused() == []  # nothing was paused by the refused calls
+    assert app.pause(handler="work") is True
+    assert app.pause(handler="coming_soon", force=True) is True
+    app.close()
