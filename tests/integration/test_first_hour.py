@@ -250,3 +250,48 @@ def test_10_the_api_refuses_what_the_cli_refuses(sqlite_target: Target) -> None:
     assert app.pause(handler="work") is True
     assert app.pause(handler="coming_soon", force=True) is True
     app.close()
+
+
+@pytest.mark.parametrize("command", ["worker", "run"])
+def test_1_ctrl_c_while_the_database_is_unreachable_stops_in_one_line(command: str, tmp_path: Path) -> None:
+    """A double traceback (CancelledError during KeyboardInterrupt), and death by the signal."""
+    log = tmp_path / "out.log"
+    env = {"JOBSTEAD_DATABASE_URL": f"postgresql+psycopg://app@127.0.0.1:{free_port()}/nothing"}
+    process = spawn_cli([command, "--app", "tests.apps.metered:app"], env, log)
+    deadline = time.time() + 60
+    while "database unreachable" not in log.read_text():
+        assert process.poll() is None and time.time() < deadline, log.read_text()
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(30) == 0, log.read_text()
+    after = log.read_text().split("retrying with backoff", 1)[1].strip().splitlines()
+    assert len(after) == 1 and after[0].endswith("stopped before it started"), after
+    assert "Traceback" not in log.read_text()
+
+
+def test_12_a_second_ctrl_c_says_it_cut_the_grace_period_short(tmp_path: Path) -> None:
+    """The log said "still running after the grace period" one second into a 30 s grace period."""
+    env = _sqlite_env(tmp_path)
+    assert run_cli(["migrate"], env).returncode == 0
+    assert (
+        run_cli(["defer", "long_task", "--app", "tests.apps.probes:app", "--args", '{"seconds": 60}'], env).returncode
+        == 0
+    )
+    log = tmp_path / "worker.log"
+    worker = spawn_cli(["worker", "--app", "tests.apps.probes:app", "--shutdown-grace", "30"], env, log)
+    try:
+        deadline = time.time() + 60
+        while '"status": "running"' not in run_cli(["jobs", "list", "--json"], env).stdout:
+            assert worker.poll() is None and time.time() < deadline, log.read_text()
+            time.sleep(0.2)
+        worker.send_signal(signal.SIGINT)
+        while "waiting up to 30.0 s" not in log.read_text():
+            assert time.time() < deadline, log.read_text()
+            time.sleep(0.1)
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(30) == 0, log.read_text()
+    finally:
+        stop(worker)
+    text = log.read_text()
+    assert "job 1 still running: stopped early by a second Ctrl-C (SIGINT); cancelling and releasing it" in text, text
+    assert "after the grace period" not in text
