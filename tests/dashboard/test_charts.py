@@ -89,3 +89,11 @@ def test_a_traceback_keeps_the_handlers_frames_and_folds_the_frameworks() -> Non
     )
     assert trimmed.folded == 2 and trimmed.kinds == ["asyncio", "Jobstead"] and trimmed.full == text
     assert trim(None) is None and trim("") is None
+
+
+def test_a_fire_time_is_shown_on_the_crons_own_clock() -> None:
+    from jobstead.dashboard.render import in_zone
+
+    at = datetime(2026, 12, 7, 1, 0, tzinfo=UTC)
+    assert in_zone(at, "Europe/Tallinn") == "2026-12-07 03:00:00 Europe/Tallinn"
+    assert in_zone(at, "Nowhere/Special") == "2026-12-07 01:00:00 UTC"

@@ -224,6 +224,21 @@ def test_crons_say_their_schedule_in_words_and_run_now_defers_an_ordinary_job(
     assert cron is not None and cron.last_job_id is None, "a run now is not a fire"
 
 
+def test_a_cron_in_another_zone_shows_its_fires_on_its_own_clock(shop: Shop, make_client: MakeClient) -> None:
+    app = shop.app
+
+    @app.cron("30 9 * * 1-5", name="standup", timezone="Europe/Tallinn")
+    @app.handler
+    def remind() -> None:
+        return None
+
+    app.publish_crons()
+    html = unescape(make_client(app).get("/crons").text)
+    row = html.split('<tr data-cron="standup">')[1].split("</tr>")[0]
+    assert "every Monday to Friday at 09:30" in row and "in Europe/Tallinn" in row
+    assert len(re.findall(r">\d{4}-\d\d-\d\d 09:30:00 Europe/Tallinn <span", row)) == 3, row
+
+
 def test_a_job_starting_changes_the_live_signature(shop: Shop) -> None:
     """The Running page refreshes when a job starts, though nothing else a page shows changed."""
     from jobstead.dashboard.queries import DashboardQueries

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 
@@ -26,6 +27,7 @@ def environment() -> jinja2.Environment:
     env.filters["number"] = number
     env.filters["ago"] = ago
     env.filters["duration"] = duration
+    env.filters["in_zone"] = in_zone
     env.globals["finished_chart"] = charts.finished_chart
     env.globals["depth_chart"] = charts.depth_chart
     env.globals["sparkline"] = charts.sparkline
@@ -64,6 +66,15 @@ def ago(value: datetime | None, now: datetime | None = None) -> str:
         return "-"
     text = age(value, now)
     return text if text.startswith("in ") else f"{text} ago"
+
+
+def in_zone(value: datetime, zone: str) -> str:
+    """``2026-12-07 03:00:00 Europe/Tallinn``: a cron's fire time on its own zone's clock."""
+    try:
+        local = value.astimezone(ZoneInfo(zone))
+    except (ZoneInfoNotFoundError, ValueError):
+        return when(value)
+    return f"{local.strftime('%Y-%m-%d %H:%M:%S')} {zone}"
 
 
 def duration(seconds: float | None) -> str:
