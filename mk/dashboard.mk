@@ -24,7 +24,11 @@ browser-deps: ## Install Chromium and chromedriver from Debian packages when the
 axe-deps: $(AXE) ## Install the tests' pinned axe-core (npm ci, into .cache/dashboard-npm).
 
 $(AXE): tests/dashboard/package.json tests/dashboard/package-lock.json
-	@command -v npm >/dev/null || { echo "npm is missing: install Node.js (Debian: apt-get install nodejs npm)"; exit 1; }
+	@if ! command -v npm >/dev/null; then \
+	  echo "installing Node.js and npm from Debian packages (for the tests' axe-core)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm >/dev/null; \
+	fi
 	mkdir -p $(AXE_DIR)
 	cp tests/dashboard/package.json tests/dashboard/package-lock.json $(AXE_DIR)/
 	cd $(AXE_DIR) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
