@@ -187,6 +187,10 @@ class MySQLDriver(Driver):
         options.setdefault("pool_size", 10)
         options.setdefault("max_overflow", 20)
         options.setdefault("pool_recycle", POOL_RECYCLE_SECONDS)
+        # A pooled connection the server has dropped (a restart, wait_timeout) is found by a
+        # ping (COM_PING, no SQL) as it is taken, and replaced, instead of failing the caller's
+        # statement with "server has gone away".
+        options.setdefault("pool_pre_ping", True)
         options.setdefault("isolation_level", "READ COMMITTED")
         connect_args = dict(options.pop("connect_args", {}))
         if "connect_timeout" not in url.query:
