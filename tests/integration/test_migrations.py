@@ -96,3 +96,27 @@ def test_custom_prefix_lives_beside_the_default(target: Target) -> None:
     assert _without_mysql_live_key(b, _diff(b)) == [] and b.schema_is_current() and a.schema_is_current()
     a.close()
     b.close()
+
+
+def _revisions() -> list[str]:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from jobstead.migrations import SCRIPT_LOCATION
+
+    cfg = Config()
+    cfg.set_main_option("script_location", SCRIPT_LOCATION)
+    return [r.revision for r in reversed(list(ScriptDirectory.from_config(cfg).walk_revisions()))]
+
+
+def test_an_installation_at_every_earlier_revision_upgrades_to_the_models(target: Target) -> None:
+    """What ``jobstead migrate`` meets in the field: a database left at any revision, then upgraded."""
+    from jobstead.migrations import upgrade
+
+    for revision in _revisions()[:-1]:
+        store = Store.connect(target.url, schema=target.schema, table_prefix=f"r{revision}_")
+        upgrade(store.db, revision)
+        assert not store.schema_is_current()
+        store.migrate()
+        assert _without_mysql_live_key(store, _diff(store)) == [], f"from {revision}"
+        store.close()
