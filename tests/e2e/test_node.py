@@ -1,0 +1,156 @@
+"""The local node: a kubelet of the pinned release on Debian's containerd, running Pods for real.
+
+These tests are why the others may trust a Pod on this node to be a container:
+its own PID namespace, the image it names, the API reached the way a Pod in any
+cluster reaches it (the ``kubernetes`` Service, its ServiceAccount token), and
+nothing left behind when the node stops. ``make e2e-node`` runs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from tests.support.controlplane import Cluster, ControlPlane, pinned_versions
+from tests.support.node import (
+    BRIDGE_PREFIX,
+    NODE_NAME,
+    image_archives,
+    image_name,
+    mounts_under,
+    node_binary_dir,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def node_cluster(kube_cluster: Cluster) -> Cluster:
+    if not kube_cluster.node:
+        pytest.skip("needs the local node: make e2e-node")
+    return kube_cluster
+
+
+@pytest.fixture(scope="module")
+def base_image() -> str:
+    return image_name(image_archives()["base"])
+
+
+def _phase(cluster: Cluster, namespace: str, pod: str) -> str:
+    return cluster.kubectl("get", "pod", pod, "-n", namespace, "-o", "jsonpath={.status.phase}").stdout
+
+
+def run_pod(cluster: Cluster, namespace: str, image: str, script: str, timeout: float = 60) -> str:
+    """``kubectl run`` a Pod that runs ``script`` with sh and exits; its log once it Succeeded."""
+    cluster.kubectl(
+        "run", "probe", "-n", namespace, f"--image={image}", "--image-pull-policy=Never",
+        "--restart=Never", "--command", "--", "sh", "-c", script,
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while (phase := _phase(cluster, namespace, "probe")) in ("", "Pending", "Running"):
+        assert time.monotonic() < deadline, f"pod still {phase or 'unscheduled'} after {timeout} s"
+        time.sleep(0.5)
+    log = cluster.kubectl("logs", "probe", "-n", namespace).stdout
+    assert phase == "Succeeded", f"pod {phase}: {log}"
+    return log
+
+
+def test_the_node_is_ready_with_the_pinned_kubelet(node_cluster: Cluster, kube_api: client.ApiClient) -> None:
+    nodes = node_cluster.kubectl("get", "nodes", "-o", "json")
+    (node,) = json.loads(nodes.stdout)["items"]
+    assert node["metadata"]["name"] == NODE_NAME
+    ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True", ready
+    info = node["status"]["nodeInfo"]
+    assert info["kubeletVersion"] == pinned_versions(node_binary_dir())["kubernetes"]
+    assert info["containerRuntimeVersion"].startswith("containerd://")
+
+
+def test_a_pod_runs_in_a_container_of_its_own(node_cluster: Cluster, namespace: str, base_image: str) -> None:
+    """PID 1 in a PID namespace that is not ours, the image's root: not a local process in disguise."""
+    log = run_pod(
+        node_cluster,
+        namespace,
+        base_image,
+        # $$$$: the kubelet expands $(VAR) in commands and turns $$ into $.
+        'echo "pid=$$$$"; echo "pidns=$(readlink /proc/self/ns/pid)"; . /etc/os-release; echo "os=$VERSION_CODENAME"',
+    )
+    values = dict(line.split("=", 1) for line in log.split())
+    assert values["pid"] == "1"
+    assert values["pidns"] != os.readlink("/proc/self/ns/pid")
+    assert values["os"] == "bookworm"
+
+
+IN_CLUSTER = """
+import json, os, ssl, urllib.request
+sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+url = "https://%s:%s/version" % (os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"])
+request = urllib.request.Request(url, headers={"Authorization": "Bearer " + open(sa + "/token").read()})
+with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=sa + "/ca.crt"), timeout=10) as r:
+    print(json.load(r)["gitVersion"])
+"""
+
+
+def test_a_pod_reaches_the_api_through_the_kubernetes_service(
+    node_cluster: Cluster, namespace: str, base_image: str
+) -> None:
+    """What in-cluster configuration does: the Service's address, the mounted token and CA."""
+    log = run_pod(node_cluster, namespace, base_image, f"python3 -c '{IN_CLUSTER}'")
+    assert log.strip() == pinned_versions(node_binary_dir())["kubernetes"]
+
+
+def _node_traces(workdir: Path) -> dict[str, object]:
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    needle = str(workdir.resolve()).encode()
+    processes = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "cmdline").read_bytes():
+                    processes.append(int(entry.name))
+            except OSError:
+                continue
+    return {
+        "mounts": mounts_under(workdir),
+        "processes": processes,
+        "bridges": [line.split(":")[1].strip() for line in links.splitlines() if f" {BRIDGE_PREFIX}" in line],
+    }
+
+
+@pytest.fixture
+def second_node(node_cluster: Cluster, tmp_path: Path) -> Iterator[ControlPlane]:
+    plane = ControlPlane(tmp_path / "plane", bindir=node_cluster.bindir, node=True)
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+def test_stopping_leaves_nothing_behind(second_node: ControlPlane, tmp_path: Path) -> None:
+    """Containers, shims, mounts, cgroups, the bridge and its rule all go with the node."""
+    before = _node_traces(tmp_path)
+    cluster = second_node.start()
+    assert second_node.node
+    network = second_node.node.network
+    namespace = "default"
+    cluster.kubectl(
+        "run", "sleeper", "-n", namespace, f"--image={image_name(image_archives()['base'])}",
+        "--image-pull-policy=Never", "--restart=Never", "--command", "--", "sleep", "3600",
+    )  # fmt: skip
+    cluster.kubectl("wait", "pod/sleeper", "-n", namespace, "--for=condition=Ready", "--timeout=60s")
+    running = _node_traces(tmp_path)
+    assert running["mounts"] and running["processes"] and network.bridge in running["bridges"]  # type: ignore[operator]
+
+    second_node.stop()
+
+    assert _node_traces(tmp_path) == before
+    assert not any(Path(mount, network.cgroup_root.lstrip("/")).exists() for mount in Path("/sys/fs/cgroup").iterdir())
+    rules = subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True, check=True).stdout
+    assert network.bridge not in rules
