@@ -21,3 +21,7 @@ node-up: venv node ## cluster-up with a node: the control plane, containerd and 
 .PHONY: e2e-node
 e2e-node: venv system-deps node ## The node's e2e tests: a control plane with a real node for the session.
 	JOBSTEAD_E2E_NODE=1 $(PY) -m pytest -m e2e tests/e2e/test_node.py $(PYTEST_ARGS)
+
+.PHONY: node-images
+node-images: ## Print the node's image names (base, pause, jobstead) for kubectl run / helm --set.
+	@hack/node/images.sh archives | sed 's#^\([a-z]*\)=.*/\([a-z]*\)-\([0-9a-f]*\)\.tar$$#\1\tlocalhost/jobstead/\2:\3#'

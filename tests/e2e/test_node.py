@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from tests.support.controlplane import Cluster, ControlPlane, pinned_versions
+from tests.support.controlplane import REPO, Cluster, ControlPlane, pinned_versions
 from tests.support.node import (
     BRIDGE_PREFIX,
     NODE_NAME,
@@ -39,8 +39,9 @@ def node_cluster(kube_cluster: Cluster) -> Cluster:
 
 
 @pytest.fixture(scope="module")
-def base_image() -> str:
-    return image_name(image_archives()["base"])
+def image() -> str:
+    """The repository's image: Debian with its Python, and jobstead (the entrypoint, replaced here)."""
+    return image_name(image_archives()["jobstead"])
 
 
 def _phase(cluster: Cluster, namespace: str, pod: str) -> str:
@@ -73,12 +74,12 @@ def test_the_node_is_ready_with_the_pinned_kubelet(node_cluster: Cluster, kube_a
     assert info["containerRuntimeVersion"].startswith("containerd://")
 
 
-def test_a_pod_runs_in_a_container_of_its_own(node_cluster: Cluster, namespace: str, base_image: str) -> None:
+def test_a_pod_runs_in_a_container_of_its_own(node_cluster: Cluster, namespace: str, image: str) -> None:
     """PID 1 in a PID namespace that is not ours, the image's root: not a local process in disguise."""
     log = run_pod(
         node_cluster,
         namespace,
-        base_image,
+        image,
         # $$$$: the kubelet expands $(VAR) in commands and turns $$ into $.
         'echo "pid=$$$$"; echo "pidns=$(readlink /proc/self/ns/pid)"; . /etc/os-release; echo "os=$VERSION_CODENAME"',
     )
@@ -99,10 +100,10 @@ with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=s
 
 
 def test_a_pod_reaches_the_api_through_the_kubernetes_service(
-    node_cluster: Cluster, namespace: str, base_image: str
+    node_cluster: Cluster, namespace: str, image: str
 ) -> None:
     """What in-cluster configuration does: the Service's address, the mounted token and CA."""
-    log = run_pod(node_cluster, namespace, base_image, f"python3 -c '{IN_CLUSTER}'")
+    log = run_pod(node_cluster, namespace, image, f"python3 -c '{IN_CLUSTER}'")
     assert log.strip() == pinned_versions(node_binary_dir())["kubernetes"]
 
 
@@ -141,7 +142,7 @@ def test_stopping_leaves_nothing_behind(second_node: ControlPlane, tmp_path: Pat
     network = second_node.node.network
     namespace = "default"
     cluster.kubectl(
-        "run", "sleeper", "-n", namespace, f"--image={image_name(image_archives()['base'])}",
+        "run", "sleeper", "-n", namespace, f"--image={image_name(image_archives()['jobstead'])}",
         "--image-pull-policy=Never", "--restart=Never", "--command", "--", "sleep", "3600",
     )  # fmt: skip
     cluster.kubectl("wait", "pod/sleeper", "-n", namespace, "--for=condition=Ready", "--timeout=60s")
@@ -154,3 +155,40 @@ def test_stopping_leaves_nothing_behind(second_node: ControlPlane, tmp_path: Pat
     assert not any(Path(mount, network.cgroup_root.lstrip("/")).exists() for mount in Path("/sys/fs/cgroup").iterdir())
     rules = subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True, check=True).stdout
     assert network.bridge not in rules
+
+
+def test_helm_install_with_defaults_runs_the_operator(node_cluster: Cluster, namespace: str, image: str) -> None:
+    """The chart as a user installs it: its ServiceAccount and RBAC, in-cluster configuration, probes by the kubelet."""
+    repository, tag = image.rsplit(":", 1)
+    release = f"jobstead-{namespace[-6:]}"  # contains the chart name: the full name is the release name
+    helm = [
+        str(node_cluster.bindir / "helm") if node_cluster.bindir else "helm",
+        "--kubeconfig",
+        str(node_cluster.kubeconfig),
+    ]
+    installed = subprocess.run(
+        [
+            *helm, "install", release, "charts/jobstead", "--namespace", namespace,
+            "--set", f"image.repository={repository}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
+            "--wait", "--timeout", "120s",
+        ],
+        cwd=REPO, capture_output=True, text=True, check=False, timeout=180,
+    )  # fmt: skip
+    try:
+        assert installed.returncode == 0, installed.stderr
+        pods = json.loads(node_cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)["items"]
+        assert len(pods) == 2  # the chart's default replicaCount
+        for pod in pods:
+            assert pod["spec"]["nodeName"] == NODE_NAME
+            assert pod["spec"]["serviceAccountName"] == release
+            (status,) = pod["status"]["containerStatuses"]
+            assert status["ready"] and "running" in status["state"], status
+            assert status["imageID"], "no image ID: not run by the container runtime"
+            log = node_cluster.kubectl("logs", "-n", namespace, pod["metadata"]["name"]).stdout
+            # Logged in with the Pod's ServiceAccount (in-cluster), probed by the kubelet.
+            assert "Initial authentication has finished" in log
+            assert "kube-probe/" in log
+    finally:
+        subprocess.run(
+            [*helm, "uninstall", release, "--namespace", namespace, "--wait"], capture_output=True, timeout=120
+        )
