@@ -4,7 +4,7 @@
 #   hack/node/images.sh            build whatever is missing
 #   hack/node/images.sh archives   print name=archive lines; exit 1 when one is not built
 #
-# Three images, each written as a docker-archive under $JOBSTEAD_CACHE_DIR/images
+# Four images, each written as a docker-archive under $JOBSTEAD_CACHE_DIR/images
 # for the node to import into its containerd (tests/support/node.py):
 #
 #   base      Debian bookworm (debootstrap, minbase) with Debian's python3 and
@@ -14,6 +14,8 @@
 #             as Kubernetes' build/pause/Dockerfile does. Keyed on that binary.
 #   jobstead  the repository's Dockerfile built FROM base. Keyed on the base and
 #             the files the Dockerfile copies.
+#   testapp   tests/e2e/app.Dockerfile FROM jobstead: the test apps (tests/apps)
+#             for the e2e tests' worker Pods.
 #
 # buildah runs with its own storage under the cache and the vfs driver: vfs
 # mounts nothing, so no mount outlives a build. RUN steps use chroot isolation
@@ -42,6 +44,16 @@ jobstead_key() {
     cd "$repo"
     # The Dockerfile and what it copies; .dockerignore's exclusions left out.
     find Dockerfile .dockerignore pyproject.toml README.md runtime operator -type f \
+      -not -path '*/__pycache__/*' -not -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum
+  } | hash16
+}
+
+testapp_key() {
+  {
+    recipe testapp
+    jobstead_key
+    cd "$repo"
+    find tests/e2e/app.Dockerfile tests/__init__.py tests/apps -type f \
       -not -path '*/__pycache__/*' -not -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum
   } | hash16
 }
@@ -127,9 +139,21 @@ build_jobstead() {
   save jobstead "$key" "$ref"
 }
 
+build_testapp() {
+  local key=$1 ref
+  ref=$(image_ref testapp "$key")
+  echo "building testapp image $key"
+  buildah inspect --type image "$(image_ref jobstead "$(jobstead_key)")" >/dev/null 2>&1 \
+    || buildah pull --quiet "docker-archive:$(archive jobstead "$(jobstead_key)")" >/dev/null
+  buildah bud --quiet --isolation chroot --layers=false \
+    --build-arg "BASE=$(image_ref jobstead "$(jobstead_key)")" -t "$ref" -f "$repo/tests/e2e/app.Dockerfile" "$repo" >/dev/null
+  save testapp "$key" "$ref"
+}
+
+names=(base pause jobstead testapp)
 if [ "${1:-build}" = archives ]; then
   status=0
-  for name in base pause jobstead; do
+  for name in "${names[@]}"; do
     if ! key=$("${name}_key" 2>/dev/null); then status=1; continue; fi
     path=$(archive "$name" "$key")
     if [ -f "$path" ]; then echo "$name=$path"; else status=1; fi
@@ -144,7 +168,7 @@ mkdir -p "$images"
 exec 9>"$images/.lock"
 flock 9
 
-for name in base pause jobstead; do
+for name in "${names[@]}"; do
   key=$("${name}_key")
   if [ -f "$(archive "$name" "$key")" ]; then
     echo "$name image $key is up to date"
@@ -157,7 +181,8 @@ done
 # Only the current images stay in buildah's storage.
 buildah images --format '{{.Name}}:{{.Tag}}' | while read -r ref; do
   case "$ref" in
-    "$(image_ref base "$(base_key)")" | "$(image_ref pause "$(pause_key)")" | "$(image_ref jobstead "$(jobstead_key)")") ;;
+    "$(image_ref base "$(base_key)")" | "$(image_ref pause "$(pause_key)")" | \
+      "$(image_ref jobstead "$(jobstead_key)")" | "$(image_ref testapp "$(testapp_key)")") ;;
     *) buildah rmi "$ref" >/dev/null 2>&1 || true ;;
   esac
 done

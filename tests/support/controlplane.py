@@ -320,6 +320,8 @@ class Cluster:
     local: bool = True
     # The local node's name when one runs (a kubelet, containerd): Pods really run.
     node: str | None = None
+    # Its address: where Pods reach this machine (the API server, a test's PostgreSQL).
+    node_ip: str | None = None
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: Path, bindir: Path | None = None) -> Cluster:
@@ -504,7 +506,9 @@ class ControlPlane:
         raise AssertionError("unreachable")
 
     def cluster(self) -> Cluster:
-        return Cluster(self.kubeconfig, self.server, self.bindir, node=NODE_NAME if self.node else None)
+        if not self.node:
+            return Cluster(self.kubeconfig, self.server, self.bindir)
+        return Cluster(self.kubeconfig, self.server, self.bindir, node=NODE_NAME, node_ip=self.node.network.gateway)
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop in reverse dependency order; raises if a process cannot be stopped.
@@ -743,7 +747,7 @@ class ControlPlane:
         self._wait("containerd", deadline, node.socket.exists)
         began = time.monotonic()
         # The base image is only what the jobstead one was built on: no Pod runs it.
-        node.import_images([archives["pause"], archives["jobstead"]])
+        node.import_images([archives[name] for name in ("pause", "jobstead", "testapp")])
         self.image_import_seconds = time.monotonic() - began
 
         serving = issue_certificate(

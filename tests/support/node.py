@@ -69,7 +69,7 @@ def node_binary_dir() -> Path:
 
 
 def image_archives() -> dict[str, Path]:
-    """``base``, ``pause`` and ``jobstead``: the docker-archives hack/node/images.sh built for the current inputs."""
+    """``base``, ``pause``, ``jobstead``, ``testapp``: the archives hack/node/images.sh built for the current inputs."""
     lines = _script_output(IMAGES_SCRIPT, "archives").splitlines()
     return {name: Path(path) for name, path in (line.split("=", 1) for line in lines)}
 
