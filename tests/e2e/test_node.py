@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +20,11 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from tests.support.controlplane import REPO, Cluster, ControlPlane, pinned_versions
+from tests.support.controlplane import REPO, Cluster, ControlPlane, pid_alive, pinned_versions, remove_workdir
 from tests.support.node import (
     BRIDGE_PREFIX,
     NODE_NAME,
+    Node,
     image_archives,
     image_name,
     mounts_under,
@@ -192,3 +195,51 @@ def test_helm_install_with_defaults_runs_the_operator(node_cluster: Cluster, nam
         subprocess.run(
             [*helm, "uninstall", release, "--namespace", namespace, "--wait"], capture_output=True, timeout=120
         )
+
+
+KILLED_SESSION = """
+import json, sys, time
+from pathlib import Path
+from tests.support.controlplane import ControlPlane
+plane = ControlPlane(Path(sys.argv[1]), node=True)
+cluster = plane.start()
+cluster.kubectl("run", "sleeper", "--image=" + sys.argv[2], "--image-pull-policy=Never", "--restart=Never",
+                "--command", "--", "sleep", "3600")
+cluster.kubectl("wait", "pod/sleeper", "--for=condition=Ready", "--timeout=90s", timeout=120)
+print(json.dumps([p.pid for p in plane.processes.values()]), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_sessions_node_is_cleaned_up_by_the_next(node_cluster: Cluster, image: str, tmp_path: Path) -> None:
+    """kill -9 of a test process: its kubelet and containerd die with it, the rest is removed by the next session."""
+    workdir = tmp_path / "plane"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", KILLED_SESSION, str(workdir), image],
+        cwd=REPO,
+        env=node_cluster.env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        pids: list[int] = json.loads(parent.stdout.readline() or "[]")
+        assert len(pids) == 6, "etcd, the API server, controller manager, scheduler, containerd, kubelet"
+        node = Node.adopt(workdir / "node")
+        assert node is not None
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while survivors := [pid for pid in pids if pid_alive(pid)]:
+        assert time.monotonic() < deadline, f"still running: {survivors}"
+        time.sleep(0.1)
+    # What no signal reaches: the container and its shim, its mounts, the bridge.
+    left = _node_traces(workdir)
+    assert left["processes"] and left["mounts"] and node.network.bridge in left["bridges"]  # type: ignore[operator]
+
+    remove_workdir(workdir)  # what session_workdir() does for a dead session's workdir
+
+    assert not workdir.exists()
+    assert _node_traces(workdir) == {"mounts": [], "processes": [], "bridges": _node_traces(tmp_path)["bridges"]}
+    assert node.network.bridge not in _node_traces(tmp_path)["bridges"]
