@@ -9,8 +9,10 @@ which is how the worker Pods reach it.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,52 +51,109 @@ def pod_reachable_pg(node_cluster: Cluster) -> Iterator[PostgresServer]:
         server.cleanup()
 
 
-def test_worker_pods_run_the_image_and_jobs_from_postgresql(
+@dataclass
+class Setup:
+    """One namespace's app: its database (reachable from Pods), its Secret, an operator serving it."""
+
+    cluster: Cluster
+    api: client.ApiClient
+    namespace: str
+    app: App
+    image: str
+
+    def job_handler(self, name: str, handler: str, **spec: Any) -> None:
+        body = job_handler(name, image=self.image, **spec)
+        body["spec"]["handler"] = handler
+        client.CustomObjectsApi(self.api).create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, "jobhandlers", body
+        )
+
+    def pods(self) -> list[dict[str, Any]]:
+        items = json.loads(self.cluster.kubectl("get", "pods", "-n", self.namespace, "-o", "json").stdout)["items"]
+        return list(items)
+
+    def pod_running(self, job: Any) -> str:
+        """The Pod whose worker holds ``job``'s lease (a worker's hostname is its Pod's name)."""
+        holder = job.record.lease_owner
+        return str(next(w["hostname"] for w in self.app.store.registry.workers() if w["id"] == holder))
+
+
+@pytest.fixture
+def setup(
     node_cluster: Cluster,
     kube_api: client.ApiClient,
     jobstead_crds: list[str],
     namespace: str,
     pod_reachable_pg: PostgresServer,
     tmp_path: Path,
-) -> None:
+) -> Iterator[Setup]:
     assert node_cluster.node_ip
     # One URL for all: the node's address is this machine's, for the operator as for the Pods.
-    url = pod_reachable_pg.create_database("workers").replace("127.0.0.1", node_cluster.node_ip)
+    url = pod_reachable_pg.create_database(namespace).replace("127.0.0.1", node_cluster.node_ip)
     schema = f"e2e_{uuid.uuid4().hex[:10]}"
     app = App(url, schema=schema)
     from tests.apps import probes
 
-    app.handler(name="e2e_work")(probes.app.get_handler("e2e_work").func)
+    for name in ("e2e_work", "e2e_long"):
+        app.handler(name=name)(probes.app.get_handler(name).func)
     app.migrate()
     database_secret(kube_api, namespace, url, schema)
     operator = Operator(node_cluster, namespace, tmp_path / "operator.log")
     try:
-        image = image_name(image_archives()["testapp"])
-        client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
-            GROUP, VERSION, namespace, "jobhandlers", job_handler("mailer", image=image, minReplicas=2, maxReplicas=2)
-        )
-        jobs = app.get_handler("e2e_work").defer_many([{"i": i} for i in range(40)])
-
-        def finished() -> bool:
-            load = app.store.queries.handler_load("e2e_work")
-            return load.due == 0 and load.running == 0
-
-        wait_until(finished, 180, "the worker Pods to run every job", every=0.5)
-        results = [app.get_job(j.id) for j in jobs]
-        assert all(r.status is JobStatus.SUCCEEDED for r in results)
-        # Each worker is PID 1 of its container: no job ran as a process of this machine.
-        assert {(r.result or {}).get("pid") for r in results} == {1}
-
-        pods: list[dict[str, Any]] = json.loads(
-            node_cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout
-        )["items"]
-        assert len(pods) == 2
-        for pod in pods:
-            assert pod["spec"]["nodeName"] == node_cluster.node
-            (status,) = pod["status"]["containerStatuses"]
-            assert status["image"].endswith(image.split("/", 1)[1]) and status["imageID"], status
-            assert status["ready"], status
+        yield Setup(node_cluster, kube_api, namespace, app, image_name(image_archives()["testapp"]))
     finally:
         operator.stop()
         app.close()
         print(f"operator log: {tmp_path / 'operator.log'}")
+
+
+def test_worker_pods_run_the_image_and_jobs_from_postgresql(setup: Setup) -> None:
+    app = setup.app
+    setup.job_handler("mailer", "e2e_work", minReplicas=2, maxReplicas=2)
+    jobs = app.get_handler("e2e_work").defer_many([{"i": i} for i in range(40)])
+
+    def finished() -> bool:
+        load = app.store.queries.handler_load("e2e_work")
+        return load.due == 0 and load.running == 0
+
+    wait_until(finished, 180, "the worker Pods to run every job", every=0.5)
+    results = [app.get_job(j.id) for j in jobs]
+    assert all(r.status is JobStatus.SUCCEEDED for r in results)
+    # Each worker is PID 1 of its container: no job ran as a process of this machine.
+    assert {(r.result or {}).get("pid") for r in results} == {1}
+
+    pods = setup.pods()
+    assert len(pods) == 2
+    for pod in pods:
+        assert pod["spec"]["nodeName"] == setup.cluster.node
+        (status,) = pod["status"]["containerStatuses"]
+        assert status["image"].endswith(setup.image.split("/", 1)[1]) and status["imageID"], status
+        assert status["ready"], status
+
+
+def test_a_deleted_pod_gets_sigterm_and_hands_its_job_back(setup: Setup) -> None:
+    """kubectl delete: the kubelet's SIGTERM, the worker's grace, the job handed back and run by the next Pod."""
+    setup.job_handler("longrun", "e2e_long", concurrency=1, perPodConcurrency=1, maxReplicas=1, shutdownGraceSeconds=2)
+    job = setup.app.get_handler("e2e_long").defer(seconds=20)
+    wait_until(lambda: job.refresh().status is JobStatus.RUNNING, 120, "the job to start in a Pod")
+    pod = setup.pod_running(job)
+    setup.cluster.kubectl("delete", "pod", pod, "-n", setup.namespace, "--wait=false")
+    job.wait(120)
+    log = job.attempts_log()
+    assert [a.outcome.value for a in log] == ["released", "succeeded"], log
+    assert all(p["metadata"]["name"] != pod for p in setup.pods()), "the deleted Pod is gone"
+
+
+def test_a_force_deleted_pod_releases_its_job_at_once(setup: Setup) -> None:
+    """kubectl delete --grace-period=0 --force: the Pod object goes at once; its job does not wait for the lease."""
+    setup.job_handler("podloss", "e2e_long", concurrency=1, perPodConcurrency=1, maxReplicas=1)
+    job = setup.app.get_handler("e2e_long").defer(seconds=4)
+    wait_until(lambda: job.refresh().status is JobStatus.RUNNING, 120, "the job to start in a Pod")
+    pod = setup.pod_running(job)
+    gone_at = time.monotonic()
+    setup.cluster.kubectl("delete", "pod", pod, "-n", setup.namespace, "--grace-period=0", "--force")
+    wait_until(lambda: job.refresh().status is not JobStatus.RUNNING or job.attempts > 1, 20, "the job to be released")
+    assert time.monotonic() - gone_at < 15, "released at once, not after the 30 s lease"
+    job.wait(120)
+    outcomes = [a.outcome.value for a in job.attempts_log()]
+    assert outcomes[-1] == "succeeded" and outcomes[0] in ("lost", "released"), outcomes

@@ -42,6 +42,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -491,6 +492,8 @@ class ControlPlane:
         Ports are picked free just before use; another process can still take one
         first, so a failure to bind starts over on new ports.
         """
+        if self.with_node:
+            timeout += 120  # importing images, the kubelet's first sync
         for attempt in range(1, attempts + 1):
             try:
                 self._start(time.monotonic() + timeout)
@@ -609,6 +612,7 @@ class ControlPlane:
             self.node.save_state()
         node_ips = (self.node.network.gateway,) if self.node else ()
         pki = make_pki(self.workdir / "pki", extra_ips=node_ips)
+        images_imported = self._start_containerd(self.node, deadline) if self.node else None
         serving = [f"--tls-cert-file={pki.serving.cert}", f"--tls-private-key-file={pki.serving.key}"]
 
         etcd_port, peer_port = free_port(), free_port()
@@ -722,8 +726,8 @@ class ControlPlane:
             deadline,
             lambda: _http_ok(api_port, "/api/v1/namespaces/default/serviceaccounts/default", admin_tls),
         )
-        if self.node:
-            self._start_node(self.node, pki, api_port, deadline)
+        if self.node and images_imported:
+            self._start_node(self.node, pki, api_port, images_imported, deadline)
 
     def _apiserver_network_args(self) -> list[str]:
         if not self.node:
@@ -739,17 +743,44 @@ class ControlPlane:
             "--enable-aggregator-routing=true",
         ]
 
-    def _start_node(self, node: Node, pki: Pki, api_port: int, deadline: float) -> None:
-        """containerd with our images, then the kubelet; done when the Node is Ready."""
+    def _start_containerd(self, node: Node, deadline: float) -> Callable[[], None]:
+        """containerd, and its images imported in the background; call the result to wait for them.
+
+        Importing (mostly unpacking the jobstead image) takes longer than starting
+        the control plane, so the two overlap.
+        """
         archives = image_archives()
         config = node.write_containerd_config(sandbox_image=image_name(archives["pause"]))
         self._spawn("containerd", node.containerd_args(config), binary=CONTAINERD)
         self._wait("containerd", deadline, node.socket.exists)
-        began = time.monotonic()
-        # The base image is only what the jobstead one was built on: no Pod runs it.
-        node.import_images([archives[name] for name in ("pause", "jobstead", "testapp")])
-        self.image_import_seconds = time.monotonic() - began
+        failures: list[BaseException] = []
 
+        def import_images() -> None:
+            began = time.monotonic()
+            try:
+                # The base image is only what the jobstead one was built on: no Pod runs it.
+                node.import_images([archives[name] for name in ("pause", "jobstead", "testapp")])
+            except BaseException as exc:
+                failures.append(exc)
+            self.image_import_seconds = time.monotonic() - began
+
+        importer = threading.Thread(target=import_images, name="node-image-import", daemon=True)
+        importer.start()
+
+        def wait() -> None:
+            importer.join(max(deadline - time.monotonic(), 0))
+            if importer.is_alive():
+                raise ControlPlaneError("timed out importing the node's images")
+            if failures:
+                raise failures[0]
+
+        return wait
+
+    def _start_node(
+        self, node: Node, pki: Pki, api_port: int, images_imported: Callable[[], None], deadline: float
+    ) -> None:
+        """The kubelet, once the images are in; done when the Node is Ready."""
+        images_imported()
         serving = issue_certificate(
             pki.ca, node.workdir / "kubelet-serving", _name(NODE_NAME), server_ips=(node.network.gateway,)
         )
