@@ -14,10 +14,12 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
 
 from tests.support.controlplane import REPO, Cluster, ControlPlane, pid_alive, pinned_versions, remove_workdir
@@ -25,6 +27,7 @@ from tests.support.node import (
     BRIDGE_PREFIX,
     NODE_NAME,
     Node,
+    NodeNetwork,
     image_archives,
     image_name,
     mounts_under,
@@ -243,3 +246,40 @@ def test_a_killed_sessions_node_is_cleaned_up_by_the_next(node_cluster: Cluster,
     assert not workdir.exists()
     assert _node_traces(workdir) == {"mounts": [], "processes": [], "bridges": _node_traces(tmp_path)["bridges"]}
     assert node.network.bridge not in _node_traces(tmp_path)["bridges"]
+
+
+def test_each_node_has_its_own_network_cgroups_and_state(tmp_path: Path) -> None:
+    """What lets two nodes share a machine, read back from the files containerd, CNI and the kubelet get."""
+    node = Node(tmp_path, NodeNetwork(7))
+    config = tomllib.loads(node.write_containerd_config("localhost/jobstead/pause:k").read_text())
+    assert all(config[key].startswith(str(tmp_path)) for key in ("root", "state"))
+    assert config["grpc"]["address"] == str(node.socket)
+    cri = config["plugins"]["io.containerd.grpc.v1.cri"]
+    assert cri["netns_mounts_under_state_dir"] is True
+    assert cri["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is False
+    assert cri["sandbox_image"] == "localhost/jobstead/pause:k"
+    assert "io.containerd.internal.v1.opt" in config["disabled_plugins"]
+
+    (conflist,) = (tmp_path / "cni" / "net.d").iterdir()
+    (bridge,) = json.loads(conflist.read_text())["plugins"]
+    assert bridge["bridge"] == "jsn7" and bridge["ipMasq"] is False
+    assert bridge["ipam"]["ranges"] == [[{"subnet": "10.244.7.0/24", "gateway": "10.244.7.1"}]]
+    assert bridge["ipam"]["dataDir"].startswith(str(tmp_path))
+
+    kubelet = yaml.safe_load(
+        node.write_kubelet_config(
+            ca=tmp_path / "ca.crt",
+            serving_cert=tmp_path / "s.crt",
+            serving_key=tmp_path / "s.key",
+            port=1,
+            healthz_port=2,
+        ).read_text()
+    )
+    assert (kubelet["cgroupRoot"], kubelet["cgroupDriver"], kubelet["failCgroupV1"]) == (
+        "/jobstead-7",
+        "cgroupfs",
+        False,
+    )
+    assert kubelet["address"] == "10.244.7.1" and kubelet["containerRuntimeEndpoint"] == f"unix://{node.socket}"
+    assert kubelet["authentication"]["anonymous"]["enabled"] is False
+    assert kubelet["imageGCHighThresholdPercent"] == 100
