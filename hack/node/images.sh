@@ -123,8 +123,8 @@ build_jobstead() {
   ref=$(image_ref jobstead "$key")
   echo "building jobstead image $key from the Dockerfile"
   # The base archive outlives buildah's storage (a cleaned cache, another machine's).
-  buildah inspect --type image "$(image_ref base "$(base_key)")" >/dev/null 2>&1 \
-    || buildah pull --quiet "docker-archive:$(archive base "$(base_key)")" >/dev/null
+  buildah inspect --type image "$(image_ref base "${keys[base]}")" >/dev/null 2>&1 \
+    || buildah pull --quiet "docker-archive:$(archive base "${keys[base]}")" >/dev/null
   # pip in the build trusts what this machine trusts (a TLS-inspecting proxy's
   # CA, say) and uses its index, through a pip.conf mounted for RUN steps only.
   local host_ca=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
@@ -135,7 +135,7 @@ build_jobstead() {
   } >"$images/pip.conf"
   buildah bud --quiet --isolation chroot --network host --layers=false \
     --volume "$images/pip.conf:/etc/pip.conf:ro" --volume "$host_ca:/etc/ssl/certs/build-host-ca.crt:ro" \
-    --build-arg "BASE=$(image_ref base "$(base_key)")" -t "$ref" -f "$repo/Dockerfile" "$repo" >/dev/null
+    --build-arg "BASE=$(image_ref base "${keys[base]}")" -t "$ref" -f "$repo/Dockerfile" "$repo" >/dev/null
   save jobstead "$key" "$ref"
 }
 
@@ -143,10 +143,10 @@ build_testapp() {
   local key=$1 ref
   ref=$(image_ref testapp "$key")
   echo "building testapp image $key"
-  buildah inspect --type image "$(image_ref jobstead "$(jobstead_key)")" >/dev/null 2>&1 \
-    || buildah pull --quiet "docker-archive:$(archive jobstead "$(jobstead_key)")" >/dev/null
+  buildah inspect --type image "$(image_ref jobstead "${keys[jobstead]}")" >/dev/null 2>&1 \
+    || buildah pull --quiet "docker-archive:$(archive jobstead "${keys[jobstead]}")" >/dev/null
   buildah bud --quiet --isolation chroot --layers=false \
-    --build-arg "BASE=$(image_ref jobstead "$(jobstead_key)")" -t "$ref" -f "$repo/tests/e2e/app.Dockerfile" "$repo" >/dev/null
+    --build-arg "BASE=$(image_ref jobstead "${keys[jobstead]}")" -t "$ref" -f "$repo/tests/e2e/app.Dockerfile" "$repo" >/dev/null
   save testapp "$key" "$ref"
 }
 
@@ -168,8 +168,11 @@ mkdir -p "$images"
 exec 9>"$images/.lock"
 flock 9
 
+# Keys are taken once: a file edited during the build must not mix two versions.
+declare -A keys
+for name in "${names[@]}"; do keys[$name]=$("${name}_key"); done
 for name in "${names[@]}"; do
-  key=$("${name}_key")
+  key=${keys[$name]}
   if [ -f "$(archive "$name" "$key")" ]; then
     echo "$name image $key is up to date"
     continue
@@ -181,8 +184,8 @@ done
 # Only the current images stay in buildah's storage.
 buildah images --format '{{.Name}}:{{.Tag}}' | while read -r ref; do
   case "$ref" in
-    "$(image_ref base "$(base_key)")" | "$(image_ref pause "$(pause_key)")" | \
-      "$(image_ref jobstead "$(jobstead_key)")" | "$(image_ref testapp "$(testapp_key)")") ;;
+    "$(image_ref base "${keys[base]}")" | "$(image_ref pause "${keys[pause]}")" | \
+      "$(image_ref jobstead "${keys[jobstead]}")" | "$(image_ref testapp "${keys[testapp]}")") ;;
     *) buildah rmi "$ref" >/dev/null 2>&1 || true ;;
   esac
 done

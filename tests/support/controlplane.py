@@ -832,7 +832,7 @@ def remove_workdir(workdir: Path) -> None:
     if node:
         node.clean_up()
     unmount_under(workdir)
-    shutil.rmtree(workdir)
+    shutil.rmtree(workdir, ignore_errors=True)  # another session may be removing it too
 
 
 def _http_ok(port: int, path: str, tls: ssl.SSLContext | None) -> bool:

@@ -166,8 +166,10 @@ class NodeNetwork:
                 args = rule.replace(f'"{self._comment}"', "\0").split()
                 args = [self._comment if a == "\0" else a for a in args]
                 subprocess.run(["iptables", "-t", "nat", "-D", *args[1:]], capture_output=True, check=False)
+        # Two sessions may clean up after the same dead one: deleting twice is fine.
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
         if self.bridge in _links():
-            _run("ip", "link", "del", self.bridge)
+            raise NodeError(f"could not delete the bridge {self.bridge}")
 
 
 # -- cgroups ----------------------------------------------------------------------------
