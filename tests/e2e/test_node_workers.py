@@ -22,7 +22,7 @@ from kubernetes import client
 from jobstead import App, JobStatus
 from tests.e2e.test_operator import GROUP, VERSION, Operator, database_secret, job_handler, wait_until
 from tests.support.controlplane import Cluster
-from tests.support.node import image_archives, image_name
+from tests.support.node import ROLLOUT_IMAGE, image_archives, image_name
 from tests.support.postgres_server import PostgresServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.slow]
@@ -157,3 +157,31 @@ def test_a_force_deleted_pod_releases_its_job_at_once(setup: Setup) -> None:
     job.wait(120)
     outcomes = [a.outcome.value for a in job.attempts_log()]
     assert outcomes[-1] == "succeeded" and outcomes[0] in ("lost", "released"), outcomes
+
+
+def test_a_rolling_update_of_the_image_loses_no_job(setup: Setup) -> None:
+    """A new image: a new ReplicaSet, the old Pods drained by SIGTERM, every job run once to success."""
+    setup.job_handler(
+        "roller", "e2e_long", concurrency=2, perPodConcurrency=1, minReplicas=2, maxReplicas=2, shutdownGraceSeconds=2
+    )
+    jobs = setup.app.get_handler("e2e_long").defer_many([{"seconds": 2} for _ in range(10)])
+    wait_until(lambda: any(j.refresh().status is JobStatus.RUNNING for j in jobs), 120, "the first jobs to run")
+    old_pods = {p["metadata"]["name"] for p in setup.pods()}
+    client.CustomObjectsApi(setup.api).patch_namespaced_custom_object(
+        GROUP, VERSION, setup.namespace, "jobhandlers", "roller", {"spec": {"image": ROLLOUT_IMAGE}}
+    )
+    for job in jobs:
+        job.wait(240)
+    outcomes = [a.outcome.value for job in jobs for a in job.attempts_log()]
+    assert outcomes.count("succeeded") == len(jobs) and set(outcomes) <= {"succeeded", "released"}, outcomes
+
+    def rolled() -> bool:
+        pods = setup.pods()
+        return len(pods) == 2 and all(p["spec"]["containers"][0]["image"] == ROLLOUT_IMAGE for p in pods)
+
+    wait_until(rolled, 120, "the new ReplicaSet's Pods to replace the old ones", every=0.5)
+    assert not old_pods & {p["metadata"]["name"] for p in setup.pods()}
+    replica_sets = json.loads(setup.cluster.kubectl("get", "replicasets", "-n", setup.namespace, "-o", "json").stdout)[
+        "items"
+    ]
+    assert sorted(rs["spec"]["replicas"] for rs in replica_sets) == [0, 2]

@@ -58,6 +58,7 @@ from kubernetes import client, config
 from tests.support.node import (
     CONTAINERD,
     NODE_NAME,
+    ROLLOUT_IMAGE,
     Node,
     NodeError,
     NodeNetwork,
@@ -760,6 +761,7 @@ class ControlPlane:
             try:
                 # The base image is only what the jobstead one was built on: no Pod runs it.
                 node.import_images([archives[name] for name in ("pause", "jobstead", "testapp")])
+                node.tag_image(image_name(archives["testapp"]), ROLLOUT_IMAGE)
             except BaseException as exc:
                 failures.append(exc)
             self.image_import_seconds = time.monotonic() - began

@@ -39,6 +39,8 @@ CNI_BIN_DIR = Path("/usr/lib/cni")
 POD_NETWORKS = ipaddress.ip_network("10.244.0.0/16")
 BRIDGE_PREFIX = "jsn"
 CRI_NAMESPACE = "k8s.io"
+# The testapp image under a second name, so a test can roll a JobHandler from one image to another.
+ROLLOUT_IMAGE = "localhost/jobstead/testapp:rollout"
 # Machine-wide: two sessions starting at once must not pick the same index.
 _ALLOCATION_LOCK = Path("/run/jobstead-node.lock")
 _MNT_DETACH = 2
@@ -457,6 +459,16 @@ class Node:
             )
             if result.returncode != 0:
                 raise NodeError(f"importing {archive.name} failed: {result.stderr.strip()}")
+
+    def tag_image(self, source: str, target: str) -> None:
+        result = subprocess.run(
+            [str(CTR), "--address", str(self.socket), "--namespace", CRI_NAMESPACE, "images", "tag", source, target],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise NodeError(f"tagging {source} as {target} failed: {result.stderr.strip()}")
 
     # Clean-up --------------------------------------------------------------------------
 
