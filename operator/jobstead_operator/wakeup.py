@@ -47,7 +47,7 @@ async def wake_from_zero(state: OperatorState, database: AppDatabase, queue: str
         desired = decision.desired
         if desired > 0:
             await state.kube.patch_deployment(namespace, deployment_name(name), {"spec": {"replicas": desired}})
-            scaler.record(decision, now_rfc3339(), note=f" (woken by new work in queue {queue})")  # the tick writes it
+            scaler.record(decision, now_rfc3339(), note=" (woken by new work)")  # the tick writes it
             OPERATOR_METRICS.scaled(namespace, name, 0, desired)
             logger.info("%s/%s: new work in queue %s: 0 -> %d worker pod(s)", namespace, name, queue, desired)
 

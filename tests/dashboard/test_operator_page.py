@@ -1,0 +1,176 @@
+"""The Operator page: what the operator decided for each JobHandler, read from a real Kubernetes API.
+
+The JobHandlers here carry the status the operator writes (``tests/e2e/test_operator.py``
+checks that it does); the page must show its inputs, its reason and the recent
+changes, say why when the cluster cannot be read, and say how to give the
+dashboard a cluster when it has none.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from jobstead import App
+from jobstead.dashboard.cluster import Cluster
+from tests.conftest import Target
+from tests.e2e.conftest import jobstead_crds, kube_api, kube_cluster, namespace
+from tests.support.controlplane import Cluster as ControlPlaneCluster
+from tests.support.processes import run_cli
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+__all__ = ["jobstead_crds", "kube_api", "kube_cluster", "namespace"]  # fixtures of the e2e suite, reused
+
+GROUP, VERSION = "jobstead.io", "v1alpha1"
+
+SCALING = {
+    "desiredReplicas": 3,
+    "currentReplicas": 1,
+    "due": 41,
+    "running": 6,
+    "neededReplicas": 3,
+    "perPodConcurrency": 16,
+    "concurrency": 48,
+    "limitCap": 3,
+    "minReplicas": 0,
+    "maxReplicas": 10,
+    "reason": "scale up: 41 due + 6 running need 3 pods of 16",
+}
+RECENT = [
+    {"time": "2026-01-01T10:00:02Z", "from": 1, "to": 3, "reason": "scale up: 41 due + 6 running need 3 pods of 16"},
+    {"time": "2026-01-01T09:58:00Z", "from": 0, "to": 1, "reason": "scale up: 3 due + 0 running need 1 pod of 16"},
+]
+
+
+@pytest.fixture
+def app(sqlite_target: Target) -> Iterator[App]:
+    app = App(sqlite_target.url)
+    app.migrate()
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def page(app: App) -> Iterator[Callable[..., TestClient]]:
+    from jobstead.dashboard import create_dashboard
+
+    clients: list[TestClient] = []
+
+    def make(**options: Any) -> TestClient:
+        made = TestClient(create_dashboard(app, auth=None, **options), follow_redirects=False)
+        clients.append(made)
+        return made
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+def test_without_a_cluster_the_page_says_how_to_give_it_one(page: Callable[..., TestClient]) -> None:
+    response = page().get("/operator")
+    assert response.status_code == 200
+    assert 'id="no-cluster"' in response.text
+    assert "jobstead dashboard --kubeconfig PATH" in response.text
+    assert "pip install 'jobstead[operator]'" in response.text
+    assert 'href="/operator"' in page().get("/").text, "the page is in the navigation"
+
+
+def test_a_kubeconfig_that_cannot_be_read_is_one_line_at_start(sqlite_target: Target, tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    result = run_cli(["dashboard", "--database-url", sqlite_target.url, "--kubeconfig", str(missing)], env={})
+    assert result.returncode != 0
+    expected = f"--kubeconfig {missing}: cannot read it (No such file or directory)"
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [f"jobstead: error: {expected}"]
+
+
+def test_a_broken_kubeconfig_is_said_on_the_page(page: Callable[..., TestClient], tmp_path: Path) -> None:
+    broken = tmp_path / "kubeconfig"
+    broken.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\n")
+    response = page(kubeconfig=str(broken)).get("/operator")
+    assert response.status_code == 200
+    assert 'id="cluster-problem"' in response.text and f"kubeconfig {broken}" in response.text
+
+
+@pytest.fixture
+def mailer(kube_api: client.ApiClient, jobstead_crds: list[str], namespace: str) -> str:
+    """A JobHandler carrying the status the operator writes; its namespace."""
+    custom = client.CustomObjectsApi(kube_api)
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "JobHandler",
+        "metadata": {"name": "mailer"},
+        "spec": {
+            "handler": "send_email",
+            "app": "shop.jobs:app",
+            "image": "shop:1",
+            "concurrency": 48,
+            "perPodConcurrency": 16,
+            "database": {"secretRef": {"name": "shop-db"}},
+        },
+    }
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "jobhandlers", body)
+    ready = {"type": "Ready", "status": "True", "reason": "Reconciled", "message": "handler 'send_email'"}
+    status = {
+        "replicas": 3,
+        "readyReplicas": 2,
+        "conditions": [{**ready, "lastTransitionTime": "2026-01-01T09:00:00Z"}],
+        "scaling": SCALING,
+        "recentDecisions": RECENT,
+    }
+    custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "jobhandlers", "mailer", {"status": status})
+    stored = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "jobhandlers", "mailer")["status"]
+    assert stored["scaling"] == SCALING and stored["recentDecisions"] == RECENT, "the CRD schema keeps every field"
+    return namespace
+
+
+@pytest.mark.e2e
+def test_each_jobhandler_shows_its_decision_its_inputs_and_recent_changes(
+    page: Callable[..., TestClient], kube_cluster: ControlPlaneCluster, kube_api: client.ApiClient, mailer: str
+) -> None:
+    dashboard = page(kubeconfig=str(kube_cluster.kubeconfig))
+    html = dashboard.get("/operator").text
+    card = html[html.index(f'data-jobhandler="{mailer}/mailer"') :]
+    card = card[: card.index("</article>")]
+    assert "3 pods desired, 2 ready" in card
+    assert "scale up: 41 due + 6 running need 3 pods of 16" in card
+    assert "= ⌈(41 + 6) / 16⌉" in card and "= ⌈48 / 16⌉" in card
+    assert "1 → 3" in card and "0 → 1" in card and card.index("1 → 3") < card.index("0 → 1"), "newest first"
+    assert 'href="/jobs?handler=send_email"' in card
+
+    # one list call per MAX_AGE, whatever the number of viewers: a change shows once the cache expires
+    client.CustomObjectsApi(kube_api).patch_namespaced_custom_object_status(
+        GROUP, VERSION, mailer, "jobhandlers", "mailer", {"status": {"scaling": {"reason": "held at max 10: x"}}}
+    )
+    assert "held at max 10" not in dashboard.get("/operator").text
+    cluster = Cluster(kubeconfig=str(kube_cluster.kubeconfig), max_age=0)
+    assert any(h.reason == "held at max 10: x" for h in cluster.view().handlers)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_the_operator_page_in_chromium(
+    app: App, kube_cluster: ControlPlaneCluster, mailer: str, tmp_path: Path
+) -> None:
+    from jobstead.dashboard import create_dashboard
+    from tests.dashboard.browser import LiveServer, chromium
+    from tests.dashboard.test_browser import save_screenshot, text
+
+    with (
+        LiveServer(create_dashboard(app, auth=None, kubeconfig=str(kube_cluster.kubeconfig))) as server,
+        chromium() as browser,
+    ):
+        browser.get(server.url + "/")
+        browser.find_element("link text", "Operator").click()
+        card = text(browser, f'[data-jobhandler="{mailer}/mailer"]')
+        assert "3 pods desired, 2 ready: scale up: 41 due + 6 running need 3 pods of 16" in card
+        assert "1 → 3" in card
+        save_screenshot(browser, tmp_path, "dashboard-operator.png")
+        print(f"screenshot: {tmp_path / 'dashboard-operator.png'}")
