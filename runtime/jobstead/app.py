@@ -21,7 +21,7 @@ from .deferred import Deferred
 from .errors import ConfigurationError, InvalidArguments, JobNotFound, UnknownHandler
 from .handler import Handler, JobSpec
 from .hooks import Hook
-from .options import AsyncTransaction, SyncTransaction, check_metadata, check_name
+from .options import AsyncTransaction, SyncTransaction, check_int, check_metadata, check_name
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .signature import CONTEXT
 from .status import JobStatus, statuses_of
@@ -406,12 +406,37 @@ class App:
 
     # -- pause / resume -------------------------------------------------------
 
-    def pause(self, *, handler: str | None = None, queue: str | None = None) -> bool:
-        """Stop claims of one handler, one queue, or (with neither) everything; nothing is lost."""
-        return self.store.control.pause(*_pause_scope(handler, queue))
+    def pause(self, *, handler: str | None = None, queue: str | None = None, force: bool = False) -> bool:
+        """Stop claims of one handler, one queue, or (with neither) everything; nothing is lost.
+
+        A name no app published here and this app does not know is refused with
+        ``UnknownHandler`` (a typo must not "succeed"), as the CLI refuses it;
+        ``force=True`` pauses it anyway (a handler about to be deployed).
+        """
+        scope, name = _pause_scope(handler, queue)
+        store = self.store
+        if scope != "all" and not force:
+            self._check_known(store, scope, name)
+        return store.control.pause(scope, name)
 
     def resume(self, *, handler: str | None = None, queue: str | None = None) -> bool:
         return self.store.control.resume(*_pause_scope(handler, queue))
+
+    def _check_known(self, store: Store, scope: PauseScope, name: str) -> None:
+        from .store.presence import known_names
+
+        names = known_names(store.db)
+        if scope == "handler":
+            known = set(names.handlers) | set(self._handlers)
+        else:
+            known = set(names.queues) | {h.queue for h in self._handlers.values()}
+        if name not in known:
+            listed = ", ".join(sorted(known)) or "none yet"
+            message = (
+                f"no {scope} named {name!r} is known to this app or its database (known: {listed}); "
+                "force=True to pause it anyway"
+            )
+            raise UnknownHandler(message) if scope == "handler" else InvalidArguments(message)
 
     # -- hooks ---------------------------------------------------------------
 
@@ -710,6 +735,8 @@ class App:
             statuses = statuses_of(status)
         except ValueError as exc:
             raise InvalidArguments(f"status: {exc}") from None
+        check_int("limit", limit, 1)  # the CLI's --limit rule: -1 is not "all"
+        check_int("offset", offset, 0)
         selection = JobSelection(statuses=statuses, handler=handler, queue=queue, tenant=tenant, since=since)
         store = self.store
         return [Deferred(store, r) for r in find_jobs(store.db, store.clock(), selection, limit=limit, offset=offset)]

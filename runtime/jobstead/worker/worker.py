@@ -87,6 +87,8 @@ class Worker:
         #: Cuts the start-up's retry waits short on a stop.
         self._wake: asyncio.Event | None = None
         self._hurried: asyncio.Event | None = None
+        #: Why running jobs were not given their grace period, said when they are released.
+        self._hurried_by = "no grace period (shutdown_grace 0)"
         self._stop_callbacks: list[Callable[[], None]] = []
         self._signals = LoopSignals(self._on_signal, enabled=self.options.install_signal_handlers)
         # The parts, made once the store is open (``run_async``).
@@ -116,7 +118,7 @@ class Worker:
             self.shutdown_grace = grace
             if grace == 0 and loop is not None and not loop.is_closed():
                 with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(self._hurry)
+                    loop.call_soon_threadsafe(self._hurry, "stopped early by stop(grace=0)")
         if loop is None or loop.is_closed():
             self._stopping = True
             return
@@ -127,8 +129,9 @@ class Worker:
 
     def _begin_stop(self) -> None:
         if not self._stopping:
-            running = len(self._runner.running) if self._runner is not None else 0
-            logger.info("worker %s stopping: no new claims, %d job(s) running", self.id, running)
+            if self.started.is_set():  # before it, the one line is "stopped before it started"
+                running = len(self._runner.running) if self._runner is not None else 0
+                logger.info("worker %s stopping: no new claims, %d job(s) running", self.id, running)
             for callback in self._stop_callbacks:
                 try:
                     callback()
@@ -152,15 +155,24 @@ class Worker:
         self._hurried = asyncio.Event()
         if self.shutdown_grace == 0:
             self._hurried.set()
-        started = await until_ready(
-            self._start_up,
-            what=f"worker {self.id} starting",
-            is_transient=self._env.is_transient,
-            logger=logger,
-            stopping=lambda: self._stopping,
-            sleeper=Sleeper(self._wake),
-        )
+        # Signals from the start: a Ctrl-C while the database is still unreachable
+        # is a stop like any other, not a KeyboardInterrupt through asyncio.run.
+        self._signals.install()
+        try:
+            started = await until_ready(
+                self._start_up,
+                what=f"worker {self.id} starting",
+                is_transient=self._env.is_transient,
+                logger=logger,
+                stopping=lambda: self._stopping,
+                sleeper=Sleeper(self._wake),
+            )
+        except BaseException:
+            self._signals.remove()
+            raise
         if started is None:  # stopped before the database came back
+            self._signals.remove()
+            logger.info("worker %s stopped before it started", self.id)
             self.stopped.set()
             return
         store, settings = started
@@ -205,7 +217,6 @@ class Worker:
                     name="jobstead-listen",
                 )
             )
-        self._signals.install()
         logger.info(
             "worker %s started: handlers %s, queues %s, concurrency %d",
             self.id,
@@ -307,8 +318,10 @@ class Worker:
                     pending -= done
             finally:
                 hurried.cancel()
+        assert self._hurried is not None
+        why = self._hurried_by if self._hurried.is_set() else f"the {self.shutdown_grace:g} s grace period ran out"
         for r in runner.running_jobs():
-            logger.warning("job %s still running after the grace period: cancelling and releasing it", r.job.id)
+            logger.warning("job %s still running: %s; cancelling and releasing it", r.job.id, why)
             runner.cancel(r, CancelReason.SHUTDOWN)
         remaining = runner.tasks()
         if remaining:
@@ -320,11 +333,12 @@ class Worker:
     def _on_signal(self, sig: signal.Signals) -> None:
         if self._stopping and sig == signal.SIGINT:
             logger.warning("second SIGINT: not waiting for running jobs")
-            self._hurry()
+            self._hurry("stopped early by a second Ctrl-C (SIGINT)")
         self._begin_stop()
 
-    def _hurry(self) -> None:
+    def _hurry(self, why: str) -> None:
         """Stop waiting for running jobs: cancel and release them now (also cuts a grace wait short)."""
+        self._hurried_by = why
         self.shutdown_grace = 0
         if self._hurried is not None:
             self._hurried.set()
