@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,22 @@ SCALING = {
     "maxReplicas": 10,
     "reason": "scale up: 41 due + 6 running need 3 pods of 16",
 }
+
+
+def ago(seconds: int) -> str:
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 RECENT = [
-    {"time": "2026-01-01T10:00:02Z", "from": 1, "to": 3, "reason": "scale up: 41 due + 6 running need 3 pods of 16"},
-    {"time": "2026-01-01T09:58:00Z", "from": 0, "to": 1, "reason": "scale up: 3 due + 0 running need 1 pod of 16"},
+    {"time": ago(40), "from": 1, "to": 3, "reason": "scale up: 41 due + 6 running need 3 pods of 16"},
+    {
+        "time": ago(700),
+        "from": 0,
+        "to": 1,
+        "reason": "scale up: 3 due + 0 running need 1 pod of 16",
+    },
+    {"time": ago(900), "from": 1, "to": 0, "reason": "scale down: nothing due or running"},
+    {"time": ago(1010), "from": 2, "to": 1, "reason": "scale down, cool-down: one pod kept until idle for 120 s"},
 ]
 
 
@@ -100,7 +114,7 @@ def test_a_broken_kubeconfig_is_said_on_the_page(page: Callable[..., TestClient]
 
 
 @pytest.fixture
-def mailer(kube_api: client.ApiClient, jobstead_crds: list[str], namespace: str) -> str:
+def mailer(kube_api: client.ApiClient, jobstead_crds: list[str], namespace: str) -> Iterator[str]:
     """A JobHandler carrying the status the operator writes; its namespace."""
     custom = client.CustomObjectsApi(kube_api)
     body = {
@@ -128,7 +142,9 @@ def mailer(kube_api: client.ApiClient, jobstead_crds: list[str], namespace: str)
     custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "jobhandlers", "mailer", {"status": status})
     stored = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "jobhandlers", "mailer")["status"]
     assert stored["scaling"] == SCALING and stored["recentDecisions"] == RECENT, "the CRD schema keeps every field"
-    return namespace
+    yield namespace
+    # a deleted namespace goes slowly: the next test would see this one too
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "jobhandlers", "mailer")
 
 
 @pytest.mark.e2e
@@ -141,7 +157,7 @@ def test_each_jobhandler_shows_its_decision_its_inputs_and_recent_changes(
     card = card[: card.index("</article>")]
     assert "3 pods desired, 2 ready" in card
     assert "scale up: 41 due + 6 running need 3 pods of 16" in card
-    assert "= ⌈(41 + 6) / 16⌉" in card and "= ⌈48 / 16⌉" in card
+    assert "pods needed = ⌈(41 + 6) / 16⌉" in card and "limit cap = ⌈48 / 16⌉" in card
     assert "1 → 3" in card and "0 → 1" in card and card.index("1 → 3") < card.index("0 → 1"), "newest first"
     assert 'href="/jobs?handler=send_email"' in card
 
