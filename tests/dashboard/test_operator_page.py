@@ -179,10 +179,10 @@ def test_the_operator_page_in_chromium(
     from tests.dashboard.browser import LiveServer, chromium
     from tests.dashboard.test_browser import save_screenshot, text
 
-    with (
-        LiveServer(create_dashboard(app, auth=None, kubeconfig=str(kube_cluster.kubeconfig))) as server,
-        chromium() as browser,
-    ):
+    kubeconfig = tmp_path / "kubeconfig"  # the page names it: a short path for the README's screenshot
+    kubeconfig.write_bytes(kube_cluster.kubeconfig.read_bytes())
+    served = create_dashboard(app, auth=None, kubeconfig=str(kubeconfig))
+    with LiveServer(served) as server, chromium() as browser:
         browser.get(server.url + "/")
         browser.find_element("link text", "Operator").click()
         card = text(browser, f'[data-jobhandler="{mailer}/mailer"]')
