@@ -22,7 +22,7 @@ from jobstead.dashboard.cluster import Cluster
 from tests.conftest import Target
 from tests.e2e.conftest import jobstead_crds, kube_api, kube_cluster, namespace
 from tests.support.controlplane import Cluster as ControlPlaneCluster
-from tests.support.processes import run_cli
+from tests.support.processes import REPO, run_cli
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -31,6 +31,8 @@ with warnings.catch_warnings():
 __all__ = ["jobstead_crds", "kube_api", "kube_cluster", "namespace"]  # fixtures of the e2e suite, reused
 
 GROUP, VERSION = "jobstead.io", "v1alpha1"
+CHART = REPO / "charts" / "jobstead"
+RBAC = "templates/dashboard-rbac.yaml"
 
 SCALING = {
     "desiredReplicas": 3,
@@ -190,3 +192,39 @@ def test_the_operator_page_in_chromium(
         assert "1 → 3" in card
         save_screenshot(browser, tmp_path, "dashboard-operator.png")
         print(f"screenshot: {tmp_path / 'dashboard-operator.png'}")
+
+
+@pytest.mark.e2e
+def test_the_charts_dashboard_account_reads_jobhandlers_where_its_roles_allow_and_says_so_elsewhere(
+    page: Callable[..., TestClient],
+    kube_cluster: ControlPlaneCluster,
+    kube_api: client.ApiClient,
+    mailer: str,
+    tmp_path: Path,
+) -> None:
+    """With ``watchNamespaces`` the chart grants Roles, and passes ``--namespace``; elsewhere the page says why not."""
+    from tests.e2e.test_chart import Helm
+    from tests.e2e.test_rbac import service_account_kubeconfig
+
+    helm = Helm(kube_cluster, tmp_path / "helm")
+    values = [
+        "--set",
+        "dashboard.enabled=true",
+        "--set",
+        "dashboard.auth.existingSecret=t",
+        "--set",
+        "database.existingSecret=d",
+    ]
+    values += ["--set", "dashboard.cluster.enabled=true", "--set", f"watchNamespaces={{{mailer}}}"]
+    rendered = helm("template", "ops", str(CHART), "-n", mailer, *values, "--show-only", RBAC).stdout
+    kube_cluster.kubectl("apply", "-f", "-", stdin=rendered)
+    kubeconfig = service_account_kubeconfig(
+        kube_cluster, kube_api, mailer, tmp_path / "dashboard.kubeconfig", account="ops-jobstead-dashboard"
+    )
+    allowed = page(kubeconfig=str(kubeconfig), namespaces=(mailer,)).get("/operator").text
+    assert f"namespace {mailer}" in allowed and f'data-jobhandler="{mailer}/mailer"' in allowed
+    assert "3 pods desired, 2 ready" in allowed
+
+    everywhere = page(kubeconfig=str(kubeconfig)).get("/operator").text  # no list cluster-wide, none in "default"
+    assert 'id="cluster-problem"' in everywhere
+    assert "refuses to list JobHandlers in namespace default: grant get, list and watch" in everywhere

@@ -157,3 +157,6 @@ def test_the_operator_page_gets_a_service_account_that_may_only_read_jobhandlers
     )
     assert kinds(scoped) == ["Deployment", "Role", "Role", "RoleBinding", "RoleBinding", "Service", "ServiceAccount"]
     assert {r["metadata"]["namespace"] for r in by_kind(scoped, "Role")} == {"shop", "mail"}
+    (scoped_dashboard,) = by_kind(scoped, "Deployment")
+    args = scoped_dashboard["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-2:] == ["--namespace=shop", "--namespace=mail"], "it reads where its Roles allow"

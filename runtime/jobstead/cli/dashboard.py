@@ -41,6 +41,13 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="read the cluster's JobHandlers for the Operator page (in a pod: its service account, without this)",
     )
+    p.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="the Operator page reads this namespace's JobHandlers (repeatable; default: every namespace)",
+    )
 
 
 def _port(raw: str) -> int:
@@ -126,7 +133,11 @@ def dashboard(args: Namespace) -> int:
     store = store_from_args(args)
     sock = _listening_socket(address, args.host, args.port)
     dashboard_app = create_dashboard(
-        store, auth=credentials if credentials.configured else None, read_only=args.read_only, kubeconfig=kubeconfig
+        store,
+        auth=credentials if credentials.configured else None,
+        read_only=args.read_only,
+        kubeconfig=kubeconfig,
+        namespaces=tuple(args.namespace),
     )
     app: Any = dashboard_app
     if base:

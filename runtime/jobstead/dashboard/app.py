@@ -486,6 +486,7 @@ def create_dashboard(
     title: str = "Jobstead",
     poll_interval: float | None = None,
     kubeconfig: str | None = None,
+    namespaces: tuple[str, ...] = (),
 ) -> Starlette:
     """The dashboard as an ASGI app, to mount in your own: ``app.mount("/jobs", create_dashboard(...))``.
 
@@ -496,8 +497,8 @@ def create_dashboard(
     that authenticates, or on a loopback address).
 
     The operator page reads the JobHandlers of the cluster ``kubeconfig``
-    names, or of the cluster the dashboard runs in (its service account);
-    without either it says how to give it one.
+    names, or of the cluster the dashboard runs in (its service account), in
+    ``namespaces`` or every namespace; without either it says how to give it one.
     """
     store = jobstead_app.store if isinstance(jobstead_app, App) else jobstead_app
     store.ensure_schema()
@@ -511,5 +512,5 @@ def create_dashboard(
         database=store.db.engine.url.render_as_string(hide_password=True),
     )
     interval = poll_interval if poll_interval is not None else (2.0 if store.supports_listen else 1.0)
-    cluster = Cluster.detect(kubeconfig)
+    cluster = Cluster.detect(kubeconfig, namespaces)
     return Dashboard(store, authenticator, settings, poll_interval=interval, cluster=cluster).asgi()

@@ -126,8 +126,11 @@ class ClusterView:
 class Cluster:
     """A read-only view of the cluster's JobHandlers, listed at most once per ``MAX_AGE`` seconds."""
 
-    def __init__(self, *, kubeconfig: str | None = None, max_age: float = MAX_AGE) -> None:
+    def __init__(
+        self, *, kubeconfig: str | None = None, namespaces: tuple[str, ...] = (), max_age: float = MAX_AGE
+    ) -> None:
         self.kubeconfig = kubeconfig
+        self.namespaces = namespaces
         self.source = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster service account"
         self.max_age = max_age
         self._lock = threading.Lock()
@@ -136,11 +139,11 @@ class Cluster:
         self._namespace: str | None = None
 
     @classmethod
-    def detect(cls, kubeconfig: str | None) -> Cluster | None:
+    def detect(cls, kubeconfig: str | None, namespaces: tuple[str, ...] = ()) -> Cluster | None:
         """The cluster named by ``--kubeconfig``, else the pod's own when running in one, else None."""
         if kubeconfig:
-            return cls(kubeconfig=kubeconfig)
-        return cls() if IN_CLUSTER_TOKEN.exists() else None
+            return cls(kubeconfig=kubeconfig, namespaces=namespaces)
+        return cls(namespaces=namespaces) if IN_CLUSTER_TOKEN.exists() else None
 
     def view(self) -> ClusterView:
         with self._lock:
@@ -182,23 +185,41 @@ class Cluster:
         from urllib3.exceptions import HTTPError
 
         api = self._client()
-        scope = "every namespace"
+        namespaces = self.namespaces
+        scope = _scope(namespaces)
         try:
-            try:
-                listed = api.list_cluster_custom_object(GROUP, VERSION, PLURAL, _request_timeout=5)
-            except ApiException as exc:
-                if exc.status != 403:
-                    raise
-                scope = f"namespace {self._namespace}"  # a Role in one namespace only: read that one
-                listed = api.list_namespaced_custom_object(GROUP, VERSION, self._namespace, PLURAL, _request_timeout=5)
+            if namespaces:
+                items = [item for namespace in namespaces for item in self._list(api, namespace)]
+            else:
+                try:
+                    items = self._list(api, None)
+                except ApiException as exc:
+                    if exc.status != 403:
+                        raise
+                    namespaces = (self._namespace or "default",)  # perhaps a Role in its own namespace
+                    scope = _scope(namespaces)
+                    items = self._list(api, namespaces[0])
         except ApiException as exc:
             raise ClusterUnavailable(_api_problem(exc, scope)) from None
         except (HTTPError, OSError) as exc:
             raise ClusterUnavailable(f"cannot reach the Kubernetes API ({type(exc).__name__})") from None
-        handlers = sorted(
-            (HandlerScaling.of(item) for item in listed.get("items") or []), key=lambda h: (h.namespace, h.name)
-        )
+        handlers = sorted((HandlerScaling.of(item) for item in items), key=lambda h: (h.namespace, h.name))
         return ClusterView(source=self.source, handlers=tuple(handlers), scope=scope)
+
+    @staticmethod
+    def _list(api: Any, namespace: str | None) -> list[Mapping[str, Any]]:
+        """One list call: a namespace's JobHandlers, or every namespace's."""
+        if namespace is None:
+            listed = api.list_cluster_custom_object(GROUP, VERSION, PLURAL, _request_timeout=5)
+        else:
+            listed = api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _request_timeout=5)
+        return list(listed.get("items") or [])
+
+
+def _scope(namespaces: tuple[str, ...]) -> str:
+    if not namespaces:
+        return "every namespace"
+    return ("namespace " if len(namespaces) == 1 else "namespaces ") + ", ".join(namespaces)
 
 
 def _api_problem(exc: Any, scope: str) -> str:
