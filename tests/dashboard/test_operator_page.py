@@ -178,7 +178,7 @@ def test_the_operator_page_in_chromium(
     app: App, kube_cluster: ControlPlaneCluster, mailer: str, tmp_path: Path
 ) -> None:
     from jobstead.dashboard import create_dashboard
-    from tests.dashboard.browser import LiveServer, chromium
+    from tests.dashboard.browser import LiveServer, axe_source, axe_violations, chromium, prefer_dark
     from tests.dashboard.test_browser import save_screenshot, text
 
     kubeconfig = tmp_path / "kubeconfig"  # the page names it: a short path for the README's screenshot
@@ -192,6 +192,12 @@ def test_the_operator_page_in_chromium(
         assert "1 → 3" in card
         save_screenshot(browser, tmp_path, "dashboard-operator.png")
         print(f"screenshot: {tmp_path / 'dashboard-operator.png'}")
+        source = axe_source()
+        found = [f"light: {v}" for v in axe_violations(browser, source)]
+        prefer_dark(browser)
+        browser.get(server.url + "/operator")
+        found += [f"dark: {v}" for v in axe_violations(browser, source)]
+        assert not found, "\n".join(found)
 
 
 @pytest.mark.e2e
