@@ -18,7 +18,7 @@ import pytest
 from kubernetes import client
 
 from jobstead import App
-from jobstead.dashboard.cluster import Cluster
+from jobstead.dashboard.cluster import Cluster, HandlerScaling
 from tests.conftest import Target
 from tests.e2e.conftest import jobstead_crds, kube_api, kube_cluster, namespace
 from tests.support.controlplane import Cluster as ControlPlaneCluster
@@ -113,6 +113,22 @@ def test_a_broken_kubeconfig_is_said_on_the_page(page: Callable[..., TestClient]
     response = page(kubeconfig=str(broken)).get("/operator")
     assert response.status_code == 200
     assert 'id="cluster-problem"' in response.text and f"kubeconfig {broken}" in response.text
+
+
+def test_an_older_operators_status_still_shows_what_it_has() -> None:
+    """Before ``status.scaling`` existed the status held replicas and counts: the page shows those, no reason."""
+    body = {
+        "metadata": {"namespace": "shop", "name": "mailer"},
+        "spec": {"handler": "send_email", "concurrency": 6, "perPodConcurrency": 2, "maxReplicas": 3},
+        "status": {"replicas": 2, "readyReplicas": 1, "queued": 9, "running": 2, "recentDecisions": [{"time": 1}]},
+    }
+    seen = HandlerScaling.of(body)
+    assert (seen.desired, seen.ready, seen.due, seen.running) == (2, 1, 9, 2)
+    assert (seen.per_pod_concurrency, seen.concurrency, seen.max_replicas, seen.min_replicas) == (2, 6, 3, 0)
+    assert seen.reason is None and seen.needed is None and seen.recent == (), "a malformed entry is skipped"
+    full = HandlerScaling.of({**body, "status": {"scaling": {**SCALING, "coolDownUntil": "2026-01-01T10:00:00Z"}}})
+    assert full.reason == SCALING["reason"] and full.limit_cap == 3
+    assert full.cool_down_until == datetime(2026, 1, 1, 10, tzinfo=UTC)
 
 
 @pytest.fixture
