@@ -78,6 +78,7 @@ def pages(busy: Busy) -> list[str]:
         "/batches",
         f"/batches/{busy.batch.id}",
         "/activity",
+        "/operator",
         "/nope",
     ]
 

@@ -36,6 +36,7 @@ from ..store.records import BATCH_STATUSES
 from . import filters, listing, render, running, schedules, web
 from .actions import BULK_VERBS, PAUSE_SCOPES, ActionRefused, Actions
 from .auth import SESSION_COOKIE, SESSION_SECONDS, AuthCallable, Authenticator, Credentials, Signer, User
+from .cluster import Cluster, operator_page
 from .depth import queue_depth
 from .filters import BadInput
 from .live import MIN_INTERVAL, ChangeFeed, Shared, store_listener
@@ -74,8 +75,10 @@ class Dashboard:
         settings: Settings,
         *,
         poll_interval: float,
+        cluster: Cluster | None = None,
     ) -> None:
         self.store = store
+        self.cluster = cluster
         self.auth = authenticator
         self.settings = settings
         self.queries = DashboardQueries(store)
@@ -536,6 +539,7 @@ class Dashboard:
             Route("/batches", self.view(self.batches)),
             Route("/batches/{batch_id}", self.view(self.batch)),
             Route("/activity", self.view(self.activity)),
+            Route("/operator", self.view(operator_page(self.cluster))),
             Route("/pause", self.action(self.pause_action), methods=["POST"]),
             Route("/resume", self.action(self.pause_action), methods=["POST"]),
             Route("/login", self.login_form, methods=["GET"]),
@@ -594,6 +598,8 @@ def create_dashboard(
     read_only: bool = False,
     title: str = "Jobstead",
     poll_interval: float | None = None,
+    kubeconfig: str | None = None,
+    namespaces: tuple[str, ...] = (),
 ) -> Starlette:
     """The dashboard as an ASGI app, to mount in your own: ``app.mount("/jobs", create_dashboard(...))``.
 
@@ -602,6 +608,10 @@ def create_dashboard(
     the Starlette ``Request`` and returning a ``User`` or ``None`` (sync or
     async), or ``None`` for no authentication at all (only behind something
     that authenticates, or on a loopback address).
+
+    The operator page reads the JobHandlers of the cluster ``kubeconfig``
+    names, or of the cluster the dashboard runs in (its service account), in
+    ``namespaces`` or every namespace; without either it says how to give it one.
     """
     store = jobstead_app.store if isinstance(jobstead_app, App) else jobstead_app
     store.ensure_schema()
@@ -615,4 +625,5 @@ def create_dashboard(
         database=store.db.engine.url.render_as_string(hide_password=True),
     )
     interval = poll_interval if poll_interval is not None else (2.0 if store.supports_listen else 1.0)
-    return Dashboard(store, authenticator, settings, poll_interval=interval).asgi()
+    cluster = Cluster.detect(kubeconfig, namespaces)
+    return Dashboard(store, authenticator, settings, poll_interval=interval, cluster=cluster).asgi()
