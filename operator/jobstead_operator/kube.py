@@ -8,19 +8,34 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 from dataclasses import dataclass
 from typing import Any, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from jobstead import ConfigurationError
+
 
 def load_configuration() -> None:
-    """In a pod: the service account. Elsewhere: $KUBECONFIG or ~/.kube/config."""
+    """In a pod: the service account. Elsewhere: $KUBECONFIG or ~/.kube/config.
+
+    Neither is a one-line ``ConfigurationError`` naming where it looked, not
+    the client library's traceback.
+    """
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
+        try:
+            config.load_kube_config()  # type: ignore[no-untyped-call]
+        except (config.ConfigException, OSError) as exc:
+            where = os.environ.get("KUBECONFIG") or "~/.kube/config"
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            raise ConfigurationError(
+                f"no Kubernetes configuration: not in a pod, and {where} gives none ({detail}); "
+                "set KUBECONFIG to a kubeconfig file"
+            ) from None
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,18 @@ def test_a_target_is_shown_with_its_password_masked() -> None:
     assert target.scrub(f"FATAL: password {PASSWORD} rejected") == "FATAL: password *** rejected"
 
 
+def test_a_secret_may_hold_a_mysql_or_mariadb_url() -> None:
+    for scheme in ("mysql", "mariadb"):
+        target = target_from_secret({"url": f"{scheme}://shop:{PASSWORD}@db/shop"}, "url", secret="shop-db")
+        assert target.url.drivername == f"{scheme}+mysqldb"  # the mysql extra's sync client
+        assert PASSWORD not in target.masked and target.masked.startswith(f"{scheme}+mysqldb://shop:***@db/shop")
+
+
 @pytest.mark.parametrize(
     ("data", "reason", "expected"),
     [
         ({}, "SecretNotFound", "has no key 'url'"),
-        ({"url": f"mysql://u:{PASSWORD}@h/db"}, "InvalidDatabaseURL", "unsupported database 'mysql'"),
+        ({"url": f"oracle://u:{PASSWORD}@h/db"}, "InvalidDatabaseURL", "unsupported database 'oracle'"),
         ({"url": f"::not a url:{PASSWORD}@"}, "InvalidDatabaseURL", "is not a database URL"),
         ({"url": f"postgresql://u:{PASSWORD}@h/db", "schema": "no-dashes"}, "InvalidDatabaseURL", "schema name"),
     ],

@@ -12,7 +12,8 @@ PASSWORD = "Hunter2-xq9"
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({"JOBSTEAD_DATABASE_URL": f"mysql://ops:{PASSWORD}@db/ops"}, "unsupported database 'mysql'"),
+        ({"JOBSTEAD_DATABASE_URL": f"oracle://ops:{PASSWORD}@db/ops"}, "unsupported database 'oracle'"),
+        ({"JOBSTEAD_DATABASE_URL": f"mysql://ops:{PASSWORD}@db/ops"}, "no Kubernetes configuration: not in a pod"),
         ({"JOBSTEAD_DATABASE_URL": f"::nonsense:{PASSWORD}@"}, "is not a database URL"),
         ({"JOBSTEAD_OPERATOR_MIGRATE": "maybe"}, "$JOBSTEAD_OPERATOR_MIGRATE must be true or false"),
     ],
