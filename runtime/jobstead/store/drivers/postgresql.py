@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import psycopg
 from psycopg import sql as pgsql
+from psycopg.conninfo import make_conninfo
 from sqlalchemy import (
     ARRAY,
     ColumnElement,
@@ -65,6 +66,7 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -90,6 +92,9 @@ CONNECT_TIMEOUT_SECONDS = 10
 PROBE_PREFIX = "jobstead-probe:"
 #: How long the listener waits for its probe before deciding notifications cannot reach it.
 PROBE_SECONDS = 5.0
+
+#: Only for ``create_connect_args``: how the engine's connections would be opened.
+_DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]
 
 _scan_json = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # typeshed types it as its own class
 
@@ -139,7 +144,32 @@ def without_own_options(url: URL) -> URL:
 
 
 def libpq_conninfo(url: URL) -> str:
-    return without_own_options(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    """The connection string of the engine's own connections, for the ones Jobstead opens itself.
+
+    Built from the arguments SQLAlchemy's psycopg dialect gives the engine's
+    connections, so the claim and LISTEN connections go to the same hosts in
+    the same order (a multi-host URL, in either of its forms, included) with
+    the same options (``target_session_attrs``, ``sslmode``, ...).
+    """
+    _, params = _DIALECT.create_connect_args(without_own_options(url))  # type: ignore[no-untyped-call]
+    return make_conninfo("", **{str(k): v for k, v in params.items() if isinstance(v, str | int)})
+
+
+def hosts(url: URL) -> list[str]:
+    """``host:port`` of each host the URL names, in order (several: libpq tries them in turn)."""
+    if url.host:
+        return [f"{url.host}:{url.port or 5432}"]
+    names, ports = url.query.get("host"), url.query.get("port")
+    if names is None:
+        return ["localhost:5432"]
+    if isinstance(names, tuple):  # SQLAlchemy's own multi-host form: ?host=a:1&host=b:2
+        listed = [name.partition(":") for name in names]
+        return [f"{name}:{port or 5432}" for name, _, port in listed]
+    host_list = names.split(",")
+    port_list = (ports[-1] if isinstance(ports, tuple) else ports or "").split(",")
+    if len(port_list) == 1:
+        port_list *= len(host_list)  # one port for every host, as libpq reads it
+    return [f"{name}:{(port_list[i] if i < len(port_list) else '') or 5432}" for i, name in enumerate(host_list)]
 
 
 class PostgreSQLDriver(Driver):
@@ -180,7 +210,7 @@ class PostgreSQLDriver(Driver):
         return super().is_transient(exc)
 
     def describe(self, url: URL) -> str:
-        where = f"{url.host or 'localhost'}:{url.port or 5432}"
+        where = ",".join(hosts(url))
         user = f" as {url.username}" if url.username else ""
         return f"PostgreSQL database {url.database!r} on {where}{user}"
 
