@@ -49,13 +49,15 @@ class ReplicatedPair:
     """Two servers, ``primary`` and ``standby``; after a failover they swap roles."""
 
     synchronous: bool = True
+    #: ``name=value`` settings of both servers, after the replication ones.
+    settings: list[str] = field(default_factory=list)
     primary: PostgresServer = field(init=False)
     standby: PostgresServer = field(init=False)
 
     def start(self) -> ReplicatedPair:
         # Not durable (fsync off: the test machine's page cache outlives a kill -9), but every
         # commit waits for the standby: synchronous_commit=on overrides the test default.
-        self.primary = PostgresServer(settings=list(REPLICATION_SETTINGS))
+        self.primary = PostgresServer(settings=[*REPLICATION_SETTINGS, *self.settings])
         self.primary.start()
         if self.synchronous:
             # ALTER SYSTEM, not a command-line setting: the roles swap and it must be changeable.
@@ -176,7 +178,7 @@ class ReplicatedPair:
     # -- making a standby --------------------------------------------------------
 
     def _standby_of(self, primary: PostgresServer, port: int | None = None) -> PostgresServer:
-        standby = PostgresServer(settings=list(REPLICATION_SETTINGS))
+        standby = PostgresServer(settings=[*REPLICATION_SETTINGS, *self.settings])
         if port is not None:
             standby.port = port
         backup = standby._run(
@@ -206,8 +208,8 @@ class ReplicatedPair:
 
 
 @contextlib.contextmanager
-def replicated_pair(synchronous: bool = True) -> Iterator[ReplicatedPair]:
-    pair = ReplicatedPair(synchronous=synchronous)
+def replicated_pair(synchronous: bool = True, settings: list[str] | None = None) -> Iterator[ReplicatedPair]:
+    pair = ReplicatedPair(synchronous=synchronous, settings=settings or [])
     try:
         yield pair.start()
     finally:

@@ -56,6 +56,7 @@ from sqlalchemy import (
     TextClause,
     any_,
     bindparam,
+    case,
     cast,
     create_engine,
     event,
@@ -295,10 +296,19 @@ class PostgreSQLDriver(Driver):
         # synchronous_commit is read when the transaction commits, so a transaction-local
         # set_config (SET LOCAL, safe behind a pooler) in its first statement covers it;
         # the claim then costs no WAL flush (an fsync: most of a one-job claim's time).
-        return select(
-            literal("unflushed", String),
-            func.set_config(literal("synchronous_commit", String), literal("off", String), True),
+        #
+        # Not with a synchronous standby: a claim the standby has not received is undone by
+        # a failover while its job runs, and the promoted standby hands the job to another
+        # worker at once (seen: 3 s of two runs at once). There the claim commits as the
+        # server commits everything else (its own synchronous_commit), so a job never starts
+        # before the standby that may replace the primary knows who runs it. A primary
+        # without synchronous standbys promises nothing across a failover anyway.
+        unshipped_ok = func.current_setting(literal("synchronous_standby_names", String)) == literal("", String)
+        level = case(
+            (unshipped_ok, literal("off", String)),
+            else_=func.current_setting(literal("synchronous_commit", String)),
         )
+        return select(literal("unflushed", String), func.set_config(literal("synchronous_commit", String), level, True))
 
     # -- SQL that differs ----------------------------------------------------
 
