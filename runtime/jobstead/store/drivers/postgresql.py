@@ -77,6 +77,7 @@ from ..records import Completion, JobRecord, NewJob
 from ..rows import records_in_input_order, status_at_defer
 from .async_alone import AsyncAlone
 from .base import CANCEL_PREFIX, LOCK_BOUND_SECONDS, WAKE_ALL, Driver, Wake
+from .failover import discard_pool, follow_primary, is_failover, turned_read_only
 from .pool import WaitingQueuePool
 
 if TYPE_CHECKING:
@@ -93,6 +94,9 @@ CONNECT_TIMEOUT_SECONDS = 10
 PROBE_PREFIX = "jobstead-probe:"
 #: How long the listener waits for its probe before deciding notifications cannot reach it.
 PROBE_SECONDS = 5.0
+#: How often a quiet LISTEN connection checks that its server still takes writes (a failover
+#: that leaves the old primary up, read-only, would otherwise keep it listening there).
+PRIMARY_CHECK_SECONDS = 3.0
 
 #: Only for ``create_connect_args``: how the engine's connections would be opened.
 _DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]
@@ -208,6 +212,9 @@ class PostgreSQLDriver(Driver):
         # process was frozen; what it was doing was rolled back and may simply be done again.
         if isinstance(getattr(exc, "orig", exc), psycopg.errors.IdleInTransactionSessionTimeout):
             return True
+        # A server that stopped taking writes (a failover): the primary is elsewhere now, or soon.
+        if is_failover(exc):
+            return True
         return super().is_transient(exc)
 
     def describe(self, url: URL) -> str:
@@ -230,6 +237,7 @@ class PostgreSQLDriver(Driver):
         engine = create_engine(without_own_options(url), **options)
         self._connect_args[engine] = connect_args
         event.listen(engine, "connect", _session_in_utc)
+        follow_primary(engine, self.describe(url))
         return engine
 
     @contextmanager
@@ -466,8 +474,14 @@ class PostgreSQLDriver(Driver):
         does not come back (a transaction pooler hands the LISTEN to a server
         connection this one no longer holds), listening stops for good with
         one warning, and the caller's polling carries on alone.
+
+        A quiet connection checks every few seconds that its server still takes
+        writes: after a failover that leaves the old primary running read-only,
+        NOTIFYs are sent on the new one, so the listener moves there (one
+        warning per move; polling carries on meanwhile).
         """
         backoff = 0.5
+        moved = False
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
@@ -485,16 +499,30 @@ class PostgreSQLDriver(Driver):
                     if connected is not None:
                         connected()
                     wake(WAKE_ALL)  # anything deferred while we were not listening
-                    async for note in conn.notifies():
-                        payload = note.payload
-                        if payload.startswith(PROBE_PREFIX):
-                            continue
-                        if payload.startswith(CANCEL_PREFIX):
-                            if cancelled is not None:
-                                cancelled([int(i) for i in payload[len(CANCEL_PREFIX) :].split(",") if i])
-                            continue
-                        if queues is None or payload in queues or payload == WAKE_ALL:
-                            wake(payload)
+                    while True:
+                        async for note in conn.notifies(timeout=PRIMARY_CHECK_SECONDS):
+                            payload = note.payload
+                            if payload.startswith(PROBE_PREFIX):
+                                continue
+                            if payload.startswith(CANCEL_PREFIX):
+                                if cancelled is not None:
+                                    cancelled([int(i) for i in payload[len(CANCEL_PREFIX) :].split(",") if i])
+                                continue
+                            if queues is None or payload in queues or payload == WAKE_ALL:
+                                wake(payload)
+                        if await turned_read_only(conn):
+                            if not moved:
+                                logger.warning(
+                                    "LISTEN: the server %s:%s stopped taking writes (a failover?); listening "
+                                    "again on the primary, polling meanwhile",
+                                    conn.info.host,
+                                    conn.info.port,
+                                )
+                            moved = True
+                            break
+                        moved = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -547,7 +575,10 @@ def _fetch_autocommitted(engine: Engine, sql: str, params: Any) -> list[tuple[An
         finally:
             driver.autocommit = False
     except psycopg.Error as exc:
-        pooled.invalidate()
+        if is_failover(exc):
+            discard_pool(engine, pooled, exc, str(engine.url.database))
+        else:
+            pooled.invalidate()
         raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
     except BaseException:
         pooled.invalidate()
