@@ -54,6 +54,15 @@ class PermanentError(Exception):
     """
 
 
+class ArgumentsDoNotFit(InvalidArguments, PermanentError):
+    """A job's stored arguments cannot be given to its handler as the code is now.
+
+    A parameter renamed or made required since the job was deferred, or a
+    resource the handler asks for that nobody declared: the handler never
+    runs, and no retry could change that, so the worker fails the job at once.
+    """
+
+
 @dataclass(frozen=True)
 class JobError:
     """What went wrong in an attempt, in a form that survives JSON."""

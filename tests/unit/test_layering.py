@@ -34,6 +34,36 @@ STORE_MAY_IMPORT = (
 )
 
 
+#: The processes: what runs jobs and crons and does the maintenance duties.
+PROCESSES = ("worker", "cron/scheduler.py", "services", "lifecycle.py")
+
+#: What the processes may import from the rest of Jobstead: the store and the API's value
+#: types (what a handler sees, errors, hooks, signatures), never the API's objects
+#: (``App``, ``Handler``, ``Batch``, ``Deferred``), the CLI or the dashboard: an app hands
+#: a worker what it needs (``WorkerEnvironment``), a scheduler its scope (``CronScope``).
+PROCESSES_MAY_IMPORT = (
+    "jobstead.store",
+    "jobstead.worker",
+    "jobstead.cron",
+    "jobstead.services",
+    "jobstead.lifecycle",
+    "jobstead.cancel",
+    "jobstead.clock",
+    "jobstead.config",
+    "jobstead.context",
+    "jobstead.errors",
+    "jobstead.hooks",
+    "jobstead.json_values",
+    "jobstead.logs",
+    "jobstead.metrics.server",
+    "jobstead.metrics.worker",
+    "jobstead.retry",
+    "jobstead.signature",
+    "jobstead.status",
+    "jobstead.tracing",
+)
+
+
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(OPERATOR if path.is_relative_to(OPERATOR) else RUNTIME).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -78,6 +108,42 @@ def test_the_store_imports_only_value_types_from_the_rest_of_jobstead() -> None:
         if name.split(".")[0] == "jobstead" and not allowed(name, STORE_MAY_IMPORT)
     ]
     assert not broken, "the store imports upward:\n" + "\n".join(broken)
+
+
+def process_modules() -> list[Path]:
+    found: list[Path] = []
+    for part in PROCESSES:
+        path = PACKAGE / part
+        found += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    return found
+
+
+def upward_imports_of_processes(sources: dict[Path, str] | None = None) -> list[str]:
+    """``path:line imports name`` for each import of a process module outside ``PROCESSES_MAY_IMPORT``."""
+    return [
+        f"{path.relative_to(REPO)}:{line} imports {name}"
+        for path in process_modules()
+        for line, name in imports(path, (sources or {}).get(path))
+        if name.split(".")[0] == "jobstead" and not allowed(name, PROCESSES_MAY_IMPORT)
+    ]
+
+
+def test_the_processes_import_only_the_store_and_value_types() -> None:
+    broken = upward_imports_of_processes()
+    assert not broken, "a process imports the API, the CLI or the dashboard:\n" + "\n".join(broken)
+
+
+def test_the_processes_checker_sees_an_import_of_the_app() -> None:
+    """The rule above can fail: the runner importing ``Handler`` (even for typing only) is reported."""
+    runner = PACKAGE / "worker" / "runner.py"
+    source = runner.read_text().replace(
+        "from __future__ import annotations\n",
+        "from __future__ import annotations\n\nfrom typing import TYPE_CHECKING\n\n"
+        "if TYPE_CHECKING:\n    from ..handler import Handler\n    from .. import app\n",
+        1,
+    )
+    broken = upward_imports_of_processes({runner: source})
+    assert [b.rsplit(" imports ", 1)[1] for b in broken] == ["jobstead.handler", "jobstead.app"]
 
 
 def test_the_runtime_knows_nothing_of_kubernetes() -> None:
