@@ -46,6 +46,9 @@ class FailoverReport:
     first_completion_after: float | None = None
     promote_seconds: float = 0.0
     unfinished: int = 0
+    cron_fires: int = 0
+    cron_duplicates: int = 0
+    switchover_seconds: float | None = None
     died: list[int] = field(default_factory=list)
     logs: dict[str, str] = field(default_factory=dict)
 
@@ -56,7 +59,13 @@ class FailoverReport:
             f"jobs run twice at once: {self.overlaps} (longest overlap {self.overlap_seconds:.2f} s)",
             f"jobs run again after the failover: {self.ran_again}",
             f"promotion took {self.promote_seconds:.2f} s; first completion on the new primary {first} after it",
-            f"jobs not succeeded at the end: {self.unfinished}; workers that exited: {len(self.died)}",
+            f"jobs not succeeded at the end: {self.unfinished}; processes that exited: {len(self.died)}",
+            f"cron duplicates: {self.cron_duplicates} of {self.cron_fires} fires",
+            *(
+                []
+                if self.switchover_seconds is None
+                else [f"planned switchover back: promotion took {self.switchover_seconds:.2f} s"]
+            ),
         ]
 
 
@@ -117,7 +126,11 @@ def run_failover(
     produce_every: float = 0.5,
     drain_timeout: float = 180.0,
     worker_args: tuple[str, ...] = (),
+    schedulers: int = 0,
+    switchover_back: bool = False,
 ) -> FailoverReport:
+    """The scenario; with ``switchover_back`` the old primary is then rebuilt as a standby and,
+    producers and workers still running, a planned switchover makes it the primary again."""
     report = FailoverReport()
     database = f"f_{uuid.uuid4().hex[:10]}"
     pair.primary.create_database(database)
@@ -133,6 +146,10 @@ def run_failover(
     logs = [workdir / f"worker{n}.log" for n in range(workers)]
     argv = ["worker", "--app", "tests.apps.faults:app", "--concurrency", str(concurrency), *worker_args]
     processes = [spawn_cli(argv, env, log) for log in logs]
+    scheduler_argv = ["scheduler", "--app", "tests.apps.faults:app", "--interval", "0.2"]
+    for n in range(schedulers):
+        logs.append(workdir / f"scheduler{n}.log")
+        processes.append(spawn_cli(scheduler_argv, env, logs[-1]))
     producer = Producer(app, ms=200, every=produce_every).start()
     try:
         time.sleep(run_before_kill)
@@ -150,20 +167,20 @@ def run_failover(
         producer.paused.clear()
         report.promote_seconds = pair.promote()
         promoted_at = time.time()
-        deadline = time.monotonic() + drain_timeout
-        producer_stopped = False
-        while time.monotonic() < deadline:
-            if not producer_stopped and time.time() - promoted_at > 10:
-                producer.stop()
-                producer_stopped = True
-            if producer_stopped and _all_done(url, queued + producer.acknowledged):
-                break
-            time.sleep(0.5)
+        time.sleep(10)
+        if switchover_back:
+            pair.rebuild_as_standby()
+            time.sleep(5)
+            report.switchover_seconds = pair.switchover()
+            time.sleep(10)
         producer.stop()
+        deadline = time.monotonic() + drain_timeout
+        while time.monotonic() < deadline and not _all_done(url, queued + producer.acknowledged):
+            time.sleep(0.5)
         report.died = [n for n, p in enumerate(processes) if p.poll() is not None]
     finally:
         producer.stop()
-        for process in processes:
+        for process in reversed(processes):  # schedulers first: no fire is left for stopped workers
             stop(process)
         app.close()
     report.logs = {log.name: log.read_text() for log in logs}
@@ -182,7 +199,8 @@ def run_failover(
         }
         report.lost_defers = sorted(set(producer.acknowledged) - present)
         report.unfinished = conn.execute(
-            f"SELECT count(*) FROM {SCHEMA}.jobstead_jobs WHERE status <> 'succeeded'"
+            f"SELECT count(*) FROM {SCHEMA}.jobstead_jobs WHERE status <> 'succeeded' "
+            "AND NOT COALESCE(metadata ? 'cron_fire_at', false)"  # fires deferred as the workers stopped
         ).fetchone()[0]  # type: ignore[index]
         first = conn.execute(
             f"SELECT min(extract(epoch FROM finished_at)) FROM {SCHEMA}.jobstead_jobs "
@@ -190,6 +208,13 @@ def run_failover(
             (promoted_at,),
         ).fetchone()[0]  # type: ignore[index]
         report.first_completion_after = None if first is None else float(first) - promoted_at
+        duplicates = conn.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM {SCHEMA}.jobstead_jobs WHERE metadata ? 'cron_fire_at' "
+            "GROUP BY metadata->>'cron_fire_at' HAVING count(*) > 1) AS twice"
+        ).fetchone()
+        report.cron_duplicates = int(duplicates[0]) if duplicates else 0
+        fires = conn.execute(f"SELECT count(*) FROM {SCHEMA}.jobstead_jobs WHERE metadata ? 'cron_fire_at'").fetchone()
+        report.cron_fires = int(fires[0]) if fires else 0
     return report
 
 
