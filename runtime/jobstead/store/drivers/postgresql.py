@@ -563,7 +563,21 @@ def _fetch_autocommitted(engine: Engine, sql: str, params: Any) -> list[tuple[An
     The connection goes back to the pool as it came (autocommit off), or is
     discarded if anything broke: whatever state it is in, no one else gets it.
     Errors come out as SQLAlchemy's wrappers, like every other store call's.
+
+    A statement refused as read-only wrote nothing, and the pool that led to
+    that server is gone with it (``failover``): it runs once more, on a fresh
+    connection, which reaches the new primary if there is one by now. A defer
+    or a claim made just after a failover then succeeds instead of failing.
     """
+    try:
+        return _fetch_once(engine, sql, params)
+    except DBAPIError as exc:
+        if not isinstance(exc.orig, psycopg.errors.ReadOnlySqlTransaction):
+            raise
+    return _fetch_once(engine, sql, params)
+
+
+def _fetch_once(engine: Engine, sql: str, params: Any) -> list[tuple[Any, ...]]:
     pooled = engine.raw_connection()
     try:
         driver = pooled.driver_connection
