@@ -18,7 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from jobstead import App, Context, InvalidArguments, InvalidOption, JobFailed, RetryPolicy, UnknownHandler
+from jobstead import (
+    App,
+    Context,
+    InvalidArguments,
+    InvalidOption,
+    JobFailed,
+    PermanentError,
+    RetryPolicy,
+    UnknownHandler,
+)
 from tests.conftest import Target, worker_thread
 from tests.support.postgres_server import free_port
 from tests.support.processes import REPO, run_cli, spawn_cli, stop
@@ -295,3 +304,26 @@ def test_12_a_second_ctrl_c_says_it_cut_the_grace_period_short(tmp_path: Path) -
     text = log.read_text()
     assert "job 1 still running: stopped early by a second Ctrl-C (SIGINT); cancelling and releasing it" in text, text
     assert "after the grace period" not in text
+
+
+def test_11_jobsteads_own_error_types_go_by_their_public_name(sqlite_target: Target) -> None:
+    """``jobstead.errors.PermanentError`` in the log, in ``JobFailed.type`` and on the dashboard."""
+    from jobstead.errors import ArgumentsDoNotFit, JobError
+
+    assert JobError.from_exception(PermanentError("x")).type == "jobstead.PermanentError"
+    assert JobError.from_exception(ArgumentsDoNotFit("x")).type == "jobstead.InvalidArguments"  # not exported
+    assert JobError.from_exception(ValueError("x")).type == "ValueError"
+    assert JobError.from_exception(json.JSONDecodeError("x", "", 0)).type == "json.decoder.JSONDecodeError"
+
+    app = App(sqlite_target.url)
+
+    @app.handler
+    def refuse() -> None:
+        raise PermanentError("no such customer")
+
+    job = refuse.defer()
+    with worker_thread(app), pytest.raises(JobFailed) as failed:
+        job.wait(timeout=30)
+    assert failed.value.type == "jobstead.PermanentError"
+    assert app.get_job(job.id).error.type == "jobstead.PermanentError"  # type: ignore[union-attr]
+    app.close()

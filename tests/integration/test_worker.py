@@ -238,7 +238,7 @@ def test_stored_arguments_that_no_longer_fit_fail_permanently(
     with running_worker(new), pytest.raises(JobFailed, match="missing a required argument: 'width'") as failure:
         new.get_job(job.id).wait(10)
     assert failure.value.status == "failed"  # at once, though the handler allows 5 attempts
-    assert failure.value.type == "jobstead.errors.ArgumentsDoNotFit"  # an InvalidArguments that is permanent
+    assert failure.value.type == "jobstead.InvalidArguments"  # ArgumentsDoNotFit, by its public name
     assert [a.outcome for a in job.attempts_log()] == [AttemptOutcome.FAILED]
 
 

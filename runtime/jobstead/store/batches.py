@@ -147,11 +147,12 @@ class Batches:
             )
             running = [
                 int(i)
-                for i in conn.execute(
+                for i in self._db.driver.execute_update(
+                    conn,
                     update(jobs)
                     .where(members, jobs.c.status == JobStatus.RUNNING.value)
                     .values(cancel_requested=True)
-                    .returning(jobs.c.id)
+                    .returning(jobs.c.id),
                 ).scalars()
             ]
             self.notify_cancel(conn, running)

@@ -87,7 +87,8 @@ def retry_jobs(db: Database, clock: Clock, selection: JobSelection, *, batches: 
         now = clock()
         try:
             with db.engine.begin() as conn:
-                retried = conn.execute(
+                retried = db.driver.execute_update(
+                    conn,
                     update(jobs)
                     .where(jobs.c.id.in_(chunk), jobs.c.status.in_([s.value for s in RETRYABLE]))
                     .values(
@@ -97,7 +98,7 @@ def retry_jobs(db: Database, clock: Clock, selection: JobSelection, *, batches: 
                         max_attempts=jobs.c.attempts + 1,
                         cancel_requested=False,
                     )
-                    .returning(jobs.c.batch_id, jobs.c.batch_event)
+                    .returning(jobs.c.batch_id, jobs.c.batch_event),
                 ).all()
                 done += len(retried)
                 # A member retried from dead reopens its batch; fired continuations stay fired.
@@ -122,11 +123,12 @@ def cancel_jobs(db: Database, clock: Clock, selection: JobSelection, *, batches:
         for chunk in _chunks(db, clock(), waiting):
             with db.engine.begin() as conn:
                 ended = (
-                    conn.execute(
+                    db.driver.execute_update(
+                        conn,
                         update(jobs)
                         .where(jobs.c.id.in_(chunk), jobs.c.status.in_([s.value for s in CLAIMABLE_STATUSES]))
                         .values(status=JobStatus.CANCELLED.value, finished_at=clock())
-                        .returning(jobs.c.batch_id)
+                        .returning(jobs.c.batch_id),
                     )
                     .scalars()
                     .all()
@@ -138,11 +140,12 @@ def cancel_jobs(db: Database, clock: Clock, selection: JobSelection, *, batches:
         for chunk in _chunks(db, clock(), running):
             with db.engine.begin() as conn:
                 stopping = (
-                    conn.execute(
+                    db.driver.execute_update(
+                        conn,
                         update(jobs)
                         .where(jobs.c.id.in_(chunk), jobs.c.status == JobStatus.RUNNING.value)
                         .values(cancel_requested=True)
-                        .returning(jobs.c.id)
+                        .returning(jobs.c.id),
                     )
                     .scalars()
                     .all()

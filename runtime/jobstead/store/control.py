@@ -38,14 +38,15 @@ class Control:
         now = self._clock()
         with self._db.begin_bounded() as conn:  # a frozen caller must not hold the job's row
             row = (
-                conn.execute(
+                self._db.driver.execute_update(
+                    conn,
                     update(jobs)
                     .where(
                         jobs.c.id == job_id,
                         jobs.c.status.in_([s.value for s in CLAIMABLE_STATUSES]),
                     )
                     .values(status=JobStatus.CANCELLED.value, finished_at=now)
-                    .returning(*jobs.c)
+                    .returning(*jobs.c),
                 )
                 .mappings()
                 .first()
@@ -54,11 +55,12 @@ class Control:
                 self._batches.settle(conn, [row["batch_id"]])
             if row is None:
                 row = (
-                    conn.execute(
+                    self._db.driver.execute_update(
+                        conn,
                         update(jobs)
                         .where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value)
                         .values(cancel_requested=True)
-                        .returning(*jobs.c)
+                        .returning(*jobs.c),
                     )
                     .mappings()
                     .first()
@@ -78,7 +80,8 @@ class Control:
         try:
             with self._db.begin_bounded() as conn:
                 row = (
-                    conn.execute(
+                    self._db.driver.execute_update(
+                        conn,
                         update(jobs)
                         .where(jobs.c.id == job_id, jobs.c.status.in_([s.value for s in RETRYABLE]))
                         .values(
@@ -88,7 +91,7 @@ class Control:
                             max_attempts=jobs.c.attempts + 1,
                             cancel_requested=False,
                         )
-                        .returning(*jobs.c)
+                        .returning(*jobs.c),
                     )
                     .mappings()
                     .first()

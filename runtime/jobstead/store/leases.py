@@ -105,7 +105,7 @@ class Leases:
         rows: list[Any] = []
         with self._db.driver.alone(self._db.engine) as conn:  # no row stays locked if we freeze after it
             for chunk in chunks:
-                rows += conn.execute(stmt, chunk).all()
+                rows += self._db.driver.execute_update(conn, stmt, chunk).all()
         return LeaseReport(
             held=frozenset(r.id for r in rows),
             cancel_requested=frozenset(r.id for r in rows if r.cancel_requested),
@@ -207,7 +207,8 @@ class Leases:
         t = self._db.tables
         now = self._clock()
         with self._db.begin_bounded() as conn:
-            row = conn.execute(
+            row = self._db.driver.execute_update(
+                conn,
                 update(t.jobs)
                 .where(self._held(job_id, owner, attempt))
                 .values(
@@ -218,7 +219,7 @@ class Leases:
                     lease_expires_at=None,
                     cancel_requested=False,
                 )
-                .returning(t.jobs.c.started_at)
+                .returning(t.jobs.c.started_at),
             ).first()
             if row is None:
                 return False
