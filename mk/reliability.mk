@@ -21,6 +21,8 @@ toxiproxy: ## Build the toxiproxy fault proxy from its Go module (once per pin).
 	@hack/toxiproxy/build.sh
 
 CHAOS_ARGS ?=
+# CHAOS_FAILOVER=1: instead, a PostgreSQL primary killed under load, its standby promoted, a switchover back.
+CHAOS_FAILOVER ?=
 .PHONY: chaos
 chaos: venv system-deps reliability-deps toxiproxy ## 10,000 jobs through kill -9, SIGSTOP, restarts, cuts and stalls.
-	$(PY) -m tests.chaos $(CHAOS_ARGS)
+	$(PY) -m tests.chaos $(if $(CHAOS_FAILOVER),--failover) $(CHAOS_ARGS)

@@ -25,7 +25,7 @@ def resolve_database_url(explicit: str | URL | None = None) -> URL:
     """
     raw = explicit if explicit is not None else os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL
     try:
-        url = make_url(raw)
+        url = make_url(hosts_as_query(raw) if isinstance(raw, str) else raw)
     except Exception as exc:  # SQLAlchemy raises ArgumentError with a terse message
         # Never echo the password: the URL did not parse, so mask what looks like one by hand.
         shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(raw))
@@ -34,6 +34,47 @@ def resolve_database_url(explicit: str | URL | None = None) -> URL:
     from .store.drivers import driver_for  # on use: the store imports this module
 
     return driver_for(url).normalize_url(url)
+
+
+#: ``scheme://[userinfo@]hosts[/path][?query]``, where ``hosts`` has a comma: libpq's multi-host form.
+_MULTI_HOST = re.compile(
+    r"(?P<scheme>[^:/]+://)(?P<userinfo>[^@/]*@)?(?P<hosts>[^/?@]*,[^/?@]*)(?P<rest>[/?].*)?", re.S
+)
+
+
+def hosts_as_query(raw: str) -> str:
+    """``...@pg-a:5432,pg-b:5433/db?x=y`` as ``...@/db?host=pg-a,pg-b&port=5432,5433&x=y``.
+
+    libpq takes several hosts in the URL's authority, and with
+    ``target_session_attrs=read-write`` connects to whichever is the primary
+    (Patroni, or a list of RDS instances). SQLAlchemy's URL parser reads one
+    host and one port, and failed on that form with ``invalid literal for
+    int()``; its query form, the same hosts as libpq's comma lists, goes through
+    to psycopg as they are. A host without a port gets the default (an empty
+    entry in libpq's list); IPv6 addresses keep their brackets' meaning.
+    """
+    found = _MULTI_HOST.fullmatch(raw.strip())
+    if found is None:
+        return raw
+    hosts: list[str] = []
+    ports: list[str] = []
+    for entry in found["hosts"].split(","):
+        entry = entry.strip()
+        if entry.startswith("[") and "]" in entry:  # [v6]:port
+            host, _, after = entry[1:].partition("]")
+            port = after.removeprefix(":")
+        else:
+            host, _, port = entry.partition(":")
+        if not host:
+            raise ConfigurationError(f"database URL host list {found['hosts']!r} has an empty host")
+        if port and not port.isdigit():
+            raise ConfigurationError(f"database URL host {host!r}: port {port!r} is not a number")
+        hosts.append(host)
+        ports.append(port)
+    rest = found["rest"] or "/"
+    path, _, query = rest.partition("?")
+    added = f"host={','.join(hosts)}" + (f"&port={','.join(ports)}" if any(ports) else "")
+    return f"{found['scheme']}{found['userinfo'] or ''}{path or '/'}?{added}" + (f"&{query}" if query else "")
 
 
 #: The longest name built from the prefix is ``<prefix>jobs_ready_any_queue`` (20 more

@@ -24,6 +24,10 @@ from typing import Any
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 logger = logging.getLogger("jobstead.store")
+# SQLAlchemy logs each pool's doings under the pool class's own name, which for this class is
+# inside "jobstead": at INFO, a failover or an outage printed a line per pooled connection
+# ("Invalidate connection", "recycling"). What matters is said once, by the store, at WARNING.
+logging.getLogger(f"{__name__}.WaitingQueuePool").setLevel(logging.WARNING)
 
 #: What PostgreSQL says when it has no connection slot left for this role.
 REFUSED = ("too many clients", "remaining connection slots are reserved", "too many connections for role")

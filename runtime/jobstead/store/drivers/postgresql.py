@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import psycopg
 from psycopg import sql as pgsql
+from psycopg.conninfo import make_conninfo
 from sqlalchemy import (
     ARRAY,
     ColumnElement,
@@ -55,6 +56,7 @@ from sqlalchemy import (
     TextClause,
     any_,
     bindparam,
+    case,
     cast,
     create_engine,
     event,
@@ -65,6 +67,7 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -74,6 +77,7 @@ from ..records import Completion, JobRecord, NewJob
 from ..rows import records_in_input_order, status_at_defer
 from .async_alone import AsyncAlone
 from .base import CANCEL_PREFIX, LOCK_BOUND_SECONDS, WAKE_ALL, Driver, Wake
+from .failover import discard_pool, follow_primary, is_failover, turned_read_only
 from .pool import WaitingQueuePool
 
 if TYPE_CHECKING:
@@ -90,6 +94,12 @@ CONNECT_TIMEOUT_SECONDS = 10
 PROBE_PREFIX = "jobstead-probe:"
 #: How long the listener waits for its probe before deciding notifications cannot reach it.
 PROBE_SECONDS = 5.0
+#: How often a quiet LISTEN connection checks that its server still takes writes (a failover
+#: that leaves the old primary up, read-only, would otherwise keep it listening there).
+PRIMARY_CHECK_SECONDS = 3.0
+
+#: Only for ``create_connect_args``: how the engine's connections would be opened.
+_DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]
 
 _scan_json = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # typeshed types it as its own class
 
@@ -139,7 +149,32 @@ def without_own_options(url: URL) -> URL:
 
 
 def libpq_conninfo(url: URL) -> str:
-    return without_own_options(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    """The connection string of the engine's own connections, for the ones Jobstead opens itself.
+
+    Built from the arguments SQLAlchemy's psycopg dialect gives the engine's
+    connections, so the claim and LISTEN connections go to the same hosts in
+    the same order (a multi-host URL, in either of its forms, included) with
+    the same options (``target_session_attrs``, ``sslmode``, ...).
+    """
+    _, params = _DIALECT.create_connect_args(without_own_options(url))  # type: ignore[no-untyped-call]
+    return make_conninfo("", **{str(k): v for k, v in params.items() if isinstance(v, str | int)})
+
+
+def hosts(url: URL) -> list[str]:
+    """``host:port`` of each host the URL names, in order (several: libpq tries them in turn)."""
+    if url.host:
+        return [f"{url.host}:{url.port or 5432}"]
+    names, ports = url.query.get("host"), url.query.get("port")
+    if names is None:
+        return ["localhost:5432"]
+    if isinstance(names, tuple):  # SQLAlchemy's own multi-host form: ?host=a:1&host=b:2
+        listed = [name.partition(":") for name in names]
+        return [f"{name}:{port or 5432}" for name, _, port in listed]
+    host_list = names.split(",")
+    port_list = (ports[-1] if isinstance(ports, tuple) else ports or "").split(",")
+    if len(port_list) == 1:
+        port_list *= len(host_list)  # one port for every host, as libpq reads it
+    return [f"{name}:{(port_list[i] if i < len(port_list) else '') or 5432}" for i, name in enumerate(host_list)]
 
 
 class PostgreSQLDriver(Driver):
@@ -178,10 +213,13 @@ class PostgreSQLDriver(Driver):
         # process was frozen; what it was doing was rolled back and may simply be done again.
         if isinstance(getattr(exc, "orig", exc), psycopg.errors.IdleInTransactionSessionTimeout):
             return True
+        # A server that stopped taking writes (a failover): the primary is elsewhere now, or soon.
+        if is_failover(exc):
+            return True
         return super().is_transient(exc)
 
     def describe(self, url: URL) -> str:
-        where = f"{url.host or 'localhost'}:{url.port or 5432}"
+        where = ",".join(hosts(url))
         user = f" as {url.username}" if url.username else ""
         return f"PostgreSQL database {url.database!r} on {where}{user}"
 
@@ -200,6 +238,7 @@ class PostgreSQLDriver(Driver):
         engine = create_engine(without_own_options(url), **options)
         self._connect_args[engine] = connect_args
         event.listen(engine, "connect", _session_in_utc)
+        follow_primary(engine, self.describe(url))
         return engine
 
     @contextmanager
@@ -266,10 +305,19 @@ class PostgreSQLDriver(Driver):
         # synchronous_commit is read when the transaction commits, so a transaction-local
         # set_config (SET LOCAL, safe behind a pooler) in its first statement covers it;
         # the claim then costs no WAL flush (an fsync: most of a one-job claim's time).
-        return select(
-            literal("unflushed", String),
-            func.set_config(literal("synchronous_commit", String), literal("off", String), True),
+        #
+        # Not with a synchronous standby: a claim the standby has not received is undone by
+        # a failover while its job runs, and the promoted standby hands the job to another
+        # worker at once (seen: 3 s of two runs at once). There the claim commits as the
+        # server commits everything else (its own synchronous_commit), so a job never starts
+        # before the standby that may replace the primary knows who runs it. A primary
+        # without synchronous standbys promises nothing across a failover anyway.
+        unshipped_ok = func.current_setting(literal("synchronous_standby_names", String)) == literal("", String)
+        level = case(
+            (unshipped_ok, literal("off", String)),
+            else_=func.current_setting(literal("synchronous_commit", String)),
         )
+        return select(literal("unflushed", String), func.set_config(literal("synchronous_commit", String), level, True))
 
     # -- SQL that differs ----------------------------------------------------
 
@@ -427,8 +475,14 @@ class PostgreSQLDriver(Driver):
         does not come back (a transaction pooler hands the LISTEN to a server
         connection this one no longer holds), listening stops for good with
         one warning, and the caller's polling carries on alone.
+
+        A quiet connection checks every few seconds that its server still takes
+        writes: after a failover that leaves the old primary running read-only,
+        NOTIFYs are sent on the new one, so the listener moves there (one
+        warning per move; polling carries on meanwhile).
         """
         backoff = 0.5
+        moved = False
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
@@ -446,16 +500,30 @@ class PostgreSQLDriver(Driver):
                     if connected is not None:
                         connected()
                     wake(WAKE_ALL)  # anything deferred while we were not listening
-                    async for note in conn.notifies():
-                        payload = note.payload
-                        if payload.startswith(PROBE_PREFIX):
-                            continue
-                        if payload.startswith(CANCEL_PREFIX):
-                            if cancelled is not None:
-                                cancelled([int(i) for i in payload[len(CANCEL_PREFIX) :].split(",") if i])
-                            continue
-                        if queues is None or payload in queues or payload == WAKE_ALL:
-                            wake(payload)
+                    while True:
+                        async for note in conn.notifies(timeout=PRIMARY_CHECK_SECONDS):
+                            payload = note.payload
+                            if payload.startswith(PROBE_PREFIX):
+                                continue
+                            if payload.startswith(CANCEL_PREFIX):
+                                if cancelled is not None:
+                                    cancelled([int(i) for i in payload[len(CANCEL_PREFIX) :].split(",") if i])
+                                continue
+                            if queues is None or payload in queues or payload == WAKE_ALL:
+                                wake(payload)
+                        if await turned_read_only(conn):
+                            if not moved:
+                                logger.warning(
+                                    "LISTEN: the server %s:%s stopped taking writes (a failover?); listening "
+                                    "again on the primary, polling meanwhile",
+                                    conn.info.host,
+                                    conn.info.port,
+                                )
+                            moved = True
+                            break
+                        moved = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -496,7 +564,21 @@ def _fetch_autocommitted(engine: Engine, sql: str, params: Any) -> list[tuple[An
     The connection goes back to the pool as it came (autocommit off), or is
     discarded if anything broke: whatever state it is in, no one else gets it.
     Errors come out as SQLAlchemy's wrappers, like every other store call's.
+
+    A statement refused as read-only wrote nothing, and the pool that led to
+    that server is gone with it (``failover``): it runs once more, on a fresh
+    connection, which reaches the new primary if there is one by now. A defer
+    or a claim made just after a failover then succeeds instead of failing.
     """
+    try:
+        return _fetch_once(engine, sql, params)
+    except DBAPIError as exc:
+        if not isinstance(exc.orig, psycopg.errors.ReadOnlySqlTransaction):
+            raise
+    return _fetch_once(engine, sql, params)
+
+
+def _fetch_once(engine: Engine, sql: str, params: Any) -> list[tuple[Any, ...]]:
     pooled = engine.raw_connection()
     try:
         driver = pooled.driver_connection
@@ -508,7 +590,10 @@ def _fetch_autocommitted(engine: Engine, sql: str, params: Any) -> list[tuple[An
         finally:
             driver.autocommit = False
     except psycopg.Error as exc:
-        pooled.invalidate()
+        if is_failover(exc):
+            discard_pool(engine, pooled, exc, str(engine.url.database))
+        else:
+            pooled.invalidate()
         raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
     except BaseException:
         pooled.invalidate()
