@@ -38,6 +38,7 @@ from prometheus_client.registry import Collector
 from jobstead.config import DEFAULT_TABLE_PREFIX
 from jobstead.metrics.database import DatabaseGauges
 from jobstead.metrics.worker import package_version
+from jobstead.store.drivers import driver_for
 from jobstead.store.queries import MetricsSnapshot
 
 from .binding import NotReady
@@ -107,12 +108,10 @@ OPERATOR_METRICS = OperatorMetrics()
 
 
 def database_label(target: DatabaseTarget) -> str:
-    """Which database, without user or password: ``postgresql://host:5432/app``, plus schema and prefix if set."""
+    """Which database, without user or password: ``postgresql://host:5432/app`` (every host of a multi-host
+    URL), plus schema and prefix if set."""
     url = target.url
-    where = url.host or ""
-    if url.port:
-        where += f":{url.port}"
-    label = f"{url.get_backend_name()}://{where}/{url.database or ''}"
+    label = f"{url.get_backend_name()}://{driver_for(url).server(url)}/{url.database or ''}"
     extras = []
     if target.schema:
         extras.append(f"schema={target.schema}")

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobstead import App
+from jobstead.config import DEFAULT_TABLE_PREFIX
 from jobstead_operator.binding import NotReady
 from jobstead_operator.databases import Databases
 from jobstead_operator.deployment import build_deployment
@@ -115,6 +116,20 @@ def test_a_database_label_names_the_database_never_its_credentials() -> None:
     label = database_label(target)
     assert label == "postgresql://db.internal:5433/shop?schema=jobs&prefix=shop_"
     assert "s3cret" not in label and "shop:" not in label
+
+
+@pytest.mark.parametrize(
+    ("url", "where"),
+    [
+        ("postgresql+psycopg://app:s3cret-pw@/shop?host=pg-a,pg-b&port=5432,5433", "pg-a:5432,pg-b:5433"),
+        ("postgresql+psycopg://app:s3cret-pw@/shop?host=pg-a:5432&host=pg-b:5433", "pg-a:5432,pg-b:5433"),
+    ],
+)
+def test_a_multi_host_database_label_names_every_host(url: str, where: str) -> None:
+    """A multi-host URL has no ``url.host``: the label names each host libpq tries, never the password."""
+    label = database_label(parse_target(url, schema=None, table_prefix=DEFAULT_TABLE_PREFIX, where="x"))
+    assert label == f"postgresql://{where}/shop"
+    assert "s3cret" not in label and "app" not in label
 
 
 @pytest.mark.parametrize("fresh", [True, False])

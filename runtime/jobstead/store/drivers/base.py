@@ -145,6 +145,10 @@ class Driver:
         """Where the database is, for messages: never the password."""
         return url.render_as_string(hide_password=True)
 
+    def server(self, url: URL) -> str:
+        """The server(s) ``url`` names, ``host[:port]``, for labels: never the user or password."""
+        return (url.host or "") + (f":{url.port}" if url.port else "")
+
     def database_file(self, url: URL) -> str | None:
         """The file the database lives in, for an embedded database (None for a server or in-memory)."""
         return None

@@ -223,6 +223,12 @@ class PostgreSQLDriver(Driver):
         user = f" as {url.username}" if url.username else ""
         return f"PostgreSQL database {url.database!r} on {where}{user}"
 
+    def server(self, url: URL) -> str:
+        # A multi-host URL has no ``url.host``: name every host, in the order libpq tries them.
+        if url.host or "host" not in url.query:
+            return super().server(url)
+        return ",".join(hosts(url))
+
     def create_engine(self, url: URL, **options: Any) -> Engine:
         options.setdefault("pool_size", 10)
         options.setdefault("max_overflow", 20)
