@@ -81,8 +81,7 @@ def test_every_process_moves_to_the_new_primary_within_10_s(pair: ReplicatedPair
         before = app.get_handler("work").defer_many([{"ms": 10} for _ in range(8)])
         for job in before:
             job.wait(60)
-        # Every process running before the trap (a metrics process still starting exits on a
-        # database error, as short commands do: not what this test is about).
+        # Every process running before the trap.
         wait_for(lambda: "jobstead_database_up 1.0" in _scrape(metrics_port), 60, "the metrics process")
         wait_for(lambda: all("started" in logs[n].read_text() for n in ("worker0", "worker1")), 60, "the workers")
         trap(pair)  # type: ignore[operator]

@@ -9,6 +9,7 @@ process with one clear line, not a traceback (issue 13).
 from __future__ import annotations
 
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,12 +28,52 @@ from tests.reliability.conftest import (
     password_url,
     wait_for,
 )
-from tests.support.postgres_server import PostgresServer
+from tests.support.postgres_server import PostgresServer, free_port
 from tests.support.processes import spawn_cli, stop
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 RUN = ["run", "--app", "tests.apps.faults:app", "--poll-interval", "0.1", "--scheduler-interval", "0.2"]
+
+
+def _scrape(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
+
+
+def test_the_metrics_process_started_while_the_database_is_down_waits_for_it(
+    own_server: PostgresServer, tmp_path: Path
+) -> None:
+    """``jobstead metrics`` started before its database serves ``jobstead_database_up 0``, then the gauges."""
+    target = Target("postgres", own_server.url(new_database(own_server)), "outage")
+    app = faults_app(target)
+    app.migrate()
+    app.close()
+    port = free_port()
+    log = tmp_path / "metrics.log"
+    own_server.stop()
+    try:
+        process = spawn_cli(["metrics", "--port", str(port)], target.env(), log)
+        wait_for(lambda: log.exists() and log.read_text().strip(), 60, "the process to meet the outage")
+        time.sleep(3)
+        alive_while_down = process.poll() is None
+        scraped_while_down = _scrape(port)
+    finally:
+        own_server.restart_stopped()
+    try:
+        assert alive_while_down, f"exited while the database was down: {log.read_text()[-3000:]}"
+        assert "jobstead_database_up 0.0" in scraped_while_down, scraped_while_down[-1000:]
+        wait_for(lambda: "jobstead_database_up 1.0" in _scrape(port), 60, "the gauges once the database is up")
+    finally:
+        stop(process)
+    text = log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    assert "waiting for it" in text and "reachable again" in text, text[-3000:]
+    # one line when the wait starts, one when it ends, one saying where it serves
+    assert len(text.splitlines()) <= 5, text[-3000:]
 
 
 @pytest.mark.parametrize(

@@ -114,13 +114,18 @@ def read_snapshot(store: Store, where: str) -> MetricsSnapshot | None:
 
 
 class DatabaseCollector(Collector):
-    """The gauges of one database, for ``jobstead metrics`` (no extra label: one process per database)."""
+    """The gauges of one database, for ``jobstead metrics`` (no extra label: one process per database).
 
-    def __init__(self, store: Store, *, tenant_labels: bool = False) -> None:
-        self._store = store
+    ``store`` is None while the database is still starting (the process waits
+    for it): the scrape says ``jobstead_database_up 0`` rather than failing.
+    """
+
+    def __init__(self, store: Store | None, *, tenant_labels: bool = False) -> None:
+        self.store = store
         self._tenant_labels = tenant_labels
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         gauges = DatabaseGauges(tenant_labels=self._tenant_labels)
-        gauges.add(read_snapshot(self._store, "the database"))
+        store = self.store
+        gauges.add(None if store is None else read_snapshot(store, "the database"))
         yield from gauges.families()
