@@ -115,8 +115,8 @@ def test_database_gauges_equal_the_tables_counts(target: Target, tmp_path: Path)
 
 
 def _up(port: int) -> bool:
+    """Serving, and reading the database (it serves ``jobstead_database_up 0`` while it waits for it)."""
     try:
-        scrape(port)
+        return scrape(port).get(("jobstead_database_up", ())) == 1
     except OSError:
         return False
-    return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from argparse import Namespace
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError, UnknownHandler
@@ -209,7 +209,12 @@ def metrics(args: Namespace) -> int:
 
     from ..metrics.database import DatabaseCollector
     from ..metrics.server import serve_metrics
+    from ..store.drivers import driver_for
+    from .database import describe
+    from .loading import target_url
 
+    url = target_url(args)
+    is_transient = driver_for(url).is_transient  # an unsupported database fails here, before serving
     collector = DatabaseCollector(None, tenant_labels=args.tenant_labels)
     registry = CollectorRegistry()
     registry.register(collector)
@@ -217,32 +222,25 @@ def metrics(args: Namespace) -> int:
         serve_metrics(args.port, host=args.host, registry=registry, announce=False)
     except OSError as exc:
         raise UsageError(f"cannot serve metrics on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    print(f"serving database metrics of the {describe(url)} on http://{args.host}:{args.port}/metrics", flush=True)
     try:
         # A database still starting (or failing over) is waited for, as a worker does;
         # meanwhile the scrape says jobstead_database_up 0.
-        store = asyncio.run(_store_when_ready(args))
-        if store is None:
-            return 0
-        collector.store = store
-        print(
-            f"serving database metrics of the {store.describe()} on http://{args.host}:{args.port}/metrics", flush=True
-        )
+        collector.store = asyncio.run(_store_when_ready(args, is_transient))
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         return 0
 
 
-async def _store_when_ready(args: Namespace) -> Store | None:
+async def _store_when_ready(args: Namespace, is_transient: Callable[[BaseException], bool]) -> Store | None:
     """``store_from_args``, retried with backoff while the database is unreachable."""
     from ..lifecycle import Sleeper, until_ready
-    from ..store.drivers import driver_for
-    from .loading import target_url
 
     return await until_ready(
         lambda: store_from_args(args),
         what="metrics starting",
-        is_transient=driver_for(target_url(args)).is_transient,
+        is_transient=is_transient,
         logger=logger,
         stopping=lambda: False,
         sleeper=Sleeper(),
