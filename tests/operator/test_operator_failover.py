@@ -43,9 +43,7 @@ def _turn_read_only(pair: ReplicatedPair) -> None:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize(
-    "trap", [ReplicatedPair.switchover, _turn_read_only], ids=["switchover", "turned-read-only"]
-)
+@pytest.mark.parametrize("trap", [ReplicatedPair.switchover, _turn_read_only], ids=["switchover", "turned-read-only"])
 def test_a_failover_is_a_recoverable_outage_the_operator_heals_from(pair: ReplicatedPair, trap: object) -> None:
     pair.primary.create_database("shop")
     target = parse_target(pair.url("shop"), schema="opfail", table_prefix=None, where="x")
