@@ -40,7 +40,7 @@ class Actions:
         self._queries = queries
 
     def _audit(self, user: User, action: str, target: str, outcome: str) -> Done:
-        self._queries.record(actor=user.name, action=action, target=target, outcome=outcome)
+        self._store.audit.record(actor=user.name, action=action, target=target, outcome=outcome)
         return Done(outcome)
 
     # -- one job -----------------------------------------------------------------
@@ -64,7 +64,7 @@ class Actions:
 
     def delete(self, user: User, job_id: int) -> Done:
         try:
-            self._queries.delete_job(job_id)
+            self._store.control.delete(job_id)
         except InvalidState as exc:
             raise ActionRefused(str(exc)) from None
         return self._audit(user, "delete", f"job {job_id}", f"job {job_id} deleted")

@@ -14,6 +14,7 @@ from sqlalchemy.engine import URL
 
 from ..clock import Clock, utcnow
 from ..config import resolve_database_url, resolve_schema, resolve_table_prefix
+from .audit import Audit
 from .batches import Batches
 from .claims import Claims
 from .control import Control
@@ -85,6 +86,7 @@ class Store:
         self.retention = Retention(db, self.clock)
         self.crons = Crons(db, self.clock, self.enqueue)
         self.turns = Turns(db, self.clock)
+        self.audit = Audit(db, self.clock)
 
     @classmethod
     def connect(

@@ -40,16 +40,15 @@ from sqlalchemy import Connection, RowMapping, and_, func, insert, select, updat
 from ..clock import Clock
 from ..errors import BatchNotFound, InvalidArguments
 from ..retry import RetryPolicy
-from ..status import JobStatus
+from ..transitions import ASK_TO_STOP, CANCEL
 from .database import Database
 from .drivers.base import CANCEL_PREFIX
 from .enqueue import Enqueuer
+from .moves import apply_change, follow
 from .records import BATCH_EVENTS, BatchRecord, BatchStats, BatchStatus, JobRecord, NewJob
 
 #: Ids per cancel notification (PostgreSQL payloads stop at 8000 bytes).
 CANCEL_IDS_PER_NOTE = 500
-
-_WAITING = (JobStatus.SCHEDULED, JobStatus.QUEUED, JobStatus.RETRYING)
 
 
 class Batches:
@@ -140,23 +139,10 @@ class Batches:
                 return []
             conn.execute(update(batches).where(batches.c.id == batch_id).values(cancelled_at=now))
             members = and_(jobs.c.batch_id == batch_id, jobs.c.batch_event.is_(None))
-            conn.execute(
-                update(jobs)
-                .where(members, jobs.c.status.in_([s.value for s in _WAITING]))
-                .values(status=JobStatus.CANCELLED.value, finished_at=now, cancel_requested=False)
-            )
-            running = [
-                int(i)
-                for i in conn.execute(
-                    update(jobs)
-                    .where(members, jobs.c.status == JobStatus.RUNNING.value)
-                    .values(cancel_requested=True)
-                    .returning(jobs.c.id)
-                ).scalars()
-            ]
-            self.notify_cancel(conn, running)
-            self.settle(conn, [batch_id])
-            return running
+            moved = [m for change in (CANCEL, ASK_TO_STOP) for m in apply_change(self._db, conn, change, members, now)]
+            follow(conn, self, moved)
+            self.settle(conn, [batch_id])  # an all-running batch settles too: it is cancelled now
+            return [m.record.id for m in moved if m.change is ASK_TO_STOP]
 
     def notify_cancel(self, conn: Connection, job_ids: Collection[int]) -> None:
         """Tell listening workers, at commit, to stop these running jobs now (not at their next renewal)."""
