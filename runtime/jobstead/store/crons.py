@@ -26,7 +26,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import Connection, RowMapping, delete, select, update
 
@@ -39,18 +40,39 @@ from .enqueue import Enqueuer
 from .records import CronDefinition, CronRecord, CronSource, NewJob
 
 
+class SkipReason(StrEnum):
+    """Why a fire time was consumed without a job (the scheduler's ``Skipped.reason``)."""
+
+    #: Found later than the cron's starting deadline (``Crons.skip``).
+    DEADLINE = "deadline"
+    #: The cron's previous job was still live (``overlap="skip"``).
+    OVERLAP = "overlap"
+
+
+class FireOutcome(StrEnum):
+    """What ``Crons.fire`` did with a fire time."""
+
+    #: A job was inserted (``FireResult.job_id``).
+    FIRED = "fired"
+    #: Consumed without a job, the previous one still being live (``overlap="skip"``).
+    OVERLAP = "overlap"
+    #: Consumed, but its job already existed (another scheduler inserted it).
+    DUPLICATE = "duplicate"
+    #: Nothing done: the fire time was already handled, or the cron was changed,
+    #: disabled or removed since it was read.
+    STALE = "stale"
+
+    @property
+    def handled_here(self) -> bool:
+        """Whether this call dealt with the fire time (a job or a skip), not another scheduler."""
+        return self in (FireOutcome.FIRED, FireOutcome.OVERLAP)
+
+
 @dataclass(frozen=True)
 class FireResult:
-    """What ``Crons.fire`` did.
+    """What ``Crons.fire`` did (``outcome``), and the jobs concerned."""
 
-    ``fired``: a job was inserted (``job_id``). ``overlap``: the fire time was
-    consumed without a job, the previous one still being live (``overlap="skip"``).
-    ``duplicate``: the fire time was consumed but its job already existed.
-    ``stale``: nothing done; the fire time was already handled, or the cron was
-    changed, disabled or removed since it was read.
-    """
-
-    outcome: Literal["fired", "overlap", "duplicate", "stale"]
+    outcome: FireOutcome
     job_id: int | None = None
     previous_job_id: int | None = None
 
@@ -251,10 +273,10 @@ class Crons:
                 .first()
             )
             if row is None:
-                return FireResult("stale")
+                return FireResult(FireOutcome.STALE)
             previous = row["last_job_id"]
             if row["overlap"] == "skip" and previous is not None and self._is_live(conn, previous):
-                return FireResult("overlap", previous_job_id=previous)
+                return FireResult(FireOutcome.OVERLAP, previous_job_id=previous)
             queue, priority = row["queue"], row["priority"]
             if queue is None or priority is None:
                 default_queue, default_priority = self._enqueuer.handler_defaults(conn, row["handler"])
@@ -276,10 +298,10 @@ class Crons:
                 now,
             )
             if job is None:
-                return FireResult("duplicate", previous_job_id=previous)
+                return FireResult(FireOutcome.DUPLICATE, previous_job_id=previous)
             job_id = job.id
             conn.execute(update(crons).where(crons.c.name == name).values(last_fire_at=fire_at, last_job_id=job_id))
-            return FireResult("fired", job_id=int(job_id), previous_job_id=previous)
+            return FireResult(FireOutcome.FIRED, job_id=int(job_id), previous_job_id=previous)
 
     def skip(self, name: str, fire_at: datetime, *, schedule: str, timezone: str) -> bool:
         """Consume a fire time without a job (missed beyond the starting deadline); True if this call did."""
@@ -362,4 +384,4 @@ def _record(row: RowMapping) -> CronRecord:
     )
 
 
-__all__ = ["Crons", "FireResult"]
+__all__ = ["Crons", "FireOutcome", "FireResult", "SkipReason"]
