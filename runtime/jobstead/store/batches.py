@@ -45,6 +45,7 @@ from .database import Database
 from .drivers.base import CANCEL_PREFIX
 from .enqueue import Enqueuer
 from .moves import apply_change, follow
+from .new_jobs import member_of
 from .records import BATCH_EVENTS, BatchRecord, BatchStats, BatchStatus, JobRecord, NewJob
 
 #: Ids per cancel notification (PostgreSQL payloads stop at 8000 bytes).
@@ -122,7 +123,7 @@ class Batches:
         return records
 
     def _add(self, conn: Connection, batch_id: int, jobs: Sequence[NewJob], tenant: str | None) -> list[JobRecord]:
-        members = [_member(job, batch_id, tenant) for job in jobs]
+        members = [member_of(job, batch_id, tenant) for job in jobs]
         return self._enqueuer.insert(members, connection=conn) if members else []
 
     def cancel(self, batch_id: int) -> list[int]:
@@ -299,24 +300,6 @@ class Batches:
             continuations=tuple((str(event), int(job_id)) for event, job_id in fired),
             events=tuple(sorted((row["continuations"] or {}).keys())),
         )
-
-
-def _member(job: NewJob, batch_id: int, tenant: str | None) -> NewJob:
-    """A member carries its batch and its batch's tenant."""
-    return NewJob(
-        handler=job.handler,
-        args=job.args,
-        queue=job.queue,
-        priority=job.priority,
-        run_at=job.run_at,
-        key=job.key,
-        tenant=tenant if tenant is not None else job.tenant,
-        metadata=job.metadata,
-        max_attempts=job.max_attempts,
-        retry=job.retry,
-        timeout=job.timeout,
-        batch_id=batch_id,
-    )
 
 
 def _spec_json(job: NewJob) -> dict[str, Any]:

@@ -37,7 +37,8 @@ from ..errors import ConfigurationError, InvalidState
 from ..status import LIVE_STATUSES
 from .database import Database
 from .enqueue import Enqueuer
-from .records import CronDefinition, CronRecord, CronSource, NewJob
+from .new_jobs import new_jobs
+from .records import CronDefinition, CronRecord, CronSource
 
 
 class SkipReason(StrEnum):
@@ -277,26 +278,20 @@ class Crons:
             previous = row["last_job_id"]
             if row["overlap"] == "skip" and previous is not None and self._is_live(conn, previous):
                 return FireResult(FireOutcome.OVERLAP, previous_job_id=previous)
-            queue, priority = row["queue"], row["priority"]
-            if queue is None or priority is None:
-                default_queue, default_priority = self._enqueuer.handler_defaults(conn, row["handler"])
-                queue = default_queue if queue is None else queue
-                priority = default_priority if priority is None else priority
-            job = self._enqueuer.insert_fire(
-                conn,
-                NewJob(
-                    handler=row["handler"],
-                    args=row["args"] or {},
-                    queue=queue,
-                    priority=priority,
-                    run_at=fire_at,
-                    tenant=row["tenant"],
-                    metadata={"cron": name, "cron_fire_at": fire_at.isoformat()},
-                    cron_name=name,
-                    cron_fire_at=fire_at,
-                ),
-                now,
+            (new,) = new_jobs(
+                row["handler"],
+                [row["args"] or {}],
+                self._enqueuer.defaults_of(conn, row["handler"]),
+                clock=self._clock,
+                queue=row["queue"],
+                priority=row["priority"],
+                run_at=fire_at,
+                tenant=row["tenant"],
+                metadata={"cron": name, "cron_fire_at": fire_at.isoformat()},
+                cron_name=name,
+                cron_fire_at=fire_at,
             )
+            job = self._enqueuer.insert_fire(conn, new, now)
             if job is None:
                 return FireResult(FireOutcome.DUPLICATE, previous_job_id=previous)
             job_id = job.id

@@ -69,6 +69,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ...errors import ConfigurationError
+from ..new_jobs import option_key
 from ..records import Completion, JobRecord, NewJob
 from ..rows import records_in_input_order, status_at_defer
 from .async_alone import AsyncAlone
@@ -567,25 +568,12 @@ def _crc32(text_: str) -> int:
 def option_groups(jobs: Sequence[NewJob]) -> dict[tuple[Any, ...], list[int]]:
     """Positions of the jobs that share every setting but their arguments (one INSERT each).
 
-    ``defer_many`` gives one group; so does a single ``defer``.
+    ``defer_many`` gives one group; so does a single ``defer``. What "share"
+    means is ``new_jobs.option_key``, the store's one definition.
     """
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, j in enumerate(jobs):
-        options = (
-            j.handler,
-            j.queue,
-            j.priority,
-            j.run_at,
-            j.max_attempts,
-            j.retry,
-            j.timeout,
-            j.tenant,
-            None if j.metadata is None else json.dumps(j.metadata, sort_keys=True),
-            j.key,
-            j.batch_id,
-            j.batch_event,
-        )
-        groups.setdefault(options, []).append(i)
+        groups.setdefault(option_key(j), []).append(i)
     return groups
 
 
