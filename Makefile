@@ -27,7 +27,8 @@ help: ## Show this help.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[operator,dashboard]' --group dev
+	@# PYTHONWARNINGS: setuptools' editable-install notice is a block of asterisks on every first run
+	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -e '.[operator,dashboard]' --group dev
 	touch $@
 
 .PHONY: venv
@@ -43,11 +44,22 @@ system-deps: ## Install the PostgreSQL server binaries when the machine lacks th
 
 .PHONY: run
 run: venv ## Run the demo app: worker + scheduler on the embedded SQLite default (jobstead.db), and the dashboard.
-	$(VENV)/bin/jobstead migrate
-	$(VENV)/bin/jobstead defer seed_demo_jobs --app jobstead.demo:app
-	@echo "while it runs, try in another shell: .venv/bin/jobstead stats | jobs list --status dead,failed | jobs show ID"
-	@$(VENV)/bin/jobstead dashboard --app jobstead.demo:app & dashboard=$$!; \
+	@$(VENV)/bin/jobstead migrate
+	@$(VENV)/bin/jobstead defer seed_demo_jobs --app jobstead.demo:app >/dev/null
+	@# The dashboard first, and its address set apart before the worker's first log line.
+	@$(VENV)/bin/jobstead dashboard --app jobstead.demo:app >/dev/null & dashboard=$$!; \
 	  trap 'kill $$dashboard 2>/dev/null' EXIT; \
+	  for _ in $$(seq 100); do \
+	    $(PY) -c 'import urllib.request as u; u.urlopen("http://127.0.0.1:8780/healthz", timeout=1)' 2>/dev/null && break; \
+	    kill -0 $$dashboard 2>/dev/null || break; sleep 0.1; \
+	  done; \
+	  if kill -0 $$dashboard 2>/dev/null; then \
+	    printf '\n  Dashboard: http://127.0.0.1:8780/\n'; \
+	  else \
+	    printf '\n  The dashboard did not start (see its error above); the worker runs without it.\n'; \
+	  fi; \
+	  printf '\n  While it runs, try in another shell, in this directory:\n'; \
+	  printf '    .venv/bin/jobstead stats\n    .venv/bin/jobstead jobs list --status dead,failed\n    .venv/bin/jobstead jobs show ID\n\n'; \
 	  $(VENV)/bin/jobstead run --app jobstead.demo:app
 
 .PHONY: test

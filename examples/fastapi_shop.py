@@ -21,7 +21,7 @@ from fastapi import Depends, FastAPI, HTTPException
 from sqlalchemy import String, create_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from jobstead import App
+from jobstead import App, JobNotFound
 
 DATABASE_URL = os.environ.get("JOBSTEAD_DATABASE_URL", "sqlite:///shop.db")
 if DATABASE_URL.startswith("postgresql://"):
@@ -79,5 +79,8 @@ def create_order(email: str, session: Annotated[Session, Depends(get_session)]) 
 
 @api.get("/jobs/{job_id}")
 def job_status(job_id: int) -> dict[str, object]:
-    job = jobs.get_job(job_id)
+    try:
+        job = jobs.get_job(job_id)
+    except JobNotFound:  # e.g. the job of a rolled-back order: it never existed
+        raise HTTPException(404, f"no job {job_id}") from None
     return {"id": job.id, "status": job.status.value, "result": job.result}

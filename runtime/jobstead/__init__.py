@@ -12,11 +12,13 @@ from .app import App
 from .batch import Batch, JobSpec
 from .cancel import CancelReason
 from .context import Context
+from .cron.schedule import SecondsFieldWarning
 from .deferred import Deferred
 from .errors import (
     BatchNotFound,
     ConfigurationError,
     InvalidArguments,
+    InvalidOption,
     InvalidState,
     JobCancelled,
     JobError,
@@ -66,6 +68,7 @@ __all__ = [
     "Handler",
     "Inject",
     "InvalidArguments",
+    "InvalidOption",
     "InvalidState",
     "JobCancelled",
     "JobError",
@@ -76,6 +79,7 @@ __all__ = [
     "JobsteadError",
     "PermanentError",
     "RetryPolicy",
+    "SecondsFieldWarning",
     "UnknownHandler",
     "Worker",
     "__version__",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
@@ -15,7 +16,7 @@ from sqlalchemy.engine import URL
 from .batch import Batch, JobSpec, check_spec, continuation_jobs, in_async_transaction, sync_connection
 from .clock import Clock, utcnow
 from .config import resolve_database_url
-from .cron.schedule import CronSchedule
+from .cron.schedule import CronSchedule, SecondsFieldWarning
 from .deferred import Deferred
 from .errors import ConfigurationError, InvalidArguments, JobNotFound, UnknownHandler
 from .handler import Handler
@@ -300,7 +301,9 @@ class App:
         """
         if callable(schedule):
             raise ConfigurationError("@app.cron needs a schedule first: @app.cron('*/15 * * * *')")
-        CronSchedule.parse(schedule, timezone)  # before registering anything
+        advice = CronSchedule.parse(schedule, timezone).seconds_field_advice()  # before registering anything
+        if advice:
+            warnings.warn(advice, SecondsFieldWarning, stacklevel=2)
         options: dict[str, Any] = {
             "name": name,
             "timezone": timezone,

@@ -355,20 +355,50 @@ def test_kubectl_get_jobstead_lists_both_kinds_with_columns(
     tables = {t.splitlines()[1].split("/")[0]: t for t in output.strip().split("\n\n")}
     assert tables.keys() == {"jobhandler.jobstead.io", "cronschedule.jobstead.io"}
     handlers, crons = tables["jobhandler.jobstead.io"], tables["cronschedule.jobstead.io"]
-    assert table(handlers)[0] == ["NAME", "HANDLER", "CONCURRENCY", "REPLICAS", "QUEUED", "RUNNING", "READY", "AGE"]
-    assert table(handlers)[1][:7] == ["jobhandler.jobstead.io/send-email", "send_email", "4", "3", "41", "6", "False"]
-    assert table(crons)[0] == ["NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "LAST SCHEDULE", "NEXT SCHEDULE", "AGE"]
+    # what the README promises: handler and Ready on both kinds, queue and replicas on JobHandlers
+    assert table(handlers)[0] == [
+        "NAME",
+        "HANDLER",
+        "QUEUE",
+        "CONCURRENCY",
+        "REPLICAS",
+        "QUEUED",
+        "RUNNING",
+        "READY",
+        "AGE",
+    ]
+    assert table(handlers)[1][:8] == [
+        "jobhandler.jobstead.io/send-email",
+        "send_email",
+        "default",
+        "4",
+        "3",
+        "41",
+        "6",
+        "False",
+    ]
+    assert table(crons)[0] == [
+        "NAME",
+        "HANDLER",
+        "SCHEDULE",
+        "TIMEZONE",
+        "SUSPEND",
+        "READY",
+        "LAST SCHEDULE",
+        "NEXT SCHEDULE",
+        "AGE",
+    ]
     row = table(crons)[1]
-    assert row[:4] == ["cronschedule.jobstead.io/nightly", "0 3 * * *", "UTC", "false"]
-    assert row[4].endswith("d")  # a date column: the age of the last fire
-    assert row[5] == "2099-01-03T03:00:00Z"  # a future time as a timestamp, not <invalid>
+    assert row[:6] == ["cronschedule.jobstead.io/nightly", "send_report", "0 3 * * *", "UTC", "false", "True"]
+    assert row[6].endswith("d")  # a date column: the age of the last fire
+    assert row[7] == "2099-01-03T03:00:00Z"  # a future time as a timestamp, not <invalid>
 
     wide = table(kube_cluster.kubectl("get", "jh", "-n", namespace, "-o", "wide").stdout)
     assert wide[0][-5:] == ["MIN", "MAX", "FAILED", "PAUSED", "REASON"]
     assert wide[1][-5:] == ["0", "10", "2", "false", "DatabaseUnreachable"]
     wide = table(kube_cluster.kubectl("get", "jcs", "-n", namespace, "-o", "wide").stdout)
-    assert wide[0][-3:] == ["HANDLER", "READY", "LAST JOB"]
-    assert wide[1][-3:] == ["send_report", "True", "01JGXYZ0000000000000000000"]
+    assert wide[0][-1:] == ["LAST JOB"]
+    assert wide[1][-1:] == ["01JGXYZ0000000000000000000"]
 
 
 def test_short_names_clash_with_nothing(kube_cluster: Cluster) -> None:

@@ -80,6 +80,10 @@ def test_fastapi_order_and_its_job_commit_together(shop: ModuleType) -> None:
         assert refused.status_code == 422
         # rolled back together: one order, one job
         assert [j.id for j in shop.jobs.jobs()] == [job.id]
+        # the rolled-back order's job id was never committed: a 404, not a 500
+        gone = client.get(f"/jobs/{job.id + 1}")
+        assert gone.status_code == 404, gone.text
+        assert client.get(f"/jobs/{job.id}").json()["status"] == "queued"
         with shop.Session(shop.engine) as session:
             assert session.query(shop.Order).count() == 1
 

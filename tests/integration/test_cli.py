@@ -35,11 +35,31 @@ def cli(target: Target, *args: str) -> Any:
     return run_cli(list(args), target.env())
 
 
-def test_migrate_is_idempotent(target: Target) -> None:
+def test_migrate_says_what_it_did_and_is_idempotent(target: Target) -> None:
+    """First-hour point 5: a new database said "schema is current", as if nothing had been done."""
+    from jobstead.migrations import head_revision
+
+    head = head_revision()
+    created = cli(target, "migrate")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith(f"created the Jobstead schema at revision {head} ("), created.stdout
     for _ in range(2):
         done = cli(target, "migrate")
         assert done.returncode == 0, done.stderr
-        assert "schema is current" in done.stdout
+        assert done.stdout.startswith(f"schema is current at revision {head}: nothing to do"), done.stdout
+
+
+def test_migrate_names_the_revision_it_upgraded_from(target: Target) -> None:
+    from jobstead.migrations import downgrade, head_revision
+    from jobstead.store import Store
+
+    store = Store.connect(target.url, schema=target.schema)
+    store.migrate()
+    downgrade(store.db, "0007")
+    store.close()
+    done = cli(target, "migrate")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"upgraded the schema from revision 0007 to {head_revision()} ("), done.stdout
 
 
 def test_defer_prints_the_id_and_writes_one_job(cli_app: App, target: Target) -> None:

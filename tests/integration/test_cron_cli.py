@@ -219,3 +219,20 @@ def test_scheduler_processes_side_by_side_defer_each_fire_once(target: Target, t
     assert cron["last_job_id"] == _cron_jobs(store)[-1][1].id
     assert cron["last_fire_at"] == fires[-1].isoformat()
     store.close()
+
+
+def test_a_quartz_ordered_schedule_is_one_plain_line_at_add_and_quiet_afterwards(
+    published: App, target: Target
+) -> None:
+    """First-hour point 3: the warning was Python's (a file path and a source line) on every later command."""
+    added = cli(
+        target, "crons", "add", "q", "--schedule", "*/15 * * * * *", "--handler", "send_report", "--args", '{"to": "a"}'
+    )
+    assert added.returncode == 0, added.stderr
+    lines = added.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jobstead: warning: cron schedule '*/15 * * * * *'"), lines
+    assert "'* * * * * */15'" in lines[0] and ".py" not in lines[0]
+    for later in (("crons", "list"), ("crons", "disable", "q"), ("crons", "enable", "q"), ("crons", "remove", "q")):
+        done = cli(target, *later)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == "", (later, done.stderr)

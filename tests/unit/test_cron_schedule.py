@@ -285,12 +285,17 @@ def test_a_year_of_daily_fires_is_one_per_day_in_both_zones() -> None:
 
 
 def test_six_fields_firing_every_second_warn_that_seconds_go_last() -> None:
-    from jobstead.cron.schedule import SecondsFieldWarning
+    from jobstead import App, SecondsFieldWarning
 
-    with pytest.warns(SecondsFieldWarning, match=r"seconds field goes LAST.*'\* \* \* \* \* \*/15'"):
-        CronSchedule.parse("*/15 * * * * *", "UTC")
+    advice = CronSchedule.parse("*/15 * * * * *", "UTC").seconds_field_advice()
+    assert advice is not None and "seconds field goes LAST" in advice and "'* * * * * */15'" in advice
+    for fine in ("* * * * * */15", "*/15 * * * *", "* * * * * *"):  # seconds last; five fields; every second
+        assert CronSchedule.parse(fine, "UTC").seconds_field_advice() is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        CronSchedule.parse("* * * * * */15", "UTC")  # seconds last, as documented: no warning
-        CronSchedule.parse("*/15 * * * *", "UTC")
-        CronSchedule.parse("* * * * * *", "UTC")  # every second, in either order
+        CronSchedule.parse("*/15 * * * * *", "UTC")  # parsing is silent: every command that lists crons parses
+    app = App("sqlite://")
+    with pytest.warns(SecondsFieldWarning, match=r"seconds field goes LAST.*'\* \* \* \* \* \*/15'"):
+
+        @app.cron("*/15 * * * * *")
+        def quartz_ordered() -> None: ...

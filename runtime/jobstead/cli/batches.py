@@ -64,6 +64,7 @@ def list_batches(args: Namespace) -> int:
             [r.id, r.status, r.tenant or "", *(r.stats.to_json()[c] for c in STAT_COLUMNS), r.created_at.isoformat()]
             for r in records
         ],
+        empty="no batches",
     )
     return 0
 

@@ -48,6 +48,7 @@ def list_crons(args: Namespace) -> int:
             ]
             for c in crons
         ],
+        empty="no crons: add one with @app.cron in code, a CronSchedule resource, or jobstead crons add",
     )
     return 0
 
@@ -74,7 +75,7 @@ def add_cron(args: Namespace) -> int:
         source="database",
     )
     try:  # before touching the database: a bad schedule writes nothing, not even the schema
-        definition.check()
+        schedule = definition.check()
     except ConfigurationError as exc:
         raise UsageError(str(exc)) from None
     store = _checked_handler(args, definition)
@@ -83,6 +84,9 @@ def add_cron(args: Namespace) -> int:
     except InvalidState as exc:
         raise UsageError(str(exc)) from None
     print(f"cron {cron.name} added: {_summary(cron)}")
+    advice = schedule.seconds_field_advice()
+    if advice:  # said here, when the cron is defined; listing it later stays quiet
+        print(f"jobstead: warning: {advice}", file=sys.stderr)
     return 0
 
 

@@ -10,8 +10,8 @@ from typing import Any
 from ..errors import InvalidArguments, InvalidOption, InvalidState, JobNotFound, UnknownHandler
 from ..options import JobOptions
 from ..signature import validate_stored
-from ..status import JobStatus, statuses_of
-from ..store import Store
+from ..status import AttemptOutcome, JobStatus, statuses_of
+from ..store import AttemptRecord, EffectiveSettings, Store
 from ..store.bulk import SORT_KEYS, JobSelection, cancel_jobs, find_jobs, purge_jobs, retry_jobs
 from ..store.new_jobs import JobDefaults, new_jobs
 from .errors import OperationFailed, UsageError
@@ -128,6 +128,15 @@ def _selection(args: Namespace, store: Store) -> JobSelection:
     )
 
 
+def _nothing_matches(args: Namespace) -> str:
+    filters = [f"--{f} {getattr(args, f)}" for f in ("status", "handler", "queue", "tenant") if getattr(args, f)]
+    if args.since is not None:
+        filters.append(f"--since {args.since}")
+    if args.offset:
+        filters.append(f"--offset {args.offset}")
+    return f"no jobs match {' '.join(filters)}" if filters else "no jobs match: the table holds none"
+
+
 def list_jobs(args: Namespace) -> int:
     if args.offset < 0:
         raise UsageError(f"--offset cannot be negative, got {args.offset}")
@@ -164,6 +173,7 @@ def list_jobs(args: Namespace) -> int:
             ]
             for j in jobs
         ],
+        empty=_nothing_matches(args),
     )
     return 0
 
@@ -182,32 +192,63 @@ def show_job(args: Namespace) -> int:
     job = store.queries.get_job(args.id)
     if job is None:
         raise UsageError(f"no job with id {args.id}")
+    attempts = store.queries.attempts(job.id)
     document = job.to_json() | {
         "args": job.args,
         "result": job.result,
         "error": job.error.to_json() if job.error else None,
         "checkpoint": job.checkpoint,
-        "attempts_log": [a.to_json() for a in store.queries.attempts(job.id)],
+        "attempts_log": [a.to_json() for a in attempts],
     }
     if args.json:
         print_json(document)
         return 0
-    for key, value in document.items():
-        if key in ("attempts_log", "error"):
+    handler = store.registry.handler(job.handler)
+    limit = EffectiveSettings.max_attempts_of(job.max_attempts, handler.max_attempts if handler else None)
+    released = sum(1 for a in attempts if a.outcome is AttemptOutcome.RELEASED)
+    shown = document | {
+        "attempts": f"{job.attempts} of {limit}"
+        + (f" (+{released} run(s) handed back on shutdown, not counted)" if released else ""),
+        "worker": job.lease_owner or _last_worker(attempts),
+    }
+    for key, value in shown.items():
+        if key in ("attempts_log", "error", "max_attempts"):
             continue
-        print(f"{key:>12}: {json.dumps(value) if isinstance(value, dict | list) else value}")
+        print(f"{key:>12}: {_shown(value)}")
     if job.error:
         print(f"{'error':>12}: {job.error.type}: {job.error.message}")
         if job.error.traceback:
             print(job.error.traceback.rstrip())
-    for attempt in document["attempts_log"]:
-        err = attempt["error"]
+    for attempt in attempts:
+        err = attempt.error
+        number = (
+            "run handed back on shutdown (not counted)"
+            if attempt.outcome is AttemptOutcome.RELEASED
+            else f"attempt {attempt.attempt}"
+        )
         print(
-            f"  attempt {attempt['attempt']}: {attempt['outcome']} on {attempt['worker_id']} "
-            f"{attempt['started_at']} -> {attempt['finished_at']}"
-            + (f" ({err['type']}: {err['message']})" if err else "")
+            f"  {number}: {attempt.outcome.value} on {attempt.worker_id or '-'} "
+            f"{_shown(attempt.started_at)} -> {_shown(attempt.finished_at)}"
+            + (f" ({err.type}: {err.message})" if err else "")
         )
     return 0
+
+
+def _last_worker(attempts: list[AttemptRecord]) -> str | None:
+    """The worker of the latest attempt: who ran a job that no worker holds now."""
+    named = [a.worker_id for a in attempts if a.worker_id]
+    return f"{named[-1]} (last attempt)" if named else None
+
+
+def _shown(value: Any) -> str:
+    """A value as a person reads it: JSON for structures, '-' for nothing (never Python's None)."""
+    if value is None:
+        return "-"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    return str(value)
 
 
 def _one_or_many(args: Namespace, verb: str) -> bool:
@@ -280,7 +321,11 @@ def stats(args: Namespace) -> int:
     for title, groups in (("handler", result.by_handler), ("queue", result.by_queue), ("tenant", result.by_tenant)):
         if not groups:
             continue
-        print_table([title, *statuses], [[name, *(c.get(s, 0) for s in statuses)] for name, c in groups.items()])
+        print_table(
+            [title, *statuses],
+            [[name, *(c.get(s, 0) for s in statuses)] for name, c in groups.items()],
+            empty=f"no {title}s",
+        )
         print()
     counts = ", ".join(f"{s} {n}" for s, n in result.by_status.items() if n)
     print(f"total: {counts or 'no jobs'}")

@@ -6,12 +6,14 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from ..cron.schedule import SecondsFieldWarning
 from ..errors import ConfigurationError, JobsteadError
 from . import batches, crons, jobs, operator, processes
 from . import dashboard as dashboard_command
@@ -142,7 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
             default=30.0,
             help="how long running jobs get to finish on SIGTERM (30s; 0: hand them back at once)",
         )
-        p.add_argument("--poll-interval", type=positive_seconds, default=1.0, help=argparse.SUPPRESS)
+        p.add_argument(
+            "--poll-interval",
+            type=positive_seconds,
+            default=1.0,
+            help="how often to look for jobs when no wake-up comes (1s); SQLite and poolers rely on it",
+        )
         p.add_argument("--scheduler-interval", type=positive_seconds, default=1.0, help=argparse.SUPPRESS)
         p.add_argument("--metrics-port", type=_port, default=None, help="serve Prometheus metrics on this port")
 
@@ -272,7 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("metrics", processes.metrics, "serve the database-wide Prometheus gauges (one process per database)")
     p.add_argument("--port", type=_port, required=True, help="serve /metrics on this port")
-    p.add_argument("--host", default="0.0.0.0", help="listen on this address (default all)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="listen on this address (default 127.0.0.1, like the dashboard; 0.0.0.0 to be scraped from elsewhere)",
+    )
     p.add_argument("--tenant-labels", action="store_true", help="label batch gauges by tenant")
     app_option(p, required=False)
 
@@ -350,8 +361,25 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+# The commands that publish an app's code crons: the one place a cron's
+# definition is reported on. Every other command that imports the app stays quiet.
+_PUBLISHING_COMMANDS = frozenset({"worker", "run", "scheduler"})
+
+
+def _plain_warnings(command: str) -> None:
+    """Warnings as one line each, without Python's file path and source line."""
+
+    def show(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+        sys.stderr.write(f"jobstead: warning: {message}\n")
+
+    warnings.showwarning = show
+    if command not in _PUBLISHING_COMMANDS:
+        warnings.filterwarnings("ignore", category=SecondsFieldWarning)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _plain_warnings(args.command)
     try:
         processes.configure_logging(getattr(args, "log_level", "info"), getattr(args, "log_format", None))
     except UsageError as exc:

@@ -13,7 +13,7 @@ from ..logs import configure_logging as setup_logging
 from ..logs import resolve_log_format
 from ..store import Store
 from ..store.control import PauseScope
-from ..store.presence import known_names
+from ..store.presence import known_names, schema_revision
 from .errors import UsageError
 from .loading import app_from_args, database_override, store_from_args
 from .output import print_json, print_table
@@ -36,10 +36,21 @@ def configure_logging(level: str, log_format: str | None = None) -> None:
 
 
 def migrate(args: Namespace) -> int:
-    store = app_from_args(args).store if args.app else Store.connect(database_override(args))
+    """Says what it did: created the schema, upgraded it (from which revision), or nothing."""
+    app = app_from_args(args) if args.app else None
+    store = app.open_store() if app is not None else Store.connect(database_override(args))
+    before = schema_revision(store.db)
     store.migrate()
-    url = store.db.engine.url.render_as_string(hide_password=True)
-    print(f"schema is current ({url}, prefix {store.tables.prefix!r})")
+    after = schema_revision(store.db)
+    if app is not None:
+        _ = app.store  # publishes its handlers and crons, as every process of the app does at start
+    where = f"{store.db.engine.url.render_as_string(hide_password=True)}, prefix {store.tables.prefix!r}"
+    if before is None:
+        print(f"created the Jobstead schema at revision {after} ({where})")
+    elif before != after:
+        print(f"upgraded the schema from revision {before} to {after} ({where})")
+    else:
+        print(f"schema is current at revision {after}: nothing to do ({where})")
     return 0
 
 
@@ -152,7 +163,7 @@ def _list_pauses(args: Namespace) -> int:
     elif not paused:
         print("nothing is paused")
     else:
-        print_table(["scope", "name"], [[scope, name or None] for scope, name in paused])
+        print_table(["scope", "name"], [[scope, name or None] for scope, name in paused], empty="nothing is paused")
     return 0
 
 
@@ -203,7 +214,7 @@ def metrics(args: Namespace) -> int:
     registry = CollectorRegistry()
     registry.register(DatabaseCollector(store, tenant_labels=args.tenant_labels))
     try:
-        serve_metrics(args.port, host=args.host, registry=registry)
+        serve_metrics(args.port, host=args.host, registry=registry, announce=False)
     except OSError as exc:
         raise UsageError(f"cannot serve metrics on {args.host}:{args.port}: {exc.strerror or exc}") from None
     print(f"serving database metrics of the {store.describe()} on http://{args.host}:{args.port}/metrics", flush=True)

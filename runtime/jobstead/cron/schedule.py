@@ -47,7 +47,6 @@ time alone, so it does.
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -91,6 +90,26 @@ class CronSchedule:
     @property
     def has_seconds(self) -> bool:
         return len(self.expression.split()) == 6
+
+    def seconds_field_advice(self) -> str | None:
+        """What to say of a six-field schedule that fires every second of some minutes only.
+
+        ``*/15 * * * * *`` reads "every 15 s" in Quartz, "every second of every
+        15th minute" here. Nothing is refused (every second may be meant), but
+        the mistake is common enough to say, with the fix. Parsing stays
+        silent: the schedule is parsed by every command that lists or fires
+        crons, and only the one that defines such a cron (``@app.cron``,
+        ``jobstead crons add``) says it, once.
+        """
+        fields = self.expression.split(" ")
+        every_second = ("*", "*/1")
+        if len(fields) != 6 or fields[5] not in every_second or fields[0] in every_second:
+            return None
+        meant = " ".join(["*", *fields[1:5], fields[0]])
+        return (
+            f"cron schedule {self.expression!r} fires every second of each matching minute: the seconds field goes "
+            f"LAST here (minute hour day month weekday second); for seconds first, as in Quartz, write {meant!r}"
+        )
 
     # -- fire times ------------------------------------------------------------
 
@@ -232,9 +251,6 @@ def _parse(expression: str, timezone: str) -> CronSchedule:
             croniter.expand(normalized, strict=True)
         except (CroniterError, ValueError, TypeError) as exc:
             raise InvalidSchedule(f"invalid cron schedule {normalized!r}: {_reason(exc)}") from None
-        every_second = ("*", "*/1")
-        if len(fields) == 6 and fields[5] in every_second and fields[0] not in every_second:
-            _warn_seconds_last(normalized, fields)
     zone = _zone(timezone)
     schedule = CronSchedule(normalized, timezone, zone)
     try:
@@ -245,22 +261,10 @@ def _parse(expression: str, timezone: str) -> CronSchedule:
 
 
 class SecondsFieldWarning(UserWarning):
-    """A six-field schedule that fires every second of some minutes only: Quartz order (seconds first) by mistake."""
+    """A six-field schedule that fires every second of some minutes only: Quartz order (seconds first) by mistake.
 
-
-def _warn_seconds_last(normalized: str, fields: list[str]) -> None:
-    """``*/15 * * * * *`` reads "every 15 s" in Quartz, "every second of every 15th minute" here.
-
-    Nothing is refused (every second may be meant), but the mistake is common
-    enough to say, once per expression (``_parse`` is cached), with the fix.
+    Warned by ``@app.cron`` when the cron is defined; ``CronSchedule.seconds_field_advice`` says why.
     """
-    meant = " ".join(["*", *fields[1:5], fields[0]])
-    warnings.warn(
-        f"cron schedule {normalized!r} fires every second of each matching minute: the seconds field goes "
-        f"LAST here (minute hour day month weekday second); for seconds first, as in Quartz, write {meant!r}",
-        SecondsFieldWarning,
-        stacklevel=4,
-    )
 
 
 def _zone(name: str) -> ZoneInfo:

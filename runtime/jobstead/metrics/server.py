@@ -9,10 +9,16 @@ from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 logger = logging.getLogger("jobstead.metrics")
 
 
-def serve_metrics(port: int, *, host: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> None:
-    """Start the exporter; a port already taken is a one-line error (``OSError``) at start, not later."""
+def serve_metrics(
+    port: int, *, host: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY, announce: bool = True
+) -> None:
+    """Start the exporter; a port already taken is a one-line error (``OSError``) at start, not later.
+
+    ``announce=False`` is for a caller that prints the address itself, so it is said once.
+    """
     start_http_server(port, addr=host, registry=registry)
-    logger.info("metrics on http://%s:%d/metrics", host, port)
+    if announce:
+        logger.info("metrics on http://%s:%d/metrics", host, port)
 
 
 _served: set[int] = set()

@@ -29,6 +29,14 @@ def schema_state(db: Database) -> SchemaState:
     return "current" if is_current(db) else "outdated"
 
 
+def schema_revision(db: Database) -> str | None:
+    """The migration revision the schema is at, or None where there is none yet (read-only)."""
+    from ..migrations import current_revision
+
+    with db.engine.connect() as conn:
+        return current_revision(db, conn)
+
+
 @dataclass(frozen=True)
 class KnownNames:
     """Handler and queue names some app has published here, or some job carries."""
