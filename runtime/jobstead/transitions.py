@@ -228,6 +228,8 @@ CANCEL = JobChange(
 )
 #: A running job is asked to stop; its worker ends it ``cancelled`` (a ``Completion``).
 ASK_TO_STOP = JobChange("ask to stop", frozenset({JobStatus.RUNNING}), cancel_requested=True, tells_workers=True)
+#: What a cancel from outside does something to: ``CANCEL`` or ``ASK_TO_STOP``.
+CANCELLABLE: tuple[JobStatus, ...] = (*CLAIMABLE_STATUSES, JobStatus.RUNNING)
 #: What a retry from outside accepts: a job that ended without succeeding.
 RETRYABLE: tuple[JobStatus, ...] = (JobStatus.DEAD, JobStatus.FAILED, JobStatus.CANCELLED)
 #: A dead, failed or cancelled job is queued again with one more attempt.

@@ -13,6 +13,7 @@ from jobstead.store.crons import FireOutcome, SkipReason
 from jobstead.transitions import (
     ASK_TO_STOP,
     CANCEL,
+    CANCELLABLE,
     DELETE,
     PURGE,
     RETRY,
@@ -27,6 +28,7 @@ from jobstead.transitions import (
     shown_status,
     succeeded,
 )
+from tests.unit.test_layering import PACKAGE, imports
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 BOOM = JobError(type="RuntimeError", message="boom", traceback="")
@@ -129,6 +131,7 @@ def test_cancel_ends_waiting_jobs_and_asks_running_ones_to_stop() -> None:
     assert (ASK_TO_STOP.becomes, ASK_TO_STOP.cancel_requested, ASK_TO_STOP.tells_workers) == (None, True, True)
     assert not ASK_TO_STOP.settles_batch(JobStatus.RUNNING), "its worker's completion settles the batch"
     assert not (CANCEL.applies_to & ASK_TO_STOP.applies_to) and not (CANCEL.applies_to & FINAL_STATUSES)
+    assert set(CANCELLABLE) == CANCEL.applies_to | ASK_TO_STOP.applies_to
 
 
 def test_retry_from_dead_queues_a_job_that_ended_badly_with_one_more_attempt() -> None:
@@ -167,6 +170,13 @@ def test_purge_takes_finished_jobs_only_spares_active_batches_and_settles_nothin
 )
 def test_a_scheduled_job_whose_time_has_come_shows_as_queued(stored: str, due: bool, shown: JobStatus) -> None:
     assert shown_status(stored, due) is shown
+
+
+def test_the_transitions_module_is_pure() -> None:
+    """Importable by the store and the worker alike: value types only, nothing of a database."""
+    imported = {name for _, name in imports(PACKAGE / "transitions.py") if name != "__future__"}
+    value_types = {"jobstead.errors", "jobstead.retry", "jobstead.status"}
+    assert imported <= {"dataclasses", "datetime", "enum", "typing", *value_types}
 
 
 # -- cron reasons ------------------------------------------------------------------

@@ -39,13 +39,13 @@ from ..status import CLAIMABLE_STATUSES, FINAL_STATUSES, JobStatus
 from ..store import AttemptRecord, BatchRecord, CronRecord, JobRecord, Store
 from ..store.queries import scope_conditions, status_condition
 from ..store.records import effective_status
+from ..transitions import CANCELLABLE as CANCELLABLE  # what the buttons may act on: decided there
+from ..transitions import RETRYABLE as RETRYABLE
 from ..transitions import shown_status
 
 #: Above this many rows, PostgreSQL's own estimate stands in for ``count(*)``.
 EXACT_COUNT_LIMIT = 100_000
 FAILED_FOR_GOOD = (JobStatus.FAILED, JobStatus.DEAD)
-RETRYABLE = (JobStatus.DEAD, JobStatus.FAILED, JobStatus.CANCELLED)
-CANCELLABLE = (*CLAIMABLE_STATUSES, JobStatus.RUNNING)
 #: Finished, but not a success: kept until retention prunes them.
 SETTLED = (JobStatus.CANCELLED, JobStatus.DEAD, JobStatus.FAILED)
 SEARCH_LIMIT = 200
