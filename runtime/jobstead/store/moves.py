@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Connection, and_, delete, or_, select, update
-from sqlalchemy.sql.dml import ReturningDelete, ReturningUpdate
+from sqlalchemy import ColumnElement, Connection, delete, or_, select, update
 
 from ..status import JobStatus
 from ..transitions import BatchEffect, JobChange
@@ -43,7 +42,9 @@ def apply_change(
 
     The rows are read and locked first (in id order, the order completions and
     renewals lock in), so the status each had before is known and nobody
-    changes them in between; the write is still conditional on the status.
+    changes them in between; the write is still conditional on the status. No
+    ``RETURNING`` is needed (MySQL has none on UPDATE and DELETE): a deleted
+    row is as it was read, an updated one is read back.
     """
     jobs = db.tables.jobs
     applies = jobs.c.status.in_(sorted(s.value for s in change.applies_to))
@@ -52,19 +53,17 @@ def apply_change(
         batches = db.tables.batches
         active = select(batches.c.id).where(batches.c.status == "active").scalar_subquery()
         conditions.append(or_(jobs.c.batch_id.is_(None), jobs.c.batch_id.not_in(active)))
-    found = conn.execute(
-        select(jobs.c.id, jobs.c.status).where(*conditions).order_by(jobs.c.id).with_for_update(of=jobs)
-    ).all()
+    found = conn.execute(select(jobs).where(*conditions).order_by(jobs.c.id).with_for_update(of=jobs)).mappings().all()
     if not found:
         return []
-    previous = {int(r.id): JobStatus(r.status) for r in found}
-    target = and_(jobs.c.id.in_(sorted(previous)), applies)
-    written: ReturningDelete[Any] | ReturningUpdate[Any]
+    previous = {int(r["id"]): JobStatus(r["status"]) for r in found}
+    chosen = jobs.c.id.in_(sorted(previous))
     if change.deletes:
-        written = delete(jobs).where(target).returning(*jobs.c)
+        conn.execute(delete(jobs).where(chosen, applies))
+        rows = found
     else:
-        written = update(jobs).where(target).values(_values(db, change, now)).returning(*jobs.c)
-    rows = conn.execute(written).mappings().all()
+        conn.execute(update(jobs).where(chosen, applies).values(_values(db, change, now)))
+        rows = conn.execute(select(jobs).where(chosen).order_by(jobs.c.id)).mappings().all()
     return [Moved(change, job_record(r, now), previous[int(r["id"])]) for r in rows]
 
 
