@@ -1,7 +1,8 @@
 """Attaching a resource to its app's database: the steps both reconcilers share, and how they fail.
 
 Each step raises ``NotReady`` with the reason and message for the ``Ready``
-condition; the reconcilers report it and try again at their next tick. A
+condition; the reconcilers report it, and their timers reconcile again at the
+next tick if the reason heals by itself (``still_attached``). A
 resource whose database changed (its Secret was rotated to another URL)
 leaves the old one first (its rows there are removed, best effort) and says
 so in a ``DatabaseChanged`` Event; every message names a database masked.
@@ -16,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy.exc import SQLAlchemyError
 
 from .databases import AppDatabase, SchemaMissing
+from .reasons import Notice, Reason
 from .resources import Resource
 from .state import OperatorState
 from .targets import DatabaseTarget
@@ -23,22 +25,10 @@ from .targets import DatabaseTarget
 logger = logging.getLogger("jobstead.operator")
 #: How long leaving an old database may take; one that is down is left without its cleanup.
 LEAVE_TIMEOUT_SECONDS = 10.0
-#: Reasons a tick retries by itself: each of these can heal without an edit of the resource.
-RECOVERABLE = frozenset(
-    {
-        "DatabaseUnavailable",
-        "DatabaseUnknown",
-        "SecretNotFound",
-        "SecretUnreadable",
-        "InvalidDatabaseURL",
-        "SchemaMissing",
-        "HandlerUnknown",
-    }
-)
 
 
 class NotReady(Exception):
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
@@ -46,7 +36,7 @@ class NotReady(Exception):
 
 def unavailable(target: DatabaseTarget, exc: BaseException) -> NotReady:
     text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-    return NotReady("DatabaseUnavailable", f"cannot reach the database {target.masked}: {target.scrub(text)}")
+    return NotReady(Reason.DATABASE_UNAVAILABLE, f"cannot reach the database {target.masked}: {target.scrub(text)}")
 
 
 async def attach(
@@ -73,22 +63,27 @@ async def attach(
     database, previous = await state.databases.use(resource.user, target)
     if previous is not None:
         message = f"now reconciled into {target.masked} (was {previous.masked}): its Secret changed"
-        resource.info("DatabaseChanged", message)
+        resource.info(Notice.DATABASE_CHANGED, message)
         logger.info("%s %s/%s: %s", resource.kind, resource.namespace, resource.name, message)
     try:
         await state.databases.ready(database)
     except SchemaMissing as exc:
-        raise NotReady("SchemaMissing", str(exc)) from None
+        raise NotReady(Reason.SCHEMA_MISSING, str(exc)) from None
     except SQLAlchemyError as exc:
         raise unavailable(target, exc) from None
     return database
 
 
 def still_attached(state: OperatorState, resource: Resource, target: DatabaseTarget) -> AppDatabase | None:
-    """The resource's database if nothing calls for a reconcile (same target, tables there, last try fine)."""
+    """The resource's database if nothing calls for a reconcile (same target, tables there, last try fine).
+
+    A last try that failed for a reason that heals by itself (``Reason.recoverable``)
+    calls for one; any other failure waits for an edit of the resource.
+    """
     database = state.databases.of(resource.user)
     ready = resource.ready_condition() or {}
-    healthy = ready.get("status") == "True" or ready.get("reason") not in RECOVERABLE
+    reason = Reason.known(ready.get("reason"))
+    healthy = ready.get("status") == "True" or reason is None or not reason.recoverable
     if database is not None and database.target == target and database.schema_current and healthy:
         return database
     return None

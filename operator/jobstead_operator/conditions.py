@@ -35,10 +35,3 @@ def set_condition(
     if generation is not None:
         condition["observedGeneration"] = generation
     return [*conditions, condition]
-
-
-def is_ready(status: Mapping[str, Any] | None) -> tuple[bool, str]:
-    for condition in (status or {}).get("conditions") or []:
-        if condition.get("type") == "Ready":
-            return condition.get("status") == "True", str(condition.get("reason", ""))
-    return False, ""

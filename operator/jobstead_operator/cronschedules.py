@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .binding import NotReady, attach, still_attached, unavailable
 from .databases import AppDatabase
 from .metrics import OPERATOR_METRICS
+from .reasons import Reason
 from .registry import GROUP, VERSION, registry
 from .resources import Resource
 from .spec import CronScheduleSpec, SecretRef, SpecError
@@ -60,10 +61,8 @@ async def on_change(memo: Any, **kwargs: Any) -> None:
     try:
         await reconcile(memo.state, resource, kwargs[INDEX], fresh=True)
     except NotReady as exc:
+        # Reported; the status tick reconciles again while the reason is one that heals by itself.
         resource.ready(ok=False, reason=exc.reason, message=exc.message)
-        if exc.reason in ("DatabaseUnavailable", "SchemaMissing"):
-            raise kopf.TemporaryError(exc.reason, delay=15) from None
-        # the rest (a bad spec, no database yet, an unknown handler) the status timer takes up
 
 
 async def resolve(
@@ -83,7 +82,7 @@ async def resolve(
         if state.default_target is not None:
             return state.default_target
         raise NotReady(
-            "DatabaseUnknown",
+            Reason.DATABASE_UNKNOWN,
             f"no database for handler {spec.handler!r}: the resource has no spec.database.secretRef, no "
             f"JobHandler in namespace {resource.namespace!r} runs that handler, and the operator has no "
             "default database; name the app's database Secret in spec.database.secretRef",
@@ -120,7 +119,7 @@ async def _reconcile(
         existing = await database.call(crons.get, resource.name)
         if existing is not None and existing.source != "crd":
             raise NotReady(
-                "NameTaken",
+                Reason.NAME_TAKEN,
                 f"a {existing.source}-defined cron named {resource.name!r} exists in {target.masked}; "
                 "this resource leaves it alone",
             )
@@ -132,7 +131,7 @@ async def _reconcile(
         raise _handler_unknown(cron.handler, database)
     what = "suspended" if not cron.enabled else f"{cron.schedule} ({cron.timezone})"
     resource.ready(
-        ok=True, reason="Reconciled", message=f"cron {resource.name} in {target.masked}: {what} -> {cron.handler}"
+        ok=True, reason=Reason.RECONCILED, message=f"cron {resource.name} in {target.masked}: {what} -> {cron.handler}"
     )
     return database
 
@@ -166,7 +165,7 @@ async def report(memo: Any, **kwargs: Any) -> None:
     except NotReady as exc:
         ready = resource.ready_condition() or {}
         unchanged = (ready.get("reason"), ready.get("message")) == (exc.reason, exc.message)
-        if not (unchanged and exc.reason == "HandlerUnknown"):  # waiting for a handler: one Event, not one a tick
+        if not (unchanged and exc.reason is Reason.HANDLER_UNKNOWN):  # waiting for a handler: one Event, not one a tick
             resource.ready(ok=False, reason=exc.reason, message=exc.message)
         return
     if cron is None or cron.source != "crd":
@@ -213,7 +212,7 @@ async def on_delete(memo: Any, logger: Any, **kwargs: Any) -> None:
 
 def _handler_unknown(handler: str, database: AppDatabase) -> NotReady:
     return NotReady(
-        "HandlerUnknown",
+        Reason.HANDLER_UNKNOWN,
         f"handler {handler!r} is unknown in {database.target.masked}: no worker of an app defining it has "
         "started and no JobHandler names it; the cron is stored and fires once the handler appears",
     )

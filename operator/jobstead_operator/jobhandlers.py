@@ -25,12 +25,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from jobstead.store import HandlerDefinition
 
-from .binding import RECOVERABLE, NotReady, attach, still_attached, unavailable
+from .binding import NotReady, attach, still_attached, unavailable
 from .conditions import now_rfc3339
 from .databases import AppDatabase
 from .deployment import build_deployment, deployment_name
 from .metrics import OPERATOR_METRICS
 from .pods import rank_for_scale_down
+from .reasons import Notice, Reason
 from .registry import GROUP, VERSION, registry
 from .resources import Resource
 from .spec import JobHandlerSpec, SpecError
@@ -67,9 +68,8 @@ async def on_change(memo: Any, **kwargs: Any) -> None:
     try:
         await reconcile(memo.state, resource, fresh=True)
     except NotReady as exc:
+        # Reported; the scale tick reconciles again while the reason is one that heals by itself.
         resource.ready(ok=False, reason=exc.reason, message=exc.message)
-        if exc.reason in RECOVERABLE:
-            raise kopf.TemporaryError(exc.reason, delay=15) from None
 
 
 async def reconcile(state: OperatorState, resource: Resource, *, fresh: bool) -> AppDatabase:
@@ -99,7 +99,7 @@ async def _reconcile(state: OperatorState, resource: Resource, *, fresh: bool) -
     await _apply_deployment(state, resource, spec)
     resource.ready(
         ok=True,
-        reason="Reconciled",
+        reason=Reason.RECONCILED,
         message=(
             f"handler {spec.handler!r} in {target.masked}: limit {spec.concurrency}, up to {spec.replica_cap} pod(s)"
         ),
@@ -183,7 +183,7 @@ async def scale(memo: Any, **kwargs: Any) -> None:
             resource.namespace, deployment_name(resource.name), {"spec": {"replicas": desired}}
         )
         resource.patch.status["lastScaleTime"] = now_rfc3339()
-        resource.info("Scaled", f"{current} -> {desired} worker pod(s): {load.due} due, {load.running} running")
+        resource.info(Notice.SCALED, f"{current} -> {desired} worker pod(s): {load.due} due, {load.running} running")
     OPERATOR_METRICS.scaled(resource.namespace, resource.name, current, desired)
     status = resource.patch.status
     status["replicas"] = desired

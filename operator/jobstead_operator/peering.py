@@ -19,7 +19,7 @@ from typing import Any, cast
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from jobstead.errors import ConfigurationError
+from jobstead import ConfigurationError
 
 GROUP, VERSION = "kopf.dev", "v1"
 

@@ -13,6 +13,7 @@ from typing import Any
 import kopf
 
 from .conditions import set_condition
+from .reasons import Notice, Reason
 
 
 @dataclass
@@ -57,7 +58,7 @@ class Resource:
         conditions = self.patch.status.get("conditions") or self.status.get("conditions") or []
         return next((dict(c) for c in conditions if c.get("type") == "Ready"), None)
 
-    def ready(self, *, ok: bool, reason: str, message: str) -> None:
+    def ready(self, *, ok: bool, reason: Reason, message: str) -> None:
         """Set Ready; a failure also posts a Warning Event."""
         existing = self.patch.status.get("conditions") or self.status.get("conditions")
         self.patch.status["conditions"] = set_condition(
@@ -68,5 +69,5 @@ class Resource:
         else:
             kopf.warn(self.body, reason=reason, message=message)
 
-    def info(self, reason: str, message: str) -> None:
+    def info(self, reason: Notice, message: str) -> None:
         kopf.info(self.body, reason=reason, message=message)

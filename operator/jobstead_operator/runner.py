@@ -18,8 +18,8 @@ from typing import Any
 import kopf
 from sqlalchemy.exc import SQLAlchemyError
 
+from jobstead import ConfigurationError
 from jobstead.cron.scheduler import REPUBLISH_EVERY
-from jobstead.errors import ConfigurationError
 
 from . import cronschedules, jobhandlers, metrics, pods  # noqa: F401 - registers the handlers
 from .databases import Databases, SchemaMissing

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from kubernetes.client.exceptions import ApiException
 
 from .kube import Kube
+from .reasons import Reason
 from .spec import SecretRef
 from .targets import DatabaseTarget, TargetError, target_from_secret
 
@@ -54,12 +55,13 @@ class DatabaseSecrets:
         except ApiException as exc:
             what = "may not read" if exc.status == 403 else f"cannot read ({exc.status} {exc.reason})"
             error = TargetError(
-                "SecretUnreadable", f"spec.database.secretRef: the operator {what} Secret {ref.name!r} in {namespace!r}"
+                Reason.SECRET_UNREADABLE,
+                f"spec.database.secretRef: the operator {what} Secret {ref.name!r} in {namespace!r}",
             )
             return _Read(now, None, error)
         if secret is None:
             error = TargetError(
-                "SecretNotFound", f"spec.database.secretRef: Secret {ref.name!r} does not exist in {namespace!r}"
+                Reason.SECRET_NOT_FOUND, f"spec.database.secretRef: Secret {ref.name!r} does not exist in {namespace!r}"
             )
             return _Read(now, None, error)
         if previous is not None and previous.version == secret.resource_version:

@@ -12,15 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from jobstead.errors import ConfigurationError
-from jobstead.retry import RetryPolicy
+from jobstead import ConfigurationError, RetryPolicy
 from jobstead.store import CronDefinition
+
+from .reasons import Reason
 
 
 class SpecError(ValueError):
-    """The resource cannot be acted on; ``reason`` is CamelCase for the Ready condition."""
+    """The resource cannot be acted on: only an edit of it can fix this."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
@@ -119,15 +120,15 @@ class JobHandlerSpec:
                 metrics=MetricsSpec.parse(spec.get("metrics")),
             )
         except (KeyError, TypeError) as exc:
-            raise SpecError("InvalidSpec", f"spec is missing or has a malformed field: {exc}") from None
+            raise SpecError(Reason.INVALID_SPEC, f"spec is missing or has a malformed field: {exc}") from None
         if ":" not in parsed.app:
-            raise SpecError("InvalidSpec", f"spec.app must be 'module:attribute', not {parsed.app!r}")
+            raise SpecError(Reason.INVALID_SPEC, f"spec.app must be 'module:attribute', not {parsed.app!r}")
         if parsed.per_pod_concurrency > parsed.concurrency:
-            raise SpecError("InvalidSpec", "spec.perPodConcurrency cannot exceed spec.concurrency")
+            raise SpecError(Reason.INVALID_SPEC, "spec.perPodConcurrency cannot exceed spec.concurrency")
         if parsed.tenant_concurrency is not None and not 1 <= parsed.tenant_concurrency <= parsed.concurrency:
-            raise SpecError("InvalidSpec", "spec.tenantConcurrency must be between 1 and spec.concurrency")
+            raise SpecError(Reason.INVALID_SPEC, "spec.tenantConcurrency must be between 1 and spec.concurrency")
         if parsed.min_replicas > parsed.max_replicas:
-            raise SpecError("InvalidSpec", "spec.minReplicas cannot exceed spec.maxReplicas")
+            raise SpecError(Reason.INVALID_SPEC, "spec.minReplicas cannot exceed spec.maxReplicas")
         return parsed
 
 
@@ -147,7 +148,9 @@ class CronScheduleSpec:
         """The reason says which field is wrong: the zone is checked on its own before the schedule."""
         policy = spec.get("concurrencyPolicy") or "Allow"
         if policy not in CONCURRENCY_POLICIES:
-            raise SpecError("InvalidSpec", f"spec.concurrencyPolicy must be Allow, Forbid or Replace, not {policy!r}")
+            raise SpecError(
+                Reason.INVALID_SPEC, f"spec.concurrencyPolicy must be Allow, Forbid or Replace, not {policy!r}"
+            )
         try:
             deadline = spec.get("startingDeadlineSeconds")
             database = SecretRef.parse(spec["database"]) if spec.get("database") else None
@@ -166,26 +169,26 @@ class CronScheduleSpec:
                 source="crd",
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise SpecError("InvalidSpec", f"spec is missing or has a malformed field: {exc}") from None
+            raise SpecError(Reason.INVALID_SPEC, f"spec is missing or has a malformed field: {exc}") from None
         try:  # the zone alone, with a schedule that cannot be wrong
             CronDefinition(name="zone", schedule="@daily", handler="zone", timezone=cron.timezone).check()
         except ConfigurationError as exc:
-            raise SpecError("InvalidTimeZone", f"spec.timeZone: {exc}") from None
+            raise SpecError(Reason.INVALID_TIME_ZONE, f"spec.timeZone: {exc}") from None
         try:  # everything but the schedule
             replace(cron, schedule="@daily").check()
         except ConfigurationError as exc:
-            raise SpecError("InvalidSpec", f"spec: {exc}") from None
+            raise SpecError(Reason.INVALID_SPEC, f"spec: {exc}") from None
         try:
             cron.check()
         except ConfigurationError as exc:
-            raise SpecError("InvalidSchedule", f"spec.schedule: {exc}") from None
+            raise SpecError(Reason.INVALID_SCHEDULE, f"spec.schedule: {exc}") from None
         return cls(cron=cron, database=database)
 
 
 def _retry(spec: Mapping[str, Any]) -> RetryPolicy:
     policy = spec.get("policy", "Exponential")
     if policy not in POLICIES:
-        raise SpecError("InvalidRetry", f"spec.retry.policy must be one of {', '.join(POLICIES)}, not {policy!r}")
+        raise SpecError(Reason.INVALID_RETRY, f"spec.retry.policy must be one of {', '.join(POLICIES)}, not {policy!r}")
     try:
         if policy == "Fixed":
             return RetryPolicy.fixed(float(spec.get("delaySeconds", 1)))
@@ -198,4 +201,4 @@ def _retry(spec: Mapping[str, Any]) -> RetryPolicy:
             jitter=int(spec.get("jitterPercent", 10)) / 100,
         )
     except (ConfigurationError, ValueError) as exc:
-        raise SpecError("InvalidRetry", f"spec.retry: {exc}") from None
+        raise SpecError(Reason.INVALID_RETRY, f"spec.retry: {exc}") from None

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import URL
 
+from jobstead import ConfigurationError
 from jobstead.config import DEFAULT_TABLE_PREFIX, resolve_database_url, resolve_schema, resolve_table_prefix
-from jobstead.errors import ConfigurationError
+
+from .reasons import Reason
 
 #: Secret keys, beside the URL's own, that say where in the database the tables are.
 SCHEMA_KEY = "schema"
@@ -27,9 +29,9 @@ MASK = "***"
 
 
 class TargetError(Exception):
-    """A resource's database cannot be determined; ``reason`` is CamelCase for the Ready condition."""
+    """A resource's database cannot be determined; ``reason`` says why, for the Ready condition."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
@@ -76,14 +78,14 @@ def parse_target(raw_url: str, *, schema: str | None, table_prefix: str | None, 
         message = str(exc)
         if raw and raw in message:
             message = "is not a database URL SQLAlchemy understands (such as postgresql+psycopg://user:pw@host/db)"
-        raise TargetError("InvalidDatabaseURL", f"{where}: {_scrub_raw(message, raw)}") from None
+        raise TargetError(Reason.INVALID_DATABASE_URL, f"{where}: {_scrub_raw(message, raw)}") from None
     return DatabaseTarget(url=url, schema=chosen, table_prefix=prefix)
 
 
 def target_from_secret(data: Mapping[str, str], key: str, *, secret: str) -> DatabaseTarget:
     """The target a Secret's decoded ``data`` describes; ``TargetError`` names what is missing."""
     if key not in data:
-        raise TargetError("SecretNotFound", f"spec.database.secretRef: Secret {secret!r} has no key {key!r}")
+        raise TargetError(Reason.SECRET_NOT_FOUND, f"spec.database.secretRef: Secret {secret!r} has no key {key!r}")
     return parse_target(
         data[key],
         schema=data.get(SCHEMA_KEY) or None,

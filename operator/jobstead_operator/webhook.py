@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from jobstead.errors import ConfigurationError
+from jobstead import ConfigurationError
 
 from .registry import GROUP, VERSION, registry
 from .spec import CronScheduleSpec, JobHandlerSpec, SecretRef, SpecError

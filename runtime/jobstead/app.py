@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 
-from .batch import Batch, JobSpec, check_spec, continuation_jobs, in_async_transaction, sync_connection
+from .batch import Batch, check_spec, continuation_jobs, in_async_transaction, sync_connection
 from .clock import Clock, utcnow
 from .config import resolve_database_url
 from .cron.schedule import CronSchedule, SecondsFieldWarning
 from .deferred import Deferred
 from .errors import ConfigurationError, InvalidArguments, JobNotFound, UnknownHandler
-from .handler import Handler
+from .handler import Handler, JobSpec
 from .hooks import Hook
-from .options import AsyncTransaction, SyncTransaction, check_metadata, check_name
+from .options import AsyncTransaction, SyncTransaction, check_int, check_metadata, check_name
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .signature import CONTEXT
 from .status import JobStatus, statuses_of
@@ -142,6 +142,10 @@ class App:
     @property
     def store(self) -> Store:
         """The open store (``open()`` on first use)."""
+        return self._provide_store()
+
+    def _provide_store(self) -> Store:
+        """``store``, as a callable: how this app's handlers and batches reach it (``StoreProvider``)."""
         return self._store if self._store is not None else self.open()
 
     def is_transient(self, exc: BaseException) -> bool:
@@ -205,8 +209,9 @@ class App:
             if handler_name in self._handlers:
                 raise ConfigurationError(f"a handler named {handler_name!r} is already registered in this app")
             h = Handler(
-                self,
                 f,
+                store=self._provide_store,
+                resource_types=self.resource_types,
                 name=handler_name,
                 queue=queue,
                 priority=priority,
@@ -334,7 +339,7 @@ class App:
         return register
 
     def _own(self, handler: Handler[P, R]) -> Handler[P, R]:
-        if not isinstance(handler, Handler) or handler.app is not self:
+        if not isinstance(handler, Handler) or self._handlers.get(handler.name) is not handler:
             raise ConfigurationError(f"{handler!r} is not a handler of this app: register it with @app.handler first")
         return handler
 
@@ -401,12 +406,37 @@ class App:
 
     # -- pause / resume -------------------------------------------------------
 
-    def pause(self, *, handler: str | None = None, queue: str | None = None) -> bool:
-        """Stop claims of one handler, one queue, or (with neither) everything; nothing is lost."""
-        return self.store.control.pause(*_pause_scope(handler, queue))
+    def pause(self, *, handler: str | None = None, queue: str | None = None, force: bool = False) -> bool:
+        """Stop claims of one handler, one queue, or (with neither) everything; nothing is lost.
+
+        A name no app published here and this app does not know is refused with
+        ``UnknownHandler`` (a typo must not "succeed"), as the CLI refuses it;
+        ``force=True`` pauses it anyway (a handler about to be deployed).
+        """
+        scope, name = _pause_scope(handler, queue)
+        store = self.store
+        if scope != "all" and not force:
+            self._check_known(store, scope, name)
+        return store.control.pause(scope, name)
 
     def resume(self, *, handler: str | None = None, queue: str | None = None) -> bool:
         return self.store.control.resume(*_pause_scope(handler, queue))
+
+    def _check_known(self, store: Store, scope: PauseScope, name: str) -> None:
+        from .store.presence import known_names
+
+        names = known_names(store.db)
+        if scope == "handler":
+            known = set(names.handlers) | set(self._handlers)
+        else:
+            known = set(names.queues) | {h.queue for h in self._handlers.values()}
+        if name not in known:
+            listed = ", ".join(sorted(known)) or "none yet"
+            message = (
+                f"no {scope} named {name!r} is known to this app or its database (known: {listed}); "
+                "force=True to pause it anyway"
+            )
+            raise UnknownHandler(message) if scope == "handler" else InvalidArguments(message)
 
     # -- hooks ---------------------------------------------------------------
 
@@ -485,7 +515,7 @@ class App:
         batch_id, _ = store.batches.create(
             jobs, tenant=tenant, metadata=metadata, continuations=continuations, connection=conn
         )
-        return Batch(self, store.batches.get(batch_id, connection=conn))
+        return self._batch(store.batches.get(batch_id, connection=conn))
 
     async def defer_batch_async(
         self,
@@ -508,11 +538,11 @@ class App:
             )
             return store.batches.get(batch_id, connection=conn)
 
-        return Batch(self, await in_async_transaction(session, create))
+        return self._batch(await in_async_transaction(session, create))
 
     def get_batch(self, batch_id: int) -> Batch:
         """The batch with that id; ``BatchNotFound`` (a ``LookupError``) if there is none."""
-        return Batch(self, self.store.batches.get(batch_id))
+        return self._batch(self.store.batches.get(batch_id))
 
     def batches(
         self, *, tenant: str | None = None, status: str | None = None, limit: int = 25, offset: int = 0
@@ -521,13 +551,16 @@ class App:
         if status is not None and status not in BATCH_STATUSES:
             raise InvalidArguments(f"status: {status!r} is not a batch status ({', '.join(BATCH_STATUSES)})")
         return [
-            Batch(self, r)
+            self._batch(r)
             for r in self.store.batches.list_batches(tenant=tenant, status=status, limit=limit, offset=offset)
         ]
 
     def batch_stats(self, *, tenant: str | None = None) -> BatchStats:
         """The jobs of every batch of ``tenant`` (None: batches without a tenant), counted by status."""
         return self.store.batches.tenant_stats(tenant)
+
+    def _batch(self, record: BatchRecord) -> Batch:
+        return Batch(self._provide_store, self._handlers, record)
 
     def _batch_parts(
         self,
@@ -544,27 +577,115 @@ class App:
             check_name("tenant", tenant)
         if metadata is not None:
             check_metadata(metadata)
-        jobs = [check_spec(self, spec, "defer_batch()") for spec in specs]
-        continuations = continuation_jobs(self, {"success": on_success, "finish": on_finish, "failure": on_failure})
+        jobs = [check_spec(self._handlers, spec, "defer_batch()") for spec in specs]
+        continuations = continuation_jobs(
+            self._handlers, {"success": on_success, "finish": on_finish, "failure": on_failure}
+        )
         return jobs, continuations
 
     # -- workers -------------------------------------------------------------
 
-    def worker(self, *, queues: Sequence[str] | None = None, concurrency: int = 10, **options: Any) -> Worker:
-        from .worker import Worker
+    def worker(
+        self,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 10,
+        handlers: Sequence[str] | None = None,
+        lease_seconds: float = 30.0,
+        heartbeat_seconds: float | None = None,
+        pool_size: int | None = None,
+        poll_interval: float = 1.0,
+        shutdown_grace: float = 30.0,
+        listen: bool = True,
+        install_signal_handlers: bool = True,
+        metrics_port: int | None = None,
+    ) -> Worker:
+        """A worker of this app's handlers (``handlers``: only these); ``run()`` it, or await ``run_async()``.
 
-        self.check_resources(options.get("handlers"))
-        return Worker(self, queues=queues, concurrency=concurrency, **options)
+        The keywords are ``WorkerOptions``' (``jobstead.worker.options``), checked
+        here: a bad one raises ``ConfigurationError`` before anything starts.
+        """
+        from .worker import Worker, WorkerEnvironment, WorkerOptions
 
-    def run_worker(self, queues: Sequence[str] | None = None, concurrency: int = 10, **options: Any) -> None:
-        """Run a worker in this thread until SIGTERM/SIGINT (or ``Worker.stop``)."""
-        self.worker(queues=queues, concurrency=concurrency, **options).run()
+        self.check_resources(handlers)
+        options = WorkerOptions(
+            queues=queues,
+            concurrency=concurrency,
+            handlers=handlers,
+            lease_seconds=lease_seconds,
+            heartbeat_seconds=heartbeat_seconds,
+            pool_size=pool_size,
+            poll_interval=poll_interval,
+            shutdown_grace=shutdown_grace,
+            listen=listen,
+            install_signal_handlers=install_signal_handlers,
+            metrics_port=metrics_port,
+        )
+        environment = WorkerEnvironment.of(self, options.handlers, pool_size=options.pool_size)
+        return Worker(environment, options)
 
-    def scheduler(self, **options: Any) -> Scheduler:
-        """The cron scheduler of this app's handlers; run as many as you like, each fire happens once."""
-        from .cron.scheduler import Scheduler
+    def run_worker(
+        self,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 10,
+        *,
+        handlers: Sequence[str] | None = None,
+        lease_seconds: float = 30.0,
+        heartbeat_seconds: float | None = None,
+        pool_size: int | None = None,
+        poll_interval: float = 1.0,
+        shutdown_grace: float = 30.0,
+        listen: bool = True,
+        install_signal_handlers: bool = True,
+        metrics_port: int | None = None,
+    ) -> None:
+        """Run a worker in this thread until SIGTERM/SIGINT (or ``Worker.stop``); ``worker()``'s keywords."""
+        self.worker(
+            queues=queues,
+            concurrency=concurrency,
+            handlers=handlers,
+            lease_seconds=lease_seconds,
+            heartbeat_seconds=heartbeat_seconds,
+            pool_size=pool_size,
+            poll_interval=poll_interval,
+            shutdown_grace=shutdown_grace,
+            listen=listen,
+            install_signal_handlers=install_signal_handlers,
+            metrics_port=metrics_port,
+        ).run()
 
-        return Scheduler(self, **options)
+    def scheduler(
+        self,
+        *,
+        handlers: Sequence[str] | None = None,
+        clock: Clock | None = None,
+        interval: float = 1.0,
+        install_signal_handlers: bool = True,
+    ) -> Scheduler:
+        """The cron scheduler of this app's handlers (``handlers``: only these); run as many as you like,
+        each fire happens once. ``clock``: the scheduler's time (tests); ``interval``: at most this long
+        between passes (to see new and changed crons)."""
+        from .cron.scheduler import AppCrons, Scheduler
+
+        names = list(handlers) if handlers is not None else list(self._handlers)
+        for name in names:
+            self.get_handler(name)  # raises UnknownHandler with the list of known ones
+        if not names:
+            raise ConfigurationError("the scheduler has no handlers to schedule: register some with @app.handler")
+        scope = AppCrons(
+            open_app=self._open_for_crons,
+            current_store=self._provide_store,
+            transient=self.is_transient,
+            handlers=names,
+            code_crons=self._crons.keys,
+        )
+        return Scheduler(scope, clock=clock, interval=interval, install_signal_handlers=install_signal_handlers)
+
+    def _open_for_crons(self) -> Store:
+        """Open (connect, migrate, publish) and publish the code crons again: a deleted one comes back."""
+        store = self.open()
+        self.publish_crons()
+        return store
 
     # -- added for first users (issue 18) --------------------------------------
 
@@ -614,6 +735,8 @@ class App:
             statuses = statuses_of(status)
         except ValueError as exc:
             raise InvalidArguments(f"status: {exc}") from None
+        check_int("limit", limit, 1)  # the CLI's --limit rule: -1 is not "all"
+        check_int("offset", offset, 0)
         selection = JobSelection(statuses=statuses, handler=handler, queue=queue, tenant=tenant, since=since)
         store = self.store
         return [Deferred(store, r) for r in find_jobs(store.db, store.clock(), selection, limit=limit, offset=offset)]

@@ -1,4 +1,4 @@
-"""Batches from the app's side: ``JobSpec`` (an unsent job) and the ``Batch`` handle.
+"""Batches from the app's side: the ``Batch`` handle, and checking ``JobSpec`` lists (unsent jobs).
 
 ``resize.job(image_id=1)`` validates its arguments and options at once, like
 ``defer``, but writes nothing: a list of specs becomes a batch with
@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -21,37 +20,18 @@ from sqlalchemy.orm import Session
 
 from .deferred import Deferred
 from .errors import InvalidArguments
+from .handler import Handler, JobSpec, StoreProvider
 from .options import AsyncTransaction, SyncTransaction
-from .store import BatchRecord, BatchStats, NewJob, Store
-
-if TYPE_CHECKING:
-    from .app import App
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """A job not yet sent: its handler, its checked arguments and its resolved options."""
-
-    app: App
-    job: NewJob
-
-    @property
-    def handler(self) -> str:
-        return self.job.handler
-
-    @property
-    def args(self) -> dict[str, Any]:
-        return self.job.args
-
-    def __repr__(self) -> str:
-        return f"JobSpec({self.job.handler}, {self.job.args!r})"
+from .store import BatchRecord, BatchStats, NewJob
 
 
 class Batch:
     """A batch as last read: ``id``, ``status``, ``stats``; ``refresh``, ``wait``, ``append``, ``cancel``."""
 
-    def __init__(self, app: App, record: BatchRecord) -> None:
-        self._app = app
+    def __init__(self, store: StoreProvider, handlers: Mapping[str, Handler[Any, Any]], record: BatchRecord) -> None:
+        self._store = store
+        #: The app's handlers: a job appended must be of one of them.
+        self._handlers = handlers
         self.record = record
 
     def __repr__(self) -> str:
@@ -87,7 +67,7 @@ class Batch:
         return self.record.to_json()
 
     def refresh(self) -> Batch:
-        self.record = self._app.store.batches.get(self.id)
+        self.record = self._store().batches.get(self.id)
         return self
 
     def wait(self, timeout: float | None = None, *, poll: float = 0.05, max_poll: float = 1.0) -> BatchStats:
@@ -120,36 +100,37 @@ class Batch:
 
     def append(self, specs: Sequence[JobSpec], *, session: SyncTransaction | None = None) -> list[Deferred[Any]]:
         """Add jobs; the continuations still fire once, when the enlarged batch completes."""
-        jobs = [check_spec(self._app, spec, "append") for spec in specs]
-        store = self._app.store
+        jobs = [check_spec(self._handlers, spec, "append") for spec in specs]
+        store = self._store()
         records = store.batches.append(self.id, jobs, connection=sync_connection(session))
         self.refresh()
         return [Deferred(store, r) for r in records]
 
     def cancel(self) -> None:
         """Cancel the waiting jobs at once and tell the running ones to stop now; a no-op once complete."""
-        self._app.store.batches.cancel(self.id)
+        self._store().batches.cancel(self.id)
         self.refresh()
 
     def _progress(self) -> str:
         return f"{self.stats.finished} of {self.stats.total} jobs final"
 
 
-def check_spec(app: App, spec: object, where: str) -> NewJob:
+def check_spec(handlers: Mapping[str, Handler[Any, Any]], spec: object, where: str) -> NewJob:
+    """The job of ``spec``, if it is a spec of one of ``handlers`` (an app's own)."""
     if not isinstance(spec, JobSpec):
         raise InvalidArguments(f"{where}: expected a job spec (handler.job(...)), not {spec!r}")
-    if spec.app is not app or spec.job.handler not in app.handlers:
+    if handlers.get(spec.job.handler) is not spec.made_by:
         raise InvalidArguments(f"{where}: handler {spec.job.handler!r} is not registered in this app")
     return spec.job
 
 
-def continuation_jobs(app: App, given: dict[str, object]) -> dict[str, NewJob]:
+def continuation_jobs(handlers: Mapping[str, Handler[Any, Any]], given: dict[str, object]) -> dict[str, NewJob]:
     """The continuations of ``defer_batch``, checked now: nothing is written if one is wrong."""
     jobs: dict[str, NewJob] = {}
     for event, spec in given.items():
         if spec is None:
             continue
-        job = check_spec(app, spec, f"on_{event}")
+        job = check_spec(handlers, spec, f"on_{event}")
         if job.run_at is not None:
             raise InvalidArguments(
                 f"on_{event}: a continuation runs when its batch completes; give it no delay or run_at"
@@ -181,5 +162,4 @@ async def in_async_transaction(
     return work(session.connection() if isinstance(session, Session) else session)
 
 
-def batch_of(app: App, store: Store, batch_id: int) -> Batch:
-    return Batch(app, store.batches.get(batch_id))
+__all__ = ["Batch", "JobSpec", "check_spec", "continuation_jobs", "in_async_transaction", "sync_connection"]

@@ -54,6 +54,33 @@ class PermanentError(Exception):
     """
 
 
+class ArgumentsDoNotFit(InvalidArguments, PermanentError):
+    """A job's stored arguments cannot be given to its handler as the code is now.
+
+    A parameter renamed or made required since the job was deferred, or a
+    resource the handler asks for that nobody declared: the handler never
+    runs, and no retry could change that, so the worker fails the job at once.
+    """
+
+
+def type_name(kind: type[BaseException]) -> str:
+    """How an error's type is recorded and shown: ``ValueError``, ``myapp.billing.CardDeclined``,
+    and Jobstead's own by their public name, ``jobstead.PermanentError``.
+
+    Jobstead's module paths are private (they move); an error class that is not
+    exported is named by the nearest exported class it derives from.
+    """
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    if kind.__module__ == "jobstead" or kind.__module__.startswith("jobstead."):
+        import jobstead
+
+        for base in kind.__mro__:
+            if getattr(jobstead, base.__name__, None) is base:
+                return f"jobstead.{base.__name__}"
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
 @dataclass(frozen=True)
 class JobError:
     """What went wrong in an attempt, in a form that survives JSON."""
@@ -64,12 +91,10 @@ class JobError:
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> JobError:
-        kind = type(exc)
-        name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
         return cls(
-            type=name,
+            type=type_name(type(exc)),
             message=str(exc),
-            traceback="".join(tb.format_exception(kind, exc, exc.__traceback__)),
+            traceback="".join(tb.format_exception(type(exc), exc, exc.__traceback__)),
         )
 
     def to_json(self) -> dict[str, str]:

@@ -1,31 +1,55 @@
-"""A registered handler, and the per-call options ``configure`` adds to it."""
+"""A registered handler, the per-call options ``configure`` adds to it, and ``JobSpec`` (an unsent job of it).
+
+A handler knows nothing of the app that registered it beyond a way to reach
+the app's store (``StoreProvider``): the app opens its database on first use,
+so the handler asks for the store each time it defers instead of holding one.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, TypeAlias, TypeVar, overload
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
-from .batch import JobSpec
 from .deferred import Deferred
 from .errors import ConfigurationError, InvalidArguments, InvalidOption
 from .options import AsyncTransaction, JobOptions, SyncTransaction, as_delay
 from .retry import RetryPolicy
 from .signature import HandlerSignature
-from .store import HandlerDefinition, NewJob
+from .store import HandlerDefinition, NewJob, Store
 from .store.new_jobs import JobDefaults, new_jobs
-
-if TYPE_CHECKING:
-    from .app import App
 
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+
+#: The store of the app a handler belongs to, opened on first call (``App.store``).
+StoreProvider: TypeAlias = Callable[[], Store]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job not yet sent: the handler that made it, its checked arguments and its resolved options."""
+
+    made_by: Handler[Any, Any]
+    job: NewJob
+
+    @property
+    def handler(self) -> str:
+        return self.job.handler
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return self.job.args
+
+    def __repr__(self) -> str:
+        return f"JobSpec({self.job.handler}, {self.job.args!r})"
 
 
 class Handler(Generic[P, R]):
@@ -33,9 +57,10 @@ class Handler(Generic[P, R]):
 
     def __init__(
         self,
-        app: App,
         func: Callable[P, R],
         *,
+        store: StoreProvider,
+        resource_types: Mapping[type, str],
         name: str,
         queue: str,
         priority: int,
@@ -53,7 +78,7 @@ class Handler(Generic[P, R]):
             raise ConfigurationError(f"handler {name}: max_attempts must be at least 1")
         if timeout is not None and timeout <= 0:
             raise ConfigurationError(f"handler {name}: timeout must be positive")
-        self.app = app
+        self.store = store
         self.func = func
         self.name = name
         self.queue = queue
@@ -63,7 +88,7 @@ class Handler(Generic[P, R]):
         self.max_attempts = max_attempts
         self.retry = retry
         self.timeout = timeout
-        self.signature = HandlerSignature.of(func, name, app.resource_types)
+        self.signature = HandlerSignature.of(func, name, resource_types)
         self.is_async = inspect.iscoroutinefunction(func)
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
@@ -180,7 +205,7 @@ class ConfiguredHandler(Generic[P, R]):
             h.name,
             arguments,
             JobDefaults(h.queue, h.priority),
-            clock=lambda: self.handler.app.store.clock(),  # read only for a delay
+            clock=lambda: self.handler.store().clock(),  # read only for a delay
             queue=o.queue,
             priority=o.priority,
             run_at=o.run_at,
@@ -201,7 +226,7 @@ class ConfiguredHandler(Generic[P, R]):
         if self.options.session is not None:
             raise InvalidArguments(f"{self.handler.name}.job(): give the session to defer_batch(), not configure()")
         (job,) = self._new_jobs([self.handler.signature.bind(args, kwargs)])
-        return JobSpec(self.handler.app, job)
+        return JobSpec(self.handler, job)
 
     @overload
     def defer(self: ConfiguredHandler[P, Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> Deferred[T]: ...
@@ -244,7 +269,7 @@ class ConfiguredHandler(Generic[P, R]):
         return await self._insert_async(self._new_jobs(self._bind_each(calls)))
 
     def _insert_sync(self, jobs: list[NewJob]) -> list[Deferred[Any]]:
-        store = self.handler.app.store
+        store = self.handler.store()
         session = self.options.session
         if isinstance(session, AsyncSession | AsyncConnection):
             raise InvalidArguments("an async session needs defer_async(), not defer()")
@@ -252,7 +277,7 @@ class ConfiguredHandler(Generic[P, R]):
         return [Deferred(store, r) for r in store.enqueue.insert(jobs, connection)]
 
     async def _insert_async(self, jobs: list[NewJob]) -> list[Deferred[Any]]:
-        store = self.handler.app.store
+        store = self.handler.store()
         session = self.options.session
         if session is None:
             records = await asyncio.to_thread(store.enqueue.insert, jobs)
@@ -277,4 +302,4 @@ def _public(options: JobOptions) -> dict[str, Any]:
     return {k: v for k, v in vars(options).items() if v is not None}
 
 
-__all__ = ["ConfiguredHandler", "Handler", "JobOptions"]
+__all__ = ["ConfiguredHandler", "Handler", "JobOptions", "JobSpec", "StoreProvider"]

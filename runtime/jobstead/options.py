@@ -50,6 +50,7 @@ class JobOptions:
     timeout: float | None = None
 
     def __post_init__(self) -> None:
+        check_session(self.session)
         if self.run_at is not None and self.delay is not None:
             raise InvalidOption("run_at", "and delay cannot both be given: give run_at or delay")
         check_delay(self.delay)
@@ -64,6 +65,17 @@ class JobOptions:
         for name in ("queue", "key", "tenant"):
             check_name(name, getattr(self, name))
         check_metadata(self.metadata)
+
+
+def check_session(session: object) -> None:
+    """The caller's transaction, whose kind decides how the job is written: anything else is refused here."""
+    if session is None or isinstance(session, Session | Connection | AsyncSession | AsyncConnection):
+        return
+    raise InvalidOption(
+        "session",
+        "must be a SQLAlchemy Session or Connection (or AsyncSession, AsyncConnection) whose transaction the job "
+        f"joins, not {type(session).__name__}",
+    )
 
 
 def check_int(option: str, value: object, low: int, high: int = INT32[1]) -> None:

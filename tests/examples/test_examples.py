@@ -36,7 +36,7 @@ def test_quickstart(target: Target, tmp_path: Path) -> None:
     done = run_example("quickstart.py", target, tmp_path)
     assert done.returncode == 0, done.stderr
     assert 'result: {"sent": true, "to": "a@example.com"}' in done.stdout
-    assert "failed: jobstead.errors.PermanentError no such customer" in done.stdout
+    assert "failed: jobstead.PermanentError no such customer" in done.stdout
     assert "attempts: ['failed', 'succeeded']" in done.stdout
     assert "gave up on job" in done.stdout
 

@@ -603,13 +603,13 @@ def test_database_scheduler_fires_known_handlers_and_recreates_deleted_code_cron
     with running_worker(app):  # a live worker that runs both handlers: it records its code crons
         store = app.store
         assert store.crons.remove("every-second", source="code")  # someone deletes the code cron
-        scheduler = Scheduler(store=store, clock=clock, install_signal_handlers=False)
+        # republish_every=0: every pass republishes what live workers record
+        scheduler = Scheduler(store=store, clock=clock, install_signal_handlers=False, republish_every=0)
         report = scheduler.tick()  # re-creates it (the definition came from the worker) ...
         assert store.crons.get("every-second") is not None
         clock.advance(seconds=3)
         report = scheduler.tick()  # ... and fires it like any other
         assert [f.cron for f in report.fired] == ["every-second"]
         store.crons.set_enabled("every-second", False)
-        scheduler._republished_at = None  # next pass republishes: disabled stays disabled
-        scheduler.tick()
+        scheduler.tick()  # republishes: disabled stays disabled
         assert store.crons.get("every-second").enabled is False

@@ -6,15 +6,28 @@ The numbers in the test names are the points of the second first-hour trial.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
-from jobstead import App, Context, JobFailed, RetryPolicy
+import pytest
+
+from jobstead import (
+    App,
+    Context,
+    InvalidArguments,
+    InvalidOption,
+    JobFailed,
+    PermanentError,
+    RetryPolicy,
+    UnknownHandler,
+)
 from tests.conftest import Target, worker_thread
 from tests.support.postgres_server import free_port
 from tests.support.processes import REPO, run_cli, spawn_cli, stop
@@ -168,4 +181,149 @@ def test_12_jobs_show_lists_a_run_handed_back_on_shutdown_as_not_counted(sqlite_
     assert _fields(shown.stdout)["attempts"] == "0 of 3 (+1 run(s) handed back on shutdown, not counted)"
     assert "  run handed back on shutdown (not counted): released on " in shown.stdout, shown.stdout
     assert "attempt 1: released" not in shown.stdout
+    app.close()
+
+
+@contextlib.contextmanager
+def _read_only(*paths: Path) -> Iterator[None]:
+    """Files and directories nobody can write, root included (the tests run as root): chattr +i."""
+    done = subprocess.run(["chattr", "+i", *map(str, paths)], capture_output=True, text=True)
+    if done.returncode != 0:
+        subprocess.run(["chattr", "-i", *map(str, paths)], capture_output=True)
+        pytest.skip(f"cannot make files immutable here: {done.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", *map(str, paths)], check=True)
+
+
+def test_9_read_only_commands_work_on_a_read_only_file_in_a_read_only_directory(tmp_path: Path) -> None:
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    env = {"JOBSTEAD_DATABASE_URL": f"sqlite:///{shipped / 'jobs.db'}"}
+    assert run_cli(["migrate"], env).returncode == 0
+    app = App(env["JOBSTEAD_DATABASE_URL"])
+
+    @app.handler
+    def report(n: int) -> None: ...
+
+    job = report.defer(n=1)
+    app.close()
+    with _read_only(shipped / "jobs.db", shipped):
+        for args in (["jobs", "list"], ["stats"], ["jobs", "show", str(job.id)], ["crons", "list"], ["pause", "list"]):
+            done = run_cli(args, env)
+            assert done.returncode == 0, (args, done.stderr)
+            assert "readonly" not in done.stderr
+        listed = json.loads(run_cli(["jobs", "list", "--json"], env).stdout)
+        assert [(j["id"], j["handler"]) for j in listed] == [(job.id, "report")]
+        refused = run_cli(["pause"], env)  # a write still fails, in one line
+        assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert not list(shipped.glob("jobs.db-*"))  # no -wal or -shm left behind
+
+
+def test_9_migrate_names_the_directory_it_cannot_create_the_database_in(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    with _read_only(locked):
+        done = run_cli(["migrate"], {"JOBSTEAD_DATABASE_URL": f"sqlite:///{locked / 'jobs.db'}"})
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"jobstead: error: cannot create the SQLite file {locked / 'jobs.db'}: its directory {locked} is not writable"
+    )
+    missing = tmp_path / "nowhere" / "jobs.db"
+    done = run_cli(["migrate"], {"JOBSTEAD_DATABASE_URL": f"sqlite:///{missing}"})
+    assert done.stderr.strip().endswith(f"its directory {missing.parent} does not exist"), done.stderr
+
+
+def test_10_the_api_refuses_what_the_cli_refuses(sqlite_target: Target) -> None:
+    """``configure(session="db")`` raised AttributeError, ``jobs(limit=-1)`` returned everything, a typo paused."""
+    app = App(sqlite_target.url)
+
+    @app.handler
+    def work() -> None: ...
+
+    with pytest.raises(InvalidOption, match=r"^session must be a SQLAlchemy Session or Connection .* not str$"):
+        work.configure(session="db")  # type: ignore[arg-type]
+    work.defer()
+    with pytest.raises(InvalidOption, match=r"^limit must be between 1 and"):
+        app.jobs(limit=-1)
+    with pytest.raises(InvalidOption, match=r"^offset must be between 0 and"):
+        app.jobs(offset=-5)
+    assert len(app.jobs(limit=1)) == 1
+    with pytest.raises(UnknownHandler, match=r"no handler named 'wrok' is known .* \(known: work\); force=True"):
+        app.pause(handler="wrok")
+    with pytest.raises(InvalidArguments, match=r"no queue named 'mial' is known"):
+        app.pause(queue="mial")
+    assert app.store.control.paused() == []  # nothing was paused by the refused calls
+    assert app.pause(handler="work") is True
+    assert app.pause(handler="coming_soon", force=True) is True
+    app.close()
+
+
+@pytest.mark.parametrize("command", ["worker", "run"])
+def test_1_ctrl_c_while_the_database_is_unreachable_stops_in_one_line(command: str, tmp_path: Path) -> None:
+    """A double traceback (CancelledError during KeyboardInterrupt), and death by the signal."""
+    log = tmp_path / "out.log"
+    env = {"JOBSTEAD_DATABASE_URL": f"postgresql+psycopg://app@127.0.0.1:{free_port()}/nothing"}
+    process = spawn_cli([command, "--app", "tests.apps.metered:app"], env, log)
+    deadline = time.time() + 60
+    while "database unreachable" not in log.read_text():
+        assert process.poll() is None and time.time() < deadline, log.read_text()
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(30) == 0, log.read_text()
+    after = log.read_text().split("retrying with backoff", 1)[1].strip().splitlines()
+    assert len(after) == 1 and after[0].endswith("stopped before it started"), after
+    assert "Traceback" not in log.read_text()
+
+
+def test_12_a_second_ctrl_c_says_it_cut_the_grace_period_short(tmp_path: Path) -> None:
+    """The log said "still running after the grace period" one second into a 30 s grace period."""
+    env = _sqlite_env(tmp_path)
+    assert run_cli(["migrate"], env).returncode == 0
+    assert (
+        run_cli(["defer", "long_task", "--app", "tests.apps.probes:app", "--args", '{"seconds": 60}'], env).returncode
+        == 0
+    )
+    log = tmp_path / "worker.log"
+    worker = spawn_cli(["worker", "--app", "tests.apps.probes:app", "--shutdown-grace", "30"], env, log)
+    try:
+        deadline = time.time() + 60
+        while '"status": "running"' not in run_cli(["jobs", "list", "--json"], env).stdout:
+            assert worker.poll() is None and time.time() < deadline, log.read_text()
+            time.sleep(0.2)
+        worker.send_signal(signal.SIGINT)
+        while "waiting up to 30.0 s" not in log.read_text():
+            assert time.time() < deadline, log.read_text()
+            time.sleep(0.1)
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(30) == 0, log.read_text()
+    finally:
+        stop(worker)
+    text = log.read_text()
+    assert "job 1 still running: stopped early by a second Ctrl-C (SIGINT); cancelling and releasing it" in text, text
+    assert "after the grace period" not in text
+
+
+def test_11_jobsteads_own_error_types_go_by_their_public_name(sqlite_target: Target) -> None:
+    """``jobstead.errors.PermanentError`` in the log, in ``JobFailed.type`` and on the dashboard."""
+    from jobstead.errors import ArgumentsDoNotFit, JobError
+
+    assert JobError.from_exception(PermanentError("x")).type == "jobstead.PermanentError"
+    assert JobError.from_exception(ArgumentsDoNotFit("x")).type == "jobstead.InvalidArguments"  # not exported
+    assert JobError.from_exception(ValueError("x")).type == "ValueError"
+    assert JobError.from_exception(json.JSONDecodeError("x", "", 0)).type == "json.decoder.JSONDecodeError"
+
+    app = App(sqlite_target.url)
+
+    @app.handler
+    def refuse() -> None:
+        raise PermanentError("no such customer")
+
+    job = refuse.defer()
+    with worker_thread(app), pytest.raises(JobFailed) as failed:
+        job.wait(timeout=30)
+    assert failed.value.type == "jobstead.PermanentError"
+    assert app.get_job(job.id).error.type == "jobstead.PermanentError"  # type: ignore[union-attr]
     app.close()

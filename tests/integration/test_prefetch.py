@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from jobstead import App, JobStatus
+from jobstead.worker import claiming
 from jobstead.worker import worker as worker_module
 from jobstead.worker.prefetch import ClaimPace
 from tests.conftest import Target
@@ -39,8 +40,14 @@ class _TwoAhead(ClaimPace):
 
 @pytest.fixture
 def two_ahead(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(worker_module, "ClaimPace", _TwoAhead)
+    monkeypatch.setattr(claiming, "ClaimPace", _TwoAhead)
     yield
+
+
+def buffered(worker: worker_module.Worker) -> int:
+    """How many jobs the worker holds claimed but not started."""
+    runner = worker._runner
+    return 0 if runner is None else len(runner.buffered)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20) -> None:
@@ -70,7 +77,7 @@ def test_a_job_cancelled_while_buffered_never_runs(
         first = slow.defer(n=0)
         wait_for(lambda: ran == [0])
         waiting = [slow.defer(n=i) for i in (1, 2)]
-        wait_for(lambda: len(worker._prefetched) == 2)  # claimed, not started: one slot, busy
+        wait_for(lambda: buffered(worker) == 2)  # claimed, not started: one slot, busy
         assert all(j.refresh().status is JobStatus.RUNNING for j in waiting)
         assert waiting[0].cancel()
         wait_for(lambda: waiting[0].refresh().status is JobStatus.CANCELLED)
@@ -97,7 +104,7 @@ def test_stopping_gives_buffered_jobs_back_to_the_queue(
         slow.defer(n=0)
         wait_for(lambda: ran == [0])
         waiting = [slow.defer(n=i) for i in (1, 2)]
-        wait_for(lambda: len(worker._prefetched) == 2)
+        wait_for(lambda: buffered(worker) == 2)
     # stopped: the running job finished, the buffered ones are queued again, not started, not lost
     assert ran == [0]
     for job in waiting:
@@ -125,7 +132,7 @@ def test_nothing_is_claimed_ahead_of_a_limited_handler(
         jobs = [limited.defer(n=i) for i in range(3)]
         wait_for(lambda: ran == [0])
         time.sleep(0.5)  # several claim rounds
-        assert not worker._prefetched
+        assert not buffered(worker)
         assert sum(j.refresh().status is JobStatus.RUNNING for j in jobs) == 1, "the limit holds in the database"
         release.set()
         wait_for(lambda: all(j.refresh().status is JobStatus.SUCCEEDED for j in jobs))

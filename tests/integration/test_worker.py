@@ -6,13 +6,19 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from jobstead import App, Context, JobFailed, JobStatus, PermanentError, RetryPolicy
+from jobstead import App, Context, Deferred, FailureEvent, JobFailed, JobStatus, PermanentError, RetryPolicy
+from jobstead.retry import DEFAULT_RETRY
+from jobstead.signature import HandlerSignature
 from jobstead.status import AttemptOutcome
+from jobstead.store import HandlerDefinition, NewJob, Store
+from jobstead.worker import Worker, WorkerEnvironment, WorkerOptions
+from tests.conftest import FAST, Target
 
 
 def test_sync_and_async_handlers_run_and_return_results(app: App, running_worker: Callable[..., Any]) -> None:
@@ -231,7 +237,9 @@ def test_stored_arguments_that_no_longer_fit_fail_permanently(
 
     with running_worker(new), pytest.raises(JobFailed, match="missing a required argument: 'width'") as failure:
         new.get_job(job.id).wait(10)
-    assert failure.value.status == "failed"
+    assert failure.value.status == "failed"  # at once, though the handler allows 5 attempts
+    assert failure.value.type == "jobstead.InvalidArguments"  # ArgumentsDoNotFit, by its public name
+    assert [a.outcome for a in job.attempts_log()] == [AttemptOutcome.FAILED]
 
 
 def test_result_that_is_not_json_is_an_error(app: App, running_worker: Callable[..., Any]) -> None:
@@ -241,3 +249,70 @@ def test_result_that_is_not_json_is_an_error(app: App, running_worker: Callable[
 
     with running_worker(app), pytest.raises(JobFailed, match="not JSON-serialisable"):
         bad.defer().wait(10)
+
+
+@dataclass
+class _PlainHandler:
+    """A handler that no app registered: the worker needs only its code and defaults."""
+
+    name: str
+    func: Callable[..., Any]
+    is_async: bool = False
+
+    @property
+    def signature(self) -> HandlerSignature:
+        return HandlerSignature.of(self.func, self.name, {})
+
+    def definition(self) -> HandlerDefinition:
+        return HandlerDefinition(
+            name=self.name,
+            queue="default",
+            priority=0,
+            concurrency=None,
+            max_attempts=1,
+            retry=DEFAULT_RETRY,
+            timeout=None,
+        )
+
+
+def test_a_worker_runs_jobs_of_a_store_without_an_app(target: Target) -> None:
+    """``Worker(environment, options)``: a store, handlers and hooks are all a worker is given."""
+    store = Store.connect(target.url, schema=target.schema)
+    store.ensure_schema()
+    failures: list[FailureEvent] = []
+    environment = WorkerEnvironment(
+        open_store=lambda: store,
+        publish_crons=lambda: None,
+        is_transient=lambda _exc: False,
+        handlers={"double": _PlainHandler("double", lambda n: 2 * n), "refuse": _PlainHandler("refuse", _refuse)},
+        crons=[],
+        resources={},
+        failure_hooks=[failures.append],
+        dead_hooks=[],
+        retention=None,
+        dead_retention=None,
+    )
+    worker = Worker(environment, WorkerOptions(**FAST))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        assert worker.started.wait(30)
+        doubled, refused = store.enqueue.insert(
+            [
+                NewJob(handler="double", args={"n": 21}, queue="default"),
+                NewJob(handler="refuse", args={}, queue="default"),
+            ]
+        )
+        assert Deferred(store, doubled).wait(10) == 42
+        with pytest.raises(JobFailed, match="no"):
+            Deferred(store, refused).wait(10)
+        assert [event.job_id for event in failures] == [refused.id]
+    finally:
+        worker.stop()
+        thread.join(30)
+        store.close()
+    assert not thread.is_alive()
+
+
+def _refuse() -> None:
+    raise ValueError("no")

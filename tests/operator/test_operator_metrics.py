@@ -17,6 +17,7 @@ from jobstead_operator.binding import NotReady
 from jobstead_operator.databases import Databases
 from jobstead_operator.deployment import build_deployment
 from jobstead_operator.metrics import ManagedDatabasesCollector, OperatorMetrics, database_label
+from jobstead_operator.reasons import Reason
 from jobstead_operator.spec import JobHandlerSpec
 from jobstead_operator.targets import parse_target
 
@@ -78,7 +79,7 @@ def test_reconciles_and_scaling_decisions_are_counted() -> None:
             if outcome is not None:
                 raise outcome
 
-    for outcome in (None, None, NotReady("DatabaseUnavailable", "down"), RuntimeError("API")):
+    for outcome in (None, None, NotReady(Reason.DATABASE_UNAVAILABLE, "down"), RuntimeError("API")):
         with contextlib.suppress(NotReady, RuntimeError):
             asyncio.run(reconcile(outcome))
     metrics.scaled("shop", "mailer", 0, 3)

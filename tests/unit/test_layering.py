@@ -15,6 +15,7 @@ from tests.support.processes import REPO
 
 RUNTIME = REPO / "runtime"
 PACKAGE = RUNTIME / "jobstead"
+OPERATOR = REPO / "operator"
 
 #: What the store may import from the rest of Jobstead: value types and the
 #: small pure modules below the API, never the API, the processes or the CLI.
@@ -34,8 +35,39 @@ STORE_MAY_IMPORT = (
 )
 
 
+#: The processes: what runs jobs and crons and does the maintenance duties.
+PROCESSES = ("worker", "cron/scheduler.py", "services", "lifecycle.py")
+
+#: What the processes may import from the rest of Jobstead: the store and the API's value
+#: types (what a handler sees, errors, hooks, signatures), never the API's objects
+#: (``App``, ``Handler``, ``Batch``, ``Deferred``), the CLI or the dashboard: an app hands
+#: a worker what it needs (``WorkerEnvironment``), a scheduler its scope (``CronScope``).
+PROCESSES_MAY_IMPORT = (
+    "jobstead.store",
+    "jobstead.worker",
+    "jobstead.cron",
+    "jobstead.services",
+    "jobstead.lifecycle",
+    "jobstead.cancel",
+    "jobstead.clock",
+    "jobstead.config",
+    "jobstead.context",
+    "jobstead.errors",
+    "jobstead.hooks",
+    "jobstead.json_values",
+    "jobstead.logs",
+    "jobstead.metrics.server",
+    "jobstead.metrics.worker",
+    "jobstead.retry",
+    "jobstead.signature",
+    "jobstead.status",
+    "jobstead.tracing",
+    "jobstead.transitions",  # what each end of an attempt makes of the job (``decide`` picks one)
+)
+
+
 def module_name(path: Path) -> str:
-    parts = list(path.relative_to(RUNTIME).with_suffix("").parts)
+    parts = list(path.relative_to(OPERATOR if path.is_relative_to(OPERATOR) else RUNTIME).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -80,6 +112,42 @@ def test_the_store_imports_only_value_types_from_the_rest_of_jobstead() -> None:
     assert not broken, "the store imports upward:\n" + "\n".join(broken)
 
 
+def process_modules() -> list[Path]:
+    found: list[Path] = []
+    for part in PROCESSES:
+        path = PACKAGE / part
+        found += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    return found
+
+
+def upward_imports_of_processes(sources: dict[Path, str] | None = None) -> list[str]:
+    """``path:line imports name`` for each import of a process module outside ``PROCESSES_MAY_IMPORT``."""
+    return [
+        f"{path.relative_to(REPO)}:{line} imports {name}"
+        for path in process_modules()
+        for line, name in imports(path, (sources or {}).get(path))
+        if name.split(".")[0] == "jobstead" and not allowed(name, PROCESSES_MAY_IMPORT)
+    ]
+
+
+def test_the_processes_import_only_the_store_and_value_types() -> None:
+    broken = upward_imports_of_processes()
+    assert not broken, "a process imports the API, the CLI or the dashboard:\n" + "\n".join(broken)
+
+
+def test_the_processes_checker_sees_an_import_of_the_app() -> None:
+    """The rule above can fail: the runner importing ``Handler`` (even for typing only) is reported."""
+    runner = PACKAGE / "worker" / "runner.py"
+    source = runner.read_text().replace(
+        "from __future__ import annotations\n",
+        "from __future__ import annotations\n\nfrom typing import TYPE_CHECKING\n\n"
+        "if TYPE_CHECKING:\n    from ..handler import Handler\n    from .. import app\n",
+        1,
+    )
+    broken = upward_imports_of_processes({runner: source})
+    assert [b.rsplit(" imports ", 1)[1] for b in broken] == ["jobstead.handler", "jobstead.app"]
+
+
 def test_the_runtime_knows_nothing_of_kubernetes() -> None:
     # ``jobstead operator`` starts the operator, imported on that command only.
     launcher = PACKAGE / "cli" / "operator.py"
@@ -100,3 +168,43 @@ def test_the_checker_sees_an_upward_import() -> None:
     found = list(imports(records, source))
     assert found == [(1, "jobstead.signature"), (2, "jobstead.status"), (3, "jobstead.store.drivers.base")]
     assert [name for _, name in found if not allowed(name, STORE_MAY_IMPORT)] == ["jobstead.signature"]
+
+
+#: What the operator may import from the runtime: its public API (``from jobstead import ...``, and
+#: nothing else of that package itself), the store and the metrics; and two modules it rightly shares
+#: with the processes: ``config`` (a Secret's URL, schema and table prefix resolved as a worker
+#: resolves them) and ``cron.scheduler`` (it runs the cron scheduler of every database it manages).
+OPERATOR_MAY_IMPORT = ("jobstead.store", "jobstead.metrics", "jobstead.config", "jobstead.cron.scheduler")
+
+
+def operator_imports_beyond_its_rule(path: Path, source: str | None = None) -> list[str]:
+    return [
+        f"{path.relative_to(REPO)}:{line} imports {name}"
+        for line, name in imports(path, source)
+        if name.split(".")[0] == "jobstead" and name != "jobstead" and not allowed(name, OPERATOR_MAY_IMPORT)
+    ]
+
+
+def test_the_operator_imports_the_runtime_through_its_public_api_the_store_and_the_metrics() -> None:
+    broken = [
+        problem
+        for path in sorted((OPERATOR / "jobstead_operator").rglob("*.py"))
+        for problem in operator_imports_beyond_its_rule(path)
+    ]
+    assert not broken, "the operator reaches into the runtime:\n" + "\n".join(broken)
+
+
+def test_the_operator_checker_sees_a_reach_into_the_runtime() -> None:
+    """The rule above can fail: the public API and the store pass, the worker and a private module do not."""
+    spec = OPERATOR / "jobstead_operator" / "spec.py"
+    source = (
+        "from jobstead import RetryPolicy\n"
+        "from jobstead.store import CronDefinition\n"
+        "from jobstead.worker.outcome import decide\n"
+        "from jobstead import signature\n"
+        "from .reasons import Reason\n"
+    )
+    assert operator_imports_beyond_its_rule(spec, source) == [
+        "operator/jobstead_operator/spec.py:3 imports jobstead.worker.outcome",
+        "operator/jobstead_operator/spec.py:4 imports jobstead.signature",
+    ]

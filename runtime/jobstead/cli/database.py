@@ -30,7 +30,18 @@ def sqlite_path(url: URL) -> str | None:
 
 
 def failure_line(exc: DBAPIError, url: URL) -> str:
-    """What the driver said, first line only, with any password taken out."""
+    """What the driver said, first line only, with any password taken out.
+
+    A database file that could not be created is explained by its directory
+    (SQLite says only "unable to open database file").
+    """
+    path = sqlite_path(url)
+    if path is not None and not os.path.exists(path):
+        directory = os.path.dirname(path)
+        if not os.path.isdir(directory):
+            return f"cannot create the {describe(url)}: its directory {directory} does not exist"
+        if not os.access(directory, os.W_OK):
+            return f"cannot create the {describe(url)}: its directory {directory} is not writable"
     detail = str(exc.orig).strip() if exc.orig is not None else str(exc)
     detail = " ".join(detail.splitlines()[:1]) or type(exc.orig).__name__
     detail = detail.removeprefix("connection failed: ")

@@ -20,6 +20,10 @@ scheduler runs those), and code crons its app does not define (a cron deleted
 from the code stops, though its row stays until someone removes it). It never
 deletes a cron.
 
+Whose crons those are is the scheduler's scope: an app's (``AppCrons``, made
+by ``App.scheduler``) or a whole database's (``DatabaseCrons``, the
+operator's). The scheduler itself does not know which it serves.
+
 ``tick`` is driven by tests with a fake clock; ``run``/``run_async`` loop it,
 waking at the next fire time or every ``interval`` seconds (to see new and
 changed crons), whichever is sooner.
@@ -32,10 +36,10 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..clock import Clock, as_utc
 from ..errors import ConfigurationError, JobNotFound
@@ -43,9 +47,6 @@ from ..lifecycle import Backoff, LoopSignals, Sleeper, log_failure, log_recovery
 from ..store import CronRecord, Store
 from ..store.crons import FireOutcome, SkipReason
 from .schedule import CronSchedule, InvalidSchedule
-
-if TYPE_CHECKING:
-    from ..app import App
 
 logger = logging.getLogger("jobstead.scheduler")
 
@@ -87,25 +88,101 @@ WORKER_ALIVE = timedelta(seconds=60)
 REPUBLISH_EVERY = 30.0
 
 
-class Scheduler:
-    """Fires crons, for one app (``Scheduler(app)``) or for the whole database (``Scheduler(store=...)``).
+class CronScope(Protocol):
+    """Whose crons a scheduler fires, and how it gets its store."""
 
-    App-scoped (``jobstead scheduler``, ``jobstead run``): the crons of the
-    app's handlers, and of its code crons only those it defines.
+    def open(self) -> Store:
+        """Start-up, before the first pass; retried while the database is unreachable (``is_transient``)."""
+        ...
 
-    Database-scoped (the operator, which has no app code): the crons of every
-    handler the database knows; of code crons, those that a live worker's app
-    defines. It also re-creates, every ``REPUBLISH_EVERY`` seconds, a code cron
-    that someone deleted while workers defining it still run (one that was
-    disabled stays disabled), from the definitions workers record on start.
+    def is_transient(self, exc: BaseException) -> bool: ...
+
+    def store(self) -> Store:
+        """The open store, for each pass."""
+        ...
+
+    def crons(self, store: Store) -> tuple[Sequence[str], Collection[str]]:
+        """The handlers whose crons are fired, and the code crons that may be (others are someone else's)."""
+        ...
+
+    def describe(self) -> str:
+        """What the start-up log line says is scheduled."""
+        ...
+
+
+@dataclass(frozen=True)
+class AppCrons:
+    """An app's crons (``jobstead scheduler``, ``jobstead run``): those of its handlers, and of
+    code crons only those it defines. Made by ``App.scheduler``, which checks the handler names."""
+
+    #: Connect, migrate, publish the app's handlers and code crons (a deleted one comes back on start).
+    open_app: Callable[[], Store]
+    #: The app's store once open.
+    current_store: Callable[[], Store]
+    transient: Callable[[BaseException], bool]
+    handlers: Sequence[str]
+    #: The names of the app's code crons, as they are now.
+    code_crons: Callable[[], Collection[str]]
+
+    def open(self) -> Store:
+        return self.open_app()
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return self.transient(exc)
+
+    def store(self) -> Store:
+        return self.current_store()
+
+    def crons(self, store: Store) -> tuple[Sequence[str], Collection[str]]:
+        return self.handlers, set(self.code_crons())
+
+    def describe(self) -> str:
+        return f"handlers {','.join(self.handlers)}, code crons {','.join(sorted(self.code_crons())) or 'none'}"
+
+
+class DatabaseCrons:
+    """Every cron of a database, for a scheduler without app code (the operator's).
+
+    The crons of every handler the database knows; of code crons, those that a
+    live worker's app defines. It also re-creates, every ``republish_every``
+    seconds, a code cron that someone deleted while workers defining it still
+    run (one that was disabled stays disabled), from the definitions workers
+    record on start.
     """
+
+    def __init__(self, store: Store, *, republish_every: float = REPUBLISH_EVERY) -> None:
+        self._store = store
+        self.republish_every = republish_every
+        self._republished_at: float | None = None
+
+    def open(self) -> Store:
+        return self._store
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return False  # opening is handing over the store given: nothing to retry
+
+    def store(self) -> Store:
+        return self._store
+
+    def crons(self, store: Store) -> tuple[Sequence[str], Collection[str]]:
+        published = store.registry.published_crons(WORKER_ALIVE)
+        if self._republished_at is None or time.monotonic() - self._republished_at >= self.republish_every:
+            self._republished_at = time.monotonic()
+            store.crons.publish(published)  # brings back deleted ones; keeps disabled ones disabled
+        return list(store.registry.handlers()), {c.name for c in published}
+
+    def describe(self) -> str:
+        return "every handler the database knows"
+
+
+class Scheduler:
+    """Fires the crons of its scope: an app's (``app.scheduler()``) or a database's (``Scheduler(store=...)``)."""
 
     def __init__(
         self,
-        app: App | None = None,
+        scope: CronScope | None = None,
         *,
         store: Store | None = None,
-        handlers: Sequence[str] | None = None,
         clock: Clock | None = None,
         interval: float = 1.0,
         install_signal_handlers: bool = True,
@@ -113,18 +190,12 @@ class Scheduler:
     ) -> None:
         if interval <= 0:
             raise ConfigurationError("the scheduler's interval must be positive")
-        if (app is None) == (store is None):
-            raise ConfigurationError("a scheduler serves an app (Scheduler(app)) or a database (store=...)")
-        names: list[str] = []
-        if app is not None:
-            names = list(handlers) if handlers is not None else list(app.handlers)
-            for name in names:
-                app.get_handler(name)  # raises UnknownHandler with the list of known ones
-            if not names:
-                raise ConfigurationError("the scheduler has no handlers to schedule: register some with @app.handler")
-        self.app = app
-        self._own_store = store
-        self.handler_names = names
+        if scope is None and store is not None:
+            scope = DatabaseCrons(store, republish_every=republish_every)
+        elif scope is None or store is not None:
+            raise ConfigurationError("a scheduler serves an app (app.scheduler()) or a database (store=...)")
+        #: Whose crons it fires (``republish_every`` only matters to a database's).
+        self.scope: CronScope = scope
         self.clock = clock
         self.interval = interval
         self.install_signal_handlers = install_signal_handlers
@@ -136,16 +207,11 @@ class Scheduler:
         self._reported_invalid: set[tuple[str, str, str]] = set()
         #: Passes done: missed fires found on the first one are the downtime before this start.
         self._passes = 0
-        self._republished_at: float | None = None
         self._signals = LoopSignals(lambda _sig: self.stop(), enabled=install_signal_handlers)
-        self.republish_every = republish_every
 
     @property
     def store(self) -> Store:
-        if self.app is not None:
-            return self.app.store
-        assert self._own_store is not None
-        return self._own_store
+        return self.scope.store()
 
     # -- one pass ----------------------------------------------------------------
 
@@ -153,7 +219,7 @@ class Scheduler:
         """Defer the jobs of every due fire time, once; safe beside any number of other schedulers."""
         store = self.store
         now = as_utc(self.clock()) if self.clock is not None else store.clock()
-        handlers, code_crons = self._scope(store)
+        handlers, code_crons = self.scope.crons(store)
         report = TickReport()
         for cron in store.crons.list_crons(handlers=handlers, enabled=True):
             if cron.source == "code" and cron.name not in code_crons:
@@ -164,16 +230,6 @@ class Scheduler:
                 logger.exception("cron %s: could not be scheduled; trying again next pass", cron.name)
         self._passes += 1
         return report
-
-    def _scope(self, store: Store) -> tuple[list[str], set[str]]:
-        """The handlers whose crons this scheduler fires, and the code crons it may fire."""
-        if self.app is not None:
-            return self.handler_names, set(self.app.crons)
-        published = store.registry.published_crons(WORKER_ALIVE)
-        if self._republished_at is None or time.monotonic() - self._republished_at >= self.republish_every:
-            self._republished_at = time.monotonic()
-            store.crons.publish(published)  # brings back deleted ones; keeps disabled ones disabled
-        return list(store.registry.handlers()), {c.name for c in published}
 
     def _consider(self, store: Store, cron: CronRecord, now: datetime, report: TickReport) -> None:
         try:
@@ -263,25 +319,17 @@ class Scheduler:
         sleeper = Sleeper(self._wake)
         self._signals.install()
         try:
-            if self.app is not None:
-                app = self.app
-                opened = await until_ready(
-                    self._open_app,
-                    what="scheduler starting",
-                    is_transient=app.is_transient,
-                    logger=logger,
-                    stopping=lambda: self._stopping,
-                    sleeper=sleeper,
-                )
-                if opened is None:
-                    return
-                logger.info(
-                    "scheduler started: handlers %s, code crons %s",
-                    ",".join(self.handler_names),
-                    ",".join(sorted(app.crons)) or "none",
-                )
-            else:
-                logger.info("scheduler started for every handler the database knows")
+            opened = await until_ready(
+                self.scope.open,
+                what="scheduler starting",
+                is_transient=self.scope.is_transient,
+                logger=logger,
+                stopping=lambda: self._stopping,
+                sleeper=sleeper,
+            )
+            if opened is None:
+                return
+            logger.info("scheduler started: %s", self.scope.describe())
             self.started.set()
             backoff = Backoff(0.5, 30.0)
             while not self._stopping:
@@ -301,13 +349,6 @@ class Scheduler:
                 logger.info("scheduler stopped")
             self.stopped.set()
 
-    def _open_app(self) -> Store:
-        """Open the app (connect, migrate, publish) and publish its code crons again: a deleted one comes back."""
-        assert self.app is not None
-        store = self.app.open()
-        self.app.publish_crons()
-        return store
-
     def _delay(self, report: TickReport) -> float:
         """Until the next fire time (a few ms after, so it is due), at most ``interval``."""
         if report.next_fire_at is None:
@@ -316,4 +357,4 @@ class Scheduler:
         return max(0.0, min(self.interval, (report.next_fire_at - now).total_seconds() + 0.005))
 
 
-__all__ = ["Fired", "Scheduler", "Skipped", "TickReport"]
+__all__ = ["AppCrons", "CronScope", "DatabaseCrons", "Fired", "Scheduler", "Skipped", "TickReport"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from typing import Any, ClassVar
+from urllib.parse import quote, unquote
 
 from sqlalchemy import ColumnElement, Engine, Table, create_engine, event, func
 from sqlalchemy.dialects import sqlite
@@ -32,6 +33,9 @@ class SQLiteDriver(Driver):
             options.pop("pool_size", None)
             options.pop("max_overflow", None)
             options.setdefault("poolclass", StaticPool)
+        read_only = _read_only_uri(self.database_file(url))
+        if read_only is not None:
+            url = url.set(database=read_only, query={**url.query, "uri": "true"})
         engine = create_engine(url, connect_args=connect_args, **options)
 
         @event.listens_for(engine, "connect")
@@ -40,7 +44,7 @@ class SQLiteDriver(Driver):
             # otherwise BEGIN lazily, DEFERRED, only before the first write).
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
-            if not memory:
+            if not memory and read_only is None:  # WAL is a write; a read-only file is left as it is
                 cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
@@ -49,7 +53,8 @@ class SQLiteDriver(Driver):
 
         @event.listens_for(engine, "begin")
         def _on_begin(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # A read-only file cannot take the write lock: its readers begin deferred.
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if read_only is None else "BEGIN")
 
         return engine
 
@@ -57,8 +62,13 @@ class SQLiteDriver(Driver):
 
     def database_file(self, url: URL) -> str | None:
         """The absolute path of a file-backed SQLite URL (None for ``:memory:``)."""
-        if url.database in (None, "", ":memory:") or url.database.startswith("file:"):
+        if url.database in (None, "", ":memory:"):
             return None
+        if url.database.startswith("file:"):  # a URI, such as the read-only one below
+            path, _, query = url.database.removeprefix("file:").partition("?")
+            if path in ("", ":memory:") or "mode=memory" in query:
+                return None
+            return os.path.abspath(unquote(path))
         return os.path.abspath(url.database)
 
     def describe(self, url: URL) -> str:
@@ -69,3 +79,26 @@ class SQLiteDriver(Driver):
 
     def minute_of(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         return func.strftime("%Y-%m-%d %H:%M", column)
+
+
+def _read_only_uri(path: str | None) -> str | None:
+    """A read-only URI for a database file this process cannot write, else None.
+
+    Read-only tools (``jobs list``, ``stats``, the dashboard with
+    ``--read-only``) must work on a file shipped read-only or in a directory
+    they cannot write: opened normally, the WAL pragma and ``BEGIN IMMEDIATE``
+    are writes, and WAL wants its ``-shm`` file beside the database. With no
+    ``-shm`` file there, no process has the database open in WAL mode, and in a
+    directory nobody here can write none can start to: ``immutable=1`` reads it
+    without the shared-memory file. Writes then fail with SQLite's own
+    "attempt to write a readonly database".
+    """
+    if path is None or not os.path.exists(path):
+        return None
+    directory = os.path.dirname(path) or "."
+    if os.access(path, os.W_OK) and os.access(directory, os.W_OK):
+        return None
+    uri = f"file:{quote(path)}?mode=ro"
+    if not os.path.exists(f"{path}-shm") and not os.access(directory, os.W_OK):
+        uri += "&immutable=1"
+    return uri

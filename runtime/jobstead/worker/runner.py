@@ -1,0 +1,400 @@
+"""Running the jobs a worker holds: from claimed to a completion handed to the writer.
+
+The worker's part that sees each job: it keeps the jobs claimed but not
+started (``prefetch``: in claim order, leased like running ones) and the
+running ones, starts buffered jobs as slots free, builds a handler's
+arguments (its ``Context`` and resources only when it asks for them), runs it
+(``execution``), turns how it ended into a ``Completion`` (``outcome.decide``)
+and hands that to the ``CompletionWriter``; then the failure hooks. It also
+applies what the lease renewals and cancel notices report: a job cancelled or
+lost is stopped, or never started.
+
+Everything here runs on the worker's event loop, once per job, so it is kept
+lean: no task names, no ``Context`` unless the handler takes one, a job's
+metric series looked up once per (handler, queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import islice
+from typing import Any
+
+from .. import tracing
+from ..cancel import CancelReason
+from ..context import Context
+from ..errors import ArgumentsDoNotFit
+from ..hooks import FailureEvent, run_hooks
+from ..logs import job_fields
+from ..metrics.worker import JobSeries, WorkerMetrics, attempt_outcome
+from ..signature import CONTEXT
+from ..status import JobStatus
+from ..store import ClaimedJob, Completion, EffectiveSettings, HandlerDefinition, LeaseReport, Store
+from .completions import CompletionWriter
+from .environment import RunnableHandler, WorkerEnvironment
+from .execution import Finished, call_handler
+from .outcome import decide
+
+logger = logging.getLogger("jobstead.worker")
+
+
+@dataclass(slots=True)
+class _Running:
+    """A job this worker runs, and why it was asked to stop, if it was.
+
+    The ``Context`` is made only for handlers that take one (most take none);
+    when it exists it is the one place the reason is kept, so a reason it sets
+    itself (a checkpoint that found the lease gone) counts too.
+    """
+
+    job: ClaimedJob
+    is_async: bool
+    claimed_at: float
+    series: JobSeries
+    task: asyncio.Task[None] | None = None
+    ctx: Context | None = None
+    _reason: CancelReason | None = None
+
+    @property
+    def cancel_reason(self) -> CancelReason | None:
+        if self.ctx is not None:
+            return self.ctx.cancel_reason
+        return self._reason
+
+    def request_cancel(self, reason: CancelReason) -> None:
+        if self.ctx is not None:
+            self.ctx.request_cancel(reason)
+        elif self._reason is None:
+            self._reason = reason
+
+
+class JobRunner:
+    """The jobs one worker holds (buffered and running), and the running of each."""
+
+    def __init__(
+        self,
+        environment: WorkerEnvironment,
+        *,
+        worker_id: str,
+        store: Store,
+        writer: CompletionWriter,
+        settings: dict[str, HandlerDefinition],
+        concurrency: int,
+        heartbeat_seconds: float,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self._env = environment
+        self._handlers: Mapping[str, RunnableHandler] = environment.handlers
+        self._handler_names = list(environment.handlers)
+        self._worker_id = worker_id
+        self._store = store
+        self._writer = writer
+        self._concurrency = concurrency
+        #: A sync handler asked to stop gets this long to notice ``ctx.cancelled`` before it is abandoned.
+        self._heartbeat_seconds = heartbeat_seconds
+        self._metrics = metrics
+        self._loop = asyncio.get_running_loop()
+        #: Set whenever a job leaves a slot (the claim loop waits on it).
+        self.slot_freed = asyncio.Event()
+        self.running: dict[int, _Running] = {}
+        #: Claimed, not started yet (see ``prefetch``): in claim order, leased like running ones.
+        self.buffered: dict[int, tuple[ClaimedJob, float]] = {}
+        #: The handlers' rows as the database has them (limits, retries, timeouts the operator or the
+        #: CLI may change), replaced whole by ``refresh_settings``; a handler without one runs by its code.
+        self.settings = settings
+        #: This worker's metric series per (handler, queue).
+        self.series: dict[tuple[str, str], JobSeries] = {}
+        self._resource_values: dict[str, Any] = {}
+
+    # -- what the claim loop and the lease renewals ask --------------------------
+
+    def refresh_settings(self) -> None:
+        """Read the handlers' rows again (any thread: the dict is replaced, never changed)."""
+        self.settings = self._store.registry.handlers(self._handler_names)
+
+    def held(self) -> tuple[int, ...]:
+        """Ids of every job whose lease this worker must renew, from any thread (C-level copies).
+
+        Finished ones stay held until their completion is written.
+        """
+        return (*self.running, *self.buffered, *self._writer.unwritten())
+
+    def may_claim_ahead(self) -> bool:
+        """Claim ahead only when no handler of this worker has a global or per-tenant limit."""
+        for name in self._handler_names:
+            settings = self.settings.get(name) or self._handlers[name].definition()
+            if settings.concurrency is not None or settings.tenant_concurrency is not None:
+                return False
+        return True
+
+    def free_slots(self) -> int:
+        """Slots not running a job, less the unwritten completions beyond one slot's worth each.
+
+        Back-pressure: without it a worker claims faster than it writes when the
+        database slows (a deep queue: 350,000 claimed jobs waited unwritten, each
+        renewed every heartbeat, and the renewals and completions locked each
+        other). Up to ``concurrency`` unwritten completions are free, so claims
+        and writes still overlap (a limit of one slot each made drains about a
+        fifth slower): a worker never holds more than twice its concurrency.
+        """
+        backlog = self._writer.backlog()
+        return self._concurrency - len(self.running) - max(0, backlog - self._concurrency)
+
+    def buffer(self, jobs: list[ClaimedJob], claimed_at: float) -> None:
+        """Hold claimed jobs until slots free (``start_buffered``)."""
+        for job in jobs:
+            self.buffered[job.id] = (job, claimed_at)
+
+    def start_buffered(self) -> int:
+        """Start buffered jobs in the free slots; how many started."""
+        free = self.free_slots()
+        if not self.buffered or free <= 0:
+            return 0
+        now = self._store.clock()  # once for the lot: the clock is a call per job otherwise
+        starting = list(islice(self.buffered, free))  # the oldest first, as claimed
+        for job_id in starting:
+            self._start(self.buffered.pop(job_id)[0], now)
+        return len(starting)
+
+    async def release_buffered(self) -> None:
+        """Stopping: hand buffered jobs back to the queue, as a shutdown releases a running job."""
+        jobs = [job for job, _ in self.buffered.values()]
+        self.buffered.clear()
+        if not jobs:
+            return
+        store, worker_id = self._store, self._worker_id
+
+        def release() -> None:
+            for job in jobs:
+                store.leases.release(job.id, worker_id, job.attempts)
+
+        try:
+            await asyncio.to_thread(release)
+        except Exception:
+            logger.exception("could not release %d claimed job(s); their leases will expire", len(jobs))
+
+    def cancel_notice(self, job_ids: list[int]) -> None:
+        """Someone cancelled these jobs (a job or its batch): stop the ones held here now."""
+        for job_id in job_ids:
+            self._settle_buffered(job_id, CancelReason.CANCELLED)
+            running = self.running.get(job_id)
+            if running is not None and running.cancel_reason is None:
+                logger.info("job %s: cancellation requested", job_id)
+                self.cancel(running, CancelReason.CANCELLED)
+
+    def apply_report(self, report: LeaseReport, renewed_at: float) -> None:
+        """What a lease renewal found: jobs no longer ours (rescued meanwhile), jobs asked to cancel.
+
+        Only jobs claimed before the renewal read its list are judged by it.
+        """
+        for job_id, (_, claimed_at) in list(self.buffered.items()):
+            if claimed_at < renewed_at and job_id not in report.held:
+                self._settle_buffered(job_id, CancelReason.LEASE_LOST)
+            elif job_id in report.cancel_requested:
+                self._settle_buffered(job_id, CancelReason.CANCELLED)
+        for job_id, running in list(self.running.items()):
+            if running.cancel_reason is not None:
+                continue
+            if running.claimed_at < renewed_at and job_id not in report.held:
+                self.cancel(running, CancelReason.LEASE_LOST)
+            elif job_id in report.cancel_requested:
+                logger.info("job %s: cancellation requested", job_id)
+                self.cancel(running, CancelReason.CANCELLED)
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The running jobs' tasks (a shutdown waits for them)."""
+        return [r.task for r in self.running.values() if r.task is not None]
+
+    def running_jobs(self) -> Iterator[_Running]:
+        return iter(list(self.running.values()))
+
+    def cancel(self, running: _Running, reason: CancelReason) -> None:
+        running.request_cancel(reason)
+        task = running.task
+        assert task is not None
+        if running.is_async or reason in (CancelReason.SHUTDOWN, CancelReason.LEASE_LOST):
+            task.cancel()
+        else:  # a sync handler gets one heartbeat to notice ctx.cancelled, then is abandoned
+            self._loop.call_later(self._heartbeat_seconds, task.cancel)
+
+    def _settle_buffered(self, job_id: int, reason: CancelReason) -> None:
+        """A buffered (claimed, not started) job was cancelled or lost its lease: never start it."""
+        entry = self.buffered.pop(job_id, None)
+        if entry is None:
+            return
+        job = entry[0]
+        if reason is CancelReason.LEASE_LOST:
+            logger.warning("job %s: lease lost before it started; another worker owns it now", job.id)
+            return
+        logger.info("job %s: cancellation requested before it started", job.id)
+        settings = self.settings.get(job.handler) or self._handlers[job.handler].definition()
+        finished = Finished(cancelled=True)
+        completion = decide(
+            job, settings, finished, owner=self._worker_id, now=self._store.clock(), cancel_reason=reason
+        )
+        self._finish(job, completion)
+
+    # -- one job -------------------------------------------------------------------
+
+    def _start(self, job: ClaimedJob, now: datetime) -> None:
+        # Per job, so kept lean: no task name, no Context unless the handler takes one.
+        handler = self._handlers[job.handler]
+        settings = self.settings.get(job.handler) or handler.definition()
+        series = self._series(job)
+        running = _Running(job, handler.is_async, time.monotonic(), series)
+        running.task = self._loop.create_task(self._execute(running, handler, settings))
+        self.running[job.id] = running
+        series.queue_wait.observe(max(0.0, (now - job.run_at).total_seconds()))
+
+    def _context(self, running: _Running, settings: HandlerDefinition) -> Context:
+        if running.ctx is not None:
+            return running.ctx
+        job, leases, worker_id = running.job, self._store.leases, self._worker_id
+        ctx = Context(
+            job_id=job.id,
+            handler=job.handler,
+            attempt=job.attempts,
+            max_attempts=EffectiveSettings.of(job, settings).max_attempts,
+            queue=job.queue,
+            args=job.args,
+            tenant=job.tenant,
+            metadata=job.metadata,
+            checkpoint_data=job.checkpoint,
+            worker_id=worker_id,
+            created_at=job.created_at,
+            save_checkpoint=lambda data: leases.checkpoint(job.id, worker_id, job.attempts, data),
+            batch_id=job.batch_id,
+        )
+        if running.cancel_reason is not None:  # asked to stop before it started
+            ctx.request_cancel(running.cancel_reason)
+        running.ctx = ctx
+        return ctx
+
+    async def _execute(self, running: _Running, handler: RunnableHandler, settings: HandlerDefinition) -> None:
+        store = self._store
+        job = running.job
+        try:
+            try:
+                kwargs = self._arguments(running, handler, settings)
+            except ArgumentsDoNotFit as exc:  # the handler never ran: no duration, no hooks
+                finished = Finished(exception=exc)
+                completion = decide(
+                    job, settings, finished, owner=self._worker_id, now=store.clock(), cancel_reason=None
+                )
+                self._finish(job, completion, series=running.series)
+                return
+            try:
+                call = call_handler(
+                    handler.func,
+                    kwargs,
+                    is_async=handler.is_async,
+                    timeout=EffectiveSettings.timeout_of(job, settings),
+                    on_abandon=lambda: running.request_cancel(CancelReason.TIMED_OUT),
+                )
+                finished = await (tracing.running(job, call) if tracing.ENABLED else call)
+            except asyncio.CancelledError:
+                finished = Finished(cancelled=True)
+            reason = running.cancel_reason
+            if reason is CancelReason.SHUTDOWN and finished.cancelled:
+                await asyncio.to_thread(store.leases.release, job.id, self._worker_id, job.attempts)
+                return
+            if reason is CancelReason.LEASE_LOST:
+                logger.warning("job %s: lease lost while running; another worker owns it now", job.id)
+                running.series.lost.inc()
+                running.series.duration.observe(time.monotonic() - running.claimed_at)
+                return
+            completion = decide(job, settings, finished, owner=self._worker_id, now=store.clock(), cancel_reason=reason)
+            self._finish(job, completion, running.claimed_at, running.series)
+            if completion.error is not None and completion.status is not JobStatus.CANCELLED:
+                await self._run_failure_hooks(job, completion, finished.exception)
+        except Exception:
+            logger.exception("job %s: internal error; its lease will expire and it will be retried", job.id)
+        finally:
+            self.running.pop(job.id, None)
+            self.slot_freed.set()
+
+    def _arguments(self, running: _Running, handler: RunnableHandler, settings: HandlerDefinition) -> dict[str, Any]:
+        """The call's keyword arguments: the stored ones (checked against the handler as it is now) plus
+        what the worker injects."""
+        job, signature = running.job, handler.signature
+        stored = job.args.keys()
+        fits = (signature.accepts_any or stored <= signature.names) and signature.required <= stored
+        if not fits:
+            try:
+                signature.public.bind(**job.args)
+            except TypeError as exc:
+                raise ArgumentsDoNotFit(f"{handler.name}(): stored arguments do not fit the handler: {exc}") from None
+        if not signature.injected:
+            return job.args
+        kwargs = dict(job.args)
+        for param, resource in signature.injected.items():
+            kwargs[param] = self._context(running, settings) if resource == CONTEXT else self._resource(resource)
+        return kwargs
+
+    def _resource(self, name: str) -> Any:
+        if name not in self._resource_values:
+            factories = self._env.resources
+            if name not in factories:
+                raise ArgumentsDoNotFit(f"resource {name!r} is not declared: use app.resource({name!r}, ...)")
+            self._resource_values[name] = factories[name]()
+        return self._resource_values[name]
+
+    async def _run_failure_hooks(self, job: ClaimedJob, completion: Completion, exc: BaseException | None) -> None:
+        assert completion.error is not None
+        event = FailureEvent(
+            job_id=job.id,
+            handler=job.handler,
+            attempt=job.attempts,
+            args=job.args,
+            error=completion.error,
+            status=completion.status,
+            exception=exc,
+        )
+        await run_hooks(self._env.failure_hooks, event)
+        if event.final:
+            await run_hooks(self._env.dead_hooks, event)
+
+    def _series(self, job: ClaimedJob) -> JobSeries:
+        """The metric series of a (handler, queue), looked up once: label lookups cost more than the counts."""
+        key = (job.handler, job.queue)
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = JobSeries(self._metrics, job.handler, job.queue)
+        return series
+
+    def _finish(
+        self, job: ClaimedJob, completion: Completion, started: float | None = None, series: JobSeries | None = None
+    ) -> None:
+        if series is None:
+            series = self._series(job)
+        series.finished(completion.outcome, completion.status).inc()
+        took = None if started is None else time.monotonic() - started
+        if took is not None:
+            series.duration.observe(took)
+        if logger.isEnabledFor(logging.INFO):  # one line per finished attempt, what `make run` shows
+            outcome = attempt_outcome(completion.outcome, completion.status)
+            error = f": {completion.error.type}" if completion.error is not None else ""
+            logger.info(
+                "job %s (%s) attempt %d %s%s%s",
+                job.id,
+                job.handler,
+                job.attempts,
+                outcome,
+                error,
+                "" if took is None else f" in {took * 1000:.0f} ms",
+                extra=job_fields(
+                    job_id=job.id,
+                    handler=job.handler,
+                    attempt=job.attempts,
+                    worker_id=self._worker_id,
+                    queue=job.queue,
+                    outcome=outcome,
+                    duration_seconds=None if took is None else round(took, 6),
+                ),
+            )
+        self._writer.add(completion)
