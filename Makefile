@@ -25,21 +25,33 @@ help: ## Show this help.
 ##@ Development
 
 $(VENV)/.installed: pyproject.toml
+	@# the mysql extra's mysqlclient builds against MariaDB's client library (no Linux wheels)
+	@if ! pkg-config --exists libmariadb 2>/dev/null && ! pkg-config --exists mysqlclient 2>/dev/null; then \
+	  echo "installing MariaDB's client headers from Debian packages (mysqlclient builds against them)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libmariadb-dev pkg-config >/dev/null; \
+	fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	@# PYTHONWARNINGS: setuptools' editable-install notice is a block of asterisks on every first run
-	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -e '.[operator,dashboard]' --group dev
+	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -e '.[operator,dashboard,mysql]' --group dev
 	touch $@
 
 .PHONY: venv
 venv: $(VENV)/.installed ## Create .venv and install Jobstead, its operator extra and the dev group.
 
 .PHONY: system-deps
-system-deps: ## Install the PostgreSQL server binaries when the machine lacks them (Debian).
+system-deps: ## Install the PostgreSQL and MariaDB server binaries when the machine lacks them (Debian).
 	@if ! command -v pg_config >/dev/null || [ ! -x "$$(pg_config --bindir)/postgres" ]; then \
 	  echo "installing PostgreSQL from Debian packages"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql postgresql-contrib >/dev/null; \
+	fi
+	@# the tests start their own server (tests/support/mariadb_server.py); the package's service stays off
+	@if ! PATH="$$PATH:/usr/sbin" command -v mariadbd >/dev/null || ! command -v mariadb-install-db >/dev/null; then \
+	  echo "installing MariaDB from Debian packages"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mariadb-server >/dev/null; \
 	fi
 
 .PHONY: run

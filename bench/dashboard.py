@@ -96,6 +96,7 @@ def render_times(store: Any) -> list[tuple[str, float]]:
         "/jobs?before=500000",
         "/jobs?q=key-777777",
         f"/jobs/{newest}",
+        "/running",
         "/failures",
         "/crons",
         "/workers",

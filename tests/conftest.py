@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from jobstead import App, Worker
+from tests.support.mariadb_server import MariaDBServer
 from tests.support.postgres_server import PostgresServer
 
 
@@ -30,9 +31,24 @@ def pg_url(pg_server: PostgresServer) -> str:
     return pg_server.create_database("jobstead_tests")
 
 
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[MariaDBServer]:
+    server = MariaDBServer().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def mariadb_url(mariadb_server: MariaDBServer) -> str:
+    return mariadb_server.create_database("jobstead_tests")
+
+
 @dataclass(frozen=True)
 class Target:
-    """Where one test's jobs live: a URL plus (on PostgreSQL) a schema of its own."""
+    """Where one test's jobs live: a URL plus (on PostgreSQL and MariaDB) a schema of its own
+    (on MariaDB a schema is a database, created by the first migration like a PostgreSQL schema)."""
 
     backend: str
     url: str
@@ -53,12 +69,32 @@ def postgres_target(request: pytest.FixtureRequest) -> Target:
 
 
 @pytest.fixture
+def mariadb_target(request: pytest.FixtureRequest) -> Target:
+    url = request.getfixturevalue("mariadb_url")
+    return Target("mariadb", url, f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
 def sqlite_target(tmp_path: Path) -> Target:
     return Target("sqlite", f"sqlite:///{tmp_path / 'jobs.db'}", None)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ]
+)
 def target(request: pytest.FixtureRequest) -> Target:
+    return request.getfixturevalue(f"{request.param}_target")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(
+    params=[pytest.param("postgres", marks=pytest.mark.postgres), pytest.param("mariadb", marks=pytest.mark.mariadb)]
+)
+def server_target(request: pytest.FixtureRequest) -> Target:
+    """A database with a server of its own (several processes, real row locks): PostgreSQL and MariaDB."""
     return request.getfixturevalue(f"{request.param}_target")  # type: ignore[no-any-return]
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -34,6 +35,7 @@ from .pods import rank_for_scale_down
 from .reasons import Notice, Reason
 from .registry import GROUP, VERSION, registry
 from .resources import Resource
+from .scaling import Decision
 from .spec import JobHandlerSpec, SpecError
 from .state import OperatorState
 from .targets import TargetError
@@ -173,24 +175,53 @@ async def scale(memo: Any, **kwargs: Any) -> None:
     if deployment is None:
         return  # reconcile creates it
     current = int(deployment["spec"].get("replicas") or 0)
-    desired = state.scaler(resource.namespace, resource.name).decide(
-        spec, due=load.due, running=load.running, current=current, now=time.monotonic()
-    )
-    if desired != current:
+    scaler = state.scaler(resource.namespace, resource.name)
+    scaler.remember(resource.status.get("recentDecisions"))
+    decision = scaler.decide(spec, due=load.due, running=load.running, current=current, now=time.monotonic())
+    desired = decision.desired
+    if decision.changes:
         if desired < current:
             await rank_for_scale_down(state, database, resource.namespace, resource.name)  # idle pods go first
         await state.kube.patch_deployment(
             resource.namespace, deployment_name(resource.name), {"spec": {"replicas": desired}}
         )
-        resource.patch.status["lastScaleTime"] = now_rfc3339()
-        resource.info(Notice.SCALED, f"{current} -> {desired} worker pod(s): {load.due} due, {load.running} running")
+        change = scaler.record(decision, now_rfc3339())
+        resource.patch.status["lastScaleTime"] = change.time
+        resource.info(Notice.SCALED, f"{current} -> {desired} worker pod(s): {decision.reason}")
     OPERATOR_METRICS.scaled(resource.namespace, resource.name, current, desired)
     status = resource.patch.status
+    status["scaling"] = scaling_status(decision)
+    status["recentDecisions"] = [change.as_status() for change in scaler.recent]
     status["replicas"] = desired
     status["readyReplicas"] = int((deployment.get("status") or {}).get("readyReplicas") or 0)
     status["queued"] = load.due
     status["running"] = load.running
     status["failed"] = load.failed
+
+
+def scaling_status(decision: Decision) -> dict[str, Any]:
+    """``status.scaling``: the last tick's decision, its inputs and its reason.
+
+    Absent values are None, not left out: the status is a merge patch, which would keep a stale key.
+    """
+    until = None
+    if decision.cooldown_left is not None:
+        until = (datetime.now(UTC) + timedelta(seconds=decision.cooldown_left)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "desiredReplicas": decision.desired,
+        "currentReplicas": decision.current,
+        "due": decision.due,
+        "running": decision.running,
+        "neededReplicas": decision.needed,
+        "perPodConcurrency": decision.per_pod_concurrency,
+        "concurrency": decision.concurrency,
+        "limitCap": decision.limit_cap,
+        "minReplicas": decision.min_replicas,
+        "maxReplicas": decision.max_replicas,
+        "limitedBy": decision.limited_by.value if decision.limited_by else None,
+        "coolDownUntil": until,
+        "reason": decision.reason,
+    }
 
 
 async def _current_database(state: OperatorState, resource: Resource, spec: JobHandlerSpec) -> AppDatabase:

@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from jobstead.store import WAKE_ALL
 
+from .conditions import now_rfc3339
 from .databases import AppDatabase
 from .deployment import deployment_name
 from .jobhandlers import KIND, SCALE_INTERVAL
@@ -41,11 +42,12 @@ async def wake_from_zero(state: OperatorState, database: AppDatabase, queue: str
             load = await database.call(database.store.queries.handler_load, spec.handler)
         except SQLAlchemyError:
             continue  # the scale tick reports it
-        desired = state.scaler(namespace, name).decide(
-            spec, due=load.due, running=load.running, current=0, now=time.monotonic()
-        )
+        scaler = state.scaler(namespace, name)
+        decision = scaler.decide(spec, due=load.due, running=load.running, current=0, now=time.monotonic())
+        desired = decision.desired
         if desired > 0:
             await state.kube.patch_deployment(namespace, deployment_name(name), {"spec": {"replicas": desired}})
+            scaler.record(decision, now_rfc3339(), note=" (woken by new work)")  # the tick writes it
             OPERATOR_METRICS.scaled(namespace, name, 0, desired)
             logger.info("%s/%s: new work in queue %s: 0 -> %d worker pod(s)", namespace, name, queue, desired)
 

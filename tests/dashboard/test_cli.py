@@ -102,7 +102,9 @@ def test_the_token_can_come_from_the_environment_and_read_only_is_read_only(publ
         assert page.status_code == 200 and "read-only" in page.text
         csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
         assert csrf is not None
-        refused = httpx.post(url + "pause", data={"scope": "all", "csrf": csrf.group(1)}, headers=headers)
+        refused = httpx.post(
+            url + "pause", data={"scope": "all", "confirmed": "yes", "csrf": csrf.group(1)}, headers=headers
+        )
         assert refused.status_code == 403
     finally:
         stop(process)  # type: ignore[arg-type]

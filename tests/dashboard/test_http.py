@@ -16,7 +16,7 @@ from jobstead.dashboard import Credentials, User, credentials_from
 from tests.conftest import Target
 from tests.dashboard.conftest import Shop, TestClient, build_shop, csrf_of, seed
 
-PAGES = ["/", "/jobs", "/failures", "/crons", "/workers", "/batches", "/activity"]
+PAGES = ["/", "/jobs", "/running", "/failures", "/crons", "/workers", "/batches", "/activity", "/operator"]
 TOKEN = "s3cret-token-for-tests"
 ORIGIN = {"Origin": "http://testserver"}
 
@@ -159,17 +159,18 @@ def test_the_database_password_is_never_rendered(postgres_target: Target, make_c
 ACTIONS: list[tuple[str, dict[str, Any]]] = [
     ("/jobs/{dead}/retry", {}),
     ("/jobs/{queued}/cancel", {}),
-    ("/jobs/{succeeded}/delete", {}),
+    ("/jobs/{succeeded}/delete", {"confirmed": "yes"}),
     ("/jobs/bulk", {"action": "retry", "ids": ["{dead}"]}),
     ("/jobs/bulk", {"action": "cancel", "ids": ["{queued}"]}),
     ("/jobs/bulk", {"action": "retry", "scope": "matching", "filter.status": "dead", "confirmed": "yes"}),
     ("/jobs/bulk", {"action": "cancel", "scope": "matching", "filter.handler": "send_email", "confirmed": "yes"}),
     ("/pause", {"scope": "handler", "name": "charge_card"}),
     ("/pause", {"scope": "queue", "name": "mail"}),
-    ("/pause", {"scope": "all"}),
+    ("/pause", {"scope": "all", "confirmed": "yes"}),
     ("/resume", {"scope": "all"}),
     ("/crons/nightly/disable", {}),
     ("/crons/nightly/enable", {}),
+    ("/crons/nightly/run", {}),
 ]
 ACTION_IDS = [f"{path.split('/')[-1]}:{form.get('action', '')}{form.get('scope', '')}" for path, form in ACTIONS]
 
@@ -187,6 +188,7 @@ def _state(shop: Shop) -> tuple[Any, ...]:
     store = shop.app.store
     cron = store.crons.get("nightly")
     return (
+        len(store.queries.list_jobs()),
         tuple(status_of(shop.app, i) for i in shop.ids.values()),
         tuple(store.control.paused()),
         cron.enabled if cron else None,
@@ -279,7 +281,7 @@ def test_actions_change_what_they_say(sqlite_shop: Shop, make_client: MakeClient
     assert status_of(sqlite_shop.app, ids["dead"]) is JobStatus.QUEUED
     post(f"/jobs/{ids['queued']}/cancel")
     assert status_of(sqlite_shop.app, ids["queued"]) is JobStatus.CANCELLED
-    post(f"/jobs/{ids['succeeded']}/delete")
+    post(f"/jobs/{ids['succeeded']}/delete", confirmed="yes")
     assert sqlite_shop.app.store.queries.get_job(ids["succeeded"]) is None
     post("/pause", scope="handler", name="charge_card")
     assert ("handler", "charge_card") in sqlite_shop.app.store.control.paused()
@@ -358,12 +360,16 @@ def test_pages_need_credentials_and_accept_each_kind(
     bob = basic("bob", "builder")
     page = client.get("/", headers=bob).text
     assert "read-only" in page
-    response = client.post("/pause", data={"scope": "all", "csrf": csrf_of(page)}, headers={**ORIGIN, **bob})
+    response = client.post(
+        "/pause", data={"scope": "all", "confirmed": "yes", "csrf": csrf_of(page)}, headers={**ORIGIN, **bob}
+    )
     assert response.status_code == 403 and "read-only access" in response.text
 
     # a CSRF token is the user's own: ada's is worthless to the token user
     ada_csrf = csrf_of(client.get("/", headers=basic("ada", "lovelace")).text)
-    response = client.post("/pause", data={"scope": "all", "csrf": ada_csrf}, headers={**ORIGIN, **bearer()})
+    response = client.post(
+        "/pause", data={"scope": "all", "confirmed": "yes", "csrf": ada_csrf}, headers={**ORIGIN, **bearer()}
+    )
     assert response.status_code == 403
 
 
@@ -378,7 +384,9 @@ def test_the_login_form_sets_a_session_cookie(sqlite_shop: Shop, make_client: Ma
     assert "httponly" in ok.headers["set-cookie"].lower() and "samesite=strict" in ok.headers["set-cookie"].lower()
     page = client.get("/")
     assert page.status_code == 200 and "ops" in page.text
-    response = client.post("/pause", data={"scope": "all", "csrf": csrf_of(page.text)}, headers=ORIGIN)
+    response = client.post(
+        "/pause", data={"scope": "all", "confirmed": "yes", "csrf": csrf_of(page.text)}, headers=ORIGIN
+    )
     assert response.status_code == 303
     assert "ops" in client.get("/activity").text
     # an open redirect through next= is refused
@@ -404,12 +412,16 @@ def test_an_auth_callable_decides_when_mounted(sqlite_shop: Shop, make_client: M
     assert client.get("/", headers={"x-role": "viewer"}).status_code == 200
     page = client.get("/", headers={"x-role": "admin"}).text
     response = client.post(
-        "/pause", data={"scope": "all", "csrf": csrf_of(page)}, headers={**ORIGIN, "x-role": "admin"}
+        "/pause",
+        data={"scope": "all", "confirmed": "yes", "csrf": csrf_of(page)},
+        headers={**ORIGIN, "x-role": "admin"},
     )
     assert response.status_code == 303
     viewer_page = client.get("/", headers={"x-role": "viewer"}).text
     response = client.post(
-        "/resume", data={"scope": "all", "csrf": csrf_of(viewer_page)}, headers={**ORIGIN, "x-role": "viewer"}
+        "/resume",
+        data={"scope": "all", "confirmed": "yes", "csrf": csrf_of(viewer_page)},
+        headers={**ORIGIN, "x-role": "viewer"},
     )
     assert response.status_code == 403
 
@@ -433,7 +445,9 @@ def test_it_mounts_under_a_path_in_the_users_own_app(sqlite_shop: Shop) -> None:
         assert client.get("/jobs/static/dashboard.js").status_code == 200
         assert client.get(f"/jobs/jobs/{sqlite_shop.ids['dead']}").status_code == 200
         response = client.post(
-            "/jobs/pause", data={"scope": "all", "csrf": csrf_of(page.text), "next": "/jobs/crons"}, headers=ORIGIN
+            "/jobs/pause",
+            data={"scope": "all", "confirmed": "yes", "csrf": csrf_of(page.text), "next": "/jobs/crons"},
+            headers=ORIGIN,
         )
         assert response.status_code == 303 and response.headers["location"] == "/jobs/crons"
 
@@ -481,7 +495,9 @@ def test_the_event_stream_needs_credentials_and_announces_changes(sqlite_shop: S
         assert stream.headers["content-type"].startswith("text/event-stream")
         lines = stream.iter_lines()
         assert next(lines) == "retry: 3000"
-        response = client.post("/pause", data={"scope": "all", "csrf": csrf}, headers={**ORIGIN, **bearer()})
+        response = client.post(
+            "/pause", data={"scope": "all", "confirmed": "yes", "csrf": csrf}, headers={**ORIGIN, **bearer()}
+        )
         assert response.status_code == 303
         for line in lines:
             if line.startswith("event: "):

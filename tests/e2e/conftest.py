@@ -2,14 +2,14 @@
 
 One control plane per test session (about 10 s to start), torn down in the
 finalizer whatever the tests did; its workdir (logs, kubeconfig) is kept when a
-test failed, and its path printed. Set ``JOBSTEAD_E2E_KUBECONFIG`` to run the
-same tests against another cluster instead (kind, where Docker exists).
+test failed, and its path printed. Set ``JOBSTEAD_E2E_NODE=1`` to give it a real
+node (containerd and a kubelet, ``make e2e-node``), or ``JOBSTEAD_E2E_KUBECONFIG``
+to run the same tests against another cluster instead (kind, where Docker exists).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +23,7 @@ from tests.support.controlplane import (
     ControlPlane,
     ControlPlaneError,
     binary_dir,
+    remove_workdir,
     session_workdir,
 )
 
@@ -46,7 +47,7 @@ def kube_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         pytest.fail(reason, pytrace=False)
 
     workdir = session_workdir()
-    plane = ControlPlane(workdir, bindir=bindir)
+    plane = ControlPlane(workdir, bindir=bindir, node=os.environ.get("JOBSTEAD_E2E_NODE") == "1")
     cluster = plane.start()
     try:
         yield cluster
@@ -55,7 +56,7 @@ def kube_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         if request.session.testsfailed:
             print(f"\ncontrol plane logs kept in {workdir / 'logs'}")
         else:
-            shutil.rmtree(workdir, ignore_errors=True)
+            remove_workdir(workdir)
 
 
 @pytest.fixture(scope="session")

@@ -136,3 +136,27 @@ def test_install_with_the_dashboard_creates_it_and_uninstall_removes_it(
     helm("uninstall", release, "--namespace", namespace, "--wait", "--timeout", "60s")
     assert not exists(kube_cluster, "deployment", name, namespace)
     assert not exists(kube_cluster, "service", name, namespace)
+
+
+def test_the_operator_page_gets_a_service_account_that_may_only_read_jobhandlers(helm: Helm) -> None:
+    objects = helm.template(*ON, "--set", "dashboard.cluster.enabled=true")
+    mine = dashboard_objects(objects)
+    assert kinds(mine) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    (role,) = by_kind(mine, "ClusterRole")
+    assert role["rules"] == [
+        {"apiGroups": ["jobstead.io"], "resources": ["jobhandlers"], "verbs": ["get", "list", "watch"]}
+    ]
+    (binding,) = by_kind(mine, "ClusterRoleBinding")
+    (account,) = by_kind(mine, "ServiceAccount")
+    assert binding["subjects"][0]["name"] == account["metadata"]["name"]
+    (dashboard,) = by_kind(mine, "Deployment")
+    pod = dashboard["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account["metadata"]["name"] and pod["automountServiceAccountToken"] is True
+    scoped = dashboard_objects(
+        helm.template(*ON, "--set", "dashboard.cluster.enabled=true", "--set", "watchNamespaces={shop,mail}")
+    )
+    assert kinds(scoped) == ["Deployment", "Role", "Role", "RoleBinding", "RoleBinding", "Service", "ServiceAccount"]
+    assert {r["metadata"]["namespace"] for r in by_kind(scoped, "Role")} == {"shop", "mail"}
+    (scoped_dashboard,) = by_kind(scoped, "Deployment")
+    args = scoped_dashboard["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-2:] == ["--namespace=shop", "--namespace=mail"], "it reads where its Roles allow"

@@ -577,3 +577,57 @@ def test_new_work_wakes_a_handler_at_zero_without_waiting_for_the_tick(
         assert job.wait(60)["pid"]
     finally:
         operator.stop()
+
+
+def test_the_status_says_what_the_scaler_decided_and_why(
+    setup: dict[str, Any], kube_cluster: Cluster, kube_api: client.ApiClient, kubelet: FakeKubelet, tmp_path: Path
+) -> None:
+    """``status.scaling`` carries the inputs and the reason; ``recentDecisions`` the changes, newest first."""
+    ns, app = setup["namespace"], setup["app"]
+    _register_long(app)
+    setup["operator"].stop()
+    # a cool-down (12 s) well past the window (3 s): several ticks keep one warm pod, and say so
+    operator = Operator(kube_cluster, ns, tmp_path / "cooldown.log", extra=["--idle-cooldown", "12"])
+    try:
+        _scaling_status_through_a_burst(kube_api, ns, app)
+    finally:
+        operator.stop()
+
+
+def _scaling_status_through_a_burst(kube_api: client.ApiClient, ns: str, app: App) -> None:
+    spec = {"handler": "e2e_long", "concurrency": 6, "perPodConcurrency": 1, "maxReplicas": 2}
+    custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", job_handler("why", **spec))
+
+    def status() -> dict[str, Any]:
+        obj = custom(kube_api).get_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", "why")
+        return obj.get("status") or {}
+
+    idle = wait_until(lambda: status().get("scaling"), 60, "a first decision")
+    assert idle["reason"] == "idle: nothing due or running" and idle["desiredReplicas"] == 0
+    jobs = app.get_handler("e2e_long").defer_many([{"seconds": 2.0} for _ in range(5)])
+    capped = wait_until(lambda: _limited_by(status(), "maxReplicas"), 30, "held at max")
+    scaling = capped["scaling"]
+    print("status.scaling:", json.dumps(scaling))
+    assert scaling["desiredReplicas"] == 2 and scaling["maxReplicas"] == 2 and scaling["limitCap"] == 6
+    assert scaling["perPodConcurrency"] == 1 and scaling["concurrency"] == 6
+    assert scaling["due"] + scaling["running"] == 5 and scaling["neededReplicas"] == 5
+    assert scaling["reason"].startswith("held at max 2: ")
+    first = capped["recentDecisions"][0]
+    assert (first["from"], first["to"]) == (0, 2) and first["reason"].startswith("scale up, held at max 2: ")
+    for job in jobs:
+        job.wait(60)
+    # the drain: the window holds, a warm pod is kept for the cool-down (with its end), then zero
+    cooling = wait_until(lambda: _limited_by(status(), "coolDown"), 30, "the cool-down")
+    assert cooling["scaling"]["coolDownUntil"] and "cool-down" in cooling["scaling"]["reason"]
+    wait_until(lambda: status()["scaling"]["desiredReplicas"] == 0, 30, "zero pods")
+    final = status()
+    print("status.recentDecisions:", json.dumps(final["recentDecisions"], indent=1))
+    assert [(d["from"], d["to"]) for d in final["recentDecisions"]][:2] == [(1, 0), (2, 1)]
+    assert final["recentDecisions"][0]["reason"] == "scale down: nothing due or running"
+    assert "coolDownUntil" not in final["scaling"] and "limitedBy" not in final["scaling"], "stale keys removed"
+    scaled = [e.message for e in events_for(kube_api, ns, "why") if e.reason == "Scaled"]
+    assert "1 -> 0 worker pod(s): scale down: nothing due or running" in scaled
+
+
+def _limited_by(status: dict[str, Any], bound: str) -> dict[str, Any] | None:
+    return status if (status.get("scaling") or {}).get("limitedBy") == bound else None

@@ -47,10 +47,12 @@ PEERING = "jobstead"
 REFUSED = re.compile(r"forbidden|\(403\)|\" 403 ", re.IGNORECASE)
 
 
-def service_account_kubeconfig(cluster: Cluster, api: client.ApiClient, namespace: str, path: Path) -> Path:
-    """A kubeconfig that authenticates as the chart's ServiceAccount: same server and CA, a bound token."""
+def service_account_kubeconfig(
+    cluster: Cluster, api: client.ApiClient, namespace: str, path: Path, account: str = SERVICE_ACCOUNT
+) -> Path:
+    """A kubeconfig that authenticates as one of the chart's ServiceAccounts: same server and CA, a bound token."""
     request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))
-    token = client.CoreV1Api(api).create_namespaced_service_account_token(SERVICE_ACCOUNT, namespace, request)
+    token = client.CoreV1Api(api).create_namespaced_service_account_token(account, namespace, request)
     admin = yaml.safe_load(cluster.kubeconfig.read_text())
     context = next(c["context"] for c in admin["contexts"] if c["name"] == admin["current-context"])
     server = next(c["cluster"] for c in admin["clusters"] if c["name"] == context["cluster"])
@@ -58,8 +60,8 @@ def service_account_kubeconfig(cluster: Cluster, api: client.ApiClient, namespac
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "cluster", "cluster": server}],
-        "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token.status.token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "cluster", "user": SERVICE_ACCOUNT}}],
+        "users": [{"name": account, "user": {"token": token.status.token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "cluster", "user": account}}],
         "current-context": "operator",
     }
     path.write_text(yaml.safe_dump(document))

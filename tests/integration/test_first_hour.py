@@ -327,3 +327,26 @@ def test_11_jobsteads_own_error_types_go_by_their_public_name(sqlite_target: Tar
     assert failed.value.type == "jobstead.PermanentError"
     assert app.get_job(job.id).error.type == "jobstead.PermanentError"  # type: ignore[union-attr]
     app.close()
+
+
+def test_a_succeeded_job_has_no_error_though_an_attempt_failed(sqlite_target: Target) -> None:
+    """``app.get_job(id).error`` returned the failed first attempt's error for a job that then succeeded."""
+    app = App(sqlite_target.url)
+    tries: list[int] = []
+
+    @app.handler(max_attempts=3, retry=RetryPolicy.fixed(0))
+    def flaky() -> str:
+        tries.append(1)
+        if len(tries) == 1:
+            raise ConnectionError("first try fails")
+        return "ok"
+
+    job = flaky.defer()
+    with worker_thread(app):
+        assert job.wait(timeout=30) == "ok"
+    assert app.get_job(job.id).error is None
+    attempts = app.store.queries.attempts(job.id)
+    assert [a.error.type if a.error else None for a in attempts] == ["ConnectionError", None]
+    shown = run_cli(["jobs", "show", str(job.id), "--json"], sqlite_target.env())
+    assert json.loads(shown.stdout)["error"] is None
+    app.close()

@@ -1,4 +1,4 @@
-"""Several worker processes on one PostgreSQL: the global limit holds, kill -9 loses nothing."""
+"""Several worker processes on one PostgreSQL or MariaDB: the global limit holds, kill -9 loses nothing."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from jobstead.status import AttemptOutcome
 from tests.conftest import Target
 from tests.support.processes import spawn_cli, stop
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 
 def _peak(spans: list[tuple[float, float]]) -> int:
@@ -37,8 +37,8 @@ def _probe_app(target: Target) -> App:
     return app
 
 
-def test_global_concurrency_limit_across_processes(postgres_target: Target, tmp_path: Path) -> None:
-    app = _probe_app(postgres_target)
+def test_global_concurrency_limit_across_processes(server_target: Target, tmp_path: Path) -> None:
+    app = _probe_app(server_target)
     jobs = app.get_handler("limited").defer_many([{"i": i} for i in range(200)])
     workers = [
         spawn_cli(
@@ -53,7 +53,7 @@ def test_global_concurrency_limit_across_processes(postgres_target: Target, tmp_
                 "--poll-interval",
                 "0.05",
             ],
-            postgres_target.env(),
+            server_target.env(),
             tmp_path / f"worker-{n}.log",
         )
         for n in range(4)
@@ -72,9 +72,9 @@ def test_global_concurrency_limit_across_processes(postgres_target: Target, tmp_
 
 
 def test_kill_9_mid_job_is_rescued_after_the_lease_and_runs_once_at_a_time(
-    postgres_target: Target, tmp_path: Path
+    server_target: Target, tmp_path: Path
 ) -> None:
-    app = _probe_app(postgres_target)
+    app = _probe_app(server_target)
     job = app.get_handler("long_task").defer(seconds=1.5)
     args = [
         "worker",
@@ -85,7 +85,7 @@ def test_kill_9_mid_job_is_rescued_after_the_lease_and_runs_once_at_a_time(
         "--poll-interval",
         "0.1",
     ]
-    victim = spawn_cli(args, postgres_target.env(), tmp_path / "victim.log")
+    victim = spawn_cli(args, server_target.env(), tmp_path / "victim.log")
     survivor = None
     try:
         deadline = time.time() + 30
@@ -93,7 +93,7 @@ def test_kill_9_mid_job_is_rescued_after_the_lease_and_runs_once_at_a_time(
             assert time.time() < deadline, "the job never started"
             time.sleep(0.02)
         assert job.record.checkpoint["pid"] == victim.pid
-        survivor = spawn_cli(args, postgres_target.env(), tmp_path / "survivor.log")
+        survivor = spawn_cli(args, server_target.env(), tmp_path / "survivor.log")
         os.kill(victim.pid, signal.SIGKILL)
         killed_at = time.time()
         victim.wait(10)

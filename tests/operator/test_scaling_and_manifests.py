@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from jobstead_operator.deployment import build_deployment, worker_command
-from jobstead_operator.scaling import Scaler, recommended_replicas
+from jobstead_operator.scaling import Bound, Scaler, recommended_replicas
 from jobstead_operator.spec import JobHandlerSpec, SpecError
 
 BASE: dict[str, Any] = {
@@ -42,21 +42,72 @@ def test_cap_is_max_replicas_when_lower() -> None:
 def test_up_at_once_down_after_the_window_zero_after_the_cooldown() -> None:
     s = spec()
     scaler = Scaler(window_seconds=30, idle_cooldown_seconds=60)
-    assert scaler.decide(s, due=500, running=0, current=0, now=0) == 4
+    assert scaler.decide(s, due=500, running=0, current=0, now=0).desired == 4
     # the queue drains: no drop inside the window (no flapping)
-    assert scaler.decide(s, due=0, running=2, current=4, now=10) == 4
-    assert scaler.decide(s, due=0, running=0, current=4, now=25) == 4
+    assert scaler.decide(s, due=0, running=2, current=4, now=10).desired == 4
+    assert scaler.decide(s, due=0, running=0, current=4, now=25).desired == 4
     # window passed: down, but one warm pod stays through the idle cool-down
-    assert scaler.decide(s, due=0, running=0, current=4, now=41) == 1
-    assert scaler.decide(s, due=0, running=0, current=1, now=60) == 1
-    assert scaler.decide(s, due=0, running=0, current=1, now=71) == 0
+    assert scaler.decide(s, due=0, running=0, current=4, now=41).desired == 1
+    assert scaler.decide(s, due=0, running=0, current=1, now=60).desired == 1
+    assert scaler.decide(s, due=0, running=0, current=1, now=71).desired == 0
     # a new burst scales up immediately
-    assert scaler.decide(s, due=5, running=0, current=0, now=72) == 2
+    assert scaler.decide(s, due=5, running=0, current=0, now=72).desired == 2
 
 
 def test_min_replicas_is_a_floor() -> None:
     scaler = Scaler(window_seconds=0, idle_cooldown_seconds=0)
-    assert scaler.decide(spec(minReplicas=2), due=0, running=0, current=4, now=100) == 2
+    assert scaler.decide(spec(minReplicas=2), due=0, running=0, current=4, now=100).desired == 2
+
+
+def test_each_decision_says_why_in_words() -> None:
+    """The reason a JobHandler's status carries: the verb, what held it, and the arithmetic."""
+    s = spec(concurrency=48, perPodConcurrency=16, maxReplicas=10)
+    scaler = Scaler(window_seconds=30, idle_cooldown_seconds=60)
+    up = scaler.decide(s, due=41, running=6, current=1, now=0)
+    assert (up.desired, up.needed, up.limit_cap, up.limited_by) == (3, 3, 3, None)
+    assert up.reason == "scale up: 41 due + 6 running need 3 pods of 16"
+    capped = scaler.decide(s, due=500, running=0, current=3, now=1)
+    assert (capped.desired, capped.needed, capped.limited_by) == (3, 32, Bound.LIMIT_CAP)
+    assert capped.reason == (
+        "held at the limit cap 3 (concurrency 48, 16 per pod): 500 due + 0 running need 32 pods of 16"
+    )
+    held = scaler.decide(s, due=0, running=10, current=3, now=5)
+    assert (held.desired, held.limited_by) == (3, Bound.WINDOW)
+    assert held.reason == "held at 3 for the 30 s stabilisation window: 0 due + 10 running need 1 pod of 16"
+    cooling = scaler.decide(s, due=0, running=0, current=3, now=40)
+    assert (cooling.desired, cooling.limited_by, cooling.cooldown_left) == (1, Bound.COOL_DOWN, 25)
+    assert cooling.reason == "scale down, cool-down: one pod kept until idle for 60 s"
+    idle = scaler.decide(s, due=0, running=0, current=1, now=70)
+    assert (idle.desired, idle.cooldown_left, idle.reason) == (0, None, "scale down: nothing due or running")
+    assert scaler.decide(s, due=0, running=0, current=0, now=71).reason == "idle: nothing due or running"
+
+
+def test_max_and_min_replicas_are_named_when_they_hold() -> None:
+    scaler = Scaler(window_seconds=0, idle_cooldown_seconds=0)
+    at_max = scaler.decide(spec(maxReplicas=2), due=500, running=0, current=0, now=0)
+    assert (at_max.desired, at_max.limited_by) == (2, Bound.MAX_REPLICAS)
+    assert at_max.reason == "scale up, held at max 2: 500 due + 0 running need 167 pods of 3"
+    at_min = scaler.decide(spec(minReplicas=2), due=0, running=0, current=2, now=1)
+    assert (at_min.desired, at_min.limited_by, at_min.reason) == (
+        2,
+        Bound.MIN_REPLICAS,
+        "held at min 2: nothing due or running",
+    )
+
+
+def test_changes_are_kept_newest_first_and_survive_a_restart_through_the_status() -> None:
+    s = spec()
+    scaler = Scaler(window_seconds=0, idle_cooldown_seconds=0)
+    for i in range(7):
+        decision = scaler.decide(s, due=3 * (i % 2), running=0, current=1 - i % 2, now=i)
+        scaler.record(decision, f"2026-01-01T00:00:0{i}Z")
+    stored = [c.as_status() for c in scaler.recent]
+    assert len(stored) == 5 and stored[0]["time"] == "2026-01-01T00:00:06Z"
+    assert set(stored[0]) == {"time", "from", "to", "reason"}
+    restarted = Scaler()
+    restarted.remember([*stored, {"time": "broken"}])
+    restarted.remember([])  # only the first status counts: later ones are its own
+    assert [c.as_status() for c in restarted.recent] == stored
 
 
 def test_retry_block_maps_onto_the_policy() -> None:

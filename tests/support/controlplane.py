@@ -42,6 +42,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -54,12 +55,27 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes import client, config
 
+from tests.support.node import (
+    CONTAINERD,
+    NODE_NAME,
+    ROLLOUT_IMAGE,
+    Node,
+    NodeError,
+    NodeNetwork,
+    create_cgroup_root,
+    image_archives,
+    image_name,
+    node_binary_dir,
+    unmount_under,
+)
+
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "hack" / "controlplane" / "build.sh"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 FRONT_PROXY_CLIENT = "front-proxy-client"
-_STOP_ORDER = ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+_NODE_PROCESSES = ("kubelet", "containerd")
+_STOP_ORDER = (*_NODE_PROCESSES, "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -113,6 +129,7 @@ class Pki:
     controller_manager: KeyPair
     scheduler: KeyPair
     front_proxy: KeyPair
+    kubelet_client: KeyPair
     service_account_key: Path
     service_account_public_key: Path
 
@@ -135,15 +152,7 @@ def _name(common_name: str, organization: str | None = None) -> x509.Name:
     return x509.Name(attributes)
 
 
-def make_pki(directory: Path) -> Pki:
-    """Write a CA and the certificates signed by it into ``directory``.
-
-    EC P-256 keys: generating them takes microseconds, and every component accepts them.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC)
-    valid_from, valid_until = now - dt.timedelta(hours=1), now + dt.timedelta(days=365)
-
+def _ca_certificate(directory: Path, valid_from: dt.datetime, valid_until: dt.datetime) -> KeyPair:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("jobstead-local-ca")
     ca_cert = (
@@ -172,52 +181,70 @@ def make_pki(directory: Path) -> Pki:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-
-    def issue(stem: str, subject: x509.Name, *, server: bool) -> KeyPair:
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(valid_from)
-            .not_valid_after(valid_until)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False,
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                critical=False,
-            )
-        )
-        if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                        # The first address of the service range: the `kubernetes` Service.
-                        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
-                        x509.DNSName("localhost"),
-                        x509.DNSName("kubernetes"),
-                        x509.DNSName("kubernetes.default"),
-                        x509.DNSName("kubernetes.default.svc"),
-                        x509.DNSName("kubernetes.default.svc.cluster.local"),
-                    ]
-                ),
-                critical=False,
-            )
-        cert = builder.sign(ca_key, hashes.SHA256())
-        pair = KeyPair(directory / f"{stem}.crt", directory / f"{stem}.key")
-        pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        _write_key(pair.key, key)
-        return pair
-
     ca = KeyPair(directory / "ca.crt", directory / "ca.key")
     ca.cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     _write_key(ca.key, ca_key)
+    return ca
+
+
+def issue_certificate(
+    ca: KeyPair,
+    stem: Path,
+    subject: x509.Name,
+    *,
+    server_ips: tuple[str, ...] = (),
+    server_names: tuple[str, ...] = (),
+) -> KeyPair:
+    """A certificate signed by ``ca``, written to ``<stem>.crt`` and ``<stem>.key``.
+
+    With server addresses or names it is a serving certificate for them, else a client one.
+    Valid from an hour ago (clock skew) for a year.
+    """
+    ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    server = bool(server_ips or server_names)
+    now = dt.datetime.now(dt.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+    )
+    if server:
+        names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in server_ips]
+        names.extend(x509.DNSName(name) for name in server_names)
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    pair = KeyPair(stem.with_suffix(".crt"), stem.with_suffix(".key"))
+    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(pair.key, key)
+    return pair
+
+
+def make_pki(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
+    """Write a CA and the certificates signed by it into ``directory``.
+
+    ``extra_ips``: addresses besides 127.0.0.1 the API server is reached at (a
+    node's Pods reach it on the node's bridge). EC P-256 keys: generating them
+    takes microseconds, and every component accepts them.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    ca = _ca_certificate(directory, now - dt.timedelta(hours=1), now + dt.timedelta(days=365))
+
+    def client_cert(stem: str, subject: x509.Name) -> KeyPair:
+        return issue_certificate(ca, directory / stem, subject)
 
     sa_key = ec.generate_private_key(ec.SECP256R1())
     sa_private, sa_public = directory / "sa.key", directory / "sa.pub"
@@ -227,14 +254,29 @@ def make_pki(directory: Path) -> Pki:
     )
     return Pki(
         ca=ca,
-        serving=issue("serving", _name("kube-apiserver"), server=True),
-        admin=issue("admin", _name("jobstead-admin", "system:masters"), server=False),
+        serving=issue_certificate(
+            ca,
+            directory / "serving",
+            _name("kube-apiserver"),
+            # The first address of the service range: the `kubernetes` Service.
+            server_ips=("127.0.0.1", "10.0.0.1", *extra_ips),
+            server_names=(
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ),
+        ),
+        admin=client_cert("admin", _name("jobstead-admin", "system:masters")),
         # The names the bootstrap RBAC policy grants the components' permissions to.
-        controller_manager=issue("kube-controller-manager", _name("system:kube-controller-manager"), server=False),
-        scheduler=issue("kube-scheduler", _name("system:kube-scheduler"), server=False),
+        controller_manager=client_cert("kube-controller-manager", _name("system:kube-controller-manager")),
+        scheduler=client_cert("kube-scheduler", _name("system:kube-scheduler")),
         # The apiserver's identity towards aggregated APIs; also what lets the
         # components' delegated authentication find a request-header CA.
-        front_proxy=issue("front-proxy-client", _name(FRONT_PROXY_CLIENT), server=False),
+        front_proxy=client_cert("front-proxy-client", _name(FRONT_PROXY_CLIENT)),
+        # The apiserver's identity towards kubelets (logs, exec, port-forward).
+        kubelet_client=client_cert("kubelet-client", _name("kube-apiserver-kubelet-client", "system:masters")),
         service_account_key=sa_private,
         service_account_public_key=sa_public,
     )
@@ -278,6 +320,10 @@ class Cluster:
     server: str
     bindir: Path | None = None
     local: bool = True
+    # The local node's name when one runs (a kubelet, containerd): Pods really run.
+    node: str | None = None
+    # Its address: where Pods reach this machine (the API server, a test's PostgreSQL).
+    node_ip: str | None = None
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: Path, bindir: Path | None = None) -> Cluster:
@@ -415,20 +461,29 @@ class _Process:
 
 
 class ControlPlane:
-    """etcd, kube-apiserver, kube-controller-manager and kube-scheduler on 127.0.0.1.
+    """etcd, kube-apiserver, kube-controller-manager and kube-scheduler on 127.0.0.1; with ``node``, a node too.
 
     ``workdir`` holds the PKI, kubeconfigs, etcd's data and one log per process.
     ``detached`` processes outlive this Python process (``make cluster-up``);
     otherwise they die with the thread that started them.
+
+    ``node`` adds containerd and a kubelet registered as ``jobstead-node``
+    (``tests/support/node.py``): the API server then also listens on the node's
+    bridge, where Pods reach it through the ``kubernetes`` Service.
     """
 
-    def __init__(self, workdir: Path, *, bindir: Path | None = None, detached: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, *, bindir: Path | None = None, detached: bool = False, node: bool = False
+    ) -> None:
         self.workdir = workdir
         self.bindir = bindir or binary_dir()
         self.detached = detached
+        self.with_node = node
+        self.node: Node | None = None
         self.kubeconfig = workdir / "kubeconfig"
         self.processes: dict[str, _Process] = {}
         self.server = ""
+        self.image_import_seconds = 0.0
 
     # The public surface -----------------------------------------------------------
 
@@ -438,6 +493,8 @@ class ControlPlane:
         Ports are picked free just before use; another process can still take one
         first, so a failure to bind starts over on new ports.
         """
+        if self.with_node:
+            timeout += 120  # importing images, the kubelet's first sync
         for attempt in range(1, attempts + 1):
             try:
                 self._start(time.monotonic() + timeout)
@@ -453,16 +510,25 @@ class ControlPlane:
         raise AssertionError("unreachable")
 
     def cluster(self) -> Cluster:
-        return Cluster(self.kubeconfig, self.server, self.bindir)
+        if not self.node:
+            return Cluster(self.kubeconfig, self.server, self.bindir)
+        return Cluster(self.kubeconfig, self.server, self.bindir, node=NODE_NAME, node_ip=self.node.network.gateway)
 
     def stop(self, grace: float = 10.0) -> None:
-        """Stop in reverse dependency order; raises if a process cannot be stopped."""
+        """Stop in reverse dependency order; raises if a process cannot be stopped.
+
+        The node goes first, and completely: its containers, mounts, cgroups and
+        network, which outlive the kubelet and containerd processes.
+        """
         for name in _STOP_ORDER:
             process = self.processes.get(name)
             if process:
                 process.stop(grace)
                 if process.popen is not None:
                     process.popen.wait()
+            if name == _NODE_PROCESSES[-1] and self.node:
+                self.node.clean_up()
+                self.node = None
         self.processes.clear()
 
     def running(self) -> dict[str, bool]:
@@ -485,6 +551,7 @@ class ControlPlane:
             "server": self.server,
             "kubeconfig": str(self.kubeconfig),
             "bindir": str(self.bindir),
+            "node": self.node is not None,
             "processes": {
                 name: {"pid": p.pid, "binary": str(p.binary), "log": str(p.log)} for name, p in self.processes.items()
             },
@@ -498,7 +565,8 @@ class ControlPlane:
             state = json.loads((workdir / "state.json").read_text())
         except FileNotFoundError:
             return None
-        plane = cls(workdir, bindir=Path(state["bindir"]), detached=True)
+        plane = cls(workdir, bindir=Path(state["bindir"]), detached=True, node=state.get("node", False))
+        plane.node = Node.adopt(workdir / "node")
         plane.server = state["server"]
         for name, p in state["processes"].items():
             plane.processes[name] = _Process(name, p["pid"], Path(p["binary"]), Path(p["log"]))
@@ -506,8 +574,8 @@ class ControlPlane:
 
     # Starting -------------------------------------------------------------------
 
-    def _spawn(self, name: str, args: list[str]) -> _Process:
-        binary = self.bindir / name
+    def _spawn(self, name: str, args: list[str], binary: Path | None = None) -> _Process:
+        binary = binary or self.bindir / name
         log = self.workdir / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:  # the child keeps its own descriptor
@@ -537,10 +605,15 @@ class ControlPlane:
             time.sleep(0.1)
 
     def _start(self, deadline: float) -> None:
-        if self.workdir.exists():
-            shutil.rmtree(self.workdir)
+        remove_workdir(self.workdir)
         self.workdir.mkdir(parents=True)
-        pki = make_pki(self.workdir / "pki")
+        if self.with_node:
+            # Before anything listens: the API server and the kubelet bind the bridge's address.
+            self.node = Node(self.workdir / "node", NodeNetwork.allocate())
+            self.node.save_state()
+        node_ips = (self.node.network.gateway,) if self.node else ()
+        pki = make_pki(self.workdir / "pki", extra_ips=node_ips)
+        images_imported = self._start_containerd(self.node, deadline) if self.node else None
         serving = [f"--tls-cert-file={pki.serving.cert}", f"--tls-private-key-file={pki.serving.key}"]
 
         etcd_port, peer_port = free_port(), free_port()
@@ -574,14 +647,18 @@ class ControlPlane:
                 f"--cert-dir={self.workdir / 'kube-apiserver'}",
                 *serving,
                 f"--client-ca-file={pki.ca.cert}",
-                "--authorization-mode=RBAC",
+                # Node: a kubelet may touch only its own Node and the Pods bound to it.
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                 f"--service-account-key-file={pki.service_account_public_key}",
                 f"--service-account-signing-key-file={pki.service_account_key}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-                # The `kubernetes` Service cannot point at a loopback address; nothing
-                # in the cluster needs it (pods run as local processes).
-                "--endpoint-reconciler-type=none",
+                *self._apiserver_network_args(),
+                f"--kubelet-client-certificate={pki.kubelet_client.cert}",
+                f"--kubelet-client-key={pki.kubelet_client.key}",
+                f"--kubelet-certificate-authority={pki.ca.cert}",
+                "--kubelet-preferred-address-types=InternalIP",
                 f"--requestheader-client-ca-file={pki.ca.cert}",
                 f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
                 "--requestheader-username-headers=X-Remote-User",
@@ -650,6 +727,114 @@ class ControlPlane:
             deadline,
             lambda: _http_ok(api_port, "/api/v1/namespaces/default/serviceaccounts/default", admin_tls),
         )
+        if self.node and images_imported:
+            self._start_node(self.node, pki, api_port, images_imported, deadline)
+
+    def _apiserver_network_args(self) -> list[str]:
+        if not self.node:
+            # The `kubernetes` Service cannot point at a loopback address; nothing
+            # in the cluster needs it (pods run as local processes).
+            return ["--endpoint-reconciler-type=none"]
+        return [
+            # Loopback for us, the bridge for Pods (the `kubernetes` Service's endpoint).
+            "--bind-address=0.0.0.0",
+            f"--advertise-address={self.node.network.gateway}",
+            # Webhooks and aggregated APIs are called at their Pods' addresses,
+            # which the host routes to, rather than at Service IPs (no kube-proxy).
+            "--enable-aggregator-routing=true",
+        ]
+
+    def _start_containerd(self, node: Node, deadline: float) -> Callable[[], None]:
+        """containerd, and its images imported in the background; call the result to wait for them.
+
+        Importing (mostly unpacking the jobstead image) takes longer than starting
+        the control plane, so the two overlap.
+        """
+        archives = image_archives()
+        config = node.write_containerd_config(sandbox_image=image_name(archives["pause"]))
+        self._spawn("containerd", node.containerd_args(config), binary=CONTAINERD)
+        self._wait("containerd", deadline, node.socket.exists)
+        failures: list[BaseException] = []
+
+        def import_images() -> None:
+            began = time.monotonic()
+            try:
+                # The base image is only what the jobstead one was built on: no Pod runs it.
+                node.import_images([archives[name] for name in ("pause", "jobstead", "testapp")])
+                node.tag_image(image_name(archives["testapp"]), ROLLOUT_IMAGE)
+            except BaseException as exc:
+                failures.append(exc)
+            self.image_import_seconds = time.monotonic() - began
+
+        importer = threading.Thread(target=import_images, name="node-image-import", daemon=True)
+        importer.start()
+
+        def wait() -> None:
+            importer.join(max(deadline - time.monotonic(), 0))
+            if importer.is_alive():
+                raise ControlPlaneError("timed out importing the node's images")
+            if failures:
+                raise failures[0]
+
+        return wait
+
+    def _start_node(
+        self, node: Node, pki: Pki, api_port: int, images_imported: Callable[[], None], deadline: float
+    ) -> None:
+        """The kubelet, once the images are in; done when the Node is Ready."""
+        images_imported()
+        serving = issue_certificate(
+            pki.ca, node.workdir / "kubelet-serving", _name(NODE_NAME), server_ips=(node.network.gateway,)
+        )
+        credentials = issue_certificate(
+            pki.ca, node.workdir / "kubelet-client", _name(f"system:node:{NODE_NAME}", "system:nodes")
+        )
+        kubeconfig = node.workdir / "kubelet.kubeconfig"
+        write_kubeconfig(
+            kubeconfig, server=self.server, ca=pki.ca.cert, user=f"system:node:{NODE_NAME}", credentials=credentials
+        )
+        kubelet_config = node.write_kubelet_config(
+            ca=pki.ca.cert,
+            serving_cert=serving.cert,
+            serving_key=serving.key,
+            port=free_port(),
+            healthz_port=free_port(),
+        )
+        create_cgroup_root(node.network.cgroup_root)
+        self._spawn("kubelet", node.kubelet_args(kubelet_config, kubeconfig), binary=node_binary_dir() / "kubelet")
+
+        with self.cluster().api_client() as api:
+            core = client.CoreV1Api(api)
+            spec = core.read_namespaced_service("kubernetes", "default").spec
+            assert spec is not None and spec.cluster_ip and spec.ports
+            node.network.forward_service(spec.cluster_ip, spec.ports[0].port, node.network.gateway, api_port)
+            self._wait(f"node {NODE_NAME} to be Ready", deadline, functools.partial(_node_ready, core))
+
+
+def _node_ready(core: client.CoreV1Api) -> bool:
+    try:
+        node = core.read_node(NODE_NAME)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    conditions = node.status.conditions if node.status else None
+    return any(c.type == "Ready" and c.status == "True" for c in conditions or [])
+
+
+def remove_workdir(workdir: Path) -> None:
+    """Delete a control plane's workdir, first cleaning up after a node that ran there.
+
+    A node that was not stopped (its test process was killed) leaves containers,
+    mounts and its bridge behind; deleting files under a mount would be worse.
+    """
+    if not workdir.exists():
+        return
+    node = Node.adopt(workdir / "node")
+    if node:
+        node.clean_up()
+    unmount_under(workdir)
+    shutil.rmtree(workdir, ignore_errors=True)  # another session may be removing it too
 
 
 def _http_ok(port: int, path: str, tls: ssl.SSLContext | None) -> bool:
@@ -680,7 +865,7 @@ def session_workdir() -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for old in root.iterdir():
         if old.name.isdigit() and not pid_alive(int(old.name)):
-            shutil.rmtree(old, ignore_errors=True)
+            remove_workdir(old)
     return root / str(os.getpid())
 
 
@@ -696,7 +881,7 @@ def _locked(workdir: Path) -> Iterator[None]:
 # -- command line (make cluster-up / cluster-down) ---------------------------------------
 
 
-def _cli_up(workdir: Path) -> int:
+def _cli_up(workdir: Path, node: bool) -> int:
     with _locked(workdir):
         existing = ControlPlane.adopt(workdir)
         if existing and existing.processes and all(existing.running().values()):
@@ -705,17 +890,19 @@ def _cli_up(workdir: Path) -> int:
             return 0
         if existing:
             existing.stop()
-        plane = ControlPlane(workdir, detached=True)
+        plane = ControlPlane(workdir, detached=True, node=node)
         began = time.monotonic()
         cluster = plane.start()
         plane.save_state()
     print(f"control plane up in {time.monotonic() - began:.1f} s at {cluster.server}")
+    if cluster.node:
+        print(f"node {cluster.node} Ready (images imported in {plane.image_import_seconds:.1f} s)")
     print(f"logs in {workdir / 'logs'}; point kubectl at it with:")
     _print_env(cluster)
     return 0
 
 
-def _cli_down(workdir: Path) -> int:
+def _cli_down(workdir: Path, node: bool) -> int:
     with _locked(workdir):
         plane = ControlPlane.adopt(workdir)
         if plane:
@@ -723,11 +910,11 @@ def _cli_down(workdir: Path) -> int:
             print("control plane stopped")
         else:
             print("no control plane running")
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdir(workdir)
     return 0
 
 
-def _cli_env(workdir: Path) -> int:
+def _cli_env(workdir: Path, node: bool) -> int:
     plane = ControlPlane.adopt(workdir)
     if not plane:
         print("no control plane running: make cluster-up", file=sys.stderr)
@@ -736,7 +923,7 @@ def _cli_env(workdir: Path) -> int:
     return 0
 
 
-def _cli_status(workdir: Path) -> int:
+def _cli_status(workdir: Path, node: bool) -> int:
     plane = ControlPlane.adopt(workdir)
     if not plane:
         print("no control plane running")
@@ -768,12 +955,17 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="state, PKI, kubeconfig and logs (default: $JOBSTEAD_CACHE_DIR/cluster)",
     )
+    parser.add_argument(
+        "--node",
+        action="store_true",
+        help="up: also start a node (containerd and a kubelet; needs root and `make node`)",
+    )
     args = parser.parse_args(argv)
     workdir = (args.workdir or cache_dir() / "cluster").absolute()
     commands = {"up": _cli_up, "down": _cli_down, "env": _cli_env, "status": _cli_status}
     try:
-        return commands[args.command](workdir)
-    except ControlPlaneError as exc:
+        return commands[args.command](workdir, args.node)
+    except (ControlPlaneError, NodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

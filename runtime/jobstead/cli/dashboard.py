@@ -9,6 +9,7 @@ arguments to the network.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import ipaddress
 import socket
 import sys
@@ -35,6 +36,18 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--base-path", default="", help="serve under this path, e.g. /jobs behind a shared ingress")
     p.add_argument("--auth-token-file", help="file holding the token (also $JOBSTEAD_DASHBOARD_TOKEN)")
     p.add_argument("--basic-auth-file", help="file of user:password[:read-only] lines, one user each")
+    p.add_argument(
+        "--kubeconfig",
+        metavar="PATH",
+        help="read the cluster's JobHandlers for the Operator page (in a pod: its service account, without this)",
+    )
+    p.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="the Operator page reads this namespace's JobHandlers (repeatable; default: every namespace)",
+    )
 
 
 def _port(raw: str) -> int:
@@ -52,6 +65,20 @@ def _base_path(raw: str) -> str:
     if path and (not path.startswith("/") or "//" in path or any(c in path for c in "?#\\ ")):
         raise UsageError(f"--base-path must be a path like /jobs, not {raw!r}")
     return path
+
+
+def _kubeconfig(raw: str | None) -> str | None:
+    """The kubeconfig to read, checked now: a typo is one line at start, not an error on the Operator page."""
+    if not raw:
+        return None
+    try:
+        with open(raw, "rb"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--kubeconfig {raw}: cannot read it ({exc.strerror})") from None
+    if importlib.util.find_spec("kubernetes") is None:
+        raise UsageError("--kubeconfig needs the Kubernetes client: pip install 'jobstead[operator]'")
+    return raw
 
 
 def _address(host: str, port: int) -> tuple[Any, ...]:
@@ -96,6 +123,7 @@ def dashboard(args: Namespace) -> int:
         credentials = credentials_from(args.auth_token_file, args.basic_auth_file)
     except CredentialsError as exc:
         raise UsageError(str(exc)) from None
+    kubeconfig = _kubeconfig(args.kubeconfig)
     address = _address(args.host, args.port)
     if not _is_loopback(address) and not credentials.configured:
         raise UsageError(
@@ -105,7 +133,11 @@ def dashboard(args: Namespace) -> int:
     store = store_from_args(args)
     sock = _listening_socket(address, args.host, args.port)
     dashboard_app = create_dashboard(
-        store, auth=credentials if credentials.configured else None, read_only=args.read_only
+        store,
+        auth=credentials if credentials.configured else None,
+        read_only=args.read_only,
+        kubeconfig=kubeconfig,
+        namespaces=tuple(args.namespace),
     )
     app: Any = dashboard_app
     if base:

@@ -15,6 +15,7 @@ from typing import Literal
 from ..errors import InvalidState, JobNotFound
 from ..store import Store
 from ..store.control import PauseScope
+from ..store.new_jobs import JobDefaults, new_jobs
 from .auth import User
 from .queries import CANCELLABLE, RETRYABLE, DashboardQueries, JobFilter
 
@@ -120,6 +121,29 @@ class Actions:
             raise JobNotFound(f"no cron named {name!r}")
         verb = "enable" if enabled else "disable"
         return self._audit(user, f"cron-{verb}", f"cron {name}", f"cron {name} {verb}d")
+
+    def run_cron_now(self, user: User, name: str) -> Done:
+        """Defer one ordinary job with the cron's handler, arguments, queue, priority and tenant.
+
+        It is not a fire: the cron's schedule, last fire and overlap policy are
+        untouched, and the next scheduled fire happens as planned.
+        """
+        cron = self._store.crons.get(name)
+        if cron is None:
+            raise JobNotFound(f"no cron named {name!r}")
+        definition = self._store.registry.handler(cron.handler)
+        defaults = JobDefaults(definition.queue, definition.priority) if definition else JobDefaults()
+        jobs = new_jobs(
+            cron.handler,
+            [dict(cron.args)],
+            defaults,
+            clock=self._store.clock,
+            queue=cron.queue,
+            priority=cron.priority,
+            tenant=cron.tenant,
+        )
+        record = self._store.enqueue.insert(jobs)[0]
+        return self._audit(user, "cron-run-now", f"cron {name}", f"cron {name} run now as job {record.id}")
 
 
 def _pause_target(scope: PauseScope, name: str) -> str:

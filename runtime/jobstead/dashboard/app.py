@@ -13,6 +13,8 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import islice
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -26,16 +28,19 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..app import App
-from ..errors import JobNotFound
+from ..cron.schedule import CronSchedule, InvalidSchedule
+from ..errors import BatchNotFound, JobNotFound
 from ..status import JobStatus
 from ..store import Store
 from ..store.records import BATCH_STATUSES
-from . import filters, render, web
+from . import filters, listing, render, running, schedules, web
 from .actions import BULK_VERBS, PAUSE_SCOPES, ActionRefused, Actions
 from .auth import SESSION_COOKIE, SESSION_SECONDS, AuthCallable, Authenticator, Credentials, Signer, User
+from .cluster import Cluster, operator_page
+from .depth import queue_depth
 from .filters import BadInput
 from .live import MIN_INTERVAL, ChangeFeed, Shared, store_listener
-from .queries import CANCELLABLE, RETRYABLE, SEARCH_WINDOW, DashboardQueries
+from .queries import CANCELLABLE, RETRYABLE, SEARCH_WINDOW, DashboardQueries, Overview
 
 logger = logging.getLogger("jobstead.dashboard")
 
@@ -70,8 +75,10 @@ class Dashboard:
         settings: Settings,
         *,
         poll_interval: float,
+        cluster: Cluster | None = None,
     ) -> None:
         self.store = store
+        self.cluster = cluster
         self.auth = authenticator
         self.settings = settings
         self.queries = DashboardQueries(store)
@@ -79,7 +86,14 @@ class Dashboard:
         listen = store_listener(store) if store.supports_listen else None
         self.feed = ChangeFeed(self.queries, poll_interval=poll_interval, listen=listen)
         self.templates = render.environment()
-        self.shared_overview = Shared(self.queries.overview, max_age=MIN_INTERVAL)
+        self.shared_overview = Shared(self._overview_data, max_age=MIN_INTERVAL)
+        self.tenant_names = listing.TenantNames(store)
+
+    def _overview_data(self) -> tuple[Overview, list[int], datetime]:
+        """The counts and the two charts' series, computed once for every tab at one feed version."""
+        now = self.store.clock()
+        start = (now - timedelta(hours=1)).replace(second=0, microsecond=0)
+        return self.queries.overview(), queue_depth(self.store, start, now), start
 
     # -- responses ---------------------------------------------------------------
 
@@ -205,9 +219,12 @@ class Dashboard:
 
     def overview(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
         web.no_params(request)
+        overview, depth, start = self.shared_overview.get(self.feed.version)
         return "overview.html", {
             "title": "Overview",
-            "overview": self.shared_overview.get(self.feed.version),
+            "overview": overview,
+            "depth": depth,
+            "chart_start": start,
             "live": True,
         }
 
@@ -220,10 +237,12 @@ class Dashboard:
         return "jobs.html", {
             "title": "Jobs",
             "page": page,
+            "details": listing.row_details(self.store, [row.id for row in page.rows]),
             "where": where,
             "statuses": [s.value for s in JobStatus],
             "handlers": handlers,
             "queues": queues,
+            "tenants": self.tenant_names.get(),
             "before": before,
             "next_url": web.with_params(request, before=page.next_before) if page.next_before else None,
             "live": before is None,
@@ -236,10 +255,13 @@ class Dashboard:
         detail = self.queries.job(job_id)
         if detail is None:
             raise JobNotFound(f"no job with id {job_id} (it never existed, or was deleted or pruned)")
+        definition = self.store.registry.handler(detail.job.handler)
         return "job.html", {
             "title": f"Job {job_id}",
             "detail": detail,
             "job": detail.job,
+            "max_attempts": detail.job.max_attempts or (definition.max_attempts if definition else None),
+            "back": web.list_referrer(request) or request.scope.get("root_path", "").rstrip("/") + "/jobs",
             "retryable": detail.job.status in RETRYABLE,
             "cancellable": detail.job.status in CANCELLABLE and not detail.job.cancel_requested,
             "live": True,
@@ -251,11 +273,42 @@ class Dashboard:
 
     def crons(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
         web.no_params(request)
-        return "crons.html", {"title": "Crons", "crons": self.queries.crons(), "live": True}
+        now = self.store.clock()
+        crons = self.queries.crons()
+        return "crons.html", {
+            "title": "Crons",
+            "crons": crons,
+            "described": {c.name: schedules.describe(c.schedule) for c in crons},
+            "upcoming": {c.name: _next_fires(c.schedule, c.timezone, now) if c.enabled else [] for c in crons},
+            "live": True,
+        }
 
     def workers(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
         web.no_params(request)
-        return "workers.html", {"title": "Workers", "workers": self.queries.workers(), "live": True}
+        return "workers.html", {
+            "title": "Workers",
+            "workers": self.queries.workers(),
+            "jobs_of": running.jobs_by_worker(self.store),
+            "live": True,
+        }
+
+    def running_page(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
+        web.no_params(request)
+        return "running.html", {
+            "title": "Running",
+            "jobs": running.running_jobs(self.store),
+            "limit": running.RUNNING_LIMIT,
+            "live": True,
+        }
+
+    def batch(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
+        web.no_params(request)
+        batch_id = filters.job_id(request.path_params["batch_id"], "batch id")
+        try:
+            batch = self.store.batches.get(batch_id)
+        except BatchNotFound:
+            raise BadInput(f"no batch with id {batch_id}") from None
+        return "batch.html", {"title": f"Batch {batch_id}", "b": batch, "live": True}
 
     def batches(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
         params = dict(request.query_params)
@@ -292,7 +345,36 @@ class Dashboard:
 
     # -- actions -----------------------------------------------------------------
 
-    def job_action(self, request: Request, user: User, form: FormData) -> str:
+    def confirm(
+        self,
+        request: Request,
+        user: User,
+        form: FormData,
+        *,
+        question: str,
+        action: str,
+        label: str,
+        back: str,
+        fields: Mapping[str, str] | None = None,
+    ) -> Response:
+        """The page a destructive button leads to: the same form again, with ``confirmed=yes``."""
+        base = request.scope.get("root_path", "").rstrip("/")
+        return self.page(
+            request,
+            "confirm_action.html",
+            {
+                "title": "Confirm",
+                "question": question,
+                "action": action,
+                "label": label,
+                "fields": dict(fields or {}),
+                "next": web.safe_next(str(form.get("next", "")), base) or base + back,
+                "back": base + back,
+            },
+            user=user,
+        )
+
+    def job_action(self, request: Request, user: User, form: FormData) -> Response | str:
         job_id = filters.job_id(request.path_params["job_id"])
         verb = request.path_params["verb"]
         if verb == "retry":
@@ -300,6 +382,16 @@ class Dashboard:
         if verb == "cancel":
             return self.actions.cancel(user, job_id).message
         if verb == "delete":
+            if form.get("confirmed") != "yes":
+                return self.confirm(
+                    request,
+                    user,
+                    form,
+                    question=f"Delete job {job_id} and its attempts? This cannot be undone.",
+                    action=f"/jobs/{job_id}/delete",
+                    label=f"Yes, delete job {job_id}",
+                    back=f"/jobs/{job_id}",
+                )
             return self.actions.delete(user, job_id).message
         raise BadInput(f"no action {verb!r} on jobs; actions are retry, cancel, delete")
 
@@ -324,7 +416,7 @@ class Dashboard:
             raise ActionRefused("no job selected: tick the jobs first, or act on everything matching the filter")
         return self.actions.bulk(user, verb, ids).message
 
-    def pause_action(self, request: Request, user: User, form: FormData) -> str:
+    def pause_action(self, request: Request, user: User, form: FormData) -> Response | str:
         verb = "pause" if request.url.path.endswith("/pause") else "resume"
         scope = str(form.get("scope", ""))
         name = str(form.get("name", "")).strip()
@@ -333,14 +425,28 @@ class Dashboard:
         if scope != "all" and not name:
             raise BadInput(f"pausing a {scope} needs its name")
         if verb == "pause":
+            if scope == "all" and form.get("confirmed") != "yes":
+                return self.confirm(
+                    request,
+                    user,
+                    form,
+                    question="Pause everything? Workers finish the jobs they are running and start no other job, "
+                    "of any handler or queue, until you resume.",
+                    action="/pause",
+                    label="Yes, pause everything",
+                    back="/",
+                    fields={"scope": "all"},
+                )
             return self.actions.pause(user, scope, name).message
         return self.actions.resume(user, scope, name).message
 
     def cron_action(self, request: Request, user: User, form: FormData) -> str:
         name = request.path_params["name"]
         verb = request.path_params["verb"]
+        if verb == "run":
+            return self.actions.run_cron_now(user, name).message
         if verb not in ("enable", "disable"):
-            raise BadInput(f"no action {verb[:40]!r} on crons; actions are enable, disable")
+            raise BadInput(f"no action {verb[:40]!r} on crons; actions are enable, disable, run")
         return self.actions.set_cron(user, name, verb == "enable").message
 
     # -- sign-in and live updates ------------------------------------------------
@@ -429,8 +535,11 @@ class Dashboard:
             Route("/crons", self.view(self.crons)),
             Route("/crons/{name:path}/{verb}", self.action(self.cron_action), methods=["POST"]),
             Route("/workers", self.view(self.workers)),
+            Route("/running", self.view(self.running_page)),
             Route("/batches", self.view(self.batches)),
+            Route("/batches/{batch_id}", self.view(self.batch)),
             Route("/activity", self.view(self.activity)),
+            Route("/operator", self.view(operator_page(self.cluster))),
             Route("/pause", self.action(self.pause_action), methods=["POST"]),
             Route("/resume", self.action(self.pause_action), methods=["POST"]),
             Route("/login", self.login_form, methods=["GET"]),
@@ -459,6 +568,14 @@ class Dashboard:
         return app
 
 
+def _next_fires(schedule: str, timezone: str, now: datetime, count: int = 3) -> list[datetime]:
+    """The cron's next ``count`` fire times, or none if its schedule no longer parses."""
+    try:
+        return list(islice(CronSchedule.parse(schedule, timezone).fires_after(now), count))
+    except InvalidSchedule:
+        return []
+
+
 async def _healthz(_request: Request) -> Response:
     """For probes: answers without credentials, and says nothing about any job."""
     return PlainTextResponse("ok")
@@ -481,6 +598,8 @@ def create_dashboard(
     read_only: bool = False,
     title: str = "Jobstead",
     poll_interval: float | None = None,
+    kubeconfig: str | None = None,
+    namespaces: tuple[str, ...] = (),
 ) -> Starlette:
     """The dashboard as an ASGI app, to mount in your own: ``app.mount("/jobs", create_dashboard(...))``.
 
@@ -489,6 +608,10 @@ def create_dashboard(
     the Starlette ``Request`` and returning a ``User`` or ``None`` (sync or
     async), or ``None`` for no authentication at all (only behind something
     that authenticates, or on a loopback address).
+
+    The operator page reads the JobHandlers of the cluster ``kubeconfig``
+    names, or of the cluster the dashboard runs in (its service account), in
+    ``namespaces`` or every namespace; without either it says how to give it one.
     """
     store = jobstead_app.store if isinstance(jobstead_app, App) else jobstead_app
     store.ensure_schema()
@@ -502,4 +625,5 @@ def create_dashboard(
         database=store.db.engine.url.render_as_string(hide_password=True),
     )
     interval = poll_interval if poll_interval is not None else (2.0 if store.supports_listen else 1.0)
-    return Dashboard(store, authenticator, settings, poll_interval=interval).asgi()
+    cluster = Cluster.detect(kubeconfig, namespaces)
+    return Dashboard(store, authenticator, settings, poll_interval=interval, cluster=cluster).asgi()

@@ -533,9 +533,10 @@ class DashboardQueries:
     def signature(self) -> tuple[Any, ...]:
         """Changes whenever anything a page shows changes; each part is one index look-up.
 
-        The newest job, the newest finish, the newest audit row, the pauses and
-        the newest cron change. A job starting changes none of them: on
-        PostgreSQL a NOTIFY covers defers, and the next finish covers the rest.
+        The newest job, the newest finish, the newest audit row, the pauses,
+        the newest cron change, the workers, and how many jobs run (for the
+        Running page; counted in the ``jobs_active`` index). On PostgreSQL a
+        NOTIFY covers defers at once.
         """
         jobs, audit, pauses, crons, workers = (
             self._t.jobs,
@@ -552,6 +553,7 @@ class DashboardQueries:
             select(func.count()).select_from(pauses).scalar_subquery(),
             select(func.max(crons.c.updated_at)).scalar_subquery(),
             select(func.count()).select_from(workers).scalar_subquery(),
+            select(func.count()).where(jobs.c.status == JobStatus.RUNNING.value).scalar_subquery(),
         )
         with self._db.engine.connect() as conn:
             return tuple(conn.execute(stmt).one())

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
-from markupsafe import Markup
 
 from ..clock import utcnow
+from . import charts, tracebacks
 
 
 def environment() -> jinja2.Environment:
@@ -24,7 +25,14 @@ def environment() -> jinja2.Environment:
     env.filters["when"] = when
     env.filters["pretty"] = pretty
     env.filters["number"] = number
-    env.globals["bars"] = bars
+    env.filters["ago"] = ago
+    env.filters["duration"] = duration
+    env.filters["in_zone"] = in_zone
+    env.globals["finished_chart"] = charts.finished_chart
+    env.globals["depth_chart"] = charts.depth_chart
+    env.globals["sparkline"] = charts.sparkline
+    env.globals["minute_label"] = charts.minute_label
+    env.globals["trim"] = tracebacks.trim
     return env
 
 
@@ -52,27 +60,33 @@ def number(value: int) -> str:
     return f"{value:,}"
 
 
-def bars(series: list[tuple[int, int]], width: int = 600, height: int = 80) -> Markup:
-    """Succeeded (green) stacked under failed (red) per minute, as inline SVG: no script, no library."""
-    top = max((ok + bad for ok, bad in series), default=0) or 1
-    step = width / max(len(series), 1)
-    parts = [
-        f'<svg class="chart" viewBox="0 0 {width} {height}" preserveAspectRatio="none" role="img" '
-        f'aria-label="jobs finished per minute over the last hour">'
-    ]
-    for i, (ok, bad) in enumerate(series):
-        x = i * step
-        ok_h = height * ok / top
-        bad_h = height * bad / top
-        if ok:
-            parts.append(
-                f'<rect class="ok" x="{x:.1f}" y="{height - ok_h:.1f}" width="{step * 0.8:.1f}" height="{ok_h:.1f}">'
-                f"<title>{ok} succeeded</title></rect>"
-            )
-        if bad:
-            parts.append(
-                f'<rect class="bad" x="{x:.1f}" y="{height - ok_h - bad_h:.1f}" width="{step * 0.8:.1f}" '
-                f'height="{bad_h:.1f}"><title>{bad} failed</title></rect>'
-            )
-    parts.append("</svg>")
-    return Markup("".join(parts))  # numbers only, built above
+def ago(value: datetime | None, now: datetime | None = None) -> str:
+    """``27 min ago`` (or ``in 3 h`` for the future): ``age`` said as a sentence says it."""
+    if value is None:
+        return "-"
+    text = age(value, now)
+    return text if text.startswith("in ") else f"{text} ago"
+
+
+def in_zone(value: datetime, zone: str) -> str:
+    """``2026-12-07 03:00:00 Europe/Tallinn``: a cron's fire time on its own zone's clock."""
+    try:
+        local = value.astimezone(ZoneInfo(zone))
+    except (ZoneInfoNotFoundError, ValueError):
+        return when(value)
+    return f"{local.strftime('%Y-%m-%d %H:%M:%S')} {zone}"
+
+
+def duration(seconds: float | None) -> str:
+    """``120 ms``, ``4.2 s``, ``3 min 5 s``, ``2 h 10 min``: how long something took."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"

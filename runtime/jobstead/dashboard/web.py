@@ -39,6 +39,16 @@ def safe_next(raw: str, base: str) -> str | None:
     return raw
 
 
+def list_referrer(request: Request) -> str | None:
+    """The jobs list (with its filter) this page was opened from, for the job page's back link."""
+    referer = request.headers.get("referer", "")
+    parts = urlsplit(referer)
+    base = request.scope.get("root_path", "").rstrip("/")
+    if parts.netloc != request.headers.get("host", "") or parts.path != base + "/jobs":
+        return None
+    return safe_next(parts.path + (f"?{parts.query}" if parts.query else ""), base)
+
+
 def same_origin(request: Request) -> bool:
     """A POST from a page of this dashboard; a browser tells us with Origin and Sec-Fetch-Site."""
     if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):

@@ -161,7 +161,7 @@ class Claims:
             return self._claim_alone(claimer, now, worker_id, limit, lease_seconds)
         with self._db.engine.begin() as conn:
             blocked = self._blocked(conn, handlers, lease_seconds)
-            if self._db.driver.skip_locked and not blocked.concerns(handlers, queues):
+            if self._db.driver.one_statement_claim and not blocked.concerns(handlers, queues):
                 self._clear.add(claimer)
             if blocked.everything:
                 return []
@@ -556,10 +556,10 @@ class Claims:
     ) -> list[ClaimedJob]:
         lease = {"owner": worker_id, "expires": now + timedelta(seconds=lease_seconds), "started": now}
         if isinstance(which, list):
-            rows = conn.execute(self._update(None), {**lease, "ids": which}).all()
+            rows = self._db.driver.execute_update(conn, self._update(None), {**lease, "ids": which}).all()
         else:
             shape, params = which
-            rows = conn.execute(self._update(shape), {**lease, **params}).all()
+            rows = self._db.driver.execute_update(conn, self._update(shape), {**lease, **params}).all()
         return self._jobs(rows)
 
     @staticmethod

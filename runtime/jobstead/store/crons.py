@@ -250,7 +250,8 @@ class Crons:
         crons = self._db.tables.crons
         with self._db.begin_bounded() as conn:
             row = (
-                conn.execute(
+                self._db.driver.execute_update(
+                    conn,
                     update(crons)
                     .where(
                         crons.c.name == name,
@@ -268,7 +269,7 @@ class Crons:
                         crons.c.tenant,
                         crons.c.overlap,
                         crons.c.last_job_id,
-                    )
+                    ),
                 )
                 .mappings()
                 .first()

@@ -119,7 +119,7 @@ class Leases:
         rows: list[Any] = []
         with self._db.driver.alone(self._db.engine) as conn:  # no row stays locked if we freeze after it
             for chunk in chunks:
-                rows += conn.execute(stmt, chunk).all()
+                rows += self._db.driver.execute_update(conn, stmt, chunk).all()
         return LeaseReport(
             held=frozenset(r.id for r in rows),
             cancel_requested=frozenset(r.id for r in rows if r.cancel_requested),
@@ -196,8 +196,9 @@ class Leases:
         if not c.spends_attempt:
             values["attempts"] = t.jobs.c.attempts - 1
         with self._db.begin_bounded() as conn:
-            row = conn.execute(
-                update(t.jobs).where(self._held(job_id, owner, attempt)).values(values).returning(t.jobs.c.started_at)
+            row = self._db.driver.execute_update(
+                conn,
+                update(t.jobs).where(self._held(job_id, owner, attempt)).values(values).returning(t.jobs.c.started_at),
             ).first()
             if row is None:
                 return False

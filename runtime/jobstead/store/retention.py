@@ -97,4 +97,4 @@ class Retention:
         )
         oldest = self._db.driver.lock_for_prune(oldest)  # two pruners never wait on each other's rows
         with self._db.engine.begin() as conn:
-            return int(conn.execute(delete(jobs).where(jobs.c.id.in_(oldest.scalar_subquery()))).rowcount)
+            return int(conn.execute(delete(jobs).where(self._db.driver.id_in(jobs.c.id, oldest))).rowcount)

@@ -15,12 +15,13 @@ from .records import AttemptRecord, HandlerDefinition, JobRecord, NewJob, effect
 
 
 def job_record(row: RowMapping, now: datetime) -> JobRecord:
+    status = effective_status(row["status"], row["run_at"], now)
     return JobRecord(
         id=int(row["id"]),
         handler=row["handler"],
         queue=row["queue"],
         priority=int(row["priority"]),
-        status=effective_status(row["status"], row["run_at"], now),
+        status=status,
         args=row["args"] or {},
         run_at=row["run_at"],
         created_at=row["created_at"],
@@ -34,7 +35,9 @@ def job_record(row: RowMapping, now: datetime) -> JobRecord:
         tenant=row["tenant"],
         metadata=row["metadata"],
         result=row["result"],
-        error=JobError.from_json(row["error"]),
+        # A job's error says why it has not succeeded; once it has, its failed
+        # attempts keep theirs (``attempts``), and the job itself has none.
+        error=None if status is JobStatus.SUCCEEDED else JobError.from_json(row["error"]),
         checkpoint=row["checkpoint"],
         lease_owner=row["lease_owner"],
         lease_expires_at=row["lease_expires_at"],

@@ -15,7 +15,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    Float,
     ForeignKey,
     Index,
     Integer,
@@ -29,7 +28,7 @@ from sqlalchemy import (
 )
 
 from ..status import CLAIMABLE_STATUSES, FINAL_STATUSES, LIVE_STATUSES, JobStatus
-from .types import JSONType, UTCDateTime
+from .types import MYSQL_TABLE_OPTIONS, Double, JSONType, UTCDateTime
 
 Id = BigInteger().with_variant(Integer(), "sqlite")
 NAME = 200
@@ -41,13 +40,24 @@ def _in(statuses: tuple[JobStatus, ...]) -> str:
 
 #: Partial-index predicates, as SQL both backends accept.
 READY_PREDICATE = _in(CLAIMABLE_STATUSES)
-LIVE_KEY_PREDICATE = "key IS NOT NULL AND " + _in(LIVE_STATUSES)
+#: ``key`` quoted: a reserved word on MySQL (whose sessions Jobstead runs with ANSI_QUOTES).
+LIVE_KEY_PREDICATE = '"key" IS NOT NULL AND ' + _in(LIVE_STATUSES)
 CRON_FIRE_PREDICATE = "cron_name IS NOT NULL"
 FINISHED_PREDICATE = _in(tuple(sorted(FINAL_STATUSES)))
 NOT_SUCCEEDED_PREDICATE = f"status <> '{JobStatus.SUCCEEDED.value}'"
 HAS_TENANT_PREDICATE = "tenant IS NOT NULL"
 #: Jobs of a batch (its members), not its continuations.
 BATCH_MEMBER_PREDICATE = "batch_id IS NOT NULL AND batch_event IS NULL"
+
+#: The live-key uniqueness on MySQL and MariaDB, which have no partial index (and MariaDB no
+#: expression index): a unique index on (handler, these generated columns), which are NULL
+#: unless the job is live with a key; NULLs never collide, so finished jobs free their key.
+#: The migrations add them (0001, 0007); they are not in the models, which would give them to
+#: every backend. ``tests/integration/test_migrations.py`` checks them.
+MYSQL_LIVE_KEY: dict[str, str] = {
+    "live_key_tenant": f"CASE WHEN `key` IS NOT NULL AND {_in(LIVE_STATUSES)} THEN COALESCE(tenant, '') END",
+    "live_key": f"CASE WHEN `key` IS NOT NULL AND {_in(LIVE_STATUSES)} THEN `key` END",
+}
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,7 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         # to the handler (in code or in its JobHandler resource) reaches queued jobs.
         Column("max_attempts", Integer),
         Column("retry", JSONType),
-        Column("timeout", Float),
+        Column("timeout", Double),
         Column("key", String(NAME)),
         Column("tenant", String(NAME)),
         Column("metadata", JSONType),
@@ -117,6 +127,7 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         # index below is what makes a fire happen once, however many schedulers run.
         Column("cron_name", String(NAME)),
         Column("cron_fire_at", UTCDateTime),
+        **MYSQL_TABLE_OPTIONS,
     )
     Index(
         f"{prefix}jobs_ready",
@@ -136,6 +147,7 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         sqlite_where=text(READY_PREDICATE),
     )
     # A key is scoped to its tenant (no tenant is a tenant of its own: '' never names one).
+    # MySQL and MariaDB have neither partial nor expression indexes: see MYSQL_LIVE_KEY.
     Index(
         f"{prefix}jobs_live_key",
         jobs.c.handler,
@@ -144,7 +156,7 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         unique=True,
         postgresql_where=text(LIVE_KEY_PREDICATE),
         sqlite_where=text(LIVE_KEY_PREDICATE),
-    )
+    ).ddl_if(dialect=("postgresql", "sqlite"))  # type: ignore[arg-type]  # a tuple is documented and works
     Index(
         f"{prefix}jobs_cron_fire",
         jobs.c.cron_name,
@@ -204,6 +216,7 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         Column("finished_at", UTCDateTime, nullable=False),
         Column("outcome", String(16), nullable=False),
         Column("error", JSONType),
+        **MYSQL_TABLE_OPTIONS,
     )
     Index(f"{prefix}attempts_job", attempts.c.job_id, attempts.c.attempt)
 
@@ -219,7 +232,7 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         Column("tenant_concurrency", Integer),
         Column("max_attempts", Integer, nullable=False),
         Column("retry", JSONType, nullable=False),
-        Column("timeout", Float),
+        Column("timeout", Double),
         # Parameter names the handler accepts, so the CLI can check arguments
         # without importing the app: [{"name": ..., "required": bool}, ...].
         Column("params", JSONType, nullable=False),
@@ -227,6 +240,7 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         # the operator, and code only refreshes their parameter list.
         Column("source", String(16), nullable=False),
         Column("updated_at", UTCDateTime, nullable=False),
+        **MYSQL_TABLE_OPTIONS,
     )
 
     pauses = Table(
@@ -237,6 +251,7 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         Column("name", String(NAME), nullable=False),
         Column("created_at", UTCDateTime, nullable=False),
         PrimaryKeyConstraint("scope", "name", name=f"{prefix}pauses_pkey"),
+        **MYSQL_TABLE_OPTIONS,
     )
 
     workers = Table(
@@ -255,6 +270,7 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         # The code crons this worker's app defines: what the operator re-creates
         # when someone deletes one (see Registry.published_crons).
         Column("crons", JSONType),
+        **MYSQL_TABLE_OPTIONS,
     )
 
     crons = Table(
@@ -271,7 +287,7 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         Column("tenant", String(NAME)),
         Column("enabled", Boolean, nullable=False, server_default=text("true")),
         Column("overlap", String(16), nullable=False),
-        Column("starting_deadline", Float),
+        Column("starting_deadline", Double),
         # "code", "database" or "crd": only the source that wrote a row deletes it.
         Column("source", String(16), nullable=False),
         # Every fire time at or before this instant is dealt with (fired or
@@ -283,6 +299,7 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         Column("last_job_id", Id),
         Column("created_at", UTCDateTime, nullable=False),
         Column("updated_at", UTCDateTime, nullable=False),
+        **MYSQL_TABLE_OPTIONS,
     )
     Index(f"{prefix}crons_handler", crons.c.handler)
 
@@ -294,6 +311,7 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         Column("name", String(NAME), primary_key=True),
         Column("next_run_at", UTCDateTime, nullable=False),
         Column("taken_by", String(64)),
+        **MYSQL_TABLE_OPTIONS,
     )
 
     batches = Table(
@@ -309,6 +327,7 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         Column("created_at", UTCDateTime, nullable=False),
         Column("cancelled_at", UTCDateTime),
         Column("finished_at", UTCDateTime),
+        **MYSQL_TABLE_OPTIONS,
     )
     Index(f"{prefix}batches_tenant", batches.c.tenant, batches.c.id)
 
@@ -327,6 +346,7 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         Column("job_id", Id, nullable=False),
         Column("fired_at", UTCDateTime, nullable=False),
         PrimaryKeyConstraint("batch_id", "event", name=f"{prefix}batch_events_pkey"),
+        **MYSQL_TABLE_OPTIONS,
     )
 
     # What people did from the dashboard (who, what, when): written by
@@ -340,6 +360,7 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         Column("action", String(64), nullable=False),
         Column("target", String(1000), nullable=False),
         Column("outcome", String(1000), nullable=False),
+        **MYSQL_TABLE_OPTIONS,
     )
 
     return Tables(

@@ -5,6 +5,33 @@
 // without this file; it only saves the reload.
 (function () {
   "use strict";
+  // Running for: the server's elapsed time at render, counted on by this tab's clock
+  // (not the machine's wall clock, which may disagree with the database's).
+  var rendered = Date.now();
+  function duration(seconds) {
+    if (seconds < 1) return Math.round(seconds * 1000) + " ms";
+    if (seconds < 60) return seconds.toFixed(1) + " s";
+    var minutes = Math.floor(seconds / 60);
+    if (minutes < 60) return minutes + " min " + Math.floor(seconds % 60) + " s";
+    return Math.floor(minutes / 60) + " h " + (minutes % 60) + " min";
+  }
+  function tick() {
+    document.querySelectorAll("[data-elapsed][data-offset]").forEach(function (cell) {
+      var since = Number(cell.getAttribute("data-rendered") || rendered);
+      cell.textContent = duration(Number(cell.getAttribute("data-offset")) + (Date.now() - since) / 1000);
+    });
+  }
+  document.addEventListener("jobstead:refreshed", function () {
+    var now = String(Date.now());
+    document.querySelectorAll("[data-elapsed][data-offset]").forEach(function (cell) {
+      if (!cell.hasAttribute("data-rendered")) cell.setAttribute("data-rendered", now);
+    });
+  });
+  if (document.getElementById("running")) setInterval(tick, 1000);
+})();
+
+(function () {
+  "use strict";
   var url = document.body.getAttribute("data-live-url");
   if (!url || !window.EventSource || !window.fetch) return;
   var MIN_INTERVAL = 1000;
@@ -40,6 +67,7 @@
           if (next) old.replaceWith(document.importNode(next, true));
         });
         document.body.setAttribute("data-refreshed", String(Date.now()));
+        document.dispatchEvent(new Event("jobstead:refreshed"));
       })
       .catch(function () {})
       .then(function () { inflight = false; if (wanted) schedule(MIN_INTERVAL); });

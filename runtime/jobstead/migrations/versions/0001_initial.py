@@ -11,7 +11,8 @@ revision keeps meaning the same thing after the models move on.
 import sqlalchemy as sa
 from alembic import context, op
 
-from jobstead.store.types import JSONType, UTCDateTime
+from jobstead.migrations.mysql import add_generated, on_mysql
+from jobstead.store.types import MYSQL_TABLE_OPTIONS, Double, JSONType, UTCDateTime
 
 revision = "0001"
 down_revision = None
@@ -21,6 +22,9 @@ depends_on = None
 READY = "status IN ('scheduled', 'queued', 'retrying')"
 LIVE_KEY = "key IS NOT NULL AND status IN ('scheduled', 'queued', 'retrying', 'running')"
 RUNNING = "status = 'running'"
+MYSQL_LIVE_KEY = (
+    "CASE WHEN `key` IS NOT NULL AND status IN ('scheduled', 'queued', 'retrying', 'running') THEN `key` END"
+)
 
 
 def upgrade() -> None:
@@ -43,7 +47,7 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
         sa.Column("max_attempts", sa.Integer),
         sa.Column("retry", JSONType),
-        sa.Column("timeout", sa.Float),
+        sa.Column("timeout", Double),
         sa.Column("key", sa.String(200)),
         sa.Column("tenant", sa.String(200)),
         sa.Column("metadata", JSONType),
@@ -55,6 +59,7 @@ def upgrade() -> None:
         sa.Column("lease_expires_at", UTCDateTime),
         sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.text("false")),
         schema=schema,
+        **MYSQL_TABLE_OPTIONS,
     )
     op.create_index(
         f"{p}jobs_ready",
@@ -80,15 +85,19 @@ def upgrade() -> None:
         postgresql_where=sa.text(RUNNING),
         sqlite_where=sa.text(RUNNING),
     )
-    op.create_index(
-        f"{p}jobs_live_key",
-        f"{p}jobs",
-        ["handler", "key"],
-        unique=True,
-        schema=schema,
-        postgresql_where=sa.text(LIVE_KEY),
-        sqlite_where=sa.text(LIVE_KEY),
-    )
+    if on_mysql():  # no partial index: a generated column that is NULL unless the key is live
+        add_generated(p, schema, "jobs", "live_key", "VARCHAR(200)", MYSQL_LIVE_KEY)
+        op.create_index(f"{p}jobs_live_key", f"{p}jobs", ["handler", "live_key"], unique=True, schema=schema)
+    else:
+        op.create_index(
+            f"{p}jobs_live_key",
+            f"{p}jobs",
+            ["handler", "key"],
+            unique=True,
+            schema=schema,
+            postgresql_where=sa.text(LIVE_KEY),
+            sqlite_where=sa.text(LIVE_KEY),
+        )
     op.create_index(f"{p}jobs_handler_status", f"{p}jobs", ["handler", "status"], schema=schema)
     op.create_index(f"{p}jobs_tenant_status", f"{p}jobs", ["tenant", "status"], schema=schema)
 
@@ -109,6 +118,7 @@ def upgrade() -> None:
             name=f"{p}attempts_job_fk",
         ),
         schema=schema,
+        **MYSQL_TABLE_OPTIONS,
     )
     op.create_index(f"{p}attempts_job", f"{p}attempts", ["job_id", "attempt"], schema=schema)
 
@@ -120,11 +130,12 @@ def upgrade() -> None:
         sa.Column("concurrency", sa.Integer),
         sa.Column("max_attempts", sa.Integer, nullable=False),
         sa.Column("retry", JSONType, nullable=False),
-        sa.Column("timeout", sa.Float),
+        sa.Column("timeout", Double),
         sa.Column("params", JSONType, nullable=False),
         sa.Column("source", sa.String(16), nullable=False),
         sa.Column("updated_at", UTCDateTime, nullable=False),
         schema=schema,
+        **MYSQL_TABLE_OPTIONS,
     )
 
     op.create_table(
@@ -134,6 +145,7 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.PrimaryKeyConstraint("scope", "name", name=f"{p}pauses_pkey"),
         schema=schema,
+        **MYSQL_TABLE_OPTIONS,
     )
 
     op.create_table(
@@ -148,6 +160,7 @@ def upgrade() -> None:
         sa.Column("started_at", UTCDateTime, nullable=False),
         sa.Column("heartbeat_at", UTCDateTime, nullable=False),
         schema=schema,
+        **MYSQL_TABLE_OPTIONS,
     )
 
 

@@ -11,7 +11,7 @@ Written out by hand, like 0001, so it keeps meaning the same thing after
 import sqlalchemy as sa
 from alembic import context, op
 
-from jobstead.store.types import JSONType, UTCDateTime
+from jobstead.store.types import MYSQL_TABLE_OPTIONS, Double, JSONType, UTCDateTime
 
 revision = "0002"
 down_revision = "0001"
@@ -52,7 +52,7 @@ def upgrade() -> None:
         sa.Column("tenant", sa.String(200)),
         sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.text("true")),
         sa.Column("overlap", sa.String(16), nullable=False),
-        sa.Column("starting_deadline", sa.Float),
+        sa.Column("starting_deadline", Double),
         sa.Column("source", sa.String(16), nullable=False),
         sa.Column("handled_until", UTCDateTime, nullable=False),
         sa.Column("last_fire_at", UTCDateTime),
@@ -60,6 +60,7 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.Column("updated_at", UTCDateTime, nullable=False),
         schema=schema,
+        **MYSQL_TABLE_OPTIONS,
     )
     op.create_index(f"{p}crons_handler", f"{p}crons", ["handler"], schema=schema)
 

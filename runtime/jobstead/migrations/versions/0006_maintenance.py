@@ -12,7 +12,7 @@ table), instead of by every worker at every heartbeat.
 import sqlalchemy as sa
 from alembic import context, op
 
-from jobstead.store.types import UTCDateTime
+from jobstead.store.types import MYSQL_TABLE_OPTIONS, UTCDateTime
 
 revision = "0006"
 down_revision = "0005"
@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("next_run_at", UTCDateTime, nullable=False),
         sa.Column("taken_by", sa.String(64)),
         schema=names.schema,
+        **MYSQL_TABLE_OPTIONS,
     )
 
 

@@ -17,7 +17,8 @@ Create Date: 2026-12-01
 import sqlalchemy as sa
 from alembic import context, op
 
-from jobstead.store.types import JSONType, UTCDateTime
+from jobstead.migrations.mysql import add_generated, drop_column, on_mysql
+from jobstead.store.types import MYSQL_TABLE_OPTIONS, JSONType, UTCDateTime
 
 revision = "0007"
 down_revision = "0006"
@@ -26,6 +27,10 @@ depends_on = None
 
 LIVE_KEY = "key IS NOT NULL AND status IN ('scheduled', 'queued', 'retrying', 'running')"
 BATCH_MEMBER = "batch_id IS NOT NULL AND batch_event IS NULL"
+MYSQL_LIVE_KEY_TENANT = (
+    "CASE WHEN `key` IS NOT NULL AND status IN ('scheduled', 'queued', 'retrying', 'running') "
+    "THEN COALESCE(tenant, '') END"
+)
 
 
 def upgrade() -> None:
@@ -43,6 +48,7 @@ def upgrade() -> None:
         sa.Column("cancelled_at", UTCDateTime),
         sa.Column("finished_at", UTCDateTime),
         schema=schema,
+        **MYSQL_TABLE_OPTIONS,
     )
     op.create_index(f"{p}batches_tenant", f"{p}batches", ["tenant", "id"], schema=schema)
     op.create_table(
@@ -60,6 +66,7 @@ def upgrade() -> None:
         sa.Column("fired_at", UTCDateTime, nullable=False),
         sa.PrimaryKeyConstraint("batch_id", "event", name=f"{p}batch_events_pkey"),
         schema=schema,
+        **MYSQL_TABLE_OPTIONS,
     )
     op.add_column(f"{p}jobs", sa.Column("batch_event", sa.String(16)), schema=schema)
     op.add_column(f"{p}handlers", sa.Column("tenant_concurrency", sa.Integer), schema=schema)
@@ -72,30 +79,40 @@ def upgrade() -> None:
         sqlite_where=sa.text(BATCH_MEMBER),
     )
     op.drop_index(f"{p}jobs_live_key", f"{p}jobs", schema=schema)
-    op.create_index(
-        f"{p}jobs_live_key",
-        f"{p}jobs",
-        ["handler", sa.text("coalesce(tenant, '')"), "key"],
-        unique=True,
-        schema=schema,
-        postgresql_where=sa.text(LIVE_KEY),
-        sqlite_where=sa.text(LIVE_KEY),
-    )
+    if on_mysql():  # no expression index either: the tenant scope is a generated column too
+        add_generated(p, schema, "jobs", "live_key_tenant", "VARCHAR(200)", MYSQL_LIVE_KEY_TENANT)
+        op.create_index(
+            f"{p}jobs_live_key", f"{p}jobs", ["handler", "live_key_tenant", "live_key"], unique=True, schema=schema
+        )
+    else:
+        op.create_index(
+            f"{p}jobs_live_key",
+            f"{p}jobs",
+            ["handler", sa.text("coalesce(tenant, '')"), "key"],
+            unique=True,
+            schema=schema,
+            postgresql_where=sa.text(LIVE_KEY),
+            sqlite_where=sa.text(LIVE_KEY),
+        )
 
 
 def downgrade() -> None:
     names = context.config.attributes["names"]
     p, schema = names.prefix, names.schema
     op.drop_index(f"{p}jobs_live_key", f"{p}jobs", schema=schema)
-    op.create_index(
-        f"{p}jobs_live_key",
-        f"{p}jobs",
-        ["handler", "key"],
-        unique=True,
-        schema=schema,
-        postgresql_where=sa.text(LIVE_KEY),
-        sqlite_where=sa.text(LIVE_KEY),
-    )
+    if on_mysql():
+        drop_column(p, schema, "jobs", "live_key_tenant")
+        op.create_index(f"{p}jobs_live_key", f"{p}jobs", ["handler", "live_key"], unique=True, schema=schema)
+    else:
+        op.create_index(
+            f"{p}jobs_live_key",
+            f"{p}jobs",
+            ["handler", "key"],
+            unique=True,
+            schema=schema,
+            postgresql_where=sa.text(LIVE_KEY),
+            sqlite_where=sa.text(LIVE_KEY),
+        )
     op.drop_index(f"{p}jobs_batch", f"{p}jobs", schema=schema)
     op.drop_column(f"{p}handlers", "tenant_concurrency", schema=schema)
     op.drop_column(f"{p}jobs", "batch_event", schema=schema)

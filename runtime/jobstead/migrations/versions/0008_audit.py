@@ -12,7 +12,7 @@ first, by primary key: no other index.
 import sqlalchemy as sa
 from alembic import context, op
 
-from jobstead.store.types import UTCDateTime
+from jobstead.store.types import MYSQL_TABLE_OPTIONS, UTCDateTime
 
 revision = "0008"
 down_revision = "0007"
@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("target", sa.String(1000), nullable=False),
         sa.Column("outcome", sa.String(1000), nullable=False),
         schema=schema,
+        **MYSQL_TABLE_OPTIONS,
     )
 
 

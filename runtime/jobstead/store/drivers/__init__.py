@@ -25,6 +25,12 @@ def _postgresql() -> Driver:
     return PostgreSQLDriver()
 
 
+def _mysql() -> Driver:
+    from .mysql import MySQLDriver
+
+    return MySQLDriver()
+
+
 def _sqlite() -> Driver:
     from .sqlite import SQLiteDriver
 
@@ -32,7 +38,8 @@ def _sqlite() -> Driver:
 
 
 #: Backend name (SQLAlchemy's ``url.get_backend_name()``) -> how to make its driver.
-DRIVERS: dict[str, Any] = {"postgresql": _postgresql, "sqlite": _sqlite}
+#: MySQL and MariaDB share a driver: SQLAlchemy names MariaDB URLs ``mariadb``.
+DRIVERS: dict[str, Any] = {"postgresql": _postgresql, "sqlite": _sqlite, "mysql": _mysql, "mariadb": _mysql}
 _made: dict[str, Driver] = {}
 
 

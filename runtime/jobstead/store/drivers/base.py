@@ -20,7 +20,19 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import ColumnElement, Connection, Engine, Insert, Select, Table, bindparam, insert, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Insert,
+    Result,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    insert,
+    update,
+)
 from sqlalchemy.engine import URL
 
 from ..records import Completion, JobRecord, NewJob
@@ -60,6 +72,9 @@ class Driver:
     skip_locked: ClassVar[bool] = False
     #: Whether the database has a server whose clock may differ from this host's (``server_now``).
     server_clock: ClassVar[bool] = False
+    #: Whether a claim can be one autocommitted statement that reads pauses and limits itself
+    #: (``Claims._claim_alone``: a data-modifying CTE); without it every claim is a transaction.
+    one_statement_claim: ClassVar[bool] = False
     #: Whether connections keep plans made for the tables as they were (prepared
     #: statements), so that ``refresh_planner_statistics`` is worth running.
     keeps_plans: ClassVar[bool] = False
@@ -151,6 +166,16 @@ class Driver:
     def upsert(self, table: Table) -> Any:
         """An INSERT that takes ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
         raise NotImplementedError
+
+    def execute_update(
+        self, conn: Connection, stmt: Update, params: dict[str, Any] | None = None
+    ) -> Result[*tuple[Any, ...]]:
+        """Run an ``UPDATE ... RETURNING`` in ``conn``'s transaction: the rows as they are after it.
+
+        A driver whose database has no ``RETURNING`` on ``UPDATE`` (MySQL, MariaDB)
+        does it otherwise, in the same transaction and with the same locks.
+        """
+        return conn.execute(stmt, params or {})
 
     def in_bound_list(self, column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
         """``column`` is one of the values of the list bound as ``name`` at execution."""
@@ -259,7 +284,7 @@ class Driver:
             jobs.c.status == "running",
         )
         stmt = update(jobs).where(*held).values(values).returning(jobs.c.started_at, jobs.c.batch_id)
-        row = conn.execute(stmt).first()
+        row = self.execute_update(conn, stmt).first()
         if row is None:
             return False, None
         if c.logged:

@@ -146,6 +146,7 @@ class PostgreSQLDriver(Driver):
     backend: ClassVar[str] = "postgresql"
     supports_listen: ClassVar[bool] = True
     skip_locked: ClassVar[bool] = True
+    one_statement_claim: ClassVar[bool] = True
     server_clock: ClassVar[bool] = True
     keeps_plans: ClassVar[bool] = True
 
