@@ -17,14 +17,13 @@ from typing import Any, Generic, ParamSpec, TypeAlias, TypeVar, overload
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
-from .clock import as_utc
 from .deferred import Deferred
 from .errors import ConfigurationError, InvalidArguments, InvalidOption
 from .options import AsyncTransaction, JobOptions, SyncTransaction, as_delay
 from .retry import RetryPolicy
 from .signature import HandlerSignature
 from .store import HandlerDefinition, NewJob, Store
-from .store.records import evolve
+from .store.new_jobs import JobDefaults, new_jobs
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -200,25 +199,17 @@ class ConfiguredHandler(Generic[P, R]):
         return merged
 
     def _new_jobs(self, arguments: Iterable[dict[str, Any]]) -> list[NewJob]:
-        """One job per set of arguments, all with the same options (a delay counts from now, once)."""
+        """One job per set of arguments, all with these options over the handler's defaults (``new_jobs``)."""
         o, h = self.options, self.handler
-        run_at = None
-        if o.run_at is not None:
-            run_at = as_utc(o.run_at)
-        elif o.delay is not None:
-            run_at = self.handler.store().clock() + o.delay
-        queue = o.queue or h.queue
-        priority = h.priority if o.priority is None else o.priority
-        arguments = iter(arguments)
-        first = next(arguments, None)
-        if first is None:
-            return []
-        proto = NewJob(
-            handler=h.name,
-            args=first,
-            queue=queue,
-            priority=priority,
-            run_at=run_at,
+        return new_jobs(
+            h.name,
+            arguments,
+            JobDefaults(h.queue, h.priority),
+            clock=lambda: self.handler.store().clock(),  # read only for a delay
+            queue=o.queue,
+            priority=o.priority,
+            run_at=o.run_at,
+            delay=o.delay,
             key=o.key,
             tenant=o.tenant,
             metadata=o.metadata,
@@ -226,8 +217,6 @@ class ConfiguredHandler(Generic[P, R]):
             retry=o.retry,
             timeout=o.timeout,
         )
-        # the others differ from the first in their arguments only: copies, not 13-field frozen inits
-        return [proto, *(evolve(proto, args=args) for args in arguments)]
 
     def _bind_each(self, calls: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         return self.handler.signature.bind_each(calls, f"{self.handler.name}.defer_many()")

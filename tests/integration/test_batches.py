@@ -6,12 +6,23 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session
 
-from jobstead import App, BatchNotFound, BatchStats, Context, InvalidArguments, JobSpec, JobStatus, PermanentError
+from jobstead import (
+    App,
+    BatchNotFound,
+    BatchStats,
+    Context,
+    InvalidArguments,
+    JobNotFound,
+    JobSpec,
+    JobStatus,
+    PermanentError,
+)
 
 
 def _app(make_app: Callable[..., App]) -> tuple[App, dict[str, Any]]:
@@ -165,6 +176,75 @@ def test_append_and_cancel(
         late[0].wait(timeout=30)
         batch.wait(timeout=30)
     assert batch.status == "cancelled" and [e for e, _ in batch.continuations] == ["finish"], "no second finish"
+
+
+def test_deleting_the_last_unfinished_member_from_the_dashboard_finishes_the_batch(
+    make_app: Callable[..., App], running_worker: Callable[..., contextlib.AbstractContextManager[object]]
+) -> None:
+    """Once a bug: the dashboard's Delete wrote its own SQL, the batch stayed active with total=1 for ever."""
+    from jobstead.dashboard.actions import Actions
+    from jobstead.dashboard.auth import User
+    from jobstead.dashboard.queries import DashboardQueries
+
+    app, seen = _app(make_app)
+    resize, notify = app.get_handler("resize"), app.get_handler("notify")
+    batch = app.defer_batch(
+        [resize.job(image_id=1), resize.configure(delay=timedelta(hours=1)).job(image_id=2)],
+        on_success=notify.job(event="success"),
+        on_finish=notify.job(event="finish"),
+    )
+    members = {j.args["image_id"]: j.id for j in app.store.queries.list_jobs() if j.batch_id == batch.id}
+    actions = Actions(app.store, DashboardQueries(app.store))
+    user = User("ops")
+    with running_worker(app):
+        deadline = time.monotonic() + 30
+        while batch.refresh().stats.succeeded < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert batch.stats == BatchStats(total=2, succeeded=1, scheduled=1)
+        actions.delete(user, members[2])
+        assert batch.refresh().status == "succeeded" and batch.stats == BatchStats(total=1, succeeded=1)
+        assert sorted(e for e, _ in batch.continuations) == ["finish", "success"]
+        actions.delete(user, members[1])  # settling again fires nothing twice
+        deadline = time.monotonic() + 30
+        while len(seen["events"]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+    assert sorted(seen["events"]) == [("finish", batch.id), ("success", batch.id)]
+    assert sorted(e for e, _ in batch.refresh().continuations) == ["finish", "success"]
+    (entry,) = [a for a in DashboardQueries(app.store).activity()[0] if a.target == f"job {members[2]}"]
+    assert (entry.actor, entry.action, entry.outcome) == ("ops", "delete", f"job {members[2]} deleted")
+    with pytest.raises(JobNotFound, match="no job"):
+        actions.delete(user, members[1])
+
+
+def test_deleting_a_running_member_is_refused_and_changes_nothing(
+    make_app: Callable[..., App], running_worker: Callable[..., contextlib.AbstractContextManager[object]]
+) -> None:
+    from jobstead.dashboard.actions import ActionRefused, Actions
+    from jobstead.dashboard.auth import User
+    from jobstead.dashboard.queries import DashboardQueries
+
+    app = make_app()
+    started: list[int] = []
+
+    @app.handler
+    def blocking(n: int, ctx: Context) -> None:
+        started.append(n)
+        ctx.wait_cancelled(60)
+
+    batch = app.defer_batch([blocking.job(n=1)])
+    (member,) = [j.id for j in app.store.queries.list_jobs() if j.batch_id == batch.id]
+    actions = Actions(app.store, DashboardQueries(app.store))
+    with running_worker(app):
+        deadline = time.monotonic() + 30
+        while not started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with pytest.raises(ActionRefused, match="is running; cancel it before deleting it"):
+            actions.delete(User("ops"), member)
+        assert batch.refresh().status == "active" and batch.stats == BatchStats(total=1, running=1)
+        batch.cancel()
+        batch.wait(timeout=20)
+    assert batch.refresh().status == "cancelled"
 
 
 def test_cancelling_a_batch_stops_its_running_jobs(

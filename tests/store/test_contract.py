@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import threading
 from datetime import timedelta
 
@@ -487,6 +488,86 @@ def test_nothing_outside_the_drivers_asks_which_database_it_is_on() -> None:
             if needle in text:
                 offenders.append(f"{path.relative_to(root)}: {needle}")
     assert offenders == []
+
+
+#: SQLAlchemy's statement builders that write (and ``text``, raw SQL that could).
+WRITING_CONSTRUCTS = frozenset({"insert", "update", "delete", "text"})
+
+
+def writes_outside_the_store(source: str) -> list[str]:
+    """Where ``source`` builds a write to a table (or raw SQL): ``line: what``.
+
+    Read with ``ast``, not grepped, so ``store.enqueue.insert(jobs)`` (a store
+    operation), ``dict.update(x)`` and ``sys.path.insert(0, p)`` are not writes;
+    ``from sqlalchemy import delete``, ``table.insert()`` and
+    ``sa.text("...")`` are.
+    """
+    tree = ast.parse(source)
+    sqlalchemy_names = {
+        alias.asname or alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+        if alias.name.split(".")[0] == "sqlalchemy"
+    }
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "sqlalchemy":
+            found += [f"{node.lineno}: imports {a.name}" for a in node.names if a.name in WRITING_CONSTRUCTS]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            name, owner = node.func.attr, node.func.value
+            if name in {"insert", "update", "delete"} and not node.args and not node.keywords:
+                found.append(f"{node.lineno}: .{name}()")  # Table.insert(): a table's own writer
+            elif name in WRITING_CONSTRUCTS and isinstance(owner, ast.Name) and owner.id in sqlalchemy_names:
+                found.append(f"{node.lineno}: {owner.id}.{name}(...)")
+            elif name == "exec_driver_sql":
+                found.append(f"{node.lineno}: exec_driver_sql(...)")
+    return sorted(found, key=lambda where: int(where.split(":")[0]))
+
+
+def test_nothing_outside_the_store_writes_to_jobsteads_tables() -> None:
+    """Every write goes through ``store/`` (and the schema through ``migrations/``): no other
+    module of the runtime or the operator builds an INSERT, UPDATE, DELETE or raw SQL.
+    Read-only ``select``s may stay where they are used (the dashboard's lists)."""
+    from pathlib import Path
+
+    import jobstead
+
+    runtime = Path(jobstead.__file__).parent
+    operator = runtime.parent.parent / "operator" / "jobstead_operator"
+    offenders = [
+        f"{path.relative_to(runtime.parent.parent)}:{where}"
+        for root in (runtime, operator)
+        for path in sorted(root.rglob("*.py"))
+        if not ({"store", "migrations"} & set(path.relative_to(root).parts))
+        for where in writes_outside_the_store(path.read_text())
+    ]
+    assert offenders == []
+
+
+def test_the_write_checker_sees_a_write_and_only_a_write() -> None:
+    """The rule above can fail: each way of writing is reported, store calls and dict updates are not."""
+    source = """
+import sqlalchemy as sa
+from sqlalchemy import delete, select
+from sqlalchemy.sql import text
+
+def go(store, conn, tables, d, jobs):
+    store.enqueue.insert(jobs)
+    store.control.delete(1)
+    d.update({"a": 1})
+    conn.execute(select(tables.jobs))
+    conn.execute(tables.audit.insert().values(actor="x"))
+    conn.execute(sa.update(tables.jobs))
+    conn.exec_driver_sql("DELETE FROM jobs")
+"""
+    assert writes_outside_the_store(source) == [
+        "3: imports delete",
+        "4: imports text",
+        "11: .insert()",
+        "12: sa.update(...)",
+        "13: exec_driver_sql(...)",
+    ]
 
 
 def test_the_status_column_is_what_the_records_say(store: Store) -> None:

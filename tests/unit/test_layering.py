@@ -28,6 +28,7 @@ STORE_MAY_IMPORT = (
     "jobstead.json_values",
     "jobstead.retry",
     "jobstead.status",
+    "jobstead.transitions",  # every change of a job's status, pure (imports value types only)
     "jobstead.migrations",
     "jobstead.metrics.worker",  # the deferred counter, counted where jobs are inserted
     "jobstead.tracing",  # the defer span, opened where jobs are inserted (imports nothing of Jobstead at run time)
@@ -61,6 +62,7 @@ PROCESSES_MAY_IMPORT = (
     "jobstead.signature",
     "jobstead.status",
     "jobstead.tracing",
+    "jobstead.transitions",  # what each end of an attempt makes of the job (``decide`` picks one)
 )
 
 

@@ -48,10 +48,17 @@ def test_describe_never_shows_the_password() -> None:
 
 @pytest.mark.parametrize(
     "version",
-    ["10.6.0-MariaDB", "10.11.19-MariaDB-0+deb12u1", "5.5.5-10.6.12-MariaDB-log", "11.4.2-MariaDB", "8.0.36", "8.4.0"],
+    ["10.6.0-MariaDB", "10.11.19-MariaDB-0+deb12u1", "5.5.5-10.6.12-MariaDB-log", "11.4.2-MariaDB"],
 )
-def test_servers_with_skip_locked_are_accepted(version: str) -> None:
+def test_mariadb_servers_with_skip_locked_are_accepted(version: str) -> None:
     check_server_version(version)
+
+
+@pytest.mark.parametrize("version", ["8.0.36", "8.4.0", "9.1.0"])
+def test_mysql_is_refused_at_connect_until_it_works(version: str) -> None:
+    """MySQL has no INSERT ... RETURNING: accepted, it would fail at the first defer with an SQL error."""
+    with pytest.raises(ConfigurationError, match=r"^MySQL \d+\.\d+ is not supported yet: .* use MariaDB 10.6"):
+        check_server_version(version)
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,9 @@ from ..errors import InvalidArguments, InvalidOption, InvalidState, JobNotFound,
 from ..options import JobOptions
 from ..signature import validate_stored
 from ..status import AttemptOutcome, JobStatus, statuses_of
-from ..store import AttemptRecord, EffectiveSettings, NewJob, Store
+from ..store import AttemptRecord, EffectiveSettings, Store
 from ..store.bulk import SORT_KEYS, JobSelection, cancel_jobs, find_jobs, purge_jobs, retry_jobs
+from ..store.new_jobs import JobDefaults, new_jobs
 from .errors import OperationFailed, UsageError
 from .loading import app_from_args, store_from_args
 from .output import print_json, print_table
@@ -90,22 +91,21 @@ def defer(args: Namespace) -> int:
             raise UnknownHandler(f"unknown handler {args.name!r} (known: {known})")
         accepts_any = False  # the database keeps named parameters only; **kwargs handlers need --app
         validate_stored(definition.params, accepts_any, kwargs, args.name)
-        run_at = options.run_at or (store.clock() + options.delay if options.delay else None)
-        record = store.enqueue.insert(
-            [
-                NewJob(
-                    handler=args.name,
-                    args=kwargs,
-                    queue=options.queue or definition.queue,
-                    priority=definition.priority if options.priority is None else options.priority,
-                    run_at=run_at,
-                    key=options.key,
-                    tenant=options.tenant,
-                    metadata=options.metadata,
-                    max_attempts=options.max_attempts,
-                )
-            ]
-        )[0]
+        jobs = new_jobs(
+            args.name,
+            [kwargs],
+            JobDefaults(definition.queue, definition.priority),
+            clock=store.clock,
+            queue=options.queue,
+            priority=options.priority,
+            run_at=options.run_at,
+            delay=options.delay,
+            key=options.key,
+            tenant=options.tenant,
+            metadata=options.metadata,
+            max_attempts=options.max_attempts,
+        )
+        record = store.enqueue.insert(jobs)[0]
     except InvalidOption as exc:
         raise UsageError(f"{_flag(exc.option)} {exc.detail}") from None
     except (InvalidArguments, UnknownHandler) as exc:

@@ -45,6 +45,7 @@ from ..clock import Clock, as_utc
 from ..errors import ConfigurationError, JobNotFound
 from ..lifecycle import Backoff, LoopSignals, Sleeper, log_failure, log_recovery, until_ready
 from ..store import CronRecord, Store
+from ..store.crons import FireOutcome, SkipReason
 from .schedule import CronSchedule, InvalidSchedule
 
 logger = logging.getLogger("jobstead.scheduler")
@@ -64,8 +65,8 @@ class Fired:
 class Skipped:
     cron: str
     fire_at: datetime
-    #: "deadline" (found too late) or "overlap" (previous job still live).
-    reason: str
+    #: ``deadline`` (found too late) or ``overlap`` (previous job still live).
+    reason: SkipReason
 
 
 @dataclass
@@ -255,25 +256,25 @@ class Scheduler:
                     late,
                     cron.starting_deadline,
                 )
-                report.skipped.append(Skipped(cron.name, latest, "deadline"))
+                report.skipped.append(Skipped(cron.name, latest, SkipReason.DEADLINE))
             return
         if cron.overlap == "replace" and cron.last_job_id is not None:
             self._cancel_previous(store, cron)
         result = store.crons.fire(cron.name, latest, schedule=cron.schedule, timezone=cron.timezone, now=now)
-        if result.outcome in ("fired", "overlap"):
+        if result.outcome.handled_here:
             self._log_missed(schedule, cron, latest)
-        if result.outcome == "fired":
+        if result.outcome is FireOutcome.FIRED:
             assert result.job_id is not None
             logger.info("cron %s: deferred job %s for %s", cron.name, result.job_id, latest.isoformat())
             report.fired.append(Fired(cron.name, latest, result.job_id))
-        elif result.outcome == "overlap":
+        elif result.outcome is FireOutcome.OVERLAP:
             logger.info(
                 "cron %s: skipped fire time %s: its previous job %s is still live",
                 cron.name,
                 latest.isoformat(),
                 result.previous_job_id,
             )
-            report.skipped.append(Skipped(cron.name, latest, "overlap"))
+            report.skipped.append(Skipped(cron.name, latest, SkipReason.OVERLAP))
 
     def _log_missed(self, schedule: CronSchedule, cron: CronRecord, latest: datetime) -> None:
         missed = schedule.count_between(cron.handled_until, latest, limit=MISSED_COUNT_LIMIT) - 1

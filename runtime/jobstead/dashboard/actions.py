@@ -15,8 +15,7 @@ from typing import Literal
 from ..errors import InvalidState, JobNotFound
 from ..store import Store
 from ..store.control import PauseScope
-from ..store.enqueue import DEFAULT_QUEUE
-from ..store.records import NewJob
+from ..store.new_jobs import JobDefaults, new_jobs
 from .auth import User
 from .queries import CANCELLABLE, RETRYABLE, DashboardQueries, JobFilter
 
@@ -42,7 +41,7 @@ class Actions:
         self._queries = queries
 
     def _audit(self, user: User, action: str, target: str, outcome: str) -> Done:
-        self._queries.record(actor=user.name, action=action, target=target, outcome=outcome)
+        self._store.audit.record(actor=user.name, action=action, target=target, outcome=outcome)
         return Done(outcome)
 
     # -- one job -----------------------------------------------------------------
@@ -66,7 +65,7 @@ class Actions:
 
     def delete(self, user: User, job_id: int) -> Done:
         try:
-            self._queries.delete_job(job_id)
+            self._store.control.delete(job_id)
         except InvalidState as exc:
             raise ActionRefused(str(exc)) from None
         return self._audit(user, "delete", f"job {job_id}", f"job {job_id} deleted")
@@ -133,10 +132,17 @@ class Actions:
         if cron is None:
             raise JobNotFound(f"no cron named {name!r}")
         definition = self._store.registry.handler(cron.handler)
-        queue = cron.queue or (definition.queue if definition else DEFAULT_QUEUE)
-        priority = cron.priority if cron.priority is not None else (definition.priority if definition else 0)
-        job = NewJob(handler=cron.handler, args=dict(cron.args), queue=queue, priority=priority, tenant=cron.tenant)
-        record = self._store.enqueue.insert([job])[0]
+        defaults = JobDefaults(definition.queue, definition.priority) if definition else JobDefaults()
+        jobs = new_jobs(
+            cron.handler,
+            [dict(cron.args)],
+            defaults,
+            clock=self._store.clock,
+            queue=cron.queue,
+            priority=cron.priority,
+            tenant=cron.tenant,
+        )
+        record = self._store.enqueue.insert(jobs)[0]
         return self._audit(user, "cron-run-now", f"cron {name}", f"cron {name} run now as job {record.id}")
 
 

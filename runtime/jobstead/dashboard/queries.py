@@ -10,8 +10,8 @@ They are written for a table of millions of finished jobs:
   from ``pg_class.reltuples`` once it is large (the page says "about");
 * the live-update signature is a handful of index-only look-ups.
 
-Writes are the few the store has no operation for: deleting a job and the
-audit log. Retry, cancel, pause and cron switches go through the store.
+It writes nothing: every button (retry, cancel, delete, pause, cron switches)
+and its audit row go through the store (``dashboard/actions.py``).
 """
 
 from __future__ import annotations
@@ -29,23 +29,23 @@ from sqlalchemy import (
     and_,
     bindparam,
     cast,
-    delete,
     func,
     literal,
     or_,
     select,
 )
 
-from ..errors import InvalidState, JobNotFound
 from ..status import CLAIMABLE_STATUSES, FINAL_STATUSES, JobStatus
 from ..store import AttemptRecord, BatchRecord, CronRecord, JobRecord, Store
 from ..store.queries import scope_conditions, status_condition
+from ..store.records import effective_status
+from ..transitions import CANCELLABLE as CANCELLABLE  # what the buttons may act on: decided there
+from ..transitions import RETRYABLE as RETRYABLE
+from ..transitions import shown_status
 
 #: Above this many rows, PostgreSQL's own estimate stands in for ``count(*)``.
 EXACT_COUNT_LIMIT = 100_000
 FAILED_FOR_GOOD = (JobStatus.FAILED, JobStatus.DEAD)
-RETRYABLE = (JobStatus.DEAD, JobStatus.FAILED, JobStatus.CANCELLED)
-CANCELLABLE = (*CLAIMABLE_STATUSES, JobStatus.RUNNING)
 #: Finished, but not a success: kept until retention prunes them.
 SETTLED = (JobStatus.CANCELLED, JobStatus.DEAD, JobStatus.FAILED)
 SEARCH_LIMIT = 200
@@ -264,9 +264,7 @@ class DashboardQueries:
                 counts.setdefault((name, queue), defaultdict(int))
             for row in conn.execute(live):
                 key = (row.handler, row.queue)
-                status = row.status
-                if status == JobStatus.SCHEDULED.value and row.due:
-                    status = JobStatus.QUEUED.value
+                status = shown_status(row.status, bool(row.due)).value
                 counts[key][status] += int(row.n)
                 waiting = status in (s.value for s in CLAIMABLE_STATUSES) and row.due
                 if waiting and (key not in oldest or row.oldest < oldest[key]):
@@ -366,7 +364,7 @@ class DashboardQueries:
                 id=int(r.id),
                 handler=r.handler,
                 queue=r.queue,
-                status=_shown_status(r.status, r.run_at, now),
+                status=effective_status(r.status, r.run_at, now),
                 attempts=int(r.attempts),
                 tenant=r.tenant,
                 key=r.key,
@@ -421,19 +419,6 @@ class DashboardQueries:
             cron_fire_at=extra.cron_fire_at if extra else None,
             batch_id=int(extra.batch_id) if extra and extra.batch_id is not None else None,
         )
-
-    def delete_job(self, job_id: int) -> None:
-        """Delete a job that is not running (its attempts go with it); a running one must be cancelled first."""
-        jobs = self._t.jobs
-        with self._db.engine.begin() as conn:
-            deleted = conn.execute(
-                delete(jobs).where(jobs.c.id == job_id, jobs.c.status != JobStatus.RUNNING.value)
-            ).rowcount
-            if not deleted:
-                status = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
-                if status is None:
-                    raise JobNotFound(f"no job with id {job_id}")
-                raise InvalidState(f"job {job_id} is running; cancel it before deleting it")
 
     # -- failures ----------------------------------------------------------------
 
@@ -523,14 +508,6 @@ class DashboardQueries:
 
     # -- audit -------------------------------------------------------------------
 
-    def record(self, *, actor: str, action: str, target: str, outcome: str) -> None:
-        with self._db.engine.begin() as conn:
-            conn.execute(
-                self._t.audit.insert().values(
-                    at=self._now(), actor=actor[:200], action=action[:64], target=target[:1000], outcome=outcome[:1000]
-                )
-            )
-
     def activity(self, *, before: int | None = None, limit: int = 100) -> tuple[list[AuditRow], int | None]:
         audit = self._t.audit
         stmt = select(audit)
@@ -580,10 +557,3 @@ class DashboardQueries:
         )
         with self._db.engine.connect() as conn:
             return tuple(conn.execute(stmt).one())
-
-
-def _shown_status(stored: str, run_at: datetime, now: datetime) -> JobStatus:
-    status = JobStatus(stored)
-    if status is JobStatus.SCHEDULED and run_at <= now:
-        return JobStatus.QUEUED
-    return status

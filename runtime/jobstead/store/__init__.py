@@ -1,8 +1,25 @@
-"""The store: the only code that reads or writes Jobstead's tables.
+"""The store: the only code that writes Jobstead's tables (``tests/store/test_contract.py`` holds it).
 
-The worker, the scheduler, the CLI and the operator all go through one
-``Store``; each attribute is one concern (enqueue, claims, leases, control,
-registry, queries, crons), so a reader finds the SQL for any change in one guess.
+The worker, the scheduler, the CLI, the dashboard and the operator all go
+through one ``Store``; each part is one concern, so a reader finds the SQL for
+any change in one guess:
+
+* ``enqueue`` (``enqueue.py``): every new job's row; ``new_jobs.py`` builds the
+  ``NewJob`` (a caller's options over its handler's defaults).
+* ``claims`` (``claims.py``): taking jobs to run, the hot path.
+* ``leases`` (``leases.py``): what a worker does to a job it holds (complete,
+  renew, checkpoint, release) and the rescue of jobs whose worker is gone.
+* ``control`` (``control.py``): cancel, retry, delete (one job or many), pause,
+  resume; ``moves.py`` writes those changes, ``bulk.py`` picks jobs by filter.
+* ``batches`` (``batches.py``): batches and their exactly-once continuations.
+* ``crons`` (``crons.py``), ``registry`` (``registry.py``), ``queries``
+  (``queries.py``), ``retention`` (``retention.py``), ``turns``
+  (``maintenance.py``), ``audit`` (``audit.py``: the dashboard's action log).
+* ``presence.py``: what a database holds, without creating anything.
+
+What each status change is, is decided in ``jobstead.transitions`` (pure);
+the store only writes it. What differs between databases is the driver's
+(``drivers/``).
 """
 
 from __future__ import annotations
@@ -14,6 +31,7 @@ from sqlalchemy.engine import URL
 
 from ..clock import Clock, utcnow
 from ..config import resolve_database_url, resolve_schema, resolve_table_prefix
+from .audit import Audit
 from .batches import Batches
 from .claims import Claims
 from .control import Control
@@ -85,6 +103,7 @@ class Store:
         self.retention = Retention(db, self.clock)
         self.crons = Crons(db, self.clock, self.enqueue)
         self.turns = Turns(db, self.clock)
+        self.audit = Audit(db, self.clock)
 
     @classmethod
     def connect(

@@ -40,16 +40,16 @@ from sqlalchemy import Connection, RowMapping, and_, func, insert, select, updat
 from ..clock import Clock
 from ..errors import BatchNotFound, InvalidArguments
 from ..retry import RetryPolicy
-from ..status import JobStatus
+from ..transitions import ASK_TO_STOP, CANCEL
 from .database import Database
 from .drivers.base import CANCEL_PREFIX
 from .enqueue import Enqueuer
+from .moves import apply_change, follow
+from .new_jobs import member_of
 from .records import BATCH_EVENTS, BatchRecord, BatchStats, BatchStatus, JobRecord, NewJob
 
 #: Ids per cancel notification (PostgreSQL payloads stop at 8000 bytes).
 CANCEL_IDS_PER_NOTE = 500
-
-_WAITING = (JobStatus.SCHEDULED, JobStatus.QUEUED, JobStatus.RETRYING)
 
 
 class Batches:
@@ -123,7 +123,7 @@ class Batches:
         return records
 
     def _add(self, conn: Connection, batch_id: int, jobs: Sequence[NewJob], tenant: str | None) -> list[JobRecord]:
-        members = [_member(job, batch_id, tenant) for job in jobs]
+        members = [member_of(job, batch_id, tenant) for job in jobs]
         return self._enqueuer.insert(members, connection=conn) if members else []
 
     def cancel(self, batch_id: int) -> list[int]:
@@ -140,24 +140,10 @@ class Batches:
                 return []
             conn.execute(update(batches).where(batches.c.id == batch_id).values(cancelled_at=now))
             members = and_(jobs.c.batch_id == batch_id, jobs.c.batch_event.is_(None))
-            conn.execute(
-                update(jobs)
-                .where(members, jobs.c.status.in_([s.value for s in _WAITING]))
-                .values(status=JobStatus.CANCELLED.value, finished_at=now, cancel_requested=False)
-            )
-            running = [
-                int(i)
-                for i in self._db.driver.execute_update(
-                    conn,
-                    update(jobs)
-                    .where(members, jobs.c.status == JobStatus.RUNNING.value)
-                    .values(cancel_requested=True)
-                    .returning(jobs.c.id),
-                ).scalars()
-            ]
-            self.notify_cancel(conn, running)
-            self.settle(conn, [batch_id])
-            return running
+            moved = [m for change in (CANCEL, ASK_TO_STOP) for m in apply_change(self._db, conn, change, members, now)]
+            follow(conn, self, moved)
+            self.settle(conn, [batch_id])  # an all-running batch settles too: it is cancelled now
+            return [m.record.id for m in moved if m.change is ASK_TO_STOP]
 
     def notify_cancel(self, conn: Connection, job_ids: Collection[int]) -> None:
         """Tell listening workers, at commit, to stop these running jobs now (not at their next renewal)."""
@@ -314,24 +300,6 @@ class Batches:
             continuations=tuple((str(event), int(job_id)) for event, job_id in fired),
             events=tuple(sorted((row["continuations"] or {}).keys())),
         )
-
-
-def _member(job: NewJob, batch_id: int, tenant: str | None) -> NewJob:
-    """A member carries its batch and its batch's tenant."""
-    return NewJob(
-        handler=job.handler,
-        args=job.args,
-        queue=job.queue,
-        priority=job.priority,
-        run_at=job.run_at,
-        key=job.key,
-        tenant=tenant if tenant is not None else job.tenant,
-        metadata=job.metadata,
-        max_attempts=job.max_attempts,
-        retry=job.retry,
-        timeout=job.timeout,
-        batch_id=batch_id,
-    )
 
 
 def _spec_json(job: NewJob) -> dict[str, Any]:

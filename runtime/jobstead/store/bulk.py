@@ -5,9 +5,11 @@ bulk commands (``jobs retry|cancel|purge --status ...``), so what a user lists
 is exactly what the next command acts on. Statuses are the ones users see:
 ``queued`` includes ``scheduled`` jobs whose run time has come, as everywhere.
 
-Bulk changes work in chunks of ids, each its own short transaction, so a
-retry of 100,000 dead jobs never holds one long lock; every change is still
-conditional on the status, so a job that moved on meanwhile is left alone.
+Bulk changes work in chunks of ids, each its own short, bounded transaction
+through ``Control.apply`` (the same writer and batch settling as the one-job
+operations), so a retry of 100,000 dead jobs never holds one long lock; every
+change is still conditional on the status, so a job that moved on meanwhile is
+left alone.
 """
 
 from __future__ import annotations
@@ -17,15 +19,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import ColumnElement, delete, or_, select, update
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from ..clock import Clock
 from ..errors import InvalidState, JobNotFound
 from ..status import CLAIMABLE_STATUSES, FINAL_STATUSES, JobStatus
+from ..transitions import ASK_TO_STOP, CANCEL, PURGE, RETRY, RETRYABLE
 from .batches import Batches
-from .control import RETRYABLE, Control
+from .control import Control
 from .database import Database
+from .enqueue import Enqueuer
 from .queries import scope_conditions, status_condition
 from .records import JobRecord
 from .rows import job_record
@@ -79,30 +83,11 @@ def retry_jobs(db: Database, clock: Clock, selection: JobSelection, *, batches: 
     A job whose deduplication key a live job holds now cannot be retried; it is
     skipped (the chunk falls back to one job at a time to find it).
     """
-    retryable = _only(selection, RETRYABLE)
-    jobs = db.tables.jobs
     control = Control(db, clock, batches)
     done = 0
-    for chunk in _chunks(db, clock(), retryable):
-        now = clock()
+    for chunk in _chunks(db, clock(), _only(selection, RETRYABLE)):
         try:
-            with db.engine.begin() as conn:
-                retried = db.driver.execute_update(
-                    conn,
-                    update(jobs)
-                    .where(jobs.c.id.in_(chunk), jobs.c.status.in_([s.value for s in RETRYABLE]))
-                    .values(
-                        status=JobStatus.QUEUED.value,
-                        run_at=now,
-                        finished_at=None,
-                        max_attempts=jobs.c.attempts + 1,
-                        cancel_requested=False,
-                    )
-                    .returning(jobs.c.batch_id, jobs.c.batch_event),
-                ).all()
-                done += len(retried)
-                # A member retried from dead reopens its batch; fired continuations stay fired.
-                batches.reopen(conn, [b for b, event in retried if b is not None and event is None])
+            done += len(control.apply((RETRY,), chunk))
         except IntegrityError:
             for job_id in chunk:
                 try:
@@ -115,66 +100,36 @@ def retry_jobs(db: Database, clock: Clock, selection: JobSelection, *, batches: 
 
 def cancel_jobs(db: Database, clock: Clock, selection: JobSelection, *, batches: Batches) -> CancelCount:
     """Cancel the selected waiting jobs at once; ask the selected running ones to stop."""
-    jobs = db.tables.jobs
+    control = Control(db, clock, batches)
     wanted = set(selection.statuses) or {*CLAIMABLE_STATUSES, JobStatus.RUNNING}
     cancelled = asked = 0
-    waiting = _only(selection, tuple(s for s in wanted if s in CLAIMABLE_STATUSES))
-    if waiting.statuses:
-        for chunk in _chunks(db, clock(), waiting):
-            with db.engine.begin() as conn:
-                ended = (
-                    db.driver.execute_update(
-                        conn,
-                        update(jobs)
-                        .where(jobs.c.id.in_(chunk), jobs.c.status.in_([s.value for s in CLAIMABLE_STATUSES]))
-                        .values(status=JobStatus.CANCELLED.value, finished_at=clock())
-                        .returning(jobs.c.batch_id),
-                    )
-                    .scalars()
-                    .all()
-                )
-                cancelled += len(ended)
-                batches.settle(conn, [b for b in ended if b is not None])
+    waiting = _only(selection, tuple(s for s in wanted if s in CANCEL.applies_to))
+    for chunk in _chunks(db, clock(), waiting):
+        cancelled += len(control.apply((CANCEL,), chunk))
     if JobStatus.RUNNING in wanted:
-        running = _only(selection, (JobStatus.RUNNING,))
-        for chunk in _chunks(db, clock(), running):
-            with db.engine.begin() as conn:
-                stopping = (
-                    db.driver.execute_update(
-                        conn,
-                        update(jobs)
-                        .where(jobs.c.id.in_(chunk), jobs.c.status == JobStatus.RUNNING.value)
-                        .values(cancel_requested=True)
-                        .returning(jobs.c.id),
-                    )
-                    .scalars()
-                    .all()
-                )
-                asked += len(stopping)
-                batches.notify_cancel(conn, [int(i) for i in stopping])  # workers stop them now
+        for chunk in _chunks(db, clock(), _only(selection, (JobStatus.RUNNING,))):
+            asked += len(control.apply((ASK_TO_STOP,), chunk))
     return CancelCount(cancelled=cancelled, asked_to_stop=asked)
 
 
-def purge_jobs(db: Database, clock: Clock, selection: JobSelection, finished_before: datetime | None = None) -> int:
+def purge_jobs(
+    db: Database,
+    clock: Clock,
+    selection: JobSelection,
+    finished_before: datetime | None = None,
+    *,
+    batches: Batches | None = None,
+) -> int:
     """Delete the selected finished jobs (and their attempts); live jobs are never purged.
 
     Members of a batch that is still active are kept: its statistics are a
-    count of its members.
+    count of its members (``transitions.PURGE``).
     """
-    jobs = db.tables.jobs
+    if batches is None:  # a purge settles no batch (``PURGE``); the writer still wants one at hand
+        batches = Batches(db, clock, Enqueuer(db, clock))
+    control = Control(db, clock, batches)
     final = _only(selection, tuple(FINAL_STATUSES))
-    deleted = 0
-    for chunk in _chunks(db, clock(), final, finished_before):
-        with db.engine.begin() as conn:
-            active = select(db.tables.batches.c.id).where(db.tables.batches.c.status == "active")
-            deleted += conn.execute(
-                delete(jobs).where(
-                    jobs.c.id.in_(chunk),
-                    jobs.c.status.in_([s.value for s in FINAL_STATUSES]),
-                    or_(jobs.c.batch_id.is_(None), jobs.c.batch_id.not_in(active.scalar_subquery())),
-                )
-            ).rowcount
-    return deleted
+    return sum(len(control.apply((PURGE,), chunk)) for chunk in _chunks(db, clock(), final, finished_before))
 
 
 def _only(selection: JobSelection, allowed: Sequence[JobStatus]) -> JobSelection:

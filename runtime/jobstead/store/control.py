@@ -1,30 +1,67 @@
-"""Steering jobs from outside a worker: cancel, retry, pause and resume."""
+"""Steering jobs from outside a worker: cancel, retry, delete, pause and resume."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
+from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from ..clock import Clock
 from ..errors import InvalidState, JobNotFound
-from ..status import CLAIMABLE_STATUSES, JobStatus
+from ..transitions import ASK_TO_STOP, CANCEL, DELETE, RETRY, RETRYABLE, JobChange
 from .batches import Batches
 from .database import Database
 from .drivers.base import WAKE_ALL
+from .moves import Moved, apply_change, follow
 from .records import JobRecord
 from .rows import job_record
 
 PauseScope = Literal["all", "queue", "handler"]
-RETRYABLE = (JobStatus.DEAD, JobStatus.FAILED, JobStatus.CANCELLED)
+__all__ = ["RETRYABLE", "Control", "PauseScope"]
 
 
 class Control:
+    """Cancel, retry and delete (each one job or many, through the same writer); pause and resume.
+
+    The one-job operations are the many-job ones with one id: the same
+    ``JobChange`` (``transitions``), the same writer (``moves``), the same
+    batch settling, in a bounded transaction (``Database.begin_bounded``: they
+    lock rows a worker's completion waits on, and a frozen caller must not keep
+    them). Bulk commands (``store.bulk``) call ``apply`` a chunk at a time.
+    """
+
     def __init__(self, db: Database, clock: Clock, batches: Batches) -> None:
         self._db = db
         self._clock = clock
         self._batches = batches
+
+    def apply(self, changes: Sequence[JobChange], job_ids: Collection[int]) -> list[Moved]:
+        """Apply ``changes`` to the jobs ``job_ids``, in one transaction with their batches.
+
+        Each job takes the first change that applies to its status (``CANCEL``
+        then ``ASK_TO_STOP``: a waiting job ends, a running one is asked to
+        stop); a job no change applies to is left as it is.
+        """
+        with self._db.begin_bounded() as conn:
+            return self._apply(conn, changes, job_ids, self._clock())
+
+    def _apply(
+        self, conn: Connection, changes: Sequence[JobChange], job_ids: Collection[int], now: datetime
+    ) -> list[Moved]:
+        jobs = self._db.tables.jobs
+        left = set(job_ids)
+        moved: list[Moved] = []
+        for change in changes:
+            if not left:
+                break
+            done = apply_change(self._db, conn, change, jobs.c.id.in_(sorted(left)), now)
+            left -= {m.record.id for m in done}
+            moved += done
+        follow(conn, self._batches, moved)
+        return moved
 
     def cancel(self, job_id: int) -> JobRecord:
         """Cancel a waiting job at once; ask a running one to stop.
@@ -34,78 +71,48 @@ class Control:
         NOTIFY reaches the worker running it), else at its next lease renewal.
         Cancelling a finished job changes nothing and returns it as it is.
         """
-        jobs = self._db.tables.jobs
         now = self._clock()
-        with self._db.begin_bounded() as conn:  # a frozen caller must not hold the job's row
-            row = (
-                self._db.driver.execute_update(
-                    conn,
-                    update(jobs)
-                    .where(
-                        jobs.c.id == job_id,
-                        jobs.c.status.in_([s.value for s in CLAIMABLE_STATUSES]),
-                    )
-                    .values(status=JobStatus.CANCELLED.value, finished_at=now)
-                    .returning(*jobs.c),
-                )
-                .mappings()
-                .first()
-            )
-            if row is not None and row["batch_id"] is not None:
-                self._batches.settle(conn, [row["batch_id"]])
-            if row is None:
-                row = (
-                    self._db.driver.execute_update(
-                        conn,
-                        update(jobs)
-                        .where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value)
-                        .values(cancel_requested=True)
-                        .returning(*jobs.c),
-                    )
-                    .mappings()
-                    .first()
-                )
-                if row is not None:
-                    self._batches.notify_cancel(conn, [job_id])
-            if row is None:
-                row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
-            if row is None:
-                raise JobNotFound(f"no job with id {job_id}")
-            return job_record(row, now)
+        with self._db.begin_bounded() as conn:
+            moved = self._apply(conn, (CANCEL, ASK_TO_STOP), [job_id], now)
+            if moved:
+                return moved[0].record
+            return self._current(conn, job_id, now)
 
     def retry(self, job_id: int) -> JobRecord:
         """Queue a dead, failed or cancelled job again, with one more attempt allowed."""
-        jobs = self._db.tables.jobs
         now = self._clock()
         try:
             with self._db.begin_bounded() as conn:
-                row = (
-                    self._db.driver.execute_update(
-                        conn,
-                        update(jobs)
-                        .where(jobs.c.id == job_id, jobs.c.status.in_([s.value for s in RETRYABLE]))
-                        .values(
-                            status=JobStatus.QUEUED.value,
-                            run_at=now,
-                            finished_at=None,
-                            max_attempts=jobs.c.attempts + 1,
-                            cancel_requested=False,
-                        )
-                        .returning(*jobs.c),
-                    )
-                    .mappings()
-                    .first()
-                )
-                if row is None:
-                    current = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
-                    if current is None:
-                        raise JobNotFound(f"no job with id {job_id}")
-                    raise InvalidState(f"job {job_id} is {current}; only dead, failed or cancelled jobs can be retried")
-                if row["batch_id"] is not None and row["batch_event"] is None:
-                    self._batches.reopen(conn, [row["batch_id"]])  # its stats follow; fired continuations stay fired
-                return job_record(row, now)
+                moved = self._apply(conn, (RETRY,), [job_id], now)
+                if moved:
+                    return moved[0].record
+                current = self._current(conn, job_id, now)
         except IntegrityError as exc:
             raise InvalidState(f"job {job_id} cannot be retried: another live job holds its deduplication key") from exc
+        raise InvalidState(
+            f"job {job_id} is {current.status.value}; only dead, failed or cancelled jobs can be retried"
+        )
+
+    def delete(self, job_id: int) -> JobRecord:
+        """Delete a job that is not running (its attempts go with it); a running one must be cancelled first.
+
+        A live member of a batch that goes this way settles its batch: if it was
+        the last one unfinished, the batch completes and its continuations fire.
+        """
+        now = self._clock()
+        with self._db.begin_bounded() as conn:
+            moved = self._apply(conn, (DELETE,), [job_id], now)
+            if moved:
+                return moved[0].record
+            self._current(conn, job_id, now)
+        raise InvalidState(f"job {job_id} is running; cancel it before deleting it")
+
+    def _current(self, conn: Connection, job_id: int, now: datetime) -> JobRecord:
+        jobs = self._db.tables.jobs
+        row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        if row is None:
+            raise JobNotFound(f"no job with id {job_id}")
+        return job_record(row, now)
 
     def pause(self, scope: PauseScope, name: str = "") -> bool:
         """Stop claims for everything, a queue or a handler; True if it was not paused yet."""

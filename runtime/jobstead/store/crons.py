@@ -26,7 +26,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import Connection, RowMapping, delete, select, update
 
@@ -36,21 +37,43 @@ from ..errors import ConfigurationError, InvalidState
 from ..status import LIVE_STATUSES
 from .database import Database
 from .enqueue import Enqueuer
-from .records import CronDefinition, CronRecord, CronSource, NewJob
+from .new_jobs import new_jobs
+from .records import CronDefinition, CronRecord, CronSource
+
+
+class SkipReason(StrEnum):
+    """Why a fire time was consumed without a job (the scheduler's ``Skipped.reason``)."""
+
+    #: Found later than the cron's starting deadline (``Crons.skip``).
+    DEADLINE = "deadline"
+    #: The cron's previous job was still live (``overlap="skip"``).
+    OVERLAP = "overlap"
+
+
+class FireOutcome(StrEnum):
+    """What ``Crons.fire`` did with a fire time."""
+
+    #: A job was inserted (``FireResult.job_id``).
+    FIRED = "fired"
+    #: Consumed without a job, the previous one still being live (``overlap="skip"``).
+    OVERLAP = "overlap"
+    #: Consumed, but its job already existed (another scheduler inserted it).
+    DUPLICATE = "duplicate"
+    #: Nothing done: the fire time was already handled, or the cron was changed,
+    #: disabled or removed since it was read.
+    STALE = "stale"
+
+    @property
+    def handled_here(self) -> bool:
+        """Whether this call dealt with the fire time (a job or a skip), not another scheduler."""
+        return self in (FireOutcome.FIRED, FireOutcome.OVERLAP)
 
 
 @dataclass(frozen=True)
 class FireResult:
-    """What ``Crons.fire`` did.
+    """What ``Crons.fire`` did (``outcome``), and the jobs concerned."""
 
-    ``fired``: a job was inserted (``job_id``). ``overlap``: the fire time was
-    consumed without a job, the previous one still being live (``overlap="skip"``).
-    ``duplicate``: the fire time was consumed but its job already existed.
-    ``stale``: nothing done; the fire time was already handled, or the cron was
-    changed, disabled or removed since it was read.
-    """
-
-    outcome: Literal["fired", "overlap", "duplicate", "stale"]
+    outcome: FireOutcome
     job_id: int | None = None
     previous_job_id: int | None = None
 
@@ -252,35 +275,29 @@ class Crons:
                 .first()
             )
             if row is None:
-                return FireResult("stale")
+                return FireResult(FireOutcome.STALE)
             previous = row["last_job_id"]
             if row["overlap"] == "skip" and previous is not None and self._is_live(conn, previous):
-                return FireResult("overlap", previous_job_id=previous)
-            queue, priority = row["queue"], row["priority"]
-            if queue is None or priority is None:
-                default_queue, default_priority = self._enqueuer.handler_defaults(conn, row["handler"])
-                queue = default_queue if queue is None else queue
-                priority = default_priority if priority is None else priority
-            job = self._enqueuer.insert_fire(
-                conn,
-                NewJob(
-                    handler=row["handler"],
-                    args=row["args"] or {},
-                    queue=queue,
-                    priority=priority,
-                    run_at=fire_at,
-                    tenant=row["tenant"],
-                    metadata={"cron": name, "cron_fire_at": fire_at.isoformat()},
-                    cron_name=name,
-                    cron_fire_at=fire_at,
-                ),
-                now,
+                return FireResult(FireOutcome.OVERLAP, previous_job_id=previous)
+            (new,) = new_jobs(
+                row["handler"],
+                [row["args"] or {}],
+                self._enqueuer.defaults_of(conn, row["handler"]),
+                clock=self._clock,
+                queue=row["queue"],
+                priority=row["priority"],
+                run_at=fire_at,
+                tenant=row["tenant"],
+                metadata={"cron": name, "cron_fire_at": fire_at.isoformat()},
+                cron_name=name,
+                cron_fire_at=fire_at,
             )
+            job = self._enqueuer.insert_fire(conn, new, now)
             if job is None:
-                return FireResult("duplicate", previous_job_id=previous)
+                return FireResult(FireOutcome.DUPLICATE, previous_job_id=previous)
             job_id = job.id
             conn.execute(update(crons).where(crons.c.name == name).values(last_fire_at=fire_at, last_job_id=job_id))
-            return FireResult("fired", job_id=int(job_id), previous_job_id=previous)
+            return FireResult(FireOutcome.FIRED, job_id=int(job_id), previous_job_id=previous)
 
     def skip(self, name: str, fire_at: datetime, *, schedule: str, timezone: str) -> bool:
         """Consume a fire time without a job (missed beyond the starting deadline); True if this call did."""
@@ -363,4 +380,4 @@ def _record(row: RowMapping) -> CronRecord:
     )
 
 
-__all__ = ["Crons", "FireResult"]
+__all__ = ["Crons", "FireOutcome", "FireResult", "SkipReason"]

@@ -1,9 +1,9 @@
 """Writing new jobs: the one way a job enters the database.
 
-``defer``, ``defer_many``, a cron fire, ``jobstead defer`` (and, later, a
-batch's jobs and continuations) all come through ``Enqueuer``: one place that
-turns a ``NewJob`` into a row, resolves a handler's defaults, applies
-deduplication, and wakes the queue's workers. Jobs without a deduplication
+``defer``, ``defer_many``, a cron fire, ``jobstead defer``, a batch's jobs and
+its continuations all come through ``Enqueuer``: one place that turns a
+``NewJob`` (built by ``new_jobs``) into a row, applies deduplication, and
+wakes the queue's workers. Jobs without a deduplication
 key go through the driver's bulk path (``Driver.insert_plain``; one statement
 per set of options on PostgreSQL); keyed and cron jobs through a conditional
 INSERT that a partial unique index decides.
@@ -21,13 +21,10 @@ from .. import tracing
 from ..clock import Clock
 from ..metrics.worker import deferred
 from .database import Database
+from .new_jobs import DEFAULT_PRIORITY, DEFAULT_QUEUE, JobDefaults, same_options
 from .records import JobRecord, NewJob
 from .rows import job_record, new_job_values
 from .tables import CRON_FIRE_PREDICATE, LIVE_KEY_PREDICATE
-
-#: Where a job goes when neither it nor its handler's row names a queue or priority.
-DEFAULT_QUEUE = "default"
-DEFAULT_PRIORITY = 0
 
 
 class Enqueuer:
@@ -54,7 +51,7 @@ class Enqueuer:
     def _insert_counted(self, jobs: Sequence[NewJob], connection: Connection | None) -> list[JobRecord]:
         if connection is not None:
             records = self._insert(connection, jobs)
-        elif jobs[0].key is None and _one_option_set(jobs):
+        elif jobs[0].key is None and all(same_options(j, jobs[0]) for j in jobs[1:]):
             records = self._db.driver.insert_alone(self._db, jobs, self._clock())
         else:
             with self._db.engine.begin() as conn:
@@ -87,11 +84,16 @@ class Enqueuer:
         From the handler's row (what its code or its JobHandler published), or
         the built-in defaults for a handler no process has published yet.
         """
+        defaults = self.defaults_of(conn, handler)
+        return defaults.queue, defaults.priority
+
+    def defaults_of(self, conn: Connection, handler: str) -> JobDefaults:
+        """``handler_defaults`` as ``new_jobs`` takes them."""
         handlers = self._db.tables.handlers
         row = conn.execute(select(handlers.c.queue, handlers.c.priority).where(handlers.c.name == handler)).first()
         if row is None:
-            return DEFAULT_QUEUE, DEFAULT_PRIORITY
-        return str(row.queue), int(row.priority)
+            return JobDefaults(DEFAULT_QUEUE, DEFAULT_PRIORITY)
+        return JobDefaults(str(row.queue), int(row.priority))
 
     def _insert(self, conn: Connection, jobs: Sequence[NewJob]) -> list[JobRecord]:
         now = self._clock()
@@ -151,25 +153,3 @@ class Enqueuer:
         )
         row = conn.execute(stmt).mappings().first()
         return None if row is None else job_record(row, now)
-
-
-def _one_option_set(jobs: Sequence[NewJob]) -> bool:
-    """Whether every job shares the first one's settings (``defer_many`` and ``defer`` do)."""
-    first = jobs[0]
-    return all(
-        (j.handler, j.queue, j.priority, j.run_at, j.max_attempts, j.retry, j.timeout, j.tenant, j.key, j.batch_id)
-        == (
-            first.handler,
-            first.queue,
-            first.priority,
-            first.run_at,
-            first.max_attempts,
-            first.retry,
-            first.timeout,
-            first.tenant,
-            first.key,
-            first.batch_id,
-        )
-        and j.metadata == first.metadata
-        for j in jobs[1:]
-    )

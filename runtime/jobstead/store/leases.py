@@ -27,14 +27,21 @@ from collections.abc import Collection, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, insert, select, true, update
+from sqlalchemy import Connection, and_, insert, select, true, update
 
 from ..clock import Clock
 from ..errors import JobError
-from ..status import AttemptOutcome, JobStatus
+from ..status import JobStatus
+from ..transitions import JobsteadErrorType, lease_lost, released
 from .batches import Batches
 from .database import Database
 from .records import Completion, EffectiveSettings, LeaseReport
+
+#: What a lost attempt's error says, by why it was lost.
+_LOST_MESSAGES = {
+    JobsteadErrorType.LEASE_EXPIRED: "worker {owner} stopped renewing its lease (crashed or stalled)",
+    JobsteadErrorType.WORKER_GONE: "worker {owner} ran in pod {host}, which is gone",
+}
 
 #: Ids per renewal statement: under every database's limit on a statement's parameters.
 RENEWAL_CHUNK = 10_000
@@ -68,16 +75,23 @@ class Leases:
         # a row the other waits for, and the server aborted one of them as a deadlock.
         completions = sorted(completions, key=lambda c: c.job_id)
         with self._db.engine.begin() as conn:
-            applied = self._db.driver.complete(self._db, conn, completions)
-            finished = {
-                batch_id
-                for c in completions
-                if (batch_id := applied.get(c.job_id)) is not None and c.final_at is not None
-            }
-            if finished:
-                # The continuation a completion calls for is deferred in this same transaction.
-                self._batches.settle(conn, finished)
+            applied = self._write(conn, completions)
         return {c.job_id for c in completions} - applied.keys()
+
+    def _write(self, conn: Connection, completions: Sequence[Completion]) -> dict[int, int | None]:
+        """Write ended attempts in ``conn``'s transaction and settle the batches they finish.
+
+        Returns the ids written (the lease still held), each with its batch id.
+        Completions and rescues alike: a lost lease is an ended attempt too.
+        """
+        applied = self._db.driver.complete(self._db, conn, completions)
+        finished = {
+            batch_id for c in completions if (batch_id := applied.get(c.job_id)) is not None and c.final_at is not None
+        }
+        if finished:
+            # The continuation a completion calls for is deferred in this same transaction.
+            self._batches.settle(conn, finished)
+        return applied
 
     def renew(self, owner: str, lease_seconds: float, job_ids: Collection[int] | None = None) -> LeaseReport:
         """Extend every lease ``owner`` holds; report which it still holds and which to cancel.
@@ -114,18 +128,12 @@ class Leases:
     def rescue_expired(self, batch: int = 500) -> list[int]:
         """Give the jobs of dead workers back to the queue; return their ids.
 
-        The lost attempt counts (a job that kills its worker every time must end
-        somewhere) and is logged as ``lost``. Any number of workers may call this
-        at once: each row is taken by one of them (SKIP LOCKED, then a
-        compare-and-set on the lease).
+        The lost attempt counts (``transitions.lease_lost``) and is logged as
+        ``lost``. Any number of workers may call this at once: each row is taken
+        by one of them (SKIP LOCKED, then a compare-and-set on the lease).
         """
         jobs = self._db.tables.jobs
-        return self._rescue(
-            jobs.c.lease_expires_at < self._clock(),
-            "jobstead.LeaseExpired",
-            "worker {owner} stopped renewing its lease (crashed or stalled)",
-            batch,
-        )
+        return self._rescue(jobs.c.lease_expires_at < self._clock(), JobsteadErrorType.LEASE_EXPIRED, batch)
 
     def release_host(self, host: str, batch: int = 500) -> list[int]:
         """Rescue at once every job held by workers on ``host`` (a pod that is gone).
@@ -135,14 +143,9 @@ class Leases:
         """
         jobs, workers = self._db.tables.jobs, self._db.tables.workers
         on_host = select(workers.c.id).where(workers.c.hostname == host).scalar_subquery()
-        return self._rescue(
-            jobs.c.lease_owner.in_(on_host),
-            "jobstead.WorkerGone",
-            f"worker {{owner}} ran in pod {host}, which is gone",
-            batch,
-        )
+        return self._rescue(jobs.c.lease_owner.in_(on_host), JobsteadErrorType.WORKER_GONE, batch, host=host)
 
-    def _rescue(self, which: Any, error_type: str, message: str, batch: int) -> list[int]:
+    def _rescue(self, which: Any, why: JobsteadErrorType, batch: int, host: str = "") -> list[int]:
         t = self._db.tables
         jobs, handlers = t.jobs, t.handlers
         now = self._clock()
@@ -155,8 +158,6 @@ class Leases:
                     jobs.c.lease_owner,
                     jobs.c.attempts,
                     jobs.c.max_attempts,
-                    jobs.c.started_at,
-                    jobs.c.batch_id,
                     handlers.c.max_attempts.label("handler_max_attempts"),
                 )
                 .select_from(jobs.outerjoin(handlers, handlers.c.name == jobs.c.handler))
@@ -164,75 +165,54 @@ class Leases:
                 .limit(batch)
                 .with_for_update(skip_locked=True, of=jobs)
             ).all()
-            rescued: list[int] = []
-            ended_batches: set[int] = set()
-            for row in lost:
-                limit = EffectiveSettings.max_attempts_of(row.max_attempts, row.handler_max_attempts)
-                exhausted = row.attempts >= limit
-                error = JobError(type=error_type, message=message.format(owner=row.lease_owner), traceback="")
-                done = conn.execute(
-                    update(jobs)
-                    .where(self._held(row.id, row.lease_owner, row.attempts))
-                    .values(
-                        status=(JobStatus.DEAD if exhausted else JobStatus.RETRYING).value,
-                        run_at=now,
-                        finished_at=now if exhausted else None,
-                        error=error.to_json(),
-                        lease_owner=None,
-                        lease_expires_at=None,
-                        cancel_requested=False,
-                    )
-                ).rowcount
-                if done:
-                    conn.execute(
-                        insert(t.attempts).values(
-                            job_id=row.id,
-                            attempt=row.attempts,
-                            worker_id=row.lease_owner,
-                            started_at=row.started_at,
-                            finished_at=now,
-                            outcome=AttemptOutcome.LOST.value,
-                            error=error.to_json(),
-                        )
-                    )
-                    rescued.append(row.id)
-                    if exhausted and row.batch_id is not None:
-                        ended_batches.add(row.batch_id)
-            if ended_batches:
-                self._batches.settle(conn, ended_batches)
-        return rescued
+            # Locked already (and never waited for: SKIP LOCKED), so the order written in is free.
+            completions = [
+                lease_lost(
+                    row.id,
+                    row.lease_owner,
+                    row.attempts,
+                    now,
+                    JobError(
+                        type=why, message=_LOST_MESSAGES[why].format(owner=row.lease_owner, host=host), traceback=""
+                    ),
+                    attempts_allowed=EffectiveSettings.max_attempts_of(row.max_attempts, row.handler_max_attempts),
+                )
+                for row in lost
+            ]
+            rescued = self._write(conn, completions) if completions else {}
+        return [c.job_id for c in completions if c.job_id in rescued]
 
     def release(self, job_id: int, owner: str, attempt: int) -> bool:
-        """Hand a job back unfinished (graceful shutdown); the attempt is not spent."""
+        """Hand a job back unfinished (graceful shutdown); the attempt is not spent (``transitions.released``)."""
         t = self._db.tables
-        now = self._clock()
+        c = released(job_id, owner, attempt, self._clock())
+        values: dict[str, Any] = {
+            "status": c.status.value,
+            "run_at": c.run_at,
+            "lease_owner": c.kept_owner,
+            "lease_expires_at": None,
+            "cancel_requested": False,
+        }
+        if not c.spends_attempt:
+            values["attempts"] = t.jobs.c.attempts - 1
         with self._db.begin_bounded() as conn:
             row = self._db.driver.execute_update(
                 conn,
-                update(t.jobs)
-                .where(self._held(job_id, owner, attempt))
-                .values(
-                    status=JobStatus.QUEUED.value,
-                    attempts=t.jobs.c.attempts - 1,
-                    run_at=now,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    cancel_requested=False,
-                )
-                .returning(t.jobs.c.started_at),
+                update(t.jobs).where(self._held(job_id, owner, attempt)).values(values).returning(t.jobs.c.started_at),
             ).first()
             if row is None:
                 return False
-            conn.execute(
-                insert(t.attempts).values(
-                    job_id=job_id,
-                    attempt=attempt,
-                    worker_id=owner,
-                    started_at=row.started_at,
-                    finished_at=now,
-                    outcome=AttemptOutcome.RELEASED.value,
+            if c.logged:
+                conn.execute(
+                    insert(t.attempts).values(
+                        job_id=job_id,
+                        attempt=attempt,
+                        worker_id=owner,
+                        started_at=row.started_at,
+                        finished_at=c.finished_at,
+                        outcome=c.outcome.value,
+                    )
                 )
-            )
         return True
 
     def checkpoint(self, job_id: int, owner: str, attempt: int, data: Any) -> bool:

@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select
 
 from ..clock import Clock, as_utc
 from ..status import CLAIMABLE_STATUSES, AttemptOutcome, JobStatus
+from ..transitions import shown_status
 from .crons import _record as cron_record
 from .database import Database
 from .records import AttemptRecord, CronRecord, JobRecord, Stats
@@ -19,7 +20,8 @@ from .rows import attempt_record, job_record
 def status_condition(jobs: Table, status: JobStatus, now: object) -> ColumnElement[bool]:
     """Jobs shown in ``status``: the stored column and the shown status differ for due ``scheduled`` jobs.
 
-    The one definition every list uses (queries, bulk selections, the dashboard).
+    ``transitions.shown_status`` as a condition: the one definition every list
+    uses (queries, bulk selections, the dashboard).
     """
     if status is JobStatus.QUEUED:
         return or_(
@@ -162,8 +164,7 @@ class Queries:
                 .where(jobs.c.status != JobStatus.SUCCEEDED.value)
                 .group_by(jobs.c.handler, jobs.c.queue, jobs.c.status, due)
             ).all():
-                shown = JobStatus.QUEUED.value if status == JobStatus.SCHEDULED.value and is_due else status
-                key = (handler, queue, shown)
+                key = (handler, queue, shown_status(status, bool(is_due)).value)
                 counts[key] = counts.get(key, 0) + int(n)
             oldest = {
                 (handler, queue): as_utc(run_at)
@@ -221,9 +222,7 @@ class Queries:
         by_tenant: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         with self._db.engine.connect() as conn:
             for row in conn.execute(stmt):
-                status = row.status
-                if status == JobStatus.SCHEDULED.value and row.due:
-                    status = JobStatus.QUEUED.value
+                status = shown_status(row.status, bool(row.due)).value
                 by_status[status] += row.n
                 by_handler[row.handler][status] += row.n
                 by_queue[row.queue][status] += row.n

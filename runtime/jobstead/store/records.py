@@ -10,19 +10,14 @@ from ..cron.schedule import CronSchedule
 from ..errors import ConfigurationError, InvalidArguments, JobError
 from ..json_values import check_json
 from ..retry import RetryPolicy
-from ..status import FINAL_STATUSES, AttemptOutcome, JobStatus
+from ..status import AttemptOutcome, JobStatus
+from ..transitions import Completion as Completion  # re-exported: records are what the store hands out
+from ..transitions import shown_status
 
 
 def effective_status(stored: str, run_at: datetime, now: datetime) -> JobStatus:
-    """A ``scheduled`` job whose time has come is ``queued``, whatever the row says.
-
-    Claims accept both, so nothing has to rewrite rows when their time comes
-    (no stager loop, no write burst at the top of the minute).
-    """
-    status = JobStatus(stored)
-    if status is JobStatus.SCHEDULED and run_at <= now:
-        return JobStatus.QUEUED
-    return status
+    """The status a row shows at ``now`` (``transitions.shown_status``: a due ``scheduled`` job is ``queued``)."""
+    return shown_status(stored, run_at <= now)
 
 
 _Frozen = TypeVar("_Frozen")
@@ -219,43 +214,6 @@ class HandlerDefinition:
     source: str = "code"
     #: At most this many jobs of one tenant run at once (None: no per-tenant limit).
     tenant_concurrency: int | None = None
-
-
-@dataclass(slots=True)
-class Completion:
-    """The end of one attempt, as the worker decided it; applied only if the lease still holds.
-
-    One per job on the worker's hot path: slotted and not frozen, which makes it
-    three times cheaper to build; nothing changes one once made.
-    """
-
-    job_id: int
-    owner: str
-    attempt: int
-    outcome: AttemptOutcome
-    status: JobStatus
-    finished_at: datetime
-    result: Any = None
-    error: JobError | None = None
-    #: For ``retrying``: when the next attempt may start.
-    run_at: datetime | None = None
-
-    # What the row becomes, derived here once so that every driver writes the same thing.
-
-    @property
-    def final_at(self) -> datetime | None:
-        """``finished_at`` of the job: set when this attempt ends it for good."""
-        return self.finished_at if self.status in FINAL_STATUSES else None
-
-    @property
-    def kept_owner(self) -> str | None:
-        """``lease_owner`` after the attempt: a success keeps its worker (the job row is its attempt log)."""
-        return self.owner if self.outcome is AttemptOutcome.SUCCEEDED else None
-
-    @property
-    def logged(self) -> bool:
-        """Whether the attempt gets a row in ``attempts`` (a success lives in the job row)."""
-        return self.outcome is not AttemptOutcome.SUCCEEDED
 
 
 @dataclass(frozen=True)

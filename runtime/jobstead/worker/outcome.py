@@ -1,15 +1,21 @@
-"""Turning how a handler call ended into the job's next state."""
+"""Turning how a handler call ended into the job's next state.
+
+``decide`` only reads how the call ended; what each ending makes of the job
+(retrying or dead, what the row keeps) is ``jobstead.transitions``'s, the one
+place every change of a job's status is decided.
+"""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
 
+from .. import transitions
 from ..cancel import CancelReason
 from ..errors import JobError, PermanentError
-from ..status import AttemptOutcome, JobStatus
+from ..status import AttemptOutcome
 from ..store import ClaimedJob, Completion, EffectiveSettings, HandlerDefinition
+from ..transitions import JobsteadErrorType
 from .execution import Finished
 
 
@@ -26,40 +32,28 @@ def decide(
     nothing_happened = not (finished.timed_out or finished.cancelled or cancel_reason)
     if nothing_happened and finished.value is None and finished.exception is None:
         # Most jobs: succeeded with nothing to return, nothing to check.
-        return Completion(
-            job_id=job.id,
-            owner=owner,
-            attempt=job.attempts,
-            outcome=AttemptOutcome.SUCCEEDED,
-            status=JobStatus.SUCCEEDED,
-            finished_at=now,
-        )
-
-    def end(outcome: AttemptOutcome, status: JobStatus, **more: Any) -> Completion:
-        return Completion(
-            job_id=job.id,
-            owner=owner,
-            attempt=job.attempts,
-            finished_at=now,
-            outcome=outcome,
-            status=status,
-            **more,
-        )
+        return transitions.succeeded(job.id, owner, job.attempts, now)
 
     def failure(error: JobError, outcome: AttemptOutcome = AttemptOutcome.FAILED) -> Completion:
         effective = EffectiveSettings.of(job, settings)
-        if job.attempts >= effective.max_attempts:
-            return end(outcome, JobStatus.DEAD, error=error)
-        delay = effective.retry.delay_after(job.attempts)
-        return end(outcome, JobStatus.RETRYING, error=error, run_at=now + timedelta(seconds=delay))
+        return transitions.failed(
+            job.id,
+            owner,
+            job.attempts,
+            now,
+            error,
+            attempts_allowed=effective.max_attempts,
+            retry=effective.retry,
+            outcome=outcome,
+        )
 
     if cancel_reason is CancelReason.CANCELLED:
-        return end(AttemptOutcome.CANCELLED, JobStatus.CANCELLED)
+        return transitions.cancelled(job.id, owner, job.attempts, now)
     if finished.timed_out:
         timeout = EffectiveSettings.of(job, settings).timeout
         return failure(
             JobError(
-                type="jobstead.Timeout",
+                type=JobsteadErrorType.TIMEOUT,
                 message=f"the handler ran longer than {timeout} s",
                 traceback="",
             ),
@@ -68,7 +62,7 @@ def decide(
     if finished.exception is not None:
         error = JobError.from_exception(finished.exception)
         if isinstance(finished.exception, PermanentError):
-            return end(AttemptOutcome.FAILED, JobStatus.FAILED, error=error)
+            return transitions.failed_for_good(job.id, owner, job.attempts, now, error)
         return failure(error)
     try:
         if finished.value is not None:
@@ -77,4 +71,4 @@ def decide(
         return failure(
             JobError.from_exception(TypeError(f"the handler's return value is not JSON-serialisable: {exc}"))
         )
-    return end(AttemptOutcome.SUCCEEDED, JobStatus.SUCCEEDED, result=finished.value)
+    return transitions.succeeded(job.id, owner, job.attempts, now, finished.value)

@@ -35,7 +35,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import URL
 
-from ...status import AttemptOutcome
 from ..records import Completion, JobRecord, NewJob
 from ..rows import job_record, new_job_values
 
@@ -276,7 +275,7 @@ class Driver:
             "cancel_requested": False,
             "finished_at": c.final_at,
         }
-        if c.outcome is AttemptOutcome.SUCCEEDED:
+        if c.keeps_result:
             values["result"] = c.result
         if c.error is not None:
             values["error"] = c.error.to_json()

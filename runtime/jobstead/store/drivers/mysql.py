@@ -92,6 +92,11 @@ def check_server_version(version: str) -> None:
             f"{name} {numbers[0]}.{numbers[1]} is too old for Jobstead: it needs {name} "
             f"{needed[0]}.{needed[1]} or later (FOR UPDATE SKIP LOCKED)"
         )
+    if name == "MySQL":  # refused here, in one line, rather than by the first defer's SQL error
+        raise ConfigurationError(
+            f"MySQL {numbers[0]}.{numbers[1]} is not supported yet: Jobstead's writes need INSERT ... RETURNING, "
+            "which MySQL lacks; use MariaDB 10.6 or later, or PostgreSQL"
+        )
 
 
 class Upsert(mysql.Insert):

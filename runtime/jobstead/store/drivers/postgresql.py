@@ -72,7 +72,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ...errors import ConfigurationError
-from ...status import FINAL_STATUSES, AttemptOutcome
+from ..new_jobs import option_key
 from ..records import Completion, JobRecord, NewJob
 from ..rows import records_in_input_order, status_at_defer
 from .async_alone import AsyncAlone
@@ -448,6 +448,9 @@ class PostgreSQLDriver(Driver):
                         c.run_at.timestamp() if c.run_at else None,
                         c.finished_at.timestamp(),
                         c.final_at is not None,
+                        c.kept_owner is not None,
+                        c.keeps_result,
+                        c.logged,
                     ]
                     for c in batch
                 ]
@@ -657,25 +660,12 @@ def _crc32(text_: str) -> int:
 def option_groups(jobs: Sequence[NewJob]) -> dict[tuple[Any, ...], list[int]]:
     """Positions of the jobs that share every setting but their arguments (one INSERT each).
 
-    ``defer_many`` gives one group; so does a single ``defer``.
+    ``defer_many`` gives one group; so does a single ``defer``. What "share"
+    means is ``new_jobs.option_key``, the store's one definition.
     """
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, j in enumerate(jobs):
-        options = (
-            j.handler,
-            j.queue,
-            j.priority,
-            j.run_at,
-            j.max_attempts,
-            j.retry,
-            j.timeout,
-            j.tenant,
-            None if j.metadata is None else json.dumps(j.metadata, sort_keys=True),
-            j.key,
-            j.batch_id,
-            j.batch_event,
-        )
-        groups.setdefault(options, []).append(i)
+        groups.setdefault(option_key(j), []).append(i)
     return groups
 
 
@@ -754,24 +744,26 @@ def _driver_insert(db: Database) -> str:
 @lru_cache(maxsize=64)
 def _complete_batch(tables: Tables) -> TextClause:
     jobs, attempts = tables.qualified(tables.jobs), tables.qualified(tables.attempts)
-    succeeded = AttemptOutcome.SUCCEEDED.value
-    assert {s.value for s in FINAL_STATUSES}  # the flag e->8 says which statuses are final
+    # Every value written comes from the Completion (its flags e->8 to e->11): nothing is
+    # worked out again here from the outcome or the status.
     return text(
         f"""
         WITH batch AS (
             SELECT CAST(e->>0 AS bigint) AS id, CAST(:owner AS text) AS owner, CAST(e->>1 AS int) AS attempt,
                    e->>2 AS status, e->>3 AS outcome, NULLIF(e->4, 'null') AS result,
                    NULLIF(e->5, 'null') AS error, to_timestamp(CAST(e->>6 AS float8)) AS run_at,
-                   to_timestamp(CAST(e->>7 AS float8)) AS finished_at, CAST(e->>8 AS boolean) AS final
+                   to_timestamp(CAST(e->>7 AS float8)) AS finished_at, CAST(e->>8 AS boolean) AS final,
+                   CAST(e->>9 AS boolean) AS keeps_owner, CAST(e->>10 AS boolean) AS keeps_result,
+                   CAST(e->>11 AS boolean) AS logged
             FROM jsonb_array_elements(CAST(:batch AS jsonb)) AS e
         ), done AS (
             UPDATE {jobs} AS j SET
                 status = b.status,
-                result = CASE WHEN b.outcome = '{succeeded}' THEN b.result ELSE j.result END,
+                result = CASE WHEN b.keeps_result THEN b.result ELSE j.result END,
                 error = COALESCE(b.error, j.error),
                 run_at = COALESCE(b.run_at, j.run_at),
                 finished_at = CASE WHEN b.final THEN b.finished_at END,
-                lease_owner = CASE WHEN b.outcome = '{succeeded}' THEN j.lease_owner END,
+                lease_owner = CASE WHEN b.keeps_owner THEN j.lease_owner END,
                 lease_expires_at = NULL, cancel_requested = false
             FROM batch AS b
             -- Through the primary key (id = ANY), never a scan of the running rows: their
@@ -780,11 +772,11 @@ def _complete_batch(tables: Tables) -> TextClause:
             -- status test out of any index condition, so the planner cannot pick that scan.
             WHERE j.id = ANY(ARRAY(SELECT id FROM batch)) AND j.id = b.id
               AND j.lease_owner = b.owner AND j.attempts = b.attempt AND (j.status = 'running') IS TRUE
-            RETURNING j.id, j.batch_id, b.attempt, b.owner, j.started_at, b.finished_at, b.outcome, b.error
+            RETURNING j.id, j.batch_id, b.attempt, b.owner, j.started_at, b.finished_at, b.outcome, b.error, b.logged
         ), logged AS (
             INSERT INTO {attempts} (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
             SELECT id, attempt, owner, started_at, finished_at, outcome, error FROM done
-            WHERE outcome <> '{succeeded}'
+            WHERE logged
         ), bound AS (
             -- Driver.bound_locks, riding along: the rows just written stay locked until the
             -- caller commits (a batch may still be settled), and a caller frozen before it does

@@ -1,0 +1,106 @@
+"""The one writer of a ``JobChange`` (cancel, ask to stop, retry, delete, purge): one job or many.
+
+``transitions`` decides what each change is; this writes it to the rows a
+condition names, and then does what the change means for the jobs' batches,
+in the caller's transaction. ``Control`` (one job), ``bulk`` (a filter, in
+chunks) and ``Batches.cancel`` (a batch's members) all come through here, so a
+change is written the same way whichever door it came in by.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import ColumnElement, Connection, delete, or_, select, update
+
+from ..status import JobStatus
+from ..transitions import BatchEffect, JobChange
+from .records import JobRecord
+from .rows import job_record
+
+if TYPE_CHECKING:
+    from .batches import Batches
+    from .database import Database
+
+
+@dataclass(frozen=True)
+class Moved:
+    """One job a change applied to: the row after it (as it was, for a delete), and its status before."""
+
+    change: JobChange
+    record: JobRecord
+    previous: JobStatus
+
+
+def apply_change(
+    db: Database, conn: Connection, change: JobChange, which: ColumnElement[bool], now: datetime
+) -> list[Moved]:
+    """Write ``change`` to the rows ``which`` names that it applies to, in ``conn``'s transaction.
+
+    The rows are read and locked first (in id order, the order completions and
+    renewals lock in), so the status each had before is known and nobody
+    changes them in between; the write is still conditional on the status. No
+    ``RETURNING`` is needed (MySQL has none on UPDATE and DELETE): a deleted
+    row is as it was read, an updated one is read back.
+    """
+    jobs = db.tables.jobs
+    applies = jobs.c.status.in_(sorted(s.value for s in change.applies_to))
+    conditions = [which, applies]
+    if change.spares_active_batches:
+        batches = db.tables.batches
+        active = select(batches.c.id).where(batches.c.status == "active").scalar_subquery()
+        conditions.append(or_(jobs.c.batch_id.is_(None), jobs.c.batch_id.not_in(active)))
+    found = conn.execute(select(jobs).where(*conditions).order_by(jobs.c.id).with_for_update(of=jobs)).mappings().all()
+    if not found:
+        return []
+    previous = {int(r["id"]): JobStatus(r["status"]) for r in found}
+    chosen = jobs.c.id.in_(sorted(previous))
+    if change.deletes:
+        conn.execute(delete(jobs).where(chosen, applies))
+        rows = found
+    else:
+        conn.execute(update(jobs).where(chosen, applies).values(_values(db, change, now)))
+        rows = conn.execute(select(jobs).where(chosen).order_by(jobs.c.id)).mappings().all()
+    return [Moved(change, job_record(r, now), previous[int(r["id"])]) for r in rows]
+
+
+def _values(db: Database, change: JobChange, now: datetime) -> dict[str, Any]:
+    jobs = db.tables.jobs
+    values: dict[str, Any] = {}
+    if change.becomes is not None:
+        values["status"] = change.becomes.value
+    if change.ends:
+        values["finished_at"] = now
+    elif change.revives:
+        values["finished_at"] = None
+    if change.cancel_requested is not None:
+        values["cancel_requested"] = change.cancel_requested
+    if change.one_more_attempt:
+        values["max_attempts"] = jobs.c.attempts + 1
+        values["run_at"] = now
+    return values
+
+
+def follow(conn: Connection, batches: Batches, moved: Sequence[Moved]) -> None:
+    """What the moves mean beyond their rows, in the same transaction: workers told, batches settled.
+
+    Workflow steps will settle here too, next to batches: every door a change
+    comes in by passes this point.
+    """
+    stopping = [m.record.id for m in moved if m.change.tells_workers]
+    if stopping:
+        batches.notify_cancel(conn, stopping)  # their workers stop them now, not at the next renewal
+    settle = {m.record.batch_id for m in moved if m.record.batch_id is not None and m.change.settles_batch(m.previous)}
+    if settle:
+        batches.settle(conn, settle)
+    # A member (not a continuation) live again reopens its batch; fired continuations stay fired.
+    reopen = {
+        m.record.batch_id
+        for m in moved
+        if m.record.batch_id is not None and m.record.batch_event is None and m.change.batch is BatchEffect.REOPEN
+    }
+    if reopen:
+        batches.reopen(conn, reopen)

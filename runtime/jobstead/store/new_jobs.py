@@ -1,0 +1,113 @@
+"""Building new jobs: the one place a caller's options meet a handler's defaults.
+
+``defer`` and ``defer_many`` (``handler.py``), ``handler.job`` (a batch's members
+and continuations), ``jobstead defer`` and a cron's fire all build their
+``NewJob`` here, so queue, priority, run time, key, tenant and metadata are
+resolved the same way whoever asks. And the one definition of which jobs
+"share their options" (``option_key``, ``same_options``): jobs that differ in
+their arguments only go into one INSERT (``Enqueuer``, the PostgreSQL driver),
+which writes the first one's options for all of them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from operator import attrgetter
+from typing import Any
+
+from ..clock import as_utc
+from ..retry import RetryPolicy
+from .records import NewJob, evolve
+
+#: Where a job goes when neither it nor its handler's row names a queue or priority.
+DEFAULT_QUEUE = "default"
+DEFAULT_PRIORITY = 0
+
+
+@dataclass(frozen=True)
+class JobDefaults:
+    """What a handler gives the jobs whose caller leaves it unset: from its code, or its row."""
+
+    queue: str = DEFAULT_QUEUE
+    priority: int = DEFAULT_PRIORITY
+
+
+def new_jobs(
+    handler: str,
+    arguments: Iterable[dict[str, Any]],
+    defaults: JobDefaults,
+    *,
+    clock: Callable[[], datetime],
+    queue: str | None = None,
+    priority: int | None = None,
+    run_at: datetime | None = None,
+    delay: timedelta | None = None,
+    key: str | None = None,
+    tenant: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    max_attempts: int | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    cron_name: str | None = None,
+    cron_fire_at: datetime | None = None,
+) -> list[NewJob]:
+    """One job per set of ``arguments``, all with the same options.
+
+    ``None`` takes the handler's default (queue, priority) or, for the settings
+    a job stores only when overridden (``max_attempts``, ``retry``,
+    ``timeout``), stays ``None`` so the handler's value at run time applies.
+    A ``delay`` counts from now, read from ``clock`` once for all of them.
+    """
+    arguments = iter(arguments)
+    first = next(arguments, None)
+    if first is None:
+        return []
+    if run_at is not None:
+        run_at = as_utc(run_at)
+    elif delay is not None:
+        run_at = clock() + delay
+    proto = NewJob(
+        handler=handler,
+        args=first,
+        queue=defaults.queue if queue is None else queue,
+        priority=defaults.priority if priority is None else priority,
+        run_at=run_at,
+        key=key,
+        tenant=tenant,
+        metadata=metadata,
+        max_attempts=max_attempts,
+        retry=retry,
+        timeout=timeout,
+        cron_name=cron_name,
+        cron_fire_at=cron_fire_at,
+    )
+    # The others differ from the first in their arguments only: copies, not 16-field frozen inits.
+    return [proto, *(evolve(proto, args=args) for args in arguments)]
+
+
+#: Every field of a new job but its arguments: jobs equal in all of them share one INSERT.
+#: Derived from ``NewJob`` itself, so a field added there is part of it at once.
+OPTION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(NewJob) if f.name != "args")
+_options = attrgetter(*OPTION_FIELDS)
+_METADATA = OPTION_FIELDS.index("metadata")
+
+
+def same_options(job: NewJob, other: NewJob) -> bool:
+    """Whether two jobs differ in their arguments at most (``defer_many``'s do)."""
+    return bool(_options(job) == _options(other))
+
+
+def option_key(job: NewJob) -> tuple[Any, ...]:
+    """``same_options`` as a hashable key, for grouping (metadata as canonical JSON)."""
+    key = list(_options(job))
+    if job.metadata is not None:
+        key[_METADATA] = json.dumps(job.metadata, sort_keys=True)
+    return tuple(key)
+
+
+def member_of(job: NewJob, batch_id: int, tenant: str | None) -> NewJob:
+    """``job`` as a member of batch ``batch_id``: it carries the batch, and the batch's tenant if it has one."""
+    return evolve(job, batch_id=batch_id, tenant=tenant if tenant is not None else job.tenant)
