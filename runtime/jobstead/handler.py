@@ -110,6 +110,7 @@ class Handler(Generic[P, R]):
             retry=self.retry,
             timeout=self.timeout,
             params=self.signature.params(),
+            param_types=self.signature.param_types(),
             source="code",
         )
 

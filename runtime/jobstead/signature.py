@@ -42,6 +42,8 @@ class HandlerSignature:
     required: frozenset[str] = frozenset()
     #: parameter name -> (what it must be, as written; the check): plain JSON types only.
     types: Mapping[str, tuple[str, Check]] = field(default_factory=dict)
+    #: parameter name -> its resolved annotation, for the published type specs.
+    annotations: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, func: Callable[..., Any], name: str, resources: Mapping[type, str]) -> HandlerSignature:
@@ -80,7 +82,19 @@ class HandlerSignature:
             names=frozenset(p.name for p in named),
             required=frozenset(p.name for p in named if p.default is inspect.Parameter.empty),
             types=types,
+            annotations={p.name: hints.get(p.name, inspect.Parameter.empty) for p in named},
         )
+
+    def param_types(self) -> tuple[tuple[str, Any], ...]:
+        """(name, type spec) for each argument whose annotation is checked: published with the handler,
+        so a defer without the code (the CLI, a cron added there) is checked as ``defer`` checks it."""
+        found: list[tuple[str, Any]] = []
+        for param in self.public.parameters.values():
+            if param.name in self.types:
+                spec = json_type_spec(self.annotations.get(param.name, inspect.Parameter.empty))
+                if spec is not None:
+                    found.append((param.name, spec))
+        return tuple(found)
 
     def params(self) -> tuple[tuple[str, bool], ...]:
         """(name, required) for each argument ``defer`` takes; what the CLI checks against."""
@@ -157,9 +171,13 @@ class HandlerSignature:
 
 
 def validate_stored(
-    params: tuple[tuple[str, bool], ...], accepts_any: bool, values: Mapping[str, Any], name: str
+    params: tuple[tuple[str, bool], ...],
+    accepts_any: bool,
+    values: Mapping[str, Any],
+    name: str,
+    param_types: tuple[tuple[str, Any], ...] = (),
 ) -> None:
-    """The same checks as ``bind``, against a parameter list read from the database."""
+    """The same checks as ``bind``, against a parameter list (and its type specs) read from the database."""
     known = {p for p, _ in params}
     if not accepts_any:
         unknown = sorted(set(values) - known)
@@ -169,6 +187,12 @@ def validate_stored(
     if missing:
         raise InvalidArguments(f"{name}(): missing required argument(s): {', '.join(missing)}")
     check_json(values, f"{name}()")
+    for key, spec in param_types:
+        if key in values and not _spec_check(spec)(values[key]):
+            value = values[key]
+            raise InvalidArguments(
+                f"{name}(): argument {key!r} must be {_spec_text(spec)}, not {type(value).__name__} ({value!r:.60})"
+            )
 
 
 Check = Callable[[Any], bool]
@@ -226,6 +250,74 @@ def json_type_check(annotation: Any) -> Check | None:
             return lambda v: isinstance(v, dict)
         return lambda v: isinstance(v, dict) and all(value_check(i) for i in v.values())
     return None
+
+
+def json_type_spec(annotation: Any) -> Any:
+    """``json_type_check``'s annotation as JSON, to publish with the handler; None where nothing is checked.
+
+    ``"int"``, ``"float"``, ``"str"``, ``"bool"``, ``"null"``, ``{"list": item}``,
+    ``{"dict": value}`` (item or value None: anything), ``{"any_of": [...]}``.
+    """
+    if json_type_check(annotation) is None:
+        return None
+    return _spec(annotation)
+
+
+_SPEC_NAMES: dict[Any, str] = {int: "int", float: "float", str: "str", bool: "bool", type(None): "null", None: "null"}
+
+
+def _spec(annotation: Any) -> Any:
+    if annotation in _SPEC_NAMES:
+        return _SPEC_NAMES[annotation]
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _spec(get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return {"any_of": [_spec(a) for a in get_args(annotation)]}
+    if annotation in (list, tuple) or origin in (list, tuple):
+        item_args = get_args(annotation)
+        item = json_type_check(item_args[0]) if origin is list and item_args else None
+        return {"list": _spec(item_args[0]) if item is not None else None}
+    dict_args = get_args(annotation)
+    value_check = json_type_check(dict_args[1]) if len(dict_args) == 2 else None
+    return {"dict": _spec(dict_args[1]) if value_check is not None else None}
+
+
+_SPEC_CHECKS: dict[str, Check] = {
+    "int": _is_int,
+    "float": _is_number,
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+}
+
+
+def _spec_check(spec: Any) -> Check:
+    """The check a published spec stands for; an unknown spec (a newer version's) checks nothing."""
+    if isinstance(spec, str):
+        return _SPEC_CHECKS.get(spec, lambda v: True)
+    if isinstance(spec, dict) and "any_of" in spec:
+        checks = [_spec_check(s) for s in spec["any_of"]]
+        return lambda v: any(c(v) for c in checks)
+    if isinstance(spec, dict) and "list" in spec:
+        item = _spec_check(spec["list"]) if spec["list"] is not None else None
+        return lambda v: isinstance(v, list | tuple) and (item is None or all(item(i) for i in v))
+    if isinstance(spec, dict) and "dict" in spec:
+        value = _spec_check(spec["dict"]) if spec["dict"] is not None else None
+        return lambda v: isinstance(v, dict) and (value is None or all(value(i) for i in v.values()))
+    return lambda v: True
+
+
+def _spec_text(spec: Any) -> str:
+    if isinstance(spec, str):
+        return "None" if spec == "null" else spec
+    if isinstance(spec, dict) and "any_of" in spec:
+        return " | ".join(_spec_text(s) for s in spec["any_of"])
+    if isinstance(spec, dict) and "list" in spec:
+        return "list" if spec["list"] is None else f"list[{_spec_text(spec['list'])}]"
+    if isinstance(spec, dict) and "dict" in spec:
+        return "dict" if spec["dict"] is None else f"dict[str, {_spec_text(spec['dict'])}]"
+    return "anything"
 
 
 def _display(annotation: Any) -> str:

@@ -350,3 +350,28 @@ def test_a_succeeded_job_has_no_error_though_an_attempt_failed(sqlite_target: Ta
     shown = run_cli(["jobs", "show", str(job.id), "--json"], sqlite_target.env())
     assert json.loads(shown.stdout)["error"] is None
     app.close()
+
+
+def test_2_the_cli_checks_argument_types_against_the_published_signature(sqlite_target: Target) -> None:
+    """Without ``--app``, ``defer`` and ``crons add`` took ``{"n": "3"}`` for ``n: int``; with it they refused."""
+    app = App(sqlite_target.url)
+
+    @app.handler
+    def resize(n: int, sizes: list[int] | None = None, label: str = "x") -> None: ...
+
+    _ = app.store  # publishes the handler, as its workers would
+    env = sqlite_target.env()
+    for args, said in (
+        ('{"n": "3"}', "resize(): argument 'n' must be int, not str ('3')"),
+        ('{"n": 3, "sizes": [1, "2"]}', "resize(): argument 'sizes' must be list[int] | None, not list ([1, '2'])"),
+    ):
+        refused = run_cli(["defer", "resize", "--args", args], env)
+        assert refused.returncode == 2, refused.stdout
+        assert refused.stderr.strip() == f"jobstead: error: {said}", refused.stderr
+        cron = run_cli(["crons", "add", "c", "--schedule", "@hourly", "--handler", "resize", "--args", args], env)
+        assert cron.returncode == 2 and said in cron.stderr, cron.stderr
+    assert app.jobs() == [] and app.store.crons.list_crons() == []
+    accepted = run_cli(["defer", "resize", "--args", '{"n": 3, "sizes": [1, 2], "label": "y"}'], env)
+    assert accepted.returncode == 0, accepted.stderr
+    assert [j.record.args for j in app.jobs()] == [{"n": 3, "sizes": [1, 2], "label": "y"}]
+    app.close()

@@ -138,7 +138,7 @@ def _checked_handler(args: Namespace, definition: CronDefinition) -> Store:
                 f"unknown handler {definition.handler!r} (known: {known}); "
                 "start a worker of the app first, or pass --app"
             )
-        validate_stored(handler.params, False, definition.args, definition.handler)
+        validate_stored(handler.params, False, definition.args, definition.handler, handler.param_types)
         return store
     except (InvalidArguments, UnknownHandler) as exc:
         raise UsageError(str(exc)) from None

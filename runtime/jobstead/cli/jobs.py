@@ -90,7 +90,7 @@ def defer(args: Namespace) -> int:
             known = ", ".join(sorted(store.registry.handlers())) or "none registered yet"
             raise UnknownHandler(f"unknown handler {args.name!r} (known: {known})")
         accepts_any = False  # the database keeps named parameters only; **kwargs handlers need --app
-        validate_stored(definition.params, accepts_any, kwargs, args.name)
+        validate_stored(definition.params, accepts_any, kwargs, args.name, definition.param_types)
         jobs = new_jobs(
             args.name,
             [kwargs],

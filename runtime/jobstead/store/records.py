@@ -211,6 +211,8 @@ class HandlerDefinition:
     retry: RetryPolicy
     timeout: float | None
     params: tuple[tuple[str, bool], ...] = field(default=())
+    #: (name, JSON type spec) of the parameters whose annotation is checked (``signature.json_type_spec``).
+    param_types: tuple[tuple[str, Any], ...] = field(default=())
     source: str = "code"
     #: At most this many jobs of one tenant run at once (None: no per-tenant limit).
     tenant_concurrency: int | None = None

@@ -187,7 +187,13 @@ def _values(d: HandlerDefinition, now: Any) -> dict[str, Any]:
         "max_attempts": d.max_attempts,
         "retry": d.retry.to_json(),
         "timeout": d.timeout,
-        "params": [{"name": n, "required": r} for n, r in d.params],
+        "params": _params(d),
         "source": d.source,
         "updated_at": now,
     }
+
+
+def _params(d: HandlerDefinition) -> list[dict[str, Any]]:
+    """The parameter list as stored: name, required, and the type spec where the code's annotation gives one."""
+    types = dict(d.param_types)
+    return [{"name": n, "required": r, **({"type": types[n]} if n in types else {})} for n, r in d.params]

@@ -69,6 +69,7 @@ def handler_definition(row: RowMapping) -> HandlerDefinition:
         retry=RetryPolicy.from_json(row["retry"]),
         timeout=row["timeout"],
         params=tuple((p["name"], bool(p["required"])) for p in row["params"] or ()),
+        param_types=tuple((p["name"], p["type"]) for p in row["params"] or () if p.get("type") is not None),
         source=row["source"],
     )
 
