@@ -191,25 +191,27 @@ def test_each_jobhandler_shows_its_decision_its_inputs_and_recent_changes(
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_the_operator_page_in_chromium(
-    app: App, kube_cluster: ControlPlaneCluster, mailer: str, tmp_path: Path
+    app: App, kube_cluster: ControlPlaneCluster, mailer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from jobstead.dashboard import create_dashboard
     from tests.dashboard.browser import LiveServer, axe_source, axe_violations, chromium, prefer_dark
-    from tests.dashboard.test_browser import save_screenshot, text
+    from tests.dashboard.test_browser import text
+    from tests.dashboard.test_browser_pages import readme_screenshot
 
-    kubeconfig = tmp_path / "kubeconfig"  # the page names it: a short path for the README's screenshot
-    kubeconfig.write_bytes(kube_cluster.kubeconfig.read_bytes())
-    served = create_dashboard(app, auth=None, kubeconfig=str(kubeconfig))
+    # The page names its kubeconfig: a relative one, so the README's screenshot shows no machine's path.
+    (tmp_path / ".kube").mkdir()
+    (tmp_path / ".kube" / "config").write_bytes(kube_cluster.kubeconfig.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    served = create_dashboard(app, auth=None, kubeconfig=".kube/config")
     with LiveServer(served) as server, chromium() as browser:
         browser.get(server.url + "/")
         browser.find_element("link text", "Operator").click()
         card = text(browser, f'[data-jobhandler="{mailer}/mailer"]')
         assert "3 pods desired, 2 ready: scale up: 41 due + 6 running need 3 pods of 16" in card
         assert "1 → 3" in card
-        save_screenshot(browser, tmp_path, "dashboard-operator.png")
-        print(f"screenshot: {tmp_path / 'dashboard-operator.png'}")
         source = axe_source()
         found = [f"light: {v}" for v in axe_violations(browser, source)]
+        readme_screenshot(browser, tmp_path, "dashboard-operator.png")  # after axe: it removes the footer
         prefer_dark(browser)
         browser.get(server.url + "/operator")
         found += [f"dark: {v}" for v in axe_violations(browser, source)]
