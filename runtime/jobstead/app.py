@@ -423,13 +423,10 @@ class App:
         return self.store.control.resume(*_pause_scope(handler, queue))
 
     def _check_known(self, store: Store, scope: PauseScope, name: str) -> None:
-        from .store.presence import known_names
+        from .store.presence import known_in_scope
 
-        names = known_names(store.db)
-        if scope == "handler":
-            known = set(names.handlers) | set(self._handlers)
-        else:
-            known = set(names.queues) | {h.queue for h in self._handlers.values()}
+        ours = self._handlers if scope == "handler" else {h.queue for h in self._handlers.values()}
+        known = known_in_scope(store.db, "handler" if scope == "handler" else "queue", ours)
         if name not in known:
             listed = ", ".join(sorted(known)) or "none yet"
             message = (

@@ -13,7 +13,7 @@ from ..logs import configure_logging as setup_logging
 from ..logs import resolve_log_format
 from ..store import Store
 from ..store.control import PauseScope
-from ..store.presence import known_names, schema_revision
+from ..store.presence import known_in_scope, schema_revision
 from .errors import UsageError
 from .loading import app_from_args, database_override, store_from_args
 from .output import print_json, print_table
@@ -171,11 +171,10 @@ def _check_known(args: Namespace, store: Store, scope: PauseScope, name: str, al
     """A typo must not "succeed": the name has to be one some app published here, unless ``--force``."""
     if scope == "all" or args.force:
         return
-    names = known_names(store.db)
-    known = set(names.handlers if scope == "handler" else names.queues) | set(also)
     if args.app:
         app = app_from_args(args)
-        known |= set(app.handlers) if scope == "handler" else {h.queue for h in app.handlers.values()}
+        also = [*also, *(app.handlers if scope == "handler" else {h.queue for h in app.handlers.values()})]
+    known = known_in_scope(store.db, "handler" if scope == "handler" else "queue", also)
     if name not in known:
         listed = ", ".join(sorted(known)) or "none yet"
         raise UsageError(

@@ -8,6 +8,7 @@ They ask here first, and say what is missing instead.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -57,3 +58,10 @@ def known_names(db: Database) -> KnownNames:
         handlers = {n for (n, _) in handler_rows}
         handlers.update(conn.execute(select(t.jobs.c.handler).distinct()).scalars())
     return KnownNames(handlers=frozenset(handlers), queues=frozenset(queues))
+
+
+def known_in_scope(db: Database, scope: Literal["handler", "queue"], also: Iterable[str] = ()) -> set[str]:
+    """The handler (or queue) names a pause may name: those this database knows, plus ``also``
+    (the caller's own app's). One rule for ``app.pause`` and ``jobstead pause``: a typo must not "succeed"."""
+    names = known_names(db)
+    return set(names.handlers if scope == "handler" else names.queues) | set(also)
