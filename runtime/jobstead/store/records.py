@@ -8,6 +8,7 @@ from typing import Any, Literal, TypeVar, get_args
 
 from ..cron.schedule import CronSchedule
 from ..errors import ConfigurationError, InvalidArguments, JobError
+from ..flow import NO_FLOW_CONTROL, FlowControl
 from ..json_values import check_json
 from ..retry import RetryPolicy
 from ..status import AttemptOutcome, JobStatus
@@ -216,6 +217,8 @@ class HandlerDefinition:
     source: str = "code"
     #: At most this many jobs of one tenant run at once (None: no per-tenant limit).
     tenant_concurrency: int | None = None
+    #: Rate limits, limits per key, sequences, fair sharing (``jobstead.flow``).
+    flow: FlowControl = NO_FLOW_CONTROL
 
 
 @dataclass(frozen=True)
