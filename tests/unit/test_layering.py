@@ -25,6 +25,7 @@ STORE_MAY_IMPORT = (
     "jobstead.config",
     "jobstead.cron.schedule",
     "jobstead.errors",
+    "jobstead.flow",  # a handler's flow control settings, values only
     "jobstead.json_values",
     "jobstead.retry",
     "jobstead.status",
@@ -53,6 +54,7 @@ PROCESSES_MAY_IMPORT = (
     "jobstead.config",
     "jobstead.context",
     "jobstead.errors",
+    "jobstead.flow",
     "jobstead.hooks",
     "jobstead.json_values",
     "jobstead.logs",
