@@ -227,6 +227,92 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "spec.podTemplate.env[1]",
         "Duplicate value",
     ),
+    # flow control: every refusal names the field
+    (
+        "rate-limit-zero",
+        resource(JH, rateLimit={"limit": 0, "periodSeconds": 1}),
+        "spec.rateLimit.limit",
+        "greater than or equal to 1",
+    ),
+    (
+        "rate-limit-negative",
+        resource(JH, rateLimit={"limit": -5, "periodSeconds": 1}),
+        "spec.rateLimit.limit",
+        "greater than or equal to 1",
+    ),
+    (
+        "rate-limit-fraction",
+        resource(JH, rateLimit={"limit": 1.5, "periodSeconds": 1}),
+        "spec.rateLimit.limit",
+        "integer",
+    ),
+    (
+        "rate-limit-text",
+        resource(JH, rateLimit={"limit": "100/s", "periodSeconds": 1}),
+        "spec.rateLimit.limit",
+        "integer",
+    ),
+    (
+        "rate-period-zero",
+        resource(JH, rateLimit={"limit": 10, "periodSeconds": 0}),
+        "spec.rateLimit.periodSeconds",
+        "greater than 0",
+    ),
+    (
+        "rate-period-negative",
+        resource(JH, rateLimit={"limit": 10, "periodSeconds": -1}),
+        "spec.rateLimit.periodSeconds",
+        "greater than 0",
+    ),
+    ("rate-period-missing", resource(JH, rateLimit={"limit": 10}), "spec.rateLimit.periodSeconds", "Required"),
+    ("rate-limit-missing", resource(JH, rateLimit={"periodSeconds": 1}), "spec.rateLimit.limit", "Required"),
+    (
+        "rate-by-not-a-name",
+        resource(JH, rateLimit={"limit": 10, "periodSeconds": 1, "by": "customer-id"}),
+        "spec.rateLimit.by",
+        "parameter of the handler",
+    ),
+    ("rate-limit-as-text", resource(JH, rateLimit="100/s"), "spec.rateLimit", "object"),
+    (
+        "per-key-without-by",
+        resource(JH, concurrencyPerKey=2),
+        "spec.concurrencyPerKey",
+        "requires concurrencyBy",
+    ),
+    (
+        "by-without-per-key",
+        resource(JH, concurrencyBy="customer_id"),
+        "spec.concurrencyBy",
+        "requires concurrencyPerKey",
+    ),
+    (
+        "per-key-zero",
+        resource(JH, concurrencyBy="customer_id", concurrencyPerKey=0),
+        "spec.concurrencyPerKey",
+        "greater than or equal to 1",
+    ),
+    (
+        "per-key-above-global",
+        resource(JH, concurrencyBy="customer_id", concurrencyPerKey=5),
+        "spec.concurrencyPerKey",
+        "less than or equal to concurrency",
+    ),
+    (
+        "per-key-and-tenant-concurrency",
+        resource(JH, concurrencyBy="tenant", concurrencyPerKey=2, tenantConcurrency=2),
+        "spec.concurrencyBy",
+        "short form",
+    ),
+    ("concurrency-by-empty", resource(JH, concurrencyBy="", concurrencyPerKey=1), "spec.concurrencyBy", "at least 1"),
+    ("sequence-by-not-a-name", resource(JH, sequenceBy="account id"), "spec.sequenceBy", "parameter of the handler"),
+    ("sequence-by-not-a-string", resource(JH, sequenceBy=3), "spec.sequenceBy", "string"),
+    ("fair-by-not-a-name", resource(JH, fairBy="1tenant"), "spec.fairBy", "parameter of the handler"),
+    (
+        "rate-limit-unknown-field",
+        resource(JH, rateLimit={"limit": 1, "periodSeconds": 1, "per": 1}),
+        "spec.rateLimit.per",
+        "unknown field",
+    ),
     ("schedule-missing", resource(CS, schedule=None), "spec.schedule", "Required"),
     ("schedule-words", resource(CS, schedule="every day"), "spec.schedule", "5 or 6 space-separated"),
     ("schedule-four-fields", resource(CS, schedule="* * * *"), "spec.schedule", "5 or 6 space-separated"),
@@ -239,6 +325,24 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("deadline-negative", resource(CS, startingDeadlineSeconds=-1), "spec.startingDeadlineSeconds", "greater"),
     ("suspend-not-bool", resource(CS, suspend="yes"), "spec.suspend", "boolean"),
 ]
+
+
+FLOW_CONTROL: dict[str, Any] = {
+    "rateLimit": {"limit": 5, "periodSeconds": 0.5, "by": "customer_id"},
+    "concurrencyBy": "tenant",
+    "concurrencyPerKey": 4,
+    "sequenceBy": "account_id",
+    "fairBy": "tenant",
+}
+
+
+def test_flow_control_fields_are_kept_as_written(kube_api: client.ApiClient, namespace: str) -> None:
+    """A fractional period stays a fraction, and a rate without ``by`` is accepted as it is."""
+    spec = create(kube_api, namespace, resource(JH, **FLOW_CONTROL))["spec"]
+    assert {key: spec[key] for key in FLOW_CONTROL} == FLOW_CONTROL
+    other = resource(JH, rateLimit={"limit": 600, "periodSeconds": 60})
+    other["metadata"]["name"] = "global-rate"
+    assert create(kube_api, namespace, other)["spec"]["rateLimit"] == {"limit": 600, "periodSeconds": 60}
 
 
 @pytest.mark.parametrize(("body", "field", "reason"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
@@ -394,11 +498,44 @@ def test_kubectl_get_jobstead_lists_both_kinds_with_columns(
     assert row[7] == "2099-01-03T03:00:00Z"  # a future time as a timestamp, not <invalid>
 
     wide = table(kube_cluster.kubectl("get", "jh", "-n", namespace, "-o", "wide").stdout)
-    assert wide[0][-5:] == ["MIN", "MAX", "FAILED", "PAUSED", "REASON"]
-    assert wide[1][-5:] == ["0", "10", "2", "false", "DatabaseUnreachable"]
+    shown = 5 + len(FLOW_COLUMNS)
+    assert wide[0][-shown:] == ["MIN", "MAX", "FAILED", "PAUSED", "REASON", *FLOW_COLUMNS]
+    assert wide[1][-5:] == ["0", "10", "2", "false", "DatabaseUnreachable"]  # no flow control: blank cells
     wide = table(kube_cluster.kubectl("get", "jcs", "-n", namespace, "-o", "wide").stdout)
     assert wide[0][-1:] == ["LAST JOB"]
     assert wide[1][-1:] == ["01JGXYZ0000000000000000000"]
+
+
+FLOW_COLUMNS = [
+    "RATE LIMIT",
+    "PERIOD SECONDS",
+    "RATE BY",
+    "CONCURRENCY BY",
+    "PER KEY",
+    "SEQUENCE BY",
+    "FAIR BY",
+    "LIMITED BY",
+]
+
+
+def test_kubectl_get_wide_shows_flow_control_and_what_held_the_replicas(
+    kube_cluster: Cluster, kube_api: client.ApiClient, namespace: str
+) -> None:
+    create(kube_api, namespace, resource(JH, concurrency=8, **FLOW_CONTROL))
+    scaling = {"limitedBy": "rateCap", "rateCap": 2, "ratePerSecond": 10.0, "meanRunSeconds": 0.25}
+    assert patch_status(kube_api, namespace, JH, {"status": {"scaling": scaling}})["status"]["scaling"] == scaling
+    wide = table(kube_cluster.kubectl("get", "jh", "-n", namespace, "-o", "wide").stdout)
+    assert wide[0][-len(FLOW_COLUMNS) :] == FLOW_COLUMNS
+    assert wide[1][-len(FLOW_COLUMNS) :] == [
+        "5",
+        "0.5",
+        "customer_id",
+        "tenant",
+        "4",
+        "account_id",
+        "tenant",
+        "rateCap",
+    ]
 
 
 def test_short_names_clash_with_nothing(kube_cluster: Cluster) -> None:
