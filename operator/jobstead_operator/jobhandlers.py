@@ -35,7 +35,7 @@ from .pods import rank_for_scale_down
 from .reasons import Notice, Reason
 from .registry import GROUP, VERSION, registry
 from .resources import Resource
-from .scaling import Decision
+from .scaling import Decision, Scaler, rate_per_second
 from .spec import JobHandlerSpec, SpecError
 from .state import OperatorState
 from .targets import TargetError
@@ -59,6 +59,7 @@ def definition(spec: JobHandlerSpec) -> HandlerDefinition:
         timeout=float(spec.timeout_seconds) if spec.timeout_seconds else None,
         params=(),  # the code knows them; put_handler keeps what it published
         source="crd",
+        flow=spec.flow,
     )
 
 
@@ -99,14 +100,48 @@ async def _reconcile(state: OperatorState, resource: Resource, *, fresh: bool) -
     except SQLAlchemyError as exc:
         raise unavailable(target, exc) from None
     await _apply_deployment(state, resource, spec)
+    try:
+        unknown = await unknown_keys(database, spec)
+    except SQLAlchemyError as exc:
+        raise unavailable(target, exc) from None
+    if unknown is not None:
+        # Not Ready, but not stopped either: the workers run (a key that names no argument puts every
+        # job in one group), and a new version of the code that has the parameter heals it.
+        resource.ready(ok=False, reason=Reason.UNKNOWN_PARAMETER, message=unknown)
+        return database
+    flow = f", {describe_flow(spec)}" if not spec.flow.is_none else ""
     resource.ready(
         ok=True,
         reason=Reason.RECONCILED,
         message=(
-            f"handler {spec.handler!r} in {target.masked}: limit {spec.concurrency}, up to {spec.replica_cap} pod(s)"
+            f"handler {spec.handler!r} in {target.masked}: limit {spec.concurrency}{flow}, "
+            f"up to {spec.replica_cap} pod(s)"
         ),
     )
     return database
+
+
+async def unknown_keys(database: AppDatabase, spec: JobHandlerSpec) -> str | None:
+    """Why a ``*By`` field names no parameter the app's workers published for the handler, or None."""
+    if not any((spec.flow.rate_limit_by, spec.flow.concurrency_by, spec.flow.sequence_by, spec.flow.fair_by)):
+        return None
+    row = await database.call(database.store.registry.handler, spec.handler)
+    return spec.unknown_keys([name for name, _ in row.params] if row is not None else [])
+
+
+def describe_flow(spec: JobHandlerSpec) -> str:
+    """The flow control in a few words, for the Ready message (``rate 100 per 1 s by customer_id, ...``)."""
+    flow, parts = spec.flow, []
+    if flow.rate_limit is not None:
+        by = f" by {flow.rate_limit_by}" if flow.rate_limit_by else ""
+        parts.append(f"rate {flow.rate_limit.limit} per {flow.rate_limit.per:g} s{by}")
+    if flow.concurrency_by is not None:
+        parts.append(f"{flow.concurrency_per_key} per {flow.concurrency_by}")
+    if flow.sequence_by is not None:
+        parts.append(f"in sequence by {flow.sequence_by}")
+    if flow.fair_by is not None:
+        parts.append(f"fair by {flow.fair_by}")
+    return ", ".join(parts)
 
 
 async def _write_rows(database: AppDatabase, spec: JobHandlerSpec) -> None:
@@ -161,10 +196,12 @@ async def scale(memo: Any, **kwargs: Any) -> None:
         spec = JobHandlerSpec.parse(resource.spec)
     except SpecError:
         return  # reconcile reported it; nothing to scale
+    scaler = state.scaler(resource.namespace, resource.name)
     try:
         database = await _current_database(state, resource, spec)
         try:
             load = await database.call(database.store.queries.handler_load, spec.handler)
+            await _read_run_time(database, spec, scaler)
         except SQLAlchemyError as exc:
             raise unavailable(database.target, exc) from None
     except NotReady as exc:
@@ -175,9 +212,15 @@ async def scale(memo: Any, **kwargs: Any) -> None:
     if deployment is None:
         return  # reconcile creates it
     current = int(deployment["spec"].get("replicas") or 0)
-    scaler = state.scaler(resource.namespace, resource.name)
     scaler.remember(resource.status.get("recentDecisions"))
-    decision = scaler.decide(spec, due=load.due, running=load.running, current=current, now=time.monotonic())
+    decision = scaler.decide(
+        spec,
+        due=load.due,
+        running=load.running,
+        current=current,
+        now=time.monotonic(),
+        mean_run_seconds=scaler.mean_run_seconds,
+    )
     desired = decision.desired
     if decision.changes:
         if desired < current:
@@ -199,6 +242,15 @@ async def scale(memo: Any, **kwargs: Any) -> None:
     status["failed"] = load.failed
 
 
+async def _read_run_time(database: AppDatabase, spec: JobHandlerSpec, scaler: Scaler) -> None:
+    """A rate-limited handler's recent mean run time, which caps its replicas; no read for any other handler."""
+    now = time.monotonic()
+    if rate_per_second(spec) is None or not scaler.wants_run_time(now):
+        return
+    run = await database.call(database.store.queries.recent_run_time, spec.handler)
+    scaler.take_run_time(run.mean_seconds, finished=run.finished, now=now)
+
+
 def scaling_status(decision: Decision) -> dict[str, Any]:
     """``status.scaling``: the last tick's decision, its inputs and its reason.
 
@@ -218,6 +270,9 @@ def scaling_status(decision: Decision) -> dict[str, Any]:
         "limitCap": decision.limit_cap,
         "minReplicas": decision.min_replicas,
         "maxReplicas": decision.max_replicas,
+        "rateCap": decision.rate_cap,
+        "ratePerSecond": decision.rate_per_second,
+        "meanRunSeconds": decision.mean_run_seconds,
         "limitedBy": decision.limited_by.value if decision.limited_by else None,
         "coolDownUntil": until,
         "reason": decision.reason,

@@ -36,6 +36,7 @@ class Reason(StrEnum):
     DATABASE_UNAVAILABLE = "DatabaseUnavailable"
     SCHEMA_MISSING = "SchemaMissing"
     HANDLER_UNKNOWN = "HandlerUnknown"
+    UNKNOWN_PARAMETER = "UnknownParameter"
 
     @property
     def recoverable(self) -> bool:
@@ -44,7 +45,8 @@ class Reason(StrEnum):
         A Secret is created, fixed or made readable (it is re-read every few
         seconds); a database comes back or gets its tables (``jobstead
         migrate``); a JobHandler for a cron's handler is applied; an app's
-        workers publish the handler. ``NameTaken`` is not: which of two crons
+        workers publish the handler, or publish a parameter a ``*By`` field
+        names (a new version of the code). ``NameTaken`` is not: which of two crons
         of one name is meant is a person's choice, made by renaming one.
         """
         return self in _RECOVERABLE
@@ -64,6 +66,7 @@ _RECOVERABLE = frozenset(
         Reason.DATABASE_UNAVAILABLE,
         Reason.SCHEMA_MISSING,
         Reason.HANDLER_UNKNOWN,
+        Reason.UNKNOWN_PARAMETER,
     }
 )
 

@@ -8,11 +8,14 @@ exist). ``SpecError`` carries a reason and message for the ``Ready`` condition.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from jobstead import ConfigurationError, RetryPolicy
+from jobstead import ConfigurationError, InvalidOption, RetryPolicy
+from jobstead.flow import NO_FLOW_CONTROL, FlowControl, RateLimit
 from jobstead.store import CronDefinition
 
 from .reasons import Reason
@@ -88,6 +91,8 @@ class JobHandlerSpec:
     pod_template: Mapping[str, Any] = field(default_factory=dict)
     tenant_concurrency: int | None = None
     metrics: MetricsSpec = field(default_factory=MetricsSpec)
+    #: ``rateLimit``, ``concurrencyBy``/``concurrencyPerKey``, ``sequenceBy``, ``fairBy``, as the runtime holds them.
+    flow: FlowControl = NO_FLOW_CONTROL
 
     @property
     def replica_cap(self) -> int:
@@ -118,6 +123,7 @@ class JobHandlerSpec:
                     int(spec["tenantConcurrency"]) if spec.get("tenantConcurrency") is not None else None
                 ),
                 metrics=MetricsSpec.parse(spec.get("metrics")),
+                flow=_flow(spec),
             )
         except (KeyError, TypeError) as exc:
             raise SpecError(Reason.INVALID_SPEC, f"spec is missing or has a malformed field: {exc}") from None
@@ -129,7 +135,35 @@ class JobHandlerSpec:
             raise SpecError(Reason.INVALID_SPEC, "spec.tenantConcurrency must be between 1 and spec.concurrency")
         if parsed.min_replicas > parsed.max_replicas:
             raise SpecError(Reason.INVALID_SPEC, "spec.minReplicas cannot exceed spec.maxReplicas")
+        per_key = parsed.flow.concurrency_per_key
+        if per_key is not None and per_key > parsed.concurrency:
+            raise SpecError(
+                Reason.INVALID_SPEC, "spec.concurrencyPerKey must be less than or equal to spec.concurrency"
+            )
+        if parsed.flow.concurrency_by is not None and parsed.tenant_concurrency is not None:
+            raise SpecError(
+                Reason.INVALID_SPEC,
+                "spec.concurrencyBy and spec.tenantConcurrency exclude each other: tenantConcurrency: N is the "
+                "short form of concurrencyBy: tenant with concurrencyPerKey: N",
+            )
         return parsed
+
+    def unknown_keys(self, parameters: Collection[str]) -> str | None:
+        """Why a ``*By`` field names no parameter of the handler, or None: one line for the ``Ready`` message.
+
+        ``parameters`` are the ones the app's workers published for the handler;
+        none published (no worker has started yet) means nothing can be said.
+        """
+        if not parameters:
+            return None
+        for name, key in _keys(self.flow):
+            if key != TENANT and key not in parameters:
+                known = ", ".join(sorted(parameters))
+                return (
+                    f"spec.{name} names {key!r}, which is not a parameter of handler {self.handler!r} "
+                    f"(its parameters: {known}; or tenant)"
+                )
+        return None
 
 
 @dataclass(frozen=True)
@@ -183,6 +217,98 @@ class CronScheduleSpec:
         except ConfigurationError as exc:
             raise SpecError(Reason.INVALID_SCHEDULE, f"spec.schedule: {exc}") from None
         return cls(cron=cron, database=database)
+
+
+#: The runtime's option names and the JobHandler fields that set them, for messages that name the field.
+FLOW_FIELDS = {
+    "rate_limit": "rateLimit",
+    "rate_limit_by": "rateLimit.by",
+    "concurrency_by": "concurrencyBy",
+    "concurrency_per_key": "concurrencyPerKey",
+    "sequence_by": "sequenceBy",
+    "fair_by": "fairBy",
+}
+#: The key that is the job's tenant rather than one of its arguments.
+TENANT = "tenant"
+#: What a ``*By`` field may hold: ``tenant`` or a Python parameter name (the CRD's CEL rule says the same).
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _flow(spec: Mapping[str, Any]) -> FlowControl:
+    """The flow control fields, checked as the CRD's schema checks them, so the webhook and Ready say the same."""
+    raw_rate = spec.get("rateLimit")
+    rate: RateLimit | None = None
+    rate_by: str | None = None
+    if raw_rate is not None:
+        if not isinstance(raw_rate, Mapping):
+            raise SpecError(Reason.INVALID_SPEC, "spec.rateLimit must be an object: {limit: 100, periodSeconds: 1}")
+        limit, period = raw_rate.get("limit"), raw_rate.get("periodSeconds")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise SpecError(
+                Reason.INVALID_SPEC, f"spec.rateLimit.limit must be a whole number of at least 1, not {limit!r}"
+            )
+        if isinstance(period, bool) or not isinstance(period, int | float) or not math.isfinite(period) or period <= 0:
+            raise SpecError(
+                Reason.INVALID_SPEC, f"spec.rateLimit.periodSeconds must be a number of seconds above 0, not {period!r}"
+            )
+        rate = RateLimit(limit, per=float(period))
+        rate_by = _key(raw_rate, "by", "rateLimit.by")
+    per_key = spec.get("concurrencyPerKey")
+    if per_key is not None and (isinstance(per_key, bool) or not isinstance(per_key, int) or per_key < 1):
+        raise SpecError(
+            Reason.INVALID_SPEC, f"spec.concurrencyPerKey must be a whole number of at least 1, not {per_key!r}"
+        )
+    concurrency_by = _key(spec, "concurrencyBy", "concurrencyBy")
+    if per_key is not None and concurrency_by is None:
+        raise SpecError(
+            Reason.INVALID_SPEC,
+            "spec.concurrencyPerKey requires spec.concurrencyBy, the key it counts per (for example customer_id)",
+        )
+    if concurrency_by is not None and per_key is None:
+        raise SpecError(
+            Reason.INVALID_SPEC,
+            "spec.concurrencyBy requires spec.concurrencyPerKey, how many may run per key (for example 2)",
+        )
+    try:
+        return FlowControl(
+            rate_limit=rate,
+            rate_limit_by=rate_by,
+            concurrency_by=concurrency_by,
+            concurrency_per_key=per_key,
+            sequence_by=_key(spec, "sequenceBy", "sequenceBy"),
+            fair_by=_key(spec, "fairBy", "fairBy"),
+        )
+    except InvalidOption as exc:  # what the runtime refuses beyond the checks above, named as the resource names it
+        raise SpecError(Reason.INVALID_SPEC, f"spec.{FLOW_FIELDS.get(exc.option, exc.option)} {exc.detail}") from None
+
+
+def _check_count(value: object, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(Reason.INVALID_SPEC, f"spec.{where} must be a whole number of at least 1, not {value!r}")
+
+
+def _key(spec: Mapping[str, Any], name: str, where: str) -> str | None:
+    value = spec.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _KEY.match(value):
+        raise SpecError(
+            Reason.INVALID_SPEC,
+            f"spec.{where} must be tenant or the name of a parameter of the handler, "
+            f"such as customer_id, not {value!r}",
+        )
+    return value
+
+
+def _keys(flow: FlowControl) -> list[tuple[str, str]]:
+    """(field, key) for each ``*By`` that is set, as the resource names the field."""
+    keys = (
+        ("rate_limit_by", flow.rate_limit_by),
+        ("concurrency_by", flow.concurrency_by),
+        ("sequence_by", flow.sequence_by),
+        ("fair_by", flow.fair_by),
+    )
+    return [(FLOW_FIELDS[option], key) for option, key in keys if key is not None]
 
 
 def _retry(spec: Mapping[str, Any]) -> RetryPolicy:

@@ -43,7 +43,14 @@ async def wake_from_zero(state: OperatorState, database: AppDatabase, queue: str
         except SQLAlchemyError:
             continue  # the scale tick reports it
         scaler = state.scaler(namespace, name)
-        decision = scaler.decide(spec, due=load.due, running=load.running, current=0, now=time.monotonic())
+        decision = scaler.decide(
+            spec,
+            due=load.due,
+            running=load.running,
+            current=0,
+            now=time.monotonic(),
+            mean_run_seconds=scaler.mean_run_seconds,  # the last measure: a rate's cap holds from zero too
+        )
         desired = decision.desired
         if desired > 0:
             await state.kube.patch_deployment(namespace, deployment_name(name), {"spec": {"replicas": desired}})

@@ -33,6 +33,7 @@ EXPECTED = {
     "DatabaseUnavailable": True,
     "SchemaMissing": True,
     "HandlerUnknown": True,
+    "UnknownParameter": True,
 }
 
 

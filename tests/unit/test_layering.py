@@ -176,10 +176,17 @@ def test_the_checker_sees_an_upward_import() -> None:
 
 
 #: What the operator may import from the runtime: its public API (``from jobstead import ...``, and
-#: nothing else of that package itself), the store and the metrics; and two modules it rightly shares
+#: nothing else of that package itself), the store and the metrics; and three modules it rightly shares
 #: with the processes: ``config`` (a Secret's URL, schema and table prefix resolved as a worker
-#: resolves them) and ``cron.scheduler`` (it runs the cron scheduler of every database it manages).
-OPERATOR_MAY_IMPORT = ("jobstead.store", "jobstead.metrics", "jobstead.config", "jobstead.cron.scheduler")
+#: resolves them), ``cron.scheduler`` (it runs the cron scheduler of every database it manages) and
+#: ``flow`` (values only: the ``FlowControl`` a JobHandler's fields become).
+OPERATOR_MAY_IMPORT = (
+    "jobstead.store",
+    "jobstead.metrics",
+    "jobstead.config",
+    "jobstead.cron.scheduler",
+    "jobstead.flow",  # a JobHandler's flow control, built as the values the handler row carries
+)
 
 
 def operator_imports_beyond_its_rule(path: Path, source: str | None = None) -> list[str]:

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select
 
 from ..clock import Clock, as_utc
-from ..status import CLAIMABLE_STATUSES, AttemptOutcome, JobStatus
+from ..status import CLAIMABLE_STATUSES, FINAL_STATUSES, AttemptOutcome, JobStatus
 from ..transitions import shown_status
 from .crons import _record as cron_record
 from .database import Database
@@ -52,6 +52,20 @@ class HandlerLoad:
     due: int
     running: int
     failed: int
+
+
+@dataclass(frozen=True)
+class RunTime:
+    """How long one handler's attempts take lately: what sizes the pods a rate can keep busy.
+
+    ``finished`` says what the mean is of: attempts that ended within the
+    window, or, while none did, the running ones' time so far (a lower bound
+    that grows as they run).
+    """
+
+    mean_seconds: float | None
+    attempts: int
+    finished: bool
 
 
 @dataclass(frozen=True)
@@ -113,6 +127,44 @@ class Queries:
             running=counts.get(JobStatus.RUNNING.value, 0),
             failed=sum(counts.get(s, 0) for s in finished_badly),
         )
+
+    def recent_run_time(self, handler: str, *, within: timedelta = timedelta(minutes=10), sample: int = 100) -> RunTime:
+        """The mean run time of the handler's last ``sample`` attempts that ended within ``within``.
+
+        Read from the job rows (a job's row holds its last attempt), newest
+        first along the finished jobs' index, so a busy table costs one short
+        walk; the mean is taken here, not in SQL, where a difference of two
+        timestamps is written differently on every database. While none ended
+        in the window, the running jobs' time so far stands in for it.
+        """
+        jobs = self._db.tables.jobs
+        now = self._clock()
+        final = [s.value for s in sorted(FINAL_STATUSES)]
+        ended = (
+            select(jobs.c.started_at, jobs.c.finished_at)
+            .where(
+                jobs.c.status.in_(final),
+                jobs.c.handler == handler,
+                jobs.c.finished_at >= now - within,
+                jobs.c.started_at.is_not(None),
+            )
+            .order_by(jobs.c.finished_at.desc())
+            .limit(sample)
+        )
+        running = (
+            select(jobs.c.started_at)
+            .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.handler == handler, jobs.c.started_at.is_not(None))
+            .limit(sample)
+        )
+        with self._db.engine.connect() as conn:
+            spans = [
+                (as_utc(finished) - as_utc(started)).total_seconds() for started, finished in conn.execute(ended).all()
+            ]
+            finished = bool(spans)
+            if not finished:
+                spans = [(now - as_utc(started)).total_seconds() for (started,) in conn.execute(running).all()]
+        spans = [max(0.0, span) for span in spans]
+        return RunTime(sum(spans) / len(spans) if spans else None, len(spans), finished)
 
     def attempts(self, job_id: int) -> list[AttemptRecord]:
         """Every attempt of the job, oldest first.
