@@ -631,3 +631,65 @@ def _scaling_status_through_a_burst(kube_api: client.ApiClient, ns: str, app: Ap
 
 def _limited_by(status: dict[str, Any], bound: str) -> dict[str, Any] | None:
     return status if (status.get("scaling") or {}).get("limitedBy") == bound else None
+
+
+def test_a_rate_limited_handler_gets_no_more_pods_than_its_rate_can_keep_busy(
+    setup: dict[str, Any], kube_api: client.ApiClient, kubelet: FakeKubelet
+) -> None:
+    """1 start per 2 s of 3 s jobs keeps ceil(0.5 x 3 / 1) = 2 pods busy: 8 jobs never get a third."""
+    ns, app = setup["namespace"], setup["app"]
+    _register_long(app)
+    spec = {
+        "handler": "e2e_long",
+        "concurrency": 6,
+        "perPodConcurrency": 1,
+        "maxReplicas": 5,
+        "rateLimit": {"limit": 1, "periodSeconds": 2},
+    }
+    custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", job_handler("rated", **spec))
+    wait_until(lambda: deployment(kube_api, ns, "rated"), 15, "the Deployment")
+    jobs = app.get_handler("e2e_long").defer_many([{"seconds": 3.0} for _ in range(8)])
+    seen: list[int] = []
+
+    def status() -> dict[str, Any]:
+        d = deployment(kube_api, ns, "rated")
+        seen.append(d.spec.replicas if d else 0)
+        obj = custom(kube_api).get_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", "rated")
+        return obj.get("status") or {}
+
+    def capped_at_two() -> dict[str, Any] | None:
+        scaling = status().get("scaling") or {}
+        return scaling if scaling.get("limitedBy") == "rateCap" and scaling.get("rateCap") == 2 else None
+
+    scaling = wait_until(capped_at_two, 60, "the rate cap measured from finished attempts", every=0.3)
+    print("status.scaling:", json.dumps(scaling))
+    assert scaling["ratePerSecond"] == 0.5 and 2.0 < scaling["meanRunSeconds"] <= 4.0
+    assert "held at the rate cap 2 (rate 0.5/s x " in scaling["reason"], scaling["reason"]
+    assert scaling["neededReplicas"] > 2 and scaling["desiredReplicas"] == 2
+    for job in jobs:
+        job.wait(90)
+        status()
+    assert max(seen) == 2, f"never more pods than the rate can keep busy: {sorted(set(seen))}"
+
+
+def test_a_key_naming_no_parameter_is_reported_and_an_edit_heals_it(
+    setup: dict[str, Any], kube_api: client.ApiClient
+) -> None:
+    ns, app = setup["namespace"], setup["app"]
+    api = custom(kube_api)
+    api.create_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", job_handler("keyed", sequenceBy="customer"))
+
+    def condition() -> dict[str, Any]:
+        return ready_condition(kube_api, ns, "jobhandlers", "keyed") or {}
+
+    reported = wait_until(lambda: condition().get("reason") == "UnknownParameter" and condition(), 20, "the reason")
+    assert reported["status"] == "False"
+    assert reported["message"] == (
+        "spec.sequenceBy names 'customer', which is not a parameter of handler 'e2e_work' "
+        "(its parameters: i; or tenant)"
+    )
+    assert deployment(kube_api, ns, "keyed") is not None, "the workers run meanwhile"
+    assert app.store.registry.handler("e2e_work").source == "crd"
+    api.patch_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", "keyed", {"spec": {"sequenceBy": "i"}})
+    healed = wait_until(lambda: condition().get("status") == "True" and condition(), 20, "Ready=True")
+    assert healed["reason"] == "Reconciled" and "in sequence by i" in healed["message"]
