@@ -201,7 +201,8 @@ async def scale(memo: Any, **kwargs: Any) -> None:
         database = await _current_database(state, resource, spec)
         try:
             load = await database.call(database.store.queries.handler_load, spec.handler)
-            await _read_run_time(database, spec, scaler)
+            if load.due or load.running:  # an idle handler's cap is moot: no read
+                await _read_run_time(database, spec, scaler)
         except SQLAlchemyError as exc:
             raise unavailable(database.target, exc) from None
     except NotReady as exc:

@@ -6,6 +6,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -342,3 +343,24 @@ def test_nothing_is_said_of_keys_before_any_worker_published_the_parameters(tmp_
         return await unknown_keys(database, flowed)
 
     assert run_with_database(Target("sqlite", url, None), scenario) is None
+
+
+def test_the_read_walks_a_bounded_number_of_the_newest_finished_jobs(target: Target, shop: App) -> None:
+    """Jobs of other handlers that ended since can crowd a handler out of the walk: its mean is then unknown."""
+    drain(shop, 4)
+
+    @shop.handler(name="quick")
+    def quick(n: int) -> None:
+        pass
+
+    others = shop.get_handler("quick").defer_many([{"n": i} for i in range(6)])
+    with worker_thread(shop, concurrency=2, handlers=["quick"]):
+        for job in others:
+            job.wait(30)
+    queries = shop.store.queries
+    crowded = queries.recent_run_time("charge", scan=6)
+    assert (crowded.mean_seconds, crowded.attempts, crowded.finished) == (None, 0, False)
+    walked = queries.recent_run_time("charge", scan=10)
+    assert walked.finished and walked.attempts == 4 and walked.mean_seconds >= RUN_SECONDS
+    assert queries.recent_run_time("charge", sample=3).attempts == 3
+    assert queries.recent_run_time("charge", within=timedelta(0)).attempts == 0

@@ -128,27 +128,32 @@ class Queries:
             failed=sum(counts.get(s, 0) for s in finished_badly),
         )
 
-    def recent_run_time(self, handler: str, *, within: timedelta = timedelta(minutes=10), sample: int = 100) -> RunTime:
+    def recent_run_time(
+        self, handler: str, *, within: timedelta = timedelta(minutes=10), sample: int = 100, scan: int = 10_000
+    ) -> RunTime:
         """The mean run time of the handler's last ``sample`` attempts that ended within ``within``.
 
-        Read from the job rows (a job's row holds its last attempt), newest
-        first along the finished jobs' index, so a busy table costs one short
-        walk; the mean is taken here, not in SQL, where a difference of two
-        timestamps is written differently on every database. While none ended
-        in the window, the running jobs' time so far stands in for it.
+        Read from the job rows (a job's row holds its last attempt) among the
+        newest ``scan`` jobs that ended, of any handler: a bounded walk down
+        the finished jobs' index however busy the table is (no index leads
+        with the handler there). The mean is taken here, not in SQL, where a
+        difference of two timestamps is written differently on every
+        database. While none ended (or none among the ``scan`` newest), the
+        running jobs' time so far stands in for it.
         """
         jobs = self._db.tables.jobs
         now = self._clock()
-        final = [s.value for s in sorted(FINAL_STATUSES)]
-        ended = (
-            select(jobs.c.started_at, jobs.c.finished_at)
-            .where(
-                jobs.c.status.in_(final),
-                jobs.c.handler == handler,
-                jobs.c.finished_at >= now - within,
-                jobs.c.started_at.is_not(None),
-            )
+        newest = (
+            select(jobs.c.handler, jobs.c.started_at, jobs.c.finished_at)
+            .where(jobs.c.status.in_([s.value for s in sorted(FINAL_STATUSES)]), jobs.c.finished_at >= now - within)
             .order_by(jobs.c.finished_at.desc())
+            .limit(scan)
+            .subquery("newest")
+        )
+        ended = (
+            select(newest.c.started_at, newest.c.finished_at)
+            .where(newest.c.handler == handler, newest.c.started_at.is_not(None))
+            .order_by(newest.c.finished_at.desc())
             .limit(sample)
         )
         running = (
