@@ -123,8 +123,8 @@ async def _reconcile(state: OperatorState, resource: Resource, *, fresh: bool) -
 
 async def unknown_keys(database: AppDatabase, spec: JobHandlerSpec) -> str | None:
     """Why a ``*By`` field names no parameter the app's workers published for the handler, or None."""
-    if not any((spec.flow.rate_limit_by, spec.flow.concurrency_by, spec.flow.sequence_by, spec.flow.fair_by)):
-        return None
+    if not spec.flow_keys:
+        return None  # nothing to check: no read
     row = await database.call(database.store.registry.handler, spec.handler)
     return spec.unknown_keys([name for name, _ in row.params] if row is not None else [])
 

@@ -148,6 +148,18 @@ class JobHandlerSpec:
             )
         return parsed
 
+    @property
+    def flow_keys(self) -> list[tuple[str, str]]:
+        """(field, key) for each ``*By`` that is set, the field named as the resource names it."""
+        flow = self.flow
+        keys = (
+            ("rate_limit_by", flow.rate_limit_by),
+            ("concurrency_by", flow.concurrency_by),
+            ("sequence_by", flow.sequence_by),
+            ("fair_by", flow.fair_by),
+        )
+        return [(FLOW_FIELDS[option], key) for option, key in keys if key is not None]
+
     def unknown_keys(self, parameters: Collection[str]) -> str | None:
         """Why a ``*By`` field names no parameter of the handler, or None: one line for the ``Ready`` message.
 
@@ -156,7 +168,7 @@ class JobHandlerSpec:
         """
         if not parameters:
             return None
-        for name, key in _keys(self.flow):
+        for name, key in self.flow_keys:
             if key != TENANT and key not in parameters:
                 known = ", ".join(sorted(parameters))
                 return (
@@ -242,22 +254,15 @@ def _flow(spec: Mapping[str, Any]) -> FlowControl:
     if raw_rate is not None:
         if not isinstance(raw_rate, Mapping):
             raise SpecError(Reason.INVALID_SPEC, "spec.rateLimit must be an object: {limit: 100, periodSeconds: 1}")
-        limit, period = raw_rate.get("limit"), raw_rate.get("periodSeconds")
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise SpecError(
-                Reason.INVALID_SPEC, f"spec.rateLimit.limit must be a whole number of at least 1, not {limit!r}"
-            )
+        limit, period = _count(raw_rate.get("limit"), "rateLimit.limit"), raw_rate.get("periodSeconds")
         if isinstance(period, bool) or not isinstance(period, int | float) or not math.isfinite(period) or period <= 0:
             raise SpecError(
                 Reason.INVALID_SPEC, f"spec.rateLimit.periodSeconds must be a number of seconds above 0, not {period!r}"
             )
         rate = RateLimit(limit, per=float(period))
         rate_by = _key(raw_rate, "by", "rateLimit.by")
-    per_key = spec.get("concurrencyPerKey")
-    if per_key is not None and (isinstance(per_key, bool) or not isinstance(per_key, int) or per_key < 1):
-        raise SpecError(
-            Reason.INVALID_SPEC, f"spec.concurrencyPerKey must be a whole number of at least 1, not {per_key!r}"
-        )
+    raw_per_key = spec.get("concurrencyPerKey")
+    per_key = _count(raw_per_key, "concurrencyPerKey") if raw_per_key is not None else None
     concurrency_by = _key(spec, "concurrencyBy", "concurrencyBy")
     if per_key is not None and concurrency_by is None:
         raise SpecError(
@@ -282,9 +287,10 @@ def _flow(spec: Mapping[str, Any]) -> FlowControl:
         raise SpecError(Reason.INVALID_SPEC, f"spec.{FLOW_FIELDS.get(exc.option, exc.option)} {exc.detail}") from None
 
 
-def _check_count(value: object, where: str) -> None:
+def _count(value: object, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SpecError(Reason.INVALID_SPEC, f"spec.{where} must be a whole number of at least 1, not {value!r}")
+    return value
 
 
 def _key(spec: Mapping[str, Any], name: str, where: str) -> str | None:
@@ -298,17 +304,6 @@ def _key(spec: Mapping[str, Any], name: str, where: str) -> str | None:
             f"such as customer_id, not {value!r}",
         )
     return value
-
-
-def _keys(flow: FlowControl) -> list[tuple[str, str]]:
-    """(field, key) for each ``*By`` that is set, as the resource names the field."""
-    keys = (
-        ("rate_limit_by", flow.rate_limit_by),
-        ("concurrency_by", flow.concurrency_by),
-        ("sequence_by", flow.sequence_by),
-        ("fair_by", flow.fair_by),
-    )
-    return [(FLOW_FIELDS[option], key) for option, key in keys if key is not None]
 
 
 def _retry(spec: Mapping[str, Any]) -> RetryPolicy:
