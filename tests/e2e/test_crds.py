@@ -20,6 +20,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from jobstead_operator.spec import JobHandlerSpec, SpecError
 from tests.e2e.conftest import GROUP, VERSION
 from tests.support.controlplane import REPO, Cluster
 
@@ -355,6 +356,19 @@ def test_invalid_resource_is_refused(
     message = refusal(refused.value)
     assert field in message, message
     assert reason in message, message
+
+
+FLOW_FIELDS = ("spec.rateLimit", "spec.concurrencyBy", "spec.concurrencyPerKey", "spec.sequenceBy", "spec.fairBy")
+#: The flow control refusals the operator makes too (an unknown field is the API server's alone: it prunes it).
+FLOW_REFUSALS = [c for c in INVALID if c[2].startswith(FLOW_FIELDS) and c[3] != "unknown field"]
+
+
+@pytest.mark.parametrize(("body", "field"), [c[1:3] for c in FLOW_REFUSALS], ids=[c[0] for c in FLOW_REFUSALS])
+def test_the_operator_refuses_what_the_schema_refuses_naming_the_same_field(body: dict[str, Any], field: str) -> None:
+    """What the webhook and the Ready condition say of a resource written before the schema refused it."""
+    with pytest.raises(SpecError) as refused:
+        JobHandlerSpec.parse(body["spec"])
+    assert refused.value.message.startswith(field), refused.value.message
 
 
 # -- status subresource --------------------------------------------------------------
