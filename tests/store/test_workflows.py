@@ -12,7 +12,7 @@ from sqlalchemy import event, select
 from jobstead.errors import JobError
 from jobstead.status import AttemptOutcome, JobStatus
 from jobstead.store import ClaimedJob, NewJob, NewStep, Store, WorkflowStats
-from jobstead.transitions import UpstreamRule
+from jobstead.transitions import PURGE, UpstreamRule
 from tests.store.conftest import ManualClock, handler
 from tests.store.test_contract import claim, done, new
 
@@ -333,3 +333,27 @@ def test_a_completion_outside_a_workflow_runs_no_statement_more(store: Store) ->
     assert not [s for s in sent if any(name in s for name in tables)]
     if store.db.driver.backend == "postgresql":
         assert len(sent) == 1, sent
+
+
+def test_retention_keeps_a_workflow_whole_until_it_is_final_and_ages_out(store: Store, clock: ManualClock) -> None:
+    workflow_id = store.workflows.create("kept", [step("a"), step("b", "a")], continuations=continuations())
+    finish(store, claim(store)[0])
+    clock.advance(3600 * 3)
+    store.retention.prune(finished=timedelta(hours=1), dead=timedelta(days=7))
+    assert store.workflows.get(workflow_id).stats.succeeded == 1, "an active workflow keeps its finished steps"
+    a_id = store.workflows.get(workflow_id).steps["a"].job_id
+    assert store.control.apply((PURGE,), [a_id]) == [], "a purge spares the jobs of an active workflow"
+    finish(store, claim(store)[0])
+    clock.advance(3600 * 3)
+    store.retention.prune(finished=timedelta(hours=1), dead=timedelta(days=7))
+    assert store.workflows.get(workflow_id).stats.total == 2, "its continuations are still live"
+    for continuation in claim(store, "on_success", "on_finish"):
+        finish(store, continuation)
+    clock.advance(3600 * 3)
+    store.retention.prune(finished=timedelta(hours=1), dead=timedelta(days=7))
+    with pytest.raises(LookupError):
+        store.workflows.get(workflow_id)
+    assert store.queries.list_jobs() == []
+    edges = store.tables.workflow_edges
+    with store.db.engine.connect() as conn:
+        assert conn.execute(select(edges.c.child_id)).all() == []
