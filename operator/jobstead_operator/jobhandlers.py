@@ -138,7 +138,8 @@ def describe_flow(spec: JobHandlerSpec) -> str:
     if flow.concurrency_by is not None:
         parts.append(f"{flow.concurrency_per_key} per {flow.concurrency_by}")
     if flow.sequence_by is not None:
-        parts.append(f"in sequence by {flow.sequence_by}")
+        goes_on = ", going on after a failure" if flow.sequence_on_failure == "continue" else ""
+        parts.append(f"in sequence by {flow.sequence_by}{goes_on}")
     if flow.fair_by is not None:
         parts.append(f"fair by {flow.fair_by}")
     return ", ".join(parts)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jobstead import ConfigurationError, InvalidOption, RetryPolicy
-from jobstead.flow import NO_FLOW_CONTROL, FlowControl, RateLimit
+from jobstead.flow import NO_FLOW_CONTROL, FlowControl, RateLimit, SequenceOnFailure
 from jobstead.store import CronDefinition
 
 from .reasons import Reason
@@ -238,8 +238,11 @@ FLOW_FIELDS = {
     "concurrency_by": "concurrencyBy",
     "concurrency_per_key": "concurrencyPerKey",
     "sequence_by": "sequenceBy",
+    "sequence_on_failure": "sequenceOnFailure",
     "fair_by": "fairBy",
 }
+#: ``sequenceOnFailure`` values and the runtime's.
+ON_FAILURE: dict[str, SequenceOnFailure] = {"Hold": "hold", "Continue": "continue"}
 #: The key that is the job's tenant rather than one of its arguments.
 TENANT = "tenant"
 #: What a ``*By`` field may hold: ``tenant`` or a Python parameter name (the CRD's CEL rule says the same).
@@ -274,13 +277,23 @@ def _flow(spec: Mapping[str, Any]) -> FlowControl:
             Reason.INVALID_SPEC,
             "spec.concurrencyBy requires spec.concurrencyPerKey, how many may run per key (for example 2)",
         )
+    sequence_by = _key(spec, "sequenceBy", "sequenceBy")
+    on_failure = spec.get("sequenceOnFailure")
+    if on_failure is not None and on_failure not in ON_FAILURE:
+        raise SpecError(Reason.INVALID_SPEC, f"spec.sequenceOnFailure must be Hold or Continue, not {on_failure!r}")
+    if on_failure is not None and sequence_by is None:
+        raise SpecError(
+            Reason.INVALID_SPEC,
+            "spec.sequenceOnFailure requires spec.sequenceBy, the key jobs are sequenced by (for example account_id)",
+        )
     try:
         return FlowControl(
             rate_limit=rate,
             rate_limit_by=rate_by,
             concurrency_by=concurrency_by,
             concurrency_per_key=per_key,
-            sequence_by=_key(spec, "sequenceBy", "sequenceBy"),
+            sequence_by=sequence_by,
+            sequence_on_failure=ON_FAILURE[on_failure or "Hold"],
             fair_by=_key(spec, "fairBy", "fairBy"),
         )
     except InvalidOption as exc:  # what the runtime refuses beyond the checks above, named as the resource names it

@@ -309,6 +309,18 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("sequence-by-not-a-string", resource(JH, sequenceBy=3), "spec.sequenceBy", "string"),
     ("fair-by-not-a-name", resource(JH, fairBy="1tenant"), "spec.fairBy", "parameter of the handler"),
     (
+        "sequence-on-failure-unknown",
+        resource(JH, sequenceBy="account_id", sequenceOnFailure="Skip"),
+        "spec.sequenceOnFailure",
+        "Unsupported value",
+    ),
+    (
+        "sequence-on-failure-without-sequence",
+        resource(JH, sequenceOnFailure="Continue"),
+        "spec.sequenceOnFailure",
+        "requires sequenceBy",
+    ),
+    (
         "rate-limit-unknown-field",
         resource(JH, rateLimit={"limit": 1, "periodSeconds": 1, "per": 1}),
         "spec.rateLimit.per",
@@ -333,6 +345,7 @@ FLOW_CONTROL: dict[str, Any] = {
     "concurrencyBy": "tenant",
     "concurrencyPerKey": 4,
     "sequenceBy": "account_id",
+    "sequenceOnFailure": "Continue",
     "fairBy": "tenant",
 }
 
@@ -358,7 +371,7 @@ def test_invalid_resource_is_refused(
     assert reason in message, message
 
 
-FLOW_FIELDS = ("spec.rateLimit", "spec.concurrencyBy", "spec.concurrencyPerKey", "spec.sequenceBy", "spec.fairBy")
+FLOW_FIELDS = ("spec.rateLimit", "spec.concurrencyBy", "spec.concurrencyPerKey", "spec.sequence", "spec.fairBy")
 #: The flow control refusals the operator makes too (an unknown field is the API server's alone: it prunes it).
 FLOW_REFUSALS = [c for c in INVALID if c[2].startswith(FLOW_FIELDS) and c[3] != "unknown field"]
 

@@ -71,6 +71,14 @@ def test_every_field_reaches_the_handler_row_as_the_runtimes_value() -> None:
     )
 
 
+def test_a_sequence_holds_on_failure_unless_told_to_continue() -> None:
+    assert spec(sequenceBy="account_id").flow.sequence_on_failure == "hold"
+    assert spec(sequenceBy="account_id", sequenceOnFailure="Hold").flow.sequence_on_failure == "hold"
+    going_on = spec(sequenceBy="account_id", sequenceOnFailure="Continue")
+    assert definition(going_on).flow.sequence_on_failure == "continue"
+    assert describe_flow(going_on) == "in sequence by account_id, going on after a failure"
+
+
 def test_no_flow_fields_is_no_flow_control_and_the_short_per_tenant_form_stays() -> None:
     assert spec().flow.is_none and definition(spec()).flow.is_none
     short = spec(tenantConcurrency=3)
@@ -99,6 +107,8 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"sequenceBy": "account id"}, "spec.sequenceBy"),
     ({"sequenceBy": 3}, "spec.sequenceBy"),
     ({"fairBy": ""}, "spec.fairBy"),
+    ({"sequenceBy": "account_id", "sequenceOnFailure": "continue"}, "spec.sequenceOnFailure must be Hold or Continue"),
+    ({"sequenceOnFailure": "Continue"}, "spec.sequenceOnFailure requires spec.sequenceBy"),
 ]
 
 
