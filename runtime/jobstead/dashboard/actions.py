@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from ..errors import InvalidState, JobNotFound
+from ..errors import InvalidState, JobNotFound, WorkflowNotFound
 from ..store import Store
 from ..store.control import PauseScope
 from ..store.new_jobs import JobDefaults, new_jobs
@@ -103,6 +103,34 @@ class Actions:
             except (InvalidState, JobNotFound):
                 skipped += 1
         return changed, skipped
+
+    # -- workflows ---------------------------------------------------------------
+
+    def cancel_workflow(self, user: User, workflow_id: int) -> Done:
+        """Blocked and waiting steps cancelled at once, running ones told to stop (the store decides which)."""
+        try:
+            record = self._store.workflows.cancel(workflow_id)
+        except WorkflowNotFound:
+            raise JobNotFound(f"no workflow with id {workflow_id}") from None
+        except InvalidState as exc:
+            raise ActionRefused(str(exc)) from None
+        outcome = f"workflow {workflow_id} cancelled" + (
+            f": {record.stats.running} running step{'s' if record.stats.running != 1 else ''} asked to stop"
+            if record.stats.running
+            else ""
+        )
+        return self._audit(user, "workflow-cancel", f"workflow {workflow_id}", outcome)
+
+    def retry_workflow(self, user: User, workflow_id: int) -> Done:
+        try:
+            self._store.workflows.retry(workflow_id)
+        except WorkflowNotFound:
+            raise JobNotFound(f"no workflow with id {workflow_id}") from None
+        except InvalidState as exc:
+            raise ActionRefused(str(exc)) from None
+        return self._audit(
+            user, "workflow-retry", f"workflow {workflow_id}", f"workflow {workflow_id}: its failed steps run again"
+        )
 
     # -- pauses and crons --------------------------------------------------------
 
