@@ -51,6 +51,9 @@ WORKFLOWS_PAGE = 50
 STEP_COUNTS = ("blocked", "scheduled", "queued", "running", "retrying", "succeeded", "failed", "dead", "cancelled")
 #: The step table starts open up to this many steps (the graph is the view of larger ones).
 STEP_TABLE_OPEN = 50
+#: Rows of the step table at most: every step is also a box (a link with its name and status) in the
+#: graph, and ten thousand rows would double the page's weight and time for no reader.
+STEP_TABLE_ROWS = 1000
 LIVE_HEADER = "x-jobstead-live"
 
 
@@ -369,7 +372,8 @@ class Dashboard:
         return "workflow.html", {
             "title": f"Workflow {workflow_id}",
             "w": record,
-            "steps": nodes,
+            "steps": nodes[:STEP_TABLE_ROWS],
+            "step_count": len(nodes),
             "drawing": graph.svg(nodes, base=base, label=f"The steps of workflow {workflow_id} ({record.name})"),
             "counted": STEP_COUNTS,
             "legend": [name for name in STEP_COUNTS if getattr(stats, name)],
