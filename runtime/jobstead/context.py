@@ -8,9 +8,14 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cancel import CancelReason
+from .errors import JobError
+from .status import JobStatus
+
+if TYPE_CHECKING:
+    from .store.records import Upstream
 
 logger = logging.getLogger("jobstead.job")
 
@@ -46,10 +51,18 @@ class Context:
         created_at: datetime,
         save_checkpoint: Callable[[Any], bool],
         batch_id: int | None = None,
+        workflow_id: int | None = None,
+        step: str | None = None,
+        read_upstream: Callable[[], list[Upstream]] | None = None,
     ) -> None:
         self.job_id = job_id
         #: The batch this job belongs to (in a continuation: the batch it continues), else None.
         self.batch_id = batch_id
+        #: The workflow this job is a step of (in a continuation: the workflow it continues), else None.
+        self.workflow_id = workflow_id
+        #: This step's name in its workflow (None outside a workflow, and in a continuation).
+        self.step = step
+        self._read_upstream = read_upstream
         self.handler = handler
         self.attempt = attempt
         self.max_attempts = max_attempts
@@ -63,6 +76,27 @@ class Context:
         self._save_checkpoint = save_checkpoint
         self._cancelled: threading.Event | None = None
         self.cancel_reason: CancelReason | None = None
+
+    @cached_property
+    def _upstream(self) -> list[Upstream]:
+        """This step's direct dependencies, read once (one query for all of them) on first use."""
+        return self._read_upstream() if self._read_upstream is not None else []
+
+    @property
+    def upstream(self) -> dict[str, Any]:
+        """{step name: result} of this step's direct dependencies that succeeded."""
+        return {u.step: u.result for u in self._upstream if u.status is JobStatus.SUCCEEDED}
+
+    @property
+    def upstream_failures(self) -> dict[str, JobError]:
+        """{step name: error} of this step's direct dependencies that did not succeed (only a step
+        with ``on_upstream_failure="run"`` runs with any). A cancelled one without an error of its
+        own gets one saying it was cancelled."""
+        return {
+            u.step: u.error or JobError("jobstead.Cancelled", f"step {u.step!r} was cancelled", "")
+            for u in self._upstream
+            if u.status is not JobStatus.SUCCEEDED
+        }
 
     @cached_property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:

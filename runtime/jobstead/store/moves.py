@@ -24,6 +24,7 @@ from .rows import job_record
 if TYPE_CHECKING:
     from .batches import Batches
     from .database import Database
+    from .workflows import Workflows
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,11 @@ def _values(db: Database, change: JobChange, now: datetime) -> dict[str, Any]:
     return values
 
 
-def follow(conn: Connection, batches: Batches, moved: Sequence[Moved]) -> None:
-    """What the moves mean beyond their rows, in the same transaction: workers told, batches settled.
+def follow(conn: Connection, batches: Batches, moved: Sequence[Moved], workflows: Workflows | None = None) -> None:
+    """What the moves mean beyond their rows, in the same transaction: workers told, batches and
+    workflows settled (every door a change comes in by passes this point).
 
-    Workflow steps will settle here too, next to batches: every door a change
-    comes in by passes this point.
+    ``workflows`` may be left out only by callers that move no workflow step (a batch's members).
     """
     stopping = [m.record.id for m in moved if m.change.tells_workers]
     if stopping:
@@ -104,3 +105,5 @@ def follow(conn: Connection, batches: Batches, moved: Sequence[Moved]) -> None:
     }
     if reopen:
         batches.reopen(conn, reopen)
+    if workflows is not None and any(m.record.workflow_id is not None for m in moved):
+        workflows.follow(conn, moved)

@@ -269,6 +269,9 @@ class JobRunner:
             created_at=job.created_at,
             save_checkpoint=lambda data: leases.checkpoint(job.id, worker_id, job.attempts, data),
             batch_id=job.batch_id,
+            workflow_id=job.workflow_id,
+            step=job.step,
+            read_upstream=(lambda: self._store.workflows.upstream(job.id)) if job.step is not None else None,
         )
         if running.cancel_reason is not None:  # asked to stop before it started
             ctx.request_cancel(running.cancel_reason)
