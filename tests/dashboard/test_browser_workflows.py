@@ -67,9 +67,11 @@ def diamond(sqlite_shop: Shop) -> Iterator[Diamond]:
     running, failed = wf.defer(), failing.defer()
     with worker_thread(app):
         wait_for(
-            lambda: running.refresh().steps["charge"].status is JobStatus.RUNNING
-            and running.steps["reserve"].status is JobStatus.SUCCEEDED
-            and failed.refresh().status == "failed",
+            lambda: (
+                running.refresh().steps["charge"].status is JobStatus.RUNNING
+                and running.steps["reserve"].status is JobStatus.SUCCEEDED
+                and failed.refresh().status == "failed"
+            ),
             what="the diamond half-way and the other workflow failed",
         )
         album_run = album.defer()

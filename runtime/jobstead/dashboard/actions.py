@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from ..errors import InvalidState, JobNotFound, WorkflowNotFound
+from ..errors import InvalidState, JobNotFound
 from ..store import Store
 from ..store.control import PauseScope
 from ..store.new_jobs import JobDefaults, new_jobs
@@ -108,29 +108,30 @@ class Actions:
 
     def cancel_workflow(self, user: User, workflow_id: int) -> Done:
         """Blocked and waiting steps cancelled at once, running ones told to stop (the store decides which)."""
-        try:
-            record = self._store.workflows.cancel(workflow_id)
-        except WorkflowNotFound:
-            raise JobNotFound(f"no workflow with id {workflow_id}") from None
-        except InvalidState as exc:
-            raise ActionRefused(str(exc)) from None
+        status = self._workflow_status(workflow_id)
+        if status != "active":
+            raise ActionRefused(f"workflow {workflow_id} is {status}; only an active workflow can be cancelled")
+        running = self._store.workflows.cancel(workflow_id)
         outcome = f"workflow {workflow_id} cancelled" + (
-            f": {record.stats.running} running step{'s' if record.stats.running != 1 else ''} asked to stop"
-            if record.stats.running
-            else ""
+            f": {len(running)} running step{'s' if len(running) != 1 else ''} asked to stop" if running else ""
         )
         return self._audit(user, "workflow-cancel", f"workflow {workflow_id}", outcome)
 
     def retry_workflow(self, user: User, workflow_id: int) -> Done:
-        try:
-            self._store.workflows.retry(workflow_id)
-        except WorkflowNotFound:
-            raise JobNotFound(f"no workflow with id {workflow_id}") from None
-        except InvalidState as exc:
-            raise ActionRefused(str(exc)) from None
+        self._workflow_status(workflow_id)
+        retried = self._store.workflows.retry(workflow_id)
+        if not retried:
+            raise ActionRefused(f"workflow {workflow_id} has no failed, dead or cancelled step to retry")
+        steps = f"{len(retried)} step{'s' if len(retried) != 1 else ''}"
         return self._audit(
-            user, "workflow-retry", f"workflow {workflow_id}", f"workflow {workflow_id}: its failed steps run again"
+            user, "workflow-retry", f"workflow {workflow_id}", f"workflow {workflow_id}: {steps} run again"
         )
+
+    def _workflow_status(self, workflow_id: int) -> str:
+        status = self._queries.workflow_status(workflow_id)
+        if status is None:
+            raise JobNotFound(f"no workflow with id {workflow_id}")
+        return status
 
     # -- pauses and crons --------------------------------------------------------
 

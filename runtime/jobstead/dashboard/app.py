@@ -32,7 +32,7 @@ from ..cron.schedule import CronSchedule, InvalidSchedule
 from ..errors import BatchNotFound, JobNotFound, WorkflowNotFound
 from ..status import JobStatus
 from ..store import Store
-from ..store.records import BATCH_STATUSES
+from ..store.records import BATCH_STATUSES, WORKFLOW_STATUSES
 from . import filters, graph, listing, render, running, schedules, web
 from .actions import BULK_VERBS, PAUSE_SCOPES, ActionRefused, Actions
 from .auth import SESSION_COOKIE, SESSION_SECONDS, AuthCallable, Authenticator, Credentials, Signer, User
@@ -343,7 +343,12 @@ class Dashboard:
         where = filters.workflow_filter(params)
         offset = filters.offset(params)
         found = self.store.workflows.list(
-            name=where.name, tenant=where.tenant, status=where.status, limit=WORKFLOWS_PAGE + 1, offset=offset
+            name=where.name,
+            tenant=where.tenant,
+            status=where.status,
+            limit=WORKFLOWS_PAGE + 1,
+            offset=offset,
+            steps=False,
         )
         older = len(found) > WORKFLOWS_PAGE
         return "workflows.html", {
@@ -352,7 +357,7 @@ class Dashboard:
             "name": where.name or "",
             "tenant": where.tenant or "",
             "status": where.status or "",
-            "statuses": filters.WORKFLOW_STATUSES,
+            "statuses": WORKFLOW_STATUSES,
             "offset": offset,
             "next_url": web.with_params(request, offset=offset + WORKFLOWS_PAGE) if older else None,
             "newest_url": web.without_param(request, "offset") if offset else None,

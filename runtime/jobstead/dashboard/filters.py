@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..status import JobStatus
+from ..store.records import WORKFLOW_STATUSES
 from .queries import JobFilter
 
 MAX_TEXT = 200
@@ -76,7 +77,6 @@ class WorkflowFilter:
 
 
 WORKFLOW_FILTERS = ("name", "tenant", "status")
-WORKFLOW_STATUSES = ("active", "succeeded", "failed", "cancelled")
 #: Deeper than this a list's page is not worth counting through (a filter finds it faster).
 MAX_OFFSET = 1_000_000
 

@@ -218,7 +218,7 @@ class DashboardQueries:
     def overview(self) -> Overview:
         """Counts per (handler, queue), the last hour per minute, pauses, the table's size.
 
-        Live jobs (waiting or running) are counted with their queue and run time.
+        Live jobs (waiting, blocked or running) are counted with their queue and run time.
         Settled failures (dead, failed, cancelled), which pile up until retention
         prunes them, are counted per handler from the ``(status, handler)`` index
         alone, without reading their rows, and shown on the row of the handler's
@@ -237,7 +237,7 @@ class DashboardQueries:
                 func.count().label("n"),
                 func.min(jobs.c.run_at).label("oldest"),
             )
-            .where(jobs.c.status.in_([s.value for s in (*CLAIMABLE_STATUSES, JobStatus.RUNNING)]))
+            .where(jobs.c.status.in_([s.value for s in (*CLAIMABLE_STATUSES, JobStatus.RUNNING, JobStatus.BLOCKED)]))
             .group_by(jobs.c.handler, jobs.c.queue, jobs.c.status, due)
         )
         settled = (
@@ -527,6 +527,13 @@ class DashboardQueries:
             for r in found[:limit]
         ]
         return rows, (rows[-1].id if len(found) > limit else None)
+
+    def workflow_status(self, workflow_id: int) -> str | None:
+        """A workflow's status alone (one primary-key read, none of its steps), or None if there is none."""
+        workflows = self._t.workflows
+        with self._db.engine.connect() as conn:
+            found = conn.execute(select(workflows.c.status).where(workflows.c.id == workflow_id)).scalar()
+        return None if found is None else str(found)
 
     # -- live updates ------------------------------------------------------------
 

@@ -21,13 +21,11 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..cron.schedule import CronSchedule, InvalidSchedule
+from ..status import JobStatus
 from ..store import Store
 from ..store.queries import MetricsSnapshot
 
 logger = logging.getLogger("jobstead.metrics")
-
-#: The status of a workflow step whose dependencies have not all finished.
-BLOCKED = "blocked"
 
 
 class DatabaseGauges:
@@ -88,7 +86,7 @@ class DatabaseGauges:
             self.jobs.add_metric([*labels, handler, queue, status], n)
         blocked: dict[tuple[str, str], int] = {}
         for (handler, queue, status), n in snapshot.counts.items():
-            if status == BLOCKED:
+            if status == JobStatus.BLOCKED.value:
                 blocked[(handler, queue)] = blocked.get((handler, queue), 0) + n
         for (handler, queue), n in sorted(blocked.items()):
             self.blocked.add_metric([*labels, handler, queue], n)
