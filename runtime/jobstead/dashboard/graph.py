@@ -157,8 +157,10 @@ def svg(nodes: Sequence[Node], *, base: str = "", label: str = "Workflow graph")
     placed = layout(nodes)
     parts = [
         f'<svg class="workflow-graph" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {placed.width:.0f} '
-        f'{placed.height:.0f}" width="{placed.width:.0f}" height="{placed.height:.0f}" role="img" '
-        f'aria-label="{escape(label)}"><title>{escape(label)}</title><g class="edges">'
+        f'{placed.height:.0f}" width="{placed.width:.0f}" height="{placed.height:.0f}" role="group" '
+        f'aria-label="{escape(label)}"><title>{escape(label)}</title>'
+        '<defs><marker id="workflow-arrow" viewBox="0 0 8 8" refX="8" refY="4" markerWidth="7" markerHeight="7" '
+        'orient="auto"><polygon points="0,0 8,4 0,8"/></marker></defs><g class="edges">'
     ]
     parts.extend(_edge(placed.boxes[p], placed.boxes[c]) for p, c in placed.edges)
     parts.append("</g>")
