@@ -42,6 +42,7 @@ from sqlalchemy import select
 from jobstead import App
 
 REPO = Path(__file__).resolve().parents[1]
+LOG_DIR = REPO / ".cache" / "bench" / "logs"
 #: Jobs in flight per worker process (a claim takes as many as there are free slots).
 CONCURRENCY = 500
 
@@ -91,22 +92,27 @@ def run_worker(url: str) -> None:
 
 
 class Workers:
+    """Worker processes of the workflow app; their logs in ``.cache/bench/logs/workflows-N.log``."""
+
     def __init__(self, url: str, count: int) -> None:
-        self.processes = [
-            subprocess.Popen(
-                [sys.executable, "-m", "bench.workflows", "--worker", url],
-                cwd=REPO,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-            for _ in range(count)
-        ]
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.processes = []
+        for i in range(count):
+            with open(LOG_DIR / f"workflows-{i}.log", "wb") as log:
+                self.processes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "bench.workflows", "--worker", url],
+                        cwd=REPO,
+                        stdout=subprocess.PIPE,
+                        stderr=log,
+                        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    )
+                )
         for p in self.processes:
             assert p.stdout is not None
             if p.stdout.readline().strip() != b"ready":
                 self.stop()
-                raise RuntimeError(f"a worker process exited with {p.poll()} before it was ready")
+                raise RuntimeError(f"a worker process exited with {p.poll()} before it was ready; see {LOG_DIR}")
 
     def stop(self) -> None:
         for p in self.processes:
