@@ -193,7 +193,8 @@ class JobChange:
     cancel_requested: bool | None = None
     #: One more attempt is allowed (``max_attempts = attempts + 1``), starting now.
     one_more_attempt: bool = False
-    #: Members of a batch that is still active are left alone (its statistics count them).
+    #: Members of a batch that is still active are left alone (its statistics count them), and
+    #: so are the jobs of an active workflow (their results are their dependents' inputs).
     spares_active_batches: bool = False
     #: The running workers holding the changed jobs are told at once (NOTIFY where there is one).
     tells_workers: bool = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,8 @@ from jobstead import (
     WorkflowNotFound,
     WorkflowStats,
 )
+from tests.conftest import Target
+from tests.support.processes import run_cli
 
 Worker = Callable[..., contextlib.AbstractContextManager[object]]
 
@@ -283,3 +286,60 @@ def test_an_empty_workflow_succeeds_at_once(make_app: Callable[..., App]) -> Non
     app, _ = _app(make_app)
     run = app.workflow("nothing").defer()
     assert run.status == "succeeded" and run.stats == WorkflowStats()
+
+
+def test_the_cli_lists_shows_cancels_and_retries_workflows(make_app: Callable[..., App], target: Target) -> None:
+    app, _ = _app(make_app)
+    notify = app.get_handler("notify")
+    run = _onboard(app, on_finish=notify.job(event="finish")).defer()
+
+    def cli(*args: str) -> Any:
+        return run_cli(["workflows", *args], target.env())
+
+    listed = cli("list", "--name", "onboard", "--tenant", "acme", "--status", "active", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)
+    assert (row["id"], row["name"], row["stats"]["blocked"], row["stats"]["queued"]) == (run.id, "onboard", 4, 1)
+    table = cli("list")
+    assert table.returncode == 0 and "onboard" in table.stdout and "BLOCKED" in table.stdout
+    shown = cli("show", str(run.id), "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == {
+        "id": run.id,
+        "name": "onboard",
+        "status": "active",
+        "tenant": "acme",
+        "metadata": {"order": 42},
+        "stats": {
+            "total": 5,
+            "blocked": 4,
+            "scheduled": 0,
+            "queued": 1,
+            "running": 0,
+            "retrying": 0,
+            "succeeded": 0,
+            "failed": 0,
+            "dead": 0,
+            "cancelled": 0,
+        },
+        "steps": [
+            {"name": s.name, "job_id": s.job_id, "status": s.status.value, "after": list(s.after), "reason": None}
+            for s in run.steps.values()
+        ],
+        "continuations": [],
+    }
+    text = cli("show", str(run.id))
+    assert text.returncode == 0 and "ship" in text.stdout and "charge,reserve" in text.stdout
+    cancelled = cli("cancel", str(run.id))
+    assert cancelled.returncode == 0 and "5 step(s) cancelled" in cancelled.stdout, cancelled.stdout
+    again = cli("cancel", str(run.id))
+    assert (again.returncode, again.stderr.strip()) == (1, f"jobstead: error: workflow {run.id} already cancelled")
+    finished = json.loads(cli("show", str(run.id), "--json").stdout)
+    assert finished["status"] == "cancelled" and [c["event"] for c in finished["continuations"]] == ["finish"]
+    retried = cli("retry", str(run.id))
+    assert retried.returncode == 0 and "5 step(s)" in retried.stdout, retried.stdout
+    assert app.get_workflow(run.id).status == "active"
+    for command in ("show", "cancel", "retry"):
+        unknown = cli(command, "999999")
+        assert (unknown.returncode, unknown.stderr.strip()) == (1, "jobstead: error: no workflow 999999")
+        assert "Traceback" not in unknown.stderr

@@ -51,9 +51,12 @@ def apply_change(
     applies = jobs.c.status.in_(sorted(s.value for s in change.applies_to))
     conditions = [which, applies]
     if change.spares_active_batches:
-        batches = db.tables.batches
+        batches, workflows = db.tables.batches, db.tables.workflows
         active = select(batches.c.id).where(batches.c.status == "active").scalar_subquery()
         conditions.append(or_(jobs.c.batch_id.is_(None), jobs.c.batch_id.not_in(active)))
+        # A workflow's jobs likewise, while it runs: its steps' results are its dependents' inputs.
+        running = select(workflows.c.id).where(workflows.c.status == "active").scalar_subquery()
+        conditions.append(or_(jobs.c.workflow_id.is_(None), jobs.c.workflow_id.not_in(running)))
     found = conn.execute(select(jobs).where(*conditions).order_by(jobs.c.id).with_for_update(of=jobs)).mappings().all()
     if not found:
         return []
