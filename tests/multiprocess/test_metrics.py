@@ -120,3 +120,28 @@ def _up(port: int) -> bool:
         return scrape(port).get(("jobstead_database_up", ())) == 1
     except OSError:
         return False
+
+
+def test_the_exporter_counts_blocked_workflow_steps(target: Target, tmp_path: Path) -> None:
+    from tests.apps import metered
+
+    app = App(target.url, schema=target.schema)
+    h = metered.app.get_handler("ok")
+    ok = app.handler(name="ok", queue=h.queue)(h.func)
+    wf = app.workflow("fan")
+    wf.add("first", ok.job(n=0))
+    for i in range(3):
+        wf.add(f"then-{i}", ok.job(n=i + 1), after=["first"])
+    wf.add("last", ok.job(n=9), after=[f"then-{i}" for i in range(3)])
+    wf.defer()
+    port = free_port()
+    exporter = spawn_cli(["metrics", "--port", str(port), "--host", "127.0.0.1"], target.env(), tmp_path / "m.log")
+    try:
+        wait_for(lambda: _up(port), timeout=30)
+        samples = scrape(port)
+    finally:
+        stop(exporter)
+    assert value(samples, "jobstead_jobs_blocked", handler="ok", queue="fast") == 4
+    assert value(samples, "jobstead_queue_jobs", handler="ok", queue="fast", status="blocked") == 4
+    assert value(samples, "jobstead_queue_jobs", handler="ok", queue="fast", status="queued") == 1
+    app.close()
