@@ -144,6 +144,14 @@ def test_an_active_workflow_shows_blocked_steps_and_offers_cancel(flows: Flows, 
     assert 'data-count="blocked"><span class="n">2</span>' in page
     assert 'data-action="cancel"' in page and 'data-action="retry"' not in page
     assert '<section id="workflow" data-live>' in page
+    # the list of its steps' jobs, all of them or by status
+    steps = {step.job_id for step in flows.app.get_workflow(flows.active).steps.values()}
+    assert f'href="/jobs?workflow={flows.active}"' in page
+    listed = client.get(f"/jobs?workflow={flows.active}").text
+    assert {int(i) for i in re.findall(r'data-job-id="(\d+)"', listed)} == steps
+    blocked = client.get(f"/jobs?workflow={flows.active}&status=blocked").text
+    assert len(re.findall(r'data-job-id="(\d+)"', blocked)) == 2
+    assert client.get("/jobs?workflow=x").status_code == 404
 
 
 def test_an_unknown_or_malformed_workflow_id_is_a_404_page(flows: Flows, make_client: MakeClient) -> None:

@@ -10,7 +10,7 @@ from ..store.records import WORKFLOW_STATUSES
 from .queries import JobFilter
 
 MAX_TEXT = 200
-FILTER_FIELDS = ("status", "handler", "queue", "tenant", "batch", "q", "error")
+FILTER_FIELDS = ("status", "handler", "queue", "tenant", "batch", "workflow", "q", "error")
 #: Job ids are BIGINT: anything larger can name no job.
 MAX_ID = 2**63 - 1
 
@@ -58,6 +58,7 @@ def job_filter(params: Mapping[str, str]) -> JobFilter:
         queue=_text(params, "queue"),
         tenant=_text(params, "tenant"),
         batch=optional_id(params, "batch"),
+        workflow=optional_id(params, "workflow"),
         q=_text(params, "q"),
         error=_text(params, "error"),
     )

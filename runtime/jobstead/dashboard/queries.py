@@ -64,6 +64,8 @@ class JobFilter:
     batch: int | None = None
     q: str | None = None
     error: str | None = None
+    #: The steps (and continuations) of one workflow.
+    workflow: int | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -197,6 +199,8 @@ class DashboardQueries:
             conditions.append(status_condition(jobs, f.status, now))
         if f.batch is not None:
             conditions.append(jobs.c.batch_id == f.batch)
+        if f.workflow is not None:
+            conditions.append(jobs.c.workflow_id == f.workflow)
         if f.error is not None:
             conditions.append(jobs.c.error["type"].as_string() == f.error)
         if f.q is not None:
