@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import xml.etree.ElementTree as ET
 
@@ -59,16 +60,35 @@ def test_children_are_ordered_by_where_their_parents_are() -> None:
     assert boxes["b1"].y == boxes["b2"].y
 
 
-def test_a_wide_layer_wraps_into_sub_columns_of_its_band() -> None:
+def test_a_wide_layer_wraps_into_sub_columns_inside_a_frame_that_its_edges_meet() -> None:
     nodes = [Node("fetch", 1, "succeeded")]
     nodes += [Node(f"thumb-{i}", i + 2, "queued", ("fetch",)) for i in range(100)]
     nodes.append(Node("album", 200, "blocked", tuple(f"thumb-{i}" for i in range(100))))
     placed = graph.layout(nodes)
     thumbs = [placed.boxes[f"thumb-{i}"] for i in range(100)]
     assert len({b.y for b in thumbs}) == graph.ROWS
-    assert len({b.x for b in thumbs}) == 5  # 100 steps in columns of 24
+    assert len({b.x for b in thumbs}) == math.ceil(100 / graph.ROWS)  # sub-columns of ROWS steps
     assert placed.boxes["album"].x > max(b.x for b in thumbs)
     assert placed.height < (graph.ROWS + 1) * (graph.BOX_H + graph.ROW_GAP) + 2 * graph.MARGIN
+    assert len(placed.edges) == 200  # every dependency is known...
+    band = placed.bands[1]
+    assert band.steps == 100 and all(band.x < b.x and b.x + graph.BOX_W < band.x + band.width for b in thumbs)
+    fetch, album = placed.boxes["fetch"], placed.boxes["album"]
+    middle = band.y + band.height // 2
+    assert placed.lines() == [  # ...and drawn as two arrows, to the frame and from it
+        (fetch.x + graph.BOX_W, fetch.y + graph.BOX_H // 2, band.x, middle),
+        (band.x + band.width, middle, album.x, album.y + graph.BOX_H // 2),
+    ]
+    drawing = ET.fromstring(str(graph.svg(nodes)))
+    assert len(list(drawing.iter(f"{SVG}path"))) == 2
+    tip = next(a for a in drawing.iter(f"{SVG}a") if a.get("data-step") == "thumb-7").find(f"{SVG}title")
+    assert tip is not None and tip.text == "thumb-7: queued (job 9); after fetch"
+
+
+def test_a_small_layer_is_not_framed_and_each_edge_is_drawn() -> None:
+    placed = graph.layout(diamond())
+    assert placed.bands == {}
+    assert len(placed.lines()) == 4
 
 
 def test_the_svg_links_each_box_to_its_job_and_colours_it_by_status() -> None:
