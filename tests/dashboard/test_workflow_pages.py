@@ -133,6 +133,11 @@ def test_the_workflow_page_draws_each_step_coloured_by_status_and_linked_to_its_
     assert "<script" not in page.text.split("</head>", 1)[1]  # no script fetched or inlined beyond the page's own
     assert 'data-action="retry"' in page.text and 'data-action="cancel"' not in page.text
     assert '"order": 42' in unescape(page.text)  # the metadata
+    job_page = client.get(f"/jobs/{record.steps['charge'].job_id}").text  # and back from a step's job
+    assert (
+        f'<a href="/workflows/{flows.failed}">workflow {flows.failed}</a>, step <span class="mono">charge</span>'
+        in (job_page)
+    )
 
 
 def test_an_active_workflow_shows_blocked_steps_and_offers_cancel(flows: Flows, make_client: MakeClient) -> None:
