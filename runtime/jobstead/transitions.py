@@ -89,6 +89,9 @@ class Completion:
     error: JobError | None = None
     #: For ``retrying`` and ``queued``: when the next attempt may start.
     run_at: datetime | None = None
+    #: Steps a workflow's step added as it ran (``ctx.add_steps``, a ``store.records.Growth``):
+    #: written with its success, in the same transaction; never with any other end.
+    growth: Any = None
 
     # What the row becomes, derived here once so that every driver writes the same thing.
 

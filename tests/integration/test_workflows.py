@@ -343,3 +343,99 @@ def test_the_cli_lists_shows_cancels_and_retries_workflows(make_app: Callable[..
         unknown = cli(command, "999999")
         assert (unknown.returncode, unknown.stderr.strip()) == (1, "jobstead: error: no workflow 999999")
         assert "Traceback" not in unknown.stderr
+
+
+def test_a_step_grows_its_workflow_at_run_time_once_even_when_its_first_attempt_fails(
+    make_app: Callable[..., App], running_worker: Worker
+) -> None:
+    app = make_app()
+    ran: list[str] = []
+    seen: dict[str, Any] = {}
+
+    @app.handler
+    def thumb(i: int, ctx: Context) -> int:
+        ran.append(ctx.step or "")
+        return i * 10
+
+    @app.handler(max_attempts=3, retry=0)
+    def fetch(width: int, ctx: Context) -> str:
+        ran.append(f"fetch#{ctx.attempt}")
+        ctx.add_steps([(f"thumb-{i}", thumb.job(i=i), ["fetch"]) for i in range(width)], before=["album"])
+        if ctx.attempt == 1:
+            raise RuntimeError("flaky: the steps it added go with this attempt")
+        return "fetched"
+
+    @app.handler
+    def album(ctx: Context) -> None:
+        ran.append("album")
+        seen["upstream"] = ctx.upstream
+
+    wf = app.workflow("album")
+    wf.add("fetch", fetch.job(width=3))
+    wf.add("album", album.job(), after=["fetch"])
+    run = wf.defer()
+    with running_worker(app):
+        run.wait(timeout=30)
+    assert run.status == "succeeded", run.steps
+    assert run.stats == WorkflowStats(total=5, succeeded=5)
+    assert sorted(run.steps) == ["album", "fetch", "thumb-0", "thumb-1", "thumb-2"]
+    assert run.steps["album"].after == ("fetch", "thumb-0", "thumb-1", "thumb-2")
+    assert ran[:2] == ["fetch#1", "fetch#2"] and ran[-1] == "album"
+    assert sorted(ran[2:5]) == ["thumb-0", "thumb-1", "thumb-2"], "each added step ran once"
+    assert seen["upstream"] == {"fetch": "fetched", "thumb-0": 0, "thumb-1": 10, "thumb-2": 20}
+
+
+def test_a_bad_addition_fails_the_adding_steps_attempt_naming_the_problem(
+    make_app: Callable[..., App], running_worker: Worker
+) -> None:
+    app = make_app()
+
+    @app.handler
+    def noop() -> None: ...
+
+    @app.handler(max_attempts=1)
+    def grow(what: str, ctx: Context) -> None:
+        if what == "duplicate":
+            ctx.add_steps([("grow-dup", noop.job(), []), ("grow-dup", noop.job(), [])])
+        elif what == "unknown":
+            ctx.add_steps([("x", noop.job(), ["nowhere"])])
+        elif what == "cycle":
+            ctx.add_steps([("x", noop.job(), ["end"])], before=["end"])
+        elif what == "not-blocked":
+            ctx.add_steps([("x", noop.job(), [])], before=["other"])
+
+    runs = {}
+    for what in ("duplicate", "unknown", "cycle", "not-blocked"):
+        wf = app.workflow(what)
+        wf.add("other", noop.job())
+        wf.add("grow", grow.job(what=what))
+        wf.add("end", noop.job(), after=["grow"])
+        runs[what] = wf.defer()
+    with pytest.raises(InvalidArguments, match="only a step of a workflow"):
+        Context(
+            job_id=1,
+            handler="h",
+            attempt=1,
+            max_attempts=1,
+            queue="q",
+            args={},
+            tenant=None,
+            metadata=None,
+            checkpoint_data=None,
+            worker_id="w",
+            created_at=None,  # type: ignore[arg-type]
+            save_checkpoint=lambda _: True,
+        ).add_steps([])
+    with running_worker(app):
+        for run in runs.values():
+            run.wait(timeout=30)
+    messages = {}
+    for what, run in runs.items():
+        assert run.status == "failed" and run.stats.total == 3, (what, run.steps)
+        error = app.get_job(run.steps["grow"].job_id).error
+        assert error is not None and error.type == "jobstead.InvalidArguments"
+        messages[what] = error.message
+    assert "already" in messages["duplicate"]
+    assert "'nowhere'" in messages["unknown"]
+    assert "cycle" in messages["cycle"]
+    assert "'other'" in messages["not-blocked"]

@@ -12,6 +12,7 @@ from sqlalchemy import event, select
 from jobstead.errors import JobError
 from jobstead.status import AttemptOutcome, JobStatus
 from jobstead.store import ClaimedJob, NewJob, NewStep, Store, WorkflowStats
+from jobstead.store.records import Growth
 from jobstead.transitions import PURGE, UpstreamRule
 from tests.store.conftest import ManualClock, handler
 from tests.store.test_contract import claim, done, new
@@ -357,3 +358,33 @@ def test_retention_keeps_a_workflow_whole_until_it_is_final_and_ages_out(store: 
     edges = store.tables.workflow_edges
     with store.db.engine.connect() as conn:
         assert conn.execute(select(edges.c.child_id)).all() == []
+
+
+def test_steps_added_at_run_time_are_written_with_the_success_and_a_clash_fails_the_later_one(store: Store) -> None:
+    workflow_id = store.workflows.create("grow", [step("a"), step("b"), step("end", "a", "b")])
+    a, b = claim(store)
+    thumb = (step("thumb", "a"),)
+    store.workflows.check_growth(Growth(workflow_id, "a", thumb, ("end",)))
+    store.workflows.check_growth(Growth(workflow_id, "b", thumb))  # both fit the workflow as it is now
+    failed_attempt = done(
+        a, store, outcome=AttemptOutcome.FAILED, status=JobStatus.RETRYING, error=JobError("E", "m", "")
+    )
+    failed_attempt.growth = Growth(workflow_id, "a", thumb, ("end",))
+    store.leases.complete([failed_attempt])
+    assert sorted(store.workflows.get(workflow_id).steps) == ["a", "b", "end"], "a failed attempt adds nothing"
+    (a,) = claim(store)
+    first = done(a, store)
+    first.growth = Growth(workflow_id, "a", thumb, ("end",))
+    assert store.leases.complete([first]) == set()
+    record = store.workflows.get(workflow_id)
+    assert record.steps["thumb"].status is JobStatus.QUEUED and record.steps["end"].after == ("a", "b", "thumb")
+    second = done(b, store)
+    second.growth = Growth(workflow_id, "b", thumb)
+    assert store.leases.complete([second]) == set()
+    record = store.workflows.get(workflow_id)
+    assert record.steps["b"].status is JobStatus.FAILED, "its addition no longer fits: the attempt fails"
+    assert "already" in (store.queries.get_job(b.id).error.message if store.queries.get_job(b.id) else "")  # type: ignore[union-attr]
+    assert record.steps["end"].status is JobStatus.CANCELLED
+    (t,) = claim(store)
+    finish(store, t)
+    assert store.workflows.get(workflow_id).status == "failed"

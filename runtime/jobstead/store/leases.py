@@ -87,6 +87,8 @@ class Leases:
         Returns the ids written (the lease still held), with their batch and workflow.
         Completions and rescues alike: a lost lease is an ended attempt too.
         """
+        if any(c.growth is not None for c in completions):  # steps added at run time: rare, checked again
+            completions = self._workflows.judge_growth(conn, completions)
         applied = self._db.driver.complete(self._db, conn, completions)
         in_batches = applied.batches
         finished = {
@@ -99,13 +101,17 @@ class Leases:
             self._batches.settle(conn, finished)
         if applied.workflows:  # a job outside a workflow never gets here: no statement more for it
             steps: dict[int, list[tuple[int, JobStatus]]] = {}
+            growth = {}
             for c in completions:
                 workflow_id = applied.workflows.get(c.job_id)
                 if workflow_id is not None and c.final_at is not None:
                     steps.setdefault(workflow_id, []).append((c.job_id, c.status))
+                    if c.growth is not None:
+                        growth[c.job_id] = c.growth
             if steps:
-                # Its dependents are released (or cancelled) in this same transaction: exactly once.
-                self._workflows.settle(conn, steps)
+                # Its dependents are released (or cancelled) in this same transaction: exactly once;
+                # so are the steps it added as it ran, with its success.
+                self._workflows.settle(conn, steps, growth)
         return applied
 
     def renew(self, owner: str, lease_seconds: float, job_ids: Collection[int] | None = None) -> LeaseReport:

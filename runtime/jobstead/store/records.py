@@ -400,6 +400,19 @@ class NewStep:
 
 
 @dataclass(frozen=True)
+class Growth:
+    """Steps a running step of workflow ``workflow_id`` adds (``ctx.add_steps``), written with its success.
+
+    ``before``: existing blocked steps that must also wait for every new step.
+    """
+
+    workflow_id: int
+    step: str
+    steps: tuple[NewStep, ...]
+    before: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Upstream:
     """A step's direct dependency as its handler sees it (``ctx.upstream``, ``ctx.upstream_failures``)."""
 

@@ -49,7 +49,9 @@ from ..transitions import (
     ASK_TO_STOP,
     CANCEL,
     RETRYABLE,
+    Completion,
     UpstreamRule,
+    failed_for_good,
     release_status,
     releases,
     shown_status,
@@ -64,6 +66,7 @@ from .enqueue import Enqueuer
 from .moves import Moved, apply_change
 from .records import (
     WORKFLOW_EVENTS,
+    Growth,
     NewJob,
     NewStep,
     StepRecord,
@@ -151,6 +154,7 @@ class Workflows:
         tenant: str | None,
         steps: Sequence[NewStep],
         existing: Mapping[str, int],
+        waiting: Mapping[str, int] | None = None,
     ) -> dict[str, int]:
         """Insert ``steps`` (blocked while they wait) and their edges; return the new steps' ids by name."""
         jobs = [
@@ -163,6 +167,8 @@ class Workflows:
             )
             for step in steps
         ]
+        if waiting is not None:
+            jobs = [evolve(job, waiting=waiting[step.name]) for job, step in zip(jobs, steps, strict=True)]
         records = self._enqueuer.insert(jobs, connection=conn) if jobs else []
         ids = {step.name: record.id for step, record in zip(steps, records, strict=True)}
         known = {**existing, **ids}
@@ -182,18 +188,144 @@ class Workflows:
 
     # -- settling: the exactly-once part ---------------------------------------------------
 
-    def settle(self, conn: Connection, ended: Mapping[int, Sequence[tuple[int, JobStatus]]]) -> None:
+    def settle(
+        self,
+        conn: Connection,
+        ended: Mapping[int, Sequence[tuple[int, JobStatus]]],
+        growth: Mapping[int, Growth] | None = None,
+    ) -> None:
         """Steps just ended, by workflow, as (job id, final status): release, cancel downstream, finish.
 
-        In ``conn``'s transaction: the one that ended them.
+        In ``conn``'s transaction: the one that ended them. ``growth``: the steps
+        that succeeded steps (by job id) added as they ran, written first.
         """
         for workflow_id in sorted(ended):  # one lock order for everyone: no deadlocks between settlers
-            row = self._lock(conn, workflow_id, missing_ok=True)
-            if row is None:
+            locked = self._lock(conn, workflow_id, missing_ok=True)
+            if locked is None:
                 continue
+            row: dict[str, Any] = dict(locked)
+            grown = 0
+            for job_id, status in ended[workflow_id]:
+                added = (growth or {}).get(job_id)
+                if added is not None and status is JobStatus.SUCCEEDED:
+                    grown += self._grow(conn, row, added)
+            row["unfinished"] = int(row["unfinished"]) + grown
             self._settle(conn, row, ended[workflow_id])
 
-    def _settle(self, conn: Connection, row: RowMapping, ended: Sequence[tuple[int, JobStatus]]) -> None:
+    # -- growing at run time ------------------------------------------------------------------
+
+    def check_growth(self, growth: Growth) -> None:
+        """``InvalidArguments`` naming what is wrong with ``growth`` as the workflow is now (``ctx.add_steps``)."""
+        with self._db.engine.connect() as conn:
+            self._check_growth(conn, growth)
+
+    def judge_growth(self, conn: Connection, completions: Sequence[Completion]) -> list[Completion]:
+        """The completions to write: a success whose added steps no longer fit its workflow (another
+        step added the same name meanwhile, a ``before=`` step was released) fails instead, for good.
+
+        In the completion's transaction, under its workflows' locks (taken here first), so that what
+        was checked is what is written.
+        """
+        growing = {c.growth.workflow_id for c in completions if c.growth is not None}
+        for workflow_id in sorted(growing):
+            self._lock(conn, workflow_id, missing_ok=True)
+        judged: list[Completion] = []
+        for c in completions:
+            if c.growth is not None and c.status is JobStatus.SUCCEEDED:
+                try:
+                    self._check_growth(conn, c.growth)
+                except (InvalidArguments, WorkflowNotFound) as exc:
+                    c = failed_for_good(c.job_id, c.owner, c.attempt, c.finished_at, JobError.from_exception(exc))
+            judged.append(c)
+        return judged
+
+    def _graph(
+        self, conn: Connection, workflow_id: int
+    ) -> tuple[dict[str, tuple[int, JobStatus]], dict[str, list[str]]]:
+        """A workflow's steps (name: (job id, status)) and what each waits for (name: parent names)."""
+        jobs, edges = self._db.tables.jobs, self._db.tables.workflow_edges
+        steps = {
+            str(name): (int(job_id), JobStatus(status))
+            for job_id, name, status in conn.execute(
+                select(jobs.c.id, jobs.c.step, jobs.c.status).where(
+                    jobs.c.workflow_id == workflow_id, jobs.c.step.is_not(None)
+                )
+            ).all()
+        }
+        name_of = {job_id: name for name, (job_id, _) in steps.items()}
+        after: dict[str, list[str]] = defaultdict(list)
+        for parent_id, child_id in conn.execute(
+            select(edges.c.parent_id, edges.c.child_id).where(edges.c.workflow_id == workflow_id)
+        ).all():
+            if int(parent_id) in name_of and int(child_id) in name_of:
+                after[name_of[int(child_id)]].append(name_of[int(parent_id)])
+        return steps, after
+
+    def _check_growth(self, conn: Connection, growth: Growth) -> None:
+        if self._lock(conn, growth.workflow_id, missing_ok=True, share=True) is None:
+            raise WorkflowNotFound(f"no workflow {growth.workflow_id}")
+        steps, after = self._graph(conn, growth.workflow_id)
+        check_steps(growth.steps, steps.keys())
+        for name in growth.before:
+            if name not in steps:
+                raise InvalidArguments(f"before={name!r} names no existing step of this workflow")
+            if steps[name][1] is not JobStatus.BLOCKED:
+                raise InvalidArguments(f"before={name!r}: that step is {steps[name][1].value}, no longer blocked")
+        for step in growth.steps:
+            for parent in step.after:
+                status = steps.get(parent, (0, None))[1]
+                if status in _NOT_SUCCEEDED:
+                    raise InvalidArguments(f"step {step.name!r}: after={parent!r} already ended {status}")
+        graph = {**after, **{step.name: list(step.after) for step in growth.steps}}
+        cycle = find_cycle(graph, extra=growth.before, new=[step.name for step in growth.steps])
+        if cycle:
+            raise InvalidArguments("steps wait for each other in a cycle: " + " -> ".join(cycle))
+
+    def _grow(self, conn: Connection, row: Mapping[str, Any], growth: Growth) -> int:
+        """Write the steps a step added as it ran (checked by ``judge_growth``); return how many.
+
+        Each waits for its parents that are new, not final, or the adding step
+        itself (whose success this transaction settles next, counting it down
+        like any other parent); ``before=`` steps wait for every new step too.
+        """
+        jobs, edges = self._db.tables.jobs, self._db.tables.workflow_edges
+        workflow_id = int(row["id"])
+        steps, _ = self._graph(conn, workflow_id)
+        new = {step.name for step in growth.steps}
+        waiting = {
+            step.name: sum(1 for p in step.after if p in new or p == growth.step or not steps[p][1].is_final)
+            for step in growth.steps
+        }
+        ids = self._add_steps(
+            conn, workflow_id, row["tenant"], growth.steps, {n: i for n, (i, _) in steps.items()}, waiting
+        )
+        for name in growth.before:
+            child = steps[name][0]
+            rule = conn.execute(select(edges.c.on_failure).where(edges.c.child_id == child).limit(1)).scalar()
+            conn.execute(
+                insert(edges),
+                [
+                    {
+                        "workflow_id": workflow_id,
+                        "parent_id": parent,
+                        "child_id": child,
+                        "on_failure": rule or UpstreamRule.CANCEL.value,
+                    }
+                    for parent in ids.values()
+                ],
+            )
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == child, jobs.c.status == JobStatus.BLOCKED.value)
+                .values(waiting=jobs.c.waiting + len(ids))
+            )
+        workflows = self._db.tables.workflows
+        conn.execute(
+            update(workflows).where(workflows.c.id == workflow_id).values(unfinished=workflows.c.unfinished + len(ids))
+        )
+        return len(ids)
+
+    def _settle(self, conn: Connection, row: Mapping[str, Any], ended: Sequence[tuple[int, JobStatus]]) -> None:
         workflow_id = int(row["id"])
         now = self._clock()
         names = self._names(conn, [job_id for job_id, status in ended if status is not JobStatus.SUCCEEDED])
@@ -386,7 +518,7 @@ class Workflows:
             moved = [m for change in (CANCEL, ASK_TO_STOP) for m in apply_change(self._db, conn, change, steps, now)]
             self.notify_cancel(conn, [m.record.id for m in moved if m.change.tells_workers])
             ended = [(m.record.id, m.record.status) for m in moved if m.change is CANCEL]
-            self._settle(conn, self._lock(conn, workflow_id), ended)
+            self._settle(conn, dict(self._lock(conn, workflow_id)), ended)
             return [m.record.id for m in moved if m.change is ASK_TO_STOP]
 
     def retry(self, workflow_id: int) -> list[int]:
@@ -473,9 +605,11 @@ class Workflows:
 
     # -- locking and counting ------------------------------------------------------------
 
-    def _lock(self, conn: Connection, workflow_id: int, *, missing_ok: bool = False) -> RowMapping:
+    def _lock(self, conn: Connection, workflow_id: int, *, missing_ok: bool = False, share: bool = False) -> RowMapping:
+        """The workflow's row, locked for this transaction (``share``: only read, no lock)."""
         workflows = self._db.tables.workflows
-        row = conn.execute(select(workflows).where(workflows.c.id == workflow_id).with_for_update()).mappings().first()
+        stmt = select(workflows).where(workflows.c.id == workflow_id)
+        row = conn.execute(stmt if share else stmt.with_for_update()).mappings().first()
         if row is None and not missing_ok:
             raise WorkflowNotFound(f"no workflow {workflow_id}")
         return row  # type: ignore[return-value]
