@@ -661,7 +661,7 @@ def test_a_rate_limited_handler_gets_no_more_pods_than_its_rate_can_keep_busy(
         scaling = status().get("scaling") or {}
         return scaling if scaling.get("limitedBy") == "rateCap" and scaling.get("rateCap") == 2 else None
 
-    scaling = wait_until(capped_at_two, 60, "the rate cap measured from finished attempts", every=0.3)
+    scaling = wait_until(capped_at_two, 60, "the rate cap from the measured run time", every=0.3)
     print("status.scaling:", json.dumps(scaling))
     assert scaling["ratePerSecond"] == 0.5 and 2.0 < scaling["meanRunSeconds"] <= 4.0
     assert "held at the rate cap 2 (rate 0.5/s x " in scaling["reason"], scaling["reason"]
