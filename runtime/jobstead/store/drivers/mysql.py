@@ -252,18 +252,50 @@ class MySQLDriver(Driver):
         if schema:
             conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{schema}`"))
 
+    def lock_rows(self, conn: Connection, stmt: Select[Any], table: Table, *, skip_locked: bool) -> Result[Any]:
+        """Keys first without locks, then those rows locked through the primary key, then read.
+
+        InnoDB keeps every row a locking read reached through a secondary index
+        and then passed over locked until commit, READ COMMITTED or not (MariaDB
+        10.11, measured): a rescue's ``status = 'running' AND lease_expires_at <
+        now FOR UPDATE SKIP LOCKED`` locked every running job, the live ones too,
+        and their workers' renewals and completions waited for the rescue to
+        commit, long enough under load to lose their leases. A row reached
+        through the primary key and passed over by the conditions is let go at
+        once, so the lock names the keys read (``FORCE INDEX``: the planner
+        could prefer the status index again) and checks the conditions again,
+        for rows that changed in between.
+        """
+        (pk,) = table.primary_key.columns
+        keys = list(conn.execute(stmt.with_only_columns(pk)).scalars())
+        if not keys:
+            return conn.execute(stmt.where(false()))
+        lock = select(pk).with_hint(table, _BY_PRIMARY_KEY).where(pk.in_(keys))
+        if stmt.whereclause is not None:
+            lock = lock.where(stmt.whereclause)
+        locked = list(conn.execute(lock.order_by(pk).with_for_update(skip_locked=skip_locked)).scalars())
+        return conn.execute(stmt.where(pk.in_(locked) if locked else false()))
+
     def execute_update(
         self, conn: Connection, stmt: Update, params: dict[str, Any] | None = None
     ) -> Result[*tuple[Any, ...]]:
         """``UPDATE ... RETURNING`` as three statements in ``conn``'s transaction: lock the rows
-        (``FOR UPDATE``, as the UPDATE would), update them by primary key, read them back."""
+        (``FOR UPDATE``, as the UPDATE would), update them by primary key, read them back.
+
+        Every such update of the store names its rows by primary key (a lease's
+        job, the ids a claim chose, a cron's name), and the lock goes through it
+        (``FORCE INDEX``): through another index, or a scan of a small table, it
+        would wait on every locked row it passed and keep those it passed over
+        locked (see ``lock_rows``), and a worker's renewal of its own jobs waited
+        for a rescue of another worker's.
+        """
         returning = stmt._returning
         if not returning:
             return conn.execute(stmt, params or {})
         table = stmt.table
         assert isinstance(table, Table)
         (pk,) = table.primary_key.columns
-        lock = select(pk).with_for_update()
+        lock = select(pk).with_hint(table, _BY_PRIMARY_KEY).with_for_update()
         if stmt.whereclause is not None:
             lock = lock.where(stmt.whereclause)
         given = params or {}
@@ -275,6 +307,7 @@ class MySQLDriver(Driver):
         return conn.execute(select(*returning).where(pk.in_(ids)).order_by(pk))
 
 
+_BY_PRIMARY_KEY = "FORCE INDEX (PRIMARY)"
 _MARIADB_BOUND = text("SET SESSION idle_transaction_timeout = :s, innodb_lock_wait_timeout = :s")
 _MYSQL_BOUND = text("SET SESSION innodb_lock_wait_timeout = :s")
 _HOLDS_LOCKS = "jobstead_holds_named_locks"
