@@ -26,11 +26,12 @@ What differs from the generic driver, and why:
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -39,11 +40,14 @@ from sqlalchemy import (
     Result,
     Select,
     Table,
+    TextClause,
     Update,
+    bindparam,
     create_engine,
     event,
     false,
     func,
+    insert,
     literal_column,
     select,
     text,
@@ -56,7 +60,12 @@ from sqlalchemy.sql.elements import BindParameter
 
 from ...clock import as_utc
 from ...errors import ConfigurationError
-from .base import Driver
+from ...status import JobStatus
+from ..records import Completion
+from .base import LOCK_BOUND_SECONDS, Driver
+
+if TYPE_CHECKING:
+    from ..database import Database
 
 #: The sync DBAPIs Jobstead's engine may use, by SQLAlchemy driver name.
 SYNC_CLIENTS = ("mysqldb", "pymysql")
@@ -305,6 +314,92 @@ class MySQLDriver(Driver):
         values = {getattr(col, "key", col): value for col, value in (stmt._values or {}).items()}
         conn.execute(update(table).where(pk.in_(ids)).values(values), given)
         return conn.execute(select(*returning).where(pk.in_(ids)).order_by(pk))
+
+    def complete(self, db: Database, conn: Connection, completions: Sequence[Completion]) -> dict[int, int | None]:
+        """Three statements for the whole batch, however many jobs it ends: lock and read the rows,
+        update the ones whose lease held, log the attempts that are logged.
+
+        One statement per job (the generic way: lock, update, read back, log)
+        made a completion transaction of 25 jobs a third of a second under load,
+        and the worker's next renewal, which names the rows of the completions
+        queued meanwhile, waited for it. The update joins the rows to the batch
+        sent as one JSON array (``JSON_TABLE``): one statement text whatever the
+        batch size. Every value written is the one ``Completion`` states.
+        """
+        self.bound_locks(conn, LOCK_BOUND_SECONDS)
+        jobs = db.tables.jobs
+        by_id = {c.job_id: c for c in completions}
+        rows = conn.execute(
+            select(jobs.c.id, jobs.c.lease_owner, jobs.c.attempts, jobs.c.status, jobs.c.started_at, jobs.c.batch_id)
+            .with_hint(jobs, _BY_PRIMARY_KEY)
+            .where(jobs.c.id.in_(sorted(by_id)))
+            .order_by(jobs.c.id)  # the order renewals lock in
+            .with_for_update()
+        ).all()
+        held = [
+            (by_id[row.id], row)
+            for row in rows
+            if (row.lease_owner, row.attempts, row.status)
+            == (by_id[row.id].owner, by_id[row.id].attempt, JobStatus.RUNNING.value)
+        ]
+        if not held:
+            return {}
+        conn.execute(
+            _complete_statement(conn.dialect.identifier_preparer.format_table(jobs)),
+            {"batch": json.dumps([_completed_row(c) for c, _ in held]), "ids": [c.job_id for c, _ in held]},
+        )
+        logged = [
+            {
+                "job_id": c.job_id,
+                "attempt": c.attempt,
+                "worker_id": c.owner,
+                "started_at": row.started_at,
+                "finished_at": c.finished_at,
+                "outcome": c.outcome.value,
+                "error": c.error.to_json() if c.error else None,
+            }
+            for c, row in held
+            if c.logged
+        ]
+        if logged:
+            conn.execute(insert(db.tables.attempts), logged)
+        return {c.job_id: row.batch_id for c, row in held}
+
+
+def _completed_row(c: Completion) -> list[Any]:
+    """One completion as ``_complete_statement`` reads it: JSON values as their text, times as UTC text."""
+    return [
+        c.job_id,
+        c.status.value,
+        json.dumps(c.result) if c.keeps_result else None,
+        1 if c.keeps_result else 0,
+        json.dumps(c.error.to_json()) if c.error is not None else None,
+        _utc_text(c.run_at),
+        _utc_text(c.final_at),
+        c.kept_owner,
+    ]
+
+
+def _utc_text(value: datetime | None) -> str | None:
+    return None if value is None else as_utc(value).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def _complete_statement(jobs: str) -> TextClause:
+    """The jobs ``ids`` names (already locked, reached through the primary key: a multi-table
+    UPDATE reads without semi-consistency, and a scan would wait on every row another
+    transaction holds; two completions of one batch deadlocked so) joined to the batch, one JSON
+    array of ``_completed_row`` (a JSON null is SQL NULL), and set as each completion states."""
+    return text(
+        f"UPDATE {jobs} AS j FORCE INDEX (PRIMARY) JOIN JSON_TABLE(:batch, '$[*]' COLUMNS ("
+        "id BIGINT PATH '$[0]', status VARCHAR(16) PATH '$[1]', result LONGTEXT PATH '$[2]', "
+        "keeps_result INT PATH '$[3]', error LONGTEXT PATH '$[4]', run_at DATETIME(6) PATH '$[5]', "
+        "final_at DATETIME(6) PATH '$[6]', kept_owner VARCHAR(64) PATH '$[7]')) AS done ON done.id = j.id "
+        "SET j.status = done.status, j.lease_owner = done.kept_owner, j.lease_expires_at = NULL, "
+        "j.cancel_requested = 0, j.finished_at = done.final_at, "
+        "j.result = IF(done.keeps_result = 1, done.result, j.result), "
+        "j.error = COALESCE(done.error, j.error), j.run_at = COALESCE(done.run_at, j.run_at) "
+        "WHERE j.id IN :ids"
+    ).bindparams(bindparam("ids", expanding=True))
 
 
 _BY_PRIMARY_KEY = "FORCE INDEX (PRIMARY)"
