@@ -18,7 +18,7 @@ from typing import Any
 
 from tests.support.postgres_server import PostgresServer, pg_bindir
 
-from . import ceiling, history, machine, report, scale, steady
+from . import ceiling, history, machine, mariadb, report, scale, steady
 from .config import Settings
 from .harness import Harness, percentile
 from .probe import open_collector
@@ -133,6 +133,9 @@ async def main() -> int:
             parts = scale.PARTS if settings.scale else ("spread",)
             await scale.measure(harness, server.create_database, settings, parts, say, record, extra)
         await database_ceiling(server, settings, say, record)
+        versions = {s.name: s.version for s in systems}
+        if settings.mariadb:
+            versions[mariadb.NAME] = "MariaDB " + await mariadb.measure(harness, settings, say, record, extra)
 
         for s in systems:
             await s.close()
@@ -143,7 +146,7 @@ async def main() -> int:
         results = {
             "machine": facts,
             "settings": asdict(settings),
-            "versions": {s.name: s.version for s in systems},
+            "versions": versions,
             "configuration": {s.name: s.configuration for s in systems},
             "figures": figures,
             "runs": extra,

@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--spread", default=None, help="jobstead: HANDLERSxQUEUES more no-op handlers over that many queues"
     )
+    parser.add_argument(
+        "--poll-interval", type=float, default=None, help="jobstead: seconds between idle claims (default: its own)"
+    )
     args = parser.parse_args(argv)
     reporter = Reporter()
     if args.system == "jobstead":
@@ -76,7 +79,8 @@ def run_jobstead(args: argparse.Namespace, reporter: Reporter) -> None:
         handlers, queues = args.spread.split("x")
         spread = (int(handlers), int(queues))
     app = build_app(args.url, limit=args.limit, reporter=reporter, spread=spread)
-    worker = app.worker(concurrency=args.concurrency)
+    polling = {} if args.poll_interval is None else {"poll_interval": args.poll_interval}
+    worker = app.worker(concurrency=args.concurrency, **polling)
 
     def announce() -> None:
         # ``started`` is set right before the claim loop's first claim.
