@@ -27,13 +27,15 @@ from .errors import (
     JobsteadError,
     PermanentError,
     UnknownHandler,
+    WorkflowNotFound,
 )
 from .handler import ConfiguredHandler, Handler
 from .hooks import FailureEvent
 from .retry import RetryPolicy
 from .signature import Inject
 from .status import JobStatus
-from .store.records import BatchStats
+from .store.records import BatchStats, StepRecord, WorkflowStats
+from .workflow import WorkflowBuilder, WorkflowRun
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -80,7 +82,12 @@ __all__ = [
     "PermanentError",
     "RetryPolicy",
     "SecondsFieldWarning",
+    "StepRecord",
     "UnknownHandler",
     "Worker",
+    "WorkflowBuilder",
+    "WorkflowNotFound",
+    "WorkflowRun",
+    "WorkflowStats",
     "__version__",
 ]

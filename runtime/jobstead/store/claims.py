@@ -543,6 +543,8 @@ class Claims:
                 c.metadata,
                 c.checkpoint,
                 c.batch_id,
+                c.workflow_id,
+                c.step,
             )
         )
 
@@ -581,6 +583,8 @@ class Claims:
                 metadata,
                 checkpoint,
                 batch_id,
+                workflow_id,
+                step,
             )
             for (
                 job_id,
@@ -598,5 +602,7 @@ class Claims:
                 metadata,
                 checkpoint,
                 batch_id,
+                workflow_id,
+                step,
             ) in rows
         ]

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import RowMapping
 
+from .. import transitions
 from ..errors import JobError
 from ..retry import RetryPolicy
 from ..status import AttemptOutcome, JobStatus
@@ -44,6 +45,8 @@ def job_record(row: RowMapping, now: datetime) -> JobRecord:
         cancel_requested=bool(row["cancel_requested"]),
         batch_id=row["batch_id"],
         batch_event=row["batch_event"],
+        workflow_id=row["workflow_id"],
+        step=row["step"],
     )
 
 
@@ -75,7 +78,7 @@ def handler_definition(row: RowMapping) -> HandlerDefinition:
 
 
 def status_at_defer(job: NewJob, now: datetime) -> JobStatus:
-    return JobStatus.SCHEDULED if job.run_at is not None and job.run_at > now else JobStatus.QUEUED
+    return transitions.status_at_defer(job.waiting, job.run_at is not None and job.run_at > now)
 
 
 def new_job_values(job: NewJob, now: datetime) -> dict[str, Any]:
@@ -100,6 +103,9 @@ def new_job_values(job: NewJob, now: datetime) -> dict[str, Any]:
         "cron_fire_at": job.cron_fire_at,
         "batch_id": job.batch_id,
         "batch_event": job.batch_event,
+        "workflow_id": job.workflow_id,
+        "step": job.step,
+        "waiting": job.waiting if job.workflow_id is not None else None,
     }
 
 
@@ -148,4 +154,6 @@ def sent_record(job_id: int, job: NewJob, now: datetime) -> JobRecord:
         cancel_requested=False,
         batch_id=job.batch_id,
         batch_event=job.batch_event,
+        workflow_id=job.workflow_id,
+        step=job.step,
     )

@@ -62,7 +62,7 @@ from ...clock import as_utc
 from ...errors import ConfigurationError
 from ...status import JobStatus
 from ..records import Completion
-from .base import LOCK_BOUND_SECONDS, Driver
+from .base import LOCK_BOUND_SECONDS, Applied, Driver
 
 if TYPE_CHECKING:
     from ..database import Database
@@ -315,7 +315,7 @@ class MySQLDriver(Driver):
         conn.execute(update(table).where(pk.in_(ids)).values(values), given)
         return conn.execute(select(*returning).where(pk.in_(ids)).order_by(pk))
 
-    def complete(self, db: Database, conn: Connection, completions: Sequence[Completion]) -> dict[int, int | None]:
+    def complete(self, db: Database, conn: Connection, completions: Sequence[Completion]) -> Applied:
         """Three statements for the whole batch, however many jobs it ends: lock and read the rows,
         update the ones whose lease held, log the attempts that are logged.
 
@@ -330,7 +330,16 @@ class MySQLDriver(Driver):
         jobs = db.tables.jobs
         by_id = {c.job_id: c for c in completions}
         rows = conn.execute(
-            select(jobs.c.id, jobs.c.lease_owner, jobs.c.attempts, jobs.c.status, jobs.c.started_at, jobs.c.batch_id)
+            select(
+                jobs.c.id,
+                jobs.c.lease_owner,
+                jobs.c.attempts,
+                jobs.c.status,
+                jobs.c.started_at,
+                jobs.c.batch_id,
+                jobs.c.workflow_id,
+                jobs.c.step,
+            )
             .with_hint(jobs, _BY_PRIMARY_KEY)
             .where(jobs.c.id.in_(sorted(by_id)))
             .order_by(jobs.c.id)  # the order renewals lock in
@@ -343,7 +352,7 @@ class MySQLDriver(Driver):
             == (by_id[row.id].owner, by_id[row.id].attempt, JobStatus.RUNNING.value)
         ]
         if not held:
-            return {}
+            return Applied()
         conn.execute(
             _complete_statement(conn.dialect.identifier_preparer.format_table(jobs)),
             {"batch": json.dumps([_completed_row(c) for c, _ in held]), "ids": [c.job_id for c, _ in held]},
@@ -363,7 +372,14 @@ class MySQLDriver(Driver):
         ]
         if logged:
             conn.execute(insert(db.tables.attempts), logged)
-        return {c.job_id: row.batch_id for c, row in held}
+        return Applied(
+            batches={c.job_id: row.batch_id for c, row in held},
+            workflows={
+                c.job_id: int(row.workflow_id)
+                for c, row in held
+                if row.workflow_id is not None and row.step is not None
+            },
+        )
 
 
 def _completed_row(c: Completion) -> list[Any]:
