@@ -140,7 +140,7 @@ async def main() -> int:
         await database_ceiling(server, settings, say, record)
         versions = {s.name: s.version for s in systems}
         if settings.mariadb:
-            versions[mariadb.NAME] = "MariaDB " + await mariadb.measure(harness, settings, say, record, extra)
+            versions.update(await mariadb.measure(harness, settings, say, record, extra))
 
         for s in systems:
             await s.close()
