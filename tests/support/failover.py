@@ -259,6 +259,83 @@ def run_failover(
     return report
 
 
+def run_lagging_failover(
+    pair: ReplicatedPair,
+    workdir: Path,
+    *,
+    workers: int = 4,
+    concurrency: int = 4,
+    jobs: int = 12,
+    ms: int = 15000,
+    drain_timeout: float = 180.0,
+) -> FailoverReport:
+    """Every claim lost in the failover, every time: the asynchronous case at its worst.
+
+    ``jobs`` long jobs are deferred and replicated, then the standby stops
+    receiving WAL, the workers start and claim them all, and the primary is
+    killed and the standby promoted: the new primary has every job queued
+    while every first run still runs. The workers claim them again there (a
+    worker often one it runs itself); each first run must stop as soon as its
+    worker reaches the new primary.
+    """
+    report = FailoverReport()
+    database = f"f_{uuid.uuid4().hex[:10]}"
+    pair.primary.create_database(database)
+    url = pair.url(database)
+    spans = workdir / "spans.log"
+    env = {"JOBSTEAD_DATABASE_URL": url, "JOBSTEAD_SCHEMA": SCHEMA, SPANS_ENV: str(spans)}
+    migrated = run_cli(["migrate", "--app", "tests.apps.faults:app"], env, timeout=120)
+    if migrated.returncode != 0:
+        raise RuntimeError(migrated.stderr)
+    app = faults_app(url)
+    try:
+        queued = [d.id for d in app.get_handler("work").defer_many([{"ms": ms}] * (jobs // 2))]
+        queued += [d.id for d in app.get_handler("work_async").defer_many([{"ms": ms}] * (jobs - jobs // 2))]
+    finally:
+        app.close()
+    report.acknowledged = len(queued)
+    pair.wait_replayed()
+    pair.cut_replication()
+    logs = [workdir / f"worker{n}.log" for n in range(workers)]
+    argv = ["worker", "--app", "tests.apps.faults:app", "--concurrency", str(concurrency)]
+    processes = [spawn_cli(argv, env, log) for log in logs]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+            len({s.job_id for s in read_spans(spans)}) == jobs
+            and all(" started: " in log.read_text() for log in logs)  # none is still starting
+        ):
+            time.sleep(0.05)
+        pair.crash_primary()
+        report.promote_seconds = pair.promote()
+        promoted_at = time.time()
+        deadline = time.monotonic() + drain_timeout
+        while time.monotonic() < deadline and not _all_done(url, queued):
+            time.sleep(0.5)
+        report.died = [n for n, p in enumerate(processes) if p.poll() is not None]
+    finally:
+        for process in processes:
+            stop(process)
+    report.logs = {log.name: log.read_text() for log in logs}
+    runs = read_spans(spans)
+    pairs = overlapping(runs, until=time.time())
+    report.overlaps = len({earlier.job_id for earlier, _ in pairs})
+    report.overlap_seconds = max(((earlier.end or time.time()) - later.start for earlier, later in pairs), default=0.0)
+    report.ran_again = sum(1 for count in Counter(s.job_id for s in runs).values() if count > 1)
+    report.resumed_after = [
+        min((s.start - promoted_at for s in runs if s.pid == p.pid and s.start > promoted_at), default=None)
+        for p in processes
+    ]
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
+        present = {r[0] for r in conn.execute(f"SELECT id FROM {SCHEMA}.jobstead_jobs WHERE id = ANY(%s)", (queued,))}
+        report.lost_defers = sorted(set(queued) - present)
+        left = conn.execute(f"SELECT count(*) FROM {SCHEMA}.jobstead_jobs WHERE status <> 'succeeded'").fetchone()
+        report.unfinished = int(left[0]) if left else 0
+        first = conn.execute(f"SELECT min(extract(epoch FROM finished_at)) FROM {SCHEMA}.jobstead_jobs", ()).fetchone()
+        report.first_completion_after = None if first is None or first[0] is None else float(first[0]) - promoted_at
+    return report
+
+
 def _all_done(url: str, ids: list[int]) -> bool:
     try:
         with psycopg.connect(url.replace("+psycopg", ""), autocommit=True, connect_timeout=5) as conn:

@@ -153,6 +153,21 @@ class ReplicatedPair:
             self.set(self.primary, "synchronous_standby_names", STANDBY_NAME)
         self.wait_streaming()
 
+    def cut_replication(self) -> None:
+        """Stop the standby receiving WAL (its ``primary_conninfo`` emptied): a standby lagging behind.
+
+        What it has stays; whatever the primary commits from now on is unknown to it, as the last
+        unshipped transactions of an asynchronous standby are when the primary dies.
+        """
+        self.set(self.standby, "primary_conninfo", "")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            done = self.primary._psql("postgres", "SELECT count(*) FROM pg_stat_replication")
+            if done.returncode == 0 and done.stdout.strip() == b"0":
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the standby still streams 30 s after its primary_conninfo was emptied")
+
     def switchover(self) -> float:
         """A planned switchover: the primary shut down cleanly, the standby promoted, the old primary rebuilt."""
         self.wait_replayed()

@@ -209,6 +209,9 @@ class Worker:
             logger.warning("rescued %d job(s) whose worker stopped renewing its lease: %s", len(rescued), rescued)
         renewal.start()
         duties.start()
+        # A failover may have lost claims (asynchronous replication): the renewal on the new
+        # primary says which, so it runs as soon as a connection is found lost, not at its hour.
+        unsubscribe = store.when_connections_lost(renewal.hurry)
         helpers = [asyncio.create_task(writer.run(), name="jobstead-completions")]
         if options.listen and store.supports_listen:
             helpers.append(
@@ -229,6 +232,7 @@ class Worker:
             await claims.run()
             await self._shut_down(runner, writer)
         finally:
+            unsubscribe()
             renewal.stop()
             duties.stop()
             for task in helpers:
