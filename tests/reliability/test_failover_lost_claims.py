@@ -5,17 +5,22 @@ queued while its first run goes on, and the worker running it may be the one
 that claims it again there. That claim is the first news the worker has of
 the lost claim (before its next lease renewal): the first run stops at once,
 as on a lost lease, and the second starts when it has, never beside it.
+Otherwise the renewal says it: hurried when a connection is found lost, and
+retried within 0.25 s while it fails.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 
 from sqlalchemy import update
 
 from jobstead import App, Context, JobStatus
+from jobstead.services.base import Service, ServiceThread
+from jobstead.services.lease_renewer import LeaseRenewer
 from tests.conftest import Target, worker_thread
 
 
@@ -59,3 +64,42 @@ def test_a_job_claimed_again_while_it_runs_here_stops_its_first_run(target: Targ
         assert [kind for kind, _, _ in spans] == ["start", "stop", "start", "end"], spans
     finally:
         app.close()
+
+
+class _Counting(Service):
+    """Counts its runs; fails while ``failing`` is set."""
+
+    name = "counting"
+
+    def __init__(self, every: float, retry_within: float | None = None) -> None:
+        super().__init__(every)
+        self.retry_within = retry_within
+        self.runs: list[float] = []
+        self.failing = False
+
+    def run_once(self) -> None:
+        self.runs.append(time.monotonic())
+        if self.failing:
+            raise OSError("connection refused")
+
+
+def test_a_lost_connection_hurries_the_renewal_and_a_failed_one_is_retried_within_its_bound() -> None:
+    """What bounds the overlap: a renewal now rather than at its hour, and no backoff beyond 0.25 s."""
+    assert LeaseRenewer.retry_within == 0.25
+    service = _Counting(every=60, retry_within=0.25)
+    thread = ServiceThread("test-hurry", [service], start_delayed=False)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not service.runs and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(service.runs) == 1  # then not for 60 s ...
+        service.failing = True
+        thread.hurry()  # ... unless hurried
+        time.sleep(1.6)
+        # Failing from the hurry on: retried every 0.25 s at most, not 0.5, 1, 2 s apart.
+        failures = service.runs[1:]
+        assert len(failures) >= 5, service.runs
+        assert max(b - a for a, b in itertools.pairwise(failures)) < 0.4, service.runs
+    finally:
+        thread.stop()
