@@ -67,7 +67,7 @@ class FailoverReport:
             f"jobs run twice at once: {self.overlaps} (longest overlap {self.overlap_seconds:.2f} s)",
             f"jobs run again after the failover: {self.ran_again}",
             f"promotion took {self.promote_seconds:.2f} s; first completion on the new primary {first} after it",
-            f"every worker started a job on the new primary within {self.slowest_resume()} of the promotion",
+            self.resume_line(),
             f"jobs not succeeded at the end: {self.unfinished}; processes that exited: {len(self.died)}",
             f"cron duplicates: {self.cron_duplicates} of {self.cron_fires} fires",
             *(
@@ -77,10 +77,10 @@ class FailoverReport:
             ),
         ]
 
-    def slowest_resume(self) -> str:
-        if not self.resumed_after or None in self.resumed_after:
-            return "never (some worker did not)"
-        return f"{max(t for t in self.resumed_after if t is not None):.1f} s"
+    def resume_line(self) -> str:
+        resumed = [t for t in self.resumed_after if t is not None]
+        last = f", the last {max(resumed):.1f} s after the promotion" if resumed else ""
+        return f"workers that started a job on the new primary: {len(resumed)} of {len(self.resumed_after)}{last}"
 
 
 def faults_app(url: str) -> App:
