@@ -183,6 +183,12 @@ class Driver:
         text = str(exc).lower()
         return not any(marker in text for marker in self.permanent_errors)
 
+    def when_connections_lost(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` whenever a connection of this process is found cut or on a server that
+        stopped taking writes (a failover may be under way); returns what stops it. Only a driver
+        that follows a failover calls it (``drivers/failover.py``); here it never fires."""
+        return lambda: None
+
     # -- SQL that differs ----------------------------------------------------
 
     def upsert(self, table: Table) -> Any:
