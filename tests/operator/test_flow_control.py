@@ -374,3 +374,30 @@ def test_the_read_walks_a_bounded_number_of_the_newest_finished_jobs(target: Tar
     assert walked.finished and walked.attempts == 4 and walked.mean_seconds >= RUN_SECONDS
     assert queries.recent_run_time("charge", sample=3).attempts == 3
     assert queries.recent_run_time("charge", within=timedelta(0)).attempts == 0
+
+
+@pytest.mark.xfail(
+    strict=True, reason="handler rows store flow control from the flow branch on: remove this mark when it is merged"
+)
+def test_the_handler_row_carries_the_resources_flow_control_and_code_does_not_undo_it(
+    target: Target, shop: App
+) -> None:
+    flowed = spec(
+        rateLimit={"limit": 5, "periodSeconds": 0.5},
+        concurrencyBy="customer_id",
+        concurrencyPerKey=2,
+        sequenceBy="customer_id",
+        sequenceOnFailure="Continue",
+        fairBy="tenant",
+    )
+
+    async def scenario(database: AppDatabase) -> Any:
+        await database.call(database.store.registry.put_handler, definition(flowed))
+        return await database.call(database.store.registry.handler, "charge")
+
+    row = run_with_database(target, scenario)
+    assert row is not None and row.source == "crd" and row.flow == flowed.flow
+    drain(shop, 1)  # a worker of the code (no flow control) starts and publishes the handler
+    after = shop.store.registry.handler("charge")
+    assert after is not None and after.flow == flowed.flow, "the resource's settings stay the row's"
+    assert [name for name, _ in after.params] == ["customer_id", "amount"]
