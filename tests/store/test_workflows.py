@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import event, select
 
 from jobstead.errors import JobError
@@ -388,3 +389,19 @@ def test_steps_added_at_run_time_are_written_with_the_success_and_a_clash_fails_
     (t,) = claim(store)
     finish(store, t)
     assert store.workflows.get(workflow_id).status == "failed"
+
+
+def test_each_workflow_that_ends_is_counted_once_its_transaction_commits(store: Store) -> None:
+    def ended(name: str, outcome: str) -> float:
+        return REGISTRY.get_sample_value("jobstead_workflows_total", {"name": name, "outcome": outcome}) or 0.0
+
+    before = ended("counted", "succeeded"), ended("counted", "cancelled")
+    workflow_id = store.workflows.create("counted", [step("a")]).id
+    finish(store, claim(store)[0])
+    store.workflows.cancel(workflow_id)  # final already: nothing ends again
+    with store.db.engine.connect() as conn, conn.begin() as tx:
+        store.workflows.create("counted", [], connection=conn)  # succeeded at once, then rolled back
+        tx.rollback()
+    other = store.workflows.create("counted", [step("b")]).id
+    store.workflows.cancel(other)
+    assert (ended("counted", "succeeded") - before[0], ended("counted", "cancelled") - before[1]) == (1, 1)

@@ -34,8 +34,11 @@ event) in ``workflow_events``, under its primary key).
 from __future__ import annotations
 
 import builtins
+import threading
+import weakref
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -43,6 +46,7 @@ from sqlalchemy import Connection, RowMapping, and_, case, func, insert, or_, se
 
 from ..clock import Clock
 from ..errors import InvalidArguments, JobError, WorkflowNotFound
+from ..metrics.worker import workflows_ended
 from ..retry import RetryPolicy
 from ..status import FINAL_STATUSES, JobStatus
 from ..transitions import (
@@ -93,6 +97,24 @@ class Workflows:
         self._db = db
         self._clock = clock
         self._enqueuer = enqueuer
+        #: The workflows each open transaction ended, as (name, outcome): counted once it commits
+        #: (``counted``), forgotten with the connection if it does not.
+        self._ended: weakref.WeakKeyDictionary[Connection, list[tuple[str, str]]] = weakref.WeakKeyDictionary()
+        self._ended_lock = threading.Lock()
+
+    @contextmanager
+    def counted(self, transaction: AbstractContextManager[Connection]) -> Iterator[Connection]:
+        """``transaction``'s connection; once it has committed, the workflows it ended are counted
+        (``jobstead_workflows_total``). A transaction that fails counts nothing."""
+        with transaction as conn:
+            yield conn
+        with self._ended_lock:
+            ended = self._ended.pop(conn, [])
+        workflows_ended(ended)
+
+    def _note_ended(self, conn: Connection, name: str, outcome: str) -> None:
+        with self._ended_lock:
+            self._ended.setdefault(conn, []).append((name, outcome))
 
     # -- writing a new workflow --------------------------------------------------------
 
@@ -120,7 +142,7 @@ class Workflows:
             raise InvalidArguments(f"unknown workflow event(s) {sorted(unknown)}: use {', '.join(WORKFLOW_EVENTS)}")
         if connection is not None:
             return self._create(connection, name, steps, tenant, metadata, given)
-        with self._db.engine.begin() as conn:
+        with self.counted(self._db.engine.begin()) as conn:
             return self._create(conn, name, steps, tenant, metadata, given)
 
     def _create(
@@ -468,6 +490,7 @@ class Workflows:
             conn.execute(
                 update(workflows).where(workflows.c.id == workflow_id).values(status=status, finished_at=self._clock())
             )
+            self._note_ended(conn, str(row["name"]), status)
         if status == "succeeded":
             self._fire(conn, workflow_id, "success", events, row["tenant"])
         self._fire(conn, workflow_id, "finish", events, row["tenant"])
@@ -516,7 +539,7 @@ class Workflows:
         """
         jobs, workflows = self._db.tables.jobs, self._db.tables.workflows
         now = self._clock()
-        with self._db.begin_bounded() as conn:
+        with self.counted(self._db.begin_bounded()) as conn:
             row = self._lock(conn, workflow_id)
             if row["status"] != "active":
                 return []
