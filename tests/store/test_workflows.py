@@ -226,6 +226,7 @@ def test_deleting_a_live_step_counts_as_cancelled_for_its_dependents(store: Stor
     store.control.delete(store.workflows.get(workflow_id).steps["a"].job_id)
     record = store.workflows.get(workflow_id)
     assert list(record.steps) == ["b"] and record.steps["b"].status is JobStatus.CANCELLED
+    assert record.steps["b"].reason == "upstream step 'a' ended cancelled"
     assert record.status == "cancelled"
 
 

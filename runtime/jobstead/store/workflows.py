@@ -239,11 +239,13 @@ class Workflows:
         conn: Connection,
         ended: Mapping[int, Sequence[tuple[int, JobStatus]]],
         growth: Mapping[int, Growth] | None = None,
+        names: Mapping[int, str] | None = None,
     ) -> None:
         """Steps just ended, by workflow, as (job id, final status): release, cancel downstream, finish.
 
         In ``conn``'s transaction: the one that ended them. ``growth``: the steps
         that succeeded steps (by job id) added as they ran, written first.
+        ``names``: the step names of ended steps whose rows are gone (deleted).
         """
         for workflow_id in sorted(ended):  # one lock order for everyone: no deadlocks between settlers
             locked = self._lock_counting(conn, workflow_id, len(ended[workflow_id]))
@@ -256,7 +258,7 @@ class Workflows:
                 if added is not None and status is JobStatus.SUCCEEDED:
                     grown += self._grow(conn, row, added)
             row["unfinished"] = int(row["unfinished"]) + grown
-            self._settle(conn, row, ended[workflow_id])
+            self._settle(conn, row, ended[workflow_id], names)
 
     # -- growing at run time ------------------------------------------------------------------
 
@@ -373,11 +375,18 @@ class Workflows:
         )
         return len(ids)
 
-    def _settle(self, conn: Connection, row: Mapping[str, Any], ended: Sequence[tuple[int, JobStatus]]) -> None:
+    def _settle(
+        self,
+        conn: Connection,
+        row: Mapping[str, Any],
+        ended: Sequence[tuple[int, JobStatus]],
+        known: Mapping[int, str] | None = None,
+    ) -> None:
         """``ended``'s consequences; ``row`` is the workflow's locked row, its ``unfinished`` already without them."""
         workflow_id = int(row["id"])
         now = self._clock()
-        names = self._names(conn, [job_id for job_id, status in ended if status is not JobStatus.SUCCEEDED])
+        failed = [job_id for job_id, status in ended if status is not JobStatus.SUCCEEDED]
+        names = {**self._names(conn, failed), **(known or {})}
         # (parent id, how it ended, the step whose failure it carries down, how that one ended)
         frontier = [(job_id, status, names.get(job_id, "?"), status) for job_id, status in ended]
         cascaded = 0
@@ -392,9 +401,9 @@ class Workflows:
                     downstream += [(child, JobStatus.CANCELLED, origin, origin_status) for child in cancelled]
             cascaded += len(downstream)
             frontier = downstream
-        failed = {status for _, status in ended} & {JobStatus.FAILED, JobStatus.DEAD}
+        failures = {status for _, status in ended} & {JobStatus.FAILED, JobStatus.DEAD}
         self._count_finished(conn, workflow_id, cascaded)
-        self._finish_if_done(conn, {**row, "unfinished": int(row["unfinished"]) - cascaded}, failed)
+        self._finish_if_done(conn, {**row, "unfinished": int(row["unfinished"]) - cascaded}, failures)
 
     def _count_down(self, conn: Connection, ok: Sequence[int], bad: Sequence[int], now: datetime) -> None:
         """One UPDATE keyed by the parents that ended: each blocked child waits for as many fewer as
@@ -519,6 +528,7 @@ class Workflows:
         """Steps changed from outside (``moves.follow``): those that ended settle their workflow;
         those made live again (a retry of one job) reopen it."""
         ended: dict[int, list[tuple[int, JobStatus]]] = defaultdict(list)
+        names: dict[int, str] = {}
         revived: Counter[int] = Counter()
         for m in moved:
             record = m.record
@@ -527,10 +537,11 @@ class Workflows:
             if m.change.settles_batch(m.previous):  # a live step ended, or went
                 status = JobStatus.CANCELLED if m.change.deletes else record.status
                 ended[record.workflow_id].append((record.id, status))
+                names[record.id] = record.step
             elif m.change.revives and m.previous.is_final:
                 revived[record.workflow_id] += 1
         if ended:
-            self.settle(conn, ended)
+            self.settle(conn, ended, names=names)
         for workflow_id in sorted(revived):
             if self._lock(conn, workflow_id, missing_ok=True) is not None:
                 self._reopen(conn, workflow_id, unfinished_by=revived[workflow_id])
