@@ -406,3 +406,33 @@ def test_each_workflow_that_ends_is_counted_once_its_transaction_commits(store: 
     other = store.workflows.create("counted", [step("b")]).id
     store.workflows.cancel(other)
     assert (ended("counted", "succeeded") - before[0], ended("counted", "cancelled") - before[1]) == (1, 1)
+
+
+def test_a_cancel_does_not_wait_for_a_step_being_completed_right_now(store: Store) -> None:
+    """The completion holds its step's row and then waits for the workflow's; a cancel that held the
+    workflow's row and waited for the step's was a deadlock (the server aborted one of them)."""
+    if not store.db.driver.skip_locked:
+        pytest.skip("this database serialises writers whole: no row locks to cross")
+    workflow_id = store.workflows.create("crossing", [step("a"), step("b", "a")]).id
+    (a,) = claim(store)
+    outcome: list[Any] = []
+    with store.db.engine.begin() as conn:
+        store.db.driver.complete(store.db, conn, [done(a, store)])  # holds a's row, as a completion does
+
+        def cancel() -> None:
+            try:
+                outcome.append(store.workflows.cancel(workflow_id))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=cancel)
+        thread.start()
+        thread.join(10)
+        assert outcome == [[]], "the cancel went past the step being completed"
+        store.workflows.settle(conn, {workflow_id: [(a.id, JobStatus.SUCCEEDED)]})
+    record = store.workflows.get(workflow_id)
+    assert (record.steps["a"].status, record.steps["b"].status, record.status) == (
+        JobStatus.SUCCEEDED,
+        JobStatus.CANCELLED,
+        "cancelled",
+    )

@@ -558,8 +558,18 @@ class Workflows:
             if row["status"] != "active":
                 return []
             conn.execute(update(workflows).where(workflows.c.id == workflow_id).values(cancelled_at=now))
-            steps = and_(jobs.c.workflow_id == workflow_id, jobs.c.step.is_not(None))
-            moved = [m for change in (CANCEL, ASK_TO_STOP) for m in apply_change(self._db, conn, change, steps, now)]
+            # The steps each change applies to, read first and then locked by primary key: a
+            # locking scan of the workflow's steps would also wait on the rows of steps being
+            # completed right now (InnoDB locks every row it visits), and a running step whose
+            # row is locked is one: its completion waits for this workflow's row, which we hold,
+            # so waiting for its row would be a deadlock. It is ending anyway (skipped); the
+            # workflow is cancelled once it has.
+            moved: list[Moved] = []
+            for change in (CANCEL, ASK_TO_STOP):
+                ids = self._step_ids(conn, workflow_id, change.applies_to)
+                if ids:
+                    which = jobs.c.id.in_(ids)
+                    moved += apply_change(self._db, conn, change, which, now, skip_locked=change is ASK_TO_STOP)
             self.notify_cancel(conn, [m.record.id for m in moved if m.change.tells_workers])
             ended = [(m.record.id, m.record.status) for m in moved if m.change is CANCEL]
             self._settle(conn, dict(self._lock_counting(conn, workflow_id, len(ended)) or row), ended)
@@ -669,6 +679,19 @@ class Workflows:
             .returning(*workflows.c)
         )
         return self._db.driver.execute_update(conn, stmt).mappings().first()
+
+    def _step_ids(self, conn: Connection, workflow_id: int, statuses: Collection[JobStatus]) -> list[int]:
+        """The steps of a workflow in ``statuses``, read without locking anything."""
+        jobs = self._db.tables.jobs
+        return list(
+            conn.execute(
+                select(jobs.c.id).where(
+                    jobs.c.workflow_id == workflow_id,
+                    jobs.c.step.is_not(None),
+                    jobs.c.status.in_(sorted(s.value for s in statuses)),
+                )
+            ).scalars()
+        )
 
     def _names(self, conn: Connection, job_ids: Sequence[int]) -> dict[int, str]:
         if not job_ids:
