@@ -183,6 +183,12 @@ class Driver:
         text = str(exc).lower()
         return not any(marker in text for marker in self.permanent_errors)
 
+    def when_connections_lost(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` whenever a connection of this process is found cut or on a server that
+        stopped taking writes (a failover may be under way); returns what stops it. Only a driver
+        that follows a failover calls it (``drivers/failover.py``); here it never fires."""
+        return lambda: None
+
     # -- SQL that differs ----------------------------------------------------
 
     def upsert(self, table: Table) -> Any:
@@ -198,6 +204,17 @@ class Driver:
         does it otherwise, in the same transaction and with the same locks.
         """
         return conn.execute(stmt, params or {})
+
+    def lock_rows(self, conn: Connection, stmt: Select[Any], table: Table, *, skip_locked: bool) -> Result[Any]:
+        """The rows of ``stmt`` (a plain SELECT of ``table``'s rows: conditions on ``table``'s
+        columns, order, limit; other tables only joined to be read), locked until ``conn``'s
+        transaction ends, and no other row of ``table`` locked by finding them.
+
+        For locks other processes must not wait on for nothing: a rescue looks through
+        every running job for the expired ones, and the live ones' workers renew and
+        complete them meanwhile. Here: the SELECT ``FOR UPDATE [SKIP LOCKED] OF table``.
+        """
+        return conn.execute(stmt.with_for_update(skip_locked=skip_locked, of=table))
 
     def in_bound_list(self, column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
         """``column`` is one of the values of the list bound as ``name`` at execution."""

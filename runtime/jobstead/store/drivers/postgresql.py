@@ -77,7 +77,7 @@ from ..records import Completion, JobRecord, NewJob
 from ..rows import new_job_values, records_in_input_order, sent_record, status_at_defer
 from .async_alone import AsyncAlone
 from .base import CANCEL_PREFIX, LOCK_BOUND_SECONDS, WAKE_ALL, Applied, Driver, Wake
-from .failover import discard_pool, follow_primary, is_failover, turned_read_only
+from .failover import discard_pool, follow_primary, is_failover, turned_read_only, when_connections_lost
 from .pool import WaitingQueuePool
 
 if TYPE_CHECKING:
@@ -217,6 +217,9 @@ class PostgreSQLDriver(Driver):
         if is_failover(exc):
             return True
         return super().is_transient(exc)
+
+    def when_connections_lost(self, callback: Callable[[], None]) -> Callable[[], None]:
+        return when_connections_lost(callback)
 
     def describe(self, url: URL) -> str:
         where = ",".join(hosts(url))
