@@ -285,6 +285,11 @@ class Driver:
         self.notify(conn, db.tables.notify_channel, sorted({j.queue for j in jobs}))
         return records
 
+    def insert_many(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert ``rows`` (all with the same keys) in ``conn``'s transaction; nothing returned."""
+        if rows:
+            conn.execute(insert(table), list(rows))
+
     def insert_alone(self, db: Database, jobs: Sequence[NewJob], now: datetime) -> list[JobRecord]:
         """Jobs sharing every option but their arguments, no keys, in a transaction of their own."""
         with db.engine.begin() as conn:
