@@ -6,6 +6,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -280,6 +281,23 @@ def test_defer_in_a_session_is_rolled_back_with_it(make_app: Callable[..., App])
         run = _onboard(app).defer(session=session)
         session.commit()
     assert [w.id for w in app.workflows()] == [run.id]
+
+
+def test_a_steps_delay_is_kept_to_count_from_its_release_and_a_run_at_stays_absolute(
+    make_app: Callable[..., App],
+) -> None:
+    app, _ = _app(make_app)
+    h = app.get_handler
+    at = datetime.now(UTC) + timedelta(hours=1)
+    wf = app.workflow("later")
+    wf.add("fetch", h("fetch_order").job(order_id=1))
+    wf.add("charge", h("charge").configure(delay=60).job(amount=1), after=["fetch"])
+    wf.add("reserve", h("reserve").configure(run_at=at).job(sku="x"), after=["fetch"])
+    run = wf.defer()
+    jobs = app.store.tables.jobs
+    with app.store.db.engine.connect() as conn:
+        kept = dict(conn.execute(select(jobs.c.step, jobs.c.release_delay).where(jobs.c.workflow_id == run.id)).all())
+    assert kept == {"fetch": None, "charge": 60.0, "reserve": None}
 
 
 def test_an_empty_workflow_succeeds_at_once(make_app: Callable[..., App]) -> None:

@@ -99,6 +99,31 @@ def test_a_step_with_a_delay_is_released_scheduled(store: Store, clock: ManualCl
     assert [j.step for j in claim(store)] == ["b"]
 
 
+def test_a_steps_delay_counts_from_its_release_and_an_absolute_run_at_stays(store: Store, clock: ManualClock) -> None:
+    # As ``h.configure(delay=60).job()`` and ``h.configure(run_at=...).job()`` build them at defer.
+    minute = clock.now + timedelta(seconds=60)
+    workflow_id = store.workflows.create(
+        "later", [step("a"), step("delayed", "a", run_at=minute, delay=60.0), step("at", "a", run_at=minute)]
+    ).id
+    (a,) = claim(store)
+    clock.advance(300)  # the parent ends 5 minutes after defer
+    released_at = clock.now
+    finish(store, a)
+    assert statuses(store, workflow_id) == {
+        "a": JobStatus.SUCCEEDED,
+        "delayed": JobStatus.SCHEDULED,
+        "at": JobStatus.QUEUED,
+    }, "a delay counts from the release; an absolute run_at that has passed is simply queued"
+    delayed = store.workflows.get(workflow_id).steps["delayed"].job_id
+    job = store.queries.get_job(delayed)
+    assert job is not None and job.run_at == released_at + timedelta(seconds=60)
+    assert [j.step for j in claim(store)] == ["at"]
+    clock.advance(59)
+    assert claim(store) == []
+    clock.advance(2)
+    assert [j.step for j in claim(store)] == ["delayed"]
+
+
 def test_a_failure_cancels_downstream_naming_the_step_and_a_run_step_runs(store: Store) -> None:
     workflow_id = store.workflows.create(
         "fails",

@@ -39,7 +39,7 @@ import weakref
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, and_, case, func, insert, or_, select, true, update
@@ -425,7 +425,10 @@ class Workflows:
         counted = or_(*counts)
         by = select(func.count()).where(edges.c.child_id == jobs.c.id, counted).scalar_subquery()
         left = jobs.c.waiting - by
-        released = case((jobs.c.run_at <= now, release_status(True).value), else_=release_status(False).value)
+        # A step given a ``delay`` waits it from now (its run_at is set below, from what this
+        # returns); an absolute run_at stays as it was, queued at once if it has passed.
+        due = and_(jobs.c.run_at <= now, or_(jobs.c.release_delay.is_(None), jobs.c.release_delay <= 0))
+        released = case((due, release_status(True).value), else_=release_status(False).value)
         # SET renders in the table's column order, status before waiting: MySQL and MariaDB
         # evaluate assignments left to right with the values already set, so status must
         # read the old ``waiting`` there, as PostgreSQL and SQLite read it anyway.
@@ -439,10 +442,16 @@ class Workflows:
                 (jobs.c.status == JobStatus.BLOCKED.value).is_(true()),
             )
             .values(status=case((left <= 0, released), else_=jobs.c.status), waiting=left)
-            .returning(jobs.c.queue, jobs.c.status)
+            .returning(jobs.c.id, jobs.c.queue, jobs.c.status, jobs.c.release_delay)
         )
         rows = self._db.driver.execute_update(conn, stmt).all()
-        queues = sorted({queue for queue, status in rows if status == JobStatus.QUEUED.value})
+        by_delay: dict[float, list[int]] = defaultdict(list)
+        for job_id, _, status, delay in rows:
+            if status == JobStatus.SCHEDULED.value and delay is not None and delay > 0:
+                by_delay[float(delay)].append(int(job_id))
+        for delay, ids in sorted(by_delay.items()):  # a statement per distinct delay: a few at most
+            conn.execute(update(jobs).where(jobs.c.id.in_(ids)).values(run_at=now + timedelta(seconds=delay)))
+        queues = sorted({queue for _, queue, status, _ in rows if status == JobStatus.QUEUED.value})
         if queues:
             self._db.driver.notify(conn, self._db.tables.notify_channel, queues)
 
