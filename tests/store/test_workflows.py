@@ -321,6 +321,25 @@ def test_retrying_one_step_by_hand_reopens_its_workflow(store: Store) -> None:
     assert store.workflows.get(workflow_id).status == "succeeded"
 
 
+def test_a_step_retried_by_hand_waits_again_for_its_unfinished_parents(store: Store) -> None:
+    workflow_id = store.workflows.create(
+        "by hand", [step("a"), step("b"), step("c", "a", "b"), step("r", "a", run=True)]
+    ).id
+    steps = store.workflows.get(workflow_id).steps
+    a, b = claim(store)
+    store.control.cancel(steps["c"].job_id)
+    finish(store, b)
+    store.control.retry(steps["c"].job_id)
+    assert statuses(store, workflow_id)["c"] is JobStatus.BLOCKED, "'a' has not ended: 'c' may not run yet"
+    assert claim(store) == []
+    finish(store, a, JobStatus.FAILED)
+    assert statuses(store, workflow_id)["c"] is JobStatus.CANCELLED, "and it follows its rule when 'a' ends"
+    assert statuses(store, workflow_id)["r"] is JobStatus.QUEUED
+    store.control.retry(steps["c"].job_id)
+    assert statuses(store, workflow_id)["c"] is JobStatus.QUEUED, "parents that ended count as ended: it runs"
+    assert sorted(j.step or "" for j in claim(store)) == ["c", "r"]
+
+
 def test_a_workflow_is_written_in_the_callers_transaction(store: Store) -> None:
     with store.db.engine.connect() as conn, conn.begin() as tx:
         workflow_id = diamond(store, connection=conn)

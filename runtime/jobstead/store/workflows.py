@@ -54,6 +54,7 @@ from ..transitions import (
     CANCEL,
     CANCEL_DOWNSTREAM,
     RETRYABLE,
+    WAIT_AGAIN,
     Completion,
     UpstreamRule,
     failed_for_good,
@@ -539,6 +540,7 @@ class Workflows:
         ended: dict[int, list[tuple[int, JobStatus]]] = defaultdict(list)
         names: dict[int, str] = {}
         revived: Counter[int] = Counter()
+        revived_ids: list[int] = []
         for m in moved:
             record = m.record
             if record.workflow_id is None or record.step is None:
@@ -549,11 +551,37 @@ class Workflows:
                 names[record.id] = record.step
             elif m.change.revives and m.previous.is_final:
                 revived[record.workflow_id] += 1
+                revived_ids.append(record.id)
         if ended:
             self.settle(conn, ended, names=names)
         for workflow_id in sorted(revived):
             if self._lock(conn, workflow_id, missing_ok=True) is not None:
                 self._reopen(conn, workflow_id, unfinished_by=revived[workflow_id])
+        if revived_ids:  # under their workflows' locks: a parent ending now is either counted or releases them
+            self._wait_again(conn, revived_ids)
+
+    def _wait_again(self, conn: Connection, job_ids: Sequence[int]) -> None:
+        """Steps made live again by hand wait again for their parents that have not ended
+        (``transitions.WAIT_AGAIN``): ``blocked``, ``waiting`` for that many, released as at defer."""
+        jobs, edges = self._db.tables.jobs, self._db.tables.workflow_edges
+        parent = jobs.alias("parent")
+        waits = conn.execute(
+            select(edges.c.child_id, func.count())
+            .select_from(edges.join(parent, parent.c.id == edges.c.parent_id))
+            .where(
+                edges.c.child_id.in_(sorted(job_ids)),
+                parent.c.status.not_in(sorted(s.value for s in FINAL_STATUSES)),
+            )
+            .group_by(edges.c.child_id)
+        ).all()
+        by_count: dict[int, list[int]] = defaultdict(list)
+        for child_id, count in waits:
+            by_count[int(count)].append(int(child_id))
+        now = self._clock()
+        for count, ids in sorted(by_count.items()):
+            which = jobs.c.id.in_(sorted(ids))
+            apply_change(self._db, conn, WAIT_AGAIN, which, now)
+            conn.execute(update(jobs).where(which, jobs.c.status == JobStatus.BLOCKED.value).values(waiting=count))
 
     def cancel(self, workflow_id: int) -> list[int]:
         """Cancel every waiting step at once and tell running ones to stop now; return the running ones' ids.
