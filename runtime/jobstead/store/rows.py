@@ -106,6 +106,7 @@ def new_job_values(job: NewJob, now: datetime) -> dict[str, Any]:
         "workflow_id": job.workflow_id,
         "step": job.step,
         "waiting": job.waiting if job.workflow_id is not None else None,
+        "release_delay": job.delay if job.step is not None else None,
     }
 
 

@@ -138,6 +138,9 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         Column("workflow_id", Id),
         Column("step", String(NAME)),
         Column("waiting", Integer),
+        # A step deferred with a ``delay``: its seconds, counted from its release (not from
+        # ``.job()``) when its last dependency ends; NULL for an absolute ``run_at``.
+        Column("release_delay", Double),
         **MYSQL_TABLE_OPTIONS,
     )
     Index(
