@@ -28,6 +28,7 @@ from .errors import (
     PermanentError,
     UnknownHandler,
 )
+from .flow import RateLimit
 from .handler import ConfiguredHandler, Handler
 from .hooks import FailureEvent
 from .retry import RetryPolicy
@@ -78,6 +79,7 @@ __all__ = [
     "JobStatus",
     "JobsteadError",
     "PermanentError",
+    "RateLimit",
     "RetryPolicy",
     "SecondsFieldWarning",
     "UnknownHandler",

@@ -94,7 +94,7 @@ def defer(args: Namespace) -> int:
         jobs = new_jobs(
             args.name,
             [kwargs],
-            JobDefaults(definition.queue, definition.priority),
+            JobDefaults(definition.queue, definition.priority, definition.flow),
             clock=store.clock,
             queue=options.queue,
             priority=options.priority,

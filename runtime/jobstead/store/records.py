@@ -60,6 +60,11 @@ class NewJob:
     #: The batch this job is a member of; or, with ``batch_event``, the batch it continues.
     batch_id: int | None = None
     batch_event: str | None = None
+    #: Flow control keys (``new_jobs.flow_keys``): read from the arguments, so per job like them.
+    rate_key: str | None = None
+    concurrency_key: str | None = None
+    sequence_key: str | None = None
+    fair_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
@@ -18,9 +18,10 @@ from typing import Any
 from sqlalchemy import and_, bindparam, delete, func, select, update
 
 from ..clock import Clock
+from ..flow import RateLimit
 from .database import Database
 from .records import CronDefinition, HandlerDefinition
-from .rows import handler_definition
+from .rows import flow_values, handler_definition
 
 #: Set by the operator's worker Deployments (downward API): the pod this worker runs in.
 POD_NAME_ENV = "JOBSTEAD_POD_NAME"
@@ -78,6 +79,32 @@ class Registry:
             conn.execute(
                 stmt.on_conflict_do_update(index_elements=["name"], set_={k: stmt.excluded[k] for k in values})
             )
+
+    def publish_rate_limits(self, limits: Mapping[str, RateLimit]) -> None:
+        """Upsert shared rate limits (``app.rate_limit``): the code that declares one sets its rate."""
+        if not limits:
+            return
+        table = self._db.tables.rate_limits
+        now = self._clock()
+        rows = [
+            {"name": name, "rate_limit": rate.limit, "rate_period": rate.per, "updated_at": now}
+            for name, rate in sorted(limits.items())
+        ]
+        stmt = self._db.driver.upsert(table)
+        upsert = stmt.on_conflict_do_update(
+            index_elements=["name"], set_={k: stmt.excluded[k] for k in rows[0] if k != "name"}
+        )
+        with self._db.begin_bounded() as conn:
+            conn.execute(upsert, rows)
+
+    def rate_limits(self) -> dict[str, RateLimit]:
+        """Every shared rate limit by name."""
+        table = self._db.tables.rate_limits
+        with self._db.engine.connect() as conn:
+            return {
+                row.name: RateLimit(int(row.rate_limit), per=float(row.rate_period))
+                for row in conn.execute(select(table.c.name, table.c.rate_limit, table.c.rate_period))
+            }
 
     def remove_handler(self, name: str, *, source: str) -> bool:
         handlers = self._db.tables.handlers
@@ -190,6 +217,7 @@ def _values(d: HandlerDefinition, now: Any) -> dict[str, Any]:
         "params": _params(d),
         "source": d.source,
         "updated_at": now,
+        **flow_values(d.flow),
     }
 
 

@@ -75,6 +75,7 @@ class Tables:
     batches: Table
     batch_events: Table
     audit: Table
+    rate_limits: Table
 
     def qualified(self, table: Table) -> str:
         """The table's name as it appears in raw SQL (quoted when it needs to be)."""
@@ -127,6 +128,13 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         # index below is what makes a fire happen once, however many schedulers run.
         Column("cron_name", String(NAME)),
         Column("cron_fire_at", UTCDateTime),
+        # Flow control keys (``jobstead.flow``), read from the job's arguments when it is
+        # deferred, so claims never parse arguments; NULL when the handler's ``*_by``
+        # names no argument of it (or names ``tenant``: the claim reads ``tenant`` then).
+        Column("rate_key", String(NAME)),
+        Column("concurrency_key", String(NAME)),
+        Column("sequence_key", String(NAME)),
+        Column("fair_key", String(NAME)),
         **MYSQL_TABLE_OPTIONS,
     )
     Index(
@@ -239,6 +247,29 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         # "code" rows follow the code that registered them; "crd" rows belong to
         # the operator, and code only refreshes their parameter list.
         Column("source", String(16), nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+        # Flow control (``jobstead.flow.FlowControl``): all NULL (and "hold") for none.
+        # At most rate_limit starts in any rate_period seconds, per rate_limit_by key if set.
+        Column("rate_limit", Integer),
+        Column("rate_period", Double),
+        Column("rate_limit_by", String(NAME)),
+        # Names of shared limits (the rate_limits table) its starts count against: a JSON list.
+        Column("rate_limits", JSONType),
+        Column("concurrency_by", String(NAME)),
+        Column("concurrency_per_key", Integer),
+        Column("sequence_by", String(NAME)),
+        Column("sequence_on_failure", String(16), nullable=False, server_default=text("'hold'")),
+        Column("fair_by", String(NAME)),
+        **MYSQL_TABLE_OPTIONS,
+    )
+
+    # Shared rate limits (``app.rate_limit``): several handlers' starts count against one.
+    rate_limits = Table(
+        f"{prefix}rate_limits",
+        md,
+        Column("name", String(NAME), primary_key=True),
+        Column("rate_limit", Integer, nullable=False),
+        Column("rate_period", Double, nullable=False),
         Column("updated_at", UTCDateTime, nullable=False),
         **MYSQL_TABLE_OPTIONS,
     )
@@ -377,4 +408,5 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         batches=batches,
         batch_events=batch_events,
         audit=audit,
+        rate_limits=rate_limits,
     )

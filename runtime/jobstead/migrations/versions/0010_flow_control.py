@@ -1,0 +1,75 @@
+"""Flow control: rate limits, limits per key, sequences and fair sharing.
+
+Revision ID: 0010
+Revises: 0008
+Create Date: 2026-12-06
+
+Written out by hand, like 0001, so it keeps meaning the same thing after
+``store/tables.py`` moves on.
+
+* ``handlers``: a handler's flow control settings (``jobstead.flow.FlowControl``),
+  all NULL for none, so rows written before read as no flow control.
+* ``rate_limits``: shared rate limits by name (``app.rate_limit``).
+* ``jobs``: the keys each control counts by, read from the arguments at defer.
+"""
+
+import sqlalchemy as sa
+from alembic import context, op
+
+from jobstead.store.types import MYSQL_TABLE_OPTIONS, Double, JSONType, UTCDateTime
+
+revision = "0010"
+down_revision = "0008"
+branch_labels = None
+depends_on = None
+
+HANDLER_COLUMNS = (
+    "rate_limit",
+    "rate_period",
+    "rate_limit_by",
+    "rate_limits",
+    "concurrency_by",
+    "concurrency_per_key",
+    "sequence_by",
+    "sequence_on_failure",
+    "fair_by",
+)
+JOB_KEYS = ("rate_key", "concurrency_key", "sequence_key", "fair_key")
+
+
+def upgrade() -> None:
+    names = context.config.attributes["names"]
+    p, schema = names.prefix, names.schema
+    for column in (
+        sa.Column("rate_limit", sa.Integer),
+        sa.Column("rate_period", Double),
+        sa.Column("rate_limit_by", sa.String(200)),
+        sa.Column("rate_limits", JSONType),
+        sa.Column("concurrency_by", sa.String(200)),
+        sa.Column("concurrency_per_key", sa.Integer),
+        sa.Column("sequence_by", sa.String(200)),
+        sa.Column("sequence_on_failure", sa.String(16), nullable=False, server_default=sa.text("'hold'")),
+        sa.Column("fair_by", sa.String(200)),
+    ):
+        op.add_column(f"{p}handlers", column, schema=schema)
+    for key in JOB_KEYS:
+        op.add_column(f"{p}jobs", sa.Column(key, sa.String(200)), schema=schema)
+    op.create_table(
+        f"{p}rate_limits",
+        sa.Column("name", sa.String(200), primary_key=True),
+        sa.Column("rate_limit", sa.Integer, nullable=False),
+        sa.Column("rate_period", Double, nullable=False),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
+        schema=schema,
+        **MYSQL_TABLE_OPTIONS,
+    )
+
+
+def downgrade() -> None:
+    names = context.config.attributes["names"]
+    p, schema = names.prefix, names.schema
+    op.drop_table(f"{p}rate_limits", schema=schema)
+    for key in reversed(JOB_KEYS):
+        op.drop_column(f"{p}jobs", key, schema=schema)
+    for column in reversed(HANDLER_COLUMNS):
+        op.drop_column(f"{p}handlers", column, schema=schema)

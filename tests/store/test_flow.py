@@ -1,0 +1,101 @@
+"""Flow control in the store, on every driver: what a handler row stores, and the keys a job carries.
+
+The settings are written by the code's publish and by the operator's
+``put_handler`` alike, and read back as the same ``FlowControl``; a job's keys
+are read from its arguments when it is deferred (one INSERT for a
+``defer_many`` whose jobs have different keys) and stored with it, so the claim
+compares columns and never parses arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import select
+
+from jobstead.flow import NO_FLOW_CONTROL, FlowControl, RateLimit
+from jobstead.store import Store
+from jobstead.store.new_jobs import JobDefaults, new_jobs
+from tests.store.conftest import handler
+
+EVERY_CONTROL = FlowControl(
+    rate_limit=RateLimit(5, per=0.5),
+    rate_limit_by="customer_id",
+    rate_limits=("stripe", "github"),
+    concurrency_by="account",
+    concurrency_per_key=2,
+    sequence_by="tenant",
+    sequence_on_failure="continue",
+    fair_by="customer_id",
+)
+
+
+def test_a_handlers_flow_control_is_stored_and_read_back_from_code_and_operator(store: Store) -> None:
+    store.registry.publish_handlers(
+        [replace(handler("code"), flow=EVERY_CONTROL), handler("plain"), replace(handler("crd"), source="crd")]
+    )
+    store.registry.put_handler(replace(handler("crd"), source="crd", flow=FlowControl(sequence_by="account")))
+    found = store.registry.handlers()
+    assert found["code"].flow == EVERY_CONTROL
+    assert found["plain"].flow is NO_FLOW_CONTROL or found["plain"].flow == NO_FLOW_CONTROL
+    assert found["crd"].flow == FlowControl(sequence_by="account")
+
+    # code publishing again keeps the operator's settings, and follows its own
+    store.registry.publish_handlers([replace(handler("crd"), flow=EVERY_CONTROL), handler("code")])
+    found = store.registry.handlers()
+    assert found["crd"].flow == FlowControl(sequence_by="account")
+    assert found["code"].flow == NO_FLOW_CONTROL, "a control removed from the code is gone from the row"
+
+
+def test_shared_rate_limits_are_stored_by_name(store: Store) -> None:
+    assert store.registry.rate_limits() == {}
+    store.registry.publish_rate_limits({"stripe": RateLimit(100, per=1), "github": RateLimit(5000, per=3600)})
+    store.registry.publish_rate_limits({"stripe": RateLimit(80, per=1)})
+    assert store.registry.rate_limits() == {"stripe": RateLimit(80, per=1), "github": RateLimit(5000, per=3600)}
+
+
+def _keys(store: Store) -> dict[Any, tuple[str | None, ...]]:
+    jobs = store.tables.jobs
+    with store.db.engine.connect() as conn:
+        rows = conn.execute(
+            select(jobs.c.id, jobs.c.rate_key, jobs.c.concurrency_key, jobs.c.sequence_key, jobs.c.fair_key)
+        ).all()
+    return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def test_each_job_stores_the_keys_read_from_its_own_arguments(store: Store) -> None:
+    defaults = JobDefaults(flow=EVERY_CONTROL)
+    calls = [{"customer_id": f"c{i}", "account": i % 2} for i in range(4)] + [{"account": None}]
+    many = store.enqueue.insert(new_jobs("work", calls, defaults, clock=store.clock))
+    (one,) = store.enqueue.insert(new_jobs("work", [{"customer_id": "solo"}], defaults, clock=store.clock))
+    (keyed,) = store.enqueue.insert(
+        new_jobs("work", [{"customer_id": "k", "account": 5}], defaults, clock=store.clock, key="dedup")
+    )
+    (plain,) = store.enqueue.insert(new_jobs("work", [{"customer_id": "c"}], JobDefaults(), clock=store.clock))
+    keys = _keys(store)
+    assert [keys[r.id] for r in many] == [
+        ("c0", "0", None, "c0"),
+        ("c1", "1", None, "c1"),
+        ("c2", "0", None, "c2"),
+        ("c3", "1", None, "c3"),
+        (None, None, None, None),
+    ]
+    assert keys[one.id] == ("solo", None, None, "solo")
+    assert keys[keyed.id] == ("k", "5", None, "k")
+    assert keys[plain.id] == (None, None, None, None)
+    with store.db.engine.begin() as conn:  # in the caller's transaction too
+        (in_tx,) = store.enqueue.insert(
+            new_jobs("work", [{"customer_id": "tx", "account": "a"}], defaults, clock=store.clock), conn
+        )
+    assert _keys(store)[in_tx.id] == ("tx", "a", None, "tx")
+
+
+def test_a_caller_without_the_code_reads_the_keys_from_the_handlers_row(store: Store) -> None:
+    """``jobstead defer`` and a cron's fire take the handler's defaults from its row: its keys too."""
+    store.registry.publish_handlers([replace(handler("work"), flow=FlowControl(sequence_by="account"))])
+    with store.db.engine.connect() as conn:
+        defaults = store.enqueue.defaults_of(conn, "work")
+    assert defaults.flow == FlowControl(sequence_by="account")
+    (job,) = store.enqueue.insert(new_jobs("work", [{"account": 42}], defaults, clock=store.clock))
+    assert _keys(store)[job.id] == (None, None, "42", None)
