@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import select
 
 from jobstead.flow import NO_FLOW_CONTROL, FlowControl, RateLimit
-from jobstead.store import Store
+from jobstead.status import AttemptOutcome, JobStatus
+from jobstead.store import Completion, Store
 from jobstead.store.new_jobs import JobDefaults, new_jobs
 from tests.store.conftest import handler
 
@@ -99,3 +100,81 @@ def test_a_caller_without_the_code_reads_the_keys_from_the_handlers_row(store: S
     assert defaults.flow == FlowControl(sequence_by="account")
     (job,) = store.enqueue.insert(new_jobs("work", [{"account": 42}], defaults, clock=store.clock))
     assert _keys(store)[job.id] == (None, None, "42", None)
+
+
+# -- limits per key ------------------------------------------------------------------------------
+
+
+def _defer(store: Store, flow: FlowControl, calls: list[dict[str, Any]], **options: Any) -> None:
+    store.enqueue.insert(new_jobs("work", calls, JobDefaults(flow=flow), clock=store.clock, **options))
+
+
+def _claim(store: Store, worker: str = "w1", limit: int = 50, queues: list[str] | None = None) -> list[Any]:
+    return store.claims.claim(worker_id=worker, handlers=["work"], queues=queues, limit=limit, lease_seconds=30)
+
+
+def _running_per_key(store: Store, column: str) -> dict[str | None, int]:
+    jobs = store.tables.jobs
+    with store.db.engine.connect() as conn:
+        rows = conn.execute(select(jobs.c[column]).where(jobs.c.status == "running")).scalars().all()
+    found: dict[str | None, int] = {}
+    for key in rows:
+        found[key] = found.get(key, 0) + 1
+    return found
+
+
+def test_a_limit_per_key_caps_each_key_with_the_global_limit_at_the_same_time(store: Store) -> None:
+    flow = FlowControl(concurrency_by="customer_id", concurrency_per_key=2)
+    store.registry.publish_handlers([replace(handler("work", concurrency=5), flow=flow)])
+    _defer(store, flow, [{"customer_id": "big"} for _ in range(20)])
+    _defer(store, flow, [{"customer_id": c} for c in ("a", "b") for _ in range(3)] + [{}, {}, {}])
+
+    first = _claim(store, "w1", limit=50)
+    assert len(first) == 5, "the global limit"
+    assert all(n <= 2 for n in _running_per_key(store, "concurrency_key").values())
+    assert _claim(store, "w2") == [], "the global limit holds for every claimer"
+
+    store.leases.complete([_done(store, first[0])])
+    again = _claim(store, "w2")
+    assert len(again) == 1
+    per_key = _running_per_key(store, "concurrency_key")
+    assert all(n <= 2 for n in per_key.values()) and sum(per_key.values()) == 5
+
+
+def test_a_limit_per_key_alone_lets_every_key_run_its_share_and_null_is_a_key_of_its_own(store: Store) -> None:
+    flow = FlowControl(concurrency_by="customer_id", concurrency_per_key=2)
+    store.registry.publish_handlers([replace(handler("work"), flow=flow)])
+    _defer(store, flow, [{"customer_id": "big"} for _ in range(20)])
+    _defer(store, flow, [{"customer_id": c} for c in ("a", "b") for _ in range(3)] + [{}, {}, {}])
+    taken = _claim(store, "w1", limit=50) + _claim(store, "w2", limit=50)
+    assert _running_per_key(store, "concurrency_key") == {"big": 2, "a": 2, "b": 2, None: 2}
+    assert len(taken) == 8 and _claim(store, "w3") == []
+
+
+def test_a_limit_per_tenant_by_concurrency_by(store: Store) -> None:
+    flow = FlowControl(concurrency_by="tenant", concurrency_per_key=1)
+    store.registry.publish_handlers([replace(handler("work"), flow=flow)])
+    for tenant in ("acme", "acme", "globex", None, None):
+        _defer(store, flow, [{}], tenant=tenant)
+    _claim(store, "w1", limit=50)
+    assert _running_per_key(store, "tenant") == {"acme": 1, "globex": 1, None: 1}
+
+
+def test_a_limit_per_key_counts_across_queues_in_one_claim(store: Store) -> None:
+    flow = FlowControl(concurrency_by="customer_id", concurrency_per_key=2)
+    store.registry.publish_handlers([replace(handler("work"), flow=flow)])
+    _defer(store, flow, [{"customer_id": "a"}] * 3, queue="q1")
+    _defer(store, flow, [{"customer_id": "a"}] * 3, queue="q2")
+    assert len(_claim(store, "w1", queues=["q1", "q2"])) == 2
+    assert _running_per_key(store, "concurrency_key") == {"a": 2}
+
+
+def _done(store: Store, job: Any) -> Completion:
+    return Completion(
+        job_id=job.id,
+        owner="w1",
+        attempt=job.attempts,
+        outcome=AttemptOutcome.SUCCEEDED,
+        status=JobStatus.SUCCEEDED,
+        finished_at=store.clock(),
+    )

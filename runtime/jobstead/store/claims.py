@@ -1,4 +1,4 @@
-"""Claiming jobs: the hot path, and the one place the global concurrency limit lives.
+"""Claiming jobs: the hot path, and the one place the concurrency limits live (global and per key).
 
 Two paths, chosen per claim:
 
@@ -10,7 +10,10 @@ Two paths, chosen per claim:
   room. Every claim of a limited handler holds that row lock until commit, so two
   workers can never both see "2 of 3 running" and both take the third slot; the
   limit holds across every process and pod. Completions do not need the lock:
-  they only ever make room.
+  they only ever make room. A limit per key (``tenant_concurrency``, or
+  ``concurrency_by`` with ``concurrency_per_key``) is counted under the same
+  lock, per value of the key column the job stored at defer, together with the
+  global limit (``_per_key``).
 
 On SQLite the transaction itself is the lock (``BEGIN IMMEDIATE``).
 
@@ -72,6 +75,7 @@ from sqlalchemy import (
 )
 
 from ..clock import Clock
+from ..flow import TENANT
 from ..retry import RetryPolicy
 from ..status import CLAIMABLE_STATUSES, JobStatus
 from .database import Database
@@ -97,10 +101,37 @@ class Blocked:
         return concerns(scopes + [("limit", h) for h in self.limited], handlers, queues)
 
 
-#: The room of a handler with a per-tenant limit but no global one.
+#: The room of a handler with a limit per key but no global one.
 UNLIMITED = 1 << 30
-#: Handler -> (its per-tenant limit, running jobs per tenant), for one claim.
-TenantLimits = dict[str, tuple[int, dict[str | None, int]]]
+
+
+@dataclass(frozen=True)
+class KeyLimit:
+    """A handler's limit per key, for one claim: at most ``cap`` running jobs per value of ``column``.
+
+    ``tenant_concurrency`` is one over the ``tenant`` column that leaves jobs
+    without a tenant alone; ``concurrency_by`` + ``concurrency_per_key`` one
+    over the key read at defer (or ``tenant``), where jobs without a key are a
+    group of their own (``null_is_a_key``). ``running`` is kept up to date as
+    the claim takes jobs (``took``), so a claim over several queues counts each.
+    """
+
+    cap: int
+    column: str
+    null_is_a_key: bool
+    running: dict[str | None, int]
+    #: The key of each job offered to this claim (``Claims._per_key``), by id.
+    offered: dict[int, str | None]
+
+    def took(self, job_id: int) -> None:
+        """Count a job this claim took as running under its key."""
+        key = self.offered.get(job_id)
+        if key is not None or (job_id in self.offered and self.null_is_a_key):
+            self.running[key] = self.running.get(key, 0) + 1
+
+
+#: Handler -> its limit per key, for one claim.
+KeyLimits = dict[str, KeyLimit]
 
 #: How a claim picks its jobs: a candidates subquery of a shape (one queue?, paused queues
 #: to skip?) with its parameters, or a list of ids chosen beforehand (limited handlers).
@@ -168,9 +199,9 @@ class Claims:
             mine = [h for h in handlers if h not in blocked.handlers]
             free = [h for h in mine if h not in blocked.limited]
             room: dict[str, int] = {}
-            tenant_limits: TenantLimits = {}
+            key_limits: KeyLimits = {}
             if any(h in blocked.limited for h in mine):
-                room, unlimited_now, tenant_limits = self._room(conn, [h for h in mine if h in blocked.limited])
+                room, unlimited_now, key_limits = self._room(conn, [h for h in mine if h in blocked.limited])
                 free += unlimited_now
             claimed: list[ClaimedJob] = []
             for queue in queues or (None,):
@@ -179,15 +210,14 @@ class Claims:
                     break
                 if queue in blocked.queues:
                     continue
-                which = self._pick(conn, now, queue, free, room, tenant_limits, wanted, blocked.queues)
+                which = self._pick(conn, now, queue, free, room, key_limits, wanted, blocked.queues)
                 if which:
                     taken = self._take(conn, now, which, worker_id, lease_seconds)
                     for job in taken:
                         if job.handler in room:
                             room[job.handler] -= 1
-                        if job.handler in tenant_limits and job.tenant is not None:
-                            running_now = tenant_limits[job.handler][1]
-                            running_now[job.tenant] = running_now.get(job.tenant, 0) + 1
+                        if job.handler in key_limits:
+                            key_limits[job.handler].took(job.id)
                     claimed += taken
             claimed.sort(key=lambda j: (-j.priority, j.run_at, j.id))
             return claimed
@@ -331,7 +361,11 @@ class Claims:
             select(pauses.c.scope, pauses.c.name),
             select(literal("limit", String), handler_rows.c.name).where(
                 self._db.driver.in_bound_list(handler_rows.c.name, "handlers"),
-                or_(handler_rows.c.concurrency.is_not(None), handler_rows.c.tenant_concurrency.is_not(None)),
+                or_(
+                    handler_rows.c.concurrency.is_not(None),
+                    handler_rows.c.tenant_concurrency.is_not(None),
+                    handler_rows.c.concurrency_per_key.is_not(None),
+                ),
             ),
         ]
         bound = self._db.driver.lock_bound_row("bound_seconds") if with_bound else None
@@ -342,22 +376,36 @@ class Claims:
             parts.append(unflushed)  # scope "unflushed": ignored likewise; the claim's commit skips the fsync
         return union_all(*parts)
 
-    def _room(self, conn: Connection, limited: list[str]) -> tuple[dict[str, int], list[str], TenantLimits]:
+    def _room(self, conn: Connection, limited: list[str]) -> tuple[dict[str, int], list[str], KeyLimits]:
         """Lock the limited handlers' rows; return their free slots and the ones no longer limited.
 
-        For each handler with a per-tenant limit, also that limit and how many
-        of each tenant's jobs run now.
+        For each handler with a limit per key (``tenant_concurrency``, or
+        ``concurrency_by`` with ``concurrency_per_key``), also that limit and
+        how many of each key's jobs run now.
         """
         h = self._db.tables.handlers
         jobs = self._db.tables.jobs
         rows = conn.execute(
-            select(h.c.name, h.c.concurrency, h.c.tenant_concurrency)
-            .where(h.c.name.in_(limited), or_(h.c.concurrency.is_not(None), h.c.tenant_concurrency.is_not(None)))
+            select(h.c.name, h.c.concurrency, h.c.tenant_concurrency, h.c.concurrency_by, h.c.concurrency_per_key)
+            .where(
+                h.c.name.in_(limited),
+                or_(
+                    h.c.concurrency.is_not(None),
+                    h.c.tenant_concurrency.is_not(None),
+                    h.c.concurrency_per_key.is_not(None),
+                ),
+            )
             .order_by(h.c.name)  # one lock order for everyone: no deadlocks
             .with_for_update()
         ).all()
-        limits = {name: UNLIMITED if cap is None else int(cap) for name, cap, _ in rows}
-        tenant_limits: TenantLimits = {name: (int(cap), {}) for name, _, cap in rows if cap is not None}
+        limits = {row.name: UNLIMITED if row.concurrency is None else int(row.concurrency) for row in rows}
+        key_limits: KeyLimits = {}
+        for row in rows:
+            if row.concurrency_per_key is not None and row.concurrency_by is not None:
+                column = "tenant" if row.concurrency_by == TENANT else "concurrency_key"
+                key_limits[row.name] = KeyLimit(int(row.concurrency_per_key), column, True, {}, {})
+            elif row.tenant_concurrency is not None:
+                key_limits[row.name] = KeyLimit(int(row.tenant_concurrency), "tenant", False, {}, {})
         running: dict[str, int] = {}
         if limits:
             running = {
@@ -368,33 +416,35 @@ class Claims:
                     .group_by(jobs.c.handler)
                 ).all()
             }
-        if tenant_limits:
-            for name, tenant, n in conn.execute(
-                select(jobs.c.handler, jobs.c.tenant, func.count())
-                .where(_status_in(jobs.c.status, [JobStatus.RUNNING]), jobs.c.handler.in_(list(tenant_limits)))
-                .group_by(jobs.c.handler, jobs.c.tenant)
+        for column in sorted({limit.column for limit in key_limits.values()}):
+            names = [name for name, limit in key_limits.items() if limit.column == column]
+            key = jobs.c[column]
+            for name, value, n in conn.execute(
+                select(jobs.c.handler, key, func.count())
+                .where(_status_in(jobs.c.status, [JobStatus.RUNNING]), jobs.c.handler.in_(names))
+                .group_by(jobs.c.handler, key)
             ).all():
-                tenant_limits[name][1][tenant] = int(n)
+                key_limits[name].running[value] = int(n)
         room = {name: cap - running.get(name, 0) for name, cap in limits.items()}
-        return room, [name for name in limited if name not in limits], tenant_limits
+        return room, [name for name in limited if name not in limits], key_limits
 
-    def _tenant_fair(
+    def _per_key(
         self,
         conn: Connection,
         shape: tuple[bool, bool],
         params: dict[str, Any],
-        cap: int,
-        running: dict[str | None, int],
+        limit: KeyLimit,
     ) -> list[Any]:
-        """Ready jobs of one tenant-limited handler, best first, none past its tenant's free slots.
+        """Ready jobs of one handler limited per key, best first, none past its key's free slots.
 
-        A window (``row_number`` per tenant) keeps each tenant to its cap, so a
-        tenant with 100,000 jobs at the front of the queue cannot hide the
-        others'. Windows cannot be locked (``FOR UPDATE``): the rows are locked
+        A window (``row_number`` per key) keeps each key to its cap, so a key
+        with 100,000 jobs at the front of the queue cannot hide the others'.
+        Windows cannot be locked (``FOR UPDATE``): the rows are locked
         afterwards, by id; claims of this handler are serialised on its row
         lock already, so nobody else is choosing among them meanwhile.
         """
         jobs = self._db.tables.jobs
+        key = jobs.c[limit.column]
         one_queue, skip_queues = shape
         conditions: list[ColumnElement[bool]] = [
             _status_in(jobs.c.status, CLAIMABLE_STATUSES),
@@ -405,25 +455,28 @@ class Claims:
             conditions.append(jobs.c.queue == params["in_queue"])
         elif skip_queues:
             conditions.append(jobs.c.queue.not_in(params["paused"]))
-        rank = func.row_number().over(
-            partition_by=jobs.c.tenant, order_by=(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
+        rank = func.row_number().over(partition_by=key, order_by=(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id))
+        ranked = select(jobs.c.id, jobs.c.priority, jobs.c.run_at, key.label("key"), rank.label("rn")).where(
+            *conditions
         )
-        ranked = select(jobs.c.id, jobs.c.priority, jobs.c.run_at, jobs.c.tenant, rank.label("rn")).where(*conditions)
         sub = ranked.subquery()
+        within: ColumnElement[bool] = sub.c.rn <= limit.cap
+        if not limit.null_is_a_key:
+            within = or_(within, sub.c.key.is_(None))
         rows = conn.execute(
-            select(sub.c.id, sub.c.priority, sub.c.run_at, sub.c.tenant)
-            .where(or_(sub.c.rn <= cap, sub.c.tenant.is_(None)))
+            select(sub.c.id, sub.c.priority, sub.c.run_at, sub.c.key)
+            .where(within)
             .order_by(sub.c.priority.desc(), sub.c.run_at, sub.c.id)
         ).all()
         chosen: list[Any] = []
-        taken = dict(running)
+        taken = dict(limit.running)
         for row in rows:
             if len(chosen) >= params["limit"]:
                 break
-            if row.tenant is not None:
-                if taken.get(row.tenant, 0) >= cap:
+            if row.key is not None or limit.null_is_a_key:
+                if taken.get(row.key, 0) >= limit.cap:
                     continue
-                taken[row.tenant] = taken.get(row.tenant, 0) + 1
+                taken[row.key] = taken.get(row.key, 0) + 1
             chosen.append(row)
         if not chosen:
             return []
@@ -434,7 +487,9 @@ class Claims:
                 .with_for_update(skip_locked=True, of=jobs)
             ).scalars()
         )
-        return [r for r in chosen if r.id in locked]
+        found = [r for r in chosen if r.id in locked]
+        limit.offered.update((r.id, r.key) for r in found)
+        return found
 
     def _pick(
         self,
@@ -443,7 +498,7 @@ class Claims:
         queue: str | None,
         free: list[str],
         room: dict[str, int],
-        tenant_limits: TenantLimits,
+        key_limits: KeyLimits,
         wanted: int,
         paused_queues: Collection[str],
     ) -> Pick | None:
@@ -467,9 +522,8 @@ class Claims:
             return (shape, params(free, wanted)) if free else None
         found: list[Any] = []
         for name, n in limited_open.items():
-            if name in tenant_limits:
-                cap, running = tenant_limits[name]
-                found += self._tenant_fair(conn, shape, params([name], min(n, wanted)), cap, running)
+            if name in key_limits:
+                found += self._per_key(conn, shape, params([name], min(n, wanted)), key_limits[name])
             else:
                 found += conn.execute(self._candidates(shape), params([name], min(n, wanted))).all()
         if free:

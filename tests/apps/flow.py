@@ -1,0 +1,23 @@
+"""An app whose flow-controlled handlers report when and where they ran, for multi-process tests.
+
+The database comes from the environment (``JOBSTEAD_DATABASE_URL``,
+``JOBSTEAD_SCHEMA``) so each test points its worker processes at its own schema.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from jobstead import App
+
+app = App()
+
+
+@app.handler(concurrency=5, concurrency_by="customer_id", concurrency_per_key=2)
+def per_customer(customer_id: str | None, i: int) -> dict[str, Any]:
+    """At most 2 running per customer and 5 in all: the test samples the database meanwhile."""
+    started = time.time()
+    time.sleep(0.02)
+    return {"pid": os.getpid(), "start": started, "end": time.time(), "customer_id": customer_id}

@@ -1,0 +1,82 @@
+"""Limits per key across worker processes: never above the limit per key, with the global one at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from jobstead import App, JobStatus
+from tests.conftest import Target
+from tests.multiprocess.test_crash_and_limits import _peak
+from tests.support.processes import spawn_cli, stop
+
+pytestmark = [pytest.mark.slow]
+
+
+def _flow_app(target: Target) -> App:
+    from tests.apps import flow
+
+    app = App(target.url, schema=target.schema)
+    h = flow.app.get_handler("per_customer")
+    app.handler(
+        name="per_customer",
+        concurrency=h.concurrency,
+        concurrency_by=h.flow.concurrency_by,
+        concurrency_per_key=h.flow.concurrency_per_key,
+    )(h.func)
+    return app
+
+
+def test_a_limit_per_key_holds_across_four_processes_with_the_global_limit(
+    server_target: Target, tmp_path: Path
+) -> None:
+    app = _flow_app(server_target)
+    customers = ["big"] * 60 + ["a", "b", "c"] * 10 + [None] * 10  # the big backlog first
+    jobs = app.get_handler("per_customer").defer_many([{"customer_id": c, "i": i} for i, c in enumerate(customers)])
+    store, table = app.store, app.store.tables.jobs
+    samples: list[dict[str | None, int]] = []
+    stop_sampling = threading.Event()
+
+    def sample() -> None:
+        """Running jobs per key as the database has them, as often as it answers."""
+        query = (
+            select(table.c.concurrency_key, func.count())
+            .where(table.c.status == JobStatus.RUNNING.value)
+            .group_by(table.c.concurrency_key)
+        )
+        while not stop_sampling.is_set():
+            with store.db.engine.connect() as conn:
+                samples.append({key: int(n) for key, n in conn.execute(query)})
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    workers = [
+        spawn_cli(
+            ["worker", "--app", "tests.apps.flow:app", "--concurrency", "8", "--poll-interval", "0.05"],
+            server_target.env(),
+            tmp_path / f"worker-{n}.log",
+        )
+        for n in range(4)
+    ]
+    try:
+        results = [app.get_job(j.id).wait(120) for j in jobs]
+    finally:
+        codes = [stop(w) for w in workers]
+        stop_sampling.set()
+        sampler.join()
+    assert codes == [0, 0, 0, 0]
+    assert len(samples) > 50, "the database was sampled throughout"
+    assert max(max(s.values(), default=0) for s in samples) <= 2, "a key ran more than 2 at once"
+    assert max(sum(s.values()) for s in samples) <= 5, "the global limit"
+    for customer in ("big", "a", "b", "c", None):
+        spans = [(r["start"], r["end"]) for r in results if r["customer_id"] == customer]
+        assert _peak(spans) <= 2, f"{customer}: {_peak(spans)} ran at once"
+    assert _peak([(r["start"], r["end"]) for r in results]) <= 5
+    assert _peak([(r["start"], r["end"]) for r in results if r["customer_id"] == "big"]) == 2, "reached, not only kept"
+    assert len({r["pid"] for r in results}) > 1, "every process should have taken part"
+    app.close()
