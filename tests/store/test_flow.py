@@ -9,10 +9,11 @@ compares columns and never parses arguments.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from jobstead.flow import NO_FLOW_CONTROL, FlowControl, RateLimit
 from jobstead.status import AttemptOutcome, JobStatus
@@ -178,3 +179,90 @@ def _done(store: Store, job: Any) -> Completion:
         status=JobStatus.SUCCEEDED,
         finished_at=store.clock(),
     )
+
+
+# -- the global limit's slots --------------------------------------------------------------------
+
+
+def _slots(store: Store, name: str = "work") -> dict[int, tuple[Any, Any]]:
+    slots = store.tables.slots
+    with store.db.engine.connect() as conn:
+        rows = conn.execute(select(slots.c.n, slots.c.job_id, slots.c.attempt).where(slots.c.handler == name))
+        return {int(n): (job_id, attempt) for n, job_id, attempt in rows}
+
+
+def test_a_handler_row_has_as_many_slots_as_its_global_limit_whoever_writes_it(store: Store) -> None:
+    store.registry.publish_handlers([handler("work", concurrency=3), handler("free")])
+    assert sorted(_slots(store)) == [0, 1, 2] and _slots(store, "free") == {}
+    store.registry.publish_handlers([handler("work", concurrency=5)])
+    assert sorted(_slots(store)) == [0, 1, 2, 3, 4]
+    store.registry.put_handler(replace(handler("work", concurrency=2), source="crd"))
+    assert sorted(_slots(store)) == [0, 1]
+    store.registry.publish_handlers([handler("work", concurrency=9)])
+    assert sorted(_slots(store)) == [0, 1], "a code publish leaves the operator's limit alone"
+    store.registry.put_handler(replace(handler("work"), source="crd"))
+    assert _slots(store) == {}
+    store.registry.put_handler(replace(handler("work", concurrency=1), source="crd"))
+    assert store.registry.remove_handler("work", source="crd") and _slots(store) == {}
+
+
+def test_a_slot_is_free_again_however_its_job_stops_running(store: Store, clock: Any) -> None:
+    store.registry.publish_handlers([handler("work", concurrency=2)])
+    _defer(store, NO_FLOW_CONTROL, [{"n": i} for i in range(10)])
+    a, b = _claim(store, limit=5)
+    assert {job_id for job_id, _ in _slots(store).values()} == {a.id, b.id}
+    assert _claim(store) == []
+
+    store.leases.complete([_done(store, a)])  # succeeded
+    (c,) = _claim(store)
+    store.leases.complete(  # failed, to be retried later: not running, so its slot is free
+        [replace(_done(store, b), outcome=AttemptOutcome.FAILED, status=JobStatus.RETRYING, run_at=clock.now)]
+    )
+    (d,) = _claim(store)
+    assert d.id != b.id or d.attempts == 2
+    clock.advance(60)  # c's and d's leases expire: the rescue gives them back
+    assert sorted(store.leases.rescue_expired()) == sorted([c.id, d.id])
+    again = _claim(store, limit=5)
+    assert len(again) == 2
+    assert store.leases.release(again[0].id, "w1", again[0].attempts)
+    assert len(_claim(store, limit=5)) == 1, "a job given back holds no slot"
+    assert _running(store) == 2
+
+
+def _running(store: Store) -> int:
+    jobs = store.tables.jobs
+    with store.db.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).where(jobs.c.status == "running")).scalar_one())
+
+
+def test_claimers_racing_for_slots_never_run_more_than_the_limit(store: Store) -> None:
+    store.registry.publish_handlers([handler("work", concurrency=3)])
+    _defer(store, NO_FLOW_CONTROL, [{"n": i} for i in range(120)])
+    peaks: list[int] = []
+    errors: list[BaseException] = []
+
+    def work(worker: str) -> None:
+        try:
+            for _ in range(200):
+                jobs = _claim(store, worker, limit=2)
+                peaks.append(_running(store))
+                if jobs:
+                    store.leases.complete([replace(_done(store, j), owner=worker) for j in jobs])
+                elif _remaining(store) == 0:
+                    return
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert max(peaks) <= 3 and _remaining(store) == 0
+
+
+def _remaining(store: Store) -> int:
+    jobs = store.tables.jobs
+    with store.db.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).where(jobs.c.status != "succeeded")).scalar_one())

@@ -5,7 +5,10 @@ Two paths, chosen per claim:
 * Handlers without a limit: one ``UPDATE ... WHERE id = ANY(ARRAY(SELECT ... FOR
   UPDATE SKIP LOCKED)) RETURNING ...`` statement (SQLite: ``id IN (...)``).
   Concurrent workers skip each other's rows instead of waiting on them.
-* Handlers with a limit: the claim first locks their ``handlers`` rows (``FOR
+* Handlers with a global limit only: the claim takes free rows of the
+  handler's ``slots`` (``_take_slotted``), one per job, SKIP LOCKED: claimers
+  of one limited handler take different slots instead of waiting on one lock.
+* Handlers with a limit per key: the claim first locks their ``handlers`` rows (``FOR
   UPDATE``), then counts their running jobs, then claims at most the remaining
   room. Every claim of a limited handler holds that row lock until commit, so two
   workers can never both see "2 of 3 running" and both take the third slot; the
@@ -50,7 +53,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection, Generator, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -64,12 +67,14 @@ from sqlalchemy import (
     Update,
     and_,
     bindparam,
+    case,
     exists,
     func,
     literal,
     or_,
     select,
     true,
+    tuple_,
     union_all,
     update,
 )
@@ -92,12 +97,16 @@ class Blocked:
     everything: bool
     queues: set[str]
     handlers: set[str]
+    #: Handlers limited per key (tenant or key), whose claims lock their rows.
     limited: set[str]
+    #: Handlers with a global limit only, claimed through their slots.
+    slotted: set[str] = field(default_factory=set)
 
     def concerns(self, handlers: Collection[str], queues: Collection[str] | None) -> bool:
         """Whether any of this can stop a claim of ``handlers`` in ``queues``."""
         scopes = [("all", "")] if self.everything else []
         scopes += [("queue", q) for q in self.queues] + [("handler", h) for h in self.handlers]
+        scopes += [("slots", h) for h in self.slotted]
         return concerns(scopes + [("limit", h) for h in self.limited], handlers, queues)
 
 
@@ -147,7 +156,7 @@ def concerns(scopes: Sequence[tuple[str, str]], handlers: Collection[str], queue
     for scope, name in scopes:
         if scope == "all":
             return True
-        if scope in ("handler", "limit") and name in handlers:
+        if scope in ("handler", "limit", "slots") and name in handlers:
             return True
         if scope == "queue" and (queues is None or name in queues):
             return True
@@ -197,7 +206,8 @@ class Claims:
             if blocked.everything:
                 return []
             mine = [h for h in handlers if h not in blocked.handlers]
-            free = [h for h in mine if h not in blocked.limited]
+            slotted = [h for h in mine if h in blocked.slotted]
+            free = [h for h in mine if h not in blocked.limited and h not in blocked.slotted]
             room: dict[str, int] = {}
             key_limits: KeyLimits = {}
             if any(h in blocked.limited for h in mine):
@@ -210,6 +220,14 @@ class Claims:
                     break
                 if queue in blocked.queues:
                     continue
+                for name in slotted:
+                    if len(claimed) < limit:
+                        claimed += self._take_slotted(
+                            conn, now, queue, name, limit - len(claimed), blocked.queues, worker_id, lease_seconds
+                        )
+                wanted = limit - len(claimed)
+                if wanted <= 0:
+                    break
                 which = self._pick(conn, now, queue, free, room, key_limits, wanted, blocked.queues)
                 if which:
                     taken = self._take(conn, now, which, worker_id, lease_seconds)
@@ -311,7 +329,7 @@ class Claims:
             not_blocked = ~exists().where(
                 or_(
                     scope == "all",
-                    and_(scope.in_(("handler", "limit")), name == c.handler),
+                    and_(scope.in_(("handler", "limit", "slots")), name == c.handler),
                     and_(scope == "queue", name == c.queue),
                 )
             )
@@ -346,6 +364,7 @@ class Claims:
             queues={name for scope, name in rows if scope == "queue"},
             handlers={name for scope, name in rows if scope == "handler"},
             limited={name for scope, name in rows if scope == "limit"},
+            slotted={name for scope, name in rows if scope == "slots"},
         )
 
     def _blocked_query(self) -> CompoundSelect[Any]:
@@ -359,7 +378,17 @@ class Claims:
         pauses, handler_rows = self._db.tables.pauses, self._db.tables.handlers
         parts: list[Select[Any]] = [
             select(pauses.c.scope, pauses.c.name),
-            select(literal("limit", String), handler_rows.c.name).where(
+            # Limited per key: "limit"; with a global limit only: "slots" (``_take_slotted``).
+            select(
+                case(
+                    (
+                        and_(handler_rows.c.tenant_concurrency.is_(None), handler_rows.c.concurrency_per_key.is_(None)),
+                        literal("slots", String),
+                    ),
+                    else_=literal("limit", String),
+                ),
+                handler_rows.c.name,
+            ).where(
                 self._db.driver.in_bound_list(handler_rows.c.name, "handlers"),
                 or_(
                     handler_rows.c.concurrency.is_not(None),
@@ -491,6 +520,131 @@ class Claims:
         limit.offered.update((r.id, r.key) for r in found)
         return found
 
+    def _take_slotted(
+        self,
+        conn: Connection,
+        now: datetime,
+        queue: str | None,
+        handler: str,
+        wanted: int,
+        paused_queues: Collection[str],
+        worker_id: str,
+        lease_seconds: float,
+    ) -> list[ClaimedJob]:
+        """Claim jobs of a handler with a global limit into its free slots: one job per slot.
+
+        A slot is free when the claim it names (``job_id``, ``attempt``) no
+        longer runs: finished, given back, rescued or deleted; completions need
+        not free it. Free slots are read, then locked by (slot, ``token``) with
+        SKIP LOCKED: a locking read sees the slot as it is now, so a slot
+        another claimer took meanwhile (its token bumped) is not taken twice,
+        and claimers of one handler take different slots instead of waiting
+        for each other on one lock. Each slot taken names its job and bumps
+        its token, in this transaction.
+        """
+        shape = (queue is not None, queue is None and bool(paused_queues))
+        params: dict[str, Any] = {"now": now, "handlers": [handler], "limit": wanted}
+        if queue is not None:
+            params["in_queue"] = queue
+        elif paused_queues:
+            params["paused"] = list(paused_queues)
+        if self._db.driver.one_statement_claim:
+            lease = {"owner": worker_id, "expires": now + timedelta(seconds=lease_seconds), "started": now}
+            return self._jobs(conn.execute(self._slotted(shape), {**params, **lease, "slot_handler": handler}))
+        slots = self._db.tables.slots
+        free = [
+            (int(n), int(token))
+            for n, token in conn.execute(self._free_slots().where(slots.c.handler == handler).order_by(slots.c.n))
+        ]
+        if not free:
+            return []
+        taken = conn.execute(
+            select(slots.c.n)
+            .where(slots.c.handler == handler, tuple_(slots.c.n, slots.c.token).in_(free))
+            .order_by(slots.c.n)
+            .limit(wanted)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if not taken:
+            return []
+        ids = [row.id for row in conn.execute(self._candidates(shape), {**params, "limit": len(taken)})]
+        if not ids:
+            return []
+        claimed = self._take(conn, now, ids, worker_id, lease_seconds)
+        held = dict(zip((slot.n for slot in taken), sorted(claimed, key=lambda j: j.id), strict=False))
+        if held:  # one statement for every slot taken
+            conn.execute(
+                update(slots)
+                .where(slots.c.handler == handler, slots.c.n.in_(list(held)))
+                .values(
+                    job_id=case({n: job.id for n, job in held.items()}, value=slots.c.n),
+                    attempt=case({n: job.attempts for n, job in held.items()}, value=slots.c.n),
+                    token=slots.c.token + 1,
+                )
+            )
+        return claimed
+
+    def _free_slots(self) -> Select[Any]:
+        """(n, token) of the slots whose claim no longer runs (or never did), as of this statement."""
+        slots, jobs = self._db.tables.slots, self._db.tables.jobs
+        running = and_(
+            jobs.c.id == slots.c.job_id,
+            _status_in(jobs.c.status, [JobStatus.RUNNING]),
+            jobs.c.attempts == slots.c.attempt,
+        )
+        return select(slots.c.n, slots.c.token).select_from(slots.outerjoin(jobs, running)).where(jobs.c.id.is_(None))
+
+    def _slotted(self, shape: tuple[bool, bool]) -> Select[Any]:
+        """``_take_slotted`` as one statement, where the database writes through CTEs (PostgreSQL).
+
+        ``free`` (slots whose claim has ended, as of the statement's snapshot),
+        ``locked`` (those of them still unchanged, locked SKIP LOCKED: a slot
+        another claimer took meanwhile has a new token, and the recheck of the
+        locked row against ``free`` drops it), ``picked`` (as many ready jobs,
+        SKIP LOCKED), then the jobs claimed and each slot naming its job.
+        """
+        stmt = self._statements.get(("slotted", shape))
+        if stmt is None:
+            slots, jobs = self._db.tables.slots, self._db.tables.jobs
+            free = self._free_slots().where(slots.c.handler == bindparam("slot_handler")).cte("free")
+            mine = slots.alias("mine")
+            locked = (
+                select(mine.c.n)
+                .where(
+                    mine.c.handler == bindparam("slot_handler"),
+                    tuple_(mine.c.n, mine.c.token).in_(select(free.c.n, free.c.token)),
+                )
+                .order_by(mine.c.n)
+                .limit(bindparam("limit", type_=Integer))
+                .with_for_update(skip_locked=True, of=mine)
+                .cte("locked")
+            )
+            numbered = select(locked.c.n, func.row_number().over(order_by=locked.c.n).label("rn")).cte("numbered")
+            picked = (
+                self._candidates(shape).limit(select(func.count()).select_from(locked).scalar_subquery()).cte("picked")
+            )
+            paired = select(picked.c.id, func.row_number().over(order_by=picked.c.id).label("rn")).cte("paired")
+            claimed = self._build_update(shape, which=jobs.c.id.in_(select(paired.c.id))).cte("claimed")
+            pairs = (
+                select(numbered.c.n, claimed.c.id, claimed.c.attempts)
+                .select_from(
+                    numbered.join(paired, paired.c.rn == numbered.c.rn).join(claimed, claimed.c.id == paired.c.id)
+                )
+                .cte("pairs")
+            )
+            held = (
+                update(slots)
+                .where(slots.c.handler == bindparam("slot_handler"), slots.c.n == pairs.c.n)
+                .values(job_id=pairs.c.id, attempt=pairs.c.attempts, token=slots.c.token + 1)
+                .returning(slots.c.n)
+                .cte("held")
+            )
+            # ``held`` must be named in the statement to be written at all.
+            stmt = self._statements[("slotted", shape)] = select(*claimed.c).where(
+                select(func.count()).select_from(held).scalar_subquery() >= 0
+            )
+        return stmt
+
     def _pick(
         self,
         conn: Connection,
@@ -562,11 +716,14 @@ class Claims:
             stmt = self._statements[("update", shape)] = self._build_update(shape)
         return stmt
 
-    def _build_update(self, shape: tuple[bool, bool] | None, *also: ColumnElement[bool]) -> Update:
+    def _build_update(
+        self, shape: tuple[bool, bool] | None, *also: ColumnElement[bool], which: ColumnElement[bool] | None = None
+    ) -> Update:
         jobs = self._db.tables.jobs
         c = jobs.c
-        which: ColumnElement[bool]
-        if shape is None:
+        if which is not None:
+            pass
+        elif shape is None:
             which = c.id.in_(bindparam("ids", expanding=True))
         else:
             # The driver says how: PostgreSQL matches id = ANY(ARRAY(...)), through the primary key.

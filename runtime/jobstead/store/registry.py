@@ -15,7 +15,7 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 
 from ..clock import Clock
 from ..flow import RateLimit
@@ -65,6 +65,7 @@ class Registry:
         with self._db.begin_bounded() as conn:
             conn.execute(upsert, rows)
             conn.execute(keep_settings, [{"b_name": r["name"], "b_params": r["params"]} for r in rows])
+            self._sync_slots(conn, [r["name"] for r in rows])
 
     def put_handler(self, definition: HandlerDefinition) -> None:
         """Write a handler row as given, whatever its source (the operator's way in)."""
@@ -79,6 +80,37 @@ class Registry:
             conn.execute(
                 stmt.on_conflict_do_update(index_elements=["name"], set_={k: stmt.excluded[k] for k in values})
             )
+            self._sync_slots(conn, [definition.name])
+
+    def _sync_slots(self, conn: Connection, names: Sequence[str]) -> None:
+        """Give each of these handlers as many slots as its row's global limit says (none: none).
+
+        Read from the rows as they are now, after the write: a code publish
+        leaves an operator's row (and its limit) alone. Slots past a lowered
+        limit go, held or not: their jobs run on, and no new one starts until
+        the running ones are below the new limit.
+        """
+        handlers, slots = self._db.tables.handlers, self._db.tables.slots
+        caps = {
+            name: int(cap or 0)
+            for name, cap in conn.execute(
+                select(handlers.c.name, handlers.c.concurrency).where(handlers.c.name.in_(list(names)))
+            )
+        }
+        have: dict[str, set[int]] = {}
+        for name, n in conn.execute(select(slots.c.handler, slots.c.n).where(slots.c.handler.in_(list(names)))):
+            have.setdefault(name, set()).add(int(n))
+        missing = [
+            {"handler": name, "n": n, "token": 0}
+            for name, cap in caps.items()
+            for n in range(cap)
+            if n not in have.get(name, ())
+        ]
+        if missing:
+            conn.execute(insert(slots), missing)
+        for name, numbers in have.items():
+            if any(n >= caps.get(name, 0) for n in numbers):
+                conn.execute(delete(slots).where(slots.c.handler == name, slots.c.n >= caps.get(name, 0)))
 
     def publish_rate_limits(self, limits: Mapping[str, RateLimit]) -> None:
         """Upsert shared rate limits (``app.rate_limit``): the code that declares one sets its rate."""
@@ -109,9 +141,12 @@ class Registry:
     def remove_handler(self, name: str, *, source: str) -> bool:
         handlers = self._db.tables.handlers
         with self._db.begin_bounded() as conn:
-            return bool(
+            removed = bool(
                 conn.execute(delete(handlers).where(handlers.c.name == name, handlers.c.source == source)).rowcount
             )
+            if removed:
+                self._sync_slots(conn, [name])
+            return removed
 
     def handlers(self, names: Sequence[str] | None = None) -> dict[str, HandlerDefinition]:
         handlers = self._db.tables.handlers

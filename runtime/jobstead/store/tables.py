@@ -76,6 +76,7 @@ class Tables:
     batch_events: Table
     audit: Table
     rate_limits: Table
+    slots: Table
 
     def qualified(self, table: Table) -> str:
         """The table's name as it appears in raw SQL (quoted when it needs to be)."""
@@ -274,6 +275,24 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         **MYSQL_TABLE_OPTIONS,
     )
 
+    # The global limit's slots: ``concurrency`` rows per limited handler (``Registry`` keeps
+    # them). A claim takes free ones (SKIP LOCKED) instead of locking the handler's row, so
+    # claimers of one limited handler do not wait on each other. A slot names the claim that
+    # holds it (job_id, attempt); it is free again once that claim no longer runs, which the
+    # next claim sees (it compares ``token``, bumped at every take, so it never frees a slot
+    # taken meanwhile). Completions never touch it.
+    slots = Table(
+        f"{prefix}slots",
+        md,
+        Column("handler", String(NAME), nullable=False),
+        Column("n", Integer, nullable=False),
+        Column("job_id", Id),
+        Column("attempt", Integer),
+        Column("token", Integer, nullable=False, server_default=text("0")),
+        PrimaryKeyConstraint("handler", "n", name=f"{prefix}slots_pkey"),
+        **MYSQL_TABLE_OPTIONS,
+    )
+
     pauses = Table(
         f"{prefix}pauses",
         md,
@@ -409,4 +428,5 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         batch_events=batch_events,
         audit=audit,
         rate_limits=rate_limits,
+        slots=slots,
     )

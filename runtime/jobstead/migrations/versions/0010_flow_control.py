@@ -11,6 +11,8 @@ Written out by hand, like 0001, so it keeps meaning the same thing after
   all NULL for none, so rows written before read as no flow control.
 * ``rate_limits``: shared rate limits by name (``app.rate_limit``).
 * ``jobs``: the keys each control counts by, read from the arguments at defer.
+* ``slots``: the global limit's slots, ``concurrency`` rows per limited handler
+  (written here for the handlers limited already).
 """
 
 import sqlalchemy as sa
@@ -63,11 +65,31 @@ def upgrade() -> None:
         schema=schema,
         **MYSQL_TABLE_OPTIONS,
     )
+    slots = op.create_table(
+        f"{p}slots",
+        sa.Column("handler", sa.String(200), nullable=False),
+        sa.Column("n", sa.Integer, nullable=False),
+        sa.Column("job_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite")),
+        sa.Column("attempt", sa.Integer),
+        sa.Column("token", sa.Integer, nullable=False, server_default=sa.text("0")),
+        sa.PrimaryKeyConstraint("handler", "n", name=f"{p}slots_pkey"),
+        schema=schema,
+        **MYSQL_TABLE_OPTIONS,
+    )
+    # The slots of the handlers limited already (later ones: Registry writes them).
+    handlers = sa.table(f"{p}handlers", sa.column("name"), sa.column("concurrency"), schema=schema)
+    limited = op.get_bind().execute(
+        sa.select(handlers.c.name, handlers.c.concurrency).where(handlers.c.concurrency > 0)
+    )
+    rows = [{"handler": name, "n": n, "token": 0} for name, cap in limited for n in range(int(cap))]
+    if rows:
+        op.bulk_insert(slots, rows)
 
 
 def downgrade() -> None:
     names = context.config.attributes["names"]
     p, schema = names.prefix, names.schema
+    op.drop_table(f"{p}slots", schema=schema)
     op.drop_table(f"{p}rate_limits", schema=schema)
     for key in reversed(JOB_KEYS):
         op.drop_column(f"{p}jobs", key, schema=schema)
