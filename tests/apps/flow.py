@@ -21,3 +21,21 @@ def per_customer(customer_id: str | None, i: int) -> dict[str, Any]:
     started = time.time()
     time.sleep(0.02)
     return {"pid": os.getpid(), "start": started, "end": time.time(), "customer_id": customer_id}
+
+
+app.rate_limit("stripe", "10/s")
+
+
+@app.handler(rate_limit="25/s")
+def rated(i: int) -> None:
+    """At most 25 starts in any second, across every worker."""
+
+
+@app.handler(rate_limits=["stripe"])
+def charge(i: int) -> None:
+    """Counts against the shared "stripe" limit..."""
+
+
+@app.handler(rate_limits=["stripe"])
+def refund(i: int) -> None:
+    """...together with charge."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from pathlib import Path
@@ -79,4 +80,54 @@ def test_a_limit_per_key_holds_across_four_processes_with_the_global_limit(
     assert _peak([(r["start"], r["end"]) for r in results]) <= 5
     assert _peak([(r["start"], r["end"]) for r in results if r["customer_id"] == "big"]) == 2, "reached, not only kept"
     assert len({r["pid"] for r in results}) > 1, "every process should have taken part"
+    app.close()
+
+
+def _most_in_a_window(starts: list[float], per: float) -> int:
+    """The most starts in any window [s, s + per) (each window begins at a start: that is where maxima are)."""
+    ordered = sorted(starts)
+    return max((bisect.bisect_left(ordered, s + per) - i for i, s in enumerate(ordered)), default=0)
+
+
+def test_rate_limits_hold_in_every_sliding_window_across_four_processes(server_target: Target, tmp_path: Path) -> None:
+    from tests.apps import flow
+
+    app = App(server_target.url, schema=server_target.schema)
+    app.rate_limit("stripe", flow.app.rate_limits["stripe"])
+    for name in ("rated", "charge", "refund"):
+        h = flow.app.get_handler(name)
+        app.handler(name=name, rate_limit=h.flow.rate_limit, rate_limits=h.flow.rate_limits)(h.func)
+    app.get_handler("rated").defer_many([{"i": i} for i in range(150)])
+    app.get_handler("charge").defer_many([{"i": i} for i in range(30)])
+    app.get_handler("refund").defer_many([{"i": i} for i in range(30)])
+    workers = [
+        spawn_cli(
+            ["worker", "--app", "tests.apps.flow:app", "--concurrency", "8", "--poll-interval", "1"],
+            server_target.env(),
+            tmp_path / f"worker-{n}.log",
+        )
+        for n in range(4)
+    ]
+    jobs = app.store.tables.jobs
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and app.stats().by_status.get("succeeded", 0) < 210:
+            time.sleep(0.2)
+    finally:
+        codes = [stop(w) for w in workers]
+    assert codes == [0, 0, 0, 0]
+    with app.store.db.engine.connect() as conn:
+        rows = conn.execute(select(jobs.c.handler, jobs.c.started_at, jobs.c.status, jobs.c.attempts)).all()
+    assert all(r.status == JobStatus.SUCCEEDED.value and r.attempts == 1 for r in rows), "none lost, none run twice"
+    starts = {
+        name: [r.started_at.timestamp() for r in rows if r.handler == name] for name in ("rated", "charge", "refund")
+    }
+    assert _most_in_a_window(starts["rated"], 1.0) <= 25
+    assert _most_in_a_window(starts["charge"] + starts["refund"], 1.0) <= 10, "the shared limit counts both"
+    # Close to the limit: after the first window's starts, 125 more at 25/s take 5 s, and
+    # 50 more at 10/s take 5 s; at least 80% of the rate (these jobs do nothing).
+    span = max(starts["rated"]) - min(starts["rated"])
+    assert span <= 5.0 / 0.8, f"150 starts at 25/s took {span:.2f} s"
+    shared = max(starts["charge"] + starts["refund"]) - min(starts["charge"] + starts["refund"])
+    assert shared <= 5.0 / 0.8, f"60 starts at 10/s took {shared:.2f} s"
     app.close()

@@ -266,3 +266,100 @@ def _remaining(store: Store) -> int:
     jobs = store.tables.jobs
     with store.db.engine.connect() as conn:
         return int(conn.execute(select(func.count()).where(jobs.c.status != "succeeded")).scalar_one())
+
+
+# -- rate limits ---------------------------------------------------------------------------------
+
+
+def _starts(store: Store, handler_name: str | None = None) -> list[Any]:
+    jobs = store.tables.jobs
+    query = select(jobs.c.started_at).where(jobs.c.started_at.is_not(None))
+    if handler_name is not None:
+        query = query.where(jobs.c.handler == handler_name)
+    with store.db.engine.connect() as conn:
+        return sorted(conn.execute(query).scalars())
+
+
+def _finish_all(store: Store, jobs: list[Any], worker: str = "w1") -> None:
+    store.leases.complete([replace(_done(store, j), owner=worker) for j in jobs])
+
+
+def test_a_rate_limit_allows_n_starts_per_window_and_held_jobs_stay_queued(store: Store, clock: Any) -> None:
+    rate = FlowControl(rate_limit=RateLimit(3, per=10))
+    store.registry.publish_handlers([replace(handler("work"), flow=rate)])
+    _defer(store, rate, [{"n": i} for i in range(10)])
+    first = _claim(store, limit=50)
+    assert len(first) == 3
+    _finish_all(store, first)
+    assert _claim(store, "w2") == [], "finished or not, three started in this window"
+    held = store.queries.get_job(first[-1].id + 1)
+    assert held is not None and held.status == JobStatus.QUEUED and held.attempts == 0, "no attempt spent"
+    clock.advance(9.9)
+    assert _claim(store) == []
+    clock.advance(0.1)
+    assert len(_claim(store, limit=2)) == 2, "the window slides: each row frees a period after its start"
+    assert len(_claim(store, limit=5)) == 1
+    clock.advance(5)
+    assert _claim(store) == []
+
+
+def test_a_rate_limit_holds_with_the_global_limit(store: Store, clock: Any) -> None:
+    flow = FlowControl(rate_limit=RateLimit(5, per=1))
+    store.registry.publish_handlers([replace(handler("work", concurrency=2), flow=flow)])
+    _defer(store, flow, [{"n": i} for i in range(20)])
+    started = []
+    for _ in range(6):
+        jobs = _claim(store, limit=50)
+        assert len(jobs) <= 2
+        started += jobs
+        _finish_all(store, jobs)
+    assert len(started) == 5, "five per second, however fast slots free"
+    clock.advance(1)
+    assert len(_claim(store, limit=50)) == 2
+
+
+def test_a_shared_rate_limit_counts_the_starts_of_every_handler_naming_it(store: Store, clock: Any) -> None:
+    store.registry.publish_rate_limits({"stripe": RateLimit(4, per=60)})
+    shared = FlowControl(rate_limits=("stripe",))
+    store.registry.publish_handlers(
+        [replace(handler("charge"), flow=shared), replace(handler("refund"), flow=shared), handler("other")]
+    )
+    for name in ("charge", "refund", "other"):
+        store.enqueue.insert(new_jobs(name, [{"n": i} for i in range(5)], JobDefaults(), clock=store.clock))
+    charges = store.claims.claim(worker_id="w1", handlers=["charge"], queues=None, limit=3, lease_seconds=30)
+    both = store.claims.claim(
+        worker_id="w2", handlers=["charge", "refund", "other"], queues=None, limit=50, lease_seconds=30
+    )
+    assert len(charges) == 3
+    assert sorted(j.handler for j in both if j.handler != "other") in (["charge"], ["refund"])
+    assert sum(j.handler == "other" for j in both) == 5, "a handler without the limit is not held by it"
+    clock.advance(60)
+    assert len(store.claims.claim(worker_id="w3", handlers=["refund"], queues=None, limit=50, lease_seconds=30)) == 4
+
+
+def test_a_paused_handler_spends_no_rate(store: Store, clock: Any) -> None:
+    rate = FlowControl(rate_limit=RateLimit(2, per=60))
+    store.registry.publish_handlers([replace(handler("work"), flow=rate)])
+    _defer(store, rate, [{"n": i} for i in range(5)])
+    store.control.pause("handler", "work")
+    assert _claim(store) == []
+    store.control.resume("handler", "work")
+    assert len(_claim(store)) == 2
+
+
+def test_claimers_racing_for_a_rate_never_start_more_than_it_allows(store: Store) -> None:
+    rate = FlowControl(rate_limit=RateLimit(7, per=3600))
+    store.registry.publish_handlers([replace(handler("work"), flow=rate)])
+    _defer(store, rate, [{"n": i} for i in range(40)])
+    got: list[int] = []
+
+    def work(worker: str) -> None:
+        for _ in range(20):
+            got.extend(j.id for j in _claim(store, worker, limit=2))
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(got) == len(set(got)) == 7

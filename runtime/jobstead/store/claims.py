@@ -101,12 +101,14 @@ class Blocked:
     limited: set[str]
     #: Handlers with a global limit only, claimed through their slots.
     slotted: set[str] = field(default_factory=set)
+    #: Handlers with a rate limit (their own, or shared ones): claimed no faster than their rates.
+    rated: set[str] = field(default_factory=set)
 
     def concerns(self, handlers: Collection[str], queues: Collection[str] | None) -> bool:
         """Whether any of this can stop a claim of ``handlers`` in ``queues``."""
         scopes = [("all", "")] if self.everything else []
         scopes += [("queue", q) for q in self.queues] + [("handler", h) for h in self.handlers]
-        scopes += [("slots", h) for h in self.slotted]
+        scopes += [("slots", h) for h in self.slotted] + [("rate", h) for h in self.rated]
         return concerns(scopes + [("limit", h) for h in self.limited], handlers, queues)
 
 
@@ -142,6 +144,40 @@ class KeyLimit:
 #: Handler -> its limit per key, for one claim.
 KeyLimits = dict[str, KeyLimit]
 
+
+@dataclass
+class RateRing:
+    """The rows of one rate free for this claim (locked), and how many of them its starts took."""
+
+    kind: str
+    name: str
+    per: float
+    free: list[int]
+    used: int = 0
+
+
+class Rates:
+    """The rates of the handlers of one claim: how many more each may start, counted as they do.
+
+    A shared rate is one ring whichever handler takes from it, so two handlers
+    of one claim count against it together.
+    """
+
+    def __init__(self, of: dict[str, list[RateRing]]) -> None:
+        self.of = of
+
+    def allow(self, handler: str, wanted: int) -> int:
+        rings = self.of.get(handler)
+        return wanted if not rings else min(wanted, *(len(r.free) - r.used for r in rings))
+
+    def took(self, handler: str, count: int) -> None:
+        for ring in self.of.get(handler, ()):
+            ring.used += count
+
+    def rings(self) -> list[RateRing]:
+        return list({id(r): r for rings in self.of.values() for r in rings}.values())
+
+
 #: How a claim picks its jobs: a candidates subquery of a shape (one queue?, paused queues
 #: to skip?) with its parameters, or a list of ids chosen beforehand (limited handlers).
 Pick = tuple[tuple[bool, bool], dict[str, Any]] | list[int]
@@ -156,7 +192,7 @@ def concerns(scopes: Sequence[tuple[str, str]], handlers: Collection[str], queue
     for scope, name in scopes:
         if scope == "all":
             return True
-        if scope in ("handler", "limit", "slots") and name in handlers:
+        if scope in ("handler", "limit", "slots", "rate") and name in handlers:
             return True
         if scope == "queue" and (queues is None or name in queues):
             return True
@@ -182,6 +218,8 @@ class Claims:
         self._statements: dict[tuple[Any, ...], Any] = {}
         #: Claimers whose last claim saw nothing in their way: their next one is one statement.
         self._clear: set[Claimer] = set()
+        #: Claimers whose last claim a rate held back: when its next row frees (``rate_room_at``).
+        self._rate_room: dict[Claimer, datetime] = {}
 
     def claim(
         self,
@@ -206,13 +244,16 @@ class Claims:
             if blocked.everything:
                 return []
             mine = [h for h in handlers if h not in blocked.handlers]
-            slotted = [h for h in mine if h in blocked.slotted]
-            free = [h for h in mine if h not in blocked.limited and h not in blocked.slotted]
+            rates = Rates(self._rate_rings(conn, [h for h in mine if h in blocked.rated], now, limit))
+            # One by one, each within its slots or its rates: a global limit only, or a rate limit.
+            capped = [h for h in mine if h in blocked.slotted or (h in rates.of and h not in blocked.limited)]
+            free = [h for h in mine if h not in blocked.limited and h not in capped]
             room: dict[str, int] = {}
             key_limits: KeyLimits = {}
             if any(h in blocked.limited for h in mine):
                 room, unlimited_now, key_limits = self._room(conn, [h for h in mine if h in blocked.limited])
-                free += unlimited_now
+                free += [h for h in unlimited_now if h not in rates.of]
+                capped += [h for h in unlimited_now if h in rates.of]
             claimed: list[ClaimedJob] = []
             for queue in queues or (None,):
                 wanted = limit - len(claimed)
@@ -220,14 +261,28 @@ class Claims:
                     break
                 if queue in blocked.queues:
                     continue
-                for name in slotted:
-                    if len(claimed) < limit:
-                        claimed += self._take_slotted(
-                            conn, now, queue, name, limit - len(claimed), blocked.queues, worker_id, lease_seconds
+                for name in capped:
+                    want = rates.allow(name, limit - len(claimed))
+                    if want > 0:
+                        taken = self._take_slotted(
+                            conn,
+                            now,
+                            queue,
+                            name,
+                            want,
+                            blocked.queues,
+                            worker_id,
+                            lease_seconds,
+                            use_slots=name in blocked.slotted,
+                            one_statement=name not in rates.of,
                         )
+                        rates.took(name, len(taken))
+                        claimed += taken
                 wanted = limit - len(claimed)
                 if wanted <= 0:
                     break
+                for name in room:
+                    room[name] = rates.allow(name, room[name])
                 which = self._pick(conn, now, queue, free, room, key_limits, wanted, blocked.queues)
                 if which:
                     taken = self._take(conn, now, which, worker_id, lease_seconds)
@@ -236,9 +291,38 @@ class Claims:
                             room[job.handler] -= 1
                         if job.handler in key_limits:
                             key_limits[job.handler].took(job.id)
+                        rates.took(job.handler, 1)
                     claimed += taken
+            self._stamp(conn, rates, now)
+            self._note_rate_room(conn, claimer, rates, now, held_back=len(claimed) < limit)
             claimed.sort(key=lambda j: (-j.priority, j.run_at, j.id))
             return claimed
+
+    def rate_room_at(self, handlers: Sequence[str], queues: Sequence[str] | None) -> datetime | None:
+        """When a rate that held back this claimer's last claim has room again (None: none did).
+
+        The claim loop sleeps until then rather than for its poll interval, so
+        a job a rate held back starts as soon as the window allows.
+        """
+        return self._rate_room.get((tuple(handlers), None if queues is None else tuple(queues)))
+
+    def _note_rate_room(self, conn: Connection, claimer: Claimer, rates: Rates, now: datetime, held_back: bool) -> None:
+        """After a claim a rate held back: the earliest time one of its spent rates frees a row."""
+        self._rate_room.pop(claimer, None)
+        spent = [ring for ring in rates.rings() if ring.used >= len(ring.free)]
+        if not held_back or not spent:
+            return
+        table = self._db.tables.rate_slots
+        soonest: datetime | None = None
+        for ring in spent:
+            oldest = conn.execute(
+                select(func.min(table.c.used_at)).where(table.c.kind == ring.kind, table.c.name == ring.name)
+            ).scalar()
+            if oldest is not None:
+                at = oldest + timedelta(seconds=ring.per)
+                soonest = at if soonest is None else min(soonest, at)
+        if soonest is not None:
+            self._rate_room[claimer] = soonest
 
     async def claim_async(
         self,
@@ -329,7 +413,7 @@ class Claims:
             not_blocked = ~exists().where(
                 or_(
                     scope == "all",
-                    and_(scope.in_(("handler", "limit", "slots")), name == c.handler),
+                    and_(scope.in_(("handler", "limit", "slots", "rate")), name == c.handler),
                     and_(scope == "queue", name == c.queue),
                 )
             )
@@ -365,6 +449,7 @@ class Claims:
             handlers={name for scope, name in rows if scope == "handler"},
             limited={name for scope, name in rows if scope == "limit"},
             slotted={name for scope, name in rows if scope == "slots"},
+            rated={name for scope, name in rows if scope == "rate"},
         )
 
     def _blocked_query(self) -> CompoundSelect[Any]:
@@ -394,6 +479,13 @@ class Claims:
                     handler_rows.c.concurrency.is_not(None),
                     handler_rows.c.tenant_concurrency.is_not(None),
                     handler_rows.c.concurrency_per_key.is_not(None),
+                ),
+            ),
+            select(literal("rate", String), handler_rows.c.name).where(
+                self._db.driver.in_bound_list(handler_rows.c.name, "handlers"),
+                or_(
+                    and_(handler_rows.c.rate_limit.is_not(None), handler_rows.c.rate_limit_by.is_(None)),
+                    handler_rows.c.rate_limits.is_not(None),
                 ),
             ),
         ]
@@ -530,8 +622,16 @@ class Claims:
         paused_queues: Collection[str],
         worker_id: str,
         lease_seconds: float,
+        *,
+        use_slots: bool = True,
+        one_statement: bool = True,
     ) -> list[ClaimedJob]:
         """Claim jobs of a handler with a global limit into its free slots: one job per slot.
+
+        Without ``use_slots`` (a handler with a rate limit but no global limit),
+        just up to ``wanted`` of its ready jobs. ``one_statement``: the whole
+        take may be one statement where the driver can (not while a rate's
+        rows are held in the claim's transaction: their count is ``wanted``).
 
         A slot is free when the claim it names (``job_id``, ``attempt``) no
         longer runs: finished, given back, rescued or deleted; completions need
@@ -548,7 +648,10 @@ class Claims:
             params["in_queue"] = queue
         elif paused_queues:
             params["paused"] = list(paused_queues)
-        if self._db.driver.one_statement_claim:
+        if not use_slots:
+            ids = [row.id for row in conn.execute(self._candidates(shape), params)]
+            return self._take(conn, now, ids, worker_id, lease_seconds) if ids else []
+        if one_statement and self._db.driver.one_statement_claim:
             lease = {"owner": worker_id, "expires": now + timedelta(seconds=lease_seconds), "started": now}
             return self._jobs(conn.execute(self._slotted(shape), {**params, **lease, "slot_handler": handler}))
         slots = self._db.tables.slots
@@ -583,6 +686,66 @@ class Claims:
                 )
             )
         return claimed
+
+    def _rate_rings(self, conn: Connection, rated: list[str], now: datetime, limit: int) -> dict[str, list[RateRing]]:
+        """For each rated handler, the rows of each of its rates that are free now, locked (SKIP LOCKED).
+
+        A row is free when its last start is at least the rate's period ago;
+        a locking read sees it as it is now, so a row another claimer just
+        stamped is not taken twice. At most ``limit`` rows per rate: no claim
+        takes more jobs than that.
+        """
+        if not rated:
+            return {}
+        h, shared, rows_of = self._db.tables.handlers, self._db.tables.rate_limits, self._db.tables.rate_slots
+        settings = conn.execute(
+            select(h.c.name, h.c.rate_limit, h.c.rate_period, h.c.rate_limit_by, h.c.rate_limits).where(
+                h.c.name.in_(rated)
+            )
+        ).all()
+        periods: dict[tuple[str, str], float] = {}
+        names = sorted({name for row in settings for name in row.rate_limits or ()})
+        if names:
+            periods.update(
+                (("shared", name), float(per))
+                for name, per in conn.execute(
+                    select(shared.c.name, shared.c.rate_period).where(shared.c.name.in_(names))
+                )
+            )
+        for row in settings:
+            if row.rate_limit is not None and row.rate_limit_by is None:
+                periods[("handler", row.name)] = float(row.rate_period)
+        rings: dict[tuple[str, str], RateRing] = {}
+        for (kind, name), per in sorted(periods.items()):  # one lock order for everyone
+            free = conn.execute(
+                select(rows_of.c.n)
+                .where(
+                    rows_of.c.kind == kind,
+                    rows_of.c.name == name,
+                    or_(rows_of.c.used_at.is_(None), rows_of.c.used_at <= now - timedelta(seconds=per)),
+                )
+                .order_by(rows_of.c.n)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).scalars()
+            rings[(kind, name)] = RateRing(kind, name, per, [int(n) for n in free])
+        found: dict[str, list[RateRing]] = {}
+        for row in settings:
+            mine = [("handler", row.name)] + [("shared", name) for name in row.rate_limits or ()]
+            if any(key in rings for key in mine):
+                found[row.name] = [rings[key] for key in mine if key in rings]
+        return found
+
+    def _stamp(self, conn: Connection, rates: Rates, now: datetime) -> None:
+        """Each rate's rows its starts took now carry this start's time."""
+        table = self._db.tables.rate_slots
+        for ring in rates.rings():
+            if ring.used:
+                conn.execute(
+                    update(table)
+                    .where(table.c.kind == ring.kind, table.c.name == ring.name, table.c.n.in_(ring.free[: ring.used]))
+                    .values(used_at=now)
+                )
 
     def _free_slots(self) -> Select[Any]:
         """(n, token) of the slots whose claim no longer runs (or never did), as of this statement."""

@@ -111,6 +111,37 @@ class Registry:
         for name, numbers in have.items():
             if any(n >= caps.get(name, 0) for n in numbers):
                 conn.execute(delete(slots).where(slots.c.handler == name, slots.c.n >= caps.get(name, 0)))
+        own_rates = {
+            name: int(limit or 0) if by is None else 0
+            for name, limit, by in conn.execute(
+                select(handlers.c.name, handlers.c.rate_limit, handlers.c.rate_limit_by).where(
+                    handlers.c.name.in_(list(names))
+                )
+            )
+        }
+        self._sync_rate_slots(conn, "handler", {name: own_rates.get(name, 0) for name in names})
+
+    def _sync_rate_slots(self, conn: Connection, kind: str, limits: Mapping[str, int]) -> None:
+        """``limit`` rows per rate (none for 0), keeping the rows that stay: their last start still counts."""
+        table = self._db.tables.rate_slots
+        have: dict[str, set[int]] = {}
+        for name, n in conn.execute(
+            select(table.c.name, table.c.n).where(table.c.kind == kind, table.c.name.in_(list(limits)))
+        ):
+            have.setdefault(name, set()).add(int(n))
+        missing = [
+            {"kind": kind, "name": name, "n": n, "used_at": None}
+            for name, limit in limits.items()
+            for n in range(limit)
+            if n not in have.get(name, ())
+        ]
+        if missing:
+            conn.execute(insert(table), missing)
+        for name, numbers in have.items():
+            if any(n >= limits.get(name, 0) for n in numbers):
+                conn.execute(
+                    delete(table).where(table.c.kind == kind, table.c.name == name, table.c.n >= limits.get(name, 0))
+                )
 
     def publish_rate_limits(self, limits: Mapping[str, RateLimit]) -> None:
         """Upsert shared rate limits (``app.rate_limit``): the code that declares one sets its rate."""
@@ -128,6 +159,7 @@ class Registry:
         )
         with self._db.begin_bounded() as conn:
             conn.execute(upsert, rows)
+            self._sync_rate_slots(conn, "shared", {name: rate.limit for name, rate in limits.items()})
 
     def rate_limits(self) -> dict[str, RateLimit]:
         """Every shared rate limit by name."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -26,11 +27,14 @@ from sqlalchemy import (
     literal_column,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from ..status import CLAIMABLE_STATUSES, FINAL_STATUSES, LIVE_STATUSES, JobStatus
 from .types import MYSQL_TABLE_OPTIONS, Double, JSONType, UTCDateTime
 
 Id = BigInteger().with_variant(Integer(), "sqlite")
+#: JSON whose Python None is SQL NULL (``JSONType`` writes JSON ``null``).
+NULLABLE_JSON = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 NAME = 200
 
 
@@ -77,6 +81,7 @@ class Tables:
     audit: Table
     rate_limits: Table
     slots: Table
+    rate_slots: Table
 
     def qualified(self, table: Table) -> str:
         """The table's name as it appears in raw SQL (quoted when it needs to be)."""
@@ -254,8 +259,9 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         Column("rate_limit", Integer),
         Column("rate_period", Double),
         Column("rate_limit_by", String(NAME)),
-        # Names of shared limits (the rate_limits table) its starts count against: a JSON list.
-        Column("rate_limits", JSONType),
+        # Names of shared limits (the rate_limits table) its starts count against: a JSON
+        # list, SQL NULL for none (so a claim can tell which handlers have some).
+        Column("rate_limits", NULLABLE_JSON),
         Column("concurrency_by", String(NAME)),
         Column("concurrency_per_key", Integer),
         Column("sequence_by", String(NAME)),
@@ -290,6 +296,20 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         Column("attempt", Integer),
         Column("token", Integer, nullable=False, server_default=text("0")),
         PrimaryKeyConstraint("handler", "n", name=f"{prefix}slots_pkey"),
+        **MYSQL_TABLE_OPTIONS,
+    )
+
+    # Rate limits as a ring of starts: ``limit`` rows per rate (kind "handler": a handler's
+    # own rate_limit; "shared": a limit of the rate_limits table). A start takes a row last
+    # used at least a period ago and stamps it: N rows never give N + 1 starts in a period.
+    rate_slots = Table(
+        f"{prefix}rate_slots",
+        md,
+        Column("kind", String(16), nullable=False),
+        Column("name", String(NAME), nullable=False),
+        Column("n", Integer, nullable=False),
+        Column("used_at", UTCDateTime),
+        PrimaryKeyConstraint("kind", "name", "n", name=f"{prefix}rate_slots_pkey"),
         **MYSQL_TABLE_OPTIONS,
     )
 
@@ -429,4 +449,5 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         audit=audit,
         rate_limits=rate_limits,
         slots=slots,
+        rate_slots=rate_slots,
     )

@@ -125,13 +125,15 @@ class JobRunner:
         return (*self.running, *self.buffered, *self._writer.unwritten())
 
     def may_claim_ahead(self) -> bool:
-        """Claim ahead only when no handler of this worker has a global limit or one per key (or tenant)."""
+        """Claim ahead only when no handler of this worker has a global limit, one per key (or tenant), or a rate."""
         for name in self._handler_names:
             settings = self.settings.get(name) or self._handlers[name].definition()
             if (
                 settings.concurrency is not None
                 or settings.tenant_concurrency is not None
                 or settings.flow.concurrency_per_key is not None
+                or settings.flow.rate_limit is not None
+                or settings.flow.rate_limits
             ):
                 return False
         return True

@@ -11,14 +11,19 @@ Written out by hand, like 0001, so it keeps meaning the same thing after
   all NULL for none, so rows written before read as no flow control.
 * ``rate_limits``: shared rate limits by name (``app.rate_limit``).
 * ``jobs``: the keys each control counts by, read from the arguments at defer.
+* ``rate_slots``: rate limits as rings of starts (``limit`` rows per rate).
 * ``slots``: the global limit's slots, ``concurrency`` rows per limited handler
   (written here for the handlers limited already).
 """
 
 import sqlalchemy as sa
 from alembic import context, op
+from sqlalchemy.dialects.postgresql import JSONB
 
-from jobstead.store.types import MYSQL_TABLE_OPTIONS, Double, JSONType, UTCDateTime
+from jobstead.store.types import MYSQL_TABLE_OPTIONS, Double, UTCDateTime
+
+#: JSON whose Python None is SQL NULL.
+NULLABLE_JSON = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 revision = "0010"
 down_revision = "0008"
@@ -46,7 +51,7 @@ def upgrade() -> None:
         sa.Column("rate_limit", sa.Integer),
         sa.Column("rate_period", Double),
         sa.Column("rate_limit_by", sa.String(200)),
-        sa.Column("rate_limits", JSONType),
+        sa.Column("rate_limits", NULLABLE_JSON),
         sa.Column("concurrency_by", sa.String(200)),
         sa.Column("concurrency_per_key", sa.Integer),
         sa.Column("sequence_by", sa.String(200)),
@@ -76,6 +81,16 @@ def upgrade() -> None:
         schema=schema,
         **MYSQL_TABLE_OPTIONS,
     )
+    op.create_table(
+        f"{p}rate_slots",
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("name", sa.String(200), nullable=False),
+        sa.Column("n", sa.Integer, nullable=False),
+        sa.Column("used_at", UTCDateTime),
+        sa.PrimaryKeyConstraint("kind", "name", "n", name=f"{p}rate_slots_pkey"),
+        schema=schema,
+        **MYSQL_TABLE_OPTIONS,
+    )
     # The slots of the handlers limited already (later ones: Registry writes them).
     handlers = sa.table(f"{p}handlers", sa.column("name"), sa.column("concurrency"), schema=schema)
     limited = op.get_bind().execute(
@@ -89,6 +104,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     names = context.config.attributes["names"]
     p, schema = names.prefix, names.schema
+    op.drop_table(f"{p}rate_slots", schema=schema)
     op.drop_table(f"{p}slots", schema=schema)
     op.drop_table(f"{p}rate_limits", schema=schema)
     for key in reversed(JOB_KEYS):
