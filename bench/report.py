@@ -19,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from . import workflows
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 README = HERE.parent / "README.md"
@@ -455,6 +457,8 @@ def render(results: dict[str, Any], *, summary: bool = False) -> str:
             f"{jobstead_only('pooler')} | {ratio(pooler, plain)} |",
         ]
     lines += scale_lines(results)
+    if "workflows" in results["runs"]:
+        lines += workflows.render(results["runs"]["workflows"])
     lines += [
         "",
         "Jobstead/best peer reads higher-is-better on every row: for the delays it is the best peer's "

@@ -18,7 +18,7 @@ from typing import Any
 
 from tests.support.postgres_server import PostgresServer, pg_bindir
 
-from . import ceiling, history, machine, report, scale, steady
+from . import ceiling, history, machine, report, scale, steady, workflows
 from .config import Settings
 from .harness import Harness, percentile
 from .probe import open_collector
@@ -132,6 +132,11 @@ async def main() -> int:
             # with BENCH_SCALE=1 (about 13 more minutes; ``python -m bench.scale`` runs them alone).
             parts = scale.PARTS if settings.scale else ("spread",)
             await scale.measure(harness, server.create_database, settings, parts, say, record, extra)
+            say("Jobstead: workflows (release latency, a chain, a fan-out and fan-in, a big defer)")
+            sizes = workflows.Sizes.quick(settings.processes) if settings.quick else workflows.Sizes()
+            sizes = workflows.Sizes(**{**asdict(sizes), "processes": settings.processes})
+            url = server.create_database("jobstead_workflows")
+            extra["workflows"] = await asyncio.to_thread(workflows.measure, url, sizes, say)
         await database_ceiling(server, settings, say, record)
 
         for s in systems:

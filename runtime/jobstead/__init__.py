@@ -27,6 +27,7 @@ from .errors import (
     JobsteadError,
     PermanentError,
     UnknownHandler,
+    WorkflowNotFound,
 )
 from .flow import RateLimit
 from .handler import ConfiguredHandler, Handler
@@ -34,7 +35,8 @@ from .hooks import FailureEvent
 from .retry import RetryPolicy
 from .signature import Inject
 from .status import JobStatus
-from .store.records import BatchStats
+from .store.records import BatchStats, StepRecord, WorkflowStats
+from .workflow import WorkflowBuilder, WorkflowRun
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -82,7 +84,12 @@ __all__ = [
     "RateLimit",
     "RetryPolicy",
     "SecondsFieldWarning",
+    "StepRecord",
     "UnknownHandler",
     "Worker",
+    "WorkflowBuilder",
+    "WorkflowNotFound",
+    "WorkflowRun",
+    "WorkflowStats",
     "__version__",
 ]

@@ -29,7 +29,8 @@ from .status import JobStatus, statuses_of
 from .store import BatchRecord, BatchStats, CronDefinition, NewJob, Stats, Store
 from .store.control import PauseScope
 from .store.drivers import driver_for
-from .store.records import BATCH_STATUSES, Overlap
+from .store.records import BATCH_STATUSES, WORKFLOW_STATUSES, Overlap
+from .workflow import WorkflowBuilder, WorkflowRun
 
 if TYPE_CHECKING:
     from .cron.scheduler import Scheduler
@@ -653,6 +654,56 @@ class App:
             self._handlers, {"success": on_success, "finish": on_finish, "failure": on_failure}
         )
         return jobs, continuations
+
+    # -- workflows -----------------------------------------------------------
+
+    def workflow(
+        self,
+        name: str,
+        *,
+        tenant: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        on_success: JobSpec | None = None,
+        on_failure: JobSpec | None = None,
+        on_finish: JobSpec | None = None,
+    ) -> WorkflowBuilder:
+        """A workflow to build: ``add`` steps (jobs that wait for other steps), then ``defer``.
+
+        Nothing is written until ``defer``. Continuations run exactly once:
+        ``on_failure`` at the first step that fails or dies, ``on_finish`` when
+        the workflow is final, ``on_success`` when every step succeeded.
+        """
+        return WorkflowBuilder(
+            self._provide_store,
+            self._handlers,
+            name,
+            tenant=tenant,
+            metadata=metadata,
+            on_success=on_success,
+            on_failure=on_failure,
+            on_finish=on_finish,
+        )
+
+    def get_workflow(self, workflow_id: int) -> WorkflowRun:
+        """The workflow with that id; ``WorkflowNotFound`` (a ``LookupError``) if there is none."""
+        return WorkflowRun(self._provide_store, self.store.workflows.get(workflow_id))
+
+    def workflows(
+        self,
+        *,
+        name: str | None = None,
+        tenant: str | None = None,
+        status: str | None = None,
+        limit: int = 25,
+        offset: int = 0,
+    ) -> list[WorkflowRun]:
+        """Workflows newest first, by name, tenant and/or status."""
+        if status is not None and status not in WORKFLOW_STATUSES:
+            raise InvalidArguments(f"status: {status!r} is not a workflow status ({', '.join(WORKFLOW_STATUSES)})")
+        return [
+            WorkflowRun(self._provide_store, r)
+            for r in self.store.workflows.list(name=name, tenant=tenant, status=status, limit=limit, offset=offset)
+        ]
 
     # -- workers -------------------------------------------------------------
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cancel import CancelReason
+from .errors import InvalidArguments, JobError
+from .status import JobStatus
+
+if TYPE_CHECKING:
+    from .store.records import Growth, Upstream
 
 logger = logging.getLogger("jobstead.job")
 
@@ -46,10 +51,22 @@ class Context:
         created_at: datetime,
         save_checkpoint: Callable[[Any], bool],
         batch_id: int | None = None,
+        workflow_id: int | None = None,
+        step: str | None = None,
+        read_upstream: Callable[[], list[Upstream]] | None = None,
+        check_growth: Callable[[Growth], None] | None = None,
     ) -> None:
         self.job_id = job_id
         #: The batch this job belongs to (in a continuation: the batch it continues), else None.
         self.batch_id = batch_id
+        #: The workflow this job is a step of (in a continuation: the workflow it continues), else None.
+        self.workflow_id = workflow_id
+        #: This step's name in its workflow (None outside a workflow, and in a continuation).
+        self.step = step
+        self._read_upstream = read_upstream
+        self._check_growth = check_growth
+        #: Steps added by ``add_steps``, written with this attempt's success (and only then).
+        self.growth: Growth | None = None
         self.handler = handler
         self.attempt = attempt
         self.max_attempts = max_attempts
@@ -63,6 +80,65 @@ class Context:
         self._save_checkpoint = save_checkpoint
         self._cancelled: threading.Event | None = None
         self.cancel_reason: CancelReason | None = None
+
+    @cached_property
+    def _upstream(self) -> list[Upstream]:
+        """This step's direct dependencies, read once (one query for all of them) on first use."""
+        return self._read_upstream() if self._read_upstream is not None else []
+
+    @property
+    def upstream(self) -> dict[str, Any]:
+        """{step name: result} of this step's direct dependencies that succeeded."""
+        return {u.step: u.result for u in self._upstream if u.status is JobStatus.SUCCEEDED}
+
+    @property
+    def upstream_failures(self) -> dict[str, JobError]:
+        """{step name: error} of this step's direct dependencies that did not succeed (only a step
+        with ``on_upstream_failure="run"`` runs with any). A cancelled one without an error of its
+        own gets one saying it was cancelled."""
+        return {
+            u.step: u.error or JobError("jobstead.Cancelled", f"step {u.step!r} was cancelled", "")
+            for u in self._upstream
+            if u.status is not JobStatus.SUCCEEDED
+        }
+
+    def add_steps(self, steps: Iterable[tuple[str, Any, Sequence[str]]], *, before: Sequence[str] = ()) -> None:
+        """Add steps to this step's workflow: each ``(name, spec, after)``, ``spec`` a ``handler.job(...)``.
+
+        ``after`` names existing or new steps; ``before`` names existing blocked
+        steps that must now also wait for every new step. Checked now against
+        the workflow as it is (``InvalidArguments`` naming the problem fails
+        this attempt) and written in the same transaction as this attempt's
+        success: a step that fails adds nothing, a retried one never adds twice.
+        """
+        from .store.records import Growth, NewJob, NewStep  # the API's value types, read only when used
+
+        if self.workflow_id is None or self.step is None or self._check_growth is None:
+            raise InvalidArguments("add_steps(): only a step of a workflow can add steps to it")
+        added: list[NewStep] = []
+        for entry in steps:
+            if not isinstance(entry, tuple) or len(entry) != 3:
+                raise InvalidArguments(f"add_steps(): give (name, spec, after) tuples, not {entry!r}")
+            name, spec, after = entry
+            job = getattr(spec, "job", None)
+            if not isinstance(job, NewJob):
+                raise InvalidArguments(
+                    f"add_steps(): step {name!r}: expected a job spec (handler.job(...)), not {spec!r}"
+                )
+            if isinstance(after, str) or not all(isinstance(p, str) for p in after):
+                raise InvalidArguments(f"add_steps(): step {name!r}: after takes a list of step names, not {after!r}")
+            added.append(NewStep(name, job, tuple(dict.fromkeys(after))))
+        if isinstance(before, str):
+            raise InvalidArguments(f"add_steps(): before= takes a list of step names, not {before!r}")
+        earlier = self.growth
+        growth = Growth(
+            self.workflow_id,
+            self.step,
+            (*(earlier.steps if earlier else ()), *added),
+            tuple(dict.fromkeys((*(earlier.before if earlier else ()), *before))),
+        )
+        self._check_growth(growth)
+        self.growth = growth
 
     @cached_property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:

@@ -135,3 +135,7 @@ class JobCancelled(JobFailed):
 
 class BatchNotFound(JobsteadError, LookupError):
     """No batch with that id (never created, rolled back, or pruned by retention)."""
+
+
+class WorkflowNotFound(JobsteadError, LookupError):
+    """No workflow with that id (never created, rolled back, or pruned by retention)."""

@@ -12,7 +12,9 @@ class JobStatus(StrEnum):
     ``scheduled`` jobs wait for their run time, ``queued`` ones for a worker;
     ``retrying`` jobs failed and wait for their next attempt. ``dead`` keeps jobs
     whose attempts are exhausted (the dead-letter set); ``failed`` is a permanent
-    failure the handler asked for (no retry).
+    failure the handler asked for (no retry). ``blocked`` is a workflow step
+    whose dependencies have not all finished: never claimed, released (to
+    ``queued`` or ``scheduled``) by the completion of its last dependency.
     """
 
     SCHEDULED = "scheduled"
@@ -23,6 +25,7 @@ class JobStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     DEAD = "dead"
+    BLOCKED = "blocked"
 
     @property
     def is_final(self) -> bool:

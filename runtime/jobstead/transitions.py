@@ -62,6 +62,8 @@ class JobsteadErrorType(StrEnum):
     LEASE_EXPIRED = "jobstead.LeaseExpired"
     #: The job's worker ran in a pod that is gone (``release_host``).
     WORKER_GONE = "jobstead.WorkerGone"
+    #: A workflow step cancelled because a step it depends on did not succeed.
+    UPSTREAM_FAILED = "jobstead.UpstreamFailed"
 
     @property
     def lost_lease(self) -> bool:
@@ -87,6 +89,9 @@ class Completion:
     error: JobError | None = None
     #: For ``retrying`` and ``queued``: when the next attempt may start.
     run_at: datetime | None = None
+    #: Steps a workflow's step added as it ran (``ctx.add_steps``, a ``store.records.Growth``):
+    #: written with its success, in the same transaction; never with any other end.
+    growth: Any = None
 
     # What the row becomes, derived here once so that every driver writes the same thing.
 
@@ -191,7 +196,8 @@ class JobChange:
     cancel_requested: bool | None = None
     #: One more attempt is allowed (``max_attempts = attempts + 1``), starting now.
     one_more_attempt: bool = False
-    #: Members of a batch that is still active are left alone (its statistics count them).
+    #: Members of a batch that is still active are left alone (its statistics count them), and
+    #: so are the jobs of an active workflow (their results are their dependents' inputs).
     spares_active_batches: bool = False
     #: The running workers holding the changed jobs are told at once (NOTIFY where there is one).
     tells_workers: bool = False
@@ -218,10 +224,10 @@ class JobChange:
         return self.batch is BatchEffect.SETTLE and not previous.is_final
 
 
-#: A waiting job is cancelled at once.
+#: A waiting job is cancelled at once (a blocked workflow step too: its dependents follow).
 CANCEL = JobChange(
     "cancel",
-    frozenset(CLAIMABLE_STATUSES),
+    frozenset({*CLAIMABLE_STATUSES, JobStatus.BLOCKED}),
     becomes=JobStatus.CANCELLED,
     cancel_requested=False,
     batch=BatchEffect.SETTLE,
@@ -229,7 +235,7 @@ CANCEL = JobChange(
 #: A running job is asked to stop; its worker ends it ``cancelled`` (a ``Completion``).
 ASK_TO_STOP = JobChange("ask to stop", frozenset({JobStatus.RUNNING}), cancel_requested=True, tells_workers=True)
 #: What a cancel from outside does something to: ``CANCEL`` or ``ASK_TO_STOP``.
-CANCELLABLE: tuple[JobStatus, ...] = (*CLAIMABLE_STATUSES, JobStatus.RUNNING)
+CANCELLABLE: tuple[JobStatus, ...] = (*CLAIMABLE_STATUSES, JobStatus.RUNNING, JobStatus.BLOCKED)
 #: What a retry from outside accepts: a job that ended without succeeding.
 RETRYABLE: tuple[JobStatus, ...] = (JobStatus.DEAD, JobStatus.FAILED, JobStatus.CANCELLED)
 #: A dead, failed or cancelled job is queued again with one more attempt.
@@ -247,3 +253,93 @@ DELETE = JobChange("delete", frozenset(JobStatus) - {JobStatus.RUNNING}, deletes
 #: Finished jobs are deleted in bulk, except members of active batches (housekeeping must not
 #: change what a batch counts while it runs); a finished job settles nothing.
 PURGE = JobChange("purge", FINAL_STATUSES, deletes=True, spares_active_batches=True)
+
+
+# -- workflow steps ------------------------------------------------------------------
+#
+# A step is an ordinary job with dependencies. What it becomes when they end is
+# decided here; ``store/workflows.py`` writes it, in the transaction of the change
+# that ended them (a completion, a rescue, a cancel or delete from outside).
+
+
+class UpstreamRule(StrEnum):
+    """What a step does when a step it depends on ends without succeeding."""
+
+    #: It is cancelled (and so is everything after it), with a reason naming that step.
+    CANCEL = "cancel"
+    #: It runs anyway once every dependency has ended, and sees their errors (``ctx.upstream_failures``).
+    RUN = "run"
+
+
+def status_at_defer(waiting: int, later: bool) -> JobStatus:
+    """A new job's status: ``blocked`` while it waits for dependencies, else ``scheduled`` or ``queued``."""
+    if waiting > 0:
+        return JobStatus.BLOCKED
+    return JobStatus.SCHEDULED if later else JobStatus.QUEUED
+
+
+def release_status(due: bool) -> JobStatus:
+    """What a blocked step becomes when its last dependency ends: ``queued``, or ``scheduled`` until its time."""
+    return JobStatus.QUEUED if due else JobStatus.SCHEDULED
+
+
+def releases(parent: JobStatus, rule: UpstreamRule) -> bool:
+    """Whether a dependency that ended ``parent`` counts as done for a step with ``rule``.
+
+    Otherwise (a failure, a death or a cancel, and the step's rule is
+    ``cancel``) the step is cancelled: ``CANCEL_DOWNSTREAM``.
+    """
+    return parent is JobStatus.SUCCEEDED or rule is UpstreamRule.RUN
+
+
+def upstream_failed(step: str, status: JobStatus) -> JobError:
+    """The reason a step was cancelled for its dependency ``step``: stored as its error."""
+    return JobError(
+        type=JobsteadErrorType.UPSTREAM_FAILED, message=f"upstream step {step!r} ended {status.value}", traceback=""
+    )
+
+
+def upstream_reason(status: JobStatus, error: JobError | None) -> str | None:
+    """Why a step was cancelled because of a dependency (the message naming it), else None."""
+    if status is JobStatus.CANCELLED and error is not None and error.type == JobsteadErrorType.UPSTREAM_FAILED:
+        return error.message
+    return None
+
+
+def workflow_outcome(*, failed: int, cancelled: int) -> str:
+    """A workflow once nothing else can run: ``failed`` if any step failed or died, else
+    ``cancelled`` if any was cancelled (as a whole or by hand), else ``succeeded``."""
+    if failed:
+        return "failed"
+    return "cancelled" if cancelled else "succeeded"
+
+
+#: A blocked step whose dependency did not succeed (and whose rule is ``cancel``).
+CANCEL_DOWNSTREAM = JobChange(
+    "cancel downstream", frozenset({JobStatus.BLOCKED}), becomes=JobStatus.CANCELLED, cancel_requested=False
+)
+#: ``retry`` of a workflow: a step that ended without succeeding is waited on again...
+_STEP_RETRIES = {
+    # (still waits for a dependency, has run before): the change.
+    (False, True): JobChange(
+        "retry step", frozenset(RETRYABLE), becomes=JobStatus.QUEUED, cancel_requested=False, one_more_attempt=True
+    ),
+    (False, False): JobChange("retry step", frozenset(RETRYABLE), becomes=JobStatus.QUEUED, cancel_requested=False),
+    (True, True): JobChange(
+        "block step again",
+        frozenset(RETRYABLE),
+        becomes=JobStatus.BLOCKED,
+        cancel_requested=False,
+        one_more_attempt=True,
+    ),
+    (True, False): JobChange(
+        "block step again", frozenset(RETRYABLE), becomes=JobStatus.BLOCKED, cancel_requested=False
+    ),
+}
+
+
+def step_retry(*, waits: bool, ran: bool) -> JobChange:
+    """A failed, dead or cancelled step in a workflow being retried: ``blocked`` again while a
+    dependency is being retried too, else ``queued``; one more attempt if it had run (one
+    that never ran keeps its handler's attempts)."""
+    return _STEP_RETRIES[(waits, ran)]

@@ -16,7 +16,18 @@ from jobstead.dashboard import Credentials, User, credentials_from
 from tests.conftest import Target
 from tests.dashboard.conftest import Shop, TestClient, build_shop, csrf_of, seed
 
-PAGES = ["/", "/jobs", "/running", "/failures", "/crons", "/workers", "/batches", "/activity", "/operator"]
+PAGES = [
+    "/",
+    "/jobs",
+    "/running",
+    "/failures",
+    "/crons",
+    "/workers",
+    "/batches",
+    "/workflows",
+    "/activity",
+    "/operator",
+]
 TOKEN = "s3cret-token-for-tests"
 ORIGIN = {"Origin": "http://testserver"}
 

@@ -275,7 +275,18 @@ def test_every_page_renders_on_an_empty_database(tmp_path: Any, make_client: Mak
     app = App(f"sqlite:///{tmp_path / 'empty.db'}")
     try:
         client = make_client(app)
-        for path in ["/", "/jobs", "/running", "/failures", "/crons", "/workers", "/batches", "/activity", "/operator"]:
+        for path in [
+            "/",
+            "/jobs",
+            "/running",
+            "/failures",
+            "/crons",
+            "/workers",
+            "/batches",
+            "/workflows",
+            "/activity",
+            "/operator",
+        ]:
             response = client.get(path)
             assert response.status_code == 200, (path, response.text[:300])
         assert "No handler and no job yet" in client.get("/").text

@@ -120,3 +120,69 @@ def _up(port: int) -> bool:
         return scrape(port).get(("jobstead_database_up", ())) == 1
     except OSError:
         return False
+
+
+def test_the_exporter_counts_blocked_workflow_steps(target: Target, tmp_path: Path) -> None:
+    from tests.apps import metered
+
+    app = App(target.url, schema=target.schema)
+    h = metered.app.get_handler("ok")
+    ok = app.handler(name="ok", queue=h.queue)(h.func)
+    wf = app.workflow("fan")
+    wf.add("first", ok.job(n=0))
+    for i in range(3):
+        wf.add(f"then-{i}", ok.job(n=i + 1), after=["first"])
+    wf.add("last", ok.job(n=9), after=[f"then-{i}" for i in range(3)])
+    wf.defer()
+    port = free_port()
+    exporter = spawn_cli(["metrics", "--port", str(port), "--host", "127.0.0.1"], target.env(), tmp_path / "m.log")
+    try:
+        wait_for(lambda: _up(port), timeout=30)
+        samples = scrape(port)
+    finally:
+        stop(exporter)
+    assert value(samples, "jobstead_jobs_blocked", handler="ok", queue="fast") == 4
+    assert value(samples, "jobstead_queue_jobs", handler="ok", queue="fast", status="blocked") == 4
+    assert value(samples, "jobstead_queue_jobs", handler="ok", queue="fast", status="queued") == 1
+    app.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="jobstead_workflows_total is counted by the store where a workflow ends "
+    "(metrics.worker.workflows_ended, called after the ending transaction commits); not called yet",
+)
+def test_the_worker_counts_each_workflow_that_ends_by_name_and_outcome(target: Target, tmp_path: Path) -> None:
+    from tests.apps import metered
+
+    app = App(target.url, schema=target.schema)
+    for name in ("ok", "boom"):
+        h = metered.app.get_handler(name)
+        app.handler(name=name, queue=h.queue, max_attempts=h.max_attempts, retry=h.retry)(h.func)
+    ok, boom = app.get_handler("ok"), app.get_handler("boom")
+    runs = []
+    for i in range(2):
+        wf = app.workflow("pair")
+        wf.add("first", ok.job(n=i))
+        wf.add("second", ok.job(n=i), after=["first"])
+        runs.append(wf.defer())
+    broken = app.workflow("broken")
+    broken.add("first", boom.job(n=0))
+    broken.add("second", ok.job(n=1), after=["first"])
+    runs.append(broken.defer())
+    port = free_port()
+    worker = spawn_cli([*WORKER, "--metrics-port", str(port)], target.env(), tmp_path / "w.log")
+    try:
+        for run in runs:
+            run.wait(timeout=60)
+        time.sleep(0.3)
+        samples = scrape(port)
+    finally:
+        assert stop(worker) == 0
+
+    def ended(name: str, outcome: str) -> float:  # ``name`` is a label here, not value()'s argument
+        return samples.get(("jobstead_workflows_total", (("name", name), ("outcome", outcome))), 0.0)
+
+    assert ended("pair", "succeeded") == 2
+    assert ended("broken", "failed") == 1
+    app.close()

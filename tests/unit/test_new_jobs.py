@@ -29,6 +29,9 @@ OTHER: dict[str, object] = {
     "cron_fire_at": NOW,
     "batch_id": 7,
     "batch_event": "finish",
+    "workflow_id": 3,
+    "step": "fetch",
+    "waiting": 2,
 }
 
 

@@ -8,25 +8,35 @@ import pytest
 
 from jobstead import RetryPolicy
 from jobstead.errors import JobError
-from jobstead.status import FINAL_STATUSES, LIVE_STATUSES, AttemptOutcome, JobStatus
+from jobstead.status import CLAIMABLE_STATUSES, FINAL_STATUSES, LIVE_STATUSES, AttemptOutcome, JobStatus
 from jobstead.store.crons import FireOutcome, SkipReason
 from jobstead.transitions import (
     ASK_TO_STOP,
     CANCEL,
+    CANCEL_DOWNSTREAM,
     CANCELLABLE,
     DELETE,
     PURGE,
     RETRY,
+    RETRYABLE,
     BatchEffect,
     Completion,
     JobsteadErrorType,
+    UpstreamRule,
     cancelled,
     failed,
     failed_for_good,
     lease_lost,
+    release_status,
     released,
+    releases,
     shown_status,
+    status_at_defer,
+    step_retry,
     succeeded,
+    upstream_failed,
+    upstream_reason,
+    workflow_outcome,
 )
 from tests.unit.test_layering import PACKAGE, imports
 
@@ -111,8 +121,13 @@ def test_a_job_released_on_shutdown_is_queued_at_once_and_its_attempt_not_spent(
 
 
 def test_jobsteads_own_error_types_are_the_strings_users_see() -> None:
-    assert [t.value for t in JobsteadErrorType] == ["jobstead.Timeout", "jobstead.LeaseExpired", "jobstead.WorkerGone"]
-    assert [t.lost_lease for t in JobsteadErrorType] == [False, True, True]
+    assert [t.value for t in JobsteadErrorType] == [
+        "jobstead.Timeout",
+        "jobstead.LeaseExpired",
+        "jobstead.WorkerGone",
+        "jobstead.UpstreamFailed",
+    ]
+    assert [t.lost_lease for t in JobsteadErrorType] == [False, True, True, False]
     assert JobError(type=JobsteadErrorType.TIMEOUT, message="", traceback="").to_json()["type"] == "jobstead.Timeout"
 
 
@@ -120,7 +135,7 @@ def test_jobsteads_own_error_types_are_the_strings_users_see() -> None:
 
 
 def test_cancel_ends_waiting_jobs_and_asks_running_ones_to_stop() -> None:
-    assert CANCEL.applies_to == {JobStatus.SCHEDULED, JobStatus.QUEUED, JobStatus.RETRYING}
+    assert CANCEL.applies_to == {JobStatus.SCHEDULED, JobStatus.QUEUED, JobStatus.RETRYING, JobStatus.BLOCKED}
     assert (CANCEL.becomes, CANCEL.ends, CANCEL.cancel_requested, CANCEL.batch) == (
         JobStatus.CANCELLED,
         True,
@@ -187,3 +202,40 @@ def test_fire_outcomes_and_skip_reasons_are_the_strings_they_were() -> None:
     assert [o for o in FireOutcome if o.handled_here] == [FireOutcome.FIRED, FireOutcome.OVERLAP]
     assert [r.value for r in SkipReason] == ["deadline", "overlap"]
     assert FireOutcome("stale") is FireOutcome.STALE and SkipReason("deadline") is SkipReason.DEADLINE
+
+
+# -- workflow steps --------------------------------------------------------------------
+
+
+def test_a_step_waits_blocked_then_is_released_queued_or_scheduled() -> None:
+    assert status_at_defer(2, later=False) is JobStatus.BLOCKED
+    assert status_at_defer(0, later=False) is JobStatus.QUEUED
+    assert status_at_defer(0, later=True) is JobStatus.SCHEDULED
+    assert release_status(True) is JobStatus.QUEUED and release_status(False) is JobStatus.SCHEDULED
+    assert JobStatus.BLOCKED not in CLAIMABLE_STATUSES and not JobStatus.BLOCKED.is_final
+
+
+def test_a_dependency_that_did_not_succeed_releases_only_a_step_that_runs_anyway() -> None:
+    assert releases(JobStatus.SUCCEEDED, UpstreamRule.CANCEL) and releases(JobStatus.SUCCEEDED, UpstreamRule.RUN)
+    for ended in (JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED):
+        assert not releases(ended, UpstreamRule.CANCEL) and releases(ended, UpstreamRule.RUN)
+    assert CANCEL_DOWNSTREAM.applies_to == {JobStatus.BLOCKED} and CANCEL_DOWNSTREAM.becomes is JobStatus.CANCELLED
+    reason = upstream_failed("charge", JobStatus.DEAD)
+    assert reason.type == "jobstead.UpstreamFailed"
+    assert upstream_reason(JobStatus.CANCELLED, reason) == "upstream step 'charge' ended dead"
+    assert upstream_reason(JobStatus.BLOCKED, reason) is None  # blocked again by a retry: no reason
+    assert upstream_reason(JobStatus.CANCELLED, None) is None  # cancelled by hand
+
+
+def test_a_workflow_is_failed_before_cancelled_before_succeeded() -> None:
+    assert workflow_outcome(failed=1, cancelled=3) == "failed"
+    assert workflow_outcome(failed=0, cancelled=1) == "cancelled"
+    assert workflow_outcome(failed=0, cancelled=0) == "succeeded"
+
+
+def test_a_retried_step_is_blocked_while_a_dependency_is_retried_and_gets_one_more_attempt_if_it_ran() -> None:
+    again = step_retry(waits=True, ran=True)
+    assert (again.becomes, again.one_more_attempt, again.applies_to) == (JobStatus.BLOCKED, True, frozenset(RETRYABLE))
+    assert step_retry(waits=True, ran=False).one_more_attempt is False
+    assert step_retry(waits=False, ran=True).becomes is JobStatus.QUEUED
+    assert step_retry(waits=False, ran=False).revives and not step_retry(waits=False, ran=False).one_more_attempt

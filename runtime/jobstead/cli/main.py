@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ..cron.schedule import SecondsFieldWarning
 from ..errors import ConfigurationError, JobsteadError
-from . import batches, crons, jobs, operator, processes
+from . import batches, crons, jobs, operator, processes, workflows
 from . import dashboard as dashboard_command
 from .database import failure_line
 from .durations import duration, positive_seconds, seconds
@@ -276,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         app_option(p, required=False)
 
     batches.add_commands(commands, common, _Parser, app_option)
+    workflows.add_commands(commands, common, _Parser, app_option)
 
     p = command("metrics", processes.metrics, "serve the database-wide Prometheus gauges (one process per database)")
     p.add_argument("--port", type=_port, required=True, help="serve /metrics on this port")

@@ -104,6 +104,35 @@ class Actions:
                 skipped += 1
         return changed, skipped
 
+    # -- workflows ---------------------------------------------------------------
+
+    def cancel_workflow(self, user: User, workflow_id: int) -> Done:
+        """Blocked and waiting steps cancelled at once, running ones told to stop (the store decides which)."""
+        status = self._workflow_status(workflow_id)
+        if status != "active":
+            raise ActionRefused(f"workflow {workflow_id} is {status}; only an active workflow can be cancelled")
+        running = self._store.workflows.cancel(workflow_id)
+        outcome = f"workflow {workflow_id} cancelled" + (
+            f": {len(running)} running step{'s' if len(running) != 1 else ''} asked to stop" if running else ""
+        )
+        return self._audit(user, "workflow-cancel", f"workflow {workflow_id}", outcome)
+
+    def retry_workflow(self, user: User, workflow_id: int) -> Done:
+        self._workflow_status(workflow_id)
+        retried = self._store.workflows.retry(workflow_id)
+        if not retried:
+            raise ActionRefused(f"workflow {workflow_id} has no failed, dead or cancelled step to retry")
+        steps = f"{len(retried)} step{'s' if len(retried) != 1 else ''}"
+        return self._audit(
+            user, "workflow-retry", f"workflow {workflow_id}", f"workflow {workflow_id}: {steps} run again"
+        )
+
+    def _workflow_status(self, workflow_id: int) -> str:
+        status = self._queries.workflow_status(workflow_id)
+        if status is None:
+            raise JobNotFound(f"no workflow with id {workflow_id}")
+        return status
+
     # -- pauses and crons --------------------------------------------------------
 
     def pause(self, user: User, scope: PauseScope, name: str) -> Done:

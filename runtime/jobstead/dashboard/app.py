@@ -29,11 +29,11 @@ from starlette.staticfiles import StaticFiles
 
 from ..app import App
 from ..cron.schedule import CronSchedule, InvalidSchedule
-from ..errors import BatchNotFound, JobNotFound
+from ..errors import BatchNotFound, JobNotFound, WorkflowNotFound
 from ..status import JobStatus
 from ..store import Store
-from ..store.records import BATCH_STATUSES
-from . import filters, listing, render, running, schedules, web
+from ..store.records import BATCH_STATUSES, WORKFLOW_STATUSES
+from . import filters, graph, listing, render, running, schedules, web
 from .actions import BULK_VERBS, PAUSE_SCOPES, ActionRefused, Actions
 from .auth import SESSION_COOKIE, SESSION_SECONDS, AuthCallable, Authenticator, Credentials, Signer, User
 from .cluster import Cluster, operator_page
@@ -45,6 +45,15 @@ from .queries import CANCELLABLE, RETRYABLE, SEARCH_WINDOW, DashboardQueries, Ov
 logger = logging.getLogger("jobstead.dashboard")
 
 NOTICE_COOKIE = "jobstead_notice"
+#: Workflows a page of the list shows.
+WORKFLOWS_PAGE = 50
+#: A workflow page's counts, in the order a step lives through them.
+STEP_COUNTS = ("blocked", "scheduled", "queued", "running", "retrying", "succeeded", "failed", "dead", "cancelled")
+#: The step table starts open up to this many steps (the graph is the view of larger ones).
+STEP_TABLE_OPEN = 50
+#: Rows of the step table at most: every step is also a box (a link with its name and status) in the
+#: graph, and ten thousand rows would double the page's weight and time for no reader.
+STEP_TABLE_ROWS = 1000
 LIVE_HEADER = "x-jobstead-live"
 
 
@@ -329,6 +338,56 @@ class Dashboard:
             "live": True,
         }
 
+    def workflows_page(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
+        params = dict(request.query_params)
+        where = filters.workflow_filter(params)
+        offset = filters.offset(params)
+        found = self.store.workflows.list(
+            name=where.name,
+            tenant=where.tenant,
+            status=where.status,
+            limit=WORKFLOWS_PAGE + 1,
+            offset=offset,
+            steps=False,
+        )
+        older = len(found) > WORKFLOWS_PAGE
+        return "workflows.html", {
+            "title": "Workflows",
+            "rows": found[:WORKFLOWS_PAGE],
+            "name": where.name or "",
+            "tenant": where.tenant or "",
+            "status": where.status or "",
+            "statuses": WORKFLOW_STATUSES,
+            "offset": offset,
+            "next_url": web.with_params(request, offset=offset + WORKFLOWS_PAGE) if older else None,
+            "newest_url": web.without_param(request, "offset") if offset else None,
+            "live": offset == 0,
+        }
+
+    def workflow(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
+        web.no_params(request)
+        workflow_id = filters.job_id(request.path_params["workflow_id"], "workflow id")
+        try:
+            record = self.store.workflows.get(workflow_id)
+        except WorkflowNotFound:
+            raise BadInput(f"no workflow with id {workflow_id}") from None
+        base = request.scope.get("root_path", "").rstrip("/")
+        nodes = graph.nodes_of(record.steps.values())
+        stats = record.stats
+        return "workflow.html", {
+            "title": f"Workflow {workflow_id}",
+            "w": record,
+            "steps": nodes[:STEP_TABLE_ROWS],
+            "step_count": len(nodes),
+            "drawing": graph.svg(nodes, base=base, label=f"The steps of workflow {workflow_id} ({record.name})"),
+            "counted": STEP_COUNTS,
+            "legend": [name for name in STEP_COUNTS if getattr(stats, name)],
+            "open_table": STEP_TABLE_OPEN,
+            "cancellable": record.status == "active",
+            "retryable": stats.failed + stats.dead + stats.cancelled > 0,
+            "live": True,
+        }
+
     def activity(self, request: Request, user: User) -> tuple[str, dict[str, Any]]:
         params = dict(request.query_params)
         unknown = sorted(set(params) - {"before"})
@@ -394,6 +453,26 @@ class Dashboard:
                 )
             return self.actions.delete(user, job_id).message
         raise BadInput(f"no action {verb!r} on jobs; actions are retry, cancel, delete")
+
+    def workflow_action(self, request: Request, user: User, form: FormData) -> Response | str:
+        workflow_id = filters.job_id(request.path_params["workflow_id"], "workflow id")
+        verb = request.path_params["verb"]
+        if verb == "retry":
+            return self.actions.retry_workflow(user, workflow_id).message
+        if verb == "cancel":
+            if form.get("confirmed") != "yes":
+                return self.confirm(
+                    request,
+                    user,
+                    form,
+                    question=f"Cancel workflow {workflow_id}? Its blocked and waiting steps are cancelled at once, "
+                    "and its running steps are told to stop.",
+                    action=f"/workflows/{workflow_id}/cancel",
+                    label=f"Yes, cancel workflow {workflow_id}",
+                    back=f"/workflows/{workflow_id}",
+                )
+            return self.actions.cancel_workflow(user, workflow_id).message
+        raise BadInput(f"no action {verb[:40]!r} on workflows; actions are retry, cancel")
 
     def bulk(self, request: Request, user: User, form: FormData) -> Response | str:
         verb = str(form.get("action", ""))
@@ -538,6 +617,9 @@ class Dashboard:
             Route("/running", self.view(self.running_page)),
             Route("/batches", self.view(self.batches)),
             Route("/batches/{batch_id}", self.view(self.batch)),
+            Route("/workflows", self.view(self.workflows_page)),
+            Route("/workflows/{workflow_id}", self.view(self.workflow)),
+            Route("/workflows/{workflow_id}/{verb}", self.action(self.workflow_action), methods=["POST"]),
             Route("/activity", self.view(self.activity)),
             Route("/operator", self.view(operator_page(self.cluster))),
             Route("/pause", self.action(self.pause_action), methods=["POST"]),

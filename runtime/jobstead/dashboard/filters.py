@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from ..status import JobStatus
+from ..store.records import WORKFLOW_STATUSES
 from .queries import JobFilter
 
 MAX_TEXT = 200
-FILTER_FIELDS = ("status", "handler", "queue", "tenant", "batch", "q", "error")
+FILTER_FIELDS = ("status", "handler", "queue", "tenant", "batch", "workflow", "q", "error")
 #: Job ids are BIGINT: anything larger can name no job.
 MAX_ID = 2**63 - 1
 
@@ -56,6 +58,7 @@ def job_filter(params: Mapping[str, str]) -> JobFilter:
         queue=_text(params, "queue"),
         tenant=_text(params, "tenant"),
         batch=optional_id(params, "batch"),
+        workflow=optional_id(params, "workflow"),
         q=_text(params, "q"),
         error=_text(params, "error"),
     )
@@ -65,3 +68,35 @@ def filter_from_form(form: Mapping[str, str]) -> JobFilter:
     """The filter a bulk form repeats in ``filter.*`` fields (kept out of the URL)."""
     prefix = "filter."
     return job_filter({k[len(prefix) :]: v for k, v in form.items() if k.startswith(prefix)})
+
+
+@dataclass(frozen=True)
+class WorkflowFilter:
+    name: str | None = None
+    tenant: str | None = None
+    status: str | None = None
+
+
+WORKFLOW_FILTERS = ("name", "tenant", "status")
+#: Deeper than this a list's page is not worth counting through (a filter finds it faster).
+MAX_OFFSET = 1_000_000
+
+
+def workflow_filter(params: Mapping[str, str]) -> WorkflowFilter:
+    unknown = sorted(set(params) - {*WORKFLOW_FILTERS, "offset"})
+    if unknown:
+        raise BadInput(f"unknown filter {unknown[0][:40]!r}; filters are {', '.join(WORKFLOW_FILTERS)}")
+    status = _text(params, "status")
+    if status is not None and status not in WORKFLOW_STATUSES:
+        raise BadInput(f"no workflow status {status[:40]!r}; statuses are {', '.join(WORKFLOW_STATUSES)}")
+    return WorkflowFilter(name=_text(params, "name"), tenant=_text(params, "tenant"), status=status)
+
+
+def offset(params: Mapping[str, str]) -> int:
+    """Where a page of a list starts: 0, or a whole number of rows to skip."""
+    raw = params.get("offset", "").strip()
+    if not raw:
+        return 0
+    if not raw.isascii() or not raw.isdigit() or int(raw) > MAX_OFFSET:
+        raise BadInput(f"offset must be a whole number up to {MAX_OFFSET:,}, got {raw[:40]!r}")
+    return int(raw)

@@ -64,6 +64,8 @@ class JobFilter:
     batch: int | None = None
     q: str | None = None
     error: str | None = None
+    #: The steps (and continuations) of one workflow.
+    workflow: int | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -197,6 +199,8 @@ class DashboardQueries:
             conditions.append(status_condition(jobs, f.status, now))
         if f.batch is not None:
             conditions.append(jobs.c.batch_id == f.batch)
+        if f.workflow is not None:
+            conditions.append(jobs.c.workflow_id == f.workflow)
         if f.error is not None:
             conditions.append(jobs.c.error["type"].as_string() == f.error)
         if f.q is not None:
@@ -218,7 +222,7 @@ class DashboardQueries:
     def overview(self) -> Overview:
         """Counts per (handler, queue), the last hour per minute, pauses, the table's size.
 
-        Live jobs (waiting or running) are counted with their queue and run time.
+        Live jobs (waiting, blocked or running) are counted with their queue and run time.
         Settled failures (dead, failed, cancelled), which pile up until retention
         prunes them, are counted per handler from the ``(status, handler)`` index
         alone, without reading their rows, and shown on the row of the handler's
@@ -237,7 +241,7 @@ class DashboardQueries:
                 func.count().label("n"),
                 func.min(jobs.c.run_at).label("oldest"),
             )
-            .where(jobs.c.status.in_([s.value for s in (*CLAIMABLE_STATUSES, JobStatus.RUNNING)]))
+            .where(jobs.c.status.in_([s.value for s in (*CLAIMABLE_STATUSES, JobStatus.RUNNING, JobStatus.BLOCKED)]))
             .group_by(jobs.c.handler, jobs.c.queue, jobs.c.status, due)
         )
         settled = (
@@ -527,6 +531,13 @@ class DashboardQueries:
             for r in found[:limit]
         ]
         return rows, (rows[-1].id if len(found) > limit else None)
+
+    def workflow_status(self, workflow_id: int) -> str | None:
+        """A workflow's status alone (one primary-key read, none of its steps), or None if there is none."""
+        workflows = self._t.workflows
+        with self._db.engine.connect() as conn:
+            found = conn.execute(select(workflows.c.status).where(workflows.c.id == workflow_id)).scalar()
+        return None if found is None else str(found)
 
     # -- live updates ------------------------------------------------------------
 

@@ -22,6 +22,11 @@ def with_params(request: Request, **changes: Any) -> str:
     return str(request.url.path + "?" + urlencode(params))
 
 
+def without_param(request: Request, name: str) -> str:
+    params = {k: v for k, v in request.query_params.items() if k != name}
+    return str(request.url.path + ("?" + urlencode(params) if params else ""))
+
+
 def next_path(request: Request) -> str:
     return request.url.path + (f"?{request.url.query}" if request.url.query else "")
 

@@ -21,6 +21,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..cron.schedule import CronSchedule, InvalidSchedule
+from ..status import JobStatus
 from ..store import Store
 from ..store.queries import MetricsSnapshot
 
@@ -68,6 +69,12 @@ class DatabaseGauges:
             labels=[*extra, "tenant", "status"],
         )
 
+        self.blocked = GaugeMetricFamily(
+            "jobstead_jobs_blocked",
+            "Workflow steps waiting for their dependencies (never claimed until released), by handler and queue.",
+            labels=[*extra, "handler", "queue"],
+        )
+
     def add(self, snapshot: MetricsSnapshot | None, extra: Sequence[str] = ()) -> None:
         """One database's figures; ``None``: it could not be read (``jobstead_database_up`` 0, nothing else)."""
         labels = list(extra)
@@ -77,6 +84,12 @@ class DatabaseGauges:
         now = snapshot.now
         for (handler, queue, status), n in sorted(snapshot.counts.items()):
             self.jobs.add_metric([*labels, handler, queue, status], n)
+        blocked: dict[tuple[str, str], int] = {}
+        for (handler, queue, status), n in snapshot.counts.items():
+            if status == JobStatus.BLOCKED.value:
+                blocked[(handler, queue)] = blocked.get((handler, queue), 0) + n
+        for (handler, queue), n in sorted(blocked.items()):
+            self.blocked.add_metric([*labels, handler, queue], n)
         for (handler, queue), run_at in sorted(snapshot.oldest_ready.items()):
             self.oldest.add_metric([*labels, handler, queue], max(0.0, (now - run_at).total_seconds()))
         self.workers.add_metric(labels, snapshot.workers)
@@ -101,7 +114,17 @@ class DatabaseGauges:
             self.batches.add_metric([*labels, tenant, status], n)
 
     def families(self) -> list[GaugeMetricFamily]:
-        return [self.up, self.jobs, self.oldest, self.workers, self.limits, self.last, self.upcoming, self.batches]
+        return [
+            self.up,
+            self.jobs,
+            self.oldest,
+            self.workers,
+            self.limits,
+            self.last,
+            self.upcoming,
+            self.batches,
+            self.blocked,
+        ]
 
 
 def read_snapshot(store: Store, where: str) -> MetricsSnapshot | None:

@@ -318,3 +318,28 @@ def deferred(jobs: Iterable[tuple[str, str]]) -> None:
         counts[key] = counts.get(key, 0) + 1
     for (handler, queue), n in counts.items():
         _DEFERRED.labels(handler=handler, queue=queue).inc(n)
+
+
+#: How a workflow ended, as the ``outcome`` label of ``jobstead_workflows_total`` says it.
+WORKFLOW_OUTCOMES = ("succeeded", "failed", "cancelled")
+
+_WORKFLOWS = Counter(
+    "jobstead_workflows",
+    "Workflows that ended, by name and outcome (succeeded, failed, cancelled), counted once, by the process "
+    "whose transaction ended them.",
+    ["name", "outcome"],
+)
+
+
+def workflows_ended(ended: Iterable[tuple[str, str]]) -> None:
+    """Count workflows that just became final, given as (name, outcome), after their transaction committed.
+
+    The store calls this where a workflow's status becomes final (the
+    completion of its last step, a cancel), once per workflow: a retried
+    workflow that ends again is counted again, with its new outcome.
+    """
+    counts: dict[tuple[str, str], int] = {}
+    for key in ended:
+        counts[key] = counts.get(key, 0) + 1
+    for (name, outcome), n in counts.items():
+        _WORKFLOWS.labels(name=name, outcome=outcome).inc(n)

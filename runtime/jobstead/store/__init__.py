@@ -12,6 +12,8 @@ any change in one guess:
 * ``control`` (``control.py``): cancel, retry, delete (one job or many), pause,
   resume; ``moves.py`` writes those changes, ``bulk.py`` picks jobs by filter.
 * ``batches`` (``batches.py``): batches and their exactly-once continuations.
+* ``workflows`` (``workflows.py``): jobs that depend on jobs, each released
+  exactly once in the transaction that ends its last dependency.
 * ``crons`` (``crons.py``), ``registry`` (``registry.py``), ``queries``
   (``queries.py``), ``retention`` (``retention.py``), ``turns``
   (``maintenance.py``), ``audit`` (``audit.py``: the dashboard's action log).
@@ -56,11 +58,17 @@ from .records import (
     JobRecord,
     LeaseReport,
     NewJob,
+    NewStep,
     Stats,
+    StepRecord,
+    Upstream,
+    WorkflowRecord,
+    WorkflowStats,
 )
 from .registry import Registry
 from .retention import Retention
 from .tables import Tables, build_tables
+from .workflows import Workflows
 
 if TYPE_CHECKING:
     from .drivers.async_alone import AsyncAlone
@@ -82,9 +90,15 @@ __all__ = [
     "JobRecord",
     "LeaseReport",
     "NewJob",
+    "NewStep",
     "Stats",
+    "StepRecord",
     "Store",
     "Tables",
+    "Upstream",
+    "WorkflowRecord",
+    "WorkflowStats",
+    "Workflows",
 ]
 
 
@@ -96,8 +110,9 @@ class Store:
         self.enqueue = Enqueuer(db, self.clock)
         self.claims = Claims(db, self.clock)
         self.batches = Batches(db, self.clock, self.enqueue)
-        self.leases = Leases(db, self.clock, self.batches)
-        self.control = Control(db, self.clock, self.batches)
+        self.workflows = Workflows(db, self.clock, self.enqueue)
+        self.leases = Leases(db, self.clock, self.batches, self.workflows)
+        self.control = Control(db, self.clock, self.batches, self.workflows)
         self.registry = Registry(db, self.clock)
         self.queries = Queries(db, self.clock)
         self.retention = Retention(db, self.clock)

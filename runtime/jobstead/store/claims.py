@@ -917,6 +917,8 @@ class Claims:
                 c.metadata,
                 c.checkpoint,
                 c.batch_id,
+                c.workflow_id,
+                c.step,
             )
         )
 
@@ -955,6 +957,8 @@ class Claims:
                 metadata,
                 checkpoint,
                 batch_id,
+                workflow_id,
+                step,
             )
             for (
                 job_id,
@@ -972,5 +976,7 @@ class Claims:
                 metadata,
                 checkpoint,
                 batch_id,
+                workflow_id,
+                step,
             ) in rows
         ]

@@ -15,9 +15,11 @@ from ..transitions import ASK_TO_STOP, CANCEL, DELETE, RETRY, RETRYABLE, JobChan
 from .batches import Batches
 from .database import Database
 from .drivers.base import WAKE_ALL
+from .enqueue import Enqueuer
 from .moves import Moved, apply_change, follow
 from .records import JobRecord
 from .rows import job_record
+from .workflows import Workflows
 
 PauseScope = Literal["all", "queue", "handler"]
 __all__ = ["RETRYABLE", "Control", "PauseScope"]
@@ -33,10 +35,12 @@ class Control:
     them). Bulk commands (``store.bulk``) call ``apply`` a chunk at a time.
     """
 
-    def __init__(self, db: Database, clock: Clock, batches: Batches) -> None:
+    def __init__(self, db: Database, clock: Clock, batches: Batches, workflows: Workflows | None = None) -> None:
         self._db = db
         self._clock = clock
         self._batches = batches
+        # Stateless: a caller without one at hand (``bulk``) gets one of the same database.
+        self._workflows = workflows or Workflows(db, clock, Enqueuer(db, clock))
 
     def apply(self, changes: Sequence[JobChange], job_ids: Collection[int]) -> list[Moved]:
         """Apply ``changes`` to the jobs ``job_ids``, in one transaction with their batches.
@@ -60,7 +64,7 @@ class Control:
             done = apply_change(self._db, conn, change, jobs.c.id.in_(sorted(left)), now)
             left -= {m.record.id for m in done}
             moved += done
-        follow(conn, self._batches, moved)
+        follow(conn, self._batches, moved, self._workflows)
         return moved
 
     def cancel(self, job_id: int) -> JobRecord:

@@ -51,7 +51,7 @@ class Enqueuer:
     def _insert_counted(self, jobs: Sequence[NewJob], connection: Connection | None) -> list[JobRecord]:
         if connection is not None:
             records = self._insert(connection, jobs)
-        elif jobs[0].key is None and all(same_options(j, jobs[0]) for j in jobs[1:]):
+        elif jobs[0].key is None and jobs[0].workflow_id is None and all(same_options(j, jobs[0]) for j in jobs[1:]):
             records = self._db.driver.insert_alone(self._db, jobs, self._clock())
         else:
             with self._db.engine.begin() as conn:
@@ -98,10 +98,15 @@ class Enqueuer:
     def _insert(self, conn: Connection, jobs: Sequence[NewJob]) -> list[JobRecord]:
         now = self._clock()
         by_position: dict[int, JobRecord] = {}
-        plain = [i for i, j in enumerate(jobs) if j.key is None]
+        plain = [i for i, j in enumerate(jobs) if j.key is None and j.workflow_id is None]
         if plain:
             records = self._db.driver.insert_plain(self._db, conn, [jobs[i] for i in plain], now)
             by_position.update(zip(plain, records, strict=True))
+        # A workflow's jobs differ in their step names: one multi-row INSERT of every column.
+        steps = [i for i, j in enumerate(jobs) if j.key is None and j.workflow_id is not None]
+        if steps:
+            records = self._db.driver.insert_each(self._db, conn, [jobs[i] for i in steps], now)
+            by_position.update(zip(steps, records, strict=True))
         keyed_queues: set[str] = set()
         for i, job in enumerate(jobs):
             if job.key is not None:

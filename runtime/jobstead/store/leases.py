@@ -35,7 +35,9 @@ from ..status import JobStatus
 from ..transitions import JobsteadErrorType, lease_lost, released
 from .batches import Batches
 from .database import Database
+from .drivers.base import Applied
 from .records import Completion, EffectiveSettings, LeaseReport
+from .workflows import Workflows
 
 #: What a lost attempt's error says, by why it was lost.
 _LOST_MESSAGES = {
@@ -48,10 +50,11 @@ RENEWAL_CHUNK = 10_000
 
 
 class Leases:
-    def __init__(self, db: Database, clock: Clock, batches: Batches) -> None:
+    def __init__(self, db: Database, clock: Clock, batches: Batches, workflows: Workflows) -> None:
         self._db = db
         self._clock = clock
         self._batches = batches
+        self._workflows = workflows
 
     def _held(self, job_id: int, owner: str, attempt: int) -> Any:
         jobs = self._db.tables.jobs
@@ -76,21 +79,39 @@ class Leases:
         completions = sorted(completions, key=lambda c: c.job_id)
         with self._db.engine.begin() as conn:
             applied = self._write(conn, completions)
-        return {c.job_id for c in completions} - applied.keys()
+        return {c.job_id for c in completions} - applied.batches.keys()
 
-    def _write(self, conn: Connection, completions: Sequence[Completion]) -> dict[int, int | None]:
-        """Write ended attempts in ``conn``'s transaction and settle the batches they finish.
+    def _write(self, conn: Connection, completions: Sequence[Completion]) -> Applied:
+        """Write ended attempts in ``conn``'s transaction and settle the batches and workflows they finish.
 
-        Returns the ids written (the lease still held), each with its batch id.
+        Returns the ids written (the lease still held), with their batch and workflow.
         Completions and rescues alike: a lost lease is an ended attempt too.
         """
+        if any(c.growth is not None for c in completions):  # steps added at run time: rare, checked again
+            completions = self._workflows.judge_growth(conn, completions)
         applied = self._db.driver.complete(self._db, conn, completions)
+        in_batches = applied.batches
         finished = {
-            batch_id for c in completions if (batch_id := applied.get(c.job_id)) is not None and c.final_at is not None
+            batch_id
+            for c in completions
+            if (batch_id := in_batches.get(c.job_id)) is not None and c.final_at is not None
         }
         if finished:
             # The continuation a completion calls for is deferred in this same transaction.
             self._batches.settle(conn, finished)
+        if applied.workflows:  # a job outside a workflow never gets here: no statement more for it
+            steps: dict[int, list[tuple[int, JobStatus]]] = {}
+            growth = {}
+            for c in completions:
+                workflow_id = applied.workflows.get(c.job_id)
+                if workflow_id is not None and c.final_at is not None:
+                    steps.setdefault(workflow_id, []).append((c.job_id, c.status))
+                    if c.growth is not None:
+                        growth[c.job_id] = c.growth
+            if steps:
+                # Its dependents are released (or cancelled) in this same transaction: exactly once;
+                # so are the steps it added as it ran, with its success.
+                self._workflows.settle(conn, steps, growth)
         return applied
 
     def renew(self, owner: str, lease_seconds: float, job_ids: Collection[int] | None = None) -> LeaseReport:
@@ -179,7 +200,7 @@ class Leases:
                 )
                 for row in lost
             ]
-            rescued = self._write(conn, completions) if completions else {}
+            rescued = self._write(conn, completions) if completions else Applied()
         return [c.job_id for c in completions if c.job_id in rescued]
 
     def release(self, job_id: int, owner: str, attempt: int) -> bool:

@@ -24,6 +24,7 @@ from .rows import job_record
 if TYPE_CHECKING:
     from .batches import Batches
     from .database import Database
+    from .workflows import Workflows
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,12 @@ def apply_change(
     applies = jobs.c.status.in_(sorted(s.value for s in change.applies_to))
     conditions = [which, applies]
     if change.spares_active_batches:
-        batches = db.tables.batches
+        batches, workflows = db.tables.batches, db.tables.workflows
         active = select(batches.c.id).where(batches.c.status == "active").scalar_subquery()
         conditions.append(or_(jobs.c.batch_id.is_(None), jobs.c.batch_id.not_in(active)))
+        # A workflow's jobs likewise, while it runs: its steps' results are its dependents' inputs.
+        running = select(workflows.c.id).where(workflows.c.status == "active").scalar_subquery()
+        conditions.append(or_(jobs.c.workflow_id.is_(None), jobs.c.workflow_id.not_in(running)))
     found = conn.execute(select(jobs).where(*conditions).order_by(jobs.c.id).with_for_update(of=jobs)).mappings().all()
     if not found:
         return []
@@ -84,11 +88,11 @@ def _values(db: Database, change: JobChange, now: datetime) -> dict[str, Any]:
     return values
 
 
-def follow(conn: Connection, batches: Batches, moved: Sequence[Moved]) -> None:
-    """What the moves mean beyond their rows, in the same transaction: workers told, batches settled.
+def follow(conn: Connection, batches: Batches, moved: Sequence[Moved], workflows: Workflows | None = None) -> None:
+    """What the moves mean beyond their rows, in the same transaction: workers told, batches and
+    workflows settled (every door a change comes in by passes this point).
 
-    Workflow steps will settle here too, next to batches: every door a change
-    comes in by passes this point.
+    ``workflows`` may be left out only by callers that move no workflow step (a batch's members).
     """
     stopping = [m.record.id for m in moved if m.change.tells_workers]
     if stopping:
@@ -104,3 +108,5 @@ def follow(conn: Connection, batches: Batches, moved: Sequence[Moved]) -> None:
     }
     if reopen:
         batches.reopen(conn, reopen)
+    if workflows is not None and any(m.record.workflow_id is not None for m in moved):
+        workflows.follow(conn, moved)

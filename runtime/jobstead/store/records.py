@@ -13,7 +13,7 @@ from ..json_values import check_json
 from ..retry import RetryPolicy
 from ..status import AttemptOutcome, JobStatus
 from ..transitions import Completion as Completion  # re-exported: records are what the store hands out
-from ..transitions import shown_status
+from ..transitions import UpstreamRule, shown_status
 
 
 def effective_status(stored: str, run_at: datetime, now: datetime) -> JobStatus:
@@ -60,6 +60,11 @@ class NewJob:
     #: The batch this job is a member of; or, with ``batch_event``, the batch it continues.
     batch_id: int | None = None
     batch_event: str | None = None
+    #: The workflow this job is a step of (``step`` names it), or continues (``step`` None).
+    workflow_id: int | None = None
+    step: str | None = None
+    #: Steps it depends on that have not ended: ``blocked`` while more than none.
+    waiting: int = 0
     #: Flow control keys (``new_jobs.flow_keys``): read from the arguments, so per job like them.
     rate_key: str | None = None
     concurrency_key: str | None = None
@@ -95,6 +100,9 @@ class JobRecord:
     #: The batch this job is a member of, or (``batch_event`` set) the batch it continues.
     batch_id: int | None = None
     batch_event: str | None = None
+    #: The workflow this job is a step of (``step`` names it), or continues (``step`` None).
+    workflow_id: int | None = None
+    step: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The shape ``jobstead jobs list --json`` prints."""
@@ -144,6 +152,9 @@ class ClaimedJob:
     checkpoint: Any
     #: The batch it is a member of, or (a continuation) the batch it continues: ``ctx.batch_id``.
     batch_id: int | None = None
+    #: The workflow it is a step of (or continues) and its step name: ``ctx.workflow_id``, ``ctx.step``.
+    workflow_id: int | None = None
+    step: str | None = None
 
 
 #: Used when a job's handler has no row in the database (no process ever registered it).
@@ -331,6 +342,142 @@ class BatchRecord:
             "stats": self.stats.to_json(),
             "continuations": [{"event": event, "job_id": job_id} for event, job_id in self.continuations],
             "events": list(self.events),
+        }
+
+
+#: A workflow's statuses: active until nothing else can run.
+WorkflowStatus = Literal["active", "succeeded", "failed", "cancelled"]
+WORKFLOW_STATUSES: tuple[WorkflowStatus, ...] = get_args(WorkflowStatus)
+#: The events a workflow can have continuations for (as a batch's).
+WORKFLOW_EVENTS: tuple[BatchEvent, ...] = BATCH_EVENTS
+
+
+@dataclass(frozen=True)
+class WorkflowStats:
+    """How many of a workflow's steps are in each state (continuations are not steps)."""
+
+    total: int = 0
+    blocked: int = 0
+    scheduled: int = 0
+    queued: int = 0
+    running: int = 0
+    retrying: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    dead: int = 0
+    cancelled: int = 0
+
+    @classmethod
+    def from_counts(cls, counts: dict[str, int]) -> WorkflowStats:
+        fields = {k: counts.get(k, 0) for k in _WORKFLOW_STAT_FIELDS}
+        return cls(total=sum(counts.values()), **fields)
+
+    @property
+    def finished(self) -> int:
+        return self.succeeded + self.failed + self.dead + self.cancelled
+
+    def to_json(self) -> dict[str, int]:
+        return {"total": self.total, **{k: getattr(self, k) for k in _WORKFLOW_STAT_FIELDS}}
+
+
+_WORKFLOW_STAT_FIELDS = (
+    "blocked",
+    "scheduled",
+    "queued",
+    "running",
+    "retrying",
+    "succeeded",
+    "failed",
+    "dead",
+    "cancelled",
+)
+
+
+@dataclass(frozen=True)
+class NewStep:
+    """One step to write: its name in the workflow, its job, the steps it waits for, and what it
+    does when one of them does not succeed."""
+
+    name: str
+    job: NewJob
+    after: tuple[str, ...] = ()
+    on_upstream_failure: UpstreamRule = UpstreamRule.CANCEL
+
+
+@dataclass(frozen=True)
+class Growth:
+    """Steps a running step of workflow ``workflow_id`` adds (``ctx.add_steps``), written with its success.
+
+    ``before``: existing blocked steps that must also wait for every new step.
+    """
+
+    workflow_id: int
+    step: str
+    steps: tuple[NewStep, ...]
+    before: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A step's direct dependency as its handler sees it (``ctx.upstream``, ``ctx.upstream_failures``)."""
+
+    step: str
+    status: JobStatus
+    result: Any
+    error: JobError | None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One step of a workflow as it is now."""
+
+    name: str
+    job_id: int
+    status: JobStatus
+    #: The steps it waits for, by name.
+    after: tuple[str, ...]
+    #: Why it was cancelled, when a step it depends on did not succeed (names that step); else None.
+    reason: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "job_id": self.job_id,
+            "status": self.status.value,
+            "after": list(self.after),
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class WorkflowRecord:
+    id: int
+    name: str
+    status: WorkflowStatus
+    tenant: str | None
+    metadata: dict[str, Any] | None
+    stats: WorkflowStats
+    #: Every step by name, in the order they were added (empty when read without steps).
+    steps: dict[str, StepRecord]
+    #: (event, job id) of every continuation fired so far, in firing order.
+    continuations: list[tuple[str, int]]
+    created_at: datetime
+    finished_at: datetime | None
+    cancelled_at: datetime | None = None
+    #: The events this workflow has a continuation for.
+    events: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The shape ``jobstead workflows show ID --json`` prints."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status,
+            "tenant": self.tenant,
+            "metadata": self.metadata,
+            "stats": self.stats.to_json(),
+            "steps": [step.to_json() for step in self.steps.values()],
+            "continuations": [{"event": event, "job_id": job_id} for event, job_id in self.continuations],
         }
 
 

@@ -7,7 +7,10 @@ A batch's jobs (members and continuations) are never pruned one by one: its
 statistics are a count of its members, which must not drift. The batch goes
 as a whole, its jobs with it, once it has completed, none of its
 continuations is still live, and it finished longer ago than ``finished``
-(``dead`` if any member failed or died).
+(``dead`` if any member failed or died). A workflow likewise: its steps and
+continuations go with it once it is final, none of its jobs is live, and it
+finished longer ago than ``finished`` (``dead`` if it failed); its edges and
+fired events go with its row.
 Deletes run in small batches, each its own transaction, so pruning a backlog
 of millions never holds long locks or bloats one transaction; attempt rows go
 with their job (ON DELETE CASCADE). Any number of workers may prune at once.
@@ -49,7 +52,39 @@ class Retention:
                     break
         if finished is not None:
             total += self._prune_batches(now - finished, None if dead is None else now - dead, batch)
+            total += self._prune_workflows(now - finished, None if dead is None else now - dead, batch)
         return total
+
+    def _prune_workflows(self, finished_before: datetime, failed_before: datetime | None, batch: int) -> int:
+        """Whole workflows that aged out: their jobs, then the workflow rows (edges and events go with them)."""
+        t = self._db.tables
+        jobs, workflows = t.jobs, t.workflows
+        live = [s.value for s in (*LIVE_STATUSES, JobStatus.BLOCKED)]
+        still_live = select(jobs.c.id).where(jobs.c.workflow_id == workflows.c.id, jobs.c.status.in_(live)).exists()
+        failed = workflows.c.status == "failed"
+        old_enough = workflows.c.finished_at < finished_before
+        if failed_before is None:
+            old_enough = and_(old_enough, ~failed)
+        else:
+            old_enough = and_(old_enough, or_(~failed, workflows.c.finished_at < failed_before))
+        deleted = 0
+        with self._db.engine.begin() as conn:
+            ids = list(
+                conn.execute(
+                    select(workflows.c.id)
+                    .where(
+                        workflows.c.status != "active", workflows.c.finished_at.is_not(None), old_enough, ~still_live
+                    )
+                    .order_by(workflows.c.finished_at)
+                    .limit(batch)
+                ).scalars()
+            )
+            if ids:
+                deleted = int(conn.execute(delete(jobs).where(jobs.c.workflow_id.in_(ids))).rowcount)
+                conn.execute(delete(t.workflow_edges).where(t.workflow_edges.c.workflow_id.in_(ids)))
+                conn.execute(delete(t.workflow_events).where(t.workflow_events.c.workflow_id.in_(ids)))
+                conn.execute(delete(workflows).where(workflows.c.id.in_(ids)))
+        return deleted
 
     def _prune_batches(self, finished_before: datetime, failed_before: datetime | None, batch: int) -> int:
         """Whole batches that aged out: their jobs, then the batch rows (fired events go with them)."""
@@ -90,8 +125,13 @@ class Retention:
         jobs = self._db.tables.jobs
         oldest = (
             select(jobs.c.id)
-            # Jobs of a batch go with their batch (_prune_batches), never alone.
-            .where(jobs.c.status.in_(statuses), jobs.c.finished_at < before, jobs.c.batch_id.is_(None))
+            # Jobs of a batch or a workflow go with it (_prune_batches, _prune_workflows), never alone.
+            .where(
+                jobs.c.status.in_(statuses),
+                jobs.c.finished_at < before,
+                jobs.c.batch_id.is_(None),
+                jobs.c.workflow_id.is_(None),
+            )
             .order_by(jobs.c.finished_at)
             .limit(batch)
         )

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import RowMapping
 
+from .. import transitions
 from ..errors import JobError
 from ..flow import NO_FLOW_CONTROL, FlowControl, RateLimit
 from ..retry import RetryPolicy
@@ -45,6 +46,8 @@ def job_record(row: RowMapping, now: datetime) -> JobRecord:
         cancel_requested=bool(row["cancel_requested"]),
         batch_id=row["batch_id"],
         batch_event=row["batch_event"],
+        workflow_id=row["workflow_id"],
+        step=row["step"],
     )
 
 
@@ -108,7 +111,7 @@ def flow_control(row: RowMapping) -> FlowControl:
 
 
 def status_at_defer(job: NewJob, now: datetime) -> JobStatus:
-    return JobStatus.SCHEDULED if job.run_at is not None and job.run_at > now else JobStatus.QUEUED
+    return transitions.status_at_defer(job.waiting, job.run_at is not None and job.run_at > now)
 
 
 def new_job_values(job: NewJob, now: datetime) -> dict[str, Any]:
@@ -133,6 +136,9 @@ def new_job_values(job: NewJob, now: datetime) -> dict[str, Any]:
         "cron_fire_at": job.cron_fire_at,
         "batch_id": job.batch_id,
         "batch_event": job.batch_event,
+        "workflow_id": job.workflow_id,
+        "step": job.step,
+        "waiting": job.waiting if job.workflow_id is not None else None,
         "rate_key": job.rate_key,
         "concurrency_key": job.concurrency_key,
         "sequence_key": job.sequence_key,
@@ -185,4 +191,6 @@ def sent_record(job_id: int, job: NewJob, now: datetime) -> JobRecord:
         cancel_requested=False,
         batch_id=job.batch_id,
         batch_event=job.batch_event,
+        workflow_id=job.workflow_id,
+        step=job.step,
     )

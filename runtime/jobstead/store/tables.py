@@ -52,6 +52,8 @@ NOT_SUCCEEDED_PREDICATE = f"status <> '{JobStatus.SUCCEEDED.value}'"
 HAS_TENANT_PREDICATE = "tenant IS NOT NULL"
 #: Jobs of a batch (its members), not its continuations.
 BATCH_MEMBER_PREDICATE = "batch_id IS NOT NULL AND batch_event IS NULL"
+#: Jobs of a workflow: its steps and its continuations (whose ``step`` is NULL).
+WORKFLOW_JOB_PREDICATE = "workflow_id IS NOT NULL"
 
 #: The live-key uniqueness on MySQL and MariaDB, which have no partial index (and MariaDB no
 #: expression index): a unique index on (handler, these generated columns), which are NULL
@@ -79,6 +81,9 @@ class Tables:
     batches: Table
     batch_events: Table
     audit: Table
+    workflows: Table
+    workflow_edges: Table
+    workflow_events: Table
     rate_limits: Table
     slots: Table
     rate_slots: Table
@@ -134,6 +139,12 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         # index below is what makes a fire happen once, however many schedulers run.
         Column("cron_name", String(NAME)),
         Column("cron_fire_at", UTCDateTime),
+        # A workflow's step: its workflow, its name there, and how many of the steps it
+        # depends on have not ended yet (it is ``blocked`` until none). A continuation of
+        # the workflow has the workflow and no step name. See store/workflows.py.
+        Column("workflow_id", Id),
+        Column("step", String(NAME)),
+        Column("waiting", Integer),
         # Flow control keys (``jobstead.flow``), read from the job's arguments when it is
         # deferred, so claims never parse arguments; NULL when the handler's ``*_by``
         # names no argument of it (or names ``tenant``: the claim reads ``tenant`` then).
@@ -205,6 +216,17 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         jobs.c.status,
         postgresql_where=text(BATCH_MEMBER_PREDICATE),
         sqlite_where=text(BATCH_MEMBER_PREDICATE),
+    )
+    # A workflow's steps by name (unique within it), and its continuations. Jobs outside a
+    # workflow take no entry (no cost on their insert); MySQL and MariaDB have no partial
+    # index and keep a full one, where NULLs never collide.
+    Index(
+        f"{prefix}jobs_workflow",
+        jobs.c.workflow_id,
+        jobs.c.step,
+        unique=True,
+        postgresql_where=text(WORKFLOW_JOB_PREDICATE),
+        sqlite_where=text(WORKFLOW_JOB_PREDICATE),
     )
     # Retention: pruning walks finished jobs oldest first, never the live ones.
     Index(
@@ -433,6 +455,67 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         **MYSQL_TABLE_OPTIONS,
     )
 
+    workflows = Table(
+        f"{prefix}workflows",
+        md,
+        Column("id", Id, primary_key=True, autoincrement=True),
+        Column("name", String(NAME), nullable=False),
+        Column("tenant", String(NAME)),
+        Column("metadata", JSONType),
+        # active until nothing else can run; then succeeded, failed or cancelled.
+        Column("status", String(16), nullable=False),
+        # The continuations to defer: {event: job spec}, as for batches.
+        Column("continuations", JSONType, nullable=False),
+        # Steps not final yet: kept under this row's lock by every change that ends or
+        # revives a step, so that "nothing else can run" is known without a recount.
+        Column("unfinished", Integer, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("finished_at", UTCDateTime),
+        Column("cancelled_at", UTCDateTime),
+        **MYSQL_TABLE_OPTIONS,
+    )
+    Index(f"{prefix}workflows_name", workflows.c.name, workflows.c.id)
+    Index(f"{prefix}workflows_tenant", workflows.c.tenant, workflows.c.id)
+
+    workflow_edges = Table(
+        f"{prefix}workflow_edges",
+        md,
+        # parent -> child: the child waits for the parent. Keyed by the parent, so that a
+        # completion finds the steps it may release in one lookup.
+        Column(
+            "workflow_id",
+            Id,
+            ForeignKey(workflows.c.id, ondelete="CASCADE", name=f"{prefix}workflow_edges_workflow_fk"),
+            nullable=False,
+        ),
+        Column("parent_id", Id, nullable=False),
+        Column("child_id", Id, nullable=False),
+        # The child's rule when the parent does not succeed (``transitions.UpstreamRule``).
+        Column("on_failure", String(16), nullable=False),
+        PrimaryKeyConstraint("parent_id", "child_id", name=f"{prefix}workflow_edges_pkey"),
+        **MYSQL_TABLE_OPTIONS,
+    )
+    # A step's dependencies (``ctx.upstream``), and a workflow's whole graph.
+    Index(f"{prefix}workflow_edges_child", workflow_edges.c.child_id, workflow_edges.c.parent_id)
+    Index(f"{prefix}workflow_edges_workflow", workflow_edges.c.workflow_id)
+
+    workflow_events = Table(
+        f"{prefix}workflow_events",
+        md,
+        # One row per (workflow, event) ever fired: a continuation happens once (as batch_events).
+        Column(
+            "workflow_id",
+            Id,
+            ForeignKey(workflows.c.id, ondelete="CASCADE", name=f"{prefix}workflow_events_workflow_fk"),
+            nullable=False,
+        ),
+        Column("event", String(16), nullable=False),
+        Column("job_id", Id, nullable=False),
+        Column("fired_at", UTCDateTime, nullable=False),
+        PrimaryKeyConstraint("workflow_id", "event", name=f"{prefix}workflow_events_pkey"),
+        **MYSQL_TABLE_OPTIONS,
+    )
+
     return Tables(
         metadata=md,
         prefix=prefix,
@@ -447,6 +530,9 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         batches=batches,
         batch_events=batch_events,
         audit=audit,
+        workflows=workflows,
+        workflow_edges=workflow_edges,
+        workflow_events=workflow_events,
         rate_limits=rate_limits,
         slots=slots,
         rate_slots=rate_slots,

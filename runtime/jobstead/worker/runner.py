@@ -275,6 +275,10 @@ class JobRunner:
             created_at=job.created_at,
             save_checkpoint=lambda data: leases.checkpoint(job.id, worker_id, job.attempts, data),
             batch_id=job.batch_id,
+            workflow_id=job.workflow_id,
+            step=job.step,
+            read_upstream=(lambda: self._store.workflows.upstream(job.id)) if job.step is not None else None,
+            check_growth=self._store.workflows.check_growth if job.step is not None else None,
         )
         if running.cancel_reason is not None:  # asked to stop before it started
             ctx.request_cancel(running.cancel_reason)
@@ -315,6 +319,8 @@ class JobRunner:
                 running.series.duration.observe(time.monotonic() - running.claimed_at)
                 return
             completion = decide(job, settings, finished, owner=self._worker_id, now=store.clock(), cancel_reason=reason)
+            if running.ctx is not None and running.ctx.growth is not None and completion.status is JobStatus.SUCCEEDED:
+                completion.growth = running.ctx.growth  # the steps it added go with its success, or not at all
             self._finish(job, completion, running.claimed_at, running.series)
             if completion.error is not None and completion.status is not JobStatus.CANCELLED:
                 await self._run_failure_hooks(job, completion, finished.exception)

@@ -1,7 +1,7 @@
 """Flow control: rate limits, limits per key, sequences and fair sharing.
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-06
 
 Written out by hand, like 0001, so it keeps meaning the same thing after
@@ -26,7 +26,7 @@ from jobstead.store.types import MYSQL_TABLE_OPTIONS, Double, UTCDateTime
 NULLABLE_JSON = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

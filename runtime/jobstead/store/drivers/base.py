@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -57,6 +58,23 @@ LOCK_BOUND_SECONDS = 10.0
 
 #: Called with the queue a wake-up is about (``WAKE_ALL``: any).
 Wake = Callable[[str], None]
+
+
+@dataclass(slots=True)
+class Applied:
+    """The completions a driver wrote (their lease still held).
+
+    ``batches``: every written job's id, with its batch id (None outside a
+    batch). ``workflows``: the written jobs that are workflow steps, with their
+    workflow: read by the completion's own statement, so a job outside a
+    workflow costs nothing more.
+    """
+
+    batches: dict[int, int | None] = field(default_factory=dict)
+    workflows: dict[int, int] = field(default_factory=dict)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self.batches
 
 
 class Driver:
@@ -232,6 +250,11 @@ class Driver:
 
     def insert_plain(self, db: Database, conn: Connection, jobs: Sequence[NewJob], now: datetime) -> list[JobRecord]:
         """Insert jobs without deduplication keys in ``conn``'s transaction, in input order."""
+        return self.insert_each(db, conn, jobs, now)
+
+    def insert_each(self, db: Database, conn: Connection, jobs: Sequence[NewJob], now: datetime) -> list[JobRecord]:
+        """``insert_plain`` for jobs that differ in more than their arguments (a workflow's steps,
+        each with its name): a multi-row INSERT of every column, on any database."""
         table = db.tables.jobs
         values = [new_job_values(j, now) for j in jobs]
         if len(values) == 1:
@@ -250,22 +273,25 @@ class Driver:
         with db.engine.begin() as conn:
             return self.insert_plain(db, conn, jobs, now)
 
-    def complete(self, db: Database, conn: Connection, completions: Sequence[Completion]) -> dict[int, int | None]:
-        """Apply finished attempts in ``conn``'s transaction; return the applied job ids, each with its batch id.
+    def complete(self, db: Database, conn: Connection, completions: Sequence[Completion]) -> Applied:
+        """Apply finished attempts in ``conn``'s transaction; return the applied job ids, with their
+        batch and (for workflow steps) workflow ids.
 
         A completion whose lease is gone (rescued, claimed again) matches no row
         and is left out.
         """
         self.bound_locks(conn, LOCK_BOUND_SECONDS)
-        applied: dict[int, int | None] = {}
+        applied = Applied()
         for c in completions:
-            held, batch_id = self._complete_one(db, conn, c)
-            if held:
-                applied[c.job_id] = batch_id
+            row = self._complete_one(db, conn, c)
+            if row is not None:
+                applied.batches[c.job_id] = row.batch_id
+                if row.workflow_id is not None and row.step is not None:
+                    applied.workflows[c.job_id] = int(row.workflow_id)
         return applied
 
-    def _complete_one(self, db: Database, conn: Connection, c: Completion) -> tuple[bool, int | None]:
-        """Whether the lease still held (and the row was written), and the job's batch."""
+    def _complete_one(self, db: Database, conn: Connection, c: Completion) -> Any:
+        """The row written (its batch, workflow and step), or None if the lease was gone."""
         t = db.tables
         jobs = t.jobs
         values: dict[str, Any] = {
@@ -287,10 +313,15 @@ class Driver:
             jobs.c.attempts == c.attempt,
             jobs.c.status == "running",
         )
-        stmt = update(jobs).where(*held).values(values).returning(jobs.c.started_at, jobs.c.batch_id)
+        stmt = (
+            update(jobs)
+            .where(*held)
+            .values(values)
+            .returning(jobs.c.started_at, jobs.c.batch_id, jobs.c.workflow_id, jobs.c.step)
+        )
         row = self.execute_update(conn, stmt).first()
         if row is None:
-            return False, None
+            return None
         if c.logged:
             conn.execute(
                 insert(t.attempts).values(
@@ -303,7 +334,7 @@ class Driver:
                     error=c.error.to_json() if c.error else None,
                 )
             )
-        return True, row.batch_id
+        return row
 
     # -- wake-ups --------------------------------------------------------------
 

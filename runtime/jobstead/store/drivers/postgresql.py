@@ -76,7 +76,7 @@ from ..new_jobs import option_key
 from ..records import Completion, JobRecord, NewJob
 from ..rows import records_in_input_order, status_at_defer
 from .async_alone import AsyncAlone
-from .base import CANCEL_PREFIX, LOCK_BOUND_SECONDS, WAKE_ALL, Driver, Wake
+from .base import CANCEL_PREFIX, LOCK_BOUND_SECONDS, WAKE_ALL, Applied, Driver, Wake
 from .failover import discard_pool, follow_primary, is_failover, turned_read_only
 from .pool import WaitingQueuePool
 
@@ -417,7 +417,7 @@ class PostgreSQLDriver(Driver):
 
     # -- completions -----------------------------------------------------------
 
-    def complete(self, db: Database, conn: Connection, completions: Sequence[Completion]) -> dict[int, int | None]:
+    def complete(self, db: Database, conn: Connection, completions: Sequence[Completion]) -> Applied:
         """One statement per worker for the whole batch: update the jobs, log the attempts.
 
         The batch travels as one JSON array (a short row per completion, times as
@@ -434,7 +434,7 @@ class PostgreSQLDriver(Driver):
             by_owner.setdefault(c.owner, []).append(c)
         statement = _complete_batch(db.tables)
         bound = _milliseconds(LOCK_BOUND_SECONDS)
-        applied: dict[int, int | None] = {}
+        applied = Applied()
         for owner, batch in by_owner.items():
             rows = json.dumps(
                 [
@@ -457,9 +457,13 @@ class PostgreSQLDriver(Driver):
             )
             # One row of arrays, decoded by psycopg's C loaders: a row per job cost eight Python
             # calls each (SQLAlchemy's fetchone layers), on the path of every job.
-            ids, in_batch, batch_ids = conn.execute(statement, {"owner": owner, "batch": rows, "bound": bound}).one()
-            applied.update(dict.fromkeys(ids))
-            applied.update(zip(in_batch, batch_ids, strict=True))
+            ids, in_batch, batch_ids, steps, workflow_ids = conn.execute(
+                statement, {"owner": owner, "batch": rows, "bound": bound}
+            ).one()
+            applied.batches.update(dict.fromkeys(ids))
+            applied.batches.update(zip(in_batch, batch_ids, strict=True))
+            if steps:
+                applied.workflows.update(zip(steps, workflow_ids, strict=True))
         return applied
 
     # -- wake-ups --------------------------------------------------------------
@@ -779,7 +783,8 @@ def _complete_batch(tables: Tables) -> TextClause:
             -- status test out of any index condition, so the planner cannot pick that scan.
             WHERE j.id = ANY(ARRAY(SELECT id FROM batch)) AND j.id = b.id
               AND j.lease_owner = b.owner AND j.attempts = b.attempt AND (j.status = 'running') IS TRUE
-            RETURNING j.id, j.batch_id, b.attempt, b.owner, j.started_at, b.finished_at, b.outcome, b.error, b.logged
+            RETURNING j.id, j.batch_id, b.attempt, b.owner, j.started_at, b.finished_at, b.outcome, b.error, b.logged,
+                      j.workflow_id, j.step
         ), logged AS (
             INSERT INTO {attempts} (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
             SELECT id, attempt, owner, started_at, finished_at, outcome, error FROM done
@@ -791,7 +796,9 @@ def _complete_batch(tables: Tables) -> TextClause:
             SELECT set_config('idle_in_transaction_session_timeout', CAST(:bound AS text), true) AS ms
         )
         SELECT COALESCE(array_agg(id), '{{}}'), COALESCE(array_agg(id) FILTER (WHERE batch_id IS NOT NULL), '{{}}'),
-               COALESCE(array_agg(batch_id) FILTER (WHERE batch_id IS NOT NULL), '{{}}')
+               COALESCE(array_agg(batch_id) FILTER (WHERE batch_id IS NOT NULL), '{{}}'),
+               COALESCE(array_agg(id) FILTER (WHERE step IS NOT NULL), '{{}}'),
+               COALESCE(array_agg(workflow_id) FILTER (WHERE step IS NOT NULL), '{{}}')
         FROM done WHERE (SELECT ms FROM bound) IS NOT NULL
         """
     )

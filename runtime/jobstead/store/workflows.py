@@ -1,0 +1,854 @@
+"""Workflows: jobs that depend on jobs, each released exactly once.
+
+A workflow is a row in ``workflows``, its steps (ordinary jobs with
+``jobs.workflow_id`` and a ``step`` name) and its edges (``workflow_edges``,
+parent -> child). A step with dependencies is inserted ``blocked``, with
+``waiting`` set to their number. This module is the one writer of all three.
+
+What makes a release happen exactly once, whatever races or crashes:
+
+1. Every change that ends a step (a completion or a rescue in
+   ``leases._write``, a cancel or delete through ``moves.follow``) calls
+   ``settle`` in its own transaction, which locks the workflow row first
+   (``FOR UPDATE``; SQLite's write lock serialises everything already). Two
+   parents of one step finishing in two workers at once queue on that lock;
+   the second sees the first one's decrement.
+2. A release is one UPDATE keyed by the parents that just ended: each child's
+   ``waiting`` drops by its number of edges from them, and the children at
+   zero (and still ``blocked``) become ``queued`` (or ``scheduled``,
+   ``transitions.release_status``). Nothing recounts a child's parents, so a
+   fan-in of 1,000 costs each parent what a fan-in of 2 does.
+3. Because it is the completion's own transaction, a crash between the
+   parent's end and its children's release cannot happen: both commit or
+   neither does.
+
+A parent that ends without succeeding cancels (``transitions.CANCEL_DOWNSTREAM``)
+each blocked child whose rule is ``cancel``, with a reason naming the step that
+failed, and so on down; a child whose rule is ``run`` counts it as ended.
+``workflows.unfinished`` counts the steps not final yet, kept under the same
+lock: when it reaches zero the workflow is final (``transitions.workflow_outcome``)
+and its continuations fire once each, as a batch's do (a row per (workflow,
+event) in ``workflow_events``, under its primary key).
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections import Counter, defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, and_, func, insert, or_, select, update
+
+from ..clock import Clock
+from ..errors import InvalidArguments, JobError, WorkflowNotFound
+from ..retry import RetryPolicy
+from ..status import FINAL_STATUSES, JobStatus
+from ..transitions import (
+    ASK_TO_STOP,
+    CANCEL,
+    RETRYABLE,
+    Completion,
+    UpstreamRule,
+    failed_for_good,
+    release_status,
+    releases,
+    shown_status,
+    step_retry,
+    upstream_failed,
+    upstream_reason,
+    workflow_outcome,
+)
+from .database import Database
+from .drivers.base import CANCEL_PREFIX
+from .enqueue import Enqueuer
+from .moves import Moved, apply_change
+from .records import (
+    WORKFLOW_EVENTS,
+    Growth,
+    NewJob,
+    NewStep,
+    StepRecord,
+    Upstream,
+    WorkflowRecord,
+    WorkflowStats,
+    WorkflowStatus,
+    evolve,
+)
+
+#: Longest step and workflow name (the column's width).
+NAME_LENGTH = 200
+#: Ids per cancel notification (PostgreSQL payloads stop at 8000 bytes).
+CANCEL_IDS_PER_NOTE = 500
+_NOT_SUCCEEDED = frozenset(FINAL_STATUSES - {JobStatus.SUCCEEDED})
+
+
+class Workflows:
+    def __init__(self, db: Database, clock: Clock, enqueuer: Enqueuer) -> None:
+        self._db = db
+        self._clock = clock
+        self._enqueuer = enqueuer
+
+    # -- writing a new workflow --------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        steps: Sequence[NewStep],
+        *,
+        tenant: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        continuations: Mapping[str, NewJob] | None = None,
+        connection: Connection | None = None,
+    ) -> int:
+        """Write a workflow, its steps and edges in one transaction (the caller's, if given); return its id.
+
+        The steps are checked first (``check_steps``): nothing is written if one is wrong.
+        """
+        check_name("workflow name", name)
+        check_steps(steps)
+        given = dict(continuations or {})
+        unknown = set(given) - set(WORKFLOW_EVENTS)
+        if unknown:
+            raise InvalidArguments(f"unknown workflow event(s) {sorted(unknown)}: use {', '.join(WORKFLOW_EVENTS)}")
+        if connection is not None:
+            return self._create(connection, name, steps, tenant, metadata, given)
+        with self._db.engine.begin() as conn:
+            return self._create(conn, name, steps, tenant, metadata, given)
+
+    def _create(
+        self,
+        conn: Connection,
+        name: str,
+        steps: Sequence[NewStep],
+        tenant: str | None,
+        metadata: dict[str, Any] | None,
+        continuations: dict[str, NewJob],
+    ) -> int:
+        workflows = self._db.tables.workflows
+        workflow_id = int(
+            conn.execute(
+                insert(workflows)
+                .values(
+                    name=name,
+                    tenant=tenant,
+                    metadata=metadata,
+                    status="active",
+                    continuations={event: _spec_json(job) for event, job in continuations.items()},
+                    unfinished=len(steps),
+                    created_at=self._clock(),
+                )
+                .returning(workflows.c.id)
+            ).scalar_one()
+        )
+        self._add_steps(conn, workflow_id, tenant, steps, {})
+        if not steps:
+            self._finish_if_done(conn, dict(self._lock(conn, workflow_id)), set())  # an empty workflow is done at once
+        return workflow_id
+
+    def _add_steps(
+        self,
+        conn: Connection,
+        workflow_id: int,
+        tenant: str | None,
+        steps: Sequence[NewStep],
+        existing: Mapping[str, int],
+        waiting: Mapping[str, int] | None = None,
+    ) -> dict[str, int]:
+        """Insert ``steps`` (blocked while they wait) and their edges; return the new steps' ids by name."""
+        jobs = [
+            evolve(
+                step.job,
+                workflow_id=workflow_id,
+                step=step.name,
+                waiting=len(step.after),
+                tenant=tenant if tenant is not None else step.job.tenant,
+            )
+            for step in steps
+        ]
+        if waiting is not None:
+            jobs = [evolve(job, waiting=waiting[step.name]) for job, step in zip(jobs, steps, strict=True)]
+        records = self._enqueuer.insert(jobs, connection=conn) if jobs else []
+        ids = {step.name: record.id for step, record in zip(steps, records, strict=True)}
+        known = {**existing, **ids}
+        edges = [
+            {
+                "workflow_id": workflow_id,
+                "parent_id": known[parent],
+                "child_id": ids[step.name],
+                "on_failure": step.on_upstream_failure.value,
+            }
+            for step in steps
+            for parent in step.after
+        ]
+        if edges:
+            conn.execute(insert(self._db.tables.workflow_edges), edges)
+        return ids
+
+    # -- settling: the exactly-once part ---------------------------------------------------
+
+    def settle(
+        self,
+        conn: Connection,
+        ended: Mapping[int, Sequence[tuple[int, JobStatus]]],
+        growth: Mapping[int, Growth] | None = None,
+    ) -> None:
+        """Steps just ended, by workflow, as (job id, final status): release, cancel downstream, finish.
+
+        In ``conn``'s transaction: the one that ended them. ``growth``: the steps
+        that succeeded steps (by job id) added as they ran, written first.
+        """
+        for workflow_id in sorted(ended):  # one lock order for everyone: no deadlocks between settlers
+            locked = self._lock(conn, workflow_id, missing_ok=True)
+            if locked is None:
+                continue
+            row: dict[str, Any] = dict(locked)
+            grown = 0
+            for job_id, status in ended[workflow_id]:
+                added = (growth or {}).get(job_id)
+                if added is not None and status is JobStatus.SUCCEEDED:
+                    grown += self._grow(conn, row, added)
+            row["unfinished"] = int(row["unfinished"]) + grown
+            self._settle(conn, row, ended[workflow_id])
+
+    # -- growing at run time ------------------------------------------------------------------
+
+    def check_growth(self, growth: Growth) -> None:
+        """``InvalidArguments`` naming what is wrong with ``growth`` as the workflow is now (``ctx.add_steps``)."""
+        with self._db.engine.connect() as conn:
+            self._check_growth(conn, growth)
+
+    def judge_growth(self, conn: Connection, completions: Sequence[Completion]) -> list[Completion]:
+        """The completions to write: a success whose added steps no longer fit its workflow (another
+        step added the same name meanwhile, a ``before=`` step was released) fails instead, for good.
+
+        In the completion's transaction, under its workflows' locks (taken here first), so that what
+        was checked is what is written.
+        """
+        growing = {c.growth.workflow_id for c in completions if c.growth is not None}
+        for workflow_id in sorted(growing):
+            self._lock(conn, workflow_id, missing_ok=True)
+        judged: list[Completion] = []
+        for c in completions:
+            if c.growth is not None and c.status is JobStatus.SUCCEEDED:
+                try:
+                    self._check_growth(conn, c.growth)
+                except (InvalidArguments, WorkflowNotFound) as exc:
+                    c = failed_for_good(c.job_id, c.owner, c.attempt, c.finished_at, JobError.from_exception(exc))
+            judged.append(c)
+        return judged
+
+    def _graph(
+        self, conn: Connection, workflow_id: int
+    ) -> tuple[dict[str, tuple[int, JobStatus]], dict[str, list[str]]]:
+        """A workflow's steps (name: (job id, status)) and what each waits for (name: parent names)."""
+        jobs, edges = self._db.tables.jobs, self._db.tables.workflow_edges
+        steps = {
+            str(name): (int(job_id), JobStatus(status))
+            for job_id, name, status in conn.execute(
+                select(jobs.c.id, jobs.c.step, jobs.c.status).where(
+                    jobs.c.workflow_id == workflow_id, jobs.c.step.is_not(None)
+                )
+            ).all()
+        }
+        name_of = {job_id: name for name, (job_id, _) in steps.items()}
+        after: dict[str, list[str]] = defaultdict(list)
+        for parent_id, child_id in conn.execute(
+            select(edges.c.parent_id, edges.c.child_id).where(edges.c.workflow_id == workflow_id)
+        ).all():
+            if int(parent_id) in name_of and int(child_id) in name_of:
+                after[name_of[int(child_id)]].append(name_of[int(parent_id)])
+        return steps, after
+
+    def _check_growth(self, conn: Connection, growth: Growth) -> None:
+        if self._lock(conn, growth.workflow_id, missing_ok=True, share=True) is None:
+            raise WorkflowNotFound(f"no workflow {growth.workflow_id}")
+        steps, after = self._graph(conn, growth.workflow_id)
+        check_steps(growth.steps, steps.keys())
+        for name in growth.before:
+            if name not in steps:
+                raise InvalidArguments(f"before={name!r} names no existing step of this workflow")
+            if steps[name][1] is not JobStatus.BLOCKED:
+                raise InvalidArguments(f"before={name!r}: that step is {steps[name][1].value}, no longer blocked")
+        for step in growth.steps:
+            for parent in step.after:
+                status = steps.get(parent, (0, None))[1]
+                if status in _NOT_SUCCEEDED:
+                    raise InvalidArguments(f"step {step.name!r}: after={parent!r} already ended {status}")
+        graph = {**after, **{step.name: list(step.after) for step in growth.steps}}
+        cycle = find_cycle(graph, extra=growth.before, new=[step.name for step in growth.steps])
+        if cycle:
+            raise InvalidArguments("steps wait for each other in a cycle: " + " -> ".join(cycle))
+
+    def _grow(self, conn: Connection, row: Mapping[str, Any], growth: Growth) -> int:
+        """Write the steps a step added as it ran (checked by ``judge_growth``); return how many.
+
+        Each waits for its parents that are new, not final, or the adding step
+        itself (whose success this transaction settles next, counting it down
+        like any other parent); ``before=`` steps wait for every new step too.
+        """
+        jobs, edges = self._db.tables.jobs, self._db.tables.workflow_edges
+        workflow_id = int(row["id"])
+        steps, _ = self._graph(conn, workflow_id)
+        new = {step.name for step in growth.steps}
+        waiting = {
+            step.name: sum(1 for p in step.after if p in new or p == growth.step or not steps[p][1].is_final)
+            for step in growth.steps
+        }
+        ids = self._add_steps(
+            conn, workflow_id, row["tenant"], growth.steps, {n: i for n, (i, _) in steps.items()}, waiting
+        )
+        for name in growth.before:
+            child = steps[name][0]
+            rule = conn.execute(select(edges.c.on_failure).where(edges.c.child_id == child).limit(1)).scalar()
+            conn.execute(
+                insert(edges),
+                [
+                    {
+                        "workflow_id": workflow_id,
+                        "parent_id": parent,
+                        "child_id": child,
+                        "on_failure": rule or UpstreamRule.CANCEL.value,
+                    }
+                    for parent in ids.values()
+                ],
+            )
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == child, jobs.c.status == JobStatus.BLOCKED.value)
+                .values(waiting=jobs.c.waiting + len(ids))
+            )
+        workflows = self._db.tables.workflows
+        conn.execute(
+            update(workflows).where(workflows.c.id == workflow_id).values(unfinished=workflows.c.unfinished + len(ids))
+        )
+        return len(ids)
+
+    def _settle(self, conn: Connection, row: Mapping[str, Any], ended: Sequence[tuple[int, JobStatus]]) -> None:
+        workflow_id = int(row["id"])
+        now = self._clock()
+        names = self._names(conn, [job_id for job_id, status in ended if status is not JobStatus.SUCCEEDED])
+        # (parent id, how it ended, the step whose failure it carries down, how that one ended)
+        frontier = [(job_id, status, names.get(job_id, "?"), status) for job_id, status in ended]
+        parents: list[int] = []
+        finished = len(ended)
+        while frontier:
+            ok = [p for p, status, _, _ in frontier if status is JobStatus.SUCCEEDED]
+            bad = [p for p, status, _, _ in frontier if status is not JobStatus.SUCCEEDED]
+            self._count_down(conn, ok, bad)
+            parents += ok + bad
+            downstream: list[tuple[int, JobStatus, str, JobStatus]] = []
+            for parent, status, origin, origin_status in frontier:
+                if status is not JobStatus.SUCCEEDED:
+                    cancelled = self._cancel_downstream(conn, parent, upstream_failed(origin, origin_status), now)
+                    downstream += [(child, JobStatus.CANCELLED, origin, origin_status) for child in cancelled]
+            finished += len(downstream)
+            frontier = downstream
+        self._release(conn, parents, now)
+        failed = {status for _, status in ended} & {JobStatus.FAILED, JobStatus.DEAD}
+        self._count_finished(conn, workflow_id, finished)
+        self._finish_if_done(conn, {**row, "unfinished": int(row["unfinished"]) - finished}, failed)
+
+    def _count_down(self, conn: Connection, ok: Sequence[int], bad: Sequence[int]) -> None:
+        """One UPDATE keyed by the parents: each blocked child waits for as many fewer as it has
+        edges from them that count as ended (``transitions.releases``)."""
+        if not ok and not bad:
+            return
+        jobs, edges = self._db.tables.jobs, self._db.tables.workflow_edges
+        counts = []
+        for parents, status in ((ok, JobStatus.SUCCEEDED), (bad, JobStatus.FAILED)):
+            if not parents:
+                continue
+            rules = [rule.value for rule in UpstreamRule if releases(status, rule)]
+            counts.append(and_(edges.c.parent_id.in_(sorted(parents)), edges.c.on_failure.in_(rules)))
+        counted = or_(*counts)
+        by = select(func.count()).where(edges.c.child_id == jobs.c.id, counted).scalar_subquery()
+        conn.execute(
+            update(jobs)
+            .where(
+                jobs.c.id.in_(select(edges.c.child_id).where(counted).scalar_subquery()),
+                jobs.c.status == JobStatus.BLOCKED.value,
+            )
+            .values(waiting=jobs.c.waiting - by)
+        )
+
+    def _cancel_downstream(self, conn: Connection, parent: int, reason: JobError, now: datetime) -> list[int]:
+        """The blocked children of ``parent`` whose rule is ``cancel``, cancelled with ``reason``; their ids."""
+        jobs, edges = self._db.tables.jobs, self._db.tables.workflow_edges
+        cancelled_by = [rule.value for rule in UpstreamRule if not releases(JobStatus.FAILED, rule)]
+        children = select(edges.c.child_id).where(edges.c.parent_id == parent, edges.c.on_failure.in_(cancelled_by))
+        blocked = jobs.c.status == JobStatus.BLOCKED.value
+        found = list(
+            conn.execute(
+                select(jobs.c.id)
+                .where(jobs.c.id.in_(children.scalar_subquery()), blocked)
+                .order_by(jobs.c.id)
+                .with_for_update()
+            ).scalars()
+        )
+        if found:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id.in_(found), blocked)
+                .values(
+                    status=JobStatus.CANCELLED.value,
+                    finished_at=now,
+                    cancel_requested=False,
+                    error=reason.to_json(),
+                )
+            )
+        return found
+
+    def _release(self, conn: Connection, parents: Sequence[int], now: datetime) -> None:
+        """The children of ``parents`` that wait for nothing now: ``queued`` (or ``scheduled``), their workers woken."""
+        if not parents:
+            return
+        jobs, edges = self._db.tables.jobs, self._db.tables.workflow_edges
+        children = select(edges.c.child_id).where(edges.c.parent_id.in_(sorted(set(parents))))
+        ready = conn.execute(
+            select(jobs.c.id, jobs.c.queue, jobs.c.run_at)
+            .where(
+                jobs.c.id.in_(children.scalar_subquery()),
+                jobs.c.status == JobStatus.BLOCKED.value,
+                jobs.c.waiting <= 0,
+            )
+            .order_by(jobs.c.id)
+            .with_for_update()
+        ).all()
+        by_status: dict[JobStatus, list[int]] = defaultdict(list)
+        queues: set[str] = set()
+        for job_id, queue, run_at in ready:
+            status = release_status(run_at <= now)
+            by_status[status].append(int(job_id))
+            if status is JobStatus.QUEUED:
+                queues.add(queue)
+        for status, ids in by_status.items():
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id.in_(ids), jobs.c.status == JobStatus.BLOCKED.value)
+                .values(status=status.value, waiting=0)
+            )
+        if queues:
+            self._db.driver.notify(conn, self._db.tables.notify_channel, sorted(queues))
+
+    def _count_finished(self, conn: Connection, workflow_id: int, finished: int) -> None:
+        if finished:
+            workflows = self._db.tables.workflows
+            conn.execute(
+                update(workflows)
+                .where(workflows.c.id == workflow_id)
+                .values(unfinished=workflows.c.unfinished - finished)
+            )
+
+    def _finish_if_done(self, conn: Connection, row: Mapping[str, Any], failed: Collection[JobStatus]) -> None:
+        """Fire ``on_failure`` at the first failed or dead step; once nothing can run, the final
+        status, ``on_success`` and ``on_finish``."""
+        workflow_id = int(row["id"])
+        events: dict[str, Any] = row["continuations"] or {}
+        if failed:
+            self._fire(conn, workflow_id, "failure", events, row["tenant"])
+        if int(row["unfinished"]) > 0:
+            return
+        counts = self._counts(conn, workflow_id)
+        status = workflow_outcome(
+            failed=counts[JobStatus.FAILED] + counts[JobStatus.DEAD], cancelled=counts[JobStatus.CANCELLED]
+        )
+        if row["cancelled_at"] is not None and status == "succeeded":
+            status = "cancelled"
+        if row["status"] != status or row["finished_at"] is None:
+            workflows = self._db.tables.workflows
+            conn.execute(
+                update(workflows).where(workflows.c.id == workflow_id).values(status=status, finished_at=self._clock())
+            )
+        if status == "succeeded":
+            self._fire(conn, workflow_id, "success", events, row["tenant"])
+        self._fire(conn, workflow_id, "finish", events, row["tenant"])
+
+    def _fire(self, conn: Connection, workflow_id: int, event: str, events: dict[str, Any], tenant: str | None) -> None:
+        spec = events.get(event)
+        if spec is None:
+            return
+        fired = self._db.tables.workflow_events
+        already = conn.execute(
+            select(fired.c.job_id).where(fired.c.workflow_id == workflow_id, fired.c.event == event)
+        ).first()
+        if already is not None:
+            return
+        (record,) = self._enqueuer.insert([_spec_job(spec, workflow_id, tenant)], connection=conn)
+        conn.execute(
+            insert(fired).values(workflow_id=workflow_id, event=event, job_id=record.id, fired_at=self._clock())
+        )
+
+    # -- steering: what moves from outside mean, cancel, retry ------------------------------
+
+    def follow(self, conn: Connection, moved: Sequence[Moved]) -> None:
+        """Steps changed from outside (``moves.follow``): those that ended settle their workflow;
+        those made live again (a retry of one job) reopen it."""
+        ended: dict[int, list[tuple[int, JobStatus]]] = defaultdict(list)
+        revived: Counter[int] = Counter()
+        for m in moved:
+            record = m.record
+            if record.workflow_id is None or record.step is None:
+                continue
+            if m.change.settles_batch(m.previous):  # a live step ended, or went
+                status = JobStatus.CANCELLED if m.change.deletes else record.status
+                ended[record.workflow_id].append((record.id, status))
+            elif m.change.revives and m.previous.is_final:
+                revived[record.workflow_id] += 1
+        if ended:
+            self.settle(conn, ended)
+        for workflow_id in sorted(revived):
+            if self._lock(conn, workflow_id, missing_ok=True) is not None:
+                self._reopen(conn, workflow_id, unfinished_by=revived[workflow_id])
+
+    def cancel(self, workflow_id: int) -> list[int]:
+        """Cancel every waiting step at once and tell running ones to stop now; return the running ones' ids.
+
+        Cancelling a workflow that is already final changes nothing.
+        """
+        jobs, workflows = self._db.tables.jobs, self._db.tables.workflows
+        now = self._clock()
+        with self._db.begin_bounded() as conn:
+            row = self._lock(conn, workflow_id)
+            if row["status"] != "active":
+                return []
+            conn.execute(update(workflows).where(workflows.c.id == workflow_id).values(cancelled_at=now))
+            steps = and_(jobs.c.workflow_id == workflow_id, jobs.c.step.is_not(None))
+            moved = [m for change in (CANCEL, ASK_TO_STOP) for m in apply_change(self._db, conn, change, steps, now)]
+            self.notify_cancel(conn, [m.record.id for m in moved if m.change.tells_workers])
+            ended = [(m.record.id, m.record.status) for m in moved if m.change is CANCEL]
+            self._settle(conn, dict(self._lock(conn, workflow_id)), ended)
+            return [m.record.id for m in moved if m.change is ASK_TO_STOP]
+
+    def retry(self, workflow_id: int) -> list[int]:
+        """Give each failed, dead or cancelled step one more attempt; return their ids.
+
+        A step that waits for another step being retried is ``blocked`` again
+        (those cancelled because of a failure are); the others are queued.
+        Continuations that fired stay fired; ``on_success`` may still fire
+        once, if the workflow now succeeds.
+        """
+        jobs, edges = self._db.tables.jobs, self._db.tables.workflow_edges
+        now = self._clock()
+        with self._db.begin_bounded() as conn:
+            self._lock(conn, workflow_id)
+            steps = conn.execute(
+                select(jobs.c.id, jobs.c.status, jobs.c.attempts, jobs.c.queue)
+                .where(jobs.c.workflow_id == workflow_id, jobs.c.step.is_not(None))
+                .order_by(jobs.c.id)
+                .with_for_update()
+            ).all()
+            retried = [s for s in steps if JobStatus(s.status) in RETRYABLE]
+            if not retried:
+                return []
+            retried_ids = {int(s.id) for s in retried}
+            # Every dependency that is not a success (those retried now included) is waited for again.
+            parent = jobs.alias("parent")
+            waits: dict[int, int] = dict(
+                conn.execute(
+                    select(edges.c.child_id, func.count())
+                    .select_from(edges.join(parent, parent.c.id == edges.c.parent_id))
+                    .where(edges.c.workflow_id == workflow_id, parent.c.status != JobStatus.SUCCEEDED.value)
+                    .group_by(edges.c.child_id)
+                ).all()
+            )
+            changes: dict[Any, list[int]] = defaultdict(list)
+            for s in retried:
+                changes[step_retry(waits=waits.get(s.id, 0) > 0, ran=int(s.attempts) > 0)].append(int(s.id))
+            for change, ids in changes.items():
+                apply_change(self._db, conn, change, jobs.c.id.in_(ids), now)
+            # Blocked steps, retried or not, wait for what is not a success now.
+            blocked = {int(s.id) for s in steps if JobStatus(s.status) is JobStatus.BLOCKED} | {
+                i for change, ids in changes.items() if change.becomes is JobStatus.BLOCKED for i in ids
+            }
+            by_count: dict[int, list[int]] = defaultdict(list)
+            for job_id in blocked:
+                by_count[int(waits.get(job_id, 0))].append(job_id)
+            for count, ids in by_count.items():
+                conn.execute(update(jobs).where(jobs.c.id.in_(sorted(ids))).values(waiting=count))
+            queued = {s.queue for s in retried if s.id in retried_ids and waits.get(s.id, 0) == 0}
+            if queued:
+                self._db.driver.notify(conn, self._db.tables.notify_channel, sorted(queued))
+            self._reopen(conn, workflow_id, cancelled=False)
+            return sorted(retried_ids)
+
+    def _reopen(
+        self, conn: Connection, workflow_id: int, *, unfinished_by: int | None = None, cancelled: bool = True
+    ) -> None:
+        """Active again, with its count of unfinished steps moved by ``unfinished_by`` (or recounted)."""
+        workflows, jobs = self._db.tables.workflows, self._db.tables.jobs
+        values: dict[str, Any] = {"status": "active", "finished_at": None}
+        if unfinished_by is not None:
+            values["unfinished"] = workflows.c.unfinished + unfinished_by
+        else:
+            values["unfinished"] = conn.execute(
+                select(func.count()).where(
+                    jobs.c.workflow_id == workflow_id,
+                    jobs.c.step.is_not(None),
+                    jobs.c.status.not_in(sorted(s.value for s in FINAL_STATUSES)),
+                )
+            ).scalar_one()
+        if not cancelled:
+            values["cancelled_at"] = None
+        conn.execute(update(workflows).where(workflows.c.id == workflow_id).values(values))
+
+    def notify_cancel(self, conn: Connection, job_ids: Collection[int]) -> None:
+        """Tell listening workers, at commit, to stop these running steps now."""
+        ids = sorted(job_ids)
+        payloads = [
+            CANCEL_PREFIX + ",".join(str(i) for i in ids[start : start + CANCEL_IDS_PER_NOTE])
+            for start in range(0, len(ids), CANCEL_IDS_PER_NOTE)
+        ]
+        if payloads:
+            self._db.driver.notify(conn, self._db.tables.notify_channel, payloads)
+
+    # -- locking and counting ------------------------------------------------------------
+
+    def _lock(self, conn: Connection, workflow_id: int, *, missing_ok: bool = False, share: bool = False) -> RowMapping:
+        """The workflow's row, locked for this transaction (``share``: only read, no lock)."""
+        workflows = self._db.tables.workflows
+        stmt = select(workflows).where(workflows.c.id == workflow_id)
+        row = conn.execute(stmt if share else stmt.with_for_update()).mappings().first()
+        if row is None and not missing_ok:
+            raise WorkflowNotFound(f"no workflow {workflow_id}")
+        return row  # type: ignore[return-value]
+
+    def _names(self, conn: Connection, job_ids: Sequence[int]) -> dict[int, str]:
+        if not job_ids:
+            return {}
+        jobs = self._db.tables.jobs
+        return {
+            int(i): str(step)
+            for i, step in conn.execute(select(jobs.c.id, jobs.c.step).where(jobs.c.id.in_(sorted(job_ids)))).all()
+        }
+
+    def _counts(self, conn: Connection, workflow_id: int) -> Counter[JobStatus]:
+        jobs = self._db.tables.jobs
+        rows = conn.execute(
+            select(jobs.c.status, func.count())
+            .where(jobs.c.workflow_id == workflow_id, jobs.c.step.is_not(None))
+            .group_by(jobs.c.status)
+        ).all()
+        return Counter({JobStatus(status): int(n) for status, n in rows})
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get(self, workflow_id: int, *, connection: Connection | None = None) -> WorkflowRecord:
+        """The workflow as it is now (in ``connection``'s transaction, which may not have committed it yet)."""
+        if connection is not None:
+            return self._get(connection, workflow_id)
+        with self._db.engine.connect() as conn:
+            return self._get(conn, workflow_id)
+
+    def _get(self, conn: Connection, workflow_id: int) -> WorkflowRecord:
+        workflows = self._db.tables.workflows
+        row = conn.execute(select(workflows).where(workflows.c.id == workflow_id)).mappings().first()
+        if row is None:
+            raise WorkflowNotFound(f"no workflow {workflow_id}")
+        return self._record(conn, row, steps=True)
+
+    def list(
+        self,
+        name: str | None = None,
+        tenant: str | None = None,
+        status: str | None = None,
+        limit: int = 25,
+        offset: int = 0,
+        *,
+        steps: bool = True,
+    ) -> builtins.list[WorkflowRecord]:
+        """Newest first. ``steps=False`` leaves each record's ``steps`` empty (its stats are still counted):
+        for lists of workflows with many steps."""
+        workflows = self._db.tables.workflows
+        stmt = select(workflows).order_by(workflows.c.id.desc()).limit(limit).offset(offset)
+        if name is not None:
+            stmt = stmt.where(workflows.c.name == name)
+        if tenant is not None:
+            stmt = stmt.where(workflows.c.tenant == tenant)
+        if status is not None:
+            stmt = stmt.where(workflows.c.status == status)
+        with self._db.engine.connect() as conn:
+            return [self._record(conn, row, steps=steps) for row in conn.execute(stmt).mappings().all()]
+
+    def upstream(self, job_id: int) -> builtins.list[Upstream]:
+        """The direct dependencies of step ``job_id`` with their results and errors: one read for all."""
+        jobs, edges = self._db.tables.jobs, self._db.tables.workflow_edges
+        stmt = (
+            select(jobs.c.step, jobs.c.status, jobs.c.result, jobs.c.error)
+            .select_from(edges.join(jobs, jobs.c.id == edges.c.parent_id))
+            .where(edges.c.child_id == job_id)
+            .order_by(jobs.c.id)
+        )
+        with self._db.engine.connect() as conn:
+            return [
+                Upstream(
+                    step=str(step),
+                    status=JobStatus(status),
+                    result=result if status == JobStatus.SUCCEEDED.value else None,
+                    error=None if status == JobStatus.SUCCEEDED.value else JobError.from_json(error),
+                )
+                for step, status, result, error in conn.execute(stmt).all()
+            ]
+
+    def _record(self, conn: Connection, row: RowMapping, *, steps: bool) -> WorkflowRecord:
+        t = self._db.tables
+        jobs, edges, fired_events = t.jobs, t.workflow_edges, t.workflow_events
+        workflow_id = int(row["id"])
+        now = self._clock()
+        of_workflow = and_(jobs.c.workflow_id == workflow_id, jobs.c.step.is_not(None))
+        by_name: dict[str, StepRecord] = {}
+        counts: Counter[str] = Counter()
+        if steps:
+            rows = conn.execute(
+                select(jobs.c.id, jobs.c.step, jobs.c.status, jobs.c.run_at, jobs.c.error)
+                .where(of_workflow)
+                .order_by(jobs.c.id)
+            ).all()
+            name_of = {int(r.id): str(r.step) for r in rows}
+            after: dict[int, list[str]] = defaultdict(list)
+            for parent_id, child_id in conn.execute(
+                select(edges.c.parent_id, edges.c.child_id)
+                .where(edges.c.workflow_id == workflow_id)
+                .order_by(edges.c.child_id, edges.c.parent_id)
+            ).all():
+                if int(parent_id) in name_of:
+                    after[int(child_id)].append(name_of[int(parent_id)])
+            for r in rows:
+                status = shown_status(r.status, r.run_at <= now)
+                counts[status.value] += 1
+                by_name[str(r.step)] = StepRecord(
+                    name=str(r.step),
+                    job_id=int(r.id),
+                    status=status,
+                    after=tuple(after.get(int(r.id), ())),
+                    reason=upstream_reason(status, JobError.from_json(r.error)),
+                )
+        else:
+            due = jobs.c.run_at <= now
+            for status, is_due, n in conn.execute(
+                select(jobs.c.status, due, func.count()).where(of_workflow).group_by(jobs.c.status, due)
+            ).all():
+                counts[shown_status(status, bool(is_due)).value] += int(n)
+        fired = conn.execute(
+            select(fired_events.c.event, fired_events.c.job_id)
+            .where(fired_events.c.workflow_id == workflow_id)
+            .order_by(fired_events.c.fired_at, fired_events.c.event)
+        ).all()
+        workflow_status: WorkflowStatus = row["status"]
+        return WorkflowRecord(
+            id=workflow_id,
+            name=row["name"],
+            status=workflow_status,
+            tenant=row["tenant"],
+            metadata=row["metadata"],
+            stats=WorkflowStats.from_counts(dict(counts)),
+            steps=by_name,
+            continuations=[(str(event), int(job_id)) for event, job_id in fired],
+            created_at=row["created_at"],
+            finished_at=row["finished_at"],
+            cancelled_at=row["cancelled_at"],
+            events=tuple(sorted((row["continuations"] or {}).keys())),
+        )
+
+
+# -- checking a graph before anything is written ---------------------------------------------
+
+
+def check_name(label: str, name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidArguments(f"{label} must be a non-empty string, not {name!r}")
+    if len(name) > NAME_LENGTH:
+        raise InvalidArguments(f"{label} {name[:40]!r}...: at most {NAME_LENGTH} characters")
+    return name
+
+
+def check_steps(steps: Sequence[NewStep], existing: Collection[str] = (), *, blocked: Iterable[str] = ()) -> None:
+    """Refuse a graph that cannot run, naming the problem: a duplicate name, an ``after`` naming no
+    step, a step with a deduplication key, a cycle (named, step by step).
+
+    ``existing``: the names a workflow already has (steps added at run time may
+    wait for them); ``blocked``: existing steps that will also wait for every
+    new step (``before=``), which a new step must then not wait for.
+    """
+    names: set[str] = set(existing)
+    for step in steps:
+        check_name("step name", step.name)
+        if step.name in names:
+            raise InvalidArguments(f"step {step.name!r}: a step of that name is already in the workflow")
+        names.add(step.name)
+        if step.job.key is not None:
+            raise InvalidArguments(f"step {step.name!r}: a step runs once per workflow already; give it no key")
+    for step in steps:
+        for parent in step.after:
+            if parent not in names:
+                raise InvalidArguments(f"step {step.name!r}: after={parent!r} names no step of this workflow")
+    cycle = find_cycle({step.name: step.after for step in steps}, extra=blocked, new=[s.name for s in steps])
+    if cycle:
+        raise InvalidArguments("steps wait for each other in a cycle: " + " -> ".join(cycle))
+
+
+def find_cycle(
+    after: Mapping[str, Sequence[str]], *, extra: Iterable[str] = (), new: Sequence[str] = ()
+) -> list[str] | None:
+    """A cycle in "X waits for Y" (as [X, Y, ..., X]), or None; iterative, for graphs of any depth.
+
+    ``extra``: steps that wait for every step in ``new`` as well.
+    """
+    waits: dict[str, list[str]] = {name: list(parents) for name, parents in after.items()}
+    for name in extra:
+        waits.setdefault(name, []).extend(new)
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for start in waits:
+        if state.get(start):
+            continue
+        path = [start]
+        stack = [iter(waits.get(start, ()))]
+        state[start] = 1
+        while stack:
+            parent = next(stack[-1], None)
+            if parent is None:
+                state[path.pop()] = 2
+                stack.pop()
+                continue
+            seen = state.get(parent)
+            if seen == 1:
+                return [*path[path.index(parent) :], parent]
+            if seen is None:
+                state[parent] = 1
+                path.append(parent)
+                stack.append(iter(waits.get(parent, ())))
+    return None
+
+
+def _spec_json(job: NewJob) -> dict[str, Any]:
+    """A continuation as stored with its workflow until it fires."""
+    return {
+        "handler": job.handler,
+        "args": job.args,
+        "queue": job.queue,
+        "priority": job.priority,
+        "max_attempts": job.max_attempts,
+        "retry": job.retry.to_json() if job.retry else None,
+        "timeout": job.timeout,
+        "tenant": job.tenant,
+        "metadata": job.metadata,
+    }
+
+
+def _spec_job(spec: dict[str, Any], workflow_id: int, tenant: str | None) -> NewJob:
+    return NewJob(
+        handler=spec["handler"],
+        args=spec.get("args") or {},
+        queue=spec["queue"],
+        priority=int(spec.get("priority") or 0),
+        max_attempts=spec.get("max_attempts"),
+        retry=RetryPolicy.from_json(spec["retry"]) if spec.get("retry") else None,
+        timeout=spec.get("timeout"),
+        tenant=spec.get("tenant") if spec.get("tenant") is not None else tenant,
+        metadata=spec.get("metadata"),
+        workflow_id=workflow_id,
+    )
+
+
+__all__ = ["Workflows", "check_name", "check_steps", "find_cycle"]

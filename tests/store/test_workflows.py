@@ -1,0 +1,390 @@
+"""Workflows in the store's contract, on every driver: release exactly once, failure rules, steering."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+
+from jobstead.errors import JobError
+from jobstead.status import AttemptOutcome, JobStatus
+from jobstead.store import ClaimedJob, NewJob, NewStep, Store, WorkflowStats
+from jobstead.store.records import Growth
+from jobstead.transitions import PURGE, UpstreamRule
+from tests.store.conftest import ManualClock, handler
+from tests.store.test_contract import claim, done, new
+
+
+def step(name: str, *after: str, run: bool = False, **options: Any) -> NewStep:
+    rule = UpstreamRule.RUN if run else UpstreamRule.CANCEL
+    return NewStep(name, new(args={"step": name}, **options), tuple(after), rule)
+
+
+def diamond(store: Store, **options: Any) -> int:
+    return store.workflows.create(
+        "diamond", [step("a"), step("b", "a"), step("c", "a"), step("d", "b", "c")], **options
+    )
+
+
+def statuses(store: Store, workflow_id: int) -> dict[str, JobStatus]:
+    return {name: s.status for name, s in store.workflows.get(workflow_id).steps.items()}
+
+
+def finish(store: Store, job: ClaimedJob, status: JobStatus = JobStatus.SUCCEEDED, worker: str = "w1") -> None:
+    outcome = {JobStatus.SUCCEEDED: AttemptOutcome.SUCCEEDED, JobStatus.CANCELLED: AttemptOutcome.CANCELLED}.get(
+        status, AttemptOutcome.FAILED
+    )
+    error = None if status in (JobStatus.SUCCEEDED, JobStatus.CANCELLED) else JobError("Boom", "it broke", "tb")
+    result = {"from": job.args.get("step")} if status is JobStatus.SUCCEEDED else None
+    assert (
+        store.leases.complete([done(job, store, worker, outcome=outcome, status=status, error=error, result=result)])
+        == set()
+    )
+
+
+def events(store: Store, workflow_id: int) -> list[str]:
+    return sorted(e for e, _ in store.workflows.get(workflow_id).continuations)
+
+
+def continuations() -> dict[str, NewJob]:
+    return {event: new(f"on_{event}", args={"event": event}) for event in ("success", "finish", "failure")}
+
+
+def test_steps_are_released_in_order_and_see_their_parents_results(store: Store) -> None:
+    workflow_id = diamond(store, tenant="acme", metadata={"k": 1}, continuations=continuations())
+    record = store.workflows.get(workflow_id)
+    assert record.stats == WorkflowStats(total=4, blocked=3, queued=1) and record.metadata == {"k": 1}
+    assert record.steps["d"].after == ("b", "c") and record.events == ("failure", "finish", "success")
+    (a,) = claim(store)
+    assert (a.workflow_id, a.step, a.tenant) == (workflow_id, "a", "acme")
+    assert claim(store) == [], "blocked steps are never claimed"
+    finish(store, a)
+    assert statuses(store, workflow_id) == {
+        "a": JobStatus.SUCCEEDED,
+        "b": JobStatus.QUEUED,
+        "c": JobStatus.QUEUED,
+        "d": JobStatus.BLOCKED,
+    }
+    b, c = claim(store)
+    finish(store, b)
+    assert statuses(store, workflow_id)["d"] is JobStatus.BLOCKED
+    finish(store, c)
+    (d,) = claim(store)
+    assert d.step == "d"
+    assert [(u.step, u.status, u.result) for u in store.workflows.upstream(d.id)] == [
+        ("b", JobStatus.SUCCEEDED, {"from": "b"}),
+        ("c", JobStatus.SUCCEEDED, {"from": "c"}),
+    ]
+    assert store.workflows.get(workflow_id).status == "active" and events(store, workflow_id) == []
+    finish(store, d)
+    record = store.workflows.get(workflow_id)
+    assert record.status == "succeeded" and record.finished_at is not None
+    assert record.stats == WorkflowStats(total=4, succeeded=4)
+    assert events(store, workflow_id) == ["finish", "success"]
+    fired = [store.queries.get_job(job_id) for _, job_id in record.continuations]
+    assert all(j is not None and j.workflow_id == workflow_id and j.step is None for j in fired)
+    assert store.workflows.get(workflow_id).stats.total == 4, "continuations are not steps"
+
+
+def test_a_step_with_a_delay_is_released_scheduled(store: Store, clock: ManualClock) -> None:
+    later = clock.now + timedelta(hours=1)
+    workflow_id = store.workflows.create("later", [step("a"), step("b", "a", run_at=later)])
+    finish(store, claim(store)[0])
+    assert statuses(store, workflow_id)["b"] is JobStatus.SCHEDULED
+    clock.advance(3601)
+    assert [j.step for j in claim(store)] == ["b"]
+
+
+def test_a_failure_cancels_downstream_naming_the_step_and_a_run_step_runs(store: Store) -> None:
+    workflow_id = store.workflows.create(
+        "fails",
+        [step("a"), step("b", "a"), step("c", "b"), step("r", "b", run=True), step("x")],
+        continuations=continuations(),
+    )
+    a, x = claim(store)
+    finish(store, a)
+    (b,) = claim(store)
+    finish(store, b, JobStatus.DEAD)
+    record = store.workflows.get(workflow_id)
+    assert record.steps["c"].status is JobStatus.CANCELLED
+    assert record.steps["c"].reason == "upstream step 'b' ended dead"
+    assert record.steps["r"].status is JobStatus.QUEUED and record.steps["r"].reason is None
+    assert events(store, workflow_id) == ["failure"], "on_failure at the first failure; not final yet"
+    (r,) = claim(store)
+    (upstream,) = store.workflows.upstream(r.id)
+    assert (upstream.step, upstream.status, upstream.result) == ("b", JobStatus.DEAD, None)
+    assert upstream.error == JobError("Boom", "it broke", "tb")
+    finish(store, r)
+    finish(store, x)
+    record = store.workflows.get(workflow_id)
+    assert record.status == "failed"
+    assert record.stats == WorkflowStats(total=5, succeeded=3, dead=1, cancelled=1)
+    assert events(store, workflow_id) == ["failure", "finish"]
+
+
+def test_a_retried_attempt_releases_nothing_until_the_step_succeeds(store: Store, clock: ManualClock) -> None:
+    workflow_id = store.workflows.create("retry", [step("a"), step("b", "a")])
+    (a,) = claim(store)
+    error = JobError("E", "m", "")
+    store.leases.complete(
+        [done(a, store, outcome=AttemptOutcome.FAILED, status=JobStatus.RETRYING, error=error, run_at=clock.now)]
+    )
+    assert statuses(store, workflow_id)["b"] is JobStatus.BLOCKED
+    finish(store, claim(store)[0])
+    assert statuses(store, workflow_id)["b"] is JobStatus.QUEUED
+
+
+def test_a_rescue_that_ends_a_step_dead_cancels_its_dependents(store: Store, clock: ManualClock) -> None:
+    store.registry.put_handler(handler("work", max_attempts=1))
+    workflow_id = store.workflows.create("lost", [step("a"), step("b", "a")])
+    claim(store)
+    clock.advance(31)
+    assert len(store.leases.rescue_expired()) == 1
+    record = store.workflows.get(workflow_id)
+    assert (record.steps["a"].status, record.steps["b"].status, record.status) == (
+        JobStatus.DEAD,
+        JobStatus.CANCELLED,
+        "failed",
+    )
+
+
+def test_two_parents_finishing_at_once_release_their_child_once(store: Store) -> None:
+    for _ in range(8):
+        workflow_id = store.workflows.create(
+            "fan-in", [step("a"), step("b"), step("c", "a", "b")], continuations=continuations()
+        )
+        first = claim(store, worker="w1", limit=1)[0]
+        second = claim(store, worker="w2", limit=1)[0]
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def run(job: ClaimedJob, worker: str, barrier: threading.Barrier = barrier, errors: list[Any] = errors) -> None:
+            barrier.wait()
+            try:
+                finish(store, job, worker=worker)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=a) for a in ((first, "w1"), (second, "w2"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert errors == []
+        (child,) = claim(store)
+        assert child.step == "c" and claim(store) == []
+        jobs = store.tables.jobs
+        with store.db.engine.connect() as conn:
+            waiting = conn.execute(select(jobs.c.waiting).where(jobs.c.id == child.id)).scalar_one()
+        assert waiting == 0
+        finish(store, child)
+        assert store.workflows.get(workflow_id).status == "succeeded"
+        assert events(store, workflow_id) == ["finish", "success"]
+        for _, job_id in store.workflows.get(workflow_id).continuations:
+            store.control.cancel(job_id)
+
+
+def test_a_wide_fan_in_releases_its_child_at_the_last_parent(store: Store) -> None:
+    parents = [step(f"p{i}") for i in range(40)]
+    workflow_id = store.workflows.create("wide", [*parents, step("album", *(p.name for p in parents))])
+    jobs = claim(store, limit=100)
+    for job in jobs[:-1]:
+        finish(store, job)
+    assert statuses(store, workflow_id)["album"] is JobStatus.BLOCKED
+    finish(store, jobs[-1])
+    assert statuses(store, workflow_id)["album"] is JobStatus.QUEUED
+
+
+def test_many_parents_of_one_child_in_one_completion_batch(store: Store) -> None:
+    workflow_id = store.workflows.create("batch", [step("a"), step("b"), step("c", "a", "b")])
+    a, b = claim(store)
+    store.leases.complete([done(a, store), done(b, store)])
+    assert statuses(store, workflow_id)["c"] is JobStatus.QUEUED
+
+
+def test_cancelling_a_blocked_step_by_hand_cancels_its_dependents(store: Store) -> None:
+    workflow_id = diamond(store)
+    record = store.workflows.get(workflow_id)
+    store.control.cancel(record.steps["b"].job_id)
+    record = store.workflows.get(workflow_id)
+    assert (
+        record.steps["d"].status is JobStatus.CANCELLED
+        and record.steps["d"].reason == "upstream step 'b' ended cancelled"
+    )
+    finish(store, claim(store)[0])
+    (c,) = claim(store)
+    finish(store, c)
+    assert store.workflows.get(workflow_id).status == "cancelled"
+
+
+def test_deleting_a_live_step_counts_as_cancelled_for_its_dependents(store: Store) -> None:
+    workflow_id = store.workflows.create("gone", [step("a"), step("b", "a")])
+    store.control.delete(store.workflows.get(workflow_id).steps["a"].job_id)
+    record = store.workflows.get(workflow_id)
+    assert list(record.steps) == ["b"] and record.steps["b"].status is JobStatus.CANCELLED
+    assert record.status == "cancelled"
+
+
+def test_cancel_ends_waiting_steps_and_asks_running_ones_to_stop(store: Store) -> None:
+    workflow_id = diamond(store, continuations=continuations())
+    (a,) = claim(store)
+    assert store.workflows.cancel(workflow_id) == [a.id]
+    record = store.workflows.get(workflow_id)
+    assert record.status == "active" and record.stats.cancelled == 3 and record.stats.running == 1
+    assert store.leases.renew("w1", 30, [a.id]).cancel_requested == {a.id}
+    finish(store, a, JobStatus.CANCELLED)
+    record = store.workflows.get(workflow_id)
+    assert record.status == "cancelled" and events(store, workflow_id) == ["finish"]
+    assert store.workflows.cancel(workflow_id) == [], "cancelling a final workflow changes nothing"
+
+
+def test_a_workflow_cancelled_while_its_last_step_runs_on_to_success_is_cancelled(store: Store) -> None:
+    workflow_id = store.workflows.create("late", [step("a")])
+    (a,) = claim(store)
+    store.workflows.cancel(workflow_id)
+    finish(store, a)
+    assert store.workflows.get(workflow_id).status == "cancelled"
+
+
+def test_retry_gives_failed_steps_one_more_attempt_and_blocks_their_dependents_again(store: Store) -> None:
+    store.registry.put_handler(handler("work", max_attempts=1))
+    workflow_id = store.workflows.create(
+        "again", [step("a"), step("b", "a"), step("c", "b"), step("r", "b", run=True)], continuations=continuations()
+    )
+    finish(store, claim(store)[0])
+    (b,) = claim(store)
+    finish(store, b, JobStatus.FAILED)
+    finish(store, claim(store)[0])  # r runs anyway
+    assert store.workflows.get(workflow_id).status == "failed"
+    assert events(store, workflow_id) == ["failure", "finish"]
+    assert sorted(store.workflows.retry(workflow_id)) == sorted(
+        store.workflows.get(workflow_id).steps[n].job_id for n in ("b", "c")
+    )
+    record = store.workflows.get(workflow_id)
+    assert record.status == "active" and record.finished_at is None
+    assert (record.steps["b"].status, record.steps["c"].status, record.steps["c"].reason) == (
+        JobStatus.QUEUED,
+        JobStatus.BLOCKED,
+        None,
+    )
+    assert record.steps["r"].status is JobStatus.SUCCEEDED, "a success stays"
+    (b,) = claim(store)
+    assert b.attempts == 2 and b.max_attempts == 2
+    finish(store, b)
+    (c,) = claim(store)
+    assert c.attempts == 1, "a step that never ran gets its handler's attempts"
+    finish(store, c)
+    record = store.workflows.get(workflow_id)
+    assert record.status == "succeeded"
+    assert [e for e, _ in record.continuations].count("finish") == 1
+    assert events(store, workflow_id) == ["failure", "finish", "success"]
+    assert store.workflows.retry(workflow_id) == []
+
+
+def test_retrying_one_step_by_hand_reopens_its_workflow(store: Store) -> None:
+    workflow_id = store.workflows.create("one", [step("a")])
+    finish(store, claim(store)[0], JobStatus.FAILED)
+    assert store.workflows.get(workflow_id).status == "failed"
+    store.control.retry(store.workflows.get(workflow_id).steps["a"].job_id)
+    assert store.workflows.get(workflow_id).status == "active"
+    finish(store, claim(store)[0])
+    assert store.workflows.get(workflow_id).status == "succeeded"
+
+
+def test_a_workflow_is_written_in_the_callers_transaction(store: Store) -> None:
+    with store.db.engine.connect() as conn, conn.begin() as tx:
+        workflow_id = diamond(store, connection=conn)
+        assert store.workflows.get(workflow_id, connection=conn).stats.total == 4
+        tx.rollback()
+    assert store.queries.list_jobs() == [] and store.workflows.list() == []
+    with pytest.raises(LookupError):
+        store.workflows.get(workflow_id)
+
+
+def test_listing_by_name_tenant_and_status(store: Store) -> None:
+    a = diamond(store, tenant="acme")
+    b = store.workflows.create("other", [], tenant="acme")
+    c = diamond(store, tenant="globex")
+    assert [r.id for r in store.workflows.list()] == [c, b, a]
+    assert [r.id for r in store.workflows.list(name="diamond")] == [c, a]
+    assert [r.id for r in store.workflows.list(tenant="acme", status="succeeded")] == [b]
+    assert [r.id for r in store.workflows.list(tenant="acme", limit=1, offset=1)] == [a]
+    light = store.workflows.list(name="diamond", steps=False)[0]
+    assert light.steps == {} and light.stats == WorkflowStats(total=4, blocked=3, queued=1)
+
+
+def test_a_completion_outside_a_workflow_runs_no_statement_more(store: Store) -> None:
+    store.enqueue.insert([new()])
+    (job,) = claim(store)
+    sent: list[str] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement)
+
+    event.listen(store.db.engine, "before_cursor_execute", capture)
+    try:
+        finish(store, job)
+    finally:
+        event.remove(store.db.engine, "before_cursor_execute", capture)
+    t = store.tables
+    tables = (t.workflows.name, t.workflow_edges.name, t.workflow_events.name)
+    assert not [s for s in sent if any(name in s for name in tables)]
+    if store.db.driver.backend == "postgresql":
+        assert len(sent) == 1, sent
+
+
+def test_retention_keeps_a_workflow_whole_until_it_is_final_and_ages_out(store: Store, clock: ManualClock) -> None:
+    workflow_id = store.workflows.create("kept", [step("a"), step("b", "a")], continuations=continuations())
+    finish(store, claim(store)[0])
+    clock.advance(3600 * 3)
+    store.retention.prune(finished=timedelta(hours=1), dead=timedelta(days=7))
+    assert store.workflows.get(workflow_id).stats.succeeded == 1, "an active workflow keeps its finished steps"
+    a_id = store.workflows.get(workflow_id).steps["a"].job_id
+    assert store.control.apply((PURGE,), [a_id]) == [], "a purge spares the jobs of an active workflow"
+    finish(store, claim(store)[0])
+    clock.advance(3600 * 3)
+    store.retention.prune(finished=timedelta(hours=1), dead=timedelta(days=7))
+    assert store.workflows.get(workflow_id).stats.total == 2, "its continuations are still live"
+    for continuation in claim(store, "on_success", "on_finish"):
+        finish(store, continuation)
+    clock.advance(3600 * 3)
+    store.retention.prune(finished=timedelta(hours=1), dead=timedelta(days=7))
+    with pytest.raises(LookupError):
+        store.workflows.get(workflow_id)
+    assert store.queries.list_jobs() == []
+    edges = store.tables.workflow_edges
+    with store.db.engine.connect() as conn:
+        assert conn.execute(select(edges.c.child_id)).all() == []
+
+
+def test_steps_added_at_run_time_are_written_with_the_success_and_a_clash_fails_the_later_one(store: Store) -> None:
+    workflow_id = store.workflows.create("grow", [step("a"), step("b"), step("end", "a", "b")])
+    a, b = claim(store)
+    thumb = (step("thumb", "a"),)
+    store.workflows.check_growth(Growth(workflow_id, "a", thumb, ("end",)))
+    store.workflows.check_growth(Growth(workflow_id, "b", thumb))  # both fit the workflow as it is now
+    failed_attempt = done(
+        a, store, outcome=AttemptOutcome.FAILED, status=JobStatus.RETRYING, error=JobError("E", "m", "")
+    )
+    failed_attempt.growth = Growth(workflow_id, "a", thumb, ("end",))
+    store.leases.complete([failed_attempt])
+    assert sorted(store.workflows.get(workflow_id).steps) == ["a", "b", "end"], "a failed attempt adds nothing"
+    (a,) = claim(store)
+    first = done(a, store)
+    first.growth = Growth(workflow_id, "a", thumb, ("end",))
+    assert store.leases.complete([first]) == set()
+    record = store.workflows.get(workflow_id)
+    assert record.steps["thumb"].status is JobStatus.QUEUED and record.steps["end"].after == ("a", "b", "thumb")
+    second = done(b, store)
+    second.growth = Growth(workflow_id, "b", thumb)
+    assert store.leases.complete([second]) == set()
+    record = store.workflows.get(workflow_id)
+    assert record.steps["b"].status is JobStatus.FAILED, "its addition no longer fits: the attempt fails"
+    assert "already" in (store.queries.get_job(b.id).error.message if store.queries.get_job(b.id) else "")  # type: ignore[union-attr]
+    assert record.steps["end"].status is JobStatus.CANCELLED
+    (t,) = claim(store)
+    finish(store, t)
+    assert store.workflows.get(workflow_id).status == "failed"
