@@ -7,10 +7,11 @@ The database comes from the environment (``JOBSTEAD_DATABASE_URL``,
 from __future__ import annotations
 
 import os
+import random
 import time
 from typing import Any
 
-from jobstead import App
+from jobstead import App, Context
 
 app = App()
 
@@ -39,3 +40,11 @@ def charge(i: int) -> None:
 @app.handler(rate_limits=["stripe"])
 def refund(i: int) -> None:
     """...together with charge."""
+
+
+@app.handler(sequence_by="account_id")
+def in_order(account_id: str, n: int, ctx: Context) -> dict[str, Any]:
+    """One at a time per account, in defer order: the test checks the recorded spans."""
+    started = time.time()
+    time.sleep(random.uniform(0.002, 0.02))
+    return {"pid": os.getpid(), "start": started, "end": time.time(), "job": ctx.job_id}

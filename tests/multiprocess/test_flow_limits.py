@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -130,4 +131,34 @@ def test_rate_limits_hold_in_every_sliding_window_across_four_processes(server_t
     assert span <= 5.0 / 0.8, f"150 starts at 25/s took {span:.2f} s"
     shared = max(starts["charge"] + starts["refund"]) - min(starts["charge"] + starts["refund"])
     assert shared <= 5.0 / 0.8, f"60 starts at 10/s took {shared:.2f} s"
+    app.close()
+
+
+def test_sequences_start_in_id_order_one_at_a_time_across_four_processes(server_target: Target, tmp_path: Path) -> None:
+    from tests.apps import flow
+
+    app = App(server_target.url, schema=server_target.schema)
+    h = flow.app.get_handler("in_order")
+    app.handler(name="in_order", sequence_by="account_id")(h.func)
+    calls = [{"account_id": f"acct-{k}", "n": n} for n in range(15) for k in range(10)]
+    jobs = app.get_handler("in_order").defer_many(calls)
+    workers = [
+        spawn_cli(
+            ["worker", "--app", "tests.apps.flow:app", "--concurrency", "8", "--poll-interval", "0.05"],
+            server_target.env(),
+            tmp_path / f"worker-{n}.log",
+        )
+        for n in range(4)
+    ]
+    try:
+        results = {j.id: app.get_job(j.id).wait(120) for j in jobs}
+    finally:
+        codes = [stop(w) for w in workers]
+    assert codes == [0, 0, 0, 0]
+    for k in range(10):
+        mine = sorted(j.id for j, call in zip(jobs, calls, strict=True) if call["account_id"] == f"acct-{k}")
+        spans = [(results[i]["start"], results[i]["end"]) for i in mine]
+        for (_, end), (start, _) in pairwise(spans):
+            assert end <= start, f"acct-{k}: a job started before the one deferred before it ended"
+    assert len({r["pid"] for r in results.values()}) > 1, "every process should have taken part"
     app.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -363,3 +364,125 @@ def test_claimers_racing_for_a_rate_never_start_more_than_it_allows(store: Store
     for t in threads:
         t.join(60)
     assert len(got) == len(set(got)) == 7
+
+
+# -- sequences -----------------------------------------------------------------------------------
+
+
+def _seq(store: Store, on_failure: str = "hold") -> FlowControl:
+    flow = FlowControl(sequence_by="account", sequence_on_failure=on_failure)  # type: ignore[arg-type]
+    store.registry.publish_handlers([replace(handler("work"), flow=flow)])
+    return flow
+
+
+def _fail(store: Store, job: Any, *, for_good: bool, clock: Any) -> None:
+    status = JobStatus.FAILED if for_good else JobStatus.RETRYING
+    store.leases.complete(
+        [
+            replace(
+                _done(store, job),
+                outcome=AttemptOutcome.FAILED,
+                status=status,
+                run_at=None if for_good else clock.now + timedelta(seconds=30),
+            )
+        ]
+    )
+
+
+def test_a_sequence_starts_one_job_of_a_key_at_a_time_in_defer_order(store: Store) -> None:
+    flow = _seq(store)
+    _defer(store, flow, [{"account": a, "n": n} for n in range(3) for a in ("a", "b")] + [{"n": 9}, {"n": 10}])
+    first = _claim(store, limit=50)
+    keys = sorted((j.args.get("account", ""), j.args["n"]) for j in first)
+    assert keys == [("", 9), ("", 10), ("a", 0), ("b", 0)], "one per key; jobs without a key are in no sequence"
+    assert _claim(store, "w2") == []
+    store.leases.complete([_done(store, j) for j in first if j.args.get("account") == "a"])
+    (second,) = _claim(store, "w2")
+    assert (second.args["account"], second.args["n"]) == ("a", 1)
+
+
+def test_a_retrying_job_holds_its_place_and_a_failed_one_holds_its_sequence(store: Store, clock: Any) -> None:
+    flow = _seq(store)
+    _defer(store, flow, [{"account": "a", "n": n} for n in range(3)])
+    (first,) = _claim(store)
+    _fail(store, first, for_good=False, clock=clock)
+    assert _claim(store) == [], "retrying: its place is held"
+    clock.advance(30)
+    (again,) = _claim(store)
+    assert again.id == first.id and again.attempts == 2
+    _fail(store, again, for_good=True, clock=clock)
+    assert _claim(store) == [], "failed: the sequence waits for it"
+    store.control.retry(first.id)
+    (retried,) = _claim(store)
+    assert retried.id == first.id
+    store.leases.complete([_done(store, retried)])
+    assert [j.args["n"] for j in _claim(store)] == [1]
+
+
+def test_a_waiting_job_says_which_job_holds_its_sequence(store: Store, clock: Any) -> None:
+    flow = _seq(store)
+    _defer(store, flow, [{"account": "a", "n": n} for n in range(3)] + [{"n": 9}])
+    ids = sorted(_keys(store))
+    assert [store.claims.held_by(i) for i in ids] == [None, ids[0], ids[0], None]
+    (first,) = [j for j in _claim(store) if j.args.get("account") == "a"]
+    _fail(store, first, for_good=True, clock=clock)
+    assert store.claims.held_by(ids[2]) == ids[0], "a failed job holds its sequence"
+    assert store.claims.held_by(ids[0]) is None
+
+
+def test_a_deleted_failed_job_lets_its_sequence_go_on(store: Store, clock: Any) -> None:
+    flow = _seq(store)
+    _defer(store, flow, [{"account": "a", "n": n} for n in range(2)])
+    (first,) = _claim(store)
+    _fail(store, first, for_good=True, clock=clock)
+    assert _claim(store) == []
+    store.control.delete(first.id)
+    assert [j.args["n"] for j in _claim(store)] == [1]
+
+
+def test_sequence_on_failure_continue_goes_on_after_a_failure(store: Store, clock: Any) -> None:
+    flow = _seq(store, "continue")
+    _defer(store, flow, [{"account": "a", "n": n} for n in range(2)])
+    (first,) = _claim(store)
+    _fail(store, first, for_good=False, clock=clock)
+    assert _claim(store) == [], "a retrying job holds its place in either mode"
+    clock.advance(30)
+    (again,) = _claim(store)
+    _fail(store, again, for_good=True, clock=clock)
+    assert [j.args["n"] for j in _claim(store)] == [1]
+
+
+def test_a_sequence_with_a_limit_per_key_and_a_global_limit(store: Store) -> None:
+    flow = FlowControl(sequence_by="account", concurrency_by="region", concurrency_per_key=1)
+    store.registry.publish_handlers([replace(handler("work", concurrency=3), flow=flow)])
+    _defer(store, flow, [{"account": a, "region": "eu", "n": n} for a in ("a", "b") for n in range(2)])
+    _defer(store, flow, [{"account": a, "region": "us", "n": n} for a in ("c", "d") for n in range(2)])
+    taken = _claim(store, limit=50)
+    assert sorted((j.args["region"], j.args["n"]) for j in taken) == [("eu", 0), ("us", 0)]
+
+
+# -- what stats show -----------------------------------------------------------------------------
+
+
+def test_each_limit_is_shown_with_how_much_of_it_is_in_use(store: Store, clock: Any) -> None:
+    store.registry.publish_rate_limits({"stripe": RateLimit(10, per=1)})
+    flow = FlowControl(rate_limit=RateLimit(5, per=60), concurrency_by="customer_id", concurrency_per_key=2)
+    store.registry.publish_handlers(
+        [
+            replace(handler("work", concurrency=4), flow=flow),
+            replace(handler("charge"), flow=FlowControl(rate_limits=("stripe",))),
+        ]
+    )
+    _defer(store, flow, [{"customer_id": "a"}] * 3 + [{"customer_id": "b"}])
+    store.enqueue.insert(new_jobs("charge", [{"n": 1}], JobDefaults(), clock=store.clock))
+    _claim(store, limit=50)
+    store.claims.claim(worker_id="w1", handlers=["charge"], queues=None, limit=5, lease_seconds=30)
+    use = {(u.handler, u.limit): (u.in_use, u.of, u.per) for u in store.registry.limit_use()}
+    assert use == {
+        ("work", "concurrency"): (3, 4, None),
+        ("work", "concurrency_per_key"): (2, 2, None),
+        ("work", "rate_limit"): (3, 5, 60.0),
+        (None, "rate_limits:stripe"): (1, 10, 1.0),
+    }
+    clock.advance(1)
+    assert {u.limit: u.in_use for u in store.registry.limit_use()}["rate_limits:stripe"] == 0, "a period later"

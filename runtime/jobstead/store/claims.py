@@ -82,7 +82,7 @@ from sqlalchemy import (
 from ..clock import Clock
 from ..flow import TENANT
 from ..retry import RetryPolicy
-from ..status import CLAIMABLE_STATUSES, JobStatus
+from ..status import CLAIMABLE_STATUSES, LIVE_STATUSES, JobStatus
 from .database import Database
 from .records import ClaimedJob
 
@@ -103,12 +103,15 @@ class Blocked:
     slotted: set[str] = field(default_factory=set)
     #: Handlers with a rate limit (their own, or shared ones): claimed no faster than their rates.
     rated: set[str] = field(default_factory=set)
+    #: Handlers with ``sequence_by``: only the first unfinished job of each key may start.
+    sequenced: set[str] = field(default_factory=set)
 
     def concerns(self, handlers: Collection[str], queues: Collection[str] | None) -> bool:
         """Whether any of this can stop a claim of ``handlers`` in ``queues``."""
         scopes = [("all", "")] if self.everything else []
         scopes += [("queue", q) for q in self.queues] + [("handler", h) for h in self.handlers]
         scopes += [("slots", h) for h in self.slotted] + [("rate", h) for h in self.rated]
+        scopes += [("sequence", h) for h in self.sequenced]
         return concerns(scopes + [("limit", h) for h in self.limited], handlers, queues)
 
 
@@ -116,7 +119,7 @@ class Blocked:
 UNLIMITED = 1 << 30
 
 
-@dataclass(frozen=True)
+@dataclass
 class KeyLimit:
     """A handler's limit per key, for one claim: at most ``cap`` running jobs per value of ``column``.
 
@@ -133,12 +136,22 @@ class KeyLimit:
     running: dict[str | None, int]
     #: The key of each job offered to this claim (``Claims._per_key``), by id.
     offered: dict[int, str | None]
+    #: The handler's sequence, if it has one (``JobSequence``): only each key's first job may start.
+    sequence: JobSequence | None = None
 
     def took(self, job_id: int) -> None:
         """Count a job this claim took as running under its key."""
         key = self.offered.get(job_id)
         if key is not None or (job_id in self.offered and self.null_is_a_key):
             self.running[key] = self.running.get(key, 0) + 1
+
+
+@dataclass(frozen=True)
+class JobSequence:
+    """A handler's ``sequence_by``: the column its key is in, and whether failed and dead jobs hold it."""
+
+    column: str
+    hold: bool
 
 
 #: Handler -> its limit per key, for one claim.
@@ -192,7 +205,7 @@ def concerns(scopes: Sequence[tuple[str, str]], handlers: Collection[str], queue
     for scope, name in scopes:
         if scope == "all":
             return True
-        if scope in ("handler", "limit", "slots", "rate") and name in handlers:
+        if scope in ("handler", "limit", "slots", "rate", "sequence") and name in handlers:
             return True
         if scope == "queue" and (queues is None or name in queues):
             return True
@@ -245,15 +258,20 @@ class Claims:
                 return []
             mine = [h for h in handlers if h not in blocked.handlers]
             rates = Rates(self._rate_rings(conn, [h for h in mine if h in blocked.rated], now, limit))
-            # One by one, each within its slots or its rates: a global limit only, or a rate limit.
-            capped = [h for h in mine if h in blocked.slotted or (h in rates.of and h not in blocked.limited)]
+            sequences = self._sequences(conn, [h for h in mine if h in blocked.sequenced])
+            # One by one, each within its slots, its rates or its sequences.
+            capped = [
+                h
+                for h in mine
+                if h in blocked.slotted or ((h in rates.of or h in sequences) and h not in blocked.limited)
+            ]
             free = [h for h in mine if h not in blocked.limited and h not in capped]
             room: dict[str, int] = {}
             key_limits: KeyLimits = {}
             if any(h in blocked.limited for h in mine):
                 room, unlimited_now, key_limits = self._room(conn, [h for h in mine if h in blocked.limited])
-                free += [h for h in unlimited_now if h not in rates.of]
-                capped += [h for h in unlimited_now if h in rates.of]
+                free += [h for h in unlimited_now if h not in rates.of and h not in sequences]
+                capped += [h for h in unlimited_now if h in rates.of or h in sequences]
             claimed: list[ClaimedJob] = []
             for queue in queues or (None,):
                 wanted = limit - len(claimed)
@@ -275,6 +293,7 @@ class Claims:
                             lease_seconds,
                             use_slots=name in blocked.slotted,
                             one_statement=name not in rates.of,
+                            sequence=sequences.get(name),
                         )
                         rates.took(name, len(taken))
                         claimed += taken
@@ -283,6 +302,8 @@ class Claims:
                     break
                 for name in room:
                     room[name] = rates.allow(name, room[name])
+                for name, limit_per_key in key_limits.items():
+                    limit_per_key.sequence = sequences.get(name)
                 which = self._pick(conn, now, queue, free, room, key_limits, wanted, blocked.queues)
                 if which:
                     taken = self._take(conn, now, which, worker_id, lease_seconds)
@@ -305,6 +326,48 @@ class Claims:
         a job a rate held back starts as soon as the window allows.
         """
         return self._rate_room.get((tuple(handlers), None if queues is None else tuple(queues)))
+
+    def held_by(self, job_id: int) -> int | None:
+        """The job holding this waiting job's sequence back (the first of its key that holds it), if any.
+
+        The same rule the claim applies (``_first_of_its_key``): what ``jobs
+        show`` says of a job that does not start.
+        """
+        jobs, handlers = self._db.tables.jobs, self._db.tables.handlers
+        with self._db.engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    jobs.c.handler,
+                    jobs.c.status,
+                    jobs.c.sequence_key,
+                    jobs.c.tenant,
+                    handlers.c.sequence_by,
+                    handlers.c.sequence_on_failure,
+                )
+                .select_from(jobs.join(handlers, handlers.c.name == jobs.c.handler))
+                .where(jobs.c.id == job_id)
+            ).first()
+            if row is None or row.sequence_by is None or row.status not in {s.value for s in CLAIMABLE_STATUSES}:
+                return None
+            column = TENANT if row.sequence_by == TENANT else "sequence_key"
+            key = row.tenant if column == TENANT else row.sequence_key
+            if key is None:
+                return None
+            holding = [*LIVE_STATUSES, JobStatus.BLOCKED]
+            if row.sequence_on_failure != "continue":
+                holding += [JobStatus.FAILED, JobStatus.DEAD]
+            first: int | None = conn.execute(
+                select(jobs.c.id)
+                .where(
+                    jobs.c.handler == row.handler,
+                    jobs.c[column] == key,
+                    jobs.c.id < job_id,
+                    _status_in(jobs.c.status, holding),
+                )
+                .order_by(jobs.c.id)
+                .limit(1)
+            ).scalar()
+            return first
 
     def _note_rate_room(self, conn: Connection, claimer: Claimer, rates: Rates, now: datetime, held_back: bool) -> None:
         """After a claim a rate held back: the earliest time one of its spent rates frees a row."""
@@ -413,7 +476,7 @@ class Claims:
             not_blocked = ~exists().where(
                 or_(
                     scope == "all",
-                    and_(scope.in_(("handler", "limit", "slots", "rate")), name == c.handler),
+                    and_(scope.in_(("handler", "limit", "slots", "rate", "sequence")), name == c.handler),
                     and_(scope == "queue", name == c.queue),
                 )
             )
@@ -450,6 +513,7 @@ class Claims:
             limited={name for scope, name in rows if scope == "limit"},
             slotted={name for scope, name in rows if scope == "slots"},
             rated={name for scope, name in rows if scope == "rate"},
+            sequenced={name for scope, name in rows if scope == "sequence"},
         )
 
     def _blocked_query(self) -> CompoundSelect[Any]:
@@ -487,6 +551,9 @@ class Claims:
                     and_(handler_rows.c.rate_limit.is_not(None), handler_rows.c.rate_limit_by.is_(None)),
                     handler_rows.c.rate_limits.is_not(None),
                 ),
+            ),
+            select(literal("sequence", String), handler_rows.c.name).where(
+                self._db.driver.in_bound_list(handler_rows.c.name, "handlers"), handler_rows.c.sequence_by.is_not(None)
             ),
         ]
         bound = self._db.driver.lock_bound_row("bound_seconds") if with_bound else None
@@ -576,6 +643,8 @@ class Claims:
             conditions.append(jobs.c.queue == params["in_queue"])
         elif skip_queues:
             conditions.append(jobs.c.queue.not_in(params["paused"]))
+        if limit.sequence is not None:
+            conditions.append(self._first_of_its_key(limit.sequence))
         rank = func.row_number().over(partition_by=key, order_by=(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id))
         ranked = select(jobs.c.id, jobs.c.priority, jobs.c.run_at, key.label("key"), rank.label("rn")).where(
             *conditions
@@ -625,6 +694,7 @@ class Claims:
         *,
         use_slots: bool = True,
         one_statement: bool = True,
+        sequence: JobSequence | None = None,
     ) -> list[ClaimedJob]:
         """Claim jobs of a handler with a global limit into its free slots: one job per slot.
 
@@ -649,9 +719,9 @@ class Claims:
         elif paused_queues:
             params["paused"] = list(paused_queues)
         if not use_slots:
-            ids = [row.id for row in conn.execute(self._candidates(shape), params)]
+            ids = [row.id for row in conn.execute(self._candidates(shape, sequence), params)]
             return self._take(conn, now, ids, worker_id, lease_seconds) if ids else []
-        if one_statement and self._db.driver.one_statement_claim:
+        if one_statement and sequence is None and self._db.driver.one_statement_claim:
             lease = {"owner": worker_id, "expires": now + timedelta(seconds=lease_seconds), "started": now}
             return self._jobs(conn.execute(self._slotted(shape), {**params, **lease, "slot_handler": handler}))
         slots = self._db.tables.slots
@@ -670,7 +740,7 @@ class Claims:
         ).all()
         if not taken:
             return []
-        ids = [row.id for row in conn.execute(self._candidates(shape), {**params, "limit": len(taken)})]
+        ids = [row.id for row in conn.execute(self._candidates(shape, sequence), {**params, "limit": len(taken)})]
         if not ids:
             return []
         claimed = self._take(conn, now, ids, worker_id, lease_seconds)
@@ -746,6 +816,40 @@ class Claims:
                     .where(table.c.kind == ring.kind, table.c.name == ring.name, table.c.n.in_(ring.free[: ring.used]))
                     .values(used_at=now)
                 )
+
+    def _sequences(self, conn: Connection, sequenced: list[str]) -> dict[str, JobSequence]:
+        """The sequence of each of these handlers (``sequence_by``, ``sequence_on_failure``)."""
+        if not sequenced:
+            return {}
+        h = self._db.tables.handlers
+        return {
+            name: JobSequence(TENANT if by == TENANT else "sequence_key", on_failure != "continue")
+            for name, by, on_failure in conn.execute(
+                select(h.c.name, h.c.sequence_by, h.c.sequence_on_failure).where(
+                    h.c.name.in_(sequenced), h.c.sequence_by.is_not(None)
+                )
+            )
+        }
+
+    def _first_of_its_key(self, sequence: JobSequence) -> ColumnElement[bool]:
+        """No earlier job of the same key holds it: unfinished (waiting, retrying, running), or,
+        unless ``sequence_on_failure="continue"``, failed or dead. A job without a key is in no sequence.
+
+        Read in the claim's snapshot: an earlier job is unfinished until its
+        end commits, so whatever the snapshot sees of it, nothing after it starts first.
+        """
+        jobs = self._db.tables.jobs
+        earlier = jobs.alias("earlier")
+        column = sequence.column
+        holding = [*LIVE_STATUSES, JobStatus.BLOCKED]
+        if sequence.hold:
+            holding += [JobStatus.FAILED, JobStatus.DEAD]
+        return ~exists().where(
+            earlier.c.handler == jobs.c.handler,
+            earlier.c[column] == jobs.c[column],
+            earlier.c.id < jobs.c.id,
+            _status_in(earlier.c.status, holding),
+        )
 
     def _free_slots(self) -> Select[Any]:
         """(n, token) of the slots whose claim no longer runs (or never did), as of this statement."""
@@ -848,9 +952,12 @@ class Claims:
         found.sort(key=lambda r: (-r.priority, r.run_at, r.id))
         return [r.id for r in found[:wanted]] or None
 
-    def _candidates(self, shape: tuple[bool, bool]) -> Select[Any]:
-        """Ready jobs of some handlers, best first, locked (SKIP LOCKED); parameters bound at execution."""
-        stmt = self._statements.get(("candidates", shape))
+    def _candidates(self, shape: tuple[bool, bool], sequence: JobSequence | None = None) -> Select[Any]:
+        """Ready jobs of some handlers, best first, locked (SKIP LOCKED); parameters bound at execution.
+
+        With a ``sequence``, only the jobs nothing earlier of their key holds back.
+        """
+        stmt = self._statements.get(("candidates", shape, sequence))
         if stmt is None:
             jobs = self._db.tables.jobs
             one_queue, skip_queues = shape
@@ -863,7 +970,9 @@ class Claims:
                 conditions.append(jobs.c.queue == bindparam("in_queue"))
             elif skip_queues:
                 conditions.append(jobs.c.queue.not_in(bindparam("paused", expanding=True)))
-            stmt = self._statements[("candidates", shape)] = (
+            if sequence is not None:
+                conditions.append(self._first_of_its_key(sequence))
+            stmt = self._statements[("candidates", shape, sequence)] = (
                 select(jobs.c.id, jobs.c.priority, jobs.c.run_at)
                 .where(*conditions)
                 .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)

@@ -238,6 +238,23 @@ class HandlerDefinition:
 
 
 @dataclass(frozen=True)
+class LimitUse:
+    """One limit and how much of it is in use (``Registry.limit_use``; ``jobstead stats``)."""
+
+    #: The handler it limits; None for a shared rate (``app.rate_limit``).
+    handler: str | None
+    #: ``concurrency``, ``concurrency_per_key``, ``rate_limit`` or ``rate_limits:<name>``.
+    limit: str
+    in_use: int
+    of: int
+    #: A rate's period in seconds.
+    per: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"handler": self.handler, "limit": self.limit, "in_use": self.in_use, "of": self.of, "per": self.per}
+
+
+@dataclass(frozen=True)
 class LeaseReport:
     """What a lease renewal learned: the jobs still ours, and those asked to stop."""
 

@@ -50,6 +50,7 @@ CRON_FIRE_PREDICATE = "cron_name IS NOT NULL"
 FINISHED_PREDICATE = _in(tuple(sorted(FINAL_STATUSES)))
 NOT_SUCCEEDED_PREDICATE = f"status <> '{JobStatus.SUCCEEDED.value}'"
 HAS_TENANT_PREDICATE = "tenant IS NOT NULL"
+HAS_SEQUENCE_PREDICATE = "sequence_key IS NOT NULL"
 #: Jobs of a batch (its members), not its continuations.
 BATCH_MEMBER_PREDICATE = "batch_id IS NOT NULL AND batch_event IS NULL"
 #: Jobs of a workflow: its steps and its continuations (whose ``step`` is NULL).
@@ -227,6 +228,15 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         unique=True,
         postgresql_where=text(WORKFLOW_JOB_PREDICATE),
         sqlite_where=text(WORKFLOW_JOB_PREDICATE),
+    )
+    # Sequences: whether an earlier job of a key holds it (claims of handlers with sequence_by).
+    Index(
+        f"{prefix}jobs_sequence",
+        jobs.c.handler,
+        jobs.c.sequence_key,
+        jobs.c.id,
+        postgresql_where=text(HAS_SEQUENCE_PREDICATE),
+        sqlite_where=text(HAS_SEQUENCE_PREDICATE),
     )
     # Retention: pruning walks finished jobs oldest first, never the live ones.
     Index(

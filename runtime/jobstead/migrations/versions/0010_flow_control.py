@@ -42,6 +42,7 @@ HANDLER_COLUMNS = (
     "fair_by",
 )
 JOB_KEYS = ("rate_key", "concurrency_key", "sequence_key", "fair_key")
+HAS_SEQUENCE = "sequence_key IS NOT NULL"
 
 
 def upgrade() -> None:
@@ -61,6 +62,14 @@ def upgrade() -> None:
         op.add_column(f"{p}handlers", column, schema=schema)
     for key in JOB_KEYS:
         op.add_column(f"{p}jobs", sa.Column(key, sa.String(200)), schema=schema)
+    op.create_index(
+        f"{p}jobs_sequence",
+        f"{p}jobs",
+        ["handler", "sequence_key", "id"],
+        schema=schema,
+        postgresql_where=sa.text(HAS_SEQUENCE),
+        sqlite_where=sa.text(HAS_SEQUENCE),
+    )
     op.create_table(
         f"{p}rate_limits",
         sa.Column("name", sa.String(200), primary_key=True),
@@ -107,6 +116,7 @@ def downgrade() -> None:
     op.drop_table(f"{p}rate_slots", schema=schema)
     op.drop_table(f"{p}slots", schema=schema)
     op.drop_table(f"{p}rate_limits", schema=schema)
+    op.drop_index(f"{p}jobs_sequence", f"{p}jobs", schema=schema)
     for key in reversed(JOB_KEYS):
         op.drop_column(f"{p}jobs", key, schema=schema)
     for column in reversed(HANDLER_COLUMNS):
