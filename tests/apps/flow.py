@@ -48,3 +48,8 @@ def in_order(account_id: str, n: int, ctx: Context) -> dict[str, Any]:
     started = time.time()
     time.sleep(random.uniform(0.002, 0.02))
     return {"pid": os.getpid(), "start": started, "end": time.time(), "job": ctx.job_id}
+
+
+@app.handler(rate_limit="5/s", rate_limit_by="customer_id")
+def per_customer_rate(customer_id: str, i: int) -> None:
+    """At most 5 starts per customer in any second."""

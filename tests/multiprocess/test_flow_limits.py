@@ -95,10 +95,13 @@ def test_rate_limits_hold_in_every_sliding_window_across_four_processes(server_t
 
     app = App(server_target.url, schema=server_target.schema)
     app.rate_limit("stripe", flow.app.rate_limits["stripe"])
-    for name in ("rated", "charge", "refund"):
+    for name in ("rated", "charge", "refund", "per_customer_rate"):
         h = flow.app.get_handler(name)
-        app.handler(name=name, rate_limit=h.flow.rate_limit, rate_limits=h.flow.rate_limits)(h.func)
+        app.handler(
+            name=name, rate_limit=h.flow.rate_limit, rate_limit_by=h.flow.rate_limit_by, rate_limits=h.flow.rate_limits
+        )(h.func)
     app.get_handler("rated").defer_many([{"i": i} for i in range(150)])
+    app.get_handler("per_customer_rate").defer_many([{"customer_id": c, "i": i} for i in range(20) for c in "xyz"])
     app.get_handler("charge").defer_many([{"i": i} for i in range(30)])
     app.get_handler("refund").defer_many([{"i": i} for i in range(30)])
     workers = [
@@ -112,19 +115,25 @@ def test_rate_limits_hold_in_every_sliding_window_across_four_processes(server_t
     jobs = app.store.tables.jobs
     try:
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and app.stats().by_status.get("succeeded", 0) < 210:
+        while time.monotonic() < deadline and app.stats().by_status.get("succeeded", 0) < 270:
             time.sleep(0.2)
     finally:
         codes = [stop(w) for w in workers]
     assert codes == [0, 0, 0, 0]
     with app.store.db.engine.connect() as conn:
-        rows = conn.execute(select(jobs.c.handler, jobs.c.started_at, jobs.c.status, jobs.c.attempts)).all()
+        rows = conn.execute(
+            select(jobs.c.handler, jobs.c.started_at, jobs.c.status, jobs.c.attempts, jobs.c.rate_key)
+        ).all()
     assert all(r.status == JobStatus.SUCCEEDED.value and r.attempts == 1 for r in rows), "none lost, none run twice"
     starts = {
         name: [r.started_at.timestamp() for r in rows if r.handler == name] for name in ("rated", "charge", "refund")
     }
     assert _most_in_a_window(starts["rated"], 1.0) <= 25
     assert _most_in_a_window(starts["charge"] + starts["refund"], 1.0) <= 10, "the shared limit counts both"
+    for customer in "xyz":
+        mine = [r.started_at.timestamp() for r in rows if r.handler == "per_customer_rate" and r.rate_key == customer]
+        assert len(mine) == 20 and _most_in_a_window(mine, 1.0) <= 5, customer
+        assert max(mine) - min(mine) <= 3.0 / 0.8, f"{customer}: 20 starts at 5/s took {max(mine) - min(mine):.2f} s"
     # Close to the limit: after the first window's starts, 125 more at 25/s take 5 s, and
     # 50 more at 10/s take 5 s; at least 80% of the rate (these jobs do nothing).
     span = max(starts["rated"]) - min(starts["rated"])

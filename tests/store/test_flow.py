@@ -486,3 +486,50 @@ def test_each_limit_is_shown_with_how_much_of_it_is_in_use(store: Store, clock: 
     }
     clock.advance(1)
     assert {u.limit: u.in_use for u in store.registry.limit_use()}["rate_limits:stripe"] == 0, "a period later"
+
+
+def test_a_rate_per_key_gives_each_key_its_own_window(store: Store, clock: Any) -> None:
+    rate = FlowControl(rate_limit=RateLimit(2, per=10), rate_limit_by="customer_id")
+    store.registry.publish_handlers([replace(handler("work"), flow=rate)])
+    _defer(store, rate, [{"customer_id": "big"} for _ in range(10)])
+    _defer(store, rate, [{"customer_id": c} for c in ("a", "b") for _ in range(3)] + [{}, {}, {}])
+    first = _claim(store, limit=50)
+    per_key: dict[Any, int] = {}
+    for job in first:
+        per_key[job.args.get("customer_id")] = per_key.get(job.args.get("customer_id"), 0) + 1
+    assert per_key == {"big": 2, "a": 2, "b": 2, None: 2}, "two per key per window; no key: a key of its own"
+    _finish_all(store, first)
+    assert _claim(store, "w2") == []
+    clock.advance(10)
+    assert len(_claim(store, limit=50)) == 5, "a window later: big 2, and the last of a, b and no key"
+
+
+def test_a_rate_per_tenant_with_a_global_limit(store: Store, clock: Any) -> None:
+    rate = FlowControl(rate_limit=RateLimit(1, per=60), rate_limit_by="tenant")
+    store.registry.publish_handlers([replace(handler("work", concurrency=2), flow=rate)])
+    for tenant in ("acme", "acme", "globex", "globex", "initech"):
+        _defer(store, rate, [{}], tenant=tenant)
+    taken = _claim(store, limit=50)
+    assert len(taken) == 2 and len({j.tenant for j in taken}) == 2
+    _finish_all(store, taken)
+    again = _claim(store, limit=50)
+    assert [j.tenant for j in again] == ["initech"], "the other two tenants spent their window"
+
+
+def test_claimers_racing_for_a_rate_per_key_never_exceed_it(store: Store) -> None:
+    rate = FlowControl(rate_limit=RateLimit(3, per=3600), rate_limit_by="customer_id")
+    store.registry.publish_handlers([replace(handler("work"), flow=rate)])
+    _defer(store, rate, [{"customer_id": c} for c in ("a", "b") for _ in range(20)])
+    got: list[Any] = []
+
+    def work(worker: str) -> None:
+        for _ in range(15):
+            got.extend(_claim(store, worker, limit=2))
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len({j.id for j in got}) == len(got) == 6
+    assert sorted(j.args["customer_id"] for j in got) == ["a", "a", "a", "b", "b", "b"]

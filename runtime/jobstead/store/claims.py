@@ -52,6 +52,7 @@ CPU, most of a one-job claim.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Collection, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -158,6 +159,30 @@ class JobSequence:
 KeyLimits = dict[str, KeyLimit]
 
 
+#: How many ranked jobs a claim with a rate per key looks at (the best of each key first).
+KEYED_RATE_LOOKAHEAD = 2000
+#: ``rate_slots.kind`` of the rings of rates per key (named by ``ring_name``).
+KEYED_RING = "key"
+
+
+@dataclass(frozen=True)
+class KeyedRate:
+    """A handler's ``rate_limit`` with ``rate_limit_by``: one ring of ``limit`` rows per key."""
+
+    column: str
+    limit: int
+    per: float
+
+
+def ring_name(handler: str, key: str | None) -> str:
+    """The ring of one key of a handler's rate per key (jobs without the key: one ring of their own);
+    past the column's 200 characters, the SHA-256 of the two (equal keys, equal rings)."""
+    name = f"{handler}\x1fnull" if key is None else f"{handler}\x1fk:{key}"
+    if len(name) > 200:
+        return "sha256:" + hashlib.sha256(name.encode()).hexdigest()
+    return name
+
+
 @dataclass
 class RateRing:
     """The rows of one rate free for this claim (locked), and how many of them its starts took."""
@@ -176,8 +201,12 @@ class Rates:
     of one claim count against it together.
     """
 
-    def __init__(self, of: dict[str, list[RateRing]]) -> None:
+    def __init__(self, of: dict[str, list[RateRing]], keyed: dict[str, KeyedRate] | None = None) -> None:
         self.of = of
+        #: Handlers with a rate per key (``Claims._within_key_rates``).
+        self.keyed = keyed or {}
+        #: When the first key this claim's rates per key held back has room again.
+        self.room: datetime | None = None
 
     def allow(self, handler: str, wanted: int) -> int:
         rings = self.of.get(handler)
@@ -257,21 +286,23 @@ class Claims:
             if blocked.everything:
                 return []
             mine = [h for h in handlers if h not in blocked.handlers]
-            rates = Rates(self._rate_rings(conn, [h for h in mine if h in blocked.rated], now, limit))
+            rates = self._rate_rings(conn, [h for h in mine if h in blocked.rated], now, limit)
+            keyed = rates.keyed
             sequences = self._sequences(conn, [h for h in mine if h in blocked.sequenced])
             # One by one, each within its slots, its rates or its sequences.
             capped = [
                 h
                 for h in mine
-                if h in blocked.slotted or ((h in rates.of or h in sequences) and h not in blocked.limited)
+                if h in blocked.slotted
+                or ((h in rates.of or h in sequences or h in keyed) and h not in blocked.limited)
             ]
             free = [h for h in mine if h not in blocked.limited and h not in capped]
             room: dict[str, int] = {}
             key_limits: KeyLimits = {}
             if any(h in blocked.limited for h in mine):
                 room, unlimited_now, key_limits = self._room(conn, [h for h in mine if h in blocked.limited])
-                free += [h for h in unlimited_now if h not in rates.of and h not in sequences]
-                capped += [h for h in unlimited_now if h in rates.of or h in sequences]
+                free += [h for h in unlimited_now if h not in rates.of and h not in sequences and h not in keyed]
+                capped += [h for h in unlimited_now if h in rates.of or h in sequences or h in keyed]
             claimed: list[ClaimedJob] = []
             for queue in queues or (None,):
                 wanted = limit - len(claimed)
@@ -292,8 +323,10 @@ class Claims:
                             worker_id,
                             lease_seconds,
                             use_slots=name in blocked.slotted,
-                            one_statement=name not in rates.of,
+                            one_statement=name not in rates.of and name not in keyed,
                             sequence=sequences.get(name),
+                            keyed_rate=keyed.get(name),
+                            rates=rates,
                         )
                         rates.took(name, len(taken))
                         claimed += taken
@@ -373,10 +406,10 @@ class Claims:
         """After a claim a rate held back: the earliest time one of its spent rates frees a row."""
         self._rate_room.pop(claimer, None)
         spent = [ring for ring in rates.rings() if ring.used >= len(ring.free)]
-        if not held_back or not spent:
+        if not held_back or not (spent or rates.room):
             return
         table = self._db.tables.rate_slots
-        soonest: datetime | None = None
+        soonest: datetime | None = rates.room
         for ring in spent:
             oldest = conn.execute(
                 select(func.min(table.c.used_at)).where(table.c.kind == ring.kind, table.c.name == ring.name)
@@ -547,10 +580,7 @@ class Claims:
             ),
             select(literal("rate", String), handler_rows.c.name).where(
                 self._db.driver.in_bound_list(handler_rows.c.name, "handlers"),
-                or_(
-                    and_(handler_rows.c.rate_limit.is_not(None), handler_rows.c.rate_limit_by.is_(None)),
-                    handler_rows.c.rate_limits.is_not(None),
-                ),
+                or_(handler_rows.c.rate_limit.is_not(None), handler_rows.c.rate_limits.is_not(None)),
             ),
             select(literal("sequence", String), handler_rows.c.name).where(
                 self._db.driver.in_bound_list(handler_rows.c.name, "handlers"), handler_rows.c.sequence_by.is_not(None)
@@ -695,6 +725,8 @@ class Claims:
         use_slots: bool = True,
         one_statement: bool = True,
         sequence: JobSequence | None = None,
+        keyed_rate: KeyedRate | None = None,
+        rates: Rates | None = None,
     ) -> list[ClaimedJob]:
         """Claim jobs of a handler with a global limit into its free slots: one job per slot.
 
@@ -718,12 +750,37 @@ class Claims:
             params["in_queue"] = queue
         elif paused_queues:
             params["paused"] = list(paused_queues)
+        if keyed_rate is not None:
+            # The rate per key decides which jobs; the slots, if any, how many.
+            want = wanted
+            taken_slots: list[Any] = []
+            if use_slots:
+                taken_slots = self._lock_free_slots(conn, handler, wanted)
+                want = len(taken_slots)
+            ids, stamp = self._within_key_rates(conn, now, shape, params, want, keyed_rate, handler, sequence, rates)
+            claimed = self._take(conn, now, ids, worker_id, lease_seconds) if ids else []
+            self._stamp_keys(conn, handler, stamp, now)
+            if use_slots:
+                self._hold_slots(conn, handler, taken_slots, claimed)
+            return claimed
         if not use_slots:
             ids = [row.id for row in conn.execute(self._candidates(shape, sequence), params)]
             return self._take(conn, now, ids, worker_id, lease_seconds) if ids else []
         if one_statement and sequence is None and self._db.driver.one_statement_claim:
             lease = {"owner": worker_id, "expires": now + timedelta(seconds=lease_seconds), "started": now}
             return self._jobs(conn.execute(self._slotted(shape), {**params, **lease, "slot_handler": handler}))
+        taken = self._lock_free_slots(conn, handler, wanted)
+        if not taken:
+            return []
+        ids = [row.id for row in conn.execute(self._candidates(shape, sequence), {**params, "limit": len(taken)})]
+        if not ids:
+            return []
+        claimed = self._take(conn, now, ids, worker_id, lease_seconds)
+        self._hold_slots(conn, handler, taken, claimed)
+        return claimed
+
+    def _lock_free_slots(self, conn: Connection, handler: str, wanted: int) -> list[Any]:
+        """Up to ``wanted`` of the handler's free slots, locked by (slot, token) (see ``_take_slotted``)."""
         slots = self._db.tables.slots
         free = [
             (int(n), int(token))
@@ -731,19 +788,19 @@ class Claims:
         ]
         if not free:
             return []
-        taken = conn.execute(
-            select(slots.c.n)
-            .where(slots.c.handler == handler, tuple_(slots.c.n, slots.c.token).in_(free))
-            .order_by(slots.c.n)
-            .limit(wanted)
-            .with_for_update(skip_locked=True)
-        ).all()
-        if not taken:
-            return []
-        ids = [row.id for row in conn.execute(self._candidates(shape, sequence), {**params, "limit": len(taken)})]
-        if not ids:
-            return []
-        claimed = self._take(conn, now, ids, worker_id, lease_seconds)
+        return list(
+            conn.execute(
+                select(slots.c.n)
+                .where(slots.c.handler == handler, tuple_(slots.c.n, slots.c.token).in_(free))
+                .order_by(slots.c.n)
+                .limit(wanted)
+                .with_for_update(skip_locked=True)
+            ).all()
+        )
+
+    def _hold_slots(self, conn: Connection, handler: str, taken: list[Any], claimed: list[ClaimedJob]) -> None:
+        """Each slot taken names the job it holds (and bumps its token)."""
+        slots = self._db.tables.slots
         held = dict(zip((slot.n for slot in taken), sorted(claimed, key=lambda j: j.id), strict=False))
         if held:  # one statement for every slot taken
             conn.execute(
@@ -755,9 +812,133 @@ class Claims:
                     token=slots.c.token + 1,
                 )
             )
-        return claimed
 
-    def _rate_rings(self, conn: Connection, rated: list[str], now: datetime, limit: int) -> dict[str, list[RateRing]]:
+    def _within_key_rates(
+        self,
+        conn: Connection,
+        now: datetime,
+        shape: tuple[bool, bool],
+        params: dict[str, Any],
+        want: int,
+        rate: KeyedRate,
+        handler: str,
+        sequence: JobSequence | None,
+        rates: Rates | None,
+    ) -> tuple[list[int], dict[str, list[int]]]:
+        """Ready jobs of a handler with a rate per key, best first, none past its key's free rows.
+
+        Each key's ring is made on first use (rows inserted, a conflict with a
+        claimer inserting them too left to it), then its free rows are locked
+        SKIP LOCKED as for any rate. Jobs without the key are one group
+        (ring ``null``). Returns the ids chosen (locked) and, per ring, the
+        rows their starts take.
+        """
+        if want <= 0:
+            return [], {}
+        jobs, rings = self._db.tables.jobs, self._db.tables.rate_slots
+        key = jobs.c[rate.column]
+        one_queue, skip_queues = shape
+        conditions: list[ColumnElement[bool]] = [
+            _status_in(jobs.c.status, CLAIMABLE_STATUSES),
+            jobs.c.run_at <= params["now"],
+            jobs.c.handler == handler,
+        ]
+        if one_queue:
+            conditions.append(jobs.c.queue == params["in_queue"])
+        elif skip_queues:
+            conditions.append(jobs.c.queue.not_in(params["paused"]))
+        if sequence is not None:
+            conditions.append(self._first_of_its_key(sequence))
+        rank = func.row_number().over(partition_by=key, order_by=(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id))
+        sub = select(jobs.c.id, jobs.c.priority, jobs.c.run_at, key.label("key"), rank.label("rn")).where(*conditions)
+        ranked = sub.subquery()
+        rows = conn.execute(
+            select(ranked.c.id, ranked.c.key)
+            .where(ranked.c.rn <= min(rate.limit, want))
+            .order_by(ranked.c.priority.desc(), ranked.c.run_at, ranked.c.id)
+            .limit(KEYED_RATE_LOOKAHEAD)
+        ).all()
+        if not rows:
+            return [], {}
+        kind = KEYED_RING
+        names = sorted({ring_name(handler, row.key) for row in rows})
+        present: dict[str, set[int]] = {}
+        for name, n in conn.execute(
+            select(rings.c.name, rings.c.n).where(rings.c.kind == kind, rings.c.name.in_(names))
+        ):
+            present.setdefault(name, set()).add(int(n))
+        missing = [
+            {"kind": kind, "name": name, "n": n, "used_at": None}
+            for name in names
+            for n in range(rate.limit)
+            if n not in present.get(name, ())
+        ]
+        if missing:
+            conn.execute(
+                self._db.driver.upsert(rings).on_conflict_do_nothing(index_elements=["kind", "name", "n"]), missing
+            )
+        free: dict[str, list[int]] = {}
+        for name, n in conn.execute(
+            select(rings.c.name, rings.c.n)
+            .where(
+                rings.c.kind == kind,
+                rings.c.name.in_(names),
+                or_(rings.c.used_at.is_(None), rings.c.used_at <= now - timedelta(seconds=rate.per)),
+            )
+            .order_by(rings.c.name, rings.c.n)
+            .with_for_update(skip_locked=True)
+        ):
+            free.setdefault(name, []).append(int(n))
+        chosen: list[int] = []
+        stamp: dict[str, list[int]] = {}
+        spent: set[str] = set()
+        for row in rows:
+            if len(chosen) >= want:
+                break
+            name = ring_name(handler, row.key)
+            left = free.get(name, [])
+            if len(stamp.get(name, ())) < len(left):
+                stamp.setdefault(name, []).append(left[len(stamp.get(name, ()))])
+                chosen.append(int(row.id))
+            else:
+                spent.add(name)
+        if spent:  # jobs wait for their key's window: when the first of those rings frees a row
+            oldest = conn.execute(
+                select(func.min(rings.c.used_at)).where(rings.c.kind == KEYED_RING, rings.c.name.in_(sorted(spent)))
+            ).scalar()
+            if oldest is not None and rates is not None:
+                at = oldest + timedelta(seconds=rate.per)
+                rates.room = at if rates.room is None else min(rates.room, at)
+        if not chosen:
+            return [], {}
+        locked = set(
+            conn.execute(
+                select(jobs.c.id)
+                .where(jobs.c.id.in_(chosen), _status_in(jobs.c.status, CLAIMABLE_STATUSES))
+                .with_for_update(skip_locked=True, of=jobs)
+            ).scalars()
+        )
+        if locked != set(chosen):  # another claimer holds some: start only the ones locked
+            kept: dict[str, list[int]] = {}
+            by_id = {int(row.id): ring_name(handler, row.key) for row in rows}
+            for job_id in chosen:
+                if job_id in locked:
+                    kept.setdefault(by_id[job_id], []).append(0)
+            stamp = {name: stamp[name][: len(kept[name])] for name in kept}
+        return [i for i in chosen if i in locked], stamp
+
+    def _stamp_keys(self, conn: Connection, handler: str, stamp: dict[str, list[int]], now: datetime) -> None:
+        """The rows of each key's ring its starts took carry this start's time."""
+        rings = self._db.tables.rate_slots
+        for name, numbers in stamp.items():
+            if numbers:
+                conn.execute(
+                    update(rings)
+                    .where(rings.c.kind == KEYED_RING, rings.c.name == name, rings.c.n.in_(numbers))
+                    .values(used_at=now)
+                )
+
+    def _rate_rings(self, conn: Connection, rated: list[str], now: datetime, limit: int) -> Rates:
         """For each rated handler, the rows of each of its rates that are free now, locked (SKIP LOCKED).
 
         A row is free when its last start is at least the rate's period ago;
@@ -766,7 +947,7 @@ class Claims:
         takes more jobs than that.
         """
         if not rated:
-            return {}
+            return Rates({})
         h, shared, rows_of = self._db.tables.handlers, self._db.tables.rate_limits, self._db.tables.rate_slots
         settings = conn.execute(
             select(h.c.name, h.c.rate_limit, h.c.rate_period, h.c.rate_limit_by, h.c.rate_limits).where(
@@ -800,11 +981,16 @@ class Claims:
             ).scalars()
             rings[(kind, name)] = RateRing(kind, name, per, [int(n) for n in free])
         found: dict[str, list[RateRing]] = {}
+        keyed: dict[str, KeyedRate] = {}
         for row in settings:
             mine = [("handler", row.name)] + [("shared", name) for name in row.rate_limits or ()]
             if any(key in rings for key in mine):
                 found[row.name] = [rings[key] for key in mine if key in rings]
-        return found
+            if row.rate_limit is not None and row.rate_limit_by is not None:
+                keyed[row.name] = KeyedRate(
+                    TENANT if row.rate_limit_by == TENANT else "rate_key", int(row.rate_limit), float(row.rate_period)
+                )
+        return Rates(found, keyed)
 
     def _stamp(self, conn: Connection, rates: Rates, now: datetime) -> None:
         """Each rate's rows its starts took now carry this start's time."""
