@@ -97,16 +97,17 @@ BENCH_PYTHON ?= $(shell for p in python3.13 python3.12; do $$p -c '' >/dev/null 
   v=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.1[2-9](\.[0-9]+)?$$' | sort -V | head -1); \
   [ -n "$$v" ] && echo "$$(pyenv root)/versions/$$v/bin/python")
 .PHONY: bench
-bench: system-deps ## Jobstead against pgqueuer, procrastinate, oban and chancy on one PostgreSQL; prints the table.
+bench: system-deps venv ## Jobstead against pgqueuer, procrastinate, oban and chancy on one PostgreSQL (and Jobstead on MariaDB); prints the table.
 	@# the peers live in their own venv, never in .venv or Jobstead's dependencies
 	@if [ -z "$(BENCH_PYTHON)" ]; then \
 	  echo "make bench: no Python 3.12+ found (oban needs it); set BENCH_PYTHON=/path/to/python3.12"; exit 1; fi
 	@if [ ! -f $(BENCH_VENV)/.installed ] || [ bench/requirements-peers.txt -nt $(BENCH_VENV)/.installed ] \
-	    || [ pyproject.toml -nt $(BENCH_VENV)/.installed ]; then \
+	    || [ pyproject.toml -nt $(BENCH_VENV)/.installed ] \
+	    || ! $(BENCH_VENV)/bin/python -c 'import MySQLdb' 2>/dev/null; then \
 	  echo "creating $(BENCH_VENV) with $(BENCH_PYTHON) (Jobstead editable + bench/requirements-peers.txt)"; \
 	  $(BENCH_PYTHON) -m venv --clear $(BENCH_VENV) && \
 	  $(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip && \
-	  $(BENCH_VENV)/bin/python -m pip install --quiet -e . -r bench/requirements-peers.txt && \
+	  $(BENCH_VENV)/bin/python -m pip install --quiet -e '.[mysql]' -r bench/requirements-peers.txt && \
 	  touch $(BENCH_VENV)/.installed; \
 	fi
 	$(BENCH_VENV)/bin/python -m bench

@@ -75,6 +75,9 @@ class Settings:
     spread_queues: int = 100
     #: Finished jobs in the table for the long-history drain (beside ``history_small``).
     history_huge: int = 10_000_000
+    #: The MariaDB column (``bench.mariadb``): Jobstead's figures on MariaDB beside PostgreSQL's
+    #: (``BENCH_MARIADB=0`` leaves it out).
+    mariadb: bool = True
 
     @property
     def partial(self) -> bool:
@@ -107,4 +110,5 @@ class Settings:
             spread_handlers=_int("BENCH_SPREAD_HANDLERS", 1_000),
             spread_queues=_int("BENCH_SPREAD_QUEUES", 100),
             history_huge=_int("BENCH_HISTORY_HUGE", 200_000 if quick else 10_000_000),
+            mariadb=os.environ.get("BENCH_MARIADB", "1") not in ("", "0") and "jobstead" in _systems(),
         )

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import workflows
+from .mariadb import lines as mariadb_lines
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -477,6 +478,7 @@ def render(results: dict[str, Any], *, summary: bool = False) -> str:
         f"| 1 client | {fmt(c1)} | {ratio(med(results, 'drain_1', 'jobstead'), c1)} |",
         f"| {procs} clients | {fmt(c4)} | {ratio(free, c4)} |",
     ]
+    lines += mariadb_lines(results)
     if summary:  # the README shows what a user compares; the project's own targets stay in latest.md
         return "\n".join(lines)
     lines += ["", "| Target (issue 7) | Measured | Verdict |", "|---|--:|---|"]

@@ -18,7 +18,7 @@ from typing import Any
 
 from tests.support.postgres_server import PostgresServer, pg_bindir
 
-from . import ceiling, history, machine, report, scale, steady, workflows
+from . import ceiling, history, machine, mariadb, report, scale, steady, workflows
 from .config import Settings
 from .harness import Harness, percentile
 from .probe import open_collector
@@ -138,6 +138,9 @@ async def main() -> int:
             url = server.create_database("jobstead_workflows")
             extra["workflows"] = await asyncio.to_thread(workflows.measure, url, sizes, say)
         await database_ceiling(server, settings, say, record)
+        versions = {s.name: s.version for s in systems}
+        if settings.mariadb:
+            versions.update(await mariadb.measure(harness, settings, say, record, extra))
 
         for s in systems:
             await s.close()
@@ -148,7 +151,7 @@ async def main() -> int:
         results = {
             "machine": facts,
             "settings": asdict(settings),
-            "versions": {s.name: s.version for s in systems},
+            "versions": versions,
             "configuration": {s.name: s.configuration for s in systems},
             "figures": figures,
             "runs": extra,

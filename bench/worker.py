@@ -27,13 +27,16 @@ from .probe import PROGRESS_ENV, Reporter
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.worker")
-    parser.add_argument("system", choices=["jobstead", "pgqueuer", "procrastinate", "oban", "chancy"])
+    parser.add_argument("system", choices=["jobstead", "pgqueuer", "procrastinate", "oban", "chancy", "celery"])
     parser.add_argument("--url", required=True, help="SQLAlchemy-style URL (postgresql+psycopg://...)")
     parser.add_argument("--concurrency", type=int, default=50, help="jobs in flight per process")
     parser.add_argument("--batch-size", type=int, default=10, help="pgqueuer: jobs per dequeue")
     parser.add_argument("--limit", type=int, default=None, help="jobstead: global concurrency limit of noop")
     parser.add_argument(
         "--spread", default=None, help="jobstead: HANDLERSxQUEUES more no-op handlers over that many queues"
+    )
+    parser.add_argument(
+        "--poll-interval", type=float, default=None, help="jobstead: seconds between idle claims (default: its own)"
     )
     args = parser.parse_args(argv)
     reporter = Reporter()
@@ -47,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
         uvloop.run(run_oban(args, reporter))
     elif args.system == "chancy":
         asyncio.run(run_chancy(args, reporter))
+    elif args.system == "celery":
+        run_celery(args, reporter)
     else:
         asyncio.run(run_procrastinate(args, reporter))
 
@@ -76,7 +81,8 @@ def run_jobstead(args: argparse.Namespace, reporter: Reporter) -> None:
         handlers, queues = args.spread.split("x")
         spread = (int(handlers), int(queues))
     app = build_app(args.url, limit=args.limit, reporter=reporter, spread=spread)
-    worker = app.worker(concurrency=args.concurrency)
+    polling = {} if args.poll_interval is None else {"poll_interval": args.poll_interval}
+    worker = app.worker(concurrency=args.concurrency, **polling)
 
     def announce() -> None:
         # ``started`` is set right before the claim loop's first claim.
@@ -164,6 +170,24 @@ async def run_chancy(args: argparse.Namespace, reporter: Reporter) -> None:
         _announce_on_first_call(worker, "fetch_jobs", reporter)
         async with worker:
             await worker.wait_for_shutdown()
+
+
+def run_celery(args: argparse.Namespace, reporter: Reporter) -> None:
+    """``celery worker`` with threads (the no-op task waits on nothing), on MariaDB (``bench.mariadb``)."""
+    from celery.signals import worker_ready
+
+    from .systems.celery_sqla import build_app
+
+    app = build_app(args.url, reporter)
+    worker_ready.connect(lambda **_: reporter.ready(), weak=False)  # its consumer is up
+    # SIGTERM: Celery's warm shutdown
+    app.worker_main(
+        [
+            "worker",
+            *("-P", "threads", "-c", str(args.concurrency)),
+            *("--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "WARNING"),
+        ]
+    )
 
 
 def _announce_on_first_call(owner: Any, method: str, reporter: Reporter) -> None:

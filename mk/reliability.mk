@@ -21,8 +21,10 @@ toxiproxy: ## Build the toxiproxy fault proxy from its Go module (once per pin).
 	@hack/toxiproxy/build.sh
 
 CHAOS_ARGS ?=
+# CHAOS_DATABASE=mariadb: the same run on MariaDB (restarts: a clean shutdown and a kill -9 of mariadbd).
+CHAOS_DATABASE ?=
 # CHAOS_FAILOVER=1: instead, a PostgreSQL primary killed under load, its standby promoted, a switchover back.
 CHAOS_FAILOVER ?=
 .PHONY: chaos
-chaos: venv system-deps reliability-deps toxiproxy ## 10,000 jobs through kill -9, SIGSTOP, restarts, cuts and stalls.
-	$(PY) -m tests.chaos $(if $(CHAOS_FAILOVER),--failover) $(CHAOS_ARGS)
+chaos: venv system-deps reliability-deps toxiproxy ## 10,000 jobs through kill -9, SIGSTOP, restarts, cuts and stalls (CHAOS_DATABASE=mariadb: on MariaDB).
+	$(PY) -m tests.chaos $(if $(CHAOS_FAILOVER),--failover) $(if $(CHAOS_DATABASE),--database $(CHAOS_DATABASE)) $(CHAOS_ARGS)

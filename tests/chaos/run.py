@@ -1,11 +1,13 @@
 """Jobs, workers and schedulers through every fault at once, then the guarantees checked from the outside.
 
-One PostgreSQL of its own, toxiproxy between it and every Jobstead process
-(workers and schedulers of ``tests.apps.faults``), and a driver that defers the
-jobs in batches while it kills processes (kill -9, then starts them again),
-freezes workers (SIGSTOP for longer than the lease), restarts PostgreSQL with
-``pg_ctl restart -m fast`` and ``-m immediate``, cuts every connection and
-stalls them. The verdict comes from the handlers' own start/end records and
+One database server of its own (PostgreSQL, or MariaDB with ``--database
+mariadb``), toxiproxy between it and every Jobstead process (workers and
+schedulers of ``tests.apps.faults``), and a driver that defers the jobs in
+batches while it kills processes (kill -9, then starts them again), freezes
+workers (SIGSTOP for longer than the lease), restarts the server cleanly and by
+crashing it (``pg_ctl restart -m fast`` and ``-m immediate``; on MariaDB a
+SIGTERM and a kill -9 of ``mariadbd``: ``databases.py``), cuts every connection
+and stalls them. The verdict comes from the handlers' own start/end records and
 from the jobs table, read straight from the server:
 
 - ``lost``: jobs that did not succeed (the handlers never fail on purpose);
@@ -38,14 +40,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
+from sqlalchemy import func, select
 
 from jobstead import App
 from jobstead.deferred import Deferred
 from jobstead.handler import Handler
 from tests.apps.faults import SPANS_ENV, Span, read_cron_fires, read_spans
+from tests.chaos import databases
 from tests.support.faultproxy import FaultProxy
-from tests.support.postgres_server import PostgresServer, _demote, pg_bindir
 from tests.support.processes import spawn_cli
 
 HANDLERS = ("work", "work_async", "limited")
@@ -55,13 +57,21 @@ SCHEMA = "chaos"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--database",
+        choices=databases.DATABASES,
+        default="postgresql",
+        help="the server the run stands on (make chaos CHAOS_DATABASE=mariadb)",
+    )
     p.add_argument("--jobs", type=int, default=10_000)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--schedulers", type=int, default=3)
     p.add_argument("--kills", type=int, default=20, help="random kill -9 of a worker or scheduler")
     p.add_argument("--stops", type=int, default=2, help="SIGSTOPs of a worker, each longer than the lease")
     p.add_argument(
-        "--restarts", default="fast,immediate", help="PostgreSQL restarts, by pg_ctl mode (comma-separated, or none)"
+        "--restarts",
+        default="fast,immediate",
+        help="database restarts: fast (a clean shutdown) and immediate (a crash), comma-separated, or none",
     )
     p.add_argument("--cuts", type=int, default=1, help="every connection cut through the proxy")
     p.add_argument("--stalls", type=int, default=1, help="every connection stalled, longer than the lease")
@@ -72,7 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--outage-at-start",
         type=float,
         default=0.0,
-        help="start the processes while PostgreSQL is down, until each has met the outage, then this many "
+        help="start the processes while the database is down, until each has met the outage, then this many "
         "seconds more (as after a node failure)",
     )
     p.add_argument("--seed", type=int, default=None)
@@ -116,41 +126,6 @@ class Faults:
     done: list[tuple[float, str]] = field(default_factory=list)
 
 
-def pg_ctl_restart(server: PostgresServer, mode: str) -> None:
-    """``pg_ctl restart -m MODE`` on the server's data (the command an operator would type)."""
-    done = subprocess.run(
-        [
-            str(pg_bindir() / "pg_ctl"),
-            "restart",
-            "-D",
-            str(server.datadir),
-            "-m",
-            mode,
-            "-w",
-            "-t",
-            "120",
-            "-l",
-            str(server.root / "pg_ctl.log"),
-        ],
-        preexec_fn=lambda: _demote(server._uid, server._gid),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"pg_ctl restart -m {mode} failed: {done.stderr or done.stdout}")
-
-
-def pg_ctl_stop(server: PostgresServer) -> None:
-    if (server.datadir / "postmaster.pid").exists():
-        subprocess.run(
-            [str(pg_bindir() / "pg_ctl"), "stop", "-D", str(server.datadir), "-m", "immediate", "-w"],
-            preexec_fn=lambda: _demote(server._uid, server._gid),
-            capture_output=True,
-            check=False,
-        )
-
-
 def retrying(what: Callable[[], object], seconds: float = 120) -> object:
     """The driver's own database calls wait out the faults it causes."""
     deadline = time.monotonic() + seconds
@@ -167,15 +142,17 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     rng = random.Random(options.seed)
     root = Path(tempfile.mkdtemp(prefix="jobstead-chaos-"))
-    server = PostgresServer().start()
+    server = databases.start(options.database, "chaos")
+    print(f"chaos on {server.label}", file=sys.stderr)
     proxy: FaultProxy | None = None
     processes: list[Process] = []
+    app: App | None = None
     try:
-        url = server.create_database("chaos")
+        url = server.url()
         proxy = FaultProxy(server.port, root / "toxiproxy.log").start()
         spans = root / "spans.log"
         env = {
-            "JOBSTEAD_DATABASE_URL": proxy.url(server.user, "chaos"),
+            "JOBSTEAD_DATABASE_URL": databases.through(url, proxy.listen_port),
             "JOBSTEAD_SCHEMA": SCHEMA,
             SPANS_ENV: str(spans),
         }
@@ -215,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             while time.monotonic() < deadline and not all(p.has_spoken() for p in processes):
                 time.sleep(0.1)
             time.sleep(options.outage_at_start)
-            server.restart_stopped()
+            server.start_again()
 
         # About how long the limited third of the jobs takes at 3 at a time (150 ms on average).
         window = max(20.0, options.jobs / 3 * 0.15 / LIMIT)
@@ -275,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                 os.kill(pid, signal.SIGCONT)
                 record.frozen.setdefault(pid, []).append((began, time.time()))
             elif kind.startswith("restart-"):
-                pg_ctl_restart(server, kind.removeprefix("restart-"))
+                server.restart(kind.removeprefix("restart-"))
             elif kind == "cut":
                 assert proxy is not None
                 proxy.cut(down_for=1.0)
@@ -312,13 +289,18 @@ def main(argv: list[str] | None = None) -> int:
         faults_done.wait()
         last_fault = max((t for t, _ in record.done), default=time.time())
 
+        jobs = app.store.tables.jobs
+
         def unfinished() -> int:
-            with psycopg.connect(_conninfo(server), autocommit=True) as conn:
-                row = conn.execute(
-                    f"SELECT count(*) FROM {SCHEMA}.jobstead_jobs WHERE handler = ANY(%s) AND status <> 'succeeded'",
-                    [list(HANDLERS)],
-                ).fetchone()
-            return int(row[0]) if row else 0
+            assert app is not None
+            with app.store.db.engine.connect() as conn:
+                return int(
+                    conn.execute(
+                        select(func.count())
+                        .select_from(jobs)
+                        .where(jobs.c.handler.in_(HANDLERS), jobs.c.status != "succeeded")
+                    ).scalar_one()
+                )
 
         deadline = time.monotonic() + options.drain_timeout
         left = int(retrying(unfinished))  # type: ignore[call-overload]
@@ -333,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         finished.set()
         died += [f"{p.role} (pid {p.pid}, exit {c} on SIGTERM)" for p, c in zip(processes, codes, strict=True) if c]
 
-        results = _results(server)
+        results = _results(app)
         runs = read_spans(spans)
         twice, tails, tail_completed = _concurrent(runs, record, results)
         peak, peak_at = _peak([s for s in runs if s.handler == "limited"], record)
@@ -343,7 +325,6 @@ def main(argv: list[str] | None = None) -> int:
         fires = Counter(at for _, at in {(job_id, at) for job_id, at, _ in fire_runs})
         duplicates = sorted(at for at, n in fires.items() if n > 1)
         reruns = len(fire_runs) - len({job_id for job_id, _, _ in fire_runs})
-        app.close()
 
         print(f"lost: {left} of {len(ids)}")
         print(
@@ -353,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         where = f", {_near(peak_at, record)}" if peak > LIMIT else ""
         if peak > LIMIT:
             limited = [s for s in runs if s.handler == "limited"]
-            _explain(server, _live_at(limited, record, peak_at))
+            _explain(app, _live_at(limited, record, peak_at))
             print(f"  faults: {record}", file=sys.stderr)
         print(f"limit peak: {peak} (limit {LIMIT}{where})")
         print(
@@ -374,9 +355,10 @@ def main(argv: list[str] | None = None) -> int:
             if p.popen is not None and p.popen.poll() is None:
                 os.kill(p.pid, signal.SIGCONT)
                 p.popen.kill()
+        if app is not None:
+            app.close()
         if proxy is not None:
             proxy.stop()
-        pg_ctl_stop(server)
         server.cleanup()
         if not options.keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -387,10 +369,6 @@ def _defer(handler: Handler[..., object], calls: list[dict[str, int]]) -> list[i
     deferred: list[Deferred[object]] = []
     retrying(lambda: deferred.extend(handler.defer_many(calls)))
     return [d.id for d in deferred]
-
-
-def _conninfo(server: PostgresServer) -> str:
-    return f"host=127.0.0.1 port={server.port} user={server.user} dbname=chaos"
 
 
 def _stop_all(processes: list[Process]) -> list[int]:
@@ -409,12 +387,12 @@ def _stop_all(processes: list[Process]) -> list[int]:
     return codes
 
 
-def _results(server: PostgresServer) -> dict[int, str]:
-    with psycopg.connect(_conninfo(server), autocommit=True) as conn:
-        rows = conn.execute(
-            f"SELECT id, result #>> '{{}}' FROM {SCHEMA}.jobstead_jobs WHERE status = 'succeeded'"
-        ).fetchall()
-    return {int(r[0]): str(r[1]) for r in rows}
+def _results(app: App) -> dict[int, str]:
+    """Each succeeded job's result: the marker of the attempt that wrote its completion."""
+    jobs = app.store.tables.jobs
+    with app.store.db.engine.connect() as conn:
+        rows = conn.execute(select(jobs.c.id, jobs.c.result).where(jobs.c.status == "succeeded")).all()
+    return {int(job_id): str(result) for job_id, result in rows}
 
 
 def _running_parts(span: Span, record: Faults, until: float) -> list[tuple[float, float]]:
@@ -476,22 +454,23 @@ def _live_at(runs: list[Span], record: Faults, at: float) -> list[Span]:
     return [s for s in runs if any(a <= at < b for a, b in _running_parts(s, record, until))]
 
 
-def _explain(server: PostgresServer, spans: list[Span]) -> None:
+def _explain(app: App, spans: list[Span]) -> None:
     """The database's side of the attempts running at a violation, for whoever reads the report."""
     ids = sorted({s.job_id for s in spans})
-    with psycopg.connect(_conninfo(server), autocommit=True) as conn:
-        jobs = conn.execute(
-            f"SELECT id, status, attempts, lease_owner FROM {SCHEMA}.jobstead_jobs WHERE id = ANY(%s)", [ids]
-        ).fetchall()
-        attempts = conn.execute(
-            f"SELECT * FROM {SCHEMA}.jobstead_attempts WHERE job_id = ANY(%s) ORDER BY job_id, attempt", [ids]
-        ).fetchall()
+    jobs, attempts = app.store.tables.jobs, app.store.tables.attempts
+    with app.store.db.engine.connect() as conn:
+        job_rows = conn.execute(
+            select(jobs.c.id, jobs.c.status, jobs.c.attempts, jobs.c.lease_owner).where(jobs.c.id.in_(ids))
+        ).all()
+        attempt_rows = conn.execute(
+            select(attempts).where(attempts.c.job_id.in_(ids)).order_by(attempts.c.job_id, attempts.c.attempt)
+        ).all()
     for s in spans:
         print(f"  running at the peak: {s}", file=sys.stderr)
-    for row in jobs:
-        print(f"  job: {row}", file=sys.stderr)
-    for row in attempts:
-        print(f"  attempt: {row}", file=sys.stderr)
+    for row in job_rows:
+        print(f"  job: {tuple(row)}", file=sys.stderr)
+    for row in attempt_rows:
+        print(f"  attempt: {tuple(row)}", file=sys.stderr)
 
 
 def _peak(runs: list[Span], record: Faults) -> tuple[int, float]:

@@ -1,9 +1,10 @@
 """A short ``make chaos`` inside ``make test``: 500 jobs, 3 kills, a freeze, a restart, a cut, a stall.
 
-It also starts every process while PostgreSQL is down for a few seconds (as
+It also starts every process while the database is down for a few seconds (as
 after a node failure), so the verdict on ``died`` does not hang on where the
 random faults happen to land. The run is shared by the two tests: what holds
-today, and the whole verdict.
+today, and the whole verdict. On PostgreSQL and on MariaDB (whose restarts are
+a clean one and a kill -9 of ``mariadbd``).
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ import pytest
 
 from tests.support.processes import REPO
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 SHORT = [
     "--jobs=500",
     "--kills=3",
     "--stops=1",
-    "--restarts=fast",
     "--cuts=1",
     "--stalls=1",
     "--lease=2",
@@ -32,10 +32,21 @@ SHORT = [
 LABELS = ("lost:", "ran twice at once:", "limit peak:", "cron duplicates:", "died:", "drain after last fault:")
 
 
-@pytest.fixture(scope="module")
-def chaos() -> subprocess.CompletedProcess[str]:
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(("postgresql", "fast"), marks=pytest.mark.postgres, id="postgresql"),
+        pytest.param(("mariadb", "fast,immediate"), marks=pytest.mark.mariadb, id="mariadb"),
+    ],
+)
+def chaos(request: pytest.FixtureRequest) -> subprocess.CompletedProcess[str]:
+    database, restarts = request.param
     return subprocess.run(
-        [sys.executable, "-m", "tests.chaos", *SHORT], cwd=REPO, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "tests.chaos", *SHORT, f"--database={database}", f"--restarts={restarts}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 

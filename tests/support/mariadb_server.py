@@ -177,6 +177,17 @@ class MariaDBServer:
         self.stop()
         self._launch()
 
+    def kill(self) -> None:
+        """kill -9 of the server: a crash, which the next start recovers from InnoDB's redo log."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def start_again(self) -> None:
+        """Start after ``stop()`` or ``kill()``, on the same port and data."""
+        self._launch()
+
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)

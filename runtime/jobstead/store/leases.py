@@ -173,7 +173,8 @@ class Leases:
         # Rows locked here are skipped by every other rescuer: a rescuer frozen mid-way
         # must not keep them for longer than the bound.
         with self._db.begin_bounded() as conn:
-            lost = conn.execute(
+            lost = self._db.driver.lock_rows(
+                conn,
                 select(
                     jobs.c.id,
                     jobs.c.lease_owner,
@@ -183,8 +184,9 @@ class Leases:
                 )
                 .select_from(jobs.outerjoin(handlers, handlers.c.name == jobs.c.handler))
                 .where(jobs.c.status == JobStatus.RUNNING.value, which)
-                .limit(batch)
-                .with_for_update(skip_locked=True, of=jobs)
+                .limit(batch),
+                jobs,
+                skip_locked=True,
             ).all()
             # Locked already (and never waited for: SKIP LOCKED), so the order written in is free.
             completions = [

@@ -199,6 +199,17 @@ class Driver:
         """
         return conn.execute(stmt, params or {})
 
+    def lock_rows(self, conn: Connection, stmt: Select[Any], table: Table, *, skip_locked: bool) -> Result[Any]:
+        """The rows of ``stmt`` (a plain SELECT of ``table``'s rows: conditions on ``table``'s
+        columns, order, limit; other tables only joined to be read), locked until ``conn``'s
+        transaction ends, and no other row of ``table`` locked by finding them.
+
+        For locks other processes must not wait on for nothing: a rescue looks through
+        every running job for the expired ones, and the live ones' workers renew and
+        complete them meanwhile. Here: the SELECT ``FOR UPDATE [SKIP LOCKED] OF table``.
+        """
+        return conn.execute(stmt.with_for_update(skip_locked=skip_locked, of=table))
+
     def in_bound_list(self, column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
         """``column`` is one of the values of the list bound as ``name`` at execution."""
         return column.in_(bindparam(name, expanding=True))

@@ -26,11 +26,12 @@ What differs from the generic driver, and why:
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -39,11 +40,14 @@ from sqlalchemy import (
     Result,
     Select,
     Table,
+    TextClause,
     Update,
+    bindparam,
     create_engine,
     event,
     false,
     func,
+    insert,
     literal_column,
     select,
     text,
@@ -56,7 +60,12 @@ from sqlalchemy.sql.elements import BindParameter
 
 from ...clock import as_utc
 from ...errors import ConfigurationError
-from .base import Driver
+from ...status import JobStatus
+from ..records import Completion
+from .base import LOCK_BOUND_SECONDS, Applied, Driver
+
+if TYPE_CHECKING:
+    from ..database import Database
 
 #: The sync DBAPIs Jobstead's engine may use, by SQLAlchemy driver name.
 SYNC_CLIENTS = ("mysqldb", "pymysql")
@@ -252,18 +261,50 @@ class MySQLDriver(Driver):
         if schema:
             conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{schema}`"))
 
+    def lock_rows(self, conn: Connection, stmt: Select[Any], table: Table, *, skip_locked: bool) -> Result[Any]:
+        """Keys first without locks, then those rows locked through the primary key, then read.
+
+        InnoDB keeps every row a locking read reached through a secondary index
+        and then passed over locked until commit, READ COMMITTED or not (MariaDB
+        10.11, measured): a rescue's ``status = 'running' AND lease_expires_at <
+        now FOR UPDATE SKIP LOCKED`` locked every running job, the live ones too,
+        and their workers' renewals and completions waited for the rescue to
+        commit, long enough under load to lose their leases. A row reached
+        through the primary key and passed over by the conditions is let go at
+        once, so the lock names the keys read (``FORCE INDEX``: the planner
+        could prefer the status index again) and checks the conditions again,
+        for rows that changed in between.
+        """
+        (pk,) = table.primary_key.columns
+        keys = list(conn.execute(stmt.with_only_columns(pk)).scalars())
+        if not keys:
+            return conn.execute(stmt.where(false()))
+        lock = select(pk).with_hint(table, _BY_PRIMARY_KEY).where(pk.in_(keys))
+        if stmt.whereclause is not None:
+            lock = lock.where(stmt.whereclause)
+        locked = list(conn.execute(lock.order_by(pk).with_for_update(skip_locked=skip_locked)).scalars())
+        return conn.execute(stmt.where(pk.in_(locked) if locked else false()))
+
     def execute_update(
         self, conn: Connection, stmt: Update, params: dict[str, Any] | None = None
     ) -> Result[*tuple[Any, ...]]:
         """``UPDATE ... RETURNING`` as three statements in ``conn``'s transaction: lock the rows
-        (``FOR UPDATE``, as the UPDATE would), update them by primary key, read them back."""
+        (``FOR UPDATE``, as the UPDATE would), update them by primary key, read them back.
+
+        Every such update of the store names its rows by primary key (a lease's
+        job, the ids a claim chose, a cron's name), and the lock goes through it
+        (``FORCE INDEX``): through another index, or a scan of a small table, it
+        would wait on every locked row it passed and keep those it passed over
+        locked (see ``lock_rows``), and a worker's renewal of its own jobs waited
+        for a rescue of another worker's.
+        """
         returning = stmt._returning
         if not returning:
             return conn.execute(stmt, params or {})
         table = stmt.table
         assert isinstance(table, Table)
         (pk,) = table.primary_key.columns
-        lock = select(pk).with_for_update()
+        lock = select(pk).with_hint(table, _BY_PRIMARY_KEY).with_for_update()
         if stmt.whereclause is not None:
             lock = lock.where(stmt.whereclause)
         given = params or {}
@@ -274,7 +315,110 @@ class MySQLDriver(Driver):
         conn.execute(update(table).where(pk.in_(ids)).values(values), given)
         return conn.execute(select(*returning).where(pk.in_(ids)).order_by(pk))
 
+    def complete(self, db: Database, conn: Connection, completions: Sequence[Completion]) -> Applied:
+        """Three statements for the whole batch, however many jobs it ends: lock and read the rows,
+        update the ones whose lease held, log the attempts that are logged.
 
+        One statement per job (the generic way: lock, update, read back, log)
+        made a completion transaction of 25 jobs a third of a second under load,
+        and the worker's next renewal, which names the rows of the completions
+        queued meanwhile, waited for it. The update joins the rows to the batch
+        sent as one JSON array (``JSON_TABLE``): one statement text whatever the
+        batch size. Every value written is the one ``Completion`` states.
+        """
+        self.bound_locks(conn, LOCK_BOUND_SECONDS)
+        jobs = db.tables.jobs
+        by_id = {c.job_id: c for c in completions}
+        rows = conn.execute(
+            select(
+                jobs.c.id,
+                jobs.c.lease_owner,
+                jobs.c.attempts,
+                jobs.c.status,
+                jobs.c.started_at,
+                jobs.c.batch_id,
+                jobs.c.workflow_id,
+                jobs.c.step,
+            )
+            .with_hint(jobs, _BY_PRIMARY_KEY)
+            .where(jobs.c.id.in_(sorted(by_id)))
+            .order_by(jobs.c.id)  # the order renewals lock in
+            .with_for_update()
+        ).all()
+        held = [
+            (by_id[row.id], row)
+            for row in rows
+            if (row.lease_owner, row.attempts, row.status)
+            == (by_id[row.id].owner, by_id[row.id].attempt, JobStatus.RUNNING.value)
+        ]
+        if not held:
+            return Applied()
+        conn.execute(
+            _complete_statement(conn.dialect.identifier_preparer.format_table(jobs)),
+            {"batch": json.dumps([_completed_row(c) for c, _ in held]), "ids": [c.job_id for c, _ in held]},
+        )
+        logged = [
+            {
+                "job_id": c.job_id,
+                "attempt": c.attempt,
+                "worker_id": c.owner,
+                "started_at": row.started_at,
+                "finished_at": c.finished_at,
+                "outcome": c.outcome.value,
+                "error": c.error.to_json() if c.error else None,
+            }
+            for c, row in held
+            if c.logged
+        ]
+        if logged:
+            conn.execute(insert(db.tables.attempts), logged)
+        return Applied(
+            batches={c.job_id: row.batch_id for c, row in held},
+            workflows={
+                c.job_id: int(row.workflow_id)
+                for c, row in held
+                if row.workflow_id is not None and row.step is not None
+            },
+        )
+
+
+def _completed_row(c: Completion) -> list[Any]:
+    """One completion as ``_complete_statement`` reads it: JSON values as their text, times as UTC text."""
+    return [
+        c.job_id,
+        c.status.value,
+        json.dumps(c.result) if c.keeps_result else None,
+        1 if c.keeps_result else 0,
+        json.dumps(c.error.to_json()) if c.error is not None else None,
+        _utc_text(c.run_at),
+        _utc_text(c.final_at),
+        c.kept_owner,
+    ]
+
+
+def _utc_text(value: datetime | None) -> str | None:
+    return None if value is None else as_utc(value).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def _complete_statement(jobs: str) -> TextClause:
+    """The jobs ``ids`` names (already locked, reached through the primary key: a multi-table
+    UPDATE reads without semi-consistency, and a scan would wait on every row another
+    transaction holds; two completions of one batch deadlocked so) joined to the batch, one JSON
+    array of ``_completed_row`` (a JSON null is SQL NULL), and set as each completion states."""
+    return text(
+        f"UPDATE {jobs} AS j FORCE INDEX (PRIMARY) JOIN JSON_TABLE(:batch, '$[*]' COLUMNS ("
+        "id BIGINT PATH '$[0]', status VARCHAR(16) PATH '$[1]', result LONGTEXT PATH '$[2]', "
+        "keeps_result INT PATH '$[3]', error LONGTEXT PATH '$[4]', run_at DATETIME(6) PATH '$[5]', "
+        "final_at DATETIME(6) PATH '$[6]', kept_owner VARCHAR(64) PATH '$[7]')) AS done ON done.id = j.id "
+        "SET j.status = done.status, j.lease_owner = done.kept_owner, j.lease_expires_at = NULL, "
+        "j.cancel_requested = 0, j.finished_at = done.final_at, "
+        "j.result = IF(done.keeps_result = 1, done.result, j.result), "
+        "j.error = COALESCE(done.error, j.error), j.run_at = COALESCE(done.run_at, j.run_at) "
+        "WHERE j.id IN :ids"
+    ).bindparams(bindparam("ids", expanding=True))
+
+
+_BY_PRIMARY_KEY = "FORCE INDEX (PRIMARY)"
 _MARIADB_BOUND = text("SET SESSION idle_transaction_timeout = :s, innodb_lock_wait_timeout = :s")
 _MYSQL_BOUND = text("SET SESSION innodb_lock_wait_timeout = :s")
 _HOLDS_LOCKS = "jobstead_holds_named_locks"
