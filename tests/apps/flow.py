@@ -53,3 +53,9 @@ def in_order(account_id: str, n: int, ctx: Context) -> dict[str, Any]:
 @app.handler(rate_limit="5/s", rate_limit_by="customer_id")
 def per_customer_rate(customer_id: str, i: int) -> None:
     """At most 5 starts per customer in any second."""
+
+
+@app.handler(fair_by="tenant")
+def shared_fairly(n: int) -> None:
+    """Round robin between tenants with a backlog."""
+    time.sleep(0.005)

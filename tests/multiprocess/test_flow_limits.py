@@ -171,3 +171,42 @@ def test_sequences_start_in_id_order_one_at_a_time_across_four_processes(server_
             assert end <= start, f"acct-{k}: a job started before the one deferred before it ended"
     assert len({r["pid"] for r in results.values()}) > 1, "every process should have taken part"
     app.close()
+
+
+def test_fair_sharing_across_four_processes(server_target: Target, tmp_path: Path) -> None:
+    from tests.apps import flow
+
+    app = App(server_target.url, schema=server_target.schema)
+    h = flow.app.get_handler("shared_fairly")
+    app.handler(name="shared_fairly", fair_by="tenant")(h.func)
+    for tenant in ("A", "B", "C"):  # in bursts: all of A, then B, then C
+        h_ = app.get_handler("shared_fairly")
+        h_.configure(tenant=tenant).defer_many([{"n": n} for n in range(60)])
+    workers = [
+        spawn_cli(
+            ["worker", "--app", "tests.apps.flow:app", "--concurrency", "4", "--poll-interval", "0.05"],
+            server_target.env(),
+            tmp_path / f"worker-{n}.log",
+        )
+        for n in range(4)
+    ]
+    jobs = app.store.tables.jobs
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and app.stats().by_status.get("succeeded", 0) < 180:
+            time.sleep(0.2)
+    finally:
+        codes = [stop(w) for w in workers]
+    assert codes == [0, 0, 0, 0]
+    with app.store.db.engine.connect() as conn:
+        rows = conn.execute(
+            select(jobs.c.tenant, jobs.c.started_at, jobs.c.id).order_by(jobs.c.started_at, jobs.c.id)
+        ).all()
+    order = [r.tenant for r in rows]
+    # while all three have a backlog: until the first tenant's last start
+    last = min(max(i for i, t in enumerate(order) if t == tenant) for tenant in "ABC")
+    assert last > 120, f"the tenants' backlogs should last together, not one after another: {''.join(order)}"
+    for i in range(last - 30):
+        window = order[i : i + 30]
+        assert all(6 <= window.count(t) <= 14 for t in "ABC"), (i, "".join(window))
+    app.close()

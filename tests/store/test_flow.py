@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from jobstead.flow import NO_FLOW_CONTROL, FlowControl, RateLimit
@@ -533,3 +534,33 @@ def test_claimers_racing_for_a_rate_per_key_never_exceed_it(store: Store) -> Non
         t.join(60)
     assert len({j.id for j in got}) == len(got) == 6
     assert sorted(j.args["customer_id"] for j in got) == ["a", "a", "a", "b", "b", "b"]
+
+
+# -- fair sharing --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [1, 4, 7])
+def test_fair_sharing_goes_round_the_keys_whatever_order_they_were_deferred_in(store: Store, batch: int) -> None:
+    flow = FlowControl(fair_by="customer")
+    store.registry.publish_handlers([replace(handler("work"), flow=flow)])
+    for customer in ("A", "B", "C"):  # in bursts: all of A first, then B, then C
+        _defer(store, flow, [{"customer": customer, "n": n} for n in range(40)])
+    started: list[str] = []
+    while len(started) < 90:
+        jobs = sorted(_claim(store, limit=batch), key=lambda j: j.id)
+        assert jobs
+        started += [j.args["customer"] for j in jobs]
+        _finish_all(store, jobs)
+    for i in range(len(started) - 30):
+        window = started[i : i + 30]
+        assert all(6 <= window.count(c) <= 14 for c in "ABC"), (i, window)
+
+
+def test_fair_sharing_by_tenant_serves_jobs_without_one_as_a_group(store: Store) -> None:
+    flow = FlowControl(fair_by="tenant")
+    store.registry.publish_handlers([replace(handler("work"), flow=flow)])
+    _defer(store, flow, [{"n": n} for n in range(5)], tenant="acme")
+    _defer(store, flow, [{"n": n} for n in range(5)])
+    _defer(store, flow, [{"n": n} for n in range(5)], tenant="globex")
+    jobs = _claim(store, limit=3)
+    assert sorted(str(j.tenant) for j in jobs) == ["None", "acme", "globex"]

@@ -106,13 +106,15 @@ class Blocked:
     rated: set[str] = field(default_factory=set)
     #: Handlers with ``sequence_by``: only the first unfinished job of each key may start.
     sequenced: set[str] = field(default_factory=set)
+    #: Handlers with ``fair_by``: starts go round the keys with a backlog.
+    fair: set[str] = field(default_factory=set)
 
     def concerns(self, handlers: Collection[str], queues: Collection[str] | None) -> bool:
         """Whether any of this can stop a claim of ``handlers`` in ``queues``."""
         scopes = [("all", "")] if self.everything else []
         scopes += [("queue", q) for q in self.queues] + [("handler", h) for h in self.handlers]
         scopes += [("slots", h) for h in self.slotted] + [("rate", h) for h in self.rated]
-        scopes += [("sequence", h) for h in self.sequenced]
+        scopes += [("sequence", h) for h in self.sequenced] + [("fair", h) for h in self.fair]
         return concerns(scopes + [("limit", h) for h in self.limited], handlers, queues)
 
 
@@ -163,6 +165,8 @@ KeyLimits = dict[str, KeyLimit]
 KEYED_RATE_LOOKAHEAD = 2000
 #: ``rate_slots.kind`` of the rings of rates per key (named by ``ring_name``).
 KEYED_RING = "key"
+#: The turn key of jobs without a ``fair_by`` key (one group of their own).
+NO_KEY = "\x1fnone"
 
 
 @dataclass(frozen=True)
@@ -234,7 +238,7 @@ def concerns(scopes: Sequence[tuple[str, str]], handlers: Collection[str], queue
     for scope, name in scopes:
         if scope == "all":
             return True
-        if scope in ("handler", "limit", "slots", "rate", "sequence") and name in handlers:
+        if scope in ("handler", "limit", "slots", "rate", "sequence", "fair") and name in handlers:
             return True
         if scope == "queue" and (queues is None or name in queues):
             return True
@@ -289,20 +293,22 @@ class Claims:
             rates = self._rate_rings(conn, [h for h in mine if h in blocked.rated], now, limit)
             keyed = rates.keyed
             sequences = self._sequences(conn, [h for h in mine if h in blocked.sequenced])
+            fair = self._fair_columns(conn, [h for h in mine if h in blocked.fair])
             # One by one, each within its slots, its rates or its sequences.
             capped = [
                 h
                 for h in mine
                 if h in blocked.slotted
-                or ((h in rates.of or h in sequences or h in keyed) and h not in blocked.limited)
+                or ((h in rates.of or h in sequences or h in keyed or h in fair) and h not in blocked.limited)
             ]
             free = [h for h in mine if h not in blocked.limited and h not in capped]
             room: dict[str, int] = {}
             key_limits: KeyLimits = {}
             if any(h in blocked.limited for h in mine):
                 room, unlimited_now, key_limits = self._room(conn, [h for h in mine if h in blocked.limited])
-                free += [h for h in unlimited_now if h not in rates.of and h not in sequences and h not in keyed]
-                capped += [h for h in unlimited_now if h in rates.of or h in sequences or h in keyed]
+                special = {*rates.of, *sequences, *keyed, *fair}
+                free += [h for h in unlimited_now if h not in special]
+                capped += [h for h in unlimited_now if h in special]
             claimed: list[ClaimedJob] = []
             for queue in queues or (None,):
                 wanted = limit - len(claimed)
@@ -323,10 +329,11 @@ class Claims:
                             worker_id,
                             lease_seconds,
                             use_slots=name in blocked.slotted,
-                            one_statement=name not in rates.of and name not in keyed,
+                            one_statement=name not in rates.of and name not in keyed and name not in fair,
                             sequence=sequences.get(name),
                             keyed_rate=keyed.get(name),
                             rates=rates,
+                            fair_column=fair.get(name),
                         )
                         rates.took(name, len(taken))
                         claimed += taken
@@ -509,7 +516,7 @@ class Claims:
             not_blocked = ~exists().where(
                 or_(
                     scope == "all",
-                    and_(scope.in_(("handler", "limit", "slots", "rate", "sequence")), name == c.handler),
+                    and_(scope.in_(("handler", "limit", "slots", "rate", "sequence", "fair")), name == c.handler),
                     and_(scope == "queue", name == c.queue),
                 )
             )
@@ -547,6 +554,7 @@ class Claims:
             slotted={name for scope, name in rows if scope == "slots"},
             rated={name for scope, name in rows if scope == "rate"},
             sequenced={name for scope, name in rows if scope == "sequence"},
+            fair={name for scope, name in rows if scope == "fair"},
         )
 
     def _blocked_query(self) -> CompoundSelect[Any]:
@@ -584,6 +592,9 @@ class Claims:
             ),
             select(literal("sequence", String), handler_rows.c.name).where(
                 self._db.driver.in_bound_list(handler_rows.c.name, "handlers"), handler_rows.c.sequence_by.is_not(None)
+            ),
+            select(literal("fair", String), handler_rows.c.name).where(
+                self._db.driver.in_bound_list(handler_rows.c.name, "handlers"), handler_rows.c.fair_by.is_not(None)
             ),
         ]
         bound = self._db.driver.lock_bound_row("bound_seconds") if with_bound else None
@@ -727,6 +738,7 @@ class Claims:
         sequence: JobSequence | None = None,
         keyed_rate: KeyedRate | None = None,
         rates: Rates | None = None,
+        fair_column: str | None = None,
     ) -> list[ClaimedJob]:
         """Claim jobs of a handler with a global limit into its free slots: one job per slot.
 
@@ -760,6 +772,15 @@ class Claims:
             ids, stamp = self._within_key_rates(conn, now, shape, params, want, keyed_rate, handler, sequence, rates)
             claimed = self._take(conn, now, ids, worker_id, lease_seconds) if ids else []
             self._stamp_keys(conn, handler, stamp, now)
+            if use_slots:
+                self._hold_slots(conn, handler, taken_slots, claimed)
+            return claimed
+        if fair_column is not None:
+            taken_slots = self._lock_free_slots(conn, handler, wanted) if use_slots else []
+            want = len(taken_slots) if use_slots else wanted
+            served = self._fair_ids(conn, shape, params, want, handler, fair_column, sequence)
+            claimed = self._take(conn, now, [i for i, _ in served], worker_id, lease_seconds) if served else []
+            self._served(conn, handler, [key for i, key in served if i in {j.id for j in claimed}])
             if use_slots:
                 self._hold_slots(conn, handler, taken_slots, claimed)
             return claimed
@@ -1002,6 +1023,106 @@ class Claims:
                     .where(table.c.kind == ring.kind, table.c.name == ring.name, table.c.n.in_(ring.free[: ring.used]))
                     .values(used_at=now)
                 )
+
+    def _fair_columns(self, conn: Connection, fair: list[str]) -> dict[str, str]:
+        """The column each of these handlers shares its starts by (``fair_by``)."""
+        if not fair:
+            return {}
+        h = self._db.tables.handlers
+        return {
+            name: TENANT if by == TENANT else "fair_key"
+            for name, by in conn.execute(
+                select(h.c.name, h.c.fair_by).where(h.c.name.in_(fair), h.c.fair_by.is_not(None))
+            )
+        }
+
+    def _fair_ids(
+        self,
+        conn: Connection,
+        shape: tuple[bool, bool],
+        params: dict[str, Any],
+        want: int,
+        handler: str,
+        column: str,
+        sequence: JobSequence | None,
+    ) -> list[tuple[int, str]]:
+        """Up to ``want`` ready jobs of a fair handler, round robin between keys (locked, with their turn keys).
+
+        Each key's jobs are ranked (best first); the first of every key come
+        before the second of any, and among keys of one rank, the key served
+        least recently first (``fair_turns``; never served: first of all). So
+        a burst of one key's jobs deferred first does not hold the others back.
+        """
+        if want <= 0:
+            return []
+        jobs, turns = self._db.tables.jobs, self._db.tables.fair_turns
+        key = jobs.c[column]
+        one_queue, skip_queues = shape
+        conditions: list[ColumnElement[bool]] = [
+            _status_in(jobs.c.status, CLAIMABLE_STATUSES),
+            jobs.c.run_at <= params["now"],
+            jobs.c.handler == handler,
+        ]
+        if one_queue:
+            conditions.append(jobs.c.queue == params["in_queue"])
+        elif skip_queues:
+            conditions.append(jobs.c.queue.not_in(params["paused"]))
+        if sequence is not None:
+            conditions.append(self._first_of_its_key(sequence))
+        rank = func.row_number().over(partition_by=key, order_by=(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id))
+        ranked = (
+            select(
+                jobs.c.id,
+                jobs.c.priority,
+                jobs.c.run_at,
+                func.coalesce(key, literal(NO_KEY, String)).label("turn"),
+                rank.label("rn"),
+            )
+            .where(*conditions)
+            .subquery()
+        )
+        rows = conn.execute(
+            select(ranked.c.id, ranked.c.turn)
+            .select_from(ranked.outerjoin(turns, and_(turns.c.handler == handler, turns.c.key == ranked.c.turn)))
+            .where(ranked.c.rn <= want)
+            .order_by(
+                ranked.c.rn,
+                turns.c.turn.is_not(None),
+                turns.c.turn,
+                ranked.c.priority.desc(),
+                ranked.c.run_at,
+                ranked.c.id,
+            )
+            .limit(want)
+        ).all()
+        if not rows:
+            return []
+        locked = set(
+            conn.execute(
+                select(jobs.c.id)
+                .where(jobs.c.id.in_([r.id for r in rows]), _status_in(jobs.c.status, CLAIMABLE_STATUSES))
+                .with_for_update(skip_locked=True, of=jobs)
+            ).scalars()
+        )
+        return [(int(r.id), str(r.turn)) for r in rows if r.id in locked]
+
+    def _served(self, conn: Connection, handler: str, keys: list[str]) -> None:
+        """These keys were served, in this order: each takes the handler's next turn.
+
+        A count rather than a time: two claims in one clock tick still go round.
+        Two claimers counting at once may give two keys one turn; the next
+        claim breaks the tie by job order, which fairness can afford.
+        """
+        if not keys:
+            return
+        turns = self._db.tables.fair_turns
+        last = conn.execute(select(func.max(turns.c.turn)).where(turns.c.handler == handler)).scalar() or 0
+        order = list(dict.fromkeys(reversed(keys)))[::-1]  # by each key's last start
+        stmt = self._db.driver.upsert(turns)
+        conn.execute(
+            stmt.on_conflict_do_update(index_elements=["handler", "key"], set_={"turn": stmt.excluded.turn}),
+            [{"handler": handler, "key": k, "turn": int(last) + 1 + i} for i, k in enumerate(order)],
+        )
 
     def _sequences(self, conn: Connection, sequenced: list[str]) -> dict[str, JobSequence]:
         """The sequence of each of these handlers (``sequence_by``, ``sequence_on_failure``)."""

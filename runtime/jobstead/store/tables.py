@@ -88,6 +88,7 @@ class Tables:
     rate_limits: Table
     slots: Table
     rate_slots: Table
+    fair_turns: Table
 
     def qualified(self, table: Table) -> str:
         """The table's name as it appears in raw SQL (quoted when it needs to be)."""
@@ -345,6 +346,18 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         **MYSQL_TABLE_OPTIONS,
     )
 
+    # Fair sharing (fair_by): the turn at which each key of a handler last had a job started
+    # (a count per handler), so the next claim serves the keys served least recently first.
+    fair_turns = Table(
+        f"{prefix}fair_turns",
+        md,
+        Column("handler", String(NAME), nullable=False),
+        Column("key", String(NAME), nullable=False),
+        Column("turn", BigInteger, nullable=False),
+        PrimaryKeyConstraint("handler", "key", name=f"{prefix}fair_turns_pkey"),
+        **MYSQL_TABLE_OPTIONS,
+    )
+
     pauses = Table(
         f"{prefix}pauses",
         md,
@@ -546,4 +559,5 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         rate_limits=rate_limits,
         slots=slots,
         rate_slots=rate_slots,
+        fair_turns=fair_turns,
     )

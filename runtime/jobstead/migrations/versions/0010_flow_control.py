@@ -12,6 +12,7 @@ Written out by hand, like 0001, so it keeps meaning the same thing after
 * ``rate_limits``: shared rate limits by name (``app.rate_limit``).
 * ``jobs``: the keys each control counts by, read from the arguments at defer.
 * ``rate_slots``: rate limits as rings of starts (``limit`` rows per rate).
+* ``fair_turns``: the turn at which each key of a fair_by handler was last served.
 * ``slots``: the global limit's slots, ``concurrency`` rows per limited handler
   (written here for the handlers limited already).
 """
@@ -100,6 +101,15 @@ def upgrade() -> None:
         schema=schema,
         **MYSQL_TABLE_OPTIONS,
     )
+    op.create_table(
+        f"{p}fair_turns",
+        sa.Column("handler", sa.String(200), nullable=False),
+        sa.Column("key", sa.String(200), nullable=False),
+        sa.Column("turn", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("handler", "key", name=f"{p}fair_turns_pkey"),
+        schema=schema,
+        **MYSQL_TABLE_OPTIONS,
+    )
     # The slots of the handlers limited already (later ones: Registry writes them).
     handlers = sa.table(f"{p}handlers", sa.column("name"), sa.column("concurrency"), schema=schema)
     limited = op.get_bind().execute(
@@ -113,6 +123,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     names = context.config.attributes["names"]
     p, schema = names.prefix, names.schema
+    op.drop_table(f"{p}fair_turns", schema=schema)
     op.drop_table(f"{p}rate_slots", schema=schema)
     op.drop_table(f"{p}slots", schema=schema)
     op.drop_table(f"{p}rate_limits", schema=schema)
