@@ -125,7 +125,8 @@ class JobRunner:
         return (*self.running, *self.buffered, *self._writer.unwritten())
 
     def may_claim_ahead(self) -> bool:
-        """Claim ahead only when no handler of this worker has a global limit, one per key (or tenant), or a rate."""
+        """Claim ahead only when no handler of this worker has a limit, a rate or a sequence: for those, a
+        completion written is what makes room (``ClaimLoop.room_freed`` claims again then)."""
         for name in self._handler_names:
             settings = self.settings.get(name) or self._handlers[name].definition()
             if (
@@ -134,6 +135,7 @@ class JobRunner:
                 or settings.flow.concurrency_per_key is not None
                 or settings.flow.rate_limit is not None
                 or settings.flow.rate_limits
+                or settings.flow.sequence_by is not None  # a completion may let a key's next job start
             ):
                 return False
         return True
