@@ -19,6 +19,7 @@ from sqlalchemy.engine import URL
 
 from jobstead import ConfigurationError
 from jobstead.config import DEFAULT_TABLE_PREFIX, resolve_database_url, resolve_schema, resolve_table_prefix
+from jobstead.store.drivers import driver_for
 
 from .reasons import Reason
 
@@ -47,8 +48,20 @@ class DatabaseTarget:
 
     @property
     def masked(self) -> str:
-        """How the target is written anywhere a person or a log may read it."""
-        where = self.url.render_as_string(hide_password=True)
+        """How the target is written anywhere a person or a log may read it.
+
+        A multi-host URL names its hosts in the query (``?host=pg-a,pg-b``), which
+        SQLAlchemy renders percent-encoded (``pg-a%2Cpg-b``): they are shown as
+        ``pg-a:5432,pg-b:5432`` where a host goes, the rest of the query kept.
+        """
+        url = self.url
+        if url.host is None and "host" in url.query:
+            rest = url.difference_update_query(["host", "port"]).render_as_string(hide_password=True)
+            scheme, _, after = rest.partition("://")
+            who, slash, path = after.partition("/")  # ``user:***@`` or nothing, then ``/db?...``
+            where = f"{scheme}://{who}{driver_for(url).server(url)}{slash}{path}"
+        else:
+            where = url.render_as_string(hide_password=True)
         if self.schema:
             where += f" (schema {self.schema})"
         if self.table_prefix != DEFAULT_TABLE_PREFIX:

@@ -25,7 +25,7 @@ from .options import AsyncTransaction, SyncTransaction, check_metadata
 from .options import check_name as check_option_name
 from .store import NewJob, NewStep, StepRecord, WorkflowRecord, WorkflowStats
 from .store.records import WORKFLOW_EVENTS
-from .store.workflows import check_name, check_steps
+from .store.workflows import check_name
 from .transitions import UpstreamRule
 
 
@@ -89,7 +89,7 @@ class WorkflowBuilder:
         steps = self._checked()
         store = self._store()
         conn = sync_connection(session)
-        workflow_id = store.workflows.create(
+        record = store.workflows.create(
             self.name,
             steps,
             tenant=self.tenant,
@@ -97,7 +97,7 @@ class WorkflowBuilder:
             continuations=self._continuations,
             connection=conn,
         )
-        return WorkflowRun(self._store, store.workflows.get(workflow_id, connection=conn))
+        return WorkflowRun(self._store, record)
 
     async def defer_async(self, *, session: SyncTransaction | AsyncTransaction | None = None) -> WorkflowRun:
         """``defer`` for async code; ``session`` may be an ``AsyncSession``/``AsyncConnection``."""
@@ -105,7 +105,7 @@ class WorkflowBuilder:
         store = await asyncio.to_thread(self._store)
 
         def create(conn: Connection | None) -> WorkflowRecord:
-            workflow_id = store.workflows.create(
+            return store.workflows.create(
                 self.name,
                 steps,
                 tenant=self.tenant,
@@ -113,14 +113,12 @@ class WorkflowBuilder:
                 continuations=self._continuations,
                 connection=conn,
             )
-            return store.workflows.get(workflow_id, connection=conn)
 
         return WorkflowRun(self._store, await in_async_transaction(session, create))
 
     def _checked(self) -> list[NewStep]:
-        steps = list(self._steps.values())
-        check_steps(steps)
-        return steps
+        """The steps as added; the store checks the graph whole (names, cycles) before it writes anything."""
+        return list(self._steps.values())
 
 
 class WorkflowRun:
@@ -179,29 +177,35 @@ class WorkflowRun:
         """Block until the workflow is final (its continuations deferred); return its final stats.
 
         Never raises for failed steps (look at ``status`` and the stats);
-        ``TimeoutError`` when ``timeout`` seconds pass first.
+        ``TimeoutError`` when ``timeout`` seconds pass first. Polls the
+        workflow's status alone (one row, whatever its number of steps), with
+        backoff, and reads the whole workflow once at the end.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = poll
-        while self.refresh().status == "active":
+        store = self._store()
+        while store.workflows.status(self.id) == "active":
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"workflow {self.id} still active after {timeout} s ({self._progress()})")
+                raise TimeoutError(f"workflow {self.id} still active after {timeout} s ({self.refresh()._progress()})")
             time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
             delay = min(delay * 1.5, max_poll)
-        return self.stats
+        return self.refresh().stats
 
     async def wait_async(
         self, timeout: float | None = None, *, poll: float = 0.05, max_poll: float = 1.0
     ) -> WorkflowStats:
+        """``wait`` for async code: the reads run on a thread, the sleeps on the loop."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         delay = poll
-        while (await asyncio.to_thread(self.refresh)).status == "active":
+        store = await asyncio.to_thread(self._store)
+        while await asyncio.to_thread(store.workflows.status, self.id) == "active":
             if deadline is not None and loop.time() >= deadline:
+                await asyncio.to_thread(self.refresh)
                 raise TimeoutError(f"workflow {self.id} still active after {timeout} s ({self._progress()})")
             await asyncio.sleep(delay if deadline is None else max(0.0, min(delay, deadline - loop.time())))
             delay = min(delay * 1.5, max_poll)
-        return self.stats
+        return (await asyncio.to_thread(self.refresh)).stats
 
     def cancel(self) -> None:
         """Cancel blocked and waiting steps at once and tell running ones to stop now; a no-op once final."""

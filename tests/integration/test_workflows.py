@@ -439,3 +439,64 @@ def test_a_bad_addition_fails_the_adding_steps_attempt_naming_the_problem(
     assert "'nowhere'" in messages["unknown"]
     assert "cycle" in messages["cycle"]
     assert "'other'" in messages["not-blocked"]
+
+
+def test_async_defer_and_wait(make_app: Callable[..., App], running_worker: Worker) -> None:
+    import asyncio
+
+    app, _ = _app(make_app)
+
+    async def scenario() -> Any:
+        run = await _onboard(app).defer_async()
+        assert run.status == "active" and run.stats.total == 5
+        with pytest.raises(TimeoutError, match="still active"):
+            await run.wait_async(timeout=0.2)
+        return run
+
+    run = asyncio.run(scenario())
+    with running_worker(app, queues=["default", "stock"]):
+        stats = asyncio.run(run.wait_async(timeout=30))
+    assert stats.succeeded == 5 and run.status == "succeeded"
+
+
+def test_blocked_steps_are_listed_by_the_cli(make_app: Callable[..., App], target: Target) -> None:
+    app, _ = _app(make_app)
+    run = _onboard(app).defer()
+    listed = run_cli(["jobs", "list", "--status", "blocked", "--json"], target.env())
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert sorted(r["step"] for r in rows) == ["apologise", "charge", "reserve", "ship"]
+    assert {r["workflow_id"] for r in rows} == {run.id} and {r["status"] for r in rows} == {"blocked"}
+
+
+def test_two_parents_ending_at_once_in_two_workers_release_their_child_once(
+    make_app: Callable[..., App], running_worker: Worker
+) -> None:
+    import threading
+
+    app = make_app()
+    barrier = threading.Barrier(2, timeout=20)
+    children: list[int | None] = []
+
+    # A global limit: no worker claims ahead, so each of the two takes one parent.
+    @app.handler(concurrency=2, max_attempts=1)
+    def parent(ctx: Context) -> str:
+        barrier.wait()  # both parents end at the same instant, in two workers
+        return ctx.step or ""
+
+    @app.handler
+    def child(ctx: Context) -> None:
+        children.append(ctx.workflow_id)
+
+    runs = []
+    with running_worker(app, concurrency=1), running_worker(app, concurrency=1):
+        for _ in range(15):
+            wf = app.workflow("race")
+            wf.add("a", parent.job())
+            wf.add("b", parent.job())
+            wf.add("c", child.job(), after=["a", "b"])
+            run = wf.defer()
+            run.wait(timeout=30)
+            assert run.status == "succeeded", run.steps
+            runs.append(run.id)
+    assert children == runs, "each child ran once, after both its parents"

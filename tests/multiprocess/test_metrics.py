@@ -147,11 +147,6 @@ def test_the_exporter_counts_blocked_workflow_steps(target: Target, tmp_path: Pa
     app.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobstead_workflows_total is counted by the store where a workflow ends "
-    "(metrics.worker.workflows_ended, called after the ending transaction commits); not called yet",
-)
 def test_the_worker_counts_each_workflow_that_ends_by_name_and_outcome(target: Target, tmp_path: Path) -> None:
     from tests.apps import metered
 

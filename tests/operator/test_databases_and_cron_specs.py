@@ -26,6 +26,21 @@ def test_a_target_is_shown_with_its_password_masked() -> None:
     assert target.scrub(f"FATAL: password {PASSWORD} rejected") == "FATAL: password *** rejected"
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://shop:{PASSWORD}@pg-a:5432,pg-b:5433/shop?target_session_attrs=read-write",
+        f"postgresql://shop:{PASSWORD}@/shop?host=pg-a,pg-b&port=5432,5433&target_session_attrs=read-write",
+    ],
+)
+def test_a_multi_host_target_shows_its_hosts_readably(url: str) -> None:
+    """Both libpq forms of a multi-host URL: the hosts where a host goes, not ``pg-a%2Cpg-b`` in the query."""
+    target = target_from_secret({"url": url, "schema": "jobs"}, "url", secret="shop-db")
+    assert target.masked == (
+        "postgresql+psycopg://shop:***@pg-a:5432,pg-b:5433/shop?target_session_attrs=read-write (schema jobs)"
+    )
+
+
 def test_a_secret_may_hold_a_mysql_or_mariadb_url() -> None:
     for scheme in ("mysql", "mariadb"):
         target = target_from_secret({"url": f"{scheme}://shop:{PASSWORD}@db/shop"}, "url", secret="shop-db")

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import event, select
 
 from jobstead.errors import JobError
@@ -26,7 +27,7 @@ def step(name: str, *after: str, run: bool = False, **options: Any) -> NewStep:
 def diamond(store: Store, **options: Any) -> int:
     return store.workflows.create(
         "diamond", [step("a"), step("b", "a"), step("c", "a"), step("d", "b", "c")], **options
-    )
+    ).id
 
 
 def statuses(store: Store, workflow_id: int) -> dict[str, JobStatus]:
@@ -91,7 +92,7 @@ def test_steps_are_released_in_order_and_see_their_parents_results(store: Store)
 
 def test_a_step_with_a_delay_is_released_scheduled(store: Store, clock: ManualClock) -> None:
     later = clock.now + timedelta(hours=1)
-    workflow_id = store.workflows.create("later", [step("a"), step("b", "a", run_at=later)])
+    workflow_id = store.workflows.create("later", [step("a"), step("b", "a", run_at=later)]).id
     finish(store, claim(store)[0])
     assert statuses(store, workflow_id)["b"] is JobStatus.SCHEDULED
     clock.advance(3601)
@@ -103,7 +104,7 @@ def test_a_failure_cancels_downstream_naming_the_step_and_a_run_step_runs(store:
         "fails",
         [step("a"), step("b", "a"), step("c", "b"), step("r", "b", run=True), step("x")],
         continuations=continuations(),
-    )
+    ).id
     a, x = claim(store)
     finish(store, a)
     (b,) = claim(store)
@@ -126,7 +127,7 @@ def test_a_failure_cancels_downstream_naming_the_step_and_a_run_step_runs(store:
 
 
 def test_a_retried_attempt_releases_nothing_until_the_step_succeeds(store: Store, clock: ManualClock) -> None:
-    workflow_id = store.workflows.create("retry", [step("a"), step("b", "a")])
+    workflow_id = store.workflows.create("retry", [step("a"), step("b", "a")]).id
     (a,) = claim(store)
     error = JobError("E", "m", "")
     store.leases.complete(
@@ -139,7 +140,7 @@ def test_a_retried_attempt_releases_nothing_until_the_step_succeeds(store: Store
 
 def test_a_rescue_that_ends_a_step_dead_cancels_its_dependents(store: Store, clock: ManualClock) -> None:
     store.registry.put_handler(handler("work", max_attempts=1))
-    workflow_id = store.workflows.create("lost", [step("a"), step("b", "a")])
+    workflow_id = store.workflows.create("lost", [step("a"), step("b", "a")]).id
     claim(store)
     clock.advance(31)
     assert len(store.leases.rescue_expired()) == 1
@@ -155,7 +156,7 @@ def test_two_parents_finishing_at_once_release_their_child_once(store: Store) ->
     for _ in range(8):
         workflow_id = store.workflows.create(
             "fan-in", [step("a"), step("b"), step("c", "a", "b")], continuations=continuations()
-        )
+        ).id
         first = claim(store, worker="w1", limit=1)[0]
         second = claim(store, worker="w2", limit=1)[0]
         barrier = threading.Barrier(2)
@@ -189,7 +190,7 @@ def test_two_parents_finishing_at_once_release_their_child_once(store: Store) ->
 
 def test_a_wide_fan_in_releases_its_child_at_the_last_parent(store: Store) -> None:
     parents = [step(f"p{i}") for i in range(40)]
-    workflow_id = store.workflows.create("wide", [*parents, step("album", *(p.name for p in parents))])
+    workflow_id = store.workflows.create("wide", [*parents, step("album", *(p.name for p in parents))]).id
     jobs = claim(store, limit=100)
     for job in jobs[:-1]:
         finish(store, job)
@@ -199,7 +200,7 @@ def test_a_wide_fan_in_releases_its_child_at_the_last_parent(store: Store) -> No
 
 
 def test_many_parents_of_one_child_in_one_completion_batch(store: Store) -> None:
-    workflow_id = store.workflows.create("batch", [step("a"), step("b"), step("c", "a", "b")])
+    workflow_id = store.workflows.create("batch", [step("a"), step("b"), step("c", "a", "b")]).id
     a, b = claim(store)
     store.leases.complete([done(a, store), done(b, store)])
     assert statuses(store, workflow_id)["c"] is JobStatus.QUEUED
@@ -221,10 +222,11 @@ def test_cancelling_a_blocked_step_by_hand_cancels_its_dependents(store: Store) 
 
 
 def test_deleting_a_live_step_counts_as_cancelled_for_its_dependents(store: Store) -> None:
-    workflow_id = store.workflows.create("gone", [step("a"), step("b", "a")])
+    workflow_id = store.workflows.create("gone", [step("a"), step("b", "a")]).id
     store.control.delete(store.workflows.get(workflow_id).steps["a"].job_id)
     record = store.workflows.get(workflow_id)
     assert list(record.steps) == ["b"] and record.steps["b"].status is JobStatus.CANCELLED
+    assert record.steps["b"].reason == "upstream step 'a' ended cancelled"
     assert record.status == "cancelled"
 
 
@@ -242,7 +244,7 @@ def test_cancel_ends_waiting_steps_and_asks_running_ones_to_stop(store: Store) -
 
 
 def test_a_workflow_cancelled_while_its_last_step_runs_on_to_success_is_cancelled(store: Store) -> None:
-    workflow_id = store.workflows.create("late", [step("a")])
+    workflow_id = store.workflows.create("late", [step("a")]).id
     (a,) = claim(store)
     store.workflows.cancel(workflow_id)
     finish(store, a)
@@ -253,7 +255,7 @@ def test_retry_gives_failed_steps_one_more_attempt_and_blocks_their_dependents_a
     store.registry.put_handler(handler("work", max_attempts=1))
     workflow_id = store.workflows.create(
         "again", [step("a"), step("b", "a"), step("c", "b"), step("r", "b", run=True)], continuations=continuations()
-    )
+    ).id
     finish(store, claim(store)[0])
     (b,) = claim(store)
     finish(store, b, JobStatus.FAILED)
@@ -285,7 +287,7 @@ def test_retry_gives_failed_steps_one_more_attempt_and_blocks_their_dependents_a
 
 
 def test_retrying_one_step_by_hand_reopens_its_workflow(store: Store) -> None:
-    workflow_id = store.workflows.create("one", [step("a")])
+    workflow_id = store.workflows.create("one", [step("a")]).id
     finish(store, claim(store)[0], JobStatus.FAILED)
     assert store.workflows.get(workflow_id).status == "failed"
     store.control.retry(store.workflows.get(workflow_id).steps["a"].job_id)
@@ -306,7 +308,7 @@ def test_a_workflow_is_written_in_the_callers_transaction(store: Store) -> None:
 
 def test_listing_by_name_tenant_and_status(store: Store) -> None:
     a = diamond(store, tenant="acme")
-    b = store.workflows.create("other", [], tenant="acme")
+    b = store.workflows.create("other", [], tenant="acme").id
     c = diamond(store, tenant="globex")
     assert [r.id for r in store.workflows.list()] == [c, b, a]
     assert [r.id for r in store.workflows.list(name="diamond")] == [c, a]
@@ -337,7 +339,7 @@ def test_a_completion_outside_a_workflow_runs_no_statement_more(store: Store) ->
 
 
 def test_retention_keeps_a_workflow_whole_until_it_is_final_and_ages_out(store: Store, clock: ManualClock) -> None:
-    workflow_id = store.workflows.create("kept", [step("a"), step("b", "a")], continuations=continuations())
+    workflow_id = store.workflows.create("kept", [step("a"), step("b", "a")], continuations=continuations()).id
     finish(store, claim(store)[0])
     clock.advance(3600 * 3)
     store.retention.prune(finished=timedelta(hours=1), dead=timedelta(days=7))
@@ -361,7 +363,7 @@ def test_retention_keeps_a_workflow_whole_until_it_is_final_and_ages_out(store: 
 
 
 def test_steps_added_at_run_time_are_written_with_the_success_and_a_clash_fails_the_later_one(store: Store) -> None:
-    workflow_id = store.workflows.create("grow", [step("a"), step("b"), step("end", "a", "b")])
+    workflow_id = store.workflows.create("grow", [step("a"), step("b"), step("end", "a", "b")]).id
     a, b = claim(store)
     thumb = (step("thumb", "a"),)
     store.workflows.check_growth(Growth(workflow_id, "a", thumb, ("end",)))
@@ -388,3 +390,49 @@ def test_steps_added_at_run_time_are_written_with_the_success_and_a_clash_fails_
     (t,) = claim(store)
     finish(store, t)
     assert store.workflows.get(workflow_id).status == "failed"
+
+
+def test_each_workflow_that_ends_is_counted_once_its_transaction_commits(store: Store) -> None:
+    def ended(name: str, outcome: str) -> float:
+        return REGISTRY.get_sample_value("jobstead_workflows_total", {"name": name, "outcome": outcome}) or 0.0
+
+    before = ended("counted", "succeeded"), ended("counted", "cancelled")
+    workflow_id = store.workflows.create("counted", [step("a")]).id
+    finish(store, claim(store)[0])
+    store.workflows.cancel(workflow_id)  # final already: nothing ends again
+    with store.db.engine.connect() as conn, conn.begin() as tx:
+        store.workflows.create("counted", [], connection=conn)  # succeeded at once, then rolled back
+        tx.rollback()
+    other = store.workflows.create("counted", [step("b")]).id
+    store.workflows.cancel(other)
+    assert (ended("counted", "succeeded") - before[0], ended("counted", "cancelled") - before[1]) == (1, 1)
+
+
+def test_a_cancel_does_not_wait_for_a_step_being_completed_right_now(store: Store) -> None:
+    """The completion holds its step's row and then waits for the workflow's; a cancel that held the
+    workflow's row and waited for the step's was a deadlock (the server aborted one of them)."""
+    if not store.db.driver.skip_locked:
+        pytest.skip("this database serialises writers whole: no row locks to cross")
+    workflow_id = store.workflows.create("crossing", [step("a"), step("b", "a")]).id
+    (a,) = claim(store)
+    outcome: list[Any] = []
+    with store.db.engine.begin() as conn:
+        store.db.driver.complete(store.db, conn, [done(a, store)])  # holds a's row, as a completion does
+
+        def cancel() -> None:
+            try:
+                outcome.append(store.workflows.cancel(workflow_id))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=cancel)
+        thread.start()
+        thread.join(10)
+        assert outcome == [[]], "the cancel went past the step being completed"
+        store.workflows.settle(conn, {workflow_id: [(a.id, JobStatus.SUCCEEDED)]})
+    record = store.workflows.get(workflow_id)
+    assert (record.steps["a"].status, record.steps["b"].status, record.status) == (
+        JobStatus.SUCCEEDED,
+        JobStatus.CANCELLED,
+        "cancelled",
+    )

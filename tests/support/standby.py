@@ -28,7 +28,9 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from .pgbouncer import PgBouncer
 from .postgres_server import PostgresServer, pg_bindir
 
 #: What replication needs on top of the test server's defaults.
@@ -151,6 +153,21 @@ class ReplicatedPair:
             self.set(self.primary, "synchronous_standby_names", STANDBY_NAME)
         self.wait_streaming()
 
+    def cut_replication(self) -> None:
+        """Stop the standby receiving WAL (its ``primary_conninfo`` emptied): a standby lagging behind.
+
+        What it has stays; whatever the primary commits from now on is unknown to it, as the last
+        unshipped transactions of an asynchronous standby are when the primary dies.
+        """
+        self.set(self.standby, "primary_conninfo", "")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            done = self.primary._psql("postgres", "SELECT count(*) FROM pg_stat_replication")
+            if done.returncode == 0 and done.stdout.strip() == b"0":
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the standby still streams 30 s after its primary_conninfo was emptied")
+
     def switchover(self) -> float:
         """A planned switchover: the primary shut down cleanly, the standby promoted, the old primary rebuilt."""
         self.wait_replayed()
@@ -223,3 +240,47 @@ def replication_available() -> bool:
     except RuntimeError:
         return False
     return all((bindir / name).exists() for name in ("pg_basebackup", "pg_ctl", "postgres"))
+
+
+#: PgBouncer's pause after a failed server login (15 s by default) shortened, as the README advises:
+#: a connection to the dead primary fails at the kill, and for that long PgBouncer refuses every
+#: client of that database at once ("server login has been failing"), even after it was repointed.
+FAILOVER_BOUNCER_SETTINGS = {"server_login_retry": "1"}
+
+
+@dataclass
+class FailoverBouncer(PgBouncer):
+    """Debian's PgBouncer configuration, transaction mode, plus ``settings``."""
+
+    settings: dict[str, str] = field(default_factory=dict)
+
+    def _write_config(self) -> Path:
+        config = super()._write_config()
+        lines = [f"{name} = {value}" for name, value in self.settings.items()]
+        with open(config, "a") as out:
+            out.write("\n".join([*lines, ""]))
+        return config
+
+
+@contextlib.contextmanager
+def bouncer_in_front(pair: ReplicatedPair, settings: dict[str, str] | None = None) -> Iterator[PgBouncer]:
+    """A PgBouncer (transaction mode) in front of the pair's primary; ``follow_primary`` repoints it."""
+    chosen = FAILOVER_BOUNCER_SETTINGS if settings is None else settings
+    bouncer = FailoverBouncer(pair.primary, settings=chosen).start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.cleanup()
+
+
+def follow_primary(bouncer: PgBouncer, pair: ReplicatedPair) -> None:
+    """Point ``bouncer`` at the pair's primary now, as a ``-rw`` Service's endpoints follow it.
+
+    The configuration rewritten and reloaded (SIGHUP): PgBouncer closes its
+    server connections to a database whose address changed and opens new ones
+    to the new address, under the clients' open connections.
+    """
+    bouncer.server = pair.primary
+    bouncer._write_config()
+    assert bouncer.process is not None
+    os.kill(bouncer.process.pid, signal.SIGHUP)

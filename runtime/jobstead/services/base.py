@@ -27,6 +27,8 @@ class Service:
     """One periodic duty. Subclasses set ``name`` and implement ``run_once``."""
 
     name: str = "service"
+    #: After a failure the next try comes with backoff, but within this many seconds (None: ``every``).
+    retry_within: float | None = None
 
     def __init__(self, every: float) -> None:
         if every <= 0:
@@ -52,6 +54,7 @@ class ServiceThread:
         # Delayed start: the worker just did each duty once itself, and many pods start at once.
         self._schedules = [_Schedule(s, now + (s.every if start_delayed else 0.0)) for s in services]
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     def start(self) -> None:
@@ -60,6 +63,7 @@ class ServiceThread:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=timeout)
 
@@ -76,14 +80,22 @@ class ServiceThread:
                 WORKER_METRICS.database_errors.labels(operation=service.name).inc()
                 delay, _first = schedule.backoff.failed()
                 log_failure(logger, service.name, exc, schedule.backoff, delay)
-                schedule.due = time.monotonic() + min(delay, service.every)
+                schedule.due = time.monotonic() + min(delay, service.every, service.retry_within or service.every)
                 continue
             if schedule.backoff.succeeded():
                 log_recovery(logger, service.name)
             schedule.due = max(schedule.due + service.every, time.monotonic())
 
+    def hurry(self) -> None:
+        """Run every service now rather than when due (from any thread): what it would learn is needed now."""
+        now = time.monotonic()
+        for schedule in self._schedules:
+            schedule.due = min(schedule.due, now)
+        self._wake.set()
+
     def _loop(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()
             self.run_due()
             wait = min(s.due for s in self._schedules) - time.monotonic()
-            self._stop.wait(max(wait, 0.01))
+            self._wake.wait(max(wait, 0.01))

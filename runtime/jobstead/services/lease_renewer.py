@@ -13,12 +13,18 @@ class LeaseRenewer(Service):
     """Every few seconds: extend this worker's leases, record its heartbeat, report back.
 
     The report says which jobs the worker no longer holds (rescued while it
-    stalled: stop them, write nothing) and which were asked to cancel.
+    stalled, or claimed on a primary that failed over before its standby had
+    the claim: stop them, write nothing) and which were asked to cancel.
     ``renewed_at`` is taken before ``held`` is read, so a job claimed after it
     is never judged by a renewal that could not have seen it.
     """
 
     name = "lease renewal"
+    #: A failed renewal is retried this soon, backoff or not: after a failover the first renewal
+    #: on the new primary is what stops the runs whose claims it never received (asynchronous
+    #: replication), and each of them may be running a second time elsewhere until then. A
+    #: try is one connection attempt (refused at once by a host that is down), four a second.
+    retry_within = 0.25
 
     def __init__(
         self,

@@ -180,6 +180,11 @@ class Store:
         """Whether ``exc`` means "the database is unreachable for now, retry" (see ``Driver.is_transient``)."""
         return self.db.driver.is_transient(exc)
 
+    def when_connections_lost(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` whenever a connection is found cut or on a server that stopped taking
+        writes (a failover may be under way); returns what unsubscribes it (``Driver.when_connections_lost``)."""
+        return self.db.driver.when_connections_lost(callback)
+
     def describe(self) -> str:
         """Where this store's database is, for messages: never the password."""
         return self.db.describe()

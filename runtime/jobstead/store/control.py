@@ -49,7 +49,7 @@ class Control:
         then ``ASK_TO_STOP``: a waiting job ends, a running one is asked to
         stop); a job no change applies to is left as it is.
         """
-        with self._db.begin_bounded() as conn:
+        with self._workflows.counted(self._db.begin_bounded()) as conn:
             return self._apply(conn, changes, job_ids, self._clock())
 
     def _apply(
@@ -76,7 +76,7 @@ class Control:
         Cancelling a finished job changes nothing and returns it as it is.
         """
         now = self._clock()
-        with self._db.begin_bounded() as conn:
+        with self._workflows.counted(self._db.begin_bounded()) as conn:
             moved = self._apply(conn, (CANCEL, ASK_TO_STOP), [job_id], now)
             if moved:
                 return moved[0].record
@@ -86,7 +86,7 @@ class Control:
         """Queue a dead, failed or cancelled job again, with one more attempt allowed."""
         now = self._clock()
         try:
-            with self._db.begin_bounded() as conn:
+            with self._workflows.counted(self._db.begin_bounded()) as conn:
                 moved = self._apply(conn, (RETRY,), [job_id], now)
                 if moved:
                     return moved[0].record
@@ -104,7 +104,7 @@ class Control:
         the last one unfinished, the batch completes and its continuations fire.
         """
         now = self._clock()
-        with self._db.begin_bounded() as conn:
+        with self._workflows.counted(self._db.begin_bounded()) as conn:
             moved = self._apply(conn, (DELETE,), [job_id], now)
             if moved:
                 return moved[0].record

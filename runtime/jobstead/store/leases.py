@@ -77,7 +77,7 @@ class Leases:
         # in finishing order, a completion and a renewal of overlapping rows could each hold
         # a row the other waits for, and the server aborted one of them as a deadlock.
         completions = sorted(completions, key=lambda c: c.job_id)
-        with self._db.engine.begin() as conn:
+        with self._workflows.counted(self._db.engine.begin()) as conn:
             applied = self._write(conn, completions)
         return {c.job_id for c in completions} - applied.batches.keys()
 
@@ -172,7 +172,7 @@ class Leases:
         now = self._clock()
         # Rows locked here are skipped by every other rescuer: a rescuer frozen mid-way
         # must not keep them for longer than the bound.
-        with self._db.begin_bounded() as conn:
+        with self._workflows.counted(self._db.begin_bounded()) as conn:
             lost = self._db.driver.lock_rows(
                 conn,
                 select(

@@ -37,7 +37,13 @@ class Moved:
 
 
 def apply_change(
-    db: Database, conn: Connection, change: JobChange, which: ColumnElement[bool], now: datetime
+    db: Database,
+    conn: Connection,
+    change: JobChange,
+    which: ColumnElement[bool],
+    now: datetime,
+    *,
+    skip_locked: bool = False,
 ) -> list[Moved]:
     """Write ``change`` to the rows ``which`` names that it applies to, in ``conn``'s transaction.
 
@@ -45,7 +51,8 @@ def apply_change(
     renewals lock in), so the status each had before is known and nobody
     changes them in between; the write is still conditional on the status. No
     ``RETURNING`` is needed (MySQL has none on UPDATE and DELETE): a deleted
-    row is as it was read, an updated one is read back.
+    row is as it was read, an updated one is read back. ``skip_locked``: rows
+    another transaction holds (a completion writing them) are left out.
     """
     jobs = db.tables.jobs
     applies = jobs.c.status.in_(sorted(s.value for s in change.applies_to))
@@ -57,7 +64,8 @@ def apply_change(
         # A workflow's jobs likewise, while it runs: its steps' results are its dependents' inputs.
         running = select(workflows.c.id).where(workflows.c.status == "active").scalar_subquery()
         conditions.append(or_(jobs.c.workflow_id.is_(None), jobs.c.workflow_id.not_in(running)))
-    found = conn.execute(select(jobs).where(*conditions).order_by(jobs.c.id).with_for_update(of=jobs)).mappings().all()
+    locked = select(jobs).where(*conditions).order_by(jobs.c.id).with_for_update(of=jobs, skip_locked=skip_locked)
+    found = conn.execute(locked).mappings().all()
     if not found:
         return []
     previous = {int(r["id"]): JobStatus(r["status"]) for r in found}

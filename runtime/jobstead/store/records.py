@@ -123,6 +123,8 @@ class JobRecord:
             "metadata": self.metadata,
             "worker": self.lease_owner,
             "batch_id": self.batch_id,
+            "workflow_id": self.workflow_id,
+            "step": self.step,
         }
 
 

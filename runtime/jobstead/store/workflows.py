@@ -34,20 +34,25 @@ event) in ``workflow_events``, under its primary key).
 from __future__ import annotations
 
 import builtins
+import threading
+import weakref
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, RowMapping, and_, case, func, insert, or_, select, true, update
 
 from ..clock import Clock
 from ..errors import InvalidArguments, JobError, WorkflowNotFound
+from ..metrics.worker import workflows_ended
 from ..retry import RetryPolicy
 from ..status import FINAL_STATUSES, JobStatus
 from ..transitions import (
     ASK_TO_STOP,
     CANCEL,
+    CANCEL_DOWNSTREAM,
     RETRYABLE,
     Completion,
     UpstreamRule,
@@ -67,6 +72,7 @@ from .moves import Moved, apply_change
 from .records import (
     WORKFLOW_EVENTS,
     Growth,
+    JobRecord,
     NewJob,
     NewStep,
     StepRecord,
@@ -82,6 +88,8 @@ NAME_LENGTH = 200
 #: Ids per cancel notification (PostgreSQL payloads stop at 8000 bytes).
 CANCEL_IDS_PER_NOTE = 500
 _NOT_SUCCEEDED = frozenset(FINAL_STATUSES - {JobStatus.SUCCEEDED})
+#: What ``transitions.CANCEL_DOWNSTREAM`` makes of a step.
+_DOWNSTREAM_STATUS = (CANCEL_DOWNSTREAM.becomes or JobStatus.CANCELLED).value
 
 
 class Workflows:
@@ -89,6 +97,24 @@ class Workflows:
         self._db = db
         self._clock = clock
         self._enqueuer = enqueuer
+        #: The workflows each open transaction ended, as (name, outcome): counted once it commits
+        #: (``counted``), forgotten with the connection if it does not.
+        self._ended: weakref.WeakKeyDictionary[Connection, list[tuple[str, str]]] = weakref.WeakKeyDictionary()
+        self._ended_lock = threading.Lock()
+
+    @contextmanager
+    def counted(self, transaction: AbstractContextManager[Connection]) -> Iterator[Connection]:
+        """``transaction``'s connection; once it has committed, the workflows it ended are counted
+        (``jobstead_workflows_total``). A transaction that fails counts nothing."""
+        with transaction as conn:
+            yield conn
+        with self._ended_lock:
+            ended = self._ended.pop(conn, [])
+        workflows_ended(ended)
+
+    def _note_ended(self, conn: Connection, name: str, outcome: str) -> None:
+        with self._ended_lock:
+            self._ended.setdefault(conn, []).append((name, outcome))
 
     # -- writing a new workflow --------------------------------------------------------
 
@@ -101,10 +127,12 @@ class Workflows:
         metadata: dict[str, Any] | None = None,
         continuations: Mapping[str, NewJob] | None = None,
         connection: Connection | None = None,
-    ) -> int:
-        """Write a workflow, its steps and edges in one transaction (the caller's, if given); return its id.
+    ) -> WorkflowRecord:
+        """Write a workflow, its steps and edges in one transaction (the caller's, if given).
 
-        The steps are checked first (``check_steps``): nothing is written if one is wrong.
+        The steps are checked first (``check_steps``): nothing is written if one
+        is wrong. The record handed back is built from what was written, not
+        read back (a workflow of 10,000 steps would take a read as long again).
         """
         check_name("workflow name", name)
         check_steps(steps)
@@ -114,7 +142,7 @@ class Workflows:
             raise InvalidArguments(f"unknown workflow event(s) {sorted(unknown)}: use {', '.join(WORKFLOW_EVENTS)}")
         if connection is not None:
             return self._create(connection, name, steps, tenant, metadata, given)
-        with self._db.engine.begin() as conn:
+        with self.counted(self._db.engine.begin()) as conn:
             return self._create(conn, name, steps, tenant, metadata, given)
 
     def _create(
@@ -125,8 +153,9 @@ class Workflows:
         tenant: str | None,
         metadata: dict[str, Any] | None,
         continuations: dict[str, NewJob],
-    ) -> int:
+    ) -> WorkflowRecord:
         workflows = self._db.tables.workflows
+        now = self._clock()
         workflow_id = int(
             conn.execute(
                 insert(workflows)
@@ -137,15 +166,32 @@ class Workflows:
                     status="active",
                     continuations={event: _spec_json(job) for event, job in continuations.items()},
                     unfinished=len(steps),
-                    created_at=self._clock(),
+                    created_at=now,
                 )
                 .returning(workflows.c.id)
             ).scalar_one()
         )
-        self._add_steps(conn, workflow_id, tenant, steps, {})
-        if not steps:
-            self._finish_if_done(conn, dict(self._lock(conn, workflow_id)), set())  # an empty workflow is done at once
-        return workflow_id
+        records = self._add_steps(conn, workflow_id, tenant, steps, {})
+        if not steps:  # an empty workflow is done at once
+            self._finish_if_done(conn, dict(self._lock(conn, workflow_id)), set())
+            return self._get(conn, workflow_id)
+        by_name = {
+            step.name: StepRecord(step.name, records[step.name].id, records[step.name].status, step.after, None)
+            for step in steps
+        }
+        return WorkflowRecord(
+            id=workflow_id,
+            name=name,
+            status="active",
+            tenant=tenant,
+            metadata=metadata,
+            stats=WorkflowStats.from_counts(dict(Counter(s.status.value for s in by_name.values()))),
+            steps=by_name,
+            continuations=[],
+            created_at=now,
+            finished_at=None,
+            events=tuple(sorted(continuations)),
+        )
 
     def _add_steps(
         self,
@@ -155,8 +201,8 @@ class Workflows:
         steps: Sequence[NewStep],
         existing: Mapping[str, int],
         waiting: Mapping[str, int] | None = None,
-    ) -> dict[str, int]:
-        """Insert ``steps`` (blocked while they wait) and their edges; return the new steps' ids by name."""
+    ) -> dict[str, JobRecord]:
+        """Insert ``steps`` (blocked while they wait) and their edges; return the new steps' records by name."""
         jobs = [
             evolve(
                 step.job,
@@ -170,7 +216,8 @@ class Workflows:
         if waiting is not None:
             jobs = [evolve(job, waiting=waiting[step.name]) for job, step in zip(jobs, steps, strict=True)]
         records = self._enqueuer.insert(jobs, connection=conn) if jobs else []
-        ids = {step.name: record.id for step, record in zip(steps, records, strict=True)}
+        written = {step.name: record for step, record in zip(steps, records, strict=True)}
+        ids = {name: record.id for name, record in written.items()}
         known = {**existing, **ids}
         edges = [
             {
@@ -182,9 +229,8 @@ class Workflows:
             for step in steps
             for parent in step.after
         ]
-        if edges:
-            conn.execute(insert(self._db.tables.workflow_edges), edges)
-        return ids
+        self._db.driver.insert_many(conn, self._db.tables.workflow_edges, edges)
+        return written
 
     # -- settling: the exactly-once part ---------------------------------------------------
 
@@ -193,14 +239,16 @@ class Workflows:
         conn: Connection,
         ended: Mapping[int, Sequence[tuple[int, JobStatus]]],
         growth: Mapping[int, Growth] | None = None,
+        names: Mapping[int, str] | None = None,
     ) -> None:
         """Steps just ended, by workflow, as (job id, final status): release, cancel downstream, finish.
 
         In ``conn``'s transaction: the one that ended them. ``growth``: the steps
         that succeeded steps (by job id) added as they ran, written first.
+        ``names``: the step names of ended steps whose rows are gone (deleted).
         """
         for workflow_id in sorted(ended):  # one lock order for everyone: no deadlocks between settlers
-            locked = self._lock(conn, workflow_id, missing_ok=True)
+            locked = self._lock_counting(conn, workflow_id, len(ended[workflow_id]))
             if locked is None:
                 continue
             row: dict[str, Any] = dict(locked)
@@ -210,7 +258,7 @@ class Workflows:
                 if added is not None and status is JobStatus.SUCCEEDED:
                     grown += self._grow(conn, row, added)
             row["unfinished"] = int(row["unfinished"]) + grown
-            self._settle(conn, row, ended[workflow_id])
+            self._settle(conn, row, ended[workflow_id], names)
 
     # -- growing at run time ------------------------------------------------------------------
 
@@ -296,14 +344,16 @@ class Workflows:
             step.name: sum(1 for p in step.after if p in new or p == growth.step or not steps[p][1].is_final)
             for step in growth.steps
         }
-        ids = self._add_steps(
+        written = self._add_steps(
             conn, workflow_id, row["tenant"], growth.steps, {n: i for n, (i, _) in steps.items()}, waiting
         )
+        ids = {name: record.id for name, record in written.items()}
         for name in growth.before:
             child = steps[name][0]
             rule = conn.execute(select(edges.c.on_failure).where(edges.c.child_id == child).limit(1)).scalar()
-            conn.execute(
-                insert(edges),
+            self._db.driver.insert_many(
+                conn,
+                edges,
                 [
                     {
                         "workflow_id": workflow_id,
@@ -325,34 +375,44 @@ class Workflows:
         )
         return len(ids)
 
-    def _settle(self, conn: Connection, row: Mapping[str, Any], ended: Sequence[tuple[int, JobStatus]]) -> None:
+    def _settle(
+        self,
+        conn: Connection,
+        row: Mapping[str, Any],
+        ended: Sequence[tuple[int, JobStatus]],
+        known: Mapping[int, str] | None = None,
+    ) -> None:
+        """``ended``'s consequences; ``row`` is the workflow's locked row, its ``unfinished`` already without them."""
         workflow_id = int(row["id"])
         now = self._clock()
-        names = self._names(conn, [job_id for job_id, status in ended if status is not JobStatus.SUCCEEDED])
+        failed = [job_id for job_id, status in ended if status is not JobStatus.SUCCEEDED]
+        names = {**self._names(conn, failed), **(known or {})}
         # (parent id, how it ended, the step whose failure it carries down, how that one ended)
         frontier = [(job_id, status, names.get(job_id, "?"), status) for job_id, status in ended]
-        parents: list[int] = []
-        finished = len(ended)
+        cascaded = 0
         while frontier:
             ok = [p for p, status, _, _ in frontier if status is JobStatus.SUCCEEDED]
             bad = [p for p, status, _, _ in frontier if status is not JobStatus.SUCCEEDED]
-            self._count_down(conn, ok, bad)
-            parents += ok + bad
+            self._count_down(conn, ok, bad, now)
             downstream: list[tuple[int, JobStatus, str, JobStatus]] = []
             for parent, status, origin, origin_status in frontier:
                 if status is not JobStatus.SUCCEEDED:
                     cancelled = self._cancel_downstream(conn, parent, upstream_failed(origin, origin_status), now)
                     downstream += [(child, JobStatus.CANCELLED, origin, origin_status) for child in cancelled]
-            finished += len(downstream)
+            cascaded += len(downstream)
             frontier = downstream
-        self._release(conn, parents, now)
-        failed = {status for _, status in ended} & {JobStatus.FAILED, JobStatus.DEAD}
-        self._count_finished(conn, workflow_id, finished)
-        self._finish_if_done(conn, {**row, "unfinished": int(row["unfinished"]) - finished}, failed)
+        failures = {status for _, status in ended} & {JobStatus.FAILED, JobStatus.DEAD}
+        self._count_finished(conn, workflow_id, cascaded)
+        self._finish_if_done(conn, {**row, "unfinished": int(row["unfinished"]) - cascaded}, failures)
 
-    def _count_down(self, conn: Connection, ok: Sequence[int], bad: Sequence[int]) -> None:
-        """One UPDATE keyed by the parents: each blocked child waits for as many fewer as it has
-        edges from them that count as ended (``transitions.releases``)."""
+    def _count_down(self, conn: Connection, ok: Sequence[int], bad: Sequence[int], now: datetime) -> None:
+        """One UPDATE keyed by the parents that ended: each blocked child waits for as many fewer as
+        it has edges from them that count as ended (``transitions.releases``), and one that waits
+        for none now is released (``transitions.release_status``), its queue's workers woken.
+
+        A child whose rule is ``cancel`` never reaches zero through a parent that failed (that
+        edge is not counted): ``_cancel_downstream`` cancels it next.
+        """
         if not ok and not bad:
             return
         jobs, edges = self._db.tables.jobs, self._db.tables.workflow_edges
@@ -364,14 +424,27 @@ class Workflows:
             counts.append(and_(edges.c.parent_id.in_(sorted(parents)), edges.c.on_failure.in_(rules)))
         counted = or_(*counts)
         by = select(func.count()).where(edges.c.child_id == jobs.c.id, counted).scalar_subquery()
-        conn.execute(
+        left = jobs.c.waiting - by
+        released = case((jobs.c.run_at <= now, release_status(True).value), else_=release_status(False).value)
+        # SET renders in the table's column order, status before waiting: MySQL and MariaDB
+        # evaluate assignments left to right with the values already set, so status must
+        # read the old ``waiting`` there, as PostgreSQL and SQLite read it anyway.
+        # Through the primary key (the driver's id_in: = ANY(ARRAY(...)) on PostgreSQL), never
+        # a scan of every blocked step of every workflow, which the status index would offer;
+        # "IS TRUE" keeps the status test out of any index condition.
+        stmt = (
             update(jobs)
             .where(
-                jobs.c.id.in_(select(edges.c.child_id).where(counted).scalar_subquery()),
-                jobs.c.status == JobStatus.BLOCKED.value,
+                self._db.driver.id_in(jobs.c.id, select(edges.c.child_id).where(counted)),
+                (jobs.c.status == JobStatus.BLOCKED.value).is_(true()),
             )
-            .values(waiting=jobs.c.waiting - by)
+            .values(status=case((left <= 0, released), else_=jobs.c.status), waiting=left)
+            .returning(jobs.c.queue, jobs.c.status)
         )
+        rows = self._db.driver.execute_update(conn, stmt).all()
+        queues = sorted({queue for queue, status in rows if status == JobStatus.QUEUED.value})
+        if queues:
+            self._db.driver.notify(conn, self._db.tables.notify_channel, queues)
 
     def _cancel_downstream(self, conn: Connection, parent: int, reason: JobError, now: datetime) -> list[int]:
         """The blocked children of ``parent`` whose rule is ``cancel``, cancelled with ``reason``; their ids."""
@@ -382,7 +455,7 @@ class Workflows:
         found = list(
             conn.execute(
                 select(jobs.c.id)
-                .where(jobs.c.id.in_(children.scalar_subquery()), blocked)
+                .where(self._db.driver.id_in(jobs.c.id, children), blocked.is_(true()))
                 .order_by(jobs.c.id)
                 .with_for_update()
             ).scalars()
@@ -392,45 +465,13 @@ class Workflows:
                 update(jobs)
                 .where(jobs.c.id.in_(found), blocked)
                 .values(
-                    status=JobStatus.CANCELLED.value,
+                    status=_DOWNSTREAM_STATUS,
                     finished_at=now,
                     cancel_requested=False,
                     error=reason.to_json(),
                 )
             )
         return found
-
-    def _release(self, conn: Connection, parents: Sequence[int], now: datetime) -> None:
-        """The children of ``parents`` that wait for nothing now: ``queued`` (or ``scheduled``), their workers woken."""
-        if not parents:
-            return
-        jobs, edges = self._db.tables.jobs, self._db.tables.workflow_edges
-        children = select(edges.c.child_id).where(edges.c.parent_id.in_(sorted(set(parents))))
-        ready = conn.execute(
-            select(jobs.c.id, jobs.c.queue, jobs.c.run_at)
-            .where(
-                jobs.c.id.in_(children.scalar_subquery()),
-                jobs.c.status == JobStatus.BLOCKED.value,
-                jobs.c.waiting <= 0,
-            )
-            .order_by(jobs.c.id)
-            .with_for_update()
-        ).all()
-        by_status: dict[JobStatus, list[int]] = defaultdict(list)
-        queues: set[str] = set()
-        for job_id, queue, run_at in ready:
-            status = release_status(run_at <= now)
-            by_status[status].append(int(job_id))
-            if status is JobStatus.QUEUED:
-                queues.add(queue)
-        for status, ids in by_status.items():
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id.in_(ids), jobs.c.status == JobStatus.BLOCKED.value)
-                .values(status=status.value, waiting=0)
-            )
-        if queues:
-            self._db.driver.notify(conn, self._db.tables.notify_channel, sorted(queues))
 
     def _count_finished(self, conn: Connection, workflow_id: int, finished: int) -> None:
         if finished:
@@ -461,6 +502,7 @@ class Workflows:
             conn.execute(
                 update(workflows).where(workflows.c.id == workflow_id).values(status=status, finished_at=self._clock())
             )
+            self._note_ended(conn, str(row["name"]), status)
         if status == "succeeded":
             self._fire(conn, workflow_id, "success", events, row["tenant"])
         self._fire(conn, workflow_id, "finish", events, row["tenant"])
@@ -486,6 +528,7 @@ class Workflows:
         """Steps changed from outside (``moves.follow``): those that ended settle their workflow;
         those made live again (a retry of one job) reopen it."""
         ended: dict[int, list[tuple[int, JobStatus]]] = defaultdict(list)
+        names: dict[int, str] = {}
         revived: Counter[int] = Counter()
         for m in moved:
             record = m.record
@@ -494,10 +537,11 @@ class Workflows:
             if m.change.settles_batch(m.previous):  # a live step ended, or went
                 status = JobStatus.CANCELLED if m.change.deletes else record.status
                 ended[record.workflow_id].append((record.id, status))
+                names[record.id] = record.step
             elif m.change.revives and m.previous.is_final:
                 revived[record.workflow_id] += 1
         if ended:
-            self.settle(conn, ended)
+            self.settle(conn, ended, names=names)
         for workflow_id in sorted(revived):
             if self._lock(conn, workflow_id, missing_ok=True) is not None:
                 self._reopen(conn, workflow_id, unfinished_by=revived[workflow_id])
@@ -509,16 +553,26 @@ class Workflows:
         """
         jobs, workflows = self._db.tables.jobs, self._db.tables.workflows
         now = self._clock()
-        with self._db.begin_bounded() as conn:
+        with self.counted(self._db.begin_bounded()) as conn:
             row = self._lock(conn, workflow_id)
             if row["status"] != "active":
                 return []
             conn.execute(update(workflows).where(workflows.c.id == workflow_id).values(cancelled_at=now))
-            steps = and_(jobs.c.workflow_id == workflow_id, jobs.c.step.is_not(None))
-            moved = [m for change in (CANCEL, ASK_TO_STOP) for m in apply_change(self._db, conn, change, steps, now)]
+            # The steps each change applies to, read first and then locked by primary key: a
+            # locking scan of the workflow's steps would also wait on the rows of steps being
+            # completed right now (InnoDB locks every row it visits), and a running step whose
+            # row is locked is one: its completion waits for this workflow's row, which we hold,
+            # so waiting for its row would be a deadlock. It is ending anyway (skipped); the
+            # workflow is cancelled once it has.
+            moved: list[Moved] = []
+            for change in (CANCEL, ASK_TO_STOP):
+                ids = self._step_ids(conn, workflow_id, change.applies_to)
+                if ids:
+                    which = jobs.c.id.in_(ids)
+                    moved += apply_change(self._db, conn, change, which, now, skip_locked=change is ASK_TO_STOP)
             self.notify_cancel(conn, [m.record.id for m in moved if m.change.tells_workers])
             ended = [(m.record.id, m.record.status) for m in moved if m.change is CANCEL]
-            self._settle(conn, dict(self._lock(conn, workflow_id)), ended)
+            self._settle(conn, dict(self._lock_counting(conn, workflow_id, len(ended)) or row), ended)
             return [m.record.id for m in moved if m.change is ASK_TO_STOP]
 
     def retry(self, workflow_id: int) -> list[int]:
@@ -614,6 +668,31 @@ class Workflows:
             raise WorkflowNotFound(f"no workflow {workflow_id}")
         return row  # type: ignore[return-value]
 
+    def _lock_counting(self, conn: Connection, workflow_id: int, ended: int) -> RowMapping | None:
+        """The workflow's row, locked by the write of ``ended`` fewer unfinished steps (one statement
+        where the database returns what it updates); None if it is gone."""
+        workflows = self._db.tables.workflows
+        stmt = (
+            update(workflows)
+            .where(workflows.c.id == workflow_id)
+            .values(unfinished=workflows.c.unfinished - ended)
+            .returning(*workflows.c)
+        )
+        return self._db.driver.execute_update(conn, stmt).mappings().first()
+
+    def _step_ids(self, conn: Connection, workflow_id: int, statuses: Collection[JobStatus]) -> list[int]:
+        """The steps of a workflow in ``statuses``, read without locking anything."""
+        jobs = self._db.tables.jobs
+        return list(
+            conn.execute(
+                select(jobs.c.id).where(
+                    jobs.c.workflow_id == workflow_id,
+                    jobs.c.step.is_not(None),
+                    jobs.c.status.in_(sorted(s.value for s in statuses)),
+                )
+            ).scalars()
+        )
+
     def _names(self, conn: Connection, job_ids: Sequence[int]) -> dict[int, str]:
         if not job_ids:
             return {}
@@ -640,6 +719,16 @@ class Workflows:
             return self._get(connection, workflow_id)
         with self._db.engine.connect() as conn:
             return self._get(conn, workflow_id)
+
+    def status(self, workflow_id: int) -> WorkflowStatus:
+        """Just the workflow's status: one row, for waiting on a workflow of any size."""
+        workflows = self._db.tables.workflows
+        with self._db.engine.connect() as conn:
+            found = conn.execute(select(workflows.c.status).where(workflows.c.id == workflow_id)).scalar()
+        if found is None:
+            raise WorkflowNotFound(f"no workflow {workflow_id}")
+        status: WorkflowStatus = found
+        return status
 
     def _get(self, conn: Connection, workflow_id: int) -> WorkflowRecord:
         workflows = self._db.tables.workflows

@@ -154,8 +154,17 @@ class JobRunner:
         return self._concurrency - len(self.running) - max(0, backlog - self._concurrency)
 
     def buffer(self, jobs: list[ClaimedJob], claimed_at: float) -> None:
-        """Hold claimed jobs until slots free (``start_buffered``)."""
+        """Hold claimed jobs until slots free (``start_buffered``).
+
+        A job claimed while this worker runs it means the database lost the
+        claim of that run (a failover before an asynchronous standby had it):
+        the run stops at once, as on a lost lease, and the new claim starts
+        when it has.
+        """
         for job in jobs:
+            running = self.running.get(job.id)
+            if running is not None and running.cancel_reason is None:
+                self.cancel(running, CancelReason.LEASE_LOST)
             self.buffered[job.id] = (job, claimed_at)
 
     def start_buffered(self) -> int:
@@ -164,7 +173,8 @@ class JobRunner:
         if not self.buffered or free <= 0:
             return 0
         now = self._store.clock()  # once for the lot: the clock is a call per job otherwise
-        starting = list(islice(self.buffered, free))  # the oldest first, as claimed
+        # The oldest first, as claimed; one still running here (``buffer``) waits until it stopped.
+        starting = list(islice((job_id for job_id in self.buffered if job_id not in self.running), free))
         for job_id in starting:
             self._start(self.buffered.pop(job_id)[0], now)
         return len(starting)
@@ -316,7 +326,9 @@ class JobRunner:
                 await asyncio.to_thread(store.leases.release, job.id, self._worker_id, job.attempts)
                 return
             if reason is CancelReason.LEASE_LOST:
-                logger.warning("job %s: lease lost while running; another worker owns it now", job.id)
+                logger.warning(
+                    "job %s: lease lost while running (rescued, or its claim lost in a failover); stopped", job.id
+                )
                 running.series.lost.inc()
                 running.series.duration.observe(time.monotonic() - running.claimed_at)
                 return
@@ -329,7 +341,8 @@ class JobRunner:
         except Exception:
             logger.exception("job %s: internal error; its lease will expire and it will be retried", job.id)
         finally:
-            self.running.pop(job.id, None)
+            if self.running.get(job.id) is running:  # not a second claim of it started since (``buffer``)
+                del self.running[job.id]
             self.slot_freed.set()
 
     def _arguments(self, running: _Running, handler: RunnableHandler, settings: HandlerDefinition) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from typing import Any
 
 from ..cancel import CancelReason
 from ..errors import ConfigurationError
-from ..lifecycle import LoopSignals, Sleeper, until_ready
+from ..lifecycle import LoopSignals, Sleeper, one_line, until_ready
 from ..metrics.server import serve_metrics_once
 from ..metrics.worker import WORKER_METRICS, package_version
 from ..services import (
@@ -203,12 +203,21 @@ class Worker:
             claims.stop()
         self.metrics.add_slots(self, options.concurrency, lambda: len(runner.running))
         renewal, duties = self._services(store, runner)
-        rescued = await asyncio.to_thread(store.leases.rescue_expired)  # a restarted pod's old jobs, at once
+        try:
+            rescued = await asyncio.to_thread(store.leases.rescue_expired)  # a restarted pod's old jobs, at once
+        except Exception as exc:  # a failover just now, say: the rescuer does it at its next turn
+            if not store.is_transient(exc):
+                raise
+            rescued = []
+            logger.warning("rescuing expired jobs at start failed (%s); the rescuer will", one_line(exc))
         if rescued:
             self.metrics.rescued.inc(len(rescued))
             logger.warning("rescued %d job(s) whose worker stopped renewing its lease: %s", len(rescued), rescued)
         renewal.start()
         duties.start()
+        # A failover may have lost claims (asynchronous replication): the renewal on the new
+        # primary says which, so it runs as soon as a connection is found lost, not at its hour.
+        unsubscribe = store.when_connections_lost(renewal.hurry)
         helpers = [asyncio.create_task(writer.run(), name="jobstead-completions")]
         if options.listen and store.supports_listen:
             helpers.append(
@@ -229,6 +238,7 @@ class Worker:
             await claims.run()
             await self._shut_down(runner, writer)
         finally:
+            unsubscribe()
             renewal.stop()
             duties.stop()
             for task in helpers:

@@ -183,6 +183,12 @@ class Driver:
         text = str(exc).lower()
         return not any(marker in text for marker in self.permanent_errors)
 
+    def when_connections_lost(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` whenever a connection of this process is found cut or on a server that
+        stopped taking writes (a failover may be under way); returns what stops it. Only a driver
+        that follows a failover calls it (``drivers/failover.py``); here it never fires."""
+        return lambda: None
+
     # -- SQL that differs ----------------------------------------------------
 
     def upsert(self, table: Table) -> Any:
@@ -278,6 +284,11 @@ class Driver:
         records = [job_record(r, now) for r in rows]
         self.notify(conn, db.tables.notify_channel, sorted({j.queue for j in jobs}))
         return records
+
+    def insert_many(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert ``rows`` (all with the same keys) in ``conn``'s transaction; nothing returned."""
+        if rows:
+            conn.execute(insert(table), list(rows))
 
     def insert_alone(self, db: Database, jobs: Sequence[NewJob], now: datetime) -> list[JobRecord]:
         """Jobs sharing every option but their arguments, no keys, in a transaction of their own."""

@@ -16,13 +16,20 @@ picks whichever host takes writes now; with a single endpoint (CloudNativePG's
 ``-rw`` Service, an RDS or Aurora writer endpoint) it follows the endpoint.
 Until one does, connecting fails and every loop retries with its backoff.
 Each process says it once, in one line, per failover.
+
+Whoever must act at once when connections are lost subscribes with
+``when_connections_lost``: a worker renews its leases right away, so a run
+whose claim the new primary never received (asynchronous replication) stops
+as soon as the new primary can say so, rather than at the next heartbeat.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -46,6 +53,27 @@ READ_ONLY_NOW = "SELECT pg_is_in_recovery() OR current_setting('transaction_read
 
 _said_at = float("-inf")
 _said_lock = threading.Lock()
+#: Called (on the thread that saw it) whenever connections were found lost (``when_connections_lost``).
+_lost_listeners: list[Callable[[], None]] = []
+
+
+def when_connections_lost(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` whenever a connection of this process is found cut or on a server that stopped
+    taking writes; returns the function that unsubscribes it. The callback must be quick and must not raise."""
+    _lost_listeners.append(callback)
+
+    def unsubscribe() -> None:
+        with contextlib.suppress(ValueError):
+            _lost_listeners.remove(callback)
+
+    return unsubscribe
+
+
+def connections_lost() -> None:
+    """Tell every subscriber (a failing one is skipped: its process logs its own failures)."""
+    for callback in list(_lost_listeners):
+        with contextlib.suppress(Exception):
+            callback()
 
 
 def is_failover(exc: BaseException) -> bool:
@@ -84,13 +112,14 @@ def follow_primary(engine: Engine, describe: str) -> None:
     """Make any failover error on ``engine``'s connections discard its whole pool, and say so once."""
 
     def on_error(context: ExceptionContext) -> None:
-        if context.original_exception is None or not is_failover(context.original_exception):
-            return
-        # A disconnect to SQLAlchemy: this connection is invalidated, and every other
-        # connection the pool holds is replaced at its next checkout.
-        context.is_disconnect = True
-        raw = context.connection.connection.driver_connection if context.connection is not None else None
-        say_failover(server_of(raw) or describe, context.original_exception)
+        if context.original_exception is not None and is_failover(context.original_exception):
+            # A disconnect to SQLAlchemy: this connection is invalidated, and every other
+            # connection the pool holds is replaced at its next checkout.
+            context.is_disconnect = True
+            raw = context.connection.connection.driver_connection if context.connection is not None else None
+            say_failover(server_of(raw) or describe, context.original_exception)
+        if context.is_disconnect:
+            connections_lost()
 
     event.listen(engine, "handle_error", on_error)
 
@@ -99,6 +128,7 @@ def discard_pool(engine: Engine, pooled: Any, exc: BaseException, describe: str)
     """For connections used outside SQLAlchemy's execution (``rows_alone``): as ``follow_primary`` does."""
     say_failover(server_of(pooled.driver_connection) or describe, exc)
     engine.pool._invalidate(pooled, exc)  # what SQLAlchemy does on a disconnect: the whole pool, once
+    connections_lost()
 
 
 async def turned_read_only(conn: psycopg.AsyncConnection[Any]) -> bool:
