@@ -35,6 +35,9 @@ class Context:
     handler sleeps on, the logger adapter) is made on first use.
     """
 
+    #: Why the read of ``_upstream`` made before an async step ran failed (``read_upstream_off_loop``).
+    _upstream_error: Exception | None = None
+
     def __init__(
         self,
         *,
@@ -83,8 +86,20 @@ class Context:
 
     @cached_property
     def _upstream(self) -> list[Upstream]:
-        """This step's direct dependencies, read once (one query for all of them) on first use."""
+        """This step's direct dependencies, read once (one query for all of them): on first use in a
+        sync handler (on its own thread), before the call for an async one (``read_upstream_off_loop``)."""
+        if self._upstream_error is not None:
+            raise self._upstream_error
         return self._read_upstream() if self._read_upstream is not None else []
+
+    async def read_upstream_off_loop(self) -> None:
+        """Read ``_upstream`` now, on a thread: what a worker does before it calls an async step,
+        whose ``ctx.upstream`` would otherwise block the event loop (and every job on it) for a read."""
+        if self._read_upstream is not None and "_upstream" not in self.__dict__:
+            try:
+                self.__dict__["_upstream"] = await asyncio.to_thread(self._read_upstream)
+            except Exception as exc:  # raised where the handler reads it, as a sync handler's read would be
+                self._upstream_error = exc
 
     @property
     def upstream(self) -> dict[str, Any]:

@@ -318,6 +318,12 @@ def workflow_outcome(*, failed: int, cancelled: int) -> str:
 CANCEL_DOWNSTREAM = JobChange(
     "cancel downstream", frozenset({JobStatus.BLOCKED}), becomes=JobStatus.CANCELLED, cancel_requested=False
 )
+#: A step made live again by hand (``jobstead jobs retry``, ``app.retry``) while a step it depends on
+#: has not ended: it waits for that one again, as at defer. Parents that did end count as ended,
+#: whatever their end: it was asked to run.
+WAIT_AGAIN = JobChange(
+    "wait for upstream again", frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED}), becomes=JobStatus.BLOCKED
+)
 #: ``retry`` of a workflow: a step that ended without succeeding is waited on again...
 _STEP_RETRIES = {
     # (still waits for a dependency, has run before): the change.

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session
 
 from jobstead import (
@@ -282,6 +284,23 @@ def test_defer_in_a_session_is_rolled_back_with_it(make_app: Callable[..., App])
     assert [w.id for w in app.workflows()] == [run.id]
 
 
+def test_a_steps_delay_is_kept_to_count_from_its_release_and_a_run_at_stays_absolute(
+    make_app: Callable[..., App],
+) -> None:
+    app, _ = _app(make_app)
+    h = app.get_handler
+    at = datetime.now(UTC) + timedelta(hours=1)
+    wf = app.workflow("later")
+    wf.add("fetch", h("fetch_order").job(order_id=1))
+    wf.add("charge", h("charge").configure(delay=60).job(amount=1), after=["fetch"])
+    wf.add("reserve", h("reserve").configure(run_at=at).job(sku="x"), after=["fetch"])
+    run = wf.defer()
+    jobs = app.store.tables.jobs
+    with app.store.db.engine.connect() as conn:
+        kept = dict(conn.execute(select(jobs.c.step, jobs.c.release_delay).where(jobs.c.workflow_id == run.id)).all())
+    assert kept == {"fetch": None, "charge": 60.0, "reserve": None}
+
+
 def test_an_empty_workflow_succeeds_at_once(make_app: Callable[..., App]) -> None:
     app, _ = _app(make_app)
     run = app.workflow("nothing").defer()
@@ -439,6 +458,51 @@ def test_a_bad_addition_fails_the_adding_steps_attempt_naming_the_problem(
     assert "'nowhere'" in messages["unknown"]
     assert "cycle" in messages["cycle"]
     assert "'other'" in messages["not-blocked"]
+
+
+def test_an_async_steps_upstream_is_read_before_it_runs_off_the_event_loop_in_one_read(
+    make_app: Callable[..., App], running_worker: Worker
+) -> None:
+    app = make_app()
+    seen: dict[str, Any] = {}
+    reads: list[int] = []  # the thread of each read of a step's upstream
+
+    @app.handler
+    def source(n: int) -> int:
+        return n
+
+    @app.handler
+    async def sink(ctx: Context) -> None:
+        seen["loop"] = threading.get_ident()
+        seen["upstream"] = ctx.upstream
+        seen["failures"] = ctx.upstream_failures
+
+    @app.handler
+    async def alone(ctx: Context) -> None:
+        seen["alone"] = ctx.upstream
+
+    def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "workflow_edges" in statement and "JOIN" in statement:
+            reads.append(threading.get_ident())
+
+    wf = app.workflow("fan-in")
+    for n in (1, 2):
+        wf.add(f"s{n}", source.job(n=n))
+    wf.add("sink", sink.job(), after=["s1", "s2"])
+    run = wf.defer()
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        with running_worker(app):
+            run.wait(timeout=30)
+            deferred = alone.defer()
+            _until(lambda: "alone" in seen)
+            deferred.wait(timeout=30)
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert run.status == "succeeded"
+    assert seen["upstream"] == {"s1": 1, "s2": 2} and seen["failures"] == {} and seen["alone"] == {}
+    assert len(reads) == 1, "one read for all parents, none for a job outside a workflow"
+    assert reads[0] != seen["loop"], "read on the event loop's thread: it would block every other async job"
 
 
 def test_async_defer_and_wait(make_app: Callable[..., App], running_worker: Worker) -> None:

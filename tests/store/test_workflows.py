@@ -99,6 +99,31 @@ def test_a_step_with_a_delay_is_released_scheduled(store: Store, clock: ManualCl
     assert [j.step for j in claim(store)] == ["b"]
 
 
+def test_a_steps_delay_counts_from_its_release_and_an_absolute_run_at_stays(store: Store, clock: ManualClock) -> None:
+    # As ``h.configure(delay=60).job()`` and ``h.configure(run_at=...).job()`` build them at defer.
+    minute = clock.now + timedelta(seconds=60)
+    workflow_id = store.workflows.create(
+        "later", [step("a"), step("delayed", "a", run_at=minute, delay=60.0), step("at", "a", run_at=minute)]
+    ).id
+    (a,) = claim(store)
+    clock.advance(300)  # the parent ends 5 minutes after defer
+    released_at = clock.now
+    finish(store, a)
+    assert statuses(store, workflow_id) == {
+        "a": JobStatus.SUCCEEDED,
+        "delayed": JobStatus.SCHEDULED,
+        "at": JobStatus.QUEUED,
+    }, "a delay counts from the release; an absolute run_at that has passed is simply queued"
+    delayed = store.workflows.get(workflow_id).steps["delayed"].job_id
+    job = store.queries.get_job(delayed)
+    assert job is not None and job.run_at == released_at + timedelta(seconds=60)
+    assert [j.step for j in claim(store)] == ["at"]
+    clock.advance(59)
+    assert claim(store) == []
+    clock.advance(2)
+    assert [j.step for j in claim(store)] == ["delayed"]
+
+
 def test_a_failure_cancels_downstream_naming_the_step_and_a_run_step_runs(store: Store) -> None:
     workflow_id = store.workflows.create(
         "fails",
@@ -294,6 +319,25 @@ def test_retrying_one_step_by_hand_reopens_its_workflow(store: Store) -> None:
     assert store.workflows.get(workflow_id).status == "active"
     finish(store, claim(store)[0])
     assert store.workflows.get(workflow_id).status == "succeeded"
+
+
+def test_a_step_retried_by_hand_waits_again_for_its_unfinished_parents(store: Store) -> None:
+    workflow_id = store.workflows.create(
+        "by hand", [step("a"), step("b"), step("c", "a", "b"), step("r", "a", run=True)]
+    ).id
+    steps = store.workflows.get(workflow_id).steps
+    a, b = claim(store)
+    store.control.cancel(steps["c"].job_id)
+    finish(store, b)
+    store.control.retry(steps["c"].job_id)
+    assert statuses(store, workflow_id)["c"] is JobStatus.BLOCKED, "'a' has not ended: 'c' may not run yet"
+    assert claim(store) == []
+    finish(store, a, JobStatus.FAILED)
+    assert statuses(store, workflow_id)["c"] is JobStatus.CANCELLED, "and it follows its rule when 'a' ends"
+    assert statuses(store, workflow_id)["r"] is JobStatus.QUEUED
+    store.control.retry(steps["c"].job_id)
+    assert statuses(store, workflow_id)["c"] is JobStatus.QUEUED, "parents that ended count as ended: it runs"
+    assert sorted(j.step or "" for j in claim(store)) == ["c", "r"]
 
 
 def test_a_workflow_is_written_in_the_callers_transaction(store: Store) -> None:

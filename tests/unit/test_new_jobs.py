@@ -32,7 +32,15 @@ OTHER: dict[str, object] = {
     "workflow_id": 3,
     "step": "fetch",
     "waiting": 2,
+    "delay": 30.0,
 }
+
+
+def test_a_delay_is_kept_beside_the_run_time_it_gives_and_an_absolute_run_at_keeps_none() -> None:
+    (delayed,) = new_jobs("work", [{}], JobDefaults(), clock=lambda: NOW, delay=timedelta(minutes=1))
+    (at,) = new_jobs("work", [{}], JobDefaults(), clock=lambda: NOW, run_at=NOW)
+    assert (delayed.run_at, delayed.delay) == (NOW + timedelta(minutes=1), 60.0)
+    assert (at.run_at, at.delay) == (NOW, None)
 
 
 def test_the_option_key_is_every_field_but_the_arguments_and_the_keys_read_from_them() -> None:

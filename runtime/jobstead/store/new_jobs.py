@@ -69,6 +69,7 @@ def new_jobs(
     first = next(arguments, None)
     if first is None:
         return []
+    relative = delay.total_seconds() if run_at is None and delay is not None else None
     if run_at is not None:
         run_at = as_utc(run_at)
     elif delay is not None:
@@ -87,6 +88,7 @@ def new_jobs(
         timeout=timeout,
         cron_name=cron_name,
         cron_fire_at=cron_fire_at,
+        delay=relative,
     )
     # The others differ from the first in their arguments only: copies, not 16-field frozen inits.
     made = [proto, *(evolve(proto, args=args) for args in arguments)]

@@ -65,6 +65,9 @@ class NewJob:
     step: str | None = None
     #: Steps it depends on that have not ended: ``blocked`` while more than none.
     waiting: int = 0
+    #: The ``delay`` it was given, in seconds (None for an absolute ``run_at``): a workflow
+    #: step's counts from its release, not from ``.job()``.
+    delay: float | None = None
     #: Flow control keys (``new_jobs.flow_keys``): read from the arguments, so per job like them.
     rate_key: str | None = None
     concurrency_key: str | None = None

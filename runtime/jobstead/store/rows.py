@@ -139,6 +139,7 @@ def new_job_values(job: NewJob, now: datetime) -> dict[str, Any]:
         "workflow_id": job.workflow_id,
         "step": job.step,
         "waiting": job.waiting if job.workflow_id is not None else None,
+        "release_delay": job.delay if job.step is not None else None,
         "rate_key": job.rate_key,
         "concurrency_key": job.concurrency_key,
         "sequence_key": job.sequence_key,

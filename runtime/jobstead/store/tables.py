@@ -147,6 +147,9 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         Column("workflow_id", Id),
         Column("step", String(NAME)),
         Column("waiting", Integer),
+        # A step deferred with a ``delay``: its seconds, counted from its release (not from
+        # ``.job()``) when its last dependency ends; NULL for an absolute ``run_at``.
+        Column("release_delay", Double),
         # Flow control keys (``jobstead.flow``), read from the job's arguments when it is
         # deferred, so claims never parse arguments; NULL when the handler's ``*_by``
         # names no argument of it (or names ``tenant``: the claim reads ``tenant`` then).

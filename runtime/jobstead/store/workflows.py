@@ -39,7 +39,7 @@ import weakref
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, and_, case, func, insert, or_, select, true, update
@@ -54,6 +54,7 @@ from ..transitions import (
     CANCEL,
     CANCEL_DOWNSTREAM,
     RETRYABLE,
+    WAIT_AGAIN,
     Completion,
     UpstreamRule,
     failed_for_good,
@@ -425,7 +426,10 @@ class Workflows:
         counted = or_(*counts)
         by = select(func.count()).where(edges.c.child_id == jobs.c.id, counted).scalar_subquery()
         left = jobs.c.waiting - by
-        released = case((jobs.c.run_at <= now, release_status(True).value), else_=release_status(False).value)
+        # A step given a ``delay`` waits it from now (its run_at is set below, from what this
+        # returns); an absolute run_at stays as it was, queued at once if it has passed.
+        due = and_(jobs.c.run_at <= now, or_(jobs.c.release_delay.is_(None), jobs.c.release_delay <= 0))
+        released = case((due, release_status(True).value), else_=release_status(False).value)
         # SET renders in the table's column order, status before waiting: MySQL and MariaDB
         # evaluate assignments left to right with the values already set, so status must
         # read the old ``waiting`` there, as PostgreSQL and SQLite read it anyway.
@@ -439,10 +443,16 @@ class Workflows:
                 (jobs.c.status == JobStatus.BLOCKED.value).is_(true()),
             )
             .values(status=case((left <= 0, released), else_=jobs.c.status), waiting=left)
-            .returning(jobs.c.queue, jobs.c.status)
+            .returning(jobs.c.id, jobs.c.queue, jobs.c.status, jobs.c.release_delay)
         )
         rows = self._db.driver.execute_update(conn, stmt).all()
-        queues = sorted({queue for queue, status in rows if status == JobStatus.QUEUED.value})
+        by_delay: dict[float, list[int]] = defaultdict(list)
+        for job_id, _, status, delay in rows:
+            if status == JobStatus.SCHEDULED.value and delay is not None and delay > 0:
+                by_delay[float(delay)].append(int(job_id))
+        for delay, ids in sorted(by_delay.items()):  # a statement per distinct delay: a few at most
+            conn.execute(update(jobs).where(jobs.c.id.in_(ids)).values(run_at=now + timedelta(seconds=delay)))
+        queues = sorted({queue for _, queue, status, _ in rows if status == JobStatus.QUEUED.value})
         if queues:
             self._db.driver.notify(conn, self._db.tables.notify_channel, queues)
 
@@ -530,6 +540,7 @@ class Workflows:
         ended: dict[int, list[tuple[int, JobStatus]]] = defaultdict(list)
         names: dict[int, str] = {}
         revived: Counter[int] = Counter()
+        revived_ids: list[int] = []
         for m in moved:
             record = m.record
             if record.workflow_id is None or record.step is None:
@@ -540,11 +551,37 @@ class Workflows:
                 names[record.id] = record.step
             elif m.change.revives and m.previous.is_final:
                 revived[record.workflow_id] += 1
+                revived_ids.append(record.id)
         if ended:
             self.settle(conn, ended, names=names)
         for workflow_id in sorted(revived):
             if self._lock(conn, workflow_id, missing_ok=True) is not None:
                 self._reopen(conn, workflow_id, unfinished_by=revived[workflow_id])
+        if revived_ids:  # under their workflows' locks: a parent ending now is either counted or releases them
+            self._wait_again(conn, revived_ids)
+
+    def _wait_again(self, conn: Connection, job_ids: Sequence[int]) -> None:
+        """Steps made live again by hand wait again for their parents that have not ended
+        (``transitions.WAIT_AGAIN``): ``blocked``, ``waiting`` for that many, released as at defer."""
+        jobs, edges = self._db.tables.jobs, self._db.tables.workflow_edges
+        parent = jobs.alias("parent")
+        waits = conn.execute(
+            select(edges.c.child_id, func.count())
+            .select_from(edges.join(parent, parent.c.id == edges.c.parent_id))
+            .where(
+                edges.c.child_id.in_(sorted(job_ids)),
+                parent.c.status.not_in(sorted(s.value for s in FINAL_STATUSES)),
+            )
+            .group_by(edges.c.child_id)
+        ).all()
+        by_count: dict[int, list[int]] = defaultdict(list)
+        for child_id, count in waits:
+            by_count[int(count)].append(int(child_id))
+        now = self._clock()
+        for count, ids in sorted(by_count.items()):
+            which = jobs.c.id.in_(sorted(ids))
+            apply_change(self._db, conn, WAIT_AGAIN, which, now)
+            conn.execute(update(jobs).where(which, jobs.c.status == JobStatus.BLOCKED.value).values(waiting=count))
 
     def cancel(self, workflow_id: int) -> list[int]:
         """Cancel every waiting step at once and tell running ones to stop now; return the running ones' ids.

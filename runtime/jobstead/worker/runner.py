@@ -311,6 +311,8 @@ class JobRunner:
                 self._finish(job, completion, series=running.series)
                 return
             try:
+                if handler.is_async and running.ctx is not None and running.ctx.step is not None:
+                    await running.ctx.read_upstream_off_loop()
                 call = call_handler(
                     handler.func,
                     kwargs,

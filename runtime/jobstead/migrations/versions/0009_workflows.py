@@ -6,7 +6,9 @@ Create Date: 2026-12-06
 
 * ``jobs.workflow_id``, ``jobs.step``, ``jobs.waiting``: a step is an ordinary
   job of a workflow, with a name unique in it and the number of its
-  dependencies that have not ended (``blocked`` until none). The index on
+  dependencies that have not ended (``blocked`` until none);
+  ``jobs.release_delay``: a step's ``delay`` in seconds, counted from its
+  release. The index on
   (workflow, step) is partial where the database has partial indexes, so jobs
   outside a workflow take no entry; MySQL and MariaDB keep a full one (NULLs
   never collide).
@@ -22,7 +24,7 @@ Written out by hand, like 0001, so it keeps meaning the same thing after
 import sqlalchemy as sa
 from alembic import context, op
 
-from jobstead.store.types import MYSQL_TABLE_OPTIONS, JSONType, UTCDateTime
+from jobstead.store.types import MYSQL_TABLE_OPTIONS, Double, JSONType, UTCDateTime
 
 revision = "0009"
 down_revision = "0008"
@@ -40,6 +42,7 @@ def upgrade() -> None:
     op.add_column(f"{p}jobs", sa.Column("workflow_id", id_type), schema=schema)
     op.add_column(f"{p}jobs", sa.Column("step", sa.String(200)), schema=schema)
     op.add_column(f"{p}jobs", sa.Column("waiting", sa.Integer), schema=schema)
+    op.add_column(f"{p}jobs", sa.Column("release_delay", Double), schema=schema)
     op.create_index(
         f"{p}jobs_workflow",
         f"{p}jobs",
@@ -107,6 +110,7 @@ def downgrade() -> None:
     op.drop_table(f"{p}workflow_edges", schema=schema)
     op.drop_table(f"{p}workflows", schema=schema)
     op.drop_index(f"{p}jobs_workflow", f"{p}jobs", schema=schema)
+    op.drop_column(f"{p}jobs", "release_delay", schema=schema)
     op.drop_column(f"{p}jobs", "waiting", schema=schema)
     op.drop_column(f"{p}jobs", "step", schema=schema)
     op.drop_column(f"{p}jobs", "workflow_id", schema=schema)
