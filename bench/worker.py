@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import threading
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=50, help="jobs in flight per process")
     parser.add_argument("--batch-size", type=int, default=10, help="pgqueuer: jobs per dequeue")
     parser.add_argument("--limit", type=int, default=None, help="jobstead: global concurrency limit of noop")
+    parser.add_argument("--flow", default=None, help="jobstead: flow control options of noop, as JSON (bench.flow)")
     parser.add_argument(
         "--spread", default=None, help="jobstead: HANDLERSxQUEUES more no-op handlers over that many queues"
     )
@@ -80,7 +82,8 @@ def run_jobstead(args: argparse.Namespace, reporter: Reporter) -> None:
     if args.spread:
         handlers, queues = args.spread.split("x")
         spread = (int(handlers), int(queues))
-    app = build_app(args.url, limit=args.limit, reporter=reporter, spread=spread)
+    flow = json.loads(args.flow) if args.flow else None
+    app = build_app(args.url, limit=args.limit, reporter=reporter, spread=spread, flow=flow)
     polling = {} if args.poll_interval is None else {"poll_interval": args.poll_interval}
     worker = app.worker(concurrency=args.concurrency, **polling)
 

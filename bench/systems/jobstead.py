@@ -26,7 +26,12 @@ def spread_name(i: int, queues: int) -> tuple[str, str]:
 
 
 def build_app(
-    url: str, *, limit: int | None = None, reporter: Reporter | None = None, spread: tuple[int, int] | None = None
+    url: str,
+    *,
+    limit: int | None = None,
+    reporter: Reporter | None = None,
+    spread: tuple[int, int] | None = None,
+    flow: dict[str, Any] | None = None,
 ) -> App:
     """The app both sides use: a worker process (with a reporter) and the harness (deferring).
 
@@ -39,8 +44,8 @@ def build_app(
         name, queue = spread_name(i, spread[1])
         app.handler(name=name, queue=queue)(_spread_handler(reporter))
 
-    @app.handler(concurrency=limit)
-    async def noop(t: float) -> None:
+    @app.handler(concurrency=limit, **(flow or {}))  # flow: flow control options (bench.flow)
+    async def noop(t: float, key: str | None = None) -> None:
         if reporter is not None:
             reporter.job_started(t)
 

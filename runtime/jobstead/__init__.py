@@ -29,6 +29,7 @@ from .errors import (
     UnknownHandler,
     WorkflowNotFound,
 )
+from .flow import RateLimit
 from .handler import ConfiguredHandler, Handler
 from .hooks import FailureEvent
 from .retry import RetryPolicy
@@ -80,6 +81,7 @@ __all__ = [
     "JobStatus",
     "JobsteadError",
     "PermanentError",
+    "RateLimit",
     "RetryPolicy",
     "SecondsFieldWarning",
     "StepRecord",

@@ -18,7 +18,8 @@ from .clock import Clock, utcnow
 from .config import resolve_database_url
 from .cron.schedule import CronSchedule, SecondsFieldWarning
 from .deferred import Deferred
-from .errors import ConfigurationError, InvalidArguments, JobNotFound, UnknownHandler
+from .errors import ConfigurationError, InvalidArguments, InvalidOption, JobNotFound, UnknownHandler
+from .flow import FlowControl, RateLimit, SequenceOnFailure
 from .handler import Handler, JobSpec
 from .hooks import Hook
 from .options import AsyncTransaction, SyncTransaction, check_int, check_metadata, check_name
@@ -42,6 +43,8 @@ R = TypeVar("R")
 
 #: Types that job arguments use: injecting by one of these would swallow real arguments.
 JSON_TYPES: frozenset[type] = frozenset({str, int, float, bool, list, dict, tuple, type(None)})
+#: Names stored in the database (handlers, shared rate limits) are VARCHAR(200).
+NAME_LENGTH = 200
 
 
 class App:
@@ -76,6 +79,8 @@ class App:
         self.auto_migrate = auto_migrate
         self._handlers: dict[str, Handler[Any, Any]] = {}
         self._crons: dict[str, CronDefinition] = {}
+        #: Shared rate limits (``rate_limit``) by name, published with the handlers.
+        self._rate_limits: dict[str, RateLimit] = {}
         self._resources: dict[str, Callable[[], Any] | Any] = {}
         self.failure_hooks: list[Hook] = []
         self.dead_hooks: list[Hook] = []
@@ -127,6 +132,7 @@ class App:
             if self.auto_migrate:
                 store.ensure_schema()
             store.registry.publish_handlers(h.definition() for h in self._handlers.values())
+            store.registry.publish_rate_limits(self._rate_limits)
             self._publish_crons(store)
             self._store = store
             return store
@@ -181,6 +187,14 @@ class App:
         max_attempts: int = 5,
         retry: RetryPolicy | float | Sequence[float] | None = None,
         timeout: float | None = None,
+        rate_limit: RateLimit | str | None = None,
+        rate_limit_by: str | None = None,
+        rate_limits: Sequence[str] = (),
+        concurrency_by: str | None = None,
+        concurrency_per_key: int | None = None,
+        sequence_by: str | None = None,
+        sequence_on_failure: SequenceOnFailure = "hold",
+        fair_by: str | None = None,
     ) -> Callable[[Callable[P, R]], Handler[P, R]]: ...
 
     def handler(
@@ -196,6 +210,14 @@ class App:
         max_attempts: int = 5,
         retry: RetryPolicy | float | Sequence[float] | None = None,
         timeout: float | None = None,
+        rate_limit: RateLimit | str | None = None,
+        rate_limit_by: str | None = None,
+        rate_limits: Sequence[str] = (),
+        concurrency_by: str | None = None,
+        concurrency_per_key: int | None = None,
+        sequence_by: str | None = None,
+        sequence_on_failure: SequenceOnFailure = "hold",
+        fair_by: str | None = None,
     ) -> Handler[P, R] | Callable[[Callable[P, R]], Handler[P, R]]:
         """Register a handler: ``@app.handler`` or ``@app.handler(queue=..., concurrency=3)``.
 
@@ -203,7 +225,31 @@ class App:
         once across every worker process and pod. ``tenant_concurrency``: at
         most that many of one tenant's jobs of it, so one tenant's backlog
         cannot starve the others (jobs without a tenant are not held by it).
+
+        Flow control (README, "Flow control"): ``rate_limit`` (``"100/s"``,
+        ``"10/min"``, ``"5/h"`` or a ``RateLimit``), per key with
+        ``rate_limit_by``; ``rate_limits``, shared limits declared with
+        ``rate_limit``; ``concurrency_by`` with ``concurrency_per_key``;
+        ``sequence_by`` (one at a time per key, in defer order) and
+        ``sequence_on_failure``; ``fair_by`` (round robin between keys). A
+        ``*_by`` names ``"tenant"`` or a parameter of the handler; the key is
+        read from each job's arguments when it is deferred. Every bad value is
+        an ``InvalidOption`` here, before anything is registered.
         """
+        # Checked before the decorator is applied: a bad option fails where it is written.
+        if isinstance(rate_limits, str):
+            raise InvalidOption("rate_limits", f'must be a list of names, e.g. ["stripe"], not {rate_limits!r}')
+        flow = FlowControl(
+            rate_limit=None if rate_limit is None else RateLimit.parse(rate_limit),
+            rate_limit_by=rate_limit_by,
+            rate_limits=tuple(rate_limits),
+            concurrency_by=concurrency_by,
+            concurrency_per_key=concurrency_per_key,
+            sequence_by=sequence_by,
+            sequence_on_failure=sequence_on_failure,
+            fair_by=fair_by,
+        )
+        flow.check_shared(self._rate_limits)
 
         def register(f: Callable[P, R]) -> Handler[P, R]:
             handler_name = name or f.__name__
@@ -221,6 +267,7 @@ class App:
                 max_attempts=max_attempts,
                 retry=RetryPolicy.coerce(retry) or DEFAULT_RETRY,
                 timeout=timeout,
+                flow=flow,
             )
             self._handlers[handler_name] = h
             if self._store is not None:
@@ -228,6 +275,33 @@ class App:
             return h
 
         return register(func) if func is not None else register
+
+    def rate_limit(self, name: str, rate: RateLimit | str) -> RateLimit:
+        """Declare a rate limit shared by several handlers: ``app.rate_limit("stripe", "100/s")``.
+
+        Handlers name it in ``rate_limits=["stripe"]``, and their starts count
+        against it together, across every worker (a provider's limit that
+        several kinds of job spend). Declare it before the handlers that name
+        it; declaring it again with another rate is refused.
+        """
+        if not isinstance(name, str) or not name or len(name) > NAME_LENGTH:
+            raise InvalidOption(
+                "rate_limit", f'needs a name of 1 to {NAME_LENGTH} characters, e.g. "stripe", not {name!r}'
+            )
+        parsed = RateLimit.parse(rate)
+        if self._rate_limits.get(name, parsed) != parsed:
+            raise InvalidOption(
+                "rate_limit", f"{name!r} is declared already as {self._rate_limits[name]}; declare it once"
+            )
+        self._rate_limits[name] = parsed
+        if self._store is not None:
+            self._store.registry.publish_rate_limits({name: parsed})
+        return parsed
+
+    @property
+    def rate_limits(self) -> Mapping[str, RateLimit]:
+        """The shared rate limits declared with ``rate_limit``."""
+        return dict(self._rate_limits)
 
     @property
     def handlers(self) -> Mapping[str, Handler[Any, Any]]:

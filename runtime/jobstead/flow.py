@@ -4,23 +4,91 @@ These are values only: the handler decorator and the JobHandler resource both
 build a ``FlowControl``, the store writes it with the handler's row, and the
 claim enforces it. Keeping them in one frozen value means the code path and the
 operator path cannot disagree on what a setting means.
+
+Every check that needs nothing but the values themselves is made when they are
+built (a ``RateLimit`` of zero, ``concurrency_per_key`` without
+``concurrency_by``...), so the operator's values are checked as the code's are;
+``FlowControl.check_keys`` adds what needs the handler's signature (the ``*_by``
+names must be stored parameters). Every refusal is one ``InvalidOption`` naming
+the option and showing a form that works.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+import math
+import re
+from collections.abc import Collection
+from dataclasses import dataclass, fields
+from datetime import timedelta
+from typing import Literal, get_args
+
+from .errors import InvalidOption
 
 #: What a sequence does when one of its jobs ends failed or dead.
 SequenceOnFailure = Literal["hold", "continue"]
+SEQUENCE_ON_FAILURE: tuple[SequenceOnFailure, ...] = get_args(SequenceOnFailure)
+
+#: The key that is the job's tenant rather than one of its arguments.
+TENANT = "tenant"
+
+#: Period names a rate's text form takes, in seconds.
+PERIODS = {"s": 1.0, "min": 60.0, "h": 3600.0}
+_RATE_TEXT = re.compile(r"^\s*(\d+)\s*/\s*(s|min|h)\s*$")
+#: Shown in every refusal of a rate: the forms that work.
+RATE_EXAMPLE = '"100/s", "10/min", "5/h" or RateLimit(100, per=1)'
+#: Shared limit names: stored in a VARCHAR(200) column, like handler names.
+MAX_NAME_LENGTH = 200
 
 
 @dataclass(frozen=True)
 class RateLimit:
-    """At most ``limit`` job starts in any window of ``per`` seconds, across every worker."""
+    """At most ``limit`` job starts in any window of ``per`` seconds, across every worker.
+
+    ``per`` is seconds (fractions allowed) or a ``timedelta``; it is kept as
+    seconds, so two equal rates compare equal however they were written.
+    """
 
     limit: int
     per: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
+            raise InvalidOption(
+                "rate_limit", f"needs a positive whole number of starts, not {self.limit!r}; e.g. {RATE_EXAMPLE}"
+            )
+        per: object = self.per
+        if isinstance(per, timedelta):
+            per = per.total_seconds()
+        if isinstance(per, bool) or not isinstance(per, int | float) or not math.isfinite(per) or per <= 0:
+            raise InvalidOption(
+                "rate_limit",
+                f"needs a positive period in seconds or a timedelta, not {self.per!r}; e.g. {RATE_EXAMPLE}",
+            )
+        object.__setattr__(self, "per", float(per))
+
+    @classmethod
+    def parse(cls, value: object, option: str = "rate_limit") -> RateLimit:
+        """A rate as users write it: ``"N/s"``, ``"N/min"``, ``"N/h"``, or a ``RateLimit``."""
+        if isinstance(value, RateLimit):
+            return value
+        if isinstance(value, str):
+            match = _RATE_TEXT.match(value)
+            if match is not None:
+                try:
+                    return cls(int(match.group(1)), per=PERIODS[match.group(2)])
+                except InvalidOption as exc:
+                    raise InvalidOption(option, exc.detail) from None
+        raise InvalidOption(option, f"must be a rate such as {RATE_EXAMPLE}, not {value!r}")
+
+    def __str__(self) -> str:
+        for name, seconds in PERIODS.items():
+            if self.per == seconds:
+                return f"{self.limit}/{name}"
+        return f"{self.limit} per {self.per:g} s"
+
+    @property
+    def per_second(self) -> float:
+        return self.limit / self.per
 
 
 @dataclass(frozen=True)
@@ -38,9 +106,86 @@ class FlowControl:
     sequence_on_failure: SequenceOnFailure = "hold"
     fair_by: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
+            object.__setattr__(self, "rate_limit", RateLimit.parse(self.rate_limit))
+        for option in ("rate_limit_by", "concurrency_by", "sequence_by", "fair_by"):
+            value = getattr(self, option)
+            if value is not None and (not isinstance(value, str) or not value.isidentifier()):
+                raise InvalidOption(
+                    option, f'must name "tenant" or a parameter of the handler, e.g. "customer_id", not {value!r}'
+                )
+        if self.rate_limit_by is not None and self.rate_limit is None:
+            raise InvalidOption("rate_limit_by", 'needs a rate_limit to apply per key: rate_limit="10/s"')
+        names = self.rate_limits
+        if isinstance(names, str) or not all(isinstance(n, str) and 0 < len(n) <= MAX_NAME_LENGTH for n in names):
+            raise InvalidOption(
+                "rate_limits", f'must be a list of names given to app.rate_limit, e.g. ["stripe"], not {names!r}'
+            )
+        object.__setattr__(self, "rate_limits", tuple(dict.fromkeys(names)))
+        per_key = self.concurrency_per_key
+        if per_key is not None:
+            if isinstance(per_key, bool) or not isinstance(per_key, int) or per_key < 1:
+                raise InvalidOption(
+                    "concurrency_per_key", f"must be a whole number of at least 1, e.g. 2, not {per_key!r}"
+                )
+            if self.concurrency_by is None:
+                raise InvalidOption(
+                    "concurrency_per_key",
+                    'needs concurrency_by, the key it counts per: concurrency_by="customer_id", concurrency_per_key=2',
+                )
+        elif self.concurrency_by is not None:
+            raise InvalidOption(
+                "concurrency_by",
+                'needs concurrency_per_key, how many may run per key: concurrency_by="customer_id", '
+                "concurrency_per_key=2",
+            )
+        if self.sequence_on_failure not in SEQUENCE_ON_FAILURE:
+            raise InvalidOption(
+                "sequence_on_failure", f'must be "hold" or "continue", not {self.sequence_on_failure!r}'
+            )
+
     @property
     def is_none(self) -> bool:
         return self == NO_FLOW_CONTROL
 
+    def keys(self) -> dict[str, str]:
+        """Option -> the key it names, for each ``*_by`` that is set."""
+        return {
+            option: value
+            for option in ("rate_limit_by", "concurrency_by", "sequence_by", "fair_by")
+            if (value := getattr(self, option)) is not None
+        }
+
+    def check_keys(self, stored: Collection[str], injected: Collection[str] = (), *, accepts_any: bool = False) -> None:
+        """Each ``*_by`` names ``"tenant"`` or a parameter stored with the job (not an injected one).
+
+        ``accepts_any``: the handler takes ``**kwargs``, so any name may be an argument.
+        """
+        for option, key in self.keys().items():
+            if key == TENANT or key in stored:
+                continue
+            if key in injected:
+                raise InvalidOption(
+                    option, f"names {key!r}, which the worker injects when the job runs: name a stored argument"
+                )
+            if not accepts_any:
+                known = ", ".join(sorted(stored)) or "none"
+                raise InvalidOption(
+                    option,
+                    f'names {key!r}, which is not a parameter of the handler (its parameters: {known}; or "tenant")',
+                )
+
+    def check_shared(self, declared: Collection[str]) -> None:
+        """Each of ``rate_limits`` is a shared limit declared with ``app.rate_limit``."""
+        for name in self.rate_limits:
+            if name not in declared:
+                raise InvalidOption(
+                    "rate_limits",
+                    f'names {name!r}, which no app.rate_limit declares: app.rate_limit({name!r}, "100/s")',
+                )
+
 
 NO_FLOW_CONTROL = FlowControl()
+#: The options of ``@app.handler`` that build a ``FlowControl``.
+FLOW_OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(FlowControl))

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from .deferred import Deferred
 from .errors import ConfigurationError, InvalidArguments, InvalidOption
+from .flow import NO_FLOW_CONTROL, FlowControl
 from .options import AsyncTransaction, JobOptions, SyncTransaction, as_delay
 from .retry import RetryPolicy
 from .signature import HandlerSignature
@@ -69,6 +70,7 @@ class Handler(Generic[P, R]):
         tenant_concurrency: int | None = None,
         retry: RetryPolicy,
         timeout: float | None,
+        flow: FlowControl = NO_FLOW_CONTROL,
     ) -> None:
         if concurrency is not None and concurrency < 1:
             raise ConfigurationError(f"handler {name}: concurrency must be at least 1 (or None for no limit)")
@@ -89,6 +91,14 @@ class Handler(Generic[P, R]):
         self.retry = retry
         self.timeout = timeout
         self.signature = HandlerSignature.of(func, name, resource_types)
+        if tenant_concurrency is not None and flow.concurrency_by is not None:
+            raise InvalidOption(
+                "tenant_concurrency",
+                'is the short form of concurrency_by="tenant", concurrency_per_key=N: give one or the other',
+            )
+        flow.check_keys(self.signature.names, self.signature.injected, accepts_any=self.signature.accepts_any)
+        #: Rate limits, limits per key, sequences and fair sharing (``jobstead.flow``).
+        self.flow = flow
         self.is_async = inspect.iscoroutinefunction(func)
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
@@ -112,6 +122,7 @@ class Handler(Generic[P, R]):
             params=self.signature.params(),
             param_types=self.signature.param_types(),
             source="code",
+            flow=self.flow,
         )
 
     def configure(
@@ -205,7 +216,7 @@ class ConfiguredHandler(Generic[P, R]):
         return new_jobs(
             h.name,
             arguments,
-            JobDefaults(h.queue, h.priority),
+            JobDefaults(h.queue, h.priority, h.flow),
             clock=lambda: self.handler.store().clock(),  # read only for a delay
             queue=o.queue,
             priority=o.priority,

@@ -191,3 +191,37 @@ def test_stats_json(cli_app: App, target: Target) -> None:
     assert stats["by_status"]["queued"] == 1 and stats["by_status"]["scheduled"] == 1
     assert stats["by_handler"]["send_email"] == {"queued": 1, "scheduled": 1}
     assert stats["by_queue"]["mail"] == {"queued": 1, "scheduled": 1}
+
+
+def test_stats_show_each_limit_and_its_use(target: Target) -> None:
+    app = App(target.url, schema=target.schema)
+
+    @app.handler(concurrency=3, rate_limit="10/min")
+    def limited(n: int) -> None: ...
+
+    app.migrate()
+    app.store.registry.publish_handlers([limited.definition()])
+    limited.defer_many([{"n": i} for i in range(5)])
+    app.store.claims.claim(worker_id="w", handlers=["limited"], queues=None, limit=2, lease_seconds=30)
+    stats = json.loads(cli(target, "stats", "--json").stdout)
+    assert {"handler": "limited", "limit": "concurrency", "in_use": 2, "of": 3, "per": None} in stats["limits"]
+    assert {"handler": "limited", "limit": "rate_limit", "in_use": 2, "of": 10, "per": 60.0} in stats["limits"]
+    shown = cli(target, "stats").stdout
+    assert "rate_limit (per 60 s)" in shown and "concurrency" in shown
+    app.close()
+
+
+def test_jobs_show_says_which_job_holds_a_sequence(target: Target) -> None:
+    app = App(target.url, schema=target.schema)
+
+    @app.handler(sequence_by="account")
+    def ordered(account: str, n: int) -> None: ...
+
+    app.migrate()
+    app.store.registry.publish_handlers([ordered.definition()])
+    first, second = ordered.defer_many([{"account": "a", "n": 1}, {"account": "a", "n": 2}])
+    shown = json.loads(cli(target, "jobs", "show", str(second.id), "--json").stdout)
+    assert shown["held_by"] == first.id
+    assert json.loads(cli(target, "jobs", "show", str(first.id), "--json").stdout)["held_by"] is None
+    assert f"held by job {first.id}" in cli(target, "jobs", "show", str(second.id)).stdout
+    app.close()

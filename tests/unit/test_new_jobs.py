@@ -43,8 +43,15 @@ def test_a_delay_is_kept_beside_the_run_time_it_gives_and_an_absolute_run_at_kee
     assert (at.run_at, at.delay) == (NOW, None)
 
 
-def test_the_option_key_is_every_field_but_the_arguments() -> None:
-    assert set(OPTION_FIELDS) == {f.name for f in fields(NewJob)} - {"args"} == set(OTHER)
+def test_the_option_key_is_every_field_but_the_arguments_and_the_keys_read_from_them() -> None:
+    per_job = {"args", "rate_key", "concurrency_key", "sequence_key", "fair_key"}
+    assert set(OPTION_FIELDS) == {f.name for f in fields(NewJob)} - per_job == set(OTHER)
+
+
+@pytest.mark.parametrize("field", ["rate_key", "concurrency_key", "sequence_key", "fair_key"])
+def test_jobs_differing_in_a_flow_key_still_share_their_options(field: str) -> None:
+    """A key is read from the arguments, so it is per job like them: one INSERT for a defer_many."""
+    assert same_options(BASE, replace(BASE, args={"n": 2}, **{field: "acme"}))
 
 
 @pytest.mark.parametrize("field", sorted(OTHER))

@@ -94,7 +94,7 @@ def defer(args: Namespace) -> int:
         jobs = new_jobs(
             args.name,
             [kwargs],
-            JobDefaults(definition.queue, definition.priority),
+            JobDefaults(definition.queue, definition.priority, definition.flow),
             clock=store.clock,
             queue=options.queue,
             priority=options.priority,
@@ -199,6 +199,7 @@ def show_job(args: Namespace) -> int:
         "error": job.error.to_json() if job.error else None,
         "checkpoint": job.checkpoint,
         "attempts_log": [a.to_json() for a in attempts],
+        "held_by": store.claims.held_by(job.id),
     }
     if args.json:
         print_json(document)
@@ -212,9 +213,11 @@ def show_job(args: Namespace) -> int:
         "worker": job.lease_owner or _last_worker(attempts),
     }
     for key, value in shown.items():
-        if key in ("attempts_log", "error", "max_attempts"):
+        if key in ("attempts_log", "error", "max_attempts", "held_by"):
             continue
         print(f"{key:>12}: {_shown(value)}")
+    if document["held_by"] is not None:
+        print(f"{'sequence':>12}: held by job {document['held_by']}")
     if job.error:
         print(f"{'error':>12}: {job.error.type}: {job.error.message}")
         if job.error.traceback:
@@ -311,8 +314,9 @@ def stats(args: Namespace) -> int:
     workers = store.registry.workers()
     paused = store.control.paused()
     batch_stats = store.batches.tenant_stats(args.tenant) if args.tenant is not None else None
+    limits = store.registry.limit_use()
     if args.json:
-        extra: dict[str, Any] = {"workers": len(workers), "paused": paused}
+        extra: dict[str, Any] = {"workers": len(workers), "paused": paused, "limits": [u.to_json() for u in limits]}
         if batch_stats is not None:
             extra["batches"] = batch_stats.to_json()
         print_json(result.to_json() | extra)
@@ -325,6 +329,16 @@ def stats(args: Namespace) -> int:
             [title, *statuses],
             [[name, *(c.get(s, 0) for s in statuses)] for name, c in groups.items()],
             empty=f"no {title}s",
+        )
+        print()
+    if limits:
+        print_table(
+            ["limit", "handler", "in use", "of"],
+            [
+                [u.limit if u.per is None else f"{u.limit} (per {u.per:g} s)", u.handler or "(shared)", u.in_use, u.of]
+                for u in limits
+            ],
+            empty="no limits",
         )
         print()
     counts = ", ".join(f"{s} {n}" for s, n in result.by_status.items() if n)

@@ -161,7 +161,7 @@ class Actions:
         if cron is None:
             raise JobNotFound(f"no cron named {name!r}")
         definition = self._store.registry.handler(cron.handler)
-        defaults = JobDefaults(definition.queue, definition.priority) if definition else JobDefaults()
+        defaults = JobDefaults(definition.queue, definition.priority, definition.flow) if definition else JobDefaults()
         jobs = new_jobs(
             cron.handler,
             [dict(cron.args)],

@@ -1,16 +1,22 @@
-"""Claiming jobs: the hot path, and the one place the global concurrency limit lives.
+"""Claiming jobs: the hot path, and the one place the concurrency limits live (global and per key).
 
 Two paths, chosen per claim:
 
 * Handlers without a limit: one ``UPDATE ... WHERE id = ANY(ARRAY(SELECT ... FOR
   UPDATE SKIP LOCKED)) RETURNING ...`` statement (SQLite: ``id IN (...)``).
   Concurrent workers skip each other's rows instead of waiting on them.
-* Handlers with a limit: the claim first locks their ``handlers`` rows (``FOR
+* Handlers with a global limit only: the claim takes free rows of the
+  handler's ``slots`` (``_take_slotted``), one per job, SKIP LOCKED: claimers
+  of one limited handler take different slots instead of waiting on one lock.
+* Handlers with a limit per key: the claim first locks their ``handlers`` rows (``FOR
   UPDATE``), then counts their running jobs, then claims at most the remaining
   room. Every claim of a limited handler holds that row lock until commit, so two
   workers can never both see "2 of 3 running" and both take the third slot; the
   limit holds across every process and pod. Completions do not need the lock:
-  they only ever make room.
+  they only ever make room. A limit per key (``tenant_concurrency``, or
+  ``concurrency_by`` with ``concurrency_per_key``) is counted under the same
+  lock, per value of the key column the job stored at defer, together with the
+  global limit (``_per_key``).
 
 On SQLite the transaction itself is the lock (``BEGIN IMMEDIATE``).
 
@@ -46,8 +52,9 @@ CPU, most of a one-job claim.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Collection, Generator, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -61,19 +68,22 @@ from sqlalchemy import (
     Update,
     and_,
     bindparam,
+    case,
     exists,
     func,
     literal,
     or_,
     select,
     true,
+    tuple_,
     union_all,
     update,
 )
 
 from ..clock import Clock
+from ..flow import TENANT
 from ..retry import RetryPolicy
-from ..status import CLAIMABLE_STATUSES, JobStatus
+from ..status import CLAIMABLE_STATUSES, LIVE_STATUSES, JobStatus
 from .database import Database
 from .records import ClaimedJob
 
@@ -88,19 +98,131 @@ class Blocked:
     everything: bool
     queues: set[str]
     handlers: set[str]
+    #: Handlers limited per key (tenant or key), whose claims lock their rows.
     limited: set[str]
+    #: Handlers with a global limit only, claimed through their slots.
+    slotted: set[str] = field(default_factory=set)
+    #: Handlers with a rate limit (their own, or shared ones): claimed no faster than their rates.
+    rated: set[str] = field(default_factory=set)
+    #: Handlers with ``sequence_by``: only the first unfinished job of each key may start.
+    sequenced: set[str] = field(default_factory=set)
+    #: Handlers with ``fair_by``: starts go round the keys with a backlog.
+    fair: set[str] = field(default_factory=set)
 
     def concerns(self, handlers: Collection[str], queues: Collection[str] | None) -> bool:
         """Whether any of this can stop a claim of ``handlers`` in ``queues``."""
         scopes = [("all", "")] if self.everything else []
         scopes += [("queue", q) for q in self.queues] + [("handler", h) for h in self.handlers]
+        scopes += [("slots", h) for h in self.slotted] + [("rate", h) for h in self.rated]
+        scopes += [("sequence", h) for h in self.sequenced] + [("fair", h) for h in self.fair]
         return concerns(scopes + [("limit", h) for h in self.limited], handlers, queues)
 
 
-#: The room of a handler with a per-tenant limit but no global one.
+#: The room of a handler with a limit per key but no global one.
 UNLIMITED = 1 << 30
-#: Handler -> (its per-tenant limit, running jobs per tenant), for one claim.
-TenantLimits = dict[str, tuple[int, dict[str | None, int]]]
+
+
+@dataclass
+class KeyLimit:
+    """A handler's limit per key, for one claim: at most ``cap`` running jobs per value of ``column``.
+
+    ``tenant_concurrency`` is one over the ``tenant`` column that leaves jobs
+    without a tenant alone; ``concurrency_by`` + ``concurrency_per_key`` one
+    over the key read at defer (or ``tenant``), where jobs without a key are a
+    group of their own (``null_is_a_key``). ``running`` is kept up to date as
+    the claim takes jobs (``took``), so a claim over several queues counts each.
+    """
+
+    cap: int
+    column: str
+    null_is_a_key: bool
+    running: dict[str | None, int]
+    #: The key of each job offered to this claim (``Claims._per_key``), by id.
+    offered: dict[int, str | None]
+    #: The handler's sequence, if it has one (``JobSequence``): only each key's first job may start.
+    sequence: JobSequence | None = None
+
+    def took(self, job_id: int) -> None:
+        """Count a job this claim took as running under its key."""
+        key = self.offered.get(job_id)
+        if key is not None or (job_id in self.offered and self.null_is_a_key):
+            self.running[key] = self.running.get(key, 0) + 1
+
+
+@dataclass(frozen=True)
+class JobSequence:
+    """A handler's ``sequence_by``: the column its key is in, and whether failed and dead jobs hold it."""
+
+    column: str
+    hold: bool
+
+
+#: Handler -> its limit per key, for one claim.
+KeyLimits = dict[str, KeyLimit]
+
+
+#: How many ranked jobs a claim with a rate per key looks at (the best of each key first).
+KEYED_RATE_LOOKAHEAD = 2000
+#: ``rate_slots.kind`` of the rings of rates per key (named by ``ring_name``).
+KEYED_RING = "key"
+#: The turn key of jobs without a ``fair_by`` key (one group of their own).
+NO_KEY = "\x1fnone"
+
+
+@dataclass(frozen=True)
+class KeyedRate:
+    """A handler's ``rate_limit`` with ``rate_limit_by``: one ring of ``limit`` rows per key."""
+
+    column: str
+    limit: int
+    per: float
+
+
+def ring_name(handler: str, key: str | None) -> str:
+    """The ring of one key of a handler's rate per key (jobs without the key: one ring of their own);
+    past the column's 200 characters, the SHA-256 of the two (equal keys, equal rings)."""
+    name = f"{handler}\x1fnull" if key is None else f"{handler}\x1fk:{key}"
+    if len(name) > 200:
+        return "sha256:" + hashlib.sha256(name.encode()).hexdigest()
+    return name
+
+
+@dataclass
+class RateRing:
+    """The rows of one rate free for this claim (locked), and how many of them its starts took."""
+
+    kind: str
+    name: str
+    per: float
+    free: list[int]
+    used: int = 0
+
+
+class Rates:
+    """The rates of the handlers of one claim: how many more each may start, counted as they do.
+
+    A shared rate is one ring whichever handler takes from it, so two handlers
+    of one claim count against it together.
+    """
+
+    def __init__(self, of: dict[str, list[RateRing]], keyed: dict[str, KeyedRate] | None = None) -> None:
+        self.of = of
+        #: Handlers with a rate per key (``Claims._within_key_rates``).
+        self.keyed = keyed or {}
+        #: When the first key this claim's rates per key held back has room again.
+        self.room: datetime | None = None
+
+    def allow(self, handler: str, wanted: int) -> int:
+        rings = self.of.get(handler)
+        return wanted if not rings else min(wanted, *(len(r.free) - r.used for r in rings))
+
+    def took(self, handler: str, count: int) -> None:
+        for ring in self.of.get(handler, ()):
+            ring.used += count
+
+    def rings(self) -> list[RateRing]:
+        return list({id(r): r for rings in self.of.values() for r in rings}.values())
+
 
 #: How a claim picks its jobs: a candidates subquery of a shape (one queue?, paused queues
 #: to skip?) with its parameters, or a list of ids chosen beforehand (limited handlers).
@@ -116,7 +238,7 @@ def concerns(scopes: Sequence[tuple[str, str]], handlers: Collection[str], queue
     for scope, name in scopes:
         if scope == "all":
             return True
-        if scope in ("handler", "limit") and name in handlers:
+        if scope in ("handler", "limit", "slots", "rate", "sequence", "fair") and name in handlers:
             return True
         if scope == "queue" and (queues is None or name in queues):
             return True
@@ -142,6 +264,8 @@ class Claims:
         self._statements: dict[tuple[Any, ...], Any] = {}
         #: Claimers whose last claim saw nothing in their way: their next one is one statement.
         self._clear: set[Claimer] = set()
+        #: Claimers whose last claim a rate held back: when its next row frees (``rate_room_at``).
+        self._rate_room: dict[Claimer, datetime] = {}
 
     def claim(
         self,
@@ -166,12 +290,25 @@ class Claims:
             if blocked.everything:
                 return []
             mine = [h for h in handlers if h not in blocked.handlers]
-            free = [h for h in mine if h not in blocked.limited]
+            rates = self._rate_rings(conn, [h for h in mine if h in blocked.rated], now, limit)
+            keyed = rates.keyed
+            sequences = self._sequences(conn, [h for h in mine if h in blocked.sequenced])
+            fair = self._fair_columns(conn, [h for h in mine if h in blocked.fair])
+            # One by one, each within its slots, its rates or its sequences.
+            capped = [
+                h
+                for h in mine
+                if h in blocked.slotted
+                or ((h in rates.of or h in sequences or h in keyed or h in fair) and h not in blocked.limited)
+            ]
+            free = [h for h in mine if h not in blocked.limited and h not in capped]
             room: dict[str, int] = {}
-            tenant_limits: TenantLimits = {}
+            key_limits: KeyLimits = {}
             if any(h in blocked.limited for h in mine):
-                room, unlimited_now, tenant_limits = self._room(conn, [h for h in mine if h in blocked.limited])
-                free += unlimited_now
+                room, unlimited_now, key_limits = self._room(conn, [h for h in mine if h in blocked.limited])
+                special = {*rates.of, *sequences, *keyed, *fair}
+                free += [h for h in unlimited_now if h not in special]
+                capped += [h for h in unlimited_now if h in special]
             claimed: list[ClaimedJob] = []
             for queue in queues or (None,):
                 wanted = limit - len(claimed)
@@ -179,18 +316,116 @@ class Claims:
                     break
                 if queue in blocked.queues:
                     continue
-                which = self._pick(conn, now, queue, free, room, tenant_limits, wanted, blocked.queues)
+                for name in capped:
+                    want = rates.allow(name, limit - len(claimed))
+                    if want > 0:
+                        taken = self._take_slotted(
+                            conn,
+                            now,
+                            queue,
+                            name,
+                            want,
+                            blocked.queues,
+                            worker_id,
+                            lease_seconds,
+                            use_slots=name in blocked.slotted,
+                            one_statement=name not in rates.of and name not in keyed and name not in fair,
+                            sequence=sequences.get(name),
+                            keyed_rate=keyed.get(name),
+                            rates=rates,
+                            fair_column=fair.get(name),
+                        )
+                        rates.took(name, len(taken))
+                        claimed += taken
+                wanted = limit - len(claimed)
+                if wanted <= 0:
+                    break
+                for name in room:
+                    room[name] = rates.allow(name, room[name])
+                for name, limit_per_key in key_limits.items():
+                    limit_per_key.sequence = sequences.get(name)
+                which = self._pick(conn, now, queue, free, room, key_limits, wanted, blocked.queues)
                 if which:
                     taken = self._take(conn, now, which, worker_id, lease_seconds)
                     for job in taken:
                         if job.handler in room:
                             room[job.handler] -= 1
-                        if job.handler in tenant_limits and job.tenant is not None:
-                            running_now = tenant_limits[job.handler][1]
-                            running_now[job.tenant] = running_now.get(job.tenant, 0) + 1
+                        if job.handler in key_limits:
+                            key_limits[job.handler].took(job.id)
+                        rates.took(job.handler, 1)
                     claimed += taken
+            self._stamp(conn, rates, now)
+            self._note_rate_room(conn, claimer, rates, now, held_back=len(claimed) < limit)
             claimed.sort(key=lambda j: (-j.priority, j.run_at, j.id))
             return claimed
+
+    def rate_room_at(self, handlers: Sequence[str], queues: Sequence[str] | None) -> datetime | None:
+        """When a rate that held back this claimer's last claim has room again (None: none did).
+
+        The claim loop sleeps until then rather than for its poll interval, so
+        a job a rate held back starts as soon as the window allows.
+        """
+        return self._rate_room.get((tuple(handlers), None if queues is None else tuple(queues)))
+
+    def held_by(self, job_id: int) -> int | None:
+        """The job holding this waiting job's sequence back (the first of its key that holds it), if any.
+
+        The same rule the claim applies (``_first_of_its_key``): what ``jobs
+        show`` says of a job that does not start.
+        """
+        jobs, handlers = self._db.tables.jobs, self._db.tables.handlers
+        with self._db.engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    jobs.c.handler,
+                    jobs.c.status,
+                    jobs.c.sequence_key,
+                    jobs.c.tenant,
+                    handlers.c.sequence_by,
+                    handlers.c.sequence_on_failure,
+                )
+                .select_from(jobs.join(handlers, handlers.c.name == jobs.c.handler))
+                .where(jobs.c.id == job_id)
+            ).first()
+            if row is None or row.sequence_by is None or row.status not in {s.value for s in CLAIMABLE_STATUSES}:
+                return None
+            column = TENANT if row.sequence_by == TENANT else "sequence_key"
+            key = row.tenant if column == TENANT else row.sequence_key
+            if key is None:
+                return None
+            holding = [*LIVE_STATUSES, JobStatus.BLOCKED]
+            if row.sequence_on_failure != "continue":
+                holding += [JobStatus.FAILED, JobStatus.DEAD]
+            first: int | None = conn.execute(
+                select(jobs.c.id)
+                .where(
+                    jobs.c.handler == row.handler,
+                    jobs.c[column] == key,
+                    jobs.c.id < job_id,
+                    _status_in(jobs.c.status, holding),
+                )
+                .order_by(jobs.c.id)
+                .limit(1)
+            ).scalar()
+            return first
+
+    def _note_rate_room(self, conn: Connection, claimer: Claimer, rates: Rates, now: datetime, held_back: bool) -> None:
+        """After a claim a rate held back: the earliest time one of its spent rates frees a row."""
+        self._rate_room.pop(claimer, None)
+        spent = [ring for ring in rates.rings() if ring.used >= len(ring.free)]
+        if not held_back or not (spent or rates.room):
+            return
+        table = self._db.tables.rate_slots
+        soonest: datetime | None = rates.room
+        for ring in spent:
+            oldest = conn.execute(
+                select(func.min(table.c.used_at)).where(table.c.kind == ring.kind, table.c.name == ring.name)
+            ).scalar()
+            if oldest is not None:
+                at = oldest + timedelta(seconds=ring.per)
+                soonest = at if soonest is None else min(soonest, at)
+        if soonest is not None:
+            self._rate_room[claimer] = soonest
 
     async def claim_async(
         self,
@@ -281,7 +516,7 @@ class Claims:
             not_blocked = ~exists().where(
                 or_(
                     scope == "all",
-                    and_(scope.in_(("handler", "limit")), name == c.handler),
+                    and_(scope.in_(("handler", "limit", "slots", "rate", "sequence", "fair")), name == c.handler),
                     and_(scope == "queue", name == c.queue),
                 )
             )
@@ -316,6 +551,10 @@ class Claims:
             queues={name for scope, name in rows if scope == "queue"},
             handlers={name for scope, name in rows if scope == "handler"},
             limited={name for scope, name in rows if scope == "limit"},
+            slotted={name for scope, name in rows if scope == "slots"},
+            rated={name for scope, name in rows if scope == "rate"},
+            sequenced={name for scope, name in rows if scope == "sequence"},
+            fair={name for scope, name in rows if scope == "fair"},
         )
 
     def _blocked_query(self) -> CompoundSelect[Any]:
@@ -329,9 +568,33 @@ class Claims:
         pauses, handler_rows = self._db.tables.pauses, self._db.tables.handlers
         parts: list[Select[Any]] = [
             select(pauses.c.scope, pauses.c.name),
-            select(literal("limit", String), handler_rows.c.name).where(
+            # Limited per key: "limit"; with a global limit only: "slots" (``_take_slotted``).
+            select(
+                case(
+                    (
+                        and_(handler_rows.c.tenant_concurrency.is_(None), handler_rows.c.concurrency_per_key.is_(None)),
+                        literal("slots", String),
+                    ),
+                    else_=literal("limit", String),
+                ),
+                handler_rows.c.name,
+            ).where(
                 self._db.driver.in_bound_list(handler_rows.c.name, "handlers"),
-                or_(handler_rows.c.concurrency.is_not(None), handler_rows.c.tenant_concurrency.is_not(None)),
+                or_(
+                    handler_rows.c.concurrency.is_not(None),
+                    handler_rows.c.tenant_concurrency.is_not(None),
+                    handler_rows.c.concurrency_per_key.is_not(None),
+                ),
+            ),
+            select(literal("rate", String), handler_rows.c.name).where(
+                self._db.driver.in_bound_list(handler_rows.c.name, "handlers"),
+                or_(handler_rows.c.rate_limit.is_not(None), handler_rows.c.rate_limits.is_not(None)),
+            ),
+            select(literal("sequence", String), handler_rows.c.name).where(
+                self._db.driver.in_bound_list(handler_rows.c.name, "handlers"), handler_rows.c.sequence_by.is_not(None)
+            ),
+            select(literal("fair", String), handler_rows.c.name).where(
+                self._db.driver.in_bound_list(handler_rows.c.name, "handlers"), handler_rows.c.fair_by.is_not(None)
             ),
         ]
         bound = self._db.driver.lock_bound_row("bound_seconds") if with_bound else None
@@ -342,22 +605,36 @@ class Claims:
             parts.append(unflushed)  # scope "unflushed": ignored likewise; the claim's commit skips the fsync
         return union_all(*parts)
 
-    def _room(self, conn: Connection, limited: list[str]) -> tuple[dict[str, int], list[str], TenantLimits]:
+    def _room(self, conn: Connection, limited: list[str]) -> tuple[dict[str, int], list[str], KeyLimits]:
         """Lock the limited handlers' rows; return their free slots and the ones no longer limited.
 
-        For each handler with a per-tenant limit, also that limit and how many
-        of each tenant's jobs run now.
+        For each handler with a limit per key (``tenant_concurrency``, or
+        ``concurrency_by`` with ``concurrency_per_key``), also that limit and
+        how many of each key's jobs run now.
         """
         h = self._db.tables.handlers
         jobs = self._db.tables.jobs
         rows = conn.execute(
-            select(h.c.name, h.c.concurrency, h.c.tenant_concurrency)
-            .where(h.c.name.in_(limited), or_(h.c.concurrency.is_not(None), h.c.tenant_concurrency.is_not(None)))
+            select(h.c.name, h.c.concurrency, h.c.tenant_concurrency, h.c.concurrency_by, h.c.concurrency_per_key)
+            .where(
+                h.c.name.in_(limited),
+                or_(
+                    h.c.concurrency.is_not(None),
+                    h.c.tenant_concurrency.is_not(None),
+                    h.c.concurrency_per_key.is_not(None),
+                ),
+            )
             .order_by(h.c.name)  # one lock order for everyone: no deadlocks
             .with_for_update()
         ).all()
-        limits = {name: UNLIMITED if cap is None else int(cap) for name, cap, _ in rows}
-        tenant_limits: TenantLimits = {name: (int(cap), {}) for name, _, cap in rows if cap is not None}
+        limits = {row.name: UNLIMITED if row.concurrency is None else int(row.concurrency) for row in rows}
+        key_limits: KeyLimits = {}
+        for row in rows:
+            if row.concurrency_per_key is not None and row.concurrency_by is not None:
+                column = "tenant" if row.concurrency_by == TENANT else "concurrency_key"
+                key_limits[row.name] = KeyLimit(int(row.concurrency_per_key), column, True, {}, {})
+            elif row.tenant_concurrency is not None:
+                key_limits[row.name] = KeyLimit(int(row.tenant_concurrency), "tenant", False, {}, {})
         running: dict[str, int] = {}
         if limits:
             running = {
@@ -368,33 +645,35 @@ class Claims:
                     .group_by(jobs.c.handler)
                 ).all()
             }
-        if tenant_limits:
-            for name, tenant, n in conn.execute(
-                select(jobs.c.handler, jobs.c.tenant, func.count())
-                .where(_status_in(jobs.c.status, [JobStatus.RUNNING]), jobs.c.handler.in_(list(tenant_limits)))
-                .group_by(jobs.c.handler, jobs.c.tenant)
+        for column in sorted({limit.column for limit in key_limits.values()}):
+            names = [name for name, limit in key_limits.items() if limit.column == column]
+            key = jobs.c[column]
+            for name, value, n in conn.execute(
+                select(jobs.c.handler, key, func.count())
+                .where(_status_in(jobs.c.status, [JobStatus.RUNNING]), jobs.c.handler.in_(names))
+                .group_by(jobs.c.handler, key)
             ).all():
-                tenant_limits[name][1][tenant] = int(n)
+                key_limits[name].running[value] = int(n)
         room = {name: cap - running.get(name, 0) for name, cap in limits.items()}
-        return room, [name for name in limited if name not in limits], tenant_limits
+        return room, [name for name in limited if name not in limits], key_limits
 
-    def _tenant_fair(
+    def _per_key(
         self,
         conn: Connection,
         shape: tuple[bool, bool],
         params: dict[str, Any],
-        cap: int,
-        running: dict[str | None, int],
+        limit: KeyLimit,
     ) -> list[Any]:
-        """Ready jobs of one tenant-limited handler, best first, none past its tenant's free slots.
+        """Ready jobs of one handler limited per key, best first, none past its key's free slots.
 
-        A window (``row_number`` per tenant) keeps each tenant to its cap, so a
-        tenant with 100,000 jobs at the front of the queue cannot hide the
-        others'. Windows cannot be locked (``FOR UPDATE``): the rows are locked
+        A window (``row_number`` per key) keeps each key to its cap, so a key
+        with 100,000 jobs at the front of the queue cannot hide the others'.
+        Windows cannot be locked (``FOR UPDATE``): the rows are locked
         afterwards, by id; claims of this handler are serialised on its row
         lock already, so nobody else is choosing among them meanwhile.
         """
         jobs = self._db.tables.jobs
+        key = jobs.c[limit.column]
         one_queue, skip_queues = shape
         conditions: list[ColumnElement[bool]] = [
             _status_in(jobs.c.status, CLAIMABLE_STATUSES),
@@ -405,25 +684,30 @@ class Claims:
             conditions.append(jobs.c.queue == params["in_queue"])
         elif skip_queues:
             conditions.append(jobs.c.queue.not_in(params["paused"]))
-        rank = func.row_number().over(
-            partition_by=jobs.c.tenant, order_by=(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
+        if limit.sequence is not None:
+            conditions.append(self._first_of_its_key(limit.sequence))
+        rank = func.row_number().over(partition_by=key, order_by=(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id))
+        ranked = select(jobs.c.id, jobs.c.priority, jobs.c.run_at, key.label("key"), rank.label("rn")).where(
+            *conditions
         )
-        ranked = select(jobs.c.id, jobs.c.priority, jobs.c.run_at, jobs.c.tenant, rank.label("rn")).where(*conditions)
         sub = ranked.subquery()
+        within: ColumnElement[bool] = sub.c.rn <= limit.cap
+        if not limit.null_is_a_key:
+            within = or_(within, sub.c.key.is_(None))
         rows = conn.execute(
-            select(sub.c.id, sub.c.priority, sub.c.run_at, sub.c.tenant)
-            .where(or_(sub.c.rn <= cap, sub.c.tenant.is_(None)))
+            select(sub.c.id, sub.c.priority, sub.c.run_at, sub.c.key)
+            .where(within)
             .order_by(sub.c.priority.desc(), sub.c.run_at, sub.c.id)
         ).all()
         chosen: list[Any] = []
-        taken = dict(running)
+        taken = dict(limit.running)
         for row in rows:
             if len(chosen) >= params["limit"]:
                 break
-            if row.tenant is not None:
-                if taken.get(row.tenant, 0) >= cap:
+            if row.key is not None or limit.null_is_a_key:
+                if taken.get(row.key, 0) >= limit.cap:
                     continue
-                taken[row.tenant] = taken.get(row.tenant, 0) + 1
+                taken[row.key] = taken.get(row.key, 0) + 1
             chosen.append(row)
         if not chosen:
             return []
@@ -434,7 +718,506 @@ class Claims:
                 .with_for_update(skip_locked=True, of=jobs)
             ).scalars()
         )
-        return [r for r in chosen if r.id in locked]
+        found = [r for r in chosen if r.id in locked]
+        limit.offered.update((r.id, r.key) for r in found)
+        return found
+
+    def _take_slotted(
+        self,
+        conn: Connection,
+        now: datetime,
+        queue: str | None,
+        handler: str,
+        wanted: int,
+        paused_queues: Collection[str],
+        worker_id: str,
+        lease_seconds: float,
+        *,
+        use_slots: bool = True,
+        one_statement: bool = True,
+        sequence: JobSequence | None = None,
+        keyed_rate: KeyedRate | None = None,
+        rates: Rates | None = None,
+        fair_column: str | None = None,
+    ) -> list[ClaimedJob]:
+        """Claim jobs of a handler with a global limit into its free slots: one job per slot.
+
+        Without ``use_slots`` (a handler with a rate limit but no global limit),
+        just up to ``wanted`` of its ready jobs. ``one_statement``: the whole
+        take may be one statement where the driver can (not while a rate's
+        rows are held in the claim's transaction: their count is ``wanted``).
+
+        A slot is free when the claim it names (``job_id``, ``attempt``) no
+        longer runs: finished, given back, rescued or deleted; completions need
+        not free it. Free slots are read, then locked by (slot, ``token``) with
+        SKIP LOCKED: a locking read sees the slot as it is now, so a slot
+        another claimer took meanwhile (its token bumped) is not taken twice,
+        and claimers of one handler take different slots instead of waiting
+        for each other on one lock. Each slot taken names its job and bumps
+        its token, in this transaction.
+        """
+        shape = (queue is not None, queue is None and bool(paused_queues))
+        params: dict[str, Any] = {"now": now, "handlers": [handler], "limit": wanted}
+        if queue is not None:
+            params["in_queue"] = queue
+        elif paused_queues:
+            params["paused"] = list(paused_queues)
+        if keyed_rate is not None:
+            # The rate per key decides which jobs; the slots, if any, how many.
+            want = wanted
+            taken_slots: list[Any] = []
+            if use_slots:
+                taken_slots = self._lock_free_slots(conn, handler, wanted)
+                want = len(taken_slots)
+            ids, stamp = self._within_key_rates(conn, now, shape, params, want, keyed_rate, handler, sequence, rates)
+            claimed = self._take(conn, now, ids, worker_id, lease_seconds) if ids else []
+            self._stamp_keys(conn, handler, stamp, now)
+            if use_slots:
+                self._hold_slots(conn, handler, taken_slots, claimed)
+            return claimed
+        if fair_column is not None:
+            taken_slots = self._lock_free_slots(conn, handler, wanted) if use_slots else []
+            want = len(taken_slots) if use_slots else wanted
+            served = self._fair_ids(conn, shape, params, want, handler, fair_column, sequence)
+            claimed = self._take(conn, now, [i for i, _ in served], worker_id, lease_seconds) if served else []
+            self._served(conn, handler, [key for i, key in served if i in {j.id for j in claimed}])
+            if use_slots:
+                self._hold_slots(conn, handler, taken_slots, claimed)
+            return claimed
+        if not use_slots:
+            ids = [row.id for row in conn.execute(self._candidates(shape, sequence), params)]
+            return self._take(conn, now, ids, worker_id, lease_seconds) if ids else []
+        if one_statement and sequence is None and self._db.driver.one_statement_claim:
+            lease = {"owner": worker_id, "expires": now + timedelta(seconds=lease_seconds), "started": now}
+            return self._jobs(conn.execute(self._slotted(shape), {**params, **lease, "slot_handler": handler}))
+        taken = self._lock_free_slots(conn, handler, wanted)
+        if not taken:
+            return []
+        ids = [row.id for row in conn.execute(self._candidates(shape, sequence), {**params, "limit": len(taken)})]
+        if not ids:
+            return []
+        claimed = self._take(conn, now, ids, worker_id, lease_seconds)
+        self._hold_slots(conn, handler, taken, claimed)
+        return claimed
+
+    def _lock_free_slots(self, conn: Connection, handler: str, wanted: int) -> list[Any]:
+        """Up to ``wanted`` of the handler's free slots, locked by (slot, token) (see ``_take_slotted``)."""
+        slots = self._db.tables.slots
+        free = [
+            (int(n), int(token))
+            for n, token in conn.execute(self._free_slots().where(slots.c.handler == handler).order_by(slots.c.n))
+        ]
+        if not free:
+            return []
+        return list(
+            conn.execute(
+                select(slots.c.n)
+                .where(slots.c.handler == handler, tuple_(slots.c.n, slots.c.token).in_(free))
+                .order_by(slots.c.n)
+                .limit(wanted)
+                .with_for_update(skip_locked=True)
+            ).all()
+        )
+
+    def _hold_slots(self, conn: Connection, handler: str, taken: list[Any], claimed: list[ClaimedJob]) -> None:
+        """Each slot taken names the job it holds (and bumps its token)."""
+        slots = self._db.tables.slots
+        held = dict(zip((slot.n for slot in taken), sorted(claimed, key=lambda j: j.id), strict=False))
+        if held:  # one statement for every slot taken
+            conn.execute(
+                update(slots)
+                .where(slots.c.handler == handler, slots.c.n.in_(list(held)))
+                .values(
+                    job_id=case({n: job.id for n, job in held.items()}, value=slots.c.n),
+                    attempt=case({n: job.attempts for n, job in held.items()}, value=slots.c.n),
+                    token=slots.c.token + 1,
+                )
+            )
+
+    def _within_key_rates(
+        self,
+        conn: Connection,
+        now: datetime,
+        shape: tuple[bool, bool],
+        params: dict[str, Any],
+        want: int,
+        rate: KeyedRate,
+        handler: str,
+        sequence: JobSequence | None,
+        rates: Rates | None,
+    ) -> tuple[list[int], dict[str, list[int]]]:
+        """Ready jobs of a handler with a rate per key, best first, none past its key's free rows.
+
+        Each key's ring is made on first use (rows inserted, a conflict with a
+        claimer inserting them too left to it), then its free rows are locked
+        SKIP LOCKED as for any rate. Jobs without the key are one group
+        (ring ``null``). Returns the ids chosen (locked) and, per ring, the
+        rows their starts take.
+        """
+        if want <= 0:
+            return [], {}
+        jobs, rings = self._db.tables.jobs, self._db.tables.rate_slots
+        key = jobs.c[rate.column]
+        one_queue, skip_queues = shape
+        conditions: list[ColumnElement[bool]] = [
+            _status_in(jobs.c.status, CLAIMABLE_STATUSES),
+            jobs.c.run_at <= params["now"],
+            jobs.c.handler == handler,
+        ]
+        if one_queue:
+            conditions.append(jobs.c.queue == params["in_queue"])
+        elif skip_queues:
+            conditions.append(jobs.c.queue.not_in(params["paused"]))
+        if sequence is not None:
+            conditions.append(self._first_of_its_key(sequence))
+        rank = func.row_number().over(partition_by=key, order_by=(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id))
+        sub = select(jobs.c.id, jobs.c.priority, jobs.c.run_at, key.label("key"), rank.label("rn")).where(*conditions)
+        ranked = sub.subquery()
+        rows = conn.execute(
+            select(ranked.c.id, ranked.c.key)
+            .where(ranked.c.rn <= min(rate.limit, want))
+            .order_by(ranked.c.priority.desc(), ranked.c.run_at, ranked.c.id)
+            .limit(KEYED_RATE_LOOKAHEAD)
+        ).all()
+        if not rows:
+            return [], {}
+        kind = KEYED_RING
+        names = sorted({ring_name(handler, row.key) for row in rows})
+        present: dict[str, set[int]] = {}
+        for name, n in conn.execute(
+            select(rings.c.name, rings.c.n).where(rings.c.kind == kind, rings.c.name.in_(names))
+        ):
+            present.setdefault(name, set()).add(int(n))
+        missing = [
+            {"kind": kind, "name": name, "n": n, "used_at": None}
+            for name in names
+            for n in range(rate.limit)
+            if n not in present.get(name, ())
+        ]
+        if missing:
+            conn.execute(
+                self._db.driver.upsert(rings).on_conflict_do_nothing(index_elements=["kind", "name", "n"]), missing
+            )
+        free: dict[str, list[int]] = {}
+        for name, n in conn.execute(
+            select(rings.c.name, rings.c.n)
+            .where(
+                rings.c.kind == kind,
+                rings.c.name.in_(names),
+                or_(rings.c.used_at.is_(None), rings.c.used_at <= now - timedelta(seconds=rate.per)),
+            )
+            .order_by(rings.c.name, rings.c.n)
+            .with_for_update(skip_locked=True)
+        ):
+            free.setdefault(name, []).append(int(n))
+        chosen: list[int] = []
+        stamp: dict[str, list[int]] = {}
+        spent: set[str] = set()
+        for row in rows:
+            if len(chosen) >= want:
+                break
+            name = ring_name(handler, row.key)
+            left = free.get(name, [])
+            if len(stamp.get(name, ())) < len(left):
+                stamp.setdefault(name, []).append(left[len(stamp.get(name, ()))])
+                chosen.append(int(row.id))
+            else:
+                spent.add(name)
+        if spent:  # jobs wait for their key's window: when the first of those rings frees a row
+            oldest = conn.execute(
+                select(func.min(rings.c.used_at)).where(rings.c.kind == KEYED_RING, rings.c.name.in_(sorted(spent)))
+            ).scalar()
+            if oldest is not None and rates is not None:
+                at = oldest + timedelta(seconds=rate.per)
+                rates.room = at if rates.room is None else min(rates.room, at)
+        if not chosen:
+            return [], {}
+        locked = set(
+            conn.execute(
+                select(jobs.c.id)
+                .where(jobs.c.id.in_(chosen), _status_in(jobs.c.status, CLAIMABLE_STATUSES))
+                .with_for_update(skip_locked=True, of=jobs)
+            ).scalars()
+        )
+        if locked != set(chosen):  # another claimer holds some: start only the ones locked
+            kept: dict[str, list[int]] = {}
+            by_id = {int(row.id): ring_name(handler, row.key) for row in rows}
+            for job_id in chosen:
+                if job_id in locked:
+                    kept.setdefault(by_id[job_id], []).append(0)
+            stamp = {name: stamp[name][: len(kept[name])] for name in kept}
+        return [i for i in chosen if i in locked], stamp
+
+    def _stamp_keys(self, conn: Connection, handler: str, stamp: dict[str, list[int]], now: datetime) -> None:
+        """The rows of each key's ring its starts took carry this start's time."""
+        rings = self._db.tables.rate_slots
+        for name, numbers in stamp.items():
+            if numbers:
+                conn.execute(
+                    update(rings)
+                    .where(rings.c.kind == KEYED_RING, rings.c.name == name, rings.c.n.in_(numbers))
+                    .values(used_at=now)
+                )
+
+    def _rate_rings(self, conn: Connection, rated: list[str], now: datetime, limit: int) -> Rates:
+        """For each rated handler, the rows of each of its rates that are free now, locked (SKIP LOCKED).
+
+        A row is free when its last start is at least the rate's period ago;
+        a locking read sees it as it is now, so a row another claimer just
+        stamped is not taken twice. At most ``limit`` rows per rate: no claim
+        takes more jobs than that.
+        """
+        if not rated:
+            return Rates({})
+        h, shared, rows_of = self._db.tables.handlers, self._db.tables.rate_limits, self._db.tables.rate_slots
+        settings = conn.execute(
+            select(h.c.name, h.c.rate_limit, h.c.rate_period, h.c.rate_limit_by, h.c.rate_limits).where(
+                h.c.name.in_(rated)
+            )
+        ).all()
+        periods: dict[tuple[str, str], float] = {}
+        names = sorted({name for row in settings for name in row.rate_limits or ()})
+        if names:
+            periods.update(
+                (("shared", name), float(per))
+                for name, per in conn.execute(
+                    select(shared.c.name, shared.c.rate_period).where(shared.c.name.in_(names))
+                )
+            )
+        for row in settings:
+            if row.rate_limit is not None and row.rate_limit_by is None:
+                periods[("handler", row.name)] = float(row.rate_period)
+        rings: dict[tuple[str, str], RateRing] = {}
+        for (kind, name), per in sorted(periods.items()):  # one lock order for everyone
+            free = conn.execute(
+                select(rows_of.c.n)
+                .where(
+                    rows_of.c.kind == kind,
+                    rows_of.c.name == name,
+                    or_(rows_of.c.used_at.is_(None), rows_of.c.used_at <= now - timedelta(seconds=per)),
+                )
+                .order_by(rows_of.c.n)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).scalars()
+            rings[(kind, name)] = RateRing(kind, name, per, [int(n) for n in free])
+        found: dict[str, list[RateRing]] = {}
+        keyed: dict[str, KeyedRate] = {}
+        for row in settings:
+            mine = [("handler", row.name)] + [("shared", name) for name in row.rate_limits or ()]
+            if any(key in rings for key in mine):
+                found[row.name] = [rings[key] for key in mine if key in rings]
+            if row.rate_limit is not None and row.rate_limit_by is not None:
+                keyed[row.name] = KeyedRate(
+                    TENANT if row.rate_limit_by == TENANT else "rate_key", int(row.rate_limit), float(row.rate_period)
+                )
+        return Rates(found, keyed)
+
+    def _stamp(self, conn: Connection, rates: Rates, now: datetime) -> None:
+        """Each rate's rows its starts took now carry this start's time."""
+        table = self._db.tables.rate_slots
+        for ring in rates.rings():
+            if ring.used:
+                conn.execute(
+                    update(table)
+                    .where(table.c.kind == ring.kind, table.c.name == ring.name, table.c.n.in_(ring.free[: ring.used]))
+                    .values(used_at=now)
+                )
+
+    def _fair_columns(self, conn: Connection, fair: list[str]) -> dict[str, str]:
+        """The column each of these handlers shares its starts by (``fair_by``)."""
+        if not fair:
+            return {}
+        h = self._db.tables.handlers
+        return {
+            name: TENANT if by == TENANT else "fair_key"
+            for name, by in conn.execute(
+                select(h.c.name, h.c.fair_by).where(h.c.name.in_(fair), h.c.fair_by.is_not(None))
+            )
+        }
+
+    def _fair_ids(
+        self,
+        conn: Connection,
+        shape: tuple[bool, bool],
+        params: dict[str, Any],
+        want: int,
+        handler: str,
+        column: str,
+        sequence: JobSequence | None,
+    ) -> list[tuple[int, str]]:
+        """Up to ``want`` ready jobs of a fair handler, round robin between keys (locked, with their turn keys).
+
+        Each key's jobs are ranked (best first); the first of every key come
+        before the second of any, and among keys of one rank, the key served
+        least recently first (``fair_turns``; never served: first of all). So
+        a burst of one key's jobs deferred first does not hold the others back.
+        """
+        if want <= 0:
+            return []
+        jobs, turns = self._db.tables.jobs, self._db.tables.fair_turns
+        key = jobs.c[column]
+        one_queue, skip_queues = shape
+        conditions: list[ColumnElement[bool]] = [
+            _status_in(jobs.c.status, CLAIMABLE_STATUSES),
+            jobs.c.run_at <= params["now"],
+            jobs.c.handler == handler,
+        ]
+        if one_queue:
+            conditions.append(jobs.c.queue == params["in_queue"])
+        elif skip_queues:
+            conditions.append(jobs.c.queue.not_in(params["paused"]))
+        if sequence is not None:
+            conditions.append(self._first_of_its_key(sequence))
+        rank = func.row_number().over(partition_by=key, order_by=(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id))
+        ranked = (
+            select(
+                jobs.c.id,
+                jobs.c.priority,
+                jobs.c.run_at,
+                func.coalesce(key, literal(NO_KEY, String)).label("turn"),
+                rank.label("rn"),
+            )
+            .where(*conditions)
+            .subquery()
+        )
+        rows = conn.execute(
+            select(ranked.c.id, ranked.c.turn)
+            .select_from(ranked.outerjoin(turns, and_(turns.c.handler == handler, turns.c.key == ranked.c.turn)))
+            .where(ranked.c.rn <= want)
+            .order_by(
+                ranked.c.rn,
+                turns.c.turn.is_not(None),
+                turns.c.turn,
+                ranked.c.priority.desc(),
+                ranked.c.run_at,
+                ranked.c.id,
+            )
+            .limit(want)
+        ).all()
+        if not rows:
+            return []
+        locked = set(
+            conn.execute(
+                select(jobs.c.id)
+                .where(jobs.c.id.in_([r.id for r in rows]), _status_in(jobs.c.status, CLAIMABLE_STATUSES))
+                .with_for_update(skip_locked=True, of=jobs)
+            ).scalars()
+        )
+        return [(int(r.id), str(r.turn)) for r in rows if r.id in locked]
+
+    def _served(self, conn: Connection, handler: str, keys: list[str]) -> None:
+        """These keys were served, in this order: each takes the handler's next turn.
+
+        A count rather than a time: two claims in one clock tick still go round.
+        Two claimers counting at once may give two keys one turn; the next
+        claim breaks the tie by job order, which fairness can afford.
+        """
+        if not keys:
+            return
+        turns = self._db.tables.fair_turns
+        last = conn.execute(select(func.max(turns.c.turn)).where(turns.c.handler == handler)).scalar() or 0
+        order = list(dict.fromkeys(reversed(keys)))[::-1]  # by each key's last start
+        stmt = self._db.driver.upsert(turns)
+        conn.execute(
+            stmt.on_conflict_do_update(index_elements=["handler", "key"], set_={"turn": stmt.excluded.turn}),
+            [{"handler": handler, "key": k, "turn": int(last) + 1 + i} for i, k in enumerate(order)],
+        )
+
+    def _sequences(self, conn: Connection, sequenced: list[str]) -> dict[str, JobSequence]:
+        """The sequence of each of these handlers (``sequence_by``, ``sequence_on_failure``)."""
+        if not sequenced:
+            return {}
+        h = self._db.tables.handlers
+        return {
+            name: JobSequence(TENANT if by == TENANT else "sequence_key", on_failure != "continue")
+            for name, by, on_failure in conn.execute(
+                select(h.c.name, h.c.sequence_by, h.c.sequence_on_failure).where(
+                    h.c.name.in_(sequenced), h.c.sequence_by.is_not(None)
+                )
+            )
+        }
+
+    def _first_of_its_key(self, sequence: JobSequence) -> ColumnElement[bool]:
+        """No earlier job of the same key holds it: unfinished (waiting, retrying, running), or,
+        unless ``sequence_on_failure="continue"``, failed or dead. A job without a key is in no sequence.
+
+        Read in the claim's snapshot: an earlier job is unfinished until its
+        end commits, so whatever the snapshot sees of it, nothing after it starts first.
+        """
+        jobs = self._db.tables.jobs
+        earlier = jobs.alias("earlier")
+        column = sequence.column
+        holding = [*LIVE_STATUSES, JobStatus.BLOCKED]
+        if sequence.hold:
+            holding += [JobStatus.FAILED, JobStatus.DEAD]
+        return ~exists().where(
+            earlier.c.handler == jobs.c.handler,
+            earlier.c[column] == jobs.c[column],
+            earlier.c.id < jobs.c.id,
+            _status_in(earlier.c.status, holding),
+        )
+
+    def _free_slots(self) -> Select[Any]:
+        """(n, token) of the slots whose claim no longer runs (or never did), as of this statement."""
+        slots, jobs = self._db.tables.slots, self._db.tables.jobs
+        running = and_(
+            jobs.c.id == slots.c.job_id,
+            _status_in(jobs.c.status, [JobStatus.RUNNING]),
+            jobs.c.attempts == slots.c.attempt,
+        )
+        return select(slots.c.n, slots.c.token).select_from(slots.outerjoin(jobs, running)).where(jobs.c.id.is_(None))
+
+    def _slotted(self, shape: tuple[bool, bool]) -> Select[Any]:
+        """``_take_slotted`` as one statement, where the database writes through CTEs (PostgreSQL).
+
+        ``free`` (slots whose claim has ended, as of the statement's snapshot),
+        ``locked`` (those of them still unchanged, locked SKIP LOCKED: a slot
+        another claimer took meanwhile has a new token, and the recheck of the
+        locked row against ``free`` drops it), ``picked`` (as many ready jobs,
+        SKIP LOCKED), then the jobs claimed and each slot naming its job.
+        """
+        stmt = self._statements.get(("slotted", shape))
+        if stmt is None:
+            slots, jobs = self._db.tables.slots, self._db.tables.jobs
+            free = self._free_slots().where(slots.c.handler == bindparam("slot_handler")).cte("free")
+            mine = slots.alias("mine")
+            locked = (
+                select(mine.c.n)
+                .where(
+                    mine.c.handler == bindparam("slot_handler"),
+                    tuple_(mine.c.n, mine.c.token).in_(select(free.c.n, free.c.token)),
+                )
+                .order_by(mine.c.n)
+                .limit(bindparam("limit", type_=Integer))
+                .with_for_update(skip_locked=True, of=mine)
+                .cte("locked")
+            )
+            numbered = select(locked.c.n, func.row_number().over(order_by=locked.c.n).label("rn")).cte("numbered")
+            picked = (
+                self._candidates(shape).limit(select(func.count()).select_from(locked).scalar_subquery()).cte("picked")
+            )
+            paired = select(picked.c.id, func.row_number().over(order_by=picked.c.id).label("rn")).cte("paired")
+            claimed = self._build_update(shape, which=jobs.c.id.in_(select(paired.c.id))).cte("claimed")
+            pairs = (
+                select(numbered.c.n, claimed.c.id, claimed.c.attempts)
+                .select_from(
+                    numbered.join(paired, paired.c.rn == numbered.c.rn).join(claimed, claimed.c.id == paired.c.id)
+                )
+                .cte("pairs")
+            )
+            held = (
+                update(slots)
+                .where(slots.c.handler == bindparam("slot_handler"), slots.c.n == pairs.c.n)
+                .values(job_id=pairs.c.id, attempt=pairs.c.attempts, token=slots.c.token + 1)
+                .returning(slots.c.n)
+                .cte("held")
+            )
+            # ``held`` must be named in the statement to be written at all.
+            stmt = self._statements[("slotted", shape)] = select(*claimed.c).where(
+                select(func.count()).select_from(held).scalar_subquery() >= 0
+            )
+        return stmt
 
     def _pick(
         self,
@@ -443,7 +1226,7 @@ class Claims:
         queue: str | None,
         free: list[str],
         room: dict[str, int],
-        tenant_limits: TenantLimits,
+        key_limits: KeyLimits,
         wanted: int,
         paused_queues: Collection[str],
     ) -> Pick | None:
@@ -467,9 +1250,8 @@ class Claims:
             return (shape, params(free, wanted)) if free else None
         found: list[Any] = []
         for name, n in limited_open.items():
-            if name in tenant_limits:
-                cap, running = tenant_limits[name]
-                found += self._tenant_fair(conn, shape, params([name], min(n, wanted)), cap, running)
+            if name in key_limits:
+                found += self._per_key(conn, shape, params([name], min(n, wanted)), key_limits[name])
             else:
                 found += conn.execute(self._candidates(shape), params([name], min(n, wanted))).all()
         if free:
@@ -477,9 +1259,12 @@ class Claims:
         found.sort(key=lambda r: (-r.priority, r.run_at, r.id))
         return [r.id for r in found[:wanted]] or None
 
-    def _candidates(self, shape: tuple[bool, bool]) -> Select[Any]:
-        """Ready jobs of some handlers, best first, locked (SKIP LOCKED); parameters bound at execution."""
-        stmt = self._statements.get(("candidates", shape))
+    def _candidates(self, shape: tuple[bool, bool], sequence: JobSequence | None = None) -> Select[Any]:
+        """Ready jobs of some handlers, best first, locked (SKIP LOCKED); parameters bound at execution.
+
+        With a ``sequence``, only the jobs nothing earlier of their key holds back.
+        """
+        stmt = self._statements.get(("candidates", shape, sequence))
         if stmt is None:
             jobs = self._db.tables.jobs
             one_queue, skip_queues = shape
@@ -492,7 +1277,9 @@ class Claims:
                 conditions.append(jobs.c.queue == bindparam("in_queue"))
             elif skip_queues:
                 conditions.append(jobs.c.queue.not_in(bindparam("paused", expanding=True)))
-            stmt = self._statements[("candidates", shape)] = (
+            if sequence is not None:
+                conditions.append(self._first_of_its_key(sequence))
+            stmt = self._statements[("candidates", shape, sequence)] = (
                 select(jobs.c.id, jobs.c.priority, jobs.c.run_at)
                 .where(*conditions)
                 .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
@@ -508,11 +1295,14 @@ class Claims:
             stmt = self._statements[("update", shape)] = self._build_update(shape)
         return stmt
 
-    def _build_update(self, shape: tuple[bool, bool] | None, *also: ColumnElement[bool]) -> Update:
+    def _build_update(
+        self, shape: tuple[bool, bool] | None, *also: ColumnElement[bool], which: ColumnElement[bool] | None = None
+    ) -> Update:
         jobs = self._db.tables.jobs
         c = jobs.c
-        which: ColumnElement[bool]
-        if shape is None:
+        if which is not None:
+            pass
+        elif shape is None:
             which = c.id.in_(bindparam("ids", expanding=True))
         else:
             # The driver says how: PostgreSQL matches id = ANY(ARRAY(...)), through the primary key.

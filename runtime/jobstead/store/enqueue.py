@@ -23,7 +23,7 @@ from ..metrics.worker import deferred
 from .database import Database
 from .new_jobs import DEFAULT_PRIORITY, DEFAULT_QUEUE, JobDefaults, same_options
 from .records import JobRecord, NewJob
-from .rows import job_record, new_job_values
+from .rows import flow_control, job_record, new_job_values
 from .tables import CRON_FIRE_PREDICATE, LIVE_KEY_PREDICATE
 
 
@@ -90,10 +90,10 @@ class Enqueuer:
     def defaults_of(self, conn: Connection, handler: str) -> JobDefaults:
         """``handler_defaults`` as ``new_jobs`` takes them."""
         handlers = self._db.tables.handlers
-        row = conn.execute(select(handlers.c.queue, handlers.c.priority).where(handlers.c.name == handler)).first()
+        row = conn.execute(select(handlers).where(handlers.c.name == handler)).mappings().first()
         if row is None:
             return JobDefaults(DEFAULT_QUEUE, DEFAULT_PRIORITY)
-        return JobDefaults(str(row.queue), int(row.priority))
+        return JobDefaults(str(row["queue"]), int(row["priority"]), flow_control(row))
 
     def _insert(self, conn: Connection, jobs: Sequence[NewJob]) -> list[JobRecord]:
         now = self._clock()

@@ -11,14 +11,16 @@ which writes the first one's options for all of them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Any
 
 from ..clock import as_utc
+from ..flow import NO_FLOW_CONTROL, TENANT, FlowControl
 from ..retry import RetryPolicy
 from .records import NewJob, evolve
 
@@ -33,6 +35,8 @@ class JobDefaults:
 
     queue: str = DEFAULT_QUEUE
     priority: int = DEFAULT_PRIORITY
+    #: Which arguments the flow control keys are read from (``flow_keys``).
+    flow: FlowControl = field(default=NO_FLOW_CONTROL)
 
 
 def new_jobs(
@@ -87,18 +91,56 @@ def new_jobs(
         delay=relative,
     )
     # The others differ from the first in their arguments only: copies, not 16-field frozen inits.
-    return [proto, *(evolve(proto, args=args) for args in arguments)]
+    made = [proto, *(evolve(proto, args=args) for args in arguments)]
+    if defaults.flow.keys():
+        made = [evolve(job, **flow_keys(defaults.flow, job.args)) for job in made]
+    return made
 
 
-#: Every field of a new job but its arguments: jobs equal in all of them share one INSERT.
+#: The stored keys' column width (VARCHAR(200)); a longer key is stored as its digest.
+MAX_KEY_LENGTH = 200
+#: Each ``*_by`` option and the job column its key is stored in.
+KEY_COLUMNS = {
+    "rate_limit_by": "rate_key",
+    "concurrency_by": "concurrency_key",
+    "sequence_by": "sequence_key",
+    "fair_by": "fair_key",
+}
+
+
+def flow_keys(flow: FlowControl, args: dict[str, Any]) -> dict[str, str | None]:
+    """The flow control keys of a job with these arguments, by ``NewJob`` field.
+
+    Read once here, at defer, and stored with the job: a claim compares
+    columns and never parses arguments. A key that names ``tenant`` stays
+    NULL (the claim reads the job's ``tenant`` column, which a batch may set
+    after this); a missing or null argument is NULL too.
+    """
+    return {KEY_COLUMNS[option]: None if by == TENANT else key_text(args.get(by)) for option, by in flow.keys().items()}
+
+
+def key_text(value: Any) -> str | None:
+    """An argument's value as a key: strings as they are, anything else as canonical JSON;
+    longer than a column holds, its SHA-256 (equal values still give equal keys)."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
+    if len(text) > MAX_KEY_LENGTH:
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return text
+
+
+#: What each job of one INSERT has of its own: its arguments, and the keys read from them.
+PER_JOB_FIELDS = ("args", *KEY_COLUMNS.values())
+#: Every other field of a new job: jobs equal in all of them share one INSERT.
 #: Derived from ``NewJob`` itself, so a field added there is part of it at once.
-OPTION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(NewJob) if f.name != "args")
+OPTION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(NewJob) if f.name not in PER_JOB_FIELDS)
 _options = attrgetter(*OPTION_FIELDS)
 _METADATA = OPTION_FIELDS.index("metadata")
 
 
 def same_options(job: NewJob, other: NewJob) -> bool:
-    """Whether two jobs differ in their arguments at most (``defer_many``'s do)."""
+    """Whether two jobs differ in their arguments (and the keys read from them) at most (``defer_many``'s do)."""
     return bool(_options(job) == _options(other))
 
 

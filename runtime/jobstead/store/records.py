@@ -68,6 +68,11 @@ class NewJob:
     #: The ``delay`` it was given, in seconds (None for an absolute ``run_at``): a workflow
     #: step's counts from its release, not from ``.job()``.
     delay: float | None = None
+    #: Flow control keys (``new_jobs.flow_keys``): read from the arguments, so per job like them.
+    rate_key: str | None = None
+    concurrency_key: str | None = None
+    sequence_key: str | None = None
+    fair_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -235,6 +240,23 @@ class HandlerDefinition:
     tenant_concurrency: int | None = None
     #: Rate limits, limits per key, sequences, fair sharing (``jobstead.flow``).
     flow: FlowControl = NO_FLOW_CONTROL
+
+
+@dataclass(frozen=True)
+class LimitUse:
+    """One limit and how much of it is in use (``Registry.limit_use``; ``jobstead stats``)."""
+
+    #: The handler it limits; None for a shared rate (``app.rate_limit``).
+    handler: str | None
+    #: ``concurrency``, ``concurrency_per_key``, ``rate_limit`` or ``rate_limits:<name>``.
+    limit: str
+    in_use: int
+    of: int
+    #: A rate's period in seconds.
+    per: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"handler": self.handler, "limit": self.limit, "in_use": self.in_use, "of": self.of, "per": self.per}
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
 
 from ..clock import Clock
+from ..flow import RateLimit
 from .database import Database
-from .records import CronDefinition, HandlerDefinition
-from .rows import handler_definition
+from .records import CronDefinition, HandlerDefinition, LimitUse
+from .rows import flow_values, handler_definition
 
 #: Set by the operator's worker Deployments (downward API): the pod this worker runs in.
 POD_NAME_ENV = "JOBSTEAD_POD_NAME"
@@ -64,6 +65,7 @@ class Registry:
         with self._db.begin_bounded() as conn:
             conn.execute(upsert, rows)
             conn.execute(keep_settings, [{"b_name": r["name"], "b_params": r["params"]} for r in rows])
+            self._sync_slots(conn, [r["name"] for r in rows])
 
     def put_handler(self, definition: HandlerDefinition) -> None:
         """Write a handler row as given, whatever its source (the operator's way in)."""
@@ -78,13 +80,170 @@ class Registry:
             conn.execute(
                 stmt.on_conflict_do_update(index_elements=["name"], set_={k: stmt.excluded[k] for k in values})
             )
+            self._sync_slots(conn, [definition.name])
+
+    def _sync_slots(self, conn: Connection, names: Sequence[str]) -> None:
+        """Give each of these handlers as many slots as its row's global limit says (none: none).
+
+        Read from the rows as they are now, after the write: a code publish
+        leaves an operator's row (and its limit) alone. Slots past a lowered
+        limit go, held or not: their jobs run on, and no new one starts until
+        the running ones are below the new limit.
+        """
+        handlers, slots = self._db.tables.handlers, self._db.tables.slots
+        caps = {
+            name: int(cap or 0)
+            for name, cap in conn.execute(
+                select(handlers.c.name, handlers.c.concurrency).where(handlers.c.name.in_(list(names)))
+            )
+        }
+        have: dict[str, set[int]] = {}
+        for name, n in conn.execute(select(slots.c.handler, slots.c.n).where(slots.c.handler.in_(list(names)))):
+            have.setdefault(name, set()).add(int(n))
+        missing = [
+            {"handler": name, "n": n, "token": 0}
+            for name, cap in caps.items()
+            for n in range(cap)
+            if n not in have.get(name, ())
+        ]
+        if missing:
+            conn.execute(insert(slots), missing)
+        for name, numbers in have.items():
+            if any(n >= caps.get(name, 0) for n in numbers):
+                conn.execute(delete(slots).where(slots.c.handler == name, slots.c.n >= caps.get(name, 0)))
+        own_rates = {
+            name: int(limit or 0) if by is None else 0
+            for name, limit, by in conn.execute(
+                select(handlers.c.name, handlers.c.rate_limit, handlers.c.rate_limit_by).where(
+                    handlers.c.name.in_(list(names))
+                )
+            )
+        }
+        self._sync_rate_slots(conn, "handler", {name: own_rates.get(name, 0) for name in names})
+
+    def _sync_rate_slots(self, conn: Connection, kind: str, limits: Mapping[str, int]) -> None:
+        """``limit`` rows per rate (none for 0), keeping the rows that stay: their last start still counts."""
+        table = self._db.tables.rate_slots
+        have: dict[str, set[int]] = {}
+        for name, n in conn.execute(
+            select(table.c.name, table.c.n).where(table.c.kind == kind, table.c.name.in_(list(limits)))
+        ):
+            have.setdefault(name, set()).add(int(n))
+        missing = [
+            {"kind": kind, "name": name, "n": n, "used_at": None}
+            for name, limit in limits.items()
+            for n in range(limit)
+            if n not in have.get(name, ())
+        ]
+        if missing:
+            conn.execute(insert(table), missing)
+        for name, numbers in have.items():
+            if any(n >= limits.get(name, 0) for n in numbers):
+                conn.execute(
+                    delete(table).where(table.c.kind == kind, table.c.name == name, table.c.n >= limits.get(name, 0))
+                )
+
+    def publish_rate_limits(self, limits: Mapping[str, RateLimit]) -> None:
+        """Upsert shared rate limits (``app.rate_limit``): the code that declares one sets its rate."""
+        if not limits:
+            return
+        table = self._db.tables.rate_limits
+        now = self._clock()
+        rows = [
+            {"name": name, "rate_limit": rate.limit, "rate_period": rate.per, "updated_at": now}
+            for name, rate in sorted(limits.items())
+        ]
+        stmt = self._db.driver.upsert(table)
+        upsert = stmt.on_conflict_do_update(
+            index_elements=["name"], set_={k: stmt.excluded[k] for k in rows[0] if k != "name"}
+        )
+        with self._db.begin_bounded() as conn:
+            conn.execute(upsert, rows)
+            self._sync_rate_slots(conn, "shared", {name: rate.limit for name, rate in limits.items()})
+
+    def rate_limits(self) -> dict[str, RateLimit]:
+        """Every shared rate limit by name."""
+        table = self._db.tables.rate_limits
+        with self._db.engine.connect() as conn:
+            return {
+                row.name: RateLimit(int(row.rate_limit), per=float(row.rate_period))
+                for row in conn.execute(select(table.c.name, table.c.rate_limit, table.c.rate_period))
+            }
+
+    def limit_use(self) -> list[LimitUse]:
+        """Each limit of every handler (and each shared rate) with how much of it is in use now.
+
+        ``concurrency``: jobs running; ``concurrency_per_key``: running jobs of
+        the key that has most; ``rate_limit`` and shared rates: starts within
+        the last period, from the rate's rows (what the next claim counts).
+        """
+        handlers, jobs, rates = self._db.tables.handlers, self._db.tables.jobs, self._db.tables.rate_slots
+        shared = self._db.tables.rate_limits
+        now = self._clock()
+        found: list[LimitUse] = []
+        with self._db.engine.connect() as conn:
+            rows = conn.execute(
+                select(handlers).where(
+                    or_(
+                        handlers.c.concurrency.is_not(None),
+                        handlers.c.concurrency_per_key.is_not(None),
+                        handlers.c.tenant_concurrency.is_not(None),
+                        handlers.c.rate_limit.is_not(None),
+                    )
+                )
+            ).mappings()
+            limited = {row["name"]: row for row in rows}
+            running = (
+                {
+                    (handler, key, tenant): int(n)
+                    for handler, key, tenant, n in conn.execute(
+                        select(jobs.c.handler, jobs.c.concurrency_key, jobs.c.tenant, func.count())
+                        .where(jobs.c.status == "running", jobs.c.handler.in_(list(limited)))
+                        .group_by(jobs.c.handler, jobs.c.concurrency_key, jobs.c.tenant)
+                    )
+                }
+                if limited
+                else {}
+            )
+            stamps: dict[tuple[str, str], list[Any]] = {}
+            for kind, name, used_at in conn.execute(select(rates.c.kind, rates.c.name, rates.c.used_at)):
+                stamps.setdefault((kind, name), []).append(used_at)
+            periods = {
+                name: (int(cap), float(per))
+                for name, cap, per in conn.execute(select(shared.c.name, shared.c.rate_limit, shared.c.rate_period))
+            }
+
+        def started(kind: str, name: str, per: float) -> int:
+            since = now - timedelta(seconds=per)
+            return sum(1 for at in stamps.get((kind, name), ()) if at is not None and at > since)
+
+        for name, row in sorted(limited.items()):
+            mine = {k: n for k, n in running.items() if k[0] == name}
+            if row["concurrency"] is not None:
+                found.append(LimitUse(name, "concurrency", sum(mine.values()), int(row["concurrency"])))
+            per_key: dict[Any, int] = {}
+            if row["concurrency_per_key"] is not None or row["tenant_concurrency"] is not None:
+                by_tenant = row["concurrency_per_key"] is None or row["concurrency_by"] == "tenant"
+                for (_, key, tenant), n in mine.items():
+                    per_key[tenant if by_tenant else key] = per_key.get(tenant if by_tenant else key, 0) + n
+                cap = row["concurrency_per_key"] or row["tenant_concurrency"]
+                found.append(LimitUse(name, "concurrency_per_key", max(per_key.values(), default=0), int(cap)))
+            if row["rate_limit"] is not None and row["rate_limit_by"] is None:
+                per = float(row["rate_period"])
+                found.append(LimitUse(name, "rate_limit", started("handler", name, per), int(row["rate_limit"]), per))
+        for name, (cap, per) in sorted(periods.items()):
+            found.append(LimitUse(None, f"rate_limits:{name}", started("shared", name, per), cap, per))
+        return found
 
     def remove_handler(self, name: str, *, source: str) -> bool:
         handlers = self._db.tables.handlers
         with self._db.begin_bounded() as conn:
-            return bool(
+            removed = bool(
                 conn.execute(delete(handlers).where(handlers.c.name == name, handlers.c.source == source)).rowcount
             )
+            if removed:
+                self._sync_slots(conn, [name])
+            return removed
 
     def handlers(self, names: Sequence[str] | None = None) -> dict[str, HandlerDefinition]:
         handlers = self._db.tables.handlers
@@ -190,6 +349,7 @@ def _values(d: HandlerDefinition, now: Any) -> dict[str, Any]:
         "params": _params(d),
         "source": d.source,
         "updated_at": now,
+        **flow_values(d.flow),
     }
 
 

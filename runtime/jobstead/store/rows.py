@@ -10,6 +10,7 @@ from sqlalchemy import RowMapping
 
 from .. import transitions
 from ..errors import JobError
+from ..flow import NO_FLOW_CONTROL, FlowControl, RateLimit
 from ..retry import RetryPolicy
 from ..status import AttemptOutcome, JobStatus
 from .records import AttemptRecord, HandlerDefinition, JobRecord, NewJob, effective_status, evolve
@@ -74,7 +75,39 @@ def handler_definition(row: RowMapping) -> HandlerDefinition:
         params=tuple((p["name"], bool(p["required"])) for p in row["params"] or ()),
         param_types=tuple((p["name"], p["type"]) for p in row["params"] or () if p.get("type") is not None),
         source=row["source"],
+        flow=flow_control(row),
     )
+
+
+def flow_values(flow: FlowControl) -> dict[str, Any]:
+    """A handler's flow control as its row's columns (all NULL, and "hold", for none)."""
+    rate = flow.rate_limit
+    return {
+        "rate_limit": None if rate is None else rate.limit,
+        "rate_period": None if rate is None else rate.per,
+        "rate_limit_by": flow.rate_limit_by,
+        "rate_limits": list(flow.rate_limits) or None,
+        "concurrency_by": flow.concurrency_by,
+        "concurrency_per_key": flow.concurrency_per_key,
+        "sequence_by": flow.sequence_by,
+        "sequence_on_failure": flow.sequence_on_failure,
+        "fair_by": flow.fair_by,
+    }
+
+
+def flow_control(row: RowMapping) -> FlowControl:
+    """The ``FlowControl`` a handler row stores (``flow_values`` read back)."""
+    flow = FlowControl(
+        rate_limit=None if row["rate_limit"] is None else RateLimit(int(row["rate_limit"]), per=row["rate_period"]),
+        rate_limit_by=row["rate_limit_by"],
+        rate_limits=tuple(row["rate_limits"] or ()),
+        concurrency_by=row["concurrency_by"],
+        concurrency_per_key=row["concurrency_per_key"],
+        sequence_by=row["sequence_by"],
+        sequence_on_failure=row["sequence_on_failure"] or "hold",
+        fair_by=row["fair_by"],
+    )
+    return NO_FLOW_CONTROL if flow.is_none else flow
 
 
 def status_at_defer(job: NewJob, now: datetime) -> JobStatus:
@@ -107,6 +140,10 @@ def new_job_values(job: NewJob, now: datetime) -> dict[str, Any]:
         "step": job.step,
         "waiting": job.waiting if job.workflow_id is not None else None,
         "release_delay": job.delay if job.step is not None else None,
+        "rate_key": job.rate_key,
+        "concurrency_key": job.concurrency_key,
+        "sequence_key": job.sequence_key,
+        "fair_key": job.fair_key,
     }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -26,11 +27,14 @@ from sqlalchemy import (
     literal_column,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from ..status import CLAIMABLE_STATUSES, FINAL_STATUSES, LIVE_STATUSES, JobStatus
 from .types import MYSQL_TABLE_OPTIONS, Double, JSONType, UTCDateTime
 
 Id = BigInteger().with_variant(Integer(), "sqlite")
+#: JSON whose Python None is SQL NULL (``JSONType`` writes JSON ``null``).
+NULLABLE_JSON = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 NAME = 200
 
 
@@ -46,6 +50,7 @@ CRON_FIRE_PREDICATE = "cron_name IS NOT NULL"
 FINISHED_PREDICATE = _in(tuple(sorted(FINAL_STATUSES)))
 NOT_SUCCEEDED_PREDICATE = f"status <> '{JobStatus.SUCCEEDED.value}'"
 HAS_TENANT_PREDICATE = "tenant IS NOT NULL"
+HAS_SEQUENCE_PREDICATE = "sequence_key IS NOT NULL"
 #: Jobs of a batch (its members), not its continuations.
 BATCH_MEMBER_PREDICATE = "batch_id IS NOT NULL AND batch_event IS NULL"
 #: Jobs of a workflow: its steps and its continuations (whose ``step`` is NULL).
@@ -80,6 +85,10 @@ class Tables:
     workflows: Table
     workflow_edges: Table
     workflow_events: Table
+    rate_limits: Table
+    slots: Table
+    rate_slots: Table
+    fair_turns: Table
 
     def qualified(self, table: Table) -> str:
         """The table's name as it appears in raw SQL (quoted when it needs to be)."""
@@ -141,6 +150,13 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         # A step deferred with a ``delay``: its seconds, counted from its release (not from
         # ``.job()``) when its last dependency ends; NULL for an absolute ``run_at``.
         Column("release_delay", Double),
+        # Flow control keys (``jobstead.flow``), read from the job's arguments when it is
+        # deferred, so claims never parse arguments; NULL when the handler's ``*_by``
+        # names no argument of it (or names ``tenant``: the claim reads ``tenant`` then).
+        Column("rate_key", String(NAME)),
+        Column("concurrency_key", String(NAME)),
+        Column("sequence_key", String(NAME)),
+        Column("fair_key", String(NAME)),
         **MYSQL_TABLE_OPTIONS,
     )
     Index(
@@ -217,6 +233,15 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         postgresql_where=text(WORKFLOW_JOB_PREDICATE),
         sqlite_where=text(WORKFLOW_JOB_PREDICATE),
     )
+    # Sequences: whether an earlier job of a key holds it (claims of handlers with sequence_by).
+    Index(
+        f"{prefix}jobs_sequence",
+        jobs.c.handler,
+        jobs.c.sequence_key,
+        jobs.c.id,
+        postgresql_where=text(HAS_SEQUENCE_PREDICATE),
+        sqlite_where=text(HAS_SEQUENCE_PREDICATE),
+    )
     # Retention: pruning walks finished jobs oldest first, never the live ones.
     Index(
         f"{prefix}jobs_finished",
@@ -265,6 +290,74 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         # the operator, and code only refreshes their parameter list.
         Column("source", String(16), nullable=False),
         Column("updated_at", UTCDateTime, nullable=False),
+        # Flow control (``jobstead.flow.FlowControl``): all NULL (and "hold") for none.
+        # At most rate_limit starts in any rate_period seconds, per rate_limit_by key if set.
+        Column("rate_limit", Integer),
+        Column("rate_period", Double),
+        Column("rate_limit_by", String(NAME)),
+        # Names of shared limits (the rate_limits table) its starts count against: a JSON
+        # list, SQL NULL for none (so a claim can tell which handlers have some).
+        Column("rate_limits", NULLABLE_JSON),
+        Column("concurrency_by", String(NAME)),
+        Column("concurrency_per_key", Integer),
+        Column("sequence_by", String(NAME)),
+        Column("sequence_on_failure", String(16), nullable=False, server_default=text("'hold'")),
+        Column("fair_by", String(NAME)),
+        **MYSQL_TABLE_OPTIONS,
+    )
+
+    # Shared rate limits (``app.rate_limit``): several handlers' starts count against one.
+    rate_limits = Table(
+        f"{prefix}rate_limits",
+        md,
+        Column("name", String(NAME), primary_key=True),
+        Column("rate_limit", Integer, nullable=False),
+        Column("rate_period", Double, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+        **MYSQL_TABLE_OPTIONS,
+    )
+
+    # The global limit's slots: ``concurrency`` rows per limited handler (``Registry`` keeps
+    # them). A claim takes free ones (SKIP LOCKED) instead of locking the handler's row, so
+    # claimers of one limited handler do not wait on each other. A slot names the claim that
+    # holds it (job_id, attempt); it is free again once that claim no longer runs, which the
+    # next claim sees (it compares ``token``, bumped at every take, so it never frees a slot
+    # taken meanwhile). Completions never touch it.
+    slots = Table(
+        f"{prefix}slots",
+        md,
+        Column("handler", String(NAME), nullable=False),
+        Column("n", Integer, nullable=False),
+        Column("job_id", Id),
+        Column("attempt", Integer),
+        Column("token", Integer, nullable=False, server_default=text("0")),
+        PrimaryKeyConstraint("handler", "n", name=f"{prefix}slots_pkey"),
+        **MYSQL_TABLE_OPTIONS,
+    )
+
+    # Rate limits as a ring of starts: ``limit`` rows per rate (kind "handler": a handler's
+    # own rate_limit; "shared": a limit of the rate_limits table). A start takes a row last
+    # used at least a period ago and stamps it: N rows never give N + 1 starts in a period.
+    rate_slots = Table(
+        f"{prefix}rate_slots",
+        md,
+        Column("kind", String(16), nullable=False),
+        Column("name", String(NAME), nullable=False),
+        Column("n", Integer, nullable=False),
+        Column("used_at", UTCDateTime),
+        PrimaryKeyConstraint("kind", "name", "n", name=f"{prefix}rate_slots_pkey"),
+        **MYSQL_TABLE_OPTIONS,
+    )
+
+    # Fair sharing (fair_by): the turn at which each key of a handler last had a job started
+    # (a count per handler), so the next claim serves the keys served least recently first.
+    fair_turns = Table(
+        f"{prefix}fair_turns",
+        md,
+        Column("handler", String(NAME), nullable=False),
+        Column("key", String(NAME), nullable=False),
+        Column("turn", BigInteger, nullable=False),
+        PrimaryKeyConstraint("handler", "key", name=f"{prefix}fair_turns_pkey"),
         **MYSQL_TABLE_OPTIONS,
     )
 
@@ -466,4 +559,8 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         workflows=workflows,
         workflow_edges=workflow_edges,
         workflow_events=workflow_events,
+        rate_limits=rate_limits,
+        slots=slots,
+        rate_slots=rate_slots,
+        fair_turns=fair_turns,
     )

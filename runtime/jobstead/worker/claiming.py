@@ -197,6 +197,10 @@ class ClaimLoop:
         self._runner.buffer(jobs, time.monotonic())
         if len(jobs) < self._asked and not self._wake.is_set():
             self._idle_until = self._loop.time() + self._poll_interval
+            room_at = self._store.claims.rate_room_at(self._handlers, self._queues)
+            if room_at is not None:  # a rate held jobs back: claim again as soon as it has room
+                wait = (room_at - self._store.clock()).total_seconds()
+                self._idle_until = min(self._idle_until, self._loop.time() + max(wait, 0.0))
 
     async def _hand_back_stale(self, jobs: list[ClaimedJob], took: float) -> None:
         """Jobs whose claim took about a lease (the process froze, or starved, meanwhile) are

@@ -125,10 +125,18 @@ class JobRunner:
         return (*self.running, *self.buffered, *self._writer.unwritten())
 
     def may_claim_ahead(self) -> bool:
-        """Claim ahead only when no handler of this worker has a global or per-tenant limit."""
+        """Claim ahead only when no handler of this worker has a limit, a rate or a sequence: for those, a
+        completion written is what makes room (``ClaimLoop.room_freed`` claims again then)."""
         for name in self._handler_names:
             settings = self.settings.get(name) or self._handlers[name].definition()
-            if settings.concurrency is not None or settings.tenant_concurrency is not None:
+            if (
+                settings.concurrency is not None
+                or settings.tenant_concurrency is not None
+                or settings.flow.concurrency_per_key is not None
+                or settings.flow.rate_limit is not None
+                or settings.flow.rate_limits
+                or settings.flow.sequence_by is not None  # a completion may let a key's next job start
+            ):
                 return False
         return True
 

@@ -717,6 +717,10 @@ def _group_params(tables: Tables, group: Sequence[NewJob], now: datetime) -> dic
         "metadata": first.metadata,
         "batch_id": first.batch_id,
         "batch_event": first.batch_event,
+        # Per job, like the arguments: the flow control keys read from them (none: null).
+        "keys": [[j.rate_key, j.concurrency_key, j.sequence_key, j.fair_key] for j in group]
+        if any(j.rate_key or j.concurrency_key or j.sequence_key or j.fair_key for j in group)
+        else None,
     }
     return {"given": json.dumps(given), "channel": tables.notify_channel}
 
@@ -737,15 +741,18 @@ def _unnest_insert(tables: Tables) -> TextClause:
                    to_timestamp(CAST(g->>'now' AS float8)) AS now, CAST(g->>'max_attempts' AS int) AS max_attempts,
                    NULLIF(g->'retry', 'null') AS retry, CAST(g->>'timeout' AS float8) AS timeout,
                    g->>'tenant' AS tenant, NULLIF(g->'metadata', 'null') AS metadata, g->'args' AS args,
-                   CAST(g->>'batch_id' AS bigint) AS batch_id, g->>'batch_event' AS batch_event
+                   CAST(g->>'batch_id' AS bigint) AS batch_id, g->>'batch_event' AS batch_event,
+                   NULLIF(g->'keys', 'null') AS keys
             FROM (SELECT CAST(:given AS jsonb) AS g) AS call
         ), inserted AS (
             INSERT INTO {jobs} (handler, queue, priority, status, args, run_at, created_at, attempts,
                                 max_attempts, retry, timeout, tenant, metadata, cancel_requested,
-                                batch_id, batch_event)
+                                batch_id, batch_event, rate_key, concurrency_key, sequence_key, fair_key)
             SELECT o.handler, o.queue, o.priority, o.status, b.args, o.run_at, o.now, 0,
                    o.max_attempts, o.retry, o.timeout, o.tenant, o.metadata, false,
-                   o.batch_id, o.batch_event
+                   o.batch_id, o.batch_event, o.keys->CAST(b.ord - 1 AS int)->>0,
+                   o.keys->CAST(b.ord - 1 AS int)->>1, o.keys->CAST(b.ord - 1 AS int)->>2,
+                   o.keys->CAST(b.ord - 1 AS int)->>3
             FROM given AS o, jsonb_array_elements(o.args) WITH ORDINALITY AS b(args, ord)
             ORDER BY b.ord
             RETURNING id

@@ -1,0 +1,155 @@
+"""Flow control's price: drains under each control beside the unlimited drain of the same run.
+
+``python -m bench.flow`` (sizes from ``bench.config``: ``BENCH_JOBS``,
+``BENCH_REPS``, ``BENCH_PROCESSES``; ``BENCH_QUICK=1`` for a short run;
+``BENCH_FLOW_RATE_JOBS`` for the rate row, which takes jobs / 200 seconds;
+``BENCH_FLOW_ONLY=sequences,rate`` for some rows only)
+prints one row per control with its rate and its ratio to the unlimited drain.
+Runs alternate between the controls, so a change in machine load hits them alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import json
+import os
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from tests.support.postgres_server import PostgresServer
+
+from .config import Settings
+from .harness import Harness
+from .probe import open_collector
+from .systems.jobstead import Jobstead, build_app
+
+
+class FlowJobstead(Jobstead):
+    """The no-op drain with flow control options on ``noop``, its jobs spread over ``keys`` keys."""
+
+    def __init__(
+        self, url: str, *, limit: int | None = None, flow: dict[str, Any] | None = None, keys: int = 0
+    ) -> None:
+        super().__init__(url, limit=limit)
+        self.flow = flow or {}
+        self.keys = keys
+
+    async def open(self) -> None:
+        self._app = build_app(self.url, limit=self.limit, flow=self.flow)
+        self._noop = self._app.get_handler("noop")
+        await asyncio.to_thread(lambda: self._app and self._app.store)
+
+    async def defer_bulk(self, n: int) -> None:
+        if not self.keys:
+            await super().defer_bulk(n)
+            return
+        self._noop.defer_many([{"t": 0.0, "key": f"k{i % self.keys}"} for i in range(n)])
+
+    def worker_options(self) -> list[str]:
+        return super().worker_options() + (["--flow", json.dumps(self.flow)] if self.flow else [])
+
+    def most_starts_in(self, seconds: float) -> int:
+        """The most starts in any window of ``seconds`` (from the jobs' recorded start times)."""
+        jobs = self.app.store.tables.jobs
+        with self.app.store.db.engine.connect() as conn:
+            starts = sorted(t.timestamp() for t in conn.execute(select(jobs.c.started_at)).scalars() if t)
+        return max((bisect.bisect_left(starts, s + seconds) - i for i, s in enumerate(starts)), default=0)
+
+
+@dataclass
+class Control:
+    label: str
+    make: Callable[[str], FlowJobstead]
+    jobs: int | None = None  # None: settings.jobs
+    rates: list[float] = field(default_factory=list)
+    note: str = ""
+
+
+def controls(settings: Settings) -> list[Control]:
+    rate_jobs = int(os.environ.get("BENCH_FLOW_RATE_JOBS", "2000"))
+    only = [name.strip() for name in os.environ.get("BENCH_FLOW_ONLY", "").split(",") if name.strip()]
+    return [c for c in _controls(rate_jobs) if not only or c.label == "no limit" or any(o in c.label for o in only)]
+
+
+def _controls(rate_jobs: int) -> list[Control]:
+    return [
+        Control("no limit", lambda url: FlowJobstead(url)),
+        Control("global limit 8", lambda url: FlowJobstead(url, limit=8)),
+        Control("global limit 100", lambda url: FlowJobstead(url, limit=100)),
+        Control(
+            "2 per key, 100 keys, global limit 100",
+            lambda url: FlowJobstead(
+                url, limit=100, flow={"concurrency_by": "key", "concurrency_per_key": 2}, keys=100
+            ),
+        ),
+        Control("rate limit 200/s", lambda url: FlowJobstead(url, flow={"rate_limit": "200/s"}), jobs=rate_jobs),
+        Control("sequences, 100 keys", lambda url: FlowJobstead(url, flow={"sequence_by": "key"}, keys=100)),
+        Control("fair sharing, 3 keys", lambda url: FlowJobstead(url, flow={"fair_by": "key"}, keys=3)),
+    ]
+
+
+async def measure(
+    server: PostgresServer, harness: Harness, settings: Settings, say: Callable[[str], None]
+) -> list[Control]:
+    """Drain rates (jobs/s) per control, ``settings.reps`` each."""
+    found = controls(settings)
+    systems = [(c, c.make(server.create_database(f"flow_{i}"))) for i, c in enumerate(found)]
+    for _, system in systems:
+        await system.open()
+    try:
+        for rep in range(settings.reps):
+            for control, system in systems:
+                jobs = control.jobs or settings.jobs
+                r = await harness.drain(
+                    system,
+                    processes=settings.processes,
+                    jobs=jobs,
+                    cap=max(settings.drain_cap * 4, jobs / 150),
+                    label=f"flow-{control.label.replace(' ', '-').replace(',', '').replace('/', '-')}",
+                )
+                control.rates.append(r.rate)
+                if control.label.startswith("rate limit"):
+                    control.note = f"most starts in any 1 s: {system.most_starts_in(1.0)}"
+                capped = " (capped)" if r.capped else ""
+                say(f"{control.label}, run {rep + 1}/{settings.reps}: {r.rate:,.0f} jobs/s{capped}")
+    finally:
+        for _, system in systems:
+            await system.close()
+    return found
+
+
+def table(found: list[Control], settings: Settings) -> str:
+    free = statistics.median(found[0].rates)
+    lines = [
+        f"| Drain {settings.jobs:,} no-op jobs, {settings.processes} processes | jobs/s | vs no limit | |",
+        "|---|---:|---:|---|",
+    ]
+    for control in found:
+        rate = statistics.median(control.rates)
+        lines.append(f"| {control.label} | {rate:,.0f} | {rate / free:.2f}x | {control.note} |")
+    return "\n".join(lines)
+
+
+async def main() -> int:
+    settings = Settings.from_env()
+    server = PostgresServer(durable=True).start()
+    collector, probe, transport = await open_collector()
+    harness = Harness(collector, probe)
+    try:
+        found = await measure(server, harness, settings, lambda line: print(line, flush=True))
+        print(table(found, settings))
+    finally:
+        await harness.close()
+        transport.close()
+        server.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

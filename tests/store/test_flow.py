@@ -1,0 +1,566 @@
+"""Flow control in the store, on every driver: what a handler row stores, and the keys a job carries.
+
+The settings are written by the code's publish and by the operator's
+``put_handler`` alike, and read back as the same ``FlowControl``; a job's keys
+are read from its arguments when it is deferred (one INSERT for a
+``defer_many`` whose jobs have different keys) and stored with it, so the claim
+compares columns and never parses arguments.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from jobstead.flow import NO_FLOW_CONTROL, FlowControl, RateLimit
+from jobstead.status import AttemptOutcome, JobStatus
+from jobstead.store import Completion, Store
+from jobstead.store.new_jobs import JobDefaults, new_jobs
+from tests.store.conftest import handler
+
+EVERY_CONTROL = FlowControl(
+    rate_limit=RateLimit(5, per=0.5),
+    rate_limit_by="customer_id",
+    rate_limits=("stripe", "github"),
+    concurrency_by="account",
+    concurrency_per_key=2,
+    sequence_by="tenant",
+    sequence_on_failure="continue",
+    fair_by="customer_id",
+)
+
+
+def test_a_handlers_flow_control_is_stored_and_read_back_from_code_and_operator(store: Store) -> None:
+    store.registry.publish_handlers(
+        [replace(handler("code"), flow=EVERY_CONTROL), handler("plain"), replace(handler("crd"), source="crd")]
+    )
+    store.registry.put_handler(replace(handler("crd"), source="crd", flow=FlowControl(sequence_by="account")))
+    found = store.registry.handlers()
+    assert found["code"].flow == EVERY_CONTROL
+    assert found["plain"].flow is NO_FLOW_CONTROL or found["plain"].flow == NO_FLOW_CONTROL
+    assert found["crd"].flow == FlowControl(sequence_by="account")
+
+    # code publishing again keeps the operator's settings, and follows its own
+    store.registry.publish_handlers([replace(handler("crd"), flow=EVERY_CONTROL), handler("code")])
+    found = store.registry.handlers()
+    assert found["crd"].flow == FlowControl(sequence_by="account")
+    assert found["code"].flow == NO_FLOW_CONTROL, "a control removed from the code is gone from the row"
+
+
+def test_shared_rate_limits_are_stored_by_name(store: Store) -> None:
+    assert store.registry.rate_limits() == {}
+    store.registry.publish_rate_limits({"stripe": RateLimit(100, per=1), "github": RateLimit(5000, per=3600)})
+    store.registry.publish_rate_limits({"stripe": RateLimit(80, per=1)})
+    assert store.registry.rate_limits() == {"stripe": RateLimit(80, per=1), "github": RateLimit(5000, per=3600)}
+
+
+def _keys(store: Store) -> dict[Any, tuple[str | None, ...]]:
+    jobs = store.tables.jobs
+    with store.db.engine.connect() as conn:
+        rows = conn.execute(
+            select(jobs.c.id, jobs.c.rate_key, jobs.c.concurrency_key, jobs.c.sequence_key, jobs.c.fair_key)
+        ).all()
+    return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def test_each_job_stores_the_keys_read_from_its_own_arguments(store: Store) -> None:
+    defaults = JobDefaults(flow=EVERY_CONTROL)
+    calls = [{"customer_id": f"c{i}", "account": i % 2} for i in range(4)] + [{"account": None}]
+    many = store.enqueue.insert(new_jobs("work", calls, defaults, clock=store.clock))
+    (one,) = store.enqueue.insert(new_jobs("work", [{"customer_id": "solo"}], defaults, clock=store.clock))
+    (keyed,) = store.enqueue.insert(
+        new_jobs("work", [{"customer_id": "k", "account": 5}], defaults, clock=store.clock, key="dedup")
+    )
+    (plain,) = store.enqueue.insert(new_jobs("work", [{"customer_id": "c"}], JobDefaults(), clock=store.clock))
+    keys = _keys(store)
+    assert [keys[r.id] for r in many] == [
+        ("c0", "0", None, "c0"),
+        ("c1", "1", None, "c1"),
+        ("c2", "0", None, "c2"),
+        ("c3", "1", None, "c3"),
+        (None, None, None, None),
+    ]
+    assert keys[one.id] == ("solo", None, None, "solo")
+    assert keys[keyed.id] == ("k", "5", None, "k")
+    assert keys[plain.id] == (None, None, None, None)
+    with store.db.engine.begin() as conn:  # in the caller's transaction too
+        (in_tx,) = store.enqueue.insert(
+            new_jobs("work", [{"customer_id": "tx", "account": "a"}], defaults, clock=store.clock), conn
+        )
+    assert _keys(store)[in_tx.id] == ("tx", "a", None, "tx")
+
+
+def test_a_caller_without_the_code_reads_the_keys_from_the_handlers_row(store: Store) -> None:
+    """``jobstead defer`` and a cron's fire take the handler's defaults from its row: its keys too."""
+    store.registry.publish_handlers([replace(handler("work"), flow=FlowControl(sequence_by="account"))])
+    with store.db.engine.connect() as conn:
+        defaults = store.enqueue.defaults_of(conn, "work")
+    assert defaults.flow == FlowControl(sequence_by="account")
+    (job,) = store.enqueue.insert(new_jobs("work", [{"account": 42}], defaults, clock=store.clock))
+    assert _keys(store)[job.id] == (None, None, "42", None)
+
+
+# -- limits per key ------------------------------------------------------------------------------
+
+
+def _defer(store: Store, flow: FlowControl, calls: list[dict[str, Any]], **options: Any) -> None:
+    store.enqueue.insert(new_jobs("work", calls, JobDefaults(flow=flow), clock=store.clock, **options))
+
+
+def _claim(store: Store, worker: str = "w1", limit: int = 50, queues: list[str] | None = None) -> list[Any]:
+    return store.claims.claim(worker_id=worker, handlers=["work"], queues=queues, limit=limit, lease_seconds=30)
+
+
+def _running_per_key(store: Store, column: str) -> dict[str | None, int]:
+    jobs = store.tables.jobs
+    with store.db.engine.connect() as conn:
+        rows = conn.execute(select(jobs.c[column]).where(jobs.c.status == "running")).scalars().all()
+    found: dict[str | None, int] = {}
+    for key in rows:
+        found[key] = found.get(key, 0) + 1
+    return found
+
+
+def test_a_limit_per_key_caps_each_key_with_the_global_limit_at_the_same_time(store: Store) -> None:
+    flow = FlowControl(concurrency_by="customer_id", concurrency_per_key=2)
+    store.registry.publish_handlers([replace(handler("work", concurrency=5), flow=flow)])
+    _defer(store, flow, [{"customer_id": "big"} for _ in range(20)])
+    _defer(store, flow, [{"customer_id": c} for c in ("a", "b") for _ in range(3)] + [{}, {}, {}])
+
+    first = _claim(store, "w1", limit=50)
+    assert len(first) == 5, "the global limit"
+    assert all(n <= 2 for n in _running_per_key(store, "concurrency_key").values())
+    assert _claim(store, "w2") == [], "the global limit holds for every claimer"
+
+    store.leases.complete([_done(store, first[0])])
+    again = _claim(store, "w2")
+    assert len(again) == 1
+    per_key = _running_per_key(store, "concurrency_key")
+    assert all(n <= 2 for n in per_key.values()) and sum(per_key.values()) == 5
+
+
+def test_a_limit_per_key_alone_lets_every_key_run_its_share_and_null_is_a_key_of_its_own(store: Store) -> None:
+    flow = FlowControl(concurrency_by="customer_id", concurrency_per_key=2)
+    store.registry.publish_handlers([replace(handler("work"), flow=flow)])
+    _defer(store, flow, [{"customer_id": "big"} for _ in range(20)])
+    _defer(store, flow, [{"customer_id": c} for c in ("a", "b") for _ in range(3)] + [{}, {}, {}])
+    taken = _claim(store, "w1", limit=50) + _claim(store, "w2", limit=50)
+    assert _running_per_key(store, "concurrency_key") == {"big": 2, "a": 2, "b": 2, None: 2}
+    assert len(taken) == 8 and _claim(store, "w3") == []
+
+
+def test_a_limit_per_tenant_by_concurrency_by(store: Store) -> None:
+    flow = FlowControl(concurrency_by="tenant", concurrency_per_key=1)
+    store.registry.publish_handlers([replace(handler("work"), flow=flow)])
+    for tenant in ("acme", "acme", "globex", None, None):
+        _defer(store, flow, [{}], tenant=tenant)
+    _claim(store, "w1", limit=50)
+    assert _running_per_key(store, "tenant") == {"acme": 1, "globex": 1, None: 1}
+
+
+def test_a_limit_per_key_counts_across_queues_in_one_claim(store: Store) -> None:
+    flow = FlowControl(concurrency_by="customer_id", concurrency_per_key=2)
+    store.registry.publish_handlers([replace(handler("work"), flow=flow)])
+    _defer(store, flow, [{"customer_id": "a"}] * 3, queue="q1")
+    _defer(store, flow, [{"customer_id": "a"}] * 3, queue="q2")
+    assert len(_claim(store, "w1", queues=["q1", "q2"])) == 2
+    assert _running_per_key(store, "concurrency_key") == {"a": 2}
+
+
+def _done(store: Store, job: Any) -> Completion:
+    return Completion(
+        job_id=job.id,
+        owner="w1",
+        attempt=job.attempts,
+        outcome=AttemptOutcome.SUCCEEDED,
+        status=JobStatus.SUCCEEDED,
+        finished_at=store.clock(),
+    )
+
+
+# -- the global limit's slots --------------------------------------------------------------------
+
+
+def _slots(store: Store, name: str = "work") -> dict[int, tuple[Any, Any]]:
+    slots = store.tables.slots
+    with store.db.engine.connect() as conn:
+        rows = conn.execute(select(slots.c.n, slots.c.job_id, slots.c.attempt).where(slots.c.handler == name))
+        return {int(n): (job_id, attempt) for n, job_id, attempt in rows}
+
+
+def test_a_handler_row_has_as_many_slots_as_its_global_limit_whoever_writes_it(store: Store) -> None:
+    store.registry.publish_handlers([handler("work", concurrency=3), handler("free")])
+    assert sorted(_slots(store)) == [0, 1, 2] and _slots(store, "free") == {}
+    store.registry.publish_handlers([handler("work", concurrency=5)])
+    assert sorted(_slots(store)) == [0, 1, 2, 3, 4]
+    store.registry.put_handler(replace(handler("work", concurrency=2), source="crd"))
+    assert sorted(_slots(store)) == [0, 1]
+    store.registry.publish_handlers([handler("work", concurrency=9)])
+    assert sorted(_slots(store)) == [0, 1], "a code publish leaves the operator's limit alone"
+    store.registry.put_handler(replace(handler("work"), source="crd"))
+    assert _slots(store) == {}
+    store.registry.put_handler(replace(handler("work", concurrency=1), source="crd"))
+    assert store.registry.remove_handler("work", source="crd") and _slots(store) == {}
+
+
+def test_a_slot_is_free_again_however_its_job_stops_running(store: Store, clock: Any) -> None:
+    store.registry.publish_handlers([handler("work", concurrency=2)])
+    _defer(store, NO_FLOW_CONTROL, [{"n": i} for i in range(10)])
+    a, b = _claim(store, limit=5)
+    assert {job_id for job_id, _ in _slots(store).values()} == {a.id, b.id}
+    assert _claim(store) == []
+
+    store.leases.complete([_done(store, a)])  # succeeded
+    (c,) = _claim(store)
+    store.leases.complete(  # failed, to be retried later: not running, so its slot is free
+        [replace(_done(store, b), outcome=AttemptOutcome.FAILED, status=JobStatus.RETRYING, run_at=clock.now)]
+    )
+    (d,) = _claim(store)
+    assert d.id != b.id or d.attempts == 2
+    clock.advance(60)  # c's and d's leases expire: the rescue gives them back
+    assert sorted(store.leases.rescue_expired()) == sorted([c.id, d.id])
+    again = _claim(store, limit=5)
+    assert len(again) == 2
+    assert store.leases.release(again[0].id, "w1", again[0].attempts)
+    assert len(_claim(store, limit=5)) == 1, "a job given back holds no slot"
+    assert _running(store) == 2
+
+
+def _running(store: Store) -> int:
+    jobs = store.tables.jobs
+    with store.db.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).where(jobs.c.status == "running")).scalar_one())
+
+
+def test_claimers_racing_for_slots_never_run_more_than_the_limit(store: Store) -> None:
+    store.registry.publish_handlers([handler("work", concurrency=3)])
+    _defer(store, NO_FLOW_CONTROL, [{"n": i} for i in range(120)])
+    peaks: list[int] = []
+    errors: list[BaseException] = []
+
+    def work(worker: str) -> None:
+        try:
+            for _ in range(200):
+                jobs = _claim(store, worker, limit=2)
+                peaks.append(_running(store))
+                if jobs:
+                    store.leases.complete([replace(_done(store, j), owner=worker) for j in jobs])
+                elif _remaining(store) == 0:
+                    return
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert max(peaks) <= 3 and _remaining(store) == 0
+
+
+def _remaining(store: Store) -> int:
+    jobs = store.tables.jobs
+    with store.db.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).where(jobs.c.status != "succeeded")).scalar_one())
+
+
+# -- rate limits ---------------------------------------------------------------------------------
+
+
+def _starts(store: Store, handler_name: str | None = None) -> list[Any]:
+    jobs = store.tables.jobs
+    query = select(jobs.c.started_at).where(jobs.c.started_at.is_not(None))
+    if handler_name is not None:
+        query = query.where(jobs.c.handler == handler_name)
+    with store.db.engine.connect() as conn:
+        return sorted(conn.execute(query).scalars())
+
+
+def _finish_all(store: Store, jobs: list[Any], worker: str = "w1") -> None:
+    store.leases.complete([replace(_done(store, j), owner=worker) for j in jobs])
+
+
+def test_a_rate_limit_allows_n_starts_per_window_and_held_jobs_stay_queued(store: Store, clock: Any) -> None:
+    rate = FlowControl(rate_limit=RateLimit(3, per=10))
+    store.registry.publish_handlers([replace(handler("work"), flow=rate)])
+    _defer(store, rate, [{"n": i} for i in range(10)])
+    first = _claim(store, limit=50)
+    assert len(first) == 3
+    _finish_all(store, first)
+    assert _claim(store, "w2") == [], "finished or not, three started in this window"
+    held = store.queries.get_job(first[-1].id + 1)
+    assert held is not None and held.status == JobStatus.QUEUED and held.attempts == 0, "no attempt spent"
+    clock.advance(9.9)
+    assert _claim(store) == []
+    clock.advance(0.1)
+    assert len(_claim(store, limit=2)) == 2, "the window slides: each row frees a period after its start"
+    assert len(_claim(store, limit=5)) == 1
+    clock.advance(5)
+    assert _claim(store) == []
+
+
+def test_a_rate_limit_holds_with_the_global_limit(store: Store, clock: Any) -> None:
+    flow = FlowControl(rate_limit=RateLimit(5, per=1))
+    store.registry.publish_handlers([replace(handler("work", concurrency=2), flow=flow)])
+    _defer(store, flow, [{"n": i} for i in range(20)])
+    started = []
+    for _ in range(6):
+        jobs = _claim(store, limit=50)
+        assert len(jobs) <= 2
+        started += jobs
+        _finish_all(store, jobs)
+    assert len(started) == 5, "five per second, however fast slots free"
+    clock.advance(1)
+    assert len(_claim(store, limit=50)) == 2
+
+
+def test_a_shared_rate_limit_counts_the_starts_of_every_handler_naming_it(store: Store, clock: Any) -> None:
+    store.registry.publish_rate_limits({"stripe": RateLimit(4, per=60)})
+    shared = FlowControl(rate_limits=("stripe",))
+    store.registry.publish_handlers(
+        [replace(handler("charge"), flow=shared), replace(handler("refund"), flow=shared), handler("other")]
+    )
+    for name in ("charge", "refund", "other"):
+        store.enqueue.insert(new_jobs(name, [{"n": i} for i in range(5)], JobDefaults(), clock=store.clock))
+    charges = store.claims.claim(worker_id="w1", handlers=["charge"], queues=None, limit=3, lease_seconds=30)
+    both = store.claims.claim(
+        worker_id="w2", handlers=["charge", "refund", "other"], queues=None, limit=50, lease_seconds=30
+    )
+    assert len(charges) == 3
+    assert sorted(j.handler for j in both if j.handler != "other") in (["charge"], ["refund"])
+    assert sum(j.handler == "other" for j in both) == 5, "a handler without the limit is not held by it"
+    clock.advance(60)
+    assert len(store.claims.claim(worker_id="w3", handlers=["refund"], queues=None, limit=50, lease_seconds=30)) == 4
+
+
+def test_a_paused_handler_spends_no_rate(store: Store, clock: Any) -> None:
+    rate = FlowControl(rate_limit=RateLimit(2, per=60))
+    store.registry.publish_handlers([replace(handler("work"), flow=rate)])
+    _defer(store, rate, [{"n": i} for i in range(5)])
+    store.control.pause("handler", "work")
+    assert _claim(store) == []
+    store.control.resume("handler", "work")
+    assert len(_claim(store)) == 2
+
+
+def test_claimers_racing_for_a_rate_never_start_more_than_it_allows(store: Store) -> None:
+    rate = FlowControl(rate_limit=RateLimit(7, per=3600))
+    store.registry.publish_handlers([replace(handler("work"), flow=rate)])
+    _defer(store, rate, [{"n": i} for i in range(40)])
+    got: list[int] = []
+
+    def work(worker: str) -> None:
+        for _ in range(20):
+            got.extend(j.id for j in _claim(store, worker, limit=2))
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(got) == len(set(got)) == 7
+
+
+# -- sequences -----------------------------------------------------------------------------------
+
+
+def _seq(store: Store, on_failure: str = "hold") -> FlowControl:
+    flow = FlowControl(sequence_by="account", sequence_on_failure=on_failure)  # type: ignore[arg-type]
+    store.registry.publish_handlers([replace(handler("work"), flow=flow)])
+    return flow
+
+
+def _fail(store: Store, job: Any, *, for_good: bool, clock: Any) -> None:
+    status = JobStatus.FAILED if for_good else JobStatus.RETRYING
+    store.leases.complete(
+        [
+            replace(
+                _done(store, job),
+                outcome=AttemptOutcome.FAILED,
+                status=status,
+                run_at=None if for_good else clock.now + timedelta(seconds=30),
+            )
+        ]
+    )
+
+
+def test_a_sequence_starts_one_job_of_a_key_at_a_time_in_defer_order(store: Store) -> None:
+    flow = _seq(store)
+    _defer(store, flow, [{"account": a, "n": n} for n in range(3) for a in ("a", "b")] + [{"n": 9}, {"n": 10}])
+    first = _claim(store, limit=50)
+    keys = sorted((j.args.get("account", ""), j.args["n"]) for j in first)
+    assert keys == [("", 9), ("", 10), ("a", 0), ("b", 0)], "one per key; jobs without a key are in no sequence"
+    assert _claim(store, "w2") == []
+    store.leases.complete([_done(store, j) for j in first if j.args.get("account") == "a"])
+    (second,) = _claim(store, "w2")
+    assert (second.args["account"], second.args["n"]) == ("a", 1)
+
+
+def test_a_retrying_job_holds_its_place_and_a_failed_one_holds_its_sequence(store: Store, clock: Any) -> None:
+    flow = _seq(store)
+    _defer(store, flow, [{"account": "a", "n": n} for n in range(3)])
+    (first,) = _claim(store)
+    _fail(store, first, for_good=False, clock=clock)
+    assert _claim(store) == [], "retrying: its place is held"
+    clock.advance(30)
+    (again,) = _claim(store)
+    assert again.id == first.id and again.attempts == 2
+    _fail(store, again, for_good=True, clock=clock)
+    assert _claim(store) == [], "failed: the sequence waits for it"
+    store.control.retry(first.id)
+    (retried,) = _claim(store)
+    assert retried.id == first.id
+    store.leases.complete([_done(store, retried)])
+    assert [j.args["n"] for j in _claim(store)] == [1]
+
+
+def test_a_waiting_job_says_which_job_holds_its_sequence(store: Store, clock: Any) -> None:
+    flow = _seq(store)
+    _defer(store, flow, [{"account": "a", "n": n} for n in range(3)] + [{"n": 9}])
+    ids = sorted(_keys(store))
+    assert [store.claims.held_by(i) for i in ids] == [None, ids[0], ids[0], None]
+    (first,) = [j for j in _claim(store) if j.args.get("account") == "a"]
+    _fail(store, first, for_good=True, clock=clock)
+    assert store.claims.held_by(ids[2]) == ids[0], "a failed job holds its sequence"
+    assert store.claims.held_by(ids[0]) is None
+
+
+def test_a_deleted_failed_job_lets_its_sequence_go_on(store: Store, clock: Any) -> None:
+    flow = _seq(store)
+    _defer(store, flow, [{"account": "a", "n": n} for n in range(2)])
+    (first,) = _claim(store)
+    _fail(store, first, for_good=True, clock=clock)
+    assert _claim(store) == []
+    store.control.delete(first.id)
+    assert [j.args["n"] for j in _claim(store)] == [1]
+
+
+def test_sequence_on_failure_continue_goes_on_after_a_failure(store: Store, clock: Any) -> None:
+    flow = _seq(store, "continue")
+    _defer(store, flow, [{"account": "a", "n": n} for n in range(2)])
+    (first,) = _claim(store)
+    _fail(store, first, for_good=False, clock=clock)
+    assert _claim(store) == [], "a retrying job holds its place in either mode"
+    clock.advance(30)
+    (again,) = _claim(store)
+    _fail(store, again, for_good=True, clock=clock)
+    assert [j.args["n"] for j in _claim(store)] == [1]
+
+
+def test_a_sequence_with_a_limit_per_key_and_a_global_limit(store: Store) -> None:
+    flow = FlowControl(sequence_by="account", concurrency_by="region", concurrency_per_key=1)
+    store.registry.publish_handlers([replace(handler("work", concurrency=3), flow=flow)])
+    _defer(store, flow, [{"account": a, "region": "eu", "n": n} for a in ("a", "b") for n in range(2)])
+    _defer(store, flow, [{"account": a, "region": "us", "n": n} for a in ("c", "d") for n in range(2)])
+    taken = _claim(store, limit=50)
+    assert sorted((j.args["region"], j.args["n"]) for j in taken) == [("eu", 0), ("us", 0)]
+
+
+# -- what stats show -----------------------------------------------------------------------------
+
+
+def test_each_limit_is_shown_with_how_much_of_it_is_in_use(store: Store, clock: Any) -> None:
+    store.registry.publish_rate_limits({"stripe": RateLimit(10, per=1)})
+    flow = FlowControl(rate_limit=RateLimit(5, per=60), concurrency_by="customer_id", concurrency_per_key=2)
+    store.registry.publish_handlers(
+        [
+            replace(handler("work", concurrency=4), flow=flow),
+            replace(handler("charge"), flow=FlowControl(rate_limits=("stripe",))),
+        ]
+    )
+    _defer(store, flow, [{"customer_id": "a"}] * 3 + [{"customer_id": "b"}])
+    store.enqueue.insert(new_jobs("charge", [{"n": 1}], JobDefaults(), clock=store.clock))
+    _claim(store, limit=50)
+    store.claims.claim(worker_id="w1", handlers=["charge"], queues=None, limit=5, lease_seconds=30)
+    use = {(u.handler, u.limit): (u.in_use, u.of, u.per) for u in store.registry.limit_use()}
+    assert use == {
+        ("work", "concurrency"): (3, 4, None),
+        ("work", "concurrency_per_key"): (2, 2, None),
+        ("work", "rate_limit"): (3, 5, 60.0),
+        (None, "rate_limits:stripe"): (1, 10, 1.0),
+    }
+    clock.advance(1)
+    assert {u.limit: u.in_use for u in store.registry.limit_use()}["rate_limits:stripe"] == 0, "a period later"
+
+
+def test_a_rate_per_key_gives_each_key_its_own_window(store: Store, clock: Any) -> None:
+    rate = FlowControl(rate_limit=RateLimit(2, per=10), rate_limit_by="customer_id")
+    store.registry.publish_handlers([replace(handler("work"), flow=rate)])
+    _defer(store, rate, [{"customer_id": "big"} for _ in range(10)])
+    _defer(store, rate, [{"customer_id": c} for c in ("a", "b") for _ in range(3)] + [{}, {}, {}])
+    first = _claim(store, limit=50)
+    per_key: dict[Any, int] = {}
+    for job in first:
+        per_key[job.args.get("customer_id")] = per_key.get(job.args.get("customer_id"), 0) + 1
+    assert per_key == {"big": 2, "a": 2, "b": 2, None: 2}, "two per key per window; no key: a key of its own"
+    _finish_all(store, first)
+    assert _claim(store, "w2") == []
+    clock.advance(10)
+    assert len(_claim(store, limit=50)) == 5, "a window later: big 2, and the last of a, b and no key"
+
+
+def test_a_rate_per_tenant_with_a_global_limit(store: Store, clock: Any) -> None:
+    rate = FlowControl(rate_limit=RateLimit(1, per=60), rate_limit_by="tenant")
+    store.registry.publish_handlers([replace(handler("work", concurrency=2), flow=rate)])
+    for tenant in ("acme", "acme", "globex", "globex", "initech"):
+        _defer(store, rate, [{}], tenant=tenant)
+    taken = _claim(store, limit=50)
+    assert len(taken) == 2 and len({j.tenant for j in taken}) == 2
+    _finish_all(store, taken)
+    again = _claim(store, limit=50)
+    assert [j.tenant for j in again] == ["initech"], "the other two tenants spent their window"
+
+
+def test_claimers_racing_for_a_rate_per_key_never_exceed_it(store: Store) -> None:
+    rate = FlowControl(rate_limit=RateLimit(3, per=3600), rate_limit_by="customer_id")
+    store.registry.publish_handlers([replace(handler("work"), flow=rate)])
+    _defer(store, rate, [{"customer_id": c} for c in ("a", "b") for _ in range(20)])
+    got: list[Any] = []
+
+    def work(worker: str) -> None:
+        for _ in range(15):
+            got.extend(_claim(store, worker, limit=2))
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len({j.id for j in got}) == len(got) == 6
+    assert sorted(j.args["customer_id"] for j in got) == ["a", "a", "a", "b", "b", "b"]
+
+
+# -- fair sharing --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [1, 4, 7])
+def test_fair_sharing_goes_round_the_keys_whatever_order_they_were_deferred_in(store: Store, batch: int) -> None:
+    flow = FlowControl(fair_by="customer")
+    store.registry.publish_handlers([replace(handler("work"), flow=flow)])
+    for customer in ("A", "B", "C"):  # in bursts: all of A first, then B, then C
+        _defer(store, flow, [{"customer": customer, "n": n} for n in range(40)])
+    started: list[str] = []
+    while len(started) < 90:
+        jobs = sorted(_claim(store, limit=batch), key=lambda j: j.id)
+        assert jobs
+        started += [j.args["customer"] for j in jobs]
+        _finish_all(store, jobs)
+    for i in range(len(started) - 30):
+        window = started[i : i + 30]
+        assert all(6 <= window.count(c) <= 14 for c in "ABC"), (i, window)
+
+
+def test_fair_sharing_by_tenant_serves_jobs_without_one_as_a_group(store: Store) -> None:
+    flow = FlowControl(fair_by="tenant")
+    store.registry.publish_handlers([replace(handler("work"), flow=flow)])
+    _defer(store, flow, [{"n": n} for n in range(5)], tenant="acme")
+    _defer(store, flow, [{"n": n} for n in range(5)])
+    _defer(store, flow, [{"n": n} for n in range(5)], tenant="globex")
+    jobs = _claim(store, limit=3)
+    assert sorted(str(j.tenant) for j in jobs) == ["None", "acme", "globex"]
