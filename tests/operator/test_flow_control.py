@@ -376,9 +376,6 @@ def test_the_read_walks_a_bounded_number_of_the_newest_finished_jobs(target: Tar
     assert queries.recent_run_time("charge", within=timedelta(0)).attempts == 0
 
 
-@pytest.mark.xfail(
-    strict=True, reason="handler rows store flow control from the flow branch on: remove this mark when it is merged"
-)
 def test_the_handler_row_carries_the_resources_flow_control_and_code_does_not_undo_it(
     target: Target, shop: App
 ) -> None:
