@@ -511,7 +511,7 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         Column(
             "workflow_id",
             Id,
-            ForeignKey(workflows.c.id, ondelete="CASCADE", name=f"{prefix}workflow_edges_workflow_fk"),
+            ForeignKey(workflows.c.id, ondelete="CASCADE", name=f"{prefix}wf_edges_wf_fk"),
             nullable=False,
         ),
         Column("parent_id", Id, nullable=False),
@@ -532,7 +532,7 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         Column(
             "workflow_id",
             Id,
-            ForeignKey(workflows.c.id, ondelete="CASCADE", name=f"{prefix}workflow_events_workflow_fk"),
+            ForeignKey(workflows.c.id, ondelete="CASCADE", name=f"{prefix}wf_events_wf_fk"),
             nullable=False,
         ),
         Column("event", String(16), nullable=False),

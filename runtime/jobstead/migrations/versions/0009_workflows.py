@@ -74,7 +74,7 @@ def upgrade() -> None:
         sa.Column(
             "workflow_id",
             id_type,
-            sa.ForeignKey(workflows_id, ondelete="CASCADE", name=f"{p}workflow_edges_workflow_fk"),
+            sa.ForeignKey(workflows_id, ondelete="CASCADE", name=f"{p}wf_edges_wf_fk"),
             nullable=False,
         ),
         sa.Column("parent_id", id_type, nullable=False),
@@ -91,7 +91,7 @@ def upgrade() -> None:
         sa.Column(
             "workflow_id",
             id_type,
-            sa.ForeignKey(workflows_id, ondelete="CASCADE", name=f"{p}workflow_events_workflow_fk"),
+            sa.ForeignKey(workflows_id, ondelete="CASCADE", name=f"{p}wf_events_wf_fk"),
             nullable=False,
         ),
         sa.Column("event", sa.String(16), nullable=False),
