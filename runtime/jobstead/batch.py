@@ -10,7 +10,6 @@ once).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from .deferred import Deferred
 from .errors import InvalidArguments
 from .handler import Handler, JobSpec, StoreProvider
 from .options import AsyncTransaction, SyncTransaction
+from .polling import poll_until, poll_until_async
 from .store import BatchRecord, BatchStats, NewJob
 
 
@@ -76,26 +76,15 @@ class Batch:
         Never raises for failed jobs (look at the stats); ``TimeoutError`` when
         ``timeout`` seconds pass first. Polls one row with backoff: no lock held.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = poll
-        while self.refresh().status == "active":
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"batch {self.id} still active after {timeout} s ({self._progress()})")
-            time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
-            delay = min(delay * 1.5, max_poll)
+        if not poll_until(lambda: self.refresh().status != "active", timeout, poll, max_poll):
+            raise TimeoutError(f"batch {self.id} still active after {timeout} s ({self._progress()})")
         return self.stats
 
     async def wait_async(
         self, timeout: float | None = None, *, poll: float = 0.05, max_poll: float = 1.0
     ) -> BatchStats:
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        delay = poll
-        while (await asyncio.to_thread(self.refresh)).status == "active":
-            if deadline is not None and loop.time() >= deadline:
-                raise TimeoutError(f"batch {self.id} still active after {timeout} s ({self._progress()})")
-            await asyncio.sleep(delay if deadline is None else max(0.0, min(delay, deadline - loop.time())))
-            delay = min(delay * 1.5, max_poll)
+        if not await poll_until_async(lambda: self.refresh().status != "active", timeout, poll, max_poll):
+            raise TimeoutError(f"batch {self.id} still active after {timeout} s ({self._progress()})")
         return self.stats
 
     def append(self, specs: Sequence[JobSpec], *, session: SyncTransaction | None = None) -> list[Deferred[Any]]:

@@ -11,7 +11,6 @@ caller's if it gives a session. The store does the rest (see
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,6 +22,7 @@ from .handler import Handler, JobSpec, StoreProvider
 from .json_values import check_json
 from .options import AsyncTransaction, SyncTransaction, check_metadata
 from .options import check_name as check_option_name
+from .polling import poll_until, poll_until_async
 from .store import NewJob, NewStep, StepRecord, WorkflowRecord, WorkflowStats
 from .store.records import WORKFLOW_EVENTS
 from .store.workflows import check_name
@@ -181,30 +181,19 @@ class WorkflowRun:
         workflow's status alone (one row, whatever its number of steps), with
         backoff, and reads the whole workflow once at the end.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = poll
         store = self._store()
-        while store.workflows.status(self.id) == "active":
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"workflow {self.id} still active after {timeout} s ({self.refresh()._progress()})")
-            time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
-            delay = min(delay * 1.5, max_poll)
+        if not poll_until(lambda: store.workflows.status(self.id) != "active", timeout, poll, max_poll):
+            raise TimeoutError(f"workflow {self.id} still active after {timeout} s ({self.refresh()._progress()})")
         return self.refresh().stats
 
     async def wait_async(
         self, timeout: float | None = None, *, poll: float = 0.05, max_poll: float = 1.0
     ) -> WorkflowStats:
         """``wait`` for async code: the reads run on a thread, the sleeps on the loop."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        delay = poll
         store = await asyncio.to_thread(self._store)
-        while await asyncio.to_thread(store.workflows.status, self.id) == "active":
-            if deadline is not None and loop.time() >= deadline:
-                await asyncio.to_thread(self.refresh)
-                raise TimeoutError(f"workflow {self.id} still active after {timeout} s ({self._progress()})")
-            await asyncio.sleep(delay if deadline is None else max(0.0, min(delay, deadline - loop.time())))
-            delay = min(delay * 1.5, max_poll)
+        if not await poll_until_async(lambda: store.workflows.status(self.id) != "active", timeout, poll, max_poll):
+            await asyncio.to_thread(self.refresh)
+            raise TimeoutError(f"workflow {self.id} still active after {timeout} s ({self._progress()})")
         return (await asyncio.to_thread(self.refresh)).stats
 
     def cancel(self) -> None:
