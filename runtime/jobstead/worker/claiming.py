@@ -87,6 +87,8 @@ class ClaimLoop:
         self._observed_at = time.monotonic()
         #: Jobs asked for by the completion write in flight (``hand_off``).
         self._handing = 0
+        #: Since when this worker's writes have handed its slots on (None: the last one did not).
+        self._handing_since: float | None = None
         #: Set once ``run`` hands its buffered jobs back: a hand-off after that is handed back too.
         self._released = False
 
@@ -111,12 +113,22 @@ class ClaimLoop:
     def hand_off(self) -> HandOff | None:
         """The claim a completion write about to start should make in its transaction, if any.
 
-        Only where completions are what makes room (``may_claim_ahead`` is
-        False: a limit, a rate or a sequence), never once stopping, and for
-        the free slots no claim in flight has asked for yet.
+        Only where completions are what makes room and the claim waits on no
+        lock (``JobRunner.may_hand_off``: a global limit, a rate or a
+        sequence), never once stopping, and for the free slots no claim in
+        flight has asked for yet. Not for one write per poll interval: its
+        slots go to whoever claims first.
         """
         runner = self._runner
-        if self._stopping or self._handing or runner.may_claim_ahead():
+        if self._stopping or self._handing or not runner.may_hand_off():
+            return None
+        now = time.monotonic()
+        if self._handing_since is None:
+            self._handing_since = now
+        elif now - self._handing_since >= self._poll_interval:
+            # Once a poll interval, this write only frees its slots, for whoever claims first: a
+            # worker serving other queues (higher priorities) or idle would never get one otherwise.
+            self._handing_since = None
             return None
         in_flight = self._asked if self._claim is not None else 0
         want = runner.free_slots() - len(runner.buffered) - in_flight
