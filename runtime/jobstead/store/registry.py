@@ -15,11 +15,12 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 
 from ..clock import Clock
 from ..flow import RateLimit
 from .database import Database
+from .limits import limit_use
 from .records import CronDefinition, HandlerDefinition, LimitUse
 from .rows import flow_values, handler_definition
 
@@ -171,69 +172,9 @@ class Registry:
             }
 
     def limit_use(self) -> list[LimitUse]:
-        """Each limit of every handler (and each shared rate) with how much of it is in use now.
-
-        ``concurrency``: jobs running; ``concurrency_per_key``: running jobs of
-        the key that has most; ``rate_limit`` and shared rates: starts within
-        the last period, from the rate's rows (what the next claim counts).
-        """
-        handlers, jobs, rates = self._db.tables.handlers, self._db.tables.jobs, self._db.tables.rate_slots
-        shared = self._db.tables.rate_limits
-        now = self._clock()
-        found: list[LimitUse] = []
+        """Each limit of every handler (and each shared rate) with how much of it is in use now (``limits.py``)."""
         with self._db.engine.connect() as conn:
-            rows = conn.execute(
-                select(handlers).where(
-                    or_(
-                        handlers.c.concurrency.is_not(None),
-                        handlers.c.concurrency_per_key.is_not(None),
-                        handlers.c.tenant_concurrency.is_not(None),
-                        handlers.c.rate_limit.is_not(None),
-                    )
-                )
-            ).mappings()
-            limited = {row["name"]: row for row in rows}
-            running = (
-                {
-                    (handler, key, tenant): int(n)
-                    for handler, key, tenant, n in conn.execute(
-                        select(jobs.c.handler, jobs.c.concurrency_key, jobs.c.tenant, func.count())
-                        .where(jobs.c.status == "running", jobs.c.handler.in_(list(limited)))
-                        .group_by(jobs.c.handler, jobs.c.concurrency_key, jobs.c.tenant)
-                    )
-                }
-                if limited
-                else {}
-            )
-            stamps: dict[tuple[str, str], list[Any]] = {}
-            for kind, name, used_at in conn.execute(select(rates.c.kind, rates.c.name, rates.c.used_at)):
-                stamps.setdefault((kind, name), []).append(used_at)
-            periods = {
-                name: (int(cap), float(per))
-                for name, cap, per in conn.execute(select(shared.c.name, shared.c.rate_limit, shared.c.rate_period))
-            }
-
-        def started(kind: str, name: str, per: float) -> int:
-            since = now - timedelta(seconds=per)
-            return sum(1 for at in stamps.get((kind, name), ()) if at is not None and at > since)
-
-        for name, row in sorted(limited.items()):
-            mine = {k: n for k, n in running.items() if k[0] == name}
-            if row["concurrency"] is not None:
-                found.append(LimitUse(name, "concurrency", sum(mine.values()), int(row["concurrency"])))
-            per_key: dict[Any, int] = {}
-            if row["concurrency_per_key"] is not None or row["tenant_concurrency"] is not None:
-                by_tenant = row["concurrency_per_key"] is None or row["concurrency_by"] == "tenant"
-                for (_, key, tenant), n in mine.items():
-                    per_key[tenant if by_tenant else key] = per_key.get(tenant if by_tenant else key, 0) + n
-                cap = row["concurrency_per_key"] or row["tenant_concurrency"]
-                found.append(LimitUse(name, "concurrency_per_key", max(per_key.values(), default=0), int(cap)))
-            if row["rate_limit"] is not None and row["rate_limit_by"] is None:
-                per = float(row["rate_period"])
-                found.append(LimitUse(name, "rate_limit", started("handler", name, per), int(row["rate_limit"]), per))
-        for name, (cap, per) in sorted(periods.items()):
-            found.append(LimitUse(None, f"rate_limits:{name}", started("shared", name, per), cap, per))
-        return found
+            return limit_use(conn, self._db.tables, self._clock())
 
     def remove_handler(self, name: str, *, source: str) -> bool:
         handlers = self._db.tables.handlers
