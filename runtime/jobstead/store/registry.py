@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import timedelta
@@ -18,11 +19,11 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 
 from ..clock import Clock
-from ..flow import RateLimit
+from ..flow import FlowControl, RateLimit
 from .database import Database
 from .limits import limit_use
 from .records import CronDefinition, HandlerDefinition, LimitUse
-from .rows import flow_values, handler_definition
+from .rows import flow_control, flow_values, handler_definition
 
 #: Set by the operator's worker Deployments (downward API): the pod this worker runs in.
 POD_NAME_ENV = "JOBSTEAD_POD_NAME"
@@ -33,10 +34,34 @@ def host_name() -> str:
     return os.environ.get(POD_NAME_ENV) or socket.gethostname()
 
 
+#: How long a process keeps what it read of the operator's handler rows (``Registry.keys_of``): a
+#: JobHandler's new ``*By`` reaches the jobs deferred from code within this many seconds.
+OPERATOR_FLOW_TTL = 10.0
+
+
 class Registry:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
+        #: (monotonic time read, handler -> flow control) of the rows the operator wrote.
+        self._operator_flows: tuple[float, dict[str, FlowControl]] | None = None
+
+    def keys_of(self, name: str, code: FlowControl) -> FlowControl:
+        """The flow control whose keys a job deferred from code carries: the handler row's where the
+        operator wrote it (a JobHandler's ``sequenceBy``, ``concurrencyBy``, ``rateLimit.by``, ``fairBy``:
+        what the claim enforces), else the code's own (what publishing wrote).
+
+        The operator's rows are read once per ``OPERATOR_FLOW_TTL`` per process, all at once (a few
+        rows: code publishes the others), so a defer runs no query of its own in between.
+        """
+        cached = self._operator_flows
+        now = time.monotonic()
+        if cached is None or now - cached[0] > OPERATOR_FLOW_TTL:
+            handlers = self._db.tables.handlers
+            with self._db.engine.connect() as conn:
+                rows = conn.execute(select(handlers).where(handlers.c.source != "code")).mappings()
+                cached = self._operator_flows = (now, {row["name"]: flow_control(row) for row in rows})
+        return cached[1].get(name, code)
 
     def publish_handlers(self, definitions: Iterable[HandlerDefinition]) -> None:
         """Upsert code-defined handlers.
@@ -67,6 +92,7 @@ class Registry:
             conn.execute(upsert, rows)
             conn.execute(keep_settings, [{"b_name": r["name"], "b_params": r["params"]} for r in rows])
             self._sync_slots(conn, [r["name"] for r in rows])
+        self._operator_flows = None
 
     def put_handler(self, definition: HandlerDefinition) -> None:
         """Write a handler row as given, whatever its source (the operator's way in)."""
@@ -82,6 +108,7 @@ class Registry:
                 stmt.on_conflict_do_update(index_elements=["name"], set_={k: stmt.excluded[k] for k in values})
             )
             self._sync_slots(conn, [definition.name])
+        self._operator_flows = None
 
     def _sync_slots(self, conn: Connection, names: Sequence[str]) -> None:
         """Give each of these handlers as many slots as its row's global limit says (none: none).
@@ -184,7 +211,8 @@ class Registry:
             )
             if removed:
                 self._sync_slots(conn, [name])
-            return removed
+        self._operator_flows = None
+        return removed
 
     def handlers(self, names: Sequence[str] | None = None) -> dict[str, HandlerDefinition]:
         handlers = self._db.tables.handlers
