@@ -260,15 +260,10 @@ class LimitUse:
     at_limit: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "handler": self.handler,
-            "limit": self.limit,
-            "in_use": self.in_use,
-            "of": self.of,
-            "per": self.per,
-            "by": self.by,
-            "at_limit": self.at_limit,
-        }
+        found = {"handler": self.handler, "limit": self.limit, "in_use": self.in_use, "of": self.of, "per": self.per}
+        if self.by is not None:  # a limit per key: its key, and how many keys are at it
+            found |= {"by": self.by, "at_limit": self.at_limit}
+        return found
 
 
 @dataclass(frozen=True)
