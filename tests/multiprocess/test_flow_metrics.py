@@ -10,7 +10,7 @@ from jobstead import App
 from tests.conftest import Target
 from tests.multiprocess.test_metrics import _up, scrape, value, wait_for
 from tests.support.postgres_server import free_port
-from tests.support.processes import spawn_cli, stop
+from tests.support.processes import run_cli, spawn_cli, stop
 
 pytestmark = pytest.mark.slow
 
@@ -70,6 +70,10 @@ def test_the_exporter_shows_each_limit_and_how_much_of_it_is_in_use(target: Targ
     assert not any(dict(labels).get("customer_id") or "x" in dict(labels).values() for _, labels in samples), (
         "no series per key"
     )
+
+    shown_by_cli = run_cli(["stats"], target.env()).stdout
+    assert "concurrency_per_key by customer_id: busiest key shown, 1 at the limit" in shown_by_cli
+    assert "rate_limit_per_key (per 60 s) by customer_id: busiest key shown, 1 at the limit" in shown_by_cli
 
     # the same figures as ``jobstead stats``: one read behind both
     shown = {(u.handler, u.limit): (u.in_use, u.of) for u in store.registry.limit_use()}
