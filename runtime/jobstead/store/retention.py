@@ -187,18 +187,9 @@ class Retention:
                     )
                 )
             }
+            every_period = select(handlers.c.rate_period).where(handlers.c.rate_period.is_not(None))
             longest = max(
-                [
-                    *keyed.values(),
-                    *(
-                        float(p)
-                        for (p,) in conn.execute(
-                            select(handlers.c.rate_period).where(handlers.c.rate_period.is_not(None))
-                        )
-                    ),
-                    *(float(p) for (p,) in conn.execute(select(shared.c.rate_period))),
-                ],
-                default=0.0,
+                [float(p) for (p,) in conn.execute(every_period.union_all(select(shared.c.rate_period)))], default=0.0
             )
             newest: list[tuple[str, datetime | None]] = [
                 (name, last)
