@@ -222,7 +222,7 @@ class ClaimLoop:
     def _send(self, on_loop: AsyncAlone | None) -> None:
         """Claim when a slot would otherwise idle, or the buffer is half spent."""
         runner = self._runner
-        free = runner.free_slots()
+        free = runner.free_slots() - self._handing  # a completion write in flight asked for those
         buffered = len(runner.buffered)
         ahead = self._pace.ahead if runner.may_claim_ahead() else 0
         if free > buffered or (ahead and buffered <= ahead // 2):
