@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Collection, Generator, Iterable, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -279,12 +279,11 @@ class Claims:
         """Claim up to ``limit`` ready jobs of ``handlers``, serving ``queues`` in order."""
         if limit <= 0 or not handlers:
             return []
-        now = self._clock()
         claimer: Claimer = (tuple(handlers), None if queues is None else tuple(queues))
         if claimer in self._clear:
-            return self._claim_alone(claimer, now, worker_id, limit, lease_seconds)
+            return self._claim_alone(claimer, worker_id, limit, lease_seconds)
         with self._db.engine.begin() as conn:
-            return self._claim_in(conn, claimer, now, worker_id, limit, lease_seconds, unflushed=True)
+            return self._claim_in(conn, claimer, worker_id, limit, lease_seconds, unflushed=True)
 
     def claim_in(
         self,
@@ -307,13 +306,12 @@ class Claims:
         if limit <= 0 or not handlers:
             return []
         claimer: Claimer = (tuple(handlers), None if queues is None else tuple(queues))
-        return self._claim_in(conn, claimer, self._clock(), worker_id, limit, lease_seconds, unflushed=False)
+        return self._claim_in(conn, claimer, worker_id, limit, lease_seconds, unflushed=False)
 
     def _claim_in(
         self,
         conn: Connection,
         claimer: Claimer,
-        now: datetime,
         worker_id: str,
         limit: int,
         lease_seconds: float,
@@ -327,6 +325,15 @@ class Claims:
         if blocked.everything:
             return []
         mine = [h for h in handlers if h not in blocked.handlers]
+        room: dict[str, int] = {}
+        unlimited_now: list[str] = []
+        key_limits: KeyLimits = {}
+        if any(h in blocked.limited for h in mine):
+            room, unlimited_now, key_limits = self._room(conn, [h for h in mine if h in blocked.limited])
+        # The claim's time, read only now that its connection and any handler row lock are held:
+        # read before waiting for them it was up to 400 ms early under load, and it is the jobs'
+        # ``started_at`` and the rate rows' stamp (a window's count in real time must hold).
+        now = self._clock()
         rates = self._rate_rings(conn, [h for h in mine if h in blocked.rated], now, limit)
         keyed = rates.keyed
         sequences = self._sequences(conn, [h for h in mine if h in blocked.sequenced])
@@ -339,13 +346,9 @@ class Claims:
             or ((h in rates.of or h in sequences or h in keyed or h in fair) and h not in blocked.limited)
         ]
         free = [h for h in mine if h not in blocked.limited and h not in capped]
-        room: dict[str, int] = {}
-        key_limits: KeyLimits = {}
-        if any(h in blocked.limited for h in mine):
-            room, unlimited_now, key_limits = self._room(conn, [h for h in mine if h in blocked.limited])
-            special = {*rates.of, *sequences, *keyed, *fair}
-            free += [h for h in unlimited_now if h not in special]
-            capped += [h for h in unlimited_now if h in special]
+        special = {*rates.of, *sequences, *keyed, *fair}
+        free += [h for h in unlimited_now if h not in special]
+        capped += [h for h in unlimited_now if h in special]
         claimed: list[ClaimedJob] = []
         for queue in queues or (None,):
             wanted = limit - len(claimed)
@@ -487,7 +490,7 @@ class Claims:
                 limit=limit,
                 lease_seconds=lease_seconds,
             )
-        steps = self._alone_steps(claimer, self._clock(), worker_id, limit, lease_seconds)
+        steps = self._alone_steps(claimer, worker_id, limit, lease_seconds)
         try:
             statement, params = next(steps)
             while True:
@@ -496,10 +499,8 @@ class Claims:
             claimed: list[ClaimedJob] = done.value
             return claimed
 
-    def _claim_alone(
-        self, claimer: Claimer, now: datetime, worker_id: str, limit: int, lease_seconds: float
-    ) -> list[ClaimedJob]:
-        steps = self._alone_steps(claimer, now, worker_id, limit, lease_seconds)
+    def _claim_alone(self, claimer: Claimer, worker_id: str, limit: int, lease_seconds: float) -> list[ClaimedJob]:
+        steps = self._alone_steps(claimer, worker_id, limit, lease_seconds)
         try:
             statement, params = next(steps)
             while True:
@@ -509,8 +510,8 @@ class Claims:
             return claimed
 
     def _alone_steps(
-        self, claimer: Claimer, now: datetime, worker_id: str, limit: int, lease_seconds: float
-    ) -> Generator[tuple[Select[Any], dict[str, Any]], Sequence[Sequence[Any]], list[ClaimedJob]]:
+        self, claimer: Claimer, worker_id: str, limit: int, lease_seconds: float
+    ) -> Generator[tuple[Select[Any], Callable[[], dict[str, Any]]], Sequence[Sequence[Any]], list[ClaimedJob]]:
         """The claim as one autocommitted statement per queue, for a claimer nothing stood in the way of.
 
         Each statement reads the pauses and limits as it claims and takes no
@@ -519,19 +520,31 @@ class Claims:
 
         Yields each statement with its parameters and is sent its rows, so the
         same steps run on a thread (``_claim_alone``) or on an event loop
-        (``claim_async``).
+        (``claim_async``). The parameters are a function, called once the
+        statement's connection is held: the claim's time is read then.
         """
         handlers, queues = claimer
-        lease = {"owner": worker_id, "expires": now + timedelta(seconds=lease_seconds), "started": now}
         claimed: list[ClaimedJob] = []
         for queue in queues or (None,):
             wanted = limit - len(claimed)
             if wanted <= 0:
                 break
             shape = (queue is not None, False)
-            params: dict[str, Any] = {**lease, "now": now, "handlers": list(handlers), "limit": wanted}
-            if queue is not None:
-                params["in_queue"] = queue
+
+            def params(wanted: int = wanted, queue: str | None = queue) -> dict[str, Any]:
+                now = self._clock()
+                given: dict[str, Any] = {
+                    "owner": worker_id,
+                    "expires": now + timedelta(seconds=lease_seconds),
+                    "started": now,
+                    "now": now,
+                    "handlers": list(handlers),
+                    "limit": wanted,
+                }
+                if queue is not None:
+                    given["in_queue"] = queue
+                return given
+
             rows = yield self._alone(shape), params
             scopes, names = rows[0][0], rows[0][1]
             claimed += self._jobs(row[2:] for row in rows if row[2] is not None)
