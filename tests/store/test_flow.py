@@ -735,3 +735,55 @@ def test_a_claim_that_waits_for_a_handlers_lock_reads_its_time_once_it_holds_it(
     assert started is not None and started.started_at is not None
     assert _aware(started.started_at) >= moment, "started_at is when the claim held the handler's lock"
 
+
+# -- a limit per key with a rate per key, and with fair sharing ----------------------------------
+
+
+def _most_in_a_window(times: list[datetime], per: float) -> int:
+    return max((sum(1 for u in times if t <= u < t + timedelta(seconds=per)) for t in times), default=0)
+
+
+def test_a_limit_per_key_holds_with_a_rate_per_key_and_the_global_limit(store: Store, clock: Any) -> None:
+    flow = FlowControl(
+        concurrency_by="customer_id",
+        concurrency_per_key=2,
+        rate_limit=RateLimit(3, per=10),
+        rate_limit_by="customer_id",
+    )
+    store.registry.publish_handlers([replace(handler("work", concurrency=5), flow=flow)])
+    _defer(store, flow, [{"customer_id": c} for c in "abc" for _ in range(8)])
+    starts: dict[str, list[datetime]] = {c: [] for c in "abc"}
+    running: list[Any] = []
+    for _ in range(40):
+        jobs = _claim(store, limit=50)
+        for job in jobs:
+            starts[job.args["customer_id"]].append(clock())
+        running += jobs
+        per_key = _running_per_key(store, "concurrency_key")
+        assert max(per_key.values(), default=0) <= 2, per_key
+        assert sum(per_key.values()) <= 5, "the global limit holds too"
+        if running:
+            _finish_all(store, [running.pop(0)])
+        clock.advance(1)
+    for customer, times in starts.items():
+        assert _most_in_a_window(times, 10) <= 3, (customer, times)
+        assert len(times) >= 6, "each key goes on at its rate"
+
+
+def test_fair_sharing_goes_round_the_keys_within_a_limit_per_key(store: Store) -> None:
+    flow = FlowControl(fair_by="customer", concurrency_by="customer", concurrency_per_key=2)
+    store.registry.publish_handlers([replace(handler("work"), flow=flow)])
+    for customer in ("A", "B", "C"):  # in bursts: all of A first, then B, then C
+        _defer(store, flow, [{"customer": customer, "n": n} for n in range(40)])
+    first = _claim(store, limit=50)
+    assert sorted(j.args["customer"] for j in first) == ["A", "A", "B", "B", "C", "C"], "two per key"
+    _finish_all(store, first)
+    started: list[str] = []
+    while len(started) < 90:
+        jobs = sorted(_claim(store, limit=1), key=lambda j: j.id)
+        assert jobs
+        started += [j.args["customer"] for j in jobs]
+        _finish_all(store, jobs)
+    for i in range(len(started) - 30):
+        window = started[i : i + 30]
+        assert all(6 <= window.count(c) <= 14 for c in "ABC"), (i, window)

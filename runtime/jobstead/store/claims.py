@@ -16,7 +16,9 @@ Two paths, chosen per claim:
   they only ever make room. A limit per key (``tenant_concurrency``, or
   ``concurrency_by`` with ``concurrency_per_key``) is counted under the same
   lock, per value of the key column the job stored at defer, together with the
-  global limit (``_per_key``).
+  global limit (``_per_key``). Such a handler with a rate per key or fair
+  sharing has those choose its jobs, skipping any whose key is full
+  (``KeyLimit.has_room``), still under the lock and within the global limit.
 
 On SQLite the transaction itself is the lock (``BEGIN IMMEDIATE``).
 
@@ -141,6 +143,12 @@ class KeyLimit:
     offered: dict[int, str | None]
     #: The handler's sequence, if it has one (``JobSequence``): only each key's first job may start.
     sequence: JobSequence | None = None
+
+    def has_room(self, key: str | None, chosen: dict[str | None, int]) -> bool:
+        """Whether one more job of ``key`` fits, beside the ``chosen`` ones not taken yet."""
+        if key is None and not self.null_is_a_key:
+            return True
+        return self.running.get(key, 0) + chosen.get(key, 0) < self.cap
 
     def took(self, job_id: int) -> None:
         """Count a job this claim took as running under its key."""
@@ -349,6 +357,7 @@ class Claims:
         special = {*rates.of, *sequences, *keyed, *fair}
         free += [h for h in unlimited_now if h not in special]
         capped += [h for h in unlimited_now if h in special]
+        own_picks = [h for h in key_limits if h in keyed or h in fair]
         claimed: list[ClaimedJob] = []
         for queue in queues or (None,):
             wanted = limit - len(claimed)
@@ -377,14 +386,41 @@ class Claims:
                     )
                     rates.took(name, len(taken))
                     claimed += taken
+            for name, limit_per_key in key_limits.items():
+                limit_per_key.sequence = sequences.get(name)
+            # Limited per key with a rate per key or fair sharing: those choose the jobs, within the limits.
+            for name in own_picks:
+                want = min(room[name], rates.allow(name, limit - len(claimed)))
+                if want > 0:
+                    taken = self._take_slotted(
+                        conn,
+                        now,
+                        queue,
+                        name,
+                        want,
+                        blocked.queues,
+                        worker_id,
+                        lease_seconds,
+                        use_slots=False,
+                        one_statement=False,
+                        sequence=sequences.get(name),
+                        keyed_rate=keyed.get(name),
+                        rates=rates,
+                        fair_column=fair.get(name),
+                        key_limit=key_limits[name],
+                    )
+                    room[name] -= len(taken)
+                    for job in taken:
+                        key_limits[name].took(job.id)
+                    rates.took(name, len(taken))
+                    claimed += taken
             wanted = limit - len(claimed)
             if wanted <= 0:
                 break
             for name in room:
                 room[name] = rates.allow(name, room[name])
-            for name, limit_per_key in key_limits.items():
-                limit_per_key.sequence = sequences.get(name)
-            which = self._pick(conn, now, queue, free, room, key_limits, wanted, blocked.queues)
+            picked_room = {name: n for name, n in room.items() if name not in own_picks}
+            which = self._pick(conn, now, queue, free, picked_room, key_limits, wanted, blocked.queues)
             if which:
                 taken = self._take(conn, now, which, worker_id, lease_seconds)
                 for job in taken:
@@ -794,6 +830,7 @@ class Claims:
         keyed_rate: KeyedRate | None = None,
         rates: Rates | None = None,
         fair_column: str | None = None,
+        key_limit: KeyLimit | None = None,
     ) -> list[ClaimedJob]:
         """Claim jobs of a handler with a global limit into its free slots: one job per slot.
 
@@ -824,7 +861,9 @@ class Claims:
             if use_slots:
                 taken_slots = self._lock_free_slots(conn, handler, wanted)
                 want = len(taken_slots)
-            ids, stamp = self._within_key_rates(conn, now, shape, params, want, keyed_rate, handler, sequence, rates)
+            ids, stamp = self._within_key_rates(
+                conn, now, shape, params, want, keyed_rate, handler, sequence, rates, key_limit
+            )
             claimed = self._take(conn, now, ids, worker_id, lease_seconds) if ids else []
             self._stamp_keys(conn, handler, stamp, now)
             if use_slots:
@@ -833,7 +872,7 @@ class Claims:
         if fair_column is not None:
             taken_slots = self._lock_free_slots(conn, handler, wanted) if use_slots else []
             want = len(taken_slots) if use_slots else wanted
-            served = self._fair_ids(conn, shape, params, want, handler, fair_column, sequence)
+            served = self._fair_ids(conn, shape, params, want, handler, fair_column, sequence, key_limit)
             claimed = self._take(conn, now, [i for i, _ in served], worker_id, lease_seconds) if served else []
             self._served(conn, handler, [key for i, key in served if i in {j.id for j in claimed}])
             if use_slots:
@@ -900,6 +939,7 @@ class Claims:
         handler: str,
         sequence: JobSequence | None,
         rates: Rates | None,
+        key_limit: KeyLimit | None = None,
     ) -> tuple[list[int], dict[str, list[int]]]:
         """Ready jobs of a handler with a rate per key, best first, none past its key's free rows.
 
@@ -907,7 +947,9 @@ class Claims:
         claimer inserting them too left to it), then its free rows are locked
         SKIP LOCKED as for any rate. Jobs without the key are one group
         (ring ``null``). Returns the ids chosen (locked) and, per ring, the
-        rows their starts take.
+        rows their starts take. With a limit per key (``key_limit``, under its
+        handler's lock), no key of that limit goes past it either: each key's
+        best jobs are then not cut to the rate, since some may have to wait.
         """
         if want <= 0:
             return [], {}
@@ -926,14 +968,17 @@ class Claims:
         if sequence is not None:
             conditions.append(self._first_of_its_key(sequence))
         rank = func.row_number().over(partition_by=key, order_by=(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id))
-        sub = select(jobs.c.id, jobs.c.priority, jobs.c.run_at, key.label("key"), rank.label("rn")).where(*conditions)
+        limited_key = jobs.c[key_limit.column] if key_limit is not None else literal(None, String)
+        sub = select(
+            jobs.c.id, jobs.c.priority, jobs.c.run_at, key.label("key"), limited_key.label("ckey"), rank.label("rn")
+        ).where(*conditions)
         ranked = sub.subquery()
-        rows = conn.execute(
-            select(ranked.c.id, ranked.c.key)
-            .where(ranked.c.rn <= min(rate.limit, want))
+        best = (
+            select(ranked.c.id, ranked.c.key, ranked.c.ckey)
             .order_by(ranked.c.priority.desc(), ranked.c.run_at, ranked.c.id)
             .limit(KEYED_RATE_LOOKAHEAD)
-        ).all()
+        )
+        rows = conn.execute(best if key_limit is not None else best.where(ranked.c.rn <= min(rate.limit, want))).all()
         if not rows:
             return [], {}
         kind = KEYED_RING
@@ -968,12 +1013,16 @@ class Claims:
         chosen: list[int] = []
         stamp: dict[str, list[int]] = {}
         spent: set[str] = set()
+        per_key: dict[str | None, int] = {}
         for row in rows:
             if len(chosen) >= want:
                 break
+            if key_limit is not None and not key_limit.has_room(row.ckey, per_key):
+                continue
             name = ring_name(handler, row.key)
             left = free.get(name, [])
             if len(stamp.get(name, ())) < len(left):
+                per_key[row.ckey] = per_key.get(row.ckey, 0) + 1
                 stamp.setdefault(name, []).append(left[len(stamp.get(name, ()))])
                 chosen.append(int(row.id))
             else:
@@ -1001,6 +1050,8 @@ class Claims:
                 if job_id in locked:
                     kept.setdefault(by_id[job_id], []).append(0)
             stamp = {name: stamp[name][: len(kept[name])] for name in kept}
+        if key_limit is not None:
+            key_limit.offered.update((int(row.id), row.ckey) for row in rows if row.id in locked)
         return [i for i in chosen if i in locked], stamp
 
     def _stamp_keys(self, conn: Connection, handler: str, stamp: dict[str, list[int]], now: datetime) -> None:
@@ -1100,6 +1151,7 @@ class Claims:
         handler: str,
         column: str,
         sequence: JobSequence | None,
+        key_limit: KeyLimit | None = None,
     ) -> list[tuple[int, str]]:
         """Up to ``want`` ready jobs of a fair handler, round robin between keys (locked, with their turn keys).
 
@@ -1107,6 +1159,8 @@ class Claims:
         before the second of any, and among keys of one rank, the key served
         least recently first (``fair_turns``; never served: first of all). So
         a burst of one key's jobs deferred first does not hold the others back.
+        With a limit per key (``key_limit``, under its handler's lock), a job
+        whose key of that limit is full is passed over for the next in turn.
         """
         if want <= 0:
             return []
@@ -1131,15 +1185,17 @@ class Claims:
                 jobs.c.priority,
                 jobs.c.run_at,
                 func.coalesce(key, literal(NO_KEY, String)).label("turn"),
+                (jobs.c[key_limit.column] if key_limit is not None else literal(None, String)).label("ckey"),
                 rank.label("rn"),
             )
             .where(*conditions)
             .subquery()
         )
+        looked_at = want if key_limit is None else KEYED_RATE_LOOKAHEAD
         rows = conn.execute(
-            select(ranked.c.id, ranked.c.turn)
+            select(ranked.c.id, ranked.c.turn, ranked.c.ckey)
             .select_from(ranked.outerjoin(turns, and_(turns.c.handler == handler, turns.c.key == ranked.c.turn)))
-            .where(ranked.c.rn <= want)
+            .where(ranked.c.rn <= looked_at)
             .order_by(
                 ranked.c.rn,
                 turns.c.turn.is_not(None),
@@ -1148,8 +1204,16 @@ class Claims:
                 ranked.c.run_at,
                 ranked.c.id,
             )
-            .limit(want)
+            .limit(looked_at)
         ).all()
+        if key_limit is not None:
+            per_key: dict[str | None, int] = {}
+            fitting: list[Any] = []
+            for row in rows:
+                if len(fitting) < want and key_limit.has_room(row.ckey, per_key):
+                    per_key[row.ckey] = per_key.get(row.ckey, 0) + 1
+                    fitting.append(row)
+            rows = fitting
         if not rows:
             return []
         locked = set(
@@ -1159,6 +1223,8 @@ class Claims:
                 .with_for_update(skip_locked=True, of=jobs)
             ).scalars()
         )
+        if key_limit is not None:
+            key_limit.offered.update((int(r.id), r.ckey) for r in rows if r.id in locked)
         return [(int(r.id), str(r.turn)) for r in rows if r.id in locked]
 
     def _served(self, conn: Connection, handler: str, keys: list[str]) -> None:
