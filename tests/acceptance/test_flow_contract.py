@@ -1,0 +1,47 @@
+"""Issue 34's contract as a new user reads it: the README's "Flow control" followed literally.
+
+Each test here failed before its fix; the wider behaviour is covered by
+``tests/unit/test_flow_options.py`` and ``tests/multiprocess/test_flow_*``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from jobstead import App, InvalidOption
+from tests.conftest import Target
+
+
+@pytest.mark.parametrize(
+    ("options", "option"),
+    [
+        ({"concurrency": 0}, "concurrency"),
+        ({"concurrency": -3}, "concurrency"),
+        ({"concurrency": 1.5}, "concurrency"),
+        ({"concurrency": True}, "concurrency"),
+        ({"concurrency": 6, "tenant_concurrency": 0}, "tenant_concurrency"),
+        ({"concurrency": 6, "tenant_concurrency": -1}, "tenant_concurrency"),
+    ],
+)
+def test_a_zero_negative_or_fractional_limit_is_an_invalid_option_and_nothing_is_written(
+    sqlite_target: Target, options: dict[str, Any], option: str
+) -> None:
+    """ "zero or a negative number: one InvalidOption naming the option with a form that works, and
+    nothing is registered or written" (README, Flow control): the global limits were a
+    ConfigurationError (and 1.5 was accepted), unlike every other flow control."""
+    app = App(sqlite_target.url)
+    app.migrate()
+    try:
+        with pytest.raises(InvalidOption) as raised:
+
+            @app.handler(**options)
+            def sync_customer(customer_id: str) -> None: ...
+
+        assert raised.value.option == option
+        message = str(raised.value)
+        assert message.startswith(f"{option} ") and f"{option}=8" in message and "\n" not in message
+        assert not app.handlers and app.store.registry.handlers() == {}
+    finally:
+        app.close()
