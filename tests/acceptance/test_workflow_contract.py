@@ -1,0 +1,44 @@
+"""Issue 33's contract as a new user reads it: the README's "Workflows" followed literally.
+
+Each test here failed before its fix (or is marked ``xfail(strict=True)`` with
+the reason, where the fix belongs to the store); the wider behaviour is
+covered by ``tests/integration/test_workflows.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from jobstead import App, InvalidOption
+
+
+def _app(make_app: Callable[..., App]) -> App:
+    app = make_app()
+
+    @app.handler
+    def notify(what: str) -> str:
+        return what
+
+    app.migrate()
+    return app
+
+
+@pytest.mark.parametrize(
+    ("given", "option"), [({"limit": -1}, "limit"), ({"limit": 0}, "limit"), ({"offset": -1}, "offset")]
+)
+def test_listing_workflows_or_batches_refuses_a_negative_limit_or_offset_in_one_line(
+    make_app: Callable[..., App], given: dict[str, int], option: str
+) -> None:
+    """``app.workflows(limit=-1)`` gave every workflow on SQLite and a DataError with the SQL on
+    PostgreSQL; ``app.jobs`` (and the CLI's ``--limit``) refuse it by name: so do these now."""
+    app = _app(make_app)
+    wf = app.workflow("one")
+    wf.add("a", app.get_handler("notify").job(what="a"))
+    wf.defer()
+    for listing in (app.workflows, app.batches):
+        with pytest.raises(InvalidOption) as raised:
+            listing(**given)
+        assert raised.value.option == option and "\n" not in str(raised.value)
+    assert [run.name for run in app.workflows(limit=1, offset=0)] == ["one"]
