@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from jobstead import App, InvalidOption
+from jobstead import App, Context, InvalidOption
 from tests.conftest import Target
 
 
@@ -42,6 +42,33 @@ def test_a_zero_negative_or_fractional_limit_is_an_invalid_option_and_nothing_is
         assert raised.value.option == option
         message = str(raised.value)
         assert message.startswith(f"{option} ") and f"{option}=8" in message and "\n" not in message
+        assert not app.handlers and app.store.registry.handlers() == {}
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize("option", ["rate_limit_by", "concurrency_by", "sequence_by", "fair_by"])
+@pytest.mark.parametrize("key", ["ctx", "account"])
+def test_a_key_naming_an_injected_or_unknown_parameter_is_refused_with_a_form_that_works(
+    sqlite_target: Target, option: str, key: str
+) -> None:
+    """ "one InvalidOption naming the option with a form that works" (README, Flow control): naming
+    an injected parameter said only "name a stored argument", with no example."""
+    options: dict[str, Any] = {option: key}
+    if option == "rate_limit_by":
+        options["rate_limit"] = "10/s"
+    if option == "concurrency_by":
+        options["concurrency_per_key"] = 2
+    app = App(sqlite_target.url)
+    app.migrate()
+    try:
+        with pytest.raises(InvalidOption) as raised:
+
+            @app.handler(**options)
+            def apply_webhook(account_id: str, event: dict[str, Any], ctx: Context) -> None: ...
+
+        assert raised.value.option == option
+        assert f'e.g. {option}="account_id"' in str(raised.value) and repr(key) in str(raised.value)
         assert not app.handlers and app.store.registry.handlers() == {}
     finally:
         app.close()
