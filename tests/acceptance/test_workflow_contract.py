@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
+import jobstead
 from jobstead import App, InvalidOption
 
 
@@ -61,3 +62,14 @@ def test_a_steps_after_is_the_list_the_issue_shows(make_app: Callable[..., App])
     assert run.steps["ship"].after == ["charge", "reserve"]
     assert app.get_workflow(run.id).steps["ship"].after == ["charge", "reserve"]
     assert run.steps["charge"].after == []
+
+
+def test_a_step_is_the_step_the_issue_names(make_app: Callable[..., App]) -> None:
+    """Issue 33 writes ``run.steps`` as ``{"fetch": Step(name, job_id, status, after=[...], reason)}``;
+    ``jobstead.Step`` did not exist (the class was exported as ``StepRecord`` only)."""
+    app = _app(make_app)
+    wf = app.workflow("onboard")
+    wf.add("fetch", app.get_handler("notify").job(what="fetch"))
+    step = wf.defer().steps["fetch"]
+    assert isinstance(step, jobstead.Step) and "Step" in jobstead.__all__
+    assert (step.name, step.status, step.reason) == ("fetch", "queued", None) and step.job_id > 0
