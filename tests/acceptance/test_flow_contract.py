@@ -6,6 +6,8 @@ Each test here failed before its fix; the wider behaviour is covered by
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -72,3 +74,31 @@ def test_a_key_naming_an_injected_or_unknown_parameter_is_refused_with_a_form_th
         assert not app.handlers and app.store.registry.handlers() == {}
     finally:
         app.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TimeoutError,
+    reason="a blocked step holds its sequence (store/claims.py: held_by and _first_of_its_key count "
+    "JobStatus.BLOCKED as holding), so a step waiting for a later step of the same handler and key "
+    "never runs: neither can start. A blocked step should hold no sequence (its edges order it).",
+)
+def test_a_sequenced_step_waiting_for_a_later_step_of_its_own_key_runs_after_it(
+    make_app: Callable[..., App], running_worker: Callable[..., contextlib.AbstractContextManager[object]]
+) -> None:
+    """Issue 33: ``after=`` may name steps added later; issue 34: sequences keep working with
+    workflows. ``second`` is added (and gets its id) before ``first``, which it waits for."""
+    app = make_app()
+
+    @app.handler(sequence_by="account_id")
+    def post(account_id: str, n: int) -> int:
+        return n
+
+    app.migrate()
+    wf = app.workflow("ledger")
+    wf.add("second", post.job(account_id="A", n=2), after=["first"])
+    wf.add("first", post.job(account_id="A", n=1))
+    run = wf.defer()
+    with running_worker(app):
+        run.wait(timeout=10)
+    assert run.status == "succeeded"
