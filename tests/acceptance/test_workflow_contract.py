@@ -7,12 +7,14 @@ covered by ``tests/integration/test_workflows.py``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import pytest
 
 import jobstead
-from jobstead import App, InvalidOption
+from jobstead import App, Context, InvalidOption
+from tests.conftest import Target
 
 
 def _app(make_app: Callable[..., App]) -> App:
@@ -73,3 +75,39 @@ def test_a_step_is_the_step_the_issue_names(make_app: Callable[..., App]) -> Non
     step = wf.defer().steps["fetch"]
     assert isinstance(step, jobstead.Step) and "Step" in jobstead.__all__
     assert (step.name, step.status, step.reason) == ("fetch", "queued", None) and step.job_id > 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the worker does not give the Context the app's handlers: worker/runner.py _context should pass "
+    "handlers=self._handlers to Context(...), so add_steps refuses another app's handler as wf.add does "
+    "(context.py checks it when given)",
+)
+def test_growing_with_a_job_of_another_apps_handler_fails_the_adding_step(
+    make_app: Callable[..., App],
+    sqlite_target: Target,
+    running_worker: Callable[..., contextlib.AbstractContextManager[object]],
+) -> None:
+    """ "a spec of a handler not in this app" is refused at ``wf.add``; from ``ctx.add_steps`` it was
+    written and the workflow stayed active for ever, the step never claimed by any worker."""
+    app = make_app()
+    other = App(sqlite_target.url)
+
+    @other.handler
+    def foreign(x: int) -> int:
+        return x
+
+    @app.handler(max_attempts=1)
+    def grow(ctx: Context) -> str:
+        ctx.add_steps([("f", foreign.job(x=1), [])])
+        return "grown"
+
+    app.migrate()
+    wf = app.workflow("grows")
+    wf.add("grow", grow.job())
+    run = wf.defer()
+    with running_worker(app):
+        run.wait(timeout=15)
+    error = app.get_job(run.steps["grow"].job_id).error
+    assert run.status == "failed" and list(run.steps) == ["grow"]
+    assert error is not None and error.type == "jobstead.InvalidArguments" and "'foreign'" in error.message
