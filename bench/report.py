@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import workflows
+from . import flow, workflows
 from .mariadb import lines as mariadb_lines
 
 HERE = Path(__file__).resolve().parent
@@ -458,6 +458,8 @@ def render(results: dict[str, Any], *, summary: bool = False) -> str:
             f"{jobstead_only('pooler')} | {ratio(pooler, plain)} |",
         ]
     lines += scale_lines(results)
+    if "flow" in results["runs"]:
+        lines += flow.render(results["runs"]["flow"], n, procs)
     if "workflows" in results["runs"]:
         lines += workflows.render(results["runs"]["workflows"])
     lines += [

@@ -18,7 +18,7 @@ from typing import Any
 
 from tests.support.postgres_server import PostgresServer, pg_bindir
 
-from . import ceiling, history, machine, mariadb, report, scale, steady, workflows
+from . import ceiling, flow, history, machine, mariadb, report, scale, steady, workflows
 from .config import Settings
 from .harness import Harness, percentile
 from .probe import open_collector
@@ -223,17 +223,13 @@ async def jobstead_only(
     for system in (plain, pooler):
         await system.close()
 
-    limited = Jobstead(server.create_database("jobstead_limited"), limit=settings.limit)
-    await limited.open()
-    for rep in range(settings.reps):
-        say(f"Jobstead: drain with a global limit of {settings.limit}, run {rep + 1}/{settings.reps}")
-        r = await harness.drain(
-            limited, processes=processes, jobs=settings.jobs, cap=settings.drain_cap, label="jobstead-limited"
-        )
-        record("limited", "jobstead", r.rate)
-        extra.setdefault("limited", {}).setdefault("jobstead", []).append(asdict(r))
-        say(f"  {r.rate:,.0f} jobs/s")
-    await limited.close()
+    # Flow control (the global limit among them): each control beside an unlimited drain of
+    # the same run, runs alternating (``bench.flow``).
+    found = await flow.measure(server, harness, settings, lambda line: say(f"Jobstead flow control: {line}"))
+    extra["flow"] = flow.results(found)
+    limited = next((c for c in found if c.label == f"global limit {settings.limit}"), None)
+    for rate in limited.rates if limited is not None else ():
+        record("limited", "jobstead", rate)
 
 
 async def database_ceiling(

@@ -71,8 +71,8 @@ def run_jobstead(args: argparse.Namespace, reporter: Reporter) -> None:
 
         original = Leases.complete
 
-        def complete(self: Leases, completions: Any) -> set[int]:
-            lost = original(self, completions)  # committed when it returns
+        def complete(self: Leases, completions: Any, *more: Any) -> set[int]:
+            lost = original(self, completions, *more)  # committed when it returns
             reporter.jobs_done(len(completions) - len(lost))
             return lost
 

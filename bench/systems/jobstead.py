@@ -45,9 +45,11 @@ def build_app(
         app.handler(name=name, queue=queue)(_spread_handler(reporter))
 
     @app.handler(concurrency=limit, **(flow or {}))  # flow: flow control options (bench.flow)
-    async def noop(t: float, key: str | None = None) -> None:
+    async def noop(t: float, key: str | None = None, pause: float = 0.0) -> None:
         if reporter is not None:
             reporter.job_started(t)
+        if pause:  # bench.flow's limit with 10 ms jobs
+            await asyncio.sleep(pause)
 
     meter = SlotMeter(reporter) if reporter is not None else None
 

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from jobstead.flow import NO_FLOW_CONTROL, FlowControl, RateLimit
 from jobstead.status import AttemptOutcome, JobStatus
-from jobstead.store import Completion, Store
+from jobstead.store import Completion, HandOff, Store
 from jobstead.store.new_jobs import JobDefaults, new_jobs
 from tests.store.conftest import handler
 
@@ -237,19 +237,27 @@ def _running(store: Store) -> int:
         return int(conn.execute(select(func.count()).where(jobs.c.status == "running")).scalar_one())
 
 
-def test_claimers_racing_for_slots_never_run_more_than_the_limit(store: Store) -> None:
+@pytest.mark.parametrize("hand_off", [False, True], ids=["claims", "hand-offs"])
+def test_claimers_racing_for_slots_never_run_more_than_the_limit(store: Store, hand_off: bool) -> None:
     store.registry.publish_handlers([handler("work", concurrency=3)])
     _defer(store, NO_FLOW_CONTROL, [{"n": i} for i in range(120)])
     peaks: list[int] = []
     errors: list[BaseException] = []
+    ran: list[int] = []
 
     def work(worker: str) -> None:
         try:
+            jobs: list[Any] = []
             for _ in range(200):
-                jobs = _claim(store, worker, limit=2)
+                if not jobs:
+                    jobs = _claim(store, worker, limit=2)
                 peaks.append(_running(store))
                 if jobs:
-                    store.leases.complete([replace(_done(store, j), owner=worker) for j in jobs])
+                    ran.extend(j.id for j in jobs)
+                    done = [replace(_done(store, j), owner=worker) for j in jobs]
+                    request = _hand_off(worker, 2) if hand_off else None
+                    store.leases.complete(done, request)
+                    jobs = request.claimed if request is not None else []
                 elif _remaining(store) == 0:
                     return
         except BaseException as exc:  # pragma: no cover - reported below
@@ -262,6 +270,51 @@ def test_claimers_racing_for_slots_never_run_more_than_the_limit(store: Store) -
         t.join(120)
     assert not errors, errors
     assert max(peaks) <= 3 and _remaining(store) == 0
+    assert sorted(ran) == sorted(set(ran)) and len(ran) == 120, "each job ran once"
+
+
+def _hand_off(worker: str = "w1", limit: int = 50) -> HandOff:
+    return HandOff(worker_id=worker, handlers=["work"], queues=None, limit=limit, lease_seconds=30)
+
+
+def test_a_completion_hands_the_slots_it_frees_to_the_workers_next_jobs(store: Store) -> None:
+    store.registry.publish_handlers([handler("work", concurrency=2)])
+    _defer(store, NO_FLOW_CONTROL, [{"n": i} for i in range(5)])
+    a, b = _claim(store, limit=5)
+    assert _claim(store, "w2") == []
+    request = _hand_off(limit=5)
+    assert store.leases.complete([_done(store, a), _done(store, b)], request) == set()
+    c, d = request.claimed
+    assert {c.id, d.id}.isdisjoint({a.id, b.id}) and _running(store) == 2
+    assert {job_id for job_id, _ in _slots(store).values()} == {c.id, d.id}, "the same slots, naming the next jobs"
+    assert _claim(store, "w2") == [], "nobody else saw them free"
+    jobs = store.tables.jobs
+    with store.db.engine.connect() as conn:
+        owners = set(conn.execute(select(jobs.c.lease_owner).where(jobs.c.status == "running")).scalars())
+    assert owners == {"w1"}
+
+    # a completion whose lease is gone still hands off the slots that are free
+    (e,) = [j for j in store.queries.list_jobs() if j.status is JobStatus.QUEUED]
+    request = _hand_off(limit=5)
+    assert store.leases.complete([replace(_done(store, c), owner="someone-else")], request) == {c.id}
+    assert request.claimed == [] and _running(store) == 2, "c still runs: its slot is not free"
+    request = _hand_off(limit=5)
+    store.leases.complete([_done(store, c)], request)
+    assert [j.id for j in request.claimed] == [e.id] and _running(store) == 2
+
+
+def test_a_hand_off_claims_nothing_of_a_paused_handler_and_within_its_limit(store: Store) -> None:
+    store.registry.publish_handlers([handler("work", concurrency=3)])
+    _defer(store, NO_FLOW_CONTROL, [{"n": i} for i in range(6)])
+    a, b = _claim(store, limit=2)
+    store.control.pause("handler", "work")
+    request = _hand_off(limit=5)
+    store.leases.complete([_done(store, a)], request)
+    assert request.claimed == [] and _running(store) == 1
+    store.control.resume("handler", "work")
+    request = _hand_off(limit=5)
+    store.leases.complete([_done(store, b)], request)
+    assert len(request.claimed) == 3 and _running(store) == 3, "its own slot and the free ones: 3 at most"
 
 
 def _remaining(store: Store) -> int:

@@ -42,7 +42,7 @@ from .database import Database, open_database
 from .database_clock import DatabaseClock
 from .drivers.base import WAKE_ALL
 from .enqueue import Enqueuer
-from .leases import Leases
+from .leases import HandOff, Leases
 from .maintenance import Turns
 from .queries import JobFilter, Queries
 from .records import (
@@ -85,6 +85,7 @@ __all__ = [
     "Database",
     "EffectiveSettings",
     "FireResult",
+    "HandOff",
     "HandlerDefinition",
     "JobFilter",
     "JobRecord",
@@ -111,7 +112,7 @@ class Store:
         self.claims = Claims(db, self.clock)
         self.batches = Batches(db, self.clock, self.enqueue)
         self.workflows = Workflows(db, self.clock, self.enqueue)
-        self.leases = Leases(db, self.clock, self.batches, self.workflows)
+        self.leases = Leases(db, self.clock, self.batches, self.workflows, self.claims)
         self.control = Control(db, self.clock, self.batches, self.workflows)
         self.registry = Registry(db, self.clock)
         self.queries = Queries(db, self.clock)

@@ -284,80 +284,117 @@ class Claims:
         if claimer in self._clear:
             return self._claim_alone(claimer, now, worker_id, limit, lease_seconds)
         with self._db.engine.begin() as conn:
-            blocked = self._blocked(conn, handlers, lease_seconds)
-            if self._db.driver.one_statement_claim and not blocked.concerns(handlers, queues):
-                self._clear.add(claimer)
-            if blocked.everything:
-                return []
-            mine = [h for h in handlers if h not in blocked.handlers]
-            rates = self._rate_rings(conn, [h for h in mine if h in blocked.rated], now, limit)
-            keyed = rates.keyed
-            sequences = self._sequences(conn, [h for h in mine if h in blocked.sequenced])
-            fair = self._fair_columns(conn, [h for h in mine if h in blocked.fair])
-            # One by one, each within its slots, its rates or its sequences.
-            capped = [
-                h
-                for h in mine
-                if h in blocked.slotted
-                or ((h in rates.of or h in sequences or h in keyed or h in fair) and h not in blocked.limited)
-            ]
-            free = [h for h in mine if h not in blocked.limited and h not in capped]
-            room: dict[str, int] = {}
-            key_limits: KeyLimits = {}
-            if any(h in blocked.limited for h in mine):
-                room, unlimited_now, key_limits = self._room(conn, [h for h in mine if h in blocked.limited])
-                special = {*rates.of, *sequences, *keyed, *fair}
-                free += [h for h in unlimited_now if h not in special]
-                capped += [h for h in unlimited_now if h in special]
-            claimed: list[ClaimedJob] = []
-            for queue in queues or (None,):
-                wanted = limit - len(claimed)
-                if wanted <= 0:
-                    break
-                if queue in blocked.queues:
-                    continue
-                for name in capped:
-                    want = rates.allow(name, limit - len(claimed))
-                    if want > 0:
-                        taken = self._take_slotted(
-                            conn,
-                            now,
-                            queue,
-                            name,
-                            want,
-                            blocked.queues,
-                            worker_id,
-                            lease_seconds,
-                            use_slots=name in blocked.slotted,
-                            one_statement=name not in rates.of and name not in keyed and name not in fair,
-                            sequence=sequences.get(name),
-                            keyed_rate=keyed.get(name),
-                            rates=rates,
-                            fair_column=fair.get(name),
-                        )
-                        rates.took(name, len(taken))
-                        claimed += taken
-                wanted = limit - len(claimed)
-                if wanted <= 0:
-                    break
-                for name in room:
-                    room[name] = rates.allow(name, room[name])
-                for name, limit_per_key in key_limits.items():
-                    limit_per_key.sequence = sequences.get(name)
-                which = self._pick(conn, now, queue, free, room, key_limits, wanted, blocked.queues)
-                if which:
-                    taken = self._take(conn, now, which, worker_id, lease_seconds)
-                    for job in taken:
-                        if job.handler in room:
-                            room[job.handler] -= 1
-                        if job.handler in key_limits:
-                            key_limits[job.handler].took(job.id)
-                        rates.took(job.handler, 1)
+            return self._claim_in(conn, claimer, now, worker_id, limit, lease_seconds, unflushed=True)
+
+    def claim_in(
+        self,
+        conn: Connection,
+        *,
+        worker_id: str,
+        handlers: Sequence[str],
+        queues: Sequence[str] | None,
+        limit: int,
+        lease_seconds: float,
+    ) -> list[ClaimedJob]:
+        """``claim`` inside the caller's transaction: a completion's hand-off (``Leases.complete``).
+
+        The jobs the caller just finished no longer run as this transaction
+        sees them, so the slots they held are free to it, and to no other
+        claimer before it commits: a worker that has work keeps its slots.
+        Always the full claim (pauses, limits, rates, queue order), and its
+        commit waits for the flush as the caller's does.
+        """
+        if limit <= 0 or not handlers:
+            return []
+        claimer: Claimer = (tuple(handlers), None if queues is None else tuple(queues))
+        return self._claim_in(conn, claimer, self._clock(), worker_id, limit, lease_seconds, unflushed=False)
+
+    def _claim_in(
+        self,
+        conn: Connection,
+        claimer: Claimer,
+        now: datetime,
+        worker_id: str,
+        limit: int,
+        lease_seconds: float,
+        *,
+        unflushed: bool,
+    ) -> list[ClaimedJob]:
+        handlers, queues = claimer
+        blocked = self._blocked(conn, handlers, lease_seconds, unflushed=unflushed)
+        if self._db.driver.one_statement_claim and not blocked.concerns(handlers, queues):
+            self._clear.add(claimer)
+        if blocked.everything:
+            return []
+        mine = [h for h in handlers if h not in blocked.handlers]
+        rates = self._rate_rings(conn, [h for h in mine if h in blocked.rated], now, limit)
+        keyed = rates.keyed
+        sequences = self._sequences(conn, [h for h in mine if h in blocked.sequenced])
+        fair = self._fair_columns(conn, [h for h in mine if h in blocked.fair])
+        # One by one, each within its slots, its rates or its sequences.
+        capped = [
+            h
+            for h in mine
+            if h in blocked.slotted
+            or ((h in rates.of or h in sequences or h in keyed or h in fair) and h not in blocked.limited)
+        ]
+        free = [h for h in mine if h not in blocked.limited and h not in capped]
+        room: dict[str, int] = {}
+        key_limits: KeyLimits = {}
+        if any(h in blocked.limited for h in mine):
+            room, unlimited_now, key_limits = self._room(conn, [h for h in mine if h in blocked.limited])
+            special = {*rates.of, *sequences, *keyed, *fair}
+            free += [h for h in unlimited_now if h not in special]
+            capped += [h for h in unlimited_now if h in special]
+        claimed: list[ClaimedJob] = []
+        for queue in queues or (None,):
+            wanted = limit - len(claimed)
+            if wanted <= 0:
+                break
+            if queue in blocked.queues:
+                continue
+            for name in capped:
+                want = rates.allow(name, limit - len(claimed))
+                if want > 0:
+                    taken = self._take_slotted(
+                        conn,
+                        now,
+                        queue,
+                        name,
+                        want,
+                        blocked.queues,
+                        worker_id,
+                        lease_seconds,
+                        use_slots=name in blocked.slotted,
+                        one_statement=name not in rates.of and name not in keyed and name not in fair,
+                        sequence=sequences.get(name),
+                        keyed_rate=keyed.get(name),
+                        rates=rates,
+                        fair_column=fair.get(name),
+                    )
+                    rates.took(name, len(taken))
                     claimed += taken
-            self._stamp(conn, rates, now)
-            self._note_rate_room(conn, claimer, rates, now, held_back=len(claimed) < limit)
-            claimed.sort(key=lambda j: (-j.priority, j.run_at, j.id))
-            return claimed
+            wanted = limit - len(claimed)
+            if wanted <= 0:
+                break
+            for name in room:
+                room[name] = rates.allow(name, room[name])
+            for name, limit_per_key in key_limits.items():
+                limit_per_key.sequence = sequences.get(name)
+            which = self._pick(conn, now, queue, free, room, key_limits, wanted, blocked.queues)
+            if which:
+                taken = self._take(conn, now, which, worker_id, lease_seconds)
+                for job in taken:
+                    if job.handler in room:
+                        room[job.handler] -= 1
+                    if job.handler in key_limits:
+                        key_limits[job.handler].took(job.id)
+                    rates.took(job.handler, 1)
+                claimed += taken
+        self._stamp(conn, rates, now)
+        self._note_rate_room(conn, claimer, rates, now, held_back=len(claimed) < limit)
+        claimed.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+        return claimed
 
     def rate_room_at(self, handlers: Sequence[str], queues: Sequence[str] | None) -> datetime | None:
         """When a rate that held back this claimer's last claim has room again (None: none did).
@@ -530,7 +567,9 @@ class Claims:
             )
         return stmt
 
-    def _blocked(self, conn: Connection, handlers: Sequence[str], bound_seconds: float) -> Blocked:
+    def _blocked(
+        self, conn: Connection, handlers: Sequence[str], bound_seconds: float, *, unflushed: bool = True
+    ) -> Blocked:
         """Pauses, and which of ``handlers`` have a global limit: one small read before the claim.
 
         Read up front rather than checked per row inside the claim: correlated
@@ -545,7 +584,9 @@ class Claims:
         anyway), instead of stopping every claim of that handler for as long
         as it stays frozen.
         """
-        rows = conn.execute(self._blocked_query(), {"handlers": list(handlers), "bound_seconds": bound_seconds}).all()
+        rows = conn.execute(
+            self._blocked_query(unflushed), {"handlers": list(handlers), "bound_seconds": bound_seconds}
+        ).all()
         return Blocked(
             everything=any(scope == "all" for scope, _ in rows),
             queues={name for scope, name in rows if scope == "queue"},
@@ -557,13 +598,14 @@ class Claims:
             fair={name for scope, name in rows if scope == "fair"},
         )
 
-    def _blocked_query(self) -> CompoundSelect[Any]:
-        stmt = self._statements.get(("blocked",))
+    def _blocked_query(self, unflushed: bool) -> CompoundSelect[Any]:
+        """The read of ``_blocked``; ``unflushed``: the claim's commit skips the fsync (not a hand-off's)."""
+        stmt = self._statements.get(("blocked", unflushed))
         if stmt is None:
-            stmt = self._statements[("blocked",)] = self._blocked_select(with_bound=True)
+            stmt = self._statements[("blocked", unflushed)] = self._blocked_select(with_bound=True, unflushed=unflushed)
         return stmt
 
-    def _blocked_select(self, *, with_bound: bool) -> CompoundSelect[Any]:
+    def _blocked_select(self, *, with_bound: bool, unflushed: bool = True) -> CompoundSelect[Any]:
         """(scope, name) rows: every pause, and a ``limit`` row per handler of ``handlers`` with a limit."""
         pauses, handler_rows = self._db.tables.pauses, self._db.tables.handlers
         parts: list[Select[Any]] = [
@@ -600,9 +642,9 @@ class Claims:
         bound = self._db.driver.lock_bound_row("bound_seconds") if with_bound else None
         if bound is not None:
             parts.append(bound)  # scope "bound": not a pause nor a limit, ignored below
-        unflushed = self._db.driver.unflushed_commit_row()
-        if unflushed is not None:
-            parts.append(unflushed)  # scope "unflushed": ignored likewise; the claim's commit skips the fsync
+        skip_flush = self._db.driver.unflushed_commit_row() if unflushed else None
+        if skip_flush is not None:
+            parts.append(skip_flush)  # scope "unflushed": ignored likewise; the claim's commit skips the fsync
         return union_all(*parts)
 
     def _room(self, conn: Connection, limited: list[str]) -> tuple[dict[str, int], list[str], KeyLimits]:
@@ -1159,14 +1201,20 @@ class Claims:
         )
 
     def _free_slots(self) -> Select[Any]:
-        """(n, token) of the slots whose claim no longer runs (or never did), as of this statement."""
+        """(n, token) of the slots whose claim no longer runs (or never did), as of this statement.
+
+        Each slot's job is looked up through the primary key (``IS TRUE`` keeps
+        the status out of index conditions): matched on ``status = 'running'``,
+        the planner walked the running jobs' partial index once per slot, and
+        with 100 slots the claim took 100-400 ms (slots x running jobs rows).
+        """
         slots, jobs = self._db.tables.slots, self._db.tables.jobs
-        running = and_(
+        running = exists().where(
             jobs.c.id == slots.c.job_id,
-            _status_in(jobs.c.status, [JobStatus.RUNNING]),
             jobs.c.attempts == slots.c.attempt,
+            (jobs.c.status == JobStatus.RUNNING.value).is_(true()),
         )
-        return select(slots.c.n, slots.c.token).select_from(slots.outerjoin(jobs, running)).where(jobs.c.id.is_(None))
+        return select(slots.c.n, slots.c.token).where(~running)
 
     def _slotted(self, shape: tuple[bool, bool]) -> Select[Any]:
         """``_take_slotted`` as one statement, where the database writes through CTEs (PostgreSQL).
@@ -1180,7 +1228,13 @@ class Claims:
         stmt = self._statements.get(("slotted", shape))
         if stmt is None:
             slots, jobs = self._db.tables.slots, self._db.tables.jobs
-            free = self._free_slots().where(slots.c.handler == bindparam("slot_handler")).cte("free")
+            # Materialized: read once, not again for each slot the lock below looks at.
+            free = (
+                self._free_slots()
+                .where(slots.c.handler == bindparam("slot_handler"))
+                .cte("free")
+                .prefix_with("MATERIALIZED")
+            )
             mine = slots.alias("mine")
             locked = (
                 select(mine.c.n)
@@ -1193,17 +1247,28 @@ class Claims:
                 .with_for_update(skip_locked=True, of=mine)
                 .cte("locked")
             )
-            numbered = select(locked.c.n, func.row_number().over(order_by=locked.c.n).label("rn")).cte("numbered")
+            # Materialized too: inlined, the window was sorted again for each slot the update joins.
+            numbered = (
+                select(locked.c.n, func.row_number().over(order_by=locked.c.n).label("rn"))
+                .cte("numbered")
+                .prefix_with("MATERIALIZED")
+            )
             picked = (
                 self._candidates(shape).limit(select(func.count()).select_from(locked).scalar_subquery()).cte("picked")
             )
-            paired = select(picked.c.id, func.row_number().over(order_by=picked.c.id).label("rn")).cte("paired")
-            claimed = self._build_update(shape, which=jobs.c.id.in_(select(paired.c.id))).cte("claimed")
+            # Through the primary key (``Driver.id_in``): as ``IN (picked)`` the planner's generic
+            # plan hash-joined the picked ids against a scan of the whole table.
+            claimed = self._build_update(shape, which=self._db.driver.id_in(jobs.c.id, select(picked.c.id))).cte(
+                "claimed"
+            )
+            paired = (
+                select(claimed.c.id, claimed.c.attempts, func.row_number().over(order_by=claimed.c.id).label("rn"))
+                .cte("paired")
+                .prefix_with("MATERIALIZED")
+            )
             pairs = (
-                select(numbered.c.n, claimed.c.id, claimed.c.attempts)
-                .select_from(
-                    numbered.join(paired, paired.c.rn == numbered.c.rn).join(claimed, claimed.c.id == paired.c.id)
-                )
+                select(numbered.c.n, paired.c.id, paired.c.attempts)
+                .select_from(numbered.join(paired, paired.c.rn == numbered.c.rn))
                 .cte("pairs")
             )
             held = (

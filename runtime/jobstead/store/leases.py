@@ -24,6 +24,7 @@ timed-out, cancelled, lost and released attempts get a row in ``attempts``.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -34,9 +35,10 @@ from ..errors import JobError
 from ..status import JobStatus
 from ..transitions import JobsteadErrorType, lease_lost, released
 from .batches import Batches
+from .claims import Claims
 from .database import Database
 from .drivers.base import Applied
-from .records import Completion, EffectiveSettings, LeaseReport
+from .records import ClaimedJob, Completion, EffectiveSettings, LeaseReport
 from .workflows import Workflows
 
 #: What a lost attempt's error says, by why it was lost.
@@ -49,12 +51,31 @@ _LOST_MESSAGES = {
 RENEWAL_CHUNK = 10_000
 
 
+@dataclass
+class HandOff:
+    """A claim to make in a completion's transaction (``Leases.complete``): what ``Claims.claim`` takes.
+
+    A worker whose handlers have a global limit asks for one with each batch of
+    completions: the slots its finished jobs held go to its next jobs in the
+    same commit, one transaction per job instead of a completion plus a claim,
+    and no other claimer has to find them free first. ``claimed``: what it took.
+    """
+
+    worker_id: str
+    handlers: Sequence[str]
+    queues: Sequence[str] | None
+    limit: int
+    lease_seconds: float
+    claimed: list[ClaimedJob] = field(default_factory=list)
+
+
 class Leases:
-    def __init__(self, db: Database, clock: Clock, batches: Batches, workflows: Workflows) -> None:
+    def __init__(self, db: Database, clock: Clock, batches: Batches, workflows: Workflows, claims: Claims) -> None:
         self._db = db
         self._clock = clock
         self._batches = batches
         self._workflows = workflows
+        self._claims = claims
 
     def _held(self, job_id: int, owner: str, attempt: int) -> Any:
         jobs = self._db.tables.jobs
@@ -65,11 +86,14 @@ class Leases:
             jobs.c.status == JobStatus.RUNNING.value,
         )
 
-    def complete(self, completions: Sequence[Completion]) -> set[int]:
+    def complete(self, completions: Sequence[Completion], hand_off: HandOff | None = None) -> set[int]:
         """Apply finished attempts in one transaction; return the ids whose lease was gone.
 
         What each row becomes is stated by the ``Completion`` (``decide`` made
-        it); the driver only writes it, in one statement on PostgreSQL.
+        it); the driver only writes it, in one statement on PostgreSQL. With a
+        ``hand_off``, its claim is made in the same transaction, after the
+        writes (``Claims.claim_in``), and what it took is in ``hand_off.claimed``
+        once this returns; if the transaction fails, neither happened.
         """
         if not completions:
             return set()
@@ -79,6 +103,18 @@ class Leases:
         completions = sorted(completions, key=lambda c: c.job_id)
         with self._workflows.counted(self._db.engine.begin()) as conn:
             applied = self._write(conn, completions)
+            claimed: list[ClaimedJob] = []
+            if hand_off is not None:
+                claimed = self._claims.claim_in(
+                    conn,
+                    worker_id=hand_off.worker_id,
+                    handlers=hand_off.handlers,
+                    queues=hand_off.queues,
+                    limit=hand_off.limit,
+                    lease_seconds=hand_off.lease_seconds,
+                )
+        if hand_off is not None:
+            hand_off.claimed = claimed  # committed
         return {c.job_id for c in completions} - applied.batches.keys()
 
     def _write(self, conn: Connection, completions: Sequence[Completion]) -> Applied:

@@ -8,6 +8,11 @@ A claim that finds fewer jobs than it asked for means the queue is empty: no
 further claim until a NOTIFY, a written completion (room under a global
 limit) or the poll interval.
 
+Under a global limit (nothing is claimed ahead there), each batch of
+completions claims the next jobs in its own transaction (``hand_off``, then
+``handed``): the slots the finished jobs held go to this worker's next jobs
+in the same commit, one transaction per job instead of two.
+
 The loop's state between two wake-ups is the ``ClaimLoop`` itself: the claim
 in flight and what it asked for, whether it is idle until a wake-up, and
 what feeds the claim pace. ``run`` is the loop; each claim is sent by
@@ -25,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..lifecycle import Backoff, log_failure, log_recovery
 from ..metrics.worker import ClaimSeries, WorkerMetrics
-from ..store import ClaimedJob, Store
+from ..store import ClaimedJob, HandOff, Store
 from .prefetch import ClaimPace
 from .runner import JobRunner
 
@@ -80,6 +85,12 @@ class ClaimLoop:
         #: Jobs started since the pace was last fed, and when that was.
         self._started_since = 0
         self._observed_at = time.monotonic()
+        #: Jobs asked for by the completion write in flight (``hand_off``).
+        self._handing = 0
+        #: Since when this worker's writes have handed its slots on (None: the last one did not).
+        self._handing_since: float | None = None
+        #: Set once ``run`` hands its buffered jobs back: a hand-off after that is handed back too.
+        self._released = False
 
     # -- wake-ups, from the loop's own callbacks --------------------------------------
 
@@ -97,6 +108,62 @@ class ClaimLoop:
         """
         self._runner.slot_freed.set()
         if not self._runner.may_claim_ahead():
+            self._wake.set()
+
+    def hand_off(self) -> HandOff | None:
+        """The claim a completion write about to start should make in its transaction, if any.
+
+        Only where completions are what makes room and the claim waits on no
+        lock (``JobRunner.may_hand_off``: a global limit, a rate or a
+        sequence), never once stopping, and for the free slots no claim in
+        flight has asked for yet. Not for one write per poll interval: its
+        slots go to whoever claims first.
+        """
+        runner = self._runner
+        if self._stopping or self._handing or not runner.may_hand_off():
+            return None
+        now = time.monotonic()
+        if self._handing_since is None:
+            self._handing_since = now
+        elif now - self._handing_since >= self._poll_interval:
+            # Once a poll interval, this write only frees its slots, for whoever claims first: a
+            # worker serving other queues (higher priorities) or idle would never get one otherwise.
+            self._handing_since = None
+            return None
+        in_flight = self._asked if self._claim is not None else 0
+        want = runner.free_slots() - len(runner.buffered) - in_flight
+        if want <= 0:
+            return None
+        self._handing = want
+        return HandOff(self._worker_id, self._handlers, self._queues, want, self._lease_seconds)
+
+    async def handed(self, hand_off: HandOff, took: float, written: bool) -> None:
+        """A completion write with a hand-off is back: its jobs are buffered as a claim's are.
+
+        Not ``written``: the claim rolled back with it; the writer tries again.
+        A hand-off that took fewer jobs than it asked is an empty claim: no
+        claim before a wake-up or the poll interval.
+        """
+        self._handing = 0
+        if not written:
+            return
+        jobs = hand_off.claimed
+        runner = self._runner
+        runner.slot_freed.set()
+        if jobs and took > self._stale_after:
+            await self._hand_back_stale(jobs, took)
+            return
+        runner.buffer(jobs, time.monotonic())
+        if self._released:  # ``run`` is over: nobody starts them
+            await runner.release_buffered()
+            return
+        if len(jobs) < hand_off.limit and not self._wake.is_set() and self._idle_until is None:
+            self._idle_until = self._loop.time() + self._poll_interval
+            room_at = self._store.claims.rate_room_at(self._handlers, self._queues)
+            if room_at is not None:
+                wait = (room_at - self._store.clock()).total_seconds()
+                self._idle_until = min(self._idle_until, self._loop.time() + max(wait, 0.0))
+        elif len(jobs) >= hand_off.limit:
             self._wake.set()
 
     def stop(self) -> None:
@@ -147,6 +214,7 @@ class ClaimLoop:
             if claim is not None:  # stopping while a claim is in flight: its jobs are ours
                 with contextlib.suppress(Exception):
                     runner.buffer(await claim, time.monotonic())
+            self._released = True
             await runner.release_buffered()
             if on_loop is not None:
                 await on_loop.close()
@@ -154,7 +222,7 @@ class ClaimLoop:
     def _send(self, on_loop: AsyncAlone | None) -> None:
         """Claim when a slot would otherwise idle, or the buffer is half spent."""
         runner = self._runner
-        free = runner.free_slots()
+        free = runner.free_slots() - self._handing  # a completion write in flight asked for those
         buffered = len(runner.buffered)
         ahead = self._pace.ahead if runner.may_claim_ahead() else 0
         if free > buffered or (ahead and buffered <= ahead // 2):

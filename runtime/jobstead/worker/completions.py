@@ -5,23 +5,40 @@ one, so under load one transaction finishes many jobs, and an idle worker still
 writes each completion at once. If the database is unreachable the batch is
 kept and tried again: a completion is only dropped when its lease turns out to
 be gone (then it is not ours to write).
+
+Where the claim loop asks for it (a global limit: ``ClaimLoop.hand_off``), a
+write also claims the next jobs in its transaction (``HandOff``), and hands
+them to the claim loop (``handed``) instead of saying room was freed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 
 from ..lifecycle import Backoff, log_failure, log_recovery
 from ..metrics.worker import WORKER_METRICS
-from ..store import Completion, Store
+from ..store import Completion, HandOff, Store
 
 logger = logging.getLogger("jobstead.worker")
 
 
+def _no_hand_off() -> HandOff | None:
+    return None
+
+
 class CompletionWriter:
-    def __init__(self, store: Store, *, max_batch: int = 500, written: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_batch: int = 500,
+        written: Callable[[], None] = lambda: None,
+        hand_off: Callable[[], HandOff | None] = _no_hand_off,
+        handed: Callable[[HandOff, float, bool], Awaitable[None]] | None = None,
+    ) -> None:
         self._store = store
         self._pending: list[Completion] = []
         self._ready = asyncio.Event()
@@ -32,6 +49,10 @@ class CompletionWriter:
         self._closing = False
         #: Called after each batch is written: the running count in the database just dropped.
         self._written = written
+        #: Before each write: a claim to make in its transaction, if any; after it, whether it
+        #: was made (the claim is back in ``handed``, in place of ``written``).
+        self._hand_off = hand_off
+        self._handed = handed
 
     def unwritten(self) -> list[int]:
         """Ids of the finished jobs whose completion waits to be written, from any thread.
@@ -65,9 +86,16 @@ class CompletionWriter:
                     self._pending[self._max_batch :],
                 )
                 self._writing = len(batch)
+                hand_off = self._hand_off() if self._handed is not None else None
+                sent_at = time.monotonic()
                 try:
-                    lost = await asyncio.to_thread(self._store.leases.complete, batch)
+                    if hand_off is None:
+                        lost = await asyncio.to_thread(self._store.leases.complete, batch)
+                    else:
+                        lost = await asyncio.to_thread(self._store.leases.complete, batch, hand_off)
                 except Exception as exc:
+                    if hand_off is not None and self._handed is not None:  # rolled back with the writes
+                        await self._handed(hand_off, time.monotonic() - sent_at, False)
                     self._writing = 0
                     WORKER_METRICS.database_errors.labels(operation="complete").inc()
                     self._pending[:0] = batch
@@ -84,7 +112,10 @@ class CompletionWriter:
                 self._writing = 0
                 if backoff.succeeded():
                     log_recovery(logger, "writing completions")
-                self._written()
+                if hand_off is not None and self._handed is not None:
+                    await self._handed(hand_off, time.monotonic() - sent_at, True)
+                else:
+                    self._written()
                 for job_id in lost:
                     logger.warning("job %s: lease lost before completion was written; result dropped", job_id)
             self._idle.set()

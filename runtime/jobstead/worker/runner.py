@@ -140,6 +140,25 @@ class JobRunner:
                 return False
         return True
 
+    def may_hand_off(self) -> bool:
+        """Whether completions may claim the next jobs in their own transaction (``ClaimLoop.hand_off``):
+        where nothing is claimed ahead, and no handler's claim waits on a lock (a limit per key locks
+        the handler's row, fair sharing and rates per key write rows others may hold): a completion
+        holds its jobs' rows until it commits, and must not wait on another claim meanwhile."""
+        if self.may_claim_ahead():
+            return False
+        for name in self._handler_names:
+            settings = self.settings.get(name) or self._handlers[name].definition()
+            flow = settings.flow
+            if (
+                settings.tenant_concurrency is not None
+                or flow.concurrency_per_key is not None
+                or flow.fair_by is not None
+                or flow.rate_limit_by is not None
+            ):
+                return False
+        return True
+
     def free_slots(self) -> int:
         """Slots not running a job, less the unwritten completions beyond one slot's worth each.
 

@@ -45,7 +45,7 @@ from ..services import (
     SettingsRefresh,
     WorkerRegistryPruner,
 )
-from ..store import HandlerDefinition, LeaseReport, Store
+from ..store import HandlerDefinition, HandOff, LeaseReport, Store
 from ..store.registry import host_name
 from .claiming import ClaimLoop
 from .collector import sized_for_jobs
@@ -176,7 +176,7 @@ class Worker:
             self.stopped.set()
             return
         store, settings = started
-        writer = CompletionWriter(store, written=self._room_freed)
+        writer = CompletionWriter(store, written=self._room_freed, hand_off=self._hand_off, handed=self._handed)
         runner = self._runner = JobRunner(
             self._env,
             worker_id=self.id,
@@ -304,6 +304,14 @@ class Worker:
         """Completions were written (the writer's callback): the claim loop decides what that frees."""
         if self._claims is not None:
             self._claims.room_freed()
+
+    def _hand_off(self) -> HandOff | None:
+        """The claim a completion write makes in its transaction (the claim loop decides)."""
+        return self._claims.hand_off() if self._claims is not None else None
+
+    async def _handed(self, hand_off: HandOff, took: float, written: bool) -> None:
+        if self._claims is not None:
+            await self._claims.handed(hand_off, took, written)
 
     def _report_from_thread(self, report: LeaseReport, renewed_at: float) -> None:
         loop, runner = self._loop, self._runner
