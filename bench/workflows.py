@@ -313,6 +313,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worker", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="small sizes: proves the harness, figures not comparable")
     parser.add_argument("--processes", type=int, default=None)
+    parser.add_argument("--fan", type=int, default=None, help="steps in the fan-out (and jobs in the plain drain)")
+    parser.add_argument("--seconds", type=float, default=None, help="how long the release latency is measured")
     args = parser.parse_args(argv)
     if args.worker:
         run_worker(args.worker)
@@ -321,8 +323,8 @@ def main(argv: list[str] | None = None) -> None:
 
     quick = args.quick or bool(os.environ.get("BENCH_QUICK"))
     sizes = Sizes.quick() if quick else Sizes()
-    if args.processes:
-        sizes = Sizes(**{**asdict(sizes), "processes": args.processes})
+    given = {"processes": args.processes, "fan": args.fan, "seconds": args.seconds}
+    sizes = Sizes(**{**asdict(sizes), **{k: v for k, v in given.items() if v is not None}})
     server = PostgresServer(durable=True).start()
     try:
         results = measure(server.create_database("bench_workflows"), sizes)
