@@ -30,8 +30,8 @@ each blocked child whose rule is ``cancel``, with a reason naming the step that
 failed, and so on down; a child whose rule is ``run`` counts it as ended.
 ``workflows.unfinished`` counts the steps not final yet, kept under the same
 lock: when it reaches zero the workflow is final (``transitions.workflow_outcome``)
-and its continuations fire once each, as a batch's do (a row per (workflow,
-event) in ``workflow_events``, under its primary key).
+and its continuations fire once each, as a batch's do (``continuations``: a row
+per (workflow, event) in ``workflow_events``, under its primary key).
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ from sqlalchemy import Connection, Integer, RowMapping, and_, bindparam, case, f
 from ..clock import Clock
 from ..errors import InvalidArguments, JobError, WorkflowNotFound
 from ..metrics.worker import workflows_ended
-from ..retry import RetryPolicy
 from ..status import FINAL_STATUSES, JobStatus
 from ..transitions import (
     ASK_TO_STOP,
@@ -69,6 +68,7 @@ from ..transitions import (
     upstream_reason,
     workflow_outcome,
 )
+from .continuations import Continuations, stored
 from .database import Database
 from .drivers.base import CANCEL_PREFIX
 from .enqueue import Enqueuer
@@ -103,6 +103,7 @@ class Workflows:
         self._db = db
         self._clock = clock
         self._enqueuer = enqueuer
+        self._continuations = Continuations(enqueuer, clock, db.tables.workflow_events, "workflow_id")
         #: The workflows each open transaction ended, as (name, outcome): counted once it commits
         #: (``counted``), forgotten with the connection if it does not.
         self._ended: weakref.WeakKeyDictionary[Connection, list[tuple[str, str]]] = weakref.WeakKeyDictionary()
@@ -170,7 +171,7 @@ class Workflows:
                     tenant=tenant,
                     metadata=metadata,
                     status="active",
-                    continuations={event: _spec_json(job) for event, job in continuations.items()},
+                    continuations={event: stored(job) for event, job in continuations.items()},
                     unfinished=len(steps),
                     created_at=now,
                 )
@@ -540,7 +541,7 @@ class Workflows:
         """
         for row in rows:
             if int(row["id"]) in failed:
-                self._fire(conn, int(row["id"]), "failure", row["continuations"] or {}, row["tenant"])
+                self._continuations.fire(conn, row, "failure", workflow_id=int(row["id"]))
         done = {int(row["id"]): row for row in rows if int(row["unfinished"]) <= 0}
         if not done:
             return
@@ -578,25 +579,9 @@ class Workflows:
             for workflow_id in ids:
                 self._note_ended(conn, str(done[workflow_id]["name"]), status)
         for workflow_id, row in sorted(done.items()):
-            events: dict[str, Any] = row["continuations"] or {}
             if outcomes[workflow_id] == "succeeded":
-                self._fire(conn, workflow_id, "success", events, row["tenant"])
-            self._fire(conn, workflow_id, "finish", events, row["tenant"])
-
-    def _fire(self, conn: Connection, workflow_id: int, event: str, events: dict[str, Any], tenant: str | None) -> None:
-        spec = events.get(event)
-        if spec is None:
-            return
-        fired = self._db.tables.workflow_events
-        already = conn.execute(
-            select(fired.c.job_id).where(fired.c.workflow_id == workflow_id, fired.c.event == event)
-        ).first()
-        if already is not None:
-            return
-        (record,) = self._enqueuer.insert([_spec_job(spec, workflow_id, tenant)], connection=conn)
-        conn.execute(
-            insert(fired).values(workflow_id=workflow_id, event=event, job_id=record.id, fired_at=self._clock())
-        )
+                self._continuations.fire(conn, row, "success", workflow_id=workflow_id)
+            self._continuations.fire(conn, row, "finish", workflow_id=workflow_id)
 
     # -- steering: what moves from outside mean, cancel, retry ------------------------------
 
@@ -1043,36 +1028,6 @@ def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
     """``ids`` in slices a statement takes as bound values on every database (SQLite's limit is 32,766)."""
     for start in range(0, len(ids), IDS_PER_STATEMENT):
         yield ids[start : start + IDS_PER_STATEMENT]
-
-
-def _spec_json(job: NewJob) -> dict[str, Any]:
-    """A continuation as stored with its workflow until it fires."""
-    return {
-        "handler": job.handler,
-        "args": job.args,
-        "queue": job.queue,
-        "priority": job.priority,
-        "max_attempts": job.max_attempts,
-        "retry": job.retry.to_json() if job.retry else None,
-        "timeout": job.timeout,
-        "tenant": job.tenant,
-        "metadata": job.metadata,
-    }
-
-
-def _spec_job(spec: dict[str, Any], workflow_id: int, tenant: str | None) -> NewJob:
-    return NewJob(
-        handler=spec["handler"],
-        args=spec.get("args") or {},
-        queue=spec["queue"],
-        priority=int(spec.get("priority") or 0),
-        max_attempts=spec.get("max_attempts"),
-        retry=RetryPolicy.from_json(spec["retry"]) if spec.get("retry") else None,
-        timeout=spec.get("timeout"),
-        tenant=spec.get("tenant") if spec.get("tenant") is not None else tenant,
-        metadata=spec.get("metadata"),
-        workflow_id=workflow_id,
-    )
 
 
 __all__ = ["Workflows", "check_name", "check_steps", "find_cycle"]
