@@ -19,7 +19,9 @@ Every figure is read from the jobs table after the run (``started_at`` and
 ``finished_at``), not from the harness's own clock, so polling costs nothing
 that is measured. Worker processes are this module run as ``--worker URL``.
 ``BENCH_QUICK=1`` (or ``--quick``) shrinks every size, to prove the harness
-works in seconds; its figures are not comparable.
+works in seconds; its figures are not comparable. ``--fan N``, ``--seconds S``
+and ``--processes P`` set one size each (``--fan 2000``: the fan-in and the
+plain drain it is compared with at 2,000).
 """
 
 from __future__ import annotations
