@@ -216,7 +216,8 @@ class ConfiguredHandler(Generic[P, R]):
         return new_jobs(
             h.name,
             arguments,
-            JobDefaults(h.queue, h.priority, h.flow),
+            # The keys the handler row names (a JobHandler may set them, not the code): what claims read.
+            JobDefaults(h.queue, h.priority, h.store().registry.keys_of(h.name, h.flow)),
             clock=lambda: self.handler.store().clock(),  # read only for a delay
             queue=o.queue,
             priority=o.priority,

@@ -34,7 +34,7 @@ class Busy:
         app = shop.app
         release = self.release
 
-        @app.handler(queue="exports")
+        @app.handler(queue="exports", concurrency=5, rate_limit="100/h")  # the overview shows its limits
         def export_report(report: str, month: str) -> str:
             release.wait(60)
             return "exported"

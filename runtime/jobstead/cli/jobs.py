@@ -14,6 +14,7 @@ from ..status import AttemptOutcome, JobStatus, statuses_of
 from ..store import AttemptRecord, EffectiveSettings, Store
 from ..store.bulk import SORT_KEYS, JobSelection, cancel_jobs, find_jobs, purge_jobs, retry_jobs
 from ..store.new_jobs import JobDefaults, new_jobs
+from ..store.records import LimitUse
 from .errors import OperationFailed, UsageError
 from .loading import app_from_args, store_from_args
 from .output import print_json, print_table
@@ -334,10 +335,7 @@ def stats(args: Namespace) -> int:
     if limits:
         print_table(
             ["limit", "handler", "in use", "of"],
-            [
-                [u.limit if u.per is None else f"{u.limit} (per {u.per:g} s)", u.handler or "(shared)", u.in_use, u.of]
-                for u in limits
-            ],
+            [[_limit_name(u), u.handler or "(shared)", u.in_use, u.of] for u in limits],
             empty="no limits",
         )
         print()
@@ -349,6 +347,14 @@ def stats(args: Namespace) -> int:
     if batch_stats is not None:
         print(f"batch jobs of tenant {args.tenant}: " + ", ".join(f"{k} {v}" for k, v in batch_stats.to_json().items()))
     return 0
+
+
+def _limit_name(use: LimitUse) -> str:
+    """A limit as the stats table names it: its period, and for a limit per key its key and the keys at it."""
+    name = use.limit if use.per is None else f"{use.limit} (per {use.per:g} s)"
+    if use.by is not None:
+        name += f" by {use.by}: busiest key shown, {use.at_limit or 0} at the limit"
+    return name
 
 
 def _pause_name(scope: str, name: str) -> str:

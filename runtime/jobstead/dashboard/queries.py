@@ -42,6 +42,7 @@ from ..store.records import effective_status
 from ..transitions import CANCELLABLE as CANCELLABLE  # what the buttons may act on: decided there
 from ..transitions import RETRYABLE as RETRYABLE
 from ..transitions import shown_status
+from .limits import LimitShown, handler_limits
 
 #: Above this many rows, PostgreSQL's own estimate stands in for ``count(*)``.
 EXACT_COUNT_LIMIT = 100_000
@@ -99,6 +100,8 @@ class Overview:
     total_jobs: int
     total_is_estimate: bool
     paused: list[tuple[str, str]]
+    #: Each handler's flow control in words, with its use (``limits.py``).
+    limits: dict[str, list[LimitShown]] = field(default_factory=dict)
 
     @property
     def all_paused(self) -> bool:
@@ -318,6 +321,7 @@ class DashboardQueries:
             total_jobs=total,
             total_is_estimate=estimated,
             paused=paused,
+            limits=handler_limits(self._store),
         )
 
     def _minute(self, column: Any) -> ColumnElement[Any]:

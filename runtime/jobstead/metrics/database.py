@@ -75,6 +75,41 @@ class DatabaseGauges:
             labels=[*extra, "handler", "queue"],
         )
 
+        self.concurrency_limit = GaugeMetricFamily(
+            "jobstead_concurrency_limit",
+            "Each concurrency limit of a handler: scope global (jobs running at once) or per_key (per key value).",
+            labels=[*extra, "handler", "scope"],
+        )
+        self.concurrency_in_use = GaugeMetricFamily(
+            "jobstead_concurrency_in_use",
+            "Jobs running under each concurrency limit (per_key: those of the busiest key).",
+            labels=[*extra, "handler", "scope"],
+        )
+        self.concurrency_keys_at_limit = GaugeMetricFamily(
+            "jobstead_concurrency_keys_at_limit",
+            "Keys of a limit per key that are at it now (their next jobs wait).",
+            labels=[*extra, "handler"],
+        )
+        rate = [*extra, "handler", "name", "scope"]
+        self.rate_limit = GaugeMetricFamily(
+            "jobstead_rate_limit",
+            "Starts each rate allows per period: a handler's own (scope global or per_key) or a shared one (name).",
+            labels=rate,
+        )
+        self.rate_period = GaugeMetricFamily(
+            "jobstead_rate_limit_period_seconds", "The period of each rate limit.", labels=rate
+        )
+        self.rate_used = GaugeMetricFamily(
+            "jobstead_rate_limit_used",
+            "Starts within each rate's last period (per_key: the busiest key's).",
+            labels=rate,
+        )
+        self.rate_keys_at_limit = GaugeMetricFamily(
+            "jobstead_rate_limit_keys_at_limit",
+            "Keys of a rate per key whose window is full now (their next jobs wait).",
+            labels=[*extra, "handler"],
+        )
+
     def add(self, snapshot: MetricsSnapshot | None, extra: Sequence[str] = ()) -> None:
         """One database's figures; ``None``: it could not be read (``jobstead_database_up`` 0, nothing else)."""
         labels = list(extra)
@@ -106,12 +141,34 @@ class DatabaseGauges:
                 self.upcoming.add_metric(
                     [*labels, cron.name], schedule.next_after(max(cron.handled_until, now)).timestamp()
                 )
+        self._add_flow(snapshot, labels)
         totals: dict[tuple[str, str], int] = {}
         for (tenant, status), n in snapshot.batches.items():
             key = ((tenant or "") if self._tenant_labels else "", status)
             totals[key] = totals.get(key, 0) + n
         for (tenant, status), n in sorted(totals.items()):
             self.batches.add_metric([*labels, tenant, status], n)
+
+    def _add_flow(self, snapshot: MetricsSnapshot, labels: list[str]) -> None:
+        """Each limit and its use, as ``jobstead stats`` shows them: one series per limit, never per key."""
+        for use in snapshot.flow:
+            handler = use.handler or ""
+            if use.limit in ("concurrency", "concurrency_per_key"):
+                scope = "global" if use.limit == "concurrency" else "per_key"
+                self.concurrency_limit.add_metric([*labels, handler, scope], use.of)
+                self.concurrency_in_use.add_metric([*labels, handler, scope], use.in_use)
+                if use.at_limit is not None:
+                    self.concurrency_keys_at_limit.add_metric([*labels, handler], use.at_limit)
+                continue
+            if use.limit.startswith("rate_limits:"):
+                rate = [*labels, "", use.limit.removeprefix("rate_limits:"), "shared"]
+            else:
+                rate = [*labels, handler, "", "per_key" if use.limit == "rate_limit_per_key" else "global"]
+            self.rate_limit.add_metric(rate, use.of)
+            self.rate_period.add_metric(rate, use.per or 0.0)
+            self.rate_used.add_metric(rate, use.in_use)
+            if use.at_limit is not None:
+                self.rate_keys_at_limit.add_metric([*labels, handler], use.at_limit)
 
     def families(self) -> list[GaugeMetricFamily]:
         return [
@@ -124,6 +181,13 @@ class DatabaseGauges:
             self.upcoming,
             self.batches,
             self.blocked,
+            self.concurrency_limit,
+            self.concurrency_in_use,
+            self.concurrency_keys_at_limit,
+            self.rate_limit,
+            self.rate_period,
+            self.rate_used,
+            self.rate_keys_at_limit,
         ]
 
 

@@ -1,4 +1,4 @@
-"""Deleting old finished jobs (retention): once per interval per database."""
+"""Deleting old finished jobs (retention), and flow control's rows of idle keys: once per interval per database."""
 
 from __future__ import annotations
 
@@ -33,9 +33,14 @@ class RetentionPruner(Service):
         self._dead = dead
 
     def run_once(self) -> None:
-        if self._finished is None and self._dead is None:
-            return
         if not self._store.turns.take(self.name, timedelta(seconds=self.every), by=self._worker_id):
+            return
+        flow = self._store.retention.prune_flow()
+        if flow.rate_rows or flow.fair_turns:
+            logger.info(
+                "retention: forgot %d rate row(s) and %d fair turn(s) of idle keys", flow.rate_rows, flow.fair_turns
+            )
+        if self._finished is None and self._dead is None:
             return
         deleted = self._store.retention.prune(finished=self._finished, dead=self._dead)
         if deleted:

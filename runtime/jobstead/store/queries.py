@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select
@@ -13,7 +13,8 @@ from ..status import CLAIMABLE_STATUSES, FINAL_STATUSES, AttemptOutcome, JobStat
 from ..transitions import shown_status
 from .crons import _record as cron_record
 from .database import Database
-from .records import AttemptRecord, CronRecord, JobRecord, Stats
+from .limits import limit_use
+from .records import AttemptRecord, CronRecord, JobRecord, LimitUse, Stats
 from .rows import attempt_record, job_record
 
 
@@ -255,7 +256,8 @@ class Queries:
                     )
                 ).all()
             }
-        return MetricsSnapshot(now, counts, oldest, workers, limits, crons, batches)
+            flow = limit_use(conn, t, now)
+        return MetricsSnapshot(now, counts, oldest, workers, limits, crons, batches, flow)
 
     def stats(self, tenant: str | None = None) -> Stats:
         """Counts of jobs per status, overall and per handler, queue and tenant."""
@@ -307,3 +309,5 @@ class MetricsSnapshot:
     crons: list[CronRecord]
     #: (tenant, status) -> batches.
     batches: dict[tuple[str | None, str], int]
+    #: Each limit and how much of it is in use (``limits.limit_use``, as ``jobstead stats`` shows them).
+    flow: list[LimitUse] = field(default_factory=list)

@@ -248,15 +248,22 @@ class LimitUse:
 
     #: The handler it limits; None for a shared rate (``app.rate_limit``).
     handler: str | None
-    #: ``concurrency``, ``concurrency_per_key``, ``rate_limit`` or ``rate_limits:<name>``.
+    #: ``concurrency``, ``concurrency_per_key``, ``rate_limit``, ``rate_limit_per_key`` or ``rate_limits:<name>``.
     limit: str
     in_use: int
     of: int
     #: A rate's period in seconds.
     per: float | None = None
+    #: A limit per key: what the key is (``"tenant"`` or a parameter); ``in_use`` is then the busiest key's.
+    by: str | None = None
+    #: A limit per key: how many keys are at it now.
+    at_limit: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"handler": self.handler, "limit": self.limit, "in_use": self.in_use, "of": self.of, "per": self.per}
+        found = {"handler": self.handler, "limit": self.limit, "in_use": self.in_use, "of": self.of, "per": self.per}
+        if self.by is not None:  # a limit per key: its key, and how many keys are at it
+            found |= {"by": self.by, "at_limit": self.at_limit}
+        return found
 
 
 @dataclass(frozen=True)

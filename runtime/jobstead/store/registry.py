@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 
 from ..clock import Clock
-from ..flow import RateLimit
+from ..flow import FlowControl, RateLimit
 from .database import Database
+from .limits import limit_use
 from .records import CronDefinition, HandlerDefinition, LimitUse
-from .rows import flow_values, handler_definition
+from .rows import flow_control, flow_values, handler_definition
 
 #: Set by the operator's worker Deployments (downward API): the pod this worker runs in.
 POD_NAME_ENV = "JOBSTEAD_POD_NAME"
@@ -32,10 +34,34 @@ def host_name() -> str:
     return os.environ.get(POD_NAME_ENV) or socket.gethostname()
 
 
+#: How long a process keeps what it read of the operator's handler rows (``Registry.keys_of``): a
+#: JobHandler's new ``*By`` reaches the jobs deferred from code within this many seconds.
+OPERATOR_FLOW_TTL = 10.0
+
+
 class Registry:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
+        #: (monotonic time read, handler -> flow control) of the rows the operator wrote.
+        self._operator_flows: tuple[float, dict[str, FlowControl]] | None = None
+
+    def keys_of(self, name: str, code: FlowControl) -> FlowControl:
+        """The flow control whose keys a job deferred from code carries: the handler row's where the
+        operator wrote it (a JobHandler's ``sequenceBy``, ``concurrencyBy``, ``rateLimit.by``, ``fairBy``:
+        what the claim enforces), else the code's own (what publishing wrote).
+
+        The operator's rows are read once per ``OPERATOR_FLOW_TTL`` per process, all at once (a few
+        rows: code publishes the others), so a defer runs no query of its own in between.
+        """
+        cached = self._operator_flows
+        now = time.monotonic()
+        if cached is None or now - cached[0] > OPERATOR_FLOW_TTL:
+            handlers = self._db.tables.handlers
+            with self._db.engine.connect() as conn:
+                rows = conn.execute(select(handlers).where(handlers.c.source != "code")).mappings()
+                cached = self._operator_flows = (now, {row["name"]: flow_control(row) for row in rows})
+        return cached[1].get(name, code)
 
     def publish_handlers(self, definitions: Iterable[HandlerDefinition]) -> None:
         """Upsert code-defined handlers.
@@ -66,6 +92,7 @@ class Registry:
             conn.execute(upsert, rows)
             conn.execute(keep_settings, [{"b_name": r["name"], "b_params": r["params"]} for r in rows])
             self._sync_slots(conn, [r["name"] for r in rows])
+        self._operator_flows = None
 
     def put_handler(self, definition: HandlerDefinition) -> None:
         """Write a handler row as given, whatever its source (the operator's way in)."""
@@ -81,6 +108,7 @@ class Registry:
                 stmt.on_conflict_do_update(index_elements=["name"], set_={k: stmt.excluded[k] for k in values})
             )
             self._sync_slots(conn, [definition.name])
+        self._operator_flows = None
 
     def _sync_slots(self, conn: Connection, names: Sequence[str]) -> None:
         """Give each of these handlers as many slots as its row's global limit says (none: none).
@@ -171,69 +199,9 @@ class Registry:
             }
 
     def limit_use(self) -> list[LimitUse]:
-        """Each limit of every handler (and each shared rate) with how much of it is in use now.
-
-        ``concurrency``: jobs running; ``concurrency_per_key``: running jobs of
-        the key that has most; ``rate_limit`` and shared rates: starts within
-        the last period, from the rate's rows (what the next claim counts).
-        """
-        handlers, jobs, rates = self._db.tables.handlers, self._db.tables.jobs, self._db.tables.rate_slots
-        shared = self._db.tables.rate_limits
-        now = self._clock()
-        found: list[LimitUse] = []
+        """Each limit of every handler (and each shared rate) with how much of it is in use now (``limits.py``)."""
         with self._db.engine.connect() as conn:
-            rows = conn.execute(
-                select(handlers).where(
-                    or_(
-                        handlers.c.concurrency.is_not(None),
-                        handlers.c.concurrency_per_key.is_not(None),
-                        handlers.c.tenant_concurrency.is_not(None),
-                        handlers.c.rate_limit.is_not(None),
-                    )
-                )
-            ).mappings()
-            limited = {row["name"]: row for row in rows}
-            running = (
-                {
-                    (handler, key, tenant): int(n)
-                    for handler, key, tenant, n in conn.execute(
-                        select(jobs.c.handler, jobs.c.concurrency_key, jobs.c.tenant, func.count())
-                        .where(jobs.c.status == "running", jobs.c.handler.in_(list(limited)))
-                        .group_by(jobs.c.handler, jobs.c.concurrency_key, jobs.c.tenant)
-                    )
-                }
-                if limited
-                else {}
-            )
-            stamps: dict[tuple[str, str], list[Any]] = {}
-            for kind, name, used_at in conn.execute(select(rates.c.kind, rates.c.name, rates.c.used_at)):
-                stamps.setdefault((kind, name), []).append(used_at)
-            periods = {
-                name: (int(cap), float(per))
-                for name, cap, per in conn.execute(select(shared.c.name, shared.c.rate_limit, shared.c.rate_period))
-            }
-
-        def started(kind: str, name: str, per: float) -> int:
-            since = now - timedelta(seconds=per)
-            return sum(1 for at in stamps.get((kind, name), ()) if at is not None and at > since)
-
-        for name, row in sorted(limited.items()):
-            mine = {k: n for k, n in running.items() if k[0] == name}
-            if row["concurrency"] is not None:
-                found.append(LimitUse(name, "concurrency", sum(mine.values()), int(row["concurrency"])))
-            per_key: dict[Any, int] = {}
-            if row["concurrency_per_key"] is not None or row["tenant_concurrency"] is not None:
-                by_tenant = row["concurrency_per_key"] is None or row["concurrency_by"] == "tenant"
-                for (_, key, tenant), n in mine.items():
-                    per_key[tenant if by_tenant else key] = per_key.get(tenant if by_tenant else key, 0) + n
-                cap = row["concurrency_per_key"] or row["tenant_concurrency"]
-                found.append(LimitUse(name, "concurrency_per_key", max(per_key.values(), default=0), int(cap)))
-            if row["rate_limit"] is not None and row["rate_limit_by"] is None:
-                per = float(row["rate_period"])
-                found.append(LimitUse(name, "rate_limit", started("handler", name, per), int(row["rate_limit"]), per))
-        for name, (cap, per) in sorted(periods.items()):
-            found.append(LimitUse(None, f"rate_limits:{name}", started("shared", name, per), cap, per))
-        return found
+            return limit_use(conn, self._db.tables, self._clock())
 
     def remove_handler(self, name: str, *, source: str) -> bool:
         handlers = self._db.tables.handlers
@@ -243,7 +211,8 @@ class Registry:
             )
             if removed:
                 self._sync_slots(conn, [name])
-            return removed
+        self._operator_flows = None
+        return removed
 
     def handlers(self, names: Sequence[str] | None = None) -> dict[str, HandlerDefinition]:
         handlers = self._db.tables.handlers
