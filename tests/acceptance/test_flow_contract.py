@@ -76,13 +76,6 @@ def test_a_key_naming_an_injected_or_unknown_parameter_is_refused_with_a_form_th
         app.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="a blocked step holds its sequence (store/claims.py: held_by and _first_of_its_key count "
-    "JobStatus.BLOCKED as holding), so a step waiting for a later step of the same handler and key "
-    "never runs: neither can start. A blocked step should hold no sequence (its edges order it).",
-)
 def test_a_sequenced_step_waiting_for_a_later_step_of_its_own_key_runs_after_it(
     make_app: Callable[..., App], running_worker: Callable[..., contextlib.AbstractContextManager[object]]
 ) -> None:

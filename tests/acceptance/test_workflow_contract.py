@@ -1,7 +1,6 @@
 """Issue 33's contract as a new user reads it: the README's "Workflows" followed literally.
 
-Each test here failed before its fix (or is marked ``xfail(strict=True)`` with
-the reason, where the fix belongs to the store); the wider behaviour is
+Each test here failed before its fix; the wider behaviour is
 covered by ``tests/integration/test_workflows.py``.
 """
 
@@ -47,12 +46,6 @@ def test_listing_workflows_or_batches_refuses_a_negative_limit_or_offset_in_one_
     assert [run.name for run in app.workflows(limit=1, offset=0)] == ["one"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="StepRecord.after is a tuple; issue 33 gives Step(name, job_id, status, after=[...], reason) and "
-    "`workflows show --json` prints a list: store/records.py StepRecord.after as list[str], built with list(...) "
-    "in store/workflows.py (create and _record)",
-)
 def test_a_steps_after_is_the_list_the_issue_shows(make_app: Callable[..., App]) -> None:
     app = _app(make_app)
     notify = app.get_handler("notify")
@@ -77,12 +70,6 @@ def test_a_step_is_the_step_the_issue_names(make_app: Callable[..., App]) -> Non
     assert (step.name, step.status, step.reason) == ("fetch", "queued", None) and step.job_id > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the worker does not give the Context the app's handlers: worker/runner.py _context should pass "
-    "handlers=self._handlers to Context(...), so add_steps refuses another app's handler as wf.add does "
-    "(context.py checks it when given)",
-)
 def test_growing_with_a_job_of_another_apps_handler_fails_the_adding_step(
     make_app: Callable[..., App],
     sqlite_target: Target,

@@ -100,7 +100,7 @@ def test_the_issue_example_runs_every_step_after_its_dependencies_with_their_res
     run = _onboard(app, on_success=notify.job(event="success"), on_finish=notify.job(event="finish")).defer()
     assert run.status == "active" and run.name == "onboard" and run.metadata == {"order": 42}
     assert run.steps["fetch"].status is JobStatus.QUEUED and run.steps["ship"].status is JobStatus.BLOCKED
-    assert run.steps["ship"].after == ("charge", "reserve") and run.steps["ship"].reason is None
+    assert run.steps["ship"].after == ["charge", "reserve"] and run.steps["ship"].reason is None
     assert run.stats == WorkflowStats(total=5, blocked=4, queued=1)
     assert app.jobs(status="blocked")  # the jobs list knows the status
     with running_worker(app, queues=["default", "stock"]):
@@ -452,7 +452,7 @@ def test_a_step_grows_its_workflow_at_run_time_once_even_when_its_first_attempt_
     assert run.status == "succeeded", run.steps
     assert run.stats == WorkflowStats(total=5, succeeded=5)
     assert sorted(run.steps) == ["album", "fetch", "thumb-0", "thumb-1", "thumb-2"]
-    assert run.steps["album"].after == ("fetch", "thumb-0", "thumb-1", "thumb-2")
+    assert run.steps["album"].after == ["fetch", "thumb-0", "thumb-1", "thumb-2"]
     assert ran[:2] == ["fetch#1", "fetch#2"] and ran[-1] == "album"
     assert sorted(ran[2:5]) == ["thumb-0", "thumb-1", "thumb-2"], "each added step ran once"
     assert seen["upstream"] == {"fetch": "fetched", "thumb-0": 0, "thumb-1": 10, "thumb-2": 20}

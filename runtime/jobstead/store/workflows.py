@@ -183,7 +183,7 @@ class Workflows:
             self._finish_if_done(conn, [dict(self._lock(conn, workflow_id))], ())
             return self._get(conn, workflow_id)
         by_name = {
-            step.name: StepRecord(step.name, records[step.name].id, records[step.name].status, step.after, None)
+            step.name: StepRecord(step.name, records[step.name].id, records[step.name].status, list(step.after), None)
             for step in steps
         }
         return WorkflowRecord(
@@ -924,7 +924,7 @@ class Workflows:
                     name=str(r.step),
                     job_id=int(r.id),
                     status=status,
-                    after=tuple(after.get(int(r.id), ())),
+                    after=list(after.get(int(r.id), ())),
                     reason=upstream_reason(status, JobError.from_json(r.error)),
                 )
         else:
