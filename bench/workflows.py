@@ -19,7 +19,9 @@ Every figure is read from the jobs table after the run (``started_at`` and
 ``finished_at``), not from the harness's own clock, so polling costs nothing
 that is measured. Worker processes are this module run as ``--worker URL``.
 ``BENCH_QUICK=1`` (or ``--quick``) shrinks every size, to prove the harness
-works in seconds; its figures are not comparable.
+works in seconds; its figures are not comparable. ``--fan N``, ``--seconds S``
+and ``--processes P`` set one size each (``--fan 2000``: the fan-in and the
+plain drain it is compared with at 2,000).
 """
 
 from __future__ import annotations
@@ -313,6 +315,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worker", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="small sizes: proves the harness, figures not comparable")
     parser.add_argument("--processes", type=int, default=None)
+    parser.add_argument("--fan", type=int, default=None, help="steps in the fan-out (and jobs in the plain drain)")
+    parser.add_argument("--seconds", type=float, default=None, help="how long the release latency is measured")
     args = parser.parse_args(argv)
     if args.worker:
         run_worker(args.worker)
@@ -321,8 +325,8 @@ def main(argv: list[str] | None = None) -> None:
 
     quick = args.quick or bool(os.environ.get("BENCH_QUICK"))
     sizes = Sizes.quick() if quick else Sizes()
-    if args.processes:
-        sizes = Sizes(**{**asdict(sizes), "processes": args.processes})
+    given = {"processes": args.processes, "fan": args.fan, "seconds": args.seconds}
+    sizes = Sizes(**{**asdict(sizes), **{k: v for k, v in given.items() if v is not None}})
     server = PostgresServer(durable=True).start()
     try:
         results = measure(server.create_database("bench_workflows"), sizes)

@@ -13,8 +13,8 @@ controlplane: ## Build etcd, kube-apiserver, -controller-manager, -scheduler, ku
 	@hack/controlplane/build.sh
 
 .PHONY: cluster-up
-cluster-up: venv controlplane ## Start the local control plane in the background; prints the KUBECONFIG to use.
-	@$(CONTROLPLANE_CLI) up
+cluster-up: venv controlplane ## Start the local control plane in the background (with NODE=1, a node too); prints the KUBECONFIG to use.
+	@$(CONTROLPLANE_CLI) up $(CLUSTER_UP_ARGS)
 
 .PHONY: cluster-down
 cluster-down: venv ## Stop the local control plane started by cluster-up and delete its data.

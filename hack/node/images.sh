@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the local node's images without a registry, once per set of inputs.
 #
-#   hack/node/images.sh            build whatever is missing
-#   hack/node/images.sh archives   print name=archive lines; exit 1 when one is not built
+#   hack/node/images.sh                 build whatever is missing
+#   hack/node/images.sh build NAME...   build only these (and what they are built FROM)
+#   hack/node/images.sh archives        print name=archive lines; exit 1 when one is not built
 #
 # Four images, each written as a docker-archive under $JOBSTEAD_CACHE_DIR/images
 # for the node to import into its containerd (tests/support/node.py):
@@ -161,17 +162,35 @@ if [ "${1:-build}" = archives ]; then
   [ $status -eq 0 ] || echo "node images not built for these inputs: run \`make node\`" >&2
   exit $status
 fi
-[ "${1:-build}" = build ] || { sed -n '2,4p' "$0" >&2; exit 2; }
+[ "${1:-build}" = build ] || { sed -n '2,5p' "$0" >&2; exit 2; }
+shift || true
+# What is asked for, in build order. Without pause, the kubelet's build need not
+# be done yet: `make node` builds base, jobstead and testapp (network and disk
+# bound) while Go compiles the kubelet.
+wanted=("${names[@]}")
+if [ $# -gt 0 ]; then
+  wanted=()
+  for name in "${names[@]}"; do
+    for asked in "$@"; do [ "$asked" = "$name" ] && wanted+=("$name"); done
+  done
+  [ ${#wanted[@]} -eq $# ] || { echo "images.sh: unknown image among: $* (known: ${names[*]})" >&2; exit 2; }
+fi
+# Each image needs the keys of the images it is built FROM.
+declare -A needs=([base]="" [pause]="" [jobstead]="base" [testapp]="base jobstead")
+if [[ " ${wanted[*]} " == *" pause "* ]]; then "$here/build.sh" bindir >/dev/null; fi
 
-"$here/build.sh" bindir >/dev/null
 mkdir -p "$images"
 exec 9>"$images/.lock"
 flock 9
 
 # Keys are taken once: a file edited during the build must not mix two versions.
 declare -A keys
-for name in "${names[@]}"; do keys[$name]=$("${name}_key"); done
-for name in "${names[@]}"; do
+for name in "${wanted[@]}"; do
+  for dependency in ${needs[$name]} "$name"; do
+    [ -n "${keys[$dependency]:-}" ] || keys[$dependency]=$("${dependency}_key")
+  done
+done
+for name in "${wanted[@]}"; do
   key=${keys[$name]}
   if [ -f "$(archive "$name" "$key")" ]; then
     echo "$name image $key is up to date"
@@ -181,7 +200,8 @@ for name in "${names[@]}"; do
   "build_$name" "$key"
   echo "$name image $key built in $((SECONDS - start)) s"
 done
-# Only the current images stay in buildah's storage.
+# Only the current images stay in buildah's storage (known once all four are).
+[ ${#wanted[@]} -eq ${#names[@]} ] || exit 0
 buildah images --format '{{.Name}}:{{.Tag}}' | while read -r ref; do
   case "$ref" in
     "$(image_ref base "${keys[base]}")" | "$(image_ref pause "${keys[pause]}")" | \

@@ -36,7 +36,7 @@ from .retry import RetryPolicy
 from .signature import Inject
 from .status import JobStatus
 from .store.records import BatchStats, StepRecord, WorkflowStats
-from .workflow import WorkflowBuilder, WorkflowRun
+from .workflow import Step, WorkflowBuilder, WorkflowRun
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -84,6 +84,7 @@ __all__ = [
     "RateLimit",
     "RetryPolicy",
     "SecondsFieldWarning",
+    "Step",
     "StepRecord",
     "UnknownHandler",
     "Worker",

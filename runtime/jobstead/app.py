@@ -622,6 +622,8 @@ class App:
         """Batches newest first, of one tenant and/or in one status."""
         if status is not None and status not in BATCH_STATUSES:
             raise InvalidArguments(f"status: {status!r} is not a batch status ({', '.join(BATCH_STATUSES)})")
+        check_int("limit", limit, 1)  # as app.jobs: a database would refuse a negative one with a traceback
+        check_int("offset", offset, 0)
         return [
             self._batch(r)
             for r in self.store.batches.list_batches(tenant=tenant, status=status, limit=limit, offset=offset)
@@ -700,6 +702,8 @@ class App:
         """Workflows newest first, by name, tenant and/or status."""
         if status is not None and status not in WORKFLOW_STATUSES:
             raise InvalidArguments(f"status: {status!r} is not a workflow status ({', '.join(WORKFLOW_STATUSES)})")
+        check_int("limit", limit, 1)
+        check_int("offset", offset, 0)
         return [
             WorkflowRun(self._provide_store, r)
             for r in self.store.workflows.list(name=name, tenant=tenant, status=status, limit=limit, offset=offset)

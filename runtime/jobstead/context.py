@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -58,6 +58,7 @@ class Context:
         step: str | None = None,
         read_upstream: Callable[[], list[Upstream]] | None = None,
         check_growth: Callable[[Growth], None] | None = None,
+        handlers: Mapping[str, object] | None = None,
     ) -> None:
         self.job_id = job_id
         #: The batch this job belongs to (in a continuation: the batch it continues), else None.
@@ -68,6 +69,8 @@ class Context:
         self.step = step
         self._read_upstream = read_upstream
         self._check_growth = check_growth
+        #: The app's handlers by name (given by the worker): a step added must be a job of one of them.
+        self._handlers = handlers
         #: Steps added by ``add_steps``, written with this attempt's success (and only then).
         self.growth: Growth | None = None
         self.handler = handler
@@ -139,6 +142,11 @@ class Context:
             if not isinstance(job, NewJob):
                 raise InvalidArguments(
                     f"add_steps(): step {name!r}: expected a job spec (handler.job(...)), not {spec!r}"
+                )
+            if self._handlers is not None and self._handlers.get(job.handler) is not getattr(spec, "made_by", None):
+                # As wf.add refuses it: a job of another app's handler would be written and never run.
+                raise InvalidArguments(
+                    f"add_steps(): step {name!r}: handler {job.handler!r} is not registered in this app"
                 )
             if isinstance(after, str) or not all(isinstance(p, str) for p in after):
                 raise InvalidArguments(f"add_steps(): step {name!r}: after takes a list of step names, not {after!r}")

@@ -165,15 +165,18 @@ class FlowControl:
         for option, key in self.keys().items():
             if key == TENANT or key in stored:
                 continue
+            works = f'e.g. {option}="{min(stored, default=TENANT)}"'  # a form that works for this very handler
             if key in injected:
                 raise InvalidOption(
-                    option, f"names {key!r}, which the worker injects when the job runs: name a stored argument"
+                    option,
+                    f"names {key!r}, which the worker injects when the job runs: name a stored argument, {works}",
                 )
             if not accepts_any:
                 known = ", ".join(sorted(stored)) or "none"
                 raise InvalidOption(
                     option,
-                    f'names {key!r}, which is not a parameter of the handler (its parameters: {known}; or "tenant")',
+                    f"names {key!r}, which is not a parameter of the handler "
+                    f'(its parameters: {known}; or "tenant"), {works}',
                 )
 
     def check_shared(self, declared: Collection[str]) -> None:

@@ -72,10 +72,13 @@ class Handler(Generic[P, R]):
         timeout: float | None,
         flow: FlowControl = NO_FLOW_CONTROL,
     ) -> None:
-        if concurrency is not None and concurrency < 1:
-            raise ConfigurationError(f"handler {name}: concurrency must be at least 1 (or None for no limit)")
-        if tenant_concurrency is not None and (isinstance(tenant_concurrency, bool) or tenant_concurrency < 1):
-            raise ConfigurationError(f"handler {name}: tenant_concurrency must be at least 1 (or None for no limit)")
+        # Limits are flow controls: refused as the other ones are, naming the option with a form that works.
+        for option, limit in (("concurrency", concurrency), ("tenant_concurrency", tenant_concurrency)):
+            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+                raise InvalidOption(
+                    option,
+                    f"must be a whole number of at least 1 (or None for no limit), e.g. {option}=8, not {limit!r}",
+                )
         if max_attempts < 1:
             raise ConfigurationError(f"handler {name}: max_attempts must be at least 1")
         if timeout is not None and timeout <= 0:

@@ -28,6 +28,10 @@ from .store.records import WORKFLOW_EVENTS
 from .store.workflows import check_name
 from .transitions import UpstreamRule
 
+#: One step of a workflow as ``run.steps`` gives it: ``Step(name, job_id, status, after, reason)``
+#: (the store's ``StepRecord``, under the name the workflow API is written with).
+Step = StepRecord
+
 
 class WorkflowBuilder:
     """Steps of a workflow not yet written: ``add`` them, then ``defer`` (or ``defer_async``)."""
@@ -257,4 +261,4 @@ def continuation_jobs(handlers: Mapping[str, Handler[Any, Any]], given: dict[str
     return jobs
 
 
-__all__ = ["WorkflowBuilder", "WorkflowRun"]
+__all__ = ["Step", "WorkflowBuilder", "WorkflowRun"]

@@ -16,7 +16,8 @@ app = App()
 
 
 def _span(started: float) -> dict[str, Any]:
-    return {"pid": os.getpid(), "start": started, "end": time.time()}
+    # pod: a worker Pod's name (the operator sets JOBSTEAD_POD_NAME); in a container every pid is 1.
+    return {"pid": os.getpid(), "pod": os.environ.get("JOBSTEAD_POD_NAME"), "start": started, "end": time.time()}
 
 
 @app.handler(concurrency=3)

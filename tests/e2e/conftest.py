@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from tests.e2e.pods import HARNESS_IMAGE, WorkerPods
 from tests.support.controlplane import (
     REPO,
     Cluster,
@@ -26,6 +27,9 @@ from tests.support.controlplane import (
     remove_workdir,
     session_workdir,
 )
+from tests.support.kubelet import FakeKubelet
+from tests.support.node import image_archives, image_name
+from tests.support.postgres_server import PostgresServer
 
 CRD_DIR = REPO / "crds"
 GROUP, VERSION = "jobstead.io", "v1alpha1"
@@ -84,3 +88,51 @@ def namespace(kube_cluster: Cluster, kube_api: client.ApiClient) -> Iterator[str
     kube_cluster.wait_for_service_account(name)
     yield name
     core.delete_namespace(name)
+
+
+def pod_reachable_server(cluster: Cluster) -> PostgresServer:
+    """A PostgreSQL server (not started) on 127.0.0.1 and on the node's address, trusting the Pod network.
+
+    The node's address is this machine's too, so the operator and the tests use
+    the same URL as the worker Pods (``pod_database_url``).
+    """
+    assert cluster.node_ip
+    pod_network = cluster.node_ip.rsplit(".", 1)[0] + ".0/24"
+    server = PostgresServer(settings=[f"listen_addresses=127.0.0.1,{cluster.node_ip}"])
+    hba = server.root / "pg_hba.conf"
+    hba.write_text(f"local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all {pod_network} trust\n")
+    server.settings.append(f"hba_file={hba}")
+    return server
+
+
+@pytest.fixture(scope="session")
+def pod_reachable_pg(kube_cluster: Cluster) -> Iterator[PostgresServer]:
+    """The session's PostgreSQL for worker Pods on the local node (``pod_reachable_server``)."""
+    if not kube_cluster.node_ip:
+        pytest.skip("needs the local node: make e2e-node")
+    server = pod_reachable_server(kube_cluster).start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+def pod_database_url(server: PostgresServer, cluster: Cluster, name: str) -> str:
+    """A new database on ``server`` at the node's address, which Pods and this machine both reach."""
+    assert cluster.node_ip
+    return server.create_database(name).replace("127.0.0.1", cluster.node_ip)
+
+
+@pytest.fixture(scope="module")
+def worker_pods(
+    kube_cluster: Cluster, kube_api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerPods]:
+    """Who runs a JobHandler's worker Pods: the local node when the session has one, else the kubelet harness."""
+    if kube_cluster.node:
+        yield WorkerPods(kube_cluster, image_name(image_archives()["testapp"]))
+        return
+    harness = FakeKubelet(kube_api, log_dir=tmp_path_factory.mktemp("pods")).start()
+    try:
+        yield WorkerPods(kube_cluster, HARNESS_IMAGE, harness)
+    finally:
+        harness.stop()

@@ -1,8 +1,9 @@
 """One operator, many apps: each resource is reconciled into the database its Secret names.
 
 Two PostgreSQL servers stand for two apps' databases (A and B), each behind a
-URL with a password (the servers trust every local connection, so the
-password is only there to prove it is never shown). One operator runs with
+URL with a password (the servers trust every local connection, and on the
+local node the Pod network, so the password is only there to prove it is
+never shown). Worker Pods run where ``tests/e2e/pods.py`` says. One operator runs with
 NO database of its own and watches two namespaces; every check of a row is
 an SQL query on the database it must (or must not) be in.
 """
@@ -23,6 +24,8 @@ import sqlalchemy as sa
 from kubernetes import client
 
 from jobstead import App, JobStatus
+from tests.e2e.conftest import pod_reachable_server
+from tests.e2e.pods import WorkerPods
 from tests.e2e.test_operator import (
     GROUP,
     VERSION,
@@ -36,7 +39,6 @@ from tests.e2e.test_operator import (
 )
 from tests.multiprocess.test_crash_and_limits import _peak
 from tests.support.controlplane import Cluster
-from tests.support.kubelet import FakeKubelet
 from tests.support.postgres_server import PostgresServer
 from tests.support.processes import run_cli
 
@@ -70,14 +72,20 @@ class AppDatabase:
         return app
 
 
-def _database(server: PostgresServer, name: str, password: str) -> AppDatabase:
+def _database(server: PostgresServer, name: str, password: str, host: str | None) -> AppDatabase:
     bare = server.create_database(name)
+    if host:  # the node's address: the worker Pods' way to this machine, and this machine's own
+        bare = bare.replace("@127.0.0.1", f"@{host}", 1)
     return AppDatabase(server, bare.replace(f"{server.user}@", f"{server.user}:{password}@", 1), password)
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[dict[str, PostgresServer]]:
-    started = {key: PostgresServer().start() for key in PASSWORDS}
+def servers(kube_cluster: Cluster) -> Iterator[dict[str, PostgresServer]]:
+    """Two servers; on the local node they listen on its address too, where the worker Pods reach them."""
+    started = {
+        key: (pod_reachable_server(kube_cluster) if kube_cluster.node else PostgresServer()).start()
+        for key in PASSWORDS
+    }
     try:
         yield started
     finally:
@@ -86,20 +94,15 @@ def servers() -> Iterator[dict[str, PostgresServer]]:
 
 
 @pytest.fixture
-def databases(servers: dict[str, PostgresServer]) -> dict[str, AppDatabase]:
+def databases(servers: dict[str, PostgresServer], kube_cluster: Cluster) -> dict[str, AppDatabase]:
     """A fresh database on each server for this test (the operator creates the tables)."""
     suffix = uuid.uuid4().hex[:8]
     for server in servers.values():
         if server.process is None:  # a test stopped it
             server.restart_stopped()
-    return {key: _database(servers[key], f"app_{key}_{suffix}", PASSWORDS[key]) for key in PASSWORDS}
-
-
-@pytest.fixture(scope="module")
-def kubelet(kube_api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeKubelet]:
-    harness = FakeKubelet(kube_api, log_dir=tmp_path_factory.mktemp("pods")).start()
-    yield harness
-    harness.stop()
+    return {
+        key: _database(servers[key], f"app_{key}_{suffix}", PASSWORDS[key], kube_cluster.node_ip) for key in PASSWORDS
+    }
 
 
 @pytest.fixture
@@ -128,8 +131,8 @@ def put_secret(api: client.ApiClient, namespace: str, url: str, name: str = "app
         core.create_namespaced_secret(namespace, body)
 
 
-def handler_for(name: str, **spec: Any) -> dict[str, Any]:
-    return job_handler(name, database={"secretRef": {"name": "app-db"}}, **spec)
+def handler_for(pods: WorkerPods, name: str, **spec: Any) -> dict[str, Any]:
+    return job_handler(name, image=pods.image, database={"secretRef": {"name": "app-db"}}, **spec)
 
 
 def cron_for(name: str, **spec: Any) -> dict[str, Any]:
@@ -214,7 +217,7 @@ def test_two_apps_two_databases_one_operator_without_a_database(
     kube_api: client.ApiClient,
     namespaces: dict[str, str],
     databases: dict[str, AppDatabase],
-    kubelet: FakeKubelet,
+    worker_pods: WorkerPods,
     start_operator: Any,
 ) -> None:
     a, b = databases["a"], databases["b"]
@@ -224,8 +227,8 @@ def test_two_apps_two_databases_one_operator_without_a_database(
     operator = start_operator(ns_a, ns_b)
 
     # the same handler name in both apps, with different limits: each row lands in its own database
-    create(kube_api, ns_a, handler_for("work", concurrency=3, perPodConcurrency=1, maxReplicas=3))
-    create(kube_api, ns_b, handler_for("work", concurrency=5, perPodConcurrency=1, maxReplicas=2))
+    create(kube_api, ns_a, handler_for(worker_pods, "work", concurrency=3, perPodConcurrency=1, maxReplicas=3))
+    create(kube_api, ns_b, handler_for(worker_pods, "work", concurrency=5, perPodConcurrency=1, maxReplicas=2))
     wait_ready(kube_api, ns_a, "jobhandlers", "work")
     wait_ready(kube_api, ns_b, "jobhandlers", "work")
     assert handler_rows(a) == {"e2e_work": (3, "crd")}
@@ -252,11 +255,11 @@ def test_two_apps_two_databases_one_operator_without_a_database(
         app_a.close()
     assert all(r.status is JobStatus.SUCCEEDED for r in results)
     peak = _peak([(r.result["start"], r.result["end"]) for r in results])
-    pids = {r.result["pid"] for r in results}
-    print(f"A: replicas seen {sorted(set(seen_a))}, peak {peak} running at once over {len(pids)} worker processes")
+    pods = {r.result["pod"] for r in results}
+    print(f"A: replicas seen {sorted(set(seen_a))}, peak {peak} running at once over {len(pods)} worker pods")
     assert max(seen_a) == 3, f"A's replicas should reach ceil(3/1) = 3: {sorted(set(seen_a))}"
     assert set(seen_b) == {0}, f"B's Deployment must not follow A's queue: {sorted(set(seen_b))}"
-    assert len(pids) > 1, "several worker processes took part"
+    assert len(pods) > 1, "several worker pods took part"
     assert peak <= 3, f"the CR's global limit of 3 was exceeded: {peak} at once"
 
     # then a cron in each namespace (B's fires are work for B: not while B's replicas are watched above);
@@ -279,20 +282,20 @@ def test_a_rotated_secret_moves_the_resources_to_the_new_database(
     kube_api: client.ApiClient,
     namespaces: dict[str, str],
     databases: dict[str, AppDatabase],
-    kubelet: FakeKubelet,
+    worker_pods: WorkerPods,
     start_operator: Any,
 ) -> None:
     a, b = databases["a"], databases["b"]
     ns = namespaces["a"]
     put_secret(kube_api, ns, a.url)
     operator = start_operator(ns)
-    create(kube_api, ns, handler_for("work", concurrency=4, minReplicas=1))
+    create(kube_api, ns, handler_for(worker_pods, "work", concurrency=4, minReplicas=1))
     create(kube_api, ns, cron_for("tick", args={"i": 7}))
     wait_ready(kube_api, ns, "jobhandlers", "work")
     wait_ready(kube_api, ns, "cronschedules", "tick")
     assert "e2e_work" in handler_rows(a) and cron_rows(a) == {"tick"}
     assert not tables_exist(b)
-    wait_until(lambda: [p for p in kubelet.running() if p.namespace == ns], 30, "a worker pod on A")
+    wait_until(lambda: worker_pods.running(ns), 60, "a worker pod on A")
 
     put_secret(kube_api, ns, b.url)  # the app moved to database B
     rotated = time.monotonic()
@@ -327,8 +330,9 @@ def test_a_rotated_secret_moves_the_resources_to_the_new_database(
         assert job.wait(60)["pid"], "a worker on B ran the job"
     finally:
         app_b.close()
-    pods = [p for p in kubelet.running() if p.namespace == ns]
-    assert pods and all(p.env["JOBSTEAD_DATABASE_URL"] == b.url for p in pods), "a worker pod still on A"
+    pods = worker_pods.running(ns)
+    urls = [worker_pods.environment(ns, pod, "JOBSTEAD_DATABASE_URL") for pod in pods]
+    assert urls and all(url == b.url for url in urls), "a worker pod still on A"
     assert_no_password(kube_api, [ns], [operator.log])
 
 
@@ -336,7 +340,7 @@ def test_one_database_down_stalls_only_its_own_resources(
     kube_api: client.ApiClient,
     namespaces: dict[str, str],
     databases: dict[str, AppDatabase],
-    kubelet: FakeKubelet,
+    worker_pods: WorkerPods,
     start_operator: Any,
 ) -> None:
     a, b = databases["a"], databases["b"]
@@ -344,9 +348,9 @@ def test_one_database_down_stalls_only_its_own_resources(
     put_secret(kube_api, ns_a, a.url)
     put_secret(kube_api, ns_b, b.url)
     operator = start_operator(ns_a, ns_b)
-    create(kube_api, ns_a, handler_for("work"))
+    create(kube_api, ns_a, handler_for(worker_pods, "work"))
     create(kube_api, ns_a, cron_for("tick"))
-    create(kube_api, ns_b, handler_for("work", concurrency=2, perPodConcurrency=1, maxReplicas=2))
+    create(kube_api, ns_b, handler_for(worker_pods, "work", concurrency=2, perPodConcurrency=1, maxReplicas=2))
     for ns in (ns_a, ns_b):
         wait_ready(kube_api, ns, "jobhandlers", "work")
     wait_ready(kube_api, ns_a, "cronschedules", "tick")
@@ -363,7 +367,7 @@ def test_one_database_down_stalls_only_its_own_resources(
                 every=0.5,
             )
         # B keeps reconciling (a new resource) and scaling (its queue)
-        create(kube_api, ns_b, handler_for("more", handler="e2e_long", concurrency=1, perPodConcurrency=1))
+        create(kube_api, ns_b, handler_for(worker_pods, "more", handler="e2e_long", concurrency=1, perPodConcurrency=1))
         wait_ready(kube_api, ns_b, "jobhandlers", "more")
         assert set(handler_rows(b)) == {"e2e_work", "e2e_long"}
         app_b = b.app()
@@ -399,7 +403,7 @@ def test_a_cron_for_an_unknown_handler_says_so_and_fires_once_it_appears(
     kube_api: client.ApiClient,
     namespaces: dict[str, str],
     databases: dict[str, AppDatabase],
-    kubelet: FakeKubelet,
+    worker_pods: WorkerPods,
     start_operator: Any,
 ) -> None:
     a = databases["a"]
@@ -413,7 +417,7 @@ def test_a_cron_for_an_unknown_handler_says_so_and_fires_once_it_appears(
     condition = ready(kube_api, ns, "cronschedules", "early")
     assert condition["status"] == "False" and "e2e_work" in condition["message"]
     assert cron_rows(a) == {"early"} and not cron_jobs(a, "early"), "stored, but not fired"
-    create(kube_api, ns, handler_for("work"))  # the app publishes the handler (its JobHandler)
+    create(kube_api, ns, handler_for(worker_pods, "work"))  # the app publishes the handler (its JobHandler)
     wait_ready(kube_api, ns, "cronschedules", "early")
     wait_until(lambda: cron_jobs(a, "early"), 20, "the cron to fire", every=0.5)
 
@@ -435,14 +439,14 @@ def test_an_operator_told_not_to_migrate_reports_schema_missing_with_the_fix(
     kube_api: client.ApiClient,
     namespaces: dict[str, str],
     databases: dict[str, AppDatabase],
-    kubelet: FakeKubelet,
+    worker_pods: WorkerPods,
     start_operator: Any,
 ) -> None:
     a = databases["a"]
     ns = namespaces["a"]
     put_secret(kube_api, ns, a.url)
     start_operator(ns, env={"JOBSTEAD_OPERATOR_MIGRATE": "false"})
-    create(kube_api, ns, handler_for("work"))
+    create(kube_api, ns, handler_for(worker_pods, "work"))
     wait_until(lambda: ready(kube_api, ns, "jobhandlers", "work").get("reason") == "SchemaMissing", 30, "SchemaMissing")
     message = ready(kube_api, ns, "jobhandlers", "work")["message"]
     assert "jobstead migrate" in message and a.password not in message, message

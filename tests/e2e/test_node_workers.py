@@ -1,9 +1,9 @@
 """A JobHandler's worker Pods on the local node: the test app's image, PostgreSQL over the Pod network, jobs run.
 
-The first of the operator's tests to run on real containers (``make e2e-node``);
-the others still run on the kubelet harness (``tests/support/kubelet.py``).
-PostgreSQL listens on the node's address too, and trusts the node's Pod network,
-which is how the worker Pods reach it.
+What only a real kubelet shows: the image's own entrypoint as PID 1, the
+kubelet's SIGTERM and grace period, a forced deletion, a rolling update of the
+image. PostgreSQL listens on the node's address too, and trusts the node's Pod
+network, which is how the worker Pods reach it (``pod_reachable_pg``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pytest
 from kubernetes import client
 
 from jobstead import App, JobStatus
+from tests.e2e.conftest import pod_database_url
 from tests.e2e.test_operator import GROUP, VERSION, Operator, database_secret, job_handler, wait_until
 from tests.support.controlplane import Cluster
 from tests.support.node import ROLLOUT_IMAGE, image_archives, image_name
@@ -33,22 +34,6 @@ def node_cluster(kube_cluster: Cluster) -> Cluster:
     if not kube_cluster.node or not kube_cluster.node_ip:
         pytest.skip("needs the local node: make e2e-node")
     return kube_cluster
-
-
-@pytest.fixture(scope="module")
-def pod_reachable_pg(node_cluster: Cluster) -> Iterator[PostgresServer]:
-    """A PostgreSQL server on 127.0.0.1 and on the node's address, trusting the Pod network."""
-    assert node_cluster.node_ip
-    pod_network = node_cluster.node_ip.rsplit(".", 1)[0] + ".0/24"
-    server = PostgresServer(settings=[f"listen_addresses=127.0.0.1,{node_cluster.node_ip}"])
-    hba = server.root / "pg_hba.conf"
-    hba.write_text(f"local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all {pod_network} trust\n")
-    server.settings.append(f"hba_file={hba}")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 @dataclass
@@ -87,9 +72,8 @@ def setup(
     pod_reachable_pg: PostgresServer,
     tmp_path: Path,
 ) -> Iterator[Setup]:
-    assert node_cluster.node_ip
     # One URL for all: the node's address is this machine's, for the operator as for the Pods.
-    url = pod_reachable_pg.create_database(namespace).replace("127.0.0.1", node_cluster.node_ip)
+    url = pod_database_url(pod_reachable_pg, node_cluster, namespace)
     schema = f"e2e_{uuid.uuid4().hex[:10]}"
     app = App(url, schema=schema)
     from tests.apps import probes

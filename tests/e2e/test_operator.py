@@ -1,16 +1,16 @@
 """The operator against the local control plane: JobHandlers become handler rows and worker pods.
 
-The kubelet harness runs each scheduled worker Pod as a local ``jobstead
-worker`` process, so what is measured here (replicas, the global limit, the
-queue draining) is what a cluster would do.
+The worker Pods run on the local node when the session has one (containers of
+the test app's image, a real kubelet's SIGTERM and restarts), else on the
+kubelet harness as local ``jobstead worker`` processes (``tests/e2e/pods.py``):
+what is measured here (replicas, the global limit, the queue draining) is what
+a cluster would do either way.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -21,9 +21,10 @@ import pytest
 from kubernetes import client
 
 from jobstead import App, JobStatus
+from tests.e2e.conftest import pod_database_url
+from tests.e2e.pods import HARNESS_IMAGE, WorkerPods
 from tests.multiprocess.test_crash_and_limits import _peak
 from tests.support.controlplane import Cluster
-from tests.support.kubelet import FakeKubelet
 from tests.support.postgres_server import PostgresServer
 from tests.support.processes import spawn_cli, stop
 
@@ -44,10 +45,11 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: f
 
 
 @pytest.fixture(scope="module")
-def kubelet(kube_api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeKubelet]:
-    harness = FakeKubelet(kube_api, log_dir=tmp_path_factory.mktemp("pods")).start()
-    yield harness
-    harness.stop()
+def pg_url(pg_url: str, worker_pods: WorkerPods, kube_cluster: Cluster, request: pytest.FixtureRequest) -> str:
+    """The session's database, or on the local node one the worker Pods reach (at the node's address)."""
+    if worker_pods.harness:
+        return pg_url
+    return pod_database_url(request.getfixturevalue("pod_reachable_pg"), kube_cluster, "operator_tests")
 
 
 class Operator:
@@ -111,7 +113,7 @@ def setup(
     namespace: str,
     pg_url: str,
     tmp_path: Path,
-    kubelet: FakeKubelet,
+    worker_pods: WorkerPods,
 ) -> Iterator[dict[str, Any]]:
     schema = f"e2e_{uuid.uuid4().hex[:10]}"
     app = App(pg_url, schema=schema)
@@ -126,7 +128,7 @@ def setup(
         tmp_path / "operator.log",
         env={"JOBSTEAD_WORKER_DEFAULTS": '{"env": [{"name": "FROM_DEFAULTS", "value": "yes"}]}'},
     )
-    yield {"app": app, "schema": schema, "operator": operator, "namespace": namespace}
+    yield {"app": app, "schema": schema, "operator": operator, "namespace": namespace, "image": worker_pods.image}
     operator.stop()
     app.close()
     print(f"operator log: {tmp_path / 'operator.log'}")
@@ -140,7 +142,7 @@ def job_handler(name: str, **spec: Any) -> dict[str, Any]:
         "spec": {
             "handler": "e2e_work",
             "app": "tests.apps.probes:app",
-            "image": "local",
+            "image": HARNESS_IMAGE,
             "concurrency": 6,
             "perPodConcurrency": 2,
             "minReplicas": 0,
@@ -179,14 +181,16 @@ def events_for(api: client.ApiClient, namespace: str, name: str) -> list[client.
 
 
 def test_jobhandler_scales_workers_with_the_queue_within_the_limit(
-    setup: dict[str, Any], kube_api: client.ApiClient, kubelet: FakeKubelet
+    setup: dict[str, Any], kube_api: client.ApiClient, worker_pods: WorkerPods
 ) -> None:
     ns, app = setup["namespace"], setup["app"]
     # first make sure the operator is serving (a probe resource gets its condition), then time the apply
     custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, ns, "cronschedules", cron_schedule("probe"))
     wait_until(lambda: ready_condition(kube_api, ns, "cronschedules", "probe"), 30, "the operator to serve")
     applied = time.monotonic()
-    custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", job_handler("mailer"))
+    custom(kube_api).create_namespaced_custom_object(
+        GROUP, VERSION, ns, "jobhandlers", job_handler("mailer", image=setup["image"])
+    )
     wait_until(lambda: deployment(kube_api, ns, "mailer"), 10, "the worker Deployment")
     wait_until(lambda: app.store.registry.handler("e2e_work") or None, 10, "the handler row")
     took = time.monotonic() - applied
@@ -220,11 +224,11 @@ def test_jobhandler_scales_workers_with_the_queue_within_the_limit(
     assert all(r.status is JobStatus.SUCCEEDED for r in results)
     spans = [(r.result["start"], r.result["end"]) for r in results]
     assert _peak(spans) <= 6, "the global concurrency limit was exceeded"
-    assert len({r.result["pid"] for r in results}) > 1, "several worker pods took part"
+    assert len({r.result["pod"] for r in results}) > 1, "several worker pods took part"
 
     # back to minReplicas (0) after the window and the idle cool-down
     wait_until(lambda: deployment(kube_api, ns, "mailer").spec.replicas == 0, 40, "scale to zero")
-    wait_until(lambda: not kubelet.running(), 20, "the worker processes to stop")
+    wait_until(lambda: not worker_pods.running(ns), 40, "the worker pods to stop")
     status = custom(kube_api).get_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", "mailer")["status"]
     assert status["queued"] == 0 and status["running"] == 0 and status["replicas"] == 0
 
@@ -300,8 +304,8 @@ def test_operator_survives_a_database_outage(
         server.cleanup()
 
 
-def _long_handler(name: str, schema: str) -> dict[str, Any]:
-    body = job_handler(name, concurrency=2, perPodConcurrency=1, maxReplicas=2)
+def _long_handler(name: str, image: str) -> dict[str, Any]:
+    body = job_handler(name, image=image, concurrency=2, perPodConcurrency=1, maxReplicas=2)
     body["spec"]["handler"] = "e2e_long"
     return body
 
@@ -313,12 +317,12 @@ def _register_long(app: App) -> None:
 
 
 def test_scale_down_removes_the_idle_pod_and_spares_the_busy_one(
-    setup: dict[str, Any], kube_api: client.ApiClient, kubelet: FakeKubelet
+    setup: dict[str, Any], kube_api: client.ApiClient, worker_pods: WorkerPods
 ) -> None:
     ns, app = setup["namespace"], setup["app"]
     _register_long(app)
     custom(kube_api).create_namespaced_custom_object(
-        GROUP, VERSION, ns, "jobhandlers", _long_handler("longrun", setup["schema"])
+        GROUP, VERSION, ns, "jobhandlers", _long_handler("longrun", setup["image"])
     )
     wait_until(lambda: deployment(kube_api, ns, "longrun"), 15, "the Deployment")
     long_job = app.get_handler("e2e_long").defer(seconds=14)
@@ -339,26 +343,25 @@ def test_scale_down_removes_the_idle_pod_and_spares_the_busy_one(
 
 
 def test_a_deleted_pod_hands_its_jobs_back_at_once(
-    setup: dict[str, Any], kube_api: client.ApiClient, kubelet: FakeKubelet
+    setup: dict[str, Any], kube_api: client.ApiClient, worker_pods: WorkerPods
 ) -> None:
     ns, app = setup["namespace"], setup["app"]
     _register_long(app)
     custom(kube_api).create_namespaced_custom_object(
-        GROUP, VERSION, ns, "jobhandlers", _long_handler("podloss", setup["schema"])
+        GROUP, VERSION, ns, "jobhandlers", _long_handler("podloss", setup["image"])
     )
     job = app.get_handler("e2e_long").defer(seconds=3)
     wait_until(lambda: job.refresh().status is JobStatus.RUNNING, 60, "the job to start in a pod")
     holder = job.record.lease_owner
     assert holder is not None
     host = next(w["hostname"] for w in app.store.registry.workers() if w["id"] == holder)
-    pod = next(p for p in kubelet.running() if p.name == host)
-    os.kill(pod.process.pid, signal.SIGKILL)  # the node dies with it: no graceful release
+    worker_pods.kill(ns, host)  # the node dies with it: no graceful release
     gone_at = time.monotonic()
-    client.CoreV1Api(kube_api).delete_namespaced_pod(pod.name, ns, grace_period_seconds=0)
+    client.CoreV1Api(kube_api).delete_namespaced_pod(host, ns, grace_period_seconds=0)
     wait_until(lambda: job.refresh().status is not JobStatus.RUNNING or job.attempts > 1, 15, "the job to be released")
     assert time.monotonic() - gone_at < 10, "released at once, not after the 30 s lease"
     result = job.wait(60)
-    assert result["pid"] != pod.process.pid
+    assert result["pod"] != host
     log = job.attempts_log()
     assert [a.outcome.value for a in log] == ["lost", "succeeded"]
     assert log[0].error is not None and log[0].error.type == "jobstead.WorkerGone"
@@ -566,7 +569,9 @@ def test_new_work_wakes_a_handler_at_zero_without_waiting_for_the_tick(
     # a 30 s scale tick: only the NOTIFY wake-up can explain a pod within a few seconds
     operator = Operator(kube_cluster, ns, tmp_path / "slow.log", env={"JOBSTEAD_SCALE_INTERVAL": "30"})
     try:
-        custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", job_handler("sleepy"))
+        custom(kube_api).create_namespaced_custom_object(
+            GROUP, VERSION, ns, "jobhandlers", job_handler("sleepy", image=setup["image"])
+        )
         wait_until(lambda: deployment(kube_api, ns, "sleepy"), 15, "the Deployment")
         time.sleep(2)  # the first scale tick has run (and found nothing to do)
         assert deployment(kube_api, ns, "sleepy").spec.replicas == 0
@@ -580,7 +585,7 @@ def test_new_work_wakes_a_handler_at_zero_without_waiting_for_the_tick(
 
 
 def test_the_status_says_what_the_scaler_decided_and_why(
-    setup: dict[str, Any], kube_cluster: Cluster, kube_api: client.ApiClient, kubelet: FakeKubelet, tmp_path: Path
+    setup: dict[str, Any], kube_cluster: Cluster, kube_api: client.ApiClient, worker_pods: WorkerPods, tmp_path: Path
 ) -> None:
     """``status.scaling`` carries the inputs and the reason; ``recentDecisions`` the changes, newest first."""
     ns, app = setup["namespace"], setup["app"]
@@ -589,13 +594,13 @@ def test_the_status_says_what_the_scaler_decided_and_why(
     # a cool-down (12 s) well past the window (3 s): several ticks keep one warm pod, and say so
     operator = Operator(kube_cluster, ns, tmp_path / "cooldown.log", extra=["--idle-cooldown", "12"])
     try:
-        _scaling_status_through_a_burst(kube_api, ns, app)
+        _scaling_status_through_a_burst(kube_api, ns, app, setup["image"])
     finally:
         operator.stop()
 
 
-def _scaling_status_through_a_burst(kube_api: client.ApiClient, ns: str, app: App) -> None:
-    spec = {"handler": "e2e_long", "concurrency": 6, "perPodConcurrency": 1, "maxReplicas": 2}
+def _scaling_status_through_a_burst(kube_api: client.ApiClient, ns: str, app: App, image: str) -> None:
+    spec = {"image": image, "handler": "e2e_long", "concurrency": 6, "perPodConcurrency": 1, "maxReplicas": 2}
     custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", job_handler("why", **spec))
 
     def status() -> dict[str, Any]:
@@ -634,12 +639,13 @@ def _limited_by(status: dict[str, Any], bound: str) -> dict[str, Any] | None:
 
 
 def test_a_rate_limited_handler_gets_no_more_pods_than_its_rate_can_keep_busy(
-    setup: dict[str, Any], kube_api: client.ApiClient, kubelet: FakeKubelet
+    setup: dict[str, Any], kube_api: client.ApiClient, worker_pods: WorkerPods
 ) -> None:
     """1 start per 2 s of 3 s jobs keeps ceil(0.5 x 3 / 1) = 2 pods busy: 8 jobs never get a third."""
     ns, app = setup["namespace"], setup["app"]
     _register_long(app)
     spec = {
+        "image": setup["image"],
         "handler": "e2e_long",
         "concurrency": 6,
         "perPodConcurrency": 1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -23,6 +24,8 @@ from jobstead import (
     JobStatus,
     PermanentError,
 )
+from tests.conftest import Target
+from tests.support.processes import run_cli
 
 
 def _app(make_app: Callable[..., App]) -> tuple[App, dict[str, Any]]:
@@ -321,3 +324,63 @@ def test_a_per_tenant_limit_holds_and_small_tenants_are_not_starved(
             time.sleep(0.05)
     assert peak["small1"] <= 2 and peak["small2"] <= 2 and peak["big"] <= 2, peak
     assert finished_at["small1"] < finished_at["big"] and finished_at["small2"] < finished_at["big"]
+
+
+def test_the_cli_lists_shows_and_cancels_batches(make_app: Callable[..., App], target: Target) -> None:
+    """Every line the ``batches`` commands print, and their exit codes: a refactoring changes none."""
+    app, _ = _app(make_app)
+    resize, notify = app.get_handler("resize"), app.get_handler("notify")
+    batch = app.defer_batch(
+        [resize.job(image_id=i) for i in range(3)],
+        tenant="acme",
+        metadata={"album": 7},
+        on_finish=notify.job(event="finish"),
+        on_success=notify.job(event="success"),
+    )
+
+    def cli(*args: str) -> Any:
+        return run_cli(["batches", *args], target.env())
+
+    record = app.store.batches.get(batch.id)
+    listed = cli("list", "--tenant", "acme", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == [json.loads(json.dumps(record.to_json(), default=str))]
+    created = record.created_at.isoformat()
+    table = cli("list", "--status", "active")
+    assert (table.returncode, table.stdout.splitlines()) == (
+        0,
+        [
+            "ID  STATUS  TENANT  TOTAL  QUEUED  RUNNING  RETRYING  SUCCEEDED  FAILED  DEAD  CANCELLED  CREATED",
+            f"{batch.id:<2}  active  acme    3      3       0        0         0          0       0     0          "
+            + created,
+        ],
+    )
+    nothing = cli("list", "--tenant", "nobody")
+    assert (nothing.returncode, nothing.stdout) == (0, "no batches of tenant nobody\n")
+    assert cli("list", "--status", "failed").stdout == "no batches\n"
+    shown = cli("show", str(batch.id), "--json")
+    assert (shown.returncode, json.loads(shown.stdout)) == (0, json.loads(json.dumps(record.to_json(), default=str)))
+    text = cli("show", str(batch.id))
+    assert (text.returncode, text.stdout) == (
+        0,
+        f"batch {batch.id}: active (tenant acme)\n"
+        "stats: total 3, scheduled 0, queued 3, running 0, retrying 0, succeeded 0, failed 0, dead 0, cancelled 0\n"
+        "metadata: {'album': 7}\n"
+        "on_finish: not fired yet\n"
+        "on_success: not fired yet\n",
+    )
+    cancelled = cli("cancel", str(batch.id))
+    assert (cancelled.returncode, cancelled.stdout) == (0, f"batch {batch.id} cancelled: 3 job(s) cancelled\n")
+    again = cli("cancel", str(batch.id))
+    assert (again.returncode, again.stderr.strip()) == (1, f"jobstead: error: batch {batch.id} already cancelled")
+    (finish,) = app.store.batches.get(batch.id).continuations
+    assert cli("show", str(batch.id)).stdout.splitlines()[-2:] == [
+        f"on_finish: job {finish[1]}",
+        "on_success: not fired yet",
+    ]
+    for command in ("show", "cancel"):
+        unknown = cli(command, "999999")
+        assert (unknown.returncode, unknown.stderr.strip()) == (2, "jobstead: error: no batch 999999")
+    bad = cli("show", "x")
+    assert bad.returncode == 2 and "batch id 'x': give a whole number" in bad.stderr
+    assert "Traceback" not in bad.stderr + unknown.stderr

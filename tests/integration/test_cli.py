@@ -158,6 +158,7 @@ def test_jobs_list_and_show_json(cli_app: App, target: Target, running_worker: C
     assert shown["error"]["type"] == "RuntimeError" and shown["error"]["message"] == "boom"
     assert "Traceback" in shown["error"]["traceback"]
     assert [a["outcome"] for a in shown["attempts_log"]] == ["failed"]
+    assert shown["max_attempts"] == 1, "the handler's limit, as the text's 'attempts: 1 of 1' says, not null"
     assert json.loads(cli(target, "jobs", "show", str(ok.id), "--json").stdout)["result"] == "x@example.com"
 
     human = cli(target, "jobs", "show", str(bad.id))
@@ -171,6 +172,7 @@ def test_retry_and_cancel(cli_app: App, target: Target, running_worker: Callable
             bad.wait(10)
         done = cli(target, "jobs", "retry", str(bad.id))
         assert done.returncode == 0, done.stderr
+        assert "queued again (attempt 2 of " in done.stdout and "None" not in done.stdout, done.stdout
         with pytest.raises(Exception, match="boom"):
             bad.wait(10)
     assert bad.refresh().attempts == 2

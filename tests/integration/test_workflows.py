@@ -100,7 +100,7 @@ def test_the_issue_example_runs_every_step_after_its_dependencies_with_their_res
     run = _onboard(app, on_success=notify.job(event="success"), on_finish=notify.job(event="finish")).defer()
     assert run.status == "active" and run.name == "onboard" and run.metadata == {"order": 42}
     assert run.steps["fetch"].status is JobStatus.QUEUED and run.steps["ship"].status is JobStatus.BLOCKED
-    assert run.steps["ship"].after == ("charge", "reserve") and run.steps["ship"].reason is None
+    assert run.steps["ship"].after == ["charge", "reserve"] and run.steps["ship"].reason is None
     assert run.stats == WorkflowStats(total=5, blocked=4, queued=1)
     assert app.jobs(status="blocked")  # the jobs list knows the status
     with running_worker(app, queues=["default", "stock"]):
@@ -364,6 +364,60 @@ def test_the_cli_lists_shows_cancels_and_retries_workflows(make_app: Callable[..
         assert "Traceback" not in unknown.stderr
 
 
+def test_the_cli_prints_workflows_for_people_line_by_line(make_app: Callable[..., App], target: Target) -> None:
+    """The text the ``workflows`` commands print, every line of it: a refactoring changes none."""
+    app, _ = _app(make_app)
+    notify = app.get_handler("notify")
+    run = _onboard(app, on_finish=notify.job(event="finish")).defer()
+
+    def cli(*args: str) -> Any:
+        return run_cli(["workflows", *args], target.env())
+
+    ids = {name: s.job_id for name, s in run.steps.items()}
+    width = max(3, *(len(str(i)) for i in ids.values()))
+    created = app.store.workflows.get(run.id).created_at.isoformat()
+    table = cli("list")
+    assert (table.returncode, table.stdout.splitlines()) == (
+        0,
+        [
+            "ID  NAME     STATUS  TENANT  TOTAL  BLOCKED  QUEUED  RUNNING  RETRYING  SUCCEEDED  FAILED  DEAD  "
+            "CANCELLED  CREATED",
+            f"{run.id:<2}  onboard  active  acme    5      4        1       0        0         0          0       "
+            "0     0          " + created,
+        ],
+    )
+    assert cli("list", "--status", "failed").stdout == "no workflows\n"
+    job = "JOB".ljust(width)
+    text = cli("show", str(run.id))
+    assert (text.returncode, text.stdout.splitlines()) == (
+        0,
+        [
+            f"workflow {run.id} onboard: active (tenant acme)",
+            "stats: total 5, blocked 4, scheduled 0, queued 1, running 0, retrying 0, succeeded 0, failed 0, "
+            "dead 0, cancelled 0",
+            "metadata: {'order': 42}",
+            f"STEP       {job}  STATUS   AFTER           REASON",
+            f"fetch      {ids['fetch']:<{width}}  queued",
+            f"charge     {ids['charge']:<{width}}  blocked  fetch",
+            f"reserve    {ids['reserve']:<{width}}  blocked  fetch",
+            f"ship       {ids['ship']:<{width}}  blocked  charge,reserve",
+            f"apologise  {ids['apologise']:<{width}}  blocked  charge",
+            "on_finish: not fired yet",
+        ],
+    )
+    cancelled = cli("cancel", str(run.id))
+    assert (cancelled.returncode, cancelled.stdout) == (0, f"workflow {run.id} cancelled: 5 step(s) cancelled\n")
+    retried = cli("retry", str(run.id))
+    assert (retried.returncode, retried.stdout) == (0, f"workflow {run.id} retried: 5 step(s)\n")
+    nothing = cli("retry", str(run.id))
+    assert (nothing.returncode, nothing.stderr.strip()) == (
+        1,
+        f"jobstead: error: workflow {run.id}: no failed, dead or cancelled step to retry",
+    )
+    bad = cli("show", "0")
+    assert bad.returncode == 2 and "workflow id '0': ids start at 1" in bad.stderr
+
+
 def test_a_step_grows_its_workflow_at_run_time_once_even_when_its_first_attempt_fails(
     make_app: Callable[..., App], running_worker: Worker
 ) -> None:
@@ -398,7 +452,7 @@ def test_a_step_grows_its_workflow_at_run_time_once_even_when_its_first_attempt_
     assert run.status == "succeeded", run.steps
     assert run.stats == WorkflowStats(total=5, succeeded=5)
     assert sorted(run.steps) == ["album", "fetch", "thumb-0", "thumb-1", "thumb-2"]
-    assert run.steps["album"].after == ("fetch", "thumb-0", "thumb-1", "thumb-2")
+    assert run.steps["album"].after == ["fetch", "thumb-0", "thumb-1", "thumb-2"]
     assert ran[:2] == ["fetch#1", "fetch#2"] and ran[-1] == "album"
     assert sorted(ran[2:5]) == ["thumb-0", "thumb-1", "thumb-2"], "each added step ran once"
     assert seen["upstream"] == {"fetch": "fetched", "thumb-0": 0, "thumb-1": 10, "thumb-2": 20}

@@ -58,7 +58,7 @@ def test_steps_are_released_in_order_and_see_their_parents_results(store: Store)
     workflow_id = diamond(store, tenant="acme", metadata={"k": 1}, continuations=continuations())
     record = store.workflows.get(workflow_id)
     assert record.stats == WorkflowStats(total=4, blocked=3, queued=1) and record.metadata == {"k": 1}
-    assert record.steps["d"].after == ("b", "c") and record.events == ("failure", "finish", "success")
+    assert record.steps["d"].after == ["b", "c"] and record.events == ("failure", "finish", "success")
     (a,) = claim(store)
     assert (a.workflow_id, a.step, a.tenant) == (workflow_id, "a", "acme")
     assert claim(store) == [], "blocked steps are never claimed"
@@ -229,6 +229,74 @@ def test_many_parents_of_one_child_in_one_completion_batch(store: Store) -> None
     a, b = claim(store)
     store.leases.complete([done(a, store), done(b, store)])
     assert statuses(store, workflow_id)["c"] is JobStatus.QUEUED
+
+
+def test_one_completion_batch_settles_the_steps_of_many_workflows_each_by_its_rules(store: Store) -> None:
+    """Released, cancelled downstream, finished: all in one batch, and each workflow as if alone."""
+    fan_in = store.workflows.create("fan-in", [step("a"), step("b"), step("c", "a", "b"), step("d", "a")]).id
+    failing = store.workflows.create(
+        "failing", [step("x"), step("y", "x"), step("z", "x", run=True)], continuations=continuations()
+    ).id
+    last = store.workflows.create("last", [step("only")], continuations=continuations()).id
+    by_step = {job.step: job for job in claim(store)}
+    assert set(by_step) == {"a", "b", "x", "only"}
+    error = JobError("Boom", "it broke", "tb")
+    failed = done(by_step["x"], store, outcome=AttemptOutcome.FAILED, status=JobStatus.FAILED, error=error)
+    assert (
+        store.leases.complete(
+            [done(by_step["a"], store), done(by_step["b"], store), failed, done(by_step["only"], store)]
+        )
+        == set()
+    )
+    assert statuses(store, fan_in) == {
+        "a": JobStatus.SUCCEEDED,
+        "b": JobStatus.SUCCEEDED,
+        "c": JobStatus.QUEUED,
+        "d": JobStatus.QUEUED,
+    }, "two parents of c in one batch count it down by two at once"
+    assert statuses(store, failing) == {"x": JobStatus.FAILED, "y": JobStatus.CANCELLED, "z": JobStatus.QUEUED}
+    assert store.workflows.get(failing).steps["y"].reason == "upstream step 'x' ended failed"
+    assert store.workflows.get(failing).status == "active" and events(store, failing) == ["failure"]
+    assert store.workflows.get(last).status == "succeeded" and events(store, last) == ["finish", "success"]
+    assert store.workflows.get(fan_in).status == "active"
+    for job in claim(store):
+        finish(store, job)
+    assert [store.workflows.get(i).status for i in (fan_in, failing, last)] == ["succeeded", "failed", "succeeded"]
+    assert events(store, failing) == ["failure", "finish"]
+
+
+def test_a_completion_batch_costs_the_same_statements_for_one_workflow_or_many(store: Store) -> None:
+    """Settling is per batch, not per workflow: a batch of 20 workflows' steps (releasing one
+    step each, then finishing each) runs no more statements than a batch of 2 workflows'.
+
+    Counted from the first statement on the workflows table (the settling starts there, after
+    the completions are written: one statement per job on some drivers).
+    """
+    workflows = store.tables.workflows.name
+
+    sent: list[str] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement)
+
+    def statements(width: int) -> tuple[int, int]:
+        ids = [store.workflows.create("pair", [step("parent"), step("child", "parent")]).id for _ in range(width)]
+        counts = []
+        for _ in ("parent", "child"):
+            jobs = claim(store, limit=100)
+            assert len(jobs) == width
+            sent.clear()
+            event.listen(store.db.engine, "before_cursor_execute", capture)
+            try:
+                assert store.leases.complete([done(job, store) for job in jobs]) == set()
+            finally:
+                event.remove(store.db.engine, "before_cursor_execute", capture)
+            settling = next(i for i, statement in enumerate(sent) if workflows in statement)
+            counts.append(len(sent) - settling)
+        assert all(store.workflows.status(i) == "succeeded" for i in ids)
+        return counts[0], counts[1]
+
+    assert statements(20) == statements(2)
 
 
 def test_cancelling_a_blocked_step_by_hand_cancels_its_dependents(store: Store) -> None:
@@ -423,7 +491,7 @@ def test_steps_added_at_run_time_are_written_with_the_success_and_a_clash_fails_
     first.growth = Growth(workflow_id, "a", thumb, ("end",))
     assert store.leases.complete([first]) == set()
     record = store.workflows.get(workflow_id)
-    assert record.steps["thumb"].status is JobStatus.QUEUED and record.steps["end"].after == ("a", "b", "thumb")
+    assert record.steps["thumb"].status is JobStatus.QUEUED and record.steps["end"].after == ["a", "b", "thumb"]
     second = done(b, store)
     second.growth = Growth(workflow_id, "b", thumb)
     assert store.leases.complete([second]) == set()

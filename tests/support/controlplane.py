@@ -4,7 +4,9 @@ No Docker engine runs on our machines, so kind is out. Like controller-runtime's
 envtest we run the real binaries on loopback, and unlike envtest we also run
 kube-controller-manager (owner-reference garbage collection, Deployment ->
 ReplicaSet -> Pod) and kube-scheduler, because the operator's Deployments must
-become real Pods. No kubelet runs: ``tests/support/kubelet.py`` plays one.
+become real Pods. With ``node=True`` a real node runs them (containerd and a
+kubelet, ``tests/support/node.py``); without one, ``tests/support/kubelet.py``
+plays the kubelet for the e2e tests.
 
 ``hack/controlplane/build.sh`` builds the binaries (``make controlplane``);
 this module never builds, it only asks the script where the current build is,

@@ -1,8 +1,12 @@
 """A test harness that plays the kubelet for one Node: each Pod bound to it runs as a local process.
 
-The local control plane has the real scheduler and controllers but no kubelet,
-so nothing would ever run the worker Pods the operator asks for. This harness
-registers a Ready Node (and keeps its heartbeat Lease fresh, so the node
+Only for sessions without the local node (``make test NODE=0``, a user who is
+not root, ``make e2e-kind``): there the control plane has the real scheduler and
+controllers but no kubelet, and in kind a real kubelet's Pods could not reach
+the tests' PostgreSQL on 127.0.0.1, so nothing would run the worker Pods the
+operator asks for. With the node, ``tests/e2e/pods.py`` uses real containers.
+
+The harness registers a Ready Node (and keeps its heartbeat Lease fresh, so the node
 lifecycle controller does not evict anything), watches Pods scheduled to it,
 runs each container's command with its environment resolved (Secrets,
 ``fieldRef``), reports the Pod Running and Ready, restarts a container that

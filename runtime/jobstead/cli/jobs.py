@@ -194,7 +194,10 @@ def show_job(args: Namespace) -> int:
     if job is None:
         raise UsageError(f"no job with id {args.id}")
     attempts = store.queries.attempts(job.id)
+    handler = store.registry.handler(job.handler)
+    limit = EffectiveSettings.max_attempts_of(job.max_attempts, handler.max_attempts if handler else None)
     document = job.to_json() | {
+        "max_attempts": limit,  # what the text's "attempts: N of M" says, not null for the handler's default
         "args": job.args,
         "result": job.result,
         "error": job.error.to_json() if job.error else None,
@@ -205,8 +208,6 @@ def show_job(args: Namespace) -> int:
     if args.json:
         print_json(document)
         return 0
-    handler = store.registry.handler(job.handler)
-    limit = EffectiveSettings.max_attempts_of(job.max_attempts, handler.max_attempts if handler else None)
     released = sum(1 for a in attempts if a.outcome is AttemptOutcome.RELEASED)
     shown = document | {
         "attempts": f"{job.attempts} of {limit}"
@@ -279,7 +280,9 @@ def retry_job(args: Namespace) -> int:
         raise UsageError(str(exc)) from None
     except InvalidState as exc:
         raise OperationFailed(str(exc)) from None
-    print(f"job {job.id} queued again (attempt {job.attempts + 1} of {job.max_attempts})")
+    handler = store.registry.handler(job.handler)
+    limit = EffectiveSettings.max_attempts_of(job.max_attempts, handler.max_attempts if handler else None)
+    print(f"job {job.id} queued again (attempt {job.attempts + 1} of {limit})")
     return 0
 
 

@@ -9,8 +9,16 @@ from typing import Any
 from ..errors import WorkflowNotFound
 from ..store import Store, WorkflowRecord
 from ..store.records import WORKFLOW_STATUSES
-from .batches import _int_at_least
 from .errors import OperationFailed
+from .groups import (
+    add_id_command,
+    add_list_options,
+    cancelled_line,
+    fetch,
+    print_continuations,
+    print_summary,
+    stat_cells,
+)
 from .loading import store_from_args
 from .output import print_json, print_table
 
@@ -27,36 +35,23 @@ def add_commands(
     p = sub.add_parser("list", help="workflows, newest first, with their statistics", parents=[common])
     p.set_defaults(func=list_workflows)
     p.add_argument("--name", help="only workflows of this name")
-    p.add_argument("--tenant", help="only this tenant's workflows")
-    p.add_argument("--status", choices=WORKFLOW_STATUSES, help="only workflows in this state")
-    p.add_argument("--limit", type=_int_at_least("--limit", 1), default=25)
-    p.add_argument("--offset", type=_int_at_least("--offset", 0), default=0)
-    p.add_argument("--json", action="store_true")
+    add_list_options(p, "workflows", WORKFLOW_STATUSES)
     app_option(p, required=False)
 
-    p = sub.add_parser("show", help="one workflow: its steps, statistics and continuations", parents=[common])
-    p.set_defaults(func=show_workflow)
-    p.add_argument("id", type=_workflow_id)
-    p.add_argument("--json", action="store_true")
-    app_option(p, required=False)
-
+    about = "one workflow: its steps, statistics and continuations"
+    add_id_command(sub, "show", "workflow", show_workflow, common, app_option, help=about, json=True)
     text = (
         "cancel a workflow: its blocked and waiting steps at once, its running ones told to stop now; "
         "a workflow that is already final is left as it is"
     )
-    p = sub.add_parser("cancel", help="cancel a workflow as a whole", description=text, parents=[common])
-    p.set_defaults(func=cancel_workflow)
-    p.add_argument("id", type=_workflow_id)
-    app_option(p, required=False)
-
+    about = "cancel a workflow as a whole"
+    add_id_command(sub, "cancel", "workflow", cancel_workflow, common, app_option, help=about, description=text)
     text = (
         "retry a workflow: its failed, dead and cancelled steps get one more attempt, and the steps "
         "cancelled because of them wait for them again; continuations that fired stay fired"
     )
-    p = sub.add_parser("retry", help="retry what did not succeed in a workflow", description=text, parents=[common])
-    p.set_defaults(func=retry_workflow)
-    p.add_argument("id", type=_workflow_id)
-    app_option(p, required=False)
+    about = "retry what did not succeed in a workflow"
+    add_id_command(sub, "retry", "workflow", retry_workflow, common, app_option, help=about, description=text)
 
 
 def list_workflows(args: Namespace) -> int:
@@ -70,14 +65,7 @@ def list_workflows(args: Namespace) -> int:
     print_table(
         ["id", "name", "status", "tenant", *STAT_COLUMNS, "created"],
         [
-            [
-                r.id,
-                r.name,
-                r.status,
-                r.tenant or "",
-                *(r.stats.to_json()[c] for c in STAT_COLUMNS),
-                r.created_at.isoformat(),
-            ]
+            [r.id, r.name, r.status, r.tenant or "", *stat_cells(r, STAT_COLUMNS), r.created_at.isoformat()]
             for r in records
         ],
         empty="no workflows",
@@ -90,21 +78,13 @@ def show_workflow(args: Namespace) -> int:
     if args.json:
         print_json(record.to_json())
         return 0
-    print(
-        f"workflow {record.id} {record.name}: {record.status}" + (f" (tenant {record.tenant})" if record.tenant else "")
-    )
-    print("stats: " + ", ".join(f"{k} {v}" for k, v in record.stats.to_json().items()))
-    if record.metadata:
-        print(f"metadata: {record.metadata}")
+    print_summary(record, f"workflow {record.id} {record.name}: {record.status}")
     print_table(
         ["step", "job", "status", "after", "reason"],
         [[s.name, s.job_id, s.status.value, ",".join(s.after), s.reason or ""] for s in record.steps.values()],
         empty="no steps",
     )
-    fired = dict(record.continuations)
-    for event in record.events:
-        job = f"job {fired[event]}" if event in fired else "not fired yet"
-        print(f"on_{event}: {job}")
+    print_continuations(record)
     return 0
 
 
@@ -115,10 +95,7 @@ def cancel_workflow(args: Namespace) -> int:
         raise OperationFailed(f"workflow {before.id} already {before.status}")
     stopping = store.workflows.cancel(args.id)
     after = _get(store, args.id)
-    print(
-        f"workflow {after.id} cancelled: {after.stats.cancelled} step(s) cancelled"
-        + (f", {len(stopping)} running step(s) told to stop" if stopping else "")
-    )
+    print(cancelled_line("workflow", "step", after, after.stats.cancelled, stopping))
     return 0
 
 
@@ -133,17 +110,5 @@ def retry_workflow(args: Namespace) -> int:
 
 
 def _get(store: Store, workflow_id: int) -> WorkflowRecord:
-    try:
-        return store.workflows.get(workflow_id)
-    except WorkflowNotFound:
-        raise OperationFailed(f"no workflow {workflow_id}") from None
-
-
-def _workflow_id(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"workflow id {raw!r}: give a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"workflow id {raw!r}: ids start at 1")
-    return value
+    """An unknown workflow is one line and exit 1."""
+    return fetch(store.workflows.get, workflow_id, WorkflowNotFound, "workflow", OperationFailed)

@@ -15,7 +15,7 @@ exactly once, whatever crashes or races:
 2. Each continuation's job is inserted together with a ``batch_events`` row
    whose primary key is (batch, event): a second insert of the same event,
    should the lock logic ever be wrong, fails the transaction rather than
-   deferring a duplicate.
+   deferring a duplicate (``continuations``, which workflows fire through too).
 3. Nothing is counted: the statistics are a count of the member rows by
    status each time, so a crash between two steps leaves nothing to correct
    (Sidekiq #6852's double decrement cannot happen).
@@ -39,8 +39,8 @@ from sqlalchemy import Connection, RowMapping, and_, func, insert, select, updat
 
 from ..clock import Clock
 from ..errors import BatchNotFound, InvalidArguments
-from ..retry import RetryPolicy
 from ..transitions import ASK_TO_STOP, CANCEL
+from .continuations import Continuations, stored
 from .database import Database
 from .drivers.base import CANCEL_PREFIX
 from .enqueue import Enqueuer
@@ -57,6 +57,7 @@ class Batches:
         self._db = db
         self._clock = clock
         self._enqueuer = enqueuer
+        self._continuations = Continuations(enqueuer, clock, db.tables.batch_events, "batch_id")
 
     # -- writing ---------------------------------------------------------------
 
@@ -95,7 +96,7 @@ class Batches:
                     tenant=tenant,
                     metadata=metadata,
                     status="active",
-                    continuations={event: _spec_json(job) for event, job in continuations.items()},
+                    continuations={event: stored(job) for event, job in continuations.items()},
                     created_at=self._clock(),
                 )
                 .returning(batches.c.id)
@@ -176,9 +177,8 @@ class Batches:
             if row is None:
                 continue
             stats = self._stats(conn, batch_id)
-            events: dict[str, Any] = row["continuations"] or {}
             if stats.failed + stats.dead > 0:
-                fired += self._fire(conn, batch_id, "failure", events, row["tenant"])
+                fired += self._fire(conn, row, "failure")
             if stats.finished < stats.total:
                 continue
             status: BatchStatus = (
@@ -191,28 +191,14 @@ class Batches:
             if row["status"] != status:
                 self._set_status(conn, batch_id, status, finished=True)
             if status == "succeeded":
-                fired += self._fire(conn, batch_id, "success", events, row["tenant"])
-            fired += self._fire(conn, batch_id, "finish", events, row["tenant"])
+                fired += self._fire(conn, row, "success")
+            fired += self._fire(conn, row, "finish")
         return fired
 
-    def _fire(
-        self, conn: Connection, batch_id: int, event: str, events: dict[str, Any], tenant: str | None
-    ) -> list[tuple[int, str, int]]:
-        spec = events.get(event)
-        if spec is None:
-            return []
-        fired_events = self._db.tables.batch_events
-        already = conn.execute(
-            select(fired_events.c.job_id).where(fired_events.c.batch_id == batch_id, fired_events.c.event == event)
-        ).first()
-        if already is not None:
-            return []
-        job = _spec_job(spec, batch_id=batch_id, event=event, tenant=tenant)
-        (record,) = self._enqueuer.insert([job], connection=conn)
-        conn.execute(
-            insert(fired_events).values(batch_id=batch_id, event=event, job_id=record.id, fired_at=self._clock())
-        )
-        return [(batch_id, event, record.id)]
+    def _fire(self, conn: Connection, row: RowMapping, event: str) -> list[tuple[int, str, int]]:
+        batch_id = int(row["id"])
+        job_id = self._continuations.fire(conn, row, event, batch_id=batch_id, batch_event=event)
+        return [] if job_id is None else [(batch_id, event, job_id)]
 
     def _lock(self, conn: Connection, batch_id: int, *, missing_ok: bool = False) -> RowMapping:
         batches = self._db.tables.batches
@@ -300,39 +286,6 @@ class Batches:
             continuations=tuple((str(event), int(job_id)) for event, job_id in fired),
             events=tuple(sorted((row["continuations"] or {}).keys())),
         )
-
-
-def _spec_json(job: NewJob) -> dict[str, Any]:
-    """A continuation as stored with its batch until it fires (a delay was resolved at defer_batch)."""
-    return {
-        "handler": job.handler,
-        "args": job.args,
-        "queue": job.queue,
-        "priority": job.priority,
-        "max_attempts": job.max_attempts,
-        "retry": job.retry.to_json() if job.retry else None,
-        "timeout": job.timeout,
-        "tenant": job.tenant,
-        "metadata": job.metadata,
-        "key": job.key,
-    }
-
-
-def _spec_job(spec: dict[str, Any], *, batch_id: int, event: str, tenant: str | None) -> NewJob:
-    return NewJob(
-        handler=spec["handler"],
-        args=spec.get("args") or {},
-        queue=spec["queue"],
-        priority=int(spec.get("priority") or 0),
-        max_attempts=spec.get("max_attempts"),
-        retry=RetryPolicy.from_json(spec["retry"]) if spec.get("retry") else None,
-        timeout=spec.get("timeout"),
-        tenant=spec.get("tenant") if spec.get("tenant") is not None else tenant,
-        metadata=spec.get("metadata"),
-        key=spec.get("key"),
-        batch_id=batch_id,
-        batch_event=event,
-    )
 
 
 __all__ = ["CANCEL_PREFIX", "Batches"]

@@ -469,7 +469,7 @@ class Claims:
             key = row.tenant if column == TENANT else row.sequence_key
             if key is None:
                 return None
-            holding = [*LIVE_STATUSES, JobStatus.BLOCKED]
+            holding = list(LIVE_STATUSES)  # a blocked step waits for its workflow, not its sequence
             if row.sequence_on_failure != "continue":
                 holding += [JobStatus.FAILED, JobStatus.DEAD]
             first: int | None = conn.execute(
@@ -1269,7 +1269,7 @@ class Claims:
         jobs = self._db.tables.jobs
         earlier = jobs.alias("earlier")
         column = sequence.column
-        holding = [*LIVE_STATUSES, JobStatus.BLOCKED]
+        holding = list(LIVE_STATUSES)  # a blocked step waits for its workflow, not its sequence
         if sequence.hold:
             holding += [JobStatus.FAILED, JobStatus.DEAD]
         return ~exists().where(

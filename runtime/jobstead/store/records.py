@@ -463,8 +463,8 @@ class StepRecord:
     name: str
     job_id: int
     status: JobStatus
-    #: The steps it waits for, by name.
-    after: tuple[str, ...]
+    #: The steps it waits for, by name (a list, as ``workflows show --json`` prints it).
+    after: list[str]
     #: Why it was cancelled, when a step it depends on did not succeed (names that step); else None.
     reason: str | None
 

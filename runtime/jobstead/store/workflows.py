@@ -9,15 +9,18 @@ What makes a release happen exactly once, whatever races or crashes:
 
 1. Every change that ends a step (a completion or a rescue in
    ``leases._write``, a cancel or delete through ``moves.follow``) calls
-   ``settle`` in its own transaction, which locks the workflow row first
-   (``FOR UPDATE``; SQLite's write lock serialises everything already). Two
-   parents of one step finishing in two workers at once queue on that lock;
-   the second sees the first one's decrement.
-2. A release is one UPDATE keyed by the parents that just ended: each child's
-   ``waiting`` drops by its number of edges from them, and the children at
-   zero (and still ``blocked``) become ``queued`` (or ``scheduled``,
-   ``transitions.release_status``). Nothing recounts a child's parents, so a
-   fan-in of 1,000 costs each parent what a fan-in of 2 does.
+   ``settle`` in its own transaction, which locks the rows of the workflows
+   it touches first, in id order (``FOR UPDATE``; SQLite's write lock
+   serialises everything already). Two parents of one step finishing in two
+   workers at once queue on that lock; the second sees the first one's
+   decrement.
+2. A release is keyed by the parents that just ended, all of a completion
+   batch's at once: how many edges each child has from them is read through
+   the edges' primary key, each child's ``waiting`` drops by that many, and
+   the children at zero (and still ``blocked``) become ``queued`` (or
+   ``scheduled``, ``transitions.release_status``). Nothing recounts a child's
+   parents, so a fan-in of 1,000 costs each parent what a fan-in of 2 does,
+   and a batch of steps of many workflows costs the statements of one.
 3. Because it is the completion's own transaction, a crash between the
    parent's end and its children's release cannot happen: both commit or
    neither does.
@@ -27,8 +30,8 @@ each blocked child whose rule is ``cancel``, with a reason naming the step that
 failed, and so on down; a child whose rule is ``run`` counts it as ended.
 ``workflows.unfinished`` counts the steps not final yet, kept under the same
 lock: when it reaches zero the workflow is final (``transitions.workflow_outcome``)
-and its continuations fire once each, as a batch's do (a row per (workflow,
-event) in ``workflow_events``, under its primary key).
+and its continuations fire once each, as a batch's do (``continuations``: a row
+per (workflow, event) in ``workflow_events``, under its primary key).
 """
 
 from __future__ import annotations
@@ -42,12 +45,11 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, case, func, insert, or_, select, true, update
+from sqlalchemy import Connection, Integer, RowMapping, and_, bindparam, case, func, insert, or_, select, true, update
 
 from ..clock import Clock
 from ..errors import InvalidArguments, JobError, WorkflowNotFound
 from ..metrics.worker import workflows_ended
-from ..retry import RetryPolicy
 from ..status import FINAL_STATUSES, JobStatus
 from ..transitions import (
     ASK_TO_STOP,
@@ -66,6 +68,7 @@ from ..transitions import (
     upstream_reason,
     workflow_outcome,
 )
+from .continuations import Continuations, stored
 from .database import Database
 from .drivers.base import CANCEL_PREFIX
 from .enqueue import Enqueuer
@@ -86,6 +89,8 @@ from .records import (
 
 #: Longest step and workflow name (the column's width).
 NAME_LENGTH = 200
+#: Ids bound to one statement, under every database's limit on a statement's parameters.
+IDS_PER_STATEMENT = 10_000
 #: Ids per cancel notification (PostgreSQL payloads stop at 8000 bytes).
 CANCEL_IDS_PER_NOTE = 500
 _NOT_SUCCEEDED = frozenset(FINAL_STATUSES - {JobStatus.SUCCEEDED})
@@ -98,6 +103,7 @@ class Workflows:
         self._db = db
         self._clock = clock
         self._enqueuer = enqueuer
+        self._continuations = Continuations(enqueuer, clock, db.tables.workflow_events, "workflow_id")
         #: The workflows each open transaction ended, as (name, outcome): counted once it commits
         #: (``counted``), forgotten with the connection if it does not.
         self._ended: weakref.WeakKeyDictionary[Connection, list[tuple[str, str]]] = weakref.WeakKeyDictionary()
@@ -165,7 +171,7 @@ class Workflows:
                     tenant=tenant,
                     metadata=metadata,
                     status="active",
-                    continuations={event: _spec_json(job) for event, job in continuations.items()},
+                    continuations={event: stored(job) for event, job in continuations.items()},
                     unfinished=len(steps),
                     created_at=now,
                 )
@@ -174,10 +180,10 @@ class Workflows:
         )
         records = self._add_steps(conn, workflow_id, tenant, steps, {})
         if not steps:  # an empty workflow is done at once
-            self._finish_if_done(conn, dict(self._lock(conn, workflow_id)), set())
+            self._finish_if_done(conn, [dict(self._lock(conn, workflow_id))], ())
             return self._get(conn, workflow_id)
         by_name = {
-            step.name: StepRecord(step.name, records[step.name].id, records[step.name].status, step.after, None)
+            step.name: StepRecord(step.name, records[step.name].id, records[step.name].status, list(step.after), None)
             for step in steps
         }
         return WorkflowRecord(
@@ -248,18 +254,13 @@ class Workflows:
         that succeeded steps (by job id) added as they ran, written first.
         ``names``: the step names of ended steps whose rows are gone (deleted).
         """
-        for workflow_id in sorted(ended):  # one lock order for everyone: no deadlocks between settlers
-            locked = self._lock_counting(conn, workflow_id, len(ended[workflow_id]))
-            if locked is None:
-                continue
-            row: dict[str, Any] = dict(locked)
-            grown = 0
+        rows = self._lock_counting(conn, {workflow_id: len(steps) for workflow_id, steps in ended.items()})
+        for workflow_id, row in rows.items():
             for job_id, status in ended[workflow_id]:
                 added = (growth or {}).get(job_id)
                 if added is not None and status is JobStatus.SUCCEEDED:
-                    grown += self._grow(conn, row, added)
-            row["unfinished"] = int(row["unfinished"]) + grown
-            self._settle(conn, row, ended[workflow_id], names)
+                    row["unfinished"] = int(row["unfinished"]) + self._grow(conn, row, added)
+        self._settle(conn, rows, ended, names)
 
     # -- growing at run time ------------------------------------------------------------------
 
@@ -379,53 +380,91 @@ class Workflows:
     def _settle(
         self,
         conn: Connection,
-        row: Mapping[str, Any],
-        ended: Sequence[tuple[int, JobStatus]],
+        rows: Mapping[int, Mapping[str, Any]],
+        ended: Mapping[int, Sequence[tuple[int, JobStatus]]],
         known: Mapping[int, str] | None = None,
     ) -> None:
-        """``ended``'s consequences; ``row`` is the workflow's locked row, its ``unfinished`` already without them."""
-        workflow_id = int(row["id"])
+        """``ended``'s consequences, for every workflow of ``rows`` at once: each is its locked row,
+        its ``unfinished`` already without its steps that ended.
+
+        However many steps and workflows a completion batch ends, the common case (every step
+        succeeded) costs the same few statements: one count-down keyed by all their edges, and
+        for the workflows now done one count of their steps (``_finish_if_done``).
+        """
         now = self._clock()
-        failed = [job_id for job_id, status in ended if status is not JobStatus.SUCCEEDED]
+        ended = {workflow_id: ended[workflow_id] for workflow_id in rows}
+        failed = [job_id for steps in ended.values() for job_id, status in steps if status is not JobStatus.SUCCEEDED]
         names = {**self._names(conn, failed), **(known or {})}
-        # (parent id, how it ended, the step whose failure it carries down, how that one ended)
-        frontier = [(job_id, status, names.get(job_id, "?"), status) for job_id, status in ended]
-        cascaded = 0
+        # (workflow, parent id, how it ended, the step whose failure it carries down, how that one ended)
+        frontier = [
+            (workflow_id, job_id, status, names.get(job_id, "?"), status)
+            for workflow_id, steps in sorted(ended.items())
+            for job_id, status in steps
+        ]
+        cascaded: Counter[int] = Counter()
         while frontier:
-            ok = [p for p, status, _, _ in frontier if status is JobStatus.SUCCEEDED]
-            bad = [p for p, status, _, _ in frontier if status is not JobStatus.SUCCEEDED]
+            ok = [p for _, p, status, _, _ in frontier if status is JobStatus.SUCCEEDED]
+            bad = [p for _, p, status, _, _ in frontier if status is not JobStatus.SUCCEEDED]
             self._count_down(conn, ok, bad, now)
-            downstream: list[tuple[int, JobStatus, str, JobStatus]] = []
-            for parent, status, origin, origin_status in frontier:
+            downstream: list[tuple[int, int, JobStatus, str, JobStatus]] = []
+            for workflow_id, parent, status, origin, origin_status in frontier:
                 if status is not JobStatus.SUCCEEDED:
                     cancelled = self._cancel_downstream(conn, parent, upstream_failed(origin, origin_status), now)
-                    downstream += [(child, JobStatus.CANCELLED, origin, origin_status) for child in cancelled]
-            cascaded += len(downstream)
+                    downstream += [
+                        (workflow_id, child, JobStatus.CANCELLED, origin, origin_status) for child in cancelled
+                    ]
+                    cascaded[workflow_id] += len(cancelled)
             frontier = downstream
-        failures = {status for _, status in ended} & {JobStatus.FAILED, JobStatus.DEAD}
-        self._count_finished(conn, workflow_id, cascaded)
-        self._finish_if_done(conn, {**row, "unfinished": int(row["unfinished"]) - cascaded}, failures)
+        for workflow_id, finished in sorted(cascaded.items()):
+            self._count_finished(conn, workflow_id, finished)
+        self._finish_if_done(
+            conn,
+            [
+                {**row, "unfinished": int(row["unfinished"]) - cascaded[workflow_id]}
+                for workflow_id, row in rows.items()
+            ],
+            {
+                workflow_id
+                for workflow_id, steps in ended.items()
+                if any(status in (JobStatus.FAILED, JobStatus.DEAD) for _, status in steps)
+            },
+        )
 
     def _count_down(self, conn: Connection, ok: Sequence[int], bad: Sequence[int], now: datetime) -> None:
-        """One UPDATE keyed by the parents that ended: each blocked child waits for as many fewer as
-        it has edges from them that count as ended (``transitions.releases``), and one that waits
-        for none now is released (``transitions.release_status``), its queue's workers woken.
+        """Count the blocked children of the parents that ended down, and release those that wait for
+        none now (``transitions.release_status``), their queues' workers woken.
+
+        Each child waits for as many fewer as it has edges from these parents that count as
+        ended (``transitions.releases``): read first, one statement keyed by the parents (the
+        edges' primary key), then one UPDATE per distinct count through the jobs' primary key
+        (one, nearly always: a fan-in's child takes its whole batch of parents at once, a
+        fan-out's children one each). Nothing recounts a child's other parents, and both
+        statements keep one text whatever the number of ids (``Driver.in_bound_list``): a
+        statement rendered and planned anew for each batch cost a worker tens of ms of its
+        time, under the workflow's lock.
 
         A child whose rule is ``cancel`` never reaches zero through a parent that failed (that
         edge is not counted): ``_cancel_downstream`` cancels it next.
         """
-        if not ok and not bad:
-            return
         jobs, edges = self._db.tables.jobs, self._db.tables.workflow_edges
-        counts = []
+        driver = self._db.driver
+        fewer: Counter[int] = Counter()
         for parents, status in ((ok, JobStatus.SUCCEEDED), (bad, JobStatus.FAILED)):
-            if not parents:
+            rules = sorted(rule.value for rule in UpstreamRule if releases(status, rule))
+            if not parents or not rules:
                 continue
-            rules = [rule.value for rule in UpstreamRule if releases(status, rule)]
-            counts.append(and_(edges.c.parent_id.in_(sorted(parents)), edges.c.on_failure.in_(rules)))
-        counted = or_(*counts)
-        by = select(func.count()).where(edges.c.child_id == jobs.c.id, counted).scalar_subquery()
-        left = jobs.c.waiting - by
+            counted = (
+                select(edges.c.child_id, func.count())
+                .where(driver.in_bound_list(edges.c.parent_id, "parents"), edges.c.on_failure.in_(rules))
+                .group_by(edges.c.child_id)
+            )
+            for chunk in _chunks(sorted(set(parents))):
+                for child_id, n in conn.execute(counted, {"parents": chunk}).all():
+                    fewer[int(child_id)] += int(n)
+        by_count: dict[int, list[int]] = defaultdict(list)
+        for child_id, n in fewer.items():
+            by_count[n].append(child_id)
+        left = jobs.c.waiting - bindparam("fewer", type_=Integer)
         # A step given a ``delay`` waits it from now (its run_at is set below, from what this
         # returns); an absolute run_at stays as it was, queued at once if it has passed.
         due = and_(jobs.c.run_at <= now, or_(jobs.c.release_delay.is_(None), jobs.c.release_delay <= 0))
@@ -433,19 +472,20 @@ class Workflows:
         # SET renders in the table's column order, status before waiting: MySQL and MariaDB
         # evaluate assignments left to right with the values already set, so status must
         # read the old ``waiting`` there, as PostgreSQL and SQLite read it anyway.
-        # Through the primary key (the driver's id_in: = ANY(ARRAY(...)) on PostgreSQL), never
-        # a scan of every blocked step of every workflow, which the status index would offer;
-        # "IS TRUE" keeps the status test out of any index condition.
+        # "IS TRUE" keeps the status test out of any index condition: through the primary key
+        # only, never a scan of every blocked step of every workflow (the status index's offer).
         stmt = (
             update(jobs)
-            .where(
-                self._db.driver.id_in(jobs.c.id, select(edges.c.child_id).where(counted)),
-                (jobs.c.status == JobStatus.BLOCKED.value).is_(true()),
-            )
+            .where(driver.in_bound_list(jobs.c.id, "children"), (jobs.c.status == JobStatus.BLOCKED.value).is_(true()))
             .values(status=case((left <= 0, released), else_=jobs.c.status), waiting=left)
             .returning(jobs.c.id, jobs.c.queue, jobs.c.status, jobs.c.release_delay)
         )
-        rows = self._db.driver.execute_update(conn, stmt).all()
+        rows = [
+            row
+            for n, children in sorted(by_count.items())
+            for chunk in _chunks(sorted(children))
+            for row in driver.execute_update(conn, stmt, {"children": chunk, "fewer": n}).all()
+        ]
         by_delay: dict[float, list[int]] = defaultdict(list)
         for job_id, _, status, delay in rows:
             if status == JobStatus.SCHEDULED.value and delay is not None and delay > 0:
@@ -492,45 +532,56 @@ class Workflows:
                 .values(unfinished=workflows.c.unfinished - finished)
             )
 
-    def _finish_if_done(self, conn: Connection, row: Mapping[str, Any], failed: Collection[JobStatus]) -> None:
-        """Fire ``on_failure`` at the first failed or dead step; once nothing can run, the final
-        status, ``on_success`` and ``on_finish``."""
-        workflow_id = int(row["id"])
-        events: dict[str, Any] = row["continuations"] or {}
-        if failed:
-            self._fire(conn, workflow_id, "failure", events, row["tenant"])
-        if int(row["unfinished"]) > 0:
-            return
-        counts = self._counts(conn, workflow_id)
-        status = workflow_outcome(
-            failed=counts[JobStatus.FAILED] + counts[JobStatus.DEAD], cancelled=counts[JobStatus.CANCELLED]
-        )
-        if row["cancelled_at"] is not None and status == "succeeded":
-            status = "cancelled"
-        if row["status"] != status or row["finished_at"] is None:
-            workflows = self._db.tables.workflows
-            conn.execute(
-                update(workflows).where(workflows.c.id == workflow_id).values(status=status, finished_at=self._clock())
-            )
-            self._note_ended(conn, str(row["name"]), status)
-        if status == "succeeded":
-            self._fire(conn, workflow_id, "success", events, row["tenant"])
-        self._fire(conn, workflow_id, "finish", events, row["tenant"])
+    def _finish_if_done(self, conn: Connection, rows: Sequence[Mapping[str, Any]], failed: Collection[int]) -> None:
+        """Fire ``on_failure`` of the workflows in ``failed`` (a step of theirs just failed or died);
+        once nothing can run in one, its final status, ``on_success`` and ``on_finish``.
 
-    def _fire(self, conn: Connection, workflow_id: int, event: str, events: dict[str, Any], tenant: str | None) -> None:
-        spec = events.get(event)
-        if spec is None:
+        ``rows``: the workflows' locked rows, ``unfinished`` as it now is. The steps of
+        all those done are counted in one statement, and their status written in one per outcome.
+        """
+        for row in rows:
+            if int(row["id"]) in failed:
+                self._continuations.fire(conn, row, "failure", workflow_id=int(row["id"]))
+        done = {int(row["id"]): row for row in rows if int(row["unfinished"]) <= 0}
+        if not done:
             return
-        fired = self._db.tables.workflow_events
-        already = conn.execute(
-            select(fired.c.job_id).where(fired.c.workflow_id == workflow_id, fired.c.event == event)
-        ).first()
-        if already is not None:
-            return
-        (record,) = self._enqueuer.insert([_spec_job(spec, workflow_id, tenant)], connection=conn)
-        conn.execute(
-            insert(fired).values(workflow_id=workflow_id, event=event, job_id=record.id, fired_at=self._clock())
-        )
+        workflows, jobs = self._db.tables.workflows, self._db.tables.jobs
+        ended_badly = (JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED)
+        counts: dict[int, Counter[JobStatus]] = defaultdict(Counter)
+        for workflow_id, status, n in conn.execute(
+            select(jobs.c.workflow_id, jobs.c.status, func.count())
+            .where(
+                self._db.driver.in_bound_list(jobs.c.workflow_id, "workflows"),
+                jobs.c.step.is_not(None),
+                jobs.c.status.in_(sorted(s.value for s in ended_badly)),
+            )
+            .group_by(jobs.c.workflow_id, jobs.c.status),
+            {"workflows": sorted(done)},
+        ).all():
+            counts[int(workflow_id)][JobStatus(status)] = int(n)
+        outcomes: dict[int, WorkflowStatus] = {}
+        for workflow_id, row in done.items():
+            c = counts[workflow_id]
+            status = workflow_outcome(failed=c[JobStatus.FAILED] + c[JobStatus.DEAD], cancelled=c[JobStatus.CANCELLED])
+            if row["cancelled_at"] is not None and status == "succeeded":
+                status = "cancelled"
+            outcomes[workflow_id] = status  # type: ignore[assignment]
+        changed: dict[str, list[int]] = defaultdict(list)
+        for workflow_id, row in done.items():
+            if row["status"] != outcomes[workflow_id] or row["finished_at"] is None:
+                changed[outcomes[workflow_id]].append(workflow_id)
+        for status, ids in sorted(changed.items()):
+            conn.execute(
+                update(workflows)
+                .where(workflows.c.id.in_(sorted(ids)))
+                .values(status=status, finished_at=self._clock())
+            )
+            for workflow_id in ids:
+                self._note_ended(conn, str(done[workflow_id]["name"]), status)
+        for workflow_id, row in sorted(done.items()):
+            if outcomes[workflow_id] == "succeeded":
+                self._continuations.fire(conn, row, "success", workflow_id=workflow_id)
+            self._continuations.fire(conn, row, "finish", workflow_id=workflow_id)
 
     # -- steering: what moves from outside mean, cancel, retry ------------------------------
 
@@ -609,7 +660,8 @@ class Workflows:
                     moved += apply_change(self._db, conn, change, which, now, skip_locked=change is ASK_TO_STOP)
             self.notify_cancel(conn, [m.record.id for m in moved if m.change.tells_workers])
             ended = [(m.record.id, m.record.status) for m in moved if m.change is CANCEL]
-            self._settle(conn, dict(self._lock_counting(conn, workflow_id, len(ended)) or row), ended)
+            locked = self._lock_counting(conn, {workflow_id: len(ended)}) or {workflow_id: dict(row)}
+            self._settle(conn, locked, {workflow_id: ended})
             return [m.record.id for m in moved if m.change is ASK_TO_STOP]
 
     def retry(self, workflow_id: int) -> list[int]:
@@ -705,17 +757,42 @@ class Workflows:
             raise WorkflowNotFound(f"no workflow {workflow_id}")
         return row  # type: ignore[return-value]
 
-    def _lock_counting(self, conn: Connection, workflow_id: int, ended: int) -> RowMapping | None:
-        """The workflow's row, locked by the write of ``ended`` fewer unfinished steps (one statement
-        where the database returns what it updates); None if it is gone."""
+    def _lock_counting(self, conn: Connection, ended: Mapping[int, int]) -> dict[int, dict[str, Any]]:
+        """The rows of the workflows in ``ended``, locked, each written with ``ended[id]`` fewer
+        unfinished steps (and so read); those that are gone are left out.
+
+        One workflow (a fan-in's batch is one): the UPDATE that counts is the lock, one statement
+        where the database returns what it updates. Several: locked in id order first, one order
+        for every settler so that none waits for another in a cycle, then counted by one
+        statement per distinct number of steps ended.
+        """
         workflows = self._db.tables.workflows
-        stmt = (
-            update(workflows)
-            .where(workflows.c.id == workflow_id)
-            .values(unfinished=workflows.c.unfinished - ended)
-            .returning(*workflows.c)
+        if len(ended) == 1:
+            ((workflow_id, n),) = ended.items()
+            stmt = (
+                update(workflows)
+                .where(workflows.c.id == workflow_id)
+                .values(unfinished=workflows.c.unfinished - n)
+                .returning(*workflows.c)
+            )
+            counted = self._db.driver.execute_update(conn, stmt).mappings().first()
+            return {} if counted is None else {workflow_id: dict(counted)}
+        locked = self._db.driver.lock_rows(
+            conn,
+            select(workflows).where(workflows.c.id.in_(sorted(ended))).order_by(workflows.c.id),
+            workflows,
+            skip_locked=False,
         )
-        return self._db.driver.execute_update(conn, stmt).mappings().first()
+        rows = {int(found["id"]): dict(found) for found in locked.mappings().all()}
+        by_count: dict[int, list[int]] = defaultdict(list)
+        for workflow_id, row in rows.items():
+            row["unfinished"] = int(row["unfinished"]) - ended[workflow_id]
+            by_count[ended[workflow_id]].append(workflow_id)
+        for n, ids in sorted(by_count.items()):
+            conn.execute(
+                update(workflows).where(workflows.c.id.in_(sorted(ids))).values(unfinished=workflows.c.unfinished - n)
+            )
+        return rows
 
     def _step_ids(self, conn: Connection, workflow_id: int, statuses: Collection[JobStatus]) -> list[int]:
         """The steps of a workflow in ``statuses``, read without locking anything."""
@@ -847,7 +924,7 @@ class Workflows:
                     name=str(r.step),
                     job_id=int(r.id),
                     status=status,
-                    after=tuple(after.get(int(r.id), ())),
+                    after=list(after.get(int(r.id), ())),
                     reason=upstream_reason(status, JobError.from_json(r.error)),
                 )
         else:
@@ -947,34 +1024,10 @@ def find_cycle(
     return None
 
 
-def _spec_json(job: NewJob) -> dict[str, Any]:
-    """A continuation as stored with its workflow until it fires."""
-    return {
-        "handler": job.handler,
-        "args": job.args,
-        "queue": job.queue,
-        "priority": job.priority,
-        "max_attempts": job.max_attempts,
-        "retry": job.retry.to_json() if job.retry else None,
-        "timeout": job.timeout,
-        "tenant": job.tenant,
-        "metadata": job.metadata,
-    }
-
-
-def _spec_job(spec: dict[str, Any], workflow_id: int, tenant: str | None) -> NewJob:
-    return NewJob(
-        handler=spec["handler"],
-        args=spec.get("args") or {},
-        queue=spec["queue"],
-        priority=int(spec.get("priority") or 0),
-        max_attempts=spec.get("max_attempts"),
-        retry=RetryPolicy.from_json(spec["retry"]) if spec.get("retry") else None,
-        timeout=spec.get("timeout"),
-        tenant=spec.get("tenant") if spec.get("tenant") is not None else tenant,
-        metadata=spec.get("metadata"),
-        workflow_id=workflow_id,
-    )
+def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
+    """``ids`` in slices a statement takes as bound values on every database (SQLite's limit is 32,766)."""
+    for start in range(0, len(ids), IDS_PER_STATEMENT):
+        yield ids[start : start + IDS_PER_STATEMENT]
 
 
 __all__ = ["Workflows", "check_name", "check_steps", "find_cycle"]

@@ -310,6 +310,7 @@ class JobRunner:
             step=job.step,
             read_upstream=(lambda: self._store.workflows.upstream(job.id)) if job.step is not None else None,
             check_growth=self._store.workflows.check_growth if job.step is not None else None,
+            handlers=self._handlers,
         )
         if running.cancel_reason is not None:  # asked to stop before it started
             ctx.request_cancel(running.cancel_reason)

@@ -1,0 +1,75 @@
+"""Where a JobHandler's worker Pods run in the e2e tests: the local node, or the kubelet harness without one.
+
+On the local node (``make test`` with ``JOBSTEAD_NODE=1``, ``make e2e-node``) a
+worker Pod is a container of the test app's image, started, probed, stopped and
+restarted by a real kubelet, and it reaches PostgreSQL over the Pod network
+(``pod_reachable_pg`` in ``conftest.py``). Without a node (no root, or the node
+left out to keep a run short) ``tests/support/kubelet.py`` plays the kubelet and
+runs each Pod's command as a local process. The tests ask this class only what
+both can answer, so the same test runs on either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.controlplane import Cluster
+from tests.support.kubelet import FakeKubelet
+
+#: What a JobHandler names as its image when the harness runs its Pods (it runs any image as local code).
+HARNESS_IMAGE = "local"
+
+
+@dataclass
+class WorkerPods:
+    cluster: Cluster
+    #: The image a JobHandler names: the test app's image on the node, anything for the harness.
+    image: str
+    harness: FakeKubelet | None = None
+
+    def running(self, namespace: str) -> list[str]:
+        """Names of the namespace's Pods whose containers have not stopped (terminating ones included)."""
+        if self.harness:
+            return [p.name for p in self.harness.running() if p.namespace == namespace]
+        pods = json.loads(self.cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)["items"]
+        return [p["metadata"]["name"] for p in pods if p["status"].get("phase") not in ("Succeeded", "Failed")]
+
+    def environment(self, namespace: str, name: str, variable: str) -> str:
+        """A variable as the Pod's worker sees it (Secrets resolved when its container started)."""
+        if self.harness:
+            pod = next(p for p in self.harness.running() if p.namespace == namespace and p.name == name)
+            return pod.env[variable]
+        # Through the API server to the kubelet, into the container: as `kubectl exec` does anywhere.
+        return self.cluster.kubectl("exec", "-n", namespace, name, "--", "printenv", variable).stdout.strip()
+
+    def kill(self, namespace: str, name: str) -> None:
+        """SIGKILL the Pod's worker, as when its node dies: no SIGTERM, no graceful release."""
+        if self.harness:
+            pod = next(p for p in self.harness.running() if p.namespace == namespace and p.name == name)
+            os.kill(pod.process.pid, signal.SIGKILL)
+            return
+        status = json.loads(self.cluster.kubectl("get", "pod", name, "-n", namespace, "-o", "json").stdout)["status"]
+        (container,) = status["containerStatuses"]
+        container_id = container["containerID"].split("://", 1)[1]
+        pids = container_pids(container_id)
+        assert pids, f"no process of container {container_id} on this machine"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+
+
+def container_pids(container_id: str) -> list[int]:
+    """The host's pids in a container's cgroup (cgroupfs names the cgroup after the container's ID)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if container_id in (entry / "cgroup").read_text():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
