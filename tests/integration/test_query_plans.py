@@ -77,10 +77,11 @@ def _plan_of(app: App, run: Any, starts: str, url: str) -> str:
     driver = app.store.db.driver
     rows_alone = driver.rows_alone
 
-    def capture_alone(engine: Any, statement: Any, params: dict[str, Any]) -> Any:
+    def capture_alone(engine: Any, statement: Any, params: Any) -> Any:
         sql, fixed = driver.rendered(engine, statement)  # type: ignore[attr-defined]  # PostgreSQL's
-        sent.append((sql, {**fixed, **params}))
-        return rows_alone(engine, statement, params)
+        values = params() if callable(params) else params  # a claim's: read when its connection is held
+        sent.append((sql, {**fixed, **values}))
+        return rows_alone(engine, statement, values)
 
     event.listen(app.store.db.engine, "before_cursor_execute", capture)
     driver.rows_alone = capture_alone  # type: ignore[method-assign]

@@ -10,12 +10,14 @@ compares columns and never parses arguments.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from jobstead.flow import NO_FLOW_CONTROL, FlowControl, RateLimit
 from jobstead.status import AttemptOutcome, JobStatus
@@ -617,3 +619,171 @@ def test_fair_sharing_by_tenant_serves_jobs_without_one_as_a_group(store: Store)
     _defer(store, flow, [{"n": n} for n in range(5)], tenant="globex")
     jobs = _claim(store, limit=3)
     assert sorted(str(j.tenant) for j in jobs) == ["None", "acme", "globex"]
+
+
+# -- the claim's time ----------------------------------------------------------------------------
+
+#: One handler per way a claim can go: no control (a transaction, then the one statement where the
+#: driver has it), a global limit (slots), a rate, a rate per key, a limit per key, fair sharing.
+CLAIM_PATHS = {
+    "unlimited": (None, NO_FLOW_CONTROL),
+    "global limit": (2, NO_FLOW_CONTROL),
+    "rate": (None, FlowControl(rate_limit=RateLimit(3, per=10))),
+    "rate per key": (None, FlowControl(rate_limit=RateLimit(3, per=10), rate_limit_by="customer_id")),
+    "limit per key": (5, FlowControl(concurrency_by="customer_id", concurrency_per_key=1)),
+    "fair": (None, FlowControl(fair_by="customer_id")),
+}
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _stamps(store: Store) -> list[datetime]:
+    rings = store.tables.rate_slots
+    with store.db.engine.connect() as conn:
+        return [_aware(t) for t in conn.execute(select(rings.c.used_at).where(rings.c.used_at.is_not(None))).scalars()]
+
+
+class _Hold(Protocol):
+    """Something a claim waits for; called with the claiming thread, it moves the clock on and lets go."""
+
+    moment: datetime | None
+
+    def __call__(self, thread: threading.Thread, clock: Any) -> None: ...
+
+
+def _claimed_late(store: Store, clock: Any, hold: Callable[[], _Hold]) -> tuple[list[Any], datetime]:
+    """A claim held up by ``hold`` while the clock moves on by 5 s.
+
+    Returns the jobs it claimed and the moment it was let go: what it stamped
+    must not be earlier than that."""
+    claimed: list[Any] = []
+    release = hold()
+    thread = threading.Thread(target=lambda: claimed.extend(_claim(store, limit=1)))
+    thread.start()
+    release(thread, clock)
+    thread.join(30)
+    assert not thread.is_alive() and release.moment is not None
+    return claimed, release.moment
+
+
+class _StalledCheckout:
+    """Every pooled connection the claiming thread checks out waits until the clock moved on."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.entered, self.go = threading.Event(), threading.Event()
+        self.test = threading.current_thread()
+        self.moment: datetime | None = None
+        event.listen(store.db.engine, "checkout", self.stall)
+
+    def stall(self, *_: Any) -> None:
+        if threading.current_thread() is not self.test and not self.go.is_set():
+            self.entered.set()
+            self.go.wait(30)
+
+    def __call__(self, thread: threading.Thread, clock: Any) -> None:
+        assert self.entered.wait(30), "the claim checked out a connection"
+        clock.advance(5)
+        self.moment = clock()
+        self.go.set()
+        thread.join(30)
+        event.remove(self.store.db.engine, "checkout", self.stall)
+
+
+@pytest.mark.parametrize("path", list(CLAIM_PATHS))
+def test_a_claim_reads_its_time_once_it_holds_its_connection(store: Store, clock: Any, path: str) -> None:
+    concurrency, flow = CLAIM_PATHS[path]
+    store.registry.publish_handlers([replace(handler("work", concurrency=concurrency), flow=flow)])
+    _defer(store, flow, [{"customer_id": f"c{i}"} for i in range(4)])
+    for _ in range(2):  # the second claim of an unlimited handler is one statement where the driver has it
+        (job,), moment = _claimed_late(store, clock, lambda: _StalledCheckout(store))
+        started = store.queries.get_job(job.id)
+        assert started is not None and started.started_at is not None
+        assert _aware(started.started_at) >= moment, "started_at is when the claim held its connection"
+        if flow.rate_limit is not None:
+            assert max(_stamps(store)) >= moment, "a rate row carries the claim's real time"
+        _finish_all(store, [job])
+
+
+def test_a_claim_that_waits_for_a_handlers_lock_reads_its_time_once_it_holds_it(store: Store, clock: Any) -> None:
+    _, flow = CLAIM_PATHS["limit per key"]
+    store.registry.publish_handlers([replace(handler("work", concurrency=5), flow=flow)])
+    _defer(store, flow, [{"customer_id": "c"}])
+    handlers = store.tables.handlers
+
+    class HeldLock:
+        """The handler's row locked by another transaction (SQLite: the write lock) for 0.3 s."""
+
+        moment: datetime | None = None
+
+        def __init__(self) -> None:
+            self.conn = store.db.engine.connect()
+            self.tx = self.conn.begin()
+            self.conn.execute(select(handlers.c.name).where(handlers.c.name == "work").with_for_update()).all()
+
+        def __call__(self, thread: threading.Thread, clock: Any) -> None:
+            time.sleep(0.3)  # the claimer is waiting for the lock by now
+            clock.advance(5)
+            self.moment = clock()
+            self.tx.commit()
+            self.conn.close()
+
+    (job,), moment = _claimed_late(store, clock, HeldLock)
+    started = store.queries.get_job(job.id)
+    assert started is not None and started.started_at is not None
+    assert _aware(started.started_at) >= moment, "started_at is when the claim held the handler's lock"
+
+
+# -- a limit per key with a rate per key, and with fair sharing ----------------------------------
+
+
+def _most_in_a_window(times: list[datetime], per: float) -> int:
+    return max((sum(1 for u in times if t <= u < t + timedelta(seconds=per)) for t in times), default=0)
+
+
+def test_a_limit_per_key_holds_with_a_rate_per_key_and_the_global_limit(store: Store, clock: Any) -> None:
+    flow = FlowControl(
+        concurrency_by="customer_id",
+        concurrency_per_key=2,
+        rate_limit=RateLimit(3, per=10),
+        rate_limit_by="customer_id",
+    )
+    store.registry.publish_handlers([replace(handler("work", concurrency=5), flow=flow)])
+    _defer(store, flow, [{"customer_id": c} for c in "abc" for _ in range(8)])
+    starts: dict[str, list[datetime]] = {c: [] for c in "abc"}
+    running: list[Any] = []
+    for _ in range(40):
+        jobs = _claim(store, limit=50)
+        for job in jobs:
+            starts[job.args["customer_id"]].append(clock())
+        running += jobs
+        per_key = _running_per_key(store, "concurrency_key")
+        assert max(per_key.values(), default=0) <= 2, per_key
+        assert sum(per_key.values()) <= 5, "the global limit holds too"
+        if running:
+            _finish_all(store, [running.pop(0)])
+        clock.advance(1)
+    for customer, times in starts.items():
+        assert _most_in_a_window(times, 10) <= 3, (customer, times)
+        assert len(times) >= 6, "each key goes on at its rate"
+
+
+def test_fair_sharing_goes_round_the_keys_within_a_limit_per_key(store: Store) -> None:
+    flow = FlowControl(fair_by="customer", concurrency_by="customer", concurrency_per_key=2)
+    store.registry.publish_handlers([replace(handler("work"), flow=flow)])
+    for customer in ("A", "B", "C"):  # in bursts: all of A first, then B, then C
+        _defer(store, flow, [{"customer": customer, "n": n} for n in range(40)])
+    first = _claim(store, limit=50)
+    assert sorted(j.args["customer"] for j in first) == ["A", "A", "B", "B", "C", "C"], "two per key"
+    _finish_all(store, first)
+    started: list[str] = []
+    while len(started) < 90:
+        jobs = sorted(_claim(store, limit=1), key=lambda j: j.id)
+        assert jobs
+        started += [j.args["customer"] for j in jobs]
+        _finish_all(store, jobs)
+    for i in range(len(started) - 30):
+        window = started[i : i + 30]
+        assert all(6 <= window.count(c) <= 14 for c in "ABC"), (i, window)

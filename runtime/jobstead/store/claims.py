@@ -16,7 +16,9 @@ Two paths, chosen per claim:
   they only ever make room. A limit per key (``tenant_concurrency``, or
   ``concurrency_by`` with ``concurrency_per_key``) is counted under the same
   lock, per value of the key column the job stored at defer, together with the
-  global limit (``_per_key``).
+  global limit (``_per_key``). Such a handler with a rate per key or fair
+  sharing has those choose its jobs, skipping any whose key is full
+  (``KeyLimit.has_room``), still under the lock and within the global limit.
 
 On SQLite the transaction itself is the lock (``BEGIN IMMEDIATE``).
 
@@ -53,7 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Collection, Generator, Iterable, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -141,6 +143,12 @@ class KeyLimit:
     offered: dict[int, str | None]
     #: The handler's sequence, if it has one (``JobSequence``): only each key's first job may start.
     sequence: JobSequence | None = None
+
+    def has_room(self, key: str | None, chosen: dict[str | None, int]) -> bool:
+        """Whether one more job of ``key`` fits, beside the ``chosen`` ones not taken yet."""
+        if key is None and not self.null_is_a_key:
+            return True
+        return self.running.get(key, 0) + chosen.get(key, 0) < self.cap
 
     def took(self, job_id: int) -> None:
         """Count a job this claim took as running under its key."""
@@ -279,12 +287,11 @@ class Claims:
         """Claim up to ``limit`` ready jobs of ``handlers``, serving ``queues`` in order."""
         if limit <= 0 or not handlers:
             return []
-        now = self._clock()
         claimer: Claimer = (tuple(handlers), None if queues is None else tuple(queues))
         if claimer in self._clear:
-            return self._claim_alone(claimer, now, worker_id, limit, lease_seconds)
+            return self._claim_alone(claimer, worker_id, limit, lease_seconds)
         with self._db.engine.begin() as conn:
-            return self._claim_in(conn, claimer, now, worker_id, limit, lease_seconds, unflushed=True)
+            return self._claim_in(conn, claimer, worker_id, limit, lease_seconds, unflushed=True)
 
     def claim_in(
         self,
@@ -307,13 +314,12 @@ class Claims:
         if limit <= 0 or not handlers:
             return []
         claimer: Claimer = (tuple(handlers), None if queues is None else tuple(queues))
-        return self._claim_in(conn, claimer, self._clock(), worker_id, limit, lease_seconds, unflushed=False)
+        return self._claim_in(conn, claimer, worker_id, limit, lease_seconds, unflushed=False)
 
     def _claim_in(
         self,
         conn: Connection,
         claimer: Claimer,
-        now: datetime,
         worker_id: str,
         limit: int,
         lease_seconds: float,
@@ -327,6 +333,15 @@ class Claims:
         if blocked.everything:
             return []
         mine = [h for h in handlers if h not in blocked.handlers]
+        room: dict[str, int] = {}
+        unlimited_now: list[str] = []
+        key_limits: KeyLimits = {}
+        if any(h in blocked.limited for h in mine):
+            room, unlimited_now, key_limits = self._room(conn, [h for h in mine if h in blocked.limited])
+        # The claim's time, read only now that its connection and any handler row lock are held:
+        # read before waiting for them it was up to 400 ms early under load, and it is the jobs'
+        # ``started_at`` and the rate rows' stamp (a window's count in real time must hold).
+        now = self._clock()
         rates = self._rate_rings(conn, [h for h in mine if h in blocked.rated], now, limit)
         keyed = rates.keyed
         sequences = self._sequences(conn, [h for h in mine if h in blocked.sequenced])
@@ -339,13 +354,10 @@ class Claims:
             or ((h in rates.of or h in sequences or h in keyed or h in fair) and h not in blocked.limited)
         ]
         free = [h for h in mine if h not in blocked.limited and h not in capped]
-        room: dict[str, int] = {}
-        key_limits: KeyLimits = {}
-        if any(h in blocked.limited for h in mine):
-            room, unlimited_now, key_limits = self._room(conn, [h for h in mine if h in blocked.limited])
-            special = {*rates.of, *sequences, *keyed, *fair}
-            free += [h for h in unlimited_now if h not in special]
-            capped += [h for h in unlimited_now if h in special]
+        special = {*rates.of, *sequences, *keyed, *fair}
+        free += [h for h in unlimited_now if h not in special]
+        capped += [h for h in unlimited_now if h in special]
+        own_picks = [h for h in key_limits if h in keyed or h in fair]
         claimed: list[ClaimedJob] = []
         for queue in queues or (None,):
             wanted = limit - len(claimed)
@@ -374,14 +386,41 @@ class Claims:
                     )
                     rates.took(name, len(taken))
                     claimed += taken
+            for name, limit_per_key in key_limits.items():
+                limit_per_key.sequence = sequences.get(name)
+            # Limited per key with a rate per key or fair sharing: those choose the jobs, within the limits.
+            for name in own_picks:
+                want = min(room[name], rates.allow(name, limit - len(claimed)))
+                if want > 0:
+                    taken = self._take_slotted(
+                        conn,
+                        now,
+                        queue,
+                        name,
+                        want,
+                        blocked.queues,
+                        worker_id,
+                        lease_seconds,
+                        use_slots=False,
+                        one_statement=False,
+                        sequence=sequences.get(name),
+                        keyed_rate=keyed.get(name),
+                        rates=rates,
+                        fair_column=fair.get(name),
+                        key_limit=key_limits[name],
+                    )
+                    room[name] -= len(taken)
+                    for job in taken:
+                        key_limits[name].took(job.id)
+                    rates.took(name, len(taken))
+                    claimed += taken
             wanted = limit - len(claimed)
             if wanted <= 0:
                 break
             for name in room:
                 room[name] = rates.allow(name, room[name])
-            for name, limit_per_key in key_limits.items():
-                limit_per_key.sequence = sequences.get(name)
-            which = self._pick(conn, now, queue, free, room, key_limits, wanted, blocked.queues)
+            picked_room = {name: n for name, n in room.items() if name not in own_picks}
+            which = self._pick(conn, now, queue, free, picked_room, key_limits, wanted, blocked.queues)
             if which:
                 taken = self._take(conn, now, which, worker_id, lease_seconds)
                 for job in taken:
@@ -487,7 +526,7 @@ class Claims:
                 limit=limit,
                 lease_seconds=lease_seconds,
             )
-        steps = self._alone_steps(claimer, self._clock(), worker_id, limit, lease_seconds)
+        steps = self._alone_steps(claimer, worker_id, limit, lease_seconds)
         try:
             statement, params = next(steps)
             while True:
@@ -496,10 +535,8 @@ class Claims:
             claimed: list[ClaimedJob] = done.value
             return claimed
 
-    def _claim_alone(
-        self, claimer: Claimer, now: datetime, worker_id: str, limit: int, lease_seconds: float
-    ) -> list[ClaimedJob]:
-        steps = self._alone_steps(claimer, now, worker_id, limit, lease_seconds)
+    def _claim_alone(self, claimer: Claimer, worker_id: str, limit: int, lease_seconds: float) -> list[ClaimedJob]:
+        steps = self._alone_steps(claimer, worker_id, limit, lease_seconds)
         try:
             statement, params = next(steps)
             while True:
@@ -509,8 +546,8 @@ class Claims:
             return claimed
 
     def _alone_steps(
-        self, claimer: Claimer, now: datetime, worker_id: str, limit: int, lease_seconds: float
-    ) -> Generator[tuple[Select[Any], dict[str, Any]], Sequence[Sequence[Any]], list[ClaimedJob]]:
+        self, claimer: Claimer, worker_id: str, limit: int, lease_seconds: float
+    ) -> Generator[tuple[Select[Any], Callable[[], dict[str, Any]]], Sequence[Sequence[Any]], list[ClaimedJob]]:
         """The claim as one autocommitted statement per queue, for a claimer nothing stood in the way of.
 
         Each statement reads the pauses and limits as it claims and takes no
@@ -519,19 +556,31 @@ class Claims:
 
         Yields each statement with its parameters and is sent its rows, so the
         same steps run on a thread (``_claim_alone``) or on an event loop
-        (``claim_async``).
+        (``claim_async``). The parameters are a function, called once the
+        statement's connection is held: the claim's time is read then.
         """
         handlers, queues = claimer
-        lease = {"owner": worker_id, "expires": now + timedelta(seconds=lease_seconds), "started": now}
         claimed: list[ClaimedJob] = []
         for queue in queues or (None,):
             wanted = limit - len(claimed)
             if wanted <= 0:
                 break
             shape = (queue is not None, False)
-            params: dict[str, Any] = {**lease, "now": now, "handlers": list(handlers), "limit": wanted}
-            if queue is not None:
-                params["in_queue"] = queue
+
+            def params(wanted: int = wanted, queue: str | None = queue) -> dict[str, Any]:
+                now = self._clock()
+                given: dict[str, Any] = {
+                    "owner": worker_id,
+                    "expires": now + timedelta(seconds=lease_seconds),
+                    "started": now,
+                    "now": now,
+                    "handlers": list(handlers),
+                    "limit": wanted,
+                }
+                if queue is not None:
+                    given["in_queue"] = queue
+                return given
+
             rows = yield self._alone(shape), params
             scopes, names = rows[0][0], rows[0][1]
             claimed += self._jobs(row[2:] for row in rows if row[2] is not None)
@@ -781,6 +830,7 @@ class Claims:
         keyed_rate: KeyedRate | None = None,
         rates: Rates | None = None,
         fair_column: str | None = None,
+        key_limit: KeyLimit | None = None,
     ) -> list[ClaimedJob]:
         """Claim jobs of a handler with a global limit into its free slots: one job per slot.
 
@@ -811,7 +861,9 @@ class Claims:
             if use_slots:
                 taken_slots = self._lock_free_slots(conn, handler, wanted)
                 want = len(taken_slots)
-            ids, stamp = self._within_key_rates(conn, now, shape, params, want, keyed_rate, handler, sequence, rates)
+            ids, stamp = self._within_key_rates(
+                conn, now, shape, params, want, keyed_rate, handler, sequence, rates, key_limit
+            )
             claimed = self._take(conn, now, ids, worker_id, lease_seconds) if ids else []
             self._stamp_keys(conn, handler, stamp, now)
             if use_slots:
@@ -820,7 +872,7 @@ class Claims:
         if fair_column is not None:
             taken_slots = self._lock_free_slots(conn, handler, wanted) if use_slots else []
             want = len(taken_slots) if use_slots else wanted
-            served = self._fair_ids(conn, shape, params, want, handler, fair_column, sequence)
+            served = self._fair_ids(conn, shape, params, want, handler, fair_column, sequence, key_limit)
             claimed = self._take(conn, now, [i for i, _ in served], worker_id, lease_seconds) if served else []
             self._served(conn, handler, [key for i, key in served if i in {j.id for j in claimed}])
             if use_slots:
@@ -887,6 +939,7 @@ class Claims:
         handler: str,
         sequence: JobSequence | None,
         rates: Rates | None,
+        key_limit: KeyLimit | None = None,
     ) -> tuple[list[int], dict[str, list[int]]]:
         """Ready jobs of a handler with a rate per key, best first, none past its key's free rows.
 
@@ -894,7 +947,9 @@ class Claims:
         claimer inserting them too left to it), then its free rows are locked
         SKIP LOCKED as for any rate. Jobs without the key are one group
         (ring ``null``). Returns the ids chosen (locked) and, per ring, the
-        rows their starts take.
+        rows their starts take. With a limit per key (``key_limit``, under its
+        handler's lock), no key of that limit goes past it either: each key's
+        best jobs are then not cut to the rate, since some may have to wait.
         """
         if want <= 0:
             return [], {}
@@ -913,14 +968,17 @@ class Claims:
         if sequence is not None:
             conditions.append(self._first_of_its_key(sequence))
         rank = func.row_number().over(partition_by=key, order_by=(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id))
-        sub = select(jobs.c.id, jobs.c.priority, jobs.c.run_at, key.label("key"), rank.label("rn")).where(*conditions)
+        limited_key = jobs.c[key_limit.column] if key_limit is not None else literal(None, String)
+        sub = select(
+            jobs.c.id, jobs.c.priority, jobs.c.run_at, key.label("key"), limited_key.label("ckey"), rank.label("rn")
+        ).where(*conditions)
         ranked = sub.subquery()
-        rows = conn.execute(
-            select(ranked.c.id, ranked.c.key)
-            .where(ranked.c.rn <= min(rate.limit, want))
+        best = (
+            select(ranked.c.id, ranked.c.key, ranked.c.ckey)
             .order_by(ranked.c.priority.desc(), ranked.c.run_at, ranked.c.id)
             .limit(KEYED_RATE_LOOKAHEAD)
-        ).all()
+        )
+        rows = conn.execute(best if key_limit is not None else best.where(ranked.c.rn <= min(rate.limit, want))).all()
         if not rows:
             return [], {}
         kind = KEYED_RING
@@ -955,12 +1013,16 @@ class Claims:
         chosen: list[int] = []
         stamp: dict[str, list[int]] = {}
         spent: set[str] = set()
+        per_key: dict[str | None, int] = {}
         for row in rows:
             if len(chosen) >= want:
                 break
+            if key_limit is not None and not key_limit.has_room(row.ckey, per_key):
+                continue
             name = ring_name(handler, row.key)
             left = free.get(name, [])
             if len(stamp.get(name, ())) < len(left):
+                per_key[row.ckey] = per_key.get(row.ckey, 0) + 1
                 stamp.setdefault(name, []).append(left[len(stamp.get(name, ()))])
                 chosen.append(int(row.id))
             else:
@@ -988,6 +1050,8 @@ class Claims:
                 if job_id in locked:
                     kept.setdefault(by_id[job_id], []).append(0)
             stamp = {name: stamp[name][: len(kept[name])] for name in kept}
+        if key_limit is not None:
+            key_limit.offered.update((int(row.id), row.ckey) for row in rows if row.id in locked)
         return [i for i in chosen if i in locked], stamp
 
     def _stamp_keys(self, conn: Connection, handler: str, stamp: dict[str, list[int]], now: datetime) -> None:
@@ -1087,6 +1151,7 @@ class Claims:
         handler: str,
         column: str,
         sequence: JobSequence | None,
+        key_limit: KeyLimit | None = None,
     ) -> list[tuple[int, str]]:
         """Up to ``want`` ready jobs of a fair handler, round robin between keys (locked, with their turn keys).
 
@@ -1094,6 +1159,8 @@ class Claims:
         before the second of any, and among keys of one rank, the key served
         least recently first (``fair_turns``; never served: first of all). So
         a burst of one key's jobs deferred first does not hold the others back.
+        With a limit per key (``key_limit``, under its handler's lock), a job
+        whose key of that limit is full is passed over for the next in turn.
         """
         if want <= 0:
             return []
@@ -1118,15 +1185,17 @@ class Claims:
                 jobs.c.priority,
                 jobs.c.run_at,
                 func.coalesce(key, literal(NO_KEY, String)).label("turn"),
+                (jobs.c[key_limit.column] if key_limit is not None else literal(None, String)).label("ckey"),
                 rank.label("rn"),
             )
             .where(*conditions)
             .subquery()
         )
+        looked_at = want if key_limit is None else KEYED_RATE_LOOKAHEAD
         rows = conn.execute(
-            select(ranked.c.id, ranked.c.turn)
+            select(ranked.c.id, ranked.c.turn, ranked.c.ckey)
             .select_from(ranked.outerjoin(turns, and_(turns.c.handler == handler, turns.c.key == ranked.c.turn)))
-            .where(ranked.c.rn <= want)
+            .where(ranked.c.rn <= looked_at)
             .order_by(
                 ranked.c.rn,
                 turns.c.turn.is_not(None),
@@ -1135,8 +1204,16 @@ class Claims:
                 ranked.c.run_at,
                 ranked.c.id,
             )
-            .limit(want)
+            .limit(looked_at)
         ).all()
+        if key_limit is not None:
+            per_key: dict[str | None, int] = {}
+            fitting: list[Any] = []
+            for row in rows:
+                if len(fitting) < want and key_limit.has_room(row.ckey, per_key):
+                    per_key[row.ckey] = per_key.get(row.ckey, 0) + 1
+                    fitting.append(row)
+            rows = fitting
         if not rows:
             return []
         locked = set(
@@ -1146,6 +1223,8 @@ class Claims:
                 .with_for_update(skip_locked=True, of=jobs)
             ).scalars()
         )
+        if key_limit is not None:
+            key_limit.offered.update((int(r.id), r.ckey) for r in rows if r.id in locked)
         return [(int(r.id), str(r.turn)) for r in rows if r.id in locked]
 
     def _served(self, conn: Connection, handler: str, keys: list[str]) -> None:

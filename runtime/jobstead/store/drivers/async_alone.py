@@ -83,12 +83,15 @@ class AsyncAlone:
             self._refused_until = None
         return True
 
-    async def rows(self, statement: Select[Any], params: dict[str, Any]) -> Sequence[Sequence[Any]]:
-        """The rows of ``statement``, run as a transaction of its own (see ``Driver.rows_alone``)."""
+    async def rows(
+        self, statement: Select[Any], params: dict[str, Any] | Callable[[], dict[str, Any]]
+    ) -> Sequence[Sequence[Any]]:
+        """The rows of ``statement``, run as a transaction of its own (see ``Driver.rows_alone``);
+        a function for ``params`` is called once the connection is open (``Params``)."""
         sql, fixed = self._render(statement)
         try:
             conn = self._conn if self._conn is not None and not self._conn.closed else await self._connect()
-            cursor = await conn.execute(sql, {**fixed, **params})
+            cursor = await conn.execute(sql, {**fixed, **(params() if callable(params) else params)})
             rows: list[tuple[Any, ...]] = await cursor.fetchall()
             return rows
         except psycopg.Error as exc:

@@ -44,6 +44,16 @@ if TYPE_CHECKING:
     from .async_alone import AsyncAlone
 
 
+#: The values a statement binds, or a function giving them, called once its connection is held:
+#: a claim's time is read then, not before it waited for a pooled connection (it would be early).
+Params = dict[str, Any] | Callable[[], dict[str, Any]]
+
+
+def bound(params: Params) -> dict[str, Any]:
+    """The values of ``params``, read now."""
+    return params() if callable(params) else params
+
+
 #: NOTIFY payload that wakes workers of every queue.
 WAKE_ALL = "*"
 #: NOTIFY payload prefix: "cancel:1,2,3" asks whoever runs these jobs to stop them now.
@@ -121,10 +131,12 @@ class Driver:
         with engine.begin() as conn:
             yield conn
 
-    def rows_alone(self, engine: Engine, statement: Select[Any], params: dict[str, Any]) -> Sequence[Sequence[Any]]:
-        """The rows of one statement run ``alone``: for a hot statement whose client cost matters."""
+    def rows_alone(self, engine: Engine, statement: Select[Any], params: Params) -> Sequence[Sequence[Any]]:
+        """The rows of one statement run ``alone``: for a hot statement whose client cost matters.
+
+        A function for ``params`` is called once the connection is held (``bound``)."""
         with self.alone(engine) as conn:
-            return conn.execute(statement, params).all()
+            return conn.execute(statement, bound(params)).all()
 
     def async_alone(self, engine: Engine) -> AsyncAlone | None:
         """``rows_alone`` for one event loop, awaited without a thread; None where the database has

@@ -76,7 +76,7 @@ from ..new_jobs import option_key
 from ..records import Completion, JobRecord, NewJob
 from ..rows import new_job_values, records_in_input_order, sent_record, status_at_defer
 from .async_alone import AsyncAlone
-from .base import CANCEL_PREFIX, LOCK_BOUND_SECONDS, WAKE_ALL, Applied, Driver, Wake
+from .base import CANCEL_PREFIX, LOCK_BOUND_SECONDS, WAKE_ALL, Applied, Driver, Params, Wake, bound
 from .failover import discard_pool, follow_primary, is_failover, turned_read_only, when_connections_lost
 from .pool import WaitingQueuePool
 
@@ -258,7 +258,7 @@ class PostgreSQLDriver(Driver):
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             yield conn
 
-    def rows_alone(self, engine: Engine, statement: Select[Any], params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+    def rows_alone(self, engine: Engine, statement: Select[Any], params: Params) -> Sequence[Sequence[Any]]:
         """The statement's SQL rendered once, run on the pooled psycopg connection itself.
 
         For the claim: SQLAlchemy's execution layers (parameter processing, the
@@ -269,7 +269,7 @@ class PostgreSQLDriver(Driver):
         and return none (psycopg decodes jsonb and timestamptz itself).
         """
         sql, fixed = self.rendered(engine, statement)
-        return _fetch_autocommitted(engine, sql, {**fixed, **params})
+        return _fetch_autocommitted(engine, sql, lambda: {**fixed, **bound(params)})
 
     def async_alone(self, engine: Engine) -> AsyncAlone:
         return AsyncAlone(
@@ -616,13 +616,14 @@ def _fetch_autocommitted(engine: Engine, sql: str, params: Any) -> list[tuple[An
 
 
 def _fetch_once(engine: Engine, sql: str, params: Any) -> list[tuple[Any, ...]]:
+    """``params`` may be a function, called once the connection is held (``Params``)."""
     pooled = engine.raw_connection()
     try:
         driver = pooled.driver_connection
         assert driver is not None
         driver.autocommit = True
         try:
-            rows: list[tuple[Any, ...]] = driver.execute(sql, params).fetchall()
+            rows: list[tuple[Any, ...]] = driver.execute(sql, params() if callable(params) else params).fetchall()
             return rows
         finally:
             driver.autocommit = False
