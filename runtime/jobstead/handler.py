@@ -270,6 +270,7 @@ class ConfiguredHandler(Generic[P, R]):
     @overload
     async def defer_async(self: ConfiguredHandler[P, T], *args: Any, **kwargs: Any) -> Deferred[T]: ...
     async def defer_async(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        await self._keys_read()
         jobs = self._new_jobs([self.handler.signature.bind(args, kwargs)])
         return (await self._insert_async(jobs))[0]
 
@@ -282,7 +283,15 @@ class ConfiguredHandler(Generic[P, R]):
         self: ConfiguredHandler[P, T], calls: Iterable[Mapping[str, Any]]
     ) -> list[Deferred[T]]: ...
     async def defer_many_async(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred[Any]]:
+        await self._keys_read()
         return await self._insert_async(self._new_jobs(self._bind_each(calls)))
+
+    async def _keys_read(self) -> None:
+        """Read the handler rows' keys on a thread when they are due (``Registry.keys_of``), so the
+        event loop never waits on that read."""
+        registry = self.handler.store().registry
+        if registry.keys_stale():
+            await asyncio.to_thread(registry.keys_of, self.handler.name, self.handler.flow)
 
     def _insert_sync(self, jobs: list[NewJob]) -> list[Deferred[Any]]:
         store = self.handler.store()

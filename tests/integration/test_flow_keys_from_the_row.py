@@ -8,6 +8,8 @@ the claim sees no key: no sequence, one group for every customer.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from typing import Any
 
@@ -93,6 +95,44 @@ def test_jobs_deferred_from_code_carry_the_keys_the_jobhandler_names(
         time.sleep(0.4)
         after = charge.defer(account_id="acct-1", customer_id="c-9", cents=4)
         assert _keys(app, after.id) == (None, None, None, None), "back to the code's settings"
+    finally:
+        operator.close()
+        app.close()
+
+
+def test_an_async_defer_reads_the_rows_keys_off_its_event_loop(target: Target, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The read of the operator's rows is a blocking query: an async defer makes it on a thread."""
+    monkeypatch.setattr(registry_module, "OPERATOR_FLOW_TTL", 0.3)
+    app = App(target.url, schema=target.schema)
+
+    @app.handler()
+    def charge(account_id: str, customer_id: str, cents: int) -> None: ...
+
+    charge.defer(account_id="acct-0", customer_id="c-0", cents=0)  # the app's tables exist
+    operator = Store.connect(target.url, schema=target.schema)
+    readers: list[int] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if "handlers" in statement:
+            readers.append(threading.get_ident())
+
+    try:
+        operator.registry.put_handler(definition(JobHandlerSpec.parse(SPEC)))
+        time.sleep(0.4)
+
+        async def both() -> tuple[int, list[Any]]:
+            one = await charge.defer_async(account_id="acct-1", customer_id="c-9", cents=1)
+            time.sleep(0.4)  # aged out again: the many form reads them too
+            many = await charge.defer_many_async([{"account_id": "acct-2", "customer_id": "c-8", "cents": 2}])
+            return threading.get_ident(), [one, *many]
+
+        event.listen(app.store.db.engine, "before_cursor_execute", seen)
+        try:
+            loop_thread, deferred = asyncio.run(both())
+        finally:
+            event.remove(app.store.db.engine, "before_cursor_execute", seen)
+        assert len(readers) == 2 and loop_thread not in readers, (loop_thread, readers)
+        assert [_keys(app, d.id) for d in deferred] == [("acct-1", "c-9", "c-9", None), ("acct-2", "c-8", "c-8", None)]
     finally:
         operator.close()
         app.close()

@@ -46,6 +46,11 @@ class Registry:
         #: (monotonic time read, handler -> flow control) of the rows the operator wrote.
         self._operator_flows: tuple[float, dict[str, FlowControl]] | None = None
 
+    def keys_stale(self) -> bool:
+        """Whether the next ``keys_of`` reads the operator's rows (an async defer reads them on a thread)."""
+        cached = self._operator_flows
+        return cached is None or time.monotonic() - cached[0] > OPERATOR_FLOW_TTL
+
     def keys_of(self, name: str, code: FlowControl) -> FlowControl:
         """The flow control whose keys a job deferred from code carries: the handler row's where the
         operator wrote it (a JobHandler's ``sequenceBy``, ``concurrencyBy``, ``rateLimit.by``, ``fairBy``:
