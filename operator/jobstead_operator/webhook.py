@@ -85,7 +85,9 @@ class ServiceWebhookServer(kopf.WebhookServer):
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
         async for config in super().__call__(fn):
-            service = {**self.service, "path": self.path or "/"}
+            # kopf appends "/<handler id>" to the path: a root of "/" would make "//id",
+            # which the API server refuses, so the path is the server's root without its slash.
+            service = {**self.service, "path": (self.path or "").rstrip("/")}
             yield {"service": service, **({"caBundle": config["caBundle"]} if "caBundle" in config else {})}
 
 

@@ -52,6 +52,15 @@ def _webhook_service(api: client.ApiClient) -> dict[str, Any] | None:
     return None
 
 
+def _what_the_pods_say(cluster: Cluster, namespace: str) -> str:
+    """The namespace's Pods as ``kubectl describe`` shows them, and their logs: why an install did not get Ready."""
+    described = cluster.kubectl("describe", "pods", "-n", namespace, check=False).stdout
+    logs = cluster.kubectl(
+        "logs", "-n", namespace, "--all-containers", "--tail=40", "-l", "app.kubernetes.io/name=jobstead", check=False
+    )
+    return f"\n{described}\n{logs.stdout}{logs.stderr}"
+
+
 def test_the_charts_operator_runs_job_handlers_from_inside_the_cluster(
     node_cluster: Cluster,
     kube_api: client.ApiClient,
@@ -94,7 +103,7 @@ def test_the_charts_operator_runs_job_handlers_from_inside_the_cluster(
         return node_cluster.kubectl("-n", namespace, "apply", "-f", "-", stdin=json.dumps(body), check=False)
 
     try:
-        assert installed.returncode == 0, installed.stderr
+        assert installed.returncode == 0, installed.stderr + _what_the_pods_say(node_cluster, namespace)
         print(f"helm install --wait: {time.monotonic() - began:.1f} s")
         (operator,) = json.loads(node_cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)["items"]
         assert operator["spec"]["nodeName"] == NODE_NAME
