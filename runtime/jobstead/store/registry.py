@@ -21,6 +21,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select
 from ..clock import Clock
 from ..flow import FlowControl, RateLimit
 from .database import Database
+from .drivers.base import READ_ONLY
 from .limits import limit_use
 from .records import CronDefinition, HandlerDefinition, LimitUse
 from .rows import flow_control, flow_values, handler_definition
@@ -63,7 +64,8 @@ class Registry:
         now = time.monotonic()
         if cached is None or now - cached[0] > OPERATOR_FLOW_TTL:
             handlers = self._db.tables.handlers
-            with self._db.engine.connect() as conn:
+            # Read only: a defer inside the app's own transaction (SQLite's write lock held) must not wait.
+            with self._db.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
                 rows = conn.execute(select(handlers).where(handlers.c.source != "code")).mappings()
                 cached = self._operator_flows = (now, {row["name"]: flow_control(row) for row in rows})
         return cached[1].get(name, code)

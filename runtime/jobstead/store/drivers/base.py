@@ -66,6 +66,11 @@ CANCEL_PREFIX = "cancel:"
 #: frozen one delays crash recovery by seconds, not for as long as it stays frozen.
 LOCK_BOUND_SECONDS = 10.0
 
+#: Execution option of a connection that only reads (``engine.connect().execution_options(**{READ_ONLY: True})``):
+#: on SQLite it begins deferred, so it never waits for the write lock a caller's open transaction
+#: holds (a defer inside the app's session reading handler rows on a connection of its own).
+READ_ONLY = "jobstead_read_only"
+
 #: Called with the queue a wake-up is about (``WAKE_ALL``: any).
 Wake = Callable[[str], None]
 

@@ -18,7 +18,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import StaticPool
 
-from .base import Driver
+from .base import READ_ONLY, Driver
 
 
 class SQLiteDriver(Driver):
@@ -53,8 +53,10 @@ class SQLiteDriver(Driver):
 
         @event.listens_for(engine, "begin")
         def _on_begin(connection: Any) -> None:
-            # A read-only file cannot take the write lock: its readers begin deferred.
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if read_only is None else "BEGIN")
+            # A read-only file cannot take the write lock: its readers begin deferred, as does a
+            # connection that only reads (``READ_ONLY``): in WAL mode it never waits for a writer.
+            reads = read_only is not None or connection.get_execution_options().get(READ_ONLY, False)
+            connection.exec_driver_sql("BEGIN" if reads else "BEGIN IMMEDIATE")
 
         return engine
 
