@@ -134,8 +134,13 @@ def test_the_charts_operator_runs_job_handlers_from_inside_the_cluster(
         # The operator, in the cluster, reconciles a JobHandler into the database and into worker Pods.
         done = apply(job_handler("mailer", image=worker_image, maxReplicas=1))
         assert done.returncode == 0, done.stderr
-        row = wait_until(lambda: app.store.registry.handler("e2e_work"), 60, "the handler row the operator writes")
-        assert row.source == "crd" and row.concurrency == 6
+
+        def handler_row() -> Any:
+            row = app.store.registry.handler("e2e_work")
+            return row if row and row.source == "crd" else None
+
+        row = wait_until(handler_row, 60, "the handler row the operator writes")
+        assert row.concurrency == 6
         wait_until(
             lambda: (
                 node_cluster.kubectl("get", "deployment", "mailer-worker", "-n", namespace, check=False).returncode == 0
