@@ -44,7 +44,7 @@ node-up: venv node ## cluster-up with a node: the control plane, containerd and 
 
 .PHONY: e2e-node
 e2e-node: venv system-deps node ## The node e2e tests (test_node*.py) on a control plane with a real node for the session.
-	JOBSTEAD_E2E_NODE=1 $(PY) -m pytest -m e2e tests/e2e/test_node.py tests/e2e/test_node_workers.py $(PYTEST_ARGS)
+	JOBSTEAD_E2E_NODE=1 $(PY) -m pytest -m e2e tests/e2e/test_node.py tests/e2e/test_node_workers.py tests/e2e/test_node_operator.py $(PYTEST_ARGS)
 
 .PHONY: node-images
 node-images: ## Print the node's image names (base, pause, jobstead, testapp) for kubectl run / helm --set.

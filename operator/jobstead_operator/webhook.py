@@ -85,7 +85,9 @@ class ServiceWebhookServer(kopf.WebhookServer):
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
         async for config in super().__call__(fn):
-            service = {**self.service, "path": self.path or "/"}
+            # kopf appends "/<handler id>": a root of "/" would make "//id", which the API
+            # server refuses (each path segment must be a DNS label, hence the handlers' ids).
+            service = {**self.service, "path": (self.path or "").rstrip("/")}
             yield {"service": service, **({"caBundle": config["caBundle"]} if "caBundle" in config else {})}
 
 
@@ -134,7 +136,13 @@ def _spec_changed(operation: str | None, old: Any, new: Any) -> bool:
 
 
 @kopf.on.validate(
-    GROUP, VERSION, "cronschedules", operations=["CREATE", "UPDATE"], ignore_failures=True, registry=registry
+    GROUP,
+    VERSION,
+    "cronschedules",
+    id="validate-cronschedule",  # the URL path of a Service webhook: no "_" (kopf's default id is the function's name)
+    operations=["CREATE", "UPDATE"],
+    ignore_failures=True,
+    registry=registry,
 )
 async def validate_cronschedule(name: str, spec: Any, namespace: str | None, memo: Any, **kwargs: Any) -> None:
     if not _spec_changed(kwargs.get("operation"), kwargs.get("old"), kwargs.get("new")):
@@ -148,7 +156,13 @@ async def validate_cronschedule(name: str, spec: Any, namespace: str | None, mem
 
 
 @kopf.on.validate(
-    GROUP, VERSION, "jobhandlers", operations=["CREATE", "UPDATE"], ignore_failures=True, registry=registry
+    GROUP,
+    VERSION,
+    "jobhandlers",
+    id="validate-jobhandler",  # the URL path of a Service webhook: no "_" (kopf's default id is the function's name)
+    operations=["CREATE", "UPDATE"],
+    ignore_failures=True,
+    registry=registry,
 )
 async def validate_jobhandler(spec: Any, namespace: str | None, memo: Any, **kwargs: Any) -> None:
     if not _spec_changed(kwargs.get("operation"), kwargs.get("old"), kwargs.get("new")):
