@@ -283,3 +283,22 @@ def test_each_node_has_its_own_network_cgroups_and_state(tmp_path: Path) -> None
     assert kubelet["address"] == "10.244.7.1" and kubelet["containerRuntimeEndpoint"] == f"unix://{node.socket}"
     assert kubelet["authentication"]["anonymous"]["enabled"] is False
     assert kubelet["imageGCHighThresholdPercent"] == 100
+
+
+def test_the_bridge_keeps_its_address_when_a_pods_veth_goes(node_cluster: Cluster) -> None:
+    """Pods cache the gateway's hardware address: if the bridge took a port's and changed it when that
+    Pod went (Linux does, unless the address is set), the other Pods lost this machine for 30-60 s."""
+    network = NodeNetwork.allocate()
+    try:
+        address = Path(f"/sys/class/net/{network.bridge}/address")
+        before = address.read_text().strip()
+        for n in (0, 1):
+            subprocess.run(["ip", "link", "add", f"jsnt{n}", "type", "veth", "peer", "name", f"jsntp{n}"], check=True)
+            subprocess.run(["ip", "link", "set", f"jsnt{n}", "master", network.bridge], check=True)
+        lowest = min(Path(f"/sys/class/net/jsnt{n}/address").read_text().strip() for n in (0, 1))
+        subprocess.run(["ip", "link", "del", "jsnt0"], check=True)
+        assert before == network.mac and address.read_text().strip() == network.mac, (before, lowest)
+    finally:
+        for n in (0, 1):
+            subprocess.run(["ip", "link", "del", f"jsnt{n}"], capture_output=True, check=False)
+        network.release()

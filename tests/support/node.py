@@ -123,6 +123,11 @@ class NodeNetwork:
         return str(self.subnet.network_address + 1)
 
     @property
+    def mac(self) -> str:
+        """The bridge's own hardware address: locally administered, one per network, never a port's."""
+        return f"02:4a:53:00:{self.index:02x}:01"
+
+    @property
     def cgroup_root(self) -> str:
         return f"/jobstead-{self.index}"
 
@@ -142,7 +147,10 @@ class NodeNetwork:
             for index in range(1, 255):
                 network = cls(index)
                 if network.bridge not in taken:
-                    _run("ip", "link", "add", network.bridge, "type", "bridge")
+                    # A fixed address: a bridge without one takes its lowest port's and changes it when
+                    # that Pod's veth goes, so every other Pod's cached gateway address goes stale and it
+                    # cannot reach this machine (its database) until ARP gives up on it, 30-60 s later.
+                    _run("ip", "link", "add", network.bridge, "address", network.mac, "type", "bridge")
                     _run("ip", "addr", "add", f"{network.gateway}/24", "dev", network.bridge)
                     _run("ip", "link", "set", network.bridge, "up")
                     return network
