@@ -33,7 +33,12 @@ def test_pruning_rings_in_a_loop_never_lets_a_rate_per_key_be_exceeded(server_ta
     app = App(server_target.url, schema=server_target.schema)
     h = flow.app.get_handler("per_customer_rate")
     app.handler(name="per_customer_rate", rate_limit=h.flow.rate_limit, rate_limit_by=h.flow.rate_limit_by)(h.func)
-    app.get_handler("per_customer_rate").defer_many([{"customer_id": c, "i": i} for i in range(15) for c in CUSTOMERS])
+    # The first customer has few jobs: its ring goes idle after a second, while the others still claim
+    # (with equal backlogs every ring stays busy to the end on a loaded machine: nothing to prune).
+    counts = {c: 5 if c == CUSTOMERS[0] else 15 for c in CUSTOMERS}
+    app.get_handler("per_customer_rate").defer_many(
+        [{"customer_id": c, "i": i} for i in range(15) for c in CUSTOMERS if i < counts[c]]
+    )
     pruned = [0]
     done = threading.Event()
 
@@ -59,7 +64,7 @@ def test_pruning_rings_in_a_loop_never_lets_a_rate_per_key_be_exceeded(server_ta
     jobs = app.store.tables.jobs
     try:
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and app.stats().by_status.get("succeeded", 0) < 15 * len(CUSTOMERS):
+        while time.monotonic() < deadline and app.stats().by_status.get("succeeded", 0) < sum(counts.values()):
             time.sleep(0.2)
     finally:
         codes = [stop(w) for w in workers]
@@ -72,5 +77,5 @@ def test_pruning_rings_in_a_loop_never_lets_a_rate_per_key_be_exceeded(server_ta
     assert all(r.status == JobStatus.SUCCEEDED.value and r.attempts == 1 for r in rows), "none lost, none run twice"
     for customer in CUSTOMERS:
         mine = [r.started_at.timestamp() for r in rows if r.rate_key == customer]
-        assert len(mine) == 15 and _most_in_a_window(mine, 1.0) <= 5, customer
+        assert len(mine) == counts[customer] and _most_in_a_window(mine, 1.0) <= 5, customer
     app.close()
