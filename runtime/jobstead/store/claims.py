@@ -365,24 +365,33 @@ class Claims:
                 break
             if queue in blocked.queues:
                 continue
+
+            def take(name: str, want: int, in_queue: str | None = queue, **how: Any) -> list[ClaimedJob]:
+                """``_take_slotted`` for one handler in this queue, with its sequence, rates and fairness."""
+                return self._take_slotted(
+                    conn,
+                    now,
+                    in_queue,
+                    name,
+                    want,
+                    blocked.queues,
+                    worker_id,
+                    lease_seconds,
+                    sequence=sequences.get(name),
+                    keyed_rate=keyed.get(name),
+                    rates=rates,
+                    fair_column=fair.get(name),
+                    **how,
+                )
+
             for name in capped:
                 want = rates.allow(name, limit - len(claimed))
                 if want > 0:
-                    taken = self._take_slotted(
-                        conn,
-                        now,
-                        queue,
+                    taken = take(
                         name,
                         want,
-                        blocked.queues,
-                        worker_id,
-                        lease_seconds,
                         use_slots=name in blocked.slotted,
                         one_statement=name not in rates.of and name not in keyed and name not in fair,
-                        sequence=sequences.get(name),
-                        keyed_rate=keyed.get(name),
-                        rates=rates,
-                        fair_column=fair.get(name),
                     )
                     rates.took(name, len(taken))
                     claimed += taken
@@ -392,23 +401,7 @@ class Claims:
             for name in own_picks:
                 want = min(room[name], rates.allow(name, limit - len(claimed)))
                 if want > 0:
-                    taken = self._take_slotted(
-                        conn,
-                        now,
-                        queue,
-                        name,
-                        want,
-                        blocked.queues,
-                        worker_id,
-                        lease_seconds,
-                        use_slots=False,
-                        one_statement=False,
-                        sequence=sequences.get(name),
-                        keyed_rate=keyed.get(name),
-                        rates=rates,
-                        fair_column=fair.get(name),
-                        key_limit=key_limits[name],
-                    )
+                    taken = take(name, want, use_slots=False, one_statement=False, key_limit=key_limits[name])
                     room[name] -= len(taken)
                     for job in taken:
                         key_limits[name].took(job.id)
