@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Connection, delete, or_, select, update
 
+from ..errors import JobError
 from ..status import JobStatus
 from ..transitions import BatchEffect, JobChange
 from .records import JobRecord
@@ -75,6 +76,10 @@ def apply_change(
         rows = found
     else:
         conn.execute(update(jobs).where(chosen, applies).values(_values(db, change, now)))
+        # Rarely any: steps cancelled for a reason (rows locked above), made live again.
+        forgotten = [int(r["id"]) for r in found if change.forgets(JobError.from_json(r["error"]))]
+        if forgotten:
+            conn.execute(update(jobs).where(jobs.c.id.in_(forgotten)).values(error=None))
         rows = conn.execute(select(jobs).where(chosen).order_by(jobs.c.id)).mappings().all()
     return [Moved(change, job_record(r, now), previous[int(r["id"])]) for r in rows]
 
@@ -90,6 +95,8 @@ def _values(db: Database, change: JobChange, now: datetime) -> dict[str, Any]:
         values["finished_at"] = None
     if change.cancel_requested is not None:
         values["cancel_requested"] = change.cancel_requested
+    if change.reason is not None:
+        values["error"] = change.reason.to_json()
     if change.one_more_attempt:
         values["max_attempts"] = jobs.c.attempts + 1
         values["run_at"] = now

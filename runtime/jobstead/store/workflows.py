@@ -52,20 +52,20 @@ from ..errors import InvalidArguments, JobError, WorkflowNotFound
 from ..metrics.worker import workflows_ended
 from ..status import FINAL_STATUSES, JobStatus
 from ..transitions import (
-    ASK_TO_STOP,
-    CANCEL,
     CANCEL_DOWNSTREAM,
+    CANCEL_WITH_WORKFLOW,
     RETRYABLE,
+    STOP_WITH_WORKFLOW,
     WAIT_AGAIN,
     Completion,
     UpstreamRule,
+    cancel_reason,
     failed_for_good,
     release_status,
     releases,
     shown_status,
     step_retry,
     upstream_failed,
-    upstream_reason,
     workflow_outcome,
 )
 from .continuations import Continuations, stored
@@ -653,16 +653,16 @@ class Workflows:
             # so waiting for its row would be a deadlock. It is ending anyway (skipped); the
             # workflow is cancelled once it has.
             moved: list[Moved] = []
-            for change in (CANCEL, ASK_TO_STOP):
+            for change in (CANCEL_WITH_WORKFLOW, STOP_WITH_WORKFLOW):
                 ids = self._step_ids(conn, workflow_id, change.applies_to)
                 if ids:
                     which = jobs.c.id.in_(ids)
-                    moved += apply_change(self._db, conn, change, which, now, skip_locked=change is ASK_TO_STOP)
+                    moved += apply_change(self._db, conn, change, which, now, skip_locked=change.tells_workers)
             self.notify_cancel(conn, [m.record.id for m in moved if m.change.tells_workers])
-            ended = [(m.record.id, m.record.status) for m in moved if m.change is CANCEL]
+            ended = [(m.record.id, m.record.status) for m in moved if m.change.ends]
             locked = self._lock_counting(conn, {workflow_id: len(ended)}) or {workflow_id: dict(row)}
             self._settle(conn, locked, {workflow_id: ended})
-            return [m.record.id for m in moved if m.change is ASK_TO_STOP]
+            return [m.record.id for m in moved if m.change.tells_workers]
 
     def retry(self, workflow_id: int) -> list[int]:
         """Give each failed, dead or cancelled step one more attempt; return their ids.
@@ -925,7 +925,7 @@ class Workflows:
                     job_id=int(r.id),
                     status=status,
                     after=list(after.get(int(r.id), ())),
-                    reason=upstream_reason(status, JobError.from_json(r.error)),
+                    reason=cancel_reason(status, JobError.from_json(r.error)),
                 )
         else:
             due = jobs.c.run_at <= now
