@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import event, select
 
+import jobstead
 from jobstead.errors import JobError
 from jobstead.status import AttemptOutcome, JobStatus
 from jobstead.store import ClaimedJob, NewJob, NewStep, Store, WorkflowStats
@@ -614,3 +617,45 @@ def test_a_cancel_does_not_wait_for_a_step_being_completed_right_now(store: Stor
         JobStatus.CANCELLED,
         "cancelled",
     )
+
+
+def test_cancel_notes_have_one_writer() -> None:
+    """Telling workers to stop jobs now (a NOTIFY of ids, in chunks under PostgreSQL's payload limit)
+    lives in ``moves.notify_cancel``, the home of what a move means: it was written twice, in
+    ``batches.py`` and in ``workflows.py``."""
+    root = Path(jobstead.__file__).parent / "store"
+    defined = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if "def notify_cancel(" in p.read_text())
+    assert defined == ["moves.py"]
+    prefixed = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if "CANCEL_PREFIX +" in p.read_text())
+    assert prefixed == ["moves.py"]
+
+
+def test_cancelling_many_running_steps_and_members_tells_their_workers_every_id(store: Store) -> None:
+    """A workflow's and a batch's cancel tell listening workers each running id, however many:
+    the notes are chunked under PostgreSQL's 8000-byte payload limit."""
+    if not store.supports_listen:
+        pytest.skip("this driver has no wake-ups: workers learn of a cancel at their next renewal")
+    workflow_id = store.workflows.create("wide", [step(f"s{i}") for i in range(1_200)]).id
+    batch_id, _ = store.batches.create([new() for _ in range(700)])
+    running = {job.id for job in claim(store, limit=2_000)}
+    assert len(running) == 1_900
+
+    async def scenario() -> set[int]:
+        heard: set[int] = set()
+        connected, everything = asyncio.Event(), asyncio.Event()
+
+        def cancelled(ids: list[int]) -> None:
+            heard.update(ids)
+            if heard >= running:
+                everything.set()
+
+        task = asyncio.create_task(store.listen([], lambda _: None, connected=connected.set, cancelled=cancelled))
+        await asyncio.wait_for(connected.wait(), 15)
+        stopping = await asyncio.to_thread(store.workflows.cancel, workflow_id)
+        stopping += await asyncio.to_thread(store.batches.cancel, batch_id)
+        assert set(stopping) == running
+        await asyncio.wait_for(everything.wait(), 15)
+        task.cancel()
+        return heard
+
+    assert asyncio.run(scenario()) == running
