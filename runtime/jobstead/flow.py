@@ -48,6 +48,8 @@ MAX_RATE_LIMIT = 1_000_000
 MAX_RATE_PERIOD = 31_536_000.0
 #: Shared limit names: stored in a VARCHAR(200) column, like handler names.
 MAX_NAME_LENGTH = 200
+#: The largest ``concurrency_per_key``: what its INTEGER column holds.
+MAX_PER_KEY = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -155,9 +157,10 @@ class FlowControl:
         object.__setattr__(self, "rate_limits", tuple(dict.fromkeys(names)))
         per_key = self.concurrency_per_key
         if per_key is not None:
-            if isinstance(per_key, bool) or not isinstance(per_key, int) or per_key < 1:
+            if isinstance(per_key, bool) or not isinstance(per_key, int) or not 1 <= per_key <= MAX_PER_KEY:
                 raise InvalidOption(
-                    "concurrency_per_key", f"must be a whole number of at least 1, e.g. 2, not {per_key!r}"
+                    "concurrency_per_key",
+                    f"must be a whole number of at least 1 and at most {MAX_PER_KEY}, e.g. 2, not {per_key!r}",
                 )
             if self.concurrency_by is None:
                 raise InvalidOption(

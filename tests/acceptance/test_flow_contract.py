@@ -228,3 +228,22 @@ def test_a_jobhandler_rate_out_of_range_is_refused_as_the_runtime_refuses_it(rat
     with pytest.raises(kopf.AdmissionError) as refused:
         asyncio.run(validate_jobhandler(spec=spec, namespace="shop", memo=None, operation="CREATE"))
     assert str(refused.value) == parsed.value.message
+
+
+def test_a_limit_per_key_past_what_its_column_holds_is_refused_at_registration(make_app: Callable[..., App]) -> None:
+    """``concurrency_per_key=2**31`` registered, then failed the app's start on PostgreSQL and
+    MariaDB ("integer out of range", naming SQL): refused by name now; the largest one is stored."""
+    app = make_app()
+    with pytest.raises(InvalidOption) as raised:
+
+        @app.handler(concurrency_by="customer_id", concurrency_per_key=2**31)
+        def sync_customer(customer_id: str) -> None: ...
+
+    assert raised.value.option == "concurrency_per_key" and "at most 2147483647" in str(raised.value)
+
+    @app.handler(concurrency_by="customer_id", concurrency_per_key=2**31 - 1)
+    def sync_account(customer_id: str) -> None: ...
+
+    app.open()
+    (row,) = [h for name, h in app.store.registry.handlers().items() if name.endswith("sync_account")]
+    assert row.flow.concurrency_per_key == 2**31 - 1
