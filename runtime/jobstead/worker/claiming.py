@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..lifecycle import Backoff, log_failure, log_recovery
 from ..metrics.worker import ClaimSeries, WorkerMetrics
-from ..store import ClaimedJob, HandOff, Store
+from ..store import ClaimedJob, Completion, HandOff, Store
 from .prefetch import ClaimPace
 from .runner import JobRunner
 
@@ -110,17 +110,27 @@ class ClaimLoop:
         if not self._runner.may_claim_ahead():
             self._wake.set()
 
-    def hand_off(self) -> HandOff | None:
+    def hand_off(self, completions: Sequence[Completion] = ()) -> HandOff | None:
         """The claim a completion write about to start should make in its transaction, if any.
 
-        Only where completions are what makes room and the claim waits on no
-        lock (``JobRunner.may_hand_off``: a global limit, a rate or a
-        sequence), never once stopping, and for the free slots no claim in
-        flight has asked for yet. Not for one write per poll interval: its
-        slots go to whoever claims first.
+        Only where the claim waits on no lock (``JobRunner.claims_wait_on_no_lock``),
+        never once stopping, and for the free slots no claim in flight has asked
+        for yet; and only where the write is what makes the work claimable:
+
+        * completions make room (``JobRunner.may_hand_off``: a global limit, a
+          rate or a sequence);
+        * a workflow step among ``completions`` ends, so may release the steps
+          after it: they are queued in this transaction, and claimed in it too,
+          instead of waiting for its NOTIFY to reach a claim loop and that
+          claim's round trip (and the three other processes' claims racing it).
+
+        Not for one write per poll interval: its slots go to whoever claims first.
         """
         runner = self._runner
-        if self._stopping or self._handing or not runner.may_hand_off():
+        releasing = runner.note_releasing(completions)
+        if self._stopping or self._handing or not (runner.may_hand_off() or releasing):
+            return None
+        if not runner.claims_wait_on_no_lock():
             return None
         now = time.monotonic()
         if self._handing_since is None:
@@ -131,11 +141,18 @@ class ClaimLoop:
             self._handing_since = None
             return None
         in_flight = self._asked if self._claim is not None else 0
-        want = runner.free_slots() - len(runner.buffered) - in_flight
+        want = self._room() - len(runner.buffered) - in_flight
         if want <= 0:
             return None
         self._handing = want
         return HandOff(self._worker_id, self._handlers, self._queues, want, self._lease_seconds)
+
+    def _room(self) -> int:
+        """Free slots, as many as the handlers' global limits could fill (``JobRunner.room_under_limits``)."""
+        runner = self._runner
+        free = runner.free_slots()
+        room = runner.room_under_limits()
+        return free if room is None else min(free, room + len(runner.buffered))
 
     async def handed(self, hand_off: HandOff, took: float, written: bool) -> None:
         """A completion write with a hand-off is back: its jobs are buffered as a claim's are.
@@ -222,7 +239,7 @@ class ClaimLoop:
     def _send(self, on_loop: AsyncAlone | None) -> None:
         """Claim when a slot would otherwise idle, or the buffer is half spent."""
         runner = self._runner
-        free = runner.free_slots() - self._handing  # a completion write in flight asked for those
+        free = self._room() - self._handing  # a completion write in flight asked for those
         buffered = len(runner.buffered)
         ahead = self._pace.ahead if runner.may_claim_ahead() else 0
         if free > buffered or (ahead and buffered <= ahead // 2):
