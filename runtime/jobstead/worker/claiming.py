@@ -159,7 +159,10 @@ class ClaimLoop:
 
         Not ``written``: the claim rolled back with it; the writer tries again.
         A hand-off that took fewer jobs than it asked is an empty claim: no
-        claim before a wake-up or the poll interval.
+        claim before a wake-up or the poll interval. One that took all it
+        asked claims again, unless a claim in flight asked for the rest:
+        otherwise that claim, come back empty, was claimed again at once, and
+        a claim that found nothing ran beside every write.
         """
         self._handing = 0
         if not written:
@@ -180,7 +183,9 @@ class ClaimLoop:
             if room_at is not None:
                 wait = (room_at - self._store.clock()).total_seconds()
                 self._idle_until = min(self._idle_until, self._loop.time() + max(wait, 0.0))
-        elif len(jobs) >= hand_off.limit:
+        elif len(jobs) >= hand_off.limit and self._claim is None:
+            # All it asked for: there may be more. Not while a claim is in flight: that claim
+            # asked for the rest and tells (an empty one idles the loop, as it should).
             self._wake.set()
 
     def stop(self) -> None:
@@ -237,8 +242,17 @@ class ClaimLoop:
                 await on_loop.close()
 
     def _send(self, on_loop: AsyncAlone | None) -> None:
-        """Claim when a slot would otherwise idle, or the buffer is half spent."""
+        """Claim when a slot would otherwise idle, or the buffer is half spent.
+
+        Not while completions of a worker that hands off wait to be written:
+        that write claims for the slots they free (``hand_off``). A claim sent
+        beside it took the room it was counted on, so the write took only the
+        slots its own jobs held, and that "full" hand-off asked for one more
+        claim: a claim that found nothing ran beside every write.
+        """
         runner = self._runner
+        if runner.completions_unwritten() and runner.may_hand_off():
+            return
         free = self._room() - self._handing  # a completion write in flight asked for those
         buffered = len(runner.buffered)
         ahead = self._pace.ahead if runner.may_claim_ahead() else 0

@@ -190,6 +190,10 @@ class JobRunner:
                 found = found or completion.final_at is not None
         return found
 
+    def completions_unwritten(self) -> bool:
+        """Whether finished jobs wait for their completion's write, or it is in flight."""
+        return self._writer.backlog() > 0
+
     def free_slots(self) -> int:
         """Slots not running a job, less the unwritten completions beyond one slot's worth each.
 
