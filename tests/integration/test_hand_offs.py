@@ -1,10 +1,11 @@
 """What a worker's completion writes claim in their own transaction (``ClaimLoop.hand_off``), on every driver.
 
 * A workflow step that ends releases the steps after it in its completion's
-  transaction; the same transaction claims them for this worker, so they start
-  without waiting for a NOTIFY and a claim's round trip. The workers here do
-  not listen and poll every 30 s: a released step that had to be found by a
-  claim would wait that long.
+  transaction; where no NOTIFY wakes the claim loop (SQLite, MariaDB, a worker
+  that does not listen) the same transaction claims them for this worker, so
+  they start without waiting for the next poll. The workers here do not listen
+  and poll every 30 s: a released step that had to be found by a claim would
+  wait that long.
 * A worker whose handlers all have a global limit never asks for more jobs
   than those limits could let it hold, whatever its concurrency: a claim for
   the rest could take nothing, and ran beside every completion write.
