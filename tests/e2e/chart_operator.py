@@ -18,7 +18,9 @@ test's start, as ``kubectl logs`` gives it (``conftest.py``).
 
 The short timings the tests were written for (a 3 s scale-down window, a 4 s
 idle cool-down) and the worker defaults one test checks are chart values here:
-what a user sets, not an argument only a local process gets.
+what a user sets, not an argument only a local process gets. A test that needs
+other settings gets an install of its own (``own_operator`` in
+``test_operator.py``), with one namespace.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from kubernetes import client
 
@@ -64,11 +66,19 @@ class ChartOperator:
     release: str
     pool: list[str]
     helm_home: Path
+    #: Values over the session's (``install``'s ``values``).
+    values: dict[str, Any] = field(default_factory=dict)
     taken: list[str] = field(default_factory=list)
-    test_began: datetime | None = None
+    #: The test using the namespace taken last, and since when: whose failure report gets the log.
+    serving: str | None = None
+    serving_since: datetime | None = None
+    #: Every install still running, for the failure reports (``conftest.py``).
+    installed: ClassVar[list[ChartOperator]] = []
 
     @classmethod
-    def install(cls, cluster: Cluster, pool_size: int, helm_home: Path) -> ChartOperator:
+    def install(
+        cls, cluster: Cluster, pool_size: int, helm_home: Path, values: dict[str, Any] | None = None
+    ) -> ChartOperator:
         suffix = uuid.uuid4().hex[:6]
         operator = cls(
             cluster,
@@ -77,7 +87,9 @@ class ChartOperator:
             release=f"jobstead-{suffix}",
             pool=[f"e2e-{suffix}-{n}" for n in range(max(pool_size, 1))],
             helm_home=helm_home,
+            values=values or {},
         )
+        cls.installed.append(operator)
         operator._create_namespaces()
         try:
             operator._install()
@@ -88,12 +100,12 @@ class ChartOperator:
 
     # -- what a test uses ----------------------------------------------------------------
 
-    def take_namespace(self) -> str:
-        """The next namespace of the pool: watched by the operator since it started, used by no other test."""
+    def take_namespace(self, test: str) -> str:
+        """The next namespace of the pool for ``test`` (its node id): watched since the operator started, by it only."""
         left = [ns for ns in self.pool if ns not in self.taken]
         assert left, f"the pool of {len(self.pool)} namespaces is used up: more tests asked than were collected"
         self.taken.append(left[0])
-        self.test_began = now()
+        self.serving, self.serving_since = test, now()
         return left[0]
 
     def finish(self, namespace: str) -> None:
@@ -102,7 +114,7 @@ class ChartOperator:
 
     def test_logs(self) -> str:
         """The operator Pod's log since the current test took its namespace (for its failure report)."""
-        return self.logs(self.test_began)
+        return self.logs(self.serving_since)
 
     def pod(self) -> dict[str, Any]:
         """The operator's Pod (the chart runs one replica here)."""
@@ -179,7 +191,7 @@ class ChartOperator:
 
     def _install(self) -> None:
         repository, tag = image_name(image_archives()["jobstead"]).rsplit(":", 1)
-        values = {
+        values: dict[str, Any] = {
             "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
             # One replica: peering is tested elsewhere, and one Pod starts faster than two.
             "replicaCount": 1,
@@ -191,6 +203,8 @@ class ChartOperator:
             },
             "workerDefaults": WORKER_DEFAULTS,
         }
+        for key, value in self.values.items():
+            values[key] = {**values[key], **value} if isinstance(value, dict) else value
         values_file = self.helm_home / f"{self.release}.values.json"
         values_file.parent.mkdir(parents=True, exist_ok=True)
         values_file.write_text(json.dumps(values))
@@ -213,6 +227,8 @@ class ChartOperator:
             time.sleep(0.5)
         self.helm("uninstall", self.release, "--namespace", self.namespace, timeout=120)
         self.cluster.kubectl("delete", "namespace", self.namespace, *self.pool, "--wait=false", check=False)
+        if self in self.installed:
+            self.installed.remove(self)
 
     def _left_in_pool(self) -> bool:
         done = self.cluster.kubectl("get", "jobhandlers,cronschedules", "-A", "-o", "json", check=False)

@@ -170,7 +170,9 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """A failed test served by the chart's operator shows that Pod's log: the operator's side of the story."""
     report = yield
-    operator = getattr(item, "funcargs", {}).get("chart_operator")
-    if report.failed and report.when == "call" and isinstance(operator, ChartOperator):
-        report.sections.append((f"operator Pod's log (kubectl logs -n {operator.namespace})", operator.test_logs()))
+    if report.failed and report.when == "call":
+        for operator in ChartOperator.installed:
+            if operator.serving == item.nodeid:
+                section = f"operator Pod's log (kubectl logs -n {operator.namespace})"
+                report.sections.append((section, operator.test_logs()))
     return report

@@ -75,9 +75,10 @@ def setup(
     kube_api: client.ApiClient,
     chart_operator: ChartOperator | None,
     pod_reachable_pg: PostgresServer,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Setup]:
     assert chart_operator, "the local node runs the chart's operator"
-    namespace = chart_operator.take_namespace()
+    namespace = chart_operator.take_namespace(request.node.nodeid)
     # One URL for all: the node's address is this machine's, for the tests as for the Pods.
     url = pod_database_url(pod_reachable_pg, node_cluster, namespace)
     schema = f"e2e_{uuid.uuid4().hex[:10]}"

@@ -9,14 +9,13 @@ a cluster would do either way.
 Who runs the operator: the JobHandler tests take ``setup``, which on the local
 node is a namespace watched by the chart's operator, a Pod installed once for
 the session with ``helm install`` (``chart_operator.py``), and without a node a
-``jobstead operator`` process started for the test. ``local_setup`` always
-starts a local process, for the tests that need one:
-- restarting the operator (the code crons' test) or running it with other
-  settings than the session's install (a 30 s scale tick, a 12 s cool-down):
-  a second install or a Pod restart would cost 15-20 s each for nothing these
-  tests are about;
-- the CronSchedule tests: no Pod runs for them, so the chart's Pod would show
-  nothing a local process does not;
+``jobstead operator`` process started for the test. ``own_operator`` is the
+same for a test whose operator needs other settings than the session's (a 30 s
+scale tick, a 12 s cool-down): on the node a chart install of its own, its
+settings as chart values. The rest start a local process:
+- the CronSchedule tests (``local_setup``): no Pod runs for them, and one
+  restarts its operator, which with a Pod means waiting for a new Pod to start
+  and lead, for nothing the test is about;
 - the database outage and the webhook tests start their own operator: the
   outage's PostgreSQL and the webhook listen on 127.0.0.1 of this machine,
   which no Pod reaches (the chart's webhook through its Service is in
@@ -151,7 +150,9 @@ def setup(
     request: pytest.FixtureRequest,
 ) -> Iterator[dict[str, Any]]:
     """A namespace with its app, served by the chart's operator Pod on the local node, else by a local process."""
-    namespace = chart_operator.take_namespace() if chart_operator else request.getfixturevalue("namespace")
+    namespace = (
+        chart_operator.take_namespace(request.node.nodeid) if chart_operator else request.getfixturevalue("namespace")
+    )
     app, schema = _test_app(kube_api, namespace, pg_url)
     operator = None
     if not chart_operator:
@@ -200,6 +201,51 @@ def local_setup(
     operator.stop()
     app.close()
     print(f"operator log: {tmp_path / 'operator.log'}")
+
+
+@pytest.fixture
+def own_operator(
+    kube_cluster: Cluster,
+    kube_api: client.ApiClient,
+    jobstead_crds: list[str],
+    pg_url: str,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    worker_pods: WorkerPods,
+    request: pytest.FixtureRequest,
+) -> Iterator[Callable[..., dict[str, Any]]]:
+    """``setup`` with an operator of the test's own settings: on the local node a chart install of its own.
+
+    ``start(chart=VALUES, args=FLAGS, env=VARIABLES)`` says each setting the
+    way its operator takes it: chart values for the Pod, flags and variables
+    for the local process.
+    """
+    started: list[tuple[App, ChartOperator | Operator]] = []
+
+    def start(
+        chart: dict[str, Any] | None = None, args: Sequence[str] = (), env: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        operator: ChartOperator | Operator
+        if kube_cluster.node:
+            operator = ChartOperator.install(kube_cluster, 1, tmp_path_factory.mktemp("chart-operator"), chart)
+            operator.assert_in_cluster(kube_api)
+            namespace = operator.take_namespace(request.node.nodeid)
+        else:
+            namespace = request.getfixturevalue("namespace")
+            defaults = {"JOBSTEAD_WORKER_DEFAULTS": json.dumps(WORKER_DEFAULTS)}
+            operator = Operator(kube_cluster, namespace, tmp_path / "operator.log", args, {**defaults, **(env or {})})
+        app, schema = _test_app(kube_api, namespace, pg_url)
+        started.append((app, operator))
+        return {"app": app, "schema": schema, "namespace": namespace, "image": worker_pods.image}
+
+    yield start
+    for app, operator in started:
+        if isinstance(operator, ChartOperator):
+            operator.uninstall()
+        else:
+            operator.stop()
+            print(f"operator log: {operator.log}")
+        app.close()
 
 
 def job_handler(name: str, **spec: Any) -> dict[str, Any]:
@@ -632,45 +678,33 @@ def test_webhook_refuses_what_the_schema_cannot_check(
 
 
 def test_new_work_wakes_a_handler_at_zero_without_waiting_for_the_tick(
-    local_setup: dict[str, Any], kube_cluster: Cluster, kube_api: client.ApiClient, pg_url: str, tmp_path: Path
+    own_operator: Callable[..., dict[str, Any]], kube_api: client.ApiClient
 ) -> None:
-    ns, app = local_setup["namespace"], local_setup["app"]
-    local_setup["operator"].stop()
     # a 30 s scale tick: only the NOTIFY wake-up can explain a pod within a few seconds
-    operator = Operator(kube_cluster, ns, tmp_path / "slow.log", env={"JOBSTEAD_SCALE_INTERVAL": "30"})
-    try:
-        custom(kube_api).create_namespaced_custom_object(
-            GROUP, VERSION, ns, "jobhandlers", job_handler("sleepy", image=local_setup["image"])
-        )
-        wait_until(lambda: deployment(kube_api, ns, "sleepy"), 15, "the Deployment")
-        time.sleep(2)  # the first scale tick has run (and found nothing to do)
-        assert deployment(kube_api, ns, "sleepy").spec.replicas == 0
-        deferred = time.monotonic()
-        job = app.get_handler("e2e_work").defer(i=7)
-        wait_until(lambda: deployment(kube_api, ns, "sleepy").spec.replicas >= 1, 5, "a pod for the new work")
-        print(f"0 -> 1 pod {time.monotonic() - deferred:.2f} s after the defer")
-        assert job.wait(60)["pid"]
-    finally:
-        operator.stop()
+    slow = {"name": "JOBSTEAD_SCALE_INTERVAL", "value": "30"}
+    setup = own_operator(chart={"operator": {"extraEnv": [slow]}}, env={slow["name"]: slow["value"]})
+    ns, app = setup["namespace"], setup["app"]
+    custom(kube_api).create_namespaced_custom_object(
+        GROUP, VERSION, ns, "jobhandlers", job_handler("sleepy", image=setup["image"])
+    )
+    wait_until(lambda: deployment(kube_api, ns, "sleepy"), 15, "the Deployment")
+    time.sleep(2)  # the first scale tick has run (and found nothing to do)
+    assert deployment(kube_api, ns, "sleepy").spec.replicas == 0
+    deferred = time.monotonic()
+    job = app.get_handler("e2e_work").defer(i=7)
+    wait_until(lambda: deployment(kube_api, ns, "sleepy").spec.replicas >= 1, 5, "a pod for the new work")
+    print(f"0 -> 1 pod {time.monotonic() - deferred:.2f} s after the defer")
+    assert job.wait(60)["pid"]
 
 
 def test_the_status_says_what_the_scaler_decided_and_why(
-    local_setup: dict[str, Any],
-    kube_cluster: Cluster,
-    kube_api: client.ApiClient,
-    worker_pods: WorkerPods,
-    tmp_path: Path,
+    own_operator: Callable[..., dict[str, Any]], kube_api: client.ApiClient
 ) -> None:
     """``status.scaling`` carries the inputs and the reason; ``recentDecisions`` the changes, newest first."""
-    ns, app = local_setup["namespace"], local_setup["app"]
-    _register_long(app)
-    local_setup["operator"].stop()
     # a cool-down (12 s) well past the window (3 s): several ticks keep one warm pod, and say so
-    operator = Operator(kube_cluster, ns, tmp_path / "cooldown.log", extra=["--idle-cooldown", "12"])
-    try:
-        _scaling_status_through_a_burst(kube_api, ns, app, local_setup["image"])
-    finally:
-        operator.stop()
+    setup = own_operator(chart={"operator": {"idleCooldownSeconds": 12}}, args=["--idle-cooldown", "12"])
+    _register_long(setup["app"])
+    _scaling_status_through_a_burst(kube_api, setup["namespace"], setup["app"], setup["image"])
 
 
 def _scaling_status_through_a_burst(kube_api: client.ApiClient, ns: str, app: App, image: str) -> None:
