@@ -7,10 +7,11 @@ KopfPeerings, in-cluster configuration, probed by the kubelet. It reaches each
 test's PostgreSQL at the node's address, as the worker Pods do
 (``pod_database_url``).
 
-One install serves the whole session, so its 15-20 s are paid once: the chart
-watches a pool of namespaces created up front, one for each test that asks for
-it (the chart grants its Roles per watched namespace, and the operator cannot
-be told about a namespace after it started without restarting its Pod). A test
+One install serves the whole session, so its 7-15 s (``helm install --wait``)
+are paid once: the chart watches a pool of namespaces created up front, one for
+each test that asks for it (the chart grants its Roles per watched namespace,
+and the operator cannot be told about a namespace after it started without
+restarting its Pod). A test
 takes the next namespace of the pool; when it ends its JobHandlers are deleted
 (the operator, still running, removes their finalizers and the Deployments go
 with them). A failed test's report carries the operator Pod's log from the
