@@ -14,8 +14,9 @@ and the operator cannot be told about a namespace after it started without
 restarting its Pod). A test
 takes the next namespace of the pool; when it ends its JobHandlers are deleted
 (the operator, still running, removes their finalizers and the Deployments go
-with them). A failed test's report carries the operator Pod's log from the
-test's start, as ``kubectl logs`` gives it (``conftest.py``).
+with them), and after the pool's last test the release is uninstalled. A
+failed test's report carries the operator Pod's log from the test's start, as
+``kubectl logs`` gives it (``conftest.py``).
 
 The short timings the tests were written for (a 3 s scale-down window, a 4 s
 idle cool-down) and the worker defaults one test checks are chart values here:
@@ -110,8 +111,14 @@ class ChartOperator:
         return left[0]
 
     def finish(self, namespace: str) -> None:
-        """The test is over: its JobHandlers go, and their worker Pods with them (the operator removes finalizers)."""
+        """The test is over: its JobHandlers go, and their worker Pods with them (the operator removes finalizers).
+
+        After the pool's last test the operator goes too, rather than idle on
+        the node through the rest of the session's tests.
+        """
         self.cluster.kubectl("delete", "jobhandlers,cronschedules", "--all", "-n", namespace, "--wait=false")
+        if len(self.taken) == len(self.pool):
+            self.uninstall()
 
     def test_logs(self) -> str:
         """The operator Pod's log since the current test took its namespace (for its failure report)."""
@@ -221,6 +228,8 @@ class ChartOperator:
 
     def uninstall(self) -> None:
         """JobHandlers first, while the operator runs to remove their finalizers; then the release, the namespaces."""
+        if self not in self.installed:
+            return
         for ns in self.pool:
             self.cluster.kubectl("delete", "jobhandlers,cronschedules", "--all", "-n", ns, "--wait=false", check=False)
         deadline = time.monotonic() + 30
@@ -228,8 +237,7 @@ class ChartOperator:
             time.sleep(0.5)
         self.helm("uninstall", self.release, "--namespace", self.namespace, timeout=120)
         self.cluster.kubectl("delete", "namespace", self.namespace, *self.pool, "--wait=false", check=False)
-        if self in self.installed:
-            self.installed.remove(self)
+        self.installed.remove(self)
 
     def _left_in_pool(self) -> bool:
         done = self.cluster.kubectl("get", "jobhandlers,cronschedules", "-A", "-o", "json", check=False)

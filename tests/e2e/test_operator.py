@@ -298,8 +298,10 @@ def test_jobhandler_scales_workers_with_the_queue_within_the_limit(
     setup: dict[str, Any], kube_api: client.ApiClient, worker_pods: WorkerPods
 ) -> None:
     ns, app = setup["namespace"], setup["app"]
-    # first make sure the operator is serving (a probe resource gets its condition), then time the apply
-    custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, ns, "cronschedules", cron_schedule("probe"))
+    # first make sure the operator is serving (a probe resource gets its condition), then time the apply;
+    # suspended, the probe never fires (every 5 minutes it added a job to the 500 counted at the end)
+    probe = cron_schedule("probe", suspend=True)
+    custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, ns, "cronschedules", probe)
     wait_until(lambda: ready_condition(kube_api, ns, "cronschedules", "probe"), 30, "the operator to serve")
     applied = time.monotonic()
     custom(kube_api).create_namespaced_custom_object(
