@@ -17,6 +17,7 @@ from typing import Any, Generic, ParamSpec, TypeAlias, TypeVar, overload
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
+from .collector_pause import collector_paused
 from .deferred import Deferred
 from .errors import ConfigurationError, InvalidArguments, InvalidOption
 from .flow import NO_FLOW_CONTROL, FlowControl
@@ -261,7 +262,9 @@ class ConfiguredHandler(Generic[P, R]):
     def defer_many(self: ConfiguredHandler[P, T], calls: Iterable[Mapping[str, Any]]) -> list[Deferred[T]]: ...
     def defer_many(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred[Any]]:
         """Store many jobs (each a mapping of keyword arguments) in one transaction."""
-        return self._insert_sync(self._new_jobs(self._bind_each(calls)))
+        listed = list(calls)
+        with collector_paused(len(listed)):  # thousands of acyclic objects: nothing to collect
+            return self._insert_sync(self._new_jobs(self._bind_each(listed)))
 
     @overload
     async def defer_async(
@@ -284,7 +287,9 @@ class ConfiguredHandler(Generic[P, R]):
     ) -> list[Deferred[T]]: ...
     async def defer_many_async(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred[Any]]:
         await self._keys_read()
-        return await self._insert_async(self._new_jobs(self._bind_each(calls)))
+        listed = list(calls)
+        with collector_paused(len(listed)):  # as defer_many's
+            return await self._insert_async(self._new_jobs(self._bind_each(listed)))
 
     async def _keys_read(self) -> None:
         """Read the handler rows' keys on a thread when they are due (``Registry.keys_of``), so the
