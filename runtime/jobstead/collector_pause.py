@@ -20,7 +20,10 @@ on, so overlapping calls (threads, tasks) never leave it off, and a collector
 the application turned off before stays off. What other threads leave in
 cycles meanwhile is collected once the call ends; a call that keeps its
 handles pays the young collection of them then, as it would have during the
-call.
+call. A pause never spans an ``await``: a coroutine dropped there in a
+reference cycle would be closed only by the collector it keeps off, so
+``defer_many_async`` pauses for each stretch that runs to its end (building
+the jobs, the insert in its thread, making the handles).
 """
 
 from __future__ import annotations

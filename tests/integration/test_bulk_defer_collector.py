@@ -38,7 +38,9 @@ def collections() -> Iterator[list[int]]:
         yield started
     finally:
         gc.callbacks.remove(note)
-        if not was:
+        if was:
+            gc.enable()
+        else:
             gc.disable()
 
 
@@ -74,7 +76,9 @@ def test_defer_many_takes_a_generator(noop: App) -> None:
     assert gc.isenabled()
 
 
-def test_defer_many_async_collects_nothing_while_it_runs(noop: App, collections: list[int]) -> None:
+def test_defer_many_async_collects_only_between_its_stretches(noop: App, collections: list[int]) -> None:
+    """Paused while it builds, in the thread while it inserts, and while it makes the handles;
+    never across an await. What it put off is a young collection at the end of each stretch."""
     handler = noop.get_handler("noop")
 
     async def defer() -> int:
@@ -82,7 +86,7 @@ def test_defer_many_async_collects_nothing_while_it_runs(noop: App, collections:
         calls = [{"n": i} for i in range(JOBS)]
         settled(collections)
         deferred = await handler.defer_many_async(calls)
-        assert collections == []
+        assert set(collections) <= {0} and len(collections) <= 3, collections
         return len(deferred)
 
     assert asyncio.run(defer()) == JOBS

@@ -21,7 +21,7 @@ from .. import tracing
 from ..clock import Clock
 from ..metrics.worker import deferred
 from .database import Database
-from .new_jobs import DEFAULT_PRIORITY, DEFAULT_QUEUE, JobDefaults, same_options
+from .new_jobs import DEFAULT_PRIORITY, DEFAULT_QUEUE, JobDefaults, share_options
 from .records import JobRecord, NewJob
 from .rows import flow_control, job_record, new_job_values
 from .tables import CRON_FIRE_PREDICATE, LIVE_KEY_PREDICATE
@@ -51,7 +51,7 @@ class Enqueuer:
     def _insert_counted(self, jobs: Sequence[NewJob], connection: Connection | None) -> list[JobRecord]:
         if connection is not None:
             records = self._insert(connection, jobs)
-        elif jobs[0].key is None and jobs[0].workflow_id is None and all(same_options(j, jobs[0]) for j in jobs[1:]):
+        elif jobs[0].key is None and jobs[0].workflow_id is None and share_options(jobs):
             records = self._db.driver.insert_alone(self._db, jobs, self._clock())
         else:
             with self._db.engine.begin() as conn:
