@@ -52,7 +52,7 @@ class Enqueuer:
     def _insert_counted(self, jobs: Sequence[NewJob], connection: Connection | None) -> list[JobRecord]:
         if connection is not None:
             records = self._insert(connection, jobs)
-        elif jobs[0].key is None and jobs[0].workflow_id is None and share_options(jobs):
+        elif jobs[0].key is None and jobs[0].workflow_id is None and (len(jobs) == 1 or share_options(jobs)):
             records = self._db.driver.insert_alone(self._db, jobs, self._clock())
         else:
             with self._db.engine.begin() as conn:

@@ -16,6 +16,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
+from functools import cached_property
 from itertools import islice
 from operator import attrgetter
 from typing import Any
@@ -38,6 +39,11 @@ class JobDefaults:
     priority: int = DEFAULT_PRIORITY
     #: Which arguments the flow control keys are read from (``flow_keys``).
     flow: FlowControl = field(default=NO_FLOW_CONTROL)
+
+    @cached_property
+    def keys_by(self) -> dict[str, str]:
+        """``flow.keys()``, worked out once: a handler keeps its defaults from one defer to the next."""
+        return self.flow.keys()
 
 
 def new_jobs(
@@ -94,7 +100,7 @@ def new_jobs(
         cron_fire_at=cron_fire_at,
         delay=relative,
     )
-    by = defaults.flow.keys()
+    by = defaults.keys_by
     if not by:
         # The others differ from the first in their arguments only: copies, not frozen inits.
         return [proto, *(evolve(proto, args=args) for args in arguments)]
