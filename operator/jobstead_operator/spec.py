@@ -262,7 +262,10 @@ def _flow(spec: Mapping[str, Any]) -> FlowControl:
             raise SpecError(
                 Reason.INVALID_SPEC, f"spec.rateLimit.periodSeconds must be a number of seconds above 0, not {period!r}"
             )
-        rate = RateLimit(limit, per=float(period))
+        try:  # the runtime's bounds (a ring of at most a million rows, a window of at most a year)
+            rate = RateLimit(limit, per=float(period))
+        except InvalidOption as exc:
+            raise SpecError(Reason.INVALID_SPEC, f"spec.rateLimit {exc.detail}") from None
         rate_by = _key(raw_rate, "by", "rateLimit.by")
     raw_per_key = spec.get("concurrencyPerKey")
     per_key = _count(raw_per_key, "concurrencyPerKey") if raw_per_key is not None else None

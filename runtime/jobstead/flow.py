@@ -33,9 +33,19 @@ TENANT = "tenant"
 
 #: Period names a rate's text form takes, in seconds.
 PERIODS = {"s": 1.0, "min": 60.0, "h": 3600.0}
-_RATE_TEXT = re.compile(r"^\s*(\d+)\s*/\s*(s|min|h)\s*$")
+#: The one text form: ASCII digits without sign or leading zero, "/", a period name; nothing
+#: around them (no spaces, no newline: ``fullmatch``, and ``[0-9]`` where ``\d`` takes any
+#: script's digits, which ``int`` would then read).
+_RATE_TEXT = re.compile(r"(0|[1-9][0-9]*)/(s|min|h)", re.ASCII)
 #: Shown in every refusal of a rate: the forms that work.
 RATE_EXAMPLE = '"100/s", "10/min", "5/h" or RateLimit(100, per=1)'
+#: What the text form is, in words, for the refusal of a text that is not it.
+RATE_GRAMMAR = 'a whole number, "/" and s, min or h, with no spaces'
+#: A rate is a ring of ``limit`` rows (``rate_slots``), written when its handler is published:
+#: a million rows is seconds of work; more is refused rather than left to stall a start.
+MAX_RATE_LIMIT = 1_000_000
+#: The longest window: one year, as the JobHandler's ``rateLimit.periodSeconds`` allows.
+MAX_RATE_PERIOD = 31_536_000.0
 #: Shared limit names: stored in a VARCHAR(200) column, like handler names.
 MAX_NAME_LENGTH = 200
 
@@ -64,6 +74,18 @@ class RateLimit:
                 "rate_limit",
                 f"needs a positive period in seconds or a timedelta, not {self.per!r}; e.g. {RATE_EXAMPLE}",
             )
+        if per > MAX_RATE_PERIOD:
+            raise InvalidOption(
+                "rate_limit", f'needs a period of at most {MAX_RATE_PERIOD:.0f} s (a year), not {per:g} s; e.g. "5/h"'
+            )
+        if self.limit > MAX_RATE_LIMIT:
+            per_second = math.ceil(self.limit / per)  # the same rate over one second, if a ring can hold it
+            works = f'"{per_second}/s"' if per_second <= MAX_RATE_LIMIT else RATE_EXAMPLE
+            raise InvalidOption(
+                "rate_limit",
+                f"allows at most {MAX_RATE_LIMIT} starts per period, not {self.limit}; "
+                f"write the rate over a shorter period, e.g. {works}",
+            )
         object.__setattr__(self, "per", float(per))
 
     @classmethod
@@ -72,12 +94,20 @@ class RateLimit:
         if isinstance(value, RateLimit):
             return value
         if isinstance(value, str):
-            match = _RATE_TEXT.match(value)
+            match = _RATE_TEXT.fullmatch(value)
             if match is not None:
+                digits, period = match.groups()
+                if len(digits) > len(str(MAX_RATE_LIMIT)):  # beyond the cap, and int() refuses thousands of digits
+                    raise InvalidOption(
+                        option, f"allows at most {MAX_RATE_LIMIT} starts per period, not {value!r}; e.g. {RATE_EXAMPLE}"
+                    )
                 try:
-                    return cls(int(match.group(1)), per=PERIODS[match.group(2)])
+                    return cls(int(digits), per=PERIODS[period])
                 except InvalidOption as exc:
                     raise InvalidOption(option, exc.detail) from None
+            raise InvalidOption(
+                option, f"must be a rate written as {RATE_GRAMMAR}, such as {RATE_EXAMPLE}, not {value!r}"
+            )
         raise InvalidOption(option, f"must be a rate such as {RATE_EXAMPLE}, not {value!r}")
 
     def __str__(self) -> str:

@@ -24,7 +24,7 @@ re-exports ``Completion``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -64,6 +64,8 @@ class JobsteadErrorType(StrEnum):
     WORKER_GONE = "jobstead.WorkerGone"
     #: A workflow step cancelled because a step it depends on did not succeed.
     UPSTREAM_FAILED = "jobstead.UpstreamFailed"
+    #: A workflow step cancelled (or stopped) because its whole workflow was cancelled.
+    WORKFLOW_CANCELLED = "jobstead.WorkflowCancelled"
 
     @property
     def lost_lease(self) -> bool:
@@ -202,6 +204,9 @@ class JobChange:
     #: The running workers holding the changed jobs are told at once (NOTIFY where there is one).
     tells_workers: bool = False
     batch: BatchEffect = BatchEffect.NONE
+    #: Why Jobstead made the change, written as the job's error (a step's ``reason``): a worker
+    #: that then stops the job keeps it (a cancelled ``Completion`` carries no error).
+    reason: JobError | None = None
 
     @property
     def ends(self) -> bool:
@@ -212,6 +217,12 @@ class JobChange:
     def revives(self) -> bool:
         """Whether the change makes a final job live again (``finished_at`` is cleared)."""
         return self.becomes is not None and not self.becomes.is_final
+
+    def forgets(self, error: JobError | None) -> bool:
+        """Whether the job's ``error`` is cleared: a job made live again forgets why it was
+        cancelled (a cancel by hand later must not show the old reason). An attempt's failure
+        stays: it is what happened, not a reason given for a status the job no longer has."""
+        return self.revives and error is not None and error.type in CANCEL_REASONS
 
     def settles_batch(self, previous: JobStatus) -> bool:
         """Whether changing a member that was ``previous`` calls for settling its batch.
@@ -299,9 +310,18 @@ def upstream_failed(step: str, status: JobStatus) -> JobError:
     )
 
 
-def upstream_reason(status: JobStatus, error: JobError | None) -> str | None:
-    """Why a step was cancelled because of a dependency (the message naming it), else None."""
-    if status is JobStatus.CANCELLED and error is not None and error.type == JobsteadErrorType.UPSTREAM_FAILED:
+#: Why a workflow's cancel ended a step: its ``reason``.
+WORKFLOW_CANCELLED = JobError(
+    type=JobsteadErrorType.WORKFLOW_CANCELLED, message="the workflow was cancelled", traceback=""
+)
+#: The errors that are Jobstead's reasons for cancelling a step, not an attempt's failure.
+CANCEL_REASONS = frozenset({JobsteadErrorType.UPSTREAM_FAILED.value, JobsteadErrorType.WORKFLOW_CANCELLED.value})
+
+
+def cancel_reason(status: JobStatus, error: JobError | None) -> str | None:
+    """Why a step was cancelled: a dependency that did not succeed (naming it) or its workflow's
+    cancel; None for a step cancelled by hand, or not cancelled."""
+    if status is JobStatus.CANCELLED and error is not None and error.type in CANCEL_REASONS:
         return error.message
     return None
 
@@ -314,6 +334,10 @@ def workflow_outcome(*, failed: int, cancelled: int) -> str:
     return "cancelled" if cancelled else "succeeded"
 
 
+#: ``run.cancel()``: its waiting steps are cancelled and its running ones asked to stop, each
+#: with the reason that its workflow was cancelled.
+CANCEL_WITH_WORKFLOW = replace(CANCEL, name="cancel with its workflow", reason=WORKFLOW_CANCELLED)
+STOP_WITH_WORKFLOW = replace(ASK_TO_STOP, name="stop with its workflow", reason=WORKFLOW_CANCELLED)
 #: A blocked step whose dependency did not succeed (and whose rule is ``cancel``).
 CANCEL_DOWNSTREAM = JobChange(
     "cancel downstream", frozenset({JobStatus.BLOCKED}), becomes=JobStatus.CANCELLED, cancel_requested=False

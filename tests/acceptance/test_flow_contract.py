@@ -6,13 +6,21 @@ Each test here failed before its fix; the wider behaviour is covered by
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
+import yaml
 
-from jobstead import App, Context, InvalidOption
+from jobstead import App, Context, InvalidOption, RateLimit
+from jobstead.flow import MAX_RATE_LIMIT, MAX_RATE_PERIOD
+from jobstead_operator.spec import JobHandlerSpec, SpecError
+from jobstead_operator.webhook import validate_jobhandler
 from tests.conftest import Target
 
 
@@ -95,3 +103,128 @@ def test_a_sequenced_step_waiting_for_a_later_step_of_its_own_key_runs_after_it(
     with running_worker(app):
         run.wait(timeout=10)
     assert run.status == "succeeded"
+
+
+#: Rates as a hurried user writes them: the one text form is N/s, N/min or N/h, nothing else.
+MALFORMED_RATES = [
+    "100/ s",
+    "100 /s",
+    " 100/s",
+    "100/s ",
+    "100/s\n",
+    "-1/s",
+    "+5/s",
+    "1.5/s",
+    "1e3/s",
+    "0100/s",
+    "100/sec",
+    "100/m",
+    "100/hour",
+    "100/S",
+    "\u0661\u0660\u0660/s",  # Arabic-Indic digits: int() reads them as 100
+    "9" * 5000 + "/s",  # more digits than int() reads
+    "",
+    True,
+    False,
+    100,
+]
+
+
+@pytest.mark.parametrize("declare", ["handler", "shared"])
+@pytest.mark.parametrize("rate", MALFORMED_RATES, ids=repr)
+def test_a_rate_not_written_exactly_as_the_contract_lists_is_refused_and_nothing_is_written(
+    sqlite_target: Target, declare: str, rate: Any
+) -> None:
+    """ "Accepted forms: "N/s", "N/min", "N/h", RateLimit(n, per=...); anything else is an
+    InvalidOption at registration that names the option and shows a valid example" (issue 34):
+    spaces around the number or the period were accepted, and so were digits of any script."""
+    app = App(sqlite_target.url)
+    app.migrate()
+    try:
+        with pytest.raises(InvalidOption) as raised:
+            if declare == "shared":
+                app.rate_limit("stripe", rate)
+            else:
+
+                @app.handler(rate_limit=rate)
+                def charge(customer_id: str) -> None: ...
+
+        message = str(raised.value)
+        assert raised.value.option == "rate_limit" and message.startswith("rate_limit ")
+        assert '"100/s"' in message and "\n" not in message
+        if isinstance(rate, str) and len(rate) < 100:
+            assert "no spaces" in message and repr(rate) in message, "it says what the text form is"
+        assert not app.handlers and not app.rate_limits
+        assert app.store.registry.handlers() == {} and app.store.registry.rate_limits() == {}
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize(
+    ("limit", "per", "words"),
+    [
+        (0, 1, "positive whole number"),
+        (-1, 1, "positive whole number"),
+        (1.0, 1, "positive whole number"),
+        (True, 1, "positive whole number"),
+        (10, 0, "positive period"),
+        (10, -1, "positive period"),
+        (10, timedelta(0), "positive period"),
+        (10, timedelta(seconds=-1), "positive period"),
+        (10, float("nan"), "positive period"),
+        (10, float("inf"), "positive period"),
+        (10, True, "positive period"),
+        (10, "1", "positive period"),
+        (10, 1e300, "at most 31536000 s"),
+        (10, timedelta(days=366), "at most 31536000 s"),
+        (2_000_000, 3600, 'e.g. "556/s"'),
+        (10**12, 1, "at most 1000000 starts"),
+    ],
+)
+def test_a_rate_value_out_of_range_is_refused_with_a_form_that_works(limit: Any, per: Any, words: str) -> None:
+    """A ``RateLimit`` is a ring of ``limit`` rows over a window of ``per`` seconds: a period
+    past a year (the JobHandler's own maximum) or a ring of billions of rows (an INTEGER
+    overflow, or minutes of inserts at start) was accepted."""
+    with pytest.raises(InvalidOption) as raised:
+        RateLimit(limit, per=per)
+    assert raised.value.option == "rate_limit" and words in raised.value.detail, str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [("1/s", RateLimit(1, per=1)), ("1000000/h", RateLimit(1_000_000, per=3600)), ("60/min", RateLimit(60, per=60))],
+)
+def test_the_text_forms_the_contract_lists_still_parse(written: str, expected: RateLimit) -> None:
+    assert RateLimit.parse(written) == expected
+    assert RateLimit(1, per=timedelta(days=365)).per == 31_536_000
+
+
+@pytest.mark.parametrize(
+    ("rate", "words"),
+    [
+        ({"limit": 2_000_000, "periodSeconds": 3600}, "spec.rateLimit allows at most 1000000 starts"),
+        ({"limit": 10, "periodSeconds": 31_536_001}, "spec.rateLimit needs a period of at most 31536000 s"),
+    ],
+)
+def test_a_jobhandler_rate_out_of_range_is_refused_as_the_runtime_refuses_it(rate: dict[str, Any], words: str) -> None:
+    """The JobHandler's ``rateLimit`` becomes the runtime's ``RateLimit``: the CRD's schema, the
+    admission webhook and the reconciler refuse what the runtime refuses, with the same bounds."""
+    crd = yaml.safe_load((Path(__file__).parents[2] / "crds" / "jobstead.io_jobhandlers.yaml").read_text())
+    fields = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    bounds = fields["rateLimit"]["properties"]
+    assert (bounds["limit"]["maximum"], bounds["periodSeconds"]["maximum"]) == (MAX_RATE_LIMIT, MAX_RATE_PERIOD)
+    spec = {
+        "handler": "charge",
+        "app": "shop.jobs:app",
+        "image": "shop:1",
+        "database": {"secretRef": {"name": "shop-db"}},
+        "concurrency": 50,
+        "rateLimit": rate,
+    }
+    with pytest.raises(SpecError) as parsed:
+        JobHandlerSpec.parse(spec)
+    assert parsed.value.message.startswith(words) and "\n" not in parsed.value.message, parsed.value.message
+    with pytest.raises(kopf.AdmissionError) as refused:
+        asyncio.run(validate_jobhandler(spec=spec, namespace="shop", memo=None, operation="CREATE"))
+    assert str(refused.value) == parsed.value.message

@@ -7,13 +7,18 @@ covered by ``tests/integration/test_workflows.py``.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
+from html import unescape
 
 import pytest
 
 import jobstead
 from jobstead import App, Context, InvalidOption
+from jobstead.dashboard import create_dashboard
 from tests.conftest import Target
+from tests.dashboard.conftest import TestClient
+from tests.support.processes import run_cli
 
 
 def _app(make_app: Callable[..., App]) -> App:
@@ -98,3 +103,35 @@ def test_growing_with_a_job_of_another_apps_handler_fails_the_adding_step(
     error = app.get_job(run.steps["grow"].job_id).error
     assert run.status == "failed" and list(run.steps) == ["grow"]
     assert error is not None and error.type == "jobstead.InvalidArguments" and "'foreign'" in error.message
+
+
+def test_a_workflows_cancel_is_the_reason_its_steps_show_everywhere(
+    make_app: Callable[..., App], target: Target
+) -> None:
+    """``Step.reason``: "None, or why a step was cancelled" (issue 33). After ``run.cancel()`` every
+    step it ended said None, in the API, ``jobstead workflows show`` (and ``--json``) and on the
+    dashboard; a retry blocks them again without a reason."""
+    app = _app(make_app)
+    notify = app.get_handler("notify")
+    wf = app.workflow("onboard")
+    wf.add("fetch", notify.job(what="fetch"))
+    wf.add("charge", notify.job(what="charge"), after=["fetch"])
+    run = wf.defer()
+    run.cancel()
+    because = "the workflow was cancelled"
+    assert {name: (s.status, s.reason) for name, s in run.refresh().steps.items()} == {
+        "fetch": ("cancelled", because),
+        "charge": ("cancelled", because),
+    }
+    shown = run_cli(["workflows", "show", str(run.id), "--json"], target.env())
+    assert [(s["name"], s["reason"]) for s in json.loads(shown.stdout)["steps"]] == [
+        ("fetch", because),
+        ("charge", because),
+    ]
+    text = run_cli(["workflows", "show", str(run.id)], target.env()).stdout.splitlines()
+    assert [line.endswith(because) for line in text if line.startswith(("fetch", "charge"))] == [True, True]
+    with TestClient(create_dashboard(app, auth=None)) as client:
+        page = client.get(f"/workflows/{run.id}")
+    assert page.status_code == 200 and unescape(page.text).count(because) >= 2
+    run.retry()
+    assert [(s.status, s.reason) for s in run.refresh().steps.values()] == [("queued", None), ("blocked", None)]

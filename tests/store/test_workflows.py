@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import event, select
 
+import jobstead
 from jobstead.errors import JobError
 from jobstead.status import AttemptOutcome, JobStatus
 from jobstead.store import ClaimedJob, NewJob, NewStep, Store, WorkflowStats
@@ -336,6 +339,72 @@ def test_cancel_ends_waiting_steps_and_asks_running_ones_to_stop(store: Store) -
     assert store.workflows.cancel(workflow_id) == [], "cancelling a final workflow changes nothing"
 
 
+WORKFLOW_CANCELLED = "the workflow was cancelled"
+
+
+def test_every_step_a_workflow_cancel_ends_says_the_workflow_was_cancelled(store: Store) -> None:
+    """``reason``: "None, or why a step was cancelled" (issue 33): the steps a workflow's cancel
+    ended, waiting or running, had none; those cancelled for a failure keep naming the step."""
+    workflow_id = store.workflows.create("stop", [step("a"), step("b", "a"), step("c", "b"), step("q")]).id
+    a, q = claim(store)
+    finish(store, q)
+    store.workflows.cancel(workflow_id)
+    record = store.workflows.get(workflow_id)
+    assert {n: (s.status, s.reason) for n, s in record.steps.items()} == {
+        "a": (JobStatus.RUNNING, None),
+        "b": (JobStatus.CANCELLED, WORKFLOW_CANCELLED),
+        "c": (JobStatus.CANCELLED, WORKFLOW_CANCELLED),
+        "q": (JobStatus.SUCCEEDED, None),
+    }
+    finish(store, a, JobStatus.CANCELLED)  # its worker stops it, as it was told to
+    record = store.workflows.get(workflow_id)
+    assert (record.status, record.steps["a"].status, record.steps["a"].reason) == (
+        "cancelled",
+        JobStatus.CANCELLED,
+        WORKFLOW_CANCELLED,
+    )
+    job = store.queries.get_job(record.steps["b"].job_id)
+    assert job is not None and job.error is not None and job.error.type == "jobstead.WorkflowCancelled"
+
+
+def test_a_retry_forgets_why_steps_were_cancelled(store: Store) -> None:
+    """A step blocked again by a retry has no reason; cancelled by hand after that, it had the old
+    one back ("upstream step 'a' ended failed": its error was still the reason of before)."""
+    store.registry.put_handler(handler("work", max_attempts=1))
+    workflow_id = store.workflows.create("twice", [step("a"), step("b", "a"), step("c", "b")]).id
+    finish(store, claim(store)[0], JobStatus.FAILED)
+    assert store.workflows.get(workflow_id).steps["c"].reason == "upstream step 'a' ended failed"
+    store.workflows.retry(workflow_id)
+    steps = store.workflows.get(workflow_id).steps
+    assert [(steps[n].status, steps[n].reason) for n in "bc"] == [(JobStatus.BLOCKED, None)] * 2
+    assert all(job.error is None for job in map(store.queries.get_job, (steps["b"].job_id, steps["c"].job_id)) if job)
+    store.control.cancel(steps["c"].job_id)
+    assert store.workflows.get(workflow_id).steps["c"].reason is None, "cancelled by hand: no reason"
+    store.workflows.cancel(workflow_id)
+    assert store.workflows.get(workflow_id).steps["b"].reason == WORKFLOW_CANCELLED
+    store.workflows.retry(workflow_id)
+    steps = store.workflows.get(workflow_id).steps
+    assert [(steps[n].status, steps[n].reason) for n in "abc"] == [
+        (JobStatus.QUEUED, None),
+        (JobStatus.BLOCKED, None),
+        (JobStatus.BLOCKED, None),
+    ]
+    finish(store, claim(store)[0], JobStatus.FAILED)
+    assert store.workflows.get(workflow_id).steps["c"].reason == "upstream step 'a' ended failed"
+
+
+def test_a_step_retried_by_hand_forgets_why_it_was_cancelled(store: Store) -> None:
+    workflow_id = store.workflows.create("hand", [step("a"), step("b", "a")]).id
+    claim(store)  # "a" runs
+    store.workflows.cancel(workflow_id)
+    b = store.workflows.get(workflow_id).steps["b"].job_id
+    store.control.retry(b)
+    job = store.queries.get_job(b)
+    assert job is not None and job.error is None and job.status is JobStatus.BLOCKED
+    store.control.cancel(b)
+    assert store.workflows.get(workflow_id).steps["b"].reason is None
+
+
 def test_a_workflow_cancelled_while_its_last_step_runs_on_to_success_is_cancelled(store: Store) -> None:
     workflow_id = store.workflows.create("late", [step("a")]).id
     (a,) = claim(store)
@@ -548,3 +617,45 @@ def test_a_cancel_does_not_wait_for_a_step_being_completed_right_now(store: Stor
         JobStatus.CANCELLED,
         "cancelled",
     )
+
+
+def test_cancel_notes_have_one_writer() -> None:
+    """Telling workers to stop jobs now (a NOTIFY of ids, in chunks under PostgreSQL's payload limit)
+    lives in ``moves.notify_cancel``, the home of what a move means: it was written twice, in
+    ``batches.py`` and in ``workflows.py``."""
+    root = Path(jobstead.__file__).parent / "store"
+    defined = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if "def notify_cancel(" in p.read_text())
+    assert defined == ["moves.py"]
+    prefixed = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if "CANCEL_PREFIX +" in p.read_text())
+    assert prefixed == ["moves.py"]
+
+
+def test_cancelling_many_running_steps_and_members_tells_their_workers_every_id(store: Store) -> None:
+    """A workflow's and a batch's cancel tell listening workers each running id, however many:
+    the notes are chunked under PostgreSQL's 8000-byte payload limit."""
+    if not store.supports_listen:
+        pytest.skip("this driver has no wake-ups: workers learn of a cancel at their next renewal")
+    workflow_id = store.workflows.create("wide", [step(f"s{i}") for i in range(1_200)]).id
+    batch_id, _ = store.batches.create([new() for _ in range(700)])
+    running = {job.id for job in claim(store, limit=2_000)}
+    assert len(running) == 1_900
+
+    async def scenario() -> set[int]:
+        heard: set[int] = set()
+        connected, everything = asyncio.Event(), asyncio.Event()
+
+        def cancelled(ids: list[int]) -> None:
+            heard.update(ids)
+            if heard >= running:
+                everything.set()
+
+        task = asyncio.create_task(store.listen([], lambda _: None, connected=connected.set, cancelled=cancelled))
+        await asyncio.wait_for(connected.wait(), 15)
+        stopping = await asyncio.to_thread(store.workflows.cancel, workflow_id)
+        stopping += await asyncio.to_thread(store.batches.cancel, batch_id)
+        assert set(stopping) == running
+        await asyncio.wait_for(everything.wait(), 15)
+        task.cancel()
+        return heard
+
+    assert asyncio.run(scenario()) == running

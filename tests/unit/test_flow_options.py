@@ -21,7 +21,6 @@ NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
         ("100/s", RateLimit(100, per=1)),
         ("10/min", RateLimit(10, per=60)),
         ("5/h", RateLimit(5, per=3600)),
-        (" 7 / s ", RateLimit(7, per=1.0)),
         (RateLimit(600, per=60), RateLimit(600, per=60.0)),
         (RateLimit(600, per=timedelta(minutes=1)), RateLimit(600, per=60)),
         (RateLimit(3, per=0.5), RateLimit(3, per=0.5)),

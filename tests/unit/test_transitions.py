@@ -14,15 +14,20 @@ from jobstead.transitions import (
     ASK_TO_STOP,
     CANCEL,
     CANCEL_DOWNSTREAM,
+    CANCEL_WITH_WORKFLOW,
     CANCELLABLE,
     DELETE,
     PURGE,
     RETRY,
     RETRYABLE,
+    STOP_WITH_WORKFLOW,
+    WAIT_AGAIN,
+    WORKFLOW_CANCELLED,
     BatchEffect,
     Completion,
     JobsteadErrorType,
     UpstreamRule,
+    cancel_reason,
     cancelled,
     failed,
     failed_for_good,
@@ -35,7 +40,6 @@ from jobstead.transitions import (
     step_retry,
     succeeded,
     upstream_failed,
-    upstream_reason,
     workflow_outcome,
 )
 from tests.unit.test_layering import PACKAGE, imports
@@ -126,8 +130,9 @@ def test_jobsteads_own_error_types_are_the_strings_users_see() -> None:
         "jobstead.LeaseExpired",
         "jobstead.WorkerGone",
         "jobstead.UpstreamFailed",
+        "jobstead.WorkflowCancelled",
     ]
-    assert [t.lost_lease for t in JobsteadErrorType] == [False, True, True, False]
+    assert [t.lost_lease for t in JobsteadErrorType] == [False, True, True, False, False]
     assert JobError(type=JobsteadErrorType.TIMEOUT, message="", traceback="").to_json()["type"] == "jobstead.Timeout"
 
 
@@ -222,9 +227,24 @@ def test_a_dependency_that_did_not_succeed_releases_only_a_step_that_runs_anyway
     assert CANCEL_DOWNSTREAM.applies_to == {JobStatus.BLOCKED} and CANCEL_DOWNSTREAM.becomes is JobStatus.CANCELLED
     reason = upstream_failed("charge", JobStatus.DEAD)
     assert reason.type == "jobstead.UpstreamFailed"
-    assert upstream_reason(JobStatus.CANCELLED, reason) == "upstream step 'charge' ended dead"
-    assert upstream_reason(JobStatus.BLOCKED, reason) is None  # blocked again by a retry: no reason
-    assert upstream_reason(JobStatus.CANCELLED, None) is None  # cancelled by hand
+    assert cancel_reason(JobStatus.CANCELLED, reason) == "upstream step 'charge' ended dead"
+    assert cancel_reason(JobStatus.BLOCKED, reason) is None  # blocked again by a retry: no reason
+    assert cancel_reason(JobStatus.CANCELLED, None) is None  # cancelled by hand
+
+
+def test_a_workflows_cancel_gives_its_steps_a_reason_that_a_revival_forgets() -> None:
+    assert (CANCEL_WITH_WORKFLOW.applies_to, CANCEL_WITH_WORKFLOW.becomes) == (CANCEL.applies_to, CANCEL.becomes)
+    assert STOP_WITH_WORKFLOW.applies_to == ASK_TO_STOP.applies_to and STOP_WITH_WORKFLOW.tells_workers
+    for change in (CANCEL_WITH_WORKFLOW, STOP_WITH_WORKFLOW):
+        assert change.reason == WORKFLOW_CANCELLED and change.reason.type == "jobstead.WorkflowCancelled"
+    assert cancel_reason(JobStatus.CANCELLED, WORKFLOW_CANCELLED) == "the workflow was cancelled"
+    assert CANCEL.reason is None and ASK_TO_STOP.reason is None, "a cancel by hand gives no reason"
+    upstream = upstream_failed("charge", JobStatus.FAILED)
+    failure = JobError("ValueError", "bad", "tb")
+    for change in (RETRY, WAIT_AGAIN, step_retry(waits=True, ran=False), step_retry(waits=False, ran=True)):
+        assert change.forgets(upstream) and change.forgets(WORKFLOW_CANCELLED), change.name
+        assert not change.forgets(failure) and not change.forgets(None), "an attempt's failure stays"
+    assert not CANCEL.forgets(upstream) and not DELETE.forgets(upstream)
 
 
 def test_a_workflow_is_failed_before_cancelled_before_succeeded() -> None:

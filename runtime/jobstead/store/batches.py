@@ -32,7 +32,7 @@ so does a member retried from dead.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, and_, func, insert, select, update
@@ -47,9 +47,6 @@ from .enqueue import Enqueuer
 from .moves import apply_change, follow
 from .new_jobs import member_of
 from .records import BATCH_EVENTS, BatchRecord, BatchStats, BatchStatus, JobRecord, NewJob
-
-#: Ids per cancel notification (PostgreSQL payloads stop at 8000 bytes).
-CANCEL_IDS_PER_NOTE = 500
 
 
 class Batches:
@@ -142,19 +139,9 @@ class Batches:
             conn.execute(update(batches).where(batches.c.id == batch_id).values(cancelled_at=now))
             members = and_(jobs.c.batch_id == batch_id, jobs.c.batch_event.is_(None))
             moved = [m for change in (CANCEL, ASK_TO_STOP) for m in apply_change(self._db, conn, change, members, now)]
-            follow(conn, self, moved)
+            follow(self._db, conn, self, moved)
             self.settle(conn, [batch_id])  # an all-running batch settles too: it is cancelled now
             return [m.record.id for m in moved if m.change is ASK_TO_STOP]
-
-    def notify_cancel(self, conn: Connection, job_ids: Collection[int]) -> None:
-        """Tell listening workers, at commit, to stop these running jobs now (not at their next renewal)."""
-        ids = sorted(job_ids)
-        payloads = [
-            CANCEL_PREFIX + ",".join(str(i) for i in ids[start : start + CANCEL_IDS_PER_NOTE])
-            for start in range(0, len(ids), CANCEL_IDS_PER_NOTE)
-        ]
-        if payloads:
-            self._db.driver.notify(conn, self._db.tables.notify_channel, payloads)
 
     def reopen(self, conn: Connection, batch_ids: Iterable[int]) -> None:
         """A member was retried from dead: the batch is active again (its fired continuations stay fired)."""

@@ -64,7 +64,7 @@ class Control:
             done = apply_change(self._db, conn, change, jobs.c.id.in_(sorted(left)), now)
             left -= {m.record.id for m in done}
             moved += done
-        follow(conn, self._batches, moved, self._workflows)
+        follow(self._db, conn, self._batches, moved, self._workflows)
         return moved
 
     def cancel(self, job_id: int) -> JobRecord:

@@ -1,23 +1,27 @@
 """The one writer of a ``JobChange`` (cancel, ask to stop, retry, delete, purge): one job or many.
 
 ``transitions`` decides what each change is; this writes it to the rows a
-condition names, and then does what the change means for the jobs' batches,
-in the caller's transaction. ``Control`` (one job), ``bulk`` (a filter, in
-chunks) and ``Batches.cancel`` (a batch's members) all come through here, so a
-change is written the same way whichever door it came in by.
+condition names, and then does what the change means for the jobs' batches
+and workflows, and for the workers running them (``notify_cancel``), in the
+caller's transaction. ``Control`` (one job), ``bulk`` (a filter, in chunks),
+``Batches.cancel`` (a batch's members) and ``Workflows.cancel`` (a
+workflow's steps) all come through here, so a change is written the same way
+whichever door it came in by.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Connection, delete, or_, select, update
 
+from ..errors import JobError
 from ..status import JobStatus
 from ..transitions import BatchEffect, JobChange
+from .drivers.base import CANCEL_PREFIX
 from .records import JobRecord
 from .rows import job_record
 
@@ -25,6 +29,9 @@ if TYPE_CHECKING:
     from .batches import Batches
     from .database import Database
     from .workflows import Workflows
+
+#: Ids per cancel notification (PostgreSQL payloads stop at 8000 bytes).
+CANCEL_IDS_PER_NOTE = 500
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,10 @@ def apply_change(
         rows = found
     else:
         conn.execute(update(jobs).where(chosen, applies).values(_values(db, change, now)))
+        # Rarely any: steps cancelled for a reason (rows locked above), made live again.
+        forgotten = [int(r["id"]) for r in found if change.forgets(JobError.from_json(r["error"]))]
+        if forgotten:
+            conn.execute(update(jobs).where(jobs.c.id.in_(forgotten)).values(error=None))
         rows = conn.execute(select(jobs).where(chosen).order_by(jobs.c.id)).mappings().all()
     return [Moved(change, job_record(r, now), previous[int(r["id"])]) for r in rows]
 
@@ -90,21 +101,23 @@ def _values(db: Database, change: JobChange, now: datetime) -> dict[str, Any]:
         values["finished_at"] = None
     if change.cancel_requested is not None:
         values["cancel_requested"] = change.cancel_requested
+    if change.reason is not None:
+        values["error"] = change.reason.to_json()
     if change.one_more_attempt:
         values["max_attempts"] = jobs.c.attempts + 1
         values["run_at"] = now
     return values
 
 
-def follow(conn: Connection, batches: Batches, moved: Sequence[Moved], workflows: Workflows | None = None) -> None:
+def follow(
+    db: Database, conn: Connection, batches: Batches, moved: Sequence[Moved], workflows: Workflows | None = None
+) -> None:
     """What the moves mean beyond their rows, in the same transaction: workers told, batches and
     workflows settled (every door a change comes in by passes this point).
 
     ``workflows`` may be left out only by callers that move no workflow step (a batch's members).
     """
-    stopping = [m.record.id for m in moved if m.change.tells_workers]
-    if stopping:
-        batches.notify_cancel(conn, stopping)  # their workers stop them now, not at the next renewal
+    notify_cancel(db, conn, [m.record.id for m in moved if m.change.tells_workers])
     settle = {m.record.batch_id for m in moved if m.record.batch_id is not None and m.change.settles_batch(m.previous)}
     if settle:
         batches.settle(conn, settle)
@@ -118,3 +131,14 @@ def follow(conn: Connection, batches: Batches, moved: Sequence[Moved], workflows
         batches.reopen(conn, reopen)
     if workflows is not None and any(m.record.workflow_id is not None for m in moved):
         workflows.follow(conn, moved)
+
+
+def notify_cancel(db: Database, conn: Connection, job_ids: Collection[int]) -> None:
+    """Tell listening workers, at commit, to stop these running jobs now (not at their next renewal)."""
+    ids = sorted(job_ids)
+    payloads = [
+        CANCEL_PREFIX + ",".join(str(i) for i in ids[start : start + CANCEL_IDS_PER_NOTE])
+        for start in range(0, len(ids), CANCEL_IDS_PER_NOTE)
+    ]
+    if payloads:
+        db.driver.notify(conn, db.tables.notify_channel, payloads)

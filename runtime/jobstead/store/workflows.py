@@ -52,27 +52,26 @@ from ..errors import InvalidArguments, JobError, WorkflowNotFound
 from ..metrics.worker import workflows_ended
 from ..status import FINAL_STATUSES, JobStatus
 from ..transitions import (
-    ASK_TO_STOP,
-    CANCEL,
     CANCEL_DOWNSTREAM,
+    CANCEL_WITH_WORKFLOW,
     RETRYABLE,
+    STOP_WITH_WORKFLOW,
     WAIT_AGAIN,
     Completion,
     UpstreamRule,
+    cancel_reason,
     failed_for_good,
     release_status,
     releases,
     shown_status,
     step_retry,
     upstream_failed,
-    upstream_reason,
     workflow_outcome,
 )
 from .continuations import Continuations, stored
 from .database import Database
-from .drivers.base import CANCEL_PREFIX
 from .enqueue import Enqueuer
-from .moves import Moved, apply_change
+from .moves import Moved, apply_change, notify_cancel
 from .records import (
     WORKFLOW_EVENTS,
     Growth,
@@ -91,8 +90,6 @@ from .records import (
 NAME_LENGTH = 200
 #: Ids bound to one statement, under every database's limit on a statement's parameters.
 IDS_PER_STATEMENT = 10_000
-#: Ids per cancel notification (PostgreSQL payloads stop at 8000 bytes).
-CANCEL_IDS_PER_NOTE = 500
 _NOT_SUCCEEDED = frozenset(FINAL_STATUSES - {JobStatus.SUCCEEDED})
 #: What ``transitions.CANCEL_DOWNSTREAM`` makes of a step.
 _DOWNSTREAM_STATUS = (CANCEL_DOWNSTREAM.becomes or JobStatus.CANCELLED).value
@@ -653,16 +650,16 @@ class Workflows:
             # so waiting for its row would be a deadlock. It is ending anyway (skipped); the
             # workflow is cancelled once it has.
             moved: list[Moved] = []
-            for change in (CANCEL, ASK_TO_STOP):
+            for change in (CANCEL_WITH_WORKFLOW, STOP_WITH_WORKFLOW):
                 ids = self._step_ids(conn, workflow_id, change.applies_to)
                 if ids:
                     which = jobs.c.id.in_(ids)
-                    moved += apply_change(self._db, conn, change, which, now, skip_locked=change is ASK_TO_STOP)
-            self.notify_cancel(conn, [m.record.id for m in moved if m.change.tells_workers])
-            ended = [(m.record.id, m.record.status) for m in moved if m.change is CANCEL]
+                    moved += apply_change(self._db, conn, change, which, now, skip_locked=change.tells_workers)
+            notify_cancel(self._db, conn, [m.record.id for m in moved if m.change.tells_workers])
+            ended = [(m.record.id, m.record.status) for m in moved if m.change.ends]
             locked = self._lock_counting(conn, {workflow_id: len(ended)}) or {workflow_id: dict(row)}
             self._settle(conn, locked, {workflow_id: ended})
-            return [m.record.id for m in moved if m.change is ASK_TO_STOP]
+            return [m.record.id for m in moved if m.change.tells_workers]
 
     def retry(self, workflow_id: int) -> list[int]:
         """Give each failed, dead or cancelled step one more attempt; return their ids.
@@ -735,16 +732,6 @@ class Workflows:
         if not cancelled:
             values["cancelled_at"] = None
         conn.execute(update(workflows).where(workflows.c.id == workflow_id).values(values))
-
-    def notify_cancel(self, conn: Connection, job_ids: Collection[int]) -> None:
-        """Tell listening workers, at commit, to stop these running steps now."""
-        ids = sorted(job_ids)
-        payloads = [
-            CANCEL_PREFIX + ",".join(str(i) for i in ids[start : start + CANCEL_IDS_PER_NOTE])
-            for start in range(0, len(ids), CANCEL_IDS_PER_NOTE)
-        ]
-        if payloads:
-            self._db.driver.notify(conn, self._db.tables.notify_channel, payloads)
 
     # -- locking and counting ------------------------------------------------------------
 
@@ -925,7 +912,7 @@ class Workflows:
                     job_id=int(r.id),
                     status=status,
                     after=list(after.get(int(r.id), ())),
-                    reason=upstream_reason(status, JobError.from_json(r.error)),
+                    reason=cancel_reason(status, JobError.from_json(r.error)),
                 )
         else:
             due = jobs.c.run_at <= now

@@ -6,9 +6,10 @@ writes each completion at once. If the database is unreachable the batch is
 kept and tried again: a completion is only dropped when its lease turns out to
 be gone (then it is not ours to write).
 
-Where the claim loop asks for it (a global limit: ``ClaimLoop.hand_off``), a
-write also claims the next jobs in its transaction (``HandOff``), and hands
-them to the claim loop (``handed``) instead of saying room was freed.
+Where the claim loop asks for it (a global limit, or workflow steps ending:
+``ClaimLoop.hand_off``), a write also claims the next jobs in its transaction
+(``HandOff``), and hands them to the claim loop (``handed``) instead of saying
+room was freed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from ..lifecycle import Backoff, log_failure, log_recovery
 from ..metrics.worker import WORKER_METRICS
@@ -25,7 +26,7 @@ from ..store import Completion, HandOff, Store
 logger = logging.getLogger("jobstead.worker")
 
 
-def _no_hand_off() -> HandOff | None:
+def _no_hand_off(_completions: Sequence[Completion]) -> HandOff | None:
     return None
 
 
@@ -36,7 +37,7 @@ class CompletionWriter:
         *,
         max_batch: int = 500,
         written: Callable[[], None] = lambda: None,
-        hand_off: Callable[[], HandOff | None] = _no_hand_off,
+        hand_off: Callable[[Sequence[Completion]], HandOff | None] = _no_hand_off,
         handed: Callable[[HandOff, float, bool], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
@@ -49,8 +50,8 @@ class CompletionWriter:
         self._closing = False
         #: Called after each batch is written: the running count in the database just dropped.
         self._written = written
-        #: Before each write: a claim to make in its transaction, if any; after it, whether it
-        #: was made (the claim is back in ``handed``, in place of ``written``).
+        #: Before each write, given its batch: a claim to make in its transaction, if any; after
+        #: it, whether it was made (the claim is back in ``handed``, in place of ``written``).
         self._hand_off = hand_off
         self._handed = handed
 
@@ -86,7 +87,7 @@ class CompletionWriter:
                     self._pending[self._max_batch :],
                 )
                 self._writing = len(batch)
-                hand_off = self._hand_off() if self._handed is not None else None
+                hand_off = self._hand_off(batch) if self._handed is not None else None
                 sent_at = time.monotonic()
                 try:
                     if hand_off is None:

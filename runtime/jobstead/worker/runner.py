@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
@@ -110,6 +110,8 @@ class JobRunner:
         #: This worker's metric series per (handler, queue).
         self.series: dict[tuple[str, str], JobSeries] = {}
         self._resource_values: dict[str, Any] = {}
+        #: Finished workflow steps whose completion is not written yet (``note_releasing``).
+        self._steps_ending: set[int] = set()
 
     # -- what the claim loop and the lease renewals ask --------------------------
 
@@ -142,11 +144,13 @@ class JobRunner:
 
     def may_hand_off(self) -> bool:
         """Whether completions may claim the next jobs in their own transaction (``ClaimLoop.hand_off``):
-        where nothing is claimed ahead, and no handler's claim waits on a lock (a limit per key locks
-        the handler's row, fair sharing and rates per key write rows others may hold): a completion
-        holds its jobs' rows until it commits, and must not wait on another claim meanwhile."""
-        if self.may_claim_ahead():
-            return False
+        where nothing is claimed ahead, and no handler's claim waits on a lock (``claims_wait_on_no_lock``)."""
+        return not self.may_claim_ahead() and self.claims_wait_on_no_lock()
+
+    def claims_wait_on_no_lock(self) -> bool:
+        """Whether no handler's claim waits on a lock (a limit per key locks the handler's row, fair
+        sharing and rates per key write rows others may hold): only then may a completion claim in its
+        transaction, which holds its jobs' rows until it commits and must not wait on another claim."""
         for name in self._handler_names:
             settings = self.settings.get(name) or self._handlers[name].definition()
             flow = settings.flow
@@ -158,6 +162,37 @@ class JobRunner:
             ):
                 return False
         return True
+
+    def room_under_limits(self) -> int | None:
+        """How many more jobs the global limits of this worker's handlers could let it hold, when every
+        handler has one (None: one has none, the slots alone decide).
+
+        A worker of 50 slots serving one handler limited to 8 has 8 slots at
+        most, wherever the others are: a claim for the 42 others could take
+        nothing, yet it ran beside each completion write (a round trip and a
+        claim's CPU per job cycle, on the path of the next start).
+        """
+        total = 0
+        for name in self._handler_names:
+            settings = self.settings.get(name) or self._handlers[name].definition()
+            if settings.concurrency is None:
+                return None
+            total += settings.concurrency
+        return max(0, total - len(self.running) - len(self.buffered))
+
+    def note_releasing(self, completions: Sequence[Completion]) -> bool:
+        """Whether any of these completions ends a workflow step for good, so may release others
+        (``ClaimLoop.hand_off``); each is looked at once (``_finish`` noted the steps)."""
+        found = False
+        for completion in completions:
+            if completion.job_id in self._steps_ending:
+                self._steps_ending.discard(completion.job_id)
+                found = found or completion.final_at is not None
+        return found
+
+    def completions_unwritten(self) -> bool:
+        """Whether finished jobs wait for their completion's write, or it is in flight."""
+        return self._writer.backlog() > 0
 
     def free_slots(self) -> int:
         """Slots not running a job, less the unwritten completions beyond one slot's worth each.
@@ -446,4 +481,6 @@ class JobRunner:
                     duration_seconds=None if took is None else round(took, 6),
                 ),
             )
+        if job.workflow_id is not None:
+            self._steps_ending.add(job.id)
         self._writer.add(completion)

@@ -27,7 +27,7 @@ import os
 import signal
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -45,7 +45,7 @@ from ..services import (
     SettingsRefresh,
     WorkerRegistryPruner,
 )
-from ..store import HandlerDefinition, HandOff, LeaseReport, Store
+from ..store import Completion, HandlerDefinition, HandOff, LeaseReport, Store
 from ..store.registry import host_name
 from .claiming import ClaimLoop
 from .collector import sized_for_jobs
@@ -198,6 +198,7 @@ class Worker:
             heartbeat_seconds=options.heartbeat,
             poll_interval=options.poll_interval,
             metrics=self.metrics,
+            woken=options.listen and store.supports_listen,
         )
         if self._stopping:  # stopped while starting: the claim loop stops at once
             claims.stop()
@@ -305,9 +306,9 @@ class Worker:
         if self._claims is not None:
             self._claims.room_freed()
 
-    def _hand_off(self) -> HandOff | None:
+    def _hand_off(self, completions: Sequence[Completion]) -> HandOff | None:
         """The claim a completion write makes in its transaction (the claim loop decides)."""
-        return self._claims.hand_off() if self._claims is not None else None
+        return self._claims.hand_off(completions) if self._claims is not None else None
 
     async def _handed(self, hand_off: HandOff, took: float, written: bool) -> None:
         if self._claims is not None:
