@@ -244,12 +244,17 @@ class Workflows:
         ended: Mapping[int, Sequence[tuple[int, JobStatus]]],
         growth: Mapping[int, Growth] | None = None,
         names: Mapping[int, str] | None = None,
-    ) -> None:
+    ) -> dict[int, str]:
         """Steps just ended, by workflow, as (job id, final status): release, cancel downstream, finish.
 
         In ``conn``'s transaction: the one that ended them. ``growth``: the steps
         that succeeded steps (by job id) added as they ran, written first.
         ``names``: the step names of ended steps whose rows are gone (deleted).
+
+        Returns the steps it queued, by job id, with their queue: no worker is
+        woken for them yet. The caller claims what it can of them in this same
+        transaction, then wakes the workers of the rest with ``wake`` (a NOTIFY woke a
+        claim in every worker process for each, and all but one found nothing).
         """
         rows = self._lock_counting(conn, {workflow_id: len(steps) for workflow_id, steps in ended.items()})
         for workflow_id, row in rows.items():
@@ -257,7 +262,14 @@ class Workflows:
                 added = (growth or {}).get(job_id)
                 if added is not None and status is JobStatus.SUCCEEDED:
                     row["unfinished"] = int(row["unfinished"]) + self._grow(conn, row, added)
-        self._settle(conn, rows, ended, names)
+        return self._settle(conn, rows, ended, names)
+
+    def wake(self, conn: Connection, released: Mapping[int, str], taken: Collection[int] = ()) -> None:
+        """Wake the workers of the queues of the ``released`` steps (``settle``) not ``taken`` already
+        (claimed in this transaction), once it commits."""
+        queues = sorted({queue for job_id, queue in released.items() if job_id not in taken})
+        if queues:
+            self._db.driver.notify(conn, self._db.tables.notify_channel, queues)
 
     # -- growing at run time ------------------------------------------------------------------
 
@@ -380,9 +392,9 @@ class Workflows:
         rows: Mapping[int, Mapping[str, Any]],
         ended: Mapping[int, Sequence[tuple[int, JobStatus]]],
         known: Mapping[int, str] | None = None,
-    ) -> None:
+    ) -> dict[int, str]:
         """``ended``'s consequences, for every workflow of ``rows`` at once: each is its locked row,
-        its ``unfinished`` already without its steps that ended.
+        its ``unfinished`` already without its steps that ended. Returns the steps queued (``settle``).
 
         However many steps and workflows a completion batch ends, the common case (every step
         succeeded) costs the same few statements: one count-down keyed by all their edges, and
@@ -399,10 +411,11 @@ class Workflows:
             for job_id, status in steps
         ]
         cascaded: Counter[int] = Counter()
+        released: dict[int, str] = {}
         while frontier:
             ok = [p for _, p, status, _, _ in frontier if status is JobStatus.SUCCEEDED]
             bad = [p for _, p, status, _, _ in frontier if status is not JobStatus.SUCCEEDED]
-            self._count_down(conn, ok, bad, now)
+            released.update(self._count_down(conn, ok, bad, now))
             downstream: list[tuple[int, int, JobStatus, str, JobStatus]] = []
             for workflow_id, parent, status, origin, origin_status in frontier:
                 if status is not JobStatus.SUCCEEDED:
@@ -426,10 +439,11 @@ class Workflows:
                 if any(status in (JobStatus.FAILED, JobStatus.DEAD) for _, status in steps)
             },
         )
+        return released
 
-    def _count_down(self, conn: Connection, ok: Sequence[int], bad: Sequence[int], now: datetime) -> None:
+    def _count_down(self, conn: Connection, ok: Sequence[int], bad: Sequence[int], now: datetime) -> dict[int, str]:
         """Count the blocked children of the parents that ended down, and release those that wait for
-        none now (``transitions.release_status``), their queues' workers woken.
+        none now (``transitions.release_status``); return those queued now, with their queue.
 
         Each child waits for as many fewer as it has edges from these parents that count as
         ended (``transitions.releases``): read first, one statement keyed by the parents (the
@@ -489,9 +503,7 @@ class Workflows:
                 by_delay[float(delay)].append(int(job_id))
         for delay, ids in sorted(by_delay.items()):  # a statement per distinct delay: a few at most
             conn.execute(update(jobs).where(jobs.c.id.in_(ids)).values(run_at=now + timedelta(seconds=delay)))
-        queues = sorted({queue for _, queue, status, _ in rows if status == JobStatus.QUEUED.value})
-        if queues:
-            self._db.driver.notify(conn, self._db.tables.notify_channel, queues)
+        return {int(job_id): str(queue) for job_id, queue, status, _ in rows if status == JobStatus.QUEUED.value}
 
     def _cancel_downstream(self, conn: Connection, parent: int, reason: JobError, now: datetime) -> list[int]:
         """The blocked children of ``parent`` whose rule is ``cancel``, cancelled with ``reason``; their ids."""
@@ -601,7 +613,7 @@ class Workflows:
                 revived[record.workflow_id] += 1
                 revived_ids.append(record.id)
         if ended:
-            self.settle(conn, ended, names=names)
+            self.wake(conn, self.settle(conn, ended, names=names))
         for workflow_id in sorted(revived):
             if self._lock(conn, workflow_id, missing_ok=True) is not None:
                 self._reopen(conn, workflow_id, unfinished_by=revived[workflow_id])
@@ -658,7 +670,7 @@ class Workflows:
             notify_cancel(self._db, conn, [m.record.id for m in moved if m.change.tells_workers])
             ended = [(m.record.id, m.record.status) for m in moved if m.change.ends]
             locked = self._lock_counting(conn, {workflow_id: len(ended)}) or {workflow_id: dict(row)}
-            self._settle(conn, locked, {workflow_id: ended})
+            self.wake(conn, self._settle(conn, locked, {workflow_id: ended}))
             return [m.record.id for m in moved if m.change.tells_workers]
 
     def retry(self, workflow_id: int) -> list[int]:
