@@ -45,7 +45,7 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Integer, RowMapping, and_, bindparam, case, func, insert, or_, select, true, update
+from sqlalchemy import Connection, RowMapping, and_, case, func, insert, or_, select, true, update
 
 from ..clock import Clock
 from ..errors import InvalidArguments, JobError, WorkflowNotFound
@@ -446,57 +446,50 @@ class Workflows:
         none now (``transitions.release_status``); return those queued now, with their queue.
 
         Each child waits for as many fewer as it has edges from these parents that count as
-        ended (``transitions.releases``): read first, one statement keyed by the parents (the
-        edges' primary key), then one UPDATE per distinct count through the jobs' primary key
-        (one, nearly always: a fan-in's child takes its whole batch of parents at once, a
-        fan-out's children one each). Nothing recounts a child's other parents, and both
-        statements keep one text whatever the number of ids (``Driver.in_bound_list``): a
-        statement rendered and planned anew for each batch cost a worker tens of ms of its
-        time, under the workflow's lock.
+        ended (``transitions.releases``): counted by the UPDATE itself, one statement per
+        group of parents (all succeeded, nearly always), each child found through the edges'
+        primary key and counted through their index by child, then written through the jobs'
+        primary key. Nothing recounts a child's other parents, and the statement keeps one
+        text whatever the number of ids (``Driver.in_bound_list``): a statement rendered and
+        planned anew for each batch cost a worker tens of ms of its time, under the
+        workflow's lock. The count was a SELECT of its own before: one round trip more in
+        every completion that ends a step, each a few ms on a loaded machine.
 
         A child whose rule is ``cancel`` never reaches zero through a parent that failed (that
-        edge is not counted): ``_cancel_downstream`` cancels it next.
+        edge is not counted, nor is the child touched): ``_cancel_downstream`` cancels it next.
         """
         jobs, edges = self._db.tables.jobs, self._db.tables.workflow_edges
         driver = self._db.driver
-        fewer: Counter[int] = Counter()
-        for parents, status in ((ok, JobStatus.SUCCEEDED), (bad, JobStatus.FAILED)):
-            rules = sorted(rule.value for rule in UpstreamRule if releases(status, rule))
-            if not parents or not rules:
-                continue
-            counted = (
-                select(edges.c.child_id, func.count())
-                .where(driver.in_bound_list(edges.c.parent_id, "parents"), edges.c.on_failure.in_(rules))
-                .group_by(edges.c.child_id)
-            )
-            for chunk in _chunks(sorted(set(parents))):
-                for child_id, n in conn.execute(counted, {"parents": chunk}).all():
-                    fewer[int(child_id)] += int(n)
-        by_count: dict[int, list[int]] = defaultdict(list)
-        for child_id, n in fewer.items():
-            by_count[n].append(child_id)
-        left = jobs.c.waiting - bindparam("fewer", type_=Integer)
         # A step given a ``delay`` waits it from now (its run_at is set below, from what this
         # returns); an absolute run_at stays as it was, queued at once if it has passed.
         due = and_(jobs.c.run_at <= now, or_(jobs.c.release_delay.is_(None), jobs.c.release_delay <= 0))
         released = case((due, release_status(True).value), else_=release_status(False).value)
-        # SET renders in the table's column order, status before waiting: MySQL and MariaDB
-        # evaluate assignments left to right with the values already set, so status must
-        # read the old ``waiting`` there, as PostgreSQL and SQLite read it anyway.
-        # "IS TRUE" keeps the status test out of any index condition: through the primary key
-        # only, never a scan of every blocked step of every workflow (the status index's offer).
-        stmt = (
-            update(jobs)
-            .where(driver.in_bound_list(jobs.c.id, "children"), (jobs.c.status == JobStatus.BLOCKED.value).is_(true()))
-            .values(status=case((left <= 0, released), else_=jobs.c.status), waiting=left)
-            .returning(jobs.c.id, jobs.c.queue, jobs.c.status, jobs.c.release_delay)
-        )
-        rows = [
-            row
-            for n, children in sorted(by_count.items())
-            for chunk in _chunks(sorted(children))
-            for row in driver.execute_update(conn, stmt, {"children": chunk, "fewer": n}).all()
-        ]
+        rows: list[Any] = []
+        for parents, status in ((ok, JobStatus.SUCCEEDED), (bad, JobStatus.FAILED)):
+            rules = sorted(rule.value for rule in UpstreamRule if releases(status, rule))
+            if not parents or not rules:
+                continue
+            counts = edges.c.on_failure.in_(rules)
+            fewer = (
+                select(func.count())
+                .where(edges.c.child_id == jobs.c.id, driver.in_bound_list(edges.c.parent_id, "parents"), counts)
+                .scalar_subquery()
+            )
+            children = select(edges.c.child_id).where(driver.in_bound_list(edges.c.parent_id, "of_parents"), counts)
+            left = jobs.c.waiting - fewer
+            # SET renders in the table's column order, status before waiting: MySQL and MariaDB
+            # evaluate assignments left to right with the values already set, so status must
+            # read the old ``waiting`` there, as PostgreSQL and SQLite read it anyway.
+            # "IS TRUE" keeps the status test out of any index condition: through the primary key
+            # only, never a scan of every blocked step of every workflow (the status index's offer).
+            stmt = (
+                update(jobs)
+                .where(driver.id_in(jobs.c.id, children), (jobs.c.status == JobStatus.BLOCKED.value).is_(true()))
+                .values(status=case((left <= 0, released), else_=jobs.c.status), waiting=left)
+                .returning(jobs.c.id, jobs.c.queue, jobs.c.status, jobs.c.release_delay)
+            )
+            for chunk in _chunks(sorted(set(parents))):
+                rows += driver.execute_update(conn, stmt, {"parents": chunk, "of_parents": chunk}).all()
         by_delay: dict[float, list[int]] = defaultdict(list)
         for job_id, _, status, delay in rows:
             if status == JobStatus.SCHEDULED.value and delay is not None and delay > 0:
