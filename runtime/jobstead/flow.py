@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import Literal, get_args
@@ -48,6 +48,8 @@ MAX_RATE_LIMIT = 1_000_000
 MAX_RATE_PERIOD = 31_536_000.0
 #: Shared limit names: stored in a VARCHAR(200) column, like handler names.
 MAX_NAME_LENGTH = 200
+#: The largest ``concurrency_per_key``: what its INTEGER column holds.
+MAX_PER_KEY = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -148,16 +150,21 @@ class FlowControl:
         if self.rate_limit_by is not None and self.rate_limit is None:
             raise InvalidOption("rate_limit_by", 'needs a rate_limit to apply per key: rate_limit="10/s"')
         names = self.rate_limits
-        if isinstance(names, str) or not all(isinstance(n, str) and 0 < len(n) <= MAX_NAME_LENGTH for n in names):
+        if (
+            isinstance(names, str)
+            or not isinstance(names, Iterable)
+            or not all(isinstance(n, str) and 0 < len(n) <= MAX_NAME_LENGTH for n in names)
+        ):
             raise InvalidOption(
                 "rate_limits", f'must be a list of names given to app.rate_limit, e.g. ["stripe"], not {names!r}'
             )
         object.__setattr__(self, "rate_limits", tuple(dict.fromkeys(names)))
         per_key = self.concurrency_per_key
         if per_key is not None:
-            if isinstance(per_key, bool) or not isinstance(per_key, int) or per_key < 1:
+            if isinstance(per_key, bool) or not isinstance(per_key, int) or not 1 <= per_key <= MAX_PER_KEY:
                 raise InvalidOption(
-                    "concurrency_per_key", f"must be a whole number of at least 1, e.g. 2, not {per_key!r}"
+                    "concurrency_per_key",
+                    f"must be a whole number of at least 1 and at most {MAX_PER_KEY}, e.g. 2, not {per_key!r}",
                 )
             if self.concurrency_by is None:
                 raise InvalidOption(
@@ -191,7 +198,16 @@ class FlowControl:
         """Each ``*_by`` names ``"tenant"`` or a parameter stored with the job (not an injected one).
 
         ``accepts_any``: the handler takes ``**kwargs``, so any name may be an argument.
+        Also ``sequence_on_failure`` without a ``sequence_by`` to apply to (as a JobHandler's
+        ``sequenceOnFailure`` needs ``sequenceBy``): checked here, at registration, and not
+        when a value is built, so a handler row written before is still read as it is.
         """
+        if self.sequence_on_failure != "hold" and self.sequence_by is None:
+            raise InvalidOption(
+                "sequence_on_failure",
+                'needs sequence_by, the key jobs are sequenced by: sequence_by="account_id", '
+                f'sequence_on_failure="{self.sequence_on_failure}"',
+            )
         for option, key in self.keys().items():
             if key == TENANT or key in stored:
                 continue

@@ -232,7 +232,7 @@ def step(
     if job.key is not None:
         raise InvalidArguments(f"step {name!r}: a step runs once per workflow already; give it no key")
     check_json(job.args, f"step {name!r}")
-    if isinstance(after, str) or not isinstance(after, Sequence | set | frozenset):
+    if isinstance(after, str | bytes) or not isinstance(after, Sequence | set | frozenset):
         raise InvalidArguments(f"step {name!r}: after= takes a list of step names, not {after!r}")
     for parent in after:
         if not isinstance(parent, str) or not parent:

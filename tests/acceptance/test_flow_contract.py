@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from jobstead import App, Context, InvalidOption, RateLimit
-from jobstead.flow import MAX_RATE_LIMIT, MAX_RATE_PERIOD
+from jobstead.flow import MAX_RATE_LIMIT, MAX_RATE_PERIOD, FlowControl
 from jobstead_operator.spec import JobHandlerSpec, SpecError
 from jobstead_operator.webhook import validate_jobhandler
 from tests.conftest import Target
@@ -228,3 +228,44 @@ def test_a_jobhandler_rate_out_of_range_is_refused_as_the_runtime_refuses_it(rat
     with pytest.raises(kopf.AdmissionError) as refused:
         asyncio.run(validate_jobhandler(spec=spec, namespace="shop", memo=None, operation="CREATE"))
     assert str(refused.value) == parsed.value.message
+
+
+def test_a_limit_per_key_past_what_its_column_holds_is_refused_at_registration(make_app: Callable[..., App]) -> None:
+    """``concurrency_per_key=2**31`` registered, then failed the app's start on PostgreSQL and
+    MariaDB ("integer out of range", naming SQL): refused by name now; the largest one is stored."""
+    app = make_app()
+    with pytest.raises(InvalidOption) as raised:
+
+        @app.handler(concurrency_by="customer_id", concurrency_per_key=2**31)
+        def sync_customer(customer_id: str) -> None: ...
+
+    assert raised.value.option == "concurrency_per_key" and "at most 2147483647" in str(raised.value)
+
+    @app.handler(concurrency_by="customer_id", concurrency_per_key=2**31 - 1)
+    def sync_account(customer_id: str) -> None: ...
+
+    app.open()
+    (row,) = [h for name, h in app.store.registry.handlers().items() if name.endswith("sync_account")]
+    assert row.flow.concurrency_per_key == 2**31 - 1
+
+
+def test_sequence_on_failure_without_a_sequence_is_refused_as_the_jobhandler_refuses_it(sqlite_target: Target) -> None:
+    """``sequence_on_failure="continue"`` with no ``sequence_by`` was accepted and meant nothing,
+    while a JobHandler's ``sequenceOnFailure`` without ``sequenceBy`` is refused."""
+    app = App(sqlite_target.url)
+    with pytest.raises(InvalidOption) as raised:
+
+        @app.handler(sequence_on_failure="continue")
+        def apply_webhook(account_id: str) -> None: ...
+
+    assert raised.value.option == "sequence_on_failure"
+    assert 'sequence_by="account_id", sequence_on_failure="continue"' in str(raised.value)
+    assert not app.handlers
+
+
+@pytest.mark.parametrize("names", [None, 5, "stripe"], ids=repr)
+def test_shared_limits_that_are_not_a_list_of_names_are_refused_by_name(names: Any) -> None:
+    """``FlowControl(rate_limits=None)`` (as the operator and the handler build it) was a TypeError."""
+    with pytest.raises(InvalidOption) as raised:
+        FlowControl(rate_limits=names)
+    assert raised.value.option == "rate_limits" and '["stripe"]' in str(raised.value)

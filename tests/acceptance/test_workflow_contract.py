@@ -6,6 +6,7 @@ covered by ``tests/integration/test_workflows.py``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from html import unescape
 import pytest
 
 import jobstead
-from jobstead import App, Context, InvalidOption
+from jobstead import App, BatchNotFound, Context, InvalidArguments, InvalidOption, WorkflowNotFound
 from jobstead.dashboard import create_dashboard
 from tests.conftest import Target
 from tests.dashboard.conftest import TestClient
@@ -135,3 +136,112 @@ def test_a_workflows_cancel_is_the_reason_its_steps_show_everywhere(
     assert page.status_code == 200 and unescape(page.text).count(because) >= 2
     run.retry()
     assert [(s.status, s.reason) for s in run.refresh().steps.values()] == [("queued", None), ("blocked", None)]
+
+
+@pytest.mark.parametrize("bad", ["abc", "1", True, 1.5, None, b"1"], ids=repr)
+def test_a_workflow_or_batch_id_that_is_no_whole_number_is_one_clear_error(
+    make_app: Callable[..., App], bad: object
+) -> None:
+    """``app.get_workflow("abc")`` was a ProgrammingError naming SQL on PostgreSQL, and found
+    workflow 1 for ``True`` (or ``"1"``) on SQLite and MariaDB."""
+    app = _app(make_app)
+    wf = app.workflow("one")
+    wf.add("a", app.get_handler("notify").job(what="a"))
+    wf.defer()
+    app.defer_batch([app.get_handler("notify").job(what="b")])
+    for get, noun in ((app.get_workflow, "workflow"), (app.get_batch, "batch")):
+        with pytest.raises(InvalidArguments) as raised:
+            get(bad)  # type: ignore[operator]
+        assert str(raised.value) == f"{noun} id must be a whole number, not {bad!r}"
+
+
+@pytest.mark.parametrize("missing", [0, -1, 2**63, 2**70], ids=repr)
+def test_a_workflow_or_batch_id_no_row_can_have_is_not_found(make_app: Callable[..., App], missing: int) -> None:
+    """An id past BIGINT was a DataError ("bigint out of range") on PostgreSQL and an
+    OverflowError on SQLite: it is not found, like any id that names nothing; so is the CLI's."""
+    app = _app(make_app)
+    with pytest.raises(WorkflowNotFound, match=f"^no workflow {missing}$"):
+        app.get_workflow(missing)
+    with pytest.raises(BatchNotFound, match=f"^no batch {missing}$"):
+        app.get_batch(missing)
+    with pytest.raises(WorkflowNotFound):
+        app.store.workflows.cancel(missing)
+    with pytest.raises(BatchNotFound):
+        app.store.batches.cancel(missing)
+
+
+@pytest.mark.parametrize("option", ["name", "tenant"])
+def test_a_list_filter_that_is_not_a_string_is_one_clear_error(make_app: Callable[..., App], option: str) -> None:
+    """``app.workflows(name=5)`` was a ProgrammingError ("character varying = integer") on PostgreSQL
+    and an empty list elsewhere."""
+    app = _app(make_app)
+    with pytest.raises(InvalidArguments, match=f"^{option} must be a string, not 5$"):
+        app.workflows(**{option: 5})
+    if option == "tenant":
+        with pytest.raises(InvalidArguments, match=r"^tenant must be a string, not 5$"):
+            app.batches(tenant=5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "a\nb", "tab\there", "\x7f"], ids=repr)
+def test_a_step_or_workflow_name_with_a_control_character_is_refused_at_add(
+    make_app: Callable[..., App], name: str
+) -> None:
+    """A NUL in a step's or workflow's name was a DataError at defer on PostgreSQL (and stored
+    elsewhere); a newline broke ``jobstead workflows show``'s table."""
+    app = _app(make_app)
+    notify = app.get_handler("notify")
+    with pytest.raises(InvalidArguments, match=r"^step name .* control character"):
+        app.workflow("ok").add(name, notify.job(what="x"))
+    with pytest.raises(InvalidArguments, match=r"^workflow name .* control character"):
+        app.workflow(name)
+    assert app.workflows() == []
+
+
+@pytest.mark.parametrize(
+    ("given", "words"),
+    [
+        ({"timeout": float("nan")}, "timeout must be a number of seconds"),
+        ({"timeout": "1"}, "timeout must be a number of seconds"),
+        ({"timeout": -1}, "timeout cannot be negative"),
+        ({"timeout": 1, "poll": 0}, "poll must be a positive number of seconds"),
+        ({"timeout": 1, "poll": -1}, "poll must be a positive number of seconds"),
+        ({"timeout": 1, "max_poll": float("inf")}, "max_poll must be a positive number of seconds"),
+    ],
+)
+def test_waiting_with_a_timeout_or_poll_that_is_no_duration_is_one_clear_error(
+    make_app: Callable[..., App], given: dict[str, object], words: str
+) -> None:
+    """``run.wait(timeout=float("nan"))`` never returned, ``poll=0`` read the workflow in a busy loop,
+    ``timeout="1"`` was a TypeError from inside the loop; batches' ``wait`` the same."""
+    app = _app(make_app)
+    notify = app.get_handler("notify")
+    run = app.workflow("w").add("a", notify.job(what="a")).defer()
+    batch = app.defer_batch([notify.job(what="b")])
+    for handle in (run, batch):
+        with pytest.raises(InvalidArguments, match=f"^{words}"):
+            handle.wait(**given)  # type: ignore[arg-type]
+        with pytest.raises(InvalidArguments, match=f"^{words}"):
+            asyncio.run(handle.wait_async(**given))  # type: ignore[arg-type]
+    with pytest.raises(TimeoutError):
+        run.wait(timeout=0)  # zero is a look without waiting: the workflow is still active
+
+
+def test_after_given_as_bytes_is_refused_like_a_string(make_app: Callable[..., App]) -> None:
+    app = _app(make_app)
+    with pytest.raises(InvalidArguments, match=r"after= takes a list of step names, not b'fetch'"):
+        app.workflow("w").add("ship", app.get_handler("notify").job(what="x"), after=b"fetch")  # type: ignore[arg-type]
+
+
+def test_the_cli_and_the_dashboard_say_not_found_for_an_id_past_bigint(
+    make_app: Callable[..., App], target: Target
+) -> None:
+    app = _app(make_app)
+    huge = str(2**70)
+    for group, code in (("workflows", 1), ("batches", 2)):
+        shown = run_cli([group, "show", huge], target.env())
+        noun = group[:-1] if group == "workflows" else "batch"
+        assert (shown.returncode, shown.stderr.strip()) == (code, f"jobstead: error: no {noun} {huge}")
+    with TestClient(create_dashboard(app, auth=None)) as client:
+        for page in (f"/workflows/{huge}", f"/batches/{huge}"):
+            response = client.get(page)
+            assert response.status_code == 404, (page, response.status_code)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
+from tests.e2e.chart_operator import ChartOperator
 from tests.e2e.pods import HARNESS_IMAGE, WorkerPods
 from tests.support.controlplane import (
     REPO,
@@ -136,3 +137,42 @@ def worker_pods(
         yield WorkerPods(kube_cluster, HARNESS_IMAGE, harness)
     finally:
         harness.stop()
+
+
+@pytest.fixture(scope="session")
+def chart_operator(
+    kube_cluster: Cluster,
+    kube_api: client.ApiClient,
+    jobstead_crds: list[str],
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ChartOperator | None]:
+    """The chart's operator as a Pod on the local node, for every test that asks (``chart_operator.py``).
+
+    None without a node: those tests start ``jobstead operator`` as a local process, as they always did.
+    """
+    if not kube_cluster.node:
+        yield None
+        return
+    # One namespace for each test of the session that will ask, so one install serves them all.
+    askers = [item for item in request.session.items if "chart_operator" in getattr(item, "fixturenames", ())]
+    operator = ChartOperator.install(kube_cluster, len(askers), tmp_path_factory.mktemp("chart-operator"))
+    try:
+        operator.assert_in_cluster(kube_api)
+        yield operator
+    finally:
+        operator.uninstall()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test served by the chart's operator shows that Pod's log: the operator's side of the story."""
+    report = yield
+    if report.failed and report.when == "call":
+        for operator in ChartOperator.installed:
+            if operator.serving == item.nodeid:
+                section = f"operator Pod's log (kubectl logs -n {operator.namespace})"
+                report.sections.append((section, operator.test_logs()))
+    return report

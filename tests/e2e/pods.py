@@ -46,19 +46,33 @@ class WorkerPods:
         # Through the API server to the kubelet, into the container: as `kubectl exec` does anywhere.
         return self.cluster.kubectl("exec", "-n", namespace, name, "--", "printenv", variable).stdout.strip()
 
-    def kill(self, namespace: str, name: str) -> None:
-        """SIGKILL the Pod's worker, as when its node dies: no SIGTERM, no graceful release."""
+    def kill_and_delete(self, namespace: str, name: str) -> None:
+        """The Pod's node dies: its worker gets SIGKILL (no graceful release) and the Pod object goes at once.
+
+        On the local node the kubelet lives on, and would restart a killed
+        container whose Pod still exists: that new worker could claim the job
+        its predecessor lost, and lose it again when the deletion reaches it
+        (the operator releases what a Pod holds when it goes, not what a
+        worker claims after). A dead node restarts nothing, so the Pod is
+        deleted first and its worker killed right after, before the kubelet's
+        SIGTERM could let it hand its jobs back.
+        """
         if self.harness:
             pod = next(p for p in self.harness.running() if p.namespace == namespace and p.name == name)
             os.kill(pod.process.pid, signal.SIGKILL)
+            self._delete_now(namespace, name)
             return
         status = json.loads(self.cluster.kubectl("get", "pod", name, "-n", namespace, "-o", "json").stdout)["status"]
         (container,) = status["containerStatuses"]
         container_id = container["containerID"].split("://", 1)[1]
         pids = container_pids(container_id)
         assert pids, f"no process of container {container_id} on this machine"
+        self._delete_now(namespace, name)
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
+
+    def _delete_now(self, namespace: str, name: str) -> None:
+        self.cluster.kubectl("delete", "pod", name, "-n", namespace, "--grace-period=0", "--force", "--wait=false")
 
 
 def container_pids(container_id: str) -> list[int]:

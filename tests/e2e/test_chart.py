@@ -110,6 +110,7 @@ def test_chart_ships_the_repo_crds() -> None:
         ("metrics.serviceMonitor.interval=often", "/metrics/serviceMonitor/interval"),
         ("database.existingSecret=Not_A_Name", "/database/existingSecret"),
         ("workerDefaults.affinity.x=y", "/workerDefaults"),
+        ("operator.extraEnv[0].value=5", "/operator/extraEnv/0"),  # an EnvVar without its name
         ("webhook.certificates=selfmade", "/webhook/certificates"),
     ],
 )
@@ -139,6 +140,7 @@ def test_schema_accepts_every_documented_value(helm: Helm, tmp_path: Path) -> No
             "scaleDownWindowSeconds": 30,
             "idleCooldownSeconds": 0.5,
             "livenessPort": 8081,
+            "extraEnv": [{"name": "JOBSTEAD_SCALE_INTERVAL", "value": "5"}],
         },
         "workerDefaults": {
             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
@@ -219,6 +221,22 @@ def test_the_operator_needs_no_database_of_its_own(helm: Helm) -> None:
     assert env("--set", "operator.migrate=false")["JOBSTEAD_OPERATOR_MIGRATE"]["value"] == "false"
     fallback = env("--set", "database.existingSecret=ops-db")["JOBSTEAD_DATABASE_URL"]
     assert fallback["valueFrom"]["secretKeyRef"] == {"name": "ops-db", "key": "url"}
+
+
+def test_extra_env_reaches_the_operator_after_the_charts_own(helm: Helm) -> None:
+    """``operator.extraEnv``: the operator's settings that are variables, not flags, set as chart values."""
+
+    def env(*values: str) -> list[dict[str, Any]]:
+        (operator,) = by_kind(helm.template(*values), "Deployment")
+        return list(operator["spec"]["template"]["spec"]["containers"][0]["env"])
+
+    extra = [
+        {"name": "JOBSTEAD_SCALE_INTERVAL", "value": "30"},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+    ]
+    rendered = env("--set-json", f"operator.extraEnv={json.dumps(extra)}")
+    assert rendered[-2:] == extra
+    assert rendered[:-2] == env(), "the chart's own come first, unchanged"
 
 
 def secret_rules(role: dict[str, Any]) -> list[dict[str, Any]]:

@@ -188,7 +188,8 @@ def test_helm_install_with_defaults_runs_the_operator(node_cluster: Cluster, nam
             assert pod["spec"]["nodeName"] == NODE_NAME
             assert pod["spec"]["serviceAccountName"] == release
             (status,) = pod["status"]["containerStatuses"]
-            assert status["ready"] and "running" in status["state"], status
+            # Ready: its readiness probe passed; never restarted: no liveness probe failed.
+            assert status["ready"] and "running" in status["state"] and status["restartCount"] == 0, status
             assert status["imageID"], "no image ID: not run by the container runtime"
             log = node_cluster.kubectl("logs", "-n", namespace, pod["metadata"]["name"]).stdout
             # Logged in with the Pod's ServiceAccount (in-cluster), probed by the kubelet.

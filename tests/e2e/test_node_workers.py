@@ -4,6 +4,11 @@ What only a real kubelet shows: the image's own entrypoint as PID 1, the
 kubelet's SIGTERM and grace period, a forced deletion, a rolling update of the
 image. PostgreSQL listens on the node's address too, and trusts the node's Pod
 network, which is how the worker Pods reach it (``pod_reachable_pg``).
+
+The operator is the chart's, a Pod installed once for the session with ``helm
+install`` and watching one namespace per test (``chart_operator.py``): it
+reaches PostgreSQL the same way, and none of these tests restarts it or cuts
+its database.
 """
 
 from __future__ import annotations
@@ -13,15 +18,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
 from jobstead import App, JobStatus
+from tests.e2e.chart_operator import ChartOperator
 from tests.e2e.conftest import pod_database_url
-from tests.e2e.test_operator import GROUP, VERSION, Operator, database_secret, job_handler, wait_until
+from tests.e2e.test_operator import GROUP, VERSION, database_secret, job_handler, wait_until
 from tests.support.controlplane import Cluster
 from tests.support.node import ROLLOUT_IMAGE, image_archives, image_name
 from tests.support.postgres_server import PostgresServer
@@ -38,13 +43,14 @@ def node_cluster(kube_cluster: Cluster) -> Cluster:
 
 @dataclass
 class Setup:
-    """One namespace's app: its database (reachable from Pods), its Secret, an operator serving it."""
+    """One namespace's app: its database (reachable from Pods), its Secret, the chart's operator serving it."""
 
     cluster: Cluster
     api: client.ApiClient
     namespace: str
     app: App
     image: str
+    operator: ChartOperator
 
     def job_handler(self, name: str, handler: str, **spec: Any) -> None:
         body = job_handler(name, image=self.image, **spec)
@@ -67,12 +73,13 @@ class Setup:
 def setup(
     node_cluster: Cluster,
     kube_api: client.ApiClient,
-    jobstead_crds: list[str],
-    namespace: str,
+    chart_operator: ChartOperator | None,
     pod_reachable_pg: PostgresServer,
-    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Setup]:
-    # One URL for all: the node's address is this machine's, for the operator as for the Pods.
+    assert chart_operator, "the local node runs the chart's operator"
+    namespace = chart_operator.take_namespace(request.node.nodeid)
+    # One URL for all: the node's address is this machine's, for the tests as for the Pods.
     url = pod_database_url(pod_reachable_pg, node_cluster, namespace)
     schema = f"e2e_{uuid.uuid4().hex[:10]}"
     app = App(url, schema=schema)
@@ -82,13 +89,11 @@ def setup(
         app.handler(name=name)(probes.app.get_handler(name).func)
     app.migrate()
     database_secret(kube_api, namespace, url, schema)
-    operator = Operator(node_cluster, namespace, tmp_path / "operator.log")
     try:
-        yield Setup(node_cluster, kube_api, namespace, app, image_name(image_archives()["testapp"]))
+        yield Setup(node_cluster, kube_api, namespace, app, image_name(image_archives()["testapp"]), chart_operator)
     finally:
-        operator.stop()
+        chart_operator.finish(namespace)
         app.close()
-        print(f"operator log: {tmp_path / 'operator.log'}")
 
 
 def test_worker_pods_run_the_image_and_jobs_from_postgresql(setup: Setup) -> None:
@@ -108,6 +113,8 @@ def test_worker_pods_run_the_image_and_jobs_from_postgresql(setup: Setup) -> Non
 
     pods = setup.pods()
     assert len(pods) == 2
+    # The chart's Pod is the operator that acts here (kopf's peering of this namespace names it).
+    assert list(setup.operator.peers(setup.api, setup.namespace)) == [setup.operator.pod()["metadata"]["name"]]
     for pod in pods:
         assert pod["spec"]["nodeName"] == setup.cluster.node
         (status,) = pod["status"]["containerStatuses"]

@@ -5,6 +5,21 @@ the test app's image, a real kubelet's SIGTERM and restarts), else on the
 kubelet harness as local ``jobstead worker`` processes (``tests/e2e/pods.py``):
 what is measured here (replicas, the global limit, the queue draining) is what
 a cluster would do either way.
+
+Who runs the operator: the JobHandler tests take ``setup``, which on the local
+node is a namespace watched by the chart's operator, a Pod installed once for
+the session with ``helm install`` (``chart_operator.py``), and without a node a
+``jobstead operator`` process started for the test. ``own_operator`` is the
+same for a test whose operator needs other settings than the session's (a 30 s
+scale tick, a 12 s cool-down): on the node a chart install of its own, its
+settings as chart values. The rest start a local process:
+- the CronSchedule tests (``local_setup``): no Pod runs for them, and one
+  restarts its operator, which with a Pod means waiting for a new Pod to start
+  and lead, for nothing the test is about;
+- the database outage and the webhook tests start their own operator: the
+  outage's PostgreSQL and the webhook listen on 127.0.0.1 of this machine,
+  which no Pod reaches (the chart's webhook through its Service is in
+  ``test_node_operator.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +36,12 @@ import pytest
 from kubernetes import client
 
 from jobstead import App, JobStatus
+from tests.e2e.chart_operator import (
+    IDLE_COOLDOWN_SECONDS,
+    SCALE_DOWN_WINDOW_SECONDS,
+    WORKER_DEFAULTS,
+    ChartOperator,
+)
 from tests.e2e.conftest import pod_database_url
 from tests.e2e.pods import HARNESS_IMAGE, WorkerPods
 from tests.multiprocess.test_crash_and_limits import _peak
@@ -69,9 +90,9 @@ class Operator:
             namespace,
             "--standalone",
             "--scale-down-window",
-            "3",
+            str(SCALE_DOWN_WINDOW_SECONDS),
             "--idle-cooldown",
-            "4",
+            str(IDLE_COOLDOWN_SECONDS),
             *extra,
         ]
         self.env = {
@@ -105,8 +126,61 @@ def database_secret(
     )
 
 
+def _test_app(api: client.ApiClient, namespace: str, pg_url: str) -> tuple[App, str]:
+    """A schema of its own in the module's database, migrated, and the namespace's Secret naming it."""
+    schema = f"e2e_{uuid.uuid4().hex[:10]}"
+    app = App(pg_url, schema=schema)
+    from tests.apps import probes
+
+    app.handler(name="e2e_work")(probes.app.get_handler("e2e_work").func)
+    app.migrate()
+    database_secret(api, namespace, pg_url, schema)
+    return app, schema
+
+
 @pytest.fixture
 def setup(
+    chart_operator: ChartOperator | None,
+    kube_cluster: Cluster,
+    kube_api: client.ApiClient,
+    jobstead_crds: list[str],
+    pg_url: str,
+    tmp_path: Path,
+    worker_pods: WorkerPods,
+    request: pytest.FixtureRequest,
+) -> Iterator[dict[str, Any]]:
+    """A namespace with its app, served by the chart's operator Pod on the local node, else by a local process."""
+    namespace = (
+        chart_operator.take_namespace(request.node.nodeid) if chart_operator else request.getfixturevalue("namespace")
+    )
+    app, schema = _test_app(kube_api, namespace, pg_url)
+    operator = None
+    if not chart_operator:
+        operator = Operator(
+            kube_cluster,
+            namespace,
+            tmp_path / "operator.log",
+            env={"JOBSTEAD_WORKER_DEFAULTS": json.dumps(WORKER_DEFAULTS)},
+        )
+    yield {
+        "app": app,
+        "schema": schema,
+        "operator": operator,
+        "chart": chart_operator,
+        "namespace": namespace,
+        "image": worker_pods.image,
+    }
+    if chart_operator:
+        chart_operator.finish(namespace)
+    else:
+        assert operator is not None
+        operator.stop()
+        print(f"operator log: {tmp_path / 'operator.log'}")
+    app.close()
+
+
+@pytest.fixture
+def local_setup(
     kube_cluster: Cluster,
     kube_api: client.ApiClient,
     jobstead_crds: list[str],
@@ -115,23 +189,63 @@ def setup(
     tmp_path: Path,
     worker_pods: WorkerPods,
 ) -> Iterator[dict[str, Any]]:
-    schema = f"e2e_{uuid.uuid4().hex[:10]}"
-    app = App(pg_url, schema=schema)
-    from tests.apps import probes
-
-    app.handler(name="e2e_work")(probes.app.get_handler("e2e_work").func)
-    app.migrate()
-    database_secret(kube_api, namespace, pg_url, schema)
+    """As ``setup``, always with ``jobstead operator`` as a local process (the module's docstring says who needs it)."""
+    app, schema = _test_app(kube_api, namespace, pg_url)
     operator = Operator(
         kube_cluster,
         namespace,
         tmp_path / "operator.log",
-        env={"JOBSTEAD_WORKER_DEFAULTS": '{"env": [{"name": "FROM_DEFAULTS", "value": "yes"}]}'},
+        env={"JOBSTEAD_WORKER_DEFAULTS": json.dumps(WORKER_DEFAULTS)},
     )
     yield {"app": app, "schema": schema, "operator": operator, "namespace": namespace, "image": worker_pods.image}
     operator.stop()
     app.close()
     print(f"operator log: {tmp_path / 'operator.log'}")
+
+
+@pytest.fixture
+def own_operator(
+    kube_cluster: Cluster,
+    kube_api: client.ApiClient,
+    jobstead_crds: list[str],
+    pg_url: str,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    worker_pods: WorkerPods,
+    request: pytest.FixtureRequest,
+) -> Iterator[Callable[..., dict[str, Any]]]:
+    """``setup`` with an operator of the test's own settings: on the local node a chart install of its own.
+
+    ``start(chart=VALUES, args=FLAGS, env=VARIABLES)`` says each setting the
+    way its operator takes it: chart values for the Pod, flags and variables
+    for the local process.
+    """
+    started: list[tuple[App, ChartOperator | Operator]] = []
+
+    def start(
+        chart: dict[str, Any] | None = None, args: Sequence[str] = (), env: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        operator: ChartOperator | Operator
+        if kube_cluster.node:
+            operator = ChartOperator.install(kube_cluster, 1, tmp_path_factory.mktemp("chart-operator"), chart)
+            operator.assert_in_cluster(kube_api)
+            namespace = operator.take_namespace(request.node.nodeid)
+        else:
+            namespace = request.getfixturevalue("namespace")
+            defaults = {"JOBSTEAD_WORKER_DEFAULTS": json.dumps(WORKER_DEFAULTS)}
+            operator = Operator(kube_cluster, namespace, tmp_path / "operator.log", args, {**defaults, **(env or {})})
+        app, schema = _test_app(kube_api, namespace, pg_url)
+        started.append((app, operator))
+        return {"app": app, "schema": schema, "namespace": namespace, "image": worker_pods.image}
+
+    yield start
+    for app, operator in started:
+        if isinstance(operator, ChartOperator):
+            operator.uninstall()
+        else:
+            operator.stop()
+            print(f"operator log: {operator.log}")
+        app.close()
 
 
 def job_handler(name: str, **spec: Any) -> dict[str, Any]:
@@ -184,8 +298,10 @@ def test_jobhandler_scales_workers_with_the_queue_within_the_limit(
     setup: dict[str, Any], kube_api: client.ApiClient, worker_pods: WorkerPods
 ) -> None:
     ns, app = setup["namespace"], setup["app"]
-    # first make sure the operator is serving (a probe resource gets its condition), then time the apply
-    custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, ns, "cronschedules", cron_schedule("probe"))
+    # first make sure the operator is serving (a probe resource gets its condition), then time the apply;
+    # suspended, the probe never fires (every 5 minutes it added a job to the 500 counted at the end)
+    probe = cron_schedule("probe", suspend=True)
+    custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, ns, "cronschedules", probe)
     wait_until(lambda: ready_condition(kube_api, ns, "cronschedules", "probe"), 30, "the operator to serve")
     applied = time.monotonic()
     custom(kube_api).create_namespaced_custom_object(
@@ -231,6 +347,9 @@ def test_jobhandler_scales_workers_with_the_queue_within_the_limit(
     wait_until(lambda: not worker_pods.running(ns), 40, "the worker pods to stop")
     status = custom(kube_api).get_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", "mailer")["status"]
     assert status["queued"] == 0 and status["running"] == 0 and status["replicas"] == 0
+    if chart := setup["chart"]:
+        # Every scaling Event here names the chart's Pod as the operator that posted it: no local process acted.
+        assert chart.reporters(kube_api, ns) == {chart.pod()["metadata"]["name"]}
 
     # deleting the resource removes the Deployment (garbage collection), never the jobs
     custom(kube_api).delete_namespaced_custom_object(GROUP, VERSION, ns, "jobhandlers", "mailer")
@@ -355,15 +474,14 @@ def test_a_deleted_pod_hands_its_jobs_back_at_once(
     holder = job.record.lease_owner
     assert holder is not None
     host = next(w["hostname"] for w in app.store.registry.workers() if w["id"] == holder)
-    worker_pods.kill(ns, host)  # the node dies with it: no graceful release
     gone_at = time.monotonic()
-    client.CoreV1Api(kube_api).delete_namespaced_pod(host, ns, grace_period_seconds=0)
+    worker_pods.kill_and_delete(ns, host)  # the node dies with it: no graceful release
     wait_until(lambda: job.refresh().status is not JobStatus.RUNNING or job.attempts > 1, 15, "the job to be released")
     assert time.monotonic() - gone_at < 10, "released at once, not after the 30 s lease"
     result = job.wait(60)
     assert result["pod"] != host
     log = job.attempts_log()
-    assert [a.outcome.value for a in log] == ["lost", "succeeded"]
+    assert [a.outcome.value for a in log] == ["lost", "succeeded"], log
     assert log[0].error is not None and log[0].error.type == "jobstead.WorkerGone"
 
 
@@ -383,11 +501,11 @@ def cron_schedule(name: str, **spec: Any) -> dict[str, Any]:
 
 
 def test_cronschedule_lifecycle_follows_the_resource_and_leaves_other_crons_alone(
-    setup: dict[str, Any], kube_api: client.ApiClient
+    local_setup: dict[str, Any], kube_api: client.ApiClient
 ) -> None:
     from jobstead.store.records import CronDefinition
 
-    ns, app = setup["namespace"], setup["app"]
+    ns, app = local_setup["namespace"], local_setup["app"]
     crons = app.store.crons
     # a hand-made cron, and one with the same name as a resource below: never touched
     crons.add(CronDefinition(name="by-hand", schedule="@daily", handler="e2e_work", source="database"))
@@ -451,21 +569,21 @@ def test_cronschedule_lifecycle_follows_the_resource_and_leaves_other_crons_alon
     ],
 )
 def test_what_the_schema_cannot_check_is_reported(
-    setup: dict[str, Any], kube_api: client.ApiClient, spec: dict[str, Any], reason: str, field: str
+    local_setup: dict[str, Any], kube_api: client.ApiClient, spec: dict[str, Any], reason: str, field: str
 ) -> None:
-    ns = setup["namespace"]
+    ns = local_setup["namespace"]
     custom(kube_api).create_namespaced_custom_object(GROUP, VERSION, ns, "cronschedules", cron_schedule("bad", **spec))
     condition = wait_until(lambda: ready_condition(kube_api, ns, "cronschedules", "bad"), 15, "a condition")
     assert condition["status"] == "False" and condition["reason"] == reason
     assert condition["message"].startswith(field), condition["message"]
     wait_until(lambda: any(e.reason == reason for e in events_for(kube_api, ns, "bad")), 10, "the Event")
-    assert setup["app"].store.crons.get("bad") is None
+    assert local_setup["app"].store.crons.get("bad") is None
 
 
 def test_operator_schedules_crons_and_brings_back_deleted_code_crons(
-    setup: dict[str, Any], kube_api: client.ApiClient, pg_url: str, tmp_path: Path
+    local_setup: dict[str, Any], kube_api: client.ApiClient, pg_url: str, tmp_path: Path
 ) -> None:
-    ns, app = setup["namespace"], setup["app"]
+    ns, app = local_setup["namespace"], local_setup["app"]
     crons = app.store.crons
     api = custom(kube_api)
     api.create_namespaced_custom_object(
@@ -490,7 +608,7 @@ def test_operator_schedules_crons_and_brings_back_deleted_code_crons(
     # a worker whose app defines a code cron publishes it; deleted, it comes back; a restart changes nothing
     worker = spawn_cli(
         ["worker", "--app", "tests.apps.crons:app", "--poll-interval", "0.2"],
-        {"JOBSTEAD_DATABASE_URL": pg_url, "JOBSTEAD_SCHEMA": setup["schema"]},
+        {"JOBSTEAD_DATABASE_URL": pg_url, "JOBSTEAD_SCHEMA": local_setup["schema"]},
         tmp_path / "w.log",
     )
     try:
@@ -499,7 +617,7 @@ def test_operator_schedules_crons_and_brings_back_deleted_code_crons(
         back = wait_until(lambda: crons.get("heartbeat"), 20, "the deleted code cron to come back", every=0.3)
         assert back.source == "code"
         crons.set_enabled("heartbeat", False)
-        setup["operator"].restart()
+        local_setup["operator"].restart()
         time.sleep(4)  # two republish rounds of the restarted operator
         assert crons.get("heartbeat").enabled is False, "a disabled code cron stays disabled"
         assert crons.get("every-second") is not None
@@ -562,41 +680,33 @@ def test_webhook_refuses_what_the_schema_cannot_check(
 
 
 def test_new_work_wakes_a_handler_at_zero_without_waiting_for_the_tick(
-    setup: dict[str, Any], kube_cluster: Cluster, kube_api: client.ApiClient, pg_url: str, tmp_path: Path
+    own_operator: Callable[..., dict[str, Any]], kube_api: client.ApiClient
 ) -> None:
-    ns, app = setup["namespace"], setup["app"]
-    setup["operator"].stop()
     # a 30 s scale tick: only the NOTIFY wake-up can explain a pod within a few seconds
-    operator = Operator(kube_cluster, ns, tmp_path / "slow.log", env={"JOBSTEAD_SCALE_INTERVAL": "30"})
-    try:
-        custom(kube_api).create_namespaced_custom_object(
-            GROUP, VERSION, ns, "jobhandlers", job_handler("sleepy", image=setup["image"])
-        )
-        wait_until(lambda: deployment(kube_api, ns, "sleepy"), 15, "the Deployment")
-        time.sleep(2)  # the first scale tick has run (and found nothing to do)
-        assert deployment(kube_api, ns, "sleepy").spec.replicas == 0
-        deferred = time.monotonic()
-        job = app.get_handler("e2e_work").defer(i=7)
-        wait_until(lambda: deployment(kube_api, ns, "sleepy").spec.replicas >= 1, 5, "a pod for the new work")
-        print(f"0 -> 1 pod {time.monotonic() - deferred:.2f} s after the defer")
-        assert job.wait(60)["pid"]
-    finally:
-        operator.stop()
+    slow = {"name": "JOBSTEAD_SCALE_INTERVAL", "value": "30"}
+    setup = own_operator(chart={"operator": {"extraEnv": [slow]}}, env={slow["name"]: slow["value"]})
+    ns, app = setup["namespace"], setup["app"]
+    custom(kube_api).create_namespaced_custom_object(
+        GROUP, VERSION, ns, "jobhandlers", job_handler("sleepy", image=setup["image"])
+    )
+    wait_until(lambda: deployment(kube_api, ns, "sleepy"), 15, "the Deployment")
+    time.sleep(2)  # the first scale tick has run (and found nothing to do)
+    assert deployment(kube_api, ns, "sleepy").spec.replicas == 0
+    deferred = time.monotonic()
+    job = app.get_handler("e2e_work").defer(i=7)
+    wait_until(lambda: deployment(kube_api, ns, "sleepy").spec.replicas >= 1, 5, "a pod for the new work")
+    print(f"0 -> 1 pod {time.monotonic() - deferred:.2f} s after the defer")
+    assert job.wait(60)["pid"]
 
 
 def test_the_status_says_what_the_scaler_decided_and_why(
-    setup: dict[str, Any], kube_cluster: Cluster, kube_api: client.ApiClient, worker_pods: WorkerPods, tmp_path: Path
+    own_operator: Callable[..., dict[str, Any]], kube_api: client.ApiClient
 ) -> None:
     """``status.scaling`` carries the inputs and the reason; ``recentDecisions`` the changes, newest first."""
-    ns, app = setup["namespace"], setup["app"]
-    _register_long(app)
-    setup["operator"].stop()
     # a cool-down (12 s) well past the window (3 s): several ticks keep one warm pod, and say so
-    operator = Operator(kube_cluster, ns, tmp_path / "cooldown.log", extra=["--idle-cooldown", "12"])
-    try:
-        _scaling_status_through_a_burst(kube_api, ns, app, setup["image"])
-    finally:
-        operator.stop()
+    setup = own_operator(chart={"operator": {"idleCooldownSeconds": 12}}, args=["--idle-cooldown", "12"])
+    _register_long(setup["app"])
+    _scaling_status_through_a_burst(kube_api, setup["namespace"], setup["app"], setup["image"])
 
 
 def _scaling_status_through_a_burst(kube_api: client.ApiClient, ns: str, app: App, image: str) -> None:

@@ -44,6 +44,7 @@ from .continuations import Continuations, stored
 from .database import Database
 from .drivers.base import CANCEL_PREFIX
 from .enqueue import Enqueuer
+from .ids import check_filter, lookup_id
 from .moves import apply_change, follow
 from .new_jobs import member_of
 from .records import BATCH_EVENTS, BatchRecord, BatchStats, BatchStatus, JobRecord, NewJob
@@ -189,7 +190,10 @@ class Batches:
 
     def _lock(self, conn: Connection, batch_id: int, *, missing_ok: bool = False) -> RowMapping:
         batches = self._db.tables.batches
-        row = conn.execute(select(batches).where(batches.c.id == batch_id).with_for_update()).mappings().first()
+        looked_up = lookup_id(batch_id, "batch")
+        row = None
+        if looked_up is not None:
+            row = conn.execute(select(batches).where(batches.c.id == looked_up).with_for_update()).mappings().first()
         if row is None and not missing_ok:
             raise BatchNotFound(f"no batch {batch_id}")
         return row  # type: ignore[return-value]
@@ -213,7 +217,10 @@ class Batches:
 
     def _get(self, conn: Connection, batch_id: int) -> BatchRecord:
         batches = self._db.tables.batches
-        row = conn.execute(select(batches).where(batches.c.id == batch_id)).mappings().first()
+        looked_up = lookup_id(batch_id, "batch")
+        row = None
+        if looked_up is not None:
+            row = conn.execute(select(batches).where(batches.c.id == looked_up)).mappings().first()
         if row is None:
             raise BatchNotFound(f"no batch {batch_id}")
         return self._record(conn, row)
@@ -222,6 +229,7 @@ class Batches:
         self, *, tenant: str | None = None, status: str | None = None, limit: int = 25, offset: int = 0
     ) -> list[BatchRecord]:
         """Newest first."""
+        check_filter("tenant", tenant)
         batches = self._db.tables.batches
         stmt = select(batches).order_by(batches.c.id.desc()).limit(limit).offset(offset)
         if tenant is not None:

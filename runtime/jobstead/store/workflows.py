@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import builtins
 import threading
+import unicodedata
 import weakref
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
@@ -71,6 +72,7 @@ from ..transitions import (
 from .continuations import Continuations, stored
 from .database import Database
 from .enqueue import Enqueuer
+from .ids import check_filter, lookup_id
 from .moves import Moved, apply_change, notify_cancel
 from .records import (
     WORKFLOW_EVENTS,
@@ -743,8 +745,11 @@ class Workflows:
     def _lock(self, conn: Connection, workflow_id: int, *, missing_ok: bool = False, share: bool = False) -> RowMapping:
         """The workflow's row, locked for this transaction (``share``: only read, no lock)."""
         workflows = self._db.tables.workflows
-        stmt = select(workflows).where(workflows.c.id == workflow_id)
-        row = conn.execute(stmt if share else stmt.with_for_update()).mappings().first()
+        looked_up = lookup_id(workflow_id, "workflow")
+        row = None
+        if looked_up is not None:
+            stmt = select(workflows).where(workflows.c.id == looked_up)
+            row = conn.execute(stmt if share else stmt.with_for_update()).mappings().first()
         if row is None and not missing_ok:
             raise WorkflowNotFound(f"no workflow {workflow_id}")
         return row  # type: ignore[return-value]
@@ -829,8 +834,10 @@ class Workflows:
     def status(self, workflow_id: int) -> WorkflowStatus:
         """Just the workflow's status: one row, for waiting on a workflow of any size."""
         workflows = self._db.tables.workflows
-        with self._db.engine.connect() as conn:
-            found = conn.execute(select(workflows.c.status).where(workflows.c.id == workflow_id)).scalar()
+        found = None
+        if (looked_up := lookup_id(workflow_id, "workflow")) is not None:
+            with self._db.engine.connect() as conn:
+                found = conn.execute(select(workflows.c.status).where(workflows.c.id == looked_up)).scalar()
         if found is None:
             raise WorkflowNotFound(f"no workflow {workflow_id}")
         status: WorkflowStatus = found
@@ -838,7 +845,10 @@ class Workflows:
 
     def _get(self, conn: Connection, workflow_id: int) -> WorkflowRecord:
         workflows = self._db.tables.workflows
-        row = conn.execute(select(workflows).where(workflows.c.id == workflow_id)).mappings().first()
+        looked_up = lookup_id(workflow_id, "workflow")
+        row = None
+        if looked_up is not None:
+            row = conn.execute(select(workflows).where(workflows.c.id == looked_up)).mappings().first()
         if row is None:
             raise WorkflowNotFound(f"no workflow {workflow_id}")
         return self._record(conn, row, steps=True)
@@ -855,6 +865,8 @@ class Workflows:
     ) -> builtins.list[WorkflowRecord]:
         """Newest first. ``steps=False`` leaves each record's ``steps`` empty (its stats are still counted):
         for lists of workflows with many steps."""
+        check_filter("name", name)
+        check_filter("tenant", tenant)
         workflows = self._db.tables.workflows
         stmt = select(workflows).order_by(workflows.c.id.desc()).limit(limit).offset(offset)
         if name is not None:
@@ -951,10 +963,14 @@ class Workflows:
 
 
 def check_name(label: str, name: object) -> str:
+    """A step's or a workflow's name: shown in tables, graphs and reasons, so one printable line
+    (and PostgreSQL stores no NUL)."""
     if not isinstance(name, str) or not name.strip():
         raise InvalidArguments(f"{label} must be a non-empty string, not {name!r}")
     if len(name) > NAME_LENGTH:
         raise InvalidArguments(f"{label} {name[:40]!r}...: at most {NAME_LENGTH} characters")
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        raise InvalidArguments(f"{label} {name[:40]!r} has a control character (a newline, a tab, a NUL...)")
     return name
 
 
