@@ -12,6 +12,12 @@ worker processes and the job code are the same and only Jobstead differs.
 Each row gets a fresh database per run, so both versions create their own
 schema with their own migrations. The table (medians, and after/before) goes to
 stdout and ``bench/results/versions.md``.
+
+Throughput moves with the machine's load; CPU per job much less. So the two
+defer rows come with the CPU they cost per job: in the deferring process, and
+in PostgreSQL (the postmaster and its children; the time a commit waits for
+its disk is in neither). ``BENCH_VERSIONS_ROWS`` (comma separated: ``single``,
+``bulk``, ``drain``, ``latency``, ``cpu``, ``limit``) runs only those rows.
 """
 
 from __future__ import annotations
@@ -24,13 +30,14 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from tests.support.postgres_server import PostgresServer
 
 from .config import Settings
-from .cpu import drain_cpu
+from .cpu import drain_cpu, server_cpu_seconds
 from .harness import REPO, Harness, percentile
 from .probe import open_collector
 from .systems.jobstead import Jobstead
@@ -40,7 +47,11 @@ RESULT = "RESULT "
 #: (key, label, higher is better)
 ROWS: tuple[tuple[str, str, bool], ...] = (
     ("single", "Defer, one job per transaction (jobs/s)", True),
+    ("single_cpu_client", "Defer one: deferring process CPU per job (us)", False),
+    ("single_cpu_server", "Defer one: PostgreSQL CPU per job (us)", False),
     ("bulk", "Bulk defer of 20,000 (jobs/s)", True),
+    ("bulk_cpu_client", "Bulk defer: deferring process CPU per job (us)", False),
+    ("bulk_cpu_server", "Bulk defer: PostgreSQL CPU per job (us)", False),
     ("drain_1", "Drain 20,000 no-op jobs, 1 process (jobs/s)", True),
     ("drain_4", "Drain 20,000 no-op jobs, 4 processes (jobs/s)", True),
     ("latency_p50", "Defer-to-start p50 at 200 jobs/s (ms)", False),
@@ -50,9 +61,36 @@ ROWS: tuple[tuple[str, str, bool], ...] = (
     ("cpu_server", "PostgreSQL CPU per job, 1 process (us)", False),
 )
 
+#: The groups of rows ``BENCH_VERSIONS_ROWS`` chooses from, each with the rows it gives.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "single": ("single", "single_cpu_client", "single_cpu_server"),
+    "bulk": ("bulk", "bulk_cpu_client", "bulk_cpu_server"),
+    "drain": ("drain_1", "drain_4"),
+    "latency": ("latency_p50", "latency_p99"),
+    "cpu": ("cpu_worker", "cpu_server"),
+    "limit": ("limit_8",),
+}
 
-async def measure(urls: dict[str, str], postmaster: int) -> dict[str, float]:
-    """One run of every row, on the Jobstead importable here (the child's ``PYTHONPATH``)."""
+
+def chosen_groups() -> tuple[str, ...]:
+    """``BENCH_VERSIONS_ROWS`` as group names (all when unset); an unknown name is one clear line."""
+    wanted = [name.strip() for name in os.environ.get("BENCH_VERSIONS_ROWS", "").split(",") if name.strip()]
+    unknown = sorted(set(wanted) - set(GROUPS))
+    if unknown:
+        raise SystemExit(f"BENCH_VERSIONS_ROWS: unknown row(s) {', '.join(unknown)}; known: {', '.join(GROUPS)}")
+    return tuple(name for name in GROUPS if name in wanted) or tuple(GROUPS)
+
+
+async def cpu_per_job(n: int, postmaster: int, run: Callable[[], Awaitable[float]]) -> tuple[float, float, float]:
+    """``run()``'s result, and the CPU per job (us) it cost this process and PostgreSQL."""
+    client, server = time.process_time(), server_cpu_seconds(postmaster)
+    result = await run()
+    client, server = time.process_time() - client, server_cpu_seconds(postmaster) - server
+    return result, client / n * 1e6, server / n * 1e6
+
+
+async def measure(urls: dict[str, str], postmaster: int, groups: tuple[str, ...]) -> dict[str, float]:
+    """One run of the chosen rows, on the Jobstead importable here (the child's ``PYTHONPATH``)."""
     s = Settings.from_env()
     collector, probe, transport = await open_collector()
     harness = Harness(collector, probe)
@@ -60,29 +98,39 @@ async def measure(urls: dict[str, str], postmaster: int) -> dict[str, float]:
     try:
         system = Jobstead(urls["main"])
         await system.open()
-        found["single"] = await harness.enqueue_single(system, s.single)
-        found["bulk"] = await harness.enqueue_bulk(system, s.jobs)
-        for processes in (1, s.processes):
-            r = await harness.drain(system, processes=processes, jobs=s.jobs, cap=s.drain_cap, label="versions")
-            found[f"drain_{processes}"] = r.rate
-        delays = await harness.latency(
-            system, rate=s.latency_rate, seconds=s.latency_seconds, warmup=s.latency_warmup, label="versions"
-        )
-        found["latency_p50"] = percentile(delays, 50) * 1000
-        found["latency_p99"] = percentile(delays, 99) * 1000
-        await harness.reset(system)
-        # CPU per job: the difference of two drains, so start-up drops out (as ``bench.cpu``).
-        small, large = s.jobs, 3 * s.jobs
-        _, w_small, s_small = await drain_cpu(system, small, postmaster)
-        _, w_large, s_large = await drain_cpu(system, large, postmaster)
-        found["cpu_worker"] = (w_large - w_small) / (large - small) * 1e6
-        found["cpu_server"] = (s_large - s_small) / (large - small) * 1e6
+        if "single" in groups:
+            found["single"], found["single_cpu_client"], found["single_cpu_server"] = await cpu_per_job(
+                s.single, postmaster, lambda: harness.enqueue_single(system, s.single)
+            )
+        if "bulk" in groups:
+            found["bulk"], found["bulk_cpu_client"], found["bulk_cpu_server"] = await cpu_per_job(
+                s.jobs, postmaster, lambda: harness.enqueue_bulk(system, s.jobs)
+            )
+        if "drain" in groups:
+            for processes in (1, s.processes):
+                r = await harness.drain(system, processes=processes, jobs=s.jobs, cap=s.drain_cap, label="versions")
+                found[f"drain_{processes}"] = r.rate
+        if "latency" in groups:
+            delays = await harness.latency(
+                system, rate=s.latency_rate, seconds=s.latency_seconds, warmup=s.latency_warmup, label="versions"
+            )
+            found["latency_p50"] = percentile(delays, 50) * 1000
+            found["latency_p99"] = percentile(delays, 99) * 1000
+        if "cpu" in groups:
+            await harness.reset(system)
+            # CPU per job: the difference of two drains, so start-up drops out (as ``bench.cpu``).
+            small, large = s.jobs, 3 * s.jobs
+            _, w_small, s_small = await drain_cpu(system, small, postmaster)
+            _, w_large, s_large = await drain_cpu(system, large, postmaster)
+            found["cpu_worker"] = (w_large - w_small) / (large - small) * 1e6
+            found["cpu_server"] = (s_large - s_small) / (large - small) * 1e6
         await system.close()
-        limited = Jobstead(urls["limit"], limit=s.limit)
-        await limited.open()
-        r = await harness.drain(limited, processes=s.processes, jobs=s.jobs, cap=s.drain_cap, label="versions")
-        found["limit_8"] = r.rate
-        await limited.close()
+        if "limit" in groups:
+            limited = Jobstead(urls["limit"], limit=s.limit)
+            await limited.open()
+            r = await harness.drain(limited, processes=s.processes, jobs=s.jobs, cap=s.drain_cap, label="versions")
+            found["limit_8"] = r.rate
+            await limited.close()
     finally:
         await harness.close()
         transport.close()
@@ -112,6 +160,8 @@ def render(names: tuple[str, str], runs: dict[str, list[dict[str, float]]]) -> s
         "|---|--:|--:|--:|",
     ]
     for key, label, higher in ROWS:
+        if not all(key in r for r in (*runs[before], *runs[after])):
+            continue  # a row BENCH_VERSIONS_ROWS left out
         b = [r[key] for r in runs[before]]
         a = [r[key] for r in runs[after]]
         mb, ma = statistics.median(b), statistics.median(a)
@@ -135,7 +185,7 @@ def main() -> int:
     parser.add_argument("--child", nargs=2, metavar=("URLS", "POSTMASTER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        found = asyncio.run(measure(json.loads(args.child[0]), int(args.child[1])))
+        found = asyncio.run(measure(json.loads(args.child[0]), int(args.child[1]), chosen_groups()))
         print(RESULT + json.dumps(found), flush=True)
         return 0
     if len(args.checkouts) != 2 or not all((c / "runtime" / "jobstead").is_dir() for c in args.checkouts):
@@ -143,6 +193,7 @@ def main() -> int:
     names = (args.checkouts[0].name, args.checkouts[1].name)
     if names[0] == names[1]:
         names = (f"{names[0]} (1)", f"{names[1]} (2)")
+    chosen_groups()  # a wrong BENCH_VERSIONS_ROWS stops here, before any server starts
     pairs = int(os.environ.get("BENCH_PAIRS", 2))
     server = PostgresServer(durable=True).start()
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}

@@ -14,21 +14,27 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, ParamSpec, TypeAlias, TypeVar, overload
 
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
+from .collector_pause import collector_paused
 from .deferred import Deferred
 from .errors import ConfigurationError, InvalidArguments, InvalidOption
 from .flow import NO_FLOW_CONTROL, FlowControl
 from .options import AsyncTransaction, JobOptions, SyncTransaction, as_delay
 from .retry import RetryPolicy
 from .signature import HandlerSignature
-from .store import HandlerDefinition, NewJob, Store
+from .store import HandlerDefinition, JobRecord, NewJob, Store
 from .store.new_jobs import JobDefaults, new_jobs
 
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+
+#: The options of a plain ``defer``: none (frozen, so one instance serves every call; checking
+#: a fresh one each time was a few microseconds of a single defer).
+NO_OPTIONS = JobOptions()
 
 #: The store of the app a handler belongs to, opened on first call (``App.store``).
 StoreProvider: TypeAlias = Callable[[], Store]
@@ -106,8 +112,23 @@ class Handler(Generic[P, R]):
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
 
+        self._defaults = JobDefaults(queue, priority, flow)
+
     def __repr__(self) -> str:
         return f"<Handler {self.name}>"
+
+    def _job_defaults(self, store: Store) -> JobDefaults:
+        """What its jobs get when the caller leaves it unset, with the flow control keys the handler
+        row names (a JobHandler may set them, not the code): what claims read (``Registry.keys_of``).
+
+        Built again only when those keys were read anew (every few seconds at most): a frozen
+        init per defer was a visible part of a single defer's own time.
+        """
+        flow = store.registry.keys_of(self.name, self.flow)
+        defaults = self._defaults
+        if defaults.flow is not flow or defaults.queue != self.queue or defaults.priority != self.priority:
+            defaults = self._defaults = JobDefaults(self.queue, self.priority, flow)
+        return defaults
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.func(*args, **kwargs)
@@ -169,14 +190,14 @@ class Handler(Generic[P, R]):
     @overload
     def defer(self: Handler[P, T], *args: Any, **kwargs: Any) -> Deferred[T]: ...
     def defer(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
-        return ConfiguredHandler(self, JobOptions()).defer(*args, **kwargs)
+        return ConfiguredHandler(self, NO_OPTIONS).defer(*args, **kwargs)
 
     @overload
     async def defer_async(self: Handler[P, Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> Deferred[T]: ...
     @overload
     async def defer_async(self: Handler[P, T], *args: Any, **kwargs: Any) -> Deferred[T]: ...
     async def defer_async(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
-        return await ConfiguredHandler(self, JobOptions()).defer_async(*args, **kwargs)
+        return await ConfiguredHandler(self, NO_OPTIONS).defer_async(*args, **kwargs)
 
     @overload
     def defer_many(
@@ -185,7 +206,7 @@ class Handler(Generic[P, R]):
     @overload
     def defer_many(self: Handler[P, T], calls: Iterable[Mapping[str, Any]]) -> list[Deferred[T]]: ...
     def defer_many(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred[Any]]:
-        return ConfiguredHandler(self, JobOptions()).defer_many(calls)
+        return ConfiguredHandler(self, NO_OPTIONS).defer_many(calls)
 
     @overload
     async def defer_many_async(
@@ -194,7 +215,7 @@ class Handler(Generic[P, R]):
     @overload
     async def defer_many_async(self: Handler[P, T], calls: Iterable[Mapping[str, Any]]) -> list[Deferred[T]]: ...
     async def defer_many_async(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred[Any]]:
-        return await ConfiguredHandler(self, JobOptions()).defer_many_async(calls)
+        return await ConfiguredHandler(self, NO_OPTIONS).defer_many_async(calls)
 
 
 class ConfiguredHandler(Generic[P, R]):
@@ -216,12 +237,12 @@ class ConfiguredHandler(Generic[P, R]):
     def _new_jobs(self, arguments: Iterable[dict[str, Any]]) -> list[NewJob]:
         """One job per set of arguments, all with these options over the handler's defaults (``new_jobs``)."""
         o, h = self.options, self.handler
+        store = h.store()
         return new_jobs(
             h.name,
             arguments,
-            # The keys the handler row names (a JobHandler may set them, not the code): what claims read.
-            JobDefaults(h.queue, h.priority, h.store().registry.keys_of(h.name, h.flow)),
-            clock=lambda: self.handler.store().clock(),  # read only for a delay
+            h._job_defaults(store),
+            clock=store.clock,  # read only for a delay
             queue=o.queue,
             priority=o.priority,
             run_at=o.run_at,
@@ -261,7 +282,9 @@ class ConfiguredHandler(Generic[P, R]):
     def defer_many(self: ConfiguredHandler[P, T], calls: Iterable[Mapping[str, Any]]) -> list[Deferred[T]]: ...
     def defer_many(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred[Any]]:
         """Store many jobs (each a mapping of keyword arguments) in one transaction."""
-        return self._insert_sync(self._new_jobs(self._bind_each(calls)))
+        listed = list(calls)
+        with collector_paused(len(listed)):  # thousands of acyclic objects: nothing to collect
+            return self._insert_sync(self._new_jobs(self._bind_each(listed)))
 
     @overload
     async def defer_async(
@@ -284,7 +307,12 @@ class ConfiguredHandler(Generic[P, R]):
     ) -> list[Deferred[T]]: ...
     async def defer_many_async(self, calls: Iterable[Mapping[str, Any]]) -> list[Deferred[Any]]:
         await self._keys_read()
-        return await self._insert_async(self._new_jobs(self._bind_each(calls)))
+        listed = list(calls)
+        # Paused as defer_many's, but never across an await: a coroutine dropped there in a
+        # reference cycle would wait for the collector to close it, and keep it off meanwhile.
+        with collector_paused(len(listed)):
+            jobs = self._new_jobs(self._bind_each(listed))
+        return await self._insert_async(jobs)
 
     async def _keys_read(self) -> None:
         """Read the handler rows' keys on a thread when they are due (``Registry.keys_of``), so the
@@ -304,16 +332,22 @@ class ConfiguredHandler(Generic[P, R]):
     async def _insert_async(self, jobs: list[NewJob]) -> list[Deferred[Any]]:
         store = self.handler.store()
         session = self.options.session
+
+        def insert(connection: Connection | None = None) -> list[JobRecord]:
+            """Run to its end wherever it runs (a thread, a greenlet), so its pause always ends."""
+            with collector_paused(len(jobs)):
+                return store.enqueue.insert(jobs, connection)
+
         if session is None:
-            records = await asyncio.to_thread(store.enqueue.insert, jobs)
+            records = await asyncio.to_thread(insert)
         elif isinstance(session, AsyncSession):
-            records = await session.run_sync(lambda s: store.enqueue.insert(jobs, s.connection()))
+            records = await session.run_sync(lambda s: insert(s.connection()))
         elif isinstance(session, AsyncConnection):
-            records = await session.run_sync(lambda c: store.enqueue.insert(jobs, c))
+            records = await session.run_sync(insert)
         else:  # a sync session from async code: still its transaction, just blocking
-            connection = session.connection() if isinstance(session, Session) else session
-            records = store.enqueue.insert(jobs, connection)
-        return [Deferred(store, r) for r in records]
+            records = insert(session.connection() if isinstance(session, Session) else session)
+        with collector_paused(len(records)):
+            return [Deferred(store, r) for r in records]
 
 
 def _retry_option(retry: RetryPolicy | float | list[float] | None) -> RetryPolicy | None:

@@ -1,11 +1,12 @@
 """What a worker's completion writes claim in their own transaction (``ClaimLoop.hand_off``), on every driver.
 
 * A workflow step that ends releases the steps after it in its completion's
-  transaction; where no NOTIFY wakes the claim loop (SQLite, MariaDB, a worker
-  that does not listen) the same transaction claims them for this worker, so
-  they start without waiting for the next poll. The workers here do not listen
-  and poll every 30 s: a released step that had to be found by a claim would
-  wait that long.
+  transaction, and the same transaction claims them for this worker, so they
+  start without a claim's round trip, and without waiting for the next poll
+  where no NOTIFY wakes the claim loop (SQLite, MariaDB, a worker that does
+  not listen). The workers here poll every 30 s: a released step that had to
+  be found by a claim would wait that long, or for a NOTIFY, which a step
+  claimed in the write no longer sends (``tests/store/test_release_wake_ups.py``).
 * A worker whose handlers all have a global limit never asks for more jobs
   than those limits could let it hold, whatever its concurrency: a claim for
   the rest could take nothing, and ran beside every completion write.
@@ -78,6 +79,39 @@ def test_a_step_released_by_a_completion_is_claimed_in_its_transaction(
         for name in ("child", "grandchild"):
             assert _owner(app.store, run.steps[name].job_id) == worker.id
     assert [kind for kind, _ in asked].count("hand-off") >= 2
+
+
+def test_a_listening_worker_claims_the_steps_its_completions_release_in_their_transaction(
+    app: App,
+    running_worker: Callable[..., contextlib.AbstractContextManager[Worker]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where NOTIFYs wake the claim loop too: before, the released steps were left to the claim a
+    NOTIFY woke in every worker process; now the write that releases them takes them."""
+    handed: list[int] = []
+    complete = Leases.complete
+
+    def recorded(self: Leases, completions: Sequence[Completion], hand_off: HandOff | None = None) -> Any:
+        lost = complete(self, completions, hand_off)
+        if hand_off is not None:
+            handed.extend(job.id for job in hand_off.claimed)
+        return lost
+
+    monkeypatch.setattr(Leases, "complete", recorded)
+
+    @app.handler
+    async def step() -> None:
+        await asyncio.sleep(0)
+
+    wf = app.workflow("listening")
+    wf.add("parent", step.job())
+    wf.add("child", step.job(), after=["parent"])
+    wf.add("grandchild", step.job(), after=["child"])
+    run = wf.defer()
+    with running_worker(app, concurrency=4, listen=True, poll_interval=30.0):
+        run.wait(timeout=15)
+    assert run.status == "succeeded"
+    assert {run.steps["child"].job_id, run.steps["grandchild"].job_id} <= set(handed), handed
 
 
 def test_a_limited_worker_asks_for_no_more_than_its_handlers_limits(

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, literal_column, select, text
+from sqlalchemy import ColumnElement, Connection, Select, Table, bindparam, func, literal_column, select, text
 
 from .. import tracing
 from ..clock import Clock
 from ..metrics.worker import deferred
 from .database import Database
-from .new_jobs import DEFAULT_PRIORITY, DEFAULT_QUEUE, JobDefaults, same_options
+from .new_jobs import DEFAULT_PRIORITY, DEFAULT_QUEUE, JobDefaults, share_options
 from .records import JobRecord, NewJob
 from .rows import flow_control, job_record, new_job_values
 from .tables import CRON_FIRE_PREDICATE, LIVE_KEY_PREDICATE
@@ -51,7 +52,7 @@ class Enqueuer:
     def _insert_counted(self, jobs: Sequence[NewJob], connection: Connection | None) -> list[JobRecord]:
         if connection is not None:
             records = self._insert(connection, jobs)
-        elif jobs[0].key is None and jobs[0].workflow_id is None and all(same_options(j, jobs[0]) for j in jobs[1:]):
+        elif jobs[0].key is None and jobs[0].workflow_id is None and (len(jobs) == 1 or share_options(jobs)):
             records = self._db.driver.insert_alone(self._db, jobs, self._clock())
         else:
             with self._db.engine.begin() as conn:
@@ -66,13 +67,7 @@ class Enqueuer:
         schedulers race for the same fire.
         """
         assert job.cron_name is not None and job.cron_fire_at is not None
-        row = self._insert_unless(
-            conn,
-            job,
-            now or self._clock(),
-            index_elements=["cron_name", "cron_fire_at"],
-            index_where=text(CRON_FIRE_PREDICATE),
-        )
+        row = self._insert_unless(conn, self._fire_insert, job, now or self._clock())
         if row is not None:
             self._db.driver.notify(conn, self._db.tables.notify_channel, [job.queue])
             deferred([(job.handler, job.queue)])
@@ -117,28 +112,11 @@ class Enqueuer:
         return [by_position[i] for i in range(len(jobs))]
 
     def _insert_keyed(self, conn: Connection, job: NewJob, now: datetime) -> JobRecord:
-        jobs = self._db.tables.jobs
-        tenant_scope = func.coalesce(jobs.c.tenant, literal_column("''"))  # as the index has it
-        row = self._insert_unless(
-            conn,
-            job,
-            now,
-            index_elements=[jobs.c.handler, tenant_scope, jobs.c.key],
-            index_where=text(LIVE_KEY_PREDICATE),
-        )
+        row = self._insert_unless(conn, self._keyed_insert, job, now)
         if row is not None:
             return row
         live = (
-            conn.execute(
-                select(jobs).where(
-                    and_(
-                        jobs.c.handler == job.handler,
-                        tenant_scope == (job.tenant or ""),
-                        jobs.c.key == job.key,
-                        text(LIVE_KEY_PREDICATE),
-                    )
-                )
-            )
+            conn.execute(self._live_keyed, {"handler": job.handler, "tenant": job.tenant or "", "key": job.key})
             .mappings()
             .first()
         )
@@ -147,14 +125,43 @@ class Enqueuer:
             return self._insert_keyed(conn, job, now)
         return job_record(live, now)
 
-    def _insert_unless(self, conn: Connection, job: NewJob, now: datetime, **conflict: Any) -> JobRecord | None:
-        """INSERT one job unless a row conflicts on the unique index ``conflict`` names."""
-        jobs = self._db.tables.jobs
-        stmt = (
-            self._db.driver.upsert(jobs)
-            .values(new_job_values(job, now))
-            .on_conflict_do_nothing(**conflict)
-            .returning(*jobs.c)
-        )
-        row = conn.execute(stmt).mappings().first()
+    def _insert_unless(self, conn: Connection, statement: Any, job: NewJob, now: datetime) -> JobRecord | None:
+        """INSERT one job unless a row conflicts on the unique index ``statement`` names."""
+        row = conn.execute(statement, new_job_values(job, now)).mappings().first()
         return None if row is None else job_record(row, now)
+
+    # The statements of the keyed and cron paths, built once: their values go in as parameters.
+    # Building one per job (a VALUES of every column, a RETURNING of every column) cost more
+    # client CPU than the rest of a keyed defer.
+
+    @cached_property
+    def _keyed_insert(self) -> Any:
+        jobs = self._db.tables.jobs
+        return self._unless(
+            index_elements=[jobs.c.handler, _tenant_scope(jobs), jobs.c.key], index_where=text(LIVE_KEY_PREDICATE)
+        )
+
+    @cached_property
+    def _fire_insert(self) -> Any:
+        return self._unless(index_elements=["cron_name", "cron_fire_at"], index_where=text(CRON_FIRE_PREDICATE))
+
+    @cached_property
+    def _live_keyed(self) -> Select[Any]:
+        """The live job holding a key (``handler``, ``tenant``: '' for none, ``key``)."""
+        jobs = self._db.tables.jobs
+        return select(jobs).where(
+            jobs.c.handler == bindparam("handler"),
+            _tenant_scope(jobs) == bindparam("tenant"),
+            jobs.c.key == bindparam("key"),
+            text(LIVE_KEY_PREDICATE),
+        )
+
+    def _unless(self, **conflict: Any) -> Any:
+        """An INSERT of one job, of the columns its parameters give, unless a row conflicts on ``conflict``."""
+        jobs = self._db.tables.jobs
+        return self._db.driver.upsert(jobs).on_conflict_do_nothing(**conflict).returning(*jobs.c)
+
+
+def _tenant_scope(jobs: Table) -> ColumnElement[Any]:
+    """A job's tenant as the live-key index has it: '' for none."""
+    return func.coalesce(jobs.c.tenant, literal_column("''"))

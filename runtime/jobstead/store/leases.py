@@ -59,6 +59,11 @@ class HandOff:
     completions: the slots its finished jobs held go to its next jobs in the
     same commit, one transaction per job instead of a completion plus a claim,
     and no other claimer has to find them free first. ``claimed``: what it took.
+
+    A worker whose finished jobs are workflow steps asks for one too: the steps
+    they release are claimed by it at once, and wake no other worker
+    (``Workflows.wake``). ``if_released``: asked for that alone, so not made
+    (``made`` stays False) where the write released no step.
     """
 
     worker_id: str
@@ -66,7 +71,9 @@ class HandOff:
     queues: Sequence[str] | None
     limit: int
     lease_seconds: float
+    if_released: bool = False
     claimed: list[ClaimedJob] = field(default_factory=list)
+    made: bool = False
 
 
 class Leases:
@@ -93,7 +100,9 @@ class Leases:
         it); the driver only writes it, in one statement on PostgreSQL. With a
         ``hand_off``, its claim is made in the same transaction, after the
         writes (``Claims.claim_in``), and what it took is in ``hand_off.claimed``
-        once this returns; if the transaction fails, neither happened.
+        once this returns; if the transaction fails, neither happened. The
+        workers of the steps the writes released are woken only for those the
+        claim did not take.
         """
         if not completions:
             return set()
@@ -102,9 +111,10 @@ class Leases:
         # a row the other waits for, and the server aborted one of them as a deadlock.
         completions = sorted(completions, key=lambda c: c.job_id)
         with self._workflows.counted(self._db.engine.begin()) as conn:
-            applied = self._write(conn, completions)
+            applied, released = self._write(conn, completions)
             claimed: list[ClaimedJob] = []
-            if hand_off is not None:
+            made = hand_off is not None and (bool(released) or not hand_off.if_released)
+            if hand_off is not None and made:
                 claimed = self._claims.claim_in(
                     conn,
                     worker_id=hand_off.worker_id,
@@ -113,15 +123,17 @@ class Leases:
                     limit=hand_off.limit,
                     lease_seconds=hand_off.lease_seconds,
                 )
+            self._workflows.wake(conn, released, {job.id for job in claimed})
         if hand_off is not None:
-            hand_off.claimed = claimed  # committed
+            hand_off.claimed, hand_off.made = claimed, made  # committed
         return {c.job_id for c in completions} - applied.batches.keys()
 
-    def _write(self, conn: Connection, completions: Sequence[Completion]) -> Applied:
+    def _write(self, conn: Connection, completions: Sequence[Completion]) -> tuple[Applied, dict[int, str]]:
         """Write ended attempts in ``conn``'s transaction and settle the batches and workflows they finish.
 
-        Returns the ids written (the lease still held), with their batch and workflow.
-        Completions and rescues alike: a lost lease is an ended attempt too.
+        Returns the ids written (the lease still held), with their batch and workflow, and
+        the steps they released, with their queue, no worker woken for them yet
+        (``Workflows.settle``). Completions and rescues alike: a lost lease is an ended attempt too.
         """
         if any(c.growth is not None for c in completions):  # steps added at run time: rare, checked again
             completions = self._workflows.judge_growth(conn, completions)
@@ -135,6 +147,7 @@ class Leases:
         if finished:
             # The continuation a completion calls for is deferred in this same transaction.
             self._batches.settle(conn, finished)
+        released: dict[int, str] = {}
         if applied.workflows:  # a job outside a workflow never gets here: no statement more for it
             steps: dict[int, list[tuple[int, JobStatus]]] = {}
             growth = {}
@@ -147,8 +160,8 @@ class Leases:
             if steps:
                 # Its dependents are released (or cancelled) in this same transaction: exactly once;
                 # so are the steps it added as it ran, with its success.
-                self._workflows.settle(conn, steps, growth)
-        return applied
+                released = self._workflows.settle(conn, steps, growth)
+        return applied, released
 
     def renew(self, owner: str, lease_seconds: float, job_ids: Collection[int] | None = None) -> LeaseReport:
         """Extend every lease ``owner`` holds; report which it still holds and which to cancel.
@@ -238,7 +251,8 @@ class Leases:
                 )
                 for row in lost
             ]
-            rescued = self._write(conn, completions) if completions else Applied()
+            rescued, released = self._write(conn, completions) if completions else (Applied(), {})
+            self._workflows.wake(conn, released)
         return [c.job_id for c in completions if c.job_id in rescued]
 
     def release(self, job_id: int, owner: str, attempt: int) -> bool:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
+from functools import cached_property
+from itertools import islice
 from operator import attrgetter
 from typing import Any
 
@@ -37,6 +39,11 @@ class JobDefaults:
     priority: int = DEFAULT_PRIORITY
     #: Which arguments the flow control keys are read from (``flow_keys``).
     flow: FlowControl = field(default=NO_FLOW_CONTROL)
+
+    @cached_property
+    def keys_by(self) -> dict[str, str]:
+        """``flow.keys()``, worked out once: a handler keeps its defaults from one defer to the next."""
+        return self.flow.keys()
 
 
 def new_jobs(
@@ -74,7 +81,10 @@ def new_jobs(
         run_at = as_utc(run_at)
     elif delay is not None:
         run_at = clock() + delay
-    proto = NewJob(
+    # A copy of a blank job, not a frozen init: setting each of two dozen fields through
+    # object.__setattr__ was most of a single defer's time in this function.
+    proto = evolve(
+        _BLANK,
         handler=handler,
         args=first,
         queue=defaults.queue if queue is None else queue,
@@ -90,11 +100,15 @@ def new_jobs(
         cron_fire_at=cron_fire_at,
         delay=relative,
     )
-    # The others differ from the first in their arguments only: copies, not 16-field frozen inits.
-    made = [proto, *(evolve(proto, args=args) for args in arguments)]
-    if defaults.flow.keys():
-        made = [evolve(job, **flow_keys(defaults.flow, job.args)) for job in made]
-    return made
+    by = defaults.keys_by
+    if not by:
+        # The others differ from the first in their arguments only: copies, not frozen inits.
+        return [proto, *(evolve(proto, args=args) for args in arguments)]
+    return [evolve(proto, args=args, **_keys_read(by, args)) for args in (first, *arguments)]
+
+
+#: What ``new_jobs`` copies: every field at its default.
+_BLANK = NewJob(handler="", args={}, queue=DEFAULT_QUEUE)
 
 
 #: The stored keys' column width (VARCHAR(200)); a longer key is stored as its digest.
@@ -116,7 +130,12 @@ def flow_keys(flow: FlowControl, args: dict[str, Any]) -> dict[str, str | None]:
     NULL (the claim reads the job's ``tenant`` column, which a batch may set
     after this); a missing or null argument is NULL too.
     """
-    return {KEY_COLUMNS[option]: None if by == TENANT else key_text(args.get(by)) for option, by in flow.keys().items()}
+    return _keys_read(flow.keys(), args)
+
+
+def _keys_read(by: dict[str, str], args: dict[str, Any]) -> dict[str, str | None]:
+    """``flow_keys`` with the flow control's ``keys()`` read once for many jobs."""
+    return {KEY_COLUMNS[option]: None if name == TENANT else key_text(args.get(name)) for option, name in by.items()}
 
 
 def key_text(value: Any) -> str | None:
@@ -142,6 +161,14 @@ _METADATA = OPTION_FIELDS.index("metadata")
 def same_options(job: NewJob, other: NewJob) -> bool:
     """Whether two jobs differ in their arguments (and the keys read from them) at most (``defer_many``'s do)."""
     return bool(_options(job) == _options(other))
+
+
+def share_options(jobs: Sequence[NewJob]) -> bool:
+    """``same_options`` for every job against the first: the first's options read once, not once per job."""
+    if not jobs:
+        return True
+    first = _options(jobs[0])
+    return all(_options(job) == first for job in islice(jobs, 1, None))
 
 
 def option_key(job: NewJob) -> tuple[Any, ...]:

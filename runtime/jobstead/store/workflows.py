@@ -46,7 +46,7 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Integer, RowMapping, and_, bindparam, case, func, insert, or_, select, true, update
+from sqlalchemy import Connection, RowMapping, and_, case, func, insert, or_, select, true, update
 
 from ..clock import Clock
 from ..errors import InvalidArguments, JobError, WorkflowNotFound
@@ -246,12 +246,17 @@ class Workflows:
         ended: Mapping[int, Sequence[tuple[int, JobStatus]]],
         growth: Mapping[int, Growth] | None = None,
         names: Mapping[int, str] | None = None,
-    ) -> None:
+    ) -> dict[int, str]:
         """Steps just ended, by workflow, as (job id, final status): release, cancel downstream, finish.
 
         In ``conn``'s transaction: the one that ended them. ``growth``: the steps
         that succeeded steps (by job id) added as they ran, written first.
         ``names``: the step names of ended steps whose rows are gone (deleted).
+
+        Returns the steps it queued, by job id, with their queue: no worker is
+        woken for them yet. The caller claims what it can of them in this same
+        transaction, then wakes the workers of the rest with ``wake`` (a NOTIFY woke a
+        claim in every worker process for each, and all but one found nothing).
         """
         rows = self._lock_counting(conn, {workflow_id: len(steps) for workflow_id, steps in ended.items()})
         for workflow_id, row in rows.items():
@@ -259,7 +264,14 @@ class Workflows:
                 added = (growth or {}).get(job_id)
                 if added is not None and status is JobStatus.SUCCEEDED:
                     row["unfinished"] = int(row["unfinished"]) + self._grow(conn, row, added)
-        self._settle(conn, rows, ended, names)
+        return self._settle(conn, rows, ended, names)
+
+    def wake(self, conn: Connection, released: Mapping[int, str], taken: Collection[int] = ()) -> None:
+        """Wake the workers of the queues of the ``released`` steps (``settle``) not ``taken`` already
+        (claimed in this transaction), once it commits."""
+        queues = sorted({queue for job_id, queue in released.items() if job_id not in taken})
+        if queues:
+            self._db.driver.notify(conn, self._db.tables.notify_channel, queues)
 
     # -- growing at run time ------------------------------------------------------------------
 
@@ -382,9 +394,9 @@ class Workflows:
         rows: Mapping[int, Mapping[str, Any]],
         ended: Mapping[int, Sequence[tuple[int, JobStatus]]],
         known: Mapping[int, str] | None = None,
-    ) -> None:
+    ) -> dict[int, str]:
         """``ended``'s consequences, for every workflow of ``rows`` at once: each is its locked row,
-        its ``unfinished`` already without its steps that ended.
+        its ``unfinished`` already without its steps that ended. Returns the steps queued (``settle``).
 
         However many steps and workflows a completion batch ends, the common case (every step
         succeeded) costs the same few statements: one count-down keyed by all their edges, and
@@ -401,10 +413,11 @@ class Workflows:
             for job_id, status in steps
         ]
         cascaded: Counter[int] = Counter()
+        released: dict[int, str] = {}
         while frontier:
             ok = [p for _, p, status, _, _ in frontier if status is JobStatus.SUCCEEDED]
             bad = [p for _, p, status, _, _ in frontier if status is not JobStatus.SUCCEEDED]
-            self._count_down(conn, ok, bad, now)
+            released.update(self._count_down(conn, ok, bad, now))
             downstream: list[tuple[int, int, JobStatus, str, JobStatus]] = []
             for workflow_id, parent, status, origin, origin_status in frontier:
                 if status is not JobStatus.SUCCEEDED:
@@ -428,72 +441,64 @@ class Workflows:
                 if any(status in (JobStatus.FAILED, JobStatus.DEAD) for _, status in steps)
             },
         )
+        return released
 
-    def _count_down(self, conn: Connection, ok: Sequence[int], bad: Sequence[int], now: datetime) -> None:
+    def _count_down(self, conn: Connection, ok: Sequence[int], bad: Sequence[int], now: datetime) -> dict[int, str]:
         """Count the blocked children of the parents that ended down, and release those that wait for
-        none now (``transitions.release_status``), their queues' workers woken.
+        none now (``transitions.release_status``); return those queued now, with their queue.
 
         Each child waits for as many fewer as it has edges from these parents that count as
-        ended (``transitions.releases``): read first, one statement keyed by the parents (the
-        edges' primary key), then one UPDATE per distinct count through the jobs' primary key
-        (one, nearly always: a fan-in's child takes its whole batch of parents at once, a
-        fan-out's children one each). Nothing recounts a child's other parents, and both
-        statements keep one text whatever the number of ids (``Driver.in_bound_list``): a
-        statement rendered and planned anew for each batch cost a worker tens of ms of its
-        time, under the workflow's lock.
+        ended (``transitions.releases``): counted by the UPDATE itself, one statement per
+        group of parents (all succeeded, nearly always), each child found through the edges'
+        primary key and counted through their index by child, then written through the jobs'
+        primary key. Nothing recounts a child's other parents, and the statement keeps one
+        text whatever the number of ids (``Driver.in_bound_list``): a statement rendered and
+        planned anew for each batch cost a worker tens of ms of its time, under the
+        workflow's lock. The count was a SELECT of its own before: one round trip more in
+        every completion that ends a step, each a few ms on a loaded machine.
 
         A child whose rule is ``cancel`` never reaches zero through a parent that failed (that
-        edge is not counted): ``_cancel_downstream`` cancels it next.
+        edge is not counted, nor is the child touched): ``_cancel_downstream`` cancels it next.
         """
         jobs, edges = self._db.tables.jobs, self._db.tables.workflow_edges
         driver = self._db.driver
-        fewer: Counter[int] = Counter()
-        for parents, status in ((ok, JobStatus.SUCCEEDED), (bad, JobStatus.FAILED)):
-            rules = sorted(rule.value for rule in UpstreamRule if releases(status, rule))
-            if not parents or not rules:
-                continue
-            counted = (
-                select(edges.c.child_id, func.count())
-                .where(driver.in_bound_list(edges.c.parent_id, "parents"), edges.c.on_failure.in_(rules))
-                .group_by(edges.c.child_id)
-            )
-            for chunk in _chunks(sorted(set(parents))):
-                for child_id, n in conn.execute(counted, {"parents": chunk}).all():
-                    fewer[int(child_id)] += int(n)
-        by_count: dict[int, list[int]] = defaultdict(list)
-        for child_id, n in fewer.items():
-            by_count[n].append(child_id)
-        left = jobs.c.waiting - bindparam("fewer", type_=Integer)
         # A step given a ``delay`` waits it from now (its run_at is set below, from what this
         # returns); an absolute run_at stays as it was, queued at once if it has passed.
         due = and_(jobs.c.run_at <= now, or_(jobs.c.release_delay.is_(None), jobs.c.release_delay <= 0))
         released = case((due, release_status(True).value), else_=release_status(False).value)
-        # SET renders in the table's column order, status before waiting: MySQL and MariaDB
-        # evaluate assignments left to right with the values already set, so status must
-        # read the old ``waiting`` there, as PostgreSQL and SQLite read it anyway.
-        # "IS TRUE" keeps the status test out of any index condition: through the primary key
-        # only, never a scan of every blocked step of every workflow (the status index's offer).
-        stmt = (
-            update(jobs)
-            .where(driver.in_bound_list(jobs.c.id, "children"), (jobs.c.status == JobStatus.BLOCKED.value).is_(true()))
-            .values(status=case((left <= 0, released), else_=jobs.c.status), waiting=left)
-            .returning(jobs.c.id, jobs.c.queue, jobs.c.status, jobs.c.release_delay)
-        )
-        rows = [
-            row
-            for n, children in sorted(by_count.items())
-            for chunk in _chunks(sorted(children))
-            for row in driver.execute_update(conn, stmt, {"children": chunk, "fewer": n}).all()
-        ]
+        rows: list[Any] = []
+        for parents, status in ((ok, JobStatus.SUCCEEDED), (bad, JobStatus.FAILED)):
+            rules = sorted(rule.value for rule in UpstreamRule if releases(status, rule))
+            if not parents or not rules:
+                continue
+            counts = edges.c.on_failure.in_(rules)
+            fewer = (
+                select(func.count())
+                .where(edges.c.child_id == jobs.c.id, driver.in_bound_list(edges.c.parent_id, "parents"), counts)
+                .scalar_subquery()
+            )
+            children = select(edges.c.child_id).where(driver.in_bound_list(edges.c.parent_id, "of_parents"), counts)
+            left = jobs.c.waiting - fewer
+            # SET renders in the table's column order, status before waiting: MySQL and MariaDB
+            # evaluate assignments left to right with the values already set, so status must
+            # read the old ``waiting`` there, as PostgreSQL and SQLite read it anyway.
+            # "IS TRUE" keeps the status test out of any index condition: through the primary key
+            # only, never a scan of every blocked step of every workflow (the status index's offer).
+            stmt = (
+                update(jobs)
+                .where(driver.id_in(jobs.c.id, children), (jobs.c.status == JobStatus.BLOCKED.value).is_(true()))
+                .values(status=case((left <= 0, released), else_=jobs.c.status), waiting=left)
+                .returning(jobs.c.id, jobs.c.queue, jobs.c.status, jobs.c.release_delay)
+            )
+            for chunk in _chunks(sorted(set(parents))):
+                rows += driver.execute_update(conn, stmt, {"parents": chunk, "of_parents": chunk}).all()
         by_delay: dict[float, list[int]] = defaultdict(list)
         for job_id, _, status, delay in rows:
             if status == JobStatus.SCHEDULED.value and delay is not None and delay > 0:
                 by_delay[float(delay)].append(int(job_id))
         for delay, ids in sorted(by_delay.items()):  # a statement per distinct delay: a few at most
             conn.execute(update(jobs).where(jobs.c.id.in_(ids)).values(run_at=now + timedelta(seconds=delay)))
-        queues = sorted({queue for _, queue, status, _ in rows if status == JobStatus.QUEUED.value})
-        if queues:
-            self._db.driver.notify(conn, self._db.tables.notify_channel, queues)
+        return {int(job_id): str(queue) for job_id, queue, status, _ in rows if status == JobStatus.QUEUED.value}
 
     def _cancel_downstream(self, conn: Connection, parent: int, reason: JobError, now: datetime) -> list[int]:
         """The blocked children of ``parent`` whose rule is ``cancel``, cancelled with ``reason``; their ids."""
@@ -603,7 +608,7 @@ class Workflows:
                 revived[record.workflow_id] += 1
                 revived_ids.append(record.id)
         if ended:
-            self.settle(conn, ended, names=names)
+            self.wake(conn, self.settle(conn, ended, names=names))
         for workflow_id in sorted(revived):
             if self._lock(conn, workflow_id, missing_ok=True) is not None:
                 self._reopen(conn, workflow_id, unfinished_by=revived[workflow_id])
@@ -660,7 +665,7 @@ class Workflows:
             notify_cancel(self._db, conn, [m.record.id for m in moved if m.change.tells_workers])
             ended = [(m.record.id, m.record.status) for m in moved if m.change.ends]
             locked = self._lock_counting(conn, {workflow_id: len(ended)}) or {workflow_id: dict(row)}
-            self._settle(conn, locked, {workflow_id: ended})
+            self.wake(conn, self._settle(conn, locked, {workflow_id: ended}))
             return [m.record.id for m in moved if m.change.tells_workers]
 
     def retry(self, workflow_id: int) -> list[int]:

@@ -56,11 +56,8 @@ class ClaimLoop:
         heartbeat_seconds: float,
         poll_interval: float,
         metrics: WorkerMetrics,
-        woken: bool = False,
     ) -> None:
         self._store = store
-        #: Whether NOTIFYs wake this loop (``notified``): then steps a write releases are left to them.
-        self._woken = woken
         self._runner = runner
         self._worker_id = worker_id
         self._handlers = list(handlers)
@@ -123,20 +120,21 @@ class ClaimLoop:
         * completions make room (``JobRunner.may_hand_off``: a global limit, a
           rate or a sequence);
         * a workflow step among ``completions`` ends, so may release the steps
-          after it, and no NOTIFY wakes this loop (SQLite, MariaDB, a worker
-          that does not listen): they are queued in this transaction, and
-          claimed in it too, instead of waiting for the next poll. Where
-          NOTIFYs wake the loop they are left to the claim it sends at once:
-          claimed in the write, they made every write two statements longer,
-          and the NOTIFY still woke every process's claim (release latency at
-          200 workflows/s, 4 processes, p50 of 7 runs each: 132 ms without,
-          163 ms with, on a loaded machine).
+          after it: they are queued in this transaction, and claimed in it too
+          (``HandOff.if_released``: only if it released any), so they start
+          without a claim's round trip, and wake no other worker: a NOTIFY
+          for each woke a claim in every worker process, and all but one
+          found nothing (``Leases.complete`` sends it only for the steps this
+          claim did not take). Without a NOTIFY to wake the loop (SQLite,
+          MariaDB, a worker that does not listen) they would otherwise wait
+          for the next poll.
 
         Not for one write per poll interval: its slots go to whoever claims first.
         """
         runner = self._runner
-        releasing = runner.note_releasing(completions) and not self._woken
-        if self._stopping or self._handing or not (runner.may_hand_off() or releasing):
+        releasing = runner.note_releasing(completions)
+        handing = runner.may_hand_off()
+        if self._stopping or self._handing or not (handing or releasing):
             return None
         if not runner.claims_wait_on_no_lock():
             return None
@@ -153,7 +151,9 @@ class ClaimLoop:
         if want <= 0:
             return None
         self._handing = want
-        return HandOff(self._worker_id, self._handlers, self._queues, want, self._lease_seconds)
+        return HandOff(
+            self._worker_id, self._handlers, self._queues, want, self._lease_seconds, if_released=not handing
+        )
 
     def _room(self) -> int:
         """Free slots, as many as the handlers' global limits could fill (``JobRunner.room_under_limits``)."""
@@ -174,6 +174,9 @@ class ClaimLoop:
         """
         self._handing = 0
         if not written:
+            return
+        if not hand_off.made:  # the write released no step: a write like any other
+            self.room_freed()
             return
         jobs = hand_off.claimed
         runner = self._runner

@@ -198,7 +198,6 @@ class Worker:
             heartbeat_seconds=options.heartbeat,
             poll_interval=options.poll_interval,
             metrics=self.metrics,
-            woken=options.listen and store.supports_listen,
         )
         if self._stopping:  # stopped while starting: the claim loop stops at once
             claims.stop()

@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
@@ -292,12 +293,11 @@ class Driver:
         table = db.tables.jobs
         values = [new_job_values(j, now) for j in jobs]
         if len(values) == 1:
-            rows = [conn.execute(insert(table).returning(*table.c), values[0]).mappings().one()]
+            rows = [conn.execute(_insert_returning(table, ordered=False), values[0]).mappings().one()]
         else:
             # executemany + RETURNING: SQLAlchemy batches these into multi-row INSERTs
             # ("insertmanyvalues") and keeps the input order.
-            stmt = insert(table).returning(*table.c, sort_by_parameter_order=True)
-            rows = list(conn.execute(stmt, values).mappings().all())
+            rows = list(conn.execute(_insert_returning(table, ordered=True), values).mappings().all())
         records = [job_record(r, now) for r in rows]
         self.notify(conn, db.tables.notify_channel, sorted({j.queue for j in jobs}))
         return records
@@ -390,6 +390,15 @@ class Driver:
         """Call ``wake(queue)`` for each notification about ``queues`` (all when None), until cancelled;
         ``cancelled(job_ids)`` when running jobs were asked to stop."""
         raise NotImplementedError(f"{self.backend} has no LISTEN/NOTIFY: poll instead")
+
+
+@lru_cache(maxsize=64)
+def _insert_returning(table: Table, *, ordered: bool) -> Insert:
+    """An INSERT of every column returning the row, built once per table: building it took about a
+    third of a single defer's client CPU on SQLite and MariaDB (554 -> 368 us per defer)."""
+    if ordered:
+        return insert(table).returning(*table.c, sort_by_parameter_order=True)
+    return insert(table).returning(*table.c)
 
 
 def upsert_ignoring(driver: Driver, table: Table, values: dict[str, Any], **conflict: Any) -> Insert:
