@@ -22,7 +22,14 @@ from .errors import ConfigurationError, InvalidArguments, InvalidOption, JobNotF
 from .flow import FlowControl, RateLimit, SequenceOnFailure
 from .handler import Handler, JobSpec
 from .hooks import Hook
-from .options import AsyncTransaction, SyncTransaction, check_int, check_metadata, check_name
+from .options import (
+    AsyncTransaction,
+    SyncTransaction,
+    check_int,
+    check_metadata,
+    check_name,
+    has_control_characters,
+)
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .signature import CONTEXT
 from .status import JobStatus, statuses_of
@@ -237,7 +244,7 @@ class App:
         an ``InvalidOption`` here, before anything is registered.
         """
         # Checked before the decorator is applied: a bad option fails where it is written.
-        if isinstance(rate_limits, str):
+        if isinstance(rate_limits, str) or not isinstance(rate_limits, Iterable):
             raise InvalidOption("rate_limits", f'must be a list of names, e.g. ["stripe"], not {rate_limits!r}')
         flow = FlowControl(
             rate_limit=None if rate_limit is None else RateLimit.parse(rate_limit),
@@ -284,9 +291,10 @@ class App:
         several kinds of job spend). Declare it before the handlers that name
         it; declaring it again with another rate is refused.
         """
-        if not isinstance(name, str) or not name or len(name) > NAME_LENGTH:
+        if not isinstance(name, str) or not name.strip() or len(name) > NAME_LENGTH or has_control_characters(name):
             raise InvalidOption(
-                "rate_limit", f'needs a name of 1 to {NAME_LENGTH} characters, e.g. "stripe", not {name!r}'
+                "rate_limit",
+                f'needs a name of 1 to {NAME_LENGTH} printable characters, e.g. "stripe", not {name!r}',
             )
         parsed = RateLimit.parse(rate)
         if self._rate_limits.get(name, parsed) != parsed:

@@ -133,6 +133,8 @@ class Context:
 
         if self.workflow_id is None or self.step is None or self._check_growth is None:
             raise InvalidArguments("add_steps(): only a step of a workflow can add steps to it")
+        if isinstance(steps, str | bytes) or not isinstance(steps, Iterable):
+            raise InvalidArguments(f"add_steps(): give a list of (name, spec, after) tuples, not {steps!r}")
         added: list[NewStep] = []
         for entry in steps:
             if not isinstance(entry, tuple) or len(entry) != 3:
@@ -148,17 +150,17 @@ class Context:
                 raise InvalidArguments(
                     f"add_steps(): step {name!r}: handler {job.handler!r} is not registered in this app"
                 )
-            if isinstance(after, str) or not all(isinstance(p, str) for p in after):
+            if (after_names := _step_names(after)) is None:
                 raise InvalidArguments(f"add_steps(): step {name!r}: after takes a list of step names, not {after!r}")
-            added.append(NewStep(name, job, tuple(dict.fromkeys(after))))
-        if isinstance(before, str):
+            added.append(NewStep(name, job, after_names))
+        if (before_names := _step_names(before)) is None:
             raise InvalidArguments(f"add_steps(): before= takes a list of step names, not {before!r}")
         earlier = self.growth
         growth = Growth(
             self.workflow_id,
             self.step,
             (*(earlier.steps if earlier else ()), *added),
-            tuple(dict.fromkeys((*(earlier.before if earlier else ()), *before))),
+            tuple(dict.fromkeys((*(earlier.before if earlier else ()), *before_names))),
         )
         self._check_growth(growth)
         self.growth = growth
@@ -201,3 +203,15 @@ class Context:
     async def acheckpoint(self, data: Any) -> None:
         """``checkpoint`` for async handlers, off the event loop."""
         await asyncio.to_thread(self.checkpoint, data)
+
+
+def _step_names(value: object) -> tuple[str, ...] | None:
+    """``value`` as step names, once each in order, or None when it is no list of strings.
+
+    A lone string is refused rather than read as its letters, and None rather
+    than a TypeError failing the attempt with a traceback.
+    """
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        return None
+    names = tuple(value)
+    return tuple(dict.fromkeys(names)) if all(isinstance(n, str) for n in names) else None

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from .errors import JobCancelled, JobError, JobFailed, JobNotFound
+from .polling import poll_until, poll_until_async
 from .status import JobStatus
 from .store import AttemptRecord, JobRecord
 
@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 
-#: wait() polls the job row by primary key, backing off to this interval.
+#: wait() polls the job row by primary key, first after this interval, then backing off
+#: to MAX_POLL_INTERVAL: the backoff (and the check of ``timeout``) of every handle's wait.
+FIRST_POLL_INTERVAL = 0.01
 MAX_POLL_INTERVAL = 0.25
 
 
@@ -124,28 +126,14 @@ class Deferred(Generic[R]):
         was rolled back (or not committed yet: commit before waiting), or it was
         pruned. Waiting for a row that may never come would block forever.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        interval = 0.01
-        while True:
-            if self._poll():
-                return self._outcome()
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {self.id} still {self.status.value} after {timeout} s")
-            pause = interval if deadline is None else min(interval, max(deadline - time.monotonic(), 0))
-            time.sleep(pause)
-            interval = min(interval * 1.5, MAX_POLL_INTERVAL)
+        if not poll_until(self._poll, timeout, FIRST_POLL_INTERVAL, MAX_POLL_INTERVAL):
+            raise TimeoutError(f"job {self.id} still {self.status.value} after {timeout} s")
+        return self._outcome()
 
     async def wait_async(self, timeout: float | None = None) -> R:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        interval = 0.01
-        while True:
-            if await asyncio.to_thread(self._poll):
-                return self._outcome()
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {self.id} still {self.status.value} after {timeout} s")
-            pause = interval if deadline is None else min(interval, max(deadline - time.monotonic(), 0))
-            await asyncio.sleep(pause)
-            interval = min(interval * 1.5, MAX_POLL_INTERVAL)
+        if not await poll_until_async(self._poll, timeout, FIRST_POLL_INTERVAL, MAX_POLL_INTERVAL):
+            raise TimeoutError(f"job {self.id} still {self.status.value} after {timeout} s")
+        return self._outcome()
 
     def _poll(self) -> bool:
         record = self._store.queries.get_job(self.id)

@@ -10,6 +10,7 @@ transaction untouched. The CLI runs the same checks, so both agree.
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -121,6 +122,19 @@ def check_name(option: str, value: object) -> None:
         raise InvalidOption(option, f"must be a non-empty string, not {value!r}")
     if len(value) > MAX_NAME_LENGTH:
         raise InvalidOption(option, f"must be at most {MAX_NAME_LENGTH} characters, not {len(value)}")
+    if has_control_characters(value):
+        raise InvalidOption(option, f"cannot hold control characters, not {value!r}")
+
+
+def has_control_characters(value: str) -> bool:
+    """Whether a name holds a control character (NUL, a newline, ...).
+
+    PostgreSQL refuses a NUL in a text column with an error that aborts the
+    caller's transaction, and a newline or an escape in a name breaks every
+    line a name is printed in (logs, the CLI's tables): names are refused them
+    on every database.
+    """
+    return any(unicodedata.category(char) == "Cc" for char in value)
 
 
 def check_metadata(metadata: object) -> None:

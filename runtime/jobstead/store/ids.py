@@ -1,4 +1,4 @@
-"""What a caller gives to look a batch or a workflow up by, checked before it reaches a statement.
+"""What a caller gives to look a job, a batch or a workflow up by, checked before it reaches a statement.
 
 The databases disagree on what an id column is compared with: PostgreSQL
 refuses a string or a bool next to a BIGINT with an error that quotes SQL,

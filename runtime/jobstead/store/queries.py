@@ -13,6 +13,7 @@ from ..status import CLAIMABLE_STATUSES, FINAL_STATUSES, AttemptOutcome, JobStat
 from ..transitions import shown_status
 from .crons import _record as cron_record
 from .database import Database
+from .ids import lookup_id
 from .limits import limit_use
 from .records import AttemptRecord, CronRecord, JobRecord, LimitUse, Stats
 from .rows import attempt_record, job_record
@@ -85,9 +86,13 @@ class Queries:
         self._clock = clock
 
     def get_job(self, job_id: int) -> JobRecord | None:
+        """The job ``job_id``, or None; an id that is no whole number is ``InvalidArguments`` (``ids.lookup_id``)."""
         jobs = self._db.tables.jobs
+        looked_up = lookup_id(job_id, "job")
+        if looked_up is None:
+            return None
         with self._db.engine.connect() as conn:
-            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+            row = conn.execute(select(jobs).where(jobs.c.id == looked_up)).mappings().first()
         return job_record(row, self._clock()) if row else None
 
     def list_jobs(self, where: JobFilter = JobFilter()) -> list[JobRecord]:
