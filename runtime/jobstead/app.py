@@ -246,6 +246,7 @@ class App:
         # Checked before the decorator is applied: a bad option fails where it is written.
         if isinstance(rate_limits, str) or not isinstance(rate_limits, Iterable):
             raise InvalidOption("rate_limits", f'must be a list of names, e.g. ["stripe"], not {rate_limits!r}')
+        check_name("queue", queue)  # a NUL or a newline in it breaks every defer on PostgreSQL
         flow = FlowControl(
             rate_limit=None if rate_limit is None else RateLimit.parse(rate_limit),
             rate_limit_by=rate_limit_by,

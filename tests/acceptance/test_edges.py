@@ -113,6 +113,21 @@ def test_a_queue_or_tenant_with_a_control_character_is_refused(
     assert app.jobs() == [] and app.batches() == []
 
 
+@pytest.mark.parametrize("queue", ["", *CONTROL_CHARACTERS], ids=repr)
+def test_a_handlers_queue_that_is_empty_or_holds_a_control_character_is_refused(
+    make_app: Callable[..., App], queue: str
+) -> None:
+    """``@app.handler(queue="a\\x00b")`` was registered, and its jobs crashed defer on PostgreSQL."""
+    app = make_app()
+    with pytest.raises(InvalidOption) as raised:
+
+        @app.handler(queue=queue)
+        def work() -> None: ...
+
+    assert raised.value.option == "queue"
+    assert not app.handlers
+
+
 @pytest.mark.parametrize("where", ["after", "before"])
 def test_growing_a_workflow_with_none_for_after_or_before_fails_with_one_clear_line(
     make_app: Callable[..., App],
