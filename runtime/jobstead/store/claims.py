@@ -68,6 +68,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
+    ARRAY,
+    BigInteger,
     ColumnElement,
     CompoundSelect,
     Connection,
@@ -78,6 +80,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    cast,
     exists,
     func,
     literal,
@@ -85,9 +88,11 @@ from sqlalchemy import (
     select,
     true,
     tuple_,
+    type_coerce,
     union_all,
     update,
 )
+from sqlalchemy.sql.elements import Grouping
 
 from ..clock import Clock
 from ..flow import TENANT
@@ -1373,18 +1378,23 @@ class Claims:
     def _free_slots(self) -> Select[Any]:
         """(n, token) of the slots whose claim no longer runs (or never did), as of this statement.
 
-        Each slot's job is looked up through the primary key (``IS TRUE`` keeps
-        the status out of index conditions): matched on ``status = 'running'``,
-        the planner walked the running jobs' partial index once per slot, and
-        with 100 slots the claim took 100-400 ms (slots x running jobs rows).
+        Each slot's job is looked up through the primary key, one slot at a time
+        (a correlated subquery, which the planner cannot turn into a join): as a
+        join the planner walked the running jobs' partial index once per slot
+        (with 100 slots the claim took 100-400 ms), or, once the tables had
+        statistics, read the whole jobs table into a hash (1.5 ms at 20,000
+        rows, growing with the table).
         """
         slots, jobs = self._db.tables.slots, self._db.tables.jobs
-        running = exists().where(
-            jobs.c.id == slots.c.job_id,
-            jobs.c.attempts == slots.c.attempt,
-            (jobs.c.status == JobStatus.RUNNING.value).is_(true()),
+        held_by = (
+            select(jobs.c.status)
+            .where(jobs.c.id == slots.c.job_id, jobs.c.attempts == slots.c.attempt)
+            .correlate(slots)
+            .scalar_subquery()
         )
-        return select(slots.c.n, slots.c.token).where(~running)
+        return select(slots.c.n, slots.c.token).where(
+            or_(slots.c.job_id.is_(None), func.coalesce(held_by, "") != JobStatus.RUNNING.value)
+        )
 
     def _slotted(self, shape: tuple[bool, bool]) -> Select[Any]:
         """``_take_slotted`` as one statement, where the database writes through CTEs (PostgreSQL).
@@ -1457,11 +1467,19 @@ class Claims:
             .prefix_with("MATERIALIZED")
         )
         mine = slots.alias("mine")
+
+        def key(table: Any) -> ColumnElement[int]:
+            """A slot and its token as one number: the lock below matches both through one array."""
+            number: ColumnElement[int] = cast(table.c.n, BigInteger) * (1 << 32) + table.c.token
+            return number
+
         locked = (
             select(mine.c.n)
             .where(
                 mine.c.handler == bindparam("slot_handler"),
-                tuple_(mine.c.n, mine.c.token).in_(select(free.c.n, free.c.token)),
+                # Its token as read (a slot taken meanwhile has a new one: the recheck of the locked
+                # row drops it); through one array, not a join the planner nested over the slots.
+                self._db.driver.id_in(key(mine), select(key(free))),
                 *guard,
             )
             .order_by(mine.c.n)
@@ -1469,30 +1487,23 @@ class Claims:
             .with_for_update(skip_locked=True, of=mine)
             .cte("locked")
         )
-        # Materialized too: inlined, the window was sorted again for each slot the update joins.
-        numbered = (
-            select(locked.c.n, func.row_number().over(order_by=locked.c.n).label("rn"))
-            .cte("numbered")
-            .prefix_with("MATERIALIZED")
-        )
         picked = self._candidates(shape).limit(select(func.count()).select_from(locked).scalar_subquery()).cte("picked")
         # Through the primary key (``Driver.id_in``): as ``IN (picked)`` the planner's generic
         # plan hash-joined the picked ids against a scan of the whole table.
         claimed = self._build_update(shape, which=self._db.driver.id_in(jobs.c.id, select(picked.c.id))).cte("claimed")
+        # The n-th claimed job (by id) takes the n-th locked slot (by number): each slot is found
+        # through the primary key, one per job, not by joining numbered lists (quadratic as planned).
         paired = (
             select(claimed.c.id, claimed.c.attempts, func.row_number().over(order_by=claimed.c.id).label("rn"))
             .cte("paired")
             .prefix_with("MATERIALIZED")
         )
-        pairs = (
-            select(numbered.c.n, paired.c.id, paired.c.attempts)
-            .select_from(numbered.join(paired, paired.c.rn == numbered.c.rn))
-            .cte("pairs")
-        )
+        ordered = select(locked.c.n).order_by(locked.c.n).scalar_subquery()
+        numbers = type_coerce(Grouping(func.array(ordered)), ARRAY(Integer))  # (ARRAY(...))[rn]
         held = (
             update(slots)
-            .where(slots.c.handler == bindparam("slot_handler"), slots.c.n == pairs.c.n)
-            .values(job_id=pairs.c.id, attempt=pairs.c.attempts, token=slots.c.token + 1)
+            .where(slots.c.handler == bindparam("slot_handler"), slots.c.n == numbers[paired.c.rn])
+            .values(job_id=paired.c.id, attempt=paired.c.attempts, token=slots.c.token + 1)
             .returning(slots.c.n)
             .cte("held")
         )
