@@ -814,12 +814,18 @@ class Workflows:
             )
             counted = driver.execute_update(conn, stmt, {"workflow_id": workflow_id, "ended": n}).mappings().first()
             return {} if counted is None else {workflow_id: dict(counted)}
-        locked = driver.lock_rows(
-            conn,
-            select(workflows).where(workflows.c.id.in_(sorted(ended))).order_by(workflows.c.id),
-            workflows,
-            skip_locked=False,
+        # Through the primary key alone (no other row is locked on the way, on any database), so
+        # the plain locking read serves: prebuilt, where ``Driver.lock_rows`` would build its own.
+        lock = self._statement(
+            ("lock_many",),
+            lambda: (
+                select(workflows)
+                .where(driver.in_bound_list(workflows.c.id, "workflows"))
+                .order_by(workflows.c.id)
+                .with_for_update()
+            ),
         )
+        locked = conn.execute(lock, {"workflows": sorted(ended)})
         rows = {int(found["id"]): dict(found) for found in locked.mappings().all()}
         by_count: dict[int, list[int]] = defaultdict(list)
         for workflow_id, row in rows.items():
