@@ -180,3 +180,44 @@ def test_nothing_is_handed_off_where_a_claim_waits_on_a_lock(
         run.wait(timeout=15)
     assert run.status == "succeeded"
     assert not [kind for kind, _ in asked if kind == "hand-off"], asked
+
+
+def test_hand_offs_claim_the_limited_handler_alone_once_the_others_are_found_empty(
+    make_app: Callable[..., App],
+    running_worker: Callable[..., contextlib.AbstractContextManager[Worker]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Claimed too, the unlimited handler's jobs cost a walk past the limited one's whole backlog in
+    the queue's index at every write; they are claimed again once something may have come (a
+    NOTIFY, the poll interval), so one deferred mid-drain still starts long before the drain ends."""
+    asked: list[tuple[str, ...]] = []
+    complete = Leases.complete
+
+    def recorded(self: Leases, completions: Sequence[Completion], hand_off: HandOff | None = None) -> Any:
+        if hand_off is not None:
+            asked.append(tuple(hand_off.handlers))
+        return complete(self, completions, hand_off)
+
+    monkeypatch.setattr(Leases, "complete", recorded)
+    app = make_app()
+
+    @app.handler(concurrency=4)
+    async def limited(n: int) -> None:
+        await asyncio.sleep(0.01)
+
+    @app.handler
+    async def other() -> None:
+        return None
+
+    jobs = limited.defer_many([{"n": i} for i in range(400)])
+    with running_worker(app, concurrency=50, poll_interval=0.2):
+        app.get_job(jobs[40].id).wait(timeout=30)
+        late = other.defer()
+        late.wait(timeout=10)
+        for job in jobs:
+            app.get_job(job.id).wait(timeout=60)
+    alone = [handlers for handlers in asked if handlers == ("limited",)]
+    assert len(alone) >= len(asked) // 2, f"{len(alone)} of {len(asked)} hand-offs for the limited handler alone"
+    records = [app.store.queries.get_job(job.id) for job in [late, *jobs]]
+    started = [record.started_at for record in records if record is not None and record.started_at is not None]
+    assert len(started) == 401 and started[0] < max(started[1:]), "it waited for the drain to end"

@@ -319,6 +319,56 @@ def test_a_hand_off_claims_nothing_of_a_paused_handler_and_within_its_limit(stor
     assert len(request.claimed) == 3 and _running(store) == 3, "its own slot and the free ones: 3 at most"
 
 
+def _statements_of(store: Store, call: Callable[[], Any]) -> tuple[Any, int]:
+    """What ``call`` returned, and how many statements it sent through SQLAlchemy (BEGIN and COMMIT
+    are not statements)."""
+    sent: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement)
+
+    event.listen(store.db.engine, "before_cursor_execute", count)
+    try:
+        return call(), len(sent)
+    finally:
+        event.remove(store.db.engine, "before_cursor_execute", count)
+
+
+def test_a_limited_handlers_claims_are_one_statement_and_still_see_every_change_at_the_next(store: Store) -> None:
+    """Once a claim of a handler with a global limit alone saw nothing else in its way, its claims and
+    hand-offs are one statement where the database can (``Claims._slotted_alone``), carrying the
+    pause and limit read: a pause, a rate or a lifted limit set meanwhile still counts from the next."""
+    store.registry.publish_handlers([handler("work", concurrency=2)])
+    _defer(store, NO_FLOW_CONTROL, [{"n": i} for i in range(12)])
+    one = 1 if store.db.driver.one_statement_claim else None
+    (a,) = _claim(store, limit=1)  # the full claim: it finds only the slots in the way
+    claimed, sent = _statements_of(store, lambda: _claim(store, limit=1))
+    (b,) = claimed
+    # (At most: on PostgreSQL it goes to the driver's connection directly, which no event sees.)
+    assert one is None or sent <= one, f"a claim of the limited handler took {sent} statements"
+    request = _hand_off(limit=5)
+    _, sent = _statements_of(store, lambda: store.leases.complete([_done(store, a)], request))
+    assert len(request.claimed) == 1 and _running(store) == 2
+    assert one is None or sent == 2, f"a completion with its hand-off took {sent} statements, not 2"
+    (c,) = request.claimed
+
+    store.control.pause("handler", "work")
+    request = _hand_off(limit=5)
+    store.leases.complete([_done(store, b)], request)
+    assert request.claimed == [] and _claim(store) == [] and _running(store) == 1, "the pause counts at once"
+    store.control.resume("handler", "work")
+
+    rated = replace(handler("work", concurrency=2), flow=FlowControl(rate_limit=RateLimit(1, per=3600)))
+    store.registry.publish_handlers([rated])
+    assert len(_claim(store)) == 1 and _running(store) == 2, "one start within the new rate, one free slot"
+    request = _hand_off(limit=5)
+    store.leases.complete([_done(store, c)], request)
+    assert request.claimed == [] and _running(store) == 1, "a slot is free, but the rate has no room"
+
+    store.registry.publish_handlers([handler("work")])  # the limit and the rate lifted: slots gone
+    assert len(_claim(store, limit=20)) == 8 and _running(store) == 9, "every job left, no longer within 2"
+
+
 def _remaining(store: Store) -> int:
     jobs = store.tables.jobs
     with store.db.engine.connect() as conn:

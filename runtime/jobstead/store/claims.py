@@ -33,6 +33,13 @@ transaction above until nothing does any more. One round trip instead of four
 (BEGIN, the read, the UPDATE, COMMIT): the defer-to-start delay at low rates is
 mostly round trips.
 
+The same holds for a claimer of one handler with a global limit only
+(``_slotted_alone``): once a claim saw nothing but that handler's slots in its
+way, its claims are the slotted claim as one autocommitted statement, the read
+riding in it, and the claim a completion makes in its own transaction (a
+hand-off) is one statement too; anything else in its way (a pause, a rate, the
+limit lifted) and it takes no slot, and the full claim runs at once instead.
+
 On PostgreSQL a claim's commit does not wait for its WAL flush
 (``Driver.unflushed_commit_row``, a transaction-local ``synchronous_commit =
 off`` read in the same statement): the fsync was most of a one-job claim's
@@ -56,7 +63,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable, Collection, Generator, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -253,6 +260,14 @@ def concerns(scopes: Sequence[tuple[str, str]], handlers: Collection[str], queue
     return False
 
 
+def _only_slotted(blocked: Blocked, handlers: Sequence[str], queues: Sequence[str] | None) -> bool:
+    """Whether a claim of ``handlers`` in ``queues`` is one handler's slotted claim and nothing else:
+    a global limit only, no pause in its way, one queue or all of them (``Claims._slotted_alone``)."""
+    if len(handlers) != 1 or handlers[0] not in blocked.slotted or (queues is not None and len(queues) != 1):
+        return False
+    return not replace(blocked, slotted=set()).concerns(handlers, queues)
+
+
 def _status_in(column: ColumnElement[str], statuses: Iterable[JobStatus]) -> ColumnElement[bool]:
     """``status IN (...)`` with the statuses in the statement's text, not bound as parameters.
 
@@ -274,6 +289,9 @@ class Claims:
         self._clear: set[Claimer] = set()
         #: Claimers whose last claim a rate held back: when its next row frees (``rate_room_at``).
         self._rate_room: dict[Claimer, datetime] = {}
+        #: Claimers of one handler with a global limit only, whose last claim saw nothing else in the
+        #: way: their next claim is the slotted claim as one statement (``_slotted_alone``).
+        self._slotted_clear: set[Claimer] = set()
 
     def claim(
         self,
@@ -290,6 +308,11 @@ class Claims:
         claimer: Claimer = (tuple(handlers), None if queues is None else tuple(queues))
         if claimer in self._clear:
             return self._claim_alone(claimer, worker_id, limit, lease_seconds)
+        if claimer in self._slotted_clear:
+            statement, params = self._slotted_alone_statement(claimer, worker_id, limit, lease_seconds, in_claim=False)
+            found = self._slotted_found(claimer, self._db.driver.rows_alone(self._db.engine, statement, params))
+            if found is not None:
+                return found
         with self._db.engine.begin() as conn:
             return self._claim_in(conn, claimer, worker_id, limit, lease_seconds, unflushed=True)
 
@@ -314,7 +337,61 @@ class Claims:
         if limit <= 0 or not handlers:
             return []
         claimer: Claimer = (tuple(handlers), None if queues is None else tuple(queues))
+        if claimer in self._slotted_clear:
+            statement, params = self._slotted_alone_statement(claimer, worker_id, limit, lease_seconds, in_claim=True)
+            found = self._slotted_found(claimer, conn.execute(statement, params()).all())
+            if found is not None:
+                return found
         return self._claim_in(conn, claimer, worker_id, limit, lease_seconds, unflushed=False)
+
+    def _slotted_alone_statement(
+        self, claimer: Claimer, worker_id: str, limit: int, lease_seconds: float, *, in_claim: bool
+    ) -> tuple[Select[Any], Callable[[], dict[str, Any]]]:
+        """The one-statement slotted claim of a ``_slotted_clear`` claimer, and its parameters (a
+        function: the claim's time is read once the connection is held, as ``_alone_steps`` does).
+
+        ``in_claim``: run inside a completion's transaction (a hand-off): its commit waits for the
+        flush, and its locks are bounded like a claim's (``_blocked``).
+        """
+        handlers, queues = claimer
+        queue = queues[0] if queues else None
+        shape = (queue is not None, False)
+
+        def params() -> dict[str, Any]:
+            now = self._clock()
+            given: dict[str, Any] = {
+                "owner": worker_id,
+                "expires": now + timedelta(seconds=lease_seconds),
+                "started": now,
+                "now": now,
+                "handlers": list(handlers),
+                "slot_handler": handlers[0],
+                "limit": limit,
+                "bound_seconds": lease_seconds,
+            }
+            if queue is not None:
+                given["in_queue"] = queue
+            return given
+
+        return self._slotted_alone(shape, in_claim), params
+
+    def _slotted_found(self, claimer: Claimer, rows: Sequence[Sequence[Any]]) -> list[ClaimedJob] | None:
+        """The jobs a ``_slotted_alone`` statement claimed; None if something it read now stands in the
+        claimer's way (it claimed nothing then): the caller makes the full claim instead, at once.
+
+        The statement took no slot while anything but the handler's own slots concerned it; if
+        its slots are gone (the limit was lifted), the full claim finds out what to do instead.
+        """
+        handlers, queues = claimer
+        scopes = list(zip(rows[0][0], rows[0][1], strict=True)) if rows[0][0] else []
+        claimed = self._jobs(row[2:] for row in rows if row[2] is not None)
+        own = ("slots", handlers[0])
+        if own not in scopes or concerns([s for s in scopes if s != own], handlers, queues):
+            self._slotted_clear.discard(claimer)
+            if not claimed:
+                return None
+        claimed.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+        return claimed
 
     def _claim_in(
         self,
@@ -330,6 +407,8 @@ class Claims:
         blocked = self._blocked(conn, handlers, lease_seconds, unflushed=unflushed)
         if self._db.driver.one_statement_claim and not blocked.concerns(handlers, queues):
             self._clear.add(claimer)
+        if self._db.driver.one_statement_claim and _only_slotted(blocked, handlers, queues):
+            self._slotted_clear.add(claimer)
         if blocked.everything:
             return []
         mine = [h for h in handlers if h not in blocked.handlers]
@@ -1299,62 +1378,106 @@ class Claims:
         """
         stmt = self._statements.get(("slotted", shape))
         if stmt is None:
-            slots, jobs = self._db.tables.slots, self._db.tables.jobs
-            # Materialized: read once, not again for each slot the lock below looks at.
-            free = (
-                self._free_slots()
-                .where(slots.c.handler == bindparam("slot_handler"))
-                .cte("free")
-                .prefix_with("MATERIALIZED")
-            )
-            mine = slots.alias("mine")
-            locked = (
-                select(mine.c.n)
-                .where(
-                    mine.c.handler == bindparam("slot_handler"),
-                    tuple_(mine.c.n, mine.c.token).in_(select(free.c.n, free.c.token)),
-                )
-                .order_by(mine.c.n)
-                .limit(bindparam("limit", type_=Integer))
-                .with_for_update(skip_locked=True, of=mine)
-                .cte("locked")
-            )
-            # Materialized too: inlined, the window was sorted again for each slot the update joins.
-            numbered = (
-                select(locked.c.n, func.row_number().over(order_by=locked.c.n).label("rn"))
-                .cte("numbered")
-                .prefix_with("MATERIALIZED")
-            )
-            picked = (
-                self._candidates(shape).limit(select(func.count()).select_from(locked).scalar_subquery()).cte("picked")
-            )
-            # Through the primary key (``Driver.id_in``): as ``IN (picked)`` the planner's generic
-            # plan hash-joined the picked ids against a scan of the whole table.
-            claimed = self._build_update(shape, which=self._db.driver.id_in(jobs.c.id, select(picked.c.id))).cte(
-                "claimed"
-            )
-            paired = (
-                select(claimed.c.id, claimed.c.attempts, func.row_number().over(order_by=claimed.c.id).label("rn"))
-                .cte("paired")
-                .prefix_with("MATERIALIZED")
-            )
-            pairs = (
-                select(numbered.c.n, paired.c.id, paired.c.attempts)
-                .select_from(numbered.join(paired, paired.c.rn == numbered.c.rn))
-                .cte("pairs")
-            )
-            held = (
-                update(slots)
-                .where(slots.c.handler == bindparam("slot_handler"), slots.c.n == pairs.c.n)
-                .values(job_id=pairs.c.id, attempt=pairs.c.attempts, token=slots.c.token + 1)
-                .returning(slots.c.n)
-                .cte("held")
-            )
+            claimed, held = self._slotted_ctes(shape)
             # ``held`` must be named in the statement to be written at all.
             stmt = self._statements[("slotted", shape)] = select(*claimed.c).where(
                 select(func.count()).select_from(held).scalar_subquery() >= 0
             )
         return stmt
+
+    def _slotted_alone(self, shape: tuple[bool, bool], in_claim: bool) -> Select[Any]:
+        """``WITH blocked AS (pauses, limits), ...`` the slotted claim, taking no slot while anything
+        but the handler's own slots is in its way: one row per claimed job, each with what blocks
+        claims (one row with no job if none was claimed), as ``_alone``.
+
+        For a claimer of one handler with a global limit only (``_only_slotted``): its claim is
+        one round trip instead of four (BEGIN, the read, the claim, COMMIT), and the claim a
+        completion makes in its own transaction (a hand-off) one instead of two. With one
+        queue, only that queue's pause stands in the way; with all of them, any queue's.
+        """
+        stmt = self._statements.get(("slotted-alone", shape, in_claim))
+        if stmt is None:
+            blocked = self._blocked_select(with_bound=in_claim, unflushed=not in_claim).cte("blocked")
+            scope, name = blocked.c[0], blocked.c[1]
+            queue_paused: ColumnElement[bool] = scope == "queue"
+            if shape[0]:
+                queue_paused = and_(queue_paused, name == bindparam("in_queue"))
+            in_way = exists().where(
+                or_(
+                    scope == "all",
+                    and_(
+                        scope.in_(("handler", "limit", "rate", "sequence", "fair")),
+                        name == bindparam("slot_handler"),
+                    ),
+                    queue_paused,
+                )
+            )
+            claimed, held = self._slotted_ctes(shape, ~in_way)
+            head = select(
+                select(func.array_agg(scope)).scalar_subquery().label("scopes"),
+                select(func.array_agg(name)).scalar_subquery().label("names"),
+            ).subquery("head")
+            stmt = self._statements[("slotted-alone", shape, in_claim)] = (
+                select(head.c.scopes, head.c.names, *claimed.c)
+                .select_from(head.outerjoin(claimed, true()))
+                .where(select(func.count()).select_from(held).scalar_subquery() >= 0)
+            )
+        return stmt
+
+    def _slotted_ctes(self, shape: tuple[bool, bool], *guard: ColumnElement[bool]) -> tuple[Any, Any]:
+        """The CTEs of the one-statement slotted claim: ``claimed`` (the jobs) and ``held`` (their slots).
+
+        ``guard``: conditions on taking any slot at all (``_slotted_alone``'s "nothing in the way").
+        """
+        slots, jobs = self._db.tables.slots, self._db.tables.jobs
+        # Materialized: read once, not again for each slot the lock below looks at.
+        free = (
+            self._free_slots()
+            .where(slots.c.handler == bindparam("slot_handler"))
+            .cte("free")
+            .prefix_with("MATERIALIZED")
+        )
+        mine = slots.alias("mine")
+        locked = (
+            select(mine.c.n)
+            .where(
+                mine.c.handler == bindparam("slot_handler"),
+                tuple_(mine.c.n, mine.c.token).in_(select(free.c.n, free.c.token)),
+                *guard,
+            )
+            .order_by(mine.c.n)
+            .limit(bindparam("limit", type_=Integer))
+            .with_for_update(skip_locked=True, of=mine)
+            .cte("locked")
+        )
+        # Materialized too: inlined, the window was sorted again for each slot the update joins.
+        numbered = (
+            select(locked.c.n, func.row_number().over(order_by=locked.c.n).label("rn"))
+            .cte("numbered")
+            .prefix_with("MATERIALIZED")
+        )
+        picked = self._candidates(shape).limit(select(func.count()).select_from(locked).scalar_subquery()).cte("picked")
+        # Through the primary key (``Driver.id_in``): as ``IN (picked)`` the planner's generic
+        # plan hash-joined the picked ids against a scan of the whole table.
+        claimed = self._build_update(shape, which=self._db.driver.id_in(jobs.c.id, select(picked.c.id))).cte("claimed")
+        paired = (
+            select(claimed.c.id, claimed.c.attempts, func.row_number().over(order_by=claimed.c.id).label("rn"))
+            .cte("paired")
+            .prefix_with("MATERIALIZED")
+        )
+        pairs = (
+            select(numbered.c.n, paired.c.id, paired.c.attempts)
+            .select_from(numbered.join(paired, paired.c.rn == numbered.c.rn))
+            .cte("pairs")
+        )
+        held = (
+            update(slots)
+            .where(slots.c.handler == bindparam("slot_handler"), slots.c.n == pairs.c.n)
+            .values(job_id=pairs.c.id, attempt=pairs.c.attempts, token=slots.c.token + 1)
+            .returning(slots.c.n)
+            .cte("held")
+        )
+        return claimed, held
 
     def _pick(
         self,

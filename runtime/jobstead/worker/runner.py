@@ -129,6 +129,12 @@ class JobRunner:
     def may_claim_ahead(self) -> bool:
         """Claim ahead only when no handler of this worker has a limit, a rate or a sequence: for those, a
         completion written is what makes room (``ClaimLoop.room_freed`` claims again then)."""
+        return not self.held_back_handlers()
+
+    def held_back_handlers(self) -> list[str]:
+        """This worker's handlers with a limit, a rate or a sequence: those whose jobs a completion
+        written may make claimable, where no other handler's can be."""
+        held = []
         for name in self._handler_names:
             settings = self.settings.get(name) or self._handlers[name].definition()
             if (
@@ -139,8 +145,8 @@ class JobRunner:
                 or settings.flow.rate_limits
                 or settings.flow.sequence_by is not None  # a completion may let a key's next job start
             ):
-                return False
-        return True
+                held.append(name)
+        return held
 
     def may_hand_off(self) -> bool:
         """Whether completions may claim the next jobs in their own transaction (``ClaimLoop.hand_off``):
