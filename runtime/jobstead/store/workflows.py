@@ -120,6 +120,8 @@ class Workflows:
         building the release UPDATE alone took 0.6 ms and its cache key 0.3 ms,
         and on a busy machine a write's wall time grows with the CPU it needs
         (its thread shares the cores with the claim loop and the database).
+        SQLAlchemy statements are immutable, so one is shared by every thread; two
+        threads that build it at once each get an equal one, and one is kept.
         """
         stmt = self._statements.get(key)
         if stmt is None:
