@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -221,3 +222,48 @@ def test_hand_offs_claim_the_limited_handler_alone_once_the_others_are_found_emp
     records = [app.store.queries.get_job(job.id) for job in [late, *jobs]]
     started = [record.started_at for record in records if record is not None and record.started_at is not None]
     assert len(started) == 401 and started[0] < max(started[1:]), "it waited for the drain to end"
+
+
+def test_a_batch_finished_by_writes_sent_with_their_claim_settles_once(
+    make_app: Callable[..., App],
+    running_worker: Callable[..., contextlib.AbstractContextManager[Worker]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the completions and the hand-off's claim go together (``Driver.complete_then``), what the
+    completions finish is settled after the claim, in the same transaction: the batch ends once, and
+    its continuation is deferred once."""
+    together: list[int] = []
+    driver = type(make_app().store.db.driver)
+    complete_then = driver.complete_then
+
+    def recorded(self: Any, *args: Any) -> Any:
+        sent = complete_then(self, *args)
+        if sent is not None:
+            together.append(len(args[2]))
+        return sent
+
+    monkeypatch.setattr(driver, "complete_then", recorded)
+    app = make_app()
+    events: list[str] = []
+
+    @app.handler(concurrency=2)
+    async def limited(n: int) -> int:
+        return n
+
+    @app.handler
+    async def notify(event: str) -> None:
+        events.append(event)
+
+    batch = app.defer_batch(
+        [limited.job(n=i) for i in range(40)],
+        on_success=notify.job(event="success"),
+        on_finish=notify.job(event="finish"),
+    )
+    with running_worker(app, concurrency=10, poll_interval=0.05):
+        assert batch.wait(timeout=30).succeeded == 40
+        deadline = time.monotonic() + 15
+        while len(events) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert sorted(events) == ["finish", "success"] and batch.status == "succeeded"
+    if app.store.db.driver.one_statement_claim:
+        assert together, "no completion went with its hand-off's claim"

@@ -349,7 +349,9 @@ def test_a_limited_handlers_claims_are_one_statement_and_still_see_every_change_
     request = _hand_off(limit=5)
     _, sent = _statements_of(store, lambda: store.leases.complete([_done(store, a)], request))
     assert len(request.claimed) == 1 and _running(store) == 2
-    assert one is None or sent == 2, f"a completion with its hand-off took {sent} statements, not 2"
+    # The full claim beside the completion was 3 (the read, the claim, the completion); on PostgreSQL
+    # the completion and the claim go to the driver's connection together, in one round trip.
+    assert one is None or sent <= 2, f"a completion with its hand-off took {sent} statements"
     (c,) = request.claimed
 
     store.control.pause("handler", "work")

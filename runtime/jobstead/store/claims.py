@@ -344,6 +344,25 @@ class Claims:
                 return found
         return self._claim_in(conn, claimer, worker_id, limit, lease_seconds, unflushed=False)
 
+    def hand_off_statement(
+        self, *, worker_id: str, handlers: Sequence[str], queues: Sequence[str] | None, limit: int, lease_seconds: float
+    ) -> tuple[Select[Any], Callable[[], dict[str, Any]]] | None:
+        """A hand-off's claim as one statement and its parameters, for the completion to send along
+        (``Driver.complete_then``), where it is one (``_slotted_alone``); None: ``claim_in`` it.
+
+        Its rows go to ``hand_off_found``."""
+        claimer: Claimer = (tuple(handlers), None if queues is None else tuple(queues))
+        if limit <= 0 or claimer not in self._slotted_clear:
+            return None
+        return self._slotted_alone_statement(claimer, worker_id, limit, lease_seconds, in_claim=True)
+
+    def hand_off_found(
+        self, handlers: Sequence[str], queues: Sequence[str] | None, rows: Sequence[Sequence[Any]]
+    ) -> list[ClaimedJob] | None:
+        """What a ``hand_off_statement`` claimed; None if it found something in its way and claimed
+        nothing: the caller makes the full claim (``claim_in``) in the same transaction."""
+        return self._slotted_found((tuple(handlers), None if queues is None else tuple(queues)), rows)
+
     def _slotted_alone_statement(
         self, claimer: Claimer, worker_id: str, limit: int, lease_seconds: float, *, in_claim: bool
     ) -> tuple[Select[Any], Callable[[], dict[str, Any]]]:

@@ -72,6 +72,8 @@ class HandOff:
     limit: int
     lease_seconds: float
     if_released: bool = False
+    #: Whether workflow steps end with these completions: the claim then follows what they release.
+    ends_steps: bool = False
     claimed: list[ClaimedJob] = field(default_factory=list)
     made: bool = False
 
@@ -111,10 +113,14 @@ class Leases:
         # a row the other waits for, and the server aborted one of them as a deadlock.
         completions = sorted(completions, key=lambda c: c.job_id)
         with self._workflows.counted(self._db.engine.begin()) as conn:
-            applied, released = self._write(conn, completions)
-            claimed: list[ClaimedJob] = []
+            together = self._claimed_with_writes(conn, completions, hand_off)
+            if together is None:
+                applied, released = self._write(conn, completions)
+                claimed: list[ClaimedJob] | None = None
+            else:
+                applied, released, claimed = together
             made = hand_off is not None and (bool(released) or not hand_off.if_released)
-            if hand_off is not None and made:
+            if hand_off is not None and made and claimed is None:
                 claimed = self._claims.claim_in(
                     conn,
                     worker_id=hand_off.worker_id,
@@ -123,10 +129,44 @@ class Leases:
                     limit=hand_off.limit,
                     lease_seconds=hand_off.lease_seconds,
                 )
+            claimed = claimed or []
             self._workflows.wake(conn, released, {job.id for job in claimed})
         if hand_off is not None:
             hand_off.claimed, hand_off.made = claimed, made  # committed
         return {c.job_id for c in completions} - applied.batches.keys()
+
+    def _claimed_with_writes(
+        self, conn: Connection, completions: Sequence[Completion], hand_off: HandOff | None
+    ) -> tuple[Applied, dict[int, str], list[ClaimedJob] | None] | None:
+        """The writes and a hand-off's claim sent together (``Driver.complete_then``), where the claim
+        is one statement (``Claims.hand_off_statement``) and need not follow what the writes settle.
+
+        Not where workflow steps end (what they release is queued by the settling, and the
+        claim follows it to take those steps too), nor for steps added at run time (judged
+        before the writes).
+        What the writes settle is settled after, in the same transaction; steps they release
+        are woken as the claim did not take them. Returns what ``_write`` does and the jobs
+        claimed (None: the claim found something in its way, and the full claim is to be made).
+        """
+        if hand_off is None or hand_off.if_released or hand_off.ends_steps:
+            return None
+        if any(c.growth is not None for c in completions):
+            return None
+        claim = self._claims.hand_off_statement(
+            worker_id=hand_off.worker_id,
+            handlers=hand_off.handlers,
+            queues=hand_off.queues,
+            limit=hand_off.limit,
+            lease_seconds=hand_off.lease_seconds,
+        )
+        if claim is None:
+            return None
+        together = self._db.driver.complete_then(self._db, conn, completions, *claim)
+        if together is None:
+            return None
+        applied, rows = together
+        released = self._settle(conn, completions, applied)
+        return applied, released, self._claims.hand_off_found(hand_off.handlers, hand_off.queues, rows)
 
     def _write(self, conn: Connection, completions: Sequence[Completion]) -> tuple[Applied, dict[int, str]]:
         """Write ended attempts in ``conn``'s transaction and settle the batches and workflows they finish.
@@ -138,6 +178,10 @@ class Leases:
         if any(c.growth is not None for c in completions):  # steps added at run time: rare, checked again
             completions = self._workflows.judge_growth(conn, completions)
         applied = self._db.driver.complete(self._db, conn, completions)
+        return applied, self._settle(conn, completions, applied)
+
+    def _settle(self, conn: Connection, completions: Sequence[Completion], applied: Applied) -> dict[int, str]:
+        """Settle the batches and workflows the ``applied`` completions finish; return the steps released."""
         in_batches = applied.batches
         finished = {
             batch_id
@@ -161,7 +205,7 @@ class Leases:
                 # Its dependents are released (or cancelled) in this same transaction: exactly once;
                 # so are the steps it added as it ran, with its success.
                 released = self._workflows.settle(conn, steps, growth)
-        return applied, released
+        return released
 
     def renew(self, owner: str, lease_seconds: float, job_ids: Collection[int] | None = None) -> LeaseReport:
         """Extend every lease ``owner`` holds; report which it still holds and which to cancel.

@@ -158,7 +158,15 @@ class ClaimLoop:
             # others' cost a walk past the held-back handlers' whole backlog in the queue's index at
             # every write (a third of each job cycle at a global limit of 8 with 20,000 waiting).
             handlers = runner.held_back_handlers()
-        return HandOff(self._worker_id, handlers, self._queues, want, self._lease_seconds, if_released=not handing)
+        return HandOff(
+            self._worker_id,
+            handlers,
+            self._queues,
+            want,
+            self._lease_seconds,
+            if_released=not handing,
+            ends_steps=releasing,
+        )
 
     def _room(self) -> int:
         """Free slots, as many as the handlers' global limits could fill (``JobRunner.room_under_limits``)."""

@@ -312,6 +312,19 @@ class Driver:
         with db.engine.begin() as conn:
             return self.insert_plain(db, conn, jobs, now)
 
+    def complete_then(
+        self,
+        db: Database,
+        conn: Connection,
+        completions: Sequence[Completion],
+        then: Select[Any],
+        params: Params,
+    ) -> tuple[Applied, Sequence[Sequence[Any]]] | None:
+        """``complete``, then ``then`` (a claim) in the same transaction, both sent in one round trip;
+        the claim's rows with what was applied. None where the database cannot (the caller then
+        sends them one after the other): only a driver that pipelines statements gains anything."""
+        return None
+
     def complete(self, db: Database, conn: Connection, completions: Sequence[Completion]) -> Applied:
         """Apply finished attempts in ``conn``'s transaction; return the applied job ids, with their
         batch and (for workflow steps) workflow ids.
