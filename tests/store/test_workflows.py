@@ -127,6 +127,38 @@ def test_a_steps_delay_counts_from_its_release_and_an_absolute_run_at_stays(stor
     assert [j.step for j in claim(store)] == ["delayed"]
 
 
+def test_each_release_judges_and_delays_its_steps_by_the_time_of_its_own_completion(
+    store: Store, clock: ManualClock
+) -> None:
+    """The settling statements are built once and reused by every completion (``Workflows._statement``):
+    the time stays a bound value, so a release after a step's absolute run_at queues it though an
+    earlier release (the statement's first use) scheduled its twin, and each delay counts from its
+    own release."""
+    at = clock.now + timedelta(seconds=120)
+    shape = [step("a"), step("at", "a", run_at=at), step("delayed", "a", run_at=at, delay=30.0)]
+    early, late = (store.workflows.create("twins", shape).id for _ in range(2))
+    by_workflow = {job.workflow_id: job for job in claim(store, limit=2)}
+    jobs = store.tables.jobs
+
+    def stored_status(workflow_id: int) -> str:  # as written, not as shown (a due scheduled job shows queued)
+        with store.db.engine.connect() as conn:
+            return str(
+                conn.execute(
+                    select(jobs.c.status).where(jobs.c.workflow_id == workflow_id, jobs.c.step == "at")
+                ).scalar_one()
+            )
+
+    finish(store, by_workflow[early])
+    early_at = clock.now
+    clock.advance(300)
+    finish(store, by_workflow[late])
+    late_at = clock.now
+    assert (stored_status(early), stored_status(late)) == ("scheduled", "queued")
+    for workflow_id, released_at in ((early, early_at), (late, late_at)):
+        job = store.queries.get_job(store.workflows.get(workflow_id).steps["delayed"].job_id)
+        assert job is not None and job.run_at == released_at + timedelta(seconds=30)
+
+
 def test_a_failure_cancels_downstream_naming_the_step_and_a_run_step_runs(store: Store) -> None:
     workflow_id = store.workflows.create(
         "fails",
