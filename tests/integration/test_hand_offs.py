@@ -229,20 +229,20 @@ def test_a_batch_finished_by_writes_sent_with_their_claim_settles_once(
     running_worker: Callable[..., contextlib.AbstractContextManager[Worker]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Where the completions and the hand-off's claim go together (``Driver.complete_then``), what the
-    completions finish is settled after the claim, in the same transaction: the batch ends once, and
-    its continuation is deferred once."""
+    """Where the completions and the hand-off's claim go together in a transaction of their own
+    (``Driver.complete_alone_then``), a batch member's completion is left to the usual transaction,
+    which settles its batch: the batch ends once, and its continuation is deferred once."""
     together: list[int] = []
     driver = type(make_app().store.db.driver)
-    complete_then = driver.complete_then
+    complete_alone_then = driver.complete_alone_then
 
     def recorded(self: Any, *args: Any) -> Any:
-        sent = complete_then(self, *args)
+        sent = complete_alone_then(self, *args)
         if sent is not None:
-            together.append(len(args[2]))
+            together.append(len(args[1]))
         return sent
 
-    monkeypatch.setattr(driver, "complete_then", recorded)
+    monkeypatch.setattr(driver, "complete_alone_then", recorded)
     app = make_app()
     events: list[str] = []
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import pytest
 from sqlalchemy import event, func, select
+from sqlalchemy.exc import OperationalError
 
 from jobstead.flow import NO_FLOW_CONTROL, FlowControl, RateLimit
 from jobstead.status import AttemptOutcome, JobStatus
@@ -369,6 +370,34 @@ def test_a_limited_handlers_claims_are_one_statement_and_still_see_every_change_
 
     store.registry.publish_handlers([handler("work")])  # the limit and the rate lifted: slots gone
     assert len(_claim(store, limit=20)) == 8 and _running(store) == 9, "every job left, no longer within 2"
+
+
+def test_completions_sent_with_their_claim_stay_written_when_the_write_after_them_fails(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the writes of jobs in no batch and no workflow go with the hand-off's claim in a
+    transaction of their own (one round trip), the others are written after it: if that fails,
+    the first transaction stands, and says so (``made``, ``written``), so the worker runs the jobs
+    it claimed and writes only the rest again."""
+    store.registry.publish_handlers([handler("work", concurrency=3)])
+    _defer(store, NO_FLOW_CONTROL, [{"n": i} for i in range(6)])
+    a, b = _claim(store, limit=2)
+
+    def failing(*_args: Any) -> Any:
+        raise OperationalError("UPDATE", {}, Exception("the server went away"))
+
+    monkeypatch.setattr(store.leases, "_write", failing)
+    request = _hand_off(limit=5)
+    with pytest.raises(OperationalError):  # b's attempt is not the one running: written the usual way
+        store.leases.complete([_done(store, a), replace(_done(store, b), attempt=b.attempts + 1)], request)
+    jobs = store.tables.jobs
+    with store.db.engine.connect() as conn:
+        status = dict(conn.execute(select(jobs.c.id, jobs.c.status).where(jobs.c.id.in_([a.id, b.id]))).all())
+    if store.db.driver.one_statement_claim:
+        assert request.made and request.written == {a.id} and status == {a.id: "succeeded", b.id: "running"}
+        assert len(request.claimed) == 2 and _running(store) == 3, "a's slot and the free one, taken for good"
+    else:
+        assert not request.made and request.claimed == [] and status == {a.id: "running", b.id: "running"}
 
 
 def _remaining(store: Store) -> int:

@@ -353,7 +353,7 @@ class Claims:
         self, *, worker_id: str, handlers: Sequence[str], queues: Sequence[str] | None, limit: int, lease_seconds: float
     ) -> tuple[Select[Any], Callable[[], dict[str, Any]]] | None:
         """A hand-off's claim as one statement and its parameters, for the completion to send along
-        (``Driver.complete_then``), where it is one (``_slotted_alone``); None: ``claim_in`` it.
+        (``Driver.complete_alone_then``), where it is one (``_slotted_alone``); None: claim as usual.
 
         Its rows go to ``hand_off_found``."""
         claimer: Claimer = (tuple(handlers), None if queues is None else tuple(queues))

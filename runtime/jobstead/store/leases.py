@@ -76,6 +76,9 @@ class HandOff:
     ends_steps: bool = False
     claimed: list[ClaimedJob] = field(default_factory=list)
     made: bool = False
+    #: Completions committed with the claim in a transaction of their own (``Driver.complete_alone_then``):
+    #: written even if the write of the others (in a batch or a workflow) then failed.
+    written: set[int] = field(default_factory=set)
 
 
 class Leases:
@@ -105,6 +108,12 @@ class Leases:
         once this returns; if the transaction fails, neither happened. The
         workers of the steps the writes released are woken only for those the
         claim did not take.
+
+        Where the claim is one statement, the writes of jobs in no batch and no
+        workflow and the claim are one transaction of their own, one round trip
+        (``_claimed_alone_with_writes``), and the others are written after it as
+        above: if that fails, the first is committed all the same
+        (``hand_off.made``, ``hand_off.written``).
         """
         if not completions:
             return set()
@@ -112,15 +121,18 @@ class Leases:
         # in finishing order, a completion and a renewal of overlapping rows could each hold
         # a row the other waits for, and the server aborted one of them as a deadlock.
         completions = sorted(completions, key=lambda c: c.job_id)
+        if hand_off is not None:
+            alone = self._claimed_alone_with_writes(completions, hand_off)
+            if alone is not None:
+                hand_off.made, hand_off.written = True, alone  # committed, whatever happens next
+                rest = [c for c in completions if c.job_id not in alone]
+                # In a batch or a workflow (settled in their own transaction), or their lease gone.
+                return self.complete(rest) if rest else set()
         with self._workflows.counted(self._db.engine.begin()) as conn:
-            together = self._claimed_with_writes(conn, completions, hand_off)
-            if together is None:
-                applied, released = self._write(conn, completions)
-                claimed: list[ClaimedJob] | None = None
-            else:
-                applied, released, claimed = together
+            applied, released = self._write(conn, completions)
+            claimed: list[ClaimedJob] = []
             made = hand_off is not None and (bool(released) or not hand_off.if_released)
-            if hand_off is not None and made and claimed is None:
+            if hand_off is not None and made:
                 claimed = self._claims.claim_in(
                     conn,
                     worker_id=hand_off.worker_id,
@@ -129,28 +141,23 @@ class Leases:
                     limit=hand_off.limit,
                     lease_seconds=hand_off.lease_seconds,
                 )
-            claimed = claimed or []
             self._workflows.wake(conn, released, {job.id for job in claimed})
         if hand_off is not None:
             hand_off.claimed, hand_off.made = claimed, made  # committed
         return {c.job_id for c in completions} - applied.batches.keys()
 
-    def _claimed_with_writes(
-        self, conn: Connection, completions: Sequence[Completion], hand_off: HandOff | None
-    ) -> tuple[Applied, dict[int, str], list[ClaimedJob] | None] | None:
-        """The writes and a hand-off's claim sent together (``Driver.complete_then``), where the claim
-        is one statement (``Claims.hand_off_statement``) and need not follow what the writes settle.
+    def _claimed_alone_with_writes(self, completions: Sequence[Completion], hand_off: HandOff) -> set[int] | None:
+        """The writes of jobs in no batch and no workflow and a hand-off's claim, in one transaction of
+        their own sent in one round trip (``Driver.complete_alone_then``), where the claim is one
+        statement (``Claims.hand_off_statement``); the ids written (None: not sent that way), the
+        claimed jobs in ``hand_off.claimed``.
 
-        Not where workflow steps end (what they release is queued by the settling, and the
-        claim follows it to take those steps too), nor for steps added at run time (judged
-        before the writes).
-        What the writes settle is settled after, in the same transaction; steps they release
-        are woken as the claim did not take them. Returns what ``_write`` does and the jobs
-        claimed (None: the claim found something in its way, and the full claim is to be made).
+        Not where workflow steps end (the claim follows what they release, to take those steps
+        too), nor for steps added at run time (judged before the writes). A claim that found
+        something in its way took nothing: the full claim is made at once, in a transaction of
+        its own, so the slots freed do not wait for the next poll.
         """
-        if hand_off is None or hand_off.if_released or hand_off.ends_steps:
-            return None
-        if any(c.growth is not None for c in completions):
+        if hand_off.if_released or hand_off.ends_steps or any(c.growth is not None for c in completions):
             return None
         claim = self._claims.hand_off_statement(
             worker_id=hand_off.worker_id,
@@ -161,12 +168,21 @@ class Leases:
         )
         if claim is None:
             return None
-        together = self._db.driver.complete_then(self._db, conn, completions, *claim)
-        if together is None:
+        sent = self._db.driver.complete_alone_then(self._db, completions, *claim)
+        if sent is None:
             return None
-        applied, rows = together
-        released = self._settle(conn, completions, applied)
-        return applied, released, self._claims.hand_off_found(hand_off.handlers, hand_off.queues, rows)
+        written, rows = sent
+        claimed = self._claims.hand_off_found(hand_off.handlers, hand_off.queues, rows)
+        if claimed is None:
+            claimed = self._claims.claim(
+                worker_id=hand_off.worker_id,
+                handlers=hand_off.handlers,
+                queues=hand_off.queues,
+                limit=hand_off.limit,
+                lease_seconds=hand_off.lease_seconds,
+            )
+        hand_off.claimed = claimed
+        return written
 
     def _write(self, conn: Connection, completions: Sequence[Completion]) -> tuple[Applied, dict[int, str]]:
         """Write ended attempts in ``conn``'s transaction and settle the batches and workflows they finish.

@@ -178,7 +178,7 @@ class ClaimLoop:
     async def handed(self, hand_off: HandOff, took: float, written: bool) -> None:
         """A completion write with a hand-off is back: its jobs are buffered as a claim's are.
 
-        Not ``written``: the claim rolled back with it; the writer tries again.
+        Not ``written`` and not ``made``: the claim rolled back with it; the writer tries again.
         A hand-off that took fewer jobs than it asked is an empty claim: no
         claim before a wake-up or the poll interval. One that took all it
         asked claims again, unless a claim in flight asked for the rest:
@@ -186,11 +186,11 @@ class ClaimLoop:
         a claim that found nothing ran beside every write.
         """
         self._handing = 0
-        if not written:
+        if not hand_off.made:  # rolled back, or the write released no step: a write like any other
+            if written:
+                self.room_freed()
             return
-        if not hand_off.made:  # the write released no step: a write like any other
-            self.room_freed()
-            return
+        # Made: its claim was committed, even if a write after it failed (``HandOff.written``).
         jobs = hand_off.claimed
         runner = self._runner
         runner.slot_freed.set()

@@ -99,6 +99,8 @@ class CompletionWriter:
                         await self._handed(hand_off, time.monotonic() - sent_at, False)
                     self._writing = 0
                     WORKER_METRICS.database_errors.labels(operation="complete").inc()
+                    if hand_off is not None and hand_off.written:  # committed before the failure
+                        batch = [c for c in batch if c.job_id not in hand_off.written]
                     self._pending[:0] = batch
                     delay, _ = backoff.failed()
                     log_failure(logger, f"writing {len(batch)} completion(s)", exc, backoff, delay)

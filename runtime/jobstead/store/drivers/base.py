@@ -312,17 +312,13 @@ class Driver:
         with db.engine.begin() as conn:
             return self.insert_plain(db, conn, jobs, now)
 
-    def complete_then(
-        self,
-        db: Database,
-        conn: Connection,
-        completions: Sequence[Completion],
-        then: Select[Any],
-        params: Params,
-    ) -> tuple[Applied, Sequence[Sequence[Any]]] | None:
-        """``complete``, then ``then`` (a claim) in the same transaction, both sent in one round trip;
-        the claim's rows with what was applied. None where the database cannot (the caller then
-        sends them one after the other): only a driver that pipelines statements gains anything."""
+    def complete_alone_then(
+        self, db: Database, completions: Sequence[Completion], then: Select[Any], params: Params
+    ) -> tuple[set[int], Sequence[Sequence[Any]]] | None:
+        """In one transaction of its own, committed: the completions of jobs in no batch and no
+        workflow (nothing to settle), then ``then`` (a claim), both sent in one round trip; the
+        ids written and the claim's rows. None where the database cannot (the caller then writes
+        and claims as usual): only a driver that pipelines statements gains anything."""
         return None
 
     def complete(self, db: Database, conn: Connection, completions: Sequence[Completion]) -> Applied:

@@ -472,48 +472,51 @@ class PostgreSQLDriver(Driver):
                 applied.workflows.update(zip(steps, workflow_ids, strict=True))
         return applied
 
-    def complete_then(
-        self,
-        db: Database,
-        conn: Connection,
-        completions: Sequence[Completion],
-        then: Select[Any],
-        params: Params,
-    ) -> tuple[Applied, Sequence[Sequence[Any]]] | None:
-        """The completion statement and ``then`` in one pipeline on ``conn``'s psycopg connection:
-        BEGIN, both statements and their results in one round trip instead of three.
+    def complete_alone_then(
+        self, db: Database, completions: Sequence[Completion], then: Select[Any], params: Params
+    ) -> tuple[set[int], Sequence[Sequence[Any]]] | None:
+        """BEGIN, the completion of the jobs in no batch and no workflow, ``then``, COMMIT: one
+        pipeline on a pooled psycopg connection, one round trip instead of four.
 
-        A hand-off's claim under a global limit (``Leases.complete``): each job cycle was four
-        round trips (BEGIN, the completion, the claim, COMMIT), most of its time on a busy
-        machine. The transaction stays ``conn``'s: what the completion settles (batches,
-        workflows) is written after, through ``conn``, and it commits or rolls back whole.
-        Only for one worker's completions (one statement).
+        A hand-off's claim under a global limit (``Leases.complete``): each job cycle was
+        four round trips, most of its time on a busy machine. Only one worker's completions
+        (one statement). What the completions would settle (batches, workflows) must be
+        settled in their own transaction: those jobs are left running here, for the caller
+        to write as usual; so are those whose lease is gone.
         """
         owners = {c.owner for c in completions}
         if len(owners) != 1:
             return None
-        raw = conn.connection.driver_connection
-        assert isinstance(raw, psycopg.Connection)
-        complete_sql, complete_fixed = self.rendered(db.engine, _complete_batch(db.tables))
+        complete_sql, complete_fixed = self.rendered(db.engine, _complete_batch(db.tables, plain_only=True))
         then_sql, then_fixed = self.rendered(db.engine, then)
         values = {**complete_fixed, "owner": owners.pop(), "batch": _completion_rows(completions)}
         values["bound"] = _milliseconds(LOCK_BOUND_SECONDS)
+        pooled = db.engine.raw_connection()
         try:
-            with raw.pipeline():
-                done = raw.execute(complete_sql, values)
-                claimed = raw.execute(then_sql, {**then_fixed, **bound(params)})
-            ids, in_batch, batch_ids, steps, workflow_ids = done.fetchone() or ([], [], [], [], [])
-            rows = claimed.fetchall()
+            raw = pooled.driver_connection
+            assert isinstance(raw, psycopg.Connection)
+            try:
+                with raw.pipeline():
+                    done = raw.execute(complete_sql, values)
+                    claimed = raw.execute(then_sql, {**then_fixed, **bound(params)})
+                    raw.commit()
+                row = done.fetchone()
+                rows = claimed.fetchall()
+            except BaseException:
+                raw.rollback()  # nothing of it was committed
+                raise
         except psycopg.Error as exc:  # as every other store call's errors: SQLAlchemy's wrappers
             if is_failover(exc):  # as ``follow_primary`` does for statements SQLAlchemy runs
-                discard_pool(db.engine, conn.connection, exc, str(db.engine.url.database))
+                discard_pool(db.engine, pooled, exc, str(db.engine.url.database))
+            else:
+                pooled.invalidate()
             raise DBAPIError.instance(complete_sql, None, exc, psycopg.Error) from exc
-        applied = Applied()
-        applied.batches.update(dict.fromkeys(ids))
-        applied.batches.update(zip(in_batch, batch_ids, strict=True))
-        if steps:
-            applied.workflows.update(zip(steps, workflow_ids, strict=True))
-        return applied, rows
+        except BaseException:
+            pooled.invalidate()
+            raise
+        finally:
+            pooled.close()
+        return set(row[0] if row else []), rows
 
     # -- wake-ups --------------------------------------------------------------
 
@@ -851,8 +854,14 @@ def _completion_rows(completions: Sequence[Completion]) -> str:
 
 
 @lru_cache(maxsize=64)
-def _complete_batch(tables: Tables) -> TextClause:
+def _complete_batch(tables: Tables, plain_only: bool = False) -> TextClause:
+    """The completion of a batch of one worker's attempts, one statement (``PostgreSQLDriver.complete``).
+
+    ``plain_only``: only jobs in no batch and no workflow, which nothing is settled for: the
+    statement can then commit at once (``complete_alone_then``); the others are left running.
+    """
     jobs, attempts = tables.qualified(tables.jobs), tables.qualified(tables.attempts)
+    plain = " AND j.batch_id IS NULL AND j.workflow_id IS NULL" if plain_only else ""
     # Every value written comes from the Completion (its flags e->8 to e->11): nothing is
     # worked out again here from the outcome or the status.
     return text(
@@ -880,7 +889,7 @@ def _complete_batch(tables: Tables) -> TextClause:
             -- cost 100 ms per batch at 150,000 jobs through the queue. "IS TRUE" keeps the
             -- status test out of any index condition, so the planner cannot pick that scan.
             WHERE j.id = ANY(ARRAY(SELECT id FROM batch)) AND j.id = b.id
-              AND j.lease_owner = b.owner AND j.attempts = b.attempt AND (j.status = 'running') IS TRUE
+              AND j.lease_owner = b.owner AND j.attempts = b.attempt AND (j.status = 'running') IS TRUE{plain}
             RETURNING j.id, j.batch_id, b.attempt, b.owner, j.started_at, b.finished_at, b.outcome, b.error, b.logged,
                       j.workflow_id, j.step
         ), logged AS (
