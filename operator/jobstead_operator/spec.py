@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jobstead import ConfigurationError, InvalidOption, RetryPolicy
-from jobstead.flow import NO_FLOW_CONTROL, FlowControl, RateLimit, SequenceOnFailure
+from jobstead.flow import MAX_CONCURRENCY, NO_FLOW_CONTROL, FlowControl, RateLimit, SequenceOnFailure
 from jobstead.store import CronDefinition
 
 from .reasons import Reason
@@ -129,6 +129,8 @@ class JobHandlerSpec:
             raise SpecError(Reason.INVALID_SPEC, f"spec is missing or has a malformed field: {exc}") from None
         if ":" not in parsed.app:
             raise SpecError(Reason.INVALID_SPEC, f"spec.app must be 'module:attribute', not {parsed.app!r}")
+        if not 1 <= parsed.concurrency <= MAX_CONCURRENCY:
+            raise SpecError(Reason.INVALID_SPEC, f"spec.concurrency must be between 1 and {MAX_CONCURRENCY}")
         if parsed.per_pod_concurrency > parsed.concurrency:
             raise SpecError(Reason.INVALID_SPEC, "spec.perPodConcurrency cannot exceed spec.concurrency")
         if parsed.tenant_concurrency is not None and not 1 <= parsed.tenant_concurrency <= parsed.concurrency:

@@ -44,6 +44,9 @@ RATE_GRAMMAR = 'a whole number, "/" and s, min or h, with no spaces'
 #: A rate is a ring of ``limit`` rows (``rate_slots``), written when its handler is published:
 #: a million rows is seconds of work; more is refused rather than left to stall a start.
 MAX_RATE_LIMIT = 1_000_000
+#: The highest global limit (``concurrency``): N slots are N rows written when the handler is
+#: published, and a claim reads its handler's slots; above this a limit costs more than it spares.
+MAX_CONCURRENCY = 10_000
 #: The longest window: one year, as the JobHandler's ``rateLimit.periodSeconds`` allows.
 MAX_RATE_PERIOD = 31_536_000.0
 #: Shared limit names: stored in a VARCHAR(200) column, like handler names.

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from .collector_pause import collector_paused
 from .deferred import Deferred
 from .errors import ConfigurationError, InvalidArguments, InvalidOption
-from .flow import NO_FLOW_CONTROL, FlowControl
+from .flow import MAX_CONCURRENCY, NO_FLOW_CONTROL, FlowControl
 from .options import AsyncTransaction, JobOptions, SyncTransaction, as_delay
 from .retry import RetryPolicy
 from .signature import HandlerSignature
@@ -84,6 +84,11 @@ class Handler(Generic[P, R]):
                 raise InvalidOption(
                     option,
                     f"must be a whole number of at least 1 (or None for no limit), e.g. {option}=8, not {limit!r}",
+                )
+            if limit is not None and limit > MAX_CONCURRENCY:
+                raise InvalidOption(
+                    option,
+                    f"must be at most {MAX_CONCURRENCY:,} (or None for no limit), e.g. {option}=8, not {limit:,}",
                 )
         if max_attempts < 1:
             raise ConfigurationError(f"handler {name}: max_attempts must be at least 1")

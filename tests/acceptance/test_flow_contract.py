@@ -33,6 +33,10 @@ from tests.conftest import Target
         ({"concurrency": True}, "concurrency"),
         ({"concurrency": 6, "tenant_concurrency": 0}, "tenant_concurrency"),
         ({"concurrency": 6, "tenant_concurrency": -1}, "tenant_concurrency"),
+        # N slot rows at publish: a billion was a billion rows (and more than the column holds)
+        ({"concurrency": 10_001}, "concurrency"),
+        ({"concurrency": 10**9}, "concurrency"),
+        ({"tenant_concurrency": 10**10}, "tenant_concurrency"),
     ],
 )
 def test_a_zero_negative_or_fractional_limit_is_an_invalid_option_and_nothing_is_written(

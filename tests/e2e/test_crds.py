@@ -165,6 +165,7 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("app-without-attribute", resource(JH, app="shop.jobs"), "spec.app", "should match"),
     ("image-empty", resource(JH, image=""), "spec.image", "at least 1"),
     ("concurrency-zero", resource(JH, concurrency=0), "spec.concurrency", "greater than or equal to 1"),
+    ("concurrency-above-maximum", resource(JH, concurrency=10_001), "spec.concurrency", "less than or equal to 10000"),
     ("concurrency-not-a-number", resource(JH, concurrency="ten"), "spec.concurrency", "integer"),
     ("per-pod-zero", resource(JH, perPodConcurrency=0), "spec.perPodConcurrency", "greater than or equal to 1"),
     ("per-pod-above-global", resource(JH, perPodConcurrency=5), "spec.perPodConcurrency", "less than or equal"),

@@ -133,6 +133,7 @@ def test_tenant_concurrency_reaches_the_handler_row() -> None:
     [
         ({"app": "no-colon"}, "InvalidSpec"),
         ({"perPodConcurrency": 11}, "InvalidSpec"),
+        ({"concurrency": 10_001}, "InvalidSpec"),  # as many slot rows at publish: the schema's maximum
         ({"tenantConcurrency": 0}, "InvalidSpec"),
         ({"tenantConcurrency": 11}, "InvalidSpec"),
         ({"minReplicas": 9}, "InvalidSpec"),
