@@ -109,8 +109,11 @@ def test_the_issue_example_runs_every_step_after_its_dependencies_with_their_res
     assert run.status == "succeeded"
     assert stats == WorkflowStats(total=5, succeeded=5)
     ran = seen["ran"]
-    assert ran[0] == "fetch" and set(ran[1:3]) == {"charge", "reserve"} and set(ran) == set(run.steps)
+    # Each step after what it depends on, and nothing more: apologise (after charge alone) may
+    # start before reserve does, when charge ends first (it did, 2 runs in 11, on a busy machine).
+    assert ran[0] == "fetch" and set(ran) == set(run.steps) and len(ran) == len(run.steps)
     assert ran.index("ship") > max(ran.index("charge"), ran.index("reserve"))
+    assert ran.index("apologise") > ran.index("charge")
     assert seen["upstream"]["charge"] == {"fetch": {"order": 42, "total": 10}}
     assert seen["upstream"]["ship"] == {"charge": "charged 10", "reserve": "reserved x"}
     assert seen["failures"]["apologise"] == {}

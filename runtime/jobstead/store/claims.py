@@ -382,22 +382,27 @@ class Claims:
         shape = (queue is not None, False)
 
         def params() -> dict[str, Any]:
-            now = self._clock()
-            given: dict[str, Any] = {
-                "owner": worker_id,
-                "expires": now + timedelta(seconds=lease_seconds),
-                "started": now,
-                "now": now,
-                "handlers": list(handlers),
-                "slot_handler": handlers[0],
-                "limit": limit,
-                "bound_seconds": lease_seconds,
-            }
-            if queue is not None:
-                given["in_queue"] = queue
-            return given
+            given = self._claim_params(worker_id, lease_seconds, handlers, limit, queue)
+            return {**given, "slot_handler": handlers[0], "bound_seconds": lease_seconds}
 
         return self._slotted_alone(shape, in_claim), params
+
+    def _claim_params(
+        self, worker_id: str, lease_seconds: float, handlers: Sequence[str], limit: int, queue: str | None
+    ) -> dict[str, Any]:
+        """What a one-statement claim binds, its time read now: call it once the connection is held."""
+        now = self._clock()
+        given: dict[str, Any] = {
+            "owner": worker_id,
+            "expires": now + timedelta(seconds=lease_seconds),
+            "started": now,
+            "now": now,
+            "handlers": list(handlers),
+            "limit": limit,
+        }
+        if queue is not None:
+            given["in_queue"] = queue
+        return given
 
     def _slotted_found(self, claimer: Claimer, rows: Sequence[Sequence[Any]]) -> list[ClaimedJob] | None:
         """The jobs a ``_slotted_alone`` statement claimed; None if something it read now stands in the
@@ -664,18 +669,7 @@ class Claims:
             shape = (queue is not None, False)
 
             def params(wanted: int = wanted, queue: str | None = queue) -> dict[str, Any]:
-                now = self._clock()
-                given: dict[str, Any] = {
-                    "owner": worker_id,
-                    "expires": now + timedelta(seconds=lease_seconds),
-                    "started": now,
-                    "now": now,
-                    "handlers": list(handlers),
-                    "limit": wanted,
-                }
-                if queue is not None:
-                    given["in_queue"] = queue
-                return given
+                return self._claim_params(worker_id, lease_seconds, handlers, wanted, queue)
 
             rows = yield self._alone(shape), params
             scopes, names = rows[0][0], rows[0][1]

@@ -23,10 +23,11 @@ timed-out, cancelled, lost and released attempts get a row in ``attempts``.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, and_, insert, select, true, update
 
@@ -46,6 +47,8 @@ _LOST_MESSAGES = {
     JobsteadErrorType.LEASE_EXPIRED: "worker {owner} stopped renewing its lease (crashed or stalled)",
     JobsteadErrorType.WORKER_GONE: "worker {owner} ran in pod {host}, which is gone",
 }
+
+T = TypeVar("T")
 
 #: Ids per renewal statement: under every database's limit on a statement's parameters.
 RENEWAL_CHUNK = 10_000
@@ -79,6 +82,17 @@ class HandOff:
     #: Completions committed with the claim in a transaction of their own (``Driver.complete_alone_then``):
     #: written even if the write of the others (in a batch or a workflow) then failed.
     written: set[int] = field(default_factory=set)
+
+
+def _asked_by(hand_off: HandOff, how: Callable[..., T]) -> T:
+    """``how`` (a claim, or its statement) called with what ``hand_off`` asks for."""
+    return how(
+        worker_id=hand_off.worker_id,
+        handlers=hand_off.handlers,
+        queues=hand_off.queues,
+        limit=hand_off.limit,
+        lease_seconds=hand_off.lease_seconds,
+    )
 
 
 class Leases:
@@ -133,14 +147,7 @@ class Leases:
             claimed: list[ClaimedJob] = []
             made = hand_off is not None and (bool(released) or not hand_off.if_released)
             if hand_off is not None and made:
-                claimed = self._claims.claim_in(
-                    conn,
-                    worker_id=hand_off.worker_id,
-                    handlers=hand_off.handlers,
-                    queues=hand_off.queues,
-                    limit=hand_off.limit,
-                    lease_seconds=hand_off.lease_seconds,
-                )
+                claimed = _asked_by(hand_off, partial(self._claims.claim_in, conn))
             self._workflows.wake(conn, released, {job.id for job in claimed})
         if hand_off is not None:
             hand_off.claimed, hand_off.made = claimed, made  # committed
@@ -159,13 +166,7 @@ class Leases:
         """
         if hand_off.if_released or hand_off.ends_steps or any(c.growth is not None for c in completions):
             return None
-        claim = self._claims.hand_off_statement(
-            worker_id=hand_off.worker_id,
-            handlers=hand_off.handlers,
-            queues=hand_off.queues,
-            limit=hand_off.limit,
-            lease_seconds=hand_off.lease_seconds,
-        )
+        claim = _asked_by(hand_off, self._claims.hand_off_statement)
         if claim is None:
             return None
         sent = self._db.driver.complete_alone_then(self._db, completions, *claim)
@@ -174,13 +175,7 @@ class Leases:
         written, rows = sent
         claimed = self._claims.hand_off_found(hand_off.handlers, hand_off.queues, rows)
         if claimed is None:
-            claimed = self._claims.claim(
-                worker_id=hand_off.worker_id,
-                handlers=hand_off.handlers,
-                queues=hand_off.queues,
-                limit=hand_off.limit,
-                lease_seconds=hand_off.lease_seconds,
-            )
+            claimed = _asked_by(hand_off, self._claims.claim)
         hand_off.claimed = claimed
         return written
 

@@ -491,10 +491,7 @@ class PostgreSQLDriver(Driver):
         then_sql, then_fixed = self.rendered(db.engine, then)
         values = {**complete_fixed, "owner": owners.pop(), "batch": _completion_rows(completions)}
         values["bound"] = _milliseconds(LOCK_BOUND_SECONDS)
-        pooled = db.engine.raw_connection()
-        try:
-            raw = pooled.driver_connection
-            assert isinstance(raw, psycopg.Connection)
+        with _pooled_driver(db.engine, complete_sql) as raw:
             try:
                 with raw.pipeline():
                     done = raw.execute(complete_sql, values)
@@ -505,17 +502,6 @@ class PostgreSQLDriver(Driver):
             except BaseException:
                 raw.rollback()  # nothing of it was committed
                 raise
-        except psycopg.Error as exc:  # as every other store call's errors: SQLAlchemy's wrappers
-            if is_failover(exc):  # as ``follow_primary`` does for statements SQLAlchemy runs
-                discard_pool(db.engine, pooled, exc, str(db.engine.url.database))
-            else:
-                pooled.invalidate()
-            raise DBAPIError.instance(complete_sql, None, exc, psycopg.Error) from exc
-        except BaseException:
-            pooled.invalidate()
-            raise
-        finally:
-            pooled.close()
         return set(row[0] if row else []), rows
 
     # -- wake-ups --------------------------------------------------------------
@@ -645,16 +631,29 @@ def _fetch_autocommitted(engine: Engine, sql: str, params: Any) -> list[tuple[An
 
 def _fetch_once(engine: Engine, sql: str, params: Any) -> list[tuple[Any, ...]]:
     """``params`` may be a function, called once the connection is held (``Params``)."""
-    pooled = engine.raw_connection()
-    try:
-        driver = pooled.driver_connection
-        assert driver is not None
+    with _pooled_driver(engine, sql) as driver:
         driver.autocommit = True
         try:
             rows: list[tuple[Any, ...]] = driver.execute(sql, params() if callable(params) else params).fetchall()
             return rows
         finally:
             driver.autocommit = False
+
+
+@contextmanager
+def _pooled_driver(engine: Engine, sql: str) -> Iterator[psycopg.Connection[Any]]:
+    """A pooled connection's psycopg connection, used outside SQLAlchemy's execution.
+
+    Whatever state it is left in by an error, no one else gets it: it is
+    discarded (with the whole pool, on a failover, as ``follow_primary`` does),
+    and the error comes out as SQLAlchemy's wrapper of it (naming ``sql``), like
+    every other store call's.
+    """
+    pooled = engine.raw_connection()
+    try:
+        driver = pooled.driver_connection
+        assert isinstance(driver, psycopg.Connection)
+        yield driver
     except psycopg.Error as exc:
         if is_failover(exc):
             discard_pool(engine, pooled, exc, str(engine.url.database))
