@@ -129,24 +129,23 @@ class JobRunner:
     def may_claim_ahead(self) -> bool:
         """Claim ahead only when no handler of this worker has a limit, a rate or a sequence: for those, a
         completion written is what makes room (``ClaimLoop.room_freed`` claims again then)."""
-        return not self.held_back_handlers()
+        return not any(self._held_back(name) for name in self._handler_names)
 
     def held_back_handlers(self) -> list[str]:
         """This worker's handlers with a limit, a rate or a sequence: those whose jobs a completion
         written may make claimable, where no other handler's can be."""
-        held = []
-        for name in self._handler_names:
-            settings = self.settings.get(name) or self._handlers[name].definition()
-            if (
-                settings.concurrency is not None
-                or settings.tenant_concurrency is not None
-                or settings.flow.concurrency_per_key is not None
-                or settings.flow.rate_limit is not None
-                or settings.flow.rate_limits
-                or settings.flow.sequence_by is not None  # a completion may let a key's next job start
-            ):
-                held.append(name)
-        return held
+        return [name for name in self._handler_names if self._held_back(name)]
+
+    def _held_back(self, name: str) -> bool:
+        settings = self.settings.get(name) or self._handlers[name].definition()
+        return (
+            settings.concurrency is not None
+            or settings.tenant_concurrency is not None
+            or settings.flow.concurrency_per_key is not None
+            or settings.flow.rate_limit is not None
+            or bool(settings.flow.rate_limits)
+            or settings.flow.sequence_by is not None  # a completion may let a key's next job start
+        )
 
     def may_hand_off(self) -> bool:
         """Whether completions may claim the next jobs in their own transaction (``ClaimLoop.hand_off``):
