@@ -15,11 +15,12 @@ import pytest
 from jobstead import App, Worker
 from tests.support.mariadb_server import MariaDBServer
 from tests.support.postgres_server import PostgresServer
+from tests.support.scratch import server_root
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PostgresServer]:
-    server = PostgresServer().start()
+    server = PostgresServer(root=server_root("jobstead-pg-")).start()
     try:
         yield server
     finally:
@@ -33,7 +34,7 @@ def pg_url(pg_server: PostgresServer) -> str:
 
 @pytest.fixture(scope="session")
 def mariadb_server() -> Iterator[MariaDBServer]:
-    server = MariaDBServer().start()
+    server = MariaDBServer(root=server_root("jobstead-mariadb-")).start()
     try:
         yield server
     finally:
