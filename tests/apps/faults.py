@@ -77,8 +77,12 @@ def limited(ms: int, ctx: Context) -> str:
 
 
 @app.handler(max_attempts=50, retry=0)
-def steps(count: int, ms: int, ctx: Context) -> str:
-    """Checkpoints after each step, so a frozen worker's late checkpoint would show."""
+def steps(count: int, ms: int, ctx: Context, until: str | None = None) -> str:
+    """Checkpoints after each step, so a frozen worker's late checkpoint would show.
+
+    ``until``: a file whose appearance ends the work at the next step, so a test
+    that waits on something else need not size ``count`` for the slowest machine.
+    """
     marker = uuid.uuid4().hex
     _record("start", ctx, marker)
     start = int((ctx.checkpoint_data or {}).get("next", 0))
@@ -87,6 +91,8 @@ def steps(count: int, ms: int, ctx: Context) -> str:
             _record("stop", ctx, marker)
             return marker
         ctx.checkpoint({"next": step + 1, "pid": os.getpid(), "marker": marker})
+        if until is not None and Path(until).exists():
+            break
     _record("end", ctx, marker)
     return marker
 

@@ -38,8 +38,10 @@ def test_a_frozen_worker_loses_the_job_stops_it_on_waking_and_keeps_working(
     env = fault_env(postgres_target, spans)
     args = [*WORKER, "--lease-seconds", str(LEASE)]
     app = faults_app(postgres_target)
-    # Long enough to be still running once the other worker is up, however loaded the machine.
-    job = app.get_handler("steps").defer(count=600, ms=50)
+    # Long enough to be still running once the other worker is up, however loaded the machine;
+    # it ends early once the test has seen what it watches for (``finish``).
+    finish = tmp_path / "finish"
+    job = app.get_handler("steps").defer(count=6000, ms=50, until=str(finish))
     frozen = spawn_cli(args, env, tmp_path / "frozen.log")
     taker = None
     try:
@@ -75,6 +77,10 @@ def test_a_frozen_worker_loses_the_job_stops_it_on_waking_and_keeps_working(
                 15,
                 "the woken worker to stop its job",
             )
+            # One more lease of watching, for a late completion or checkpoint of the woken worker.
+            time.sleep(LEASE)
+            assert job.refresh().status is JobStatus.RUNNING, "the job ended before the watch did: make it longer"
+            finish.touch()
             job.wait(120)
         finally:
             watching.set()
