@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from tests.support.mariadb_server import MariaDBServer
 from tests.support.postgres_server import PostgresServer, _demote, pg_bindir
+from tests.support.scratch import server_root
 
 #: The databases ``--database`` (``make chaos CHAOS_DATABASE=...``) takes.
 DATABASES = ("postgresql", "mariadb")
@@ -64,7 +65,7 @@ class PostgreSQL:
     label = "PostgreSQL"
 
     def __init__(self, database: str) -> None:
-        self.server = PostgresServer().start()
+        self.server = PostgresServer(root=server_root("jobstead-pg-")).start()
         self.port = self.server.port
         self._url = self.server.create_database(database)
 
@@ -103,7 +104,7 @@ class MariaDB:
     label = "MariaDB"
 
     def __init__(self, database: str) -> None:
-        self.server = MariaDBServer().start()
+        self.server = MariaDBServer(root=server_root("jobstead-mariadb-")).start()
         self.port = self.server.port
         self._url = self.server.create_database(database)
 

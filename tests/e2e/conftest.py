@@ -31,6 +31,7 @@ from tests.support.controlplane import (
 from tests.support.kubelet import FakeKubelet
 from tests.support.node import image_archives, image_name
 from tests.support.postgres_server import PostgresServer
+from tests.support.scratch import server_root
 
 CRD_DIR = REPO / "crds"
 GROUP, VERSION = "jobstead.io", "v1alpha1"
@@ -99,7 +100,9 @@ def pod_reachable_server(cluster: Cluster) -> PostgresServer:
     """
     assert cluster.node_ip
     pod_network = cluster.node_ip.rsplit(".", 1)[0] + ".0/24"
-    server = PostgresServer(settings=[f"listen_addresses=127.0.0.1,{cluster.node_ip}"])
+    server = PostgresServer(
+        settings=[f"listen_addresses=127.0.0.1,{cluster.node_ip}"], root=server_root("jobstead-pg-")
+    )
     hba = server.root / "pg_hba.conf"
     hba.write_text(f"local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all {pod_network} trust\n")
     server.settings.append(f"hba_file={hba}")

@@ -41,6 +41,7 @@ from tests.multiprocess.test_crash_and_limits import _peak
 from tests.support.controlplane import Cluster
 from tests.support.postgres_server import PostgresServer
 from tests.support.processes import run_cli
+from tests.support.scratch import server_root
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.slow]
 
@@ -83,7 +84,11 @@ def _database(server: PostgresServer, name: str, password: str, host: str | None
 def servers(kube_cluster: Cluster) -> Iterator[dict[str, PostgresServer]]:
     """Two servers; on the local node they listen on its address too, where the worker Pods reach them."""
     started = {
-        key: (pod_reachable_server(kube_cluster) if kube_cluster.node else PostgresServer()).start()
+        key: (
+            pod_reachable_server(kube_cluster)
+            if kube_cluster.node
+            else PostgresServer(root=server_root("jobstead-pg-"))
+        ).start()
         for key in PASSWORDS
     }
     try:

@@ -48,6 +48,7 @@ from tests.multiprocess.test_crash_and_limits import _peak
 from tests.support.controlplane import Cluster
 from tests.support.postgres_server import PostgresServer
 from tests.support.processes import spawn_cli, stop
+from tests.support.scratch import server_root
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.slow]
 
@@ -386,7 +387,7 @@ def test_missing_secret_is_reported_and_other_resources_are_served(
 def test_operator_survives_a_database_outage(
     kube_cluster: Cluster, kube_api: client.ApiClient, jobstead_crds: list[str], namespace: str, tmp_path: Path
 ) -> None:
-    server = PostgresServer().start()
+    server = PostgresServer(root=server_root("jobstead-pg-")).start()
     try:
         url = server.create_database("outage")
         schema = "outage"

@@ -14,6 +14,7 @@ from tests.conftest import Target
 from tests.support.faultproxy import FaultProxy
 from tests.support.pgbouncer import PgBouncer
 from tests.support.postgres_server import PostgresServer
+from tests.support.scratch import server_root
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +84,7 @@ def own_server() -> Iterator[PostgresServer]:
     The role logs in with SCRAM over TCP (a pg_hba line ahead of the trust ones),
     so wrong passwords are real authentication failures.
     """
-    server = PostgresServer().start()
+    server = PostgresServer(root=server_root("jobstead-pg-")).start()
     try:
         done = server._psql("postgres", f"CREATE ROLE {APP_USER} LOGIN SUPERUSER PASSWORD '{APP_PASSWORD}'")
         assert done.returncode == 0, done.stderr

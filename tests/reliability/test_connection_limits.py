@@ -21,6 +21,7 @@ from tests.conftest import Target
 from tests.reliability.conftest import WORKER, fault_env, faults_app
 from tests.support.postgres_server import PostgresServer
 from tests.support.processes import spawn_cli, stop
+from tests.support.scratch import server_root
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -29,7 +30,7 @@ WORKERS = 20
 
 @pytest.fixture(scope="module")
 def small_server() -> Iterator[PostgresServer]:
-    server = PostgresServer(settings=["max_connections=50"]).start()
+    server = PostgresServer(settings=["max_connections=50"], root=server_root("jobstead-pg-")).start()
     try:
         yield server
     finally:

@@ -20,13 +20,14 @@ from tests.conftest import Target
 from tests.reliability.conftest import WORKER, fault_env, faults_app, wait_for
 from tests.support.mariadb_server import MariaDBServer
 from tests.support.processes import spawn_cli, stop
+from tests.support.scratch import server_root
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
 
 
 @pytest.fixture
 def own_mariadb() -> Iterator[MariaDBServer]:
-    server = MariaDBServer().start()
+    server = MariaDBServer(root=server_root("jobstead-mariadb-")).start()
     try:
         yield server
     finally:

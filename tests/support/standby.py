@@ -32,6 +32,7 @@ from pathlib import Path
 
 from .pgbouncer import PgBouncer
 from .postgres_server import PostgresServer, pg_bindir
+from .scratch import server_root
 
 #: What replication needs on top of the test server's defaults.
 REPLICATION_SETTINGS = [
@@ -59,7 +60,9 @@ class ReplicatedPair:
     def start(self) -> ReplicatedPair:
         # Not durable (fsync off: the test machine's page cache outlives a kill -9), but every
         # commit waits for the standby: synchronous_commit=on overrides the test default.
-        self.primary = PostgresServer(settings=[*REPLICATION_SETTINGS, *self.settings])
+        self.primary = PostgresServer(
+            settings=[*REPLICATION_SETTINGS, *self.settings], root=server_root("jobstead-pg-")
+        )
         self.primary.start()
         if self.synchronous:
             # ALTER SYSTEM, not a command-line setting: the roles swap and it must be changeable.
@@ -195,7 +198,7 @@ class ReplicatedPair:
     # -- making a standby --------------------------------------------------------
 
     def _standby_of(self, primary: PostgresServer, port: int | None = None) -> PostgresServer:
-        standby = PostgresServer(settings=[*REPLICATION_SETTINGS, *self.settings])
+        standby = PostgresServer(settings=[*REPLICATION_SETTINGS, *self.settings], root=server_root("jobstead-pg-"))
         if port is not None:
             standby.port = port
         backup = standby._run(
