@@ -17,6 +17,9 @@ from tests.support.mariadb_server import MariaDBServer
 from tests.support.postgres_server import PostgresServer
 from tests.support.scratch import server_root
 
+#: The session's Kubernetes cluster, one for the e2e and the dashboard tests alike.
+pytest_plugins = ["tests.support.kube_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PostgresServer]:

@@ -20,15 +20,12 @@ from kubernetes import client
 from jobstead import App
 from jobstead.dashboard.cluster import Cluster, HandlerScaling
 from tests.conftest import Target
-from tests.e2e.conftest import jobstead_crds, kube_api, kube_cluster, namespace
 from tests.support.controlplane import Cluster as ControlPlaneCluster
 from tests.support.processes import REPO, run_cli
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
-
-__all__ = ["jobstead_crds", "kube_api", "kube_cluster", "namespace"]  # fixtures of the e2e suite, reused
 
 GROUP, VERSION = "jobstead.io", "v1alpha1"
 CHART = REPO / "charts" / "jobstead"

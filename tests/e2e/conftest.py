@@ -1,95 +1,26 @@
-"""Fixtures for tests against a real Kubernetes API: the local control plane, our CRDs, namespaces.
+"""Fixtures for tests against a real Kubernetes API: worker Pods, the chart's operator, a PostgreSQL Pods reach.
 
-One control plane per test session (about 10 s to start), torn down in the
-finalizer whatever the tests did; its workdir (logs, kubeconfig) is kept when a
-test failed, and its path printed. Set ``JOBSTEAD_E2E_NODE=1`` to give it a real
-node (containerd and a kubelet, ``make e2e-node``), or ``JOBSTEAD_E2E_KUBECONFIG``
-to run the same tests against another cluster instead (kind, where Docker exists).
+The cluster itself (``kube_cluster``, ``kube_api``, ``jobstead_crds``,
+``namespace``) comes from ``tests/support/kube_fixtures.py``, a plugin of the
+root conftest, so the dashboard's tests share the session's one control plane.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Generator, Iterator
-from pathlib import Path
 
 import pytest
 from kubernetes import client
 
 from tests.e2e.chart_operator import ChartOperator
 from tests.e2e.pods import HARNESS_IMAGE, WorkerPods
-from tests.support.controlplane import (
-    REPO,
-    Cluster,
-    ControlPlane,
-    ControlPlaneError,
-    binary_dir,
-    remove_workdir,
-    session_workdir,
-)
+from tests.support.controlplane import Cluster
 from tests.support.kubelet import FakeKubelet
 from tests.support.node import image_archives, image_name
 from tests.support.postgres_server import PostgresServer
 from tests.support.scratch import server_root
 
-CRD_DIR = REPO / "crds"
 GROUP, VERSION = "jobstead.io", "v1alpha1"
-
-
-@pytest.fixture(scope="session")
-def kube_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    """The Kubernetes API of this session: kubeconfig, server URL, ``api_client()``, ``kubectl()``."""
-    try:
-        bindir: Path | None = binary_dir()
-    except ControlPlaneError as exc:
-        bindir = None
-        reason = str(exc)
-    external = os.environ.get("JOBSTEAD_E2E_KUBECONFIG")
-    if external:
-        yield Cluster.from_kubeconfig(Path(external), bindir)
-        return
-    if bindir is None:
-        pytest.fail(reason, pytrace=False)
-
-    workdir = session_workdir()
-    plane = ControlPlane(workdir, bindir=bindir, node=os.environ.get("JOBSTEAD_E2E_NODE") == "1")
-    cluster = plane.start()
-    try:
-        yield cluster
-    finally:
-        plane.stop()
-        if request.session.testsfailed:
-            print(f"\ncontrol plane logs kept in {workdir / 'logs'}")
-        else:
-            remove_workdir(workdir)
-
-
-@pytest.fixture(scope="session")
-def kube_api(kube_cluster: Cluster) -> Iterator[client.ApiClient]:
-    """One admin ApiClient shared by the session's tests."""
-    with kube_cluster.api_client() as api:
-        yield api
-
-
-@pytest.fixture(scope="session")
-def jobstead_crds(kube_cluster: Cluster) -> list[str]:
-    """Install crds/ the way a user would (kubectl apply) and wait until they are served."""
-    kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
-    names = kube_cluster.kubectl("get", "-f", str(CRD_DIR), "-o", "name").stdout.split()
-    kube_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
-    return names
-
-
-@pytest.fixture
-def namespace(kube_cluster: Cluster, kube_api: client.ApiClient) -> Iterator[str]:
-    """A namespace of this test's own, ready for Pods (its default ServiceAccount exists)."""
-    name = f"e2e-{uuid.uuid4().hex[:10]}"
-    core = client.CoreV1Api(kube_api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    kube_cluster.wait_for_service_account(name)
-    yield name
-    core.delete_namespace(name)
 
 
 def pod_reachable_server(cluster: Cluster) -> PostgresServer:
