@@ -17,8 +17,8 @@ from tests.support.mariadb_server import MariaDBServer
 from tests.support.postgres_server import PostgresServer
 from tests.support.scratch import server_root
 
-#: The session's Kubernetes cluster, one for the e2e and the dashboard tests alike.
-pytest_plugins = ["tests.support.kube_fixtures"]
+#: The session's Kubernetes cluster, one for the e2e and the dashboard tests alike; bytecode its children share.
+pytest_plugins = ["tests.support.kube_fixtures", "tests.support.bytecode"]
 
 
 @pytest.fixture(scope="session")
