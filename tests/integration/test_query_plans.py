@@ -69,7 +69,7 @@ def busy_app(postgres_target: Target) -> Iterator[App]:
 
 def _plan_of(app: App, run: Any, starts: str, url: str) -> str:
     """EXPLAIN the statement starting with ``starts`` that ``run()`` sends, with its parameters."""
-    sent: list[tuple[str, Any]] = []
+    sent: list[tuple[str, Any]] = []  # parameters: a mapping (SQLAlchemy's), or positional ($n: rows_alone's)
 
     def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
         sent.append((statement, parameters))
@@ -78,9 +78,9 @@ def _plan_of(app: App, run: Any, starts: str, url: str) -> str:
     rows_alone = driver.rows_alone
 
     def capture_alone(engine: Any, statement: Any, params: Any) -> Any:
-        sql, fixed = driver.rendered(engine, statement)  # type: ignore[attr-defined]  # PostgreSQL's
+        raw = driver.rendered(engine, statement)  # type: ignore[attr-defined]  # PostgreSQL's
         values = params() if callable(params) else params  # a claim's: read when its connection is held
-        sent.append((sql, {**fixed, **values}))
+        sent.append((raw.sql, raw.values(values)))
         return rows_alone(engine, statement, values)
 
     event.listen(app.store.db.engine, "before_cursor_execute", capture)
@@ -92,7 +92,8 @@ def _plan_of(app: App, run: Any, starts: str, url: str) -> str:
         del driver.rows_alone
     statement, parameters = next((s, p) for s, p in sent if s.lstrip().startswith(starts))
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
-        plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + statement, parameters))
+        cursor = psycopg.RawCursor(conn) if isinstance(parameters, list) else conn.cursor()
+        plan = "\n".join(row[0] for row in cursor.execute("EXPLAIN " + statement, parameters))
         conn.rollback()
     return plan
 
@@ -142,16 +143,17 @@ class PreparedClaim:
     def __init__(self, app: App, url: str) -> None:
         store = app.store
         driver = store.db.driver
-        self.sql, fixed = driver.rendered(store.db.engine, store.claims._alone((False, False)))  # type: ignore[attr-defined]
+        raw = driver.rendered(store.db.engine, store.claims._alone((False, False)))  # type: ignore[attr-defined]
+        self.sql = raw.sql
         now = store.clock()
-        self.params = {**fixed, "owner": "w", "expires": now, "started": now, "now": now, "limit": 10}
-        self.params["handlers"] = ["h"]
+        params = {"owner": "w", "expires": now, "started": now, "now": now, "limit": 10, "handlers": ["h"]}
+        self.params = raw.values(params)
         self.conn = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
         self.conn.execute("SET plan_cache_mode = force_generic_plan")
 
     def prepare(self) -> None:
         for _ in range(6):  # psycopg prepares a statement on its 5th execution
-            self.conn.execute(self.sql, self.params, prepare=True)
+            psycopg.RawCursor(self.conn).execute(self.sql, self.params, prepare=True)
 
     def cached_plan(self) -> str:
         name, n = self.conn.execute(
