@@ -228,3 +228,30 @@ def test_a_role_that_does_not_own_the_table_leaves_its_statistics_to_autovacuum(
             conn.exec_driver_sql(f"DROP OWNED BY {role}")
             conn.exec_driver_sql(f"DROP ROLE {role}")
         app.close()
+
+
+def test_the_workflow_edges_outgrowing_their_statistics_are_analyzed_too(postgres_target: Target) -> None:
+    """A workflow of thousands of steps adds twice as many edges at once; planned on the statistics
+    of a near-empty edges table, a fan-in's count-down hashed a scan of every edge at each completion."""
+    app = _app_with_handler(postgres_target)
+    h = app.get_handler("h")
+    store = app.store
+    edges_table = store.tables.qualified(store.tables.workflow_edges)
+    with store.db.engine.begin() as conn:
+        conn.exec_driver_sql(f"ALTER TABLE {edges_table} SET (autovacuum_enabled = false)")  # no analyze but ours
+    wf = app.workflow("fan")
+    wf.add("root", h.job(n=0))
+    for i in range(3000):
+        wf.add(f"leaf-{i}", h.job(n=i), after=["root"])
+    wf.add("sink", h.job(n=0), after=[f"leaf-{i}" for i in range(3000)])
+    wf.defer()
+
+    def recorded_rows() -> float:
+        with store.db.engine.connect() as conn:
+            rows = conn.exec_driver_sql(f"SELECT reltuples FROM pg_class WHERE oid = '{edges_table}'::regclass")
+            return float(rows.scalar() or 0)
+
+    assert recorded_rows() < 0  # never analyzed
+    assert store.refresh_planner_statistics() is True
+    assert recorded_rows() == 6000
+    app.close()

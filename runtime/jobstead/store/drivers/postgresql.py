@@ -70,6 +70,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.sql.selectable import NamedFromClause
+from sqlalchemy.types import TypeEngine
 
 from ...errors import ConfigurationError
 from ..new_jobs import option_key
@@ -296,6 +298,11 @@ class PostgreSQLDriver(Driver):
         # = ANY(array): one statement text whatever the list's length, so nothing is rendered
         # again per execution (an expanding IN is) and the server plans it once.
         return column == any_(bindparam(name, type_=ARRAY(column.type)))
+
+    def bound_list_rows(self, name: str, type_: TypeEngine[Any]) -> NamedFromClause | None:
+        # unnest(array): a function's rows are estimated at a few, so a join from them goes
+        # through the other side's index; the planner cannot see how many the array holds.
+        return func.unnest(bindparam(name, type_=ARRAY(type_))).table_valued("value").render_derived(name=name)
 
     def bound_locks(self, conn: Connection, seconds: float) -> None:
         conn.execute(_BOUND_LOCKS, {"ms": _milliseconds(seconds)})
