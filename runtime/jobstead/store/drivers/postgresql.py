@@ -28,6 +28,7 @@ and given up, once, with one log line: polling alone still runs every job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import json.scanner
 import logging
@@ -511,7 +512,10 @@ class PostgreSQLDriver(Driver):
                 row = done.fetchone()
                 rows = claimed.fetchall()
             except BaseException:
-                raw.rollback()  # nothing of it was committed
+                # Nothing of it was committed. A rollback that fails too (the connection is gone)
+                # must not stand in for the error that says why: the connection is discarded anyway.
+                with contextlib.suppress(psycopg.Error):
+                    raw.rollback()
                 raise
         return set(row[0] if row else []), rows
 
