@@ -213,6 +213,8 @@ class ClaimLoop:
         if self._released:  # ``run`` is over: nobody starts them
             await runner.release_buffered()
             return
+        if not self._stopping:  # at once: through ``run`` they waited for two more turns of the loop
+            self._started_since += runner.start_buffered()
         now = time.monotonic()
         if len(jobs) < hand_off.limit:
             self._found_short_at = now
