@@ -69,7 +69,7 @@ def busy_app(postgres_target: Target) -> Iterator[App]:
 
 def _plan_of(app: App, run: Any, starts: str, url: str) -> str:
     """EXPLAIN the statement starting with ``starts`` that ``run()`` sends, with its parameters."""
-    sent: list[tuple[str, Any]] = []
+    sent: list[tuple[str, Any]] = []  # parameters: a mapping (SQLAlchemy's), or positional ($n: rows_alone's)
 
     def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
         sent.append((statement, parameters))
@@ -78,9 +78,9 @@ def _plan_of(app: App, run: Any, starts: str, url: str) -> str:
     rows_alone = driver.rows_alone
 
     def capture_alone(engine: Any, statement: Any, params: Any) -> Any:
-        sql, fixed = driver.rendered(engine, statement)  # type: ignore[attr-defined]  # PostgreSQL's
+        raw = driver.rendered(engine, statement)  # type: ignore[attr-defined]  # PostgreSQL's
         values = params() if callable(params) else params  # a claim's: read when its connection is held
-        sent.append((sql, {**fixed, **values}))
+        sent.append((raw.sql, raw.values(values)))
         return rows_alone(engine, statement, values)
 
     event.listen(app.store.db.engine, "before_cursor_execute", capture)
@@ -92,7 +92,8 @@ def _plan_of(app: App, run: Any, starts: str, url: str) -> str:
         del driver.rows_alone
     statement, parameters = next((s, p) for s, p in sent if s.lstrip().startswith(starts))
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
-        plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + statement, parameters))
+        cursor = psycopg.RawCursor(conn) if isinstance(parameters, list) else conn.cursor()
+        plan = "\n".join(row[0] for row in cursor.execute("EXPLAIN " + statement, parameters))
         conn.rollback()
     return plan
 
@@ -142,16 +143,17 @@ class PreparedClaim:
     def __init__(self, app: App, url: str) -> None:
         store = app.store
         driver = store.db.driver
-        self.sql, fixed = driver.rendered(store.db.engine, store.claims._alone((False, False)))  # type: ignore[attr-defined]
+        raw = driver.rendered(store.db.engine, store.claims._alone((False, False)))  # type: ignore[attr-defined]
+        self.sql = raw.sql
         now = store.clock()
-        self.params = {**fixed, "owner": "w", "expires": now, "started": now, "now": now, "limit": 10}
-        self.params["handlers"] = ["h"]
+        params = {"owner": "w", "expires": now, "started": now, "now": now, "limit": 10, "handlers": ["h"]}
+        self.params = raw.values(params)
         self.conn = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
         self.conn.execute("SET plan_cache_mode = force_generic_plan")
 
     def prepare(self) -> None:
         for _ in range(6):  # psycopg prepares a statement on its 5th execution
-            self.conn.execute(self.sql, self.params, prepare=True)
+            psycopg.RawCursor(self.conn).execute(self.sql, self.params, prepare=True)
 
     def cached_plan(self) -> str:
         name, n = self.conn.execute(
@@ -226,3 +228,30 @@ def test_a_role_that_does_not_own_the_table_leaves_its_statistics_to_autovacuum(
             conn.exec_driver_sql(f"DROP OWNED BY {role}")
             conn.exec_driver_sql(f"DROP ROLE {role}")
         app.close()
+
+
+def test_the_workflow_edges_outgrowing_their_statistics_are_analyzed_too(postgres_target: Target) -> None:
+    """A workflow of thousands of steps adds twice as many edges at once; planned on the statistics
+    of a near-empty edges table, a fan-in's count-down hashed a scan of every edge at each completion."""
+    app = _app_with_handler(postgres_target)
+    h = app.get_handler("h")
+    store = app.store
+    edges_table = store.tables.qualified(store.tables.workflow_edges)
+    with store.db.engine.begin() as conn:
+        conn.exec_driver_sql(f"ALTER TABLE {edges_table} SET (autovacuum_enabled = false)")  # no analyze but ours
+    wf = app.workflow("fan")
+    wf.add("root", h.job(n=0))
+    for i in range(3000):
+        wf.add(f"leaf-{i}", h.job(n=i), after=["root"])
+    wf.add("sink", h.job(n=0), after=[f"leaf-{i}" for i in range(3000)])
+    wf.defer()
+
+    def recorded_rows() -> float:
+        with store.db.engine.connect() as conn:
+            rows = conn.exec_driver_sql(f"SELECT reltuples FROM pg_class WHERE oid = '{edges_table}'::regclass")
+            return float(rows.scalar() or 0)
+
+    assert recorded_rows() < 0  # never analyzed
+    assert store.refresh_planner_statistics() is True
+    assert recorded_rows() == 6000
+    app.close()

@@ -32,13 +32,15 @@ from psycopg.types.json import set_json_loads
 from sqlalchemy import Select
 from sqlalchemy.exc import DBAPIError
 
+from .raw_statements import RawStatement
+
 logger = logging.getLogger("jobstead.store")
 
 #: After a refused connection, how long ``usable`` says no before trying again.
 REFUSED_FOR = 5.0
 
-#: How a statement is sent: its SQL, and the values its literals bind.
-Render = Callable[[Select[Any]], tuple[str, dict[str, Any]]]
+#: How a statement is sent (``raw_statements``).
+Render = Callable[[Select[Any]], RawStatement]
 
 
 class AsyncAlone:
@@ -88,15 +90,16 @@ class AsyncAlone:
     ) -> Sequence[Sequence[Any]]:
         """The rows of ``statement``, run as a transaction of its own (see ``Driver.rows_alone``);
         a function for ``params`` is called once the connection is open (``Params``)."""
-        sql, fixed = self._render(statement)
+        raw = self._render(statement)
         try:
             conn = self._conn if self._conn is not None and not self._conn.closed else await self._connect()
-            cursor = await conn.execute(sql, {**fixed, **(params() if callable(params) else params)})
+            cursor = psycopg.AsyncRawCursor(conn)
+            await cursor.execute(raw.sql, raw.values(params() if callable(params) else params))
             rows: list[tuple[Any, ...]] = await cursor.fetchall()
             return rows
         except psycopg.Error as exc:
             await self.close()
-            raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
+            raise DBAPIError.instance(raw.sql, None, exc, psycopg.Error) from exc
         except BaseException:
             await self.close()  # cancelled mid-statement: its state is unknown
             raise

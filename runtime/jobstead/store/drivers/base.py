@@ -36,6 +36,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import URL
+from sqlalchemy.sql.selectable import NamedFromClause
+from sqlalchemy.types import TypeEngine
 
 from ..records import Completion, JobRecord, NewJob
 from ..rows import job_record, new_job_values
@@ -237,6 +239,12 @@ class Driver:
     def in_bound_list(self, column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
         """``column`` is one of the values of the list bound as ``name`` at execution."""
         return column.in_(bindparam(name, expanding=True))
+
+    def bound_list_rows(self, name: str, type_: TypeEngine[Any]) -> NamedFromClause | None:
+        """The list bound as ``name`` at execution as rows of one column, ``value``, to join from, and
+        an ``UPDATE ... RETURNING`` may join them (``UPDATE ... FROM``); None where either is not
+        offered (``Workflows._count_down_statement`` then counts per row)."""
+        return None
 
     def id_in(self, column: ColumnElement[Any], ids: Select[Any]) -> ColumnElement[bool]:
         """``column`` is one of the ids the subquery ``ids`` selects."""
