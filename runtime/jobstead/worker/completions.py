@@ -71,6 +71,10 @@ class CompletionWriter:
         #: How many writes are in flight beside the one ``run`` awaits (``_write_alongside``), and their tasks.
         self._alongside = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Set while ``run`` awaits a write with a hand-off: completions added meanwhile may go beside it.
+        self._serving = False
+        #: A ``_send_alongside`` is scheduled on the loop already (one per turn of the loop is enough).
+        self._soon = False
         self._backoff = Backoff(0.05, 5.0)
         self._closing = False
         #: Called after each batch is written: the running count in the database just dropped.
@@ -104,6 +108,10 @@ class CompletionWriter:
         self._pending.append(completion)
         self._idle.clear()
         self._ready.set()
+        if self._serving and not self._soon:
+            # On the loop's next turn: the job's task has left its slot by then (``JobRunner``).
+            self._soon = True
+            asyncio.get_running_loop().call_soon(self._send_soon)
 
     async def run(self) -> None:
         backoff = self._backoff
@@ -123,8 +131,12 @@ class CompletionWriter:
                         lost = await asyncio.to_thread(self._store.leases.complete, batch)
                     elif hand_off.if_released:  # steps' hand-off alone: no room to claim for alongside
                         lost = await asyncio.to_thread(self._store.leases.complete, batch, hand_off)
-                    else:
-                        lost = await self._beside(asyncio.to_thread(self._store.leases.complete, batch, hand_off))
+                    else:  # completions that end meanwhile may go beside it (``_send_alongside``)
+                        self._serving = True
+                        try:
+                            lost = await asyncio.to_thread(self._store.leases.complete, batch, hand_off)
+                        finally:
+                            self._serving = False
                 except Exception as exc:
                     if hand_off is not None and self._handed is not None:  # rolled back with the writes
                         await self._handed(hand_off, time.monotonic() - sent_at, False, False)
@@ -160,22 +172,14 @@ class CompletionWriter:
             if self._closing:
                 return
 
-    async def _beside(self, write: Awaitable[set[int]]) -> set[int]:
-        """``write`` (with a hand-off), awaited while the completions that come meanwhile go in writes
-        of their own beside it (``_write_alongside``)."""
-        writing = asyncio.ensure_future(write)
-        while True:
-            self._ready.clear()
+    def _send_soon(self) -> None:
+        self._soon = False
+        if self._serving:
             self._send_alongside()
-            woken = asyncio.ensure_future(self._ready.wait())
-            await asyncio.wait((writing, woken), return_when=asyncio.FIRST_COMPLETED)
-            if writing.done():
-                woken.cancel()
-                return writing.result()
 
     def _send_alongside(self) -> None:
-        """Write the pending completions of jobs in no batch and no workflow beside the writes in flight,
-        if the claim loop has a hand-off for them (room it may claim for), and no write is failing."""
+        """Write the pending completions of jobs in no batch and no workflow beside the write ``run``
+        awaits, if the claim loop has a hand-off for them (room it may claim for), and no write is failing."""
         if self._alongside >= ALONGSIDE or self._backoff.failing or not self._pending:
             return
         settling = self._settling
@@ -219,6 +223,8 @@ class CompletionWriter:
         finally:
             self._alongside -= 1
             self._ready.set()  # ``run`` goes on: the next write, or idle once none is in flight
+            if self._serving:  # what ended while this one was in flight, beside the write ``run`` awaits
+                self._send_alongside()
 
     async def drain(self) -> None:
         """Wait until everything queued so far is written (or given up on at shutdown)."""
