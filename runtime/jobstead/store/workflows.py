@@ -37,6 +37,7 @@ per (workflow, event) in ``workflow_events``, under its primary key).
 from __future__ import annotations
 
 import builtins
+import re
 import threading
 import unicodedata
 import weakref
@@ -48,6 +49,7 @@ from functools import partial
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Integer,
     RowMapping,
@@ -522,7 +524,7 @@ class Workflows:
         now = bindparam("now", type_=jobs.c.run_at.type)
         due = and_(jobs.c.run_at <= now, or_(jobs.c.release_delay.is_(None), jobs.c.release_delay <= 0))
         released = case((due, release_status(True).value), else_=release_status(False).value)
-        counts = edges.c.on_failure.in_(rules)
+        counts = _one_of(edges.c.on_failure, rules)
         # "IS TRUE" keeps the status test out of any index condition: through the primary key
         # only, never a scan of every blocked step of every workflow (the status index's offer).
         blocked = (jobs.c.status == JobStatus.BLOCKED.value).is_(true())
@@ -634,7 +636,7 @@ class Workflows:
                 .where(
                     self._db.driver.in_bound_list(jobs.c.workflow_id, "workflows"),
                     jobs.c.step.is_not(None),
-                    jobs.c.status.in_(sorted(s.value for s in ended_badly)),
+                    _one_of(jobs.c.status, sorted(s.value for s in ended_badly)),
                 )
                 .group_by(jobs.c.workflow_id, jobs.c.status)
             ),
@@ -1140,3 +1142,15 @@ def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
 
 
 __all__ = ["Workflows", "check_name", "check_steps", "find_cycle"]
+
+
+def _one_of(column: ColumnElement[str], values: Iterable[str]) -> ColumnElement[bool]:
+    """``column IN ('a', 'b')`` with our own constants (rules, statuses) in the statement's text.
+
+    An IN of a Python list is an expanding parameter, rendered into the text again at every
+    execution: in the count-down and the finish of every completion of a step, under the
+    workflow's lock.
+    """
+    listed = list(values)
+    assert all(re.fullmatch(r"[a-z_]+", v) for v in listed), listed  # constants, never input
+    return column.in_([literal_column(f"'{v}'") for v in listed])
