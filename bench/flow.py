@@ -45,12 +45,16 @@ class FlowJobstead(Jobstead):
         flow: dict[str, Any] | None = None,
         keys: int = 0,
         pause: float = 0.0,
+        pause_spread: float = 0.0,
     ) -> None:
         super().__init__(url, limit=limit)
         self.flow = flow or {}
         self.keys = keys
         #: Seconds each job waits (``noop``'s ``pause``): 0, a no-op job.
         self.pause = pause
+        #: The pauses spread evenly over ``pause`` +/- ``pause_spread`` seconds (the same mean): jobs
+        #: that end at different times, as real jobs do, not all of a claim's together.
+        self.pause_spread = pause_spread
 
     async def open(self) -> None:
         self._app = build_app(self.url, limit=self.limit, flow=self.flow)
@@ -61,9 +65,15 @@ class FlowJobstead(Jobstead):
         if not self.keys and not self.pause:
             await super().defer_bulk(n)
             return
-        paused = {"pause": self.pause} if self.pause else {}
         keyed = [{"key": f"k{i % self.keys}"} for i in range(self.keys)] if self.keys else [{}]
-        self._noop.defer_many([{"t": 0.0, **paused, **keyed[i % len(keyed)]} for i in range(n)])
+        self._noop.defer_many([{"t": 0.0, **self._paused(i), **keyed[i % len(keyed)]} for i in range(n)])
+
+    def _paused(self, i: int) -> dict[str, float]:
+        """Job ``i``'s ``pause`` argument, if it has one: 101 steps across the spread, in a shuffled order."""
+        if not self.pause:
+            return {}
+        step = (i * 37) % 101  # 37 is prime to 101: each step once per 101 jobs, neighbours far apart
+        return {"pause": self.pause + self.pause_spread * (step / 50 - 1)}
 
     def worker_options(self) -> list[str]:
         return super().worker_options() + (["--flow", json.dumps(self.flow)] if self.flow else [])
@@ -101,6 +111,12 @@ def _controls(rate_jobs: int) -> list[Control]:
         Control(
             "global limit 8, 10 ms jobs (vs the 800/s it allows)",
             lambda url: FlowJobstead(url, limit=8, pause=0.01),
+            jobs=4000,
+            allowed=800,
+        ),
+        Control(
+            "global limit 8, 5-15 ms jobs (vs the 800/s it allows)",
+            lambda url: FlowJobstead(url, limit=8, pause=0.01, pause_spread=0.005),
             jobs=4000,
             allowed=800,
         ),

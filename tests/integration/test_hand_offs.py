@@ -12,19 +12,25 @@
   the rest could take nothing, and ran beside every completion write.
 * Never where a claim would wait on a lock: a worker serving a handler with a
   limit per key hands nothing off, workflow steps or not.
+* Under a global limit, writes may go beside each other (each with its own
+  hand-off; ``tests/integration/test_writes_alongside.py``), and what their
+  hand-offs ask for together stays within the free slots; without a limit,
+  one write at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
 
-from jobstead import App
+from jobstead import App, JobStatus
 from jobstead.store import Completion, HandOff, Store
 from jobstead.store.claims import Claims
 from jobstead.store.leases import Leases
@@ -267,3 +273,72 @@ def test_a_batch_finished_by_writes_sent_with_their_claim_settles_once(
     assert sorted(events) == ["finish", "success"] and batch.status == "succeeded"
     if app.store.db.driver.one_statement_claim:
         assert together, "no completion went with its hand-off's claim"
+
+
+@pytest.fixture
+def in_flight(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[int, int]]]:
+    """(completion writes in flight, jobs their hand-offs ask for together) as each write starts."""
+    seen: list[tuple[int, int]] = []
+    now = [0, 0]
+    lock = threading.Lock()
+    complete = Leases.complete
+
+    def recorded(self: Leases, completions: Sequence[Completion], hand_off: HandOff | None = None) -> Any:
+        asked = hand_off.limit if hand_off is not None else 0
+        with lock:
+            now[0] += 1
+            now[1] += asked
+            seen.append((now[0], now[1]))
+        try:
+            return complete(self, completions, hand_off)
+        finally:
+            with lock:
+                now[0] -= 1
+                now[1] -= asked
+
+    monkeypatch.setattr(Leases, "complete", recorded)
+    yield seen
+
+
+def test_writes_beside_each_other_never_ask_for_more_than_the_limit_together(
+    make_app: Callable[..., App],
+    running_worker: Callable[..., contextlib.AbstractContextManager[Worker]],
+    in_flight: list[tuple[int, int]],
+) -> None:
+    """Jobs of a global limit of 3 ending at staggered times: each end may get a write of its own beside
+    the others (``CompletionWriter``), and what they ask for together stays within the slots free."""
+    app = make_app()
+
+    @app.handler(concurrency=3)
+    async def limited(pause: float) -> None:
+        await asyncio.sleep(pause)
+
+    rng = random.Random(34)
+    jobs = limited.defer_many([{"pause": rng.uniform(0.002, 0.02)} for _ in range(150)])
+    with running_worker(app, concurrency=20, poll_interval=5.0):
+        for job in jobs:
+            app.get_job(job.id).wait(timeout=60)
+    assert in_flight and max(asked for _, asked in in_flight) <= 3, in_flight
+    records = [app.store.queries.get_job(job.id) for job in jobs]
+    assert all(r is not None and r.status is JobStatus.SUCCEEDED and r.attempts == 1 for r in records)
+
+
+def test_without_a_limit_one_write_is_in_flight_at_a_time(
+    make_app: Callable[..., App],
+    running_worker: Callable[..., contextlib.AbstractContextManager[Worker]],
+    in_flight: list[tuple[int, int]],
+) -> None:
+    """No hand-off, no write beside another: the completions that end during a write go together in the next."""
+    app = make_app()
+
+    @app.handler
+    async def free(pause: float) -> None:
+        await asyncio.sleep(pause)
+
+    rng = random.Random(34)
+    jobs = free.defer_many([{"pause": rng.uniform(0.0, 0.01)} for _ in range(300)])
+    with running_worker(app, concurrency=20):
+        for job in jobs:
+            app.get_job(job.id).wait(timeout=60)
+    assert in_flight and max(writes for writes, _ in in_flight) == 1, in_flight
+    assert len(in_flight) < len(jobs), "several completions per write"

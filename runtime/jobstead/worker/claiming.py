@@ -85,8 +85,10 @@ class ClaimLoop:
         #: Jobs started since the pace was last fed, and when that was.
         self._started_since = 0
         self._observed_at = time.monotonic()
-        #: Jobs asked for by the completion write in flight (``hand_off``).
+        #: Jobs asked for by the completion writes in flight (``hand_off``), together.
         self._handing = 0
+        #: When a claim or a hand-off last came back with fewer jobs than it asked for (monotonic).
+        self._found_short_at = 0.0
         #: Since when this worker's writes have handed its slots on (None: the last one did not).
         self._handing_since: float | None = None
         #: Set once ``run`` hands its buffered jobs back: a hand-off after that is handed back too.
@@ -110,12 +112,12 @@ class ClaimLoop:
         if not self._runner.may_claim_ahead():
             self._wake.set()
 
-    def hand_off(self, completions: Sequence[Completion] = ()) -> HandOff | None:
+    def hand_off(self, completions: Sequence[Completion] = (), alongside: bool = False) -> HandOff | None:
         """The claim a completion write about to start should make in its transaction, if any.
 
         Only where the claim waits on no lock (``JobRunner.claims_wait_on_no_lock``),
-        never once stopping, and for the free slots no claim in flight has asked
-        for yet; and only where the write is what makes the work claimable:
+        never once stopping, and for the free slots no claim or hand-off in flight
+        has asked for yet; and only where the write is what makes the work claimable:
 
         * completions make room (``JobRunner.may_hand_off``: a global limit, a
           rate or a sequence);
@@ -129,12 +131,16 @@ class ClaimLoop:
           MariaDB, a worker that does not listen) they would otherwise wait
           for the next poll.
 
+        ``alongside``: the write would go beside others in flight (``CompletionWriter``), so
+        only for room: its completions end no step. Several hand-offs may be in flight at
+        once; each asks only for slots the others did not (``_handing``).
+
         Not for one write per poll interval: its slots go to whoever claims first.
         """
         runner = self._runner
         releasing = runner.note_releasing(completions)
         handing = runner.may_hand_off()
-        if self._stopping or self._handing or not (handing or releasing):
+        if self._stopping or not (handing or releasing) or (alongside and not handing):
             return None
         if not runner.claims_wait_on_no_lock():
             return None
@@ -142,15 +148,17 @@ class ClaimLoop:
         if self._handing_since is None:
             self._handing_since = now
         elif now - self._handing_since >= self._poll_interval:
+            if alongside:  # the next write that is not alongside frees its slots for whoever claims first
+                return None
             # Once a poll interval, this write only frees its slots, for whoever claims first: a
             # worker serving other queues (higher priorities) or idle would never get one otherwise.
             self._handing_since = None
             return None
-        in_flight = self._asked if self._claim is not None else 0
+        in_flight = (self._asked if self._claim is not None else 0) + self._handing
         want = self._room() - len(runner.buffered) - in_flight
         if want <= 0:
             return None
-        self._handing = want
+        self._handing += want
         handlers = self._handlers
         if handing and not releasing and self._idle_until is not None and not self._wake.is_set():
             # The last claim found nothing of the other handlers, and nothing was deferred since (no
@@ -175,7 +183,7 @@ class ClaimLoop:
         room = runner.room_under_limits()
         return free if room is None else min(free, room + len(runner.buffered))
 
-    async def handed(self, hand_off: HandOff, took: float, written: bool) -> None:
+    async def handed(self, hand_off: HandOff, took: float, written: bool, alongside: bool = False) -> None:
         """A completion write with a hand-off is back: its jobs are buffered as a claim's are.
 
         Not ``written`` and not ``made``: the claim rolled back with it; the writer tries again.
@@ -183,9 +191,13 @@ class ClaimLoop:
         claim before a wake-up or the poll interval. One that took all it
         asked claims again, unless a claim in flight asked for the rest:
         otherwise that claim, come back empty, was claimed again at once, and
-        a claim that found nothing ran beside every write.
+        a claim that found nothing ran beside every write; nor if such a claim
+        (or hand-off) came back short since this one was sent: it told already.
+        Nor does one that went ``alongside`` another write: it asked only for
+        what the others left (often its own slot alone), and the write that
+        asked for the rest tells; a claim beside each of them found nothing.
         """
-        self._handing = 0
+        self._handing -= hand_off.limit
         if not hand_off.made:  # rolled back, or the write released no step: a write like any other
             if written:
                 self.room_freed()
@@ -201,13 +213,20 @@ class ClaimLoop:
         if self._released:  # ``run`` is over: nobody starts them
             await runner.release_buffered()
             return
+        if not self._stopping:  # at once: through ``run`` they waited for two more turns of the loop
+            self._started_since += runner.start_buffered()
+        now = time.monotonic()
+        if len(jobs) < hand_off.limit:
+            self._found_short_at = now
         if len(jobs) < hand_off.limit and not self._wake.is_set() and self._idle_until is None:
             self._idle_until = self._loop.time() + self._poll_interval
             room_at = self._store.claims.rate_room_at(self._handlers, self._queues)
             if room_at is not None:
                 wait = (room_at - self._store.clock()).total_seconds()
                 self._idle_until = min(self._idle_until, self._loop.time() + max(wait, 0.0))
-        elif len(jobs) >= hand_off.limit and self._claim is None:
+        elif (
+            len(jobs) >= hand_off.limit and self._claim is None and not alongside and self._found_short_at < now - took
+        ):
             # All it asked for: there may be more. Not while a claim is in flight: that claim
             # asked for the rest and tells (an empty one idles the loop, as it should).
             self._wake.set()
@@ -277,7 +296,7 @@ class ClaimLoop:
         runner = self._runner
         if runner.completions_unwritten() and runner.may_hand_off():
             return
-        free = self._room() - self._handing  # a completion write in flight asked for those
+        free = self._room() - self._handing  # the completion writes in flight asked for those
         buffered = len(runner.buffered)
         ahead = self._pace.ahead if runner.may_claim_ahead() else 0
         if free > buffered or (ahead and buffered <= ahead // 2):
@@ -318,6 +337,8 @@ class ClaimLoop:
         self._observed_at, self._started_since = now, 0
         # after the claim returned: a renewal read before has no claim of these
         self._runner.buffer(jobs, time.monotonic())
+        if len(jobs) < self._asked:
+            self._found_short_at = now
         if len(jobs) < self._asked and not self._wake.is_set():
             self._idle_until = self._loop.time() + self._poll_interval
             room_at = self._store.claims.rate_room_at(self._handlers, self._queues)

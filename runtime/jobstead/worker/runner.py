@@ -488,4 +488,5 @@ class JobRunner:
             )
         if job.workflow_id is not None:
             self._steps_ending.add(job.id)
-        self._writer.add(completion)
+        # A batch or a workflow is settled by its completion's write: never one beside another (``CompletionWriter``).
+        self._writer.add(completion, settles=job.batch_id is not None or job.workflow_id is not None)

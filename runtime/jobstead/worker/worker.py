@@ -305,13 +305,13 @@ class Worker:
         if self._claims is not None:
             self._claims.room_freed()
 
-    def _hand_off(self, completions: Sequence[Completion]) -> HandOff | None:
+    def _hand_off(self, completions: Sequence[Completion], alongside: bool) -> HandOff | None:
         """The claim a completion write makes in its transaction (the claim loop decides)."""
-        return self._claims.hand_off(completions) if self._claims is not None else None
+        return self._claims.hand_off(completions, alongside) if self._claims is not None else None
 
-    async def _handed(self, hand_off: HandOff, took: float, written: bool) -> None:
+    async def _handed(self, hand_off: HandOff, took: float, written: bool, alongside: bool) -> None:
         if self._claims is not None:
-            await self._claims.handed(hand_off, took, written)
+            await self._claims.handed(hand_off, took, written, alongside)
 
     def _report_from_thread(self, report: LeaseReport, renewed_at: float) -> None:
         loop, runner = self._loop, self._runner
