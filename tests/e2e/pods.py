@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,9 +54,14 @@ class WorkerPods:
         container whose Pod still exists: that new worker could claim the job
         its predecessor lost, and lose it again when the deletion reaches it
         (the operator releases what a Pod holds when it goes, not what a
-        worker claims after). A dead node restarts nothing, so the Pod is
-        deleted first and its worker killed right after, before the kubelet's
-        SIGTERM could let it hand its jobs back.
+        worker claims after). Deleting the Pod first did not close that: a
+        force deletion reaches the kubelet later, and a container killed
+        meanwhile was restarted (``lost, lost, succeeded``). So the worker is
+        frozen first (SIGSTOP: it does nothing more, as on a dead node, and a
+        stopped container is not restarted), the Pod deleted, and the worker
+        killed once the kubelet has begun to stop the container (its SIGTERM
+        is pending: the kubelet knows the Pod is gone and restarts nothing; a
+        stopped process hands nothing back), or after 20 s at most.
         """
         if self.harness:
             pod = next(p for p in self.harness.running() if p.namespace == namespace and p.name == name)
@@ -67,12 +73,27 @@ class WorkerPods:
         container_id = container["containerID"].split("://", 1)[1]
         pids = container_pids(container_id)
         assert pids, f"no process of container {container_id} on this machine"
-        self._delete_now(namespace, name)
         for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        self._delete_now(namespace, name)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(_terminating(pid) for pid in pids):
+            time.sleep(0.1)
+        for pid in container_pids(container_id):
             os.kill(pid, signal.SIGKILL)
 
     def _delete_now(self, namespace: str, name: str) -> None:
         self.cluster.kubectl("delete", "pod", name, "-n", namespace, "--grace-period=0", "--force", "--wait=false")
+
+
+def _terminating(pid: int) -> bool:
+    """Whether a SIGTERM waits for the (stopped) process, or it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    pending = next((line.split()[1] for line in status.splitlines() if line.startswith("ShdPnd:")), "0")
+    return bool(int(pending, 16) & (1 << (signal.SIGTERM - 1)))
 
 
 def container_pids(container_id: str) -> list[int]:
