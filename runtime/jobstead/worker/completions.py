@@ -140,13 +140,7 @@ class CompletionWriter:
                 except Exception as exc:
                     if hand_off is not None and self._handed is not None:  # rolled back with the writes
                         await self._handed(hand_off, time.monotonic() - sent_at, False, False)
-                    self._writing -= len(batch)
-                    WORKER_METRICS.database_errors.labels(operation="complete").inc()
-                    if hand_off is not None and hand_off.written:  # committed before the failure
-                        batch = [c for c in batch if c.job_id not in hand_off.written]
-                    self._pending[:0] = batch
-                    delay, _ = backoff.failed()
-                    log_failure(logger, f"writing {len(batch)} completion(s)", exc, backoff, delay)
+                    delay = self._requeue(batch, hand_off, exc)
                     await asyncio.sleep(delay)
                     if self._closing and delay >= backoff.cap:
                         logger.error(
@@ -207,13 +201,7 @@ class CompletionWriter:
                 lost = await asyncio.to_thread(self._store.leases.complete, batch, hand_off)
             except Exception as exc:
                 await self._handed(hand_off, time.monotonic() - sent_at, False, True)  # rolled back with the writes
-                self._writing -= len(batch)
-                WORKER_METRICS.database_errors.labels(operation="complete").inc()
-                if hand_off.written:  # committed before the failure
-                    batch = [c for c in batch if c.job_id not in hand_off.written]
-                self._pending[:0] = batch
-                delay, _ = self._backoff.failed()
-                log_failure(logger, f"writing {len(batch)} completion(s)", exc, self._backoff, delay)
+                self._requeue(batch, hand_off, exc)
                 return
             self._writing -= len(batch)
             if self._backoff.succeeded():
@@ -225,6 +213,18 @@ class CompletionWriter:
             self._ready.set()  # ``run`` goes on: the next write, or idle once none is in flight
             if self._serving:  # what ended while this one was in flight, beside the write ``run`` awaits
                 self._send_alongside()
+
+    def _requeue(self, batch: list[Completion], hand_off: HandOff | None, exc: Exception) -> float:
+        """A write of ``batch`` failed: its completions not committed before the failure
+        (``HandOff.written``) go back to the front of the queue; returns the delay to back off."""
+        self._writing -= len(batch)
+        WORKER_METRICS.database_errors.labels(operation="complete").inc()
+        if hand_off is not None and hand_off.written:  # committed before the failure
+            batch = [c for c in batch if c.job_id not in hand_off.written]
+        self._pending[:0] = batch
+        delay, _ = self._backoff.failed()
+        log_failure(logger, f"writing {len(batch)} completion(s)", exc, self._backoff, delay)
+        return delay
 
     async def drain(self) -> None:
         """Wait until everything queued so far is written (or given up on at shutdown)."""
