@@ -23,8 +23,8 @@ from ..clock import Clock
 from ..metrics.worker import deferred
 from .database import Database
 from .new_jobs import DEFAULT_PRIORITY, DEFAULT_QUEUE, JobDefaults, share_options
-from .records import JobRecord, NewJob
-from .rows import flow_control, job_record, new_job_values
+from .records import JobRecord, NewJob, evolve
+from .rows import flow_control, job_record, new_job_values, sent_record
 from .tables import CRON_FIRE_PREDICATE, LIVE_KEY_PREDICATE
 
 
@@ -59,6 +59,31 @@ class Enqueuer:
                 records = self._insert(conn, jobs)
         deferred((j.handler, j.queue) for j in jobs)
         return records
+
+    def insert_workflow(
+        self,
+        workflow: dict[str, Any],
+        steps: Sequence[NewJob],
+        edges: Sequence[tuple[str, str, str]],
+        now: datetime,
+        connection: Connection | None,
+    ) -> tuple[int, list[JobRecord]] | None:
+        """A new workflow and its steps and edges in one statement (``Driver.insert_workflow``), in
+        ``connection``'s transaction or alone; its id and its steps' records, in ``steps``' order.
+
+        None where the driver has no such statement, or a trace is being recorded (``insert``
+        makes the steps' spans): the caller then writes them one table at a time.
+        """
+        if tracing.ENABLED and tracing.active():
+            return None
+        written = self._db.driver.insert_workflow(self._db, connection, workflow, steps, edges, now)
+        if written is None:
+            return None
+        workflow_id, ids = written
+        deferred((j.handler, j.queue) for j in steps)
+        return workflow_id, [
+            sent_record(ids[str(job.step)], evolve(job, workflow_id=workflow_id), now) for job in steps
+        ]
 
     def insert_fire(self, conn: Connection, job: NewJob, now: datetime | None = None) -> JobRecord | None:
         """The job of one cron fire, or None when that fire already has its job.

@@ -182,10 +182,43 @@ class Workflows:
         unknown = set(given) - set(WORKFLOW_EVENTS)
         if unknown:
             raise InvalidArguments(f"unknown workflow event(s) {sorted(unknown)}: use {', '.join(WORKFLOW_EVENTS)}")
+        if steps:
+            at_once = self._create_at_once(connection, name, steps, tenant, metadata, given)
+            if at_once is not None:
+                return at_once
         if connection is not None:
             return self._create(connection, name, steps, tenant, metadata, given)
         with self.counted(self._db.engine.begin()) as conn:
             return self._create(conn, name, steps, tenant, metadata, given)
+
+    def _create_at_once(
+        self,
+        conn: Connection | None,
+        name: str,
+        steps: Sequence[NewStep],
+        tenant: str | None,
+        metadata: dict[str, Any] | None,
+        continuations: dict[str, NewJob],
+    ) -> WorkflowRecord | None:
+        """``_create`` as one statement where the driver offers it (``Enqueuer.insert_workflow``):
+        without ``conn``, in a transaction of its own. None: not written; ``_create`` does it."""
+        now = self._clock()
+        row = {
+            "name": name,
+            "tenant": tenant,
+            "metadata": metadata,
+            "status": "active",
+            "continuations": {event: stored(job) for event, job in continuations.items()},
+            "unfinished": len(steps),
+            "created_at": now,
+        }
+        edges = [(parent, step.name, step.on_upstream_failure.value) for step in steps for parent in step.after]
+        # A stand-in workflow id: the statement writes the real one (``insert_workflow``).
+        written = self._enqueuer.insert_workflow(row, self._step_jobs(0, tenant, steps), edges, now, conn)
+        if written is None:
+            return None
+        workflow_id, records = written
+        return self._new_record(workflow_id, name, tenant, metadata, steps, records, continuations, now)
 
     def _create(
         self,
@@ -217,9 +250,24 @@ class Workflows:
         if not steps:  # an empty workflow is done at once
             self._finish_if_done(conn, [dict(self._lock(conn, workflow_id))], ())
             return self._get(conn, workflow_id)
+        listed = [records[step.name] for step in steps]
+        return self._new_record(workflow_id, name, tenant, metadata, steps, listed, continuations, now)
+
+    @staticmethod
+    def _new_record(
+        workflow_id: int,
+        name: str,
+        tenant: str | None,
+        metadata: dict[str, Any] | None,
+        steps: Sequence[NewStep],
+        records: Sequence[JobRecord],
+        continuations: Mapping[str, NewJob],
+        now: datetime,
+    ) -> WorkflowRecord:
+        """A workflow just written, from what was sent (``records``: its steps' jobs, in ``steps``' order)."""
         by_name = {
-            step.name: StepRecord(step.name, records[step.name].id, records[step.name].status, list(step.after), None)
-            for step in steps
+            step.name: StepRecord(step.name, record.id, record.status, list(step.after), None)
+            for step, record in zip(steps, records, strict=True)
         }
         return WorkflowRecord(
             id=workflow_id,
@@ -245,18 +293,7 @@ class Workflows:
         waiting: Mapping[str, int] | None = None,
     ) -> dict[str, JobRecord]:
         """Insert ``steps`` (blocked while they wait) and their edges; return the new steps' records by name."""
-        jobs = [
-            evolve(
-                step.job,
-                workflow_id=workflow_id,
-                step=step.name,
-                waiting=len(step.after),
-                tenant=tenant if tenant is not None else step.job.tenant,
-            )
-            for step in steps
-        ]
-        if waiting is not None:
-            jobs = [evolve(job, waiting=waiting[step.name]) for job, step in zip(jobs, steps, strict=True)]
+        jobs = self._step_jobs(workflow_id, tenant, steps, waiting)
         records = self._enqueuer.insert(jobs, connection=conn) if jobs else []
         written = {step.name: record for step, record in zip(steps, records, strict=True)}
         ids = {name: record.id for name, record in written.items()}
@@ -273,6 +310,22 @@ class Workflows:
         ]
         self._db.driver.insert_many(conn, self._db.tables.workflow_edges, edges)
         return written
+
+    @staticmethod
+    def _step_jobs(
+        workflow_id: int, tenant: str | None, steps: Sequence[NewStep], waiting: Mapping[str, int] | None = None
+    ) -> list[NewJob]:
+        """The jobs of ``steps``: each waits for its parents (or as ``waiting`` says), in the workflow's tenant."""
+        return [
+            evolve(
+                step.job,
+                workflow_id=workflow_id,
+                step=step.name,
+                waiting=len(step.after) if waiting is None else waiting[step.name],
+                tenant=tenant if tenant is not None else step.job.tenant,
+            )
+            for step in steps
+        ]
 
     # -- settling: the exactly-once part ---------------------------------------------------
 

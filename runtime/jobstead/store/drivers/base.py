@@ -310,6 +310,21 @@ class Driver:
         self.notify(conn, db.tables.notify_channel, sorted({j.queue for j in jobs}))
         return records
 
+    def insert_workflow(
+        self,
+        db: Database,
+        conn: Connection | None,
+        workflow: dict[str, Any],
+        steps: Sequence[NewJob],
+        edges: Sequence[tuple[str, str, str]],
+        now: datetime,
+    ) -> tuple[int, dict[str, int]] | None:
+        """A new workflow's row (``workflow``: its columns), its ``steps`` and ``edges`` (parent
+        step, child step, rule) as one statement, in ``conn``'s transaction or autocommitted on
+        its own (atomic all the same); its id and each step's job id, by name, and its queues
+        woken. None where the database cannot (``Workflows.create`` then writes them one by one)."""
+        return None
+
     def insert_many(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
         """Insert ``rows`` (all with the same keys) in ``conn``'s transaction; nothing returned."""
         if rows:
