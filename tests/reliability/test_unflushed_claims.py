@@ -22,7 +22,7 @@ import pytest
 
 from jobstead import App
 from jobstead.status import AttemptOutcome, JobStatus
-from jobstead.store import ClaimedJob, Completion, NewJob, Store
+from jobstead.store import ClaimedJob, Completion, HandOff, NewJob, Store
 from tests.conftest import worker_thread
 from tests.support.postgres_server import PostgresServer
 
@@ -155,3 +155,26 @@ def test_a_completion_flushes_its_claim_with_it(durable_server: PostgresServer, 
     store.db.engine.dispose()  # the pool's connections died with the backends
     job = store.queries.get_job(claimed.id)
     assert job is not None and (job.status, job.attempts) == (JobStatus.SUCCEEDED, 1)
+
+
+def test_a_hand_off_claimed_in_one_statement_waits_for_the_flush_with_its_completion(
+    durable_server: PostgresServer, stilled: tuple[Store, int]
+) -> None:
+    """A claimer nothing stands in the way of hands off in one statement inside the completion's
+    transaction (``Claims.claim_in``): that statement must not turn the completion's commit into
+    one that skips the flush, as the claim's own does."""
+    store, _ = stilled
+    [claimed] = _claim(store)  # the first claim: nothing in the way, so the next are one statement
+    store.enqueue.insert([NewJob(handler="work", args={}, queue="default")])  # flushes the claim
+    hand_off = HandOff("w1", ["work"], None, 1, 300)
+    finished = Completion(
+        job_id=claimed.id,
+        owner="w1",
+        attempt=claimed.attempts,
+        outcome=AttemptOutcome.SUCCEEDED,
+        status=JobStatus.SUCCEEDED,
+        finished_at=store.clock(),
+    )
+    assert store.leases.complete([finished], hand_off) == set()
+    assert hand_off.made and len(hand_off.claimed) == 1
+    assert _unflushed_bytes(durable_server) == 0, "the completion's commit skipped its flush"

@@ -336,12 +336,25 @@ class Claims:
         The jobs the caller just finished no longer run as this transaction
         sees them, so the slots they held are free to it, and to no other
         claimer before it commits: a worker that has work keeps its slots.
-        Always the full claim (pauses, limits, rates, queue order), and its
-        commit waits for the flush as the caller's does.
+        The full claim (pauses, limits, rates, queue order), and its commit
+        waits for the flush as the caller's does. For a claimer nothing stood
+        in the way of (``_clear``), the claim as ``_alone`` makes it, reading
+        the pauses and limits as it claims: one round trip instead of two in
+        the completion's transaction (a workflow step's, releasing the next),
+        each a millisecond or more on a loaded machine.
         """
         if limit <= 0 or not handlers:
             return []
         claimer: Claimer = (tuple(handlers), None if queues is None else tuple(queues))
+        if claimer in self._clear:
+            steps = self._alone_steps(claimer, worker_id, limit, lease_seconds, in_claim=True)
+            try:
+                statement, params = next(steps)
+                while True:
+                    statement, params = steps.send(conn.execute(statement, params()).all())
+            except StopIteration as done:
+                claimed: list[ClaimedJob] = done.value
+                return claimed
         if claimer in self._slotted_clear:
             statement, params = self._slotted_alone_statement(claimer, worker_id, limit, lease_seconds, in_claim=True)
             found = self._slotted_found(claimer, conn.execute(statement, params()).all())
@@ -647,7 +660,7 @@ class Claims:
             return claimed
 
     def _alone_steps(
-        self, claimer: Claimer, worker_id: str, limit: int, lease_seconds: float
+        self, claimer: Claimer, worker_id: str, limit: int, lease_seconds: float, *, in_claim: bool = False
     ) -> Generator[tuple[Select[Any], Callable[[], dict[str, Any]]], Sequence[Sequence[Any]], list[ClaimedJob]]:
         """The claim as one autocommitted statement per queue, for a claimer nothing stood in the way of.
 
@@ -659,6 +672,7 @@ class Claims:
         same steps run on a thread (``_claim_alone``) or on an event loop
         (``claim_async``). The parameters are a function, called once the
         statement's connection is held: the claim's time is read then.
+        ``in_claim``: inside a completion's transaction (``claim_in``).
         """
         handlers, queues = claimer
         claimed: list[ClaimedJob] = []
@@ -669,9 +683,10 @@ class Claims:
             shape = (queue is not None, False)
 
             def params(wanted: int = wanted, queue: str | None = queue) -> dict[str, Any]:
-                return self._claim_params(worker_id, lease_seconds, handlers, wanted, queue)
+                given = self._claim_params(worker_id, lease_seconds, handlers, wanted, queue)
+                return {**given, "bound_seconds": lease_seconds} if in_claim else given
 
-            rows = yield self._alone(shape), params
+            rows = yield self._alone(shape, in_claim), params
             scopes, names = rows[0][0], rows[0][1]
             claimed += self._jobs(row[2:] for row in rows if row[2] is not None)
             if scopes and concerns(list(zip(scopes, names, strict=True)), handlers, queues):
@@ -680,14 +695,17 @@ class Claims:
         claimed.sort(key=lambda j: (-j.priority, j.run_at, j.id))
         return claimed
 
-    def _alone(self, shape: tuple[bool, bool]) -> Select[Any]:
+    def _alone(self, shape: tuple[bool, bool], in_claim: bool = False) -> Select[Any]:
         """``WITH blocked AS (pauses, limits), claimed AS (UPDATE ... unless blocked RETURNING ...)``:
-        one row per claimed job, each with what blocks claims (one row with no job if none was claimed)."""
-        stmt = self._statements.get(("alone", shape))
+        one row per claimed job, each with what blocks claims (one row with no job if none was claimed).
+
+        ``in_claim``: run inside a completion's transaction (a hand-off, ``claim_in``): its commit
+        waits for the flush, and its locks are bounded like a claim's (``_blocked``)."""
+        stmt = self._statements.get(("alone", shape, in_claim))
         if stmt is None:
             jobs = self._db.tables.jobs
             c = jobs.c
-            blocked = self._blocked_select(with_bound=False).cte("blocked")
+            blocked = self._blocked_select(with_bound=in_claim, unflushed=not in_claim).cte("blocked")
             scope, name = blocked.c[0], blocked.c[1]
             not_blocked = ~exists().where(
                 or_(
@@ -701,9 +719,8 @@ class Claims:
                 select(func.array_agg(scope)).scalar_subquery().label("scopes"),
                 select(func.array_agg(name)).scalar_subquery().label("names"),
             ).subquery("head")
-            stmt = self._statements[("alone", shape)] = select(head.c.scopes, head.c.names, *claimed.c).select_from(
-                head.outerjoin(claimed, true())
-            )
+            stmt = select(head.c.scopes, head.c.names, *claimed.c).select_from(head.outerjoin(claimed, true()))
+            self._statements[("alone", shape, in_claim)] = stmt
         return stmt
 
     def _blocked(
