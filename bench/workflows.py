@@ -5,7 +5,11 @@
   ``started_at`` minus the parent's ``finished_at``, both stamped by the
   workers' clocks on this one machine (the parent's is taken in its
   completion's transaction, the child's by the claim that took it). Targets:
-  p50 < 10 ms, p99 < 30 ms.
+  p50 < 10 ms, p99 < 30 ms. Measured with one worker process per core (as a
+  deployment runs them), then again with ``processes`` (4) on the same
+  cores: on a 2-core machine the 4 workers, the server and the deferring
+  app want about as much CPU as there is at this rate, and that row
+  measures the wait for a core more than the release.
 * **A chain** of 1,000 no-op steps, from the first step's start to the last
   step's end (target < 10 s).
 * **Fan-out then fan-in**: one step, 10,000 after it, one after all of them;
@@ -270,18 +274,38 @@ def defer_big(app: App, sizes: Sizes) -> dict[str, float]:
     return {"steps": sizes.deferred, "seconds": seconds}
 
 
+def per_core(sizes: Sizes) -> int:
+    """Worker processes for the release latency: one per core, at most ``sizes.processes``."""
+    return max(1, min(sizes.processes, os.cpu_count() or 1))
+
+
 def measure(url: str, sizes: Sizes, say: Callable[[str], None] = print, *, only: str | None = None) -> dict[str, Any]:
     """Every figure on the database at ``url`` (a fresh one): a dict for the report.
 
-    ``only="release"``: the release latency alone.
+    ``only="release"``: the release latency alone (both rows).
     """
     app = build_app(url)
     app.store  # noqa: B018 - migrate and publish the handlers before the workers start
     results: dict[str, Any] = {"sizes": asdict(sizes)}
+    cores = per_core(sizes)
+    if cores < sizes.processes:
+        workers = Workers(url, cores)
+        try:
+            say(
+                f"workflows: release latency at {sizes.rate:.0f} workflows/s for {sizes.seconds:.0f} s, "
+                f"{cores} processes"
+            )
+            results["release"] = {**release_latency(app, sizes), "processes": cores}
+        finally:
+            workers.stop()
     workers = Workers(url, sizes.processes)
     try:
-        say(f"workflows: release latency at {sizes.rate:.0f} workflows/s for {sizes.seconds:.0f} s")
-        results["release"] = release_latency(app, sizes)
+        say(
+            f"workflows: release latency at {sizes.rate:.0f} workflows/s for {sizes.seconds:.0f} s, "
+            f"{sizes.processes} processes"
+        )
+        crowded = {**release_latency(app, sizes), "processes": sizes.processes}
+        results["release" if cores >= sizes.processes else "release_crowded"] = crowded
         if only == "release":
             app.close()
             return results
@@ -304,13 +328,22 @@ def render(results: dict[str, Any]) -> list[str]:
     r, c, f, p, d = (results[k] for k in ("release", "chain", "fan", "plain", "defer"))
     n = results["sizes"]["processes"]
     ratio = f["per_s"] / p["per_s"]
+    crowded = results.get("release_crowded")
     return [
         "",
         "| Workflows (`bench/workflows.py`) | measured | target |",
         "|---|--:|---|",
         f"| Release latency p50, parent's end to child's start, {r['offered_per_s']:.0f} workflows/s "
-        f"({r['workflows']:,}) | {r['p50_ms']:.1f} ms | < 10 ms |",
+        f"({r['workflows']:,}), {r.get('processes', n)} processes (one per core) | {r['p50_ms']:.1f} ms | < 10 ms |",
         f"| Release latency p99 | {r['p99_ms']:.1f} ms | < 30 ms |",
+        *(
+            [
+                f"| Release latency p50 / p99, {crowded['processes']} processes on the same cores "
+                f"| {crowded['p50_ms']:.1f} / {crowded['p99_ms']:.1f} ms | |"
+            ]
+            if crowded
+            else []
+        ),
         f"| A chain of {c['steps']:,} no-op steps, first start to last end | {c['seconds']:.2f} s | < 10 s |",
         f"| Fan-out of {f['steps'] - 2:,} then fan-in of one, {n} processes | {f['per_s']:,.0f} steps/s "
         f"({ratio:.2f}x the plain drain) | >= 0.5x |",
@@ -343,12 +376,15 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         server.cleanup()
     if args.only == "release":
-        r = results["release"]
-        print(
-            f"release latency at {r['offered_per_s']:.0f} workflows/s ({r['workflows']:,}), "
-            f"{sizes.processes} processes: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms"
-        )
-        print(json.dumps(r))
+        for key in ("release", "release_crowded"):
+            if key in results:
+                r = results[key]
+                print(
+                    f"release latency at {r['offered_per_s']:.0f} workflows/s ({r['workflows']:,}), "
+                    f"{r['processes']} processes: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+                    f"max {r['max_ms']:.1f} ms"
+                )
+        print(json.dumps(results["release"]))
         return
     print("\n".join(render(results)))
 
