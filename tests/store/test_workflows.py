@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import event, select
@@ -529,6 +530,34 @@ def test_listing_by_name_tenant_and_status(store: Store) -> None:
     assert [r.id for r in store.workflows.list(tenant="acme", limit=1, offset=1)] == [a]
     light = store.workflows.list(name="diamond", steps=False)[0]
     assert light.steps == {} and light.stats == WorkflowStats(total=4, blocked=3, queued=1)
+
+
+def test_a_workflow_is_deferred_in_one_statement_on_postgresql(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workflow, steps, edges and wake-up together (``Driver.insert_workflow``): the defer was six
+    round trips, and the deferring app's CPU beside the workers cost them their release latency."""
+    if store.db.driver.backend != "postgresql":
+        pytest.skip("one statement for all of it is PostgreSQL's (data-modifying CTEs)")
+    sent: list[str] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement)
+
+    raw_execute = psycopg.RawCursor.execute  # statements sent past SQLAlchemy count too
+
+    def capture_raw(cursor: psycopg.RawCursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query))
+        return raw_execute(cursor, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.RawCursor, "execute", capture_raw)
+    event.listen(store.db.engine, "before_cursor_execute", capture)
+    try:
+        workflow_id = diamond(store)
+    finally:
+        event.remove(store.db.engine, "before_cursor_execute", capture)
+    assert len(sent) == 1, sent
+    run = store.workflows.get(workflow_id)
+    assert {name: s.after for name, s in run.steps.items()} == {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
+    assert run.stats.queued == 1 and run.stats.blocked == 3
 
 
 def test_a_completion_outside_a_workflow_runs_no_statement_more(store: Store) -> None:
