@@ -34,6 +34,7 @@ from jobstead import App, JobStatus
 from jobstead.store import Completion, HandOff, Store
 from jobstead.store.claims import Claims
 from jobstead.store.leases import Leases
+from jobstead.worker.claiming import ClaimLoop
 from jobstead.worker.worker import Worker
 
 #: No wake-ups and one claim per 30 s at most: only a hand-off starts a released step in time.
@@ -88,13 +89,31 @@ def test_a_step_released_by_a_completion_is_claimed_in_its_transaction(
     assert [kind for kind, _ in asked].count("hand-off") >= 2
 
 
+def _idle(claims: ClaimLoop) -> bool:
+    """No claim in flight, and waiting for a wake-up: what its last claim found was all there was."""
+    return claims._claim is None and claims._idle_until is not None and not claims._wake.is_set()
+
+
 def test_a_listening_worker_claims_the_steps_its_completions_release_in_their_transaction(
     app: App,
     running_worker: Callable[..., contextlib.AbstractContextManager[Worker]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Where NOTIFYs wake the claim loop too: before, the released steps were left to the claim a
-    NOTIFY woke in every worker process; now the write that releases them takes them."""
+    NOTIFY woke in every worker process; now the write that releases them takes them.
+
+    The workflow is deferred once the worker listens and its claim loop is idle: the claim the
+    listener's first wake-up sends ("anything may be waiting") asks for every free slot, and a
+    completion while it is in flight rightly leaves the released steps to it. Deferred before
+    the worker started, on a loaded machine the listener connected as the parent ended."""
+    loops: list[ClaimLoop] = []
+    notified = ClaimLoop.notified
+
+    def noted(self: ClaimLoop, queue: str) -> None:
+        loops.append(self)
+        notified(self, queue)
+
+    monkeypatch.setattr(ClaimLoop, "notified", noted)
     handed: list[int] = []
     complete = Leases.complete
 
@@ -114,8 +133,16 @@ def test_a_listening_worker_claims_the_steps_its_completions_release_in_their_tr
     wf.add("parent", step.job())
     wf.add("child", step.job(), after=["parent"])
     wf.add("grandchild", step.job(), after=["child"])
-    run = wf.defer()
+    listens = app.store.supports_listen
+    run = None if listens else wf.defer()  # without wake-ups (polling): the worker's first claim takes it
     with running_worker(app, concurrency=4, listen=True, poll_interval=30.0):
+        if listens:
+            deadline = time.monotonic() + 30
+            while not (loops and _idle(loops[0])):  # woken by the listener, and that claim is back
+                assert time.monotonic() < deadline, "the worker's listener never woke its claim loop"
+                time.sleep(0.01)
+            run = wf.defer()
+        assert run is not None
         run.wait(timeout=15)
     assert run.status == "succeeded"
     assert {run.steps["child"].job_id, run.steps["grandchild"].job_id} <= set(handed), handed
