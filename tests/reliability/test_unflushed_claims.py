@@ -78,6 +78,18 @@ def _claim(store: Store) -> list[ClaimedJob]:
     return store.claims.claim(worker_id="w1", handlers=["work"], queues=None, limit=1, lease_seconds=300)
 
 
+def _succeeded(store: Store, claimed: ClaimedJob) -> Completion:
+    """``claimed``'s successful attempt, by the worker ``_claim`` claims for."""
+    return Completion(
+        job_id=claimed.id,
+        owner="w1",
+        attempt=claimed.attempts,
+        outcome=AttemptOutcome.SUCCEEDED,
+        status=JobStatus.SUCCEEDED,
+        finished_at=store.clock(),
+    )
+
+
 @pytest.fixture
 def stilled(durable_server: PostgresServer) -> Iterator[tuple[Store, int]]:
     """A migrated store on the durable server with one job deferred, and the WAL writer stopped."""
@@ -141,14 +153,7 @@ def test_a_crash_before_the_flush_gives_the_job_back_and_a_worker_runs_it_once(
 def test_a_completion_flushes_its_claim_with_it(durable_server: PostgresServer, stilled: tuple[Store, int]) -> None:
     store, walwriter = stilled
     [claimed] = _claim(store)
-    finished = Completion(
-        job_id=claimed.id,
-        owner="w1",
-        attempt=claimed.attempts,
-        outcome=AttemptOutcome.SUCCEEDED,
-        status=JobStatus.SUCCEEDED,
-        finished_at=store.clock(),
-    )
+    finished = _succeeded(store, claimed)
     store.leases.complete([finished])
     assert _unflushed_bytes(durable_server) == 0
     _crash(durable_server, walwriter)
@@ -167,14 +172,7 @@ def test_a_hand_off_claimed_in_one_statement_waits_for_the_flush_with_its_comple
     [claimed] = _claim(store)  # the first claim: nothing in the way, so the next are one statement
     store.enqueue.insert([NewJob(handler="work", args={}, queue="default")])  # flushes the claim
     hand_off = HandOff("w1", ["work"], None, 1, 300)
-    finished = Completion(
-        job_id=claimed.id,
-        owner="w1",
-        attempt=claimed.attempts,
-        outcome=AttemptOutcome.SUCCEEDED,
-        status=JobStatus.SUCCEEDED,
-        finished_at=store.clock(),
-    )
+    finished = _succeeded(store, claimed)
     assert store.leases.complete([finished], hand_off) == set()
     assert hand_off.made and len(hand_off.claimed) == 1
     assert _unflushed_bytes(durable_server) == 0, "the completion's commit skipped its flush"
