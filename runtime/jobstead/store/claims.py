@@ -65,6 +65,7 @@ import hashlib
 from collections.abc import Callable, Collection, Generator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -265,6 +266,24 @@ def concerns(scopes: Sequence[tuple[str, str]], handlers: Collection[str], queue
     return False
 
 
+#: What ``Claims._alone_steps`` yields: a statement and its parameters (read once its connection is held).
+AloneStep = tuple[Select[Any], Callable[[], dict[str, Any]]]
+
+
+def _run_steps(
+    steps: Generator[AloneStep, Sequence[Sequence[Any]], list[ClaimedJob]],
+    rows: Callable[[Select[Any], Callable[[], dict[str, Any]]], Sequence[Sequence[Any]]],
+) -> list[ClaimedJob]:
+    """Drive ``Claims._alone_steps`` on this thread: each statement run by ``rows``; what it claimed."""
+    try:
+        statement, params = next(steps)
+        while True:
+            statement, params = steps.send(rows(statement, params))
+    except StopIteration as done:
+        claimed: list[ClaimedJob] = done.value
+        return claimed
+
+
 def _only_slotted(blocked: Blocked, handlers: Sequence[str], queues: Sequence[str] | None) -> bool:
     """Whether a claim of ``handlers`` in ``queues`` is one handler's slotted claim and nothing else:
     a global limit only, no pause in its way, one queue or all of them (``Claims._slotted_alone``)."""
@@ -348,13 +367,7 @@ class Claims:
         claimer: Claimer = (tuple(handlers), None if queues is None else tuple(queues))
         if claimer in self._clear:
             steps = self._alone_steps(claimer, worker_id, limit, lease_seconds, in_claim=True)
-            try:
-                statement, params = next(steps)
-                while True:
-                    statement, params = steps.send(conn.execute(statement, params()).all())
-            except StopIteration as done:
-                claimed: list[ClaimedJob] = done.value
-                return claimed
+            return _run_steps(steps, lambda statement, params: conn.execute(statement, params()).all())
         if claimer in self._slotted_clear:
             statement, params = self._slotted_alone_statement(claimer, worker_id, limit, lease_seconds, in_claim=True)
             found = self._slotted_found(claimer, conn.execute(statement, params()).all())
@@ -651,17 +664,11 @@ class Claims:
 
     def _claim_alone(self, claimer: Claimer, worker_id: str, limit: int, lease_seconds: float) -> list[ClaimedJob]:
         steps = self._alone_steps(claimer, worker_id, limit, lease_seconds)
-        try:
-            statement, params = next(steps)
-            while True:
-                statement, params = steps.send(self._db.driver.rows_alone(self._db.engine, statement, params))
-        except StopIteration as done:
-            claimed: list[ClaimedJob] = done.value
-            return claimed
+        return _run_steps(steps, partial(self._db.driver.rows_alone, self._db.engine))
 
     def _alone_steps(
         self, claimer: Claimer, worker_id: str, limit: int, lease_seconds: float, *, in_claim: bool = False
-    ) -> Generator[tuple[Select[Any], Callable[[], dict[str, Any]]], Sequence[Sequence[Any]], list[ClaimedJob]]:
+    ) -> Generator[AloneStep, Sequence[Sequence[Any]], list[ClaimedJob]]:
         """The claim as one autocommitted statement per queue, for a claimer nothing stood in the way of.
 
         Each statement reads the pauses and limits as it claims and takes no

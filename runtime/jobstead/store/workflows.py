@@ -203,15 +203,7 @@ class Workflows:
         """``_create`` as one statement where the driver offers it (``Enqueuer.insert_workflow``):
         without ``conn``, in a transaction of its own. None: not written; ``_create`` does it."""
         now = self._clock()
-        row = {
-            "name": name,
-            "tenant": tenant,
-            "metadata": metadata,
-            "status": "active",
-            "continuations": {event: stored(job) for event, job in continuations.items()},
-            "unfinished": len(steps),
-            "created_at": now,
-        }
+        row = _new_row(name, tenant, metadata, continuations, len(steps), now)
         edges = [(parent, step.name, step.on_upstream_failure.value) for step in steps for parent in step.after]
         # A stand-in workflow id: the statement writes the real one (``insert_workflow``).
         written = self._enqueuer.insert_workflow(row, self._step_jobs(0, tenant, steps), edges, now, conn)
@@ -231,21 +223,8 @@ class Workflows:
     ) -> WorkflowRecord:
         workflows = self._db.tables.workflows
         now = self._clock()
-        workflow_id = int(
-            conn.execute(
-                insert(workflows)
-                .values(
-                    name=name,
-                    tenant=tenant,
-                    metadata=metadata,
-                    status="active",
-                    continuations={event: stored(job) for event, job in continuations.items()},
-                    unfinished=len(steps),
-                    created_at=now,
-                )
-                .returning(workflows.c.id)
-            ).scalar_one()
-        )
+        row = _new_row(name, tenant, metadata, continuations, len(steps), now)
+        workflow_id = int(conn.execute(insert(workflows).values(row).returning(workflows.c.id)).scalar_one())
         records = self._add_steps(conn, workflow_id, tenant, steps, {})
         if not steps:  # an empty workflow is done at once
             self._finish_if_done(conn, [dict(self._lock(conn, workflow_id))], ())
@@ -1207,3 +1186,23 @@ def _one_of(column: ColumnElement[str], values: Iterable[str]) -> ColumnElement[
     listed = list(values)
     assert all(re.fullmatch(r"[a-z_]+", v) for v in listed), listed  # constants, never input
     return column.in_([literal_column(f"'{v}'") for v in listed])
+
+
+def _new_row(
+    name: str,
+    tenant: str | None,
+    metadata: dict[str, Any] | None,
+    continuations: Mapping[str, NewJob],
+    steps: int,
+    now: datetime,
+) -> dict[str, Any]:
+    """A new workflow's row: active, ``steps`` unfinished, its continuations kept until they fire."""
+    return {
+        "name": name,
+        "tenant": tenant,
+        "metadata": metadata,
+        "status": "active",
+        "continuations": {event: stored(job) for event, job in continuations.items()},
+        "unfinished": steps,
+        "created_at": now,
+    }
