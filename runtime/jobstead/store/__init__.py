@@ -33,6 +33,7 @@ from sqlalchemy.engine import URL
 
 from ..clock import Clock, utcnow
 from ..config import resolve_database_url, resolve_schema, resolve_table_prefix
+from . import statistics
 from .audit import Audit
 from .batches import Batches
 from .claims import Claims
@@ -175,16 +176,8 @@ class Store:
 
     def refresh_planner_statistics(self) -> bool:
         """Re-plan the hot statements if the jobs table or the workflows' edges outgrew their
-        statistics; whether either did.
-
-        The edges too: a workflow of 10,000 steps adds 20,000 at once, and with statistics of
-        an edges table of a hundred rows the planner hashed a scan of all of them at each
-        completion of a fan-in (``Workflows._count_down``) instead of reading the few it needs.
-        """
-        driver, engine, tables = self.db.driver, self.db.engine, self.tables
-        jobs = driver.refresh_planner_statistics(engine, tables.qualified(tables.jobs))
-        edges = driver.refresh_planner_statistics(engine, tables.qualified(tables.workflow_edges))
-        return jobs or edges
+        statistics; whether either did (``statistics.refresh``)."""
+        return statistics.refresh(self.db)
 
     def is_transient(self, exc: BaseException) -> bool:
         """Whether ``exc`` means "the database is unreachable for now, retry" (see ``Driver.is_transient``)."""

@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, Connection, Select, Table, bindparam, func
 from .. import tracing
 from ..clock import Clock
 from ..metrics.worker import deferred
+from . import statistics
 from .database import Database
 from .new_jobs import DEFAULT_PRIORITY, DEFAULT_QUEUE, JobDefaults, share_options
 from .records import JobRecord, NewJob, evolve
@@ -57,6 +58,8 @@ class Enqueuer:
         else:
             with self._db.engine.begin() as conn:
                 records = self._insert(conn, jobs)
+        if connection is None:
+            statistics.after_bulk_write(self._db, len(jobs))
         deferred((j.handler, j.queue) for j in jobs)
         return records
 

@@ -86,6 +86,7 @@ from ..transitions import (
     upstream_failed,
     workflow_outcome,
 )
+from . import statistics
 from .continuations import Continuations, stored
 from .database import Database
 from .enqueue import Enqueuer
@@ -182,14 +183,15 @@ class Workflows:
         unknown = set(given) - set(WORKFLOW_EVENTS)
         if unknown:
             raise InvalidArguments(f"unknown workflow event(s) {sorted(unknown)}: use {', '.join(WORKFLOW_EVENTS)}")
-        if steps:
-            at_once = self._create_at_once(connection, name, steps, tenant, metadata, given)
-            if at_once is not None:
-                return at_once
         if connection is not None:
-            return self._create(connection, name, steps, tenant, metadata, given)
-        with self.counted(self._db.engine.begin()) as conn:
-            return self._create(conn, name, steps, tenant, metadata, given)
+            at_once = self._create_at_once(connection, name, steps, tenant, metadata, given) if steps else None
+            return at_once if at_once is not None else self._create(connection, name, steps, tenant, metadata, given)
+        created = self._create_at_once(None, name, steps, tenant, metadata, given) if steps else None
+        if created is None:
+            with self.counted(self._db.engine.begin()) as conn:
+                created = self._create(conn, name, steps, tenant, metadata, given)
+        statistics.after_bulk_write(self._db, len(steps))  # committed: its steps and edges
+        return created
 
     def _create_at_once(
         self,
