@@ -243,6 +243,36 @@ def test_a_bulk_defer_gathers_the_statistics_the_table_outgrew_before_it_returns
     app.close()
 
 
+def test_a_bulk_defer_gives_up_the_statistics_at_once_when_a_vacuum_holds_the_table(postgres_target: Target) -> None:
+    """Autovacuum may hold the table's analyze lock for minutes: the defer's caller (a request) waits
+    50 ms for it at most, not the service's second, then returns with its jobs written."""
+    app = _app_with_handler(postgres_target)
+    h = app.get_handler("h")
+    store = app.store
+    jobs_table = store.tables.qualified(store.tables.jobs)
+    _never_analyzed_by_the_server(store, jobs_table)
+    waits: list[Any] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "lock_timeout" in statement:
+            waits.append(parameters)
+
+    holder = psycopg.connect(postgres_target.url.replace("postgresql+psycopg://", "postgresql://"))
+    event.listen(store.db.engine, "before_cursor_execute", capture)
+    try:
+        holder.execute(f"LOCK TABLE {jobs_table} IN SHARE UPDATE EXCLUSIVE MODE")  # what a VACUUM takes
+        records = h.defer_many([{"n": i} for i in range(5000)])
+        assert len(records) == 5000
+        assert waits == [{"ms": "50"}]  # one try, on the jobs table; the edges are too small to need one
+        assert _recorded_rows(store, jobs_table) < 0  # gave up: left to the service
+    finally:
+        event.remove(store.db.engine, "before_cursor_execute", capture)
+        holder.rollback()
+        holder.close()
+    assert store.refresh_planner_statistics() is True  # the service's turn, the lock gone
+    app.close()
+
+
 def test_a_workflow_deferred_alone_gathers_its_edges_statistics(postgres_target: Target) -> None:
     app = _app_with_handler(postgres_target)
     h = app.get_handler("h")

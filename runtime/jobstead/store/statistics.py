@@ -24,19 +24,24 @@ logger = logging.getLogger("jobstead.store")
 #: Jobs written in one transaction of Jobstead's own from which the writer checks the statistics:
 #: the check is one catalog read, and an ANALYZE (about 0.1 s) only once per doubling of the table.
 BULK_WRITE = 1000
+#: How long a defer waits for the table's analyze lock: autovacuum may hold it for minutes on a
+#: busy table, and the defer's caller (a request, say) must not wait a second on what the
+#: workers' service does within seconds anyway.
+BULK_WRITE_LOCK_WAIT = 0.05
 
 
-def refresh(db: Database) -> bool:
+def refresh(db: Database, *, lock_wait: float = 1.0) -> bool:
     """Gather the statistics of the jobs table and of the workflows' edges again if either outgrew
-    them (``Driver.refresh_planner_statistics``); whether either did.
+    them (``Driver.refresh_planner_statistics``, waiting ``lock_wait`` seconds at most for each
+    table's analyze lock); whether either did.
 
     The edges too: a workflow of 10,000 steps adds 20,000 at once, and with statistics of
     an edges table of a hundred rows the planner hashed a scan of all of them at each
     completion of a fan-in (``Workflows._count_down``) instead of reading the few it needs.
     """
     driver, engine, tables = db.driver, db.engine, db.tables
-    jobs = driver.refresh_planner_statistics(engine, tables.qualified(tables.jobs))
-    edges = driver.refresh_planner_statistics(engine, tables.qualified(tables.workflow_edges))
+    jobs = driver.refresh_planner_statistics(engine, tables.qualified(tables.jobs), lock_wait=lock_wait)
+    edges = driver.refresh_planner_statistics(engine, tables.qualified(tables.workflow_edges), lock_wait=lock_wait)
     return jobs or edges
 
 
@@ -50,6 +55,6 @@ def after_bulk_write(db: Database, count: int) -> None:
     if count < BULK_WRITE or not db.driver.keeps_plans:
         return
     try:
-        refresh(db)
+        refresh(db, lock_wait=BULK_WRITE_LOCK_WAIT)
     except Exception as exc:  # the defer succeeded; this is only a head start on the service
         logger.debug("planner statistics after a bulk defer: %s", exc)

@@ -262,9 +262,11 @@ class Driver:
         """A timestamp truncated to its minute, for per-minute charts (no portable SQL says this)."""
         raise NotImplementedError
 
-    def refresh_planner_statistics(self, engine: Engine, qualified_table: str) -> bool:
+    def refresh_planner_statistics(self, engine: Engine, qualified_table: str, *, lock_wait: float = 1.0) -> bool:
         """Gather the planner's statistics of ``qualified_table`` again if the table has outgrown
         them; whether it did. No-op where the database keeps no plans across statements.
+        ``lock_wait``: seconds to wait for the table's analyze lock (the database's own vacuum or
+        analyze may hold it, doing the same work) before giving up.
 
         Why: a connection keeps its prepared statements' plans, made for the table
         as it was when it first ran them. A worker that started on an empty table

@@ -355,7 +355,7 @@ class PostgreSQLDriver(Driver):
     def minute_of(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         return func.date_trunc("minute", column)
 
-    def refresh_planner_statistics(self, engine: Engine, qualified_table: str) -> bool:
+    def refresh_planner_statistics(self, engine: Engine, qualified_table: str, *, lock_wait: float = 1.0) -> bool:
         with self.alone(engine) as conn:
             row = conn.execute(_TABLE_SIZE, {"name": qualified_table}).first()
         if row is None:
@@ -369,7 +369,7 @@ class PostgreSQLDriver(Driver):
             with engine.begin() as conn:
                 self.bound_locks(conn, LOCK_BOUND_SECONDS)
                 # The database's own analyze may hold the table: it is doing the same work.
-                conn.execute(_ANALYZE_LOCK_TIMEOUT)
+                conn.execute(_ANALYZE_LOCK_TIMEOUT, {"ms": _milliseconds(lock_wait)})
                 conn.execute(text(f"ANALYZE {qualified_table}"))
         except OperationalError as exc:
             if isinstance(exc.orig, psycopg.errors.LockNotAvailable):
@@ -746,7 +746,7 @@ _STATISTICS_MIN_PAGES = 16
 #: the database's own analyze keeps up.
 _STATISTICS_GROWTH = 2
 _NOTIFY = text("SELECT pg_notify(:channel, queue) FROM unnest(CAST(:queues AS text[])) AS queue")
-_ANALYZE_LOCK_TIMEOUT = text("SELECT set_config('lock_timeout', '1000', true)")
+_ANALYZE_LOCK_TIMEOUT = text("SELECT set_config('lock_timeout', :ms, true)")
 #: ``Driver.bound_locks``: SET LOCAL, so nothing outlives the transaction (pooler-safe).
 _BOUND_LOCKS = text("SELECT set_config('idle_in_transaction_session_timeout', :ms, true)")
 
