@@ -273,6 +273,17 @@ def test_a_bulk_defer_gives_up_the_statistics_at_once_when_a_vacuum_holds_the_ta
     app.close()
 
 
+def test_a_batch_deferred_alone_gathers_the_statistics_too(postgres_target: Target) -> None:
+    app = _app_with_handler(postgres_target)
+    h = app.get_handler("h")
+    store = app.store
+    jobs_table = store.tables.qualified(store.tables.jobs)
+    _never_analyzed_by_the_server(store, jobs_table)
+    app.defer_batch([h.job(n=i) for i in range(5000)])
+    assert _recorded_rows(store, jobs_table) == 5000
+    app.close()
+
+
 def test_a_workflow_deferred_alone_gathers_its_edges_statistics(postgres_target: Target) -> None:
     app = _app_with_handler(postgres_target)
     h = app.get_handler("h")

@@ -40,6 +40,7 @@ from sqlalchemy import Connection, RowMapping, and_, func, insert, select, updat
 from ..clock import Clock
 from ..errors import BatchNotFound, InvalidArguments
 from ..transitions import ASK_TO_STOP, CANCEL
+from . import statistics
 from .continuations import Continuations, stored
 from .database import Database
 from .drivers.base import CANCEL_PREFIX
@@ -76,7 +77,9 @@ class Batches:
         if connection is not None:
             return self._create(connection, jobs, tenant, metadata, given)
         with self._db.engine.begin() as conn:
-            return self._create(conn, jobs, tenant, metadata, given)
+            created = self._create(conn, jobs, tenant, metadata, given)
+        statistics.after_bulk_write(self._db, len(jobs))  # committed: its members
+        return created
 
     def _create(
         self,
@@ -111,7 +114,9 @@ class Batches:
             return self._append(connection, batch_id, jobs)
         # A frozen caller holds the batch row this long at most, not for the whole freeze.
         with self._db.begin_bounded() as conn:
-            return self._append(conn, batch_id, jobs)
+            records = self._append(conn, batch_id, jobs)
+        statistics.after_bulk_write(self._db, len(jobs))  # committed: the new members
+        return records
 
     def _append(self, conn: Connection, batch_id: int, jobs: Sequence[NewJob]) -> list[JobRecord]:
         row = self._lock(conn, batch_id)

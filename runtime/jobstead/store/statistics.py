@@ -7,7 +7,7 @@ sorted them all (12 ms a claim at 20,000 ready jobs, against 1.5 ms through
 the ready index), until new statistics invalidated that plan. The database's
 own analyze comes a minute or more late; the planner statistics service of
 the workers within seconds (``services.planner_statistics``); a bulk defer
-does it at once (``after_bulk_write``), so the first drain of a fresh
+(``defer_many``, a batch, a workflow) does it at once (``after_bulk_write``), so the first drain of a fresh
 installation is not the slow one (measured: the first drain of 20,000 jobs
 under a global limit of 100 went from 9,300 to 13,300 jobs/s, the rate of
 the drains after it).
