@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -187,23 +188,45 @@ def _never_analyzed_by_the_server(store: Store, table: str) -> None:
         conn.exec_driver_sql(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
 
 
+def _fan(app: App, width: int) -> Any:
+    """An unsent workflow of ``h`` steps: a root, ``width`` leaves after it, a sink after them all
+    (twice ``width`` edges)."""
+    h = app.get_handler("h")
+    wf = app.workflow("fan")
+    wf.add("root", h.job(n=0))
+    for i in range(width):
+        wf.add(f"leaf-{i}", h.job(n=i), after=["root"])
+    wf.add("sink", h.job(n=0), after=[f"leaf-{i}" for i in range(width)])
+    return wf
+
+
 def _recorded_rows(store: Store, table: str) -> float:
     with store.db.engine.connect() as conn:
-        return float(conn.exec_driver_sql(f"SELECT reltuples FROM pg_class WHERE oid = '{table}'::regclass").scalar())
+        rows = conn.exec_driver_sql(f"SELECT reltuples FROM pg_class WHERE oid = '{table}'::regclass")
+        return float(rows.scalar_one())
+
+
+@contextmanager
+def _claim_prepared_on_an_empty_table(target: Target) -> Iterator[tuple[App, str, PreparedClaim]]:
+    """An app, its jobs table (autovacuum off: any statistics are Jobstead's), and a worker's claim
+    prepared while that table is empty."""
+    app = _app_with_handler(target)
+    jobs_table = app.store.tables.qualified(app.store.tables.jobs)
+    claim = PreparedClaim(app, target.url)
+    try:
+        _never_analyzed_by_the_server(app.store, jobs_table)
+        claim.prepare()
+        yield app, jobs_table, claim
+    finally:
+        claim.close()
 
 
 def test_a_plan_made_on_an_empty_table_is_made_again_once_the_table_has_grown(postgres_target: Target) -> None:
     """Jobs deferred in the caller's own transaction: the workers' service gathers the statistics."""
-    app = _app_with_handler(postgres_target)
-    h = app.get_handler("h")
-    store = app.store
-    jobs_table = store.tables.qualified(store.tables.jobs)
-    claim = PreparedClaim(app, postgres_target.url)
-    try:
-        _never_analyzed_by_the_server(store, jobs_table)
-        claim.prepare()  # while the table is empty
+    with _claim_prepared_on_an_empty_table(postgres_target) as (app, jobs_table, claim):
+        store = app.store
         with store.db.engine.begin() as conn:
-            h.configure(session=conn).defer_many([{"n": i} for i in range(5000)])
+            app.get_handler("h").configure(session=conn).defer_many([{"n": i} for i in range(5000)])
         claim.conn.execute(f"UPDATE {jobs_table} SET status = 'succeeded', finished_at = now()")
         assert "Seq Scan on jobstead_jobs" in claim.cached_plan()  # the pathology: made for an empty table
 
@@ -212,8 +235,6 @@ def test_a_plan_made_on_an_empty_table_is_made_again_once_the_table_has_grown(po
         plan = claim.cached_plan()
         assert "Seq Scan on jobstead_jobs" not in plan, plan
         assert "jobs_ready_any_queue" in plan and "jobstead_jobs_pkey" in plan, plan
-    finally:
-        claim.close()
     assert store.refresh_planner_statistics() is False  # no growth since: no second ANALYZE
     app.close()
 
@@ -222,24 +243,16 @@ def test_a_bulk_defer_gathers_the_statistics_the_table_outgrew_before_it_returns
     """The first drain of a fresh installation was the slow one: its workers claimed with plans made
     for an empty table until the service came round (20,000 jobs under a global limit of 100
     drained at 9,300 jobs/s, the drains after it at 13,300-15,000)."""
-    app = _app_with_handler(postgres_target)
-    h = app.get_handler("h")
-    store = app.store
-    jobs_table = store.tables.qualified(store.tables.jobs)
-    claim = PreparedClaim(app, postgres_target.url)
-    try:
-        _never_analyzed_by_the_server(store, jobs_table)
-        claim.prepare()  # a worker waiting on the empty table
+    with _claim_prepared_on_an_empty_table(postgres_target) as (app, jobs_table, claim):
+        h = app.get_handler("h")
         h.defer_many([{"n": i} for i in range(5000)])  # a transaction of Jobstead's own
-        assert _recorded_rows(store, jobs_table) == 5000
+        assert _recorded_rows(app.store, jobs_table) == 5000
         plan = claim.cached_plan()
         assert "jobs_ready_any_queue" in plan and "Seq Scan on jobstead_jobs" not in plan, plan
 
         h.defer_many([{"n": i} for i in range(BULK_WRITE - 1)])  # fewer: not even the catalog read
         h.defer_many([{"n": i} for i in range(2000)])  # many, but the table has not doubled
-        assert _recorded_rows(store, jobs_table) == 5000
-    finally:
-        claim.close()
+        assert _recorded_rows(app.store, jobs_table) == 5000
     app.close()
 
 
@@ -286,16 +299,10 @@ def test_a_batch_deferred_alone_gathers_the_statistics_too(postgres_target: Targ
 
 def test_a_workflow_deferred_alone_gathers_its_edges_statistics(postgres_target: Target) -> None:
     app = _app_with_handler(postgres_target)
-    h = app.get_handler("h")
     store = app.store
     edges_table = store.tables.qualified(store.tables.workflow_edges)
     _never_analyzed_by_the_server(store, edges_table)
-    wf = app.workflow("fan")
-    wf.add("root", h.job(n=0))
-    for i in range(1500):
-        wf.add(f"leaf-{i}", h.job(n=i), after=["root"])
-    wf.add("sink", h.job(n=0), after=[f"leaf-{i}" for i in range(1500)])
-    wf.defer()
+    _fan(app, 1500).defer()
     assert _recorded_rows(store, edges_table) == 3000
     app.close()
 
@@ -315,9 +322,7 @@ def test_a_role_that_does_not_own_the_table_leaves_its_statistics_to_autovacuum(
     other = Store.connect(make_url(postgres_target.url).set(username=role), schema=postgres_target.schema)
     try:
         assert other.refresh_planner_statistics() is False
-        with app.store.db.engine.connect() as conn:
-            rows = conn.exec_driver_sql(f"SELECT reltuples FROM pg_class WHERE oid = '{jobs_table}'::regclass").scalar()
-        assert rows == -1  # never analyzed
+        assert _recorded_rows(app.store, jobs_table) == -1  # never analyzed
         assert app.store.refresh_planner_statistics() is True  # the owner does
     finally:
         other.close()
@@ -331,17 +336,11 @@ def test_the_workflow_edges_outgrowing_their_statistics_are_analyzed_too(postgre
     """A workflow of thousands of steps adds twice as many edges at once; planned on the statistics
     of a near-empty edges table, a fan-in's count-down hashed a scan of every edge at each completion."""
     app = _app_with_handler(postgres_target)
-    h = app.get_handler("h")
     store = app.store
     edges_table = store.tables.qualified(store.tables.workflow_edges)
     _never_analyzed_by_the_server(store, edges_table)
-    wf = app.workflow("fan")
-    wf.add("root", h.job(n=0))
-    for i in range(3000):
-        wf.add(f"leaf-{i}", h.job(n=i), after=["root"])
-    wf.add("sink", h.job(n=0), after=[f"leaf-{i}" for i in range(3000)])
     with store.db.engine.begin() as conn:  # the caller's transaction: the service's to do
-        wf.defer(session=conn)
+        _fan(app, 3000).defer(session=conn)
 
     assert _recorded_rows(store, edges_table) < 0  # never analyzed
     assert store.refresh_planner_statistics() is True
