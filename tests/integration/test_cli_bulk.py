@@ -53,6 +53,12 @@ def test_bulk_retry_cancel_and_purge_print_how_many(
 
     refused = cli(target, "jobs", "retry", "--handler", "report")
     assert refused.returncode == 2 and "--status" in refused.stderr
+    # A status the command never acts on is refused whole, not "retried 0 job(s)": nothing is touched.
+    wrong = cli(target, "jobs", "retry", "--status", "dead,queued")
+    assert wrong.returncode == 2, wrong.stdout
+    assert wrong.stderr.strip().endswith("--status: only dead, failed or cancelled jobs can be retried, not queued")
+    wrong = cli(target, "jobs", "cancel", "--status", "scheduled,succeeded,dead")
+    assert wrong.returncode == 2 and "can be cancelled, not succeeded, dead" in wrong.stderr, wrong.stderr
 
     done = cli(target, "jobs", "retry", "--status", "dead", "--tenant", "acme", "--since", "1h")
     assert done.returncode == 0, done.stderr

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 from argparse import Namespace
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
 from ..errors import InvalidArguments, InvalidOption, InvalidState, JobNotFound, UnknownHandler
 from ..options import JobOptions
 from ..signature import validate_stored
-from ..status import AttemptOutcome, JobStatus, statuses_of
+from ..status import FINAL_STATUSES, AttemptOutcome, JobStatus, statuses_of
 from ..store import AttemptRecord, EffectiveSettings, Store
 from ..store.bulk import SORT_KEYS, JobSelection, cancel_jobs, find_jobs, purge_jobs, retry_jobs
 from ..store.new_jobs import JobDefaults, new_jobs
 from ..store.records import LimitUse
+from ..transitions import ASK_TO_STOP, CANCEL, RETRYABLE
 from .errors import OperationFailed, UsageError
 from .loading import app_from_args, store_from_args
 from .output import print_json, print_table
@@ -120,6 +122,16 @@ def _statuses(args: Namespace) -> tuple[JobStatus, ...]:
         return statuses_of(args.status)
     except ValueError as exc:
         raise UsageError(f"--status: {exc}") from None
+
+
+def _statuses_that(args: Namespace, allowed: Collection[JobStatus], what: str) -> tuple[JobStatus, ...]:
+    """``--status``, refused whole (one line, exit 2) if it names a status the command never acts on:
+    ``jobs retry --status succeeded`` printed "retried 0 job(s)", as if no job had matched."""
+    given = _statuses(args)
+    others = [s.value for s in given if s not in allowed]
+    if others:
+        raise UsageError(f"--status: only {what}, not {', '.join(others)}")
+    return given
 
 
 def _selection(args: Namespace, store: Store) -> JobSelection:
@@ -268,7 +280,7 @@ def _one_or_many(args: Namespace, verb: str) -> bool:
 
 def retry_job(args: Namespace) -> int:
     bulk = _one_or_many(args, "retry")
-    _statuses(args)
+    _statuses_that(args, RETRYABLE, "dead, failed or cancelled jobs can be retried")
     store = store_from_args(args)
     if bulk:
         count = retry_jobs(store.db, store.clock, _selection(args, store), batches=store.batches)
@@ -288,7 +300,11 @@ def retry_job(args: Namespace) -> int:
 
 def cancel_job(args: Namespace) -> int:
     bulk = _one_or_many(args, "cancel")
-    _statuses(args)
+    _statuses_that(
+        args,
+        {*CANCEL.applies_to, *ASK_TO_STOP.applies_to},
+        "waiting jobs (queued, scheduled, retrying, blocked) or running ones can be cancelled",
+    )
     store = store_from_args(args)
     if bulk:
         counts = cancel_jobs(store.db, store.clock, _selection(args, store), batches=store.batches)
@@ -375,9 +391,7 @@ def purge_jobs_command(args: Namespace) -> int:
     if by_filter:
         if args.dead_older_than is not None:
             raise UsageError("with --status, say the age with --older-than (it applies to every status given)")
-        live = [s.value for s in _statuses(args) if not s.is_final]
-        if live:
-            raise UsageError(f"--status: only finished jobs can be purged, not {', '.join(live)}")
+        _statuses_that(args, FINAL_STATUSES, "finished jobs can be purged")
         store = store_from_args(args)
         selection = _selection(args, store)
         before = store.clock() - args.older_than if args.older_than is not None else None

@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=_job_id)
     p.add_argument("--json", action="store_true")
     app_option(p, required=False)
-    for name, func, short, text in (
+    for name, func, short, text, states in (
         (
             "retry",
             jobs.retry_job,
@@ -259,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Queue a dead, failed or cancelled job again, with one more attempt; or every job a filter "
             "selects (--status dead [--handler H] [--queue Q] [--tenant T] [--since 1d]). "
             "A job in another state is refused: exit 1.",
+            "dead, failed, cancelled",
         ),
         (
             "cancel",
@@ -267,12 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
             "Cancel a waiting job at once, or ask a running one to stop; or every job a filter selects "
             "(--status queued,retrying [--handler H] ...). A job already in a final state (succeeded, "
             "failed, dead, cancelled) is left as it is: prints 'job N already <status>' and exits 1.",
+            "queued, scheduled, retrying, blocked, running",
         ),
     ):
         p = job_commands.add_parser(name, help=short, description=text, parents=[common])
         p.set_defaults(func=func)
         p.add_argument("id", type=_job_id, nargs="?", help="the job; or select several with the options")
-        job_filters(p, f"{name} every job in these states (several: dead,failed)")
+        job_filters(p, f"{name} every job in these states, several comma-separated; of {states} only")
         app_option(p, required=False)
 
     batches.add_commands(commands, common, _Parser, app_option)
