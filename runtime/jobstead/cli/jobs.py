@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from argparse import Namespace
-from collections.abc import Collection
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -124,13 +124,30 @@ def _statuses(args: Namespace) -> tuple[JobStatus, ...]:
         raise UsageError(f"--status: {exc}") from None
 
 
-def _statuses_that(args: Namespace, allowed: Collection[JobStatus], what: str) -> tuple[JobStatus, ...]:
+#: The statuses each bulk command acts on, in the order its messages name them.
+RETRY_STATUSES: tuple[JobStatus, ...] = RETRYABLE
+CANCEL_STATUSES: tuple[JobStatus, ...] = tuple(
+    s for s in JobStatus if s in CANCEL.applies_to or s in ASK_TO_STOP.applies_to
+)
+PURGE_STATUSES: tuple[JobStatus, ...] = tuple(s for s in JobStatus if s in FINAL_STATUSES)
+
+
+def names_of(statuses: Sequence[JobStatus], last: str = "or") -> str:
+    """``dead, failed or cancelled``: statuses as a message names them."""
+    *head, tail = [s.value for s in statuses]
+    return f"{', '.join(head)} {last} {tail}" if head else tail
+
+
+def _statuses_that(
+    args: Namespace, allowed: Sequence[JobStatus], verb: str, kind: str | None = None
+) -> tuple[JobStatus, ...]:
     """``--status``, refused whole (one line, exit 2) if it names a status the command never acts on:
-    ``jobs retry --status succeeded`` printed "retried 0 job(s)", as if no job had matched."""
+    ``jobs retry --status succeeded`` printed "retried 0 job(s)", as if no job had matched. ``kind``:
+    how the message names the allowed statuses (default: each of them)."""
     given = _statuses(args)
     others = [s.value for s in given if s not in allowed]
     if others:
-        raise UsageError(f"--status: only {what}, not {', '.join(others)}")
+        raise UsageError(f"--status: only {kind or names_of(allowed)} jobs can be {verb}, not {', '.join(others)}")
     return given
 
 
@@ -280,7 +297,7 @@ def _one_or_many(args: Namespace, verb: str) -> bool:
 
 def retry_job(args: Namespace) -> int:
     bulk = _one_or_many(args, "retry")
-    _statuses_that(args, RETRYABLE, "dead, failed or cancelled jobs can be retried")
+    _statuses_that(args, RETRY_STATUSES, "retried")
     store = store_from_args(args)
     if bulk:
         count = retry_jobs(store.db, store.clock, _selection(args, store), batches=store.batches)
@@ -300,11 +317,7 @@ def retry_job(args: Namespace) -> int:
 
 def cancel_job(args: Namespace) -> int:
     bulk = _one_or_many(args, "cancel")
-    _statuses_that(
-        args,
-        {*CANCEL.applies_to, *ASK_TO_STOP.applies_to},
-        "waiting jobs (queued, scheduled, retrying, blocked) or running ones can be cancelled",
-    )
+    _statuses_that(args, CANCEL_STATUSES, "cancelled")
     store = store_from_args(args)
     if bulk:
         counts = cancel_jobs(store.db, store.clock, _selection(args, store), batches=store.batches)
@@ -391,7 +404,7 @@ def purge_jobs_command(args: Namespace) -> int:
     if by_filter:
         if args.dead_older_than is not None:
             raise UsageError("with --status, say the age with --older-than (it applies to every status given)")
-        _statuses_that(args, FINAL_STATUSES, "finished jobs can be purged")
+        _statuses_that(args, PURGE_STATUSES, "purged", kind="finished")
         store = store_from_args(args)
         selection = _selection(args, store)
         before = store.clock() - args.older_than if args.older_than is not None else None

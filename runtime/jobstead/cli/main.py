@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Queue a dead, failed or cancelled job again, with one more attempt; or every job a filter "
             "selects (--status dead [--handler H] [--queue Q] [--tenant T] [--since 1d]). "
             "A job in another state is refused: exit 1.",
-            "dead, failed, cancelled",
+            jobs.RETRY_STATUSES,
         ),
         (
             "cancel",
@@ -268,13 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
             "Cancel a waiting job at once, or ask a running one to stop; or every job a filter selects "
             "(--status queued,retrying [--handler H] ...). A job already in a final state (succeeded, "
             "failed, dead, cancelled) is left as it is: prints 'job N already <status>' and exits 1.",
-            "queued, scheduled, retrying, blocked, running",
+            jobs.CANCEL_STATUSES,
         ),
     ):
         p = job_commands.add_parser(name, help=short, description=text, parents=[common])
         p.set_defaults(func=func)
         p.add_argument("id", type=_job_id, nargs="?", help="the job; or select several with the options")
-        job_filters(p, f"{name} every job in these states, several comma-separated; of {states} only")
+        job_filters(p, f"{name} every job in these states, several comma-separated; of {jobs.names_of(states)} only")
         app_option(p, required=False)
 
     batches.add_commands(commands, common, _Parser, app_option)

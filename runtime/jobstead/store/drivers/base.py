@@ -262,7 +262,7 @@ class Driver:
         """A timestamp truncated to its minute, for per-minute charts (no portable SQL says this)."""
         raise NotImplementedError
 
-    def refresh_planner_statistics(self, engine: Engine, qualified_table: str, *, lock_wait: float = 1.0) -> bool:
+    def refresh_planner_statistics(self, engine: Engine, qualified_table: str, *, lock_wait: float) -> bool:
         """Gather the planner's statistics of ``qualified_table`` again if the table has outgrown
         them; whether it did. No-op where the database keeps no plans across statements.
         ``lock_wait``: seconds to wait for the table's analyze lock (the database's own vacuum or

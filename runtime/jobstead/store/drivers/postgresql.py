@@ -355,7 +355,7 @@ class PostgreSQLDriver(Driver):
     def minute_of(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         return func.date_trunc("minute", column)
 
-    def refresh_planner_statistics(self, engine: Engine, qualified_table: str, *, lock_wait: float = 1.0) -> bool:
+    def refresh_planner_statistics(self, engine: Engine, qualified_table: str, *, lock_wait: float) -> bool:
         with self.alone(engine) as conn:
             row = conn.execute(_TABLE_SIZE, {"name": qualified_table}).first()
         if row is None:
