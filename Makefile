@@ -71,7 +71,7 @@ run: venv ## Run the demo app: worker + scheduler on the embedded SQLite default
 	    printf '\n  The dashboard did not start (see its error above); the worker runs without it.\n'; \
 	  fi; \
 	  printf '\n  While it runs, try in another shell, in this directory:\n'; \
-	  printf '    .venv/bin/jobstead stats\n    .venv/bin/jobstead jobs list --status dead,failed\n    .venv/bin/jobstead jobs show ID\n\n'; \
+	  printf '    .venv/bin/jobstead stats\n    .venv/bin/jobstead jobs list --status dead,failed\n    .venv/bin/jobstead jobs show ID\n    .venv/bin/jobstead workflows list\n\n'; \
 	  $(VENV)/bin/jobstead run --app jobstead.demo:app
 
 .PHONY: test
