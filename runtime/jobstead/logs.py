@@ -14,6 +14,8 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
+from .lifecycle import one_line
+
 LOG_FORMAT_ENV = "JOBSTEAD_LOG_FORMAT"
 LOG_FORMATS = ("text", "json")
 #: Record attributes copied into JSON lines when a log call set them.
@@ -48,8 +50,46 @@ def resolve_log_format(explicit: str | None) -> str:
     return chosen
 
 
+#: What SQLAlchemy's pool logs, with a traceback, as it throws away a connection whose reset or
+#: close failed: after a server restart or a failover, every connection the server dropped.
+POOL_DISCARDS = (
+    "Exception during reset or similar",
+    "Exception closing connection",
+    "Exception terminating connection",
+)
+#: Where the pool's own code lives: the records are matched by it, as Jobstead's pools log under
+#: their own names (``jobstead.store.drivers.pool.WaitingQueuePool``), not under ``sqlalchemy.pool``.
+_FROM_THE_POOL = os.path.join("sqlalchemy", "pool", "")
+
+
+class PoolDiscardsInOneLine(logging.Filter):
+    """SQLAlchemy's tracebacks for pooled connections it discards, as one warning line each.
+
+    A worker riding out a database restart returned a connection the server
+    had already dropped; the pool's rollback on return failed, and SQLAlchemy
+    logged a 30-line traceback at ERROR for what it handles itself (the
+    connection is discarded, the next checkout gets a new one). The worker's
+    own retry already says the database was unreachable, in a line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            _FROM_THE_POOL in record.pathname
+            and record.exc_info
+            and isinstance(record.msg, str)
+            and record.msg.startswith(POOL_DISCARDS)
+        ):
+            exc = record.exc_info[1]
+            record.msg = "discarded a pooled database connection the server had dropped (%s)"
+            record.args = (one_line(exc) if exc is not None else "no error given",)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        return True
+
+
 def configure_logging(level: str, log_format: str = "text") -> None:
     handler = logging.StreamHandler()
+    handler.addFilter(PoolDiscardsInOneLine())
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
