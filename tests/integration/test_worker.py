@@ -316,3 +316,37 @@ def test_a_worker_runs_jobs_of_a_store_without_an_app(target: Target) -> None:
 
 def _refuse() -> None:
     raise ValueError("no")
+
+
+def test_a_lease_renewal_judges_only_the_jobs_it_asked_about(app: App, running_worker: Callable[..., Any]) -> None:
+    """Regression: a renewal could read the held list while a job was between the buffer and its slot
+    (stamped as started, in neither yet), and since it was stamped before the renewal began, the
+    renewal's answer without it stopped it as "lease lost" with its lease intact; it ran again only
+    once the lease expired (a live worker's attempt logged as lost, under kill -9 tests on 2 cores)."""
+    from jobstead.services.lease_renewer import LeaseRenewer
+
+    started, release = threading.Event(), threading.Event()
+
+    @app.handler
+    def long(ctx: Context) -> str:
+        started.set()
+        release.wait(10)
+        return "stopped" if ctx.cancelled else "done"
+
+    with running_worker(app) as worker:
+        job = long.defer()
+        assert started.wait(10)
+        # A renewal whose read of the held list missed the job: the interleaving above, made certain.
+        renewal = LeaseRenewer(
+            app.store,
+            worker.id,
+            every=60,
+            lease_seconds=30,
+            held=lambda: (),
+            on_report=worker._report_from_thread,
+        )
+        renewal.run_once()
+        time.sleep(0.3)  # the report is applied on the worker's loop
+        release.set()
+        assert job.wait(10) == "done"
+    assert [a.outcome for a in job.attempts_log()] == [AttemptOutcome.SUCCEEDED]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Collection
 
 from ..store import LeaseReport, Store
@@ -15,8 +14,7 @@ class LeaseRenewer(Service):
     The report says which jobs the worker no longer holds (rescued while it
     stalled, or claimed on a primary that failed over before its standby had
     the claim: stop them, write nothing) and which were asked to cancel.
-    ``renewed_at`` is taken before ``held`` is read, so a job claimed after it
-    is never judged by a renewal that could not have seen it.
+    The report goes with the ids it asked about: only those can it judge.
     """
 
     name = "lease renewal"
@@ -34,7 +32,7 @@ class LeaseRenewer(Service):
         every: float,
         lease_seconds: float,
         held: Callable[[], Collection[int]],
-        on_report: Callable[[LeaseReport, float], None],
+        on_report: Callable[[LeaseReport, frozenset[int]], None],
     ) -> None:
         super().__init__(every)
         self._store = store
@@ -44,8 +42,7 @@ class LeaseRenewer(Service):
         self._on_report = on_report
 
     def run_once(self) -> None:
-        renewed_at = time.monotonic()
         held = self._held()
         report = self._store.leases.renew(self._worker_id, self._lease_seconds, held)
-        self._on_report(report, renewed_at)
+        self._on_report(report, frozenset(held))
         self._store.registry.worker_heartbeat(self._worker_id, len(held))

@@ -6,12 +6,21 @@ different hosts. Decided with each host's own clock, a worker whose clock runs
 starts delayed jobs early; a scheduler ahead fires crons early. So the store
 tells time by the database server's clock: ``DatabaseClock`` is the local
 clock plus the offset to the server's, measured on first use and again every
-``RESYNC_SECONDS`` (one ``SELECT clock_timestamp()``, its round trip halved),
-so the hot paths keep binding plain parameters and pay no extra query.
+``RESYNC_SECONDS`` (a few ``SELECT clock_timestamp()`` on one connection), so
+the hot paths keep binding plain parameters and pay no extra query.
 
-The error is half a round trip (well under a millisecond on a LAN), plus
-whatever a host's clock is stepped by between two measurements. A backend
-without a server of its own (SQLite: the file is on this host) has no offset.
+One reading only bounds the offset: the server read its clock somewhere
+between our two readings, so the offset lies in an interval as wide as the
+round trip. Its midpoint is wrong by up to half of it, and on a busy host a
+round trip is lopsided by tens of milliseconds (the reply waits for the GIL, or
+the backend for a core): a worker on the database's own host, whose clock is
+the server's, wrote every time off by that much. So each measurement takes a
+few readings, keeps what they all allow, and moves this host's clock no
+further than they require: not at all when it agrees with the server's within
+what can be measured. The error is then at most the shortest round trip
+(well under a millisecond on a LAN), plus whatever a host's clock is stepped
+by between two measurements. A backend without a server of its own (SQLite:
+the file is on this host) has no offset.
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ logger = logging.getLogger("jobstead.store")
 
 #: How often the offset to the server's clock is measured again.
 RESYNC_SECONDS = 10.0
+#: Readings per measurement: the offsets they allow are intersected.
+READINGS = 3
 #: An offset larger than this is logged once: it means a host clock is wrong.
 SKEW_WORTH_SAYING = timedelta(seconds=2)
 
@@ -57,18 +68,12 @@ class DatabaseClock:
             return  # another thread is measuring; its result will do
         try:
             try:
-                with self._db.engine.connect() as conn:
-                    before = utcnow()
-                    server = self._db.driver.server_now(conn)
-                    after = utcnow()
+                allowed = self._read_offsets()
             except Exception as exc:
                 logger.debug("could not read the database clock (%s); keeping the last offset", exc)
                 self._measured_at = time.monotonic() - RESYNC_SECONDS + 1.0  # try again in a second
                 return
-            if server is None:
-                self._offset = timedelta(0)
-            else:
-                self._offset = server - (before + (after - before) / 2)
+            self._offset = timedelta(0) if allowed is None else nearest_to_zero(allowed)
             self._measured_at = time.monotonic()
             if abs(self._offset) > SKEW_WORTH_SAYING and not self._reported:
                 self._reported = True
@@ -79,3 +84,32 @@ class DatabaseClock:
                 )
         finally:
             self._lock.release()
+
+    def _read_offsets(self) -> tuple[timedelta, timedelta] | None:
+        """The offsets (lowest, highest) every reading allows; None when the server has no clock of its own."""
+        allowed: tuple[timedelta, timedelta] | None = None
+        with self._db.engine.connect() as conn:
+            for _ in range(READINGS):
+                before = utcnow()
+                server = self._db.driver.server_now(conn)
+                after = utcnow()
+                if server is None:
+                    return None
+                reading = (server - after, server - before)
+                if allowed is None:
+                    allowed = reading
+                else:
+                    narrowed = (max(allowed[0], reading[0]), min(allowed[1], reading[1]))
+                    # Disjoint only if a clock was stepped between two readings: the latest one holds.
+                    allowed = narrowed if narrowed[0] <= narrowed[1] else reading
+        return allowed
+
+
+def nearest_to_zero(allowed: tuple[timedelta, timedelta]) -> timedelta:
+    """The offset within ``allowed`` that moves this host's clock least: zero when it is allowed."""
+    low, high = allowed
+    if low > timedelta(0):
+        return low
+    if high < timedelta(0):
+        return high
+    return timedelta(0)

@@ -209,7 +209,7 @@ class ClaimLoop:
         if jobs and took > self._stale_after:
             await self._hand_back_stale(jobs, took)
             return
-        runner.buffer(jobs, time.monotonic())
+        runner.buffer(jobs)
         if self._released:  # ``run`` is over: nobody starts them
             await runner.release_buffered()
             return
@@ -278,7 +278,7 @@ class ClaimLoop:
             claim, self._claim = self._claim, None
             if claim is not None:  # stopping while a claim is in flight: its jobs are ours
                 with contextlib.suppress(Exception):
-                    runner.buffer(await claim, time.monotonic())
+                    runner.buffer(await claim)
             self._released = True
             await runner.release_buffered()
             if on_loop is not None:
@@ -335,8 +335,7 @@ class ClaimLoop:
         now = time.monotonic()
         self._pace.observe(started=self._started_since, seconds=now - self._observed_at, claim_seconds=took)
         self._observed_at, self._started_since = now, 0
-        # after the claim returned: a renewal read before has no claim of these
-        self._runner.buffer(jobs, time.monotonic())
+        self._runner.buffer(jobs)
         if len(jobs) < self._asked:
             self._found_short_at = now
         if len(jobs) < self._asked and not self._wake.is_set():

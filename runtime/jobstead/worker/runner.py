@@ -103,7 +103,7 @@ class JobRunner:
         self.slot_freed = asyncio.Event()
         self.running: dict[int, _Running] = {}
         #: Claimed, not started yet (see ``prefetch``): in claim order, leased like running ones.
-        self.buffered: dict[int, tuple[ClaimedJob, float]] = {}
+        self.buffered: dict[int, ClaimedJob] = {}
         #: The handlers' rows as the database has them (limits, retries, timeouts the operator or the
         #: CLI may change), replaced whole by ``refresh_settings``; a handler without one runs by its code.
         self.settings = settings
@@ -212,7 +212,7 @@ class JobRunner:
         backlog = self._writer.backlog()
         return self._concurrency - len(self.running) - max(0, backlog - self._concurrency)
 
-    def buffer(self, jobs: list[ClaimedJob], claimed_at: float) -> None:
+    def buffer(self, jobs: list[ClaimedJob]) -> None:
         """Hold claimed jobs until slots free (``start_buffered``).
 
         A job claimed while this worker runs it means the database lost the
@@ -224,7 +224,7 @@ class JobRunner:
             running = self.running.get(job.id)
             if running is not None and running.cancel_reason is None:
                 self.cancel(running, CancelReason.LEASE_LOST)
-            self.buffered[job.id] = (job, claimed_at)
+            self.buffered[job.id] = job
 
     def start_buffered(self) -> int:
         """Start buffered jobs in the free slots; how many started."""
@@ -235,12 +235,12 @@ class JobRunner:
         # The oldest first, as claimed; one still running here (``buffer``) waits until it stopped.
         starting = list(islice((job_id for job_id in self.buffered if job_id not in self.running), free))
         for job_id in starting:
-            self._start(self.buffered.pop(job_id)[0], now)
+            self._start(self.buffered.pop(job_id), now)
         return len(starting)
 
     async def release_buffered(self) -> None:
         """Stopping: hand buffered jobs back to the queue, as a shutdown releases a running job."""
-        jobs = [job for job, _ in self.buffered.values()]
+        jobs = list(self.buffered.values())
         self.buffered.clear()
         if not jobs:
             return
@@ -264,20 +264,25 @@ class JobRunner:
                 logger.info("job %s: cancellation requested", job_id)
                 self.cancel(running, CancelReason.CANCELLED)
 
-    def apply_report(self, report: LeaseReport, renewed_at: float) -> None:
+    def apply_report(self, report: LeaseReport, asked: frozenset[int]) -> None:
         """What a lease renewal found: jobs no longer ours (rescued meanwhile), jobs asked to cancel.
 
-        Only jobs claimed before the renewal read its list are judged by it.
+        Only the jobs the renewal asked about are judged by it: a job claimed
+        after it read ``held``, or moved from the buffer to a slot while it
+        read, was not asked about, and its absence from the answer says
+        nothing. (Judged by time instead, a job stamped as it started but put
+        in its slot a moment later, while the renewal read, was stopped as
+        lost although its lease was fine.)
         """
-        for job_id, (_, claimed_at) in list(self.buffered.items()):
-            if claimed_at < renewed_at and job_id not in report.held:
+        for job_id in [job_id for job_id in self.buffered if job_id in asked]:
+            if job_id not in report.held:
                 self._settle_buffered(job_id, CancelReason.LEASE_LOST)
             elif job_id in report.cancel_requested:
                 self._settle_buffered(job_id, CancelReason.CANCELLED)
         for job_id, running in list(self.running.items()):
-            if running.cancel_reason is not None:
+            if running.cancel_reason is not None or job_id not in asked:
                 continue
-            if running.claimed_at < renewed_at and job_id not in report.held:
+            if job_id not in report.held:
                 self.cancel(running, CancelReason.LEASE_LOST)
             elif job_id in report.cancel_requested:
                 logger.info("job %s: cancellation requested", job_id)
@@ -301,10 +306,9 @@ class JobRunner:
 
     def _settle_buffered(self, job_id: int, reason: CancelReason) -> None:
         """A buffered (claimed, not started) job was cancelled or lost its lease: never start it."""
-        entry = self.buffered.pop(job_id, None)
-        if entry is None:
+        job = self.buffered.pop(job_id, None)
+        if job is None:
             return
-        job = entry[0]
         if reason is CancelReason.LEASE_LOST:
             logger.warning("job %s: lease lost before it started; another worker owns it now", job.id)
             return

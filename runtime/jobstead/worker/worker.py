@@ -313,11 +313,11 @@ class Worker:
         if self._claims is not None:
             await self._claims.handed(hand_off, took, written, alongside)
 
-    def _report_from_thread(self, report: LeaseReport, renewed_at: float) -> None:
+    def _report_from_thread(self, report: LeaseReport, asked: frozenset[int]) -> None:
         loop, runner = self._loop, self._runner
         if loop is not None and runner is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # closed meanwhile
-                loop.call_soon_threadsafe(runner.apply_report, report, renewed_at)
+                loop.call_soon_threadsafe(runner.apply_report, report, asked)
 
     async def _shut_down(self, runner: JobRunner, writer: CompletionWriter) -> None:
         """Wait up to the grace period for running jobs, then cancel and release the rest; write what finished."""
