@@ -119,12 +119,19 @@ class Span:
     handler: str = ""
 
 
+def _written_lines(path: Path) -> list[str]:
+    """The file's lines that were written whole: a line being appended as we read may show
+    only its first part (a write that crosses a page is copied a page at a time), and is
+    left for the next read."""
+    if not path.exists():
+        return []
+    return path.read_text().split("\n")[:-1]
+
+
 def read_spans(path: Path) -> list[Span]:
     starts: dict[str, tuple[int, int, int, float, str]] = {}
     ends: dict[str, tuple[float, str]] = {}
-    if not path.exists():
-        return []
-    for line in path.read_text().splitlines():
+    for line in _written_lines(path):
         parts = line.split()
         if not parts or parts[0] == "cron":
             continue
@@ -142,10 +149,8 @@ def read_spans(path: Path) -> list[Span]:
 
 def read_cron_fires(path: Path) -> list[tuple[int, str, float]]:
     """``(job id, fire time, run at)`` for every run of the ``tick`` cron."""
-    if not path.exists():
-        return []
     fires = []
-    for line in path.read_text().splitlines():
+    for line in _written_lines(path):
         parts = line.split()
         if parts and parts[0] == "cron":
             fires.append((int(parts[1]), parts[2], float(parts[4])))
