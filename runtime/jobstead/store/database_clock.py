@@ -108,8 +108,4 @@ class DatabaseClock:
 def nearest_to_zero(allowed: tuple[timedelta, timedelta]) -> timedelta:
     """The offset within ``allowed`` that moves this host's clock least: zero when it is allowed."""
     low, high = allowed
-    if low > timedelta(0):
-        return low
-    if high < timedelta(0):
-        return high
-    return timedelta(0)
+    return min(max(timedelta(0), low), high)
