@@ -250,12 +250,20 @@ def test_jobs_claimed_just_before_a_freeze_are_handed_back_not_started(postgres_
     ), outcomes
 
 
-def _bounded_at_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+def _bounded_at_lease(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
     """The steering calls' lock bound (``Database.begin_bounded``), shortened to the lease so a
-    test need not wait 10 s."""
+    test need not wait 10 s; returns what gives it back.
+
+    Call that once the frozen side has begun its transaction (its bound is set then): the other
+    side keeps the real bound. With 1 s for both, the other side's own transaction was cut off
+    when its thread stalled for a second between two statements on a busy machine (the full
+    suite, once), and the test failed as if it had waited on the frozen lock.
+    """
     from jobstead.store.drivers import base
 
+    real = base.LOCK_BOUND_SECONDS
     monkeypatch.setattr(base, "LOCK_BOUND_SECONDS", LEASE)
+    return lambda: monkeypatch.setattr(base, "LOCK_BOUND_SECONDS", real)
 
 
 def test_a_caller_frozen_while_cancelling_a_running_job_lets_the_rescuer_have_it(
@@ -263,11 +271,12 @@ def test_a_caller_frozen_while_cancelling_a_running_job_lets_the_rescuer_have_it
 ) -> None:
     """``jobstead cancel`` (or the dashboard) stopped right after marking the job: the row stays locked
     only as long as the bound, not as long as the freeze, so the dead worker's job is still rescued."""
-    _bounded_at_lease(monkeypatch)
+    lift_bound = _bounded_at_lease(monkeypatch)
     mine, other = stores
     job = _running_job(other)  # claimed by "frozen" on the other store: the worker that then dies
     freezer = Freezer(mine)
     with freezer.freezing("SET cancel_requested", lambda: mine.control.cancel(job.id)) as woke_to:
+        lift_bound()
         rescued = _rescued_while_frozen(other, job)
     assert rescued == [job.id], "the frozen cancel kept the job locked: the rescuer skipped it"
     assert isinstance(woke_to[0], Exception), "the frozen cancel must not be committed after the rescue"
@@ -277,7 +286,7 @@ def test_a_caller_frozen_while_cancelling_a_running_job_lets_the_rescuer_have_it
 def test_a_caller_frozen_while_cancelling_a_batch_lets_the_rescuer_have_its_running_member(
     stores: tuple[Store, Store], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _bounded_at_lease(monkeypatch)
+    lift_bound = _bounded_at_lease(monkeypatch)
     mine, other = stores
     publish_handler(other, "h")
     _, [member] = other.batches.create([NewJob(handler="h", args={}, queue="default")])
@@ -285,6 +294,7 @@ def test_a_caller_frozen_while_cancelling_a_batch_lets_the_rescuer_have_its_runn
     assert job.id == member.id
     freezer = Freezer(mine)
     with freezer.freezing("SET cancel_requested", lambda: mine.batches.cancel(member.batch_id or 0)) as woke_to:
+        lift_bound()
         rescued = _rescued_while_frozen(other, job)
     assert rescued == [job.id], "the frozen batch cancel kept its member locked: the rescuer skipped it"
     assert isinstance(woke_to[0], Exception)
@@ -304,7 +314,7 @@ def test_a_scheduler_frozen_while_firing_a_cron_does_not_stop_the_others(
 ) -> None:
     """Frozen right after moving the cron's ``handled_until``: its row lock goes with the bound, so
     another scheduler fires the same time (once) instead of waiting on it for the whole freeze."""
-    _bounded_at_lease(monkeypatch)
+    lift_bound = _bounded_at_lease(monkeypatch)
     mine, other = stores
     publish_handler(mine, "h")
     mine.crons.add(CronDefinition(name="nightly", schedule="* * * * *", handler="h", source="database"))
@@ -315,6 +325,7 @@ def test_a_scheduler_frozen_while_firing_a_cron_does_not_stop_the_others(
 
     freezer = Freezer(mine)
     with freezer.freezing("handled_until", lambda: fire(mine)) as woke_to:
+        lift_bound()
         fired = _in_time(lambda: fire(other), 8 * LEASE)
         assert fired, "the other scheduler waited on the frozen one's cron row"
     assert getattr(fired[0], "outcome", None) == "fired"
@@ -327,12 +338,13 @@ def test_a_worker_frozen_while_publishing_its_handlers_does_not_stop_limited_cla
 ) -> None:
     """Every claim of a limited handler locks its row: a publish frozen holding it stops them only
     as long as the bound."""
-    _bounded_at_lease(monkeypatch)
+    lift_bound = _bounded_at_lease(monkeypatch)
     mine, other = stores
     publish_handler(other, "limited", concurrency=2)
     other.enqueue.insert([NewJob(handler="limited", args={}, queue="default")])
     freezer = Freezer(mine)
     with freezer.freezing("jobstead_handlers", lambda: publish_handler(mine, "limited", concurrency=2)):
+        lift_bound()
         claimed = _in_time(lambda: _claim(other, "w", "limited"), 8 * LEASE)
         assert claimed, "the limited claim waited on the frozen publish's handler row"
     assert len(claimed[0]) == 1  # type: ignore[arg-type]
