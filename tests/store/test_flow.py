@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import ColumnElement, Text, and_, case, cast, event, func, literal, select
 from sqlalchemy.exc import OperationalError
 
 from jobstead.flow import NO_FLOW_CONTROL, FlowControl, RateLimit
@@ -587,6 +587,53 @@ def test_sequence_on_failure_continue_goes_on_after_a_failure(store: Store, cloc
     (again,) = _claim(store)
     _fail(store, again, for_good=True, clock=clock)
     assert [j.args["n"] for j in _claim(store)] == [1]
+
+
+def _pause_on(store: Store, job_id: int, seconds: float) -> ColumnElement[bool]:
+    """True, after a pause when the row evaluated is ``job_id``'s: a claim statement held mid-scan."""
+    jobs = store.tables.jobs
+    if store.db.engine.dialect.name == "postgresql":
+        pause: ColumnElement[Any] = func.length(cast(func.pg_sleep(seconds), Text))  # void, as text: ''
+    else:
+        pause = func.sleep(seconds)  # 0
+    return case((jobs.c.id == job_id, pause), else_=literal(0)) == 0
+
+
+def test_jobs_of_one_key_committed_while_a_claim_runs_still_start_one_at_a_time(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two jobs of one key, deferred together, committed while a claim statement is under way.
+
+    On MariaDB the claim's locking read saw them, but its test for an earlier job of the same key
+    read the statement's snapshot, which lacked both: it took the two, and they ran at once
+    (``tests/multiprocess/test_sequence_kills.py``, once in a full run).
+    """
+    if store.db.engine.dialect.name == "sqlite":
+        pytest.skip("one writer at a time: nothing commits while a claim runs")
+    from jobstead.store.claims import Claims
+
+    flow = _seq(store)
+    _defer(store, flow, [{"account": "a", "n": 0}])
+    [first] = store.queries.list_jobs()
+    with store.db.engine.connect() as late:
+        deferring = late.begin()
+        store.enqueue.insert(
+            new_jobs("work", [{"account": "b", "n": n} for n in (1, 2)], JobDefaults(flow=flow), clock=store.clock),
+            connection=late,
+        )
+        real = Claims._first_of_its_key
+        monkeypatch.setattr(
+            Claims, "_first_of_its_key", lambda self, seq: and_(real(self, seq), _pause_on(store, first.id, 1.0))
+        )
+        commit = threading.Timer(0.3, deferring.commit)  # while the claim pauses on the first job
+        commit.start()
+        taken = _claim(store)
+        commit.join()
+    monkeypatch.undo()
+    of_b = [j.args["n"] for j in taken if j.args["account"] == "b"]
+    assert len(of_b) <= 1, f"two jobs of one key started together: {of_b}"
+    later = [(j.args["account"], j.args["n"]) for j in _claim(store, "w2")]
+    assert later == ([] if of_b else [("b", 1)]), "the next of the key is the first deferred"
 
 
 def test_a_sequence_with_a_limit_per_key_and_a_global_limit(store: Store) -> None:

@@ -993,7 +993,7 @@ class Claims:
                 self._hold_slots(conn, handler, taken_slots, claimed)
             return claimed
         if not use_slots:
-            ids = [row.id for row in conn.execute(self._candidates(shape, sequence), params)]
+            ids = self._ready_ids(conn, shape, sequence, params)
             return self._take(conn, now, ids, worker_id, lease_seconds) if ids else []
         if one_statement and sequence is None and self._db.driver.one_statement_claim:
             lease = {"owner": worker_id, "expires": now + timedelta(seconds=lease_seconds), "started": now}
@@ -1001,7 +1001,7 @@ class Claims:
         taken = self._lock_free_slots(conn, handler, wanted)
         if not taken:
             return []
-        ids = [row.id for row in conn.execute(self._candidates(shape, sequence), {**params, "limit": len(taken)})]
+        ids = self._ready_ids(conn, shape, sequence, {**params, "limit": len(taken)})
         if not ids:
             return []
         claimed = self._take(conn, now, ids, worker_id, lease_seconds)
@@ -1379,6 +1379,7 @@ class Claims:
 
         Read in the claim's snapshot: an earlier job is unfinished until its
         end commits, so whatever the snapshot sees of it, nothing after it starts first.
+        The jobs it lets through must come from that snapshot too (``_ready_ids``).
         """
         jobs = self._db.tables.jobs
         earlier = jobs.alias("earlier")
@@ -1567,12 +1568,47 @@ class Claims:
         found.sort(key=lambda r: (-r.priority, r.run_at, r.id))
         return [r.id for r in found[:wanted]] or None
 
-    def _candidates(self, shape: tuple[bool, bool], sequence: JobSequence | None = None) -> Select[Any]:
-        """Ready jobs of some handlers, best first, locked (SKIP LOCKED); parameters bound at execution.
+    def _ready_ids(
+        self, conn: Connection, shape: tuple[bool, bool], sequence: JobSequence | None, params: dict[str, Any]
+    ) -> list[int]:
+        """The ready jobs ``_candidates`` picks, locked: in one locking read, except for a sequence
+        where the driver's locking reads see rows committed after the statement began.
+
+        There (MySQL, MariaDB) the locking read takes a job committed while the
+        statement runs, but the subquery that looks for an earlier job of its
+        key reads the statement's snapshot, which lacks it: two jobs of one key
+        deferred together, committed while a claim ran, were both taken and ran
+        at once. So the jobs are chosen from the snapshot alone, then locked by
+        id (SKIP LOCKED) if they are still ready, as the limits per key do.
+        """
+        if sequence is None or not self._db.driver.locking_reads_see_later_commits:
+            return [int(row.id) for row in conn.execute(self._candidates(shape, sequence), params)]
+        chosen = [int(row.id) for row in conn.execute(self._candidates(shape, sequence, locked=False), params)]
+        if not chosen:
+            return []
+        jobs = self._db.tables.jobs
+        locked = set(
+            conn.execute(
+                select(jobs.c.id)
+                .where(
+                    jobs.c.id.in_(chosen),
+                    _status_in(jobs.c.status, CLAIMABLE_STATUSES),
+                    jobs.c.run_at <= params["now"],
+                )
+                .with_for_update(skip_locked=True, of=jobs)
+            ).scalars()
+        )
+        return [job_id for job_id in chosen if job_id in locked]
+
+    def _candidates(
+        self, shape: tuple[bool, bool], sequence: JobSequence | None = None, *, locked: bool = True
+    ) -> Select[Any]:
+        """Ready jobs of some handlers, best first, locked (SKIP LOCKED) unless not ``locked``;
+        parameters bound at execution.
 
         With a ``sequence``, only the jobs nothing earlier of their key holds back.
         """
-        stmt = self._statements.get(("candidates", shape, sequence))
+        stmt = self._statements.get(("candidates", shape, sequence, locked))
         if stmt is None:
             jobs = self._db.tables.jobs
             one_queue, skip_queues = shape
@@ -1587,13 +1623,15 @@ class Claims:
                 conditions.append(jobs.c.queue.not_in(bindparam("paused", expanding=True)))
             if sequence is not None:
                 conditions.append(self._first_of_its_key(sequence))
-            stmt = self._statements[("candidates", shape, sequence)] = (
+            stmt = (
                 select(jobs.c.id, jobs.c.priority, jobs.c.run_at)
                 .where(*conditions)
                 .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
                 .limit(bindparam("limit", type_=Integer))
-                .with_for_update(skip_locked=True, of=jobs)
             )
+            if locked:
+                stmt = stmt.with_for_update(skip_locked=True, of=jobs)
+            self._statements[("candidates", shape, sequence, locked)] = stmt
         return stmt
 
     def _update(self, shape: tuple[bool, bool] | None) -> Update:

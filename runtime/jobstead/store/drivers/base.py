@@ -114,6 +114,10 @@ class Driver:
     #: Whether connections keep plans made for the tables as they were (prepared
     #: statements), so that ``refresh_planner_statistics`` is worth running.
     keeps_plans: ClassVar[bool] = False
+    #: Whether a locking read (``FOR UPDATE``) reads the newest committed rows while its
+    #: subqueries read the statement's snapshot (InnoDB): a row committed while the statement
+    #: runs is then taken by it though its subqueries cannot see it (``Claims._ready_ids``).
+    locking_reads_see_later_commits: ClassVar[bool] = False
 
     # -- connections ---------------------------------------------------------
 

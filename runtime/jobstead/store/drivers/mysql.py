@@ -158,6 +158,7 @@ class MySQLDriver(Driver):
     backend: ClassVar[str] = "mysql"
     skip_locked: ClassVar[bool] = True
     server_clock: ClassVar[bool] = True
+    locking_reads_see_later_commits: ClassVar[bool] = True
 
     def normalize_url(self, url: URL) -> URL:
         backend = url.get_backend_name()
