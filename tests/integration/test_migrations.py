@@ -6,7 +6,7 @@ import warnings
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import Index, text
 from sqlalchemy.schema import CreateIndex
 
 from jobstead.store import Store
@@ -15,30 +15,61 @@ from tests.conftest import Target
 
 
 def _diff(store: Store) -> list[object]:
-    """What the migrated database lacks or has beyond the models (expression indexes: see below)."""
-    if store.db.engine.dialect.name == "sqlite":
-        _assert_sqlite_live_key_matches(store)
+    """What the migrated database lacks or has beyond the models (index predicates: see below)."""
+    _assert_index_predicates_match(store)
     with warnings.catch_warnings():
         # SQLite's expression index is not reflected (SQLAlchemy and Alembic warn and skip it):
-        # _assert_sqlite_live_key_matches compares it instead.
+        # _assert_index_predicates_match compares it instead.
         warnings.filterwarnings("ignore", message=".*expression-based index .*jobs_live_key")
         return _compare(store)
 
 
-def _assert_sqlite_live_key_matches(store: Store) -> None:
-    """The live-key index as SQLite keeps it (its statement) against the models' own statement."""
-    name = f"{store.tables.prefix}jobs_live_key"
-    [index] = [i for i in store.tables.jobs.indexes if i.name == name]
+def _our_indexes(store: Store) -> list[Index]:
+    return [index for table in store.tables.metadata.sorted_tables for index in sorted(table.indexes, key=str)]
+
+
+def _assert_index_predicates_match(store: Store) -> None:
+    """Each partial index as the database keeps it against the models' own statement of it.
+
+    Alembic compares an index's columns but not its ``WHERE``, nor SQLite's expression
+    indexes at all: a migration that left an old predicate in place would pass unseen.
+    SQLite keeps each index's statement (``sqlite_master``); PostgreSQL normalises a
+    predicate, so the models' index is built beside it under another name, in a
+    transaction rolled back, and the two normalised predicates are compared.
+    """
+    dialect = store.db.engine.dialect
+    if dialect.name not in ("sqlite", "postgresql"):
+        return  # MySQL and MariaDB: no partial indexes (the live key: _without_mysql_live_key)
     with store.db.engine.connect() as conn:
-        stored = conn.execute(
-            text("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :name"), {"name": name}
-        ).scalar()
-    modelled = str(CreateIndex(index).compile(dialect=store.db.engine.dialect))
+        for index in _our_indexes(store):
+            predicate = index.dialect_options[dialect.name]["where"]
+            modelled = str(CreateIndex(index).compile(dialect=dialect))
+            if dialect.name == "sqlite":
+                stored = conn.execute(
+                    text("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :name"), {"name": index.name}
+                ).scalar()
+                assert _normal(stored) == _normal(modelled), f"{index.name}: {stored!r}, the models say {modelled!r}"
+            elif predicate is not None:
+                twin = f"{index.name}_twin"
+                where_is = text(
+                    "SELECT pg_get_expr(i.indpred, i.indrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                    " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = :name"
+                    " AND n.nspname = coalesce(:schema, current_schema())"
+                )
+                with conn.begin() as building:
+                    conn.execute(text(modelled.replace(f" {index.name} ", f" {twin} ", 1)))
+                    found = {
+                        name: conn.execute(where_is, {"name": name, "schema": store.tables.schema}).scalar()
+                        for name in (index.name, twin)
+                    }
+                    building.rollback()
+                assert found[index.name] == found[twin], (
+                    f"{index.name}: WHERE {found[index.name]}, the models say {found[twin]}"
+                )
 
-    def normal(sql: str | None) -> str:
-        return "".join((sql or "").lower().replace('"', "").split())
 
-    assert normal(stored) == normal(modelled), f"{name}: {stored!r}, the models say {modelled!r}"
+def _normal(sql: str | None) -> str:
+    return "".join((sql or "").lower().replace('"', "").split())
 
 
 def _compare(store: Store) -> list[object]:

@@ -50,7 +50,9 @@ CRON_FIRE_PREDICATE = "cron_name IS NOT NULL"
 FINISHED_PREDICATE = _in(tuple(sorted(FINAL_STATUSES)))
 NOT_SUCCEEDED_PREDICATE = f"status <> '{JobStatus.SUCCEEDED.value}'"
 HAS_TENANT_PREDICATE = "tenant IS NOT NULL"
-HAS_SEQUENCE_PREDICATE = "sequence_key IS NOT NULL"
+#: Jobs that may hold their sequence (``Claims._first_of_its_key``): unfinished, failed or dead;
+#: not the succeeded and cancelled ones, which pile up under every long-lived key.
+SEQUENCE_HOLDER_PREDICATE = "sequence_key IS NOT NULL AND " + _in((*LIVE_STATUSES, JobStatus.FAILED, JobStatus.DEAD))
 #: Jobs of a batch (its members), not its continuations.
 BATCH_MEMBER_PREDICATE = "batch_id IS NOT NULL AND batch_event IS NULL"
 #: Jobs of a workflow: its steps and its continuations (whose ``step`` is NULL).
@@ -233,14 +235,16 @@ def build_tables(prefix: str = "jobstead_", schema: str | None = None) -> Tables
         postgresql_where=text(WORKFLOW_JOB_PREDICATE),
         sqlite_where=text(WORKFLOW_JOB_PREDICATE),
     )
-    # Sequences: whether an earlier job of a key holds it (claims of handlers with sequence_by).
+    # Sequences: whether an earlier job of a key holds it (claims of handlers with sequence_by),
+    # so only the jobs that can: a claim's test of each candidate reads the few earlier ones still
+    # holding, not every job its key ever finished (all of them, before 0011).
     Index(
         f"{prefix}jobs_sequence",
         jobs.c.handler,
         jobs.c.sequence_key,
         jobs.c.id,
-        postgresql_where=text(HAS_SEQUENCE_PREDICATE),
-        sqlite_where=text(HAS_SEQUENCE_PREDICATE),
+        postgresql_where=text(SEQUENCE_HOLDER_PREDICATE),
+        sqlite_where=text(SEQUENCE_HOLDER_PREDICATE),
     )
     # Retention: pruning walks finished jobs oldest first, never the live ones.
     Index(
